@@ -1,0 +1,290 @@
+"""Gaussian mixtures and their exact diffusion: noised marginals, score, eps, denoiser, posterior.
+
+THEORY.md sections 1 and 5. Everything is float64 torch and differentiable in ``x``, so Jacobians
+of ``eps`` and ``D`` come from autograd. Each covariance is factorised once (Cholesky).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+__all__ = ["GaussianMixture", "Posterior", "check_abar", "check_points"]
+
+_DTYPE = torch.float64
+
+
+def check_abar(abar) -> float:
+    """``abar`` as a float, or ``ValueError`` unless it is a finite number in (0, 1]."""
+    try:
+        a = float(abar)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"abar must be a single number in (0, 1], got {abar!r}") from None
+    if not math.isfinite(a) or not 0 < a <= 1:
+        raise ValueError(f"abar must lie in (0, 1], got {a}")
+    return a
+
+
+def check_sigma(sigma) -> float:
+    try:
+        s = float(sigma)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"sigma must be a single number >= 0, got {sigma!r}") from None
+    if not math.isfinite(s) or s < 0:
+        raise ValueError(f"sigma must be finite and >= 0, got {s}")
+    return s
+
+
+def check_points(x, d: int, device=None, name: str = "x") -> torch.Tensor:
+    """``x`` as a float64 tensor of shape [N, d]; ``ValueError`` on a wrong shape or non-finite entries.
+
+    Autograd history is kept (no copy when ``x`` is already float64 on ``device``)."""
+    x = torch.as_tensor(x, dtype=_DTYPE, device=device)
+    if x.ndim != 2 or x.shape[1] != d:
+        raise ValueError(f"{name} must have shape [N, {d}], got {tuple(x.shape)}")
+    if not torch.all(torch.isfinite(x)):
+        raise ValueError(f"{name} has non-finite entries")
+    return x
+
+
+def _log_normal(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """``log N(x; means_k, L_k L_k^T)`` for x [N, d], means [K, d] or [N, K, d], chol [K, d, d] -> [N, K]."""
+    d = x.shape[-1]
+    diff = x[:, None, :] - means  # [N, K, d]
+    z = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)  # [N, K, d]
+    logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
+    return -0.5 * (d * math.log(2 * math.pi) + logdet + (z**2).sum(-1))
+
+
+def _cholesky_checked(covs: torch.Tensor, what: str) -> torch.Tensor:
+    L, info = torch.linalg.cholesky_ex(covs)
+    bad = torch.nonzero(info).flatten().tolist()
+    if bad:
+        raise ValueError(f"{what} {bad} is not positive definite")
+    return L
+
+
+@dataclass(frozen=True)
+class Posterior:
+    """``p(x_0 | x_t)`` for each of N points: a K-component Gaussian mixture per point.
+
+    Components share their covariances across points (``covs`` [K, d, d]); weights and means
+    depend on the point (``log_weights`` [N, K], ``means`` [N, K, d]).
+    """
+
+    log_weights: torch.Tensor  # [N, K], normalised: logsumexp over K is 0
+    means: torch.Tensor  # [N, K, d]
+    covs: torch.Tensor  # [K, d, d]
+
+    def mean(self) -> torch.Tensor:
+        """``E[x_0 | x_t]``. [N, d]"""
+        return (self.log_weights.exp()[..., None] * self.means).sum(1)
+
+    def cov(self) -> torch.Tensor:
+        """``Cov[x_0 | x_t]`` by the law of total covariance. [N, d, d]"""
+        p = self.log_weights.exp()  # [N, K]
+        centred = self.means - self.mean()[:, None, :]  # [N, K, d]
+        between = torch.einsum("nk,nki,nkj->nij", p, centred, centred)
+        within = torch.einsum("nk,kij->nij", p, self.covs)
+        return between + within
+
+    def log_prob(self, x0: torch.Tensor) -> torch.Tensor:
+        """``log p(x0_n | x_t^n)`` for one x0 per point. x0 [N, d] -> [N]"""
+        d = self.covs.shape[-1]
+        x0 = check_points(x0, d, self.means.device, "x0")
+        # Covariances may be singular at abar = 1; a jitter-free Cholesky is required here.
+        chol = _cholesky_checked(self.covs, "posterior covariance")
+        diff = x0[:, None, :] - self.means
+        z = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)
+        logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+        comp = -0.5 * (d * math.log(2 * math.pi) + logdet + (z**2).sum(-1))
+        return torch.logsumexp(self.log_weights + comp, dim=1)
+
+
+class GaussianMixture:
+    """``p(x) = sum_k pi_k N(x; mu_k, S_k)`` in any dimension ``d >= 1``.
+
+    Args:
+        weights: [K] non-negative, not all zero; normalised here. Zero-weight components are dropped.
+        means: [K, d].
+        covs: [K, d, d] symmetric positive definite.
+
+    The diffusion of the data ``x_0 ~ p`` is available in both coordinate systems of THEORY.md
+    section 1: VP (``x_t = sqrt(abar) x_0 + sqrt(1 - abar) n``; methods taking ``abar``) and VE
+    (``x = x_0 + sigma n``; methods taking ``sigma``).
+    """
+
+    def __init__(self, weights, means, covs, *, device=None):
+        w = torch.as_tensor(weights, dtype=_DTYPE, device=device)
+        mu = torch.as_tensor(means, dtype=_DTYPE, device=device)
+        S = torch.as_tensor(covs, dtype=_DTYPE, device=device)
+        if w.ndim != 1 or w.numel() == 0:
+            raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
+        K = w.numel()
+        if mu.ndim != 2 or mu.shape[0] != K or mu.shape[1] < 1:
+            raise ValueError(f"means must have shape [K={K}, d] with d >= 1, got {tuple(mu.shape)}")
+        d = mu.shape[1]
+        if S.shape != (K, d, d):
+            raise ValueError(f"covs must have shape [K={K}, d={d}, d={d}], got {tuple(S.shape)}")
+        for name, t in (("weights", w), ("means", mu), ("covs", S)):
+            if not torch.all(torch.isfinite(t)):
+                raise ValueError(f"{name} has non-finite entries")
+        if torch.any(w < 0):
+            raise ValueError(f"weights must be non-negative, got {w.tolist()}")
+        if not torch.any(w > 0):
+            raise ValueError("weights are all zero")
+        asym = (S - S.transpose(-1, -2)).abs().amax(dim=(-1, -2))
+        scale = S.abs().amax(dim=(-1, -2))
+        bad = torch.nonzero(asym > 1e-10 * scale).flatten().tolist()
+        if bad:
+            raise ValueError(f"covariance of component(s) {bad} is not symmetric")
+        keep = w > 0
+        w, mu, S = w[keep], mu[keep], 0.5 * (S[keep] + S[keep].transpose(-1, -2))
+        self.chol = _cholesky_checked(S, "covariance of component(s)")  # [K, d, d]
+        self.log_weights = torch.log(w / w.sum())  # [K]
+        self.means = mu  # [K, d]
+        self.covs = S  # [K, d, d]
+
+    # --- construction helpers -------------------------------------------------------------------
+    @classmethod
+    def from_1d(cls, weights: Sequence[float], means: Sequence[float], stds: Sequence[float], **kw):
+        """A 1-D mixture from component means and standard deviations."""
+        stds = torch.as_tensor(stds, dtype=_DTYPE)
+        if stds.ndim != 1:
+            raise ValueError(f"stds must be 1-D, got shape {tuple(stds.shape)}")
+        if torch.any(stds <= 0):
+            raise ValueError(f"stds must be positive, got {stds.tolist()}")
+        means = torch.as_tensor(means, dtype=_DTYPE)
+        if means.ndim != 1:
+            raise ValueError(f"means must be 1-D, got shape {tuple(means.shape)}")
+        return cls(weights, means[:, None], (stds**2)[:, None, None], **kw)
+
+    @classmethod
+    def concat(cls, mixtures: Sequence["GaussianMixture"], priors) -> "GaussianMixture":
+        """The mixture ``sum_c priors_c p_c``: all components of all ``mixtures``, reweighted."""
+        if len(mixtures) == 0:
+            raise ValueError("need at least one mixture")
+        priors = torch.as_tensor(priors, dtype=_DTYPE)
+        if priors.shape != (len(mixtures),):
+            raise ValueError(f"priors must have shape [{len(mixtures)}], got {tuple(priors.shape)}")
+        if not torch.all(torch.isfinite(priors)) or torch.any(priors < 0) or not torch.any(priors > 0):
+            raise ValueError(f"priors must be finite, non-negative and not all zero, got {priors.tolist()}")
+        dims = {m.dim for m in mixtures}
+        if len(dims) != 1:
+            raise ValueError(f"mixtures have different dimensions {sorted(dims)}")
+        dev = mixtures[0].device
+        w = torch.cat([p.to(dev) * m.log_weights.exp() for p, m in zip(priors, mixtures)])
+        return cls(w, torch.cat([m.means for m in mixtures]), torch.cat([m.covs for m in mixtures]), device=dev)
+
+    def to(self, device) -> "GaussianMixture":
+        return GaussianMixture(self.weights, self.means, self.covs, device=device)
+
+    def with_covs(self, covs) -> "GaussianMixture":
+        """The same weights and means with other covariances."""
+        return GaussianMixture(self.weights, self.means, covs, device=self.device)
+
+    # --- basic properties -----------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.means.shape[1]
+
+    @property
+    def n_components(self) -> int:
+        return self.means.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.means.device
+
+    @property
+    def weights(self) -> torch.Tensor:
+        return self.log_weights.exp()
+
+    @property
+    def precisions(self) -> torch.Tensor:
+        """``S_k^{-1}``. [K, d, d]"""
+        return torch.cholesky_inverse(self.chol)
+
+    def __repr__(self) -> str:
+        return f"GaussianMixture(K={self.n_components}, d={self.dim}, weights={self.weights.tolist()})"
+
+    def _points(self, x, name="x") -> torch.Tensor:
+        return check_points(x, self.dim, self.device, name)
+
+    # --- density, sampling ----------------------------------------------------------------------
+    def component_log_prob(self, x) -> torch.Tensor:
+        """``log pi_k + log N(x; mu_k, S_k)``. x [N, d] -> [N, K]"""
+        x = self._points(x)
+        return self.log_weights + _log_normal(x, self.means, self.chol)
+
+    def log_prob(self, x) -> torch.Tensor:
+        """``log p(x)``. x [N, d] -> [N]"""
+        return torch.logsumexp(self.component_log_prob(x), dim=1)
+
+    def grad_log_prob(self, x) -> torch.Tensor:
+        """``grad_x log p(x) = -sum_k r_k(x) S_k^{-1} (x - mu_k)`` in closed form. [N, d]"""
+        x = self._points(x)
+        r = torch.softmax(self.component_log_prob(x), dim=1)  # [N, K]
+        diff = (x[:, None, :] - self.means).unsqueeze(-1)  # [N, K, d, 1]
+        sol = torch.cholesky_solve(diff, self.chol).squeeze(-1)  # [N, K, d]
+        return -(r[..., None] * sol).sum(1)
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``n`` independent draws. [n, d]"""
+        if int(n) != n or n < 0:
+            raise ValueError(f"n must be a non-negative integer, got {n}")
+        comp = torch.multinomial(self.weights, int(n), replacement=True, generator=generator) if n else \
+            torch.zeros(0, dtype=torch.long, device=self.device)
+        z = torch.randn(int(n), self.dim, 1, dtype=_DTYPE, device=self.device, generator=generator)
+        return self.means[comp] + (self.chol[comp] @ z).squeeze(-1)
+
+    # --- the diffusion, VP form -----------------------------------------------------------------
+    def noised(self, abar) -> "GaussianMixture":
+        """Law of ``x_t = sqrt(abar) x_0 + sqrt(1 - abar) n``: ``sum pi_k N(sqrt(abar) mu_k, abar S_k + (1 - abar) I)``."""
+        a = check_abar(abar)
+        eye = torch.eye(self.dim, dtype=_DTYPE, device=self.device)
+        return GaussianMixture(self.weights, math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
+                               device=self.device)
+
+    def score(self, x_t, abar) -> torch.Tensor:
+        """``grad log p_t(x_t)`` of the VP-noised mixture. [N, d]"""
+        return self.noised(abar).grad_log_prob(x_t)
+
+    def eps(self, x_t, abar) -> torch.Tensor:
+        """Exact noise prediction ``eps = -sqrt(1 - abar) grad log p_t(x_t)``. [N, d]"""
+        a = check_abar(abar)
+        return -math.sqrt(1 - a) * self.score(x_t, a)
+
+    def posterior(self, x_t, abar) -> Posterior:
+        """``p(x_0 | x_t)`` at each point (THEORY.md section 5), in the Kalman form that stays exact at
+        ``abar = 1``: with ``C_k = abar S_k + (1 - abar) I``,
+        ``V_k = (1 - abar) S_k C_k^{-1}``, ``m_k = mu_k + sqrt(abar) S_k C_k^{-1} (x_t - sqrt(abar) mu_k)``."""
+        a = check_abar(abar)
+        x_t = self._points(x_t, "x_t")
+        noised = self.noised(a)
+        log_w = torch.log_softmax(noised.component_log_prob(x_t), dim=1)  # [N, K]
+        Cinv_S = torch.cholesky_solve(self.covs, noised.chol)  # C^{-1} S, [K, d, d]
+        gain = math.sqrt(a) * Cinv_S.transpose(-1, -2)  # sqrt(a) S C^{-1}
+        innov = x_t[:, None, :] - noised.means  # [N, K, d]
+        means = self.means + (gain @ innov.unsqueeze(-1)).squeeze(-1)
+        V = (1 - a) * Cinv_S.transpose(-1, -2)
+        return Posterior(log_w, means, 0.5 * (V + V.transpose(-1, -2)))
+
+    # --- the same diffusion, VE form ------------------------------------------------------------
+    def noised_ve(self, sigma) -> "GaussianMixture":
+        """Law of ``x = x_0 + sigma n``: ``sum pi_k N(mu_k, S_k + sigma^2 I)``."""
+        s = check_sigma(sigma)
+        eye = torch.eye(self.dim, dtype=_DTYPE, device=self.device)
+        return GaussianMixture(self.weights, self.means, self.covs + s**2 * eye, device=self.device)
+
+    def score_ve(self, x, sigma) -> torch.Tensor:
+        """``grad log p_sigma(x)`` of the VE-noised mixture. [N, d]"""
+        return self.noised_ve(sigma).grad_log_prob(x)
+
+    def denoise(self, x, sigma) -> torch.Tensor:
+        """Exact denoiser ``D(x, sigma) = E[x_0 | x] = x + sigma^2 grad log p_sigma(x)`` (Tweedie). [N, d]"""
+        s = check_sigma(sigma)
+        x = self._points(x)
+        return x + s**2 * self.score_ve(x, s)

@@ -1,0 +1,1 @@
+"""images package (see ARCHITECTURE.md)."""

@@ -1,0 +1,116 @@
+"""The one model contract (ARCHITECTURE.md, contract 1) and the adapters that reach it.
+
+Contract: a *model* is a callable ``model(x, sigma, cond) -> x0_hat`` in VE coordinates
+(``x = x_0 + sigma n``), for any tensor shape ``[N, ...]``, with ``sigma`` a single float noise level
+for the whole batch and ``cond`` passed through untouched (labels, embeddings, ``None`` for
+unconditional). A *denoiser* is a model with its condition bound, ``denoiser(x, sigma) -> x0_hat``;
+guidance and samplers only ever see denoisers. Adapters stay differentiable with respect to ``x``.
+
+VP <-> VE (THEORY.md section 1): ``abar = 1 / (1 + sigma^2)``, ``x_vp = sqrt(abar) x_ve``,
+``D = x_ve - sigma eps``.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Hashable, Mapping, Protocol
+
+import torch
+
+from .schedules import VPSchedule
+
+__all__ = ["Model", "Denoiser", "bind", "EpsModel", "X0Model", "VModel", "MixtureModel"]
+
+Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
+
+
+class Model(Protocol):
+    def __call__(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor: ...
+
+
+def bind(model: Model, cond: Any) -> Denoiser:
+    """The denoiser ``x, sigma -> model(x, sigma, cond)``."""
+
+    def denoiser(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return model(x, sigma, cond)
+
+    return denoiser
+
+
+def _check_sigma(sigma) -> float:
+    s = float(sigma)
+    if not math.isfinite(s) or s <= 0:
+        raise ValueError(f"a model is evaluated at a noise level sigma > 0, got {s}")
+    return s
+
+
+class EpsModel:
+    """A discrete-time eps-prediction network ``net(x_vp, t, cond) -> eps`` (DDPM, DiT, SD UNets).
+
+    ``sigma`` must be a level of ``schedule`` (``ValueError`` otherwise); the network is called with
+    that step's original training index ``schedule.timesteps[t]`` as an int64 tensor [N], so a sampler
+    that walks ``schedule.sigmas`` runs exactly the network's DDPM chain.
+    """
+
+    def __init__(self, net: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor], schedule: VPSchedule):
+        if not callable(net):
+            raise ValueError("net must be callable as net(x_vp, t, cond)")
+        self.net, self.schedule = net, schedule
+
+    def eps(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        t = self.schedule.index_of_sigma(_check_sigma(sigma))
+        abar = self.schedule.abar[t].item()
+        t_net = torch.full((x.shape[0],), int(self.schedule.timesteps[t]), dtype=torch.long, device=x.device)
+        return self.net(x * math.sqrt(abar), t_net, cond)
+
+    def __call__(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        return x - float(sigma) * self.eps(x, sigma, cond)
+
+
+class VModel(EpsModel):
+    """A discrete-time v-prediction network, ``v = sqrt(abar) eps - sqrt(1 - abar) x_0`` (Salimans & Ho 2022)."""
+
+    def __call__(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        t = self.schedule.index_of_sigma(_check_sigma(sigma))
+        abar = self.schedule.abar[t].item()
+        x_vp = x * math.sqrt(abar)
+        t_net = torch.full((x.shape[0],), int(self.schedule.timesteps[t]), dtype=torch.long, device=x.device)
+        v = self.net(x_vp, t_net, cond)
+        return math.sqrt(abar) * x_vp - math.sqrt(1 - abar) * v
+
+    def eps(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        return (x - self(x, sigma, cond)) / float(sigma)
+
+
+class X0Model:
+    """An x0-prediction network already in the contract's form, ``net(x_ve, sigma, cond) -> D`` (EDM2)."""
+
+    def __init__(self, net: Callable[[torch.Tensor, float, Any], torch.Tensor]):
+        if not callable(net):
+            raise ValueError("net must be callable as net(x, sigma, cond)")
+        self.net = net
+
+    def __call__(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        return self.net(x, _check_sigma(sigma), cond)
+
+
+class MixtureModel:
+    """Exact denoisers of analytic mixtures, one per condition: ``mixtures[cond].denoise(x, sigma)``.
+
+    Any object with ``denoise(x [N, d], sigma) -> [N, d]`` works (``analytic.GaussianMixture`` does);
+    inputs of shape [N, ...] are flattened to [N, d] and the output keeps the input's dtype.
+    """
+
+    def __init__(self, mixtures: Mapping[Hashable, Any]):
+        if not mixtures:
+            raise ValueError("need at least one mixture")
+        for key, m in mixtures.items():
+            if not callable(getattr(m, "denoise", None)):
+                raise ValueError(f"mixture for condition {key!r} has no denoise(x, sigma) method")
+        self.mixtures = dict(mixtures)
+
+    def __call__(self, x: torch.Tensor, sigma: float, cond: Hashable) -> torch.Tensor:
+        if cond not in self.mixtures:
+            raise ValueError(f"no mixture for condition {cond!r}; known: {list(self.mixtures)}")
+        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        out = self.mixtures[cond].denoise(flat, _check_sigma(sigma))
+        return out.to(x.dtype).reshape(x.shape)

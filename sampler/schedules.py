@@ -1,0 +1,203 @@
+"""Noise schedules: VP (DDPM) beta schedules, respacing, EDM/Karras sigma grids, conversions.
+
+Index convention (THEORY.md section 1): step ``t = 0..T`` with ``t = 0`` the data, so every
+per-step tensor has length ``T + 1`` and ``abar[0] = 1``, ``beta[0] = 0``. The released REG code
+counts its 20 steps as ``k = 0..19``; its ``k`` is this module's ``t = k + 1``.
+
+VP and VE are one process in two coordinate systems: ``sigma^2 = (1 - abar) / abar`` and
+``x_ve = x_vp / sqrt(abar)``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+
+__all__ = [
+    "VPSchedule",
+    "PriorMismatch",
+    "abar_to_sigma",
+    "sigma_to_abar",
+    "karras_sigmas",
+    "prior_mismatch",
+]
+
+
+def _as_float64(x) -> torch.Tensor:
+    return torch.as_tensor(x, dtype=torch.float64)
+
+
+def abar_to_sigma(abar) -> torch.Tensor:
+    """VE noise level of a VP level: ``sigma = sqrt((1 - abar) / abar)``; ``abar`` in (0, 1]."""
+    abar = _as_float64(abar)
+    if not torch.all(torch.isfinite(abar)) or torch.any(abar <= 0) or torch.any(abar > 1):
+        raise ValueError(f"abar must lie in (0, 1], got {abar}")
+    return torch.sqrt((1 - abar) / abar)
+
+
+def sigma_to_abar(sigma) -> torch.Tensor:
+    """VP level of a VE noise level: ``abar = 1 / (1 + sigma^2)``; ``sigma`` >= 0 and finite."""
+    sigma = _as_float64(sigma)
+    if not torch.all(torch.isfinite(sigma)) or torch.any(sigma < 0):
+        raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
+    return 1 / (1 + sigma**2)
+
+
+@dataclass(frozen=True)
+class VPSchedule:
+    """A discrete VP schedule given by ``abar[0..T]`` (float64, ``abar[0] = 1``, strictly decreasing).
+
+    ``timesteps[t]`` is the index of step ``t`` in the schedule a network was trained on (the identity
+    unless the schedule was respaced); discrete-time networks must be queried with it.
+    """
+
+    abar: torch.Tensor  # [T + 1]
+    timesteps: torch.Tensor  # [T + 1], int64
+
+    def __post_init__(self):
+        abar = _as_float64(self.abar)
+        if abar.ndim != 1 or abar.numel() < 2:
+            raise ValueError(f"abar must be 1-D with at least 2 entries (T >= 1), got shape {tuple(abar.shape)}")
+        if not torch.all(torch.isfinite(abar)):
+            raise ValueError(f"abar must be finite, got {abar}")
+        if abar[0] != 1:
+            raise ValueError(f"abar[0] must be 1 (the data level), got {abar[0].item()}")
+        if torch.any(abar[1:] <= 0) or torch.any(abar[1:] >= abar[:-1]):
+            raise ValueError("abar must be strictly decreasing and positive after abar[0] = 1")
+        ts = torch.as_tensor(self.timesteps, dtype=torch.int64)
+        if ts.shape != abar.shape:
+            raise ValueError(f"timesteps shape {tuple(ts.shape)} does not match abar shape {tuple(abar.shape)}")
+        object.__setattr__(self, "abar", abar)
+        object.__setattr__(self, "timesteps", ts)
+
+    # --- constructors -------------------------------------------------------------------------
+    @classmethod
+    def from_betas(cls, betas) -> "VPSchedule":
+        """From ``beta_1..beta_T`` (each in (0, 1))."""
+        betas = _as_float64(betas)
+        if betas.ndim != 1 or betas.numel() < 1:
+            raise ValueError(f"betas must be a non-empty 1-D sequence, got shape {tuple(betas.shape)}")
+        if not torch.all(torch.isfinite(betas)) or torch.any(betas <= 0) or torch.any(betas >= 1):
+            raise ValueError(f"every beta must lie in (0, 1), got {betas}")
+        abar = torch.cat([torch.ones(1, dtype=torch.float64), torch.cumprod(1 - betas, 0)])
+        return cls(abar, torch.arange(betas.numel() + 1))
+
+    @classmethod
+    def linear(cls, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> "VPSchedule":
+        """DDPM's linear betas (Ho et al. 2020): ``beta_t = linspace(beta_start, beta_end, T)``."""
+        if int(T) != T or T < 1:
+            raise ValueError(f"T must be a positive integer, got {T}")
+        if not 0 < beta_start <= beta_end < 1:
+            raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
+        return cls.from_betas(torch.linspace(beta_start, beta_end, int(T), dtype=torch.float64))
+
+    @classmethod
+    def paper_1d(cls) -> "VPSchedule":
+        """The REG paper's 1-D toy: T = 20, betas linear from 1e-4 to 0.02 (so abar_T ~= 0.82)."""
+        return cls.linear(20, 1e-4, 0.02)
+
+    @classmethod
+    def standard(cls) -> "VPSchedule":
+        """The standard DDPM schedule: T = 1000, betas linear from 1e-4 to 0.02."""
+        return cls.linear(1000, 1e-4, 0.02)
+
+    @classmethod
+    def cosine(cls, T: int, s: float = 0.008, max_beta: float = 0.999) -> "VPSchedule":
+        """Nichol & Dhariwal (2021): ``abar(t) = cos^2((t/T + s)/(1 + s) pi/2)``, betas clipped at ``max_beta``."""
+        if int(T) != T or T < 1:
+            raise ValueError(f"T must be a positive integer, got {T}")
+        if s < 0 or not 0 < max_beta < 1:
+            raise ValueError(f"need s >= 0 and 0 < max_beta < 1, got s={s}, max_beta={max_beta}")
+        u = torch.arange(int(T) + 1, dtype=torch.float64) / T
+        f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+        betas = (1 - f[1:] / f[:-1]).clamp(min=1e-12, max=max_beta)
+        return cls.from_betas(betas)
+
+    # --- derived quantities ---------------------------------------------------------------------
+    @property
+    def T(self) -> int:
+        return self.abar.numel() - 1
+
+    @property
+    def alphas(self) -> torch.Tensor:
+        """``alpha_t = abar_t / abar_{t-1}``, with ``alpha_0 = 1``. [T + 1]"""
+        return torch.cat([torch.ones(1, dtype=torch.float64), self.abar[1:] / self.abar[:-1]])
+
+    @property
+    def betas(self) -> torch.Tensor:
+        """``beta_t = 1 - alpha_t``, with ``beta_0 = 0``. [T + 1]"""
+        return 1 - self.alphas
+
+    @property
+    def sigmas(self) -> torch.Tensor:
+        """VE noise level of every step, ``sigma_t = sqrt((1 - abar_t) / abar_t)``. [T + 1]"""
+        return torch.sqrt((1 - self.abar) / self.abar)
+
+    @property
+    def posterior_variance(self) -> torch.Tensor:
+        """DDPM reverse-kernel variance ``beta_t (1 - abar_{t-1}) / (1 - abar_t)``; 0 at t = 0 and t = 1. [T + 1]"""
+        out = torch.zeros_like(self.abar)
+        out[1:] = self.betas[1:] * (1 - self.abar[:-1]) / (1 - self.abar[1:])
+        return out
+
+    def respace(self, n_steps: int) -> "VPSchedule":
+        """Keep ``n_steps`` of the ``T`` steps, evenly spaced and always including ``t = 1`` and ``t = T``.
+
+        The kept steps keep their ``abar`` exactly (and their original ``timesteps``), so the
+        respaced chain is the one a DDPM with fewer steps runs (Nichol & Dhariwal 2021, section 4).
+        """
+        if int(n_steps) != n_steps or not 1 <= n_steps <= self.T:
+            raise ValueError(f"n_steps must be an integer in [1, {self.T}], got {n_steps}")
+        if n_steps == 1:
+            kept = torch.tensor([self.T])
+        else:
+            kept = torch.round(torch.linspace(1, self.T, int(n_steps), dtype=torch.float64)).long()
+        idx = torch.cat([torch.zeros(1, dtype=torch.long), kept])
+        return VPSchedule(self.abar[idx], self.timesteps[idx])
+
+    def index_of_sigma(self, sigma: float, rtol: float = 1e-9) -> int:
+        """The step whose VE level equals ``sigma`` (to ``rtol``); ``ValueError`` if none does."""
+        s = self.sigmas
+        t = int(torch.argmin((s - sigma).abs()))
+        if abs(s[t].item() - sigma) > rtol * max(abs(sigma), 1e-300):
+            raise ValueError(f"sigma={sigma} is not a level of this schedule (nearest: {s[t].item()} at t={t})")
+        return t
+
+
+def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
+    """EDM's sigma grid (Karras et al. 2022, eq. 5), ``n`` levels from ``sigma_max`` down to
+    ``sigma_min``, then a final 0. [n + 1], strictly decreasing."""
+    if int(n) != n or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n}")
+    if not 0 < sigma_min < sigma_max or not math.isfinite(sigma_max):
+        raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
+    if rho <= 0:
+        raise ValueError(f"rho must be positive, got {rho}")
+    i = torch.arange(int(n), dtype=torch.float64)
+    frac = i / max(n - 1, 1)
+    s = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
+
+
+class PriorMismatch(NamedTuple):
+    """How far ``x_T`` is from ``N(0, I)``, per dimension, for Gaussian data ``N(mean, std^2)``."""
+
+    abar_T: float
+    mean: float  # mean of x_T
+    std: float  # standard deviation of x_T
+    kl: float  # KL(law of x_T || N(0, 1)), nats per dimension
+
+
+def prior_mismatch(schedule: VPSchedule, data_std: float = 1.0, data_mean: float = 0.0) -> PriorMismatch:
+    """Law of ``x_T = sqrt(abar_T) x_0 + sqrt(1 - abar_T) n`` for ``x_0 ~ N(data_mean, data_std^2)``
+    against the sampler's start ``N(0, 1)``. The paper's 1-D preset has ``abar_T ~= 0.82``: its x_T is
+    nowhere near ``N(0, 1)``."""
+    if not data_std > 0 or not math.isfinite(data_std) or not math.isfinite(data_mean):
+        raise ValueError(f"need finite data_mean and data_std > 0, got {data_mean}, {data_std}")
+    a = schedule.abar[-1].item()
+    m = math.sqrt(a) * data_mean
+    v = a * data_std**2 + 1 - a
+    kl = 0.5 * (v + m**2 - 1 - math.log(v))
+    return PriorMismatch(abar_T=a, mean=m, std=math.sqrt(v), kl=kl)
