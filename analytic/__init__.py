@@ -12,3 +12,8 @@ __all__ = [
     "Quadratic",
     "degrade",
 ]
+from .fields import GuidanceFields, eps_jacobian, guidance_fields
+from .golden import OptimalGuidance, check_integrable, optimal_guidance
+
+__all__ += ["GuidanceFields", "guidance_fields", "eps_jacobian", "OptimalGuidance", "optimal_guidance",
+            "check_integrable"]

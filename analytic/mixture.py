@@ -53,7 +53,9 @@ def _log_normal(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> tor
     """``log N(x; means_k, L_k L_k^T)`` for x [N, d], means [K, d] or [N, K, d], chol [K, d, d] -> [N, K]."""
     d = x.shape[-1]
     diff = x[:, None, :] - means  # [N, K, d]
-    z = torch.linalg.solve_triangular(chol, diff.unsqueeze(-1), upper=False).squeeze(-1)  # [N, K, d]
+    eye = torch.eye(d, dtype=chol.dtype, device=chol.device)
+    chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # [K, d, d], small
+    z = torch.einsum("kij,nkj->nki", chol_inv, diff)  # [N, K, d]
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
     return -0.5 * (d * math.log(2 * math.pi) + logdet + (z**2).sum(-1))
 

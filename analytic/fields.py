@@ -1,0 +1,63 @@
+"""The facade figures, notebooks and tests share: every guidance field at one noise level.
+
+All fields are in eps units, i.e. the term added to ``eps_c`` (THEORY.md sections 4 and 6):
+
+- ``golden``: ``-sqrt(1-abar) grad log E_t``, the ideal-chain optimum;
+- ``present``: ``-sqrt(1-abar) grad log R_t``, what CFG / AutoG / CG apply (``g``);
+- ``reg_paper``: ``g * (1 - c J^T 1)``; ``reg_vjp``: ``g - c J^T g``; ``reg_diag``: ``g * (1 - c diag J)``,
+  with ``c = sqrt(1-abar)`` and ``J = d eps_c / d x_t`` the exact Jacobian of the conditional eps (autograd).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from .golden import optimal_guidance
+from .mixture import GaussianMixture, check_abar, check_points
+
+__all__ = ["GuidanceFields", "guidance_fields", "eps_jacobian"]
+
+
+@dataclass(frozen=True)
+class GuidanceFields:
+    """Guidance fields at N points, each [N, d] float64, in eps units."""
+
+    golden: torch.Tensor
+    present: torch.Tensor
+    reg_paper: torch.Tensor
+    reg_vjp: torch.Tensor
+    reg_diag: torch.Tensor
+    golden_error: torch.Tensor  # [N, d] error estimate of ``golden`` (0 for closed forms)
+
+
+def eps_jacobian(model: GaussianMixture, x_t, abar) -> torch.Tensor:
+    """``J[n, i, j] = d eps_i / d x_j`` at each point, by autograd (one backward pass per output
+    dimension; points are independent). [N, d, d]"""
+    a = check_abar(abar)
+    x = check_points(x_t, model.dim, model.device, "x_t").detach().requires_grad_(True)
+    eps = model.eps(x, a)
+    rows = [torch.autograd.grad(eps[:, i].sum(), x, retain_graph=i + 1 < model.dim)[0] for i in range(model.dim)]
+    return torch.stack(rows, dim=1)
+
+
+def guidance_fields(cond: GaussianMixture, reward, x_t, abar, **golden_kwargs) -> GuidanceFields:
+    """Golden, present-time and REG guidance at points ``x_t`` [N, d] and noise level ``abar``.
+
+    ``golden_kwargs`` go to :func:`analytic.golden.optimal_guidance` (``method``, ``tol``, ...).
+    """
+    a = check_abar(abar)
+    x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
+    opt = optimal_guidance(cond, reward, x_t, a, **golden_kwargs)
+    g = reward.present(x_t, a).detach()  # [N, d]
+    J = eps_jacobian(cond, x_t, a)  # [N, d, d]
+    c = math.sqrt(1 - a)
+    return GuidanceFields(
+        golden=opt.golden,
+        present=g,
+        reg_paper=g * (1 - c * J.sum(dim=1)),  # (J^T 1)_j = sum_i J_ij
+        reg_vjp=g - c * torch.einsum("nij,ni->nj", J, g),
+        reg_diag=g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)),
+        golden_error=math.sqrt(1 - a) * opt.err_grad,
+    )

@@ -1,0 +1,326 @@
+"""Exact optimal guidance on the ideal chain: ``log E_t`` and ``grad log E_t`` (THEORY.md section 4).
+
+``E_t(x_t) = int p(x_0 | x_t) R_0(x_0) dx_0`` over the exact posterior of the conditional mixture, and
+
+    grad_{x_t} log E_t = sqrt(abar) / (1 - abar) * (m_R - m),
+
+with ``m`` the posterior mean and ``m_R`` the mean of the reward-tilted posterior. The posterior is a
+K-component Gaussian mixture per point, so ``E_t = sum_k pi_k(x_t) I_k`` with
+``I_k = int N(x_0; m_k, V_k) R_0(x_0) dx_0``, computed per component:
+
+- ``closed``: exact when ``log R_0`` is quadratic (single-Gaussian ratios), any dimension;
+- ``gh``: Gauss-Hermite nodes ``m_k + V_k^{1/2} z`` (a tensor grid in 2-D), doubling the node count
+  until two successive counts agree to ``tol``;
+- ``is``: self-normalised importance sampling from each posterior component (any dimension),
+  with delta-method standard errors.
+
+``E_t`` is infinite when the tilted posterior is not integrable (for CFG: the conditional wider than
+the unconditional and ``w`` large); :func:`check_integrable` detects it from the tails and raises.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from scipy import optimize
+
+from .mixture import GaussianMixture, Posterior, check_abar, check_points
+from .rewards import MixtureRatioReward
+
+__all__ = ["OptimalGuidance", "optimal_guidance", "check_integrable", "METHODS"]
+
+METHODS = ("auto", "closed", "gh", "is")
+_CHUNK = 2_000_000  # points x components x nodes evaluated at once
+
+
+class OptimalGuidance(NamedTuple):
+    """The exact optimum at N points. All tensors are float64 and detached."""
+
+    log_E: torch.Tensor  # [N]      log E_t(x_t)
+    grad_log_E: torch.Tensor  # [N, d]   grad_{x_t} log E_t
+    tilted_mean: torch.Tensor  # [N, d]   m_R, the optimal guided x0_hat
+    golden: torch.Tensor  # [N, d]   -sqrt(1 - abar) grad log E_t, the term added to eps_c
+    err_log_E: torch.Tensor  # [N]      error estimate of log_E (quadrature: last refinement; IS: standard error)
+    err_grad: torch.Tensor  # [N, d]   the same for grad_log_E
+    method: str  # "closed" | "gh" | "is" | "exact" (abar = 1)
+    nodes: int  # nodes per dimension (gh), samples per component (is), 0 otherwise
+
+
+# --- integrability ----------------------------------------------------------------------------
+
+
+def _directions_minimum(fn, d: int) -> tuple[float, torch.Tensor]:
+    """Minimum of an even function ``fn(u [M, d]) -> [M]`` over unit directions, and its argmin."""
+    if d == 1:
+        u = torch.ones(1, 1, dtype=torch.float64)
+        return float(fn(u)[0]), u[0]
+    if d == 2:
+        theta = torch.linspace(0, math.pi, 4097, dtype=torch.float64)
+        vals = fn(torch.stack([theta.cos(), theta.sin()], 1))
+        i = int(torch.argmin(vals))
+        h = math.pi / 4096
+
+        def f(th):
+            return float(fn(torch.tensor([[math.cos(th), math.sin(th)]], dtype=torch.float64))[0])
+
+        res = optimize.minimize_scalar(f, bounds=(theta[i].item() - h, theta[i].item() + h), method="bounded",
+                                       options={"xatol": 1e-12})
+        best = min((float(vals[i]), theta[i].item()), (res.fun, res.x))
+        return best[0], torch.tensor([math.cos(best[1]), math.sin(best[1])], dtype=torch.float64)
+    gen = torch.Generator().manual_seed(0)
+    u = torch.randn(4096 * d, d, dtype=torch.float64, generator=gen)
+    u = torch.cat([u, torch.eye(d, dtype=torch.float64)])
+    u = u / u.norm(dim=1, keepdim=True)
+    vals = fn(u)
+    best_val, best_u = float(vals.min()), u[int(vals.argmin())]
+
+    def f(v):
+        v = torch.as_tensor(v, dtype=torch.float64)
+        return float(fn((v / v.norm())[None])[0])
+
+    for i in torch.argsort(vals)[:4].tolist():
+        res = optimize.minimize(f, u[i].numpy(), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14})
+        if res.fun < best_val:
+            v = torch.as_tensor(res.x, dtype=torch.float64)
+            best_val, best_u = res.fun, v / v.norm()
+    return best_val, best_u
+
+
+def _tail_margin(cond: GaussianMixture, reward, abar: float, factor: float = 1.0) -> tuple[float, torch.Tensor]:
+    """``min_{k,u} [u^T (S_k^{-1} + lam I) u + factor tau(u)] / scale``: positive iff every component of
+    ``N(m_k, V_k) R_0^factor`` is integrable (``V_k^{-1} = S_k^{-1} + lam I``, ``lam = abar/(1-abar)``)."""
+    if not hasattr(reward, "tail_curvature"):
+        raise ValueError(f"{type(reward).__name__} has no tail_curvature(u); its integrability cannot be checked")
+    lam = abar / (1 - abar)
+    P = cond.precisions
+
+    def fn(u):
+        comp = torch.einsum("mi,kij,mj->mk", u, P, u).amin(1)
+        return comp + lam + factor * reward.tail_curvature(u)
+
+    scale = float(torch.linalg.matrix_norm(P, ord=2).max()) + lam
+    val, u = _directions_minimum(fn, cond.dim)
+    return val / scale, u
+
+
+def check_integrable(cond: GaussianMixture, reward, abar) -> None:
+    """``ValueError`` unless ``E_t`` is finite at noise level ``abar`` (for every ``x_t``).
+
+    ``log R_0(rho u) = -rho^2/2 tau(u) + O(rho)`` and the posterior component k has precision
+    ``S_k^{-1} + abar/(1-abar) I``, so ``E_t < inf`` iff ``u^T (S_k^{-1} + abar/(1-abar) I) u + tau(u) > 0`` for
+    every k and unit u. In 1-D for CFG with widest components ``s_c``, ``s_u`` this reads
+    ``(1+w)/s_c^2 - w/s_u^2 + abar/(1-abar) > 0``. Exact for d <= 2 (up to a 1e-12 relative margin);
+    for d > 2 the minimum over directions is found numerically.
+    """
+    a = check_abar(abar)
+    if a == 1:
+        return
+    margin, u = _tail_margin(cond, reward, a)
+    if margin <= 1e-12:
+        raise ValueError(
+            f"E_t diverges at abar={a:.6g}: the reward-tilted posterior p(x_0|x_t) R_0(x_0) is not integrable "
+            f"along direction {[round(v, 4) for v in u.tolist()]} (relative tail curvature {margin:.3g} <= 0). "
+            f"The guidance weight w={getattr(reward, 'w', '?')} is too large for a conditional wider than the "
+            f"reference; the optimal guidance does not exist here."
+        )
+
+
+# --- per-component integrals ------------------------------------------------------------------
+
+
+def _sqrt_psd(V: torch.Tensor) -> torch.Tensor:
+    """Symmetric square root of PSD matrices [K, d, d] (exact 0 at abar = 1)."""
+    lam, U = torch.linalg.eigh(V)
+    return (U * lam.clamp(min=0).sqrt()[..., None, :]) @ U.transpose(-1, -2)
+
+
+@lru_cache(maxsize=64)
+def _gauss_hermite(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilists' Gauss-Hermite rule for N(0, I_d): nodes [n^d, d], log weights [n^d] (summing to 1)."""
+    z, w = np.polynomial.hermite_e.hermegauss(n)
+    w = w / w.sum()
+    grids = np.meshgrid(*([z] * d), indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=1)
+    logw = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * d), indexing="ij"))
+    return torch.as_tensor(nodes), torch.as_tensor(logw)
+
+
+class _Components(NamedTuple):
+    log_I: torch.Tensor  # [N, K] log of int N(m_k, V_k) R_0
+    shift: torch.Tensor  # [N, K, d] tilted mean minus m_k
+
+
+def _nodes_integrals(post: Posterior, L: torch.Tensor, reward, z: torch.Tensor, logw: torch.Tensor) -> _Components:
+    """``I_k`` and tilted shifts from a node rule ``x_0 = m_k + L_k z_j`` with log weights ``logw``."""
+    N, K, d = post.means.shape
+    offsets = torch.einsum("kij,mj->kmi", L, z)  # [K, M, d]
+    M = z.shape[0]
+    log_I = torch.empty(N, K, dtype=torch.float64)
+    shift = torch.empty(N, K, d, dtype=torch.float64)
+    step = max(1, _CHUNK // (K * M))
+    for s in range(0, N, step):
+        x0 = post.means[s:s + step, :, None, :] + offsets  # [n, K, M, d]
+        n = x0.shape[0]
+        logR = reward.log_r0(x0.reshape(-1, d)).reshape(n, K, M)
+        if not torch.all(torch.isfinite(logR) | (logR == -math.inf)):
+            raise ValueError("log R_0 is +inf or nan at a quadrature node")
+        lw = logw + logR
+        log_I[s:s + step] = torch.logsumexp(lw, dim=2)
+        shift[s:s + step] = torch.einsum("nkm,kmd->nkd", torch.softmax(lw, dim=2), offsets)
+    return _Components(log_I, shift)
+
+
+def _closed_integrals(post: Posterior, L: torch.Tensor, quad) -> _Components:
+    """Exact ``I_k`` for ``log R_0 = -x^T A x / 2 + b^T x + c``: with ``g = b - A m``, ``M = I + L A L``,
+    ``log I = log R_0(m) - log det(M)/2 + g^T L M^{-1} L g / 2`` and tilted shift ``L M^{-1} L g``."""
+    A, b, c = quad
+    N, K, d = post.means.shape
+    m = post.means
+    Mmat = torch.eye(d, dtype=torch.float64) + L @ A @ L  # [K, d, d]
+    Mmat = 0.5 * (Mmat + Mmat.transpose(-1, -2))
+    eig = torch.linalg.eigvalsh(Mmat)
+    if torch.any(eig <= 1e-12):
+        raise ValueError("E_t diverges: the reward-tilted posterior precision V^{-1} + A is not positive definite")
+    logR_m = -0.5 * torch.einsum("nki,ij,nkj->nk", m, A, m) + m @ b + c
+    g = b - m @ A  # [N, K, d] (A symmetric)
+    Lg = torch.einsum("kij,nkj->nki", L, g)
+    sol = torch.linalg.solve(Mmat, Lg.unsqueeze(-1)).squeeze(-1)  # M^{-1} L g
+    shift = torch.einsum("kij,nkj->nki", L, sol)
+    log_I = logR_m - 0.5 * torch.logdet(Mmat) + 0.5 * (Lg * sol).sum(-1)
+    return _Components(log_I, shift)
+
+
+def _importance_sampling(post: Posterior, L: torch.Tensor, reward, n: int, generator):
+    """Stratified self-normalised IS with ``n`` common draws ``z ~ N(0, I)`` per posterior component;
+    returns ``log E``, ``m_R - m``, ``m_R`` and delta-method standard errors of ``log E`` and ``m_R``."""
+    N, K, d = post.means.shape
+    z = torch.randn(n, d, dtype=torch.float64, generator=generator)
+    offsets = torch.einsum("kij,mj->kmi", L, z)  # [K, n, d]
+    x0 = post.means[:, :, None, :] + offsets  # [N, K, n, d]
+    logR = reward.log_r0(x0.reshape(-1, d)).reshape(N, K, n)
+    if torch.any(torch.isnan(logR) | (logR == math.inf)):
+        raise ValueError("log R_0 is +inf or nan at a sample")
+    comps = _Components(torch.logsumexp(logR, dim=2) - math.log(n),
+                        torch.einsum("nkm,kmd->nkd", torch.softmax(logR, dim=2), offsets))
+    log_E, diff, m_R = _combine(post, comps)
+    b = post.log_weights.exp()  # [N, K]
+    r = torch.exp(logR - log_E[:, None, None])  # R / E, [N, K, n]
+    se_log_E = ((b**2 * r.var(dim=2, correction=1)).sum(1) / n).sqrt()  # sd(E_hat) / E
+    centred = (post.means - post.mean()[:, None, :])[:, :, None, :] + offsets - diff[:, None, None, :]
+    se_m = ((b[..., None] ** 2 * (r[..., None] * centred).var(dim=2, correction=1)).sum(1) / n).sqrt()
+    return log_E, diff, m_R, se_log_E, se_m
+
+
+def _combine(post: Posterior, comps: _Components) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``log E``, ``m_R - m`` and ``m_R`` from per-component integrals."""
+    log_b = post.log_weights  # [N, K] untilted component weights
+    log_E = torch.logsumexp(log_b + comps.log_I, dim=1)
+    a_k = torch.softmax(log_b + comps.log_I, dim=1)  # tilted component weights
+    m = post.mean()
+    centred = post.means - m[:, None, :]
+    diff = ((a_k - log_b.exp())[..., None] * centred).sum(1) + (a_k[..., None] * comps.shift).sum(1)
+    return log_E, diff, m + diff
+
+
+# --- the public entry point -------------------------------------------------------------------
+
+
+def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = "auto", tol: float = 1e-10,
+                     max_nodes: int | None = None, n_samples: int = 4096,
+                     generator: torch.Generator | None = None) -> OptimalGuidance:
+    """The ideal-chain optimum ``log E_t``, ``grad log E_t`` and ``m_R`` at points ``x_t`` [N, d].
+
+    Args:
+        cond: the conditional model ``p(x_0 | y)`` whose posterior defines ``E_t``.
+        reward: an object with ``log_r0(x0 [N, d]) -> [N]``, ``tail_curvature(u)`` and ``quadratic()``
+            (every reward of :mod:`analytic.rewards`).
+        abar: VP noise level in (0, 1]; at 1, ``E_0 = R_0`` and the golden term is 0.
+        method: ``auto`` (closed if the log-reward is quadratic, else ``gh`` for d <= 2, else ``is``),
+            ``closed``, ``gh`` (d <= 2) or ``is``.
+        tol: ``gh`` stops when doubling the nodes changes ``log E`` and ``grad log E`` by at most
+            ``tol * (1 + |value|)`` at every point; ``RuntimeError`` if ``max_nodes`` is reached first.
+        n_samples, generator: ``is`` only (draws per posterior component, shared by all points).
+
+    Raises ``ValueError`` on bad input and when ``E_t`` diverges (never returns inf or nan).
+    """
+    a = check_abar(abar)
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if not (isinstance(tol, (int, float)) and tol > 0):
+        raise ValueError(f"tol must be a positive number, got {tol!r}")
+    x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
+    if getattr(reward, "dim", cond.dim) != cond.dim:
+        raise ValueError(f"reward has dimension {reward.dim} but cond has dimension {cond.dim}")
+    N, d = x_t.shape
+    zeros_n, zeros_nd = torch.zeros(N, dtype=torch.float64), torch.zeros(N, d, dtype=torch.float64)
+
+    if a == 1:  # E_0 = R_0: no integral, and -sqrt(1 - abar) grad log E is exactly 0.
+        x = x_t.clone().requires_grad_(True)
+        log_E = reward.log_r0(x)
+        (grad,) = torch.autograd.grad(log_E.sum(), x)
+        _finite(log_E, grad)
+        return OptimalGuidance(log_E.detach(), grad, x_t, zeros_nd.clone(), zeros_n, zeros_nd, "exact", 0)
+
+    check_integrable(cond, reward, a)
+    quad = reward.quadratic() if hasattr(reward, "quadratic") else None
+    if method == "auto":
+        method = "closed" if quad is not None else ("gh" if d <= 2 else "is")
+    if method == "closed" and quad is None:
+        raise ValueError(f"method 'closed' needs a quadratic log-reward; {type(reward).__name__} is not")
+    if method == "gh" and d > 2:
+        raise ValueError(f"method 'gh' is for d <= 2 (tensor grids grow as n^d); got d={d}, use 'is'")
+
+    post = cond.posterior(x_t, a)
+    L = _sqrt_psd(post.covs)
+    coef = math.sqrt(a) / (1 - a)
+    if method == "closed":
+        log_E, diff, m_R = _combine(post, _closed_integrals(post, L, quad))
+        err_log, err_grad, nodes = zeros_n, zeros_nd, 0
+    elif method == "gh":
+        if max_nodes is None:
+            max_nodes = 1024 if d == 1 else 128
+        n = 16 if d == 1 else 8
+        err_log, err_grad = torch.full_like(zeros_n, math.inf), torch.full_like(zeros_nd, math.inf)
+        z, lw = _gauss_hermite(n, d)
+        prev = _combine(post, _nodes_integrals(post, L, reward, z, lw))
+        while True:
+            n *= 2
+            if n > max_nodes:
+                raise RuntimeError(
+                    f"Gauss-Hermite did not reach tol={tol:g} with {max_nodes} nodes per dimension at abar={a:.6g} "
+                    f"(last change {err_log.max().item():.3g} in log E, {err_grad.max().item():.3g} in grad log E); "
+                    f"raise max_nodes, loosen tol, or use method='is'")
+            z, lw = _gauss_hermite(n, d)
+            log_E, diff, m_R = _combine(post, _nodes_integrals(post, L, reward, z, lw))
+            err_log = (log_E - prev[0]).abs()
+            err_grad = coef * (diff - prev[1]).abs()
+            ok_log = torch.all(err_log <= tol * (1 + log_E.abs()))
+            ok_grad = torch.all(err_grad <= tol * (1 + coef * diff.abs()))
+            if ok_log and ok_grad:
+                break
+            prev = (log_E, diff, m_R)
+        nodes = n
+    elif method == "is":
+        if int(n_samples) != n_samples or n_samples < 2:
+            raise ValueError(f"n_samples must be an integer >= 2, got {n_samples!r}")
+        log_E, diff, m_R, err_log, err_m = _importance_sampling(post, L, reward, int(n_samples), generator)
+        err_grad = coef * err_m
+        nodes = int(n_samples)
+        if _tail_margin(cond, reward, a, factor=2.0)[0] <= 1e-12:
+            warnings.warn("R_0 has infinite variance under the posterior here: importance-sampling standard "
+                          "errors are not reliable", RuntimeWarning, stacklevel=2)
+    else:  # pragma: no cover - METHODS is checked above
+        raise ValueError(f"unknown method {method!r}")
+
+    grad = coef * diff
+    _finite(log_E, grad)
+    return OptimalGuidance(log_E, grad, m_R, -math.sqrt(1 - a) * grad, err_log, err_grad, method, nodes)
+
+
+def _finite(log_E: torch.Tensor, grad: torch.Tensor) -> None:
+    if not (torch.all(torch.isfinite(log_E)) and torch.all(torch.isfinite(grad))):
+        raise ValueError("E_t or its gradient is not finite here (R_0 underflows or overflows at these points)")
