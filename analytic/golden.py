@@ -10,7 +10,13 @@ K-component Gaussian mixture per point, so ``E_t = sum_k pi_k(x_t) I_k`` with
 
 - ``closed``: exact when ``log R_0`` is quadratic (single-Gaussian ratios), any dimension;
 - ``gh``: Gauss-Hermite nodes ``m_k + V_k^{1/2} z`` (a tensor grid in 2-D), doubling the node count
-  until two successive counts agree to ``tol``;
+  until two successive counts agree to ``tol``. For ratio rewards ``(p_num/p_den)^w`` convergence is
+  only algebraic (about 10-100x per doubling): ``R_0`` has singularities at the complex zeros of the
+  mixture densities, close to the real axis. For whole 1-D/2-D grids :func:`analytic.grid.golden_on_grid`
+  (a spectrally accurate trapezoid rule) is much faster;
+- ``grid`` (d <= 2): the dense trapezoid quadrature of :mod:`analytic.grid` at the given points,
+  spectrally accurate and robust near the integrability boundary; its error estimate is the change
+  from a 30% coarser quadrature grid;
 - ``is``: self-normalised importance sampling from each posterior component (any dimension),
   with delta-method standard errors.
 
@@ -26,14 +32,14 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from scipy import optimize
+from scipy import optimize, special
 
 from .mixture import GaussianMixture, Posterior, check_abar, check_points
 from .rewards import MixtureRatioReward
 
 __all__ = ["OptimalGuidance", "optimal_guidance", "check_integrable", "METHODS"]
 
-METHODS = ("auto", "closed", "gh", "is")
+METHODS = ("auto", "closed", "grid", "gh", "is")
 _CHUNK = 2_000_000  # points x components x nodes evaluated at once
 
 
@@ -46,7 +52,7 @@ class OptimalGuidance(NamedTuple):
     golden: torch.Tensor  # [N, d]   -sqrt(1 - abar) grad log E_t, the term added to eps_c
     err_log_E: torch.Tensor  # [N]      error estimate of log_E (quadrature: last refinement; IS: standard error)
     err_grad: torch.Tensor  # [N, d]   the same for grad_log_E
-    method: str  # "closed" | "gh" | "is" | "exact" (abar = 1)
+    method: str  # "closed" | "grid" | "gh" | "is" | "exact" (abar = 1)
     nodes: int  # nodes per dimension (gh), samples per component (is), 0 otherwise
 
 
@@ -141,11 +147,12 @@ def _sqrt_psd(V: torch.Tensor) -> torch.Tensor:
 @lru_cache(maxsize=64)
 def _gauss_hermite(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilists' Gauss-Hermite rule for N(0, I_d): nodes [n^d, d], log weights [n^d] (summing to 1)."""
-    z, w = np.polynomial.hermite_e.hermegauss(n)
+    z, w = special.roots_hermitenorm(n)  # stable for large n, unlike numpy's hermegauss
     w = w / w.sum()
     grids = np.meshgrid(*([z] * d), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=1)
-    logw = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * d), indexing="ij"))
+    with np.errstate(divide="ignore"):  # weights of the outermost nodes underflow to 0 for large n
+        logw = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * d), indexing="ij"))
     return torch.as_tensor(nodes), torch.as_tensor(logw)
 
 
@@ -154,10 +161,46 @@ class _Components(NamedTuple):
     shift: torch.Tensor  # [N, K, d] tilted mean minus m_k
 
 
-def _nodes_integrals(post: Posterior, L: torch.Tensor, reward, z: torch.Tensor, logw: torch.Tensor) -> _Components:
-    """``I_k`` and tilted shifts from a node rule ``x_0 = m_k + L_k z_j`` with log weights ``logw``."""
+def _widened_reference(V: torch.Tensor, reward) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Square roots ``L'_k`` of the Gaussians the Gauss-Hermite nodes are laid on, and ``A_-`` [d, d].
+
+    Where ``R_0`` grows in the tails (negative tail curvature ``tau(u)``, e.g. CFG with a wide
+    conditional), ``N(m_k, V_k) R_0`` is wider than ``N(m_k, V_k)`` and nodes on ``V_k`` miss its mass.
+    The nodes are then laid on ``V'^{-1} = V^{-1} + A_- / 2``, with ``A_-`` the negative part of a
+    quadratic fit of ``tau``, and reweighted by ``N(V) / N(V')``. Returns ``(sqrt(V), None)`` otherwise."""
+    d = V.shape[-1]
+    if not hasattr(reward, "tail_curvature"):
+        return _sqrt_psd(V), None
+    if d == 1:
+        A = reward.tail_curvature(torch.ones(1, 1, dtype=torch.float64)).reshape(1, 1)
+    else:  # least-squares fit of tau(u) = u^T A u on the half circle
+        th = torch.linspace(0, math.pi, 65, dtype=torch.float64)[:-1]
+        u = torch.stack([th.cos(), th.sin()], 1)
+        tau = reward.tail_curvature(u)
+        X = torch.stack([u[:, 0] ** 2, 2 * u[:, 0] * u[:, 1], u[:, 1] ** 2], 1)
+        a, b, c = torch.linalg.lstsq(X, tau[:, None]).solution[:, 0]
+        A = torch.stack([torch.stack([a, b]), torch.stack([b, c])])
+    lam, U = torch.linalg.eigh(A)
+    A_neg = (U * lam.clamp(max=0)) @ U.T
+    if torch.all(lam >= 0):
+        return _sqrt_psd(V), None
+    P_ref = torch.linalg.inv(V) + A_neg / 2
+    P_ref = 0.5 * (P_ref + P_ref.transpose(-1, -2))
+    if torch.any(torch.linalg.eigvalsh(P_ref) <= 0):
+        return _sqrt_psd(V), None
+    return _sqrt_psd(torch.linalg.inv(P_ref)), A_neg
+
+
+def _nodes_integrals(post: Posterior, L: torch.Tensor, reward, z: torch.Tensor, logw: torch.Tensor,
+                     A_neg: torch.Tensor | None = None) -> _Components:
+    """``I_k`` and tilted shifts from a node rule ``x_0 = m_k + L_k z_j`` with log weights ``logw``
+    (for ``N(m_k, L_k L_k^T)``), reweighted to ``N(m_k, V_k)`` when ``A_neg`` is given (see
+    :func:`_widened_reference`: ``log N(V)/N(V') = z^T L' A_- L' z / 4 + log det(V' V^{-1}) / 2``)."""
     N, K, d = post.means.shape
     offsets = torch.einsum("kij,mj->kmi", L, z)  # [K, M, d]
+    if A_neg is not None:
+        logdet_ratio = 2 * torch.logdet(L) - torch.logdet(post.covs)  # [K]
+        logw = logw + 0.25 * torch.einsum("kmi,ij,kmj->km", offsets, A_neg, offsets) + 0.5 * logdet_ratio[:, None]
     M = z.shape[0]
     log_I = torch.empty(N, K, dtype=torch.float64)
     shift = torch.empty(N, K, d, dtype=torch.float64)
@@ -168,7 +211,7 @@ def _nodes_integrals(post: Posterior, L: torch.Tensor, reward, z: torch.Tensor, 
         logR = reward.log_r0(x0.reshape(-1, d)).reshape(n, K, M)
         if not torch.all(torch.isfinite(logR) | (logR == -math.inf)):
             raise ValueError("log R_0 is +inf or nan at a quadrature node")
-        lw = logw + logR
+        lw = logw + logR  # [n, K, M]
         log_I[s:s + step] = torch.logsumexp(lw, dim=2)
         shift[s:s + step] = torch.einsum("nkm,kmd->nkd", torch.softmax(lw, dim=2), offsets)
     return _Components(log_I, shift)
@@ -229,7 +272,7 @@ def _combine(post: Posterior, comps: _Components) -> tuple[torch.Tensor, torch.T
 # --- the public entry point -------------------------------------------------------------------
 
 
-def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = "auto", tol: float = 1e-10,
+def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = "auto", tol: float = 1e-9,
                      max_nodes: int | None = None, n_samples: int = 4096,
                      generator: torch.Generator | None = None) -> OptimalGuidance:
     """The ideal-chain optimum ``log E_t``, ``grad log E_t`` and ``m_R`` at points ``x_t`` [N, d].
@@ -239,8 +282,8 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
         reward: an object with ``log_r0(x0 [N, d]) -> [N]``, ``tail_curvature(u)`` and ``quadratic()``
             (every reward of :mod:`analytic.rewards`).
         abar: VP noise level in (0, 1]; at 1, ``E_0 = R_0`` and the golden term is 0.
-        method: ``auto`` (closed if the log-reward is quadratic, else ``gh`` for d <= 2, else ``is``),
-            ``closed``, ``gh`` (d <= 2) or ``is``.
+        method: ``auto`` (closed if the log-reward is quadratic, else ``grid`` for d <= 2, else ``is``),
+            ``closed``, ``grid`` (d <= 2), ``gh`` (d <= 2) or ``is``.
         tol: ``gh`` stops when doubling the nodes changes ``log E`` and ``grad log E`` by at most
             ``tol * (1 + |value|)`` at every point; ``RuntimeError`` if ``max_nodes`` is reached first.
         n_samples, generator: ``is`` only (draws per posterior component, shared by all points).
@@ -265,28 +308,38 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
         _finite(log_E, grad)
         return OptimalGuidance(log_E.detach(), grad, x_t, zeros_nd.clone(), zeros_n, zeros_nd, "exact", 0)
 
-    check_integrable(cond, reward, a)
     quad = reward.quadratic() if hasattr(reward, "quadratic") else None
     if method == "auto":
-        method = "closed" if quad is not None else ("gh" if d <= 2 else "is")
+        method = "closed" if quad is not None else ("grid" if d <= 2 else "is")
     if method == "closed" and quad is None:
         raise ValueError(f"method 'closed' needs a quadratic log-reward; {type(reward).__name__} is not")
-    if method == "gh" and d > 2:
-        raise ValueError(f"method 'gh' is for d <= 2 (tensor grids grow as n^d); got d={d}, use 'is'")
+    if method in ("gh", "grid") and d > 2:
+        raise ValueError(f"method {method!r} is for d <= 2 (tensor grids grow as n^d); got d={d}, use 'is'")
 
+    check_integrable(cond, reward, a)
     post = cond.posterior(x_t, a)
     L = _sqrt_psd(post.covs)
     coef = math.sqrt(a) / (1 - a)
     if method == "closed":
         log_E, diff, m_R = _combine(post, _closed_integrals(post, L, quad))
         err_log, err_grad, nodes = zeros_n, zeros_nd, 0
+    elif method == "grid":
+        from .grid import golden_at_points  # grid builds on this module
+
+        log_E, grad = golden_at_points(cond, reward, x_t, a)
+        coarse_log_E, coarse_grad = golden_at_points(cond, reward, x_t, a, points_per_width=2.8)
+        err_log, err_grad = (log_E - coarse_log_E).abs(), (grad - coarse_grad).abs()
+        diff = grad / coef
+        m_R = post.mean() + diff
+        nodes = 0
     elif method == "gh":
         if max_nodes is None:
             max_nodes = 1024 if d == 1 else 128
         n = 16 if d == 1 else 8
+        L_ref, A_neg = _widened_reference(post.covs, reward)
         err_log, err_grad = torch.full_like(zeros_n, math.inf), torch.full_like(zeros_nd, math.inf)
         z, lw = _gauss_hermite(n, d)
-        prev = _combine(post, _nodes_integrals(post, L, reward, z, lw))
+        prev = _combine(post, _nodes_integrals(post, L_ref, reward, z, lw, A_neg))
         while True:
             n *= 2
             if n > max_nodes:
@@ -295,7 +348,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
                     f"(last change {err_log.max().item():.3g} in log E, {err_grad.max().item():.3g} in grad log E); "
                     f"raise max_nodes, loosen tol, or use method='is'")
             z, lw = _gauss_hermite(n, d)
-            log_E, diff, m_R = _combine(post, _nodes_integrals(post, L, reward, z, lw))
+            log_E, diff, m_R = _combine(post, _nodes_integrals(post, L_ref, reward, z, lw, A_neg))
             err_log = (log_E - prev[0]).abs()
             err_grad = coef * (diff - prev[1]).abs()
             ok_log = torch.all(err_log <= tol * (1 + log_E.abs()))
@@ -316,7 +369,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
     else:  # pragma: no cover - METHODS is checked above
         raise ValueError(f"unknown method {method!r}")
 
-    grad = coef * diff
+    grad = coef * diff if method != "grid" else grad
     _finite(log_E, grad)
     return OptimalGuidance(log_E, grad, m_R, -math.sqrt(1 - a) * grad, err_log, err_grad, method, nodes)
 
