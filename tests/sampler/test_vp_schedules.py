@@ -1,0 +1,81 @@
+import math
+
+import pytest
+import torch
+
+from sampler.schedules import VPSchedule, abar_to_sigma, karras_sigmas, prior_mismatch, sigma_to_abar
+
+
+def test_paper_preset():
+    s = VPSchedule.paper_1d()
+    assert s.T == 20 and s.abar[0] == 1
+    betas = torch.linspace(1e-4, 0.02, 20, dtype=torch.float64)
+    torch.testing.assert_close(s.betas[1:], betas)
+    torch.testing.assert_close(s.abar[1:], torch.cumprod(1 - betas, 0))
+    assert abs(s.abar[-1].item() - 0.817) < 1e-3  # THEORY section 7
+    # sqrt(1 - abar) runs from 0.010 to 0.428 (official code notes, section 1.2)
+    assert abs(math.sqrt(1 - s.abar[1].item()) - 0.010) < 1e-3
+    assert abs(math.sqrt(1 - s.abar[-1].item()) - 0.428) < 1e-3
+
+
+def test_posterior_variance_and_conversions():
+    s = VPSchedule.standard()
+    t = torch.arange(2, s.T + 1)
+    expect = s.betas[t] * (1 - s.abar[t - 1]) / (1 - s.abar[t])
+    torch.testing.assert_close(s.posterior_variance[t], expect)
+    assert s.posterior_variance[1] == 0 and s.posterior_variance[0] == 0  # deterministic last step
+    torch.testing.assert_close(sigma_to_abar(abar_to_sigma(s.abar[1:])), s.abar[1:])
+    torch.testing.assert_close(s.sigmas, torch.sqrt((1 - s.abar) / s.abar))
+    assert s.index_of_sigma(s.sigmas[137].item()) == 137
+    with pytest.raises(ValueError, match="not a level"):
+        s.index_of_sigma(s.sigmas[137].item() * 1.001)
+
+
+def test_respacing_keeps_levels_and_indices():
+    s = VPSchedule.standard()
+    r = s.respace(50)
+    assert r.T == 50 and r.timesteps[1] == 1 and r.timesteps[-1] == 1000
+    torch.testing.assert_close(r.abar, s.abar[r.timesteps])
+    assert s.respace(1000).abar.equal(s.abar)
+
+
+def test_cosine_schedule():
+    s = VPSchedule.cosine(1000)
+    u = torch.arange(1001, dtype=torch.float64) / 1000
+    f = torch.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    torch.testing.assert_close(s.abar[1:500], (f / f[0])[1:500])
+
+
+def test_karras_grid():
+    sig = karras_sigmas(32)
+    assert sig.numel() == 33 and sig[-1] == 0
+    assert abs(sig[0].item() - 80) < 1e-9 and abs(sig[-2].item() - 0.002) < 1e-12
+    assert torch.all(sig[1:] < sig[:-1])
+
+
+def test_prior_mismatch_against_monte_carlo():
+    s = VPSchedule.paper_1d()
+    pm = prior_mismatch(s, data_std=0.5, data_mean=1.0)
+    g = torch.Generator().manual_seed(0)
+    x0 = 1.0 + 0.5 * torch.randn(400_000, generator=g, dtype=torch.float64)
+    xT = math.sqrt(pm.abar_T) * x0 + math.sqrt(1 - pm.abar_T) * torch.randn(400_000, generator=g, dtype=torch.float64)
+    assert abs(xT.mean().item() - pm.mean) < 5e-3 and abs(xT.std().item() - pm.std) < 5e-3
+    assert pm.kl > 0.3  # far from N(0, 1)
+    assert prior_mismatch(VPSchedule.standard(), 1.0).kl < 1e-6
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda: VPSchedule.linear(0), "positive integer"),
+    (lambda: VPSchedule.linear(10, 0.02, 0.01), "beta_start <= beta_end"),
+    (lambda: VPSchedule.from_betas([0.1, 1.0]), r"\(0, 1\)"),
+    (lambda: VPSchedule(torch.tensor([1.0, 0.5, 0.6]), torch.arange(3)), "strictly decreasing"),
+    (lambda: VPSchedule(torch.tensor([0.9, 0.5]), torch.arange(2)), "abar\\[0\\] must be 1"),
+    (lambda: VPSchedule.paper_1d().respace(30), "n_steps"),
+    (lambda: karras_sigmas(10, sigma_min=5, sigma_max=1), "sigma_min < sigma_max"),
+    (lambda: abar_to_sigma(1.5), r"\(0, 1\]"),
+    (lambda: sigma_to_abar(-1.0), ">= 0"),
+    (lambda: prior_mismatch(VPSchedule.paper_1d(), data_std=0), "data_std"),
+])
+def test_bad_input(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
