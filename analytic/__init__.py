@@ -1,19 +1,22 @@
-"""Exact mathematics of Gaussian-mixture diffusion and guidance (no training, no plotting)."""
+"""Exact mathematics of Gaussian-mixture diffusion and guidance (no training, no plotting).
+
+The public contract: ``GaussianMixture``, ``CFGReward``, ``AutoGReward``, ``ClassifierReward`` and
+``guidance_fields``; see README.md for the API at a glance.
+"""
+from .chain import ChainGolden, chain_golden, mixture_eps_fn
+from .fields import GuidanceFields, eps_jacobian, guidance_fields
+from .golden import OptimalGuidance, check_integrable, optimal_denoiser, optimal_guidance
+from .grid import GridGolden, golden_at_points, golden_on_grid
 from .mixture import GaussianMixture, Posterior
+from .presets import PRESETS, Preset, get_preset
 from .rewards import AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, degrade
 
 __all__ = [
-    "GaussianMixture",
-    "Posterior",
-    "CFGReward",
-    "AutoGReward",
-    "ClassifierReward",
-    "MixtureRatioReward",
-    "Quadratic",
-    "degrade",
+    "GaussianMixture", "Posterior",
+    "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic", "degrade",
+    "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
+    "GridGolden", "golden_on_grid", "golden_at_points",
+    "ChainGolden", "chain_golden", "mixture_eps_fn",
+    "GuidanceFields", "guidance_fields", "eps_jacobian",
+    "Preset", "PRESETS", "get_preset",
 ]
-from .fields import GuidanceFields, eps_jacobian, guidance_fields
-from .golden import OptimalGuidance, check_integrable, optimal_guidance
-
-__all__ += ["GuidanceFields", "guidance_fields", "eps_jacobian", "OptimalGuidance", "optimal_guidance",
-            "check_integrable"]

@@ -37,7 +37,7 @@ from scipy import optimize, special
 from .mixture import GaussianMixture, Posterior, check_abar, check_points
 from .rewards import MixtureRatioReward
 
-__all__ = ["OptimalGuidance", "optimal_guidance", "check_integrable", "METHODS"]
+__all__ = ["OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable", "METHODS"]
 
 METHODS = ("auto", "closed", "grid", "gh", "is")
 _CHUNK = 2_000_000  # points x components x nodes evaluated at once
@@ -377,3 +377,17 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
 def _finite(log_E: torch.Tensor, grad: torch.Tensor) -> None:
     if not (torch.all(torch.isfinite(log_E)) and torch.all(torch.isfinite(grad))):
         raise ValueError("E_t or its gradient is not finite here (R_0 underflows or overflows at these points)")
+
+
+def optimal_denoiser(cond: GaussianMixture, reward, **kwargs):
+    """The optimal guided denoiser in the sampler's VE contract: ``fn(x [N, ...], sigma) -> m_R``, the
+    reward-tilted posterior mean (THEORY.md section 4: ``x0_hat(eps_star) = m_R``). Plug it into
+    ``sampler.TiltedMean(cond_denoiser, fn)``; ``kwargs`` go to :func:`optimal_guidance`."""
+
+    def tilted_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        a = 1 / (1 + float(sigma) ** 2)
+        flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        m_R = optimal_guidance(cond, reward, math.sqrt(a) * flat, a, **kwargs).tilted_mean
+        return m_R.to(x.dtype).reshape(x.shape)
+
+    return tilted_mean

@@ -53,7 +53,7 @@ def _rot(theta: float, sx: float, sy: float) -> list[list[float]]:
 
 def _correlated_2d() -> Preset:
     cond = GaussianMixture([0.5, 0.5], [[0.5, 0.5], [1.5, 1.0]],
-                           [_rot(0.6, 0.35, 0.08), _rot(-0.9, 0.3, 0.1)])
+                           [_rot(0.6, 0.35, 0.15), _rot(-0.9, 0.3, 0.15)])
     uncond = GaussianMixture([0.4, 0.3, 0.3], [[-0.5, 0.0], [0.5, 1.5], [1.5, -0.5]],
                              [_rot(0.3, 0.6, 0.4), _rot(1.2, 0.5, 0.3), _rot(0.0, 0.5, 0.5)])
     return Preset("correlated_2d", "2-D, anisotropic correlated conditional components against a broad "
