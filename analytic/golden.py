@@ -329,9 +329,8 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
         log_E, grad = golden_at_points(cond, reward, x_t, a)
         coarse_log_E, coarse_grad = golden_at_points(cond, reward, x_t, a, points_per_width=2.8)
         err_log, err_grad = (log_E - coarse_log_E).abs(), (grad - coarse_grad).abs()
-        diff = grad / coef
-        m_R = post.mean() + diff
-        nodes = 0
+        diff = grad / coef  # m_R - m
+        m_R, nodes = post.mean() + diff, 0
     elif method == "gh":
         if max_nodes is None:
             max_nodes = 1024 if d == 1 else 128
@@ -369,7 +368,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
     else:  # pragma: no cover - METHODS is checked above
         raise ValueError(f"unknown method {method!r}")
 
-    grad = coef * diff if method != "grid" else grad
+    grad = coef * diff
     _finite(log_E, grad)
     return OptimalGuidance(log_E, grad, m_R, -math.sqrt(1 - a) * grad, err_log, err_grad, method, nodes)
 
