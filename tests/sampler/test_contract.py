@@ -88,3 +88,19 @@ def test_cuda_matches_device(sampler_name: str):
             weak.to("cuda")
             out = _run(setup, REG(GUIDANCE_FACTORIES["cfg"](setup, W), "vjp"), sampler_name, seed=0, device="cuda")
             assert out.device.type == "cuda" and out.shape == (N,) + setup.shape
+
+
+@pytest.mark.parametrize("sampler_name", SAMPLERS)
+@pytest.mark.parametrize("estimator", (None,) + ESTIMATORS)
+@pytest.mark.parametrize("guidance_name", list(GUIDANCE_FACTORIES))
+def test_full_product_on_the_analytic_mixture(sampler_name: str, estimator, guidance_name: str):
+    """Issue 3's acceptance: every guidance, with and without every REG estimator, through every sampler,
+    on the exact mixture (cheap enough for the full product)."""
+    from .conftest import MODEL_FACTORIES
+
+    setup = dict(MODEL_FACTORIES)["mixture_vec"]()
+    guided = GUIDANCE_FACTORIES[guidance_name](setup, W)
+    den = guided if estimator is None else REG(guided, estimator)
+    out = _run(setup, den, sampler_name, seed=4)
+    _check(setup, out)
+    torch.testing.assert_close(_run(setup, den, sampler_name, seed=4), out, rtol=0, atol=0)
