@@ -4,7 +4,7 @@ The public contract: ``GaussianMixture``, ``CFGReward``, ``AutoGReward``, ``Clas
 ``guidance_fields``; see README.md for the API at a glance.
 """
 from .chain import ChainGolden, chain_golden, mixture_eps_fn
-from .fields import GuidanceFields, eps_jacobian, guidance_fields
+from .fields import GuidanceFields, eps_jacobian, guidance_fields, guidance_fields_on_grid
 from .golden import OptimalGuidance, check_integrable, optimal_denoiser, optimal_guidance
 from .grid import GridGolden, golden_at_points, golden_on_grid
 from .mixture import GaussianMixture, Posterior
@@ -17,6 +17,6 @@ __all__ = [
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
     "GridGolden", "golden_on_grid", "golden_at_points",
     "ChainGolden", "chain_golden", "mixture_eps_fn",
-    "GuidanceFields", "guidance_fields", "eps_jacobian",
+    "GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian",
     "Preset", "PRESETS", "get_preset",
 ]

@@ -17,7 +17,7 @@ import torch
 from .golden import optimal_guidance
 from .mixture import GaussianMixture, check_abar, check_points
 
-__all__ = ["GuidanceFields", "guidance_fields", "eps_jacobian"]
+__all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian"]
 
 
 @dataclass(frozen=True)
@@ -50,14 +50,30 @@ def guidance_fields(cond: GaussianMixture, reward, x_t, abar, **golden_kwargs) -
     a = check_abar(abar)
     x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
     opt = optimal_guidance(cond, reward, x_t, a, **golden_kwargs)
+    return _with_reg(cond, reward, x_t, a, opt.golden, math.sqrt(1 - a) * opt.err_grad)
+
+
+def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, **grid_kwargs) -> GuidanceFields:
+    """:func:`guidance_fields` on a whole 1-D/2-D tensor grid (rows in 'ij' order), with the golden from
+    :func:`analytic.grid.golden_on_grid` (much faster than point by point; no error estimate: 0)."""
+    from .grid import _grid_points, check_axes, golden_on_grid
+
+    a = check_abar(abar)
+    axes = check_axes(axes, cond.dim)
+    x_t = _grid_points(axes)
+    golden = golden_on_grid(cond, reward, axes, a, **grid_kwargs).golden.reshape(-1, cond.dim)
+    return _with_reg(cond, reward, x_t, a, golden, torch.zeros_like(golden))
+
+
+def _with_reg(cond, reward, x_t, a, golden, golden_error) -> GuidanceFields:
     g = reward.present(x_t, a).detach()  # [N, d]
     J = eps_jacobian(cond, x_t, a)  # [N, d, d]
     c = math.sqrt(1 - a)
     return GuidanceFields(
-        golden=opt.golden,
+        golden=golden,
         present=g,
         reg_paper=g * (1 - c * J.sum(dim=1)),  # (J^T 1)_j = sum_i J_ij
         reg_vjp=g - c * torch.einsum("nij,ni->nj", J, g),
         reg_diag=g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)),
-        golden_error=math.sqrt(1 - a) * opt.err_grad,
+        golden_error=golden_error,
     )

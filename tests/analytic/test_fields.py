@@ -73,3 +73,17 @@ def test_classifier_guidance_fields_run():
     classes = [random_mixture(2, 2, 90), random_mixture(2, 1, 91)]
     f = guidance_fields(classes[1], ClassifierReward(classes, [0.5, 0.5], 1, 2.0), torch.rand(5, 2, dtype=torch.float64), 0.8)
     assert all(torch.isfinite(getattr(f, n)).all() for n in ("golden", "present", "reg_paper", "reg_vjp", "reg_diag"))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_fields_on_grid_match_pointwise_fields(d):
+    cond, uncond = random_mixture(d, 2, 95), random_mixture(d, 2, 96, scale=0.6)
+    reward = CFGReward(cond, uncond, 1.0)
+    from analytic import guidance_fields_on_grid
+
+    axis = torch.linspace(-0.5, 1.5, 9, dtype=torch.float64)
+    on_grid = guidance_fields_on_grid(cond, reward, (axis,) * d, 0.8)
+    pts = torch.cartesian_prod(*(axis,) * d).reshape(-1, d)
+    pointwise = guidance_fields(cond, reward, pts, 0.8)
+    for name in ("golden", "present", "reg_paper", "reg_vjp", "reg_diag"):
+        torch.testing.assert_close(getattr(on_grid, name), getattr(pointwise, name), rtol=1e-9, atol=1e-11)

@@ -1,0 +1,59 @@
+"""Figure compute functions: shapes, determinism, and the numbers in results.json agreeing with the
+evaluation API they summarise."""
+import json
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+from analytic import demo, symbolic  # noqa: E402
+from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d  # noqa: E402
+
+
+def test_curves_1d_numbers_match_the_demo():
+    c = curves_1d.compute(quick=True)
+    assert c.golden.shape == c.cfg.shape == c.reg.shape == c.chain.shape == (20, 301)
+    np.testing.assert_allclose(c.weight.sum(1), 1.0)
+    s = curves_1d.summary(c)
+    rows = demo.compute("paper_1d", 1.0, 301)  # the same quantities through the demo's own path
+    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["cfg"], np.mean([r.cfg_ideal for r in rows]), rtol=1e-9)
+    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["reg"], np.mean([r.reg_ideal for r in rows]), rtol=1e-9)
+    np.testing.assert_allclose(s["mean_abs_gap_chain"]["cfg"], np.mean([r.cfg_chain for r in rows]), rtol=1e-9)
+    assert s["mean_abs_gap_ideal"]["reg"] < s["mean_abs_gap_ideal"]["cfg"]
+
+
+def test_closed_forms_match_symbolic_and_are_deterministic():
+    a = closed_forms.compute(quick=True)
+    b = closed_forms.compute(quick=True)
+    for w in closed_forms.WEIGHTS:
+        np.testing.assert_array_equal(a.log_ratio[w], b.log_ratio[w])
+    i, j, w = 3, 7, 1.0
+    g = symbolic.gap_summary(a.abar[j], 1.0, closed_forms.S_U * np.sqrt(a.ratio[i]), 0.0, closed_forms.S_U, w)
+    np.testing.assert_allclose(a.log_ratio[w][i, j], np.log10(float(g.rel_gap_reg) / float(g.rel_gap_cfg)))
+    # the derived boundary: REG better at every level below r = (1+w)/(2+w)
+    below = a.ratio < (1 + w) / (2 + w)
+    assert np.all(a.log_ratio[w][below][~a.diverges[w][below]] < 0)
+
+
+@pytest.mark.slow
+def test_fields_2d_compute_and_summary():
+    f = fields_2d.compute(quick=True)
+    key = ("correlated_2d", 0.82, "golden")
+    assert f.fields[key].shape == (25, 25, 2)
+    s = fields_2d.summary(f)["weighted_mean_error_norm"]
+    assert set(s) == {f"{p}@abar={a}" for p in fields_2d.PRESETS for a in fields_2d.LEVELS}
+
+
+def test_paper_plots_writes_figures_and_results(tmp_path):
+    import paper_plots
+
+    paper_plots.main(["--quick", "--only", "maps_1d", "--out", str(tmp_path)])
+    assert (tmp_path / "maps_1d.png").stat().st_size > 0 and (tmp_path / "maps_1d.pdf").stat().st_size > 0
+    res = json.loads((tmp_path / "results.json").read_text())
+    numbers = res["figures"]["maps_1d"]["numbers"]
+    c = maps_1d.compute(quick=True)
+    assert numbers["max_abs_gap_ideal"]["cfg"] == pytest.approx(float(np.abs(c.golden - c.cfg).max()))
+    assert "maps_1d" in (tmp_path / "results.md").read_text()
+    assert set(FIGURES) >= {"curves_1d", "maps_1d", "fields_2d", "closed_forms"}
