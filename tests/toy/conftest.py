@@ -1,0 +1,28 @@
+"""Shared fixtures for the toy tests: one CPU thread, tiny networks, exact-mixture stand-ins for networks."""
+import pytest
+import torch
+
+from toy import MLPConfig
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+@pytest.fixture
+def tiny():
+    return MLPConfig(width=16, n_blocks=1, emb_size=8)
+
+
+class MixtureNet:
+    """The exact eps of a mixture in the network signature ``net(x_vp, t [N], cond) -> eps``."""
+
+    def __init__(self, mixture, schedule):
+        self.mixture, self.schedule = mixture, schedule
+
+    def __call__(self, x, t, cond=None):
+        return self.mixture.eps(x, self.schedule.abar[int(t.reshape(-1)[0])].item())

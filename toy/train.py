@@ -1,0 +1,52 @@
+"""Entry point: ``python -m toy.train --preset NAME [--role ROLE] [--device auto|cpu|cuda] ...``.
+
+Trains the toy networks of a preset (every role by default; ``--preset all`` for every preset) with the
+paper's hyperparameters unless overridden, and writes ``{out}/{preset}_{role}.pt`` (default ``--out``: the
+shipped ``toy/checkpoints`` directory).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from analytic import PRESETS
+
+from .checkpoints import CHECKPOINT_DIR, checkpoint_path, save_checkpoint
+from .data import ROLES
+from .training import default_config, resolve_device, train
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m toy.train", description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", required=True, choices=sorted(PRESETS) + ["all"])
+    ap.add_argument("--role", default="all", choices=list(ROLES) + ["all"])
+    ap.add_argument("--epochs", type=int, help="default: 200 (weak: 20)")
+    ap.add_argument("--batch-size", type=int)
+    ap.add_argument("--n-samples", type=int)
+    ap.add_argument("--lr", type=float)
+    ap.add_argument("--label-dropout", type=float)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="auto", help="auto (CUDA when present), cpu or cuda[:i]")
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads while training (default 1, the "
+                    "fastest for these small networks)")
+    ap.add_argument("--out", default=str(CHECKPOINT_DIR), help="output directory")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    device = resolve_device(args.device)
+    overrides = {k: v for k, v in dict(epochs=args.epochs, batch_size=args.batch_size, n_samples=args.n_samples,
+                                       lr=args.lr, label_dropout=args.label_dropout, seed=args.seed).items()
+                 if v is not None}
+    presets = sorted(PRESETS) if args.preset == "all" else [args.preset]
+    roles = list(ROLES) if args.role == "all" else [args.role]
+    for preset in presets:
+        for role in roles:
+            cfg = default_config(preset, role, **overrides)
+            result = train(cfg, device=device, progress=not args.no_progress, threads=args.threads)
+            path = save_checkpoint(result, checkpoint_path(preset, role, args.out))
+            print(f"{preset}/{role}: {cfg.epochs} epochs in {result.seconds:.1f} s on {device}, "
+                  f"final loss {result.losses[-1].item():.4f} -> {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
