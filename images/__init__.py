@@ -13,3 +13,13 @@ from .adapters import (
     tiny_edm2,
     tiny_unet,
 )
+
+# The digits path (issue 7): data, a compact class-conditional UNet, training and checkpoints, the
+# download-free metrics, the guidance sweep, and latent pipelines loaded from a local directory.
+from .classifier import ClassifierConfig, DigitsClassifier, load_classifier, train_classifier
+from .data import DigitsSplit, load_digits_split
+from .metrics import DigitsEvaluator, Scores, class_accuracy, feature_stats, frechet_distance, inception_score
+from .pipelines import LatentPipeline, SDUNetAdapter, load_dit_pipeline, load_sd_pipeline
+from .sweep import SweepConfig, SweepResult, SweepRow
+from .train import TrainConfig, load_model, load_unet, resolve_device, save_checkpoint, train_unet
+from .unet import DigitsUNet, UNetConfig

@@ -1,0 +1,138 @@
+"""The digits sweep: levels, weight schedules, a miniature sweep end to end (rows, table, plot, CSV)."""
+import math
+
+import pytest
+import torch
+
+pytest.importorskip("sklearn")
+
+from images.classifier import load_classifier  # noqa: E402
+from images.data import load_digits_split  # noqa: E402
+from images.metrics import DigitsEvaluator  # noqa: E402
+from images.run import main as run_main  # noqa: E402
+from images.sweep import (  # noqa: E402
+    METHODS,
+    SweepConfig,
+    best_per_method,
+    compute,
+    levels,
+    make_guidance,
+    make_weight,
+    markdown_table,
+    plot_pareto,
+    summarize,
+    write_csv,
+)
+from images.train import DEFAULT_CHECKPOINT, WEAK_CHECKPOINT, load_model  # noqa: E402
+from sampler import REG, VPSchedule  # noqa: E402
+
+
+@pytest.mark.parametrize("sampler_name, n", [("ddpm", 16), ("heun", 10), ("heun", 3), ("euler", 5)])
+def test_levels_are_levels_of_the_schedule(sampler_name, n):
+    s = VPSchedule.standard()
+    sig = levels(s, sampler_name, n)
+    assert sig[-1] == 0 and torch.all(sig[1:] < sig[:-1])
+    assert sig[0] == s.sigmas[-1] and sig[-2] == s.sigmas[1]
+    for v in sig[:-1]:
+        s.index_of_sigma(float(v))  # raises unless a level
+    assert len(sig) - 1 == n if sampler_name != "heun" else 2 <= len(sig) - 1 <= n
+    with pytest.raises(ValueError, match="sampler"):
+        levels(s, "rk4", 4)
+    with pytest.raises(ValueError, match="n_steps"):
+        levels(s, "ddpm", 0)
+
+
+def test_weight_schedules_of_the_methods():
+    cfg = SweepConfig()
+    assert make_weight("vanilla", 1.5, cfg)(3.0) == 1.5 and make_weight("autog", 1.5, cfg)(100.0) == 1.5
+    for m in ("linear", "cosine"):
+        f = make_weight(m, 1.5, cfg)
+        assert f(cfg.ramp_sigma_max) == pytest.approx(0.0) and f(50.0) == pytest.approx(0.0)
+        assert f(0.0) == pytest.approx(3.0)
+        # average w over sigma in [0, ramp_sigma_max]
+        grid = torch.linspace(0, cfg.ramp_sigma_max, 2001)
+        assert sum(f(float(v)) for v in grid) / len(grid) == pytest.approx(1.5, rel=1e-2)
+    f = make_weight("interval", 2.0, cfg)
+    lo, hi = cfg.interval
+    assert f(0.5 * (lo + hi)) == 2.0 and f(0.5 * lo) == 0.0 and f(2 * hi) == 0.0
+    with pytest.raises(ValueError, match="method"):
+        make_weight("pag", 1.0, cfg)
+
+
+@pytest.mark.parametrize("bad, match", [(dict(methods=("pag",)), "method"), (dict(estimators=("exact",)), "estimator"),
+                                        (dict(weights=(0.0,)), "weights"), (dict(samplers=("rk4",)), "sampler"),
+                                        (dict(n_samples=5), "n_samples"), (dict(seeds=()), "seeds"),
+                                        (dict(samplers=("euler",)), "step count")])
+def test_config_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        SweepConfig(**bad)
+
+
+@pytest.fixture(scope="module")
+def mini():
+    data = load_digits_split()
+    ev = DigitsEvaluator(load_classifier(), data.test_x)
+    model, weak = load_model(DEFAULT_CHECKPOINT), load_model(WEAK_CHECKPOINT)
+    cfg = SweepConfig(methods=("vanilla", "interval", "autog"), estimators=("none", "paper"), weights=(1.0,),
+                      steps=(("ddpm", 3), ("heun", 3)), seeds=(0, 1), n_samples=20, interval=(0.5, 3.0))
+    res = compute(model, weak, ev, cfg, reference_train=data.train_x[:20], progress=False)
+    return cfg, res, model, weak
+
+
+def test_mini_sweep_end_to_end(mini, tmp_path):
+    cfg, res, model, weak = mini
+    assert len(res.rows) == cfg.n_runs() == 2 * 2 * (1 + 3 * 2 * 1)
+    for r in res.rows:
+        assert math.isfinite(r.fd) and 1 <= r.score <= 10 and 0 <= r.accuracy <= 1
+    assert math.isfinite(res.reference.fd)
+    by = {(r.sampler, r.seed, r.method, r.estimator): r for r in res.rows}
+    # REG changes the result; the seeds differ
+    assert by[("ddpm", 0, "vanilla", "paper")].fd != by[("ddpm", 0, "vanilla", "none")].fd
+    assert by[("ddpm", 0, "unguided", "none")].fd != by[("ddpm", 1, "unguided", "none")].fd
+    summ = summarize(res)
+    assert {s.n_seeds for s in summ} == {2}
+    paper = [s for s in summ if s.estimator == "paper" and s.method == "vanilla" and s.sampler == "ddpm"][0]
+    want = [by[("ddpm", k, "vanilla", "paper")].fd - by[("ddpm", k, "vanilla", "none")].fd for k in (0, 1)]
+    assert paper.d_fd == pytest.approx(sum(want) / 2)
+    assert len(best_per_method(summ)) == 2 * (1 + 3 * 2)
+    table = markdown_table(res)
+    for m in ("unguided",) + tuple(cfg.methods):
+        assert f"| {m} |" in table
+    assert "not comparable to ImageNet" in table
+    assert plot_pareto(res, tmp_path / "p.png").stat().st_size > 10_000
+    assert write_csv(res, tmp_path / "rows.csv").read_text().count("\n") == len(res.rows) + 1
+
+
+def test_mini_sweep_is_reproducible(mini):
+    cfg, res, model, weak = mini
+    data = load_digits_split()
+    ev = DigitsEvaluator(load_classifier(), data.test_x)
+    one = SweepConfig(methods=("vanilla",), estimators=("paper",), weights=(1.0,), samplers=("ddpm",),
+                      steps=(("ddpm", 3),), seeds=(1,), n_samples=20)
+    again = compute(model, weak, ev, one, progress=False).rows
+    first = {(r.sampler, r.seed, r.method, r.estimator, r.w): r.fd for r in res.rows}
+    for r in again:
+        assert r.fd == pytest.approx(first[(r.sampler, r.seed, r.method, r.estimator, r.w)], rel=1e-9)
+
+
+def test_guidance_factory_and_errors(mini):
+    cfg, res, model, weak = mini
+    g = make_guidance("autog", "vjp", 1.0, model, weak, 3, cfg)
+    assert isinstance(g, REG) and g.estimator == "vjp"
+    with pytest.raises(ValueError, match="weak"):
+        make_guidance("autog", "none", 1.0, model, None, 3, cfg)
+    assert METHODS == ("vanilla", "linear", "cosine", "interval", "autog")
+
+
+def test_run_needs_an_action():
+    with pytest.raises(SystemExit):
+        run_main([])
+
+
+@pytest.mark.slow
+def test_run_entry_point_writes_plot_and_table(tmp_path):
+    run_main(["--sweep", "--quick", "--seeds", "0", "--weights", "1", "--estimators", "none", "paper",
+              "--n-samples", "20", "--out", str(tmp_path), "--device", "cpu"])
+    for name in ("pareto.png", "table.md", "rows.csv", "samples.png"):
+        assert (tmp_path / name).stat().st_size > 100, name
+    assert "| autog | paper |" in (tmp_path / "table.md").read_text()
