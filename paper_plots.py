@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")  # entry point: files only, no display
 
@@ -29,7 +30,12 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
     ap.add_argument("--only", choices=sorted(FIGURES), action="append", help="only this figure (repeatable)")
     ap.add_argument("--quick", action="store_true", help="coarser grids, for a fast look")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (default 1: the arrays are small, and extra threads only contend)")
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     names = args.only or list(FIGURES)
     results, timings = {}, {}
     for name in names:

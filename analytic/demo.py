@@ -61,7 +61,11 @@ def main(argv=None) -> None:
     ap.add_argument("--preset", default="paper_1d", choices=sorted(k for k in PRESETS if k.startswith("paper")))
     ap.add_argument("--w", type=float, default=1.0, help="guidance weight (eps_c + w (eps_c - eps_u))")
     ap.add_argument("--points", type=int, default=1000)
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (small arrays: 1 is fastest)")
     args = ap.parse_args(argv)
+    if args.threads < 1:
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    torch.set_num_threads(args.threads)
     start = time.perf_counter()
     rows = compute(args.preset, args.w, args.points)
     p = get_preset(args.preset)

@@ -9,7 +9,7 @@ import pytest
 matplotlib.use("Agg")
 
 from analytic import demo, symbolic  # noqa: E402
-from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d  # noqa: E402
+from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d, trained_1d  # noqa: E402
 
 
 def test_curves_1d_numbers_match_the_demo():
@@ -57,3 +57,14 @@ def test_paper_plots_writes_figures_and_results(tmp_path):
     assert numbers["max_abs_gap_ideal"]["cfg"] == pytest.approx(float(np.abs(c.golden - c.cfg).max()))
     assert "maps_1d" in (tmp_path / "results.md").read_text()
     assert set(FIGURES) >= {"curves_1d", "maps_1d", "fields_2d", "closed_forms"}
+
+
+def test_trained_1d_uses_the_shipped_networks_and_agrees_with_the_exact_chain():
+    c = trained_1d.compute(quick=True)
+    s = trained_1d.summary(c)
+    assert c.grid_golden.shape == c.cfg.shape == (20, 301)
+    assert c.mc_golden.shape == (len(trained_1d.STEPS), c.mc_x.size)
+    # the trained chain's golden is close to the exact mixture's (networks are good, not perfect)
+    assert s["trained_vs_exact_chain_golden_mean_abs"] < 0.1
+    # Monte Carlo with 100 rollouts scatters around the exact grid recursion of the same network
+    assert s["mc_vs_grid_golden_mean_abs"] < 0.15
