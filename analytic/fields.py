@@ -17,7 +17,7 @@ import torch
 from .golden import optimal_guidance
 from .mixture import GaussianMixture, check_abar, check_points
 
-__all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian"]
+__all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "reg_corrections"]
 
 
 @dataclass(frozen=True)
@@ -65,15 +65,16 @@ def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, **grid_kw
     return _with_reg(cond, reward, x_t, a, golden, torch.zeros_like(golden))
 
 
+def reg_corrections(g: torch.Tensor, J: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """THEORY.md section 6 with an explicit Jacobian: ``(paper, vjp, diag)`` corrections of the guidance
+    term ``g`` [N, d], with ``J[n, i, j] = d eps_i / d x_j`` [N, d, d] and ``c = sqrt(1 - abar)``."""
+    return (g * (1 - c * J.sum(dim=1)),  # (J^T 1)_j = sum_i J_ij
+            g - c * torch.einsum("nij,ni->nj", J, g),
+            g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)))
+
+
 def _with_reg(cond, reward, x_t, a, golden, golden_error) -> GuidanceFields:
     g = reward.present(x_t, a).detach()  # [N, d]
-    J = eps_jacobian(cond, x_t, a)  # [N, d, d]
-    c = math.sqrt(1 - a)
-    return GuidanceFields(
-        golden=golden,
-        present=g,
-        reg_paper=g * (1 - c * J.sum(dim=1)),  # (J^T 1)_j = sum_i J_ij
-        reg_vjp=g - c * torch.einsum("nij,ni->nj", J, g),
-        reg_diag=g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)),
-        golden_error=golden_error,
-    )
+    paper, vjp, diag = reg_corrections(g, eps_jacobian(cond, x_t, a), math.sqrt(1 - a))
+    return GuidanceFields(golden=golden, present=g, reg_paper=paper, reg_vjp=vjp, reg_diag=diag,
+                          golden_error=golden_error)

@@ -20,6 +20,7 @@ from typing import Any, NamedTuple
 import torch
 
 from analytic import GaussianMixture, guidance_fields
+from analytic.fields import reg_corrections
 from sampler.schedules import VPSchedule
 
 from .model import eps_fn
@@ -87,9 +88,8 @@ def trained_fields(net_c: Any, cond_c: Any, net_ref: Any, cond_ref: Any, w: floa
         with torch.no_grad():
             g = w * (e_c.detach() - fr(x, t).to(torch.float64))
         out["present"].append(g)
-        out["reg_paper"].append(g * (1 - c * J.sum(dim=1)))
-        out["reg_vjp"].append(g - c * torch.einsum("nij,ni->nj", J, g))
-        out["reg_diag"].append(g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)))
+        for name, v in zip(("reg_paper", "reg_vjp", "reg_diag"), reg_corrections(g, J, c)):
+            out[name].append(v)
     return Fields(steps, schedule.abar[list(steps)], *(torch.stack(out[k]) for k in out))
 
 
