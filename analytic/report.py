@@ -1,0 +1,250 @@
+"""Exact field errors and output-distribution distances per method: ``python -m analytic.report``.
+
+For each standard case (the paper's 1-D setting and the 2-D presets) and each CFG weight ``w`` it
+computes, with no Monte Carlo:
+
+- field errors: mean ``|golden - method|`` in eps units over the field grid, averaged over the steps,
+  unweighted and weighted by ``p_t(x | y)``, against the ideal-chain golden and (1-D) the sampler-chain
+  golden, for CFG and the REG estimators ``paper``, ``vjp``, ``diag``;
+- output distances: the exact law of the DDPM sampler's output (:func:`analytic.density.output_density`)
+  against the tilted target ``p(x_0 | y) R_0 / Z`` (:func:`analytic.metrics.tilted_target`): TV, KL both
+  ways, W1 (1-D), for unguided, CFG, REG paper/vjp/diag, and the optimum (exact tilted mean) started
+  from the tilted start ``N(0, I) E_T`` (THEORY.md), from the tilted true marginal ``p_T(x|y) E_T`` (the
+  exact start of the tilted chain; the same when ``abar_T -> 0``) and from the usual ``N(0, I)``.
+
+It prints one table per case and writes ``report.json`` and ``report.md`` to ``--out``.
+``--write-regression-table`` (re)writes ``tests/analytic/regression_table.json`` from the same numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+
+from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, VPSchedule, bind
+
+from .density import output_density, tilted_mean_fn, tilted_start, vp_start
+from .metrics import Distances, distances, field_errors, tilted_target
+from .presets import get_preset
+from .rewards import CFGReward
+
+__all__ = ["Case", "CASES", "CaseResult", "DENSITY_METHODS", "compute_case", "regression_entries", "REGEN_COMMAND"]
+
+FIELD_METHODS = ("cfg", "reg_paper", "reg_vjp", "reg_diag")
+DENSITY_METHODS = ("unguided", "cfg", "reg_paper", "reg_vjp", "reg_diag", "optimal", "optimal_marginal_start",
+                   "optimal_untilted_start")
+REGEN_COMMAND = "python -m analytic.report --write-regression-table"
+TABLE_PATH = Path(__file__).resolve().parent.parent / "tests" / "analytic" / "regression_table.json"
+
+
+@dataclass(frozen=True)
+class Case:
+    """One standard case: a preset, a schedule, CFG weights and the two grids."""
+
+    name: str
+    preset: str
+    schedule: str  # "paper_1d" (T = 20, abar_T = 0.82) or "linear:T:beta_1:beta_T" (linear betas)
+    weights: tuple[float, ...]
+    field_range: tuple[float, float]  # field grid [lo, hi]^d
+    field_points: int  # per dimension
+    density_range: tuple[float, float]  # density grid of the VP state [lo, hi]^d
+    density_points: int  # per dimension
+    sampler_chain: bool  # also compare against the sampler-chain golden
+
+    def make_schedule(self) -> VPSchedule:
+        if self.schedule == "paper_1d":
+            return VPSchedule.paper_1d()
+        elif self.schedule.startswith("linear:"):
+            _, T, b0, b1 = self.schedule.split(":")
+            return VPSchedule.linear(int(T), float(b0), float(b1))
+        else:
+            raise ValueError(f"unknown schedule {self.schedule!r}")
+
+
+_LONG20 = "linear:20:0.01:0.4"  # abar_1 = 0.99 (sigma_1 = 0.1), abar_20 = 0.007
+
+CASES = (
+    Case("paper_1d", "paper_1d", "paper_1d", (1.0, 3.0), (-1.0, 2.0), 1000, (-6.0, 6.0), 2001, True),
+    # the same toy with a 20-step schedule that reaches abar_T = 0.007 (x_T close to N(0, 1))
+    Case("paper_1d_long", "paper_1d", _LONG20, (1.0,), (-1.0, 2.0), 1000, (-6.0, 6.0), 2001, True),
+    Case("correlated_2d", "correlated_2d", _LONG20, (1.0,), (-1.0, 2.0), 31, (-3.5, 3.5), 51, False),
+    Case("classes_2d", "classes_2d", _LONG20, (1.0,), (-1.0, 2.0), 31, (-3.5, 3.5), 51, False),
+)
+
+
+DEFAULT_CASES = ("paper_1d", "correlated_2d", "classes_2d")
+
+
+class CaseResult(NamedTuple):
+    case: str
+    w: float
+    fields: dict  # {kind: {method: mean error}} (FieldErrors.aggregate())
+    golden_size: float  # mean over steps of the p_t-weighted mean |golden|
+    distances: dict  # {method: Distances}
+    lost: dict  # {method: mass lost off the density grid}
+    seconds: float
+
+
+def _axes(lo: float, hi: float, n: int, d: int) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.linspace(lo, hi, n, dtype=torch.float64) for _ in range(d))
+
+
+class _Memo:
+    """Remembers a deterministic ``fn(x, sigma)`` per (sigma, x): the three optimal runs of a case evaluate
+    the tilted mean on the same grid points at the same levels."""
+
+    def __init__(self, fn):
+        self.fn, self.cache = fn, {}
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        key = (float(sigma), tuple(x.shape), hash(x.detach().cpu().numpy().tobytes()))
+        if key not in self.cache:
+            self.cache[key] = self.fn(x, sigma)
+        return self.cache[key]
+
+
+def _denoisers(cond, uncond, reward, w: float):
+    model = MixtureModel({"c": cond, None: uncond})
+    c, u = bind(model, "c"), bind(model, None)
+    cfg = CFG(c, u, w)
+    opt = TiltedMean(c, _Memo(tilted_mean_fn(cond, reward)))
+    return {"unguided": Unguided(c), "cfg": cfg, "reg_paper": REG(cfg, "paper"), "reg_vjp": REG(cfg, "vjp"),
+            "reg_diag": REG(cfg, "diag"), "optimal": opt, "optimal_marginal_start": opt, "optimal_untilted_start": opt}
+
+
+def compute_case(case: Case, w: float) -> CaseResult:
+    start_time = time.perf_counter()
+    p = get_preset(case.preset)
+    d = p.cond.dim
+    sched = case.make_schedule()
+    reward = CFGReward(p.cond, p.uncond, w)
+    dens = _denoisers(p.cond, p.uncond, reward, w)
+    fe = field_errors(p.cond, sched, _axes(*case.field_range, case.field_points, d),
+                      {m: dens[m] for m in FIELD_METHODS}, reward, sampler_chain=case.sampler_chain)
+    axes = _axes(*case.density_range, case.density_points, d)
+    target = tilted_target(p.cond, reward, axes)
+    sigmas = sched.sigmas.flip(0)
+    a_T = sched.abar[-1].item()
+    starts = {"optimal": tilted_start(p.cond, reward, a_T),
+              "optimal_marginal_start": tilted_start(p.cond, reward, a_T, marginal=True)}
+    dist, lost = {}, {}
+    for name, den in dens.items():
+        od = output_density(den, sigmas, axes, sampler="ddpm", start=starts.get(name, vp_start(d)))
+        dist[name] = distances(od.mass, target.mass, axes)
+        lost[name] = od.lost
+    return CaseResult(case.name, w, fe.aggregate(), fe.golden_size.mean().item(), dist, lost,
+                      time.perf_counter() - start_time)
+
+
+# --- presentation ---------------------------------------------------------------------------------
+_FIELD_KINDS = (("ideal", "ideal"), ("ideal_weighted", "ideal, p_t-weighted"), ("chain", "sampler chain"),
+                ("chain_weighted", "sampler chain, p_t-weighted"))
+
+
+def _fmt(v: float) -> str:
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def markdown(results: list[CaseResult], cases: dict[str, Case]) -> str:
+    lines = ["# Exact guidance report", "",
+             "Field errors: mean |golden - method| (eps units) over the field grid, averaged over the steps. "
+             "Distances: exact DDPM output law against the tilted target p(x_0|y) R_0 / Z (no Monte Carlo). "
+             "`optimal` starts from the tilted start N(0, I) E_T, `optimal_marginal_start` from p_T(x|y) E_T "
+             "(the exact tilted-chain start), `optimal_untilted_start` from N(0, I). All samplers: DDPM.", ""]
+    for r in results:
+        c = cases[r.case]
+        lines += [f"## {r.case}, w = {r.w:g}", "",
+                  f"preset `{c.preset}`, schedule `{c.schedule}`, field grid {c.field_points}^d on "
+                  f"{list(c.field_range)}, density grid {c.density_points}^d on {list(c.density_range)}; "
+                  f"mean p_t-weighted |golden| = {r.golden_size:.4f}; {r.seconds:.1f} s", ""]
+        head = "| method | " + " | ".join(lbl for _, lbl in _FIELD_KINDS) + " | TV | KL(out‖target) | KL(target‖out) | W1 |"
+        lines += [head, "|" + "---|" * (5 + len(_FIELD_KINDS))]
+        for m in DENSITY_METHODS:
+            f = [_fmt(r.fields[k].get(m)) if m in r.fields[k] else "-" for k, _ in _FIELD_KINDS]
+            dd = r.distances[m]
+            lines.append(f"| {m} | " + " | ".join(f) + f" | {_fmt(dd.tv)} | {_fmt(dd.kl_out_target)} | "
+                         f"{_fmt(dd.kl_target_out)} | {_fmt(dd.w1)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def to_json(results: list[CaseResult], cases: dict[str, Case]) -> dict:
+    return {"cases": [asdict(c) for c in cases.values()],
+            "results": [{"case": r.case, "w": r.w, "fields": r.fields, "golden_size": r.golden_size,
+                         "distances": {m: d._asdict() for m, d in r.distances.items()}, "lost": r.lost,
+                         "seconds": r.seconds} for r in results]}
+
+
+def regression_entries(r: CaseResult) -> list[dict]:
+    """Every stored error of one result: ``{case, w, method, metric, value}`` (lower is better)."""
+    out = []
+    for kind, per in r.fields.items():
+        for m, v in per.items():
+            if not math.isnan(v):
+                out.append({"case": r.case, "w": r.w, "method": m, "metric": f"field_{kind}", "value": v})
+    for m, dd in r.distances.items():
+        for k, v in dd._asdict().items():
+            if not math.isnan(v):
+                out.append({"case": r.case, "w": r.w, "method": m, "metric": k, "value": v})
+    return out
+
+
+def _versions() -> dict:
+    import numpy
+    import scipy
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+            "scipy": scipy.__version__}
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="report", help="directory for report.json and report.md")
+    ap.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES), choices=[c.name for c in CASES],
+                    help=f"default {' '.join(DEFAULT_CASES)} (paper_1d_long adds ~10 s)")
+    ap.add_argument("--write-regression-table", action="store_true",
+                    help=f"also rewrite {TABLE_PATH.relative_to(TABLE_PATH.parents[2])} from these numbers")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    cases = {c.name: c for c in CASES if c.name in args.cases}
+    results = []
+    start = time.perf_counter()
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        tqdm = None
+    jobs = [(c, w) for c in cases.values() for w in c.weights]
+    for c, w in (tqdm(jobs, desc="cases") if tqdm else jobs):
+        results.append(compute_case(c, w))
+    md = markdown(results, cases)
+    print(md)
+    print(f"(all exact, {time.perf_counter() - start:.1f} s)")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(to_json(results, cases), indent=1))
+    (out / "report.md").write_text(md + "\n")
+    if args.write_regression_table:
+        table = {
+            "command": REGEN_COMMAND,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "note": "exact errors (lower is better) of every method on the standard cases; "
+                    "tests/analytic/test_regression.py fails when any grows beyond value * (1 + rtol) + atol",
+            "rtol": 1e-4, "atol": 1e-7,
+            "cases": [asdict(c) for c in cases.values()],
+            "entries": [e for r in results for e in regression_entries(r)],
+        }
+        TABLE_PATH.write_text(json.dumps(table, indent=1) + "\n")
+        print(f"wrote {TABLE_PATH}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""Exact output densities against Monte Carlo runs of the same sampler, refinement, and contracts."""
+import math
+
+import pytest
+import torch
+
+from analytic import CFGReward, optimal_denoiser
+from analytic.density import deposit, output_density, support_axes, tilted_mean_fn, tilted_start, vp_start
+from sampler import CFG, REG, MixtureModel, Unguided, VPSchedule, bind, sample, vp_prior
+
+from .conftest import paper_pair, random_mixture
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def paper():
+    cond, uncond = paper_pair()
+    m = MixtureModel({"c": cond, None: uncond})
+    return cond, uncond, CFG(bind(m, "c"), bind(m, None), 1.0)
+
+
+def _monte_carlo(name, denoiser, sigmas, n, d=1, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = vp_prior(torch.randn(n, d, generator=gen, dtype=F64), sigmas[0].item())
+    return sample(name, denoiser, x, sigmas, generator=gen)
+
+
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun"])
+def test_1d_density_matches_a_large_monte_carlo_run(paper, name):
+    _, _, cfg = paper
+    sigmas = VPSchedule.paper_1d().sigmas.flip(0)
+    axis = torch.linspace(-6, 6, 1201, dtype=F64)
+    od = output_density(cfg, sigmas, axis, sampler=name)
+    assert abs(od.mass.sum().item() + od.lost - 1) < 1e-9 and od.lost < 1e-9
+    n = 100_000
+    x = _monte_carlo(name, cfg, sigmas, n)
+    mc, _ = deposit(x, torch.full((n,), 1.0 / n, dtype=F64), (axis,))
+    ks = (mc.cumsum(0) - od.mass.cumsum(0)).abs().max().item()
+    assert ks < 1.63 / math.sqrt(n)  # the Kolmogorov-Smirnov 1% critical value
+    mean = (od.mass * axis).sum().item()
+    assert abs(mean - x.mean().item()) < 4 * x.std().item() / math.sqrt(n)
+    # and it is not the unguided law
+    un = output_density(Unguided(cfg.cond), sigmas, axis, sampler=name)
+    assert 0.5 * (un.mass - od.mass).abs().sum() > 0.1
+
+
+def test_ddim_with_eta_matches_monte_carlo(paper):
+    _, _, cfg = paper
+    sigmas = VPSchedule.linear(30, 1e-3, 0.1).sigmas.flip(0)
+    axis = torch.linspace(-5, 5, 801, dtype=F64)
+    od = output_density(cfg, sigmas, axis, sampler="ddim", eta=0.5)
+    n = 100_000
+    gen = torch.Generator().manual_seed(3)
+    x = sample("ddim", cfg, vp_prior(torch.randn(n, 1, generator=gen, dtype=F64), sigmas[0].item()), sigmas,
+               eta=0.5, generator=gen)
+    mc, _ = deposit(x, torch.full((n,), 1.0 / n, dtype=F64), (axis,))
+    assert (mc.cumsum(0) - od.mass.cumsum(0)).abs().max().item() < 1.63 / math.sqrt(n)
+
+
+def test_1d_density_converges_under_grid_refinement(paper):
+    _, _, cfg = paper
+    sigmas = VPSchedule.paper_1d().sigmas.flip(0)
+    laws = []
+    for n in (301, 601, 1201, 2401):  # each grid's nodes contain the previous one's
+        od = output_density(cfg, sigmas, torch.linspace(-6, 6, n, dtype=F64))
+        cdf = od.mass.cumsum(0) - od.mass / 2  # a smoothed step centred on each node: O(h^2)
+        laws.append(cdf[:: (n - 1) // 300])
+    diffs = [(a - b).abs().max().item() for a, b in zip(laws, laws[1:])]
+    assert diffs[0] > diffs[1] > diffs[2]
+    assert diffs[2] < 2e-4
+    assert diffs[1] / diffs[2] > 3  # second order
+
+
+def test_2d_density_matches_monte_carlo_moments():
+    cond, uncond = random_mixture(2, 2, 5), random_mixture(2, 3, 6)
+    m = MixtureModel({"c": cond, None: uncond})
+    den = REG(CFG(bind(m, "c"), bind(m, None), 1.0), "vjp")
+    sigmas = VPSchedule.linear(12, 0.01, 0.3).sigmas.flip(0)
+    axes = (torch.linspace(-4, 4, 81, dtype=F64),) * 2
+    for name in ("ddpm", "euler"):
+        od = output_density(den, sigmas, axes, sampler=name)
+        assert od.lost < 2e-4  # the N(0, I) start beyond |u| = 4
+        n = 40_000
+        x = _monte_carlo(name, den, sigmas, n, d=2, seed=1)
+        X = torch.cartesian_prod(*axes)
+        w = od.mass.reshape(-1)
+        mean = w @ X
+        cov = (X - mean).T @ ((X - mean) * w[:, None])
+        se = x.std(0) / math.sqrt(n)
+        assert torch.all((mean - x.mean(0)).abs() < 4 * se + 2e-3), (mean, x.mean(0))
+        assert (cov - torch.cov(x.T)).abs().max() < 0.02
+
+
+def test_tilted_mean_fn_is_the_optimal_denoiser(paper):
+    cond, uncond, _ = paper
+    reward = CFGReward(cond, uncond, 1.0)
+    x = torch.linspace(-2, 3, 41, dtype=F64)[:, None]
+    for sigma in (0.1, 0.5, 2.0):
+        a = tilted_mean_fn(cond, reward)(x, sigma)
+        b = optimal_denoiser(cond, reward)(x, sigma)
+        assert (a - b).abs().max() < 1e-8
+
+
+def test_tilted_start_is_normal_times_E_T(paper):
+    cond, uncond, _ = paper
+    reward = CFGReward(cond, uncond, 1.0)
+    from analytic import golden_at_points
+
+    u = torch.linspace(-3, 3, 31, dtype=F64)[:, None]
+    lp = tilted_start(cond, reward, 0.5)(u)
+    ref = vp_start(1)(u) + golden_at_points(cond, reward, u, 0.5)[0]
+    assert (lp - ref).abs().max() < 1e-9
+    far = torch.tensor([[-40.0], [40.0]], dtype=F64)  # the log-space fallback keeps it finite
+    assert torch.all(torch.isfinite(tilted_start(cond, CFGReward(cond, uncond, 3.0), 0.8)(far)))
+
+
+def test_support_axes_cover_the_tilted_integrand(paper):
+    cond, uncond, _ = paper
+    axes = support_axes(cond, CFGReward(cond, uncond, 1.0), 0.5)
+    assert axes[0][0] < 0.5 - 1.0 and axes[0][-1] > 1.5 + 1.0
+
+
+def test_deposit_preserves_mass_and_mean():
+    gen = torch.Generator().manual_seed(0)
+    pts = torch.rand(1000, 2, generator=gen, dtype=F64) * 2 - 1
+    w = torch.rand(1000, generator=gen, dtype=F64)
+    axes = (torch.linspace(-1.5, 1.5, 31, dtype=F64),) * 2
+    mass, lost = deposit(pts, w, axes)
+    assert abs(mass.sum().item() - w.sum().item()) < 1e-12 and abs(lost) < 1e-12
+    X = torch.cartesian_prod(*axes)
+    assert torch.allclose(mass.reshape(-1) @ X, w @ pts, atol=1e-12)
+    _, lost = deposit(pts + 10, w, axes)
+    assert abs(lost - w.sum().item()) < 1e-12
+
+
+def test_bad_input(paper):
+    _, _, cfg = paper
+    sig = VPSchedule.paper_1d().sigmas.flip(0)
+    ax = torch.linspace(-3, 3, 101, dtype=F64)
+    with pytest.raises(ValueError, match="unknown sampler"):
+        output_density(cfg, sig, ax, sampler="bogus")
+    with pytest.raises(ValueError, match="eta"):
+        output_density(cfg, sig, ax, sampler="euler", eta=0.5)
+    with pytest.raises(ValueError, match="sub"):
+        output_density(cfg, sig, ax, sub=0)
+    with pytest.raises(ValueError, match="decreasing"):
+        output_density(cfg, sig.flip(0), ax)
+    with pytest.raises(ValueError, match="uniform"):
+        output_density(cfg, sig, ax**3)

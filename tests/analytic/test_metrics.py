@@ -1,0 +1,116 @@
+"""Distances and field errors against closed forms."""
+import math
+
+import pytest
+import torch
+
+from analytic import CFGReward, GaussianMixture, golden_on_grid
+from analytic.metrics import (distances, energy_distance, field_errors, guidance_term, kl_divergence,
+                              tilted_target, total_variation, wasserstein1)
+from sampler import CFG, REG, MixtureModel, VPSchedule, bind
+
+from .conftest import paper_pair
+
+F64 = torch.float64
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _normal_masses(axis, mu, s):
+    """Hat masses of N(mu, s^2) on a uniform axis (closed form: the hat integral of the normal)."""
+    h = (axis[1] - axis[0]).item()
+    n = torch.distributions.Normal(torch.tensor(mu, dtype=F64), torch.tensor(s, dtype=F64))
+
+    def G(x):  # antiderivative of the CDF
+        z = (x - mu) / s
+        return (x - mu) * n.cdf(x) + s * torch.exp(-z**2 / 2) / math.sqrt(2 * math.pi)
+
+    return (G(axis + h) - 2 * G(axis) + G(axis - h)) / h
+
+
+def test_tilted_target_of_single_gaussians_is_the_closed_form_gaussian():
+    mu_c, s_c, mu_u, s_u, w = 1.0, 0.3, 0.0, 0.6, 1.5
+    cond, uncond = GaussianMixture.from_1d([1.0], [mu_c], [s_c]), GaussianMixture.from_1d([1.0], [mu_u], [s_u])
+    prec = (1 + w) / s_c**2 - w / s_u**2
+    mean = ((1 + w) * mu_c / s_c**2 - w * mu_u / s_u**2) / prec
+    axis = torch.linspace(-2, 4, 601, dtype=F64)
+    tt = tilted_target(cond, CFGReward(cond, uncond, w), axis)
+    ref = _normal_masses(axis, mean, prec**-0.5)
+    assert (tt.mass - ref).abs().max() < 1e-6
+    # log Z = log int N_c^{1+w} / N_u^w, in closed form
+    x = torch.tensor([[mean]], dtype=F64)
+    log_f = (1 + w) * cond.log_prob(x) - w * uncond.log_prob(x)
+    log_Z = (log_f + 0.5 * math.log(2 * math.pi / prec)).item()
+    assert abs(tt.log_Z - log_Z) < 1e-9
+
+
+def test_distances_of_two_gaussians_match_closed_forms():
+    axis = torch.linspace(-8, 8, 3201, dtype=F64)
+    p, q = _normal_masses(axis, 0.0, 1.0), _normal_masses(axis, 0.7, 1.3)
+    kl = math.log(1.3) + (1 + 0.49) / (2 * 1.69) - 0.5
+    assert abs(kl_divergence(p, q) - kl) < 1e-4
+    q2 = _normal_masses(axis, 0.7, 1.0)
+    assert abs(wasserstein1(p, q2, axis) - 0.7) < 1e-6  # a shift moves every quantile by 0.7
+    tv = 2 * torch.distributions.Normal(0.0, 1.0).cdf(torch.tensor(0.35)).item() - 1
+    assert abs(total_variation(p, q2) - tv) < 1e-4
+    d = distances(p, p, axis)
+    assert d.tv == 0 and abs(d.kl_out_target) < 1e-15 and d.w1 == 0
+    d2 = distances(p.reshape(-1, 1) * torch.ones(1, 5, dtype=F64), q.reshape(-1, 1) * torch.ones(1, 5, dtype=F64),
+                   (axis, torch.linspace(0, 1, 5, dtype=F64)))
+    assert math.isnan(d2.w1) and abs(d2.kl_out_target - kl) < 1e-4
+    with pytest.raises(ValueError, match="one shape"):
+        total_variation(p, q[:-1])
+    with pytest.raises(ValueError, match="non-negative"):
+        kl_divergence(-p, q)
+
+
+def test_energy_distance_is_zero_in_law_and_positive_apart():
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(1600, 2, generator=gen, dtype=F64), torch.randn(1600, 2, generator=gen, dtype=F64)
+    same = energy_distance(x, y)
+    assert abs(same.value) < 4 * same.stderr and same.stderr > 0
+    apart = energy_distance(x, y + torch.tensor([0.5, 0.0], dtype=F64))
+    assert apart.value > 5 * apart.stderr
+    with pytest.raises(ValueError):
+        energy_distance(x, y[:, :1])
+
+
+def test_guidance_term_of_cfg_is_the_present_reward_term():
+    cond, uncond = paper_pair()
+    m = MixtureModel({"c": cond, None: uncond})
+    cfg = CFG(bind(m, "c"), bind(m, None), 2.0)
+    x = torch.linspace(-1, 2, 50, dtype=F64)[:, None]
+    for a in (0.3, 0.9):
+        got = guidance_term(cfg, cond.denoise, x, a)
+        assert torch.allclose(got, CFGReward(cond, uncond, 2.0).present(x, a), atol=1e-10)
+
+
+def test_field_errors_against_golden_and_the_optimum_has_none():
+    cond, uncond = paper_pair()
+    reward = CFGReward(cond, uncond, 1.0)
+    m = MixtureModel({"c": cond, None: uncond})
+    cfg = CFG(bind(m, "c"), bind(m, None), 1.0)
+    sched = VPSchedule.paper_1d().respace(5)
+    axis = torch.linspace(-1, 2, 200, dtype=F64)
+
+    from analytic.density import tilted_mean_fn
+    from sampler import TiltedMean
+
+    fe = field_errors(cond, sched, axis, {"cfg": cfg, "reg": REG(cfg, "paper"),
+                                          "opt": TiltedMean(bind(m, "c"), tilted_mean_fn(cond, reward))}, reward)
+    assert fe.ideal.shape == (3, 5) and fe.t.tolist() == [5, 4, 3, 2, 1]
+    assert fe.ideal[2].max() < 1e-6  # the optimum has no error against the ideal golden
+    assert torch.all(fe.ideal[:2, :3] > 1e-2) and torch.all(fe.chain[:2, :3] > 1e-2)
+    # the CFG row is mean |golden - present| computed independently
+    a = sched.abar[5].item()
+    g = golden_on_grid(cond, reward, axis, a).golden
+    ref = (g - reward.present(axis[:, None], a)).abs().mean()
+    assert abs(fe.ideal[0, 0] - ref) < 1e-10
+    with pytest.raises(ValueError):
+        field_errors(cond, sched, axis, {}, reward)
