@@ -9,7 +9,7 @@ import pytest
 matplotlib.use("Agg")
 
 from analytic import demo, symbolic  # noqa: E402
-from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d, trained_1d  # noqa: E402
+from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d, outputs, sweeps, trained_1d  # noqa: E402
 
 
 def test_curves_1d_numbers_match_the_demo():
@@ -68,3 +68,27 @@ def test_trained_1d_uses_the_shipped_networks_and_agrees_with_the_exact_chain():
     assert s["trained_vs_exact_chain_golden_mean_abs"] < 0.1
     # Monte Carlo with 100 rollouts scatters around the exact grid recursion of the same network
     assert s["mc_vs_grid_golden_mean_abs"] < 0.15
+
+
+def test_output_figure_agrees_with_the_report():
+    """The TVs in results.json are the evaluation API's (analytic.report computes them independently)."""
+    from analytic.report import CASES, compute_case
+
+    o = outputs.compute(quick=False)
+    case = next(c for c in CASES if c.name == "paper_1d")
+    r = compute_case(case, 1.0)
+    assert o.tv[1.0, "cfg"] == pytest.approx(r.distances["cfg"].tv, rel=1e-9)
+    assert o.tv[1.0, "reg"] == pytest.approx(r.distances["reg_paper"].tv, rel=1e-9)
+    assert o.tv[1.0, "optimal"] == pytest.approx(r.distances["optimal"].tv, rel=1e-6)
+    assert o.tv[1.0, "optimal"] < 0.05 < o.tv[1.0, "cfg"]
+
+
+def test_sweeps_shapes_and_consistency_with_outputs():
+    s = sweeps.compute(quick=True)
+    assert all(v.shape == (len(s.weights),) for v in s.tv.values())
+    o = outputs.compute(quick=True)
+    i = s.weights.index(1.0)
+    assert s.tv["vanilla", False][i] == pytest.approx(o.tv[1.0, "cfg"], rel=1e-9)
+    assert s.tv["vanilla", True][i] == pytest.approx(o.tv[1.0, "reg"], rel=1e-9)
+    # REG lowers the field error of vanilla CFG at every weight (the paper's claim, exact here)
+    assert np.all(s.field["vanilla", True] < s.field["vanilla", False])

@@ -1,0 +1,120 @@
+"""Figure: output distributions against the tilted target.
+
+1-D (paper_1d, T = 20, DDPM): the exact output density of unguided, CFG, REG and the optimum (exact
+optimal guidance from the tilted start N(0, 1) E_T) against ``p(x|y) R_0 / Z``, for w = 1 and 3.
+2-D (correlated_2d, 20-step schedule reaching abar_T = 0.007): DDPM sample clouds over the target's contours.
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from analytic import CFGReward, get_preset
+from analytic.density import output_density, tilted_mean_fn, tilted_start
+from analytic.metrics import distances, tilted_target
+from analytic.report import CASES
+from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, bind, sample, vp_prior
+from sampler.schedules import VPSchedule
+
+from .style import COLORS, save, style
+
+NAME = "outputs"
+CAPTION = ("Output laws against the tilted target p(x|y) R_0 / Z: exact DDPM output densities on the paper's "
+           "1-D toy (T = 20) for w = 1 and 3, and 2-D DDPM sample clouds on correlated_2d (20 steps to abar = 0.007).")
+METHODS_1D = ("unguided", "cfg", "reg", "optimal")
+METHODS_2D = ("cfg", "reg_paper", "reg_vjp", "optimal")
+WEIGHTS = (1.0, 3.0)
+COLOR = {"unguided": "#8c564b", "cfg": COLORS["cfg"], "reg": COLORS["reg_paper"], "reg_paper": COLORS["reg_paper"],
+         "reg_vjp": COLORS["reg_vjp"], "optimal": COLORS["golden"]}
+
+
+@dataclass(frozen=True)
+class Outputs:
+    x: np.ndarray  # [n] 1-D density grid
+    density: dict  # (w, method) -> [n]
+    target: dict  # w -> [n]
+    tv: dict  # (w, method) -> total variation to the target
+    kl: dict  # (w, method) -> KL(target || output)
+    axis2: np.ndarray  # [m] 2-D target grid axis
+    target2: np.ndarray  # [m, m] target mass
+    samples2: dict  # method -> [n2, 2]
+
+
+def _guidances(cond, uncond, reward, w):
+    model = MixtureModel({"c": cond, "u": uncond})
+    c, u = bind(model, "c"), bind(model, "u")
+    cfg = CFG(c, u, w)
+    return {"unguided": Unguided(c), "cfg": cfg, "reg": REG(cfg, "paper"), "reg_paper": REG(cfg, "paper"),
+            "reg_vjp": REG(cfg, "vjp"), "optimal": TiltedMean(c, tilted_mean_fn(cond, reward))}
+
+
+@functools.cache
+def compute(quick: bool = False) -> Outputs:
+    p = get_preset("paper_1d")
+    sched = VPSchedule.paper_1d()
+    sigmas = sched.sigmas.flip(0)
+    axis = torch.linspace(-6, 6, 801 if quick else 2001, dtype=torch.float64)
+    density, target, tv, kl = {}, {}, {}, {}
+    for w in WEIGHTS:
+        reward = CFGReward(p.cond, p.uncond, w)
+        tgt = tilted_target(p.cond, reward, axis)
+        target[w] = tgt.mass.numpy()
+        g = _guidances(p.cond, p.uncond, reward, w)
+        for m in METHODS_1D:
+            start = tilted_start(p.cond, reward, sched.abar[-1].item()) if m == "optimal" else None
+            od = output_density(g[m], sigmas, axis, sampler="ddpm", start=start)
+            density[w, m] = od.mass.numpy()
+            dist = distances(od.mass, tgt.mass, axis)
+            tv[w, m], kl[w, m] = dist.tv, dist.kl_target_out
+    # 2-D sample clouds
+    q = get_preset("correlated_2d")
+    case = next(c for c in CASES if c.name == "correlated_2d")
+    s2 = case.make_schedule()
+    reward2 = CFGReward(q.cond, q.uncond, 1.0)
+    axis2 = torch.linspace(-1.5, 2.5, 81, dtype=torch.float64)
+    target2 = tilted_target(q.cond, reward2, (axis2, axis2)).mass.numpy()
+    g2 = _guidances(q.cond, q.uncond, reward2, 1.0)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(500 if quick else 2000, 2, dtype=torch.float64, generator=gen)
+    samples2 = {}
+    for m in METHODS_2D:
+        x = vp_prior(noise, s2.sigmas[-1].item())
+        samples2[m] = sample("ddpm", g2[m], x, s2.sigmas.flip(0), generator=torch.Generator().manual_seed(1)).numpy()
+    return Outputs(axis.numpy(), density, target, tv, kl, axis2.numpy(), target2, samples2)
+
+
+def summary(o: Outputs) -> dict:
+    return {f"w={w}": {m: {"tv": o.tv[w, m], "kl_target_out": o.kl[w, m]} for m in METHODS_1D} for w in WEIGHTS}
+
+
+def plot(o: Outputs, out_dir: Path) -> list[Path]:
+    h = o.x[1] - o.x[0]
+    with style():
+        fig, axes = plt.subplots(1, len(WEIGHTS) + 1, figsize=(12, 3.4))
+        for ax, w in zip(axes, WEIGHTS):
+            ax.fill_between(o.x, o.target[w] / h, color="0.85", label="tilted target")
+            for m in METHODS_1D:
+                ax.plot(o.x, o.density[w, m] / h, color=COLOR[m], lw=1.2,
+                        label=f"{m} (TV {o.tv[w, m]:.3f})")
+            ax.set_xlim(-1, 2.5)
+            ax.set_title(f"paper 1-D, w = {w}")
+            ax.set_xlabel("$x_0$")
+            ax.legend(loc="upper left")
+        ax = axes[-1]
+        X, Y = np.meshgrid(o.axis2, o.axis2, indexing="ij")
+        ax.contour(X, Y, o.target2, levels=6, colors="0.4", linewidths=0.8)
+        for m in METHODS_2D:
+            s = o.samples2[m]
+            ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.35, color=COLOR[m], label=m)
+        ax.set_xlim(-0.3, 2.3)
+        ax.set_ylim(-0.3, 2.0)
+        ax.set_aspect("equal")
+        ax.set_title("correlated_2d, w = 1: samples over target contours")
+        ax.legend(loc="lower right", markerscale=4)
+        fig.tight_layout()
+        return save(fig, out_dir, NAME)
