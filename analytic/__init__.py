@@ -4,9 +4,11 @@ The public contract: ``GaussianMixture``, ``CFGReward``, ``AutoGReward``, ``Clas
 ``guidance_fields``; see README.md for the API at a glance.
 """
 from .chain import ChainGolden, chain_golden, mixture_eps_fn
+from .density import OutputDensity, output_density, tilted_start, vp_start
 from .fields import GuidanceFields, eps_jacobian, guidance_fields, guidance_fields_on_grid
 from .golden import OptimalGuidance, check_integrable, optimal_denoiser, optimal_guidance
 from .grid import GridGolden, golden_at_points, golden_on_grid
+from .metrics import Distances, distances, energy_distance, field_errors, tilted_target
 from .mixture import GaussianMixture, Posterior
 from .presets import PRESETS, Preset, get_preset
 from .rewards import AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, degrade
@@ -19,4 +21,6 @@ __all__ = [
     "ChainGolden", "chain_golden", "mixture_eps_fn",
     "GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian",
     "Preset", "PRESETS", "get_preset",
+    "OutputDensity", "output_density", "tilted_start", "vp_start",
+    "Distances", "distances", "energy_distance", "field_errors", "tilted_target",
 ]
