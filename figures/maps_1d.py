@@ -1,37 +1,54 @@
-"""Figure: (x, t) maps of |golden - CFG| and |golden - REG| on one colour scale (the paper's Figure 5)."""
+"""Figure: (x, t) maps of |golden - CFG| and |golden - REG| on one colour scale (the paper's Figure 5),
+for the exact mixture (ideal and sampler-chain goldens) and for the shipped trained networks."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
-from . import curves_1d
+from . import curves_1d, trained_1d
 from .style import save, style
 
 NAME = "maps_1d"
-CAPTION = ("|golden - CFG| and |golden - REG| over (x_t, t) on the paper's 1-D toy, one colour scale; "
-           "top row against the ideal-chain golden, bottom row against the 20-step sampler chain.")
-
-compute = curves_1d.compute  # the same arrays as the curves
-
-
-def summary(c) -> dict:
-    gap = lambda g, m: np.abs(g - m)  # noqa: E731
-    return {"max_abs_gap_ideal": {"cfg": float(gap(c.golden, c.cfg).max()), "reg": float(gap(c.golden, c.reg).max())},
-            "max_abs_gap_chain": {"cfg": float(gap(c.chain, c.cfg).max()), "reg": float(gap(c.chain, c.reg).max())}}
+CAPTION = ("|golden - CFG| and |golden - REG| over (x_t, t) on the paper's 1-D toy, one colour scale; rows: exact "
+           "mixture against the ideal-chain golden, against the 20-step sampler chain, and the trained networks "
+           "against their own chain's exact grid golden.")
 
 
-def plot(c, out_dir: Path) -> list[Path]:
-    panels = [("ideal: |golden - CFG|", c.golden, c.cfg), ("ideal: |golden - REG|", c.golden, c.reg),
-              ("sampler chain: |golden - CFG|", c.chain, c.cfg), ("sampler chain: |golden - REG|", c.chain, c.reg)]
-    vmax = max(np.abs(g - m).max() for _, g, m in panels)
+@dataclass(frozen=True)
+class Maps1D:
+    exact: curves_1d.Curves1D
+    trained: trained_1d.Trained1D
+
+
+def compute(quick: bool = False) -> Maps1D:
+    return Maps1D(curves_1d.compute(quick), trained_1d.compute(quick))  # both cached: shared with their figures
+
+
+def _rows(m: Maps1D):
+    e, t = m.exact, m.trained
+    return (("ideal", e.x, e.golden, e.cfg, e.reg), ("sampler chain", e.x, e.chain, e.cfg, e.reg),
+            ("trained", t.x, t.grid_golden, t.cfg, t.reg))
+
+
+def summary(m: Maps1D) -> dict:
+    return {f"max_abs_gap_{name.replace(' ', '_')}": {"cfg": float(np.abs(g - c).max()), "reg": float(np.abs(g - r).max())}
+            for name, _, g, c, r in _rows(m)}
+
+
+def plot(m: Maps1D, out_dir: Path) -> list[Path]:
+    rows = _rows(m)
+    vmax = max(max(np.abs(g - c).max(), np.abs(g - r).max()) for _, _, g, c, r in rows)
+    t = m.exact.t
     with style():
-        fig, axes = plt.subplots(2, 2, figsize=(8, 5), sharex=True, sharey=True)
-        for ax, (title, g, m) in zip(axes.flat, panels):
-            im = ax.imshow(np.abs(g - m), aspect="auto", origin="lower", cmap="OrRd", vmin=0, vmax=vmax,
-                           extent=[c.x[0], c.x[-1], c.t[0] - 0.5, c.t[-1] + 0.5])
-            ax.set_title(title)
+        fig, axes = plt.subplots(len(rows), 2, figsize=(8, 7), sharex=True, sharey=True)
+        for (name, x, g, c, r), row in zip(rows, axes):
+            for ax, (label, field) in zip(row, (("CFG", c), ("REG", r))):
+                im = ax.imshow(np.abs(g - field), aspect="auto", origin="lower", cmap="OrRd", vmin=0, vmax=vmax,
+                               extent=[x[0], x[-1], t[0] - 0.5, t[-1] + 0.5])
+                ax.set_title(f"{name}: |golden - {label}|")
         for ax in axes[-1]:
             ax.set_xlabel("$x_t$")
         for ax in axes[:, 0]:

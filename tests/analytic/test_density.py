@@ -13,14 +13,6 @@ from .conftest import paper_pair, random_mixture
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def paper():
     cond, uncond = paper_pair()

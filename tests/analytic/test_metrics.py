@@ -14,14 +14,6 @@ from .conftest import paper_pair
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _normal_masses(axis, mu, s):
     """Hat masses of N(mu, s^2) on a uniform axis (closed form: the hat integral of the normal)."""
     h = (axis[1] - axis[0]).item()

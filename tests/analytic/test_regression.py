@@ -30,14 +30,6 @@ TABLE = Path(__file__).with_name("regression_table.json")
 FAST = settings(max_examples=6, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _cfg_pair(cond, uncond, w):
     m = MixtureModel({"c": cond, None: uncond})
     return bind(m, "c"), CFG(bind(m, "c"), bind(m, None), w)

@@ -18,14 +18,6 @@ STANDARD = VPSchedule.linear(1000, 1e-4, 0.02)
 PAPER_RANGE = VPSchedule.linear(1000, 2e-5, 3.8e-4)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def theorem1_table(fine, steps=STEPS, w=1.0, n_grid=801, marginal=True):
     """Rows ``(T, tilted start N(0,1) E_T, tilted marginal p_T E_T, untilted N(0,1))`` of Distances
     (the marginal-start entry is None when ``marginal`` is False)."""

@@ -53,8 +53,10 @@ def test_paper_plots_writes_figures_and_results(tmp_path):
     assert (tmp_path / "maps_1d.png").stat().st_size > 0 and (tmp_path / "maps_1d.pdf").stat().st_size > 0
     res = json.loads((tmp_path / "results.json").read_text())
     numbers = res["figures"]["maps_1d"]["numbers"]
-    c = maps_1d.compute(quick=True)
+    c = curves_1d.compute(quick=True)
     assert numbers["max_abs_gap_ideal"]["cfg"] == pytest.approx(float(np.abs(c.golden - c.cfg).max()))
+    t = trained_1d.compute(quick=True)
+    assert numbers["max_abs_gap_trained"]["reg"] == pytest.approx(float(np.abs(t.grid_golden - t.reg).max()))
     assert "maps_1d" in (tmp_path / "results.md").read_text()
     assert set(FIGURES) >= {"curves_1d", "maps_1d", "fields_2d", "closed_forms"}
 

@@ -182,15 +182,6 @@ MODEL_FACTORIES: list[tuple[str, Callable[[], ModelSetup]]] = [
 ]
 
 
-@pytest.fixture(autouse=True, scope="package")
-def _one_thread():
-    """The tensors here are tiny: intra-op threads only add synchronisation (10x slower on a busy 2-core box)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(params=[f for _, f in MODEL_FACTORIES], ids=[n for n, _ in MODEL_FACTORIES], scope="module")
 def setup(request) -> ModelSetup:
     return request.param()

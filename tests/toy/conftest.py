@@ -1,16 +1,7 @@
-"""Shared fixtures for the toy tests: one CPU thread, tiny networks, exact-mixture stand-ins for networks."""
+"""Shared fixtures for the toy tests: tiny networks, exact-mixture stand-ins for networks."""
 import pytest
-import torch
 
 from toy import MLPConfig
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture
