@@ -27,6 +27,7 @@ from typing import NamedTuple, Optional
 
 import torch
 
+from sampler.device import resolve_device
 from sampler.model import EpsModel
 from sampler.schedules import VPSchedule
 
@@ -87,22 +88,6 @@ class TrainResult(NamedTuple):
     net: DigitsUNet  # the EMA network, eval mode
     losses: list  # per-step training loss of the raw network
     seconds: float
-
-
-def resolve_device(device: str | torch.device) -> torch.device:
-    """``"auto"`` -> CUDA when present, else CPU; ``"cpu"``/``"cuda"``/``torch.device`` as given
-    (``ValueError`` for anything else, or for CUDA on a machine without it)."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    elif isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda"):
-        dev = torch.device(device)
-    else:
-        raise ValueError(f"device must be 'auto', 'cpu' or 'cuda', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available")
-    return dev
 
 
 def _schedule(train: TrainConfig, T: int) -> VPSchedule:

@@ -1,6 +1,7 @@
 """The shared sampler core: schedules, the model contract, guidance, REG and samplers.
 
 It imports none of the model packages (analytic, toy, images)."""
+from .device import resolve_device
 from .guidance import CFG, AutoGuidance, ClassifierGuidance, Guidance, TiltedMean, Unguided
 from .model import Denoiser, EpsModel, MixtureModel, Model, VModel, X0Model, bind
 from .reg import ESTIMATORS, REG, reg_eps_explicit

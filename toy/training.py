@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from analytic import get_preset
+from sampler.device import resolve_device
 from sampler.schedules import VPSchedule
 
 from .data import ROLES, ToyData, make_data, num_classes
@@ -96,21 +97,6 @@ class TrainResult(NamedTuple):
     config: TrainConfig
     losses: torch.Tensor  # [epochs] mean training loss of each epoch
     seconds: float
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``auto``: CUDA when present, else CPU; ``cuda`` raises ``ValueError`` when CUDA is absent."""
-    if isinstance(device, torch.device):
-        device = str(device)
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} asked for but CUDA is not available")
-        return torch.device(device)
-    if device == "cpu":
-        return torch.device("cpu")
-    raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
 
 
 def init_net(config: TrainConfig) -> MLP:
