@@ -33,7 +33,8 @@ import torch
 
 from .model import Denoiser
 
-__all__ = ["SAMPLERS", "Step", "ddpm", "ddim", "euler", "heun", "sample", "vp_prior", "ve_prior", "check_sigmas"]
+__all__ = ["SAMPLERS", "Step", "ddpm", "ddim", "euler", "heun", "sample", "vp_prior", "ve_prior", "check_sigmas",
+           "ddim_coefficients"]
 
 SAMPLERS = ("ddpm", "ddim", "euler", "heun")
 
@@ -102,6 +103,14 @@ def _randn(x: torch.Tensor, generator: Optional[torch.Generator]) -> torch.Tenso
     return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
 
 
+def ddim_coefficients(sigma: float, sigma_next: float, eta: float) -> tuple[float, float]:
+    """``(a, c)`` of the DDIM step ``x' = D + a (x - D) + c z`` from ``sigma`` to ``sigma_next`` (VE):
+    ``c^2 = eta^2 s'^2 (s^2 - s'^2) / s^2`` (eta^2 times the posterior variance), ``a = sqrt(s'^2 - c^2) / s``.
+    The one place this step is written: the samplers and the exact output density both use it."""
+    c2 = eta**2 * sigma_next**2 * (sigma**2 - sigma_next**2) / sigma**2
+    return math.sqrt(max(sigma_next**2 - c2, 0.0)) / sigma, math.sqrt(c2)
+
+
 def _ddim_loop(denoiser, x, s, eta, generator, callback, progress, name) -> torch.Tensor:
     for i in _steps(len(s) - 1, progress, name):
         sig, nxt = s[i].item(), s[i + 1].item()
@@ -109,10 +118,10 @@ def _ddim_loop(denoiser, x, s, eta, generator, callback, progress, name) -> torc
         if nxt == 0:
             x = d
         else:
-            c2 = eta**2 * nxt**2 * (sig**2 - nxt**2) / sig**2  # eta^2 x posterior variance (VE)
-            x = d + math.sqrt(max(nxt**2 - c2, 0.0)) / sig * (x - d)
-            if c2 > 0:
-                x = x + math.sqrt(c2) * _randn(x, generator)
+            a, c = ddim_coefficients(sig, nxt, eta)
+            x = d + a * (x - d)
+            if c > 0:
+                x = x + c * _randn(x, generator)
         if callback is not None:
             callback(Step(i, sig, nxt, x, d))
     return x

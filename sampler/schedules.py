@@ -29,16 +29,34 @@ def _as_float64(x) -> torch.Tensor:
     return torch.as_tensor(x, dtype=torch.float64)
 
 
-def abar_to_sigma(abar) -> torch.Tensor:
-    """VE noise level of a VP level: ``sigma = sqrt((1 - abar) / abar)``; ``abar`` in (0, 1]."""
+def _is_scalar(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def abar_to_sigma(abar):
+    """VE noise level of a VP level: ``sigma = sqrt((1 - abar) / abar)``; ``abar`` in (0, 1].
+
+    A Python number gives a float, anything else a float64 tensor of the same shape."""
+    if _is_scalar(abar):
+        a = float(abar)
+        if not (math.isfinite(a) and 0 < a <= 1):
+            raise ValueError(f"abar must lie in (0, 1], got {abar!r}")
+        return math.sqrt((1 - a) / a)
     abar = _as_float64(abar)
     if not torch.all(torch.isfinite(abar)) or torch.any(abar <= 0) or torch.any(abar > 1):
         raise ValueError(f"abar must lie in (0, 1], got {abar}")
     return torch.sqrt((1 - abar) / abar)
 
 
-def sigma_to_abar(sigma) -> torch.Tensor:
-    """VP level of a VE noise level: ``abar = 1 / (1 + sigma^2)``; ``sigma`` >= 0 and finite."""
+def sigma_to_abar(sigma):
+    """VP level of a VE noise level: ``abar = 1 / (1 + sigma^2)``; ``sigma`` >= 0 and finite.
+
+    A Python number gives a float, anything else a float64 tensor of the same shape."""
+    if _is_scalar(sigma):
+        s = float(sigma)
+        if not (math.isfinite(s) and s >= 0):
+            raise ValueError(f"sigma must be finite and >= 0, got {sigma!r}")
+        return 1 / (1 + s**2)
     sigma = _as_float64(sigma)
     if not torch.all(torch.isfinite(sigma)) or torch.any(sigma < 0):
         raise ValueError(f"sigma must be finite and >= 0, got {sigma}")
@@ -134,6 +152,18 @@ class VPSchedule:
     def sigmas(self) -> torch.Tensor:
         """VE noise level of every step, ``sigma_t = sqrt((1 - abar_t) / abar_t)``. [T + 1]"""
         return torch.sqrt((1 - self.abar) / self.abar)
+
+    def sampling_sigmas(self) -> torch.Tensor:
+        """The VE levels from ``sigma_T`` down to ``sigma_0 = 0``, strictly decreasing: what a sampler
+        walks to run this schedule's chain. [T + 1]"""
+        return self.sigmas.flip(0)
+
+    def reverse_mean(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
+        """The DDPM reverse-kernel mean of step ``t`` (1..T) in VP coordinates (THEORY.md section 1),
+        ``mu_t = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)``; its variance is
+        ``posterior_variance[t]``."""
+        beta, abar, alpha = self.betas[t].item(), self.abar[t].item(), self.alphas[t].item()
+        return (x - beta / math.sqrt(1 - abar) * eps) / math.sqrt(alpha)
 
     @property
     def posterior_variance(self) -> torch.Tensor:

@@ -94,3 +94,47 @@ def test_resolve_device():
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             resolve_device("cuda:0")
+
+
+def test_scalar_conversions_return_floats_and_agree_with_tensors():
+    s = VPSchedule.paper_1d()
+    for t in (1, 7, 20):
+        a = s.abar[t].item()
+        sig = abar_to_sigma(a)
+        assert isinstance(sig, float) and isinstance(sigma_to_abar(sig), float)
+        assert sig == pytest.approx(s.sigmas[t].item(), rel=1e-15)
+        assert sigma_to_abar(sig) == pytest.approx(a, rel=1e-15)
+    with pytest.raises(ValueError, match=r"\(0, 1\]"):
+        abar_to_sigma(0.0)
+    with pytest.raises(ValueError, match=">= 0"):
+        sigma_to_abar(float("nan"))
+
+
+def test_sampling_sigmas_and_reverse_mean():
+    """sampling_sigmas runs the chain T -> 0; reverse_mean equals the DDPM posterior mean
+    q(x_{t-1} | x_t, x0_hat) with Tweedie's x0_hat (an independent route, Ho et al. eq. 7)."""
+    from sampler.samplers import check_sigmas
+
+    s = VPSchedule.cosine(12)
+    sig = s.sampling_sigmas()
+    check_sigmas(sig)
+    assert sig[0] == s.sigmas[-1] and sig[-1] == 0
+    x = torch.linspace(-2, 2, 5, dtype=torch.float64)
+    eps = torch.linspace(1, -1, 5, dtype=torch.float64)
+    for t in (2, 6, 12):
+        ab, ab_prev, beta = s.abar[t], s.abar[t - 1], s.betas[t]
+        x0 = (x - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)
+        mean = (torch.sqrt(ab_prev) * beta / (1 - ab)) * x0 + (torch.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * x
+        torch.testing.assert_close(s.reverse_mean(x, eps, t), mean, rtol=1e-12, atol=1e-12)
+
+
+def test_ddim_coefficients_are_ddpm_at_eta_one():
+    """eta = 1: the noise variance is the DDPM posterior variance (in VE units, abar_{t-1} times the VP one)."""
+    from sampler.samplers import ddim_coefficients
+
+    s = VPSchedule.paper_1d()
+    for t in (2, 10, 20):
+        a, c = ddim_coefficients(s.sigmas[t].item(), s.sigmas[t - 1].item(), 1.0)
+        assert c**2 == pytest.approx(s.posterior_variance[t].item() / s.abar[t - 1].item(), rel=1e-10)
+        a0, c0 = ddim_coefficients(s.sigmas[t].item(), s.sigmas[t - 1].item(), 0.0)
+        assert c0 == 0 and a0 == pytest.approx(s.sigmas[t - 1].item() / s.sigmas[t].item(), rel=1e-14)
