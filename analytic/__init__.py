@@ -3,7 +3,7 @@
 The public contract: ``GaussianMixture``, ``CFGReward``, ``AutoGReward``, ``ClassifierReward`` and
 ``guidance_fields``; see README.md for the API at a glance.
 """
-from .chain import ChainGolden, chain_golden, mixture_eps_fn
+from .chain import ChainGolden, chain_golden, eps_from_denoiser, mixture_eps_fn
 from .density import OutputDensity, output_density, tilted_start, vp_start
 from .fields import GuidanceFields, eps_jacobian, guidance_fields, guidance_fields_on_grid
 from .golden import OptimalGuidance, check_integrable, optimal_denoiser, optimal_guidance
@@ -18,7 +18,7 @@ __all__ = [
     "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic", "degrade",
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
     "GridGolden", "golden_on_grid", "golden_at_points",
-    "ChainGolden", "chain_golden", "mixture_eps_fn",
+    "ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn",
     "GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian",
     "Preset", "PRESETS", "get_preset",
     "OutputDensity", "output_density", "tilted_start", "vp_start",

@@ -13,7 +13,9 @@ Its gradient needs no differentiation of the spline:
 ``J_mu^T v = (v - beta_t / sqrt(1 - abar_t) J_eps^T v) / sqrt(alpha_t)`` is one autograd VJP of ``eps``.
 
 ``eps_fn(x [N, d], t) -> [N, d]`` is any differentiable noise prediction at step ``t`` (1..T) of the
-schedule: the exact mixture's (:func:`mixture_eps_fn`) or a trained network's.
+schedule, in VP coordinates. Build it from a denoiser on the sampler's one model contract with
+:func:`eps_from_denoiser` (a trained network through ``sampler.bind(model, cond)``; the exact mixture's
+``denoise`` is :func:`mixture_eps_fn`), so no model is wrapped twice.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ from .golden import _gauss_hermite
 from .grid import _grid_points, check_axes
 from .mixture import GaussianMixture
 
-__all__ = ["ChainGolden", "chain_golden", "mixture_eps_fn"]
+__all__ = ["ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn"]
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -47,13 +49,21 @@ class ChainGolden(NamedTuple):
     margin: float  # width added on each side of the grid for the recursion
 
 
-def mixture_eps_fn(mixture: GaussianMixture, schedule: VPSchedule) -> EpsFn:
-    """The exact eps of a mixture at the levels of ``schedule``."""
+def eps_from_denoiser(denoiser: Callable[[torch.Tensor, float], torch.Tensor], schedule: VPSchedule) -> EpsFn:
+    """The chain's ``eps_fn(x_vp, t)`` of a denoiser ``D(x_ve, sigma)`` on the sampler's model contract
+    (THEORY.md section 1): ``x_ve = x_vp / sqrt(abar_t)``, ``eps = (x_ve - D(x_ve, sigma_t)) / sigma_t``."""
 
     def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
-        return mixture.eps(x, schedule.abar[t].item())
+        a, sigma = schedule.abar[t].item(), schedule.sigmas[t].item()
+        x_ve = x / math.sqrt(a)
+        return (x_ve - denoiser(x_ve, sigma)) / sigma
 
     return eps_fn
+
+
+def mixture_eps_fn(mixture: GaussianMixture, schedule: VPSchedule) -> EpsFn:
+    """The exact eps of a mixture at the levels of ``schedule`` (its denoiser through :func:`eps_from_denoiser`)."""
+    return eps_from_denoiser(mixture.denoise, schedule)
 
 
 def _eps(eps_fn: EpsFn, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -79,8 +89,7 @@ def _default_margin(eps_fn: EpsFn, schedule: VPSchedule, axes) -> float:
 
 
 def _mean_step(eps_fn: EpsFn, schedule: VPSchedule, x: torch.Tensor, t: int) -> torch.Tensor:
-    beta, abar, alpha = schedule.betas[t].item(), schedule.abar[t].item(), schedule.alphas[t].item()
-    return (x - beta / math.sqrt(1 - abar) * _eps(eps_fn, x, t)) / math.sqrt(alpha)
+    return schedule.reverse_mean(x, _eps(eps_fn, x, t), t)
 
 
 def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], schedule: VPSchedule, axes, *,
@@ -128,7 +137,6 @@ def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], 
     log_E_all, grad_all = [], []
     log_E_prev = None  # on the working grid, shape `shape`
     for t in tqdm(range(1, T + 1), desc="sampler-chain golden", disable=not progress):
-        beta, abar, alpha = schedule.betas[t].item(), schedule.abar[t].item(), schedule.alphas[t].item()
         s2 = schedule.posterior_variance[t].item()
         with torch.no_grad():
             mu = _mean_step(eps_fn, schedule, X, t)  # [Nw, d]
@@ -147,8 +155,7 @@ def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], 
         log_E = log_E.reshape(shape)
         # Gradient on the requested grid: v = grad of log(smoothed E_{t-1}) at mu, pulled back through mu_t.
         x = X_out.clone().requires_grad_(True)
-        eps = _eps(eps_fn, x, t)
-        mu_out = (x - beta / math.sqrt(1 - abar) * eps) / math.sqrt(alpha)
+        mu_out = _mean_step(eps_fn, schedule, x, t)
         if shift is None:
             m0 = mu_out.detach().requires_grad_(True)
             (v,) = torch.autograd.grad(log_r0(m0).sum(), m0)
