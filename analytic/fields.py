@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Callable, Mapping, NamedTuple
 
 import torch
 
 from .golden import optimal_guidance
 from .mixture import GaussianMixture, check_abar, check_points
 
-__all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "reg_corrections"]
+__all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "batch_jacobian",
+           "reg_corrections", "StepGaps", "step_gaps"]
 
 
 @dataclass(frozen=True)
@@ -32,14 +34,19 @@ class GuidanceFields:
     golden_error: torch.Tensor  # [N, d] error estimate of ``golden`` (0 for closed forms)
 
 
+def batch_jacobian(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    """``J[n, i, j] = d f(x)_{n, i} / d x_{n, j}`` for a map ``f`` [N, d] -> [N, d] whose rows are independent
+    (every point a sample of its own), by reverse mode: the Jacobian of ``sum_n f(x)_n`` with respect
+    to ``x`` (``torch.func.jacrev``), d backward passes for all points at once. [N, d, d]"""
+    J = torch.func.jacrev(lambda z: f(z).sum(0))(x)  # [d, N, d]
+    return J.permute(1, 0, 2)
+
+
 def eps_jacobian(model: GaussianMixture, x_t, abar) -> torch.Tensor:
-    """``J[n, i, j] = d eps_i / d x_j`` at each point, by autograd (one backward pass per output
-    dimension; points are independent). [N, d, d]"""
+    """``J[n, i, j] = d eps_i / d x_j`` of the mixture's exact eps at each point (autograd). [N, d, d]"""
     a = check_abar(abar)
-    x = check_points(x_t, model.dim, model.device, "x_t").detach().requires_grad_(True)
-    eps = model.eps(x, a)
-    rows = [torch.autograd.grad(eps[:, i].sum(), x, retain_graph=i + 1 < model.dim)[0] for i in range(model.dim)]
-    return torch.stack(rows, dim=1)
+    x = check_points(x_t, model.dim, model.device, "x_t").detach()
+    return batch_jacobian(lambda z: model.eps(z, a), x)
 
 
 def guidance_fields(cond: GaussianMixture, reward, x_t, abar, **golden_kwargs) -> GuidanceFields:
@@ -78,3 +85,48 @@ def _with_reg(cond, reward, x_t, a, golden, golden_error) -> GuidanceFields:
     paper, vjp, diag = reg_corrections(g, eps_jacobian(cond, x_t, a), math.sqrt(1 - a))
     return GuidanceFields(golden=golden, present=g, reg_paper=paper, reg_vjp=vjp, reg_diag=diag,
                           golden_error=golden_error)
+
+
+class StepGaps(NamedTuple):
+    """Per-step mean ``||golden - field||`` (eps units, Euclidean norm per point) of named fields.
+
+    ``gaps[m, s]`` belongs to ``methods[m]`` at ``steps[s]``; steps ascend (``t = 1..T`` order)."""
+
+    steps: tuple[int, ...]
+    methods: tuple[str, ...]
+    gaps: torch.Tensor  # [M, S]
+    golden_size: torch.Tensor  # [S] mean ||golden||, for scale
+
+    def of(self, method: str) -> torch.Tensor:
+        """The row of ``method``. [S]"""
+        return self.gaps[self.methods.index(method)]
+
+
+def step_gaps(golden: torch.Tensor, fields: Mapping[str, torch.Tensor], steps, weights: torch.Tensor | None = None
+              ) -> StepGaps:
+    """The one per-step field-error table: ``golden`` [S, N, d] and each field [S, N, d] on the same points
+    (grid fields [S, n_1(, n_2), d] are flattened in 'ij' order); ``weights`` [S, N] or [N] (e.g.
+    ``p_t(x | y)``, normalised per step here) or ``None`` for the plain mean over points."""
+    steps = tuple(int(t) for t in steps)
+    golden = golden.reshape(golden.shape[0], -1, golden.shape[-1]).to(torch.float64)
+    S, N, d = golden.shape
+    if len(steps) != S:
+        raise ValueError(f"golden has {S} steps but {len(steps)} step indices were given")
+    if list(steps) != sorted(steps):
+        raise ValueError(f"steps must ascend (t = 1..T order), got {steps}")
+    if not fields:
+        raise ValueError("need at least one field to compare")
+    if weights is None:
+        wts = torch.full((S, N), 1.0 / N, dtype=torch.float64)
+    else:
+        wts = torch.as_tensor(weights, dtype=torch.float64).expand(S, N)
+        if torch.any(wts < 0) or torch.any(wts.sum(1) <= 0) or not torch.all(torch.isfinite(wts)):
+            raise ValueError("weights must be finite and non-negative with a positive sum per step")
+        wts = wts / wts.sum(1, keepdim=True)
+    rows = []
+    for name, f in fields.items():
+        f = f.reshape(f.shape[0], -1, f.shape[-1]).to(torch.float64)
+        if f.shape != golden.shape:
+            raise ValueError(f"field {name!r} has shape {tuple(f.shape)}, the golden {tuple(golden.shape)}")
+        rows.append(((golden - f).norm(dim=-1) * wts).sum(1))
+    return StepGaps(steps, tuple(fields), torch.stack(rows), (golden.norm(dim=-1) * wts).sum(1))

@@ -87,3 +87,26 @@ def test_fields_on_grid_match_pointwise_fields(d):
     pointwise = guidance_fields(cond, reward, pts, 0.8)
     for name in ("golden", "present", "reg_paper", "reg_vjp", "reg_diag"):
         torch.testing.assert_close(getattr(on_grid, name), getattr(pointwise, name), rtol=1e-9, atol=1e-11)
+
+
+def test_batch_jacobian_matches_finite_differences_and_step_gaps_by_hand():
+    p = A.get_preset("correlated_2d")
+    x = torch.tensor([[0.3, 0.9], [1.4, -0.2], [2.0, 1.0]], dtype=torch.float64)
+    J = A.eps_jacobian(p.cond, x, 0.6)
+    h = 1e-6
+    for j in range(2):
+        e = torch.zeros(2, dtype=torch.float64)
+        e[j] = h
+        fd = (p.cond.eps(x + e, 0.6) - p.cond.eps(x - e, 0.6)) / (2 * h)
+        torch.testing.assert_close(J[:, :, j], fd, rtol=1e-6, atol=1e-7)
+    golden = torch.randn(3, 5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    f = golden + torch.tensor([0.3, 0.4], dtype=torch.float64)  # gap 0.5 everywhere
+    w = torch.rand(5, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    gaps = A.step_gaps(golden, {"a": f, "b": golden}, steps=(1, 2, 3), weights=w)
+    torch.testing.assert_close(gaps.of("a"), torch.full((3,), 0.5, dtype=torch.float64))
+    torch.testing.assert_close(gaps.of("b"), torch.zeros(3, dtype=torch.float64))
+    torch.testing.assert_close(gaps.golden_size, (golden.norm(dim=-1) * w / w.sum()).sum(1))
+    with pytest.raises(ValueError, match="ascend"):
+        A.step_gaps(golden, {"a": f}, steps=(3, 2, 1))
+    with pytest.raises(ValueError, match="shape"):
+        A.step_gaps(golden, {"a": f[:, :4]}, steps=(1, 2, 3))
