@@ -3,6 +3,7 @@ import math
 import pytest
 import torch
 
+import analytic as A
 from analytic import AutoGReward, CFGReward, ClassifierReward, degrade, eps_jacobian, guidance_fields
 from analytic.grid import golden_on_grid
 
