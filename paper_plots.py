@@ -1,12 +1,16 @@
 """Regenerate every figure and the numbers behind them: ``python paper_plots.py [--quick] [--only NAME] [--out DIR]``.
 
-Writes PNG and PDF figures plus ``results.json`` and ``results.md`` (one caption line and the numbers per
-figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is deterministic.
+Writes PNG and PDF figures plus ``results.json`` (machine-readable numbers) and ``results.md`` (one caption
+and one table per figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is
+deterministic. The output folder is checked before any work; the results files are written atomically
+and always describe the figures of this run (a figure that fails is recorded as failed, and the command
+exits with status 1 after the others are done).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -18,14 +22,61 @@ matplotlib.use("Agg")  # entry point: files only, no display
 from figures import FIGURES  # noqa: E402
 
 
-def _markdown(results: dict) -> str:
+def _flatten(d, prefix=()) -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, prefix + (str(k),)))
+        else:
+            out[prefix + (str(k),)] = v
+    return out
+
+
+def _cell(v) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_cell(x) for x in v)
+    return str(v)
+
+
+def table(numbers: dict) -> str:
+    """A Markdown table of a figure's nested numbers: rows are the key paths but the last, columns the
+    last key (a two-column table when the numbers are flat)."""
+    flat = _flatten(numbers)
+    if not flat:
+        return "(no numbers)"
+    if min(len(k) for k in flat) < 2:
+        rows = ["| quantity | value |", "|---|---|"]
+        rows += [f"| {' / '.join(k)} | {_cell(v)} |" for k, v in flat.items()]
+        return "\n".join(rows)
+    cols = list(dict.fromkeys(k[-1] for k in flat))
+    names = list(dict.fromkeys(" / ".join(k[:-1]) for k in flat))
+    rows = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    for name in names:
+        vals = [_cell(flat[k]) if (k := tuple(name.split(" / ")) + (c,)) in flat else "" for c in cols]
+        rows.append(f"| {name} | " + " | ".join(vals) + " |")
+    return "\n".join(rows)
+
+
+def markdown(results: dict) -> str:
     lines = ["# Results", ""]
     for name, r in results.items():
-        lines += [f"## {name}", "", r["caption"], "", "```json", json.dumps(r["numbers"], indent=2), "```", ""]
+        lines += [f"## {name}", "", r["caption"], ""]
+        lines += [f"**failed**: {r['error']}" if "error" in r else table(r["numbers"]), ""]
     return "\n".join(lines)
 
 
-def main(argv=None) -> None:
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
     ap.add_argument("--only", choices=sorted(FIGURES), action="append", help="only this figure (repeatable)")
@@ -35,23 +86,38 @@ def main(argv=None) -> None:
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error(f"--threads must be >= 1, got {args.threads}")
+    try:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / ".write-test").write_text("")
+        (args.out / ".write-test").unlink()
+    except OSError as err:
+        ap.error(f"cannot write to --out {args.out}: {err}")
     torch.set_num_threads(args.threads)
     names = args.only or list(FIGURES)
-    results, timings = {}, {}
+    results, failed = {}, []
     for name in names:
         mod = FIGURES[name]
         start = time.perf_counter()
-        arrays = mod.compute(quick=args.quick)
-        paths = mod.plot(arrays, args.out)
-        timings[name] = time.perf_counter() - start
-        results[name] = {"caption": mod.CAPTION, "numbers": mod.summary(arrays),
-                         "files": [p.name for p in paths], "seconds": round(timings[name], 2)}
-        print(f"{name:<14} {timings[name]:6.1f} s  -> {', '.join(p.name for p in paths)}")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "results.json").write_text(json.dumps({"quick": args.quick, "figures": results}, indent=2))
-    (args.out / "results.md").write_text(_markdown(results))
-    print(f"{'total':<14} {sum(timings.values()):6.1f} s  -> {args.out}/results.json, results.md")
+        try:
+            arrays = mod.compute(quick=args.quick)
+            paths = mod.plot(arrays, args.out)
+            results[name] = {"caption": mod.CAPTION, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
+            done = f"-> {', '.join(p.name for p in paths)}"
+        except Exception as err:  # noqa: BLE001 - recorded, reported, and the run fails at the end
+            results[name] = {"caption": mod.CAPTION, "error": f"{type(err).__name__}: {err}"}
+            failed.append(name)
+            done = f"FAILED: {type(err).__name__}: {err}"
+        results[name]["seconds"] = round(time.perf_counter() - start, 2)
+        print(f"{name:<14} {results[name]['seconds']:6.1f} s  {done}", flush=True)
+    _write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
+    _write_atomically(args.out / "results.md", markdown(results))
+    total = sum(r["seconds"] for r in results.values())
+    print(f"{'total':<14} {total:6.1f} s  -> {args.out}/results.json, results.md")
+    if failed:
+        print(f"error: {len(failed)} figure(s) failed: {', '.join(failed)} (see results.md)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,28 +1,29 @@
-"""Exact mathematics of Gaussian-mixture diffusion and guidance (no training, no plotting).
+"""Exact mathematics of Gaussian-mixture diffusion and guidance (no sampling loops, no training, no plotting).
 
 The public contract: ``GaussianMixture``, ``CFGReward``, ``AutoGReward``, ``ClassifierReward`` and
-``guidance_fields``; see README.md for the API at a glance.
+``guidance_fields``; see README.md for the API at a glance. Output densities, distances, field-error
+tables of samplers and the report live in :mod:`evaluation` (moved there in issue 10).
 """
 from .chain import ChainGolden, chain_golden, eps_from_denoiser, mixture_eps_fn
-from .density import OutputDensity, output_density, tilted_start, vp_start
-from .fields import (GuidanceFields, StepGaps, batch_jacobian, eps_jacobian, guidance_fields, guidance_fields_on_grid,
-                     step_gaps)
-from .golden import OptimalGuidance, check_integrable, optimal_denoiser, optimal_guidance
-from .grid import GridGolden, golden_at_points, golden_on_grid
-from .metrics import Distances, distances, energy_distance, field_errors, tilted_target
+from .fields import (REG_ESTIMATORS, GuidanceFields, StepGaps, batch_jacobian, eps_jacobian, guidance_fields,
+                     guidance_fields_on_grid, reg_correction, reg_corrections, step_gaps)
+from .golden import OptimalGuidance, optimal_denoiser, optimal_guidance
+from .grid import GridGolden, PointsGolden, TiltedPosterior, golden_at_points, golden_on_grid, support_axes, tilted_posterior
+from .integrability import check_integrable
 from .mixture import GaussianMixture, Posterior
 from .presets import PRESETS, Preset, get_preset
-from .rewards import AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, degrade
+from .rewards import (AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, Reward, check_reward,
+                      degrade)
 
 __all__ = [
     "GaussianMixture", "Posterior",
-    "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic", "degrade",
+    "Reward", "check_reward", "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic",
+    "degrade",
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
-    "GridGolden", "golden_on_grid", "golden_at_points",
+    "GridGolden", "golden_on_grid", "PointsGolden", "golden_at_points", "TiltedPosterior", "tilted_posterior",
+    "support_axes",
     "ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn",
     "GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "batch_jacobian",
-    "StepGaps", "step_gaps",
+    "REG_ESTIMATORS", "reg_correction", "reg_corrections", "StepGaps", "step_gaps",
     "Preset", "PRESETS", "get_preset",
-    "OutputDensity", "output_density", "tilted_start", "vp_start",
-    "Distances", "distances", "energy_distance", "field_errors", "tilted_target",
 ]

@@ -14,24 +14,21 @@ Its gradient needs no differentiation of the spline:
 
 ``eps_fn(x [N, d], t) -> [N, d]`` is any differentiable noise prediction at step ``t`` (1..T) of the
 schedule, in VP coordinates. Build it from a denoiser on the sampler's one model contract with
-:func:`eps_from_denoiser` (a trained network through ``sampler.bind(model, cond)``; the exact mixture's
-``denoise`` is :func:`mixture_eps_fn`), so no model is wrapped twice.
+:func:`eps_from_denoiser` (a trained network through ``sampler.bind(model, cond)``), so no network is
+wrapped twice; the exact mixture's closed-form eps is :func:`mixture_eps_fn`.
 """
 from __future__ import annotations
 
 import math
 from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
-from scipy import ndimage
 from tqdm.auto import tqdm
 
 from sampler.schedules import VPSchedule
 
-from .golden import _gauss_hermite
-from .grid import _grid_points, check_axes
 from .mixture import GaussianMixture
+from .quadrature import as_axes, axes_spacing, check_axes, gauss_hermite, grid_points, spline_at
 
 __all__ = ["ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn"]
 
@@ -62,8 +59,13 @@ def eps_from_denoiser(denoiser: Callable[[torch.Tensor, float], torch.Tensor], s
 
 
 def mixture_eps_fn(mixture: GaussianMixture, schedule: VPSchedule) -> EpsFn:
-    """The exact eps of a mixture at the levels of ``schedule`` (its denoiser through :func:`eps_from_denoiser`)."""
-    return eps_from_denoiser(mixture.denoise, schedule)
+    """The exact eps of a mixture at the levels of ``schedule``, in closed form (``GaussianMixture.eps``;
+    going through ``denoise`` would lose digits to the cancellation ``x - D`` at small sigma)."""
+
+    def eps_fn(x: torch.Tensor, t: int) -> torch.Tensor:
+        return mixture.eps(x, schedule.abar[t].item())
+
+    return eps_fn
 
 
 def _eps(eps_fn: EpsFn, x: torch.Tensor, t: int) -> torch.Tensor:
@@ -108,11 +110,10 @@ def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], 
         raise ValueError(f"schedule must be a sampler.schedules.VPSchedule, got {type(schedule).__name__}")
     if not callable(eps_fn) or not callable(log_r0):
         raise ValueError("eps_fn and log_r0 must be callables")
-    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
-        axes = (axes,)
+    axes = as_axes(axes)
     d = len(axes)
     axes = check_axes(axes, d, uniform=True)
-    h = [(a[1] - a[0]).item() for a in axes]
+    h = axes_spacing(axes)
     if margin is None:
         margin = _default_margin(eps_fn, schedule, axes)
     if not math.isfinite(margin) or margin < 0:
@@ -126,12 +127,10 @@ def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], 
                                  a[-1] + hi * torch.arange(1, p + 1, dtype=torch.float64)])
                       for a, hi, p in zip(axes, h, pad))
     shape = tuple(a.numel() for a in work_axes)
-    X = _grid_points(work_axes)  # [Nw, d]
+    X = grid_points(work_axes)  # [Nw, d]
     inner = tuple(slice(p, p + a.numel()) for p, a in zip(pad, axes))
-    X_out = _grid_points(axes)
-    z, logw = _gauss_hermite(int(nodes), d)  # [M, d], [M]
-    lo = torch.tensor([a[0].item() for a in work_axes], dtype=torch.float64)
-    hs = torch.tensor(h, dtype=torch.float64)
+    X_out = grid_points(axes)
+    z, logw = gauss_hermite(int(nodes), d)  # [M, d], [M]
 
     T = schedule.T
     log_E_all, grad_all = [], []
@@ -146,7 +145,7 @@ def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], 
             else:
                 s = math.sqrt(s2)
                 pts = mu[:, None, :] + s * z[None]  # [Nw, M, d]
-                vals = _interpolate(log_E_prev, lo, hs, pts.reshape(-1, d)).reshape(pts.shape[:2])
+                vals = spline_at(log_E_prev, work_axes, pts.reshape(-1, d), spacing=h).reshape(pts.shape[:2])
                 lw = logw + vals
                 log_E = torch.logsumexp(lw, dim=1)
                 shift = s * torch.softmax(lw, dim=1) @ z  # m_R - mu, [Nw, d]
@@ -171,12 +170,3 @@ def chain_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], 
     if not torch.all(torch.isfinite(grad_log_E)):
         raise ValueError("grad log E_t is not finite on the grid")
     return ChainGolden(axes, abar, torch.stack(log_E_all), grad_log_E, golden, float(margin))
-
-
-def _interpolate(values: torch.Tensor, lo: torch.Tensor, h: torch.Tensor, pts: torch.Tensor) -> torch.Tensor:
-    """Cubic-spline interpolation of grid values at points [P, d] (constant beyond the grid's edge)."""
-    coords = ((pts - lo) / h).T.numpy()  # [d, P] in index units
-    arr = values.numpy()
-    filtered = ndimage.spline_filter(arr, order=3, mode="nearest")
-    out = ndimage.map_coordinates(filtered, coords, order=3, mode="nearest", prefilter=False)
-    return torch.from_numpy(np.ascontiguousarray(out))

@@ -16,10 +16,12 @@ from typing import Callable, Mapping, NamedTuple
 import torch
 
 from .golden import optimal_guidance
+from .grid import golden_on_grid
 from .mixture import GaussianMixture, check_abar, check_points
+from .quadrature import check_axes, grid_points
 
 __all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "batch_jacobian",
-           "reg_corrections", "StepGaps", "step_gaps"]
+           "REG_ESTIMATORS", "reg_correction", "reg_corrections", "StepGaps", "step_gaps"]
 
 
 @dataclass(frozen=True)
@@ -63,21 +65,37 @@ def guidance_fields(cond: GaussianMixture, reward, x_t, abar, **golden_kwargs) -
 def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, **grid_kwargs) -> GuidanceFields:
     """:func:`guidance_fields` on a whole 1-D/2-D tensor grid (rows in 'ij' order), with the golden from
     :func:`analytic.grid.golden_on_grid` (much faster than point by point; no error estimate: 0)."""
-    from .grid import _grid_points, check_axes, golden_on_grid
-
     a = check_abar(abar)
     axes = check_axes(axes, cond.dim)
-    x_t = _grid_points(axes)
+    x_t = grid_points(axes)
     golden = golden_on_grid(cond, reward, axes, a, **grid_kwargs).golden.reshape(-1, cond.dim)
     return _with_reg(cond, reward, x_t, a, golden, torch.zeros_like(golden))
 
 
+REG_ESTIMATORS = ("paper", "vjp", "diag", "jvp", "fd")
+
+
+def reg_correction(g: torch.Tensor, J: torch.Tensor, c: float, estimator: str) -> torch.Tensor:
+    """THEORY.md section 6 in eps form with an explicit Jacobian, the one place it is written: the REG
+    correction of the guidance term ``g`` [N, d] (``eps_REG = eps_c + correction``), with
+    ``J[n, i, j] = d eps_i / d x_j`` [N, d, d] of the conditional branch and ``c = sqrt(1 - abar)``.
+    ``jvp`` and ``fd`` both mean ``J`` in place of ``J^T`` (what ``sampler.REG`` estimates without a
+    backward pass). [N, d]"""
+    if estimator == "paper":
+        return g * (1 - c * J.sum(dim=1))  # (J^T 1)_j = sum_i J_ij
+    elif estimator == "vjp":
+        return g - c * torch.einsum("nij,ni->nj", J, g)
+    elif estimator == "diag":
+        return g * (1 - c * torch.diagonal(J, dim1=1, dim2=2))
+    elif estimator in ("jvp", "fd"):
+        return g - c * torch.einsum("nij,nj->ni", J, g)
+    else:
+        raise ValueError(f"unknown REG estimator {estimator!r}; choose one of {REG_ESTIMATORS}")
+
+
 def reg_corrections(g: torch.Tensor, J: torch.Tensor, c: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """THEORY.md section 6 with an explicit Jacobian: ``(paper, vjp, diag)`` corrections of the guidance
-    term ``g`` [N, d], with ``J[n, i, j] = d eps_i / d x_j`` [N, d, d] and ``c = sqrt(1 - abar)``."""
-    return (g * (1 - c * J.sum(dim=1)),  # (J^T 1)_j = sum_i J_ij
-            g - c * torch.einsum("nij,ni->nj", J, g),
-            g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)))
+    """The ``(paper, vjp, diag)`` corrections of :func:`reg_correction` (the fields :class:`GuidanceFields` holds)."""
+    return tuple(reg_correction(g, J, c, e) for e in ("paper", "vjp", "diag"))
 
 
 def _with_reg(cond, reward, x_t, a, golden, golden_error) -> GuidanceFields:

@@ -27,17 +27,19 @@ from __future__ import annotations
 
 import math
 import warnings
-from functools import lru_cache
 from typing import NamedTuple
 
-import numpy as np
 import torch
-from scipy import optimize, special
 
+from sampler.schedules import sigma_to_abar
+
+from .grid import QuadratureTooLarge, golden_at_points, tilted_posterior
+from .integrability import check_integrable, tail_margin
 from .mixture import GaussianMixture, Posterior, check_abar, check_points
-from .rewards import MixtureRatioReward
+from .quadrature import gauss_hermite
+from .rewards import check_reward
 
-__all__ = ["OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable", "METHODS"]
+__all__ = ["OptimalGuidance", "optimal_guidance", "optimal_denoiser", "METHODS"]
 
 METHODS = ("auto", "closed", "grid", "gh", "is")
 _CHUNK = 2_000_000  # points x components x nodes evaluated at once
@@ -56,85 +58,6 @@ class OptimalGuidance(NamedTuple):
     nodes: int  # nodes per dimension (gh), samples per component (is), 0 otherwise
 
 
-# --- integrability ----------------------------------------------------------------------------
-
-
-def _directions_minimum(fn, d: int) -> tuple[float, torch.Tensor]:
-    """Minimum of an even function ``fn(u [M, d]) -> [M]`` over unit directions, and its argmin."""
-    if d == 1:
-        u = torch.ones(1, 1, dtype=torch.float64)
-        return float(fn(u)[0]), u[0]
-    if d == 2:
-        theta = torch.linspace(0, math.pi, 4097, dtype=torch.float64)
-        vals = fn(torch.stack([theta.cos(), theta.sin()], 1))
-        i = int(torch.argmin(vals))
-        h = math.pi / 4096
-
-        def f(th):
-            return float(fn(torch.tensor([[math.cos(th), math.sin(th)]], dtype=torch.float64))[0])
-
-        res = optimize.minimize_scalar(f, bounds=(theta[i].item() - h, theta[i].item() + h), method="bounded",
-                                       options={"xatol": 1e-12})
-        best = min((float(vals[i]), theta[i].item()), (res.fun, res.x))
-        return best[0], torch.tensor([math.cos(best[1]), math.sin(best[1])], dtype=torch.float64)
-    gen = torch.Generator().manual_seed(0)
-    u = torch.randn(4096 * d, d, dtype=torch.float64, generator=gen)
-    u = torch.cat([u, torch.eye(d, dtype=torch.float64)])
-    u = u / u.norm(dim=1, keepdim=True)
-    vals = fn(u)
-    best_val, best_u = float(vals.min()), u[int(vals.argmin())]
-
-    def f(v):
-        v = torch.as_tensor(v, dtype=torch.float64)
-        return float(fn((v / v.norm())[None])[0])
-
-    for i in torch.argsort(vals)[:4].tolist():
-        res = optimize.minimize(f, u[i].numpy(), method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14})
-        if res.fun < best_val:
-            v = torch.as_tensor(res.x, dtype=torch.float64)
-            best_val, best_u = res.fun, v / v.norm()
-    return best_val, best_u
-
-
-def _tail_margin(cond: GaussianMixture, reward, abar: float, factor: float = 1.0) -> tuple[float, torch.Tensor]:
-    """``min_{k,u} [u^T (S_k^{-1} + lam I) u + factor tau(u)] / scale``: positive iff every component of
-    ``N(m_k, V_k) R_0^factor`` is integrable (``V_k^{-1} = S_k^{-1} + lam I``, ``lam = abar/(1-abar)``)."""
-    if not hasattr(reward, "tail_curvature"):
-        raise ValueError(f"{type(reward).__name__} has no tail_curvature(u); its integrability cannot be checked")
-    lam = abar / (1 - abar)
-    P = cond.precisions
-
-    def fn(u):
-        comp = torch.einsum("mi,kij,mj->mk", u, P, u).amin(1)
-        return comp + lam + factor * reward.tail_curvature(u)
-
-    scale = float(torch.linalg.matrix_norm(P, ord=2).max()) + lam
-    val, u = _directions_minimum(fn, cond.dim)
-    return val / scale, u
-
-
-def check_integrable(cond: GaussianMixture, reward, abar) -> None:
-    """``ValueError`` unless ``E_t`` is finite at noise level ``abar`` (for every ``x_t``).
-
-    ``log R_0(rho u) = -rho^2/2 tau(u) + O(rho)`` and the posterior component k has precision
-    ``S_k^{-1} + abar/(1-abar) I``, so ``E_t < inf`` iff ``u^T (S_k^{-1} + abar/(1-abar) I) u + tau(u) > 0`` for
-    every k and unit u. In 1-D for CFG with widest components ``s_c``, ``s_u`` this reads
-    ``(1+w)/s_c^2 - w/s_u^2 + abar/(1-abar) > 0``. Exact for d <= 2 (up to a 1e-12 relative margin);
-    for d > 2 the minimum over directions is found numerically.
-    """
-    a = check_abar(abar)
-    if a == 1:
-        return
-    margin, u = _tail_margin(cond, reward, a)
-    if margin <= 1e-12:
-        raise ValueError(
-            f"E_t diverges at abar={a:.6g}: the reward-tilted posterior p(x_0|x_t) R_0(x_0) is not integrable "
-            f"along direction {[round(v, 4) for v in u.tolist()]} (relative tail curvature {margin:.3g} <= 0). "
-            f"The guidance weight w={getattr(reward, 'w', '?')} is too large for a conditional wider than the "
-            f"reference; the optimal guidance does not exist here."
-        )
-
-
 # --- per-component integrals ------------------------------------------------------------------
 
 
@@ -142,18 +65,6 @@ def _sqrt_psd(V: torch.Tensor) -> torch.Tensor:
     """Symmetric square root of PSD matrices [K, d, d] (exact 0 at abar = 1)."""
     lam, U = torch.linalg.eigh(V)
     return (U * lam.clamp(min=0).sqrt()[..., None, :]) @ U.transpose(-1, -2)
-
-
-@lru_cache(maxsize=64)
-def _gauss_hermite(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilists' Gauss-Hermite rule for N(0, I_d): nodes [n^d, d], log weights [n^d] (summing to 1)."""
-    z, w = special.roots_hermitenorm(n)  # stable for large n, unlike numpy's hermegauss
-    w = w / w.sum()
-    grids = np.meshgrid(*([z] * d), indexing="ij")
-    nodes = np.stack([g.ravel() for g in grids], axis=1)
-    with np.errstate(divide="ignore"):  # weights of the outermost nodes underflow to 0 for large n
-        logw = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * d), indexing="ij"))
-    return torch.as_tensor(nodes), torch.as_tensor(logw)
 
 
 class _Components(NamedTuple):
@@ -169,8 +80,6 @@ def _widened_reference(V: torch.Tensor, reward) -> tuple[torch.Tensor, torch.Ten
     The nodes are then laid on ``V'^{-1} = V^{-1} + A_- / 2``, with ``A_-`` the negative part of a
     quadratic fit of ``tau``, and reweighted by ``N(V) / N(V')``. Returns ``(sqrt(V), None)`` otherwise."""
     d = V.shape[-1]
-    if not hasattr(reward, "tail_curvature"):
-        return _sqrt_psd(V), None
     if d == 1:
         A = reward.tail_curvature(torch.ones(1, 1, dtype=torch.float64)).reshape(1, 1)
     else:  # least-squares fit of tau(u) = u^T A u on the half circle
@@ -296,8 +205,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
     if not (isinstance(tol, (int, float)) and tol > 0):
         raise ValueError(f"tol must be a positive number, got {tol!r}")
     x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
-    if getattr(reward, "dim", cond.dim) != cond.dim:
-        raise ValueError(f"reward has dimension {reward.dim} but cond has dimension {cond.dim}")
+    check_reward(reward, cond.dim)
     N, d = x_t.shape
     zeros_n, zeros_nd = torch.zeros(N, dtype=torch.float64), torch.zeros(N, d, dtype=torch.float64)
 
@@ -308,7 +216,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
         _finite(log_E, grad)
         return OptimalGuidance(log_E.detach(), grad, x_t, zeros_nd.clone(), zeros_n, zeros_nd, "exact", 0)
 
-    quad = reward.quadratic() if hasattr(reward, "quadratic") else None
+    quad = reward.quadratic()
     if method == "auto":
         method = "closed" if quad is not None else ("grid" if d <= 2 else "is")
     if method == "closed" and quad is None:
@@ -316,28 +224,26 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
     if method in ("gh", "grid") and d > 2:
         raise ValueError(f"method {method!r} is for d <= 2 (tensor grids grow as n^d); got d={d}, use 'is'")
 
+    coef = math.sqrt(a) / (1 - a)
+    if method == "grid":  # golden_at_points validates (integrability included) at its own edge
+        g = golden_at_points(cond, reward, x_t, a)
+        m_R = cond.posterior(x_t, a).mean() + g.grad_log_E / coef
+        _finite(g.log_E, g.grad_log_E)
+        return OptimalGuidance(g.log_E, g.grad_log_E, m_R, -math.sqrt(1 - a) * g.grad_log_E, g.err_log_E,
+                               g.err_grad, "grid", 0)
     check_integrable(cond, reward, a)
     post = cond.posterior(x_t, a)
     L = _sqrt_psd(post.covs)
-    coef = math.sqrt(a) / (1 - a)
     if method == "closed":
         log_E, diff, m_R = _combine(post, _closed_integrals(post, L, quad))
         err_log, err_grad, nodes = zeros_n, zeros_nd, 0
-    elif method == "grid":
-        from .grid import golden_at_points  # grid builds on this module
-
-        log_E, grad = golden_at_points(cond, reward, x_t, a)
-        coarse_log_E, coarse_grad = golden_at_points(cond, reward, x_t, a, points_per_width=2.8)
-        err_log, err_grad = (log_E - coarse_log_E).abs(), (grad - coarse_grad).abs()
-        diff = grad / coef  # m_R - m
-        m_R, nodes = post.mean() + diff, 0
     elif method == "gh":
         if max_nodes is None:
             max_nodes = 1024 if d == 1 else 128
         n = 16 if d == 1 else 8
         L_ref, A_neg = _widened_reference(post.covs, reward)
         err_log, err_grad = torch.full_like(zeros_n, math.inf), torch.full_like(zeros_nd, math.inf)
-        z, lw = _gauss_hermite(n, d)
+        z, lw = gauss_hermite(n, d)
         prev = _combine(post, _nodes_integrals(post, L_ref, reward, z, lw, A_neg))
         while True:
             n *= 2
@@ -346,7 +252,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
                     f"Gauss-Hermite did not reach tol={tol:g} with {max_nodes} nodes per dimension at abar={a:.6g} "
                     f"(last change {err_log.max().item():.3g} in log E, {err_grad.max().item():.3g} in grad log E); "
                     f"raise max_nodes, loosen tol, or use method='is'")
-            z, lw = _gauss_hermite(n, d)
+            z, lw = gauss_hermite(n, d)
             log_E, diff, m_R = _combine(post, _nodes_integrals(post, L_ref, reward, z, lw, A_neg))
             err_log = (log_E - prev[0]).abs()
             err_grad = coef * (diff - prev[1]).abs()
@@ -362,7 +268,7 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
         log_E, diff, m_R, err_log, err_m = _importance_sampling(post, L, reward, int(n_samples), generator)
         err_grad = coef * err_m
         nodes = int(n_samples)
-        if _tail_margin(cond, reward, a, factor=2.0)[0] <= 1e-12:
+        if tail_margin(cond, reward, a, factor=2.0)[0] <= 1e-12:
             warnings.warn("R_0 has infinite variance under the posterior here: importance-sampling standard "
                           "errors are not reliable", RuntimeWarning, stacklevel=2)
     else:  # pragma: no cover - METHODS is checked above
@@ -378,15 +284,27 @@ def _finite(log_E: torch.Tensor, grad: torch.Tensor) -> None:
         raise ValueError("E_t or its gradient is not finite here (R_0 underflows or overflows at these points)")
 
 
-def optimal_denoiser(cond: GaussianMixture, reward, **kwargs):
+def optimal_denoiser(cond: GaussianMixture, reward):
     """The optimal guided denoiser in the sampler's VE contract: ``fn(x [N, ...], sigma) -> m_R``, the
     reward-tilted posterior mean (THEORY.md section 4: ``x0_hat(eps_star) = m_R``). Plug it into
-    ``sampler.TiltedMean(cond_denoiser, fn)``; ``kwargs`` go to :func:`optimal_guidance`."""
+    ``sampler.TiltedMean(cond_denoiser, fn)``.
+
+    The one implementation of the optimum as a denoiser: the dense quadrature of
+    :func:`analytic.grid.tilted_posterior` (d <= 2), and where its grid would be too large (narrow
+    kernels at small sigma in 2-D, where the posterior is sharp) the Gauss-Hermite posterior route of
+    :func:`optimal_guidance` to a 1e-8 tolerance (it raises if it cannot meet it)."""
+    check_reward(reward, cond.dim)
 
     def tilted_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        a = 1 / (1 + float(sigma) ** 2)
-        flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
-        m_R = optimal_guidance(cond, reward, math.sqrt(a) * flat, a, **kwargs).tilted_mean
+        a = sigma_to_abar(float(sigma))
+        x_vp = math.sqrt(a) * x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        if a == 1:
+            m_R = x_vp
+        else:
+            try:
+                m_R = tilted_posterior(cond, reward, x_vp, a).tilted_mean
+            except QuadratureTooLarge:
+                m_R = optimal_guidance(cond, reward, x_vp, a, method="gh", tol=1e-8).tilted_mean
         return m_R.to(x.dtype).reshape(x.shape)
 
     return tilted_mean

@@ -8,22 +8,30 @@ and the tilted mean ``m_R`` is the first moment of the same integrand. The forwa
 so on a tensor grid of ``x_0`` every integral is a product of one dense kernel matrix per axis
 (``K_1 F K_2^T`` in 2-D): sums of positive terms, no FFT cancellation, every grid point in a few
 matrix products. The ``x_0`` grid is uniform; the trapezoid rule on it is spectrally accurate once
-its spacing resolves the kernel width ``sigma = sqrt((1-abar)/abar)`` and the features of ``f``.
+its spacing resolves the kernel width ``sigma = sqrt((1-abar)/abar)`` and the features of ``f``
+(:func:`analytic.quadrature.quadrature_spacing`).
 
-This route shares nothing with :func:`analytic.golden.optimal_guidance` but the mixture densities
-(no posterior decomposition, no Gauss-Hermite), so each is a test oracle for the other.
+This route shares nothing with the posterior decomposition of :func:`analytic.golden.optimal_guidance`
+but the mixture densities (no Gauss-Hermite), so each is a test oracle for the other.
+
+:func:`tilted_posterior` is the robust pointwise form the optimal denoiser and the tilted start use: a
+fixed grid covering the support of ``f`` (:func:`support_axes`), with a log-space trapezoid rule where
+the plain one underflows.
 """
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple
 
 import torch
 
-from .golden import _tail_margin, check_integrable
-from .mixture import GaussianMixture, check_abar
+from .integrability import check_integrable, tail_margin
+from .mixture import GaussianMixture, check_abar, check_points
+from .quadrature import check_axes, grid_points, quadrature_spacing
+from .rewards import check_reward
 
-__all__ = ["GridGolden", "golden_on_grid", "golden_at_points", "check_axes"]
+__all__ = ["QuadratureTooLarge", "GridGolden", "golden_on_grid", "PointsGolden", "golden_at_points", "support_axes", "TiltedPosterior",
+           "tilted_posterior"]
 
 _MAX_X0_POINTS = 6_000_000
 
@@ -38,29 +46,12 @@ class GridGolden(NamedTuple):
     x0_axes: tuple[torch.Tensor, ...]  # the quadrature grid used
 
 
-def check_axes(axes: Sequence, d: int, uniform: bool = False) -> tuple[torch.Tensor, ...]:
-    """Grid axes as float64 1-D tensors, one per dimension; ``ValueError`` otherwise."""
-    if d not in (1, 2):
-        raise ValueError(f"grids are for d = 1 or 2, got d = {d}")
-    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
-        axes = (axes,)
-    axes = tuple(torch.as_tensor(a, dtype=torch.float64) for a in axes)
-    if len(axes) != d:
-        raise ValueError(f"need {d} axes for a {d}-D model, got {len(axes)}")
-    for i, a in enumerate(axes):
-        if a.ndim != 1 or a.numel() < 2:
-            raise ValueError(f"axis {i} must be 1-D with at least 2 points, got shape {tuple(a.shape)}")
-        if not torch.all(torch.isfinite(a)) or torch.any(a[1:] <= a[:-1]):
-            raise ValueError(f"axis {i} must be finite and strictly increasing")
-        if uniform:
-            h = a[1:] - a[:-1]
-            if (h.max() - h.min()) > 1e-9 * h.mean():
-                raise ValueError(f"axis {i} must be uniformly spaced")
-    return axes
+class _Underflow(ValueError):
+    """The plain trapezoid rule underflowed at some points (far from the mixture)."""
 
 
-def _grid_points(axes: tuple[torch.Tensor, ...]) -> torch.Tensor:
-    return torch.cartesian_prod(*axes).reshape(-1, len(axes)) if len(axes) > 1 else axes[0][:, None]
+class QuadratureTooLarge(ValueError):
+    """The dense quadrature grid this problem needs exceeds the memory limit (narrow kernels in 2-D)."""
 
 
 def _blur(Ks: list[torch.Tensor], F: torch.Tensor) -> torch.Tensor:
@@ -73,22 +64,18 @@ def _blur(Ks: list[torch.Tensor], F: torch.Tensor) -> torch.Tensor:
 def _default_x0_axes(cond: GaussianMixture, reward, ranges, abar: float, points_per_width: float):
     """A uniform quadrature grid covering the tilted posterior of every point in ``ranges``.
 
-    Spacing: ``min(sigma, narrowest component std / sqrt(1 + |w|)) / points_per_width``. Extent: the hull
-    of the points' ``x_t / sqrt(abar)`` and of every component mean, widened by 12 times the widest tail
+    Spacing: :func:`analytic.quadrature.quadrature_spacing`. Extent: the hull of the points'
+    ``x_t / sqrt(abar)`` and of every component and reward centre, widened by 12 times the widest tail
     scale of any tilted posterior component (``1 / sqrt`` of its smallest tail curvature)."""
-    sig = math.sqrt((1 - abar) / abar)
-    models = [cond] + [m for m in (getattr(reward, "num", None), getattr(reward, "den", None)) if m is not None]
-    w = abs(getattr(reward, "w", 1.0))
-    min_std = min(torch.linalg.eigvalsh(m.covs).min().sqrt().item() for m in models)
-    h = min(sig, min_std / math.sqrt(1 + w)) / points_per_width
-    margin, _ = _tail_margin(cond, reward, abar)
+    h = quadrature_spacing(cond, reward, abar, points_per_width)
+    margin, _ = tail_margin(cond, reward, abar)
     curvature = margin * (torch.linalg.matrix_norm(cond.precisions, ord=2).max().item() + abar / (1 - abar))
     width = 12 / math.sqrt(curvature)
+    centres = torch.cat([cond.means, reward.centres()])
     out = []
     for i, r in enumerate(ranges):
-        centres = torch.cat([m.means[:, i] for m in models])
-        lo = min(r[0].item() / math.sqrt(abar), centres.min().item()) - width
-        hi = max(r[-1].item() / math.sqrt(abar), centres.max().item()) + width
+        lo = min(r[0].item() / math.sqrt(abar), centres[:, i].min().item()) - width
+        hi = max(r[-1].item() / math.sqrt(abar), centres[:, i].max().item()) + width
         out.append(torch.linspace(lo, hi, int(math.ceil((hi - lo) / h)) + 1, dtype=torch.float64))
     return tuple(out)
 
@@ -97,9 +84,10 @@ def _integrand(cond: GaussianMixture, reward, x0_axes):
     """``p(x_0|y)`` and ``p(x_0|y) R_0(x_0)`` on the quadrature grid, each scaled by its maximum."""
     size = math.prod(ax.numel() for ax in x0_axes)
     if size > _MAX_X0_POINTS:
-        raise ValueError(f"the quadrature grid would have {size} points (limit {_MAX_X0_POINTS}); "
-                         f"pass coarser x0_axes or a smaller grid")
-    ys = _grid_points(x0_axes)
+        raise QuadratureTooLarge(f"the quadrature grid would have {size} points (limit {_MAX_X0_POINTS}); "
+                                 f"pass coarser x0_axes or a smaller grid, or use the posterior route "
+                                 f"(optimal_guidance(method='gh'))")
+    ys = grid_points(x0_axes)
     shape = tuple(ax.numel() for ax in x0_axes)
     log_p = cond.log_prob(ys).reshape(shape)
     log_f = log_p + reward.log_r0(ys).reshape(shape)
@@ -117,23 +105,27 @@ def _kernel(x: torch.Tensor, y: torch.Tensor, a: float) -> torch.Tensor:
 
 def _finish(num_f, num_p, log_scale, diffs, a):
     if torch.any(num_f <= 0) or torch.any(num_p <= 0):
-        raise ValueError("the quadrature underflows at some points (they lie too far from the mixture); "
+        raise _Underflow("the quadrature underflows at some points (they lie too far from the mixture); "
                          "move the points closer or pass x0_axes")
     log_E = torch.log(num_f) - torch.log(num_p) + log_scale
     grad = math.sqrt(a) / (1 - a) * torch.stack(diffs, dim=-1)
     return log_E, grad
 
 
-def _prepare(cond, reward, abar, ranges, x0_axes, points_per_width):
+def _check_level(cond, reward, abar) -> float:
+    """The public edge of every quadrature route: a valid ``abar < 1``, a reward, a finite ``E_t``."""
     a = check_abar(abar)
     if a == 1:
         raise ValueError("the quadrature route needs abar < 1 (at abar = 1, E_0 = R_0 needs no quadrature)")
+    check_reward(reward, cond.dim)
     check_integrable(cond, reward, a)
+    return a
+
+
+def _x0_axes(cond, reward, a, ranges, x0_axes, points_per_width):
     if x0_axes is None:
-        x0_axes = _default_x0_axes(cond, reward, ranges, a, points_per_width)
-    else:
-        x0_axes = check_axes(x0_axes, cond.dim, uniform=True)
-    return a, x0_axes
+        return _default_x0_axes(cond, reward, ranges, a, points_per_width)
+    return check_axes(x0_axes, cond.dim, uniform=True)
 
 
 def golden_on_grid(cond: GaussianMixture, reward, axes, abar, *, x0_axes=None,
@@ -144,10 +136,11 @@ def golden_on_grid(cond: GaussianMixture, reward, axes, abar, *, x0_axes=None,
         axes: one 1-D tensor per dimension (a single tensor in 1-D); the grid is their product.
         abar: VP noise level in (0, 1).
         x0_axes: the quadrature grid (uniform axes); by default it covers every tilted posterior with
-            spacing ``min(sigma, min_std / sqrt(1 + |w|)) / points_per_width``.
+            the spacing of :func:`analytic.quadrature.quadrature_spacing`.
     """
     axes = check_axes(axes, cond.dim)
-    a, x0_axes = _prepare(cond, reward, abar, axes, x0_axes, points_per_width)
+    a = _check_level(cond, reward, abar)
+    x0_axes = _x0_axes(cond, reward, a, axes, x0_axes, points_per_width)
     P, F, log_scale = _integrand(cond, reward, x0_axes)
     Ks = [_kernel(x, y, a) for x, y in zip(axes, x0_axes)]
     num_f, num_p = _blur(Ks, F), _blur(Ks, P)
@@ -160,16 +153,9 @@ def golden_on_grid(cond: GaussianMixture, reward, axes, abar, *, x0_axes=None,
     return GridGolden(axes, log_E, grad, -math.sqrt(1 - a) * grad, x0_axes)
 
 
-def golden_at_points(cond: GaussianMixture, reward, x_t, abar, *, x0_axes=None,
-                     points_per_width: float = 4.0) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log E_t [N], grad log E_t [N, d])`` at arbitrary points of a 1-D or 2-D model, by the same
-    quadrature as :func:`golden_on_grid` (row-wise kernels instead of a separable product)."""
-    from .mixture import check_points
-
-    x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
-    ranges = tuple(torch.stack([c.min(), c.max() + 1e-9]) for c in x_t.T)
-    a, x0_axes = _prepare(cond, reward, abar, ranges, x0_axes, points_per_width)
-    P, F, log_scale = _integrand(cond, reward, x0_axes)
+def _at_points(cond: GaussianMixture, reward, x_t: torch.Tensor, a: float, x0_axes, integrand=None):
+    """The kernel of :func:`golden_at_points` (valid input assumed): ``(log E_t [N], grad log E_t [N, d])``."""
+    P, F, log_scale = integrand if integrand is not None else _integrand(cond, reward, x0_axes)
     d = cond.dim
     out_E, out_g = [], []
     for chunk in torch.split(x_t, 2048):
@@ -189,3 +175,104 @@ def golden_at_points(cond: GaussianMixture, reward, x_t, abar, *, x0_axes=None,
         out_E.append(log_E)
         out_g.append(grad)
     return torch.cat(out_E), torch.cat(out_g)
+
+
+class PointsGolden(NamedTuple):
+    """The optimum at N points by dense quadrature, with the change from a coarser quadrature grid."""
+
+    log_E: torch.Tensor  # [N]
+    grad_log_E: torch.Tensor  # [N, d]
+    err_log_E: torch.Tensor  # [N]
+    err_grad: torch.Tensor  # [N, d]
+
+
+def _check_low_dim(cond: GaussianMixture) -> None:
+    if cond.dim > 2:
+        raise ValueError(f"dense quadrature is for d <= 2 (the grid grows as n^d); got d = {cond.dim}")
+
+
+def golden_at_points(cond: GaussianMixture, reward, x_t, abar, *, x0_axes=None,
+                     points_per_width: float = 4.0) -> PointsGolden:
+    """``log E_t`` and ``grad log E_t`` at arbitrary points of a 1-D or 2-D model, by the same quadrature
+    as :func:`golden_on_grid` (row-wise kernels instead of a separable product). The error estimate is
+    the change from a quadrature grid 30% coarser (every other node of ``x0_axes`` when it is given)."""
+    _check_low_dim(cond)
+    x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
+    a = _check_level(cond, reward, abar)
+    ranges = tuple(torch.stack([c.min(), c.max() + 1e-9]) for c in x_t.T)
+    fine = _x0_axes(cond, reward, a, ranges, x0_axes, points_per_width)
+    coarse = (tuple(ax[::2] for ax in fine) if x0_axes is not None
+              else _x0_axes(cond, reward, a, ranges, None, 0.7 * points_per_width))
+    log_E, grad = _at_points(cond, reward, x_t, a, fine)
+    coarse_log_E, coarse_grad = _at_points(cond, reward, x_t, a, coarse)
+    return PointsGolden(log_E, grad, (log_E - coarse_log_E).abs(), (grad - coarse_grad).abs())
+
+
+# --- the robust pointwise form: optimal denoiser and tilted start --------------------------------------
+
+
+def support_axes(cond: GaussianMixture, reward, abar: float, points_per_width: float = 4.0):
+    """A uniform quadrature grid for ``x_0`` covering where ``f = p(x_0|y) R_0(x_0)`` is within
+    ``exp(-60)`` of its maximum (widened until the edges are below that), with the spacing of
+    :func:`analytic.quadrature.quadrature_spacing`. Unlike the default grid of :func:`golden_on_grid` it
+    does not grow with the points' distance, so whole density grids stay cheap; points far outside are
+    handled by the log-space fallback of :func:`tilted_posterior`."""
+    h = quadrature_spacing(cond, reward, abar, points_per_width)
+    max_std = torch.linalg.eigvalsh(cond.covs).max().sqrt().item()
+    lo_c, hi_c = cond.means.min(0).values, cond.means.max(0).values
+    width = 6 * max_std
+    for _ in range(8):
+        axes = tuple(torch.arange(lo_c[i].item() - width, hi_c[i].item() + width + h, h, dtype=torch.float64)
+                     for i in range(cond.dim))
+        edges = torch.cat([torch.cartesian_prod(*[a[[0, -1]] if j == i else a for j, a in enumerate(axes)])
+                           .reshape(-1, cond.dim) for i in range(cond.dim)])
+        log_f_edge = cond.log_prob(edges) + reward.log_r0(edges)
+        centre = cond.means
+        log_f_top = (cond.log_prob(centre) + reward.log_r0(centre)).max()
+        if log_f_edge.max() < log_f_top - 60:
+            return axes
+        width *= 1.5
+    raise ValueError("p(x_0|y) R_0(x_0) does not decay within 100 standard deviations (is E_t finite?)")
+
+
+class TiltedPosterior(NamedTuple):
+    log_E: torch.Tensor  # [N] log E_t(x_t)
+    tilted_mean: torch.Tensor  # [N, d] m_R, the optimal guided x0_hat
+
+
+def _log_space(cond: GaussianMixture, reward, x_vp: torch.Tensor, a: float, x0_axes) -> TiltedPosterior:
+    """``log E_t`` and ``m_R`` at points [n, d] by the trapezoid rule in log space (no underflow; slower)."""
+    ys = grid_points(x0_axes)  # [G, d]
+    log_p = cond.log_prob(ys)
+    log_f = log_p + reward.log_r0(ys)  # [G]
+    E, M = [], []
+    step = max(1, 4_000_000 // ys.shape[0])
+    for chunk in torch.split(x_vp, step):
+        log_k = -((chunk[:, None, :] - math.sqrt(a) * ys[None]) ** 2).sum(-1) / (2 * (1 - a))  # [n, G]
+        lw = log_k + log_f
+        E.append(torch.logsumexp(lw, 1) - torch.logsumexp(log_k + log_p, 1))
+        M.append(torch.softmax(lw, dim=1) @ ys)
+    return TiltedPosterior(torch.cat(E), torch.cat(M))
+
+
+def tilted_posterior(cond: GaussianMixture, reward, x_t, abar) -> TiltedPosterior:
+    """``log E_t`` and the tilted posterior mean ``m_R`` at points ``x_t`` [N, d] (d <= 2, ``abar < 1``) on
+    one :func:`support_axes` grid, chunk by chunk, redoing in log space the chunks where the plain
+    trapezoid rule underflows (far tails, large ``w``). ``m_R = m + (1 - abar)/sqrt(abar) grad log E_t``
+    (THEORY.md section 4, working identity)."""
+    _check_low_dim(cond)
+    x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
+    a = _check_level(cond, reward, abar)
+    x0_axes = support_axes(cond, reward, a)
+    integrand = _integrand(cond, reward, x0_axes)
+    log_E, m_R = [], []
+    for chunk in torch.split(x_t, 4096):
+        try:
+            lE, grad = _at_points(cond, reward, chunk, a, x0_axes, integrand)
+            log_E.append(lE)
+            m_R.append(cond.posterior(chunk, a).mean() + (1 - a) / math.sqrt(a) * grad)
+        except _Underflow:
+            out = _log_space(cond, reward, chunk, a, x0_axes)
+            log_E.append(out.log_E)
+            m_R.append(out.tilted_mean)
+    return TiltedPosterior(torch.cat(log_E), torch.cat(m_R))

@@ -14,13 +14,14 @@ to the class marginal, times the constant ``pi_y``, so all three share :class:`M
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Sequence
+from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 
 from .mixture import GaussianMixture, check_abar
 
 __all__ = [
+    "Reward",
     "Quadratic",
     "MixtureRatioReward",
     "CFGReward",
@@ -36,6 +37,47 @@ class Quadratic(NamedTuple):
     A: torch.Tensor  # [d, d]
     b: torch.Tensor  # [d]
     c: float
+
+
+@runtime_checkable
+class Reward(Protocol):
+    """What the exact routines need of a reward ``R_0`` on the clean sample (THEORY.md section 2).
+
+    Every reward of this module is one; a user reward implementing these methods works everywhere."""
+
+    @property
+    def dim(self) -> int: ...
+
+    def log_r0(self, x0: torch.Tensor) -> torch.Tensor:
+        """``log R_0(x_0)``. [N, d] -> [N]"""
+
+    def log_rt(self, x_t: torch.Tensor, abar: float) -> torch.Tensor:
+        """``log R_t(x_t)``, the present-time reward guidance applies at level ``abar``. [N, d] -> [N]"""
+
+    def present(self, x_t: torch.Tensor, abar: float) -> torch.Tensor:
+        """The present-time guidance term ``-sqrt(1 - abar) grad log R_t`` (eps units). [N, d]"""
+
+    def tail_curvature(self, u: torch.Tensor) -> torch.Tensor:
+        """``tau(u)``: ``log R_0(rho u) = -rho^2/2 tau(u) + O(rho)`` along unit directions u [M, d] -> [M]."""
+
+    def quadratic(self) -> "Quadratic | None":
+        """The exact quadratic form of ``log R_0`` when it is one, else ``None``."""
+
+    def length_scale(self) -> float:
+        """The shortest length over which ``log R_0`` changes by O(1): quadrature spacings resolve it."""
+
+    def centres(self) -> torch.Tensor:
+        """Points where the reward's features sit (quadrature grids cover them). [M, d]"""
+
+
+def check_reward(reward, dim: int) -> None:
+    """``ValueError`` unless ``reward`` implements :class:`Reward` in dimension ``dim``."""
+    if not isinstance(reward, Reward):
+        missing = [m for m in ("dim", "log_r0", "log_rt", "present", "tail_curvature", "quadratic", "length_scale",
+                               "centres") if not hasattr(reward, m)]
+        raise ValueError(f"{type(reward).__name__} is not an analytic.Reward (missing {missing})")
+    if reward.dim != dim:
+        raise ValueError(f"reward has dimension {reward.dim} but the model has dimension {dim}")
 
 
 def _check_weight(w) -> float:
@@ -104,6 +146,16 @@ class MixtureRatioReward:
     def tail_curvature(self, u: torch.Tensor) -> torch.Tensor:
         """``tau(u)`` with ``log R_0(rho u) = -rho^2/2 tau(u) + O(rho)`` along unit directions u [M, d] -> [M]."""
         return self.w * (_min_quadratic_form(self.num, u) - _min_quadratic_form(self.den, u))
+
+    def length_scale(self) -> float:
+        """The narrowest component standard deviation of ``num`` and ``den``, over ``sqrt(1 + |w|)``
+        (``w`` sharpens the ratio's features)."""
+        min_std = min(torch.linalg.eigvalsh(m.covs).min().sqrt().item() for m in (self.num, self.den))
+        return min_std / math.sqrt(1 + abs(self.w))
+
+    def centres(self) -> torch.Tensor:
+        """Every component mean of ``num`` and ``den``. [K_num + K_den, d]"""
+        return torch.cat([self.num.means, self.den.means])
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(w={self.w}, num={self.num!r}, den={self.den!r})"

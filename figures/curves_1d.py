@@ -11,10 +11,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from analytic import CFGReward, chain_golden, get_preset, guidance_fields_on_grid, mixture_eps_fn
-from sampler.schedules import VPSchedule
+from evaluation import demo
 
 from .style import COLORS, LABELS, save, style
 
@@ -33,38 +31,23 @@ class Curves1D:
     cfg: np.ndarray  # [T, n]
     reg: np.ndarray  # [T, n]
     weight: np.ndarray  # [T, n] p_t(x | y) normalised on the grid
+    errors: demo.DemoErrors  # the per-step table of evaluation.demo
 
 
 @functools.cache  # maps_1d draws the same arrays
 def compute(quick: bool = False, preset: str = "paper_1d", w: float = 1.0) -> Curves1D:
-    p = get_preset(preset)
-    sched = VPSchedule.paper_1d()
-    reward = CFGReward(p.cond, p.uncond, w)
-    x = torch.linspace(-1, 2, 301 if quick else 1000, dtype=torch.float64)
-    chain = chain_golden(mixture_eps_fn(p.cond, sched), reward.log_r0, sched, x).golden[..., 0]
-    rows = {k: [] for k in ("golden", "cfg", "reg", "weight")}
-    for t in range(1, sched.T + 1):
-        a = sched.abar[t].item()
-        f = guidance_fields_on_grid(p.cond, reward, x, a)
-        rows["golden"].append(f.golden[:, 0])
-        rows["cfg"].append(f.present[:, 0])
-        rows["reg"].append(f.reg_paper[:, 0])
-        rows["weight"].append(torch.softmax(p.cond.noised(a).log_prob(x[:, None]), 0))
-    stack = {k: torch.stack(v).numpy() for k, v in rows.items()}
-    return Curves1D(x.numpy(), np.arange(1, sched.T + 1), sched.abar[1:].numpy(), stack["golden"],
-                    chain.numpy(), stack["cfg"], stack["reg"], stack["weight"])
+    c = demo.compute(preset, w, 301 if quick else 1000)
+    arr = {k: v.numpy() for k, v in c._asdict().items()}
+    return Curves1D(arr["x"], np.arange(1, len(arr["abar"]) + 1), arr["abar"], arr["golden"], arr["chain"],
+                    arr["cfg"], arr["reg"], arr["weight"], demo.errors(c))
 
 
 def summary(c: Curves1D) -> dict:
-    def mean_gap(g, m, weighted=False):
-        gap = np.abs(g - m)
-        return float((gap * c.weight).sum(1).mean() if weighted else gap.mean())
-
-    return {
-        "mean_abs_gap_ideal": {"cfg": mean_gap(c.golden, c.cfg), "reg": mean_gap(c.golden, c.reg)},
-        "mean_abs_gap_ideal_weighted": {"cfg": mean_gap(c.golden, c.cfg, True), "reg": mean_gap(c.golden, c.reg, True)},
-        "mean_abs_gap_chain": {"cfg": mean_gap(c.chain, c.cfg), "reg": mean_gap(c.chain, c.reg)},
-    }
+    e = c.errors
+    mean = lambda gaps, m: float(gaps.of(m).mean())  # noqa: E731
+    return {kind: {m: mean(getattr(e, attr), m) for m in ("cfg", "reg")}
+            for kind, attr in (("mean_abs_gap_ideal", "ideal"), ("mean_abs_gap_ideal_weighted", "ideal_weighted"),
+                               ("mean_abs_gap_chain", "chain"))}
 
 
 def plot(c: Curves1D, out_dir: Path) -> list[Path]:

@@ -14,10 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from analytic import CFGReward, get_preset
-from analytic.density import output_density, tilted_mean_fn, tilted_start
-from analytic.metrics import distances, tilted_target
-from analytic.report import CASES
+from analytic import CFGReward, get_preset, optimal_denoiser
+from evaluation import distances, output_density, tilted_start, tilted_target
+from evaluation.cases import get_case
 from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, bind, sample, vp_prior
 from sampler.schedules import VPSchedule
 
@@ -50,14 +49,14 @@ def _guidances(cond, uncond, reward, w):
     c, u = bind(model, "c"), bind(model, "u")
     cfg = CFG(c, u, w)
     return {"unguided": Unguided(c), "cfg": cfg, "reg": REG(cfg, "paper"), "reg_paper": REG(cfg, "paper"),
-            "reg_vjp": REG(cfg, "vjp"), "optimal": TiltedMean(c, tilted_mean_fn(cond, reward))}
+            "reg_vjp": REG(cfg, "vjp"), "optimal": TiltedMean(c, optimal_denoiser(cond, reward))}
 
 
 @functools.cache
 def compute(quick: bool = False) -> Outputs:
     p = get_preset("paper_1d")
     sched = VPSchedule.paper_1d()
-    sigmas = sched.sigmas.flip(0)
+    sigmas = sched.sampling_sigmas()
     axis = torch.linspace(-6, 6, 801 if quick else 2001, dtype=torch.float64)
     density, target, tv, kl = {}, {}, {}, {}
     for w in WEIGHTS:
@@ -73,8 +72,7 @@ def compute(quick: bool = False) -> Outputs:
             tv[w, m], kl[w, m] = dist.tv, dist.kl_target_out
     # 2-D sample clouds
     q = get_preset("correlated_2d")
-    case = next(c for c in CASES if c.name == "correlated_2d")
-    s2 = case.make_schedule()
+    s2 = get_case("correlated_2d").make_schedule()
     reward2 = CFGReward(q.cond, q.uncond, 1.0)
     axis2 = torch.linspace(-1.5, 2.5, 81, dtype=torch.float64)
     target2 = tilted_target(q.cond, reward2, (axis2, axis2)).mass.numpy()
@@ -84,7 +82,7 @@ def compute(quick: bool = False) -> Outputs:
     samples2 = {}
     for m in METHODS_2D:
         x = vp_prior(noise, s2.sigmas[-1].item())
-        samples2[m] = sample("ddpm", g2[m], x, s2.sigmas.flip(0), generator=torch.Generator().manual_seed(1)).numpy()
+        samples2[m] = sample("ddpm", g2[m], x, s2.sampling_sigmas(), generator=torch.Generator().manual_seed(1)).numpy()
     return Outputs(axis.numpy(), density, target, tv, kl, axis2.numpy(), target2, samples2)
 
 

@@ -18,8 +18,7 @@ import numpy as np
 import torch
 
 from analytic import AutoGReward, CFGReward, ClassifierReward, degrade, get_preset
-from analytic.density import output_density
-from analytic.metrics import distances, field_errors, tilted_target
+from evaluation import distances, field_errors, output_density, tilted_target
 from sampler import (CFG, REG, AutoGuidance, ClassifierGuidance, Constant, Cosine, Interval, LinearRamp,
                      MixtureModel, bind)
 from sampler.schedules import VPSchedule
@@ -58,7 +57,7 @@ def _family(name, w, p, c, u, bad, sig):
 def compute(quick: bool = False) -> Sweeps:
     p = get_preset("paper_1d")
     sched = VPSchedule.paper_1d()
-    sigmas = sched.sigmas.flip(0)
+    sigmas = sched.sampling_sigmas()
     sig = (sched.sigmas[-1].item(), sched.sigmas[1].item())  # sigma_max, sigma_min
     model = MixtureModel({"c": p.cond, "u": p.uncond, "bad": degrade(p.cond, 2.0)})
     c, u, bad = bind(model, "c"), bind(model, "u"), bind(model, "bad")

@@ -53,7 +53,7 @@ __all__ = [
 _EXTRA_HINT = "install the optional 'images' extra: pip install 'reg-guidance[images]' (or pip install diffusers)"
 
 
-def _require_diffusers():
+def require_diffusers():
     try:
         import diffusers  # noqa: PLC0415 (lazy on purpose: diffusers is an optional extra)
     except ImportError as err:
@@ -214,7 +214,7 @@ def forward_ad_compatible(net: torch.nn.Module) -> torch.nn.Module:
     softmax to float32 and spoil float64 checks) and its output is made contiguous by a forward hook.
     Values change only by rounding; reverse mode is unaffected. Idempotent; returns ``net``.
     """
-    _require_diffusers()
+    require_diffusers()
     from diffusers.models.attention_processor import Attention, AttnProcessor2_0  # noqa: PLC0415
     from torch.nn.attention import SDPBackend, sdpa_kernel  # noqa: PLC0415
 
@@ -255,7 +255,7 @@ def _seeded(build: Callable[[], torch.nn.Module], seed: int, device, dtype: torc
 
 
 def _tiny_unet2d(num_classes: int, channels: int, size: int, width: int):
-    diffusers = _require_diffusers()
+    diffusers = require_diffusers()
     return diffusers.UNet2DModel(
         sample_size=size,
         in_channels=channels,
@@ -305,7 +305,7 @@ def tiny_dit(
     _check_tiny(num_classes, channels, size, width)
 
     def build():
-        diffusers = _require_diffusers()
+        diffusers = require_diffusers()
         return diffusers.DiTTransformer2DModel(
             num_attention_heads=2,
             attention_head_dim=width // 2,

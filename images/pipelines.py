@@ -35,7 +35,7 @@ from sampler.model import EpsModel, VModel
 from sampler.samplers import sample, vp_prior
 from sampler.schedules import VPSchedule
 
-from .adapters import DiTAdapter, _require_diffusers, forward_ad_compatible
+from .adapters import DiTAdapter, require_diffusers, forward_ad_compatible
 from .train import resolve_device
 
 __all__ = ["LatentPipeline", "Generated", "SDUNetAdapter", "load_dit_pipeline", "load_sd_pipeline", "schedule_from_config"]
@@ -190,7 +190,7 @@ class LatentPipeline:
 def load_dit_pipeline(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32) -> LatentPipeline:
     """A DiT pipeline folder (``transformer/``, ``vae/``, optional ``scheduler/``) as a ``LatentPipeline``."""
-    diffusers = _require_diffusers()
+    diffusers = require_diffusers()
     root = _check_dir(path, ("transformer", "vae"), "DiT")
     dev = resolve_device(device)
     transformer = forward_ad_compatible(_load(diffusers.DiTTransformer2DModel, root, "transformer", dev, dtype))
@@ -207,7 +207,7 @@ def load_sd_pipeline(path: str | os.PathLike, *, null_embedding: Optional[torch.
                      device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LatentPipeline:
     """A Stable-Diffusion-style folder (``unet/``, ``vae/``, optional ``scheduler/``) as a
     ``LatentPipeline`` whose ``cond`` is a prompt embedding (``null_embedding`` for ``cond=None``)."""
-    diffusers = _require_diffusers()
+    diffusers = require_diffusers()
     root = _check_dir(path, ("unet", "vae"), "Stable-Diffusion-style")
     dev = resolve_device(device)
     unet = forward_ad_compatible(_load(diffusers.UNet2DConditionModel, root, "unet", dev, dtype))

@@ -7,7 +7,7 @@ pulled back through the Jacobian ``J_D = dD_c/dx`` of the conditional denoiser,
 
 With ``D = x - sigma eps`` and ``x_vp = sqrt(abar) x``: ``J_D = I - c J`` where ``J = d eps_c / d x_vp`` and
 ``c = sqrt(1 - abar)``; with ``delta = -sigma g`` this is exactly THEORY's eps-form ``g - c J^T g``
-(:func:`reg_eps_explicit` is that eps-form, with an explicit Jacobian, for tests and figures).
+(the eps-form with an explicit Jacobian, for tests and figures, is ``analytic.fields.reg_correction``).
 
 Estimators of the correction (``ESTIMATORS``):
 
@@ -30,14 +30,14 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 import torch.autograd.forward_ad as fwAD
 
 from .guidance import Guidance
 
-__all__ = ["ESTIMATORS", "REG", "reg_eps_explicit"]
+__all__ = ["ESTIMATORS", "REG"]
 
 ESTIMATORS = ("paper", "vjp", "diag", "jvp", "fd")
 
@@ -203,45 +203,3 @@ class REG:
                 diff = (g.cond(x0 + hb * delta, sigma) - d_c) / denom
             corr = diff * _per_sample(moving, x0)  # J_D delta
         return d_c + corr
-
-
-def reg_eps_explicit(
-    eps_c: Callable[[torch.Tensor], torch.Tensor],
-    x_vp: torch.Tensor,
-    abar: float,
-    g: torch.Tensor,
-    estimator: str,
-) -> torch.Tensor:
-    """THEORY.md section 6 in eps form with an explicit per-sample Jacobian (small N and d; a reference).
-
-    Args:
-        eps_c: ``x_vp [N, d] -> eps [N, d]`` (the conditional branch at one level, samples independent).
-        x_vp: [N, d] points in VP coordinates.
-        abar: the VP level; ``c = sqrt(1 - abar)``.
-        g: [N, d] the guidance term in eps units (``w (eps_c - eps_u)`` for CFG).
-        estimator: one of ``ESTIMATORS``; ``jvp`` and ``fd`` both mean ``J`` in place of ``J^T``.
-
-    Returns ``eps_REG = eps_c + corrected g``. [N, d]
-    """
-    _check_estimator(estimator)
-    if x_vp.ndim != 2 or g.shape != x_vp.shape:
-        raise ValueError(f"need x_vp and g of one shape [N, d], got {tuple(x_vp.shape)} and {tuple(g.shape)}")
-    if not 0 < abar <= 1:
-        raise ValueError(f"abar must lie in (0, 1], got {abar}")
-    c = math.sqrt(1 - abar)
-    x = x_vp.detach()
-    e = eps_c(x).detach()
-    jac = torch.autograd.functional.jacobian(eps_c, x)  # [N, d, N, d]
-    n = x.shape[0]
-    J = jac[torch.arange(n), :, torch.arange(n), :]  # [N, d, d], J[n, i, j] = d eps_i / d x_j
-    if estimator == "paper":
-        corr = g * (1 - c * J.sum(1))  # (J^T 1)_j = sum_i J_ij
-    elif estimator == "vjp":
-        corr = g - c * torch.einsum("nij,ni->nj", J, g)
-    elif estimator == "diag":
-        corr = g * (1 - c * torch.diagonal(J, dim1=1, dim2=2))
-    elif estimator in ("jvp", "fd"):
-        corr = g - c * torch.einsum("nij,nj->ni", J, g)
-    else:
-        raise ValueError(f"unknown REG estimator {estimator!r}; choose one of {ESTIMATORS}")
-    return e + corr

@@ -8,7 +8,7 @@ from analytic import CFGReward, optimal_denoiser, optimal_guidance
 from sampler import CFG, ESTIMATORS, REG, SAMPLERS, MixtureModel, TiltedMean, bind, sample, vp_prior
 from sampler.schedules import VPSchedule
 
-from .conftest import random_mixture
+from tests.analytic.conftest import random_mixture
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +33,9 @@ def test_optimal_guidance_object_is_eps_c_plus_golden(setup):
 @pytest.mark.parametrize("sampler_name", SAMPLERS)
 def test_every_sampler_runs_the_optimum_and_cfg_with_every_estimator(setup, sampler_name):
     cond, uncond, model = setup
-    sigmas = VPSchedule.paper_1d().respace(6).sigmas.flip(0)
+    sigmas = VPSchedule.paper_1d().respace(6).sampling_sigmas()
     reward = CFGReward(cond, uncond, 1.0)
-    guidances = {"optimal": TiltedMean(bind(model, "c"), optimal_denoiser(cond, reward, method="gh", tol=1e-6))}
+    guidances = {"optimal": TiltedMean(bind(model, "c"), optimal_denoiser(cond, reward))}
     guidances.update({f"cfg+{e}": REG(CFG(bind(model, "c"), bind(model, "u"), 1.0), e) for e in ESTIMATORS})
     for name, g in guidances.items():
         runs = []

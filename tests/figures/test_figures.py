@@ -8,19 +8,36 @@ import pytest
 
 matplotlib.use("Agg")
 
-from analytic import demo, symbolic  # noqa: E402
+from analytic import symbolic  # noqa: E402
+from evaluation import demo  # noqa: E402
 from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d, outputs, sweeps, trained_1d  # noqa: E402
 
 
-def test_curves_1d_numbers_match_the_demo():
+def test_curves_1d_against_independent_routes():
+    """The table equals the arrays' gaps computed here by hand; the golden equals the Gauss-Hermite
+    posterior route; REG equals the paper's 1-D rule with a finite-difference derivative of eps_c."""
+    import torch
+
+    from analytic import CFGReward, get_preset, optimal_guidance
+
     c = curves_1d.compute(quick=True)
     assert c.golden.shape == c.cfg.shape == c.reg.shape == c.chain.shape == (20, 301)
     np.testing.assert_allclose(c.weight.sum(1), 1.0)
     s = curves_1d.summary(c)
-    rows = demo.compute("paper_1d", 1.0, 301)  # the same quantities through the demo's own path
-    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["cfg"], np.mean([r.cfg_ideal for r in rows]), rtol=1e-9)
-    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["reg"], np.mean([r.reg_ideal for r in rows]), rtol=1e-9)
-    np.testing.assert_allclose(s["mean_abs_gap_chain"]["cfg"], np.mean([r.cfg_chain for r in rows]), rtol=1e-9)
+    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["cfg"], np.abs(c.golden - c.cfg).mean(), rtol=1e-12)
+    np.testing.assert_allclose(s["mean_abs_gap_ideal_weighted"]["reg"],
+                               (np.abs(c.golden - c.reg) * c.weight).sum(1).mean(), rtol=1e-12)
+    np.testing.assert_allclose(s["mean_abs_gap_chain"]["cfg"], np.abs(c.chain - c.cfg).mean(), rtol=1e-12)
+    p = get_preset("paper_1d")
+    reward = CFGReward(p.cond, p.uncond, 1.0)
+    x = torch.as_tensor(c.x[::30, None])
+    for i in (4, 14):
+        a = float(c.abar[i])
+        ref = optimal_guidance(p.cond, reward, x, a, method="gh", tol=1e-10).golden[:, 0].numpy()
+        np.testing.assert_allclose(c.golden[i, ::30], ref, atol=1e-8)
+        h = 1e-6
+        d_eps = ((p.cond.eps(x + h, a) - p.cond.eps(x - h, a)) / (2 * h))[:, 0].numpy()
+        np.testing.assert_allclose(c.reg[i, ::30], c.cfg[i, ::30] * (1 - np.sqrt(1 - a) * d_eps), atol=1e-7)
     assert s["mean_abs_gap_ideal"]["reg"] < s["mean_abs_gap_ideal"]["cfg"]
 
 
@@ -74,7 +91,8 @@ def test_trained_1d_uses_the_shipped_networks_and_agrees_with_the_exact_chain():
 
 def test_output_figure_agrees_with_the_report():
     """The TVs in results.json are the evaluation API's (analytic.report computes them independently)."""
-    from analytic.report import CASES, compute_case
+    from evaluation.cases import CASES
+    from evaluation.report import compute_case
 
     o = outputs.compute(quick=False)
     case = next(c for c in CASES if c.name == "paper_1d")

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from sampler import CFG, ESTIMATORS, REG, EpsModel, Interval, MixtureModel, Unguided, X0Model, bind, euler, reg_eps_explicit
+from analytic.fields import batch_jacobian, reg_correction
+from sampler import CFG, ESTIMATORS, REG, EpsModel, Interval, MixtureModel, Unguided, X0Model, bind, euler
 
 from .conftest import SCHEDULE, SIGMAS, EDMPrecond, TinyConv, TinyMLP, random_mixture
 
@@ -123,7 +124,9 @@ def test_eps_form_equals_d_form(estimator):
         x_vp = math.sqrt(abar) * x_ve
         with torch.no_grad():
             g = W * (net(x_vp, t_net, 0) - net(x_vp, t_net, None))  # CFG term in eps units
-        eps_reg = reg_eps_explicit(eps_c, x_vp, abar, g, estimator)
+        J = batch_jacobian(eps_c, x_vp)
+        with torch.no_grad():
+            eps_reg = eps_c(x_vp) + reg_correction(g, J, math.sqrt(1 - abar), estimator)
         d_from_eps = x_ve - sigma * eps_reg
         tol = 1e-6 if estimator == "fd" else 1e-10
         torch.testing.assert_close(REG(_cfg(model), estimator)(x_ve, sigma), d_from_eps, rtol=tol, atol=tol)
@@ -241,7 +244,7 @@ def test_bad_estimator_and_options():
     with pytest.raises(ValueError, match="guidance"):
         REG(bind(model, 0), "vjp")
     with pytest.raises(ValueError, match="unknown REG estimator"):
-        reg_eps_explicit(lambda z: z, torch.zeros(2, 1), 0.5, torch.zeros(2, 1), "nope")
+        reg_correction(torch.zeros(2, 1), torch.zeros(2, 1, 1), 0.5, "nope")
 
 
 def test_jvp_on_a_model_without_forward_mode_rules_gives_a_clear_error():

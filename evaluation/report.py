@@ -1,4 +1,4 @@
-"""Exact field errors and output-distribution distances per method: ``python -m analytic.report``.
+"""Exact field errors and output-distribution distances per method: ``python -m evaluation.report``.
 
 For each standard case (the paper's 1-D setting and the 2-D presets) and each CFG weight ``w`` it
 computes, with no Monte Carlo:
@@ -6,14 +6,15 @@ computes, with no Monte Carlo:
 - field errors: mean ``|golden - method|`` in eps units over the field grid, averaged over the steps,
   unweighted and weighted by ``p_t(x | y)``, against the ideal-chain golden and (1-D) the sampler-chain
   golden, for CFG and the REG estimators ``paper``, ``vjp``, ``diag``;
-- output distances: the exact law of the DDPM sampler's output (:func:`analytic.density.output_density`)
-  against the tilted target ``p(x_0 | y) R_0 / Z`` (:func:`analytic.metrics.tilted_target`): TV, KL both
+- output distances: the exact law of the DDPM sampler's output (:func:`evaluation.density.output_density`)
+  against the tilted target ``p(x_0 | y) R_0 / Z`` (:func:`evaluation.distances.tilted_target`): TV, KL both
   ways, W1 (1-D), for unguided, CFG, REG paper/vjp/diag, and the optimum (exact tilted mean) started
   from the tilted start ``N(0, I) E_T`` (THEORY.md), from the tilted true marginal ``p_T(x|y) E_T`` (the
   exact start of the tilted chain; the same when ``abar_T -> 0``) and from the usual ``N(0, I)``.
 
 It prints one table per case and writes ``report.json`` and ``report.md`` to ``--out``.
-``--write-regression-table`` (re)writes ``tests/analytic/regression_table.json`` from the same numbers.
+``--write-regression-table PATH`` also writes the regression table the test suite pins
+(``tests/evaluation/regression_table.json``) from the same numbers.
 """
 from __future__ import annotations
 
@@ -28,59 +29,23 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+from tqdm.auto import tqdm
 
-from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, VPSchedule, bind
+from analytic import CFGReward, get_preset, optimal_denoiser
+from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, bind
 
-from .density import output_density, tilted_mean_fn, tilted_start, vp_start
-from .metrics import Distances, distances, field_errors, tilted_target
-from .presets import get_preset
-from .rewards import CFGReward
+from .cases import CASES, DEFAULT_CASES, Case
+from .density import output_density, tilted_start, vp_start
+from .distances import distances, tilted_target
+from .field_errors import field_errors
 
-__all__ = ["Case", "CASES", "CaseResult", "DENSITY_METHODS", "compute_case", "regression_entries", "REGEN_COMMAND"]
+__all__ = ["CaseResult", "FIELD_METHODS", "DENSITY_METHODS", "compute_case", "regression_entries",
+           "regression_table", "REGEN_COMMAND"]
 
 FIELD_METHODS = ("cfg", "reg_paper", "reg_vjp", "reg_diag")
 DENSITY_METHODS = ("unguided", "cfg", "reg_paper", "reg_vjp", "reg_diag", "optimal", "optimal_marginal_start",
                    "optimal_untilted_start")
-REGEN_COMMAND = "python -m analytic.report --write-regression-table"
-TABLE_PATH = Path(__file__).resolve().parent.parent / "tests" / "analytic" / "regression_table.json"
-
-
-@dataclass(frozen=True)
-class Case:
-    """One standard case: a preset, a schedule, CFG weights and the two grids."""
-
-    name: str
-    preset: str
-    schedule: str  # "paper_1d" (T = 20, abar_T = 0.82) or "linear:T:beta_1:beta_T" (linear betas)
-    weights: tuple[float, ...]
-    field_range: tuple[float, float]  # field grid [lo, hi]^d
-    field_points: int  # per dimension
-    density_range: tuple[float, float]  # density grid of the VP state [lo, hi]^d
-    density_points: int  # per dimension
-    sampler_chain: bool  # also compare against the sampler-chain golden
-
-    def make_schedule(self) -> VPSchedule:
-        if self.schedule == "paper_1d":
-            return VPSchedule.paper_1d()
-        elif self.schedule.startswith("linear:"):
-            _, T, b0, b1 = self.schedule.split(":")
-            return VPSchedule.linear(int(T), float(b0), float(b1))
-        else:
-            raise ValueError(f"unknown schedule {self.schedule!r}")
-
-
-_LONG20 = "linear:20:0.01:0.4"  # abar_1 = 0.99 (sigma_1 = 0.1), abar_20 = 0.007
-
-CASES = (
-    Case("paper_1d", "paper_1d", "paper_1d", (1.0, 3.0), (-1.0, 2.0), 1000, (-6.0, 6.0), 2001, True),
-    # the same toy with a 20-step schedule that reaches abar_T = 0.007 (x_T close to N(0, 1))
-    Case("paper_1d_long", "paper_1d", _LONG20, (1.0,), (-1.0, 2.0), 1000, (-6.0, 6.0), 2001, True),
-    Case("correlated_2d", "correlated_2d", _LONG20, (1.0,), (-1.0, 2.0), 31, (-3.5, 3.5), 51, False),
-    Case("classes_2d", "classes_2d", _LONG20, (1.0,), (-1.0, 2.0), 31, (-3.5, 3.5), 51, False),
-)
-
-
-DEFAULT_CASES = ("paper_1d", "correlated_2d", "classes_2d")
+REGEN_COMMAND = "python -m evaluation.report --write-regression-table tests/evaluation/regression_table.json"
 
 
 class CaseResult(NamedTuple):
@@ -115,7 +80,7 @@ def _denoisers(cond, uncond, reward, w: float):
     model = MixtureModel({"c": cond, None: uncond})
     c, u = bind(model, "c"), bind(model, None)
     cfg = CFG(c, u, w)
-    opt = TiltedMean(c, _Memo(tilted_mean_fn(cond, reward)))
+    opt = TiltedMean(c, _Memo(optimal_denoiser(cond, reward)))
     return {"unguided": Unguided(c), "cfg": cfg, "reg_paper": REG(cfg, "paper"), "reg_vjp": REG(cfg, "vjp"),
             "reg_diag": REG(cfg, "diag"), "optimal": opt, "optimal_marginal_start": opt, "optimal_untilted_start": opt}
 
@@ -131,7 +96,7 @@ def compute_case(case: Case, w: float) -> CaseResult:
                       {m: dens[m] for m in FIELD_METHODS}, reward, sampler_chain=case.sampler_chain)
     axes = _axes(*case.density_range, case.density_points, d)
     target = tilted_target(p.cond, reward, axes)
-    sigmas = sched.sigmas.flip(0)
+    sigmas = sched.sampling_sigmas()
     a_T = sched.abar[-1].item()
     starts = {"optimal": tilted_start(p.cond, reward, a_T),
               "optimal_marginal_start": tilted_start(p.cond, reward, a_T, marginal=True)}
@@ -183,18 +148,41 @@ def to_json(results: list[CaseResult], cases: dict[str, Case]) -> dict:
                          "seconds": r.seconds} for r in results]}
 
 
+APPROXIMATIONS = ("optimal", "optimal_marginal_start", "optimal_untilted_start")
+
+
 def regression_entries(r: CaseResult) -> list[dict]:
-    """Every stored error of one result: ``{case, w, method, metric, value}`` (lower is better)."""
+    """Every stored number of one result: ``{case, w, method, metric, value, kind}``.
+
+    ``kind`` is ``finding`` (a method's field error or output distance: pinned on both sides, so a change
+    that flatters or hurts any method is caught) or ``approximation`` (how far the exact optimum's output
+    is from its target: it may only shrink)."""
     out = []
     for kind, per in r.fields.items():
         for m, v in per.items():
             if not math.isnan(v):
-                out.append({"case": r.case, "w": r.w, "method": m, "metric": f"field_{kind}", "value": v})
+                out.append({"case": r.case, "w": r.w, "method": m, "metric": f"field_{kind}", "value": v,
+                            "kind": "finding"})
     for m, dd in r.distances.items():
         for k, v in dd._asdict().items():
             if not math.isnan(v):
-                out.append({"case": r.case, "w": r.w, "method": m, "metric": k, "value": v})
+                out.append({"case": r.case, "w": r.w, "method": m, "metric": k, "value": v,
+                            "kind": "approximation" if m in APPROXIMATIONS else "finding"})
     return out
+
+
+def regression_table(results: list[CaseResult], cases: dict[str, Case]) -> dict:
+    """The table ``tests/evaluation/test_regression.py`` pins (written by ``--write-regression-table PATH``)."""
+    return {
+        "command": REGEN_COMMAND,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "versions": _versions(),
+        "note": "exact numbers of every method on the standard cases; findings are pinned on both sides "
+                "(|new - stored| <= stored * rtol + atol), approximation errors may only shrink",
+        "rtol": 1e-6, "atol": 1e-9,
+        "cases": [asdict(c) for c in cases.values()],
+        "entries": [e for r in results for e in regression_entries(r)],
+    }
 
 
 def _versions() -> dict:
@@ -205,45 +193,52 @@ def _versions() -> dict:
             "scipy": scipy.__version__}
 
 
+def _writable_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) and check it takes a file, before minutes of work are spent."""
+    path.mkdir(parents=True, exist_ok=True)
+    probe = path / ".write-test"
+    probe.write_text("")
+    probe.unlink()
+    return path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        tmp.write_text(text)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default="report", help="directory for report.json and report.md")
-    ap.add_argument("--cases", nargs="*", default=list(DEFAULT_CASES), choices=[c.name for c in CASES],
+    ap.add_argument("--out", type=Path, default=Path("report"), help="directory for report.json and report.md")
+    ap.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=[c.name for c in CASES],
                     help=f"default {' '.join(DEFAULT_CASES)} (paper_1d_long adds ~10 s)")
-    ap.add_argument("--write-regression-table", action="store_true",
-                    help=f"also rewrite {TABLE_PATH.relative_to(TABLE_PATH.parents[2])} from these numbers")
+    ap.add_argument("--write-regression-table", type=Path, metavar="PATH", default=None,
+                    help="also write the regression table the tests pin to PATH "
+                         "(tests/evaluation/regression_table.json)")
     args = ap.parse_args(argv)
+    try:  # fail on an unusable output before computing anything
+        _writable_dir(args.out)
+        if args.write_regression_table is not None:
+            _writable_dir(args.write_regression_table.resolve().parent)
+    except OSError as err:
+        ap.error(f"cannot write the output: {err}")
     torch.set_num_threads(1)
     cases = {c.name: c for c in CASES if c.name in args.cases}
-    results = []
     start = time.perf_counter()
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        tqdm = None
     jobs = [(c, w) for c in cases.values() for w in c.weights]
-    for c, w in (tqdm(jobs, desc="cases") if tqdm else jobs):
-        results.append(compute_case(c, w))
+    results = [compute_case(c, w) for c, w in tqdm(jobs, desc="cases")]
     md = markdown(results, cases)
     print(md)
     print(f"(all exact, {time.perf_counter() - start:.1f} s)")
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "report.json").write_text(json.dumps(to_json(results, cases), indent=1))
-    (out / "report.md").write_text(md + "\n")
-    if args.write_regression_table:
-        table = {
-            "command": REGEN_COMMAND,
-            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "versions": _versions(),
-            "note": "exact errors (lower is better) of every method on the standard cases; "
-                    "tests/analytic/test_regression.py fails when any grows beyond value * (1 + rtol) + atol",
-            "rtol": 1e-4, "atol": 1e-7,
-            "cases": [asdict(c) for c in cases.values()],
-            "entries": [e for r in results for e in regression_entries(r)],
-        }
-        TABLE_PATH.write_text(json.dumps(table, indent=1) + "\n")
-        print(f"wrote {TABLE_PATH}")
+    _write_atomically(args.out / "report.json", json.dumps(to_json(results, cases), indent=1))
+    _write_atomically(args.out / "report.md", md + "\n")
+    if args.write_regression_table is not None:
+        _write_atomically(args.write_regression_table, json.dumps(regression_table(results, cases), indent=1) + "\n")
+        print(f"wrote {args.write_regression_table}")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,10 @@
-"""Distances to the tilted target and guidance-field errors against the golden.
+"""Distances between output laws and the tilted target.
 
 - :func:`tilted_target`: ``pbar(x_0 | y) = p(x_0 | y) R_0(x_0, y) / Z`` on a grid by quadrature, as hat
-  masses (the discretisation :func:`analytic.density.output_density` uses, so both are compared alike),
+  masses (the discretisation :func:`evaluation.density.output_density` uses, so both are compared alike),
   with ``log Z`` by the trapezoid rule.
 - :func:`distances`: total variation, KL both ways and (1-D) the exact W1 between two grid laws.
 - :func:`energy_distance`: between two sample sets (any d), with a standard error from disjoint blocks.
-- :func:`field_errors`: mean ``|golden - method|`` (eps units, Euclidean norm per point) over a grid, per
-  step, unweighted and weighted by ``p_t(x | y)``, against the ideal-chain and the sampler-chain golden,
-  for any guided denoisers of :mod:`sampler` (so weight schedules and every REG estimator are covered).
 """
 from __future__ import annotations
 
@@ -15,19 +12,12 @@ import math
 from typing import NamedTuple
 
 import torch
-from tqdm.auto import tqdm
 
-from sampler.schedules import VPSchedule
-
-from .chain import chain_golden, mixture_eps_fn
-from .density import _sub_points, deposit
-from .grid import _grid_points, check_axes, golden_on_grid
-from .mixture import GaussianMixture
+from analytic.mixture import GaussianMixture
+from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, sub_points
 
 __all__ = ["TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence",
-           "wasserstein1", "EnergyDistance", "energy_distance", "FieldErrors", "field_errors", "guidance_term"]
-
-
+           "wasserstein1", "EnergyDistance", "energy_distance"]
 
 class TiltedTarget(NamedTuple):
     axes: tuple[torch.Tensor, ...]
@@ -38,18 +28,16 @@ class TiltedTarget(NamedTuple):
 
 def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8) -> TiltedTarget:
     """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell)."""
-    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
-        axes = (axes,)
-    axes = check_axes(axes, cond.dim, uniform=True)
+    axes = check_axes(as_axes(axes), cond.dim, uniform=True)
     if int(sub) != sub or sub < 1:
         raise ValueError(f"sub must be a positive integer, got {sub}")
-    pts, _ = _sub_points(axes, int(sub))
+    pts = sub_points(axes, int(sub))
     log_f = cond.log_prob(pts) + reward.log_r0(pts)
     if torch.any(torch.isnan(log_f)) or torch.any(log_f == math.inf):
         raise ValueError("log p(x_0|y) R_0(x_0) is nan or +inf on the grid")
     top = log_f.max()
     f = torch.exp(log_f - top)
-    cell = math.prod((a[1] - a[0]).item() for a in axes) / sub ** len(axes)
+    cell = math.prod(axes_spacing(axes)) / sub ** len(axes)
     log_Z = (top + torch.log(f.sum() * cell)).item()
     mass, lost = deposit(pts, f / f.sum(), axes)
     return TiltedTarget(axes, mass, log_Z, lost)
@@ -102,8 +90,7 @@ class Distances(NamedTuple):
 
 def distances(output: torch.Tensor, target: torch.Tensor, axes) -> Distances:
     """TV, both KLs and (1-D) W1 of an output law against a target law on the same grid."""
-    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
-        axes = (axes,)
+    axes = as_axes(axes)
     w1 = wasserstein1(output, target, axes[0]) if len(axes) == 1 else math.nan
     return Distances(total_variation(output, target), kl_divergence(output, target), kl_divergence(target, output), w1)
 
@@ -133,72 +120,3 @@ def energy_distance(x: torch.Tensor, y: torch.Tensor, *, blocks: int = 8) -> Ene
     x, y = x.to(torch.float64), y.to(torch.float64)
     vals = torch.tensor([_energy(a, b) for a, b in zip(x.chunk(blocks), y.chunk(blocks))])
     return EnergyDistance(_energy(x, y), (vals.std() / math.sqrt(blocks)).item())
-
-
-# --- guidance-field errors ------------------------------------------------------------------------
-class FieldErrors(NamedTuple):
-    """Mean ``|golden - method|`` per step (columns follow ``t``) for ``methods``; ``[len(methods), T]``
-    each. ``chain*`` are nan when the sampler-chain golden was not computed."""
-
-    methods: tuple[str, ...]
-    t: torch.Tensor  # [T] steps T..1
-    abar: torch.Tensor  # [T]
-    golden_size: torch.Tensor  # [T] p_t-weighted mean |golden| (ideal chain)
-    ideal: torch.Tensor  # unweighted, ideal-chain golden
-    ideal_weighted: torch.Tensor  # weighted by p_t(x | y), ideal-chain golden
-    chain: torch.Tensor  # unweighted, sampler-chain golden
-    chain_weighted: torch.Tensor  # weighted, sampler-chain golden
-
-    def aggregate(self) -> dict:
-        """Mean over steps: ``{kind: {method: value}}`` (plain floats, for tables and JSON)."""
-        out = {}
-        for kind in ("ideal", "ideal_weighted", "chain", "chain_weighted"):
-            arr = getattr(self, kind).mean(1)
-            out[kind] = {m: float(v) for m, v in zip(self.methods, arr)}
-        return out
-
-
-def guidance_term(guided, cond_denoiser, x_vp: torch.Tensor, abar: float) -> torch.Tensor:
-    """The guidance term of a guided denoiser in eps units, ``eps_guided - eps_c = (D_c - D_guided)/sigma``
-    (``D = x - sigma eps``), at VP points ``x_vp`` [N, d] of level ``abar``. [N, d]"""
-    sigma = math.sqrt((1 - abar) / abar)
-    x = x_vp / math.sqrt(abar)
-    return ((cond_denoiser(x, sigma) - guided(x, sigma)) / sigma).detach().to(torch.float64)
-
-
-def field_errors(cond: GaussianMixture, schedule: VPSchedule, axes, guidances: dict, reward, *,
-                 sampler_chain: bool = True, progress: bool = False) -> FieldErrors:
-    """Field errors of guided denoisers (``{name: guided(x, sigma)}``, e.g. ``sampler.CFG`` or ``REG(...)``
-    over ``MixtureModel``) on a uniform grid of ``x_t`` (VP), at every step of ``schedule``, in eps units,
-    against the ideal-chain golden of ``reward`` (:func:`analytic.grid.golden_on_grid`) and
-    (``sampler_chain``) the golden of the DDPM chain actually run (:func:`analytic.chain.chain_golden`)."""
-    if not isinstance(schedule, VPSchedule):
-        raise ValueError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
-    if not guidances:
-        raise ValueError("need at least one guidance to compare")
-    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
-        axes = (axes,)
-    axes = check_axes(axes, cond.dim, uniform=True)
-    X = _grid_points(axes)
-    chain = chain_golden(mixture_eps_fn(cond, schedule), reward.log_r0, schedule, axes, progress=progress) \
-        if sampler_chain else None
-    names = tuple(guidances)
-    T, M = schedule.T, len(names)
-    ideal, ideal_w, ch, ch_w = (torch.full((M, T), math.nan, dtype=torch.float64) for _ in range(4))
-    size = torch.zeros(T, dtype=torch.float64)
-    ts = torch.arange(T, 0, -1)
-    d_c = cond.denoise
-    for col, t in enumerate(tqdm(ts.tolist(), desc="field errors", disable=not progress)):
-        a = schedule.abar[t].item()
-        golden = golden_on_grid(cond, reward, axes, a).golden.reshape(-1, cond.dim)  # [N, d]
-        weight = torch.softmax(cond.noised(a).log_prob(X), 0)  # p_t(x|y) normalised on the grid
-        size[col] = (weight * golden.norm(dim=1)).sum()
-        g_chain = chain.golden[t - 1].reshape(-1, cond.dim) if chain is not None else None
-        for i, name in enumerate(names):
-            field = guidance_term(guidances[name], d_c, X, a)
-            gap = (golden - field).norm(dim=1)
-            ideal[i, col], ideal_w[i, col] = gap.mean(), (weight * gap).sum()
-            if g_chain is not None:
-                gap_c = (g_chain - field).norm(dim=1)
-                ch[i, col], ch_w[i, col] = gap_c.mean(), (weight * gap_c).sum()
-    return FieldErrors(names, ts, schedule.abar[ts], size, ideal, ideal_w, ch, ch_w)

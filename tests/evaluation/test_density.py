@@ -5,10 +5,12 @@ import pytest
 import torch
 
 from analytic import CFGReward, optimal_denoiser
-from analytic.density import deposit, output_density, support_axes, tilted_mean_fn, tilted_start, vp_start
+from analytic import optimal_guidance, support_axes
+from analytic.quadrature import deposit
+from evaluation.density import output_density, tilted_start, vp_start
 from sampler import CFG, REG, MixtureModel, Unguided, VPSchedule, bind, sample, vp_prior
 
-from .conftest import paper_pair, random_mixture
+from tests.analytic.conftest import paper_pair, random_mixture
 
 F64 = torch.float64
 
@@ -29,7 +31,7 @@ def _monte_carlo(name, denoiser, sigmas, n, d=1, seed=0):
 @pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun"])
 def test_1d_density_matches_a_large_monte_carlo_run(paper, name):
     _, _, cfg = paper
-    sigmas = VPSchedule.paper_1d().sigmas.flip(0)
+    sigmas = VPSchedule.paper_1d().sampling_sigmas()
     axis = torch.linspace(-6, 6, 1201, dtype=F64)
     od = output_density(cfg, sigmas, axis, sampler=name)
     assert abs(od.mass.sum().item() + od.lost - 1) < 1e-9 and od.lost < 1e-9
@@ -47,7 +49,7 @@ def test_1d_density_matches_a_large_monte_carlo_run(paper, name):
 
 def test_ddim_with_eta_matches_monte_carlo(paper):
     _, _, cfg = paper
-    sigmas = VPSchedule.linear(30, 1e-3, 0.1).sigmas.flip(0)
+    sigmas = VPSchedule.linear(30, 1e-3, 0.1).sampling_sigmas()
     axis = torch.linspace(-5, 5, 801, dtype=F64)
     od = output_density(cfg, sigmas, axis, sampler="ddim", eta=0.5)
     n = 100_000
@@ -60,7 +62,7 @@ def test_ddim_with_eta_matches_monte_carlo(paper):
 
 def test_1d_density_converges_under_grid_refinement(paper):
     _, _, cfg = paper
-    sigmas = VPSchedule.paper_1d().sigmas.flip(0)
+    sigmas = VPSchedule.paper_1d().sampling_sigmas()
     laws = []
     for n in (301, 601, 1201, 2401):  # each grid's nodes contain the previous one's
         od = output_density(cfg, sigmas, torch.linspace(-6, 6, n, dtype=F64))
@@ -76,7 +78,7 @@ def test_2d_density_matches_monte_carlo_moments():
     cond, uncond = random_mixture(2, 2, 5), random_mixture(2, 3, 6)
     m = MixtureModel({"c": cond, None: uncond})
     den = REG(CFG(bind(m, "c"), bind(m, None), 1.0), "vjp")
-    sigmas = VPSchedule.linear(12, 0.01, 0.3).sigmas.flip(0)
+    sigmas = VPSchedule.linear(12, 0.01, 0.3).sampling_sigmas()
     axes = (torch.linspace(-4, 4, 81, dtype=F64),) * 2
     for name in ("ddpm", "euler"):
         od = output_density(den, sigmas, axes, sampler=name)
@@ -92,14 +94,16 @@ def test_2d_density_matches_monte_carlo_moments():
         assert (cov - torch.cov(x.T)).abs().max() < 0.02
 
 
-def test_tilted_mean_fn_is_the_optimal_denoiser(paper):
+def test_optimal_denoiser_is_the_tilted_posterior_mean_by_gauss_hermite(paper):
+    """The dense-quadrature optimal denoiser against the independent posterior-decomposition route."""
     cond, uncond, _ = paper
     reward = CFGReward(cond, uncond, 1.0)
     x = torch.linspace(-2, 3, 41, dtype=F64)[:, None]
     for sigma in (0.1, 0.5, 2.0):
-        a = tilted_mean_fn(cond, reward)(x, sigma)
-        b = optimal_denoiser(cond, reward)(x, sigma)
-        assert (a - b).abs().max() < 1e-8
+        a = 1 / (1 + sigma**2)
+        got = optimal_denoiser(cond, reward)(x, sigma)
+        ref = optimal_guidance(cond, reward, math.sqrt(a) * x, a, method="gh", tol=1e-10).tilted_mean
+        assert (got - ref).abs().max() < 1e-8
 
 
 def test_tilted_start_is_normal_times_E_T(paper):
@@ -109,7 +113,7 @@ def test_tilted_start_is_normal_times_E_T(paper):
 
     u = torch.linspace(-3, 3, 31, dtype=F64)[:, None]
     lp = tilted_start(cond, reward, 0.5)(u)
-    ref = vp_start(1)(u) + golden_at_points(cond, reward, u, 0.5)[0]
+    ref = vp_start(1)(u) + golden_at_points(cond, reward, u, 0.5).log_E
     assert (lp - ref).abs().max() < 1e-9
     far = torch.tensor([[-40.0], [40.0]], dtype=F64)  # the log-space fallback keeps it finite
     assert torch.all(torch.isfinite(tilted_start(cond, CFGReward(cond, uncond, 3.0), 0.8)(far)))
@@ -136,7 +140,7 @@ def test_deposit_preserves_mass_and_mean():
 
 def test_bad_input(paper):
     _, _, cfg = paper
-    sig = VPSchedule.paper_1d().sigmas.flip(0)
+    sig = VPSchedule.paper_1d().sampling_sigmas()
     ax = torch.linspace(-3, 3, 101, dtype=F64)
     with pytest.raises(ValueError, match="unknown sampler"):
         output_density(cfg, sig, ax, sampler="bogus")

@@ -23,27 +23,27 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   non-monotone and folding maps, and smooths once (not per step).
 
 The result is a discrete distribution of *hat masses*: ``mass[k] = int phi_k(u) p(u) du`` with ``phi_k`` the
-piecewise-(bi)linear hat function of node ``k``. :func:`analytic.metrics.tilted_target` discretises the
+piecewise-(bi)linear hat function of node ``k``. :func:`evaluation.distances.tilted_target` discretises the
 target the same way, so distances compare like with like and converge to the continuous ones as the
 grid is refined.
+
+This module moved here from ``analytic.density`` (issue 10): it runs samplers, so it belongs to the
+evaluation layer; the exact mathematics it relies on stays in :mod:`analytic`.
 """
 from __future__ import annotations
 
 import math
 from typing import Callable, NamedTuple
 
-import numpy as np
 import torch
-from scipy import ndimage
 from tqdm.auto import tqdm
 
-from sampler.samplers import SAMPLERS, check_sigmas, sample
+from analytic.grid import tilted_posterior
+from analytic.mixture import GaussianMixture
+from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, grid_points, spline_at, sub_points
+from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 
-from .grid import _grid_points, check_axes, golden_at_points
-from .mixture import GaussianMixture
-
-__all__ = ["OutputDensity", "output_density", "deposit", "vp_start", "tilted_start", "tilted_mean_fn",
-           "grid_log_prob_start", "support_axes"]
+__all__ = ["OutputDensity", "output_density", "vp_start", "tilted_start", "grid_log_prob_start"]
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
@@ -60,7 +60,7 @@ class OutputDensity(NamedTuple):
 
     @property
     def spacing(self) -> tuple[float, ...]:
-        return tuple((a[1] - a[0]).item() for a in self.axes)
+        return axes_spacing(self.axes)
 
     @property
     def density(self) -> torch.Tensor:
@@ -88,47 +88,9 @@ def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool
     base = cond.noised(abar_T).log_prob if marginal else vp_start(cond.dim)
 
     def log_prob(u: torch.Tensor) -> torch.Tensor:
-        x0_axes = support_axes(cond, reward, abar_T)
-        out = []
-        for chunk in torch.split(u, 4096):
-            try:
-                log_E, _ = golden_at_points(cond, reward, chunk, abar_T, x0_axes=x0_axes)
-            except ValueError as err:
-                if "underflows" not in str(err):
-                    raise
-                log_E = _log_space(cond, reward, chunk, abar_T, x0_axes).log_E
-            out.append(log_E)
-        return base(u) + torch.cat(out)
+        return base(u) + tilted_posterior(cond, reward, u, abar_T).log_E
 
     return log_prob
-
-
-def support_axes(cond: GaussianMixture, reward, abar: float, points_per_width: float = 4.0):
-    """A uniform quadrature grid for ``x_0`` covering where ``f = p(x_0|y) R_0(x_0)`` is within
-    ``exp(-60)`` of its maximum (widened until the edges are below that), with spacing
-    ``min(sigma, narrowest std / sqrt(1 + |w|)) / points_per_width``. Unlike the default grid of
-    :mod:`analytic.grid` it does not grow with the points' distance, so whole density grids stay cheap;
-    points far outside are handled by the log-space fallback."""
-    sig = math.sqrt((1 - abar) / abar)
-    models = [cond] + [m for m in (getattr(reward, "num", None), getattr(reward, "den", None)) if m is not None]
-    w = abs(getattr(reward, "w", 1.0))
-    min_std = min(torch.linalg.eigvalsh(m.covs).min().sqrt().item() for m in models)
-    h = min(sig, min_std / math.sqrt(1 + w)) / points_per_width
-    max_std = torch.linalg.eigvalsh(cond.covs).max().sqrt().item()
-    lo_c, hi_c = cond.means.min(0).values, cond.means.max(0).values
-    width = 6 * max_std
-    for _ in range(8):
-        axes = tuple(torch.arange(lo_c[i].item() - width, hi_c[i].item() + width + h, h, dtype=torch.float64)
-                     for i in range(cond.dim))
-        edges = torch.cat([torch.cartesian_prod(*[a[[0, -1]] if j == i else a for j, a in enumerate(axes)])
-                           .reshape(-1, cond.dim) for i in range(cond.dim)])
-        log_f_edge = cond.log_prob(edges) + reward.log_r0(edges)
-        centre = cond.means
-        log_f_top = (cond.log_prob(centre) + reward.log_r0(centre)).max()
-        if log_f_edge.max() < log_f_top - 60:
-            return axes
-        width *= 1.5
-    raise ValueError("p(x_0|y) R_0(x_0) does not decay within 100 standard deviations (is E_t finite?)")
 
 
 def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
@@ -136,58 +98,9 @@ def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
     axes = check_axes(axes, values.ndim, uniform=True)
 
     def log_prob(u: torch.Tensor) -> torch.Tensor:
-        lo = torch.tensor([a[0].item() for a in axes], dtype=torch.float64)
-        h = torch.tensor([(a[1] - a[0]).item() for a in axes], dtype=torch.float64)
-        coords = ((u - lo) / h).T.numpy()
-        out = ndimage.map_coordinates(values.numpy(), coords, order=3, mode="nearest")
-        return torch.from_numpy(np.ascontiguousarray(out))
+        return spline_at(values, axes, u)
 
     return log_prob
-
-
-def tilted_mean_fn(cond: GaussianMixture, reward) -> Callable[[torch.Tensor, float], torch.Tensor]:
-    """The optimal guided denoiser ``m_R(x, sigma)`` for ``sampler.TiltedMean``: the same quantity as
-    :func:`analytic.golden.optimal_denoiser` (tested against it) by one dense quadrature per call on
-    :func:`support_axes`, ``m_R = m + (1 - abar)/sqrt(abar) grad log E_t`` (THEORY.md section 4, working
-    identity). Points where that quadrature underflows (far tails, large ``w``) are redone in log space."""
-
-    def tilted_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
-        a = 1 / (1 + float(sigma) ** 2)
-        flat = x.detach().reshape(x.shape[0], -1).to(torch.float64)
-        x_vp = math.sqrt(a) * flat
-        x0_axes = support_axes(cond, reward, a)
-        out = []
-        for chunk in torch.split(x_vp, 4096):
-            try:
-                _, grad = golden_at_points(cond, reward, chunk, a, x0_axes=x0_axes)
-                out.append(cond.posterior(chunk, a).mean() + (1 - a) / math.sqrt(a) * grad)
-            except ValueError as err:
-                if "underflows" not in str(err):
-                    raise
-                out.append(_log_space(cond, reward, chunk, a, x0_axes).tilted_mean)
-        return torch.cat(out).to(x.dtype).reshape(x.shape)
-
-    return tilted_mean
-
-
-class _LogSpace(NamedTuple):
-    log_E: torch.Tensor  # [n]
-    tilted_mean: torch.Tensor  # [n, d]
-
-
-def _log_space(cond: GaussianMixture, reward, x_vp: torch.Tensor, a: float, x0_axes) -> _LogSpace:
-    """``log E_t`` and ``m_R`` at points [n, d] by the trapezoid rule in log space (no underflow; slower)."""
-    ys = _grid_points(x0_axes)  # [G, d]
-    log_p = cond.log_prob(ys)
-    log_f = log_p + reward.log_r0(ys)  # [G]
-    E, M = [], []
-    step = max(1, 4_000_000 // ys.shape[0])
-    for chunk in torch.split(x_vp, step):
-        log_k = -((chunk[:, None, :] - math.sqrt(a) * ys[None]) ** 2).sum(-1) / (2 * (1 - a))  # [n, G]
-        lw = log_k + log_f
-        E.append(torch.logsumexp(lw, 1) - torch.logsumexp(log_k + log_p, 1))
-        M.append(torch.softmax(lw, dim=1) @ ys)
-    return _LogSpace(torch.cat(E), torch.cat(M))
 
 
 # --- the two kinds of step -------------------------------------------------------------------------
@@ -229,46 +142,6 @@ def _gauss_step(p: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h) -> t
     return inner / cell, lost
 
 
-def deposit(points: torch.Tensor, masses: torch.Tensor, axes) -> tuple[torch.Tensor, float]:
-    """Cloud-in-cell: the hat masses on the grid ``axes`` of point masses at ``points`` [P, d]; returns
-    ``(mass [n_1(, n_2)], mass outside the grid)``. Mean preserving; smooths by at most a hat function."""
-    d = len(axes)
-    shape = tuple(a.numel() for a in axes)
-    out = torch.zeros(math.prod(shape), dtype=torch.float64)
-    parts = []
-    for i, a in enumerate(axes):
-        f = (points[:, i] - a[0]) / (a[1] - a[0])
-        k = torch.floor(f).long()
-        parts.append((k, f - k))
-    corners = [(0,), (1,)] if d == 1 else [(0, 0), (0, 1), (1, 0), (1, 1)]
-    for corner in corners:
-        w = masses.clone()
-        flat = torch.zeros_like(masses, dtype=torch.long)
-        ok = torch.ones_like(masses, dtype=torch.bool)
-        for i, (k, frac) in enumerate(parts):
-            ki = k + corner[i]
-            w = w * (frac if corner[i] else 1 - frac)
-            ok &= (ki >= 0) & (ki < shape[i])
-            flat = flat * shape[i] + ki.clamp(0, shape[i] - 1)
-        out.index_add_(0, flat, torch.where(ok, w, 0.0))
-    return out.reshape(shape), (masses.sum() - out.sum()).item()
-
-
-def _sub_points(axes, sub: int) -> torch.Tensor:
-    """``sub^d`` points per grid cell (cells centred on the nodes), 'ij' order of the nodes. [N sub^d, d]"""
-    offs = ((torch.arange(sub, dtype=torch.float64) + 0.5) / sub - 0.5)
-    fine = [(a[:, None] + (a[1] - a[0]) * offs[None]).flatten() for a in axes]
-    return _grid_points(tuple(fine)), tuple(fine)
-
-
-def _spline(values: torch.Tensor, axes, pts: torch.Tensor) -> torch.Tensor:
-    lo = torch.tensor([a[0].item() for a in axes], dtype=torch.float64)
-    h = torch.tensor([(a[1] - a[0]).item() for a in axes], dtype=torch.float64)
-    coords = ((pts - lo) / h).T.numpy()
-    out = ndimage.map_coordinates(values.numpy(), coords, order=3, mode="constant", cval=0.0)
-    return torch.from_numpy(np.ascontiguousarray(out))
-
-
 # --- the entry point -------------------------------------------------------------------------------
 def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float = 0.0, start: LogProb | None = None,
                    sub: int | None = None, min_kernel_width: float = 0.5, progress: bool = False) -> OutputDensity:
@@ -299,13 +172,12 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     if not callable(denoiser):
         raise ValueError(f"denoiser must be callable as denoiser(x, sigma), got {denoiser!r}")
     s = check_sigmas(sigmas)
-    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
-        axes = (axes,)
+    axes = as_axes(axes)
     axes = check_axes(axes, len(axes), uniform=True)
     d = len(axes)
     sub = int(sub) if sub is not None else (8 if d == 1 else 3)
     start = start if start is not None else vp_start(d)
-    h = [(a[1] - a[0]).item() for a in axes]
+    h = list(axes_spacing(axes))
     lo = [a[0].item() for a in axes]
     shape = tuple(a.numel() for a in axes)
     scale = torch.sqrt(1 + s**2)  # VE state = scale * u
@@ -316,7 +188,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         n_stoch = len(s) - 1 - (1 if s[-1] == 0 else 0)
 
     lost, narrow = 0.0, 0
-    X = _grid_points(axes)  # [N, d]
+    X = grid_points(axes)  # [N, d]
     if n_stoch > 0:
         log_p = start(X).to(torch.float64)
         p = torch.exp(log_p - log_p.max())
@@ -326,21 +198,21 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             with torch.no_grad():
                 x = scale[i].item() * X
                 D = denoiser(x, sig).to(torch.float64)
-                c2 = eta_eff**2 * nxt**2 * (sig**2 - nxt**2) / sig**2  # as sampler.samplers._ddim_loop
-                mean_x = D + math.sqrt(max(nxt**2 - c2, 0.0)) / sig * (x - D)
+                keep, c_ve = ddim_coefficients(sig, nxt, eta_eff)  # the sampler's own step
+                mean_x = D + keep * (x - D)
             r = scale[i + 1].item()
-            c = math.sqrt(c2) / r
+            c = c_ve / r
             narrow += int(c < min_kernel_width * min(h))
             p, l = _gauss_step(p.flatten(), mean_x / r, c, axes, lo, h)
             lost += l
         p = p.reshape(shape)
         tail = s[n_stoch:]
-        pts, _ = _sub_points(axes, int(sub))
-        m = _spline(p, axes, pts).clamp(min=0) * (math.prod(h) / sub**d)
+        pts = sub_points(axes, int(sub))
+        m = spline_at(p, axes, pts, outside="zero").clamp(min=0) * (math.prod(h) / sub**d)
         m = m * (p.sum() * math.prod(h)) / m.sum()  # the nodal mass, exactly
     else:
         tail = s
-        pts, _ = _sub_points(axes, int(sub))
+        pts = sub_points(axes, int(sub))
         log_p = start(pts).to(torch.float64)
         m = torch.exp(log_p - log_p.max())
         m = m / m.sum()

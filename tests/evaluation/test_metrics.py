@@ -5,11 +5,11 @@ import pytest
 import torch
 
 from analytic import CFGReward, GaussianMixture, golden_on_grid
-from analytic.metrics import (distances, energy_distance, field_errors, guidance_term, kl_divergence,
-                              tilted_target, total_variation, wasserstein1)
+from evaluation.distances import distances, energy_distance, kl_divergence, tilted_target, total_variation, wasserstein1
+from evaluation.field_errors import field_errors, guidance_term
 from sampler import CFG, REG, MixtureModel, VPSchedule, bind
 
-from .conftest import paper_pair
+from tests.analytic.conftest import paper_pair
 
 F64 = torch.float64
 
@@ -91,18 +91,18 @@ def test_field_errors_against_golden_and_the_optimum_has_none():
     sched = VPSchedule.paper_1d().respace(5)
     axis = torch.linspace(-1, 2, 200, dtype=F64)
 
-    from analytic.density import tilted_mean_fn
+    from analytic import optimal_denoiser
     from sampler import TiltedMean
 
     fe = field_errors(cond, sched, axis, {"cfg": cfg, "reg": REG(cfg, "paper"),
-                                          "opt": TiltedMean(bind(m, "c"), tilted_mean_fn(cond, reward))}, reward)
-    assert fe.ideal.shape == (3, 5) and fe.t.tolist() == [5, 4, 3, 2, 1]
+                                          "opt": TiltedMean(bind(m, "c"), optimal_denoiser(cond, reward))}, reward)
+    assert fe.ideal.shape == (3, 5) and fe.t.tolist() == [1, 2, 3, 4, 5]
     assert fe.ideal[2].max() < 1e-6  # the optimum has no error against the ideal golden
-    assert torch.all(fe.ideal[:2, :3] > 1e-2) and torch.all(fe.chain[:2, :3] > 1e-2)
+    assert torch.all(fe.ideal[:2, 2:] > 1e-2) and torch.all(fe.chain[:2, 2:] > 1e-2)
     # the CFG row is mean |golden - present| computed independently
     a = sched.abar[5].item()
     g = golden_on_grid(cond, reward, axis, a).golden
     ref = (g - reward.present(axis[:, None], a)).abs().mean()
-    assert abs(fe.ideal[0, 0] - ref) < 1e-10
+    assert abs(fe.ideal[0, -1] - ref) < 1e-10
     with pytest.raises(ValueError):
         field_errors(cond, sched, axis, {}, reward)

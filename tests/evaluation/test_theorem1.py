@@ -3,12 +3,12 @@ as the number of steps grows; started from N(0, I) it does not (THEORY.md sectio
 import pytest
 import torch
 
-from analytic import CFGReward
-from analytic.density import output_density, tilted_mean_fn, tilted_start
-from analytic.metrics import distances, tilted_target
+from analytic import CFGReward, optimal_denoiser
+from evaluation.density import output_density, tilted_start
+from evaluation.distances import distances, tilted_target
 from sampler import MixtureModel, TiltedMean, VPSchedule, bind
 
-from .conftest import paper_pair
+from tests.analytic.conftest import paper_pair
 
 F64 = torch.float64
 STEPS = (10, 20, 40, 80, 160)
@@ -25,11 +25,11 @@ def theorem1_table(fine, steps=STEPS, w=1.0, n_grid=801, marginal=True):
     reward = CFGReward(cond, uncond, w)
     axis = torch.linspace(-5, 5, n_grid, dtype=F64)
     target = tilted_target(cond, reward, axis).mass
-    opt = TiltedMean(bind(MixtureModel({"c": cond}), "c"), tilted_mean_fn(cond, reward))
+    opt = TiltedMean(bind(MixtureModel({"c": cond}), "c"), optimal_denoiser(cond, reward))
     rows = []
     for T in steps:
         sched = fine.respace(T)
-        sig, a_T = sched.sigmas.flip(0), sched.abar[-1].item()
+        sig, a_T = sched.sampling_sigmas(), sched.abar[-1].item()
         laws = [output_density(opt, sig, axis, start=tilted_start(cond, reward, a_T)),
                 output_density(opt, sig, axis, start=tilted_start(cond, reward, a_T, marginal=True))
                 if marginal else None,

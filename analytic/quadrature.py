@@ -1,0 +1,130 @@
+"""Grids and quadrature rules shared by every exact routine: tensor-grid points, axis checks, sub-cell
+points, cloud-in-cell deposits, Gauss-Hermite rules, cubic splines on uniform grids, and the one rule
+for the spacing of an ``x_0`` quadrature grid.
+
+Nothing here knows about guidance; :mod:`analytic.grid`, :mod:`analytic.chain`, :mod:`analytic.golden`
+and the evaluation layer build on it.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy import ndimage, special
+
+__all__ = ["check_axes", "as_axes", "grid_points", "sub_points", "deposit", "gauss_hermite", "spline_at",
+           "quadrature_spacing", "axes_spacing"]
+
+
+def as_axes(axes) -> tuple:
+    """One tensor per dimension: a single 1-D tensor is the 1-D case."""
+    if isinstance(axes, torch.Tensor) and axes.ndim == 1:
+        return (axes,)
+    return tuple(axes)
+
+
+def check_axes(axes: Sequence, d: int, uniform: bool = False) -> tuple[torch.Tensor, ...]:
+    """Grid axes as float64 1-D tensors, one per dimension; ``ValueError`` otherwise."""
+    if d not in (1, 2):
+        raise ValueError(f"grids are for d = 1 or 2, got d = {d}")
+    axes = tuple(torch.as_tensor(a, dtype=torch.float64) for a in as_axes(axes))
+    if len(axes) != d:
+        raise ValueError(f"need {d} axes for a {d}-D model, got {len(axes)}")
+    for i, a in enumerate(axes):
+        if a.ndim != 1 or a.numel() < 2:
+            raise ValueError(f"axis {i} must be 1-D with at least 2 points, got shape {tuple(a.shape)}")
+        if not torch.all(torch.isfinite(a)) or torch.any(a[1:] <= a[:-1]):
+            raise ValueError(f"axis {i} must be finite and strictly increasing")
+        if uniform:
+            h = a[1:] - a[:-1]
+            if (h.max() - h.min()) > 1e-9 * h.mean():
+                raise ValueError(f"axis {i} must be uniformly spaced")
+    return axes
+
+
+def axes_spacing(axes) -> tuple[float, ...]:
+    """The spacing of each uniform axis."""
+    return tuple((a[1] - a[0]).item() for a in axes)
+
+
+def grid_points(axes: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The tensor grid of ``axes`` as points, 'ij' order. [prod n_i, d]"""
+    return torch.cartesian_prod(*axes).reshape(-1, len(axes)) if len(axes) > 1 else axes[0][:, None]
+
+
+def sub_points(axes, sub: int) -> torch.Tensor:
+    """``sub^d`` points per grid cell (cells centred on the nodes), 'ij' order of the nodes. [N sub^d, d]"""
+    offs = ((torch.arange(sub, dtype=torch.float64) + 0.5) / sub - 0.5)
+    fine = [(a[:, None] + (a[1] - a[0]) * offs[None]).flatten() for a in axes]
+    return grid_points(tuple(fine))
+
+
+def deposit(points: torch.Tensor, masses: torch.Tensor, axes) -> tuple[torch.Tensor, float]:
+    """Cloud-in-cell: the hat masses on the grid ``axes`` of point masses at ``points`` [P, d]; returns
+    ``(mass [n_1(, n_2)], mass outside the grid)``. Mean preserving; smooths by at most a hat function."""
+    d = len(axes)
+    shape = tuple(a.numel() for a in axes)
+    out = torch.zeros(math.prod(shape), dtype=torch.float64)
+    parts = []
+    for i, a in enumerate(axes):
+        f = (points[:, i] - a[0]) / (a[1] - a[0])
+        k = torch.floor(f).long()
+        parts.append((k, f - k))
+    corners = [(0,), (1,)] if d == 1 else [(0, 0), (0, 1), (1, 0), (1, 1)]
+    for corner in corners:
+        w = masses.clone()
+        flat = torch.zeros_like(masses, dtype=torch.long)
+        ok = torch.ones_like(masses, dtype=torch.bool)
+        for i, (k, frac) in enumerate(parts):
+            ki = k + corner[i]
+            w = w * (frac if corner[i] else 1 - frac)
+            ok &= (ki >= 0) & (ki < shape[i])
+            flat = flat * shape[i] + ki.clamp(0, shape[i] - 1)
+        out.index_add_(0, flat, torch.where(ok, w, 0.0))
+    return out.reshape(shape), (masses.sum() - out.sum()).item()
+
+
+@lru_cache(maxsize=64)
+def gauss_hermite(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probabilists' Gauss-Hermite rule for N(0, I_d): nodes [n^d, d], log weights [n^d] (summing to 1)."""
+    z, w = special.roots_hermitenorm(n)  # stable for large n, unlike numpy's hermegauss
+    w = w / w.sum()
+    grids = np.meshgrid(*([z] * d), indexing="ij")
+    nodes = np.stack([g.ravel() for g in grids], axis=1)
+    with np.errstate(divide="ignore"):  # weights of the outermost nodes underflow to 0 for large n
+        logw = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * d), indexing="ij"))
+    return torch.as_tensor(nodes), torch.as_tensor(logw)
+
+
+def spline_at(values: torch.Tensor, axes, pts: torch.Tensor, *, outside: str = "nearest",
+              spacing: Sequence[float] | None = None) -> torch.Tensor:
+    """Cubic-spline interpolation of values on a uniform grid at points [P, d]. Beyond the grid's edge:
+    ``outside="nearest"`` continues the edge value, ``"zero"`` gives 0 (a density with no mass there).
+    ``spacing``: the grid's exact spacing when the caller knows it better than ``axes[1] - axes[0]``."""
+    if outside == "nearest":
+        mode, kw = "nearest", {}
+    elif outside == "zero":
+        mode, kw = "constant", {"cval": 0.0}
+    else:
+        raise ValueError(f"outside must be 'nearest' or 'zero', got {outside!r}")
+    lo = torch.tensor([a[0].item() for a in axes], dtype=torch.float64)
+    h = torch.tensor(axes_spacing(axes) if spacing is None else spacing, dtype=torch.float64)
+    coords = ((pts - lo) / h).T.numpy()  # [d, P] in index units
+    if outside == "nearest":  # spline coefficients with the edge condition itself (no pre-padding)
+        filtered = ndimage.spline_filter(values.numpy(), order=3, mode=mode)
+        out = ndimage.map_coordinates(filtered, coords, order=3, mode=mode, prefilter=False)
+    else:
+        out = ndimage.map_coordinates(values.numpy(), coords, order=3, mode=mode, **kw)
+    return torch.from_numpy(np.ascontiguousarray(out))
+
+
+def quadrature_spacing(cond, reward, abar: float, points_per_width: float) -> float:
+    """The spacing of a uniform ``x_0`` grid that resolves ``p(x_0 | y) R_0(x_0) N(x_t; sqrt(abar) x_0, 1 - abar)``:
+    ``min(sigma, narrowest std of cond, reward.length_scale()) / points_per_width``, with
+    ``sigma = sqrt((1 - abar) / abar)`` the forward kernel's width in ``x_0`` units."""
+    sig = math.sqrt((1 - abar) / abar)
+    cond_std = torch.linalg.eigvalsh(cond.covs).min().sqrt().item()
+    return min(sig, cond_std, reward.length_scale()) / points_per_width

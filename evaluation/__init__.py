@@ -1,0 +1,22 @@
+"""Runs samplers and compares them against the exact answer (ARCHITECTURE.md, the evaluation floor).
+
+- :mod:`evaluation.density`: exact output laws of any sampler, guidance and REG estimator on 1-D/2-D grids;
+- :mod:`evaluation.distances`: the tilted target, TV, both KLs, W1, energy distance;
+- :mod:`evaluation.field_errors`: per-step field errors of guided samplers against both goldens;
+- :mod:`evaluation.cases`, :mod:`evaluation.report` (``python -m evaluation.report``), :mod:`evaluation.demo`
+  (``python -m evaluation.demo``).
+
+These lived in ``analytic`` before issue 10 (``analytic.density``, ``analytic.metrics``, ``analytic.report``,
+``analytic.demo``); ``analytic`` is now the exact mathematics alone and imports nothing from here.
+"""
+from .density import OutputDensity, grid_log_prob_start, output_density, tilted_start, vp_start
+from .distances import (Distances, EnergyDistance, TiltedTarget, distances, energy_distance, kl_divergence,
+                        tilted_target, total_variation, wasserstein1)
+from .field_errors import FieldErrors, field_errors, guidance_term
+
+__all__ = [
+    "OutputDensity", "output_density", "tilted_start", "vp_start", "grid_log_prob_start",
+    "TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence", "wasserstein1",
+    "EnergyDistance", "energy_distance",
+    "FieldErrors", "field_errors", "guidance_term",
+]
