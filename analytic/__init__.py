@@ -11,11 +11,13 @@ from .golden import OptimalGuidance, check_integrable, optimal_denoiser, optimal
 from .grid import GridGolden, golden_at_points, golden_on_grid
 from .metrics import Distances, distances, energy_distance, field_errors, tilted_target
 from .mixture import GaussianMixture, Posterior
+from .paths import MixtureVelocity, PathFields, path_fields, path_marginal
 from .presets import PRESETS, Preset, get_preset
 from .rewards import AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, degrade
 
 __all__ = [
     "GaussianMixture", "Posterior",
+    "PathFields", "path_fields", "path_marginal", "MixtureVelocity",
     "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic", "degrade",
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
     "GridGolden", "golden_on_grid", "golden_at_points",
