@@ -2,6 +2,7 @@
 
 It imports none of the model packages (analytic, toy, images)."""
 from .device import resolve_device
+from .flow_guidance import APG, CFGZeroStar, ZeroInit, optimised_scale, zero_init_sigma
 from .guidance import CFG, AutoGuidance, ClassifierGuidance, Guidance, TiltedMean, Unguided
 from .model import Denoiser, EpsModel, MixtureModel, Model, VelocityModel, VModel, X0Model, bind
 from .paths import (LINEAR, T_NOISE_CAP, LinearPath, Path, PathPoint, VEPath, VPPath, denoised_from_velocity, get_path,
