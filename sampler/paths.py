@@ -27,6 +27,11 @@ can be evaluated there. :func:`sampling_sigmas` replaces such a level by ``T_NOI
 ``x_t ~ N(0, (alpha_t^2 + sigma_t^2) I)``, the law of unit-variance data noised to ``t``; on the linear path
 it tends to diffusers' ``x_1 = noise`` as ``t -> 1``.
 
+Samplers. Euler on ``dx~/ds = (x~ - D)/s`` (= DDIM with ``eta = 0``) is exactly the flow Euler step
+``x_t' = x_t + (t' - t) v`` mapped to contract coordinates, so flows need no sampler of their own. ``heun`` is
+EDM's Heun in ``s``, a different second-order method from Heun on ``dx_t/dt`` (the two agree to ``O(h^3)`` per
+step, not exactly); ``ddpm``/``ddim(eta > 0)`` run the DDPM posterior kernels at the flow's levels.
+
 This module imports nothing else from ``sampler`` (``analytic`` may import it).
 """
 from __future__ import annotations
