@@ -329,3 +329,19 @@ def test_flow_reg_contract(flow_model, rule, estimator):
     assert out.shape == (3,) + shape and out.dtype == dtype and torch.all(torch.isfinite(out))
     torch.testing.assert_close(_sample(REG(RULES[rule](c, u, W), estimator), shape, dtype, "euler", seed=2), out, rtol=0, atol=0)
     assert not torch.allclose(out, _sample(RULES[rule](c, u, W), shape, dtype, "euler", seed=2))
+
+
+def test_one_dimensional_degeneracy():
+    """Per-sample projections have nothing to project in d = 1: s* v_u = v_c, so CFG-Zero* is the conditional
+    model; Delta is parallel to D_c, so APG is CFG with weight w * eta (0: unguided). What the 1-D presets can show."""
+    mix = MixtureModel({0: random_mixture(1, 2, 1), None: random_mixture(1, 3, 2, spread=2.0)})
+    c, u = bind(mix, 0), bind(mix, None)
+    x = _x((9, 1), seed=9)
+    for s in (0.1, 1.0, 5.0):
+        torch.testing.assert_close(CFGZeroStar(c, u, W)(x, s), c(x, s), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(APG(c, u, W, eta=0.0)(x, s), c(x, s), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(APG(c, u, W, eta=0.4)(x, s), CFG(c, u, 0.4 * W)(x, s), rtol=1e-12, atol=1e-12)
+    mix2 = MixtureModel({0: random_mixture(2, 2, 1), None: random_mixture(2, 3, 2, spread=2.0)})
+    c2, u2 = bind(mix2, 0), bind(mix2, None)
+    x2 = _x((9, 2), seed=9)
+    assert not torch.allclose(CFGZeroStar(c2, u2, W)(x2, 1.0), c2(x2, 1.0))  # in d = 2 it guides
