@@ -26,7 +26,10 @@ weights do not sum to one, or that measure angles and norms, do depend on the pr
   conditional prediction, ``Delta_par = <Delta, pred_c> / |pred_c|^2 pred_c``, ``Delta_orth = Delta - Delta_par``,
   (iv) ``pred = pred_c + w (Delta_orth + eta Delta_par)``. The paper acts on ``D`` (``on="x0"``, path-free);
   diffusers' guider acts on whatever the network predicts, the velocity for flows (``on="velocity"``).
-  Momentum is state across steps; see :class:`APG` for how it is kept. (Equation numbers of both papers are
+  Momentum is state across steps; see :class:`APG` for how it is kept.
+- Both projections are per sample over all non-batch dimensions, so in ``d = 1`` they degenerate:
+  ``s* v_u = v_c`` makes CFG-Zero* the conditional model, and ``Delta`` parallel to ``D_c`` makes APG CFG with
+  weight ``w eta`` (plus momentum and cap). Comparisons of these rules need ``d >= 2``. (Equation numbers of both papers are
   not quoted: only the abstracts were checked here; the formulas follow the authors' code as mirrored in
   diffusers 0.42, installed, and the sections are from memory.)
 
