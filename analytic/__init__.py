@@ -11,12 +11,14 @@ from .golden import OptimalGuidance, optimal_denoiser, optimal_guidance
 from .grid import GridGolden, PointsGolden, TiltedPosterior, golden_at_points, golden_on_grid, support_axes, tilted_posterior
 from .integrability import check_integrable
 from .mixture import GaussianMixture, Posterior
+from .paths import MixtureVelocity, PathFields, path_fields, path_marginal
 from .presets import PRESETS, Preset, get_preset
 from .rewards import (AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, Reward, check_reward,
                       degrade)
 
 __all__ = [
     "GaussianMixture", "Posterior",
+    "PathFields", "path_fields", "path_marginal", "MixtureVelocity",
     "Reward", "check_reward", "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic",
     "degrade",
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",

@@ -1,6 +1,6 @@
 """The image-model path (ARCHITECTURE.md): adapters taking real image networks (diffusers UNet2DModel,
-DiT, an EDM2-style preconditioned denoiser) to the one model contract. diffusers is the optional
-``images`` extra; importing this package does not need it."""
+DiT, an EDM2-style preconditioned denoiser, the SD3 flow transformer) to the one model contract. diffusers is
+the optional ``images`` extra; importing this package does not need it."""
 from .adapters import (
     DiTAdapter,
     EDM2Precond,
@@ -13,6 +13,7 @@ from .adapters import (
     tiny_edm2,
     tiny_unet,
 )
+from .flow import SD3Adapter, TextCondition, scheduler_sigmas, tiny_sd3, tiny_text_condition
 
 # The digits path (issue 7): data, a compact class-conditional UNet, training and checkpoints, the
 # download-free metrics, the guidance sweep, and latent pipelines loaded from a local directory.

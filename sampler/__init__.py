@@ -1,9 +1,12 @@
-"""The shared sampler core: schedules, the model contract, guidance, REG and samplers.
+"""The shared sampler core: schedules and paths (VP, VE, linear/flow), the model contract, guidance, REG and samplers.
 
 It imports none of the model packages (analytic, toy, images)."""
 from .device import resolve_device
+from .flow_guidance import APG, CFGZeroStar, ZeroInit, optimised_scale, zero_init_sigma
 from .guidance import CFG, AutoGuidance, ClassifierGuidance, Guidance, TiltedMean, Unguided
-from .model import Denoiser, EpsModel, MixtureModel, Model, VModel, X0Model, bind
+from .model import Denoiser, EpsModel, MixtureModel, Model, VelocityModel, VModel, X0Model, bind
+from .paths import (LINEAR, T_NOISE_CAP, LinearPath, Path, PathPoint, VEPath, VPPath, denoised_from_velocity, get_path,
+                    logit_normal_times, sampling_sigmas, shift_times, uniform_times, velocity_from_denoised)
 from .reg import ESTIMATORS, REG
 from .samplers import SAMPLERS, Step, check_sigmas, ddim, ddpm, euler, heun, sample, ve_prior, vp_prior
 from .schedules import PriorMismatch, VPSchedule, abar_to_sigma, karras_sigmas, prior_mismatch, sigma_to_abar

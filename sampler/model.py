@@ -16,9 +16,10 @@ from typing import Any, Callable, Hashable, Mapping, Protocol
 
 import torch
 
+from .paths import LINEAR, Path, denoised_from_velocity
 from .schedules import VPSchedule
 
-__all__ = ["Model", "Denoiser", "bind", "EpsModel", "X0Model", "VModel", "MixtureModel"]
+__all__ = ["Model", "Denoiser", "bind", "EpsModel", "X0Model", "VModel", "MixtureModel", "VelocityModel"]
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 
@@ -114,3 +115,30 @@ class MixtureModel:
         flat = x.reshape(x.shape[0], -1).to(torch.float64)
         out = self.mixtures[cond].denoise(flat, _check_sigma(sigma))
         return out.to(x.dtype).reshape(x.shape)
+
+
+class VelocityModel:
+    """A velocity network on a Gaussian path, ``net(x_t, t, cond) -> v = dx_t/dt`` (flow matching, rectified
+    flow: SD3, Flux), as a contract model (THEORY.md section 8; :mod:`sampler.paths`).
+
+    At contract level ``sigma`` the network is called at ``t = path.time_of_sigma(sigma)`` (a tensor [N] in
+    ``x``'s dtype and device) on ``x_t = alpha_t x``, and ``D = (v - a x) / b`` with ``v = a x + b D`` the path's
+    velocity map; on the default linear path ``D = x_t - t v``. Any ``sigma > 0`` inside the path is valid
+    (continuous time), so samplers may walk any levels, e.g. ``paths.sampling_sigmas(path, times)``.
+    """
+
+    def __init__(self, net: Callable[[torch.Tensor, torch.Tensor, Any], torch.Tensor], path: Path = LINEAR):
+        if not callable(net):
+            raise ValueError("net must be callable as net(x_t, t, cond)")
+        if not isinstance(path, Path):
+            raise ValueError(f"path must be a sampler.paths.Path, got {path!r}")
+        self.net, self.path = net, path
+
+    def velocity(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        """The network's velocity at the contract point ``(x, sigma)``. [N, ...]"""
+        t = self.path.time_of_sigma(_check_sigma(sigma))
+        t_net = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+        return self.net(x * self.path.at(t).alpha, t_net, cond)
+
+    def __call__(self, x: torch.Tensor, sigma: float, cond: Any) -> torch.Tensor:
+        return denoised_from_velocity(self.path, x, sigma, self.velocity(x, sigma, cond))
