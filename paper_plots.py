@@ -19,6 +19,7 @@ import torch
 
 matplotlib.use("Agg")  # entry point: files only, no display
 
+from evaluation.io import check_writable_dir, write_atomically  # noqa: E402
 from figures import FIGURES  # noqa: E402
 
 
@@ -67,15 +68,6 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
@@ -87,9 +79,7 @@ def main(argv=None) -> int:
     if args.threads < 1:
         ap.error(f"--threads must be >= 1, got {args.threads}")
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / ".write-test").write_text("")
-        (args.out / ".write-test").unlink()
+        check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
     torch.set_num_threads(args.threads)
@@ -109,8 +99,8 @@ def main(argv=None) -> int:
             done = f"FAILED: {type(err).__name__}: {err}"
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
         print(f"{name:<14} {results[name]['seconds']:6.1f} s  {done}", flush=True)
-    _write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
-    _write_atomically(args.out / "results.md", markdown(results))
+    write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
+    write_atomically(args.out / "results.md", markdown(results))
     total = sum(r["seconds"] for r in results.values())
     print(f"{'total':<14} {total:6.1f} s  -> {args.out}/results.json, results.md")
     if failed:

@@ -11,6 +11,8 @@ from typing import Sequence
 
 import torch
 
+from sampler.schedules import check_number
+
 __all__ = ["GaussianMixture", "Posterior", "check_abar", "check_points"]
 
 _DTYPE = torch.float64
@@ -18,21 +20,16 @@ _DTYPE = torch.float64
 
 def check_abar(abar) -> float:
     """``abar`` as a float, or ``ValueError`` unless it is a finite number in (0, 1]."""
-    try:
-        a = float(abar)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"abar must be a single number in (0, 1], got {abar!r}") from None
-    if not math.isfinite(a) or not 0 < a <= 1:
+    a = check_number(abar, "abar")
+    if not 0 < a <= 1:
         raise ValueError(f"abar must lie in (0, 1], got {a}")
     return a
 
 
 def check_sigma(sigma) -> float:
-    try:
-        s = float(sigma)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"sigma must be a single number >= 0, got {sigma!r}") from None
-    if not math.isfinite(s) or s < 0:
+    """``sigma`` as a float, or ``ValueError`` unless it is a finite number >= 0."""
+    s = check_number(sigma, "sigma")
+    if s < 0:
         raise ValueError(f"sigma must be finite and >= 0, got {s}")
     return s
 

@@ -18,6 +18,8 @@ from typing import NamedTuple, Protocol, Sequence, runtime_checkable
 
 import torch
 
+from sampler.schedules import check_number
+
 from .mixture import GaussianMixture, check_abar
 
 __all__ = [
@@ -81,13 +83,7 @@ def check_reward(reward, dim: int) -> None:
 
 
 def _check_weight(w) -> float:
-    try:
-        w = float(w)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"the guidance weight w must be a number, got {w!r}") from None
-    if not math.isfinite(w):
-        raise ValueError(f"the guidance weight w must be finite, got {w}")
-    return w
+    return check_number(w, "the guidance weight w")
 
 
 def _min_quadratic_form(mixture: GaussianMixture, u: torch.Tensor) -> torch.Tensor:

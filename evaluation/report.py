@@ -38,6 +38,7 @@ from .cases import CASES, DEFAULT_CASES, Case
 from .density import output_density, tilted_start, vp_start
 from .distances import distances, tilted_target
 from .field_errors import field_errors
+from .io import check_writable_dir, write_atomically
 
 __all__ = ["CaseResult", "FIELD_METHODS", "DENSITY_METHODS", "compute_case", "regression_entries",
            "regression_table", "REGEN_COMMAND"]
@@ -193,24 +194,6 @@ def _versions() -> dict:
             "scipy": scipy.__version__}
 
 
-def _writable_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and check it takes a file, before minutes of work are spent."""
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write-test"
-    probe.write_text("")
-    probe.unlink()
-    return path
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("report"), help="directory for report.json and report.md")
@@ -221,9 +204,9 @@ def main(argv=None) -> None:
                          "(tests/evaluation/regression_table.json)")
     args = ap.parse_args(argv)
     try:  # fail on an unusable output before computing anything
-        _writable_dir(args.out)
+        check_writable_dir(args.out)
         if args.write_regression_table is not None:
-            _writable_dir(args.write_regression_table.resolve().parent)
+            check_writable_dir(args.write_regression_table.resolve().parent)
     except OSError as err:
         ap.error(f"cannot write the output: {err}")
     torch.set_num_threads(1)
@@ -234,10 +217,10 @@ def main(argv=None) -> None:
     md = markdown(results, cases)
     print(md)
     print(f"(all exact, {time.perf_counter() - start:.1f} s)")
-    _write_atomically(args.out / "report.json", json.dumps(to_json(results, cases), indent=1))
-    _write_atomically(args.out / "report.md", md + "\n")
+    write_atomically(args.out / "report.json", json.dumps(to_json(results, cases), indent=1))
+    write_atomically(args.out / "report.md", md + "\n")
     if args.write_regression_table is not None:
-        _write_atomically(args.write_regression_table, json.dumps(regression_table(results, cases), indent=1) + "\n")
+        write_atomically(args.write_regression_table, json.dumps(regression_table(results, cases), indent=1) + "\n")
         print(f"wrote {args.write_regression_table}")
 
 

@@ -43,6 +43,8 @@ from typing import NamedTuple, Union
 
 import torch
 
+from .schedules import check_number
+
 __all__ = [
     "Path",
     "PathPoint",
@@ -68,19 +70,9 @@ T_NOISE_CAP = 1.0 - 1e-4
 Times = Union[float, torch.Tensor]
 
 
-def _number(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a single number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
-
-
 def check_time(t) -> float:
     """``t`` as a float, or ``ValueError`` unless it is a number in [0, 1]."""
-    v = _number("t", t)
+    v = check_number(t, "t")
     if not 0.0 <= v <= 1.0:
         raise ValueError(f"t must lie in [0, 1], got {v}")
     return v
@@ -127,7 +119,7 @@ class Path(ABC):
 
     def time_of_sigma(self, sigma) -> float:
         """The time whose contract level is ``sigma`` (> 0, finite, within the path's range)."""
-        s = _number("sigma", sigma)
+        s = check_number(sigma, "sigma")
         if s <= 0:
             raise ValueError(f"sigma must be > 0, got {s}")
         t = self._time(s)
@@ -158,7 +150,7 @@ class VPPath(Path):
     beta_max: float = 20.0
 
     def __post_init__(self):
-        lo, hi = _number("beta_min", self.beta_min), _number("beta_max", self.beta_max)
+        lo, hi = check_number(self.beta_min, "beta_min"), check_number(self.beta_max, "beta_max")
         if not 0 < lo <= hi:
             raise ValueError(f"need 0 < beta_min <= beta_max, got beta_min={lo}, beta_max={hi}")
         object.__setattr__(self, "beta_min", lo)
@@ -187,7 +179,7 @@ class VEPath(Path):
     sigma_max: float = 80.0
 
     def __post_init__(self):
-        v = _number("sigma_max", self.sigma_max)
+        v = check_number(self.sigma_max, "sigma_max")
         if v <= 0:
             raise ValueError(f"sigma_max must be > 0, got {v}")
         object.__setattr__(self, "sigma_max", v)
@@ -258,7 +250,7 @@ def shift_times(t: Times, shift: float) -> Times:
     """SD3's timestep shift (Esser et al. 2024, sec. 5.3.2; diffusers' ``FlowMatchEulerDiscreteScheduler``):
     ``t' = shift t / (1 + (shift - 1) t)``; ``shift > 1`` spends more steps at high noise. On the linear path
     it multiplies the contract level: ``s' = shift s``. A float gives a float, else a float64 tensor."""
-    k = _number("shift", shift)
+    k = check_number(shift, "shift")
     if k <= 0:
         raise ValueError(f"shift must be > 0, got {k}")
     if isinstance(t, (int, float)) and not isinstance(t, bool):
@@ -284,7 +276,7 @@ def logit_normal_times(n: int, mean: float = 0.0, std: float = 1.0) -> torch.Ten
     training density of ``t``, Esser et al. 2024, sec. 3.1): ``t_i = sigmoid(mean + std Phi^-1(1 - i/n))``, from
     1 down to 0. [n + 1] float64"""
     n = _check_steps(n)
-    m, sd = _number("mean", mean), _number("std", std)
+    m, sd = check_number(mean, "mean"), check_number(std, "std")
     if sd <= 0:
         raise ValueError(f"std must be > 0, got {sd}")
     u = 1.0 - torch.arange(n + 1, dtype=torch.float64) / n

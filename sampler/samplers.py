@@ -32,6 +32,7 @@ from typing import Callable, Optional
 import torch
 
 from .model import Denoiser
+from .schedules import check_number
 
 __all__ = ["SAMPLERS", "Step", "ddpm", "ddim", "euler", "heun", "sample", "vp_prior", "ve_prior", "check_sigmas",
            "ddim_coefficients"]
@@ -139,7 +140,7 @@ def ddim(
 ) -> torch.Tensor:
     """DDIM with stochasticity ``eta`` in [0, 1] (0: deterministic, 1: DDPM). Returns [N, ...]."""
     s = _check_inputs(denoiser, x_start, sigmas)
-    eta = float(eta)
+    eta = check_number(eta, "eta")
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
     with torch.no_grad():

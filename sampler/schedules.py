@@ -16,6 +16,7 @@ from typing import NamedTuple
 import torch
 
 __all__ = [
+    "check_number",
     "VPSchedule",
     "PriorMismatch",
     "abar_to_sigma",
@@ -23,6 +24,21 @@ __all__ = [
     "karras_sigmas",
     "prior_mismatch",
 ]
+
+
+def check_number(value, name: str) -> float:
+    """``value`` as a finite float, or ``ValueError`` naming ``name``: the one validator of scalar arguments
+    (levels, weights, times, steps) in every package. Python/numpy numbers and one-element tensors pass;
+    booleans and strings are refused rather than silently read as 1.0 or parsed."""
+    if isinstance(value, (bool, str, bytes)) or (hasattr(value, "dtype") and str(value.dtype) == "bool"):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(f"{name} must be a single number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    return v
 
 
 def _as_float64(x) -> torch.Tensor:

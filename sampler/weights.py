@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Union
 
+from .schedules import check_number
+
 __all__ = [
     "WeightSchedule",
     "Constant",
@@ -32,18 +34,8 @@ __all__ = [
 WeightSchedule = Callable[[float], float]
 
 
-def _finite(name: str, value) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    return v
-
-
 def _sigma(sigma) -> float:
-    s = _finite("sigma", sigma)
+    s = check_number(sigma, "sigma")
     if s < 0:
         raise ValueError(f"sigma must be >= 0, got {s}")
     return s
@@ -51,12 +43,12 @@ def _sigma(sigma) -> float:
 
 def w_to_s(w: float) -> float:
     """Cond-anchored weight ``w`` (``eps_c + w (eps_c - eps_u)``) to the lerp scale ``s = w + 1``."""
-    return _finite("w", w) + 1.0
+    return check_number(w, "w") + 1.0
 
 
 def s_to_w(s: float) -> float:
     """Lerp scale ``s`` (``eps_u + s (eps_c - eps_u)``, EDM2 / diffusers) to the library's ``w = s - 1``."""
-    return _finite("s", s) - 1.0
+    return check_number(s, "s") - 1.0
 
 
 @dataclass(frozen=True)
@@ -66,7 +58,7 @@ class Constant:
     w: float
 
     def __post_init__(self):
-        object.__setattr__(self, "w", _finite("w", self.w))
+        object.__setattr__(self, "w", check_number(self.w, "w"))
 
     def __call__(self, sigma: float) -> float:
         _sigma(sigma)
@@ -86,7 +78,7 @@ class LinearRamp:
 
     def __post_init__(self):
         for name in ("w_start", "w_end", "sigma_min", "sigma_max"):
-            object.__setattr__(self, name, _finite(name, getattr(self, name)))
+            object.__setattr__(self, name, check_number(getattr(self, name), name))
         if not 0 <= self.sigma_min < self.sigma_max:
             raise ValueError(f"need 0 <= sigma_min < sigma_max, got sigma_min={self.sigma_min}, sigma_max={self.sigma_max}")
 
@@ -108,7 +100,7 @@ class Cosine:
 
     def __post_init__(self):
         for name in ("w", "s", "sigma_max"):
-            object.__setattr__(self, name, _finite(name, getattr(self, name)))
+            object.__setattr__(self, name, check_number(getattr(self, name), name))
         if self.s <= 0:
             raise ValueError(f"the power s must be positive, got {self.s}")
         if self.sigma_max <= 0:
@@ -130,7 +122,7 @@ class Interval:
 
     def __post_init__(self):
         for name in ("w", "sigma_lo", "sigma_hi"):
-            object.__setattr__(self, name, _finite(name, getattr(self, name)))
+            object.__setattr__(self, name, check_number(getattr(self, name), name))
         if self.sigma_lo < 0:
             raise ValueError(f"sigma_lo must be >= 0, got {self.sigma_lo}")
         if self.sigma_lo > self.sigma_hi:

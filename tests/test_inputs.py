@@ -1,0 +1,65 @@
+"""Scalar arguments go through one validator (sampler.schedules.check_number): booleans and strings are
+refused with a ValueError naming the argument, not read as 1.0 or parsed (issue 11, defect 17)."""
+import pytest
+import torch
+
+import analytic as A
+from sampler import CFG, Constant, MixtureModel, bind, ddim, get_path, shift_times
+from sampler.schedules import check_number
+
+
+@pytest.mark.parametrize("bad", [True, False, "0.5", b"1", float("nan"), float("inf"), None, [0.5], torch.tensor([1.0, 2.0])])
+def test_check_number_refuses(bad):
+    with pytest.raises(ValueError, match="x must"):
+        check_number(bad, "x")
+
+
+def test_check_number_accepts_numbers():
+    import numpy as np
+
+    assert check_number(2, "x") == 2.0 and check_number(np.float32(0.5), "x") == 0.5
+    assert check_number(torch.tensor(0.25, dtype=torch.float64), "x") == 0.25
+
+
+def test_public_routines_name_the_argument():
+    p = A.get_preset("paper_1d")
+    x = torch.zeros(2, 1, dtype=torch.float64)
+    with pytest.raises(ValueError, match="abar must be a number"):
+        p.cond.eps(x, "0.5")
+    with pytest.raises(ValueError, match="abar must be a number"):
+        A.optimal_guidance(p.cond, A.CFGReward(p.cond, p.uncond, 1.0), x, True)
+    with pytest.raises(ValueError, match="guidance weight w must be a number"):
+        A.CFGReward(p.cond, p.uncond, True)
+    with pytest.raises(ValueError, match="w must be a number"):
+        Constant(True)
+    with pytest.raises(ValueError, match="shift must be a number"):
+        shift_times(0.5, "3")
+    with pytest.raises(ValueError, match="beta_min must be a number"):
+        get_path("vp", beta_min=True)
+    m = MixtureModel({0: p.cond, None: p.uncond})
+    with pytest.raises(ValueError, match="eta must be a number"):
+        ddim(CFG(bind(m, 0), bind(m, None), 1.0), x, torch.tensor([1.0, 0.0]), eta="0.5")
+
+
+def test_entry_points_refuse_an_unwritable_output_before_computing(tmp_path, capsys):
+    """A file where the output folder should be: one clear line, exit status 2, no traceback, no work."""
+    import paper_plots
+    from evaluation import report
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for main in (report.main, paper_plots.main):
+        with pytest.raises(SystemExit) as e:
+            main(["--out", str(blocker / "sub")])
+        assert e.value.code == 2
+        assert "cannot write" in capsys.readouterr().err
+
+
+def test_write_atomically_leaves_no_temporary_file(tmp_path):
+    from evaluation.io import write_atomically
+
+    write_atomically(tmp_path / "a.json", "{}")
+    assert (tmp_path / "a.json").read_text() == "{}" and not list(tmp_path.glob("*.tmp"))
+    with pytest.raises(OSError):
+        write_atomically(tmp_path / "missing" / "a.json", "{}")
+    assert not list(tmp_path.rglob("*.tmp"))
