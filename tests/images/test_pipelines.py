@@ -8,7 +8,7 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from images.pipelines import LatentPipeline, load_dit_pipeline, load_sd_pipeline, schedule_from_config  # noqa: E402
+from images.pipelines import LatentPipeline, load_dit_pipeline, load_sd_pipeline  # noqa: E402
 from sampler import VModel, VPSchedule  # noqa: E402
 
 LATENT_C, LATENT = 4, 4  # latents 4 x 4 x 4, images 3 x 8 x 8
@@ -125,12 +125,3 @@ def test_clear_errors_for_incomplete_directories(tmp_path, dit_dir):
     (broken / "vae").symlink_to(dit_dir / "vae")
     with pytest.raises(ValueError, match="could not load"):
         load_dit_pipeline(broken)
-
-
-def test_schedule_from_config():
-    assert torch.allclose(schedule_from_config({"beta_schedule": "linear"}).abar, VPSchedule.standard().abar)
-    assert torch.allclose(schedule_from_config({"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 50}).abar,
-                          VPSchedule.cosine(50).abar)
-    assert schedule_from_config({"trained_betas": [0.1, 0.2]}).T == 2
-    with pytest.raises(ValueError, match="beta_schedule"):
-        schedule_from_config({"beta_schedule": "sigmoid"})
