@@ -26,9 +26,8 @@ sys.path.insert(0, HERE)
 
 from reg_overhead import PAPER, cpu_peak_extra  # noqa: E402
 
-from images.sweep import levels  # noqa: E402
 from images.train import DEFAULT_CHECKPOINT, WEAK_CHECKPOINT, load_model, resolve_device  # noqa: E402
-from sampler import CFG, REG, AutoGuidance, bind, ddpm, vp_prior  # noqa: E402
+from sampler import CFG, REG, AutoGuidance, bind, ddpm, sampling_levels, vp_prior  # noqa: E402
 
 METHODS = ("none", "paper", "vjp", "jvp", "fd")
 
@@ -94,7 +93,7 @@ def main(argv=None) -> None:
     sigma = float(model.schedule.sigmas[300])
     g = torch.Generator(device=device).manual_seed(0)
     for n in ((64,) if a.quick else (16, 200)):
-        x = torch.randn(n, 1, 8, 8, generator=g, device=device) * (1 + sigma**2) ** 0.5
+        x = vp_prior(torch.randn(n, 1, 8, 8, generator=g, device=device), sigma)  # x_t ~ N(0, I) in VP units
         labels = torch.arange(n, device=device) % 10
         for kind in ("CFG", "AutoG"):
             fns = {m: make(kind, m, model, weak, labels) for m in METHODS}
@@ -107,7 +106,7 @@ def main(argv=None) -> None:
                 print(f"  {m:6s} {t[m] * 1e3:8.2f} {t[m] / t['none']:7.2f} {mem[m][0] / mem['none'][0]:12.2f} "
                       f"{mem[m][1] / mem['none'][1]:12.2f}")
     # whole sampling runs, as in the sweep (DDPM, 16 levels, batch 200)
-    sig = levels(model.schedule, "ddpm", 16)
+    sig = sampling_levels(model.schedule, "ddpm", 16)
     n = 64 if a.quick else 200
     labels = torch.arange(n, device=device) % 10
     x0 = vp_prior(torch.randn(n, 1, 8, 8, generator=g, device=device), float(sig[0]))
