@@ -20,7 +20,7 @@ from images.train import (  # noqa: E402
     train_unet,
 )
 from images.unet import DigitsUNet, UNetConfig  # noqa: E402
-from sampler import CFG, REG, EpsModel, bind  # noqa: E402
+from sampler import CFG, REG, EpsModel, bind, vp_prior  # noqa: E402
 
 TINY = UNetConfig(width=8, groups=4, emb_dim=16)
 
@@ -113,7 +113,7 @@ def test_shipped_checkpoints_through_the_contract_and_reg():
     assert model.net.config.width > weak.net.config.width
     sig = float(model.schedule.sigmas[300])
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 1, 8, 8, generator=g) * math.sqrt(1 + sig**2)
+    x = vp_prior(torch.randn(4, 1, 8, 8, generator=g), sig)  # x_t ~ N(0, I) in VP units
     labels = torch.tensor([0, 3, 5, 9])
     cfg = CFG(bind(model, labels), bind(model, None), 2.0)
     d_c = bind(model, labels)(x, sig)
