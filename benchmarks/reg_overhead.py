@@ -23,6 +23,7 @@ vjp, relative to the guided prediction and to the REG correction itself.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import statistics
@@ -31,6 +32,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -128,21 +130,27 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_methods(case: Case, repeats: int, device) -> dict:
-    fns = {m: guided(case, m) for m in case.methods}
+def time_calls(calls: dict[str, Callable[[], object]], repeats: int, device, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each zero-argument call, interleaved: every repeat runs all of them, starting one
+    further along each time, so load on a shared machine hits all alike. No gradients are recorded."""
+    names = list(calls)
+    times = {m: [] for m in names}
     with torch.no_grad():
-        for f in fns.values():  # warm-up
-            f(case.x, case.sigma)
-        times = {m: [] for m in case.methods}
+        if warmup:
+            for f in calls.values():
+                f()
         for r in range(repeats):
-            order = case.methods[r % len(case.methods):] + case.methods[: r % len(case.methods)]
-            for m in order:
+            for m in names[r % len(names):] + names[: r % len(names)]:
                 _sync(device)
                 t0 = time.perf_counter()
-                fns[m](case.x, case.sigma)
+                calls[m]()
                 _sync(device)
                 times[m].append(time.perf_counter() - t0)
     return {m: statistics.median(v) for m, v in times.items()}
+
+
+def time_methods(case: Case, repeats: int, device) -> dict:
+    return time_calls({m: functools.partial(guided(case, m), case.x, case.sigma) for m in case.methods}, repeats, device)
 
 
 @contextmanager
@@ -218,16 +226,13 @@ def time_sampler_runs(repeats: int, device, quick: bool) -> dict:
         for est in ("vjp", "fd"):
             runs[f"reg-{est}/{wname}"] = REG(CFG(cond, uncond, w), est)
     x = vp_prior(torch.randn(250 if quick else 1000, 2, device=device), float(sig[0]))
-    times = {k: [] for k in runs}
-    for r in range(max(3, repeats // 3)):
-        for k, den in runs.items():
-            g = torch.Generator(device=device).manual_seed(r)
-            _sync(device)
-            t0 = time.perf_counter()
-            ddpm(den, x, sig, generator=g)
-            _sync(device)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return time_calls({k: ddpm_run(den, x, sig, device) for k, den in runs.items()}, max(3, repeats // 3), device,
+                      warmup=False)
+
+
+def ddpm_run(den, x: torch.Tensor, sig: torch.Tensor, device) -> Callable[[], torch.Tensor]:
+    """One whole DDPM run of ``den`` from ``x`` as a zero-argument call (fixed noise seed)."""
+    return lambda: ddpm(den, x, sig, generator=torch.Generator(device=device).manual_seed(0))
 
 
 def analytic_accuracy() -> list[tuple]:

@@ -98,14 +98,11 @@ def test_checkpoint_validation(tmp_path):
         load_classifier(path)
 
 
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    with pytest.raises(ValueError, match="device"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            resolve_device("cuda")
+def test_resolve_device_is_the_sampler_one():
+    """images re-exports sampler.resolve_device (tested in tests/sampler), not a copy."""
+    import sampler
+
+    assert resolve_device is sampler.resolve_device
 
 
 def test_shipped_checkpoints_through_the_contract_and_reg():
