@@ -169,40 +169,38 @@ class LatentPipeline:
         return Generated(z, self.decode(z))
 
 
+def _load_parts(path: str | os.PathLike, kind: str, net_class: str, net_dir: str, device, dtype):
+    """``(denoiser network, VAE, scheduler config)`` of a pipeline folder of ``kind`` ("dit" / "sd")."""
+    diffusers = _require_diffusers()
+    root = _check_dir(path, (net_dir, "vae"), {"dit": "DiT", "sd": "Stable-Diffusion-style"}[kind])
+    dev = resolve_device(device)
+    net = forward_ad_compatible(_load(getattr(diffusers, net_class), root, net_dir, dev, dtype))
+    vae = _load(diffusers.AutoencoderKL, root, "vae", dev, dtype)
+    if int(vae.config.latent_channels) != int(net.config.in_channels):
+        raise ValueError(f"{str(root)!r}: the denoiser takes {net.config.in_channels} latent channels, "
+                         f"the VAE makes {vae.config.latent_channels}")
+    return net, vae, _scheduler_config(root, kind)
+
+
+def _pipeline(kind: str, adapter: Callable, net: torch.nn.Module, vae: torch.nn.Module, config: dict,
+              num_classes: Optional[int]) -> LatentPipeline:
+    size = net.config.sample_size
+    size = int(size if isinstance(size, int) else size[0])
+    return LatentPipeline(kind, _contract_model(adapter, schedule_from_diffusers_config(config), config), vae,
+                          float(vae.config.scaling_factor), (int(net.config.in_channels), size, size), num_classes)
+
+
 def load_dit_pipeline(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32) -> LatentPipeline:
     """A DiT pipeline folder (``transformer/``, ``vae/``, optional ``scheduler/``) as a ``LatentPipeline``."""
-    diffusers = _require_diffusers()
-    root = _check_dir(path, ("transformer", "vae"), "DiT")
-    dev = resolve_device(device)
-    transformer = forward_ad_compatible(_load(diffusers.DiTTransformer2DModel, root, "transformer", dev, dtype))
-    vae = _load(diffusers.AutoencoderKL, root, "vae", dev, dtype)
-    _check_latents(transformer.config.in_channels, vae, root)
+    transformer, vae, config = _load_parts(path, "dit", "DiTTransformer2DModel", "transformer", device, dtype)
     adapter = DiTAdapter(transformer)
-    size = int(transformer.config.sample_size)
-    config = _scheduler_config(root, "dit")
-    return LatentPipeline("dit", _contract_model(adapter, schedule_from_diffusers_config(config), config), vae,
-                          float(vae.config.scaling_factor), (int(transformer.config.in_channels), size, size), adapter.num_classes)
+    return _pipeline("dit", adapter, transformer, vae, config, adapter.num_classes)
 
 
 def load_sd_pipeline(path: str | os.PathLike, *, null_embedding: Optional[torch.Tensor] = None,
                      device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LatentPipeline:
     """A Stable-Diffusion-style folder (``unet/``, ``vae/``, optional ``scheduler/``) as a
     ``LatentPipeline`` whose ``cond`` is a prompt embedding (``null_embedding`` for ``cond=None``)."""
-    diffusers = _require_diffusers()
-    root = _check_dir(path, ("unet", "vae"), "Stable-Diffusion-style")
-    dev = resolve_device(device)
-    unet = forward_ad_compatible(_load(diffusers.UNet2DConditionModel, root, "unet", dev, dtype))
-    vae = _load(diffusers.AutoencoderKL, root, "vae", dev, dtype)
-    _check_latents(unet.config.in_channels, vae, root)
-    adapter = SDUNetAdapter(unet, null_embedding)
-    size = unet.config.sample_size
-    size = int(size if isinstance(size, int) else size[0])
-    config = _scheduler_config(root, "sd")
-    return LatentPipeline("sd", _contract_model(adapter, schedule_from_diffusers_config(config), config), vae,
-                          float(vae.config.scaling_factor), (int(unet.config.in_channels), size, size), None)
-
-
-def _check_latents(channels: int, vae: torch.nn.Module, root: Path) -> None:
-    if int(vae.config.latent_channels) != int(channels):
-        raise ValueError(f"{str(root)!r}: the denoiser takes {channels} latent channels, the VAE makes {vae.config.latent_channels}")
+    unet, vae, config = _load_parts(path, "sd", "UNet2DConditionModel", "unet", device, dtype)
+    return _pipeline("sd", SDUNetAdapter(unet, null_embedding), unet, vae, config, None)
