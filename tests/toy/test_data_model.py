@@ -99,6 +99,7 @@ def test_model_contract_is_the_ddpm_eps_network(tiny):
         sig = s.sigmas[t].item()
         expect = x - sig * net(x * math.sqrt(s.abar[t].item()), torch.full((6,), t), 0)
         assert torch.allclose(model(x, sig, 0), expect, atol=1e-12)
+    torch.testing.assert_close(toy_model(net, s, device="cpu")(x, sig, 0), model(x, sig, 0), rtol=0, atol=0)
     with pytest.raises(ValueError, match="not a level"):
         model(x, 0.123, 0)
     with pytest.raises(ValueError, match="VPSchedule"):
