@@ -8,7 +8,7 @@ contract adapter :func:`toy_model` (bind a label with ``sampler.bind``); the cha
 from .checkpoints import (CHECKPOINT_DIR, Checkpoint, available_checkpoints, checkpoint_path, load_checkpoint,
                           load_pretrained, save_checkpoint)
 from .data import NULL_LABEL, ROLES, ToyData, make_data, num_classes, role_mixture
-from .model import MLP, MLPConfig, SinusoidalEmbedding, net_device, net_eps_fn, toy_model
+from .model import MLP, MLPConfig, SinusoidalEmbedding, eps_fn, net_device, net_eps_fn, toy_model  # eps_fn: deprecated
 from .fields import Fields, exact_fields, trained_fields
 from .golden import GoldenComparison, MCGolden, check_steps, compare_goldens, grid_golden, mc_golden
 from .quality import EpsError, W1Result, eps_error, sample_w1, w1_to_mixture

@@ -19,6 +19,7 @@ exact machinery (``analytic.chain_golden``) can differentiate through a network 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -171,3 +172,18 @@ def net_eps_fn(net: Callable, cond: Any, schedule: VPSchedule, *, device: str | 
     ``schedule``: the form :func:`analytic.chain_golden` and :func:`toy.mc_golden` take, derived from the one
     adapter, ``analytic.eps_from_denoiser(sampler.bind(toy_model(net, schedule), cond), schedule)``."""
     return eps_from_denoiser(bind(toy_model(net, schedule, device=device), cond), schedule)
+
+
+def eps_fn(net: Callable, cond: Any) -> EpsFn:
+    """Deprecated: use :func:`net_eps_fn` ``(net, cond, schedule)``, the eps derived from the one adapter.
+
+    Kept only while ``figures/trained_1d.py`` still imports it (the package ``figures`` would not import
+    otherwise); delete it with that import. ``t`` goes to the network as given (no schedule)."""
+    warnings.warn("toy.eps_fn(net, cond) is deprecated; use toy.net_eps_fn(net, cond, schedule)", DeprecationWarning,
+                  stacklevel=2)
+    on = _OnDevice(net, net_device(net))
+
+    def f(x: torch.Tensor, t: int) -> torch.Tensor:
+        return on(x, torch.full((x.shape[0],), int(t), dtype=torch.long, device=x.device), cond)
+
+    return f

@@ -134,3 +134,15 @@ def test_default_configs_are_the_papers():
     w = default_config("correlated_2d", "weak")
     assert w.model.dim == 2 and w.model.width < c.model.width and w.epochs < c.epochs
     assert torch.allclose(c.schedule.abar, VPSchedule.paper_1d().abar)
+
+
+def test_deprecated_eps_fn_warns_and_equals_the_derived_one(tiny):
+    """toy.eps_fn stays only while figures/trained_1d.py imports it: it warns and gives net_eps_fn's values."""
+    import toy
+
+    s = VPSchedule.paper_1d()
+    net = MLP(tiny)
+    x = torch.linspace(-1, 2, 7, dtype=torch.float64)[:, None]
+    with pytest.warns(DeprecationWarning, match="net_eps_fn"):
+        old = toy.eps_fn(net, 0)
+    torch.testing.assert_close(old(x, 9), net_eps_fn(net, 0, s)(x, 9), rtol=0, atol=1e-12)
