@@ -13,10 +13,9 @@ The REG paper reports 1.21x-1.88x runtime and 1.21x-1.71x memory on GPUs with Di
 from __future__ import annotations
 
 import argparse
+import functools
 import os
-import statistics
 import sys
-import time
 
 import torch
 
@@ -24,40 +23,18 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
-from reg_overhead import PAPER, cpu_peak_extra  # noqa: E402
+from reg_overhead import PAPER, cpu_peak_extra, ddpm_run, time_calls  # noqa: E402
 
-from images.sweep import levels  # noqa: E402
 from images.train import DEFAULT_CHECKPOINT, WEAK_CHECKPOINT, load_model, resolve_device  # noqa: E402
-from sampler import CFG, REG, AutoGuidance, bind, ddpm, vp_prior  # noqa: E402
+from sampler import CFG, REG, AutoGuidance, bind, sampling_levels, vp_prior  # noqa: E402
 
 METHODS = ("none", "paper", "vjp", "jvp", "fd")
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make(kind: str, method: str, model, weak, labels, w: float = 1.0):
     cond = bind(model, labels)
     g = CFG(cond, bind(model, None), w) if kind == "CFG" else AutoGuidance(cond, bind(weak, labels), w)
     return g if method == "none" else REG(g, method)
-
-
-def time_calls(fns: dict, x, sigma, repeats: int, device) -> dict:
-    names = list(fns)
-    with torch.no_grad():
-        for f in fns.values():
-            f(x, sigma)  # warm-up
-        times = {m: [] for m in names}
-        for r in range(repeats):
-            for m in names[r % len(names):] + names[: r % len(names)]:
-                _sync(device)
-                t0 = time.perf_counter()
-                fns[m](x, sigma)
-                _sync(device)
-                times[m].append(time.perf_counter() - t0)
-    return {m: statistics.median(v) for m, v in times.items()}
 
 
 def peak_memory(fn, x, sigma, param_bytes: int, device) -> tuple:
@@ -94,11 +71,11 @@ def main(argv=None) -> None:
     sigma = float(model.schedule.sigmas[300])
     g = torch.Generator(device=device).manual_seed(0)
     for n in ((64,) if a.quick else (16, 200)):
-        x = torch.randn(n, 1, 8, 8, generator=g, device=device) * (1 + sigma**2) ** 0.5
+        x = vp_prior(torch.randn(n, 1, 8, 8, generator=g, device=device), sigma)  # x_t ~ N(0, I) in VP units
         labels = torch.arange(n, device=device) % 10
         for kind in ("CFG", "AutoG"):
             fns = {m: make(kind, m, model, weak, labels) for m in METHODS}
-            t = time_calls(fns, x, sigma, repeats, device)
+            t = time_calls({m: functools.partial(f, x, sigma) for m, f in fns.items()}, repeats, device)
             mem = {m: peak_memory(f, x, sigma, pbytes[kind], device) for m, f in fns.items()}
             print(f"\n{kind}, batch {n}: {t['none'] * 1e3:.2f} ms/call, peak extra {mem['none'][0] / 2**20:.2f} MiB, "
                   f"total {mem['none'][1] / 2**20:.2f} MiB")
@@ -107,21 +84,12 @@ def main(argv=None) -> None:
                 print(f"  {m:6s} {t[m] * 1e3:8.2f} {t[m] / t['none']:7.2f} {mem[m][0] / mem['none'][0]:12.2f} "
                       f"{mem[m][1] / mem['none'][1]:12.2f}")
     # whole sampling runs, as in the sweep (DDPM, 16 levels, batch 200)
-    sig = levels(model.schedule, "ddpm", 16)
+    sig = sampling_levels(model.schedule, "ddpm", 16)
     n = 64 if a.quick else 200
     labels = torch.arange(n, device=device) % 10
     x0 = vp_prior(torch.randn(n, 1, 8, 8, generator=g, device=device), float(sig[0]))
-    runs = {m: make("CFG", m, model, weak, labels) for m in METHODS}
-    times = {m: [] for m in METHODS}
-    for r in range(2 if a.quick else 3):
-        for m, den in runs.items():
-            gen = torch.Generator(device=device).manual_seed(r)
-            _sync(device)
-            t0 = time.perf_counter()
-            ddpm(den, x0, sig, generator=gen)
-            _sync(device)
-            times[m].append(time.perf_counter() - t0)
-    med = {m: statistics.median(v) for m, v in times.items()}
+    runs = {m: ddpm_run(make("CFG", m, model, weak, labels), x0, sig, device) for m in METHODS}
+    med = time_calls(runs, 2 if a.quick else 3, device, warmup=False)
     print(f"\nwhole DDPM runs, CFG w = 1, 16 levels, batch {n}:")
     for m in METHODS:
         print(f"  {m:6s} {med[m]:7.2f} s  {med[m] / med['none']:5.2f}x")

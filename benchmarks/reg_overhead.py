@@ -2,14 +2,15 @@
 
     python benchmarks/reg_overhead.py [--repeats 9] [--threads 1] [--device cpu|cuda] [--quick]
 
-Networks: an MLP of the toy's size (the REG paper's 1-D toy architecture: sinusoidal embeddings of x at
+Networks: the toy MLP (``toy.MLP``, the REG paper's 1-D toy architecture: sinusoidal embeddings of x at
 scale 25 and of t, width 128, 3 residual GELU blocks; separate conditional and unconditional networks;
 here with d = 2 and a batch of 1000 points) and a small conv UNet (32/64 channels, GroupNorm + SiLU,
-class and time embeddings, 3 x 32 x 32, batch 8). One guided denoiser call at a mid noise level is timed;
+class and time embeddings (``toy.SinusoidalEmbedding``), 3 x 32 x 32, batch 8). One guided denoiser call at a mid noise level is timed;
 methods are interleaved within every repeat so load on the machine hits all of them alike, and the
 median is reported as a ratio to CFG.
 
-Memory: on CPU the peak of tensor bytes allocated during one call (torch profiler, ``profile_memory``),
+Memory: on CPU the peak of tensor bytes allocated during one call (torch profiler, ``profile_memory``;
+the profiler backend's own log lines are kept off the terminal, so only the tables are printed),
 reported as "extra" (activations, graphs and outputs of the call) and "total" (extra + parameters +
 input), the analogue of ``torch.cuda.max_memory_allocated`` which is used on CUDA.
 
@@ -22,50 +23,29 @@ vjp, relative to the guided prediction and to the REG correction itself.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import math
 import os
 import statistics
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from sampler import CFG, REG, EpsModel, Interval, MixtureModel, VPSchedule, bind, ddpm, vp_prior  # noqa: E402
+from toy import MLP, MLPConfig, SinusoidalEmbedding  # noqa: E402
 
 PAPER = {"runtime": (1.21, 1.88), "memory": (1.21, 1.71)}
 TARGETS = {"paper": (2.0, None), "vjp": (2.0, None), "jvp": (1.6, 1.3), "fd": (1.6, 1.3)}
 
 
-# --- networks --------------------------------------------------------------------------------------
-def sinusoidal(v: torch.Tensor, dim: int, scale: float) -> torch.Tensor:
-    """The toy's embedding: ``[sin(scale v f), cos(scale v f)]``, ``f_k = exp(-k ln(1e4)/(dim/2 - 1))``. [N, dim]"""
-    half = dim // 2
-    f = torch.exp(-math.log(1e4) * torch.arange(half, device=v.device, dtype=v.dtype) / (half - 1))
-    a = scale * v[:, None] * f
-    return torch.cat([torch.sin(a), torch.cos(a)], dim=1)
-
-
-class ToyMLP(torch.nn.Module):
-    def __init__(self, d: int = 2, width: int = 128, blocks: int = 3):
-        super().__init__()
-        self.d, self.width = d, width
-        self.inp = torch.nn.Linear(width * d + width, width)
-        self.blocks = torch.nn.ModuleList(torch.nn.Linear(width, width) for _ in range(blocks))
-        self.out = torch.nn.Linear(width, d)
-
-    def forward(self, x, t, cond):
-        emb = [sinusoidal(x[:, i], self.width, 25.0) for i in range(self.d)] + [sinusoidal(t.to(x.dtype), self.width, 1.0)]
-        h = torch.nn.functional.gelu(self.inp(torch.cat(emb, 1)))
-        for lin in self.blocks:
-            h = h + torch.nn.functional.gelu(lin(h))
-        return self.out(h)
-
-
+# --- networks ---------------------------------------------------------------------------------------
 class ResBlock(torch.nn.Module):
     def __init__(self, cin: int, cout: int, emb: int):
         super().__init__()
@@ -85,7 +65,7 @@ class SmallUNet(torch.nn.Module):
 
     def __init__(self, c: int = 3, ch: tuple = (32, 64), n_classes: int = 2, emb: int = 128):
         super().__init__()
-        self.emb_dim = emb
+        self.t_emb = SinusoidalEmbedding(emb, 1.0)
         self.t_mlp = torch.nn.Sequential(torch.nn.Linear(emb, emb), torch.nn.SiLU(), torch.nn.Linear(emb, emb))
         self.label = torch.nn.Embedding(n_classes, emb)
         self.inp = torch.nn.Conv2d(c, ch[0], 3, padding=1)
@@ -96,7 +76,7 @@ class SmallUNet(torch.nn.Module):
 
     def forward(self, x, t, cond):
         lab = torch.full((x.shape[0],), 0 if cond is None else 1, dtype=torch.long, device=x.device)
-        e = self.t_mlp(sinusoidal(t.to(x.dtype), self.emb_dim, 1.0)) + self.label(lab)
+        e = self.t_mlp(self.t_emb(t.to(x.dtype))) + self.label(lab)
         h0 = self.inp(x)
         h1 = self.d1(h0, e)  # [N, 32, H, W]
         h2 = self.d2(torch.nn.functional.avg_pool2d(h1, 2), e)  # [N, 64, H/2, W/2]
@@ -121,7 +101,7 @@ def make_cases(device: torch.device, quick: bool) -> list[Case]:
     torch.manual_seed(0)
     cases = []
     sched = VPSchedule.paper_1d()
-    c_net, u_net = ToyMLP().to(device), ToyMLP().to(device)
+    c_net, u_net = MLP(MLPConfig(dim=2)).to(device), MLP(MLPConfig(dim=2)).to(device)
     mlp_c, mlp_u = EpsModel(c_net, sched), EpsModel(u_net, sched)
     n = 250 if quick else 1000
     x = torch.randn(n, 2, device=device)
@@ -150,28 +130,49 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def time_methods(case: Case, repeats: int, device) -> dict:
-    fns = {m: guided(case, m) for m in case.methods}
+def time_calls(calls: dict[str, Callable[[], object]], repeats: int, device, warmup: bool = True) -> dict[str, float]:
+    """Median seconds of each zero-argument call, interleaved: every repeat runs all of them, starting one
+    further along each time, so load on a shared machine hits all alike. No gradients are recorded."""
+    names = list(calls)
+    times = {m: [] for m in names}
     with torch.no_grad():
-        for f in fns.values():  # warm-up
-            f(case.x, case.sigma)
-        times = {m: [] for m in case.methods}
+        if warmup:
+            for f in calls.values():
+                f()
         for r in range(repeats):
-            order = case.methods[r % len(case.methods):] + case.methods[: r % len(case.methods)]
-            for m in order:
+            for m in names[r % len(names):] + names[: r % len(names)]:
                 _sync(device)
                 t0 = time.perf_counter()
-                fns[m](case.x, case.sigma)
+                calls[m]()
                 _sync(device)
                 times[m].append(time.perf_counter() - t0)
     return {m: statistics.median(v) for m, v in times.items()}
+
+
+def time_methods(case: Case, repeats: int, device) -> dict:
+    return time_calls({m: functools.partial(guided(case, m), case.x, case.sigma) for m in case.methods}, repeats, device)
+
+
+@contextmanager
+def _quiet_fd2():
+    """Send file descriptor 2 to /dev/null inside the block: the profiler's C++ backend writes its
+    start/stop log lines there, below Python's ``sys.stderr`` (no environment variable turns them off)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def cpu_peak_extra(fn, x, sigma) -> int:
     """Peak of tensor bytes allocated during one call, from the profiler's memory events."""
     from torch.profiler import ProfilerActivity, profile
 
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _quiet_fd2(), torch.no_grad(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         out = fn(x, sigma)
         del out
     with tempfile.TemporaryDirectory() as tmp:
@@ -214,8 +215,8 @@ def time_sampler_runs(repeats: int, device, quick: bool) -> dict:
     half of the levels, CFG vs REG-vjp / REG-fd. Interleaved, median seconds per run."""
     torch.manual_seed(1)
     sched = VPSchedule.paper_1d()
-    sig = sched.sigmas.flip(0)
-    c_net, u_net = ToyMLP().to(device), ToyMLP().to(device)
+    sig = sched.sampling_sigmas()
+    c_net, u_net = MLP(MLPConfig(dim=2)).to(device), MLP(MLPConfig(dim=2)).to(device)
     cond, uncond = bind(EpsModel(c_net, sched), 0), bind(EpsModel(u_net, sched), None)
     mid = float(sig[len(sig) // 2])
     weights = {"const": 2.0, "interval": Interval(2.0, 0.0, mid)}  # guidance only on the lower half of the levels
@@ -225,16 +226,13 @@ def time_sampler_runs(repeats: int, device, quick: bool) -> dict:
         for est in ("vjp", "fd"):
             runs[f"reg-{est}/{wname}"] = REG(CFG(cond, uncond, w), est)
     x = vp_prior(torch.randn(250 if quick else 1000, 2, device=device), float(sig[0]))
-    times = {k: [] for k in runs}
-    for r in range(max(3, repeats // 3)):
-        for k, den in runs.items():
-            g = torch.Generator(device=device).manual_seed(r)
-            _sync(device)
-            t0 = time.perf_counter()
-            ddpm(den, x, sig, generator=g)
-            _sync(device)
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+    return time_calls({k: ddpm_run(den, x, sig, device) for k, den in runs.items()}, max(3, repeats // 3), device,
+                      warmup=False)
+
+
+def ddpm_run(den, x: torch.Tensor, sig: torch.Tensor, device) -> Callable[[], torch.Tensor]:
+    """One whole DDPM run of ``den`` from ``x`` as a zero-argument call (fixed noise seed)."""
+    return lambda: ddpm(den, x, sig, generator=torch.Generator(device=device).manual_seed(0))
 
 
 def analytic_accuracy() -> list[tuple]:

@@ -13,13 +13,17 @@ Wall and CPU (process) times are both printed: the machine may be shared. Not a 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 import time
 
 import torch
 
-import analytic as A
-from sampler.schedules import VPSchedule
-from toy import default_config, eps_fn, grid_golden, load_pretrained, mc_golden, train
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # this checkout's packages
+
+import analytic as A  # noqa: E402
+from sampler.schedules import VPSchedule  # noqa: E402
+from toy import default_config, grid_golden, load_pretrained, mc_golden, net_eps_fn, train_network  # noqa: E402
 
 
 def timed(fn):
@@ -31,7 +35,7 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--skip-train", action="store_true")
-    ap.add_argument("--threads", type=int, default=2, help="threads for the goldens")
+    ap.add_argument("--threads", type=int, default=1, help="threads for the goldens (1: as the figures and report)")
     ap.add_argument("--train-threads", type=int, default=1, help="threads for training (1 is fastest here)")
     ap.add_argument("--mc-points", type=int, default=200)
     ap.add_argument("--rollouts", type=int, default=100)
@@ -40,7 +44,7 @@ def main() -> None:
 
     if not args.skip_train:
         cfg = default_config("paper_1d", "cond")
-        r, wall, cpu = timed(lambda: train(cfg, device="cpu", progress=False, threads=args.train_threads))
+        r, wall, cpu = timed(lambda: train_network(cfg, device="cpu", progress=False, threads=args.train_threads))
         print(f"1. training paper_1d/cond, {cfg.epochs} epochs x {cfg.n_samples // cfg.batch_size} steps "
               f"(batch {cfg.batch_size}), {args.train_threads} thread(s): {wall:.1f} s wall, {cpu:.1f} s CPU, "
               f"final loss {r.losses[-1]:.4f}   target < 120 s: {'met' if wall < 120 else 'NOT met'}\n")
@@ -55,34 +59,36 @@ def main() -> None:
     grid, g_wall, g_cpu = timed(lambda: grid_golden(net, 0, reward.log_r0, s, x).golden)
     stride = max(1, 1000 // args.mc_points)
     idx = torch.arange(0, 1000, stride)
-    f = eps_fn(net, 0)
+    f = net_eps_fn(net, 0, s)
     mc, m_wall, m_cpu = timed(lambda: mc_golden(f, reward.log_r0, s, x[idx, None], n_rollouts=args.rollouts, seed=0,
                                                progress=True).golden)
     det = mc_golden(f, reward.log_r0, s, x[idx, None], deterministic=True).golden
     scale = 1000 / idx.numel()
 
-    def err(a, b):  # [T, N, 1]: mean over points and steps, and the worst step's mean
-        e = (a - b).abs().mean(dim=(1, 2))
+    steps = tuple(range(1, s.T + 1))
+    gaps = A.step_gaps(ref, {"grid": grid}, steps)  # per-step mean |golden - reference| [T]
+    gaps_mc = A.step_gaps(ref[:, idx], {"mc": mc, "det": det}, steps)
+
+    def err(e):  # mean over steps, and the worst step's mean
         return e.mean().item(), e.max().item()
 
     print(f"2. golden of the trained paper_1d network, 1000 points x 20 steps (w = 1); reference: 4x finer grid, "
           f"48 nodes ({ref_wall:.1f} s)")
     print(f"{'method':<44} {'wall s':>9} {'CPU s':>9} {'mean|err|':>10} {'worst step':>11}")
-    e = err(grid, ref)
+    e = err(gaps.of("grid"))
     print(f"{'exact grid recursion (chain_golden)':<44} {g_wall:>9.2f} {g_cpu:>9.2f} {e[0]:>10.2e} {e[1]:>11.2e}")
-    e = err(mc, ref[:, idx])
+    e = err(gaps_mc.of("mc"))
     print(f"{f'Monte Carlo, {args.rollouts} rollouts (x{scale:g} for 1000 pts)':<44} {m_wall * scale:>9.1f} "
           f"{m_cpu * scale:>9.1f} {e[0]:>10.2e} {e[1]:>11.2e}")
-    e = err(det, ref[:, idx])
+    e = err(gaps_mc.of("det"))
     print(f"{'one deterministic rollout (the paper (d))':<44} {'':>9} {'':>9} {e[0]:>10.2e} {e[1]:>11.2e}")
     print(f"speed-up of the grid recursion over Monte Carlo: {m_wall * scale / g_wall:.0f}x wall, "
           f"{m_cpu * scale / g_cpu:.0f}x CPU   (target >= 100x with a smaller error: "
-          f"{'met' if m_wall * scale / g_wall >= 100 and err(grid, ref)[0] < err(mc, ref[:, idx])[0] else 'NOT met'})")
+          f"{'met' if m_wall * scale / g_wall >= 100 and gaps.of('grid').mean() < gaps_mc.of('mc').mean() else 'NOT met'})")
     print(f"mean |golden| for scale: {ref.abs().mean().item():.3f}")
     print("\nper step t: mean |MC - ref|, |grid - ref|")
-    emc = (mc - ref[:, idx]).abs().mean(dim=(1, 2))
-    egr = (grid - ref).abs().mean(dim=(1, 2))
-    print("  ".join(f"t={t}: {a:.1e}/{b:.1e}" for t, a, b in zip(range(1, 21), emc.tolist(), egr.tolist())))
+    print("  ".join(f"t={t}: {a:.1e}/{b:.1e}" for t, a, b in zip(steps, gaps_mc.of("mc").tolist(),
+                                                                   gaps.of("grid").tolist())))
 
 
 if __name__ == "__main__":

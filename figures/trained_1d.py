@@ -15,7 +15,7 @@ import torch
 
 from analytic import CFGReward, get_preset
 from sampler.schedules import VPSchedule
-from toy import eps_fn, grid_golden, load_pretrained, mc_golden, trained_fields
+from toy import grid_golden, load_pretrained, mc_golden, net_eps_fn, trained_fields
 
 from . import curves_1d
 from .style import COLORS, LABELS, save, style
@@ -48,7 +48,7 @@ def compute(quick: bool = False) -> Trained1D:
     x = torch.linspace(-1, 2, n, dtype=torch.float64)
     grid = grid_golden(net_c, 0, reward.log_r0, sched, x).golden[..., 0]
     mc_x = x[:: (30 if quick else 10)]
-    mc = mc_golden(eps_fn(net_c, 0), reward.log_r0, sched, mc_x[:, None], steps=STEPS, n_rollouts=100, seed=0)
+    mc = mc_golden(net_eps_fn(net_c, 0, sched), reward.log_r0, sched, mc_x[:, None], steps=STEPS, n_rollouts=100, seed=0)
     f = trained_fields(net_c, 0, net_u, None, 1.0, sched, x[:, None])
     return Trained1D(x.numpy(), grid.numpy(), mc_x.numpy(), mc.golden[..., 0].numpy(), f.present[..., 0].numpy(),
                      f.reg_paper[..., 0].numpy(), curves_1d.compute(quick))

@@ -16,7 +16,8 @@ from .adapters import (
 from .flow import SD3Adapter, TextCondition, scheduler_sigmas, tiny_sd3, tiny_text_condition
 
 # The digits path (issue 7): data, a compact class-conditional UNet, training and checkpoints, the
-# download-free metrics, the guidance sweep, and latent pipelines loaded from a local directory.
+# download-free metrics, the guidance sweep (running: images.sweep; statistics and files:
+# images.sweep_stats; its figure: figures.digits_pareto), and latent pipelines loaded from a local directory.
 from .classifier import ClassifierConfig, DigitsClassifier, load_classifier, train_classifier
 from .data import DigitsSplit, load_digits_split
 from .metrics import DigitsEvaluator, Scores, class_accuracy, feature_stats, frechet_distance, inception_score

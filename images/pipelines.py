@@ -11,8 +11,9 @@ every load is ``local_files_only``):
   so no tokenizer is needed; ``None`` is the null (empty-prompt) embedding, which must be supplied
   once as ``null_embedding`` (SD's own is the text encoder's output for ``""``).
 
-The scheduler's ``scheduler_config.json`` gives the training schedule (``beta_schedule`` ``linear``,
-``scaled_linear`` or ``squaredcos_cap_v2``, or ``trained_betas``) and the parameterisation
+The scheduler's ``scheduler_config.json`` gives the training schedule (read by
+:func:`sampler.schedule_from_diffusers_config`: ``beta_schedule`` ``linear``, ``scaled_linear`` or
+``squaredcos_cap_v2``, or ``trained_betas``) and the parameterisation
 (``prediction_type`` ``epsilon`` -> ``EpsModel``, ``v_prediction`` -> ``VModel``); without a scheduler
 folder DiT's (linear 1e-4..0.02) or SD's (scaled linear 0.00085..0.012) defaults are used, with eps
 prediction. Sampling runs in latent space; ``LatentPipeline.decode`` maps latents to images through the
@@ -22,7 +23,6 @@ the missing part.
 from __future__ import annotations
 
 import json
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +31,7 @@ from typing import Any, Callable, NamedTuple, Optional
 import torch
 
 from sampler import CFG, REG, Unguided, bind
+from sampler.levels import sampling_levels, schedule_from_diffusers_config
 from sampler.model import EpsModel, VModel
 from sampler.samplers import sample, vp_prior
 from sampler.schedules import VPSchedule
@@ -38,29 +39,12 @@ from sampler.schedules import VPSchedule
 from .adapters import DiTAdapter, require_diffusers, forward_ad_compatible
 from .train import resolve_device
 
-__all__ = ["LatentPipeline", "Generated", "SDUNetAdapter", "load_dit_pipeline", "load_sd_pipeline", "schedule_from_config"]
+__all__ = ["LatentPipeline", "Generated", "SDUNetAdapter", "load_dit_pipeline", "load_sd_pipeline"]
 
 _DEFAULTS = {
     "dit": {"beta_schedule": "linear", "beta_start": 1e-4, "beta_end": 0.02, "num_train_timesteps": 1000},
     "sd": {"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000},
 }
-
-
-def schedule_from_config(config: dict) -> VPSchedule:
-    """The ``VPSchedule`` of a diffusers scheduler configuration (``ValueError`` for unknown kinds)."""
-    T = int(config.get("num_train_timesteps", 1000))
-    if config.get("trained_betas") is not None:
-        return VPSchedule.from_betas(torch.tensor(config["trained_betas"], dtype=torch.float64))
-    kind = config.get("beta_schedule", "linear")
-    b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
-    if kind == "linear":
-        return VPSchedule.linear(T, b0, b1)
-    elif kind == "scaled_linear":
-        return VPSchedule.from_betas(torch.linspace(math.sqrt(b0), math.sqrt(b1), T, dtype=torch.float64) ** 2)
-    elif kind == "squaredcos_cap_v2":
-        return VPSchedule.cosine(T)
-    else:
-        raise ValueError(f"unsupported beta_schedule {kind!r}; supported: linear, scaled_linear, squaredcos_cap_v2")
 
 
 def _scheduler_config(root: Path, kind: str) -> dict:
@@ -176,51 +160,47 @@ class LatentPipeline:
                  generator: Optional[torch.Generator] = None, progress: bool = False) -> Generated:
         """Sample ``n`` latents with ``denoiser`` (from :meth:`guidance`, or any guidance on ``model``) on
         ``steps`` levels of the training schedule, then decode them."""
-        from .sweep import levels  # noqa: PLC0415
-
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"n must be a positive integer, got {n!r}")
         p = next(self.vae.parameters())
-        sig = levels(self.model.schedule, sampler, steps)
+        sig = sampling_levels(self.model.schedule, sampler, steps)
         noise = torch.randn((n, *self.latent_shape), generator=generator, device=p.device, dtype=p.dtype)
         z = sample(sampler, denoiser, vp_prior(noise, float(sig[0])), sig, generator=generator, progress=progress)
         return Generated(z, self.decode(z))
 
 
+def _load_parts(path: str | os.PathLike, kind: str, net_class: str, net_dir: str, device, dtype):
+    """``(denoiser network, VAE, scheduler config)`` of a pipeline folder of ``kind`` ("dit" / "sd")."""
+    diffusers = require_diffusers()
+    root = _check_dir(path, (net_dir, "vae"), {"dit": "DiT", "sd": "Stable-Diffusion-style"}[kind])
+    dev = resolve_device(device)
+    net = forward_ad_compatible(_load(getattr(diffusers, net_class), root, net_dir, dev, dtype))
+    vae = _load(diffusers.AutoencoderKL, root, "vae", dev, dtype)
+    if int(vae.config.latent_channels) != int(net.config.in_channels):
+        raise ValueError(f"{str(root)!r}: the denoiser takes {net.config.in_channels} latent channels, "
+                         f"the VAE makes {vae.config.latent_channels}")
+    return net, vae, _scheduler_config(root, kind)
+
+
+def _pipeline(kind: str, adapter: Callable, net: torch.nn.Module, vae: torch.nn.Module, config: dict,
+              num_classes: Optional[int]) -> LatentPipeline:
+    size = net.config.sample_size
+    size = int(size if isinstance(size, int) else size[0])
+    return LatentPipeline(kind, _contract_model(adapter, schedule_from_diffusers_config(config), config), vae,
+                          float(vae.config.scaling_factor), (int(net.config.in_channels), size, size), num_classes)
+
+
 def load_dit_pipeline(path: str | os.PathLike, *, device: str | torch.device = "cpu",
                       dtype: torch.dtype = torch.float32) -> LatentPipeline:
     """A DiT pipeline folder (``transformer/``, ``vae/``, optional ``scheduler/``) as a ``LatentPipeline``."""
-    diffusers = require_diffusers()
-    root = _check_dir(path, ("transformer", "vae"), "DiT")
-    dev = resolve_device(device)
-    transformer = forward_ad_compatible(_load(diffusers.DiTTransformer2DModel, root, "transformer", dev, dtype))
-    vae = _load(diffusers.AutoencoderKL, root, "vae", dev, dtype)
-    _check_latents(transformer.config.in_channels, vae, root)
+    transformer, vae, config = _load_parts(path, "dit", "DiTTransformer2DModel", "transformer", device, dtype)
     adapter = DiTAdapter(transformer)
-    size = int(transformer.config.sample_size)
-    config = _scheduler_config(root, "dit")
-    return LatentPipeline("dit", _contract_model(adapter, schedule_from_config(config), config), vae,
-                          float(vae.config.scaling_factor), (int(transformer.config.in_channels), size, size), adapter.num_classes)
+    return _pipeline("dit", adapter, transformer, vae, config, adapter.num_classes)
 
 
 def load_sd_pipeline(path: str | os.PathLike, *, null_embedding: Optional[torch.Tensor] = None,
                      device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32) -> LatentPipeline:
     """A Stable-Diffusion-style folder (``unet/``, ``vae/``, optional ``scheduler/``) as a
     ``LatentPipeline`` whose ``cond`` is a prompt embedding (``null_embedding`` for ``cond=None``)."""
-    diffusers = require_diffusers()
-    root = _check_dir(path, ("unet", "vae"), "Stable-Diffusion-style")
-    dev = resolve_device(device)
-    unet = forward_ad_compatible(_load(diffusers.UNet2DConditionModel, root, "unet", dev, dtype))
-    vae = _load(diffusers.AutoencoderKL, root, "vae", dev, dtype)
-    _check_latents(unet.config.in_channels, vae, root)
-    adapter = SDUNetAdapter(unet, null_embedding)
-    size = unet.config.sample_size
-    size = int(size if isinstance(size, int) else size[0])
-    config = _scheduler_config(root, "sd")
-    return LatentPipeline("sd", _contract_model(adapter, schedule_from_config(config), config), vae,
-                          float(vae.config.scaling_factor), (int(unet.config.in_channels), size, size), None)
-
-
-def _check_latents(channels: int, vae: torch.nn.Module, root: Path) -> None:
-    if int(vae.config.latent_channels) != int(channels):
-        raise ValueError(f"{str(root)!r}: the denoiser takes {channels} latent channels, the VAE makes {vae.config.latent_channels}")
+    unet, vae, config = _load_parts(path, "sd", "UNet2DConditionModel", "unet", device, dtype)
+    return _pipeline("sd", SDUNetAdapter(unet, null_embedding), unet, vae, config, None)

@@ -4,10 +4,14 @@
         [--seeds 0 1 2] [--n-samples 200] [--checkpoint PATH] [--weak PATH] [--classifier PATH]
     python -m images.run --replot [same options]     # table and plot again from rows.csv, no sampling
 
-Writes ``pareto.png`` (FD-digits against the score), ``table.md`` (best FD per method and estimator,
-mean ± std over seeds, paired difference to no REG), ``rows.csv`` (every run) and ``samples.png``
-(unguided, CFG and CFG + REG digits from one seed) to ``--out``. The checkpoints default to the ones
-shipped in ``images/checkpoints`` (retrain with ``python -m images.train`` and ``python -m images.classifier``).
+Writes ``pareto.png`` / ``pareto.pdf`` (FD-digits against the score, :mod:`figures.digits_pareto`),
+``table.md`` (best FD per method and estimator, mean ± std over seeds, paired difference to no REG),
+``rows.csv`` (every run) and ``samples.png`` (unguided, CFG and CFG + REG digits from one seed) to
+``--out``. The checkpoints default to the ones shipped in ``images/checkpoints`` (retrain with
+``python -m images.train`` and ``python -m images.classifier``).
+
+This is an entry point: like ``paper_plots.py`` it sits above every package, so it may use the figures
+(imported inside :func:`main`) and choose matplotlib's file backend; the library modules never do.
 """
 from __future__ import annotations
 
@@ -17,57 +21,51 @@ import math
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
+
+from sampler import Unguided, bind, sample, sampling_levels, vp_prior
 
 from .classifier import DEFAULT_CLASSIFIER, load_classifier
 from .data import load_digits_split, to_unit_range
 from .metrics import DigitsEvaluator
-from .sweep import (
-    QUICK,
-    SweepConfig,
-    SweepResult,
-    best_per_method,
-    compute,
-    levels,
-    make_guidance,
-    markdown_table,
-    plot_pareto,
-    read_csv,
-    summarize,
-    write_csv,
-)
+from .sweep import QUICK, SweepConfig, SweepResult, make_guidance, reference_images, run_shipped
+from .sweep_stats import best_per_method, markdown_table, read_csv, summarize, write_csv
 from .train import DEFAULT_CHECKPOINT, WEAK_CHECKPOINT, load_model, resolve_device
 
 
-def _samples_figure(model, cfg: SweepConfig, best, labels, device, path: Path) -> None:
-    """One seed, DDPM: unguided, vanilla CFG and CFG + REG (paper) at their best weights."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    from sampler import Unguided, bind, sample, vp_prior  # noqa: PLC0415
-
-    m = model
-    sig = levels(m.schedule, "ddpm", dict(cfg.steps)["ddpm"])
-    panels = [("unguided", Unguided(bind(m, labels)))]
+def sample_panels(model, cfg: SweepConfig, best: list, labels: torch.Tensor, device) -> list[tuple[str, np.ndarray]]:
+    """One seed, DDPM: unguided, vanilla CFG and CFG + REG (paper) at their best weights -> [(title, grid)],
+    each grid ``[rows * 8, 80]`` in [0, 1] (rows of ten digits 0..9)."""
+    sig = sampling_levels(model.schedule, "ddpm", dict(cfg.steps)["ddpm"])
+    panels = [("unguided", Unguided(bind(model, labels)))]
     for est in ("none", "paper"):
         b = [s for s in best if s.sampler == "ddpm" and s.method == "vanilla" and s.estimator == est]
         if b:
             panels.append((f"CFG w={b[0].w:g}" + ("" if est == "none" else " + REG " + est),
-                           make_guidance("vanilla", est, b[0].w, m, None, labels, cfg)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4))
-    for ax, (title, den) in zip(axes, panels):
+                           make_guidance("vanilla", est, b[0].w, model, None, labels, cfg)))
+    out = []
+    for title, den in panels:
         g = torch.Generator(device=device).manual_seed(0)
         x = vp_prior(torch.randn((labels.shape[0], 1, 8, 8), generator=g, device=device), float(sig[0]))
         x = to_unit_range(sample("ddpm", den, x, sig, generator=g)).cpu()
-        grid = x.reshape(-1, 10, 8, 8).permute(0, 2, 1, 3).reshape(-1, 80)  # rows of 10 digits 0..9
-        ax.imshow(grid.numpy(), cmap="gray_r", vmin=0, vmax=1)
+        out.append((title, x.reshape(-1, 10, 8, 8).permute(0, 2, 1, 3).reshape(-1, 80).numpy()))
+    return out
+
+
+def plot_panels(panels: list[tuple[str, np.ndarray]], path: Path) -> Path:
+    """The digit grids of :func:`sample_panels` side by side (plotting only)."""
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.4), squeeze=False)
+    for ax, (title, grid) in zip(axes[0], panels):
+        ax.imshow(grid, cmap="gray_r", vmin=0, vmax=1)
         ax.set_title(title, fontsize=8)
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)
+    return path
 
 
 def main(argv=None) -> None:
@@ -89,6 +87,11 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if not (a.sweep or a.replot):
         p.error("nothing to do: pass --sweep (with --quick for a short run) or --replot")
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")  # entry point: files only, no display
+    from figures import digits_pareto  # noqa: PLC0415  (the entry point sits above the figures)
+
     if a.threads:
         torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
@@ -100,26 +103,25 @@ def main(argv=None) -> None:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 
-    data = load_digits_split()
-    evaluator = DigitsEvaluator(load_classifier(a.classifier, device), data.test_x)
-    g = torch.Generator().manual_seed(1234)
-    ref_train = data.train_x[torch.randperm(data.train_x.shape[0], generator=g)[: cfg.n_samples]]
     if a.replot:
-        res = SweepResult(cfg, read_csv(out / "rows.csv"), evaluator.evaluate(ref_train), math.nan)
+        data = load_digits_split()
+        evaluator = DigitsEvaluator(load_classifier(a.classifier, device), data.test_x)
+        res = SweepResult(cfg, read_csv(out / "rows.csv"), evaluator.evaluate(reference_images(data, cfg.n_samples)),
+                          math.nan)
         (out / "table.md").write_text(markdown_table(res))
-        plot_pareto(res, out / "pareto.png")
+        digits_pareto.plot(digits_pareto.from_result(res), out, name="pareto")
         print(markdown_table(res))
         return
-    model, weak = load_model(a.checkpoint, device), load_model(a.weak, device)
     print(f"device {device}, {torch.get_num_threads()} thread(s), {cfg.n_runs()} sampling runs")
     t0 = time.perf_counter()
-    res = compute(model, weak, evaluator, cfg, device=device, reference_train=ref_train)
+    res = run_shipped(cfg, device=device, checkpoint=a.checkpoint, weak=a.weak, classifier=a.classifier)
     table = markdown_table(res)
     (out / "table.md").write_text(table)
     write_csv(res, out / "rows.csv")
-    plot_pareto(res, out / "pareto.png")
+    digits_pareto.plot(digits_pareto.from_result(res), out, name="pareto")
     labels = torch.arange(30, device=device) % 10
-    _samples_figure(model, cfg, best_per_method(summarize(res)), labels, device, out / "samples.png")
+    panels = sample_panels(load_model(a.checkpoint, device), cfg, best_per_method(summarize(res)), labels, device)
+    plot_panels(panels, out / "samples.png")
     print(table)
     print(f"wrote {out}/table.md, pareto.png, rows.csv, samples.png in {time.perf_counter() - t0:.0f} s")
 

@@ -220,7 +220,7 @@ def load_model(
     path: str | os.PathLike = DEFAULT_CHECKPOINT, device: str | torch.device = "cpu", steps: Optional[int] = None
 ) -> EpsModel:
     """A checkpoint as a contract model ``EpsModel(net, schedule)``; ``steps`` respaces the schedule
-    (the sampler then walks ``model.schedule.sigmas.flip(0)``)."""
+    (the sampler then walks ``model.schedule.sampling_sigmas()``)."""
     net, sched = load_unet(path, device)
     return EpsModel(net, sched if steps is None else sched.respace(steps))
 

@@ -39,7 +39,7 @@ class Checkpoint(NamedTuple):
 
 
 def save_checkpoint(result: TrainResult, path: str | Path) -> Path:
-    """Write ``result`` (from :func:`toy.training.train`) to ``path``; returns the path."""
+    """Write ``result`` (from :func:`toy.training.train_network`) to ``path``; returns the path."""
     c = result.config
     train_cfg = {f.name: getattr(c, f.name) for f in dataclasses.fields(c) if f.name != "model"}
     state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in result.net.state_dict().items()}

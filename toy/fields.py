@@ -2,15 +2,18 @@
 
 All fields are in eps units (the term added to ``eps_c``), exactly as :func:`analytic.guidance_fields`
 defines them (THEORY.md section 6), at step ``t`` with ``c = sqrt(1 - abar_t)`` and
-``J = d eps_c / d x_t`` of the *trained* conditional network (autograd, one pass per dimension):
+``J = d eps_c / d x_t`` of the *trained* conditional network (:func:`analytic.batch_jacobian`, reverse mode
+for all points at once):
 
 - ``present``: ``g = w (eps_c - eps_ref)`` (CFG with the unconditional network or the null label; AutoG with
   the weak network);
-- ``reg_paper``: ``g * (1 - c J^T 1)``; ``reg_vjp``: ``g - c J^T g``; ``reg_diag``: ``g * (1 - c diag J)``.
+- ``reg_paper``: ``g * (1 - c J^T 1)``; ``reg_vjp``: ``g - c J^T g``; ``reg_diag``: ``g * (1 - c diag J)``
+  (:func:`analytic.fields.reg_corrections`, the one eps-form formula).
 
-:func:`exact_fields` gives the same four fields of the analytic mixture on the same points and steps, and
-:func:`field_errors` the per-step mean ``|golden - field|`` (optionally weighted), so the trained and exact
-cases can be shown side by side against their goldens (:mod:`toy.golden`, :func:`analytic.chain_golden`).
+:func:`exact_fields` gives the same four fields of the analytic mixture on the same points and steps. The
+per-step error table against a golden is :func:`analytic.step_gaps` (``step_gaps(golden, f.by_method(),
+f.steps)``), so the trained and exact cases are compared by one routine (:mod:`toy.golden`,
+:func:`analytic.chain_golden` give their goldens).
 """
 from __future__ import annotations
 
@@ -19,17 +22,20 @@ from typing import Any, NamedTuple
 
 import torch
 
-from analytic import GaussianMixture, guidance_fields
+from analytic import GaussianMixture, batch_jacobian, guidance_fields
 from analytic.fields import reg_corrections
 from sampler.schedules import VPSchedule
 
-from .model import eps_fn
+from .golden import check_steps
+from .model import net_eps_fn
 
-__all__ = ["Fields", "FieldErrors", "trained_fields", "exact_fields", "field_errors"]
+__all__ = ["Fields", "METHODS", "trained_fields", "exact_fields"]
+
+METHODS = ("present", "reg_paper", "reg_vjp", "reg_diag")
 
 
 class Fields(NamedTuple):
-    """Guidance fields at points [N, d] for steps ``steps``; each field [S, N, d] float64."""
+    """Guidance fields at points [N, d] for steps ``steps`` (ascending as given); each field [S, N, d] float64."""
 
     steps: tuple[int, ...]
     abar: torch.Tensor  # [S]
@@ -38,23 +44,9 @@ class Fields(NamedTuple):
     reg_vjp: torch.Tensor
     reg_diag: torch.Tensor
 
-
-class FieldErrors(NamedTuple):
-    """Per-step mean ``|golden - field|`` (eps units, Euclidean norm over dimensions); each [S]."""
-
-    present: torch.Tensor
-    reg_paper: torch.Tensor
-    reg_vjp: torch.Tensor
-    reg_diag: torch.Tensor
-    golden_size: torch.Tensor  # mean |golden|, for scale
-
-
-def _steps(schedule: VPSchedule, steps) -> tuple[int, ...]:
-    steps = tuple(range(1, schedule.T + 1)) if steps is None else tuple(int(s) for s in steps)
-    for s in steps:
-        if not 1 <= s <= schedule.T:
-            raise ValueError(f"steps must lie in 1..{schedule.T}, got {s}")
-    return steps
+    def by_method(self) -> dict[str, torch.Tensor]:
+        """``{method: field [S, N, d]}`` for :func:`analytic.step_gaps`."""
+        return {m: getattr(self, m) for m in METHODS}
 
 
 def _points(x) -> torch.Tensor:
@@ -69,56 +61,30 @@ def trained_fields(net_c: Any, cond_c: Any, net_ref: Any, cond_ref: Any, w: floa
     """Fields of trained networks at points ``x`` [N, d]: ``g = w (eps_c - eps_ref)`` and REG's corrections.
 
     CFG: ``net_ref`` the unconditional network with ``cond_ref=None`` (or the joint network with ``None``);
-    AutoG: ``net_ref`` the weak network with the conditional label.
+    AutoG: ``net_ref`` the weak network with the conditional label. Both reach the chain's eps through
+    their contract adapter (:func:`toy.net_eps_fn`).
     """
     w = float(w)
     if not math.isfinite(w):
         raise ValueError(f"w must be finite, got {w}")
     x = _points(x)
-    steps = _steps(schedule, steps)
-    fc, fr = eps_fn(net_c, cond_c), eps_fn(net_ref, cond_ref)
-    out = {k: [] for k in ("present", "reg_paper", "reg_vjp", "reg_diag")}
-    d = x.shape[1]
+    steps = check_steps(schedule, steps)
+    fc, fr = net_eps_fn(net_c, cond_c, schedule), net_eps_fn(net_ref, cond_ref, schedule)
+    out = {m: [] for m in METHODS}
     for t in steps:
         c = math.sqrt(1 - schedule.abar[t].item())
-        xr = x.clone().requires_grad_(True)
-        e_c = fc(xr, t).to(torch.float64)
-        rows = [torch.autograd.grad(e_c[:, i].sum(), xr, retain_graph=i + 1 < d)[0] for i in range(d)]
-        J = torch.stack(rows, dim=1).detach()  # [N, d, d], J[n, i, j] = d eps_i / d x_j
+        J = batch_jacobian(lambda z: fc(z, t).to(torch.float64), x).detach()  # [N, d, d], J[n, i, j] = d eps_i / d x_j
         with torch.no_grad():
-            g = w * (e_c.detach() - fr(x, t).to(torch.float64))
+            g = w * (fc(x, t).to(torch.float64) - fr(x, t).to(torch.float64))
         out["present"].append(g)
-        for name, v in zip(("reg_paper", "reg_vjp", "reg_diag"), reg_corrections(g, J, c)):
+        for name, v in zip(METHODS[1:], reg_corrections(g, J, c)):
             out[name].append(v)
-    return Fields(steps, schedule.abar[list(steps)], *(torch.stack(out[k]) for k in out))
+    return Fields(steps, schedule.abar[list(steps)], *(torch.stack(out[m]) for m in METHODS))
 
 
 def exact_fields(cond: GaussianMixture, reward, schedule: VPSchedule, x, *, steps=None) -> Fields:
     """The same fields of the analytic mixture (exact eps, exact Jacobian) at the same points and steps."""
     x = _points(x)
-    steps = _steps(schedule, steps)
+    steps = check_steps(schedule, steps)
     fs = [guidance_fields(cond, reward, x, schedule.abar[t].item()) for t in steps]
-    return Fields(steps, schedule.abar[list(steps)], *(torch.stack([getattr(f, k) for f in fs])
-                                                        for k in ("present", "reg_paper", "reg_vjp", "reg_diag")))
-
-
-def field_errors(fields: Fields, golden: torch.Tensor, weights: torch.Tensor | None = None) -> FieldErrors:
-    """Per-step mean ``||golden - field||`` with ``golden`` [S, N, d] on the same points (a grid golden
-    [S, n_1, n_2, d] is flattened in 'ij' order); ``weights`` [S, N] or [N] (e.g. ``p_t(x|y)``) weight the mean."""
-    S, N, d = fields.present.shape
-    golden = golden.reshape(golden.shape[0], -1, golden.shape[-1]).to(torch.float64)
-    if golden.shape != (S, N, d):
-        raise ValueError(f"golden has shape {tuple(golden.shape)}, the fields {(S, N, d)}")
-    if weights is None:
-        wts = torch.full((S, N), 1.0 / N, dtype=torch.float64)
-    else:
-        wts = torch.as_tensor(weights, dtype=torch.float64).expand(S, N)
-        if torch.any(wts < 0) or torch.any(wts.sum(1) <= 0):
-            raise ValueError("weights must be non-negative with a positive sum per step")
-        wts = wts / wts.sum(1, keepdim=True)
-
-    def err(f):
-        return ((golden - f).norm(dim=-1) * wts).sum(1)
-
-    return FieldErrors(err(fields.present), err(fields.reg_paper), err(fields.reg_vjp), err(fields.reg_diag),
-                       (golden.norm(dim=-1) * wts).sum(1))
+    return Fields(steps, schedule.abar[list(steps)], *(torch.stack([getattr(f, m) for f in fs]) for m in METHODS))

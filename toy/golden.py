@@ -12,6 +12,10 @@ section 4, "sampler chain"; the reward ``R_0`` is exact, e.g. ``analytic.CFGRewa
 - :func:`grid_golden`: the exact recursion on a grid with the network's eps,
   :func:`analytic.chain_golden` (no sampling noise; interpolation error only).
 
+Both walk the chain with the schedule's own DDPM kernel (``VPSchedule.reverse_mean`` and
+``posterior_variance``), and a network reaches them through its one contract adapter
+(:func:`toy.net_eps_fn`).
+
 :func:`compare_goldens` puts both beside the exact goldens of the analytic mixture (its sampler chain,
 and the ideal chain of :func:`analytic.golden_on_grid`).
 """
@@ -23,14 +27,21 @@ from typing import Any, Callable, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from analytic import ChainGolden, GaussianMixture, chain_golden, golden_on_grid, mixture_eps_fn
+from analytic import ChainGolden, GaussianMixture, chain_golden, golden_on_grid, mixture_eps_fn, step_gaps
 from sampler.schedules import VPSchedule
 
-from .model import eps_fn as net_eps_fn
+from .model import EpsFn, net_eps_fn
 
-__all__ = ["MCGolden", "mc_golden", "grid_golden", "GoldenComparison", "compare_goldens"]
+__all__ = ["MCGolden", "mc_golden", "grid_golden", "GoldenComparison", "compare_goldens", "check_steps"]
 
-EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
+
+def check_steps(schedule: VPSchedule, steps) -> tuple[int, ...]:
+    """``steps`` as a tuple of step indices in 1..T (``None``: every step, ascending); ``ValueError`` otherwise."""
+    steps = tuple(range(1, schedule.T + 1)) if steps is None else tuple(int(s) for s in steps)
+    for s in steps:
+        if not 1 <= s <= schedule.T:
+            raise ValueError(f"steps must lie in 1..{schedule.T}, got {s}")
+    return steps
 
 
 class MCGolden(NamedTuple):
@@ -51,11 +62,10 @@ def _rollout_log_E(f: EpsFn, log_r0, schedule: VPSchedule, x: torch.Tensor, t: i
     n, d = x.shape
     x = x.detach().clone().requires_grad_(True)
     X = x.repeat_interleave(K, dim=0)  # [n K, d]
+    variance = schedule.posterior_variance  # [T + 1]
     for s in range(t, 0, -1):
-        beta, abar, alpha = schedule.betas[s].item(), schedule.abar[s].item(), schedule.alphas[s].item()
-        eps = f(X, s).to(torch.float64)
-        X = (X - beta / math.sqrt(1 - abar) * eps) / math.sqrt(alpha)
-        v = schedule.posterior_variance[s].item()
+        X = schedule.reverse_mean(X, f(X, s).to(torch.float64), s)
+        v = variance[s].item()
         if v > 0 and noise is not None:
             X = X + math.sqrt(v) * noise[s - 1].reshape(X.shape).to(X.device)
     lr = log_r0(X).to(torch.float64).reshape(n, K)
@@ -69,7 +79,7 @@ def mc_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], sch
               progress: bool = False) -> MCGolden:
     """The paper's Monte Carlo golden at points ``x`` [N, d] (float64) for each step in ``steps``.
 
-    ``eps_fn(x, t)``: the network's eps at step index t (:func:`toy.eps_fn`). ``log_r0``: ``log R_0`` [M, d] -> [M]
+    ``eps_fn(x, t)``: the network's eps at step index t (:func:`toy.net_eps_fn`). ``log_r0``: ``log R_0`` [M, d] -> [M]
     (``reward.log_r0``, which includes ``w``). ``chunk``: rollouts evaluated at once (memory bound).
     """
     if int(n_rollouts) != n_rollouts or n_rollouts < 1:
@@ -78,10 +88,7 @@ def mc_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], sch
     x = torch.as_tensor(x, dtype=torch.float64)
     if x.ndim != 2:
         raise ValueError(f"x must have shape [N, d], got {tuple(x.shape)}")
-    steps = tuple(range(1, schedule.T + 1)) if steps is None else tuple(int(s) for s in steps)
-    for s in steps:
-        if not 1 <= s <= schedule.T:
-            raise ValueError(f"steps must lie in 1..{schedule.T}, got {s}")
+    steps = check_steps(schedule, steps)
     g = torch.Generator().manual_seed(int(seed))
     per = max(1, int(chunk) // K)
     logs, grads = [], []
@@ -100,8 +107,9 @@ def mc_golden(eps_fn: EpsFn, log_r0: Callable[[torch.Tensor], torch.Tensor], sch
 
 def grid_golden(net: Any, cond: Any, log_r0, schedule: VPSchedule, axes, **kwargs) -> ChainGolden:
     """The exact sampler-chain golden of the network ``net`` (label ``cond``) on a 1-D/2-D grid:
-    :func:`analytic.chain_golden` with the network's eps (``kwargs``: ``margin``, ``nodes``, ``progress``)."""
-    return chain_golden(net_eps_fn(net, cond), log_r0, schedule, axes, **kwargs)
+    :func:`analytic.chain_golden` with the network's eps, :func:`toy.net_eps_fn` (``kwargs``: ``margin``,
+    ``nodes``, ``progress``)."""
+    return chain_golden(net_eps_fn(net, cond, schedule), log_r0, schedule, axes, **kwargs)
 
 
 class GoldenComparison(NamedTuple):
@@ -121,7 +129,7 @@ class GoldenComparison(NamedTuple):
 
 
 def compare_goldens(net: Any, cond: Any, mixture: GaussianMixture, reward, schedule: VPSchedule, x_axis, *,
-                    n_rollouts: int = 100, seed: int = 0, steps=None, progress: bool = False) -> GoldenComparison:
+                    n_rollouts: int = 100, seed: int = 0, progress: bool = False) -> GoldenComparison:
     """The trained network's golden by Monte Carlo and by the grid recursion, beside the analytic goldens.
 
     ``mixture``: the exact conditional law the network learned; ``reward``: the exact reward (``log_r0``,
@@ -131,7 +139,7 @@ def compare_goldens(net: Any, cond: Any, mixture: GaussianMixture, reward, sched
     if x_axis.ndim != 1 or mixture.dim != 1:
         raise ValueError(f"compare_goldens is for 1-D models on a 1-D axis, got axis shape {tuple(x_axis.shape)}, "
                          f"dimension {mixture.dim}")
-    f = net_eps_fn(net, cond)
+    f = net_eps_fn(net, cond, schedule)
     x = x_axis[:, None]
     grid = chain_golden(f, reward.log_r0, schedule, x_axis, progress=progress)
     mc = mc_golden(f, reward.log_r0, schedule, x, n_rollouts=n_rollouts, seed=seed, progress=progress)
@@ -140,9 +148,8 @@ def compare_goldens(net: Any, cond: Any, mixture: GaussianMixture, reward, sched
     ideal = torch.stack([golden_on_grid(mixture, reward, x_axis, schedule.abar[t].item()).golden
                          for t in range(1, schedule.T + 1)])
 
-    def gap(a, b):
-        return (a - b).abs().mean(dim=tuple(range(1, a.ndim)))
-
-    return GoldenComparison(schedule.abar[1:].clone(), gap(mc.golden, grid.golden), gap(det.golden, grid.golden),
-                            gap(grid.golden, exact.golden), gap(grid.golden, ideal), gap(exact.golden, ideal),
-                            exact.golden.abs().mean(dim=(1, 2)), mc, grid, exact, ideal)
+    steps = check_steps(schedule, None)
+    vs_grid = step_gaps(grid.golden, {"mc": mc.golden, "det": det.golden, "ideal": ideal}, steps)
+    vs_exact = step_gaps(exact.golden, {"grid": grid.golden, "ideal": ideal}, steps)
+    return GoldenComparison(schedule.abar[1:].clone(), vs_grid.of("mc"), vs_grid.of("det"), vs_exact.of("grid"),
+                            vs_grid.of("ideal"), vs_exact.of("ideal"), vs_exact.golden_size, mc, grid, exact, ideal)

@@ -9,23 +9,30 @@
 - trunk: ``Linear(d * emb + emb, width) -> GELU -> n_blocks x [h + GELU(Linear(h))] -> Linear(width, d)``.
 
 The network is queried with the step index ``t = 1..T`` of :class:`sampler.schedules.VPSchedule`
-(the paper's code counts ``k = t - 1``), so :func:`toy_model` is just :class:`sampler.EpsModel`.
+(the paper's code counts ``k = t - 1``), so the one adapter to the model contract, :func:`toy_model`, is
+:class:`sampler.EpsModel` (plus the move to the network's device). Everything else derives from it: a
+sampler takes ``sampler.bind(toy_model(net, schedule), cond)``, and the sampler-chain goldens take its
+``eps_fn(x_vp, t)`` from :func:`analytic.eps_from_denoiser` (:func:`net_eps_fn` composes the two).
 Parameters are float32; inputs of any float dtype are cast in and the output is cast back, so the float64
 exact machinery (``analytic.chain_golden``) can differentiate through a network directly.
 """
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 from torch import nn
 
-from sampler.model import EpsModel
+from analytic import eps_from_denoiser
+from sampler.model import EpsModel, bind
 from sampler.schedules import VPSchedule
 
-__all__ = ["MLPConfig", "MLP", "SinusoidalEmbedding", "toy_model", "eps_fn", "WEAK_CONFIG_1D"]
+__all__ = ["MLPConfig", "MLP", "SinusoidalEmbedding", "toy_model", "net_eps_fn", "net_device", "WEAK_CONFIG_1D"]
+
+EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 
 
 @dataclass(frozen=True)
@@ -129,21 +136,39 @@ class MLP(nn.Module):
         return self.out(self.blocks(h)).to(dtype)
 
 
-def toy_model(net: MLP, schedule: VPSchedule) -> EpsModel:
-    """The network on the model contract ``model(x_ve, sigma, cond) -> x0_hat`` (sigma a level of ``schedule``)."""
-    return EpsModel(net, schedule)
+class _OnDevice:
+    """``net(x, t, cond)`` evaluated on ``device``, the result back on ``x``'s device (differentiable in ``x``)."""
+
+    def __init__(self, net: Callable, device: torch.device | None):
+        self.net, self.device = net, device
+
+    def __call__(self, x: torch.Tensor, t: torch.Tensor, cond: Any) -> torch.Tensor:
+        if self.device is None or x.device == self.device:
+            return self.net(x, t, cond)
+        return self.net(x.to(self.device), t.to(self.device), cond).to(x.device)
 
 
-def eps_fn(net: Callable, cond: Any) -> Callable[[torch.Tensor, int], torch.Tensor]:
-    """``(x_vp [N, d], t) -> eps`` at step index ``t`` with the label ``cond`` bound: the form
-    :func:`analytic.chain_golden` takes. Differentiable in ``x``; ``x`` moves to the network's device (a
-    CUDA network works on CPU grids) and the result comes back on ``x``'s device."""
-    params = list(net.parameters())[:1] if isinstance(net, nn.Module) else []
-    dev = params[0].device if params else None
+def net_device(net: Callable) -> torch.device | None:
+    """Where a network's parameters live (``None`` for a plain callable or a module without parameters)."""
+    p = next(net.parameters(), None) if isinstance(net, nn.Module) else None
+    return None if p is None else p.device
 
-    def f(x: torch.Tensor, t: int) -> torch.Tensor:
-        d = dev or x.device
-        out = net(x.to(d), torch.full((x.shape[0],), int(t), dtype=torch.long, device=d), cond)
-        return out.to(x.device)
 
-    return f
+def toy_model(net: Callable, schedule: VPSchedule, *, device: str | torch.device | None = None) -> EpsModel:
+    """The network on the model contract ``model(x_ve, sigma, cond) -> x0_hat`` (``sigma`` a level of
+    ``schedule``): :class:`sampler.EpsModel`, with every call run on ``device`` (default: where the
+    network's parameters are) and its result returned on the input's device, so a CUDA network works on
+    CPU grids and CPU samplers. ``net(x_vp [N, d], t [N], cond) -> eps [N, d]``."""
+    if not callable(net):
+        raise ValueError(f"net must be callable as net(x_vp, t, cond), got {type(net).__name__}")
+    if not isinstance(schedule, VPSchedule):
+        raise ValueError(f"schedule must be a sampler.VPSchedule, got {type(schedule).__name__}")
+    dev = net_device(net) if device is None else torch.device(device)
+    return EpsModel(_OnDevice(net, dev), schedule)
+
+
+def net_eps_fn(net: Callable, cond: Any, schedule: VPSchedule, *, device: str | torch.device | None = None) -> EpsFn:
+    """``eps_fn(x_vp [N, d], t) -> eps`` of the network with the label ``cond`` bound, at step ``t`` (1..T) of
+    ``schedule``: the form :func:`analytic.chain_golden` and :func:`toy.mc_golden` take, derived from the one
+    adapter, ``analytic.eps_from_denoiser(sampler.bind(toy_model(net, schedule), cond), schedule)``."""
+    return eps_from_denoiser(bind(toy_model(net, schedule, device=device), cond), schedule)

@@ -20,7 +20,7 @@ from analytic import GaussianMixture
 from sampler import bind, ddpm, vp_prior
 from sampler.schedules import VPSchedule
 
-from .model import eps_fn, toy_model
+from .model import net_device, net_eps_fn, toy_model
 
 __all__ = ["EpsError", "W1Result", "eps_error", "sample_w1", "w1_to_mixture"]
 
@@ -45,8 +45,7 @@ def eps_error(net: Any, cond: Any, mixture: GaussianMixture, schedule: VPSchedul
     if int(n) != n or n < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
     g = torch.Generator().manual_seed(seed)
-    f = eps_fn(net, cond)
-    dev = next(net.parameters()).device if hasattr(net, "parameters") else torch.device("cpu")
+    f = net_eps_fn(net, cond, schedule)  # runs on the network's device, answers on the CPU
     rms, ref = [], []
     with torch.no_grad():
         for t in range(1, schedule.T + 1):
@@ -54,7 +53,7 @@ def eps_error(net: Any, cond: Any, mixture: GaussianMixture, schedule: VPSchedul
             x0 = mixture.sample(int(n), generator=g)
             x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
             exact = mixture.eps(x_t, a)
-            learned = f(x_t.to(dev), t).to("cpu", torch.float64)
+            learned = f(x_t, t).to(torch.float64)
             rms.append(((learned - exact) ** 2).sum(1).mean().sqrt())
             ref.append((exact**2).sum(1).mean().sqrt())
     rms = torch.stack(rms)
@@ -99,27 +98,28 @@ def w1_to_mixture(samples: torch.Tensor, mixture: GaussianMixture, *, n_directio
 
 
 def sample_w1(net: Any, cond: Any, mixture: GaussianMixture, schedule: VPSchedule, *, n: int = 8000, seed: int = 0,
-              start: str = "exact") -> W1Result:
+              start: str = "exact", device: str | torch.device | None = None) -> W1Result:
     """DDPM samples of the network (its own chain, ``schedule``'s levels) against ``mixture``.
 
     ``start='exact'``: ``x_T`` drawn from the true noised law ``p_T`` (isolates the network's error);
     ``'prior'``: ``x_T ~ N(0, I)`` as the paper's sampler does (adds the prior mismatch of abar_T ~= 0.82).
+    ``device``: where the chain runs (default: the network's device, else the CPU); the start points are
+    drawn on the CPU either way.
     """
     if int(n) != n or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n}")
     g = torch.Generator().manual_seed(seed)
-    sig = schedule.sigmas.flip(0)[:-1]  # sigma_T .. sigma_1
-    sigmas = torch.cat([sig, torch.zeros(1, dtype=torch.float64)])
+    sigmas = schedule.sampling_sigmas()  # sigma_T .. sigma_1, 0
     aT = schedule.abar[-1].item()
     if start == "exact":
         x0 = mixture.sample(int(n), generator=g)
         x_vp = math.sqrt(aT) * x0 + math.sqrt(1 - aT) * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
         x_start = x_vp / math.sqrt(aT)
     elif start == "prior":
-        x_start = vp_prior(torch.randn(int(n), mixture.dim, generator=g, dtype=torch.float64), sig[0].item())
+        x_start = vp_prior(torch.randn(int(n), mixture.dim, generator=g, dtype=torch.float64), sigmas[0].item())
     else:
         raise ValueError(f"start must be 'exact' or 'prior', got {start!r}")
-    dev = next(net.parameters()).device if hasattr(net, "parameters") else torch.device("cpu")
+    dev = torch.device(device) if device is not None else (net_device(net) or torch.device("cpu"))
     den = bind(toy_model(net, schedule), cond)
     x = ddpm(den, x_start.to(dev), sigmas, generator=torch.Generator(device=dev).manual_seed(seed + 1))
     w1 = w1_to_mixture(x, mixture)

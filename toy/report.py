@@ -15,7 +15,7 @@ import analytic as A
 from sampler.schedules import VPSchedule
 
 from .checkpoints import available_checkpoints, load_pretrained
-from .fields import exact_fields, field_errors, trained_fields
+from .fields import exact_fields, trained_fields
 from .golden import compare_goldens, grid_golden
 from .quality import eps_error, sample_w1
 
@@ -95,10 +95,9 @@ def fields_table(schedule: VPSchedule, preset_name: str, axes, w: float = 1.0) -
           f"(w = {w}; golden = that case's sampler-chain golden; unweighted / p_t(x|y)-weighted)")
     print(f"{'case':<32} {'|golden|':>15} {'CFG':>15} {'REG paper':>15} {'REG vjp':>15} {'REG diag':>15}")
     for name, f, g in cases:
-        e, ew = field_errors(f, g), field_errors(f, g, wts)
-        cells = [(a.mean().item(), b.mean().item()) for a, b in
-                 zip((e.golden_size, e.present, e.reg_paper, e.reg_vjp, e.reg_diag),
-                     (ew.golden_size, ew.present, ew.reg_paper, ew.reg_vjp, ew.reg_diag))]
+        e, ew = A.step_gaps(g, f.by_method(), f.steps), A.step_gaps(g, f.by_method(), f.steps, wts)
+        cells = [(e.golden_size.mean().item(), ew.golden_size.mean().item())]
+        cells += [(e.of(m).mean().item(), ew.of(m).mean().item()) for m in ("present", "reg_paper", "reg_vjp", "reg_diag")]
         print(f"{name:<32} " + " ".join(f"{a:>7.3f}/{b:<7.3f}" for a, b in cells))
     print()
 

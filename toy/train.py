@@ -1,5 +1,8 @@
 """Entry point: ``python -m toy.train --preset NAME [--role ROLE] [--device auto|cpu|cuda] ...``.
 
+The command only (argument parsing and files); the library it calls is :mod:`toy.training`
+(:func:`toy.train_network`).
+
 Trains the toy networks of a preset (every role by default; ``--preset all`` for every preset) with the
 paper's hyperparameters unless overridden, and writes ``{out}/{preset}_{role}.pt`` (default ``--out``: the
 shipped ``toy/checkpoints`` directory).
@@ -13,7 +16,7 @@ from analytic import PRESETS
 
 from .checkpoints import CHECKPOINT_DIR, checkpoint_path, save_checkpoint
 from .data import ROLES
-from .training import default_config, resolve_device, train
+from .training import default_config, resolve_device, train_network
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     for preset in presets:
         for role in roles:
             cfg = default_config(preset, role, **overrides)
-            result = train(cfg, device=device, progress=not args.no_progress, threads=args.threads)
+            result = train_network(cfg, device=device, progress=not args.no_progress, threads=args.threads)
             path = save_checkpoint(result, checkpoint_path(preset, role, args.out))
             print(f"{preset}/{role}: {cfg.epochs} epochs in {result.seconds:.1f} s on {device}, "
                   f"final loss {result.losses[-1].item():.4f} -> {path}", flush=True)

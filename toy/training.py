@@ -1,5 +1,7 @@
 """Training the toy denoisers (THEORY.md section 7; the paper's hyperparameters are the defaults).
 
+The library behind ``python -m toy.train`` (the command, :mod:`toy.train`): :func:`train_network`.
+
 Loss ``E ||eps_theta(sqrt(abar_t) x_0 + sqrt(1 - abar_t) n, t, y) - n||^2`` with ``t ~ U{1..T}`` on the paper's
 schedule (T = 20, betas 1e-4..0.02), AdamW (lr 1e-3, weight decay 0.01), gradient-norm clip 1, 200 epochs of
 batch 64 over 8000 draws with the last partial batch dropped (125 steps/epoch, 25k steps), no EMA.
@@ -25,7 +27,7 @@ from sampler.schedules import VPSchedule
 from .data import ROLES, ToyData, make_data, num_classes
 from .model import MLP, WEAK_CONFIG_1D, MLPConfig
 
-__all__ = ["TrainConfig", "TrainResult", "default_config", "train", "resolve_device"]
+__all__ = ["TrainConfig", "TrainResult", "default_config", "train_network", "init_net", "resolve_device"]
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def init_net(config: TrainConfig) -> MLP:
         return MLP(config.model)
 
 
-def train(config: TrainConfig, *, device: str | torch.device = "cpu", data: ToyData | None = None,
+def train_network(config: TrainConfig, *, device: str | torch.device = "cpu", data: ToyData | None = None,
           progress: bool = True, threads: int | None = 1) -> TrainResult:
     """Train the network of ``config`` on ``device``; returns it on ``device`` with the per-epoch losses.
 

@@ -8,8 +8,8 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
-from images.pipelines import LatentPipeline, load_dit_pipeline, load_sd_pipeline, schedule_from_config  # noqa: E402
-from sampler import VModel, VPSchedule  # noqa: E402
+from images.pipelines import LatentPipeline, load_dit_pipeline, load_sd_pipeline  # noqa: E402
+from sampler import Unguided, VModel, VPSchedule, bind, sample, sampling_levels, vp_prior  # noqa: E402
 
 LATENT_C, LATENT = 4, 4  # latents 4 x 4 x 4, images 3 x 8 x 8
 
@@ -68,7 +68,15 @@ def test_dit_pipeline_loads_samples_and_decodes(dit_dir):
     assert not torch.allclose(outs["none"], outs["vjp"])
     g = torch.Generator().manual_seed(0)
     heun = pipe.generate(pipe.guidance(3), 2, steps=3, sampler="heun", generator=g)
-    assert torch.all(torch.isfinite(heun.latents))
+    # generate = the sampler core by hand on the schedule's Heun levels, then the VAE by hand
+    g = torch.Generator().manual_seed(0)
+    sig = sampling_levels(pipe.model.schedule, "heun", 3)
+    start = vp_prior(torch.randn((2, *pipe.latent_shape), generator=g), float(sig[0]))
+    by_hand = sample("heun", Unguided(bind(pipe.model, 3)), start, sig, generator=g)
+    torch.testing.assert_close(heun.latents, by_hand, rtol=0, atol=0)
+    with torch.no_grad():
+        images = pipe.vae.decode(by_hand / 0.18215).sample.clamp(-1, 1)
+    torch.testing.assert_close(heun.images, images, rtol=0, atol=0)
 
 
 def test_sd_pipeline_matches_a_direct_unet_call(sd_dir):
@@ -83,7 +91,7 @@ def test_sd_pipeline_matches_a_direct_unet_call(sd_dir):
     t = 600
     sigma, abar = float(sched.sigmas[t]), float(sched.abar[t])
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(2, LATENT_C, LATENT, LATENT, generator=g) * math.sqrt(1 + sigma**2)
+    x = vp_prior(torch.randn(2, LATENT_C, LATENT, LATENT, generator=g), sigma)
     emb = torch.randn(2, 3, 6, generator=g)
     x_vp = x * math.sqrt(abar)
     with torch.no_grad():
@@ -125,12 +133,3 @@ def test_clear_errors_for_incomplete_directories(tmp_path, dit_dir):
     (broken / "vae").symlink_to(dit_dir / "vae")
     with pytest.raises(ValueError, match="could not load"):
         load_dit_pipeline(broken)
-
-
-def test_schedule_from_config():
-    assert torch.allclose(schedule_from_config({"beta_schedule": "linear"}).abar, VPSchedule.standard().abar)
-    assert torch.allclose(schedule_from_config({"beta_schedule": "squaredcos_cap_v2", "num_train_timesteps": 50}).abar,
-                          VPSchedule.cosine(50).abar)
-    assert schedule_from_config({"trained_betas": [0.1, 0.2]}).T == 2
-    with pytest.raises(ValueError, match="beta_schedule"):
-        schedule_from_config({"beta_schedule": "sigmoid"})

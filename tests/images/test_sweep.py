@@ -1,4 +1,5 @@
-"""The digits sweep: levels, weight schedules, a miniature sweep end to end (rows, table, plot, CSV)."""
+"""The digits sweep: weight schedules, a miniature sweep end to end (rows, statistics, table, CSV, the
+Pareto figure's arrays and file)."""
 import math
 
 import pytest
@@ -10,36 +11,10 @@ from images.classifier import load_classifier  # noqa: E402
 from images.data import load_digits_split  # noqa: E402
 from images.metrics import DigitsEvaluator  # noqa: E402
 from images.run import main as run_main  # noqa: E402
-from images.sweep import (  # noqa: E402
-    METHODS,
-    SweepConfig,
-    best_per_method,
-    compute,
-    levels,
-    make_guidance,
-    make_weight,
-    markdown_table,
-    plot_pareto,
-    summarize,
-    write_csv,
-)
+from images.sweep import METHODS, SweepConfig, compute, make_guidance, make_weight, reference_images  # noqa: E402
+from images.sweep_stats import best_per_method, best_vs_best, markdown_table, read_csv, summarize, write_csv  # noqa: E402
 from images.train import DEFAULT_CHECKPOINT, WEAK_CHECKPOINT, load_model  # noqa: E402
-from sampler import REG, VPSchedule  # noqa: E402
-
-
-@pytest.mark.parametrize("sampler_name, n", [("ddpm", 16), ("heun", 10), ("heun", 3), ("euler", 5)])
-def test_levels_are_levels_of_the_schedule(sampler_name, n):
-    s = VPSchedule.standard()
-    sig = levels(s, sampler_name, n)
-    assert sig[-1] == 0 and torch.all(sig[1:] < sig[:-1])
-    assert sig[0] == s.sigmas[-1] and sig[-2] == s.sigmas[1]
-    for v in sig[:-1]:
-        s.index_of_sigma(float(v))  # raises unless a level
-    assert len(sig) - 1 == n if sampler_name != "heun" else 2 <= len(sig) - 1 <= n
-    with pytest.raises(ValueError, match="sampler"):
-        levels(s, "rk4", 4)
-    with pytest.raises(ValueError, match="n_steps"):
-        levels(s, "ddpm", 0)
+from sampler import REG  # noqa: E402
 
 
 def test_weight_schedules_of_the_methods():
@@ -99,8 +74,49 @@ def test_mini_sweep_end_to_end(mini, tmp_path):
     for m in ("unguided",) + tuple(cfg.methods):
         assert f"| {m} |" in table
     assert "not comparable to ImageNet" in table
-    assert plot_pareto(res, tmp_path / "p.png").stat().st_size > 10_000
-    assert write_csv(res, tmp_path / "rows.csv").read_text().count("\n") == len(res.rows) + 1
+    # best against best: one weight per method here, so it is the paired difference at that weight
+    bvb = best_vs_best(res)
+    assert bvb[("ddpm", "vanilla", "paper")][0] == pytest.approx(sum(want) / 2)
+    with pytest.raises(ValueError, match="against"):
+        best_vs_best(res, "cfg")
+    # the CSV round trip is exact, and re-tabulating from it gives the same table
+    path = write_csv(res, tmp_path / "rows.csv")
+    assert read_csv(path) == res.rows
+    assert markdown_table(res._replace(rows=read_csv(path))) == table
+
+
+def test_pareto_figure_reads_the_sweep(mini, tmp_path):
+    """figures.digits_pareto: the arrays are the seed means of the rows (no sampling), and it draws them."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from figures import digits_pareto
+
+    cfg, res, model, weak = mini
+    c = digits_pareto.from_result(res)
+    by = {(r.sampler, r.seed, r.method, r.estimator): r for r in res.rows}
+    cur = c.curves[("heun", "autog", "paper")]
+    assert cur.w.tolist() == [1.0]
+    assert cur.fd[0] == pytest.approx(sum(by[("heun", k, "autog", "paper")].fd for k in (0, 1)) / 2)
+    assert cur.score[0] == pytest.approx(sum(by[("heun", k, "autog", "paper")].score for k in (0, 1)) / 2)
+    assert c.unguided["ddpm"][1] == pytest.approx(sum(by[("ddpm", k, "unguided", "none")].fd for k in (0, 1)) / 2)
+    assert set(c.curves) == {(s, m, e) for s in cfg.samplers for m in cfg.methods for e in cfg.estimators}
+    assert digits_pareto.summary(c)["best_fd"]["ddpm/vanilla/none"]["fd"] == pytest.approx(
+        c.curves[("ddpm", "vanilla", "none")].fd.min())
+    paths = digits_pareto.plot(c, tmp_path)
+    assert [p.name for p in paths] == ["digits_pareto.png", "digits_pareto.pdf"] and paths[0].stat().st_size > 10_000
+    with pytest.raises(ValueError, match="SweepResult"):
+        digits_pareto.from_result(res.rows)
+
+
+def test_reference_images_are_a_seeded_draw_of_training_digits():
+    data = load_digits_split()
+    a, b = reference_images(data, 50), reference_images(data, 50)
+    assert torch.equal(a, b) and not torch.equal(a, reference_images(data, 50, seed=1))
+    rows = {tuple(r.flatten().tolist()) for r in data.train_x}
+    assert all(tuple(r.flatten().tolist()) in rows for r in a) and len({tuple(r.flatten().tolist()) for r in a}) == 50
+    with pytest.raises(ValueError, match="n must"):
+        reference_images(data, 0)
 
 
 def test_mini_sweep_is_reproducible(mini):
@@ -133,6 +149,6 @@ def test_run_needs_an_action():
 def test_run_entry_point_writes_plot_and_table(tmp_path):
     run_main(["--sweep", "--quick", "--seeds", "0", "--weights", "1", "--estimators", "none", "paper",
               "--n-samples", "20", "--out", str(tmp_path), "--device", "cpu"])
-    for name in ("pareto.png", "table.md", "rows.csv", "samples.png"):
+    for name in ("pareto.png", "pareto.pdf", "table.md", "rows.csv", "samples.png"):
         assert (tmp_path / name).stat().st_size > 100, name
     assert "| autog | paper |" in (tmp_path / "table.md").read_text()

@@ -20,7 +20,7 @@ from images.train import (  # noqa: E402
     train_unet,
 )
 from images.unet import DigitsUNet, UNetConfig  # noqa: E402
-from sampler import CFG, REG, EpsModel, bind  # noqa: E402
+from sampler import CFG, REG, EpsModel, bind, vp_prior  # noqa: E402
 
 TINY = UNetConfig(width=8, groups=4, emb_dim=16)
 
@@ -98,14 +98,11 @@ def test_checkpoint_validation(tmp_path):
         load_classifier(path)
 
 
-def test_resolve_device():
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device("auto").type in ("cpu", "cuda")
-    with pytest.raises(ValueError, match="device"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="CUDA"):
-            resolve_device("cuda")
+def test_resolve_device_is_the_sampler_one():
+    """images re-exports sampler.resolve_device (tested in tests/sampler), not a copy."""
+    import sampler
+
+    assert resolve_device is sampler.resolve_device
 
 
 def test_shipped_checkpoints_through_the_contract_and_reg():
@@ -113,7 +110,7 @@ def test_shipped_checkpoints_through_the_contract_and_reg():
     assert model.net.config.width > weak.net.config.width
     sig = float(model.schedule.sigmas[300])
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 1, 8, 8, generator=g) * math.sqrt(1 + sig**2)
+    x = vp_prior(torch.randn(4, 1, 8, 8, generator=g), sig)  # x_t ~ N(0, I) in VP units
     labels = torch.tensor([0, 3, 5, 9])
     cfg = CFG(bind(model, labels), bind(model, None), 2.0)
     d_c = bind(model, labels)(x, sig)

@@ -1,10 +1,13 @@
 """Shared fixtures for the sampler tests: model factories and guidance factories.
 
-``MODEL_FACTORIES`` is the list every contract test runs over. To add a model (e.g. an image adapter),
-append ``(name, factory)`` where ``factory()`` returns a :class:`ModelSetup`; keep it small and fast.
+``MODEL_FACTORIES`` is the list every contract test runs over: exact mixtures, small eps / v / x0 networks
+in [N, d] and [N, C, H, W], and the real image networks through :mod:`images`' adapters (diffusers'
+UNet2DModel and DiT, an EDM2-style preconditioned UNet; present when diffusers is installed). To add a
+model, append ``(name, factory)`` where ``factory()`` returns a :class:`ModelSetup`; keep it small and fast.
 """
 from __future__ import annotations
 
+import importlib.util
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -63,7 +66,7 @@ class ModelSetup:
 
 # A short VP schedule (abar_T ~= 0.08): 4 levels above 0, shared by every factory.
 SCHEDULE = VPSchedule.linear(100, 1e-4, 0.05).respace(4)
-SIGMAS = SCHEDULE.sigmas.flip(0)  # [5], decreasing to 0
+SIGMAS = SCHEDULE.sampling_sigmas()  # [5], decreasing to 0
 
 
 def random_mixture(d: int, k: int, seed: int, spread: float = 1.5, scale: float = 0.3) -> GaussianMixture:
@@ -171,6 +174,23 @@ def _x0_conv() -> ModelSetup:
                       X0Model(EDMPrecond(TinyConv(1, seed=9, dtype=F64))), 0, None, shape, SIGMAS, F64)
 
 
+def _image_setup(name: str) -> ModelSetup:
+    """A tiny real image network (2 x 4 x 4, float32, class label 3, None = the null label) and a weaker
+    one (smaller width, other seed) for autoguidance, through the adapters of :mod:`images`."""
+    from images import tiny_dit, tiny_edm2, tiny_unet  # noqa: PLC0415
+
+    common = dict(channels=2, size=4)
+    if name == "unet_diffusers":
+        model, weak = tiny_unet(seed=0, schedule=SCHEDULE, **common), tiny_unet(seed=1, width=2, schedule=SCHEDULE, **common)
+    elif name == "dit_diffusers":
+        model, weak = tiny_dit(seed=0, schedule=SCHEDULE, **common), tiny_dit(seed=1, width=8, schedule=SCHEDULE, **common)
+    elif name == "edm2_diffusers":
+        model, weak = tiny_edm2(seed=0, **common), tiny_edm2(seed=1, width=2, **common)
+    else:
+        raise ValueError(f"unknown image model {name!r}")
+    return ModelSetup(name, model, weak, 3, None, (2, 4, 4), SIGMAS, torch.float32)
+
+
 MODEL_FACTORIES: list[tuple[str, Callable[[], ModelSetup]]] = [
     ("mixture_vec", lambda: _mixture_setup((2,), "mixture_vec")),
     ("mixture_img", lambda: _mixture_setup((1, 2, 2), "mixture_img")),
@@ -180,6 +200,8 @@ MODEL_FACTORIES: list[tuple[str, Callable[[], ModelSetup]]] = [
     ("eps_conv_f32", _eps_conv),
     ("x0_conv", _x0_conv),
 ]
+if importlib.util.find_spec("diffusers") is not None:  # the optional [images] extra
+    MODEL_FACTORIES += [(n, lambda n=n: _image_setup(n)) for n in ("unet_diffusers", "dit_diffusers", "edm2_diffusers")]
 
 
 @pytest.fixture(params=[f for _, f in MODEL_FACTORIES], ids=[n for n, _ in MODEL_FACTORIES], scope="module")

@@ -1,7 +1,10 @@
 """Contract tests: every model x sampler x guidance (x REG estimator), shapes [N, d] and [N, C, H, W].
 
-Checked: output shape, dtype and device kept, finite; same seed gives the same samples; w = 0 equals
-unguided for every guidance, with and without REG."""
+The models are ``conftest.MODEL_FACTORIES``: exact mixtures, small eps / v / x0 networks and the real
+image networks (diffusers UNet2DModel, DiT, EDM2-style) through the adapters of ``images``.
+Checked: output shape, dtype and device kept, finite, detached; same seed gives the same samples, another
+seed other samples; w = 0 equals unguided for every guidance, with and without REG, and w != 0 (and REG)
+change the result; REG of no guidance is the conditional model."""
 from __future__ import annotations
 
 import pytest
@@ -72,6 +75,27 @@ def test_reg_every_sampler(setup: ModelSetup, sampler_name: str):
     out = _run(setup, reg, sampler_name, seed=3)
     _check(setup, out)
     torch.testing.assert_close(_run(setup, reg, sampler_name, seed=3), out, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("estimator", ESTIMATORS)
+def test_reg_of_unguided_is_the_conditional_model(setup: ModelSetup, estimator: str):
+    """No guidance, no delta: every estimator leaves the conditional model's samples unchanged."""
+    ref = _run(setup, unguided(setup), "heun", seed=5)
+    torch.testing.assert_close(_run(setup, REG(unguided(setup), estimator), "heun", seed=5), ref, rtol=0, atol=0)
+
+
+def test_seeds_differ_and_ddpm_is_stochastic(setup: ModelSetup):
+    den = GUIDANCE_FACTORIES["cfg"](setup, W)
+    a, b = _run(setup, den, "ddpm", seed=0), _run(setup, den, "ddpm", seed=1)
+    assert (a - b).abs().max() > 1e-4
+    # same start, other ancestral noise: DDPM's own randomness moves the samples, the ODE's does not
+    g0, g1 = torch.Generator().manual_seed(0), torch.Generator().manual_seed(7)
+    x = vp_prior(torch.randn((N,) + setup.shape, generator=g0, dtype=setup.dtype), float(setup.sigmas[0]))
+    d1 = sample("ddpm", den, x, setup.sigmas, generator=torch.Generator().manual_seed(1))
+    d2 = sample("ddpm", den, x, setup.sigmas, generator=g1)
+    assert (d1 - d2).abs().max() > 1e-4
+    h1 = sample("heun", den, x, setup.sigmas, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(sample("heun", den, x, setup.sigmas, generator=g1), h1, rtol=0, atol=0)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

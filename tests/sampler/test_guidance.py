@@ -22,6 +22,7 @@ from sampler import (
     bind,
     ddpm,
     s_to_w,
+    sigma_to_abar,
     vp_prior,
 )
 
@@ -36,7 +37,7 @@ def _x(n=10, d=2, seed=0):
 
 
 def _vp(sigma):
-    abar = 1 / (1 + sigma**2)
+    abar = sigma_to_abar(sigma)
     return abar, math.sqrt(abar)
 
 
@@ -131,7 +132,7 @@ def _linear_tilt_mean(mix: GaussianMixture, b: torch.Tensor):
     with its weight times ``exp(b^T m_k + b^T V_k b / 2)``."""
 
     def tilted(x, sigma):
-        abar = 1 / (1 + sigma**2)
+        abar = sigma_to_abar(sigma)
         post = mix.posterior(x * math.sqrt(abar), abar)
         Vb = post.covs @ b  # [K, d]
         logw = post.log_weights + post.means @ b + 0.5 * (Vb @ b)  # [N, K]
@@ -148,7 +149,7 @@ def test_tilted_mean_samples_the_tilted_law(b):
     weights, means, stds = torch.tensor([0.5, 0.5]), torch.tensor([-1.0, 1.0]), torch.tensor([0.4, 0.3])
     mix = GaussianMixture.from_1d(weights, means, stds)
     guided = TiltedMean(bind(MixtureModel({0: mix}), 0), _linear_tilt_mean(mix, torch.tensor([b], dtype=F64)))
-    sig = VPSchedule.standard().respace(200).sigmas.flip(0)
+    sig = VPSchedule.standard().respace(200).sampling_sigmas()
     gen = torch.Generator().manual_seed(3)
     n = 6000
     out = ddpm(guided, vp_prior(torch.randn(n, 1, dtype=F64, generator=gen), sig[0].item()), sig, generator=gen)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from analytic.fields import batch_jacobian, reg_correction
-from sampler import CFG, ESTIMATORS, REG, EpsModel, Interval, MixtureModel, Unguided, X0Model, bind, euler
+from sampler import CFG, ESTIMATORS, REG, EpsModel, Interval, MixtureModel, Unguided, X0Model, bind, euler, sigma_to_abar
 
 from .conftest import SCHEDULE, SIGMAS, EDMPrecond, TinyConv, TinyMLP, random_mixture
 
@@ -103,7 +103,7 @@ def test_vjp_matches_posterior_covariance():
     model = MixtureModel({0: gm_c, None: gm_u})
     x = _points((15, 2), seed=3)
     for sigma in LEVELS:
-        abar = 1 / (1 + sigma**2)
+        abar = sigma_to_abar(sigma)
         cov = gm_c.posterior(x * math.sqrt(abar), abar).cov()  # [N, 2, 2]
         d_c = gm_c.denoise(x, sigma)
         delta = W * (d_c - gm_u.denoise(x, sigma))

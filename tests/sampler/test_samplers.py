@@ -107,7 +107,7 @@ def test_ddpm_step_matches_theory_eps_form():
 
 def test_ddpm_is_ddim_eta_one_and_seeded():
     den = gaussian_denoiser(0.3, 0.5)
-    sig = VPSchedule.linear(50).sigmas.flip(0)
+    sig = VPSchedule.linear(50).sampling_sigmas()
     x = vp_prior(torch.randn(5, 2, 2, 2, dtype=F64, generator=torch.Generator().manual_seed(1)), sig[0].item())
     a = ddpm(den, x, sig, generator=torch.Generator().manual_seed(7))
     b = ddim(den, x, sig, eta=1.0, generator=torch.Generator().manual_seed(7))
@@ -146,7 +146,7 @@ def test_ddpm_with_exact_mixture_reproduces_data(route):
         den = bind(EpsModel(lambda x_vp, t, cond: mix.eps(x_vp, full.abar[int(t[0])].item()), sched), 0)
     else:
         den = bind(MixtureModel({0: mix}), 0)
-    sig = sched.sigmas.flip(0)
+    sig = sched.sampling_sigmas()
     gen = torch.Generator().manual_seed(0)
     n_max = 16000
     x = vp_prior(torch.randn(n_max, 1, dtype=F64, generator=gen), sig[0].item())
@@ -195,9 +195,16 @@ def test_unknown_sampler_and_bad_eta():
         euler(den, torch.zeros(3), sig)
 
 
-def test_progress_bar_runs(capsys):
-    out = euler(gaussian_denoiser(0, 1), torch.ones(2, 1, dtype=F64), [1.0, 0.5, 0.0], progress=True)
-    assert out.shape == (2, 1)
+def test_progress_bar_changes_nothing_but_the_terminal(capsys):
+    """With a bar, Euler on data N(0, 1) still takes its two steps by hand: x <- x + (s' - s) x s / (1 + s^2)
+    (D = x / (1 + s^2)), and the bar is written to stderr."""
+    x0 = torch.ones(2, 1, dtype=F64)
+    out = euler(gaussian_denoiser(0, 1), x0, [1.0, 0.5, 0.0], progress=True)
+    x1 = 1.0 + (0.5 - 1.0) * 1.0 * 1.0 / 2.0  # 0.75
+    x2 = x1 + (0.0 - 0.5) * x1 * 0.5 / 1.25  # 0.6
+    torch.testing.assert_close(out, torch.full((2, 1), x2, dtype=F64), rtol=1e-15, atol=0)
+    torch.testing.assert_close(euler(gaussian_denoiser(0, 1), x0, [1.0, 0.5, 0.0]), out, rtol=0, atol=0)
+    assert "2/2" in capsys.readouterr().err
 
 
 def test_x0_model_keeps_float32():

@@ -5,7 +5,7 @@ import torch
 
 import analytic as A
 from sampler.schedules import VPSchedule
-from toy import MLP, MLPConfig, SinusoidalEmbedding, default_config, eps_fn, make_data, toy_model
+from toy import MLP, MLPConfig, SinusoidalEmbedding, default_config, make_data, net_device, net_eps_fn, toy_model
 
 
 @pytest.mark.parametrize("name", ["paper_1d", "paper_1d_script", "correlated_2d", "classes_2d"])
@@ -97,10 +97,32 @@ def test_model_contract_is_the_ddpm_eps_network(tiny):
     x = torch.randn(6, 1, dtype=torch.float64)
     for t in (1, 7, 20):
         sig = s.sigmas[t].item()
-        expect = x - sig * eps_fn(net, 0)(x * math.sqrt(s.abar[t].item()), t)
+        expect = x - sig * net(x * math.sqrt(s.abar[t].item()), torch.full((6,), t), 0)
         assert torch.allclose(model(x, sig, 0), expect, atol=1e-12)
+    torch.testing.assert_close(toy_model(net, s, device="cpu")(x, sig, 0), model(x, sig, 0), rtol=0, atol=0)
     with pytest.raises(ValueError, match="not a level"):
         model(x, 0.123, 0)
+    with pytest.raises(ValueError, match="VPSchedule"):
+        toy_model(net, s.abar)
+    with pytest.raises(ValueError, match="callable"):
+        toy_model("net", s)
+
+
+def test_the_chain_eps_is_the_network_through_its_one_adapter(tiny):
+    """net_eps_fn = eps_from_denoiser(bind(toy_model(net), cond)): the VP -> VE -> VP round trip gives the
+    network's own eps at step t (to rounding), keeps float64 and stays differentiable."""
+    s = VPSchedule.paper_1d()
+    net = MLP(tiny)
+    x = torch.linspace(-1, 2, 11, dtype=torch.float64)[:, None].requires_grad_(True)
+    for t in (1, 7, 20):
+        got = net_eps_fn(net, 0, s)(x, t)
+        want = net(x, torch.full((11,), t), 0)
+        assert got.dtype == torch.float64
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+        (g1,) = torch.autograd.grad(got.sum(), x)
+        (g2,) = torch.autograd.grad(want.sum(), x)
+        torch.testing.assert_close(g1, g2, rtol=1e-9, atol=1e-9)
+    assert net_device(net) == torch.device("cpu") and net_device(lambda x, t, c: x) is None
 
 
 def test_default_configs_are_the_papers():

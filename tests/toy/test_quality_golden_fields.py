@@ -7,8 +7,8 @@ import torch
 
 import analytic as A
 from sampler.schedules import VPSchedule
-from toy import (MLP, compare_goldens, eps_error, eps_fn, exact_fields, field_errors, grid_golden, mc_golden,
-                 sample_w1, trained_fields, w1_to_mixture)
+from toy import (MLP, compare_goldens, eps_error, exact_fields, grid_golden, mc_golden, net_eps_fn, sample_w1,
+                 trained_fields, w1_to_mixture)
 
 from .conftest import MixtureNet
 
@@ -68,13 +68,13 @@ def test_mc_golden_converges_to_the_grid_recursion_with_w_inside_the_mean():
     axis = torch.linspace(0.0, 1.5, 31, dtype=torch.float64)
     exact = A.chain_golden(A.mixture_eps_fn(p.cond, S), reward.log_r0, S, axis)
     pts = axis[[5, 15, 25], None]
-    mc = mc_golden(eps_fn(net, 0), reward.log_r0, S, pts, steps=(1, 10), n_rollouts=4000, seed=1)
+    mc = mc_golden(net_eps_fn(net, 0, S), reward.log_r0, S, pts, steps=(1, 10), n_rollouts=4000, seed=1)
     ref = exact.golden[[0, 9]][:, [5, 15, 25]]  # golden terms of size 0.1 .. 2.9
     assert torch.allclose(mc.golden[0], ref[0], atol=1e-6)  # t = 1 is deterministic: exact
     assert (mc.golden[1] - ref[1]).abs().max() < 0.1
     assert (mc.log_E[1] - exact.log_E[9, [5, 15, 25]]).abs().max() < 0.4  # log-mean-exp is biased low
     # the paper code's estimator, w * log mean ratio, is off by far more than that at w = 2
-    wrong = mc_golden(eps_fn(net, 0), A.CFGReward(p.cond, p.uncond, 1.0).log_r0, S, pts, steps=(10,),
+    wrong = mc_golden(net_eps_fn(net, 0, S), A.CFGReward(p.cond, p.uncond, 1.0).log_r0, S, pts, steps=(10,),
                       n_rollouts=4000, seed=1)
     assert (2 * wrong.golden[0] - ref[1]).abs().max() > 1.0
 
@@ -82,7 +82,7 @@ def test_mc_golden_converges_to_the_grid_recursion_with_w_inside_the_mean():
 def test_mc_golden_is_seeded_and_deterministic_rollout_is_one_path(tiny):
     p = A.get_preset("paper_1d")
     reward = A.CFGReward(p.cond, p.uncond, 1.0)
-    f = eps_fn(MLP(tiny), 0)
+    f = net_eps_fn(MLP(tiny), 0, S)
     x = torch.linspace(-1, 2, 5, dtype=torch.float64)[:, None]
     a = mc_golden(f, reward.log_r0, S, x, steps=(3,), n_rollouts=8, seed=4)
     b = mc_golden(f, reward.log_r0, S, x, steps=(3,), n_rollouts=8, seed=4, chunk=8)
@@ -125,16 +125,40 @@ def test_trained_fields_of_exact_nets_are_the_analytic_fields(name):
     ex = exact_fields(p.cond, reward, S, x, steps=(2, 11, 20))
     for k in ("present", "reg_paper", "reg_vjp", "reg_diag"):
         assert torch.allclose(getattr(tr, k), getattr(ex, k), atol=1e-9), k
-    err = field_errors(ex, ex.reg_vjp)
-    assert torch.all(err.reg_vjp == 0) and torch.all(err.present >= 0)
-    with pytest.raises(ValueError, match="golden has shape"):
-        field_errors(ex, ex.present[:2])
+    # the one per-step error table: a field against itself is 0, against another the mean norm of the gap
+    err = A.step_gaps(ex.reg_vjp, ex.by_method(), ex.steps)
+    assert err.steps == (2, 11, 20) and torch.all(err.of("reg_vjp") == 0)
+    want = (ex.reg_vjp - ex.present).norm(dim=-1).mean(dim=1)
+    torch.testing.assert_close(err.of("present"), want, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match="field"):
+        A.step_gaps(ex.present[:2], ex.by_method(), ex.steps[:2])
 
 
-def test_fields_of_a_trained_network_are_finite(tiny):
-    net = MLP(tiny)
-    f = trained_fields(net, 0, net, None, 1.0, S, torch.linspace(-1, 2, 9)[:, None], steps=(5,))
-    assert f.present.shape == (1, 9, 1) and all(torch.all(torch.isfinite(t)) for t in f[2:])
+def test_fields_of_a_trained_network_against_finite_differences(tiny):
+    """trained_fields of a (float64) MLP against an independent route: the network called directly for
+    g = w (eps_c - eps_u), and its Jacobian by central differences for REG's three corrections."""
+    import dataclasses
+
+    torch.manual_seed(0)
+    cfg2 = dataclasses.replace(tiny, dim=2)
+    nc, nu = MLP(cfg2).double(), MLP(cfg2).double()
+    x = torch.randn(9, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    t, w = 5, 1.5
+    f = trained_fields(nc, 0, nu, None, w, S, x, steps=(t,))
+
+    def eps(net, cond, z):
+        return net(z, torch.full((z.shape[0],), t), cond)
+
+    g = w * (eps(nc, 0, x) - eps(nu, None, x))
+    torch.testing.assert_close(f.present[0], g, rtol=0, atol=1e-12)
+    h = 1e-6
+    J = torch.stack([(eps(nc, 0, x + h * e) - eps(nc, 0, x - h * e)) / (2 * h)
+                     for e in torch.eye(2, dtype=torch.float64)], dim=2)  # J[n, i, j] = d eps_i / d x_j
+    c = math.sqrt(1 - S.abar[t].item())
+    torch.testing.assert_close(f.reg_vjp[0], g - c * torch.einsum("nij,ni->nj", J, g), rtol=0, atol=1e-6)
+    torch.testing.assert_close(f.reg_paper[0], g * (1 - c * J.sum(dim=1)), rtol=0, atol=1e-6)
+    torch.testing.assert_close(f.reg_diag[0], g * (1 - c * torch.diagonal(J, dim1=1, dim2=2)), rtol=0, atol=1e-6)
+    assert (f.reg_vjp - f.present).abs().max() > 1e-3  # the correction is not negligible here
 
 
 def test_shipped_paper_networks_are_good():
@@ -159,8 +183,13 @@ def test_cuda_network_on_cpu_grids(tiny):
     net = MLP(tiny)
     axis = torch.linspace(-1, 2, 21, dtype=torch.float64)
     a = grid_golden(net, 0, reward.log_r0, S, axis).golden
+    x = axis[:, None]
+    cpu_fields = trained_fields(net, 0, net, None, 1.0, S, x, steps=(3,))
     b = grid_golden(net.cuda(), 0, reward.log_r0, S, axis).golden
     assert torch.allclose(a, b, atol=1e-4)
+    assert net_eps_fn(net, 0, S)(x, 3).device.type == "cpu"  # the adapter answers on the input's device
+    assert torch.allclose(trained_fields(net, 0, net, None, 1.0, S, x, steps=(3,)).reg_vjp, cpu_fields.reg_vjp,
+                          atol=1e-4)
     assert eps_error(net, 0, p.cond, S, n=64).rms.shape == (20,)
     assert sample_w1(net, 0, p.cond, S, n=64).n == 64
 
@@ -186,7 +215,7 @@ def test_trained_fields_equal_the_sampler_core_reg(tiny, estimator):
     corr = -(guided(x_ve, sig) - mc(x_ve, sig, 0)) / sig
     f = trained_fields(nc, 0, nu, None, 1.5, S, x_vp, steps=(t,))
     assert torch.allclose(corr, getattr(f, f"reg_{estimator}")[0], atol=1e-8)
-    sig_all = torch.cat([S.sigmas.flip(0)[:-1], torch.zeros(1, dtype=torch.float64)])
+    sig_all = S.sampling_sigmas()
     start = vp_prior(torch.randn(5, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(1)), sig_all[0])
     a1 = ddpm(guided, start, sig_all, generator=torch.Generator().manual_seed(2))
     a2 = ddpm(guided, start, sig_all, generator=torch.Generator().manual_seed(2))

@@ -1,0 +1,143 @@
+"""Statistics and files of a digits sweep (:mod:`images.sweep`): means and standard deviations over seeds,
+the best weight per method, paired differences, the Markdown table, and the rows as CSV.
+
+Everything here reads a ``SweepResult`` (or rows read back from CSV); nothing samples.
+"""
+from __future__ import annotations
+
+import csv
+import math
+import statistics
+from pathlib import Path
+from typing import NamedTuple
+
+from sampler import ESTIMATORS
+
+from .sweep import METHODS, SweepResult, SweepRow
+
+__all__ = ["Summary", "summarize", "best_per_method", "best_vs_best", "markdown_table", "write_csv", "read_csv"]
+
+
+class Summary(NamedTuple):
+    sampler: str
+    method: str
+    estimator: str
+    w: float
+    fd: float  # mean over seeds
+    fd_std: float  # standard deviation over seeds
+    d_fd: float  # mean paired difference to the same method's "none" at this w and seed (nan for "none")
+    d_fd_std: float
+    score: float
+    score_std: float
+    accuracy: float
+    n_seeds: int
+
+
+def _std(v: list) -> float:
+    return statistics.stdev(v) if len(v) > 1 else math.nan
+
+
+def summarize(result: SweepResult) -> list:
+    """Mean and standard deviation over seeds per (sampler, method, estimator, w) -> [Summary]."""
+    groups: dict = {}
+    for r in result.rows:
+        groups.setdefault((r.sampler, r.method, r.estimator, r.w), []).append(r)
+    base = {(r.sampler, r.method, r.w, r.seed): r.fd for r in result.rows if r.estimator == "none"}
+    out = []
+    for (smp, m, e, w), rs in groups.items():
+        fd = [r.fd for r in rs]
+        diffs = [r.fd - base[(smp, m, w, r.seed)] for r in rs if e != "none" and (smp, m, w, r.seed) in base]
+        out.append(Summary(smp, m, e, w, statistics.fmean(fd), _std(fd),
+                           statistics.fmean(diffs) if diffs else math.nan, _std(diffs) if diffs else math.nan,
+                           statistics.fmean(r.score for r in rs), _std([r.score for r in rs]),
+                           statistics.fmean(r.accuracy for r in rs), len(rs)))
+    return out
+
+
+def best_per_method(summaries: list) -> list:
+    """The weight with the lowest mean FD for every (sampler, method, estimator) -> [Summary]."""
+    best: dict = {}
+    for s in summaries:
+        key = (s.sampler, s.method, s.estimator)
+        if key not in best or s.fd < best[key].fd:
+            best[key] = s
+    return list(best.values())
+
+
+def best_vs_best(result: SweepResult, against: str = "none") -> dict:
+    """Paired per-seed FD differences between each (sampler, method, estimator)'s best weight and the
+    best weight of the same method with estimator ``against`` (or, for ``against="unguided"``, the
+    unguided runs): ``{(sampler, method, estimator): (mean, std)}`` over the seeds both have."""
+    if against not in ("unguided", "none") + ESTIMATORS:
+        raise ValueError(f"against must be 'unguided', 'none' or one of {ESTIMATORS}, got {against!r}")
+    best = {(s.sampler, s.method, s.estimator): s.w for s in best_per_method(summarize(result))}
+    fd = {(r.sampler, r.method, r.estimator, r.w, r.seed): r.fd for r in result.rows}
+    out = {}
+    for (smp, m, e), w in best.items():
+        if m == "unguided":
+            continue
+        ref_key = (smp, "unguided", "none") if against == "unguided" else (smp, m, against)
+        if ref_key not in best or ref_key == (smp, m, e):
+            continue
+        diffs = [fd[(smp, m, e, w, r.seed)] - fd[ref_key + (best[ref_key], r.seed)]
+                 for r in result.rows if (smp, m, e, w) == (r.sampler, r.method, r.estimator, r.w)
+                 and ref_key + (best[ref_key], r.seed) in fd]
+        if diffs:
+            out[(smp, m, e)] = (statistics.fmean(diffs), _std(diffs))
+    return out
+
+
+def read_csv(path: str | Path) -> list:
+    """The rows written by :func:`write_csv` -> [SweepRow] (to re-tabulate or re-plot without sampling)."""
+    with open(path, newline="") as fh:
+        rd = csv.DictReader(fh)
+        if rd.fieldnames != list(SweepRow._fields):
+            raise ValueError(f"{str(path)!r} does not hold sweep rows (columns {rd.fieldnames})")
+        return [SweepRow(r["sampler"], int(r["seed"]), r["method"], r["estimator"], float(r["w"]), float(r["fd"]),
+                         float(r["score"]), float(r["accuracy"]), float(r["seconds"])) for r in rd]
+
+
+def _fmt(v: float, std: float, digits: int = 2) -> str:
+    return f"{v:.{digits}f}" if math.isnan(std) else f"{v:.{digits}f} ± {std:.{digits}f}"
+
+
+def markdown_table(result: SweepResult) -> str:
+    """Best FD-digits per method and estimator (mean ± std over seeds), per sampler, as Markdown."""
+    cfg = result.config
+    best = best_per_method(summarize(result))
+    order = {m: i for i, m in enumerate(("unguided",) + METHODS)}
+    est_order = {e: i for i, e in enumerate(("none",) + ESTIMATORS)}
+    best.sort(key=lambda s: (s.sampler, order[s.method], est_order[s.estimator]))
+    lines = [
+        f"Digits, {cfg.n_samples} samples per run, seeds {list(cfg.seeds)}, weights {list(cfg.weights)}, "
+        f"steps {dict(cfg.steps)}. FD-digits and the score are toy-scale counterparts of FID/IS, "
+        "not comparable to ImageNet numbers. Mean ± standard deviation over seeds; "
+        "ΔFD (same w) = paired difference to the same method without REG at the same weight and seeds; "
+        "ΔFD (best) = paired difference between this row's best weight and the best weight without REG "
+        "(for the no-REG rows: against the unguided runs).",
+        "",
+        f"Reference: training images vs held-out: FD {result.reference.fd:.2f}, score {result.reference.score:.2f}.",
+        "",
+        "| sampler | method | REG | best w | FD-digits ↓ | ΔFD (same w) | ΔFD (best) | score ↑ | accuracy ↑ |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    bvb = best_vs_best(result)
+    bvu = best_vs_best(result, "unguided")
+    for s in best:
+        d = "" if math.isnan(s.d_fd) else _fmt(s.d_fd, s.d_fd_std)
+        b = bvb.get((s.sampler, s.method, s.estimator)) or bvu.get((s.sampler, s.method, s.estimator))
+        b = "" if b is None else _fmt(*b)
+        lines.append(f"| {s.sampler} | {s.method} | {s.estimator} | {s.w:g} | {_fmt(s.fd, s.fd_std)} | {d} | {b} | "
+                     f"{_fmt(s.score, s.score_std)} | {s.accuracy:.3f} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(result: SweepResult, path: str | Path) -> Path:
+    """Every row of ``result`` to ``path`` (columns: the ``SweepRow`` fields; read back with :func:`read_csv`)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        wr = csv.writer(fh)
+        wr.writerow(SweepRow._fields)
+        wr.writerows(result.rows)
+    return path
