@@ -123,8 +123,6 @@ def train_unet(
     net.to(dev).train()
     ema = copy.deepcopy(net).eval().requires_grad_(False)
     sched = _schedule(train, unet_config.T)
-    sqrt_abar = sched.abar.sqrt().float().to(dev)  # [T + 1]
-    sqrt_1m = (1 - sched.abar).sqrt().float().to(dev)
     opt = torch.optim.Adam(net.parameters(), lr=train.lr)
     warmup = max(1, min(100, train.steps // 10))
     lr_at = lambda i: train.lr * min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / train.steps))  # noqa: E731
@@ -143,7 +141,7 @@ def train_unet(
         eps = torch.randn(x0.shape, generator=g).to(dev)
         drop = (torch.rand(train.batch_size, generator=g) < train.p_uncond).to(dev)
         y[drop] = unet_config.num_classes  # the null label
-        x_t = sqrt_abar[t][:, None, None, None] * x0 + sqrt_1m[t][:, None, None, None] * eps
+        x_t = sched.add_noise(x0, eps, t)
         loss = torch.nn.functional.mse_loss(net(x_t, t, y), eps)
         for group in opt.param_groups:
             group["lr"] = lr_at(i)

@@ -174,6 +174,21 @@ class VPSchedule:
         walks to run this schedule's chain. [T + 1]"""
         return self.sigmas.flip(0)
 
+    def add_noise(self, x0: torch.Tensor, noise: torch.Tensor, t) -> torch.Tensor:
+        """The forward process of step ``t`` (THEORY.md section 1): ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) n``.
+        ``t`` is one step index or an integer tensor [N] (one per sample, broadcast over the trailing
+        dimensions); the coefficients are computed in float64 and cast to ``x0``'s dtype and device."""
+        t = torch.as_tensor(t)
+        if t.is_floating_point() or t.ndim > 1:
+            raise ValueError(f"t must be a step index or an integer tensor [N], got {t!r}")
+        if torch.any(t < 0) or torch.any(t > self.T):
+            raise ValueError(f"steps must lie in 0..{self.T}, got {t.min().item()}..{t.max().item()}")
+        a = self.abar.to(t.device)[t]
+        shape = a.shape + (1,) * (x0.ndim - a.ndim)
+        sa = a.sqrt().to(dtype=x0.dtype, device=x0.device).reshape(shape)
+        sn = (1 - a).sqrt().to(dtype=x0.dtype, device=x0.device).reshape(shape)
+        return sa * x0 + sn * noise
+
     def reverse_mean(self, x: torch.Tensor, eps: torch.Tensor, t: int) -> torch.Tensor:
         """The DDPM reverse-kernel mean of step ``t`` (1..T) in VP coordinates (THEORY.md section 1),
         ``mu_t = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)``; its variance is

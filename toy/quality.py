@@ -51,7 +51,7 @@ def eps_error(net: Any, cond: Any, mixture: GaussianMixture, schedule: VPSchedul
         for t in range(1, schedule.T + 1):
             a = schedule.abar[t].item()
             x0 = mixture.sample(int(n), generator=g)
-            x_t = math.sqrt(a) * x0 + math.sqrt(1 - a) * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+            x_t = schedule.add_noise(x0, torch.randn(x0.shape, generator=g, dtype=x0.dtype), t)
             exact = mixture.eps(x_t, a)
             learned = f(x_t, t).to(torch.float64)
             rms.append(((learned - exact) ** 2).sum(1).mean().sqrt())
@@ -113,7 +113,7 @@ def sample_w1(net: Any, cond: Any, mixture: GaussianMixture, schedule: VPSchedul
     aT = schedule.abar[-1].item()
     if start == "exact":
         x0 = mixture.sample(int(n), generator=g)
-        x_vp = math.sqrt(aT) * x0 + math.sqrt(1 - aT) * torch.randn(x0.shape, generator=g, dtype=x0.dtype)
+        x_vp = schedule.add_noise(x0, torch.randn(x0.shape, generator=g, dtype=x0.dtype), schedule.T)
         x_start = x_vp / math.sqrt(aT)
     elif start == "prior":
         x_start = vp_prior(torch.randn(int(n), mixture.dim, generator=g, dtype=torch.float64), sigmas[0].item())

@@ -137,8 +137,6 @@ def _train(config: TrainConfig, device, data: ToyData | None, progress: bool) ->
     net = init_net(c).to(dev)
     opt = torch.optim.AdamW(net.parameters(), lr=c.lr, weight_decay=c.weight_decay)
     sched = c.schedule
-    sa = sched.abar.sqrt().to(torch.float32)
-    sn = (1 - sched.abar).sqrt().to(torch.float32)
     g = torch.Generator().manual_seed(c.seed + 1)
     N, d, B = data.x.shape[0], c.model.dim, c.batch_size
     n_batches = N // B  # drop_last, as the paper's DataLoader
@@ -152,13 +150,12 @@ def _train(config: TrainConfig, device, data: ToyData | None, progress: bool) ->
         noise = torch.randn(n_batches * B, d, generator=g)
         drop = torch.rand(n_batches * B, generator=g) < c.label_dropout
         perm, t, noise, drop = perm.to(dev), t.to(dev), noise.to(dev), drop.to(dev)
-        a, s = sa.to(dev)[t], sn.to(dev)[t]
         total = torch.zeros((), device=dev)
         for b in range(n_batches):
             sl = slice(b * B, (b + 1) * B)
             idx = perm[sl]
             y = torch.where(drop[sl], torch.full_like(y_all[idx], -1), y_all[idx])
-            x_t = a[sl, None] * x_all[idx] + s[sl, None] * noise[sl]
+            x_t = sched.add_noise(x_all[idx], noise[sl], t[sl])
             loss = torch.mean((net(x_t, t[sl], y) - noise[sl]) ** 2)
             opt.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,20 +1,2 @@
-"""Shared random mixtures for the analytic tests (seeded, so every run sees the same cases)."""
-import torch
-
-from analytic import GaussianMixture
-
-
-def random_mixture(d: int, K: int, seed: int, scale: float = 0.3) -> GaussianMixture:
-    g = torch.Generator().manual_seed(seed)
-    w = torch.rand(K, generator=g, dtype=torch.float64) + 0.2
-    mu = 2 * torch.rand(K, d, generator=g, dtype=torch.float64) - 0.5
-    A = torch.randn(K, d, d, generator=g, dtype=torch.float64) * scale
-    covs = A @ A.transpose(-1, -2) + (scale**2) * torch.eye(d, dtype=torch.float64)
-    return GaussianMixture(w, mu, covs)
-
-
-def paper_pair():
-    """The REG paper's 1-D toy (conditional, and the unconditional stored with its checkpoints)."""
-    cond = GaussianMixture.from_1d([0.5, 0.5], [0.5, 1.5], [0.25, 0.25])
-    uncond = GaussianMixture.from_1d([0.5, 0.5], [-2.0, 0.0], [0.5, 0.5])
-    return cond, uncond
+"""The analytic tests use the suite's shared fixtures (tests/helpers.py)."""
+from tests.helpers import paper_pair, random_mixture  # noqa: F401

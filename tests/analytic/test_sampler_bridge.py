@@ -8,7 +8,7 @@ from analytic import CFGReward, optimal_denoiser, optimal_guidance
 from sampler import CFG, ESTIMATORS, REG, SAMPLERS, MixtureModel, TiltedMean, bind, sample, vp_prior
 from sampler.schedules import VPSchedule
 
-from tests.analytic.conftest import random_mixture
+from tests.helpers import random_mixture
 
 
 @pytest.fixture(scope="module")

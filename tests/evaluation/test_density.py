@@ -10,7 +10,7 @@ from analytic.quadrature import deposit
 from evaluation.density import output_density, tilted_start, vp_start
 from sampler import CFG, REG, MixtureModel, Unguided, VPSchedule, bind, sample, vp_prior
 
-from tests.analytic.conftest import paper_pair, random_mixture
+from tests.helpers import paper_pair, random_mixture
 
 F64 = torch.float64
 

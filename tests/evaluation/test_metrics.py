@@ -9,7 +9,7 @@ from evaluation.distances import distances, energy_distance, kl_divergence, tilt
 from evaluation.field_errors import field_errors, guidance_term
 from sampler import CFG, REG, MixtureModel, VPSchedule, bind
 
-from tests.analytic.conftest import paper_pair
+from tests.helpers import paper_pair
 
 F64 = torch.float64
 

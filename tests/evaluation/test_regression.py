@@ -26,7 +26,7 @@ from evaluation.cases import CASES
 from evaluation.report import REGEN_COMMAND, compute_case, regression_entries
 from sampler import CFG, REG, MixtureModel, VPSchedule, bind
 
-from tests.analytic.conftest import random_mixture
+from tests.helpers import random_mixture
 
 F64 = torch.float64
 TABLE = Path(__file__).with_name("regression_table.json")

@@ -8,7 +8,7 @@ from evaluation.density import output_density, tilted_start
 from evaluation.distances import distances, tilted_target
 from sampler import MixtureModel, TiltedMean, VPSchedule, bind
 
-from tests.analytic.conftest import paper_pair
+from tests.helpers import paper_pair
 
 F64 = torch.float64
 STEPS = (10, 20, 40, 80, 160)

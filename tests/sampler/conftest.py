@@ -15,7 +15,7 @@ from typing import Any, Callable
 import pytest
 import torch
 
-from analytic import GaussianMixture
+from tests.helpers import random_mixture  # noqa: F401  (shared; test modules import it from here)
 from sampler import (
     CFG,
     AutoGuidance,
@@ -67,15 +67,6 @@ class ModelSetup:
 # A short VP schedule (abar_T ~= 0.08): 4 levels above 0, shared by every factory.
 SCHEDULE = VPSchedule.linear(100, 1e-4, 0.05).respace(4)
 SIGMAS = SCHEDULE.sampling_sigmas()  # [5], decreasing to 0
-
-
-def random_mixture(d: int, k: int, seed: int, spread: float = 1.5, scale: float = 0.3) -> GaussianMixture:
-    g = torch.Generator().manual_seed(seed)
-    means = spread * torch.randn(k, d, generator=g, dtype=F64)
-    a = torch.randn(k, d, d, generator=g, dtype=F64)
-    covs = scale * (a @ a.transpose(-1, -2) / d + 0.3 * torch.eye(d, dtype=F64))
-    weights = torch.rand(k, generator=g, dtype=F64) + 0.5
-    return GaussianMixture(weights, means, covs)
 
 
 def _mixture_setup(shape: tuple, name: str) -> ModelSetup:

@@ -138,3 +138,27 @@ def test_ddim_coefficients_are_ddpm_at_eta_one():
         assert c**2 == pytest.approx(s.posterior_variance[t].item() / s.abar[t - 1].item(), rel=1e-10)
         a0, c0 = ddim_coefficients(s.sigmas[t].item(), s.sigmas[t - 1].item(), 0.0)
         assert c0 == 0 and a0 == pytest.approx(s.sigmas[t - 1].item() / s.sigmas[t].item(), rel=1e-14)
+
+
+def test_add_noise_is_the_forward_process():
+    """Per-sample steps broadcast over trailing dimensions; float32 inputs keep their dtype; the
+    empirical law of x_t matches N(sqrt(abar) x0, 1 - abar) (an independent check of the formula)."""
+    s = VPSchedule.paper_1d()
+    x0 = torch.full((4, 1, 2, 2), 2.0)
+    n = torch.ones(4, 1, 2, 2)
+    t = torch.tensor([1, 5, 10, 20])
+    out = s.add_noise(x0, n, t)
+    assert out.dtype == torch.float32 and out.shape == x0.shape
+    for i, ti in enumerate(t.tolist()):
+        a = s.abar[ti].item()
+        assert out[i].flatten()[0].item() == pytest.approx(2 * math.sqrt(a) + math.sqrt(1 - a), rel=1e-6)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(200_000, 1, generator=g, dtype=torch.float64)
+    xt = s.add_noise(torch.full((200_000, 1), 1.5, dtype=torch.float64), z, 20)
+    a = s.abar[20].item()
+    assert abs(xt.mean().item() - 1.5 * math.sqrt(a)) < 5 * math.sqrt((1 - a) / 200_000)
+    assert abs(xt.var().item() - (1 - a)) < 0.01
+    with pytest.raises(ValueError, match="steps must lie"):
+        s.add_noise(x0, n, torch.tensor([0, 21, 1, 2]))
+    with pytest.raises(ValueError, match="step index"):
+        s.add_noise(x0, n, 1.5)
