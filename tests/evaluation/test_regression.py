@@ -183,6 +183,7 @@ def test_the_comparison_is_two_sided_for_findings_and_one_sided_for_approximatio
         assert _moved([dict(e, method="new")], stored, table["rtol"], table["atol"])
 
 
+@pytest.mark.slow
 def test_paper_1d_numbers_are_pinned(table):
     _check_case(table, "paper_1d")
 

@@ -89,6 +89,7 @@ def test_trained_1d_uses_the_shipped_networks_and_agrees_with_the_exact_chain():
     assert s["mc_vs_grid_golden_mean_abs"] < 0.15
 
 
+@pytest.mark.slow
 def test_output_figure_agrees_with_the_report():
     """The TVs in results.json are the evaluation API's (analytic.report computes them independently)."""
     from evaluation.cases import CASES
@@ -103,6 +104,7 @@ def test_output_figure_agrees_with_the_report():
     assert o.tv[1.0, "optimal"] < 0.05 < o.tv[1.0, "cfg"]
 
 
+@pytest.mark.slow
 def test_sweeps_shapes_and_consistency_with_outputs():
     s = sweeps.compute(quick=True)
     assert all(v.shape == (len(s.weights),) for v in s.tv.values())

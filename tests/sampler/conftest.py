@@ -195,7 +195,9 @@ if importlib.util.find_spec("diffusers") is not None:  # the optional [images] e
     MODEL_FACTORIES += [(n, lambda n=n: _image_setup(n)) for n in ("unet_diffusers", "dit_diffusers", "edm2_diffusers")]
 
 
-@pytest.fixture(params=[f for _, f in MODEL_FACTORIES], ids=[n for n, _ in MODEL_FACTORIES], scope="module")
+# The diffusers networks are the slow third of the harness: the fast loop (-m "not slow") leaves them to CI.
+@pytest.fixture(params=[pytest.param(f, marks=pytest.mark.slow) if n.endswith("_diffusers") else f for n, f in MODEL_FACTORIES],
+                ids=[n for n, _ in MODEL_FACTORIES], scope="module")
 def setup(request) -> ModelSetup:
     return request.param()
 
