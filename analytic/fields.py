@@ -18,7 +18,7 @@ import torch
 from .golden import optimal_guidance
 from .grid import golden_on_grid
 from .mixture import GaussianMixture, check_abar, check_points
-from .quadrature import check_axes, grid_points
+from .quadrature import DEFAULT_TOL, check_axes, grid_points
 
 __all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "batch_jacobian",
            "REG_ESTIMATORS", "reg_correction", "reg_corrections", "StepGaps", "step_gaps"]
@@ -51,25 +51,30 @@ def eps_jacobian(model: GaussianMixture, x_t, abar) -> torch.Tensor:
     return batch_jacobian(lambda z: model.eps(z, a), x)
 
 
-def guidance_fields(cond: GaussianMixture, reward, x_t, abar, **golden_kwargs) -> GuidanceFields:
+def guidance_fields(cond: GaussianMixture, reward, x_t, abar, *, tol: float | None = None,
+                    **golden_kwargs) -> GuidanceFields:
     """Golden, present-time and REG guidance at points ``x_t`` [N, d] and noise level ``abar``.
 
-    ``golden_kwargs`` go to :func:`analytic.golden.optimal_guidance` (``method``, ``tol``, ...).
+    ``tol`` and ``golden_kwargs`` go to :func:`analytic.golden.optimal_guidance` (``method``, ``max_nodes``,
+    ...): ``tol`` is the absolute tolerance on ``golden`` in eps units (default 1e-6; for ``method="is"``
+    a standard error, default 1e-2), and ``golden_error`` its estimate. The other fields are closed forms.
     """
     a = check_abar(abar)
     x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
-    opt = optimal_guidance(cond, reward, x_t, a, **golden_kwargs)
-    return _with_reg(cond, reward, x_t, a, opt.golden, math.sqrt(1 - a) * opt.err_grad)
+    opt = optimal_guidance(cond, reward, x_t, a, tol=tol, **golden_kwargs)
+    return _with_reg(cond, reward, x_t, a, opt.golden, opt.golden_error)
 
 
-def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, **grid_kwargs) -> GuidanceFields:
+def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, *, tol: float = DEFAULT_TOL,
+                            **grid_kwargs) -> GuidanceFields:
     """:func:`guidance_fields` on a whole 1-D/2-D tensor grid (rows in 'ij' order), with the golden from
-    :func:`analytic.grid.golden_on_grid` (much faster than point by point; no error estimate: 0)."""
+    :func:`analytic.grid.golden_on_grid` to the absolute tolerance ``tol`` (eps units) and its error
+    estimate (much faster than point by point)."""
     a = check_abar(abar)
     axes = check_axes(axes, cond.dim)
     x_t = grid_points(axes)
-    golden = golden_on_grid(cond, reward, axes, a, **grid_kwargs).golden.reshape(-1, cond.dim)
-    return _with_reg(cond, reward, x_t, a, golden, torch.zeros_like(golden))
+    g = golden_on_grid(cond, reward, axes, a, tol=tol, **grid_kwargs)
+    return _with_reg(cond, reward, x_t, a, g.golden.reshape(-1, cond.dim), g.golden_error.reshape(-1, cond.dim))
 
 
 REG_ESTIMATORS = ("paper", "vjp", "diag", "jvp", "fd")
@@ -100,6 +105,8 @@ def reg_corrections(g: torch.Tensor, J: torch.Tensor, c: float) -> tuple[torch.T
 
 def _with_reg(cond, reward, x_t, a, golden, golden_error) -> GuidanceFields:
     g = reward.present(x_t, a).detach()  # [N, d]
+    if x_t.shape[0] == 0:  # an empty batch: empty fields (autograd has no rows to differentiate)
+        return GuidanceFields(golden=golden, present=g, reg_paper=g, reg_vjp=g, reg_diag=g, golden_error=golden_error)
     paper, vjp, diag = reg_corrections(g, eps_jacobian(cond, x_t, a), math.sqrt(1 - a))
     return GuidanceFields(golden=golden, present=g, reg_paper=paper, reg_vjp=vjp, reg_diag=diag,
                           golden_error=golden_error)

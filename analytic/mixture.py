@@ -26,11 +26,17 @@ def check_abar(abar) -> float:
     return a
 
 
+_MAX_SIGMA = 1e150  # sigma^2 must stay far inside float64
+_MAX_Z = 1e150  # whitened distances |L^{-1} (x - mu)| must stay far inside float64 when squared
+
+
 def check_sigma(sigma) -> float:
     """``sigma`` as a float, or ``ValueError`` unless it is a finite number >= 0."""
     s = check_number(sigma, "sigma")
     if s < 0:
         raise ValueError(f"sigma must be finite and >= 0, got {s}")
+    if s > _MAX_SIGMA:
+        raise ValueError(f"sigma = {s:.3g} is too large: sigma^2 overflows float64 (the limit is {_MAX_SIGMA:.0e})")
     return s
 
 
@@ -145,6 +151,9 @@ class GaussianMixture:
         self.log_weights = torch.log(w / w.sum())  # [K]
         self.means = mu  # [K, d]
         self.covs = S  # [K, d, d]
+        # coordinates beyond this make squared whitened distances overflow (every density would be 0)
+        min_std = torch.linalg.eigvalsh(S).min().clamp(min=0).sqrt().item()
+        self.max_abs = _MAX_Z * min_std / math.sqrt(d) - mu.abs().max().item()
 
     # --- construction helpers -------------------------------------------------------------------
     @classmethod
@@ -210,7 +219,12 @@ class GaussianMixture:
         return f"GaussianMixture(K={self.n_components}, d={self.dim}, weights={self.weights.tolist()})"
 
     def _points(self, x, name="x") -> torch.Tensor:
-        return check_points(x, self.dim, self.device, name)
+        x = check_points(x, self.dim, self.device, name)
+        if x.numel() and x.detach().abs().max() > self.max_abs:
+            raise ValueError(f"{name} has entries up to {x.detach().abs().max().item():.3g}; beyond "
+                             f"{self.max_abs:.3g} the mixture's squared distances overflow float64, so every "
+                             f"density, score and posterior would be 0/0")
+        return x
 
     # --- density, sampling ----------------------------------------------------------------------
     def component_log_prob(self, x) -> torch.Tensor:

@@ -21,10 +21,13 @@ def test_gauss_hermite_matches_dense_grid_quadrature_1d(seed, abar):
     cond, uncond = random_mixture(1, 3, 100 + seed), random_mixture(1, 2, 200 + seed, scale=0.6)
     reward = CFGReward(cond, uncond, 0.8)
     axis = torch.linspace(-1.0, 2.0, 61, dtype=torch.float64)
-    grid = golden_on_grid(cond, reward, axis, abar)
-    opt = optimal_guidance(cond, reward, axis[:, None], abar, method="gh")
+    grid = golden_on_grid(cond, reward, axis, abar, tol=1e-10)
+    opt = optimal_guidance(cond, reward, axis[:, None], abar, method="gh", tol=1e-10)
     assert rel_err(opt.grad_log_E, grid.grad_log_E) < 1e-9
     assert (opt.log_E - grid.log_E).abs().max() < 1e-9
+    # each within the other's error estimate, and both estimates within the tolerance asked for
+    assert torch.all((opt.golden - grid.golden).abs() <= opt.golden_error + grid.golden_error + 1e-13)
+    assert grid.golden_error.max() <= 1e-10 and opt.golden_error.max() <= 1e-10
 
 
 @pytest.mark.parametrize("seed", [0, 1])
