@@ -298,20 +298,34 @@ def _tail_matrix(reward: ReducibleRatioReward, m: int, n: int) -> tuple[torch.Te
     return A_neg, tau_perp
 
 
-def _u_reference(V: torch.Tensor, A_neg: torch.Tensor, z: torch.Tensor, lw: torch.Tensor):
-    """Offsets ``L'_k z`` [K, U, m] and log weights [K, U] of the trapezoid nodes laid on ``N(0, V'_k)``,
-    ``V'^{-1} = V^{-1} + A_- / 2``, reweighted to ``N(0, V_k)``."""
+class _Reference(NamedTuple):
+    """Per point and component, where the next level's ``u_0`` nodes go: the tilted mean (relative to ``m_k``)
+    and covariance of ``u_0`` found at the previous level."""
+
+    shift: torch.Tensor  # [N, K, m]
+    cov: torch.Tensor  # [N, K, m, m]
+
+
+def _u_reference(V: torch.Tensor, A_neg: torch.Tensor, z: torch.Tensor, lw: torch.Tensor,
+                 ref: _Reference | None, sl: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Offsets from ``m_k`` [Nc, K, U, m] and log weights [Nc, K, U] of trapezoid nodes for ``N(0, V_k)``.
+
+    Without ``ref`` the nodes are laid on ``N(0, V'_k)``, ``V'^{-1} = V^{-1} + A_- / 2`` (widened where ``R_0``
+    grows in the tails); with it, on ``N(shift, V'_k + cov)``, which covers both the posterior component and the
+    tilted mass however far the reward moved it. Either way they are reweighted to ``N(0, V_k)``."""
     P = torch.linalg.inv(V) + 0.5 * A_neg
     P = 0.5 * (P + P.transpose(-1, -2))
     if torch.any(torch.linalg.eigvalsh(P) <= 0):
         P = torch.linalg.inv(V)
-    Vref = torch.linalg.inv(P)
-    L = torch.linalg.cholesky(0.5 * (Vref + Vref.transpose(-1, -2)))  # [K, m, m]
-    off = torch.einsum("kij,uj->kui", L, z)
-    Vinv = torch.linalg.inv(V)
-    quad = torch.einsum("kui,kij,kuj->ku", off, Vinv, off)
-    logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) - torch.logdet(V)  # [K]
-    return off, lw - 0.5 * quad + 0.5 * (z**2).sum(1) + 0.5 * logdet[:, None]
+    Vref = torch.linalg.inv(P)[None]  # [1, K, m, m]
+    centre = torch.zeros_like(Vref[..., 0])  # [1, K, m]
+    if ref is not None:
+        Vref, centre = Vref + ref.cov[sl], ref.shift[sl]
+    L = torch.linalg.cholesky(0.5 * (Vref + Vref.transpose(-1, -2)))  # [Nc, K, m, m]
+    off = centre[:, :, None, :] + torch.einsum("nkij,uj->nkui", L, z)
+    quad = torch.einsum("nkui,kij,nkuj->nku", off, torch.linalg.inv(V), off)
+    logdet = 2 * torch.log(torch.diagonal(L, dim1=-2, dim2=-1)).sum(-1) - torch.logdet(V)  # [Nc, K]
+    return off, lw - 0.5 * quad + 0.5 * (z**2).sum(1) + 0.5 * logdet[..., None]
 
 
 class _RadialNodes(NamedTuple):
@@ -392,41 +406,51 @@ def _laplace_nodes(n: int, M: torch.Tensor, kappa2: torch.Tensor, level: int, nu
     return _RadialNodes(torch.as_tensor(rho * rho), torch.as_tensor(rho * A - Mx), torch.as_tensor(logw))
 
 
+class _Level(NamedTuple):
+    log_E: torch.Tensor  # [n]
+    diff_u: torch.Tensor  # [n, m]
+    diff_v: torch.Tensor  # [n]
+    ref: _Reference  # tilted moments of u_0 per component, for the next level's nodes
+    nodes: int  # u_0 nodes per dimension
+
+
 def _radial_level(cond, reward, post: ReducedPosterior, idx: torch.Tensor, level_u: int, level_r: int,
-                  A_neg: torch.Tensor, tau_perp: float, progress: bool) -> tuple[torch.Tensor, ...]:
-    """``log E`` [n], ``diff_u`` [n, m] and ``diff_v`` [n] at the points ``idx``, with trapezoid spacing ``2^-level_u``
-    on ``u_0`` and radial resolution ``level_r``; and the number of ``u_0`` nodes per dimension."""
+                  A_neg: torch.Tensor, tau_perp: float, ref: _Reference | None, progress: bool) -> _Level:
+    """The radial route at the points ``idx`` with ``u_0`` resolution ``level_u`` and radial resolution ``level_r``."""
     n, m, K = cond.n_perp, cond.sub_dim, cond.n_components
     num, den = _terms(reward.num), _terms(reward.den)
     w, log_const = reward.w, reward.log_const
     z, lz = _trapezoid(level_u, m)
-    off, lw_u = _u_reference(post.covs_u, A_neg, z, lz)  # [K, U, m], [K, U]
     r = post.v[idx].norm(dim=1)  # [N]
     M = post.shrink * r[:, None]  # [N, K]
     U = z.shape[0]
     n_r = 2 * _half_nodes(level_r) + 1
     S = 1 if n == 0 else n_r * (_half_nodes(level_r) if 2 <= n < _CARTESIAN_BELOW else 1)
     chunk = max(1, int(_BUDGET // (K * U * S * max(num.beta.numel(), den.beta.numel()))))
-    out_E, out_u, out_v = [], [], []
+    out: list[tuple[torch.Tensor, ...]] = []
     for s0 in tqdm(range(0, idx.numel(), chunk), desc="radial golden", disable=not progress):
         sl = idx[s0:s0 + chunk]
-        Mc = M[s0:s0 + chunk]
-        u0 = post.means_u[sl][:, :, None, :] + off  # [Nc, K, U, m]
+        Nc, Mc = sl.numel(), M[s0:s0 + chunk]
+        off, lw_u = _u_reference(post.covs_u, A_neg, z, lz, ref, sl)  # [Nc, K, U, m], [Nc, K, U]
+        u0 = post.means_u[sl][:, :, None, :] + off
         a_num, a_den = num.at(u0), den.at(u0)  # [Nc, K, U, J]
         if n == 0:
-            zero = torch.zeros(sl.numel(), K, 1, dtype=_DTYPE)
+            zero = torch.zeros(Nc, K, 1, dtype=_DTYPE)
             nodes = _RadialNodes(zero, zero, zero)
         elif n < _CARTESIAN_BELOW:
             nodes = _cartesian_nodes(n, Mc, post.kappa2, level_r, tau_perp)
         else:
             nodes = _laplace_nodes(n, Mc, post.kappa2, level_r, num, den, w, log_const, a_num, a_den, lw_u)
         logR = _log_r0(num, den, w, log_const, a_num, a_den, nodes.y)  # [Nc, K, U, S]
-        tot = (lw_u[:, :, None] + nodes.logw[:, :, None, :] + logR).reshape(sl.numel(), K, -1)
+        tot = (lw_u[..., None] + nodes.logw[:, :, None, :] + logR).reshape(Nc, K, -1)
         if torch.any(torch.isnan(tot)) or torch.any(tot == math.inf):
             raise ValueError("log R_0 is +inf or nan at a quadrature node")
         log_I = torch.logsumexp(tot, -1)  # [Nc, K]
-        P = torch.softmax(tot, -1).reshape(sl.numel(), K, U, -1)
-        shift_u = torch.einsum("nku,kui->nki", P.sum(-1), off)
+        P = torch.softmax(tot, -1).reshape(Nc, K, U, -1)
+        Pu = P.sum(-1)  # [Nc, K, U]
+        shift_u = torch.einsum("nku,nkui->nki", Pu, off)
+        dev = off - shift_u[:, :, None, :]
+        cov_u = torch.einsum("nku,nkui,nkuj->nkij", Pu, dev, dev)
         shift_v = (P.sum(2) * nodes.e).sum(-1)  # [Nc, K]
         log_b = post.log_weights[sl]
         log_E = torch.logsumexp(log_b + log_I, 1)
@@ -438,33 +462,39 @@ def _radial_level(cond, reward, post: ReducedPosterior, idx: torch.Tensor, level
         rc = r[s0:s0 + chunk]
         along = (tilt * shift_v).sum(1) / torch.where(rc > 0, rc, 1.0)
         diff_v = ((tilt - b) * post.shrink).sum(1) + torch.where(rc > 0, along, 0.0)
-        out_E.append(log_E)
-        out_u.append(diff_u)
-        out_v.append(diff_v)
-    return torch.cat(out_E), torch.cat(out_u), torch.cat(out_v), z.shape[0] if m == 1 else round(z.shape[0] ** 0.5)
+        out.append((log_E, diff_u, diff_v, shift_u, cov_u))
+    log_E, diff_u, diff_v, shift_u, cov_u = (torch.cat(t) for t in zip(*out))
+    return _Level(log_E, diff_u, diff_v, _Reference(shift_u, cov_u), 2 * _half_nodes(level_u) + 1)
 
 
 def _radial_route(cond, reward, post: ReducedPosterior, a: float, tol: float, max_level: int,
                   progress: bool) -> _Result:
     """Refines the radial nodes first (on the coarsest ``u_0`` nodes), then the ``u_0`` nodes at that radial
-    resolution, each point until its change is within ``tol``; the error estimate adds the two last changes."""
+    resolution, each point until its change is within ``tol``; the error estimate adds the two last changes.
+    From the second evaluation on, each point's ``u_0`` nodes follow the tilted mass the previous one found."""
     N, m, n = post.means_u.shape[0], cond.sub_dim, cond.n_perp
     A_neg, tau_perp = _tail_matrix(reward, m, n)
     coef = math.sqrt(a) / (1 - a)
-    vals = list(_radial_level(cond, reward, post, torch.arange(N), 0, 0, A_neg, tau_perp, progress)[:3])
+    first = _radial_level(cond, reward, post, torch.arange(N), 0, 0, A_neg, tau_perp, None, progress)
+    vals = [first.log_E, first.diff_u, first.diff_v]
+    ref = first.ref
     errs = {phase: [torch.zeros_like(v) for v in vals] for phase in ("radial", "u")}
-    level_r, nodes = 0, 0
+    level_r, nodes = 0, first.nodes
     for phase in (("radial", "u") if n > 0 else ("u",)):
         idx = torch.arange(N)
+        # the radial phase keeps its u_0 nodes fixed, so its changes are radial only
+        ref_phase = _Reference(ref.shift.clone(), ref.cov.clone()) if phase == "radial" else ref
         for level in range(1, max_level + 1):
             lu, lr = (0, level) if phase == "radial" else (level, level_r)
-            *new, nodes = _radial_level(cond, reward, post, idx, lu, lr, A_neg, tau_perp, progress)
+            new = _radial_level(cond, reward, post, idx, lu, lr, A_neg, tau_perp, ref_phase, progress)
+            nodes = max(nodes, new.nodes)
             ok = torch.ones(idx.numel(), dtype=torch.bool)
-            for i, (v, nv) in enumerate(zip(vals, new)):
+            for i, (v, nv) in enumerate(zip(vals, new[:3])):
                 scale = 1.0 if i == 0 else coef
                 ok &= _converged(scale * nv, scale * v[idx], tol)
                 errs[phase][i][idx] = (nv - v[idx]).abs()
                 v[idx] = nv
+            ref.shift[idx], ref.cov[idx] = new.ref.shift, new.ref.cov
             level_r = level if phase == "radial" else level_r
             idx = idx[~ok]
             if idx.numel() == 0:
