@@ -3,10 +3,13 @@ diffusion, with a verdict, its numbers, a figure and a pinned test. ``python -m 
 
 :data:`CLAIMS` lists every claim in ledger order; :func:`get_claim` finds one by id.
 """
-from . import reg_map
+from . import (autoguidance, bradley_nakkiran, cfgig, cfgpp, chidambaram, interval, paper_figure, reg_fields, reg_map,
+               schedules, theorem1, wu)
 from .ledger import Claim, ClaimResult, LedgerRun, Number, Outcome, evaluate, markdown, run_ledger, to_json
 
-CLAIMS = (reg_map.CLAIM,)
+ALL_CLAIMS = (reg_map.CLAIM, reg_fields.CLAIM, theorem1.CLAIM, paper_figure.CLAIM, bradley_nakkiran.CLAIM,
+              interval.CLAIM, autoguidance.CLAIM, chidambaram.CLAIM, wu.CLAIM, cfgpp.CLAIM, cfgig.CLAIM, schedules.CLAIM)
+CLAIMS = tuple(c for c in ALL_CLAIMS if not c.unavailable())  # the paper figure needs the released networks
 
 
 def get_claim(claim_id: str) -> Claim:
@@ -17,5 +20,5 @@ def get_claim(claim_id: str) -> Claim:
     raise ValueError(f"unknown claim {claim_id!r}; choose one of {[c.id for c in CLAIMS]}")
 
 
-__all__ = ["CLAIMS", "get_claim", "Claim", "ClaimResult", "Number", "Outcome", "LedgerRun", "run_ledger", "evaluate",
+__all__ = ["CLAIMS", "ALL_CLAIMS", "get_claim", "Claim", "ClaimResult", "Number", "Outcome", "LedgerRun", "run_ledger", "evaluate",
            "markdown", "to_json"]

@@ -18,7 +18,7 @@ from analytic.quadrature import grid_points
 
 from ..density import output_density, tilted_start, vp_start
 from ..distances import distances, tilted_target
-from ..field_errors import field_errors
+from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from .laws import Method, build, get_law, make_schedule, reward_of
 
@@ -148,6 +148,7 @@ class FieldResult(NamedTuple):
     error: np.ndarray  # [L] unweighted mean |golden - method|
     error_weighted: np.ndarray  # [L] p_t-weighted
     golden_size: np.ndarray  # [L] p_t-weighted mean |golden|
+    term_size: np.ndarray  # [L] p_t-weighted mean |method's guidance term|
     mean_error: float
     mean_error_weighted: float
 
@@ -162,9 +163,17 @@ def field_error(cell: FieldCell) -> FieldResult:
         check_integrable(law.cond, reward, 1e-12)
     except ValueError as err:
         e = np.zeros(0)
-        return FieldResult(False, f"E_t diverges: {str(err)[:120]}", e, e, e, e, math.nan, math.nan)
+        return FieldResult(False, f"E_t diverges: {str(err)[:120]}", e, e, e, e, e, math.nan, math.nan)
     # the guided denoiser is built for the full schedule (its weights are defined on its levels)
     guided, reward = build(cell.method, law, sched)
-    fe = field_errors(law.cond, sub, axes_of(cell.grid, law.cond.dim), {"m": guided}, reward, sampler_chain=False)
+    axes = axes_of(cell.grid, law.cond.dim)
+    fe = field_errors(law.cond, sub, axes, {"m": guided}, reward, sampler_chain=False)
+    X = grid_points(axes)
+    size = []
+    for t in range(1, sub.T + 1):  # p_t-weighted mean |term| of the method itself
+        a = sub.abar[t].item()
+        weight = torch.softmax(law.cond.noised(a).log_prob(X), 0)
+        size.append((weight * guidance_term(guided, law.cond.denoise, X, a).norm(dim=1)).sum().item())
     return FieldResult(True, "", fe.abar.numpy(), fe.ideal[0].numpy(), fe.ideal_weighted[0].numpy(),
-                       fe.golden_size.numpy(), fe.ideal[0].mean().item(), fe.ideal_weighted[0].mean().item())
+                       fe.golden_size.numpy(), np.array(size), fe.ideal[0].mean().item(),
+                       fe.ideal_weighted[0].mean().item())

@@ -4,6 +4,7 @@ numbers, so cells are frozen, hashable and cacheable), and how each becomes obje
 - laws (:func:`get_law`): the presets (``paper_1d``, ``paper_1d_script``, ``correlated_2d``, ``classes_2d``);
   ``single:MU_C:S_C:MU_U:S_U`` (1-D single Gaussians, where :mod:`analytic.symbolic` has closed forms); and
   ``blocks_1d`` (two classes, each an almost flat block of narrow Gaussians: a compact-support stand-in);
+  ``rand1d:SEED`` (two random 1-D classes of 1-3 components each, seeded; the conditional is class 0);
 - schedules (:func:`make_schedule`): ``paper`` (T = 20, betas 1e-4..0.02, abar_T = 0.82), ``lin:T:ABAR_T``
   (linear betas from 1e-4 to the end value that reaches ``abar_T`` in ``T`` steps), ``linear:T:B1:BT``,
   ``cosine:T``, ``standard:T`` (the 1000-step DDPM schedule respaced to ``T`` steps);
@@ -24,7 +25,8 @@ from sampler import (CFG, REG, AutoGuidance, ClassifierGuidance, Constant, Cosin
 from sampler.reg import ESTIMATORS
 from sampler.schedules import VPSchedule
 
-__all__ = ["Law", "get_law", "make_schedule", "lin_reaching", "Method", "GridWeight", "build", "model_denoisers",
+__all__ = ["Law", "get_law", "make_schedule", "lin_reaching", "Method", "GridWeight", "build", "model_denoisers", "weak_model",
+           "reward_of", "cfgpp_weights",
            "FAMILIES", "WEIGHTINGS"]
 
 F64 = torch.float64
@@ -62,6 +64,20 @@ def get_law(name: str) -> Law:
         cond = GaussianMixture.from_1d([1.0], [mu_c], [s_c])
         uncond = GaussianMixture.from_1d([1.0], [mu_u], [s_u])
         return Law(name, cond, uncond, (cond, uncond), (0.5, 0.5), 0)
+    if name.startswith("rand1d:"):
+        try:
+            seed = int(name.split(":")[1])
+        except (ValueError, IndexError):
+            raise ValueError(f"random laws are named 'rand1d:SEED', got {name!r}") from None
+        g = torch.Generator().manual_seed(seed)
+        u = lambda n, lo, hi: (lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)).tolist()  # noqa: E731
+
+        def mixture() -> GaussianMixture:
+            k = int(torch.randint(1, 4, (1,), generator=g))
+            return GaussianMixture.from_1d(u(k, 0.2, 1.0), u(k, -3.0, 3.0), u(k, 0.2, 1.0))
+
+        cond, other = mixture(), mixture()
+        return Law(name, cond, GaussianMixture.concat([cond, other], [0.5, 0.5]), (cond, other), (0.5, 0.5), 0)
     if name == "blocks_1d":
         cond, other = _blocks(1.0, 2.0), _blocks(-2.0, -1.0)
         uncond = GaussianMixture.concat([cond, other], [0.5, 0.5])
@@ -169,7 +185,7 @@ class Method:
         return name + (f"+REG({self.reg})" if self.reg else "")
 
 
-def _bad_model(cond: GaussianMixture, spec: str) -> GaussianMixture:
+def weak_model(cond: GaussianMixture, spec: str) -> GaussianMixture:
     kind, _, value = spec.partition(":")
     try:
         v = float(value)
@@ -185,7 +201,7 @@ def _bad_model(cond: GaussianMixture, spec: str) -> GaussianMixture:
 def reward_of(method: Method, law: Law):
     """The reward whose tilted target the method aims at (its family's reward at weight ``method.w``)."""
     if method.family == "autog":
-        return AutoGReward(law.cond, _bad_model(law.cond, method.bad), method.w)
+        return AutoGReward(law.cond, weak_model(law.cond, method.bad), method.w)
     if method.family == "cg":
         return ClassifierReward(list(law.classes), list(law.priors), law.y, method.w)
     return CFGReward(law.cond, law.uncond, method.w)
@@ -202,7 +218,7 @@ def _weights(method: Method, sigmas: torch.Tensor):
     if method.weighting == "cosine":
         return Cosine(2 * w, 1.0, s_max)
     if method.weighting == "interval":
-        return Interval(w, method.lo, method.hi)
+        return Interval(w, method.lo, min(method.hi, 2 * s_max))  # hi = inf: up to the first level
     K = len(levels)
     ramp = [2 * w * (i + 1) / (K + 1) for i in range(K)]  # mean exactly w
     return GridWeight(tuple(levels), tuple(ramp if method.weighting == "up" else ramp[::-1]))

@@ -54,6 +54,10 @@ class Claim(NamedTuple):
     figure: str
     cells: Callable[[bool], list]
     conclude: Callable[[bool, tuple], Outcome]
+    requires: Callable[[], str] | None = None  # returns why the claim cannot run here ("" when it can)
+
+    def unavailable(self) -> str:
+        return self.requires() if self.requires is not None else ""
 
     def result(self, verdict: str, key_number: str, numbers: Sequence[tuple[str, float]]) -> ClaimResult:
         """The :class:`ClaimResult` of this claim (checks the verdict's form)."""
