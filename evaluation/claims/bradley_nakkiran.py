@@ -122,7 +122,7 @@ def pc_law(cell: PCCell) -> PCLaw:
 
 
 def _Ts(quick: bool) -> tuple[int, ...]:
-    return (25, 50, 100) if quick else (25, 50, 100, 200, 400)
+    return (25, 50) if quick else (25, 50, 100, 200, 400)
 
 
 def _ws(quick: bool) -> tuple[float, ...]:

@@ -80,7 +80,7 @@ class Setting(NamedTuple):
 def settings(quick: bool) -> list[Setting]:
     g1 = GRID_1D_QUICK if quick else GRID_1D
     if quick:
-        laws_1d, scheds, ws, Ts, t_fams = ("paper_1d",), ("paper", "lin:20:0.0001"), (1.0, 3.0), (10, 50), T_FAMILIES[:2]
+        laws_1d, scheds, ws, Ts, t_fams = ("paper_1d",), ("paper", "lin:20:0.0001"), (1.0, 3.0), (10, 40), T_FAMILIES[:2]
         single_r, single_s, single_w = (0.25, 1.0), ("lin:20:0.0001",), (1.0,)
         laws_2d, fams, fam_s, fam_w = (), FAMILY_VARIANTS[3:], ("lin:20:0.0001",), (1.0,)
     else:
@@ -88,7 +88,8 @@ def settings(quick: bool) -> list[Setting]:
         single_r, single_s, single_w = SINGLE_R, ("paper", "lin:20:0.0001"), SINGLE_W
         laws_2d, fams, fam_s, fam_w = LAWS_2D, FAMILY_VARIANTS, ("paper", "lin:20:0.0001"), (1.0, 3.0)
     out = [Setting(law, s, w, st, g1) for law in laws_1d for s in scheds for w in ws for st in STARTS]
-    out += [Setting("paper_1d", f.format(T=T), w, st, g1) for f in t_fams for T in Ts for w in (1.0, 3.0) for st in STARTS]
+    t_ws = (1.0,) if quick else (1.0, 3.0)
+    out += [Setting("paper_1d", f.format(T=T), w, st, g1) for f in t_fams for T in Ts for w in t_ws for st in STARTS]
     out += [Setting(single(r), s, w, st, g1) for r in single_r for s in single_s for w in single_w for st in STARTS]
     out += [Setting(law, s, w, st, GRID_2D, est, field_grid=FIELD_2D, levels=10) for law in laws_2d for s in SCHED_2D
             for w in (1.0, 3.0) for est in ESTIMATORS_2D for st in STARTS]
