@@ -154,7 +154,7 @@ def conclude(quick: bool, results) -> Outcome:
     field_wins = [g for g in gs if g.d_field < 0]
     both = [g for g in gs if g.d_field < 0 and g.d_tv >= 0]
     head = {(g.start, g.w): g for g in select(m, law="paper_1d", schedule="paper", family="cfg")}
-    frac = lambda sel: sum(g.d_tv < 0 for g in sel) / max(len(sel), 1)  # noqa: E731
+    frac = lambda sel: sum(g.d_tv < 0 for g in sel) / len(sel) if sel else math.nan  # noqa: E731
     small_w = [g for g in gs if g.w <= 1.0]
     large_w = [g for g in gs if g.w >= 5.0]
     numbers = [("settings (valid)", len(gs)), ("REG closer in TV (fraction)", len(wins) / len(gs)),
