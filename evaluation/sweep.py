@@ -50,7 +50,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
-           "encode", "decode", "default_cache_dir", "CACHE_ENV"]
+           "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV"]
 
 FORMAT = 1  # bump when the file layout or encoding changes
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -205,6 +205,24 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "reg-guidance" / "sweeps"
 
 
+def write_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and rename (atomic on
+    POSIX): readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:24]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
 class Cache:
     """Results on disk: ``root/<kind>/<key[:2]>/<key>.json``, each written atomically (temporary file in
     the same folder, fsync, rename)."""
@@ -227,20 +245,8 @@ class Cache:
 
     def store(self, cell: Any, result: Any, key: str | None = None) -> Path:
         key = key or cell_key(cell)
-        path = self.path(cell, key)
-        path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encode(result)})
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key[:12]}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_atomically(self.path(cell, key), text)
 
     def keys(self) -> list[str]:
         """Keys of every stored result (temporary files excluded)."""

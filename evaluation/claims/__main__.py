@@ -21,18 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ..sweep import default_cache_dir
+from ..sweep import default_cache_dir, write_atomically
 from . import CLAIMS, get_claim
 from .ledger import markdown, run_ledger, to_json
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def main(argv=None) -> int:
@@ -72,8 +63,8 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     note = (f"{run.cells} cells ({run.computed} computed, {run.reused} from the cache), "
             f"{args.workers if args.scheduler is None else 'Dask'} worker(s).")
-    _write_atomically(args.out / "claims.md", markdown(results, quick=args.quick, seconds=seconds, note=note) + "\n")
-    _write_atomically(args.out / "claims.json", to_json(results, quick=args.quick, seconds=seconds) + "\n")
+    write_atomically(args.out / "claims.md", markdown(results, quick=args.quick, seconds=seconds, note=note) + "\n")
+    write_atomically(args.out / "claims.json", to_json(results, quick=args.quick, seconds=seconds) + "\n")
     for r in results:
         print(f"{r.id:<16} {r.verdict[:60]:<60} {r.key_number[:90]}")
     print(f"{note} {seconds:.1f} s -> {args.out}/claims.md, claims.json")
