@@ -107,10 +107,18 @@ def output_law(cell: OutputCell) -> OutputLaw:
         return _nan_law(f"tilted target does not exist: {str(err)[:120]}", d)
     guided, reward = build(cell.method, law, sched, cell.model)
     axes = axes_of(cell.grid, d)
-    target = tilted_target(law.cond, reward, axes)
     a_T = sched.abar[-1].item()
-    start = {"n01": vp_start(d), "tilted": tilted_start(law.cond, reward, a_T, marginal=True),
-             "tilted_n01": tilted_start(law.cond, reward, a_T)}[cell.start]
+    try:  # the exact routines refuse a target or start they cannot resolve (e.g. centred far off the grid)
+        target = tilted_target(law.cond, reward, axes)
+        m = target.mass / target.mass.sum()
+        edge = sum((m.narrow(i, 0, 1).sum() + m.narrow(i, m.shape[i] - 1, 1).sum()).item() for i in range(d))
+        if edge > 1e-8:
+            raise ValueError(f"the tilted target reaches the grid's edge (mass {edge:.2g} on the boundary nodes)")
+        start = {"n01": vp_start(d), "tilted": tilted_start(law.cond, reward, a_T, marginal=True),
+                 "tilted_n01": tilted_start(law.cond, reward, a_T)}[cell.start]
+        start(axes_of((cell.grid[0], cell.grid[1], 3), d)[0][:, None].expand(-1, d))  # fails here if it fails
+    except ValueError as err:
+        return _nan_law(f"target or start not resolvable: {str(err)[:120]}", d)
     od = output_density(guided, sched.sampling_sigmas(), axes, sampler=cell.sampler, start=start)
     dist = distances(od.mass, target.mass, axes)
     classes = list(law.classes)
