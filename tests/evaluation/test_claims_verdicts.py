@@ -29,7 +29,10 @@ def test_reg_samples_headline_is_an_artefact_of_the_start(cache):
     """README's headline (REG's samples further than CFG's at w = 1, 3 on the paper's setting) holds from N(0,1)
     under the truncated schedule and reverses from the chain's own tilted start."""
     o, n = _run("reg-samples", cache)
-    assert o.result.verdict.startswith("holds only when")
+    assert o.result.verdict.startswith("holds only when the chain starts where the tilted chain starts")
+    assert "the conditional is clearly narrower" in o.result.verdict
+    assert (n["truncated schedule, N(0,1) start: REG closer"], n["truncated schedule, N(0,1) start: settings"]) == (0, 4)
+    assert (n["truncated schedule, tilted start: REG closer"], n["truncated schedule, tilted start: settings"]) == (4, 4)
     _near(n["paper_1d paper schedule w=1 start n01: TV CFG"], 0.6633, 2e-3)
     _near(n["paper_1d paper schedule w=1 start n01: TV REG"], 0.6752, 2e-3)
     _near(n["paper_1d paper schedule w=3 start n01: TV REG"], 0.5436, 2e-3)
