@@ -1,0 +1,24 @@
+"""The claims ledger (issue 12): published claims about guidance, each checked exactly on Gaussian-mixture
+diffusion, with a verdict, its numbers, a figure and a pinned test. ``python -m evaluation.claims``.
+
+:data:`CLAIMS` lists every claim in ledger order; :func:`get_claim` finds one by id.
+"""
+from . import (autoguidance, bradley_nakkiran, cfgig, cfgpp, chidambaram, interval, paper_figure, reg_fields, reg_map,
+               schedules, theorem1, wu)
+from .ledger import Claim, ClaimResult, LedgerRun, Number, Outcome, evaluate, markdown, run_ledger, to_json
+
+ALL_CLAIMS = (reg_map.CLAIM, reg_fields.CLAIM, theorem1.CLAIM, paper_figure.CLAIM, bradley_nakkiran.CLAIM,
+              interval.CLAIM, autoguidance.CLAIM, chidambaram.CLAIM, wu.CLAIM, cfgpp.CLAIM, cfgig.CLAIM, schedules.CLAIM)
+CLAIMS = tuple(c for c in ALL_CLAIMS if not c.unavailable())  # the paper figure needs the released networks
+
+
+def get_claim(claim_id: str) -> Claim:
+    """The claim called ``claim_id`` (``ValueError`` listing the ids otherwise)."""
+    for c in CLAIMS:
+        if c.id == claim_id:
+            return c
+    raise ValueError(f"unknown claim {claim_id!r}; choose one of {[c.id for c in CLAIMS]}")
+
+
+__all__ = ["CLAIMS", "ALL_CLAIMS", "get_claim", "Claim", "ClaimResult", "Number", "Outcome", "LedgerRun", "run_ledger", "evaluate",
+           "markdown", "to_json"]

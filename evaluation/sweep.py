@@ -1,0 +1,364 @@
+"""Sweeps (ARCHITECTURE.md, contract 8): cells, an on-disk cache, executors.
+
+A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a pure function of it. A
+*cell kind* pairs the configuration type with that function, registered once beside it::
+
+    @dataclass(frozen=True)
+    class GapCell:
+        w: float
+
+    @cell_kind(GapCell)
+    def gap(cell: GapCell) -> GapResult: ...
+
+:func:`run_cells` runs a list of cells and returns their results in order:
+
+- **cache**: every result is stored on disk under ``key = sha256(kind, configuration, code version)``,
+  where the code version hashes the source of the packages every exact result depends on (``analytic``,
+  ``sampler``) plus the kind's own module and the ``modules`` it names. A changed configuration or a
+  changed source recomputes exactly the cells it touches; nothing else is recomputed. Files are written
+  to a temporary name in the same folder and renamed (atomic on POSIX), so a run that is killed leaves
+  either a whole result or none: rerunning it resumes where it stopped, with no duplicate or missing cell.
+  Identical cells in one list are computed once.
+- **executors**: ``workers=1`` runs in this process; ``workers=N`` in ``N`` local worker processes
+  (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
+  on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra).
+  All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
+  result as it arrives, so workers need no shared file system.
+
+Results are serialised to JSON with their type (NamedTuples, frozen dataclasses, floats incl. nan/inf,
+ints, strings, tuples, numpy arrays), so a cached result is read back as the same type with the same
+numbers (float64 round-trips exactly). Dicts are refused: results are typed (house rules).
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import functools
+import hashlib
+import importlib
+import importlib.util
+import json
+import math
+import multiprocessing
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, NamedTuple, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+__all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
+           "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV"]
+
+FORMAT = 1  # bump when the file layout or encoding changes
+BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
+CACHE_ENV = "REG_GUIDANCE_CACHE"
+
+
+class CellKind(NamedTuple):
+    config: type
+    compute: Callable[[Any], Any]
+    modules: tuple[str, ...]  # further modules (or packages) whose source is part of the code version
+
+
+_KINDS: dict[type, CellKind] = {}
+
+
+def _is_config_type(t: type) -> bool:
+    if dataclasses.is_dataclass(t):
+        return bool(t.__dataclass_params__.frozen)
+    return issubclass(t, tuple) and hasattr(t, "_fields")
+
+
+def cell_kind(config: type, *, modules: Sequence[str] = ()):
+    """Register the decorated function as the pure computation of cells of type ``config`` (a frozen
+    dataclass or NamedTuple). Register it in the module that defines ``config``, so that unpickling a
+    cell in a worker registers its kind too. ``modules``: further modules whose source the result
+    depends on (the kind's own module, ``analytic`` and ``sampler`` are always included)."""
+    if not isinstance(config, type) or not _is_config_type(config):
+        raise ValueError(f"a cell configuration must be a frozen dataclass or NamedTuple type, got {config!r}")
+
+    def register(fn: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        if not callable(fn):
+            raise ValueError(f"cell kind of {config.__name__} needs a callable, got {fn!r}")
+        _KINDS[config] = CellKind(config, fn, tuple(modules))
+        return fn
+
+    return register
+
+
+def _kind(cell: Any) -> CellKind:
+    kind = _KINDS.get(type(cell))
+    if kind is None:
+        raise ValueError(f"{type(cell).__qualname__} is not a registered cell kind (decorate its compute function "
+                         f"with evaluation.sweep.cell_kind); known: {sorted(t.__qualname__ for t in _KINDS)}")
+    return kind
+
+
+def compute_cell(cell: Any) -> Any:
+    """The result of one cell, computed here (no cache)."""
+    return _kind(cell).compute(cell)
+
+
+# --- code version -----------------------------------------------------------------------------------
+def _sources(name: str) -> list[Path]:
+    spec = importlib.util.find_spec(name)
+    if spec is None or spec.origin is None:
+        raise ValueError(f"cannot find the source of module {name!r}")
+    origin = Path(spec.origin)
+    if origin.name == "__init__.py":  # a package: every module in it
+        return sorted(origin.parent.rglob("*.py"))
+    return [origin]
+
+
+@functools.cache
+def _module_digest(name: str) -> str:
+    h = hashlib.sha256()
+    for path in _sources(name):
+        h.update(str(path.name).encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()
+
+
+def code_version(config: type) -> str:
+    """sha256 of the source the results of cells of type ``config`` depend on (the base packages, the
+    kind's module and its declared ``modules``). Cached per process: the source is read once."""
+    kind = _KINDS.get(config)
+    if kind is None:
+        raise ValueError(f"{config!r} is not a registered cell kind")
+    names = sorted(set(BASE_PACKAGES) | {kind.compute.__module__, config.__module__} | set(kind.modules))
+    h = hashlib.sha256(f"format {FORMAT}".encode())
+    for name in names:
+        h.update(name.encode())
+        h.update(_module_digest(name).encode())
+    return h.hexdigest()
+
+
+# --- encoding -----------------------------------------------------------------------------------------
+def _type_name(t: type) -> str:
+    return f"{t.__module__}:{t.__qualname__}"
+
+
+def encode(obj: Any) -> Any:
+    """A JSON-able form of a configuration or result that :func:`decode` turns back into the same object."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, (int, np.integer)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        f = float(obj)
+        return f if math.isfinite(f) else {"__float__": repr(f)}
+    if isinstance(obj, np.ndarray):
+        if obj.dtype.kind not in "fiub":
+            raise ValueError(f"cannot encode a numpy array of dtype {obj.dtype}")
+        return {"__ndarray__": [encode(v) for v in obj.reshape(-1).tolist()], "dtype": obj.dtype.str,
+                "shape": list(obj.shape)}
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"__type__": _type_name(type(obj)),
+                "fields": {f.name: encode(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):
+        return {"__type__": _type_name(type(obj)), "fields": {k: encode(v) for k, v in zip(obj._fields, obj)}}
+    if isinstance(obj, (tuple, list)):
+        return [encode(v) for v in obj]
+    raise ValueError(f"cannot encode {type(obj).__qualname__} ({obj!r:.80}): configurations and results hold "
+                     "numbers, strings, tuples, numpy arrays, NamedTuples and frozen dataclasses")
+
+
+def _resolve(name: str) -> type:
+    module, _, qual = name.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def decode(data: Any) -> Any:
+    """The inverse of :func:`encode` (lists come back as tuples)."""
+    if isinstance(data, list):
+        return tuple(decode(v) for v in data)
+    if isinstance(data, dict):
+        if "__float__" in data:
+            return float(data["__float__"])
+        if "__ndarray__" in data:
+            flat = [decode(v) for v in data["__ndarray__"]]
+            return np.array(flat, dtype=np.dtype(data["dtype"])).reshape(data["shape"])
+        if "__type__" in data:
+            return _resolve(data["__type__"])(**{k: decode(v) for k, v in data["fields"].items()})
+        raise ValueError(f"not an encoded object: keys {sorted(data)}")
+    return data
+
+
+def cell_key(cell: Any) -> str:
+    """The cache key of a cell: sha256 of its kind, its configuration and the code version."""
+    kind = _kind(cell)
+    text = json.dumps({"kind": _type_name(kind.config), "config": encode(cell), "code": code_version(kind.config)},
+                      sort_keys=True, allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- the cache ----------------------------------------------------------------------------------------
+def default_cache_dir() -> Path:
+    """``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "reg-guidance" / "sweeps"
+
+
+def write_atomically(path: str | Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and rename (atomic on
+    POSIX): readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:24]}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+class Cache:
+    """Results on disk: ``root/<kind>/<key[:2]>/<key>.json``, each written atomically (temporary file in
+    the same folder, fsync, rename)."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, cell: Any, key: str | None = None) -> Path:
+        key = key or cell_key(cell)
+        return self.root / type(cell).__qualname__ / key[:2] / f"{key}.json"
+
+    def load(self, cell: Any, key: str | None = None) -> tuple[bool, Any]:
+        """``(True, result)`` when the cell is stored, else ``(False, None)``."""
+        path = self.path(cell, key)
+        try:
+            payload = json.loads(path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
+            return False, None
+        return True, decode(payload["result"])
+
+    def store(self, cell: Any, result: Any, key: str | None = None) -> Path:
+        key = key or cell_key(cell)
+        text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encode(result)})
+        return write_atomically(self.path(cell, key), text)
+
+    def keys(self) -> list[str]:
+        """Keys of every stored result (temporary files excluded)."""
+        return sorted(p.stem for p in self.root.glob("*/*/*.json"))
+
+
+# --- executors ----------------------------------------------------------------------------------------
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def _execute(cell: Any) -> Any:
+    """What a worker runs: one thread for torch, then the pure computation."""
+    _worker_init()
+    return compute_cell(cell)
+
+
+class _InProcess(cf.Executor):
+    """Runs each submission at once in this process (``workers=1``): the same loop as the pools."""
+
+    def submit(self, fn, /, *args, **kwargs):
+        fut: cf.Future = cf.Future()
+        try:
+            fut.set_result(fn(*args, **kwargs))
+        except BaseException as err:  # noqa: BLE001 - handed to the caller through the future
+            fut.set_exception(err)
+        return fut
+
+
+class SweepResult(NamedTuple):
+    results: tuple  # one result per cell, in the order of the cells
+    computed: int  # cells computed in this run (distinct keys)
+    reused: int  # cells read from the cache
+    seconds: float
+
+
+def _executor(workers: int, scheduler: str | None):
+    """(executor, closer) for the requested back end."""
+    if scheduler is not None:
+        try:
+            from distributed import Client
+        except ImportError as err:  # pragma: no cover - depends on the environment
+            raise ValueError("scheduler= needs dask.distributed: pip install 'reg-guidance[sweeps]'") from err
+        client = Client(scheduler)
+        ex = client.get_executor()
+        return ex, lambda cancel: (ex.shutdown(wait=not cancel), client.close())
+    if workers == 1:
+        ex = _InProcess()
+        return ex, lambda cancel: None
+    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                initializer=_worker_init)
+    return ex, lambda cancel: ex.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
+              scheduler: str | None = None, progress: bool = True, desc: str = "cells") -> SweepResult:
+    """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
+
+    Args:
+        cells: registered cell configurations (see :func:`cell_kind`).
+        cache: a :class:`Cache` or its folder (default :func:`default_cache_dir`).
+        workers: local worker processes (1: this process).
+        scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``); overrides ``workers``.
+    """
+    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
+        raise ValueError(f"workers must be a positive integer, got {workers!r}")
+    if scheduler is not None and not (isinstance(scheduler, str) and scheduler):
+        raise ValueError(f"scheduler must be an address like 'tcp://127.0.0.1:8786', got {scheduler!r}")
+    cache = cache if isinstance(cache, Cache) else Cache(cache if cache is not None else default_cache_dir())
+    start = time.perf_counter()
+    keys = [cell_key(c) for c in cells]  # validates every cell first
+    done: dict[str, Any] = {}
+    pending: dict[str, Any] = {}
+    for c, k in zip(cells, keys):
+        if k in done or k in pending:
+            continue
+        hit, result = cache.load(c, k)
+        if hit:
+            done[k] = result
+        else:
+            pending[k] = c
+    reused = len(done)
+    if pending:
+        # the costliest first (cells may say what they cost), so the last worker is not left with the longest
+        order = sorted(pending, key=lambda k: -float(getattr(pending[k], "cost", 0.0)))
+        ex, close = _executor(int(workers), scheduler)
+        bar = tqdm(total=len(order), desc=desc, disable=not progress)
+        cancelled = True
+
+        def collect(fut: cf.Future, k: str) -> None:
+            try:
+                result = fut.result()
+            except Exception as err:
+                raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
+            cache.store(pending[k], result, k)  # at once: a run killed later keeps this cell
+            done[k] = result
+            bar.update()
+
+        try:
+            futures = {}
+            for k in order:
+                fut = ex.submit(_execute, pending[k])
+                if fut.done():  # the in-process executor has already computed it
+                    collect(fut, k)
+                else:
+                    futures[fut] = k
+            for fut in cf.as_completed(futures):
+                collect(fut, futures[fut])
+            cancelled = False
+        finally:
+            bar.close()
+            close(cancelled)
+    return SweepResult(tuple(done[k] for k in keys), len(pending), reused, time.perf_counter() - start)

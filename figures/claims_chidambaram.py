@@ -1,0 +1,52 @@
+"""Figure: what guidance does (claims ledger, ``chidambaram``): exact DDIM output densities over w on two flat
+classes, with exact scores and with a small eps error, and the mass outside the support."""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from evaluation.claims import get_claim
+from evaluation.claims.chidambaram import Guided, edges
+from evaluation.claims.ledger import evaluate
+
+from .style import save, style
+
+NAME = "claims_chidambaram"
+CAPTION = ("Guidance on two flat classes (DDIM, exact): as w grows the mass moves to the far edge of the class's "
+           "support; with an eps error it leaves the support; the trained toy networks leave it too.")
+
+
+@functools.cache
+def compute(quick: bool = False) -> Guided:
+    return evaluate(get_claim("chidambaram"), quick=quick).data
+
+
+def summary(d: Guided) -> dict:
+    return {f"eps error {e:g}": {f"w={w:g}": float(o) for w, o in zip(d.ws, row)} for e, row in zip(d.errors, d.outside)}
+
+
+def plot(d: Guided, out_dir: Path) -> list[Path]:
+    lo, hi = edges("blocks_1d")
+    with style():
+        fig, axes = plt.subplots(1, len(d.errors) + 1, figsize=(4.2 * (len(d.errors) + 1), 3.6))
+        h = d.x[1] - d.x[0]
+        for ax, e, masses in zip(axes, d.errors, d.block_mass):
+            for w, m in zip(d.ws, masses):
+                ax.plot(d.x, m / m.sum() / h, lw=0.9, label=f"w={w:g}")
+            ax.axvspan(lo, hi, color="0.9", zorder=0)
+            ax.set_xlim(-0.5, 4)
+            ax.set_title(f"blocks_1d, eps error {e:g}")
+            ax.legend(fontsize=5)
+        ax = axes[-1]
+        for i, e in enumerate(d.errors):
+            ax.plot(d.ws, d.outside[i], "-o", ms=3, label=f"blocks, eps error {e:g}")
+        ax.plot(d.ws, d.trained_outside[0], "--s", ms=3, label="paper_1d exact")
+        ax.plot(d.ws, d.trained_outside[1], "--s", ms=3, label="paper_1d trained networks")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlabel("w")
+        ax.set_title("mass outside the support")
+        ax.legend(fontsize=5)
+        fig.tight_layout()
+        return save(fig, out_dir, NAME)

@@ -1,0 +1,171 @@
+"""The sweep infrastructure (evaluation.sweep, ARCHITECTURE.md contract 8): keys, atomic cache, resume after a
+kill, recomputation of changed cells only, local worker processes and a Dask cluster on loopback."""
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import pytest
+
+from evaluation import sweep
+from evaluation.sweep import Cache, cell_key, cell_kind, decode, encode, run_cells
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclasses.dataclass(frozen=True)
+class Square:
+    """A test cell: ``x^2`` after ``delay`` seconds; ``log`` (if set) gets one line per computation."""
+
+    x: float
+    delay: float = 0.0
+    log: str = ""
+
+
+class SquareResult(NamedTuple):
+    x: float
+    y: float
+    curve: np.ndarray
+
+
+@cell_kind(Square)
+def square(cell: Square) -> SquareResult:
+    time.sleep(cell.delay)
+    if cell.log:
+        with open(cell.log, "a") as f:
+            f.write(f"{cell.x!r}\n")
+    return SquareResult(cell.x, cell.x * cell.x, np.linspace(0, cell.x, 3))
+
+
+def _values(run):
+    return [(r.x, r.y, tuple(r.curve)) for r in run.results]
+
+
+def test_encode_round_trips_results_exactly():
+    r = SquareResult(0.1, math.nan, np.array([1 / 3, math.inf, -0.0]))
+    back = decode(json.loads(json.dumps(encode(r))))
+    assert type(back) is SquareResult and back.x == 0.1 and math.isnan(back.y)
+    assert back.curve.dtype == np.float64 and back.curve[0] == 1 / 3 and back.curve[1] == math.inf
+    with pytest.raises(ValueError, match="dict"):
+        encode({"a": 1})
+
+
+def test_key_depends_on_configuration_only_through_its_values():
+    assert cell_key(Square(1.0)) == cell_key(Square(1.0))
+    assert cell_key(Square(1.0)) != cell_key(Square(1.0 + 1e-15))
+    assert cell_key(Square(1.0)) != cell_key(Square(1.0, delay=0.1))
+
+
+def test_unregistered_cell_and_bad_workers_are_refused(tmp_path):
+    @dataclasses.dataclass(frozen=True)
+    class Unknown:
+        a: int = 0
+
+    with pytest.raises(ValueError, match="not a registered cell kind"):
+        run_cells([Unknown()], cache=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="workers"):
+        run_cells([Square(1.0)], cache=tmp_path, workers=0, progress=False)
+    with pytest.raises(ValueError, match="frozen"):
+        cell_kind(dict)
+
+
+def test_cache_hits_duplicates_and_changed_cells(tmp_path):
+    log = tmp_path / "log"
+    cells = [Square(float(i), log=str(log)) for i in range(4)]
+    first = run_cells(cells + [cells[0]], cache=tmp_path / "c", progress=False)
+    assert (first.computed, first.reused) == (4, 0)
+    assert log.read_text().count("\n") == 4  # the repeated cell ran once
+    again = run_cells(cells, cache=tmp_path / "c", progress=False)
+    assert (again.computed, again.reused) == (0, 4) and _values(again) == _values(first)[:4]
+    changed = run_cells(cells[:3] + [Square(9.0, log=str(log))], cache=tmp_path / "c", progress=False)
+    assert (changed.computed, changed.reused) == (1, 3)
+    assert changed.results[-1].y == 81.0
+    assert len(Cache(tmp_path / "c").keys()) == 5
+
+
+def test_code_version_follows_the_source(tmp_path, monkeypatch):
+    mod = tmp_path / "sweep_probe_mod.py"
+    src = textwrap.dedent("""
+        import dataclasses
+        from evaluation.sweep import cell_kind
+
+        @dataclasses.dataclass(frozen=True)
+        class Probe:
+            a: int = 1
+
+        @cell_kind(Probe)
+        def probe(cell):
+            return (cell.a, VALUE)
+
+        VALUE = 1
+    """)
+    mod.write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sweep_probe_mod
+
+    k1 = cell_key(sweep_probe_mod.Probe())
+    mod.write_text(src.replace("VALUE = 1", "VALUE = 2"))
+    sweep._module_digest.cache_clear()
+    assert cell_key(sweep_probe_mod.Probe()) != k1
+    sweep._module_digest.cache_clear()
+
+
+_KILLED_RUN = """
+import sys
+from tests.evaluation.test_sweep import Square
+from evaluation.sweep import run_cells
+cells = [Square(float(i), delay=0.3) for i in range(12)]
+run_cells(cells, cache=sys.argv[1], progress=False)
+"""
+
+
+def test_killed_run_resumes_without_duplicates_or_gaps(tmp_path):
+    cache = Cache(tmp_path / "cache")
+    proc = subprocess.Popen([sys.executable, "-c", _KILLED_RUN, str(cache.root)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.time() + 120
+        while len(cache.keys()) < 4:  # let a third of the cells finish, then kill it mid-sweep
+            assert proc.poll() is None and time.time() < deadline, "the sweep ended before it could be killed"
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    before = len(cache.keys())
+    assert 4 <= before < 12
+    cells = [Square(float(i), delay=0.3) for i in range(12)]
+    resumed = run_cells(cells, cache=cache, progress=False)
+    assert (resumed.reused, resumed.computed) == (before, 12 - before)
+    fresh = run_cells(cells, cache=tmp_path / "fresh", progress=False)
+    assert _values(resumed) == _values(fresh)
+    assert sorted(cache.keys()) == sorted(cell_key(c) for c in cells)  # each cell once, none missing
+    assert not list(cache.root.rglob("*.tmp"))
+
+
+def test_worker_processes_give_the_same_numbers(tmp_path):
+    cells = [Square(float(i) / 7) for i in range(6)]
+    one = run_cells(cells, cache=tmp_path / "a", progress=False)
+    two = run_cells(cells, cache=tmp_path / "b", workers=2, progress=False)
+    assert two.computed == 6 and _values(one) == _values(two)
+
+
+def test_dask_cluster_on_loopback(tmp_path):
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    cells = [Square(float(i) / 3) for i in range(5)]
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        assert cluster.scheduler_address.startswith("tcp://127.0.0.1:")
+        run = run_cells(cells, cache=tmp_path / "d", scheduler=cluster.scheduler_address, progress=False)
+    local = run_cells(cells, cache=tmp_path / "l", progress=False)
+    assert run.computed == 5 and _values(run) == _values(local)
+    again = run_cells(cells, cache=tmp_path / "d", progress=False)  # written by the parent: reusable locally
+    assert again.reused == 5
