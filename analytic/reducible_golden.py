@@ -22,7 +22,7 @@ Two routes (``OptimalGuidance.method``):
   and within ``p_den``, ``R_0 = R_U(u_0) exp(c_0 - gamma y / 2)`` with ``gamma = w (1/s_num^2 - 1/s_den^2)``, and
   the complement integral is Gaussian: ``E_t = E_U(u) (1 + gamma kappa^2)^(-n/2) exp(c_0 - gamma c^2 r^2 / (2 (1 + gamma
   kappa^2)))``. ``E_U`` is the m-dimensional golden of the subspace mixtures (the dense trapezoid quadrature of
-  :func:`analytic.grid.golden_at_points`, refined until two resolutions agree to ``tol``). When all ``s_k``
+  :func:`analytic.grid.golden_at_points` to the tolerance ``tol``, with its error estimate). When all ``s_k``
   are equal across the three mixtures, ``gamma = c_0 = 0``: the problem is exactly m-dimensional.
 - ``radial`` (the general case, ``m + 1`` dimensions): ``u_0`` by the trapezoid rule on ``N(m_k, V'_k)`` (``V'``
   widened where ``R_0`` grows in the tails, as in :mod:`analytic.golden`); ``rho`` for ``n >= 8`` by the trapezoid
@@ -105,7 +105,7 @@ def optimal_guidance_reducible(cond, reward, x_t, abar, *, tol: float = 1e-8, ro
         (grad,) = torch.autograd.grad(log_E.sum(), x)
         _finite(log_E, grad)
         zn, znd = torch.zeros(N, dtype=_DTYPE), torch.zeros(N, d, dtype=_DTYPE)
-        return OptimalGuidance(log_E.detach(), grad, x_t, znd.clone(), zn, znd, "exact", 0)
+        return OptimalGuidance(log_E.detach(), grad, x_t, znd.clone(), zn, znd, "exact", 0, znd, znd)
     separable = is_separable(cond, reward)
     if route == "auto":
         route = "subspace" if separable else "radial"
@@ -125,7 +125,8 @@ def optimal_guidance_reducible(cond, reward, x_t, abar, *, tol: float = 1e-8, ro
     grad = coef * diff
     err_grad = coef * (err_u @ Q.abs().T + err_v[:, None] * post.v.abs())
     _finite(log_E, grad)
-    return OptimalGuidance(log_E, grad, post.mean() + diff, -math.sqrt(1 - a) * grad, err_log, err_grad, route, nodes)
+    return OptimalGuidance(log_E, grad, post.mean() + diff, -math.sqrt(1 - a) * grad, err_log, err_grad, route, nodes,
+                           math.sqrt(1 - a) * err_grad, err_grad / coef)
 
 
 def reg_corrections_reducible(cond: ReducibleMixture, g: torch.Tensor, x_t, abar
@@ -203,18 +204,8 @@ def _subspace_route(cond, reward, post: ReducedPosterior, u: torch.Tensor, a: fl
     s_num, s_den, s_c = _common_var(reward.num), _common_var(reward.den), _common_var(cond)
     reward_u = MixtureRatioReward(reward.num.subspace_mixture(), reward.den.subspace_mixture(), w, reward.log_const)
     cond_u = cond.subspace_mixture()
-    ppw = 4.0
-    prev = golden_at_points(cond_u, reward_u, u, a, points_per_width=ppw)
-    for _ in range(max_level):
-        ppw *= 1.5
-        log_E_u, grad_u = golden_at_points(cond_u, reward_u, u, a, points_per_width=ppw)
-        err_log, err_g = (log_E_u - prev[0]).abs(), (grad_u - prev[1]).abs()
-        if torch.all(_converged(log_E_u, prev[0], tol) & _converged(grad_u, prev[1], tol)):
-            break
-        prev = (log_E_u, grad_u)
-    else:
-        raise RuntimeError(f"the subspace quadrature did not reach tol={tol:g} within max_level={max_level} "
-                           f"refinements (last change {err_log.max().item():.3g} in log E); loosen tol")
+    g = golden_at_points(cond_u, reward_u, u, a, tol=tol)  # tolerance-driven, with its own error estimate
+    log_E_u, grad_u, err_log, err_g = g.log_E, g.grad_log_E, g.err_log_E, g.err_grad
     coef = math.sqrt(a) / (1 - a)
     # the complement: v_0 ~ N(c v, kappa^2 P_perp) against exp(c_0 - gamma |v_0|^2 / 2), a Gaussian integral
     gamma = w * (1 / s_num - 1 / s_den)

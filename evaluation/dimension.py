@@ -26,7 +26,7 @@ fields are the terms added to ``eps_c``. CFG's term is exact; REG's paper, vjp, 
 ``diag`` comes from the structured Jacobian (``sampler.REG`` refuses it above d = 64: it costs d passes).
 
 Output laws (equal variances only, where ``u = q^T x`` alone is a Markov state for every method that keeps
-the symmetry): the exact law of the DDPM sampler's ``u`` on a grid (:func:`analytic.density.output_density`,
+the symmetry): the exact law of the DDPM sampler's ``u`` on a grid (:func:`evaluation.density.output_density`,
 no Monte Carlo) for unguided, CFG, REG (vjp = the one-dimensional REG, also the ``axes`` paper and diag),
 the ``d -> inf`` limit of the ``random``-orientation paper and diag estimators (CFG damped by
 ``rho = abar s^2 / (abar s^2 + 1 - abar)``, see :func:`summary`), and the optimum, against the tilted target
@@ -43,7 +43,8 @@ import torch
 from tqdm.auto import tqdm
 
 from analytic import CFGReward, GaussianMixture, tilted_target
-from analytic.density import output_density, tilted_mean_fn, tilted_start
+from analytic import optimal_denoiser
+from evaluation.density import output_density, tilted_start
 from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from analytic.reducible_golden import optimal_guidance_reducible, reg_corrections_reducible
 from sampler import CFG, REG, TiltedMean, Unguided, VPSchedule
@@ -175,7 +176,7 @@ def _laws_1d(mu: float, delta: float, w: float, schedule: VPSchedule, points: in
     c, u = cond.denoise, uncond.denoise
     cfg = CFG(c, u, w)
     damped = CFG(c, u, lambda sigma: w / (1 + sigma**2))  # rho = abar s^2 / (abar s^2 + 1 - abar), s = 1
-    opt = TiltedMean(c, tilted_mean_fn(cond, reward))
+    opt = TiltedMean(c, optimal_denoiser(cond, reward))
     sigmas = schedule.sampling_sigmas()
     lo, hi = min(-6.0, mu - delta - 8), mu + delta + 8  # holds the start N(0, 1) and the output
     axis = torch.linspace(lo, hi, points, dtype=_F64)

@@ -127,8 +127,8 @@ def test_cfgig_missing_term_is_golden_minus_cfg(cache):
     o, n = _run("cfgig", cache)
     assert o.result.verdict.startswith("holds only when the conditional is narrower")
     assert all(v < 1e-6 for k, v in n.items() if "identity" in k)
-    assert n["single:1:0.353553390593:0:0.5 w=1: fraction opposing CFG (weighted by size)"] == 1.0
-    assert n["single:1:0.612372435696:0:0.5 w=0.5: fraction opposing CFG (weighted by size)"] == 0.0
+    assert n["single:1:0.353553390593:0:0.5 w=1: fraction opposing CFG (weighted by size)"] == pytest.approx(1.0, abs=1e-12)
+    assert n["single:1:0.612372435696:0:0.5 w=0.5: fraction opposing CFG (weighted by size)"] == pytest.approx(0.0, abs=1e-12)
 
 
 def test_increasing_schedules_do_not_beat_constant_against_the_tilted_target(cache):
