@@ -47,6 +47,7 @@ METHODS = ("auto", "closed", "grid", "gh", "is")
 DEFAULT_IS_TOL = 1e-2  # importance sampling: standard error of the golden term (eps units) and of log E
 _CHUNK = 2_000_000  # points x components x nodes evaluated at once
 _MIN_ESS = 100  # effective draws per significant tilted component below which IS warns
+_IS_ENTRIES = 2_000_000  # draw x dimension entries per array in importance sampling (16 MB)
 
 
 class OptimalGuidance(NamedTuple):
@@ -78,6 +79,13 @@ class _Components(NamedTuple):
     shift: torch.Tensor  # [N, K, d] tilted mean minus m_k
 
 
+class _Edge(NamedTuple):
+    """What a node rule's outermost nodes carry: a sign of mass beyond them."""
+
+    rel: torch.Tensor  # [N, K] share of I_k on the outermost nodes
+    dist: torch.Tensor  # [N, K] their largest distance from the tilted mean
+
+
 def _reward_derivatives(reward, y: torch.Tensor, hessian: bool):
     """``log R_0``, its gradient and (``hessian``) its Hessian at rows of y [M, d] (autograd; rows independent)."""
     y = y.detach().requires_grad_(True)
@@ -91,71 +99,117 @@ def _reward_derivatives(reward, y: torch.Tensor, hessian: bool):
     return val.detach(), g.detach(), None if H is None else H.detach()
 
 
-def _probe_seeds(post: Posterior, reward, kappa: float, top: int) -> torch.Tensor:
-    """For each tilted component, the ``top`` points of :func:`analytic.quadrature.probe_points` where
-    ``phi`` is largest: rays from the middle of the centres and posterior means, out to four times their
-    spread plus 40 tail widths ``1 / sqrt(kappa)``. [N, K, top, d]"""
+def _probe_phi(post: Posterior, reward, kappa: float):
+    """``phi`` of each tilted component at the points of :func:`analytic.quadrature.probe_points` (rays from
+    the middle of the centres and posterior means, out to four times their spread plus 40 tail widths
+    ``1 / sqrt(kappa)``), chunk by chunk of points: yields ``(slice, probes [P, d], phi [b, K, P])``."""
     N, K, d = post.means.shape
     pts = torch.cat([reward.centres().to(torch.float64).reshape(-1, d), post.means.reshape(-1, d)])
     lo, hi = pts.min(0).values, pts.max(0).values
-    centre = 0.5 * (lo + hi)
     r_max = 4 * (0.5 * (hi - lo).norm().item() + 1) + 40 / math.sqrt(kappa)
-    probes = probe_points(centre, min(reward.length_scale(), 1.0), r_max)  # [P, d]
+    probes = probe_points(0.5 * (lo + hi), min(reward.length_scale(), 1.0), r_max)  # [P, d]
     log_r = reward.log_r0(probes)
     Vinv = torch.linalg.inv(post.covs)
-    out = []
     for sl in _slices(N, max(1, _CHUNK // (K * probes.shape[0] * d))):
         off = probes[None, None] - post.means[sl, :, None, :]  # [b, K, P, d]
-        phi = -0.5 * torch.einsum("bkpi,kij,bkpj->bkp", off, Vinv, off) + log_r
-        out.append(probes[torch.topk(phi, min(top, probes.shape[0]), dim=2).indices])
-    return torch.cat(out)
+        yield sl, probes, -0.5 * torch.einsum("bkpi,kij,bkpj->bkp", off, Vinv, off) + log_r
+
+
+def _probe_seeds(post: Posterior, reward, kappa: float, top: int) -> torch.Tensor:
+    """For each tilted component, the ``top`` probes of :func:`_probe_phi` where ``phi`` is largest. [N, K, top, d]"""
+    return torch.cat([probes[torch.topk(phi, min(top, probes.shape[0]), dim=2).indices]
+                      for _, probes, phi in _probe_phi(post, reward, kappa)])
+
+
+def _uncovered(post: Posterior, reward, kappa: float, centre: torch.Tensor, L: torch.Tensor, tol: float,
+               reach: float) -> torch.Tensor:
+    """The points [N] where a probe that carries tilted mass lies more than ``reach`` reference standard
+    deviations (the outermost node of the rule used) from the reference ``N(centre, L L^T)`` of its
+    component: those nodes did not see it, and their doubling converged without it. A probe carries mass when
+    ``log pi_k(x_t) + phi`` is within ``log(1/tol) + 4`` nats of the best over components, probes, ``m_k``
+    and the centres (mass that could move the golden term by about ``tol``)."""
+    N, K, d = post.means.shape
+    Vinv = torch.linalg.inv(post.covs)
+    dc = centre - post.means
+    phi_c = -0.5 * torch.einsum("nki,kij,nkj->nk", dc, Vinv, dc) + reward.log_r0(centre.reshape(-1, d)).reshape(N, K)
+    phi_m = reward.log_r0(post.means.reshape(-1, d)).reshape(N, K)
+    top = post.log_weights + torch.maximum(phi_c, phi_m)  # [N, K]
+    Linv = torch.linalg.inv(L.expand(N, K, d, d))
+    out = torch.zeros(N, dtype=torch.bool)
+    for sl, probes, phi in _probe_phi(post, reward, kappa):
+        lb = post.log_weights[sl, :, None]
+        best = torch.maximum((lb + phi).amax((1, 2)), top[sl].amax(1))  # [b]
+        heavy = lb + phi >= best[:, None, None] - (math.log(1 / tol) + 4)  # [b, K, P]
+        z = torch.einsum("bkij,bkpj->bkpi", Linv[sl], probes[None, None] - centre[sl, :, None, :]).norm(dim=-1)
+        out[sl] = (heavy & (z > reach)).any(2).any(1)
+    return out
+
+
+def _ascend(y: torch.Tensor, m: torch.Tensor, Vinv: torch.Tensor, reward, hessian: bool, iters: int = 60):
+    """Maximise ``phi(y) = -(y - m)^T V^{-1} (y - m) / 2 + log R_0(y)`` row by row from y [R, d] (``Vinv``
+    [R, d, d]): Newton steps where ``phi`` is concave (``hessian``), steps preconditioned with ``V``
+    otherwise, halved until ``phi`` does not decrease; rows leave once their step is below 1e-12.
+    Returns the maxima, ``phi`` there and ``-Hessian of phi`` (``None`` without ``hessian``)."""
+    R, d = y.shape
+
+    def derivs(rows, y):
+        lr, g, H = _reward_derivatives(reward, y, hessian)
+        dy = y - m[rows]
+        phi = -0.5 * torch.einsum("ri,rij,rj->r", dy, Vinv[rows], dy) + lr
+        return phi, -torch.einsum("rij,rj->ri", Vinv[rows], dy) + g, (Vinv[rows] - H if hessian else None)
+
+    y = y.clone()
+    phi, grad, prec = derivs(torch.arange(R), y)
+    active = torch.arange(R)
+    for _ in range(iters):
+        if active.numel() == 0:
+            break
+        P = Vinv[active]
+        if hessian:  # Newton where phi is concave, else the posterior precision
+            pa = prec[active]
+            ev = torch.linalg.eigvalsh(pa)
+            P = torch.where((ev > 1e-12 * ev.abs().amax(-1, keepdim=True)).all(-1)[:, None, None], pa, P)
+        step = torch.linalg.solve(P, grad[active].unsqueeze(-1)).squeeze(-1)
+        rows, t = active, torch.ones(active.numel(), dtype=torch.float64)
+        for _ in range(40):  # backtracking on the rows whose phi decreased
+            new = derivs(rows, y[rows] + t[:, None] * step)
+            keep = new[0] >= phi[rows] - 1e-12 * phi[rows].abs()
+            y[rows[keep]] = y[rows[keep]] + t[keep, None] * step[keep]
+            phi[rows[keep]], grad[rows[keep]] = new[0][keep], new[1][keep]
+            if hessian:
+                prec[rows[keep]] = new[2][keep]
+            moved = (t[keep, None] * step[keep]).abs().amax(-1)
+            done = rows[keep][moved <= 1e-12 * (1 + y[rows[keep]].abs().amax(-1))]
+            active = active[~torch.isin(active, done)]
+            if keep.all():
+                break
+            rows, t, step = rows[~keep], t[~keep] / 2, step[~keep]
+        else:
+            active = active[~torch.isin(active, rows)]  # no ascent along the step: a maximum up to rounding
+    return y, phi, prec
 
 
 def _tilted_modes(post: Posterior, reward, hessian: bool, kappa: float, iters: int = 60):
-    """Local modes of each tilted component ``phi(y) = log N(y; m_k, V_k) + log R_0(y)``, by Newton's method
-    with backtracking (``hessian``; d <= 2) or ascent preconditioned with ``V_k`` (d > 2), started from
-    ``m_k``, from every reward centre (a tilt can pull the mass towards any of them) and from the best
-    probes of :func:`_probe_seeds` (a mode far out, past a valley). Returns the modes [N, K, S, d], ``phi``
-    there [N, K, S] and ``-Hessian of phi`` [N, K, S, d, d] (``None`` without ``hessian``); seed 0 is ``m_k``."""
+    """Local modes of each tilted component ``phi(y) = log N(y; m_k, V_k) + log R_0(y)`` (:func:`_ascend`),
+    started from ``m_k``, from every reward centre (a tilt can pull the mass towards any of them) and from
+    the best probes of :func:`_probe_seeds` (a mode far out, past a valley), chunk by chunk of points.
+    Returns the modes [N, K, S, d], ``phi`` there [N, K, S] and ``-Hessian of phi`` [N, K, S, d, d]
+    (``None`` without ``hessian``); seed 0 is ``m_k``."""
     N, K, d = post.means.shape
     centres = reward.centres().to(torch.float64).reshape(-1, d)
     probes = _probe_seeds(post, reward, kappa, 2 if d == 1 else 4)
     S = 1 + centres.shape[0] + probes.shape[2]
-    Vinv = torch.linalg.inv(post.covs)[None, :, None].expand(N, K, S, d, d)
-    m = post.means[:, :, None, :].expand(N, K, S, d)
-    y = torch.cat([post.means[:, :, None, :], centres[None, None].expand(N, K, centres.shape[0], d), probes], 2)
-
-    def derivs(y):
-        lr, g, H = _reward_derivatives(reward, y.reshape(-1, d), hessian)
-        dy = y - m
-        phi = -0.5 * torch.einsum("nksi,nksij,nksj->nks", dy, Vinv, dy) + lr.reshape(N, K, S)
-        grad = -torch.einsum("nksij,nksj->nksi", Vinv, dy) + g.reshape(N, K, S, d)
-        return phi, grad, (Vinv - H.reshape(N, K, S, d, d) if hessian else None)
-
-    cur = derivs(y)
-    for _ in range(iters):
-        phi, grad, prec = cur
-        P = Vinv
-        if hessian:  # Newton where phi is concave, else the posterior precision
-            ev = torch.linalg.eigvalsh(prec)
-            P = torch.where((ev > 1e-12 * ev.abs().amax(-1, keepdim=True)).all(-1)[..., None, None], prec, Vinv)
-        step = torch.linalg.solve(P, grad.unsqueeze(-1)).squeeze(-1)
-        t = torch.ones(N, K, S, dtype=torch.float64)
-        new = derivs(y + step)
-        for _ in range(40):  # backtracking where phi decreased
-            worse = ~(new[0] >= phi - 1e-12 * phi.abs())
-            if not worse.any():
-                break
-            t = torch.where(worse, t / 2, t)
-            trial = derivs(y + t[..., None] * step)
-            new = tuple(None if o is None else torch.where(worse.reshape(N, K, S, *([1] * (o.ndim - 3))), o, n)
-                        for n, o in zip(new, trial))
-        moved = (t[..., None] * step).abs().amax(-1)
-        y = y + t[..., None] * step
-        cur = new
-        if bool((moved <= 1e-12 * (1 + y.abs().amax(-1))).all()):
-            break
-    return y.detach(), cur[0], cur[2]
+    Vinv = torch.linalg.inv(post.covs)
+    out = []
+    for sl in _slices(N, max(1, _CHUNK // (K * S * d * d * 8))):
+        b = post.means[sl].shape[0]
+        m = post.means[sl, :, None, :].expand(b, K, S, d)
+        y0 = torch.cat([post.means[sl, :, None, :], centres[None, None].expand(b, K, centres.shape[0], d), probes[sl]], 2)
+        V = Vinv[None, :, None].expand(b, K, S, d, d)
+        y, phi, prec = _ascend(y0.reshape(-1, d), m.reshape(-1, d), V.reshape(-1, d, d), reward, hessian, iters)
+        out.append((y.reshape(b, K, S, d), phi.reshape(b, K, S), None if prec is None else prec.reshape(b, K, S, d, d)))
+    return (torch.cat([o[0] for o in out]), torch.cat([o[1] for o in out]),
+            None if not hessian else torch.cat([o[2] for o in out]))
 
 
 def _tail_fit(reward, d: int) -> tuple[torch.Tensor, float]:
@@ -228,8 +282,11 @@ def _nodes_integrals(post: Posterior, centre: torch.Tensor, L: torch.Tensor, rew
     Vinv = torch.linalg.inv(post.covs)
     log_ratio = torch.logdet(L) - 0.5 * torch.logdet(post.covs)  # [N, K] log det(L) / det(V)^(1/2)
     base = logw + 0.5 * (z**2).sum(1)  # [M]
+    outer = (z.abs() >= z.abs().max() * (1 - 1e-12)).any(1)  # the outermost nodes of each axis
     log_I = torch.empty(N, K, dtype=torch.float64)
     shift = torch.empty(N, K, d, dtype=torch.float64)
+    edge_rel = torch.empty(N, K, dtype=torch.float64)
+    edge_dist = torch.empty(N, K, dtype=torch.float64)
     for sl in _slices(N, max(1, _CHUNK // (K * M))):
         x0 = centre[sl, :, None, :] + torch.einsum("nkij,mj->nkmi", L[sl], z)  # [n, K, M, d]
         n = x0.shape[0]
@@ -241,7 +298,9 @@ def _nodes_integrals(post: Posterior, centre: torch.Tensor, L: torch.Tensor, rew
         lw = base + logR - 0.5 * q + log_ratio[sl, :, None]
         log_I[sl] = torch.logsumexp(lw, dim=2)
         shift[sl] = torch.einsum("nkm,nkmd->nkd", torch.softmax(lw, dim=2), off)
-    return _Components(log_I, shift)
+        edge_rel[sl] = torch.exp(torch.logsumexp(lw[:, :, outer], dim=2) - log_I[sl])
+        edge_dist[sl] = (off[:, :, outer] - shift[sl, :, None, :]).norm(dim=-1).amax(-1)
+    return _Components(log_I, shift), _Edge(edge_rel, edge_dist)
 
 
 def _closed_integrals(post: Posterior, L: torch.Tensor, quad) -> _Components:
@@ -290,21 +349,35 @@ def _check_max_nodes(max_nodes, d: int) -> int:
 
 def _doubling(post: Posterior, centre, L, reward, coef_g: float, tol: float, max_nodes: int):
     """Gauss-Hermite on one reference, doubling the nodes per dimension until every point's ``log E`` and
-    golden term change by at most ``tol`` or ``max_nodes`` is reached. Returns ``(log E, m_R - m, m_R)``,
-    the last changes of ``log E`` [N] and ``m_R - m`` [N, d] (inf without a doubling), and the node count."""
+    golden term are within ``tol`` or ``max_nodes`` is reached. The error estimate is the last change plus
+    the share of the integral on the outermost nodes (times its distance, for the mean): the change cannot
+    see mass beyond the nodes. Returns ``(log E, m_R - m, m_R)``, the errors of ``log E`` [N] and
+    ``m_R - m`` [N, d] (inf without a doubling), and the node count."""
     N, K, d = post.means.shape
+
+    def rule(n):
+        comps, edge = _nodes_integrals(post, centre, L, reward, *gauss_hermite(n, d))
+        out = _combine(post, comps)
+        a_k = torch.softmax(post.log_weights + comps.log_I, dim=1)  # tilted component weights
+        return out, (a_k * edge.rel).sum(1), (a_k * edge.rel * edge.dist).sum(1)
+
     n = 16 if d == 1 else 8
-    cur = _combine(post, _nodes_integrals(post, centre, L, reward, *gauss_hermite(n, d)))
+    cur, _, _ = rule(n)
     err_log = torch.full((N,), math.inf, dtype=torch.float64)
     err_diff = torch.full((N, d), math.inf, dtype=torch.float64)
     while 2 * n <= max_nodes:
         n *= 2
-        prev, cur = cur, _combine(post, _nodes_integrals(post, centre, L, reward, *gauss_hermite(n, d)))
-        err_log = torch.nan_to_num((cur[0] - prev[0]).abs(), nan=math.inf)
-        err_diff = torch.nan_to_num((cur[1] - prev[1]).abs(), nan=math.inf)
+        prev, (cur, edge_log, edge_diff) = cur, rule(n)
+        err_log = torch.nan_to_num((cur[0] - prev[0]).abs() + edge_log, nan=math.inf)
+        err_diff = torch.nan_to_num((cur[1] - prev[1]).abs() + edge_diff[:, None], nan=math.inf)
         if bool((err_log <= tol).all()) and bool((coef_g * err_diff <= tol).all()):
             break
     return cur, err_log, err_diff, n
+
+
+def _reach(n: int, d: int) -> float:
+    """The outermost node of the ``n``-point Gauss-Hermite rule."""
+    return gauss_hermite(n, d)[0].abs().max().item()
 
 
 def _gauss_hermite(post: Posterior, reward, a: float, kappa: float, tol: float, max_nodes: int):
@@ -316,23 +389,30 @@ def _gauss_hermite(post: Posterior, reward, a: float, kappa: float, tol: float, 
     def excess(err_log, err_diff):  # [N], <= 1 where converged
         return torch.maximum(err_log, coef_g * err_diff.amax(-1)) / tol
 
-    vals, err_log, err_diff, n = _doubling(post, *_posterior_reference(post, reward), reward, coef_g, tol, max_nodes)
+    ref = _posterior_reference(post, reward)
+    vals, err_log, err_diff, n = _doubling(post, *ref, reward, coef_g, tol, max_nodes)
+    unseen = _uncovered(post, reward, kappa, *ref, tol, _reach(n, post.means.shape[2]))  # mass the posterior reference's nodes cannot see
+    err_log, err_diff = err_log.masked_fill(unseen, math.inf), err_diff.masked_fill(unseen[:, None], math.inf)
     bad = excess(err_log, err_diff) > 1
     if bad.any():
         idx = torch.nonzero(bad).flatten()
         sub = Posterior(post.log_weights[idx], post.means[idx], post.covs)
-        vals2, err_log2, err_diff2, n2 = _doubling(sub, *_laplace_reference(sub, reward, kappa), reward, coef_g,
-                                                   tol, max_nodes)
+        ref2 = _laplace_reference(sub, reward, kappa)
+        vals2, err_log2, err_diff2, n2 = _doubling(sub, *ref2, reward, coef_g, tol, max_nodes)
+        unseen2 = _uncovered(sub, reward, kappa, *ref2, tol, _reach(n2, post.means.shape[2]))
+        err_log2, err_diff2 = err_log2.masked_fill(unseen2, math.inf), err_diff2.masked_fill(unseen2[:, None], math.inf)
         better = excess(err_log2, err_diff2) < excess(err_log[idx], err_diff[idx])
         vals = tuple(v.clone() for v in vals)
         for v, v2 in zip(vals + (err_log, err_diff), vals2 + (err_log2, err_diff2)):
             v[idx[better]] = v2[better]
         n = max(n, n2)
     if bool((excess(err_log, err_diff) > 1).any()):
+        why = ("tilted mass lies beyond the reach of either Gauss-Hermite reference (several separated modes)"
+               if bool(torch.isinf(err_log).any()) else f"last change {err_log.max().item():.3g} in log E, "
+               f"{coef_g * err_diff.max().item():.3g} in the golden term")
         raise ToleranceNotMet(
-            f"Gauss-Hermite did not reach tol={tol:g} with {max_nodes} nodes per dimension at abar={a:.6g} "
-            f"(last change {err_log.max().item():.3g} in log E, {coef_g * err_diff.max().item():.3g} in the golden "
-            f"term); raise max_nodes, loosen tol, or use method='grid' (d <= 2) or 'is'")
+            f"Gauss-Hermite did not reach tol={tol:g} with {max_nodes} nodes per dimension at abar={a:.6g} ({why}); "
+            f"raise max_nodes, loosen tol, or use method='grid' (d <= 2) or 'is'")
     return vals, err_log, err_diff, n
 
 
@@ -373,7 +453,7 @@ def _importance_sampling(post: Posterior, modes: torch.Tensor, c: float, reward,
     strata = [slice(s * (n_wide // S), (s + 1) * (n_wide // S)) for s in range(S)] + [slice(n_wide, n)]
     log_c_det = 0.5 * d * math.log(c)
     out = []
-    for sl in _slices(N, max(1, _CHUNK // (K * n * (d + S)))):
+    for sl in _slices(N, max(1, _IS_ENTRIES // (K * n * d))):
         part = Posterior(post.log_weights[sl], post.means[sl], post.covs)
         m, y = part.means, modes[sl]  # [b, K, d], [b, K, S, d]
         b = m.shape[0]
@@ -381,9 +461,11 @@ def _importance_sampling(post: Posterior, modes: torch.Tensor, c: float, reward,
         x0 = centres + offsets  # [b, K, n, d]
         off_m = x0 - m[:, :, None, :]
         q_m = torch.einsum("bkni,kij,bknj->bkn", off_m, Vinv, off_m)
-        off_s = x0[:, :, :, None, :] - y[:, :, None, :, :]  # [b, K, n, S, d]
-        q_s = torch.einsum("bknsi,kij,bknsj->bkns", off_s, Vinv, off_s) / c
-        log_wide = torch.logsumexp(-0.5 * q_s, 3) + math.log(alpha / S) - log_c_det
+        q_s = []
+        for s in range(S):
+            off_s = x0 - y[:, :, s, None, :]  # [b, K, n, d]
+            q_s.append(torch.einsum("bkni,kij,bknj->bkn", off_s, Vinv, off_s) / c)
+        log_wide = torch.logsumexp(-0.5 * torch.stack(q_s, 3), 3) + math.log(alpha / S) - log_c_det
         log_q = torch.logaddexp(log_wide, math.log(1 - alpha) - 0.5 * q_m)
         logR = reward.log_r0(x0.reshape(-1, d)).reshape(b, K, n)
         if torch.any(torch.isnan(logR) | (logR == math.inf)):
@@ -405,6 +487,26 @@ def _importance_sampling(post: Posterior, modes: torch.Tensor, c: float, reward,
     return (*cat[:5], cat[5].min().item())
 
 
+def _distinct_modes(post: Posterior, modes: torch.Tensor, phi: torch.Tensor, top: int = 3) -> torch.Tensor:
+    """Up to ``top`` local modes per tilted component, highest ``phi`` first, each at least half a posterior
+    standard deviation from the others; slots left over repeat the best. [N, K, top, d]"""
+    N, K, S, d = modes.shape
+    order = torch.argsort(phi, dim=2, descending=True)
+    modes = torch.gather(modes, 2, order[..., None].expand(N, K, S, d))
+    sep = 0.5 * torch.linalg.eigvalsh(post.covs).amax(-1).sqrt()[None, :]  # [1, K]
+    out = modes[:, :, :1].expand(N, K, top, d).clone()
+    count = torch.ones(N, K, dtype=torch.long)
+    for s in range(1, S):
+        cand = modes[:, :, s]
+        far = ((out - cand[:, :, None]).norm(dim=-1) > sep[..., None])  # [N, K, top]
+        seen = torch.arange(top)[None, None] < count[..., None]
+        take = (far | ~seen).all(-1) & (count < top)
+        slot = count.clamp(max=top - 1)
+        out[take, slot[take]] = cand[take]
+        count = count + take.long()
+    return out
+
+
 def _stratified_var(v: torch.Tensor, strata) -> torch.Tensor:
     """``sum_s n_s var_s(v)`` over strata of the draw axis (dim 1): ``n^2`` times the variance of the mean of
     a stratified sample. v [b, n, ...] -> [b, ...]"""
@@ -421,19 +523,22 @@ def _importance(cond, reward, post: Posterior, a: float, tol: float, n_samples: 
     when the effective sample size of a significant tilted component is below ``_MIN_ESS``)."""
     d = cond.dim
     coef_g = math.sqrt(a / (1 - a))
-    modes = _tilted_modes(post, reward, hessian=d <= 2, kappa=tail_curvature_min(cond, reward, a)[0])[0]
+    modes, phi, _ = _tilted_modes(post, reward, hessian=d <= 2, kappa=tail_curvature_min(cond, reward, a)[0])
+    modes = _distinct_modes(post, modes, phi)
     c = _proposal_scale(cond, reward, a)
+    budget = min(max_samples, max(n_samples, _IS_ENTRIES // (cond.n_components * d)))  # one point's draws in memory
     n = n_samples
     while True:
         out = _importance_sampling(post, modes, c, reward, n, generator)
         se_log, se_m = out[3], out[4]
         reached = max(se_log.max().item(), coef_g * se_m.max().item()) if se_log.numel() else 0.0
-        if reached <= tol or 4 * n > max_samples:
+        if reached <= tol or 4 * n > budget:
             break
         n *= 4
     if reached > tol:
         warnings.warn(f"importance sampling reached a standard error of {reached:.3g} (tol {tol:.3g}) with {n} draws "
-                      f"per component (max_samples={max_samples})", RuntimeWarning, stacklevel=3)
+                      f"per component (budget {budget}: max_samples={max_samples} and memory)", RuntimeWarning,
+                      stacklevel=3)
     if out[5] < _MIN_ESS:
         warnings.warn(f"importance weights are degenerate: a tilted component has an effective sample size of "
                       f"{out[5]:.3g} of {n} draws; the standard errors are not reliable (use method='grid' or 'gh' "

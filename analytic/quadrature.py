@@ -8,6 +8,7 @@ and the evaluation layer build on it.
 from __future__ import annotations
 
 import math
+import numbers
 from functools import lru_cache
 from typing import Sequence
 
@@ -32,12 +33,9 @@ class ToleranceNotMet(RuntimeError):
 
 def check_tol(tol, name: str = "tol") -> float:
     """``tol`` as a float, or ``ValueError`` unless it is a finite positive number."""
-    if isinstance(tol, bool):
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real):
         raise ValueError(f"{name} must be a positive number, got {tol!r}")
-    try:
-        t = float(tol)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a positive number, got {tol!r}") from None
+    t = float(tol)
     if not (math.isfinite(t) and t > 0):
         raise ValueError(f"{name} must be a finite positive number, got {tol!r}")
     return t
@@ -111,15 +109,30 @@ def deposit(points: torch.Tensor, masses: torch.Tensor, axes) -> tuple[torch.Ten
     return out.reshape(shape), (masses.sum() - out.sum()).item()
 
 
+def _hermite_log_weights(z: np.ndarray) -> np.ndarray:
+    """``log w_j = log n! - 2 log n - 2 log |He_{n-1}(z_j)|`` (weights of N(0, 1), summing to 1), with the
+    three-term recurrence rescaled as it goes: exact where the weights themselves underflow (below
+    1e-308 for the outer nodes once n > ~700)."""
+    n = z.size
+    prev, cur, log_scale = np.zeros_like(z), np.ones_like(z), np.zeros_like(z)  # He_{-1}, He_0
+    for k in range(n - 1):  # He_{k+1} = z He_k - k He_{k-1}
+        prev, cur = cur, z * cur - k * prev
+        big = np.abs(cur) > 1e150
+        if big.any():
+            f = np.where(big, np.abs(cur), 1.0)
+            prev, cur, log_scale = prev / f, cur / f, log_scale + np.log(f)
+    return special.gammaln(n + 1) - 2 * math.log(n) - 2 * (np.log(np.abs(cur)) + log_scale)
+
+
 @lru_cache(maxsize=64)
 def gauss_hermite(n: int, d: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Probabilists' Gauss-Hermite rule for N(0, I_d): nodes [n^d, d], log weights [n^d] (summing to 1)."""
-    z, w = special.roots_hermitenorm(n)  # stable for large n, unlike numpy's hermegauss
-    w = w / w.sum()
+    z, _ = special.roots_hermitenorm(n)  # nodes: stable for large n, unlike numpy's hermegauss
+    lw = _hermite_log_weights(z)
+    lw = lw - special.logsumexp(lw)
     grids = np.meshgrid(*([z] * d), indexing="ij")
     nodes = np.stack([g.ravel() for g in grids], axis=1)
-    with np.errstate(divide="ignore"):  # weights of the outermost nodes underflow to 0 for large n
-        logw = sum(np.log(g.ravel()) for g in np.meshgrid(*([w] * d), indexing="ij"))
+    logw = sum(g.ravel() for g in np.meshgrid(*([lw] * d), indexing="ij"))
     return torch.as_tensor(nodes), torch.as_tensor(logw)
 
 
