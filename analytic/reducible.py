@@ -15,7 +15,8 @@ Reduction, in THEORY.md's terms:
   ``beta = -sum_k p_k / tau_k^2`` (``p_k`` the component responsibilities): every field is ``Q a(u, r) + b(u, r) v``.
 - Posterior ``p(x_0 | x_t)`` (section 5, Kalman form): component ``k`` has weight ``p_k(x_t)``; given it,
   ``u_0 ~ N(b_k + sqrt(abar) A_k C_k^{-1} (u - sqrt(abar) b_k), (1 - abar) A_k C_k^{-1})`` and, independently,
-  ``v_0 ~ N(c_k v, kappa_k^2 P_perp)`` with ``c_k = sqrt(abar) s_k^2 / tau_k^2``, ``kappa_k^2 = (1 - abar) s_k^2 / tau_k^2``.
+  ``v_0 ~ N(c_k v, kappa_k^2 P_perp)`` with ``c_k = sqrt(abar) s_k^2 / tau_k^2`` and
+  ``kappa_k^2 = (1 - abar) s_k^2 / tau_k^2``.
 - The Hessian of ``log p_t`` is ``lam I + W G W^T`` with ``W = [Q, v]`` [d, m + 1]: the within-component
   curvatures give ``lam = -sum_k p_k / tau_k^2`` on the complement and ``-sum_k p_k C_k^{-1}`` on ``U``, and the
   responsibilities' spread adds ``sum_k p_k e_k e_k^T`` with ``e_k = (alpha_k - alpha, beta_k - beta)`` in ``W``'s
@@ -32,7 +33,6 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

@@ -24,13 +24,16 @@ Two routes (``OptimalGuidance.method``):
   kappa^2)))``. ``E_U`` is the m-dimensional golden of the subspace mixtures (the dense trapezoid quadrature of
   :func:`analytic.grid.golden_at_points` to the tolerance ``tol``, with its error estimate). When all ``s_k``
   are equal across the three mixtures, ``gamma = c_0 = 0``: the problem is exactly m-dimensional.
-- ``radial`` (the general case, ``m + 1`` dimensions): ``u_0`` by the trapezoid rule on ``N(m_k, V'_k)`` (``V'``
-  widened where ``R_0`` grows in the tails, as in :mod:`analytic.golden`); ``rho`` for ``n >= 8`` by the trapezoid
-  rule in ``rho`` laid on the Laplace approximation of the radial marginal of the tilted integrand
-  (mode by Newton's method in ``log rho``; at large ``n`` that marginal sits ``O(sqrt(n))`` widths from the
-  untilted one), and for ``n < 12`` in Cartesian form, ``|v_0|^2 = (c_k r + kappa_k t)^2 + kappa_k^2 q`` with ``t`` Gaussian (trapezoid) and
-  ``q ~ chi^2_{n-1}`` (generalized Gauss-Laguerre). All node spacings halve per level until two levels agree
-  to ``tol`` at each point; the last change is the error estimate.
+- ``radial`` (the general case, ``m + 1`` dimensions), per point and posterior component:
+  ``u_0`` by the trapezoid rule on ``N(m_k, V'_k)`` (``V'`` widened where ``R_0`` grows in the tails, as in
+  :mod:`analytic.golden`), and from the second evaluation on, on a Gaussian that also covers the tilted mass the
+  previous one found; ``rho`` for ``n >= 12`` by the trapezoid rule in ``rho`` on the Laplace approximation of the
+  radial marginal of the tilted integrand (mode by Newton's method in ``log rho``: at large ``n`` that marginal
+  sits ``O(sqrt(n))`` widths from the untilted one), and for ``n < 12`` in Cartesian form,
+  ``|v_0|^2 = (c_k r + kappa_k t)^2 + kappa_k^2 q`` with ``t`` Gaussian (trapezoid) and ``q ~ chi^2_{n-1}``
+  (generalized Gauss-Laguerre). The radial resolution is refined first, then the ``u_0`` one (node spacings
+  shrink by ``sqrt(2)`` per level), each point until two levels agree to ``tol``; the two last changes add up
+  to the error estimate.
 """
 from __future__ import annotations
 
@@ -49,6 +52,7 @@ from .grid import golden_at_points
 from .mixture import check_abar, check_points
 from .radial import bessel_ratio, log_radial_density, radial_slopes
 from .reducible import ReducedPosterior, ReducibleMixture, ReducibleRatioReward, reduce_problem
+from .rewards import MixtureRatioReward
 
 __all__ = ["ROUTES", "optimal_guidance_reducible", "guidance_fields_reducible", "reg_corrections_reducible",
            "is_separable"]
@@ -70,7 +74,7 @@ def is_separable(cond: ReducibleMixture, reward: ReducibleRatioReward) -> bool:
 
 def optimal_guidance_reducible(cond, reward, x_t, abar, *, tol: float = 1e-8, route: str = "auto",
                                max_level: int = 8, detect_tol: float = 1e-9, progress: bool = False) -> OptimalGuidance:
-    """The ideal-chain optimum ``log E_t``, ``grad log E_t`` and ``m_R`` at points ``x_t`` [N, d] of a reducible problem.
+    """The ideal-chain optimum ``log E_t``, ``grad log E_t`` and ``m_R`` at points ``x_t`` [N, d], reducible problems.
 
     Args:
         cond, reward: a :class:`ReducibleMixture` with a :class:`ReducibleRatioReward`, or a plain
@@ -198,8 +202,6 @@ def _converged(new: torch.Tensor, old: torch.Tensor, tol: float) -> torch.Tensor
 
 def _subspace_route(cond, reward, post: ReducedPosterior, u: torch.Tensor, a: float, tol: float,
                     max_level: int) -> _Result:
-    from .rewards import MixtureRatioReward
-
     n, w = cond.n_perp, reward.w
     s_num, s_den, s_c = _common_var(reward.num), _common_var(reward.den), _common_var(cond)
     reward_u = MixtureRatioReward(reward.num.subspace_mixture(), reward.den.subspace_mixture(), w, reward.log_const)
@@ -248,7 +250,7 @@ def _laguerre(n_nodes: int, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class _Terms(NamedTuple):
-    """One mixture's reward kernel: ``a_j(u_0)`` (:meth:`ReducibleMixture.subspace_terms`) and ``beta_j = 1/(2 s_j^2)``."""
+    """One mixture's reward kernel: ``a_j(u_0)`` (:meth:`ReducibleMixture.subspace_terms`), ``beta_j = 1/(2 s_j^2)``."""
 
     mixture: ReducibleMixture
     beta: torch.Tensor  # [J]
@@ -351,7 +353,7 @@ def _cartesian_nodes(n: int, M: torch.Tensor, kappa2: torch.Tensor, level: int, 
 
 
 def _laplace_nodes(n: int, M: torch.Tensor, kappa2: torch.Tensor, level: int, num: _Terms, den: _Terms,
-                   w: float, log_const: float, a_num, a_den, lw_u) -> _RadialNodes:
+                   w: float, a_num, a_den, lw_u) -> _RadialNodes:
     """Trapezoid nodes in ``rho`` on the Laplace approximation of the tilted radial marginal
     ``f_k(rho) int N(u_0; m_k, V_k) R_0(u_0, rho^2) du_0``: its mode by Newton's method in ``s = log rho`` (no
     boundary), its width from the curvature there. Nodes at ``rho <= 0`` are dropped (``f ~ rho^(n-1)``)."""
@@ -431,7 +433,7 @@ def _radial_level(cond, reward, post: ReducedPosterior, idx: torch.Tensor, level
         elif n < _CARTESIAN_BELOW:
             nodes = _cartesian_nodes(n, Mc, post.kappa2, level_r, tau_perp)
         else:
-            nodes = _laplace_nodes(n, Mc, post.kappa2, level_r, num, den, w, log_const, a_num, a_den, lw_u)
+            nodes = _laplace_nodes(n, Mc, post.kappa2, level_r, num, den, w, a_num, a_den, lw_u)
         logR = _log_r0(num, den, w, log_const, a_num, a_den, nodes.y)  # [Nc, K, U, S]
         tot = (lw_u[..., None] + nodes.logw[:, :, None, :] + logR).reshape(Nc, K, -1)
         if torch.any(torch.isnan(tot)) or torch.any(tot == math.inf):

@@ -12,7 +12,7 @@ from scipy import integrate, stats
 from analytic import AutoGReward, CFGReward, ClassifierReward, GaussianMixture, batch_jacobian, eps_jacobian
 from analytic import guidance_fields, optimal_guidance
 from analytic.radial import bessel_ratio, log_phi, log_radial_density
-from analytic.reducible import EpsJacobian, ReducibleMixture, ReducibleRatioReward, detect_reducible, reduce_problem
+from analytic.reducible import ReducibleMixture, ReducibleRatioReward, detect_reducible, reduce_problem
 from analytic.reducible_golden import (guidance_fields_reducible, is_separable, optimal_guidance_reducible,
                                        reg_corrections_reducible)
 
@@ -114,6 +114,26 @@ def test_reg_fields_match_the_dense_fields():
     torch.testing.assert_close(vjp, f.reg_vjp, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(paper, f.reg_paper, rtol=1e-12, atol=1e-13)
     torch.testing.assert_close(diag, f.reg_diag, rtol=1e-12, atol=1e-13)
+
+
+def test_sampler_reg_on_the_reduced_denoiser_matches_the_structured_corrections():
+    """The study runs sampler.REG (D-form, autograd / forward mode / finite difference) on the exact reduced
+    denoiser in R^d; its eps-form corrections must be the structured ones (jvp and fd: J in place of J^T,
+    the same for exact scores)."""
+    from sampler import CFG, REG
+
+    cond, reward = cfg_pair(96, 1, 9, [0.5, 0.8], [1.5], w=2.0)
+    a = 0.4
+    sigma = math.sqrt((1 - a) / a)
+    x = cond.noised(a).sample(16, torch.Generator().manual_seed(4))
+    g = reward.present(x, a)
+    paper, vjp, _ = reg_corrections_reducible(cond, g, x, a)
+    cfg = CFG(cond.denoise, reward.den.denoise, 2.0)
+    d_c = cond.denoise(x / math.sqrt(a), sigma)
+    torch.testing.assert_close(-(cfg(x / math.sqrt(a), sigma) - d_c) / sigma, g, rtol=1e-10, atol=1e-12)
+    for est, ref, tol in (("paper", paper, 1e-10), ("vjp", vjp, 1e-10), ("jvp", vjp, 1e-10), ("fd", vjp, 1e-6)):
+        field = -(REG(cfg, est)(x / math.sqrt(a), sigma) - d_c) / sigma
+        torch.testing.assert_close(field, ref, rtol=tol, atol=tol)
 
 
 def test_golden_present_and_vjp_are_rotation_equivariant_but_the_paper_estimator_is_not():
@@ -265,7 +285,8 @@ def test_autog_through_detection_and_the_classifier_reward():
     reward = ClassifierReward([cond, other], [0.3, 0.7], 0, 2.0)
     x = cond.sample(6, torch.Generator().manual_seed(1))
     o = optimal_guidance_reducible(cond, reward, x, 0.7)
-    est = optimal_guidance(cond, reward, x, 0.7, method="is", n_samples=20000, generator=torch.Generator().manual_seed(2))
+    est = optimal_guidance(cond, reward, x, 0.7, method="is", n_samples=20000,
+                           generator=torch.Generator().manual_seed(2))
     assert ((est.grad_log_E - o.grad_log_E) / est.err_grad).abs().max() < 5
 
 
