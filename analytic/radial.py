@@ -12,8 +12,8 @@ along ``mu`` (von Mises-Fisher), ``A_nu = I_{nu+1} / I_nu``.
 
 ``log Phi_nu`` comes from ``scipy.special.ive`` where that does not underflow, from its power series where
 ``z`` is small against ``nu`` (``nu < 100``), and from Debye's uniform asymptotic expansion (Abramowitz &
-Stegun 9.7.7, four correction terms; against mpmath the error of ``log Phi`` stays below ``1e-11`` up to ``nu = 5000``) otherwise: at
-``n = 4096`` ``ive`` underflows for most arguments that matter.
+Stegun 9.7.7, four correction terms) otherwise; against mpmath the error of ``log Phi`` stays below ``1e-11``
+up to ``nu = 5000``. At ``n = 4096`` ``ive`` underflows for most arguments that matter.
 
 The radial integrals that use these pieces (Laplace-placed trapezoid nodes in ``rho``, their centre found by
 Newton's method in ``log rho`` with :func:`radial_slopes`) are in :mod:`analytic.reducible_golden`.
