@@ -304,8 +304,10 @@ def _u_reference(V: torch.Tensor, A_neg: torch.Tensor, z: torch.Tensor, lw: torc
     """Offsets from ``m_k`` [Nc, K, U, m] and log weights [Nc, K, U] of trapezoid nodes for ``N(0, V_k)``.
 
     Without ``ref`` the nodes are laid on ``N(0, V'_k)``, ``V'^{-1} = V^{-1} + A_- / 2`` (widened where ``R_0``
-    grows in the tails); with it, on ``N(shift, V'_k + cov)``, which covers both the posterior component and the
-    tilted mass however far the reward moved it. Either way they are reweighted to ``N(0, V_k)``."""
+    grows in the tails); with it, on the Gaussian with the mean and covariance of the equal mixture of
+    ``N(0, V'_k)`` and ``N(shift, cov)``: it covers both the posterior component and the tilted mass however far the
+    reward moved it, and is ``N(0, V'_k)`` again where the reward moved nothing. Either way the nodes are
+    reweighted to ``N(0, V_k)``."""
     P = torch.linalg.inv(V) + 0.5 * A_neg
     P = 0.5 * (P + P.transpose(-1, -2))
     if torch.any(torch.linalg.eigvalsh(P) <= 0):
@@ -313,7 +315,9 @@ def _u_reference(V: torch.Tensor, A_neg: torch.Tensor, z: torch.Tensor, lw: torc
     Vref = torch.linalg.inv(P)[None]  # [1, K, m, m]
     centre = torch.zeros_like(Vref[..., 0])  # [1, K, m]
     if ref is not None:
-        Vref, centre = Vref + ref.cov[sl], ref.shift[sl]
+        shift = ref.shift[sl]
+        centre = shift / 2
+        Vref = (Vref + ref.cov[sl]) / 2 + shift[..., :, None] * shift[..., None, :] / 4
     L = torch.linalg.cholesky(0.5 * (Vref + Vref.transpose(-1, -2)))  # [Nc, K, m, m]
     off = centre[:, :, None, :] + torch.einsum("nkij,uj->nkui", L, z)
     quad = torch.einsum("nkui,kij,nkuj->nku", off, torch.linalg.inv(V), off)
@@ -381,7 +385,7 @@ def _laplace_nodes(n: int, M: torch.Tensor, kappa2: torch.Tensor, level: int, nu
         f1, f2 = slopes(s)
         step = np.clip(np.where(f2 < 0, -f1 / np.where(f2 < 0, f2, -1.0), np.sign(f1) * 0.5), -0.5, 0.5)
         s = s + step
-        if np.abs(step).max() < 1e-10:
+        if np.abs(step).max() < 1e-8:  # the centre of the nodes, not a result: 1e-8 in log rho is ample
             break
     _, f2 = slopes(s)
     mode = np.exp(s)
