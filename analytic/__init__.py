@@ -11,6 +11,7 @@ from .golden import OptimalGuidance, optimal_denoiser, optimal_guidance
 from .grid import GridGolden, PointsGolden, TiltedPosterior, golden_at_points, golden_on_grid, support_axes, tilted_posterior
 from .integrability import check_integrable
 from .mixture import GaussianMixture, Posterior
+from .quadrature import DEFAULT_TOL, QuadratureTooLarge, ToleranceNotMet
 from .presets import PRESETS, Preset, get_preset
 from .rewards import (AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, Reward, check_reward,
                       degrade)
@@ -20,6 +21,7 @@ __all__ = [
     "Reward", "check_reward", "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic",
     "degrade",
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
+    "DEFAULT_TOL", "QuadratureTooLarge", "ToleranceNotMet",
     "GridGolden", "golden_on_grid", "PointsGolden", "golden_at_points", "TiltedPosterior", "tilted_posterior",
     "support_axes",
     "ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn",
