@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from .mixture import Posterior
-from .quadrature import probe_points
+from .quadrature import probe_directions, probe_points
 
 __all__ = ["CHUNK", "Components", "combine", "closed_integrals", "sqrt_psd", "slices", "probe_phi", "tilted_modes",
            "distinct_modes", "tail_fit"]
@@ -98,9 +98,20 @@ def probe_phi(post: Posterior, reward, kappa: float):
 
 
 def _probe_seeds(post: Posterior, reward, kappa: float, top: int) -> torch.Tensor:
-    """For each tilted component, the ``top`` probes of :func:`probe_phi` where ``phi`` is largest. [N, K, top, d]"""
-    return torch.cat([probes[torch.topk(phi, min(top, probes.shape[0]), dim=2).indices]
-                      for _, probes, phi in probe_phi(post, reward, kappa)])
+    """For each tilted component, the ``top`` probes of :func:`probe_phi` that are local maxima of ``phi``
+    along their ray (one per basin the probes resolve), largest ``phi`` first; the best probe fills any
+    slot left over. [N, K, top, d]"""
+    d = post.means.shape[2]
+    out = []
+    for _, probes, phi in probe_phi(post, reward, kappa):
+        D = probe_directions(d).shape[0]
+        b, K, P = phi.shape
+        ray = phi.reshape(b, K, P // D, D)
+        pad = torch.full_like(ray[:, :, :1], -math.inf)
+        peak = (ray >= torch.cat([pad, ray[:, :, :-1]], 2)) & (ray >= torch.cat([ray[:, :, 1:], pad], 2))
+        score = torch.where(peak.reshape(b, K, P), phi, phi - 1e6)  # peaks first, then the best of the rest
+        out.append(probes[torch.topk(score, min(top, P), dim=2).indices])
+    return torch.cat(out)
 
 
 def _ascend(y: torch.Tensor, m: torch.Tensor, Vinv: torch.Tensor, reward, hessian: bool, iters: int = 60):
@@ -155,7 +166,7 @@ def tilted_modes(post: Posterior, reward, hessian: bool, kappa: float, iters: in
     (``None`` without ``hessian``); seed 0 is ``m_k``."""
     N, K, d = post.means.shape
     centres = reward.centres().to(torch.float64).reshape(-1, d)
-    probes = _probe_seeds(post, reward, kappa, 2 if d == 1 else 4)
+    probes = _probe_seeds(post, reward, kappa, 4 if d == 1 else 6)
     S = 1 + centres.shape[0] + probes.shape[2]
     Vinv = torch.linalg.inv(post.covs)
     out = []
