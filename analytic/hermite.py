@@ -21,6 +21,8 @@ from .tilted import CHUNK, Components, combine, probe_phi, slices, sqrt_psd, tai
 
 __all__ = ["check_max_nodes", "gauss_hermite_rule"]
 
+_ROUND = 64 * torch.finfo(torch.float64).eps  # rounding floor of the error estimates (relative)
+
 class _Edge(NamedTuple):
     """What a node rule's outermost nodes carry: a sign of mass beyond them."""
 
@@ -141,8 +143,8 @@ def check_max_nodes(max_nodes, d: int) -> int:
 def _doubling(post: Posterior, centre, L, reward, coef_g: float, tol: float, max_nodes: int):
     """Gauss-Hermite on one reference, doubling the nodes per dimension until every point's ``log E`` and
     golden term are within ``tol`` or ``max_nodes`` is reached. The error estimate is the last change plus
-    the share of the integral on the outermost nodes (times its distance, for the mean): the change cannot
-    see mass beyond the nodes. Returns ``(log E, m_R - m, m_R)``, the errors of ``log E`` [N] and
+    the share of the integral on the outermost nodes (times its distance, for the mean: the change cannot
+    see mass beyond the nodes) plus a rounding floor. Returns ``(log E, m_R - m, m_R)``, the errors of ``log E`` [N] and
     ``m_R - m`` [N, d] (inf without a doubling), and the node count."""
     N, K, d = post.means.shape
 
@@ -159,8 +161,9 @@ def _doubling(post: Posterior, centre, L, reward, coef_g: float, tol: float, max
     while 2 * n <= max_nodes:
         n *= 2
         prev, (cur, edge_log, edge_diff) = cur, rule(n)
-        err_log = torch.nan_to_num((cur[0] - prev[0]).abs() + edge_log, nan=math.inf)
-        err_diff = torch.nan_to_num((cur[1] - prev[1]).abs() + edge_diff[:, None], nan=math.inf)
+        rounding = _ROUND * (post.means.abs().amax((1, 2)) + L.abs().amax() * _reach(n, d))  # [N], x_0 units
+        err_log = torch.nan_to_num((cur[0] - prev[0]).abs() + edge_log + _ROUND * cur[0].abs(), nan=math.inf)
+        err_diff = torch.nan_to_num((cur[1] - prev[1]).abs() + edge_diff[:, None] + rounding[:, None], nan=math.inf)
         if bool((err_log <= tol).all()) and bool((coef_g * err_diff <= tol).all()):
             break
     return cur, err_log, err_diff, n
