@@ -309,7 +309,7 @@ def test_defect9_sizes_checked_before_allocating():
     o = A.optimal_guidance(c, r, pt(0.5), 1 - 1e-15)
     x = pt(0.5).requires_grad_(True)
     (g,) = torch.autograd.grad(r.log_r0(x).sum(), x)
-    assert o.method == "gh" and o.golden_error.item() < 1e-9
+    assert o.method == "gh" and o.golden_error.item() <= 1e-6  # rounding of m_k times 1/sqrt(1 - abar) = 3e7
     assert abs(o.golden.item() + math.sqrt(1e-15) * g.item()) <= o.golden_error.item()
     # abar = 1e-300 (was "Overflow when unpacking long long"): the kernel is flat, golden ~ 1e-150
     a = 1e-300
