@@ -12,6 +12,7 @@ from .grid import GridGolden, PointsGolden, TiltedPosterior, golden_at_points, g
 from .integrability import check_integrable
 from .mixture import GaussianMixture, Posterior
 from .paths import MixtureVelocity, PathFields, path_fields, path_marginal
+from .quadrature import DEFAULT_TOL, QuadratureTooLarge, ToleranceNotMet
 from .presets import PRESETS, Preset, get_preset
 from .rewards import (AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, Reward, check_reward,
                       degrade)
@@ -22,6 +23,7 @@ __all__ = [
     "Reward", "check_reward", "CFGReward", "AutoGReward", "ClassifierReward", "MixtureRatioReward", "Quadratic",
     "degrade",
     "OptimalGuidance", "optimal_guidance", "optimal_denoiser", "check_integrable",
+    "DEFAULT_TOL", "QuadratureTooLarge", "ToleranceNotMet",
     "GridGolden", "golden_on_grid", "PointsGolden", "golden_at_points", "TiltedPosterior", "tilted_posterior",
     "support_axes",
     "ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn",

@@ -17,7 +17,7 @@ import torch
 from scipy import ndimage, special
 
 __all__ = ["check_axes", "as_axes", "grid_points", "sub_points", "deposit", "gauss_hermite", "spline_at",
-           "quadrature_spacing", "axes_spacing", "probe_points", "DEFAULT_TOL", "check_tol", "QuadratureTooLarge", "ToleranceNotMet"]
+           "quadrature_spacing", "axes_spacing", "probe_directions", "probe_points", "DEFAULT_TOL", "check_tol", "QuadratureTooLarge", "ToleranceNotMet"]
 
 DEFAULT_TOL = 1e-6  # absolute: eps units for golden terms, nats for log E, x_0 units for tilted means
 
@@ -167,21 +167,25 @@ def quadrature_spacing(cond, reward, abar: float, points_per_width: float) -> fl
     return min(sig, cond_std, reward.length_scale()) / points_per_width
 
 
-def probe_points(centre: torch.Tensor, r_min: float, r_max: float) -> torch.Tensor:
-    """Points on rays from ``centre`` [d] at radii growing by 2^(1/4) from ``r_min`` to ``r_max``: both
-    directions in 1-D, 64 in 2-D, the coordinate axes and their diagonals above. Where a tilted density
-    may have a mode far from every centre (past a valley, where another mixture component takes over
-    the tail), a scan of these finds its basin. [P, d]"""
-    d = centre.numel()
+def probe_directions(d: int) -> torch.Tensor:
+    """The ray directions of :func:`probe_points`: both in 1-D, 64 in 2-D, the coordinate axes and the two
+    diagonals above. [D, d]"""
     if d == 1:
-        u = torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
-    elif d == 2:
+        return torch.tensor([[1.0], [-1.0]], dtype=torch.float64)
+    if d == 2:
         th = torch.arange(64, dtype=torch.float64) * (2 * math.pi / 64)
-        u = torch.stack([th.cos(), th.sin()], 1)
-    else:
-        eye = torch.eye(d, dtype=torch.float64)
-        u = torch.cat([eye, -eye, torch.ones(1, d, dtype=torch.float64) / math.sqrt(d),
-                       -torch.ones(1, d, dtype=torch.float64) / math.sqrt(d)])
+        return torch.stack([th.cos(), th.sin()], 1)
+    eye = torch.eye(d, dtype=torch.float64)
+    diag = torch.ones(1, d, dtype=torch.float64) / math.sqrt(d)
+    return torch.cat([eye, -eye, diag, -diag])
+
+
+def probe_points(centre: torch.Tensor, r_min: float, r_max: float) -> torch.Tensor:
+    """Points on rays from ``centre`` [d] (:func:`probe_directions`) at radii growing by 2^(1/4) from ``r_min``
+    to ``r_max``. Where a tilted density may have a mode far from every centre (past a valley, where another
+    mixture component takes over the tail), a scan of these finds its basin. Radius-major: reshaped to
+    [radii, directions, d]. [P, d]"""
+    u = probe_directions(centre.numel())
     n = max(1, int(math.ceil(4 * math.log2(max(r_max / r_min, 1.0)))) + 1)
     radii = r_min * 2.0 ** (torch.arange(n, dtype=torch.float64) / 4)
-    return (centre.to(torch.float64)[None, None, :] + radii[:, None, None] * u[None]).reshape(-1, d)
+    return (centre.to(torch.float64)[None, None, :] + radii[:, None, None] * u[None]).reshape(-1, centre.numel())

@@ -145,15 +145,17 @@ def test_defect2_importance_sampling_follows_the_tilt():
 def test_importance_sampling_warns_when_its_weights_collapse(monkeypatch):
     """With the tilt-following proposal disabled (draws only around m_k), the effective sample size check
     fires on the defect-2 case instead of returning a confident wrong number."""
-    import analytic.golden as G
+    import analytic.importance as I
 
     c, u = mixtures(([0.669, 0.331], [0.114, 1.225], [0.1947, 0.1738]), ([1.0], [-0.681], [0.3662]))
     r = A.CFGReward(c, u, 4.84)
-    monkeypatch.setattr(G, "_tilted_modes", lambda post, reward, hessian, kappa: (
+    monkeypatch.setattr(I, "tilted_modes", lambda post, reward, hessian, kappa: (
         post.means[:, :, None, :], torch.zeros(post.means.shape[:2] + (1,), dtype=F64), None))
-    with pytest.warns(RuntimeWarning, match="effective sample size"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         A.optimal_guidance(c, r, pt(-1.091), 0.95, method="is", max_samples=4096,
                            generator=torch.Generator().manual_seed(0))
+    assert any("effective sample size" in str(w.message) for w in caught)
 
 
 # --- tilted mass past a valley ------------------------------------------------------------------------------
@@ -189,6 +191,20 @@ def test_tilted_mass_past_a_valley_is_found_by_every_route():
         warnings.simplefilter("error")
         o = A.optimal_guidance(c, r, pt(x), a, method="is", generator=torch.Generator().manual_seed(0))
     assert abs(o.golden.item() - golden) <= 5 * o.golden_error.item()
+
+
+def test_importance_sampling_seeds_every_basin_the_probes_resolve():
+    """Two tilted components have a third mode near x_0 = -5, below the best probes of the main basin (found
+    by the random search: ``is`` gave -0.068 +- 0.0009 against 0.256, no warning)."""
+    cond = ([0.23207425, 0.51502794, 0.2528978], [-0.14061504, -1.3460749, 0.41931872], [0.86598065, 0.50452826, 0.19383453])
+    uncond = ([0.35712554, 0.42760041, 0.21527405], [-1.28000904, -0.07418025, 1.43291597], [0.43952298, 0.29335733, 0.77131394])
+    w, a, x = 2.2143952576848265, 0.5399630405649822, 1.0619962021590155
+    c, u = mixtures(cond, uncond)
+    _, golden = reference_1d(cond, uncond, w, a, x)
+    assert golden == pytest.approx(0.25567, abs=1e-4)
+    for seed in range(2):
+        o = A.optimal_guidance(c, A.CFGReward(c, u, w), pt(x), a, method="is", generator=torch.Generator().manual_seed(seed))
+        assert abs(o.golden.item() - golden) <= 5 * o.golden_error.item()
 
 
 class FarBump:
@@ -293,7 +309,7 @@ def test_defect9_sizes_checked_before_allocating():
     o = A.optimal_guidance(c, r, pt(0.5), 1 - 1e-15)
     x = pt(0.5).requires_grad_(True)
     (g,) = torch.autograd.grad(r.log_r0(x).sum(), x)
-    assert o.method == "gh" and o.golden_error.item() < 1e-9
+    assert o.method == "gh" and o.golden_error.item() <= 1e-6  # rounding of m_k times 1/sqrt(1 - abar) = 3e7
     assert abs(o.golden.item() + math.sqrt(1e-15) * g.item()) <= o.golden_error.item()
     # abar = 1e-300 (was "Overflow when unpacking long long"): the kernel is flat, golden ~ 1e-150
     a = 1e-300
@@ -352,14 +368,14 @@ def test_integrability_bounds_agree_with_a_direction_search_in_3d():
 
 def test_defect10_importance_sampling_works_chunk_by_chunk(monkeypatch):
     """Chunks of points give the same numbers as one pass (so memory is bounded by the chunk size)."""
-    import analytic.golden as G
+    import analytic.importance as I
 
     p = A.get_preset("correlated_2d")
     r = A.CFGReward(p.cond, p.uncond, 1.0)
     x = torch.randn(9, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
     kw = dict(method="is", n_samples=512, max_samples=512, tol=1.0)
     whole = A.optimal_guidance(p.cond, r, x, 0.5, generator=torch.Generator().manual_seed(1), **kw)
-    monkeypatch.setattr(G, "_CHUNK", 1)  # one point at a time
+    monkeypatch.setattr(I, "_IS_ENTRIES", 1)  # one point at a time
     parts = A.optimal_guidance(p.cond, r, x, 0.5, generator=torch.Generator().manual_seed(1), **kw)
     torch.testing.assert_close(parts.golden, whole.golden, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(parts.golden_error, whole.golden_error, rtol=1e-12, atol=1e-12)

@@ -111,3 +111,24 @@ def test_batch_jacobian_matches_finite_differences_and_step_gaps_by_hand():
         A.step_gaps(golden, {"a": f}, steps=(3, 2, 1))
     with pytest.raises(ValueError, match="shape"):
         A.step_gaps(golden, {"a": f[:, :4]}, steps=(1, 2, 3))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+def test_fields_carry_the_goldens_error_estimate_and_tolerance(d):
+    """Issue 11: the golden of every field table comes with its error, within the tolerance asked for, and
+    the error covers the distance to a tighter independent route (Gauss-Hermite)."""
+    cond, uncond = random_mixture(d, 2, 97), random_mixture(d, 2, 98, scale=0.6)
+    reward = CFGReward(cond, uncond, 1.5)
+    axis = torch.linspace(-0.5, 1.5, 5, dtype=torch.float64)
+    pts = torch.cartesian_prod(*(axis,) * d).reshape(-1, d)
+    ref = guidance_fields(cond, reward, pts, 0.7, method="gh", tol=1e-9)
+    for tol in (1e-4, 1e-8):
+        on_grid = A.guidance_fields_on_grid(cond, reward, (axis,) * d, 0.7, tol=tol)
+        pointwise = guidance_fields(cond, reward, pts, 0.7, tol=tol)
+        for f in (on_grid, pointwise):
+            assert f.golden_error.shape == f.golden.shape and f.golden_error.max() <= tol
+            assert ((f.golden - ref.golden).abs() <= f.golden_error + ref.golden_error + 1e-12).all()
+    with pytest.raises(ValueError, match="tol"):
+        A.guidance_fields_on_grid(cond, reward, (axis,) * d, 0.7, tol=-1.0)
+    with pytest.raises(ValueError, match="tol"):
+        guidance_fields(cond, reward, pts, 0.7, tol=0.0)
