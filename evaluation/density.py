@@ -233,7 +233,7 @@ def _prolong(err: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 class _Pair(NamedTuple):
     mass: torch.Tensor  # hat masses on the working grid
     coarse: torch.Tensor  # the same computation on the working grid's even nodes (twice the spacing)
-    sub_change: torch.Tensor  # |change of mass| with twice the sub-points per cell, on the working grid
+    sub_change: torch.Tensor  # 2 |change of mass| with twice the sub-points per cell, on the working grid
     lost: float
     narrow: int
 
@@ -306,7 +306,7 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
         args = (denoiser, sampler, tail_eta, s, scale[0].item(), scale[-1].item())
         (mass, l), (mass2, _) = _tail_mass(None, axes, sub, start, *args, with_double=True)
         ((coarse, _),) = _tail_mass(None, c_axes, sub, start, *args, with_double=False)
-    return _Pair(mass, coarse, (mass2 - mass).abs(), lost + l, narrow)
+    return _Pair(mass, coarse, 2 * (mass2 - mass).abs(), lost + l, narrow)  # x2: change -> error (order >= 1)
 
 
 # --- the entry point -------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     Resolution and error. The law is computed on a working grid (the given one, or ``2^k`` times finer,
     restricted exactly to the given hats) and, at no extra denoiser cost, on the working grid's even nodes;
     the error estimate (``error``) is the change between the two (at ``k = 0`` spread over the given nodes),
-    plus the change from twice the sub-points per cell in the deterministic push-forward, plus ``1e-15`` of
+    plus twice the change from twice the sub-points per cell in the deterministic push-forward, plus ``1e-15`` of
     the largest mass for rounding (hat masses come from a spline of the nodal law, so masses far below the
     largest are not relatively accurate: a KL that divides by them sees it in its error). It estimates the
     error of the coarser computation, so it is an upper estimate for the returned one.

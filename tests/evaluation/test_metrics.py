@@ -86,8 +86,8 @@ def test_tilted_target_error_and_tol():
     ref = _normal_masses(axis, mean, prec**-0.5)
     tt = tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2)
     assert (tt.mass - ref).abs().sum() <= tt.error.sum()
-    fine = tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2, tol=1e-8)
-    assert fine.error.sum() <= 1e-8 and (fine.mass - ref).abs().sum() <= 1e-8
+    fine = tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2, tol=1e-6)
+    assert fine.error.sum() <= 1e-6 and (fine.mass - ref).abs().sum() <= 1e-6
     with pytest.raises(ValueError, match="estimated error"):
         tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2, tol=1e-30, max_sub=8)
 
@@ -117,8 +117,8 @@ def test_kl_error_sees_underflowing_output_mass():
     err = 1e-15 * out.max() * torch.ones_like(out)  # the rounding output_density states
     d = distances(out, target, axis, output_error=err)
     cells = (out < 1e-15 * out.max()) & (target > 1e-12)
-    contribution = (target[cells] * torch.log(target[cells] / out[cells])).sum().item()
-    assert cells.any() and d.kl_target_out_error > 0.1 * contribution
+    contribution = (target[cells] * torch.log(target[cells] / out[cells].clamp(min=1e-300))).sum().item()
+    assert cells.any() and math.isfinite(contribution) and d.kl_target_out_error > 0.1 * contribution > 0
     assert d.kl_out_target_error < 1e-9  # the other direction is well conditioned
 
 
@@ -128,11 +128,14 @@ def test_distances_between_an_output_law_and_its_target():
     m = MixtureModel({"c": cond, None: uncond})
     cfg = CFG(bind(m, "c"), bind(m, None), 1.0)
     sigmas = VPSchedule.paper_1d().sampling_sigmas()
-    coarse, fine = torch.linspace(-6, 6, 201, dtype=F64), torch.linspace(-6, 6, 1601, dtype=F64)
-    d = distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, coarse))
+    fine = torch.linspace(-6, 6, 4801, dtype=F64)
     ref = distances_between(output_density(cfg, sigmas, fine), tilted_target(cond, reward, fine))
-    assert abs(d.tv - ref.tv) <= d.tv_error and abs(d.w1 - ref.w1) <= d.w1_error
-    assert d.tv_error < 0.05 * d.tv
+    for n in (201, 1201):
+        coarse = torch.linspace(-6, 6, n, dtype=F64)
+        d = distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, coarse))
+        for name in ("tv", "kl_out_target", "kl_target_out", "w1"):
+            assert abs(getattr(d, name) - getattr(ref, name)) <= getattr(d, name + "_error"), (n, name)
+    assert d.tv_error < 0.01 * d.tv and d.w1_error < 0.01 * d.w1  # the estimate is an upper one, not a vacuous one
     with pytest.raises(ValueError, match="same grid"):
         distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, fine))
 
