@@ -404,8 +404,9 @@ def chain_golden(eps_fn: EpsFn, log_r0: LogR0, schedule: VPSchedule, axes=None, 
             1e-4 in 2-D. Met when the difference of two resolutions (the returned error estimate) is below it.
         length_scale: the reward's length scale (``reward.length_scale()``); default: probed from ``log_r0``.
             It only sets the first resolution tried.
-        margin: a fixed width around the chain's mean paths for every working grid (default: six
-            accumulated kernel widths, widened while the edge weight shows in the error).
+        margin: a fixed width around the chain's mean paths for every working grid (default: the next
+            kernel's band plus two accumulated widths of the later kernels, widened while the weight on the
+            grids' edges shows in the error estimate).
         max_nodes: budget: the largest working grid allowed.
         on_budget: when ``tol`` is not met within the budget: ``"raise"`` (``ValueError`` with the error
             reached) or ``"warn"`` (``RuntimeWarning``, and the result with its error estimate).
@@ -448,46 +449,41 @@ def chain_golden(eps_fn: EpsFn, log_r0: LogR0, schedule: VPSchedule, axes=None, 
                 raise ValueError(f"the sampler-chain golden needs a working grid of {biggest} nodes even at its "
                                  f"coarsest resolution (max_nodes={max_nodes}); ask for fewer or closer points, "
                                  f"or raise max_nodes")
-            break
-        runs[level] = _run(eps_fn, log_r0, schedule, mu_out, plan, res, progress)
-        grids[level] = plan
+            break  # the last pair (level - 2, level - 1) stands
+        runs[level], grids[level] = _run(eps_fn, log_r0, schedule, mu_out, plan, res, progress), plan
         if level == 0:
             level = 1
             continue
         fine, coarse = runs[level], runs[level - 1]
-        grad_f, grad_c = _pull_back(eps_fn, schedule, X, [fine.v, coarse.v])
+        grad, grad_c = _pull_back(eps_fn, schedule, X, [fine.v, coarse.v])
         scale = torch.sqrt(1 - abar).reshape(-1, 1, 1)
-        trunc = fine.edge + coarse.edge
-        err_golden = scale * ((grad_f - grad_c).abs() + 8 * (trunc / s[1:].clamp(min=1e-300).reshape(-1, 1))[..., None]
-                              * (grad_f.abs() + 1))
-        err_golden[0] = scale[0] * (grad_f[0] - grad_c[0]).abs()  # t = 1 is exact (no working grid)
-        err_golden[1:] += _aliasing_gradient(schedule, plan, res, d)[:, None, None]
-        err_log_E = (fine.log_E - coarse.log_E).abs() + trunc
+        edge = fine.edge + coarse.edge  # relative mass resting on working-grid edges
+        # missing mass ~ edge at ~7 kernel widths moves the tilted mean by ~7 s edge: grad by ~8 edge / s
+        edge_golden = scale * 8 * (edge / s[1:].clamp(min=1e-300).reshape(-1, 1))[..., None] * (grad.abs() + 1)
+        err_golden = scale * (grad - grad_c).abs() + edge_golden
+        err_golden[1:] += _aliasing_gradient(schedule, plan, res, d)[:, None, None]  # t = 1 has no grid
+        err_log_E = (fine.log_E - coarse.log_E).abs() + edge
         if err_golden.max() <= tol:
             break
-        if margin is None and (scale * 8 * (trunc / s[1:].clamp(min=1e-300).reshape(-1, 1))[..., None]
-                               * (grad_f.abs() + 1))[1:].max() > 0.1 * tol:
+        if margin is None and edge_golden.max() > 0.1 * tol:
             if widened >= 3:
-                raise ValueError("E_t of the sampler chain appears to be infinite: the tilted chain keeps "
-                                 "reaching the edge of working grids widened three times "
-                                 f"(edge weight {trunc.max().item():.3g}); check the reward's tails")
-            kappa, widened = kappa * 1.5, widened + 1
-            runs, level = {}, 0
+                raise ValueError("E_t of the sampler chain appears to be infinite: the tilted chain keeps reaching "
+                                 f"the edge of working grids widened three times (edge weight {edge.max().item():.3g}); "
+                                 "check the reward's tails")
+            kappa, widened, runs, level = kappa * 1.5, widened + 1, {}, 0  # the grids were too small
             continue
         level += 1
-    final = max(runs)
     if err_golden.max() > tol:
         msg = (f"the sampler-chain golden reached an estimated error of {err_golden.max().item():.3g} eps units "
                f"(tol {tol:g}) within max_nodes={max_nodes}")
         if on_budget == "raise":
             raise ValueError(msg + "; raise max_nodes or tol, or pass on_budget='warn' to get the result")
         warnings.warn(msg, RuntimeWarning, stacklevel=2)
-    fine = runs[final]
-    grad = grad_f
+    final = max(runs)
+    fine, plan = runs[final], grids[final]
     golden = -torch.sqrt(1 - abar).reshape(-1, 1, 1) * grad
-    plan = grids[final]
     lo, hi = X.min(0).values, X.max(0).values
-    width = max((max((lo - g.lo).max().item(), (g.lo + g.h * (torch.tensor(g.n, dtype=torch.float64) - 1) - hi).max().item())
+    width = max((torch.cat([lo - g.lo, g.lo + g.h * (torch.tensor(g.n, dtype=torch.float64) - 1) - hi]).max().item()
                  for g in plan), default=0.0)
     P = shape
     return ChainGolden(tuple(axes) if axes is not None else None, abar, fine.log_E.reshape(T, *P),

@@ -40,12 +40,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from analytic.gauss_sums import split_width
 from analytic.grid import tilted_posterior
 from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, grid_points, spline_at, sub_points
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 
-__all__ = ["OutputDensity", "output_density", "vp_start", "tilted_start", "grid_log_prob_start"]
+__all__ = ["OutputDensity", "output_density", "gaussian_step", "vp_start", "tilted_start", "grid_log_prob_start"]
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
@@ -162,29 +163,21 @@ def _blur(out: torch.Tensor, c_a, h) -> torch.Tensor:
     return out
 
 
-def _split(c: float, h: float) -> tuple[float, float]:
-    """``(c_a, c_b)`` with ``c_a^2 + c_b^2 = c^2`` and ``c_a c_b / c = 1.2 h``: the sum over the nodes of the
-    product of the two kernels is then a Gaussian of width 1.2 h, resolved to 9e-13 (needs ``c >= 2.4 h``);
-    ``(0, c)`` (no split) for narrower kernels."""
-    if c < 2 * _SPLIT * h:
-        return 0.0, c
-    c_b = math.sqrt(0.5 * (c * c - math.sqrt(c**4 - 4 * (_SPLIT * h * c) ** 2)))
-    return math.sqrt(c * c - c_b * c_b), c_b
-
-
-def _gauss_step(p: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h) -> tuple[torch.Tensor, float]:
+def gaussian_step(p: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h) -> tuple[torch.Tensor, float]:
     """Nodal values ``p`` [N] -> ``h^d sum_j N(u_k; mean_j, c^2 I) p_j`` on the grid; returns it and the
     mass that left the grid. Each source's Gaussian is normalised on the nodes (mass is conserved exactly)
     and reaches ``+-_BAND c``; the output is accumulated on a padded grid (the padding is the lost mass).
 
-    Wide kernels (``c >= 2.4 h``) are split, ``N_c = N_{c_a} * N_{c_b}`` (:func:`_split`): a narrow scatter
-    from every source, then one convolution of the whole grid. Both parts are resolved, so the
-    result differs from the direct sum by the aliasing of the trapezoid rule only (about 1e-12), at a cost
-    independent of ``c / h``."""
+    Wide kernels (``c >= 2.4 h``) are split, ``N_c = N_{c_a} * N_{c_b}`` with ``c_a c_b / c = 1.2 h``
+    (:func:`analytic.gauss_sums.split_width`): a narrow scatter from every source, then one convolution of the
+    whole grid. Both parts are resolved, so the result differs from the direct sum by the aliasing of the
+    trapezoid rule only (about 1e-12), at a cost independent of ``c / h``.
+
+    ``p`` [N] nodal values ('ij' order), ``mean`` [N, d] every source's kernel mean, ``lo``/``h`` per axis."""
     d = len(axes)
     shape = tuple(a.numel() for a in axes)
     cell = math.prod(h)
-    c_a, c_b = zip(*[_split(c, hi) for hi in h])
+    c_a, c_b = zip(*[split_width(c, _SPLIT * hi) for hi in h])
     pads = [int(math.ceil(2 * _BAND * cb / hi)) + 2 + int(math.ceil(_BAND * ca / hi))
             for cb, ca, hi in zip(c_b, c_a, h)]
     src_mass = p * cell  # [N]
@@ -295,8 +288,8 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
                 mean = (D + keep * (x - D)) / scale[i + 1].item()
             c = c_ve / scale[i + 1].item()
             narrow += int(c < min_kernel_width * min(h))
-            p, l = _gauss_step(p, mean, c, axes, lo, h)
-            q, _ = _gauss_step(q, mean[even], c, c_axes, lo, c_h)
+            p, l = gaussian_step(p, mean, c, axes, lo, h)
+            q, _ = gaussian_step(q, mean[even], c, c_axes, lo, c_h)
             lost += l
         tail = s[n_stoch:]
         args = (denoiser, sampler, tail_eta, tail, scale[n_stoch].item(), scale[-1].item())
