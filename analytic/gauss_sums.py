@@ -5,9 +5,9 @@ Two operations, both trapezoid rules on the grid's nodes, so a function is never
 - :func:`smooth_log`: ``log (N_s * f)`` at every node, ``h^d sum_j N(y_i - y_j; s^2 I) f(y_j)`` (separable:
   one banded matrix product per axis, with a scale per block of rows so that no term underflows);
 - :func:`gauss_sum_at`: ``log int N(z; m, s^2 I) f(z) dz`` at arbitrary centres ``m`` [N, d], summing the
-  nodes of a band around each centre (the band follows the tilt ``m + s^2 grad log f``, and is widened
-  wherever its outermost ring still carries mass), with the tilted mean ``E[z] - m`` and the weighted
-  average of a second nodal field (an error or a tracer) beside the value.
+  nodes of a band around each centre (the band follows the tilted mode, and moves and widens wherever its
+  outermost ring still carries mass), with the tilted mean ``E[z] - m`` and the weighted average of a
+  second nodal field (an error or a tracer) beside the value.
 
 Accuracy. For ``f`` analytic in a strip ``|Im z| < a`` the trapezoid rule of ``N(z; m, s^2) f(z)`` with
 spacing ``h`` errs by about ``exp(-2 pi^2 s^2 / h^2) + exp(-2 pi a / h)`` relative, whatever the slope of
@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-__all__ = ["smooth_log", "gauss_sum_at", "GaussSum", "aliasing_bound", "log_gradient", "split_width"]
+__all__ = ["smooth_log", "gauss_sum_at", "GaussSum", "aliasing_bound", "newton_shift", "split_width"]
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 _REACH = 38.0  # kernel reach in standard deviations: exp(-38^2 / 2) underflows float64
@@ -79,14 +79,23 @@ def smooth_log(L: torch.Tensor, h: float, s: float) -> torch.Tensor:
     return L
 
 
-def log_gradient(L: torch.Tensor, h: float) -> torch.Tensor:
-    """Central-difference gradient of a log-field (``-inf`` entries treated as very small), [..., d]; used only
-    to place bands, so its accuracy is immaterial."""
+def newton_shift(L: torch.Tensor, h: float, s: float) -> torch.Tensor:
+    """Per node, a Newton step towards the mode of ``N(z; y, s^2) f(z)`` from ``z = y``: ``s^2 g / (1 + s^2 k)`` per
+    axis with ``g``, ``-k`` the first and second central differences of ``log f`` (``k`` floored at 0; ``-inf``
+    treated as very small). It only places bands, so its accuracy is immaterial. [n_1(, n_2), d]"""
     finite = torch.isfinite(L)
     floor = L[finite].min() - 1e3 if finite.any() else torch.tensor(0.0, dtype=L.dtype)
     Lc = torch.where(finite, L, floor)
-    grads = torch.gradient(Lc, spacing=h) if L.ndim > 1 else torch.gradient(Lc, spacing=h)
-    return torch.stack(list(grads), -1).clamp(-1e8, 1e8)
+    out = []
+    for i in range(L.ndim):
+        x = Lc.movedim(i, 0)
+        g = torch.gradient(x, spacing=h, dim=0)[0]
+        k = torch.zeros_like(x)
+        if x.shape[0] > 2:
+            k[1:-1] = -(x[2:] - 2 * x[1:-1] + x[:-2]) / h**2
+            k[0], k[-1] = k[1], k[-2]
+        out.append((s * s * g / (1 + s * s * k.clamp(min=0))).movedim(0, i))
+    return torch.where(finite[..., None], torch.stack(out, -1), torch.zeros((), dtype=L.dtype))
 
 
 class GaussSum(NamedTuple):
@@ -123,119 +132,112 @@ def _pad(A: torch.Tensor, B: int, value: float) -> torch.Tensor:
     return torch.nn.functional.pad(A[None], [B] * (2 * A.ndim), value=value)[0].contiguous()
 
 
-def _sum_log_space(L, lo, h, m, centre, s, tracer, R):
-    """The same sums in log space (slow; for centres whose terms underflow the linear route's scale)."""
-    d = L.ndim
-    B, ks, zs, lws = _bands(m, centre, lo, h, s, R, L.shape)
-    lw = _patches(_pad(L, B, -math.inf), B, ks)
-    if d == 1:
-        lw = lw + lws[0]
-    else:
-        lw = lw + lws[0][:, :, None] + lws[1][:, None, :]
-    flat = lw.reshape(m.shape[0], -1)
-    lse = torch.logsumexp(flat, 1)
-    w = torch.exp(lw - lse.reshape(-1, *([1] * d)))
-    if d == 1:
+def _ring(w: torch.Tensor) -> torch.Tensor:
+    """Weight on the outermost ring of each band. w [N, B(, B)]"""
+    if w.ndim == 2:
+        return w[:, 0] + w[:, -1]
+    return w[:, 0].sum(1) + w[:, -1].sum(1) + w[:, 1:-1, 0].sum(1) + w[:, 1:-1, -1].sum(1)
+
+
+def _sum_linear(Fp, Tp, B, ks, zs, ws):
+    """Sums of ``N f`` (``f`` scaled to <= 1) over the bands: ``(S, first moments [N, d], ring, tracer sum)``."""
+    P = _patches(Fp, B, ks)
+    if len(ks) == 1:
+        wu = ws[0] * P
+        T = None if Tp is None else (ws[0] * _patches(Tp, B, ks)).sum(1)
+        return wu.sum(1), torch.stack([(wu * zs[0]).sum(1)], 1), wu[:, 0] + wu[:, -1], T
+    u = torch.einsum("nij,nj->ni", P, ws[1])
+    v = torch.einsum("nij,ni->nj", P, ws[0])
+    S = (ws[0] * u).sum(1)
+    first = torch.stack([(ws[0] * zs[0] * u).sum(1), (ws[1] * zs[1] * v).sum(1)], 1)
+    ring = ws[0][:, 0] * u[:, 0] + ws[0][:, -1] * u[:, -1] + ws[1][:, 0] * v[:, 0] + ws[1][:, -1] * v[:, -1]
+    T = None if Tp is None else torch.einsum("ni,nij,nj->n", ws[0], _patches(Tp, B, ks), ws[1])
+    return S, first, ring, T
+
+
+def _sum_log(Lp, Tp, B, ks, zs, lws):
+    """The same in log space, for bands whose terms underflow the linear route's scale:
+    ``(log S, mean offsets [N, d], relative ring weight, tracer average)``."""
+    lw = _patches(Lp, B, ks)
+    lw = lw + lws[0] if len(ks) == 1 else lw + lws[0][:, :, None] + lws[1][:, None, :]
+    lse = torch.logsumexp(lw.reshape(lw.shape[0], -1), 1)
+    w = torch.exp(lw - lse.reshape(-1, *([1] * len(ks)))).nan_to_num(0.0)
+    if len(ks) == 1:
         shift = (w * zs[0]).sum(1, keepdim=True)
     else:
         shift = torch.stack([(w.sum(2) * zs[0]).sum(1), (w.sum(1) * zs[1]).sum(1)], 1)
-    tr = torch.zeros_like(lse) if tracer is None else (w * _patches(_pad(tracer, B, 0.0), B, ks)).reshape(
-        m.shape[0], -1).sum(1)
-    return lse, shift.nan_to_num(0.0), tr.nan_to_num(0.0)
+    tr = torch.zeros_like(lse) if Tp is None else (w * _patches(Tp, B, ks)).reshape(w.shape[0], -1).sum(1)
+    return lse, shift, _ring(w), tr
 
 
 def gauss_sum_at(L: torch.Tensor, lo, h: float, m: torch.Tensor, s: float, *, tracer: torch.Tensor | None = None,
-                 grad: torch.Tensor | None = None, radius: float = 6.5, ring_tol: float | None = None,
-                 chunk_elems: int = 4_000_000) -> GaussSum:
+                 radius: float = 6.5, ring_tol: float | None = None, chunk_elems: int = 4_000_000) -> GaussSum:
     """``log int N(z; m_n, s^2 I) f(z) dz`` for centres ``m`` [N, d] by the trapezoid rule on the nodes of
     ``L = log f`` (uniform grid with lower corner ``lo``, spacing ``h``; ``f = 0`` beyond it).
 
-    The band of each centre is a square of half-width ``radius * s`` around ``m + s^2 grad`` (``grad`` of
-    ``log f`` at the nearest node, [n_1(, n_2), d]; default :func:`log_gradient`), widened by 1.6 while its
-    outermost ring holds more than ``ring_tol`` of the sum (default: ten times an untilted Gaussian's ring, so
-    only off-centre bands grow; a band that reaches past the grid stops growing there: the sum is then
-    complete on the grid). ``tracer`` is a non-negative nodal field averaged with the
-    same weights, e.g. error bounds of ``log f``. Terms are summed in linear space under one global scale;
-    centres whose sum underflows it are redone in log space.
+    The band of each centre is a square of half-width ``radius * s`` around a Newton estimate of the tilted
+    mode (:func:`newton_shift` at the nearest node); while its outermost ring holds more than ``ring_tol`` of
+    the sum (default: ten times an untilted Gaussian's ring), it moves to the tilted mean just found and widens
+    by 1.6, until the band covers the grid. ``tracer`` is a non-negative nodal field averaged with the same
+    weights (e.g. error bounds of ``log f``). Terms are summed in linear space under one global scale; bands
+    whose terms underflow it are summed in log space.
     """
     d = L.ndim
     shape = tuple(L.shape)
     lo_t = torch.as_tensor(lo, dtype=torch.float64).reshape(d)
     ring_tol = 10 * math.exp(-0.5 * radius**2) if ring_tol is None else ring_tol
-    if grad is None:
-        grad = log_gradient(L, h)
     near = torch.round((m - lo_t) / h).long()
     for i in range(d):
         near[:, i].clamp_(0, shape[i] - 1)
     flat = near[:, 0] if d == 1 else near[:, 0] * shape[1] + near[:, 1]
-    centre = m + s * s * grad.reshape(-1, d)[flat]
+    centre = m + newton_shift(L, h, s).reshape(-1, d)[flat]
     N = m.shape[0]
-    need_tracer = None
+    need_tracer = torch.zeros(N, dtype=torch.bool)
     if tracer is not None:  # only centres near a tracer worth carrying pay for it
         mask = (tracer > 1e-14).to(torch.float64)
         reach = int(math.ceil(4 * radius * s / h)) + 2
         for i in range(d):
-            mask = torch.nn.functional.max_pool1d(mask.movedim(i, -1).reshape(-1, 1, shape[i]), 2 * reach + 1, 1,
-                                                  reach).reshape(mask.movedim(i, -1).shape).movedim(-1, i)
+            x = mask.movedim(i, -1)
+            mask = torch.nn.functional.max_pool1d(x.reshape(-1, 1, shape[i]), 2 * reach + 1, 1, reach).reshape(
+                x.shape).movedim(-1, i)
         need_tracer = mask.reshape(-1)[flat] > 0
     top = L.max()
     top = top if torch.isfinite(top) else torch.zeros((), dtype=torch.float64)
     F = torch.exp(L - top)  # <= 1
-    FT = None if tracer is None else F * tracer
     log_val = torch.full((N,), -math.inf, dtype=torch.float64)
     shift = torch.zeros(N, d, dtype=torch.float64)
     trac = torch.zeros(N, dtype=torch.float64)
-    todo, R, last = torch.arange(N), radius, False
-    slow = []
+    todo, R = torch.arange(N), radius
     while todo.numel():
         B = int(math.ceil(2 * R * s / h)) + 2
         last = B >= 2 * max(shape) + 4  # the band covers the grid wherever the centre is
-        Fp = _pad(F, B, 0.0)
-        Tp = None if FT is None else _pad(FT, B, 0.0)
+        Fp, Lp = _pad(F, B, 0.0), _pad(L, B, -math.inf)
+        Tp = None if tracer is None else _pad(F * tracer, B, 0.0)
+        Tl = None if tracer is None else _pad(tracer, B, 0.0)
         redo = []
         for sl in torch.split(todo, max(1, chunk_elems // B**d)):
             _, ks, zs, lws = _bands(m[sl], centre[sl], lo_t, h, s, R, shape)
-            ws = [torch.exp(lw) for lw in lws]
-            P = _patches(Fp, B, ks)
-            if d == 1:
-                wu = ws[0] * P
-                S = wu.sum(1)
-                first = [(wu * zs[0]).sum(1)]
-                ring = wu[:, 0] + wu[:, -1]
-                T = None
-                if Tp is not None:
-                    T = torch.zeros_like(S)
-                    k = need_tracer[sl]
-                    if k.any():
-                        T[k] = (ws[0][k] * _patches(Tp, B, [ks[0][k]])).sum(1)
-            else:
-                u = torch.einsum("nij,nj->ni", P, ws[1])
-                v = torch.einsum("nij,ni->nj", P, ws[0])
-                S = (ws[0] * u).sum(1)
-                first = [(ws[0] * zs[0] * u).sum(1), (ws[1] * zs[1] * v).sum(1)]
-                ring = ws[0][:, 0] * u[:, 0] + ws[0][:, -1] * u[:, -1] + ws[1][:, 0] * v[:, 0] + ws[1][:, -1] * v[:, -1]
-                T = None
-                if Tp is not None:
-                    T = torch.zeros_like(S)
-                    k = need_tracer[sl]
-                    if k.any():
-                        T[k] = torch.einsum("ni,nij,nj->n", ws[0][k], _patches(Tp, B, [ks[0][k], ks[1][k]]), ws[1][k])
+            tr_on = need_tracer[sl].any().item()
+            S, first, ring, T = _sum_linear(Fp, Tp if tr_on else None, B, ks, zs, [torch.exp(w) for w in lws])
             ok = S > 1e-250
-            log_val[sl] = torch.where(ok, torch.log(S) + top, log_val[sl])
-            shift[sl] = torch.where(ok[:, None], torch.stack(first, 1) / S[:, None], shift[sl])
-            if T is not None:
-                trac[sl] = torch.where(ok, T / S, trac[sl])
-            slow.append(sl[~ok])
-            if not last:
-                redo.append(sl[ok & ~(ring <= ring_tol * S)])
+            val = torch.log(S) + top
+            sh = first / S[:, None]
+            rel = ring / S
+            tr = T / S if T is not None else torch.zeros_like(S)
+            if not ok.all():  # underflow of the global scale: the same bands in log space
+                bad = ~ok
+                lv2, sh2, rel2, tr2 = _sum_log(Lp, Tl if tr_on else None, B, [k[bad] for k in ks],
+                                               [z[bad] for z in zs], [w[bad] for w in lws])
+                val[bad], sh[bad], rel[bad], tr[bad] = lv2, sh2, rel2, tr2
+            log_val[sl], shift[sl], trac[sl] = val, sh.nan_to_num(0.0), tr.nan_to_num(0.0)
+            again = ~(rel <= ring_tol) | ~torch.isfinite(val)  # or nothing in the band
+            if not last and again.any():
+                moved = sl[again]
+                found = torch.isfinite(val[again])  # else look around m itself, ever wider
+                centre[moved] = torch.where(found[:, None], m[moved] + shift[moved], m[moved])
+                redo.append(moved)
         todo = torch.cat(redo) if redo else todo[:0]
         R *= 1.6
-    slow = torch.cat(slow)
-    slow = slow[~torch.isfinite(log_val[slow])] if slow.numel() else slow
-    if slow.numel():
-        for sl in torch.split(slow, max(1, chunk_elems // (int(2 * R * s / h) + 2) ** d)):
-            lv, sh, tr = _sum_log_space(L, lo_t, h, m[sl], centre[sl], s, tracer, R / 1.6)
-            log_val[sl], shift[sl], trac[sl] = lv, sh, tr
     log_val = log_val + d * (math.log(h / s) - _LOG_SQRT_2PI)
     mean = m + shift
     hi_t = lo_t + h * (torch.tensor(shape, dtype=torch.float64) - 1)
