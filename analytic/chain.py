@@ -46,9 +46,9 @@ from sampler.schedules import VPSchedule
 
 from .gauss_sums import gauss_sum_at, smooth_log, split_width
 from .mixture import GaussianMixture, check_points
-from .quadrature import as_axes, check_axes, grid_points
+from .quadrature import as_axes, check_axes, gauss_hermite, grid_points
 
-__all__ = ["ChainGolden", "chain_golden", "eps_from_denoiser", "mixture_eps_fn", "chain_tail_curvature"]
+__all__ = ["ChainGolden", "chain_golden", "nested_golden", "eps_from_denoiser", "mixture_eps_fn", "chain_tail_curvature"]
 
 EpsFn = Callable[[torch.Tensor, int], torch.Tensor]
 LogR0 = Callable[[torch.Tensor], torch.Tensor]
@@ -369,6 +369,43 @@ def _aliasing_gradient(schedule, grids: list[_Grid], res: _Resolution, d: int) -
     eps = 2 * math.exp(-2 * math.pi**2 * res.s_b**2)
     h = torch.tensor([g.h for g in grids], dtype=torch.float64)
     return torch.sqrt(1 - schedule.abar[2:]) * (2 * math.pi / h) * 4 * d * eps
+
+
+# --- an independent reference ----------------------------------------------------------------------------
+def nested_golden(eps_fn: EpsFn, log_r0: LogR0, schedule: VPSchedule, points, t: int,
+                  nodes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log E_t [P], golden [P, d])`` at points [P, d] by nesting a ``nodes``-point Gauss-Hermite rule over each
+    stochastic step below ``t``: no grid and no interpolation, ``nodes^(d (t - 1))`` evaluations of ``R_0`` per
+    point, so only for the first few steps. The reference :func:`chain_golden` is tested against."""
+    if not isinstance(schedule, VPSchedule) or int(t) != t or not 1 <= t <= schedule.T:
+        raise ValueError(f"t must be a step 1..T of a VPSchedule, got t={t!r}")
+    x = check_points(torch.as_tensor(points), torch.as_tensor(points).shape[-1], name="points").detach()
+    d = x.shape[1]
+    if int(nodes) != nodes or nodes < 2 or float(nodes) ** (d * (t - 1)) * x.shape[0] > 5e8:
+        raise ValueError(f"nodes must be an integer >= 2 with nodes^(d (t-1)) P <= 5e8, got nodes={nodes}, t={t}")
+    z, logw = gauss_hermite(int(nodes), d)
+
+    def log_E(p: torch.Tensor, tau: int) -> torch.Tensor:
+        mu = _mean(eps_fn, schedule, p, tau)
+        if tau == 1:
+            return _log_r0(log_r0, mu)
+        s = schedule.posterior_variance[tau].sqrt().item()
+        vals = log_E((mu[:, None] + s * z).reshape(-1, d), tau - 1).reshape(p.shape[0], -1)
+        return torch.logsumexp(logw + vals, 1)
+
+    xg = x.clone().requires_grad_(True)
+    mu = schedule.reverse_mean(xg, eps_fn(xg, t).to(torch.float64), t)
+    if t == 1:
+        m0 = mu.detach().requires_grad_(True)
+        (v,) = torch.autograd.grad(log_r0(m0).sum(), m0)
+        out = _log_r0(log_r0, mu.detach())
+    else:
+        s = schedule.posterior_variance[t].sqrt().item()
+        vals = log_E((mu.detach()[:, None] + s * z).reshape(-1, d), t - 1).reshape(x.shape[0], -1)
+        v = torch.softmax(logw + vals, 1) @ z / s  # (m_R - mu) / s^2
+        out = torch.logsumexp(logw + vals, 1)
+    (grad,) = torch.autograd.grad(mu, xg, grad_outputs=v)
+    return out, -math.sqrt(1 - schedule.abar[t].item()) * grad
 
 
 # --- the entry point -----------------------------------------------------------------------------------

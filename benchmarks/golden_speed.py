@@ -18,10 +18,9 @@ import time
 import torch
 
 from analytic import CFGReward, optimal_guidance
-from analytic.chain import chain_golden, mixture_eps_fn
+from analytic.chain import chain_golden, mixture_eps_fn, nested_golden
 from analytic.grid import golden_on_grid
 from analytic.presets import get_preset
-from analytic.quadrature import gauss_hermite
 from evaluation.density import gaussian_step, output_density
 from sampler import CFG, MixtureModel, bind
 from sampler.schedules import VPSchedule
@@ -38,28 +37,6 @@ def timed(fn):
 def row(name, n_points, steps, seconds, err):
     print(f"{name:<58} {n_points:>7} x {steps:<3} {seconds:>8.2f} s {n_points * steps / seconds:>12.3g} pts*steps/s"
           f"   max err {err:.1e}")
-
-
-def nested_golden(eps_fn, log_r0, schedule, x, t, nodes):
-    """The golden at points x [P, d] by nesting Gauss-Hermite over every stochastic step below t (independent
-    of chain_golden: no grid, no interpolation; nodes^(d (t - 1)) evaluations of R_0 per point)."""
-    d = x.shape[1]
-    z, logw = gauss_hermite(nodes, d)
-
-    def log_E(p, tau):
-        with torch.no_grad():
-            mu = schedule.reverse_mean(p, eps_fn(p, tau), tau)
-        if tau == 1:
-            return log_r0(mu)
-        s = schedule.posterior_variance[tau].sqrt().item()
-        return torch.logsumexp(logw + log_E((mu[:, None] + s * z).reshape(-1, d), tau - 1).reshape(p.shape[0], -1), 1)
-
-    xg = x.clone().requires_grad_(True)
-    mu = schedule.reverse_mean(xg, eps_fn(xg, t), t)
-    s = schedule.posterior_variance[t].sqrt().item()
-    w = torch.softmax(logw + log_E((mu.detach()[:, None] + s * z).reshape(-1, d), t - 1).reshape(x.shape[0], -1), 1)
-    (grad,) = torch.autograd.grad(mu, xg, grad_outputs=(w @ z) / s)
-    return -math.sqrt(1 - schedule.abar[t].item()) * grad
 
 
 def mc_golden(eps_fn, log_r0, schedule, x, t, rollouts, batches, seed=0):
@@ -121,7 +98,7 @@ def chain_1d(sched) -> None:
     print(f"{'  its own error estimate':<100} max err {cg.err_golden.max().item():.1e}")
     pts = torch.tensor([[1.0], [-0.83], [0.3172], [1.93]], dtype=F64)
     few, s = timed(lambda: chain_golden(eps, reward.log_r0, sched, points=pts))
-    nested = max((few.golden[t - 1] - nested_golden(eps, reward.log_r0, sched, pts, t, 40)).abs().max().item()
+    nested = max((few.golden[t - 1] - nested_golden(eps, reward.log_r0, sched, pts, t, 40)[1]).abs().max().item()
                  for t in (2, 3, 4))
     row("1-D sampler-chain golden at 4 points (vs nested Gauss-Hermite, t<=4)", 4, 20, s, nested)
 
@@ -144,7 +121,7 @@ def chain_2d(name: str, sched, sched_name: str, mc: bool) -> None:
     idx = [(round((a + 1) / 3 * 120), round((b + 1) / 3 * 120)) for a, b in pts.tolist()]
     got = torch.stack([cg.golden[:, i, j] for i, j in idx], 1)  # [T, 6, 2]
     for t, nodes in ((2, 24), (3, 14)):
-        ref = nested_golden(eps, reward.log_r0, sched, pts, t, nodes)
+        ref = nested_golden(eps, reward.log_r0, sched, pts, t, nodes)[1]
         print(f"{f'    6 points, t = {t}: against nested Gauss-Hermite ({nodes}^{2 * (t - 1)} nodes)':<100} "
               f"max diff {(got[t - 1] - ref).abs().max().item():.1e}")
     if mc:

@@ -1,5 +1,6 @@
 """The sampler-chain golden against mathematics: an independent nested Gauss-Hermite quadrature of the
-chain, its own refinement, finite differences, the ideal chain, and bad input."""
+chain (analytic.chain.nested_golden: no grid, no interpolation), its own refinement, finite differences,
+the ideal chain, and bad input."""
 import math
 import warnings
 
@@ -7,8 +8,7 @@ import pytest
 import torch
 
 from analytic import CFGReward, GaussianMixture, optimal_guidance
-from analytic.chain import chain_golden, chain_tail_curvature, mixture_eps_fn
-from analytic.quadrature import gauss_hermite
+from analytic.chain import chain_golden, chain_tail_curvature, mixture_eps_fn, nested_golden
 from sampler.schedules import VPSchedule
 
 from .conftest import paper_pair, random_mixture
@@ -22,30 +22,6 @@ def paper():
     return cond, CFGReward(cond, uncond, 1.0), VPSchedule.paper_1d()
 
 
-def nested_quadrature(eps_fn, log_r0, schedule, x, t, nodes):
-    """``log E_t`` and the golden at points ``x`` [P, d] by nesting a Gauss-Hermite rule over every remaining
-    stochastic step (``nodes^(d (t-1))`` evaluations of ``R_0`` per point): no grid, no interpolation."""
-    d = x.shape[1]
-    z, logw = gauss_hermite(nodes, d)
-
-    def log_E(p, tau):
-        with torch.no_grad():
-            mu = schedule.reverse_mean(p, eps_fn(p, tau), tau)
-        if tau == 1:
-            return log_r0(mu)
-        s = schedule.posterior_variance[tau].sqrt().item()
-        vals = log_E((mu[:, None, :] + s * z).reshape(-1, d), tau - 1).reshape(p.shape[0], -1)
-        return torch.logsumexp(logw + vals, 1)
-
-    xg = x.clone().requires_grad_(True)
-    mu = schedule.reverse_mean(xg, eps_fn(xg, t), t)
-    s = schedule.posterior_variance[t].sqrt().item()
-    vals = log_E((mu.detach()[:, None, :] + s * z).reshape(-1, d), t - 1).reshape(x.shape[0], -1)
-    w = torch.softmax(logw + vals, 1)
-    (grad,) = torch.autograd.grad(mu, xg, grad_outputs=(w @ z) / s)  # J^T (m_R - mu) / s^2
-    return torch.logsumexp(logw + vals, 1), -math.sqrt(1 - schedule.abar[t].item()) * grad
-
-
 def test_any_points_agree_with_nested_quadrature_to_1e6(paper):
     """The issue's reproducer and three more arbitrary points, at the first three stochastic steps."""
     cond, reward, sched = paper
@@ -55,8 +31,8 @@ def test_any_points_agree_with_nested_quadrature_to_1e6(paper):
     assert cg.golden.shape == (20, 4, 1) and cg.axes is None and cg.tol == 1e-6
     assert cg.err_golden.max() < 1e-6
     for t in (2, 3, 4):
-        log_E, golden = nested_quadrature(eps, reward.log_r0, sched, x, t, 40)
-        log_E2, golden2 = nested_quadrature(eps, reward.log_r0, sched, x, t, 48)
+        log_E, golden = nested_golden(eps, reward.log_r0, sched, x, t, 40)
+        log_E2, golden2 = nested_golden(eps, reward.log_r0, sched, x, t, 48)
         assert (golden - golden2).abs().max() < 1e-10  # the oracle has converged
         err = (cg.golden[t - 1] - golden).abs()
         assert err.max() < 1e-6, (t, err)
@@ -68,7 +44,7 @@ def test_coarse_axes_give_the_fine_values(paper):
     """Issue 11's example: a 23-point axis used to give -0.4931 at x = 1.0, t = 4 (the fine value is -0.4971)."""
     cond, reward, sched = paper
     eps = mixture_eps_fn(cond, sched)
-    _, ref = nested_quadrature(eps, reward.log_r0, sched, torch.tensor([[1.0]], dtype=F64), 4, 40)
+    _, ref = nested_golden(eps, reward.log_r0, sched, torch.tensor([[1.0]], dtype=F64), 4, 40)
     for n in (23, 221):
         axis = torch.linspace(-0.5, 1.7, n, dtype=F64)
         cg = chain_golden(eps, reward.log_r0, sched, axis)
@@ -87,6 +63,18 @@ def test_non_uniform_axes_and_points_agree(paper):
     assert on_axis.golden.shape == at_points.golden.shape == (20, 6, 1)
     assert (on_axis.golden - at_points.golden).abs().max() < 1e-6
     torch.testing.assert_close(on_axis.points, axis[:, None])
+
+
+def test_nested_golden_converges_and_is_exact_at_the_last_step(paper):
+    cond, reward, sched = paper
+    eps = mixture_eps_fn(cond, sched)
+    x = torch.tensor([[-0.4], [1.2]], dtype=F64)
+    few, some, many = (nested_golden(eps, reward.log_r0, sched, x, 3, n)[1] for n in (3, 12, 40))
+    assert (few - many).abs().max() > 1e-8 and (some - many).abs().max() < 1e-12  # it converges, and has
+    log_E1, _ = nested_golden(eps, reward.log_r0, sched, x, 1, 2)
+    torch.testing.assert_close(log_E1, reward.log_r0(sched.reverse_mean(x, eps(x, 1), 1)))
+    with pytest.raises(ValueError, match="nodes"):
+        nested_golden(eps, reward.log_r0, sched, x, 20, 40)
 
 
 def test_last_step_is_deterministic_and_exact(paper):
@@ -125,7 +113,7 @@ def test_approaches_the_ideal_chain_as_steps_grow(paper):
     assert min(rates) > 1.6  # about first order in the step count
 
 
-def test_two_dimensional_chain_agrees_with_nested_quadrature():
+def test_two_dimensional_chain_agrees_with_nested_golden():
     cond, uncond = random_mixture(2, 2, 5), random_mixture(2, 2, 6, scale=0.6)
     reward = CFGReward(cond, uncond, 1.0)
     sched = VPSchedule.linear(4, 1e-3, 0.05)
@@ -136,7 +124,7 @@ def test_two_dimensional_chain_agrees_with_nested_quadrature():
     x = torch.tensor([[0.125, 0.875], [0.5, 0.5], [1.0, 0.0]], dtype=F64)
     at = chain_golden(eps, reward.log_r0, sched, points=x, tol=1e-5)
     for t in (2, 3):
-        _, ref = nested_quadrature(eps, reward.log_r0, sched, x, t, 20)
+        _, ref = nested_golden(eps, reward.log_r0, sched, x, t, 20)
         assert (at.golden[t - 1] - ref).abs().max() < 1e-5
     torch.testing.assert_close(at.golden[:, 0], cg.golden[:, 1, 7], atol=2e-5, rtol=0)
 

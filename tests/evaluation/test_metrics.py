@@ -28,11 +28,19 @@ def _normal_masses(axis, mu, s):
     return (G(axis + h) - 2 * G(axis) + G(axis - h)) / h
 
 
+MU_C, S_C, MU_U, S_U, W = 1.0, 0.3, 0.0, 0.6, 1.5  # single Gaussians: the tilted target is a Gaussian
+
+
+def _single_gaussians():
+    """The pair above, and the tilted target's precision and mean: N_c^{1+w} / N_u^w is Gaussian."""
+    cond, uncond = GaussianMixture.from_1d([1.0], [MU_C], [S_C]), GaussianMixture.from_1d([1.0], [MU_U], [S_U])
+    prec = (1 + W) / S_C**2 - W / S_U**2
+    return cond, uncond, prec, ((1 + W) * MU_C / S_C**2 - W * MU_U / S_U**2) / prec
+
+
 def test_tilted_target_of_single_gaussians_is_the_closed_form_gaussian():
-    mu_c, s_c, mu_u, s_u, w = 1.0, 0.3, 0.0, 0.6, 1.5
-    cond, uncond = GaussianMixture.from_1d([1.0], [mu_c], [s_c]), GaussianMixture.from_1d([1.0], [mu_u], [s_u])
-    prec = (1 + w) / s_c**2 - w / s_u**2
-    mean = ((1 + w) * mu_c / s_c**2 - w * mu_u / s_u**2) / prec
+    w = W
+    cond, uncond, prec, mean = _single_gaussians()
     axis = torch.linspace(-2, 4, 601, dtype=F64)
     tt = tilted_target(cond, CFGReward(cond, uncond, w), axis)
     ref = _normal_masses(axis, mean, prec**-0.5)
@@ -78,10 +86,8 @@ def test_tilted_target_refuses_an_infinite_Z():
 
 
 def test_tilted_target_error_and_tol():
-    mu_c, s_c, mu_u, s_u, w = 1.0, 0.3, 0.0, 0.6, 1.5
-    cond, uncond = GaussianMixture.from_1d([1.0], [mu_c], [s_c]), GaussianMixture.from_1d([1.0], [mu_u], [s_u])
-    prec = (1 + w) / s_c**2 - w / s_u**2
-    mean = ((1 + w) * mu_c / s_c**2 - w * mu_u / s_u**2) / prec
+    w = W
+    cond, uncond, prec, mean = _single_gaussians()
     axis = torch.linspace(-2, 4, 61, dtype=F64)
     ref = _normal_masses(axis, mean, prec**-0.5)
     tt = tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2)
