@@ -58,19 +58,39 @@ _KAPPA = 2.0  # working-grid margin in accumulated kernel widths beyond the next
 _RHO = (1.75, 1.0)  # points per feature width at the coarsest level: RHO[0] log10(1/tol) + RHO[1]
 
 
+_CHUNK = 262_144  # points per eps_fn / log_r0 call
+_RING = 10.0  # a band is widened while its outer ring holds more than _RING times an untilted Gaussian's
+
+
 class _Resolution(NamedTuple):
+    tol: float
     rho: float  # feature widths l_t per spacing at the coarsest level
     c0: float  # kernel widths s_{t+1} per spacing at the coarsest level (>= the narrow width)
     s_b: float  # the narrow kernel of every sum, in spacings
-    radius: float  # band half-width in kernel widths
+    radius: float  # the widest band (and the margin beyond the hull), in kernel widths
 
 
 def _resolution(tol: float) -> _Resolution:
     """Constants for a tolerance: the trapezoid rule's aliasing ``2 exp(-2 pi^2 c^2)`` (relative, per dimension)
-    stays below ``1e-4 tol`` at every level, and bands end where the Gaussian is below ``1e-2 tol``."""
+    stays below ``1e-4 tol`` at every level; bands (:func:`_band_radius`) and margins end where the Gaussian's
+    tail is below ``1e-6 tol``."""
     c = max(1.0, math.sqrt(math.log(2e4 / tol) / (2 * math.pi**2)))
-    return _Resolution(_RHO[0] * math.log10(1.0 / tol) + _RHO[1], c, c, math.sqrt(2 * math.log(1e2 / tol)))
-_CHUNK = 262_144  # points per eps_fn / log_r0 call
+    return _Resolution(tol, _RHO[0] * math.log10(1.0 / tol) + _RHO[1], c, c, math.sqrt(2 * math.log(1e6 / tol)))
+
+
+def _truncation(R: float, s_b: float, scale: float, d: int) -> float:
+    """Bound of the golden's error from ending the narrow sums at ``R s_b``: the mass beyond, at most
+    ``_RING 2 d Phi(-R)`` of the sum, shifts the tilted mean by up to ``(R + 1) s_b`` times it, and the golden
+    by ``scale (R + 1) / s_b`` times it."""
+    return scale * (R + 1) / s_b * _RING * d * math.erfc(R / math.sqrt(2))
+
+
+def _band_radius(res: _Resolution, s_b: float, scale: float, d: int) -> float:
+    """The narrowest band whose truncation (:func:`_truncation`) stays below ``tol / 100``."""
+    R = 4.0
+    while R < res.radius and _truncation(R, s_b, scale, d) > 1e-2 * res.tol:
+        R += 0.25
+    return R
 
 
 class ChainGolden(NamedTuple):
@@ -304,6 +324,7 @@ class _Run(NamedTuple):
     log_E: torch.Tensor  # [T, N]
     v: torch.Tensor  # [T, N, d]  grad of log E_t w.r.t. mu_t, at mu_t(x)
     edge: torch.Tensor  # [T, N]    weight on working-grid edges (relative truncation bound)
+    apriori: torch.Tensor  # [T]    bound of the golden's aliasing and band-truncation errors (no level sees them)
 
 
 def _run(eps_fn, log_r0, schedule, mu_out, grids: list[_Grid], res: _Resolution, progress: bool) -> _Run:
@@ -313,6 +334,8 @@ def _run(eps_fn, log_r0, schedule, mu_out, grids: list[_Grid], res: _Resolution,
     N, d = mu_out[1].shape
     s = schedule.posterior_variance.sqrt()
     logs, vs, edges = [], [], []
+    apriori = torch.zeros(T, dtype=torch.float64)
+    alias = 2 * math.exp(-2 * math.pi**2 * res.s_b**2)  # relative, per dimension (also the split's product)
     prev = None  # (log E, edge tracer, grid) of step t - 1
     for t in tqdm(range(1, T + 1), desc="sampler-chain golden", disable=not progress, leave=False):
         grid = grids[t - 1] if t < T else None
@@ -331,9 +354,15 @@ def _run(eps_fn, log_r0, schedule, mu_out, grids: list[_Grid], res: _Resolution,
                 TG = torch.exp(smooth_log(L + torch.log(tr), g.h, sa) - LG).nan_to_num(0.0)
             else:
                 LG, TG = L, tr
-            out = gauss_sum_at(LG, g.lo, g.h, centres, sb, tracer=TG, radius=res.radius)
+            scale = math.sqrt(1 - schedule.abar[t].item())
+            R = _band_radius(res, sb, scale, d)
+            out = gauss_sum_at(LG, g.lo, g.h, centres, sb, tracer=TG, radius=R,
+                               ring_tol=_RING * math.exp(-0.5 * R * R))
             log_E, edge = out.log_value, (out.tracer + out.outside).clamp(max=1.0)
             v = out.shift[:N] / sb**2
+            # aliasing oscillates with period h in the centre: (2 pi / h) times it in grad log E; doubled for
+            # the smoothing part and the Jacobian of the mean
+            apriori[t - 1] = scale * (2 * math.pi / g.h) * 4 * d * alias + _truncation(R, sb, scale, d)
         if not torch.all(torch.isfinite(log_E[:N])):
             raise ValueError(f"log E_t is not finite at step t={t} at some requested points (R_0 vanishes "
                              f"everywhere the chain reaches from them)")
@@ -343,7 +372,7 @@ def _run(eps_fn, log_r0, schedule, mu_out, grids: list[_Grid], res: _Resolution,
         if grid is not None:
             L = _fill_unknown(log_E[N:].reshape(grid.n))
             prev = (L, edge[N:].reshape(grid.n), grid)
-    return _Run(torch.stack(logs), torch.stack(vs), torch.stack(edges))
+    return _Run(torch.stack(logs), torch.stack(vs), torch.stack(edges), apriori)
 
 
 def _pull_back(eps_fn, schedule, X: torch.Tensor, vs: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -359,16 +388,6 @@ def _pull_back(eps_fn, schedule, X: torch.Tensor, vs: list[torch.Tensor]) -> lis
                 (g,) = torch.autograd.grad(mu, x, grad_outputs=v[t - 1, sl], retain_graph=k + 1 < len(vs))
                 outs[k][t - 1, sl] = g
     return outs
-
-
-def _aliasing_gradient(schedule, grids: list[_Grid], res: _Resolution, d: int) -> torch.Tensor:
-    """A priori bound of the golden's error from the trapezoid rule's aliasing at steps ``t = 2..T`` (which no
-    refinement level changes where the spacing follows the kernel): relative error ``2 exp(-2 pi^2 c^2)`` per
-    dimension, oscillating with period ``h`` in the centre, so ``(2 pi / h)`` times that in ``grad log E``;
-    doubled for the smoothing part and the Jacobian of the mean. [T - 1]"""
-    eps = 2 * math.exp(-2 * math.pi**2 * res.s_b**2)
-    h = torch.tensor([g.h for g in grids], dtype=torch.float64)
-    return torch.sqrt(1 - schedule.abar[2:]) * (2 * math.pi / h) * 4 * d * eps
 
 
 # --- an independent reference ----------------------------------------------------------------------------
@@ -498,7 +517,7 @@ def chain_golden(eps_fn: EpsFn, log_r0: LogR0, schedule: VPSchedule, axes=None, 
         # missing mass ~ edge at ~7 kernel widths moves the tilted mean by ~7 s edge: grad by ~8 edge / s
         edge_golden = scale * 8 * (edge / s[1:].clamp(min=1e-300).reshape(-1, 1))[..., None] * (grad.abs() + 1)
         err_golden = scale * (grad - grad_c).abs() + edge_golden
-        err_golden[1:] += _aliasing_gradient(schedule, plan, res, d)[:, None, None]  # t = 1 has no grid
+        err_golden += torch.maximum(fine.apriori, coarse.apriori)[:, None, None]
         err_log_E = (fine.log_E - coarse.log_E).abs() + edge
         if err_golden.max() <= tol:
             break
