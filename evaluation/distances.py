@@ -13,25 +13,43 @@ from typing import NamedTuple
 
 import torch
 
+from analytic.integrability import tail_margin
 from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, sub_points
+from analytic.rewards import check_reward
 
-__all__ = ["TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence",
-           "wasserstein1", "EnergyDistance", "energy_distance"]
+__all__ = ["TiltedTarget", "tilted_target", "check_tilt_integrable", "Distances", "distances", "distances_between",
+           "total_variation", "kl_divergence", "wasserstein1", "EnergyDistance", "energy_distance"]
 
 class TiltedTarget(NamedTuple):
     axes: tuple[torch.Tensor, ...]
     mass: torch.Tensor  # [n_1(, n_2)] hat masses of pbar on the grid, normalised over the sub-point grid
     log_Z: float  # log int p(x_0|y) R_0(x_0) dx_0 over the sub-point grid
     lost: float  # mass of the sub-point grid outside the node grid's hats (edge cells)
+    error: torch.Tensor  # [n_1(, n_2)] estimated |mass - exact hat masses|: the change from twice the sub-points
+    log_Z_error: float  # the same for log_Z
 
 
-def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8) -> TiltedTarget:
-    """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell)."""
-    axes = check_axes(as_axes(axes), cond.dim, uniform=True)
-    if int(sub) != sub or sub < 1:
-        raise ValueError(f"sub must be a positive integer, got {sub}")
-    pts = sub_points(axes, int(sub))
+def check_tilt_integrable(cond: GaussianMixture, reward) -> float:
+    """``ValueError`` unless ``Z = int p(x_0 | y) R_0(x_0) dx_0`` is finite; returns the relative tail margin.
+
+    The tail test of :mod:`analytic.integrability` without noise (``abar -> 0``, where the posterior is the
+    prior ``p(x_0 | y)``): ``u^T S_k^{-1} u + tau(u) > 0`` for every component ``k`` and direction ``u``."""
+    if not isinstance(cond, GaussianMixture):
+        raise ValueError(f"cond must be an analytic.GaussianMixture, got {type(cond).__name__}")
+    check_reward(reward, cond.dim)
+    margin, u = tail_margin(cond, reward, 0.0)
+    if margin <= 1e-12:
+        raise ValueError(
+            f"Z = int p(x_0|y) R_0(x_0) dx_0 diverges: p(x_0|y) R_0(x_0) is not integrable along direction "
+            f"{[round(v, 4) for v in u.tolist()]} (relative tail curvature {margin:.3g} <= 0), so the tilted target "
+            f"p(x_0|y) R_0 / Z does not exist. The reward {reward!r} grows too fast in the tails (for CFG: w too "
+            f"large for a conditional wider than the reference).")
+    return margin
+
+
+def _target_on_subpoints(cond, reward, axes, sub: int):
+    pts = sub_points(axes, sub)
     log_f = cond.log_prob(pts) + reward.log_r0(pts)
     if torch.any(torch.isnan(log_f)) or torch.any(log_f == math.inf):
         raise ValueError("log p(x_0|y) R_0(x_0) is nan or +inf on the grid")
@@ -40,7 +58,35 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8) -> Tilte
     cell = math.prod(axes_spacing(axes)) / sub ** len(axes)
     log_Z = (top + torch.log(f.sum() * cell)).item()
     mass, lost = deposit(pts, f / f.sum(), axes)
-    return TiltedTarget(axes, mass, log_Z, lost)
+    return mass, log_Z, lost
+
+
+def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: float | None = None,
+                  max_sub: int = 256) -> TiltedTarget:
+    """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell), with twice the
+    change from ``2 sub`` points per cell as error estimate (the quadrature converges as ``sub^-2``, so the
+    change is 3/4 of the error; plus the rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling ``sub`` (up to ``max_sub``;
+    ``ValueError`` beyond); ``None`` keeps ``sub``. ``ValueError`` when ``Z`` is infinite
+    (:func:`check_tilt_integrable`)."""
+    axes = check_axes(as_axes(axes), cond.dim, uniform=True)
+    if isinstance(sub, bool) or int(sub) != sub or sub < 1:
+        raise ValueError(f"sub must be a positive integer, got {sub}")
+    if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0)):
+        raise ValueError(f"tol must be a positive number or None, got {tol!r}")
+    check_tilt_integrable(cond, reward)
+    sub = int(sub)
+    cur = _target_on_subpoints(cond, reward, axes, sub)
+    while True:
+        nxt = _target_on_subpoints(cond, reward, axes, 2 * sub)
+        error = 2 * (nxt[0] - cur[0]).abs() + 1e-15 * cur[0].max()  # x2: the change bounds the error for order >= 1
+        if tol is None or error.sum().item() <= tol:
+            break
+        if 2 * sub > max_sub:
+            raise ValueError(f"tilted_target reached an estimated error of {error.sum().item():.3g} (tol {tol:g}) "
+                             f"with sub={sub}; a finer grid is needed (or raise max_sub)")
+        sub, cur = 2 * sub, nxt
+    mass, log_Z, lost = cur
+    return TiltedTarget(axes, mass, log_Z, lost, error, 2 * abs(nxt[1] - log_Z))
 
 
 # --- distances between grid laws ------------------------------------------------------------------
@@ -86,13 +132,68 @@ class Distances(NamedTuple):
     kl_out_target: float  # KL(output || target)
     kl_target_out: float  # KL(target || output)
     w1: float  # 1-D exact W1; nan in 2-D
+    tv_error: float = math.nan  # error estimates from the laws' per-node errors (nan when none were given)
+    kl_out_target_error: float = math.nan
+    kl_target_out_error: float = math.nan
+    w1_error: float = math.nan
 
 
-def distances(output: torch.Tensor, target: torch.Tensor, axes) -> Distances:
-    """TV, both KLs and (1-D) W1 of an output law against a target law on the same grid."""
+def _normalised_error(p: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
+    """Per-node error of ``p / sum p`` from per-node errors of ``p`` (first order, absolute values)."""
+    total = p.clamp(min=0).sum()
+    return (err + p.clamp(min=0) / total * err.sum()) / total
+
+
+def _kl_error(p, q, dp, dq, floor: float) -> float:
+    """How far ``KL(p || q)`` can move when every mass moves by its error: first order in ``p``; in ``q`` the
+    whole range ``[q - dq, q + dq]`` (floored), because where ``q`` underflows ``log q`` is not determined by
+    the computation (only by the floor)."""
+    pos = p > 0
+    q_f = q.clamp(min=floor)
+    term_p = (dp * (torch.log(p.clamp(min=floor) / q_f) + 1).abs())[pos | (dp > 0)].sum()
+    up = torch.log((q_f + dq) / q_f)
+    down = torch.log(q_f / (q - dq).clamp(min=floor))
+    return (term_p + (p * torch.maximum(up, down))[pos].sum()).item()
+
+
+def _w1_error(dp: torch.Tensor, h: float) -> float:
+    """Bound on the change of ``int |F_p - F_q|`` from errors ``dp`` of a normalised law (its CDF error at node
+    k is at most the error mass on either side of k)."""
+    left = dp.cumsum(0)
+    right = dp.sum() - left
+    return (torch.minimum(left, right)[:-1].sum() * h).item()
+
+
+def distances(output: torch.Tensor, target: torch.Tensor, axes, *, output_error: torch.Tensor | None = None,
+              target_error: torch.Tensor | None = None, floor: float = 1e-300) -> Distances:
+    """TV, both KLs and (1-D) W1 of an output law against a target law on the same grid; with per-node error
+    estimates of the masses (``OutputDensity.error``, ``TiltedTarget.error``), also the error of each distance
+    (missing ones count as 0). :func:`distances_between` takes the two results directly."""
     axes = as_axes(axes)
     w1 = wasserstein1(output, target, axes[0]) if len(axes) == 1 else math.nan
-    return Distances(total_variation(output, target), kl_divergence(output, target), kl_divergence(target, output), w1)
+    kl_ot, kl_to = kl_divergence(output, target, floor), kl_divergence(target, output, floor)
+    if output_error is None and target_error is None:
+        return Distances(total_variation(output, target), kl_ot, kl_to, w1)
+    p, q = _normalise(output), _normalise(target)
+    dp = torch.zeros_like(p) if output_error is None else _normalised_error(output, output_error.to(torch.float64).abs())
+    dq = torch.zeros_like(q) if target_error is None else _normalised_error(target, target_error.to(torch.float64).abs())
+    if dp.shape != p.shape or dq.shape != q.shape:
+        raise ValueError(f"error arrays must have the masses' shape {tuple(p.shape)}, got {tuple(dp.shape)} and "
+                         f"{tuple(dq.shape)}")
+    tv_err = 0.5 * (dp.sum() + dq.sum()).item()
+    w1_err = _w1_error(dp, (axes[0][1] - axes[0][0]).item()) + _w1_error(dq, (axes[0][1] - axes[0][0]).item()) \
+        if len(axes) == 1 else math.nan
+    return Distances(total_variation(output, target), kl_ot, kl_to, w1, tv_err, _kl_error(p, q, dp, dq, floor),
+                     _kl_error(q, p, dq, dp, floor), w1_err)
+
+
+def distances_between(output, target) -> Distances:
+    """:func:`distances` of an :class:`evaluation.density.OutputDensity` against a :class:`TiltedTarget` on the
+    same grid, with the error of every distance from both laws' error estimates."""
+    if len(output.axes) != len(target.axes) or any(a.shape != b.shape or not torch.allclose(a, b)
+                                                   for a, b in zip(output.axes, target.axes)):
+        raise ValueError("the output law and the target must be on the same grid")
+    return distances(output.mass, target.mass, output.axes, output_error=output.error, target_error=target.error)
 
 
 # --- sample sets ----------------------------------------------------------------------------------

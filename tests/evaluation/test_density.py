@@ -6,7 +6,7 @@ import torch
 
 from analytic import CFGReward, optimal_denoiser
 from analytic import optimal_guidance, support_axes
-from analytic.quadrature import deposit
+from analytic.quadrature import deposit, spline_at, sub_points
 from evaluation.density import output_density, tilted_start, vp_start
 from sampler import CFG, REG, MixtureModel, Unguided, VPSchedule, bind, sample, vp_prior
 
@@ -138,6 +138,87 @@ def test_deposit_preserves_mass_and_mean():
     assert abs(lost - w.sum().item()) < 1e-12
 
 
+def _dense_step(p, mean, c, axis):
+    """One stochastic step by brute force: every source's Gaussian over every node of a grid extended by 200
+    spacings each side (normalised there, so what leaves the grid is lost), cropped back to the grid."""
+    h = (axis[1] - axis[0]).item()
+    ext = torch.cat([axis[0] - h * torch.arange(200, 0, -1, dtype=F64), axis, axis[-1] + h * torch.arange(1, 201, dtype=F64)])
+    K = torch.exp(-0.5 * ((ext[None, :] - mean[:, None]) / c) ** 2)
+    return (p[:, None] * K / K.sum(1, keepdim=True)).sum(0)[200:-200]
+
+
+def test_wide_kernels_split_into_two_resolved_sums_equal_the_direct_sum(paper):
+    """Kernels wider than 2.4 spacings are computed as a narrow scatter and one convolution; the result is the
+    brute-force transition to the trapezoid rule's aliasing (1e-12), in the tails too."""
+    _, _, cfg = paper
+    sigmas = VPSchedule.linear(12, 0.01, 0.3).sampling_sigmas()  # kernels of 1 to 16 spacings
+    axis = torch.linspace(-6, 6, 241, dtype=F64)
+    od = output_density(cfg, sigmas[:-1], axis)  # stochastic steps only (the last level is > 0)
+    scale = torch.sqrt(1 + sigmas**2)
+    p = torch.exp(-0.5 * axis**2)
+    p = p / p.sum()
+    from sampler.samplers import ddim_coefficients
+    for i in range(len(sigmas) - 2):
+        D = cfg(scale[i] * axis[:, None], sigmas[i].item())[:, 0]
+        a, c = ddim_coefficients(sigmas[i].item(), sigmas[i + 1].item(), 1.0)
+        mean = (D + a * (scale[i] * axis - D)) / scale[i + 1]
+        p = _dense_step(p, mean, c / scale[i + 1].item(), axis)
+    # the same hat masses from the nodal law as output_density forms them (8 sub-points per cell)
+    pts = sub_points((axis,), 8)
+    m = spline_at(p, (axis,), pts, outside="zero").clamp(min=0)
+    mass, _ = deposit(pts, m * p.sum() / m.sum(), (axis,))
+    assert od.narrow_steps == 0
+    assert ((od.mass - mass).abs() / mass.max()).max() < 1e-11
+    # hat masses come from a spline of the nodal law: below ~1e-15 of the largest they are rounding, and
+    # output_density's error estimate says so
+    assert torch.all((od.mass - mass).abs() <= od.error)
+    assert torch.all(od.error >= 1e-15 * od.mass.max())
+
+
+def _restrict(mass, k):
+    """Hat masses of a grid 2^k times coarser (nested hats: phi_H = phi_h(2K) + (phi_h(2K-1) + phi_h(2K+1))/2)."""
+    for _ in range(k):
+        pad = torch.cat([torch.zeros(1, dtype=F64), mass, torch.zeros(1, dtype=F64)])
+        mass = pad[1:-1:2] + 0.5 * (pad[0:-2:2] + pad[2::2])
+    return mass
+
+
+def test_error_estimate_bounds_the_error_and_tol_is_met(paper):
+    _, _, cfg = paper
+    sigmas = VPSchedule.paper_1d().sampling_sigmas()
+    axis = torch.linspace(-6, 6, 121, dtype=F64)  # coarse: spacing 0.1 against kernels of 0.01 to 0.13
+    ref = _restrict(output_density(cfg, sigmas, torch.linspace(-6, 6, 120 * 16 + 1, dtype=F64)).mass, 4)
+    od = output_density(cfg, sigmas, axis)
+    err = (od.mass - ref).abs()
+    assert od.error.shape == od.mass.shape and torch.all(od.error >= 0)
+    assert err.sum() <= od.error.sum() and err.sum() > 0.05 * od.error.sum()  # honest, and not vacuous
+    tight = output_density(cfg, sigmas, axis, tol=2e-4)
+    assert tight.error.sum() <= 2e-4
+    assert (tight.mass - ref).abs().sum() <= tight.error.sum()
+    assert (tight.mass - ref).abs().sum() < 0.2 * err.sum()  # refining the working grid did help
+    with pytest.raises(ValueError, match="estimated error"):
+        output_density(cfg, sigmas, axis, tol=1e-12, max_nodes=1000)
+    with pytest.warns(RuntimeWarning, match="estimated error"):
+        out = output_density(cfg, sigmas, axis, tol=1e-12, max_nodes=1000, on_budget="warn")
+    assert out.error.sum() > 1e-12
+
+
+def test_2d_error_estimate_is_honest():
+    cond, uncond = random_mixture(2, 2, 5), random_mixture(2, 3, 6)
+    m = MixtureModel({"c": cond, None: uncond})
+    den = CFG(bind(m, "c"), bind(m, None), 1.0)
+    sigmas = VPSchedule.linear(8, 0.02, 0.3).sampling_sigmas()
+    coarse = (torch.linspace(-4, 4, 17, dtype=F64),) * 2
+    fine = (torch.linspace(-4, 4, 65, dtype=F64),) * 2
+    for name in ("ddpm", "euler"):
+        od = output_density(den, sigmas, coarse, sampler=name)
+        ref = output_density(den, sigmas, fine, sampler=name).mass
+        for _ in range(2):  # restrict both axes twice
+            ref = torch.stack([_restrict(r, 1) for r in ref])
+            ref = torch.stack([_restrict(r, 1) for r in ref.T]).T
+        assert (od.mass - ref).abs().sum() <= od.error.sum(), name
+
+
 def test_bad_input(paper):
     _, _, cfg = paper
     sig = VPSchedule.paper_1d().sampling_sigmas()
@@ -152,3 +233,12 @@ def test_bad_input(paper):
         output_density(cfg, sig.flip(0), ax)
     with pytest.raises(ValueError, match="uniform"):
         output_density(cfg, sig, ax**3)
+    with pytest.raises(ValueError, match="at least 3 nodes"):
+        output_density(cfg, sig, ax[:2])
+    for bad in (0.0, -1.0, math.nan, True):
+        with pytest.raises(ValueError, match="tol"):
+            output_density(cfg, sig, ax, tol=bad)
+    with pytest.raises(ValueError, match="on_budget"):
+        output_density(cfg, sig, ax, tol=1e-3, on_budget="ignore")
+    with pytest.raises(ValueError, match="max_nodes"):
+        output_density(cfg, sig, ax, max_nodes=2)

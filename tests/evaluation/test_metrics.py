@@ -5,7 +5,9 @@ import pytest
 import torch
 
 from analytic import CFGReward, GaussianMixture, golden_on_grid
-from evaluation.distances import distances, energy_distance, kl_divergence, tilted_target, total_variation, wasserstein1
+from evaluation.density import output_density
+from evaluation.distances import (distances, distances_between, energy_distance, kl_divergence, tilted_target,
+                                  total_variation, wasserstein1)
 from evaluation.field_errors import field_errors, guidance_term
 from sampler import CFG, REG, MixtureModel, VPSchedule, bind
 
@@ -26,11 +28,19 @@ def _normal_masses(axis, mu, s):
     return (G(axis + h) - 2 * G(axis) + G(axis - h)) / h
 
 
+MU_C, S_C, MU_U, S_U, W = 1.0, 0.3, 0.0, 0.6, 1.5  # single Gaussians: the tilted target is a Gaussian
+
+
+def _single_gaussians():
+    """The pair above, and the tilted target's precision and mean: N_c^{1+w} / N_u^w is Gaussian."""
+    cond, uncond = GaussianMixture.from_1d([1.0], [MU_C], [S_C]), GaussianMixture.from_1d([1.0], [MU_U], [S_U])
+    prec = (1 + W) / S_C**2 - W / S_U**2
+    return cond, uncond, prec, ((1 + W) * MU_C / S_C**2 - W * MU_U / S_U**2) / prec
+
+
 def test_tilted_target_of_single_gaussians_is_the_closed_form_gaussian():
-    mu_c, s_c, mu_u, s_u, w = 1.0, 0.3, 0.0, 0.6, 1.5
-    cond, uncond = GaussianMixture.from_1d([1.0], [mu_c], [s_c]), GaussianMixture.from_1d([1.0], [mu_u], [s_u])
-    prec = (1 + w) / s_c**2 - w / s_u**2
-    mean = ((1 + w) * mu_c / s_c**2 - w * mu_u / s_u**2) / prec
+    w = W
+    cond, uncond, prec, mean = _single_gaussians()
     axis = torch.linspace(-2, 4, 601, dtype=F64)
     tt = tilted_target(cond, CFGReward(cond, uncond, w), axis)
     ref = _normal_masses(axis, mean, prec**-0.5)
@@ -60,6 +70,80 @@ def test_distances_of_two_gaussians_match_closed_forms():
         total_variation(p, q[:-1])
     with pytest.raises(ValueError, match="non-negative"):
         kl_divergence(-p, q)
+
+
+def test_tilted_target_refuses_an_infinite_Z():
+    """Defect 5: c = N(0, 1), u = N(0, 0.5^2), w = 1 gives p R_0 = N(0,1)^2 / N(0, 0.25) ~ exp(+x^2): Z is
+    infinite. Issue 11 found a finite 'target' on every grid."""
+    c, u = GaussianMixture.from_1d([1.0], [0.0], [1.0]), GaussianMixture.from_1d([1.0], [0.0], [0.5])
+    axis = torch.linspace(-3, 3, 61, dtype=F64)
+    with pytest.raises(ValueError, match="Z = int p"):
+        tilted_target(c, CFGReward(c, u, 1.0), axis)
+    # the boundary: (1 + w)/1 - w/0.25 > 0 iff w < 1/3
+    assert torch.isfinite(tilted_target(c, CFGReward(c, u, 0.3), axis).mass).all()
+    with pytest.raises(ValueError, match="Z = int p"):
+        tilted_target(c, CFGReward(c, u, 1 / 3 + 1e-6), axis)
+
+
+def test_tilted_target_error_and_tol():
+    w = W
+    cond, uncond, prec, mean = _single_gaussians()
+    axis = torch.linspace(-2, 4, 61, dtype=F64)
+    ref = _normal_masses(axis, mean, prec**-0.5)
+    tt = tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2)
+    assert (tt.mass - ref).abs().sum() <= tt.error.sum()
+    fine = tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2, tol=1e-6)
+    assert fine.error.sum() <= 1e-6 and (fine.mass - ref).abs().sum() <= 1e-6
+    with pytest.raises(ValueError, match="estimated error"):
+        tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2, tol=1e-30, max_sub=8)
+
+
+def test_distance_errors_bound_the_change_of_each_distance():
+    """Perturbing both laws within their stated errors moves every distance by less than its error estimate."""
+    axis = torch.linspace(-8, 8, 801, dtype=F64)
+    p, q = _normal_masses(axis, 0.0, 1.0), _normal_masses(axis, 0.7, 1.3)
+    gen = torch.Generator().manual_seed(0)
+    ep, eq = 1e-6 * p.max() * torch.rand(801, generator=gen, dtype=F64), 1e-6 * q.max() * torch.rand(801, generator=gen, dtype=F64)
+    d = distances(p, q, axis, output_error=ep, target_error=eq)
+    assert math.isnan(distances(p, q, axis).tv_error)
+    for k in range(20):
+        sp, sq = torch.randint(0, 2, (801,), generator=gen) * 2 - 1, torch.randint(0, 2, (801,), generator=gen) * 2 - 1
+        moved = distances((p + sp * ep).clamp(min=0), (q + sq * eq).clamp(min=0), axis)
+        for name in ("tv", "kl_out_target", "kl_target_out", "w1"):
+            assert abs(getattr(moved, name) - getattr(d, name)) <= getattr(d, name + "_error"), (k, name)
+    assert d.tv_error < 1e-3 and d.w1_error < 1e-3 and d.kl_out_target_error < 1e-2
+
+
+def test_kl_error_sees_underflowing_output_mass():
+    """KL(target || output) where the output mass underflows (far below the largest) while the target's does
+    not: the stated error must be of the size of that cell's contribution, not of the rounding."""
+    axis = torch.linspace(-8, 8, 801, dtype=F64)
+    target = _normal_masses(axis, 0.0, 1.0)
+    out = _normal_masses(axis, 0.0, 0.5)  # 1e-60 at 4 sigma of the target, where the target holds 6e-5
+    err = 1e-15 * out.max() * torch.ones_like(out)  # the rounding output_density states
+    d = distances(out, target, axis, output_error=err)
+    cells = (out < 1e-15 * out.max()) & (target > 1e-12)
+    contribution = (target[cells] * torch.log(target[cells] / out[cells].clamp(min=1e-300))).sum().item()
+    assert cells.any() and math.isfinite(contribution) and d.kl_target_out_error > 0.1 * contribution > 0
+    assert d.kl_out_target_error < 1e-9  # the other direction is well conditioned
+
+
+def test_distances_between_an_output_law_and_its_target():
+    cond, uncond = paper_pair()
+    reward = CFGReward(cond, uncond, 1.0)
+    m = MixtureModel({"c": cond, None: uncond})
+    cfg = CFG(bind(m, "c"), bind(m, None), 1.0)
+    sigmas = VPSchedule.paper_1d().sampling_sigmas()
+    fine = torch.linspace(-6, 6, 4801, dtype=F64)
+    ref = distances_between(output_density(cfg, sigmas, fine), tilted_target(cond, reward, fine))
+    for n in (201, 1201):
+        coarse = torch.linspace(-6, 6, n, dtype=F64)
+        d = distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, coarse))
+        for name in ("tv", "kl_out_target", "kl_target_out", "w1"):
+            assert abs(getattr(d, name) - getattr(ref, name)) <= getattr(d, name + "_error"), (n, name)
+    assert d.tv_error < 0.01 * d.tv and d.w1_error < 0.01 * d.w1  # the estimate is an upper one, not a vacuous one
+    with pytest.raises(ValueError, match="same grid"):
+        distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, fine))
 
 
 def test_energy_distance_is_zero_in_law_and_positive_apart():
