@@ -69,7 +69,7 @@ from tqdm.auto import tqdm
 
 from analytic import CFGReward, get_preset, optimal_denoiser, optimal_guidance
 from analytic.presets import PRESETS
-from analytic.quadrature import gauss_hermite, grid_points
+from analytic.quadrature import as_axes, gauss_hermite, grid_points
 from sampler import APG, CFG, REG, CFGZeroStar, MixtureModel, TiltedMean, VPSchedule, ZeroInit, bind, zero_init_sigma
 from sampler.paths import LINEAR, T_NOISE_CAP, Path, VPPath, sampling_sigmas, shift_times, uniform_times
 from sampler.schedules import check_number, sigma_to_abar
@@ -79,8 +79,8 @@ from .distances import distances, tilted_target, total_variation
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FULL",
            "schedule_sigmas", "schedule_path", "schedule_sampler", "make_guidance", "tilted_mean_denoiser",
-           "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult", "compute",
-           "Verdict", "compare", "cfg_zero_star_verdict", "apg_verdict", "closest_rules", "summary"]
+           "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult",
+           "compute", "Verdict", "compare", "cfg_zero_star_verdict", "apg_verdict", "closest_rules", "summary"]
 
 SCHEDULES = ("flow", "flow_shift", "vp_ddim", "vp_ddpm")
 METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "reg_paper", "reg_vjp", "optimal")
@@ -285,7 +285,7 @@ def sliced_w1(p: torch.Tensor, q: torch.Tensor, axes, directions: int = 32) -> f
     """Sliced Wasserstein-1 distance between two laws of node masses on one grid (renormalised): the mean over
     ``directions`` angles ``(j + 1/2) pi / directions`` of the exact W1 of the projected laws; in 1-D the exact
     W1 (one direction). A metric, and stable under grid refinement where TV is not (module docstring)."""
-    axes = tuple(torch.as_tensor(a, dtype=torch.float64) for a in (axes if isinstance(axes, (tuple, list)) else (axes,)))
+    axes = tuple(torch.as_tensor(a, dtype=torch.float64) for a in as_axes(axes))
     p, q = torch.as_tensor(p, dtype=torch.float64), torch.as_tensor(q, dtype=torch.float64)
     shape = tuple(a.numel() for a in axes)
     if p.shape != shape or q.shape != shape:
@@ -460,7 +460,8 @@ class FlowsResult:
             idx = (c.presets.index(preset), c.weights.index(float(w)), c.schedules.index(schedule),
                    c.steps.index(steps), c.methods.index(method))
         except ValueError:
-            raise ValueError(f"no cell ({preset!r}, w={w}, {schedule!r}, steps={steps}, {method!r}) in this result") from None
+            raise ValueError(f"no cell ({preset!r}, w={w}, {schedule!r}, steps={steps}, {method!r}) "
+                             "in this result") from None
         return float(getattr(self, metric)[idx])
 
 
@@ -626,17 +627,18 @@ class Verdict(NamedTuple):
 
 
 def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: str = "sw1", rtol: float = 0.1,
-            presets=None, claim: str | None = None) -> Verdict:
+            presets=None, claim: str | None = None, max_lost: float = 1e-3) -> Verdict:
     """Judge ``rule`` against ``baseline`` on every defined cell of ``presets`` (default: the 2-D presets,
-    where the flow rules do not degenerate)."""
+    where the flow rules do not degenerate), leaving out cells where either law lost more than ``max_lost`` of
+    its mass off the grid (their distances would be of a renormalised remainder)."""
     c = result.config
     for name in (rule, baseline):
         if name not in c.methods:
             raise ValueError(f"method {name!r} was not computed; the result has {c.methods}")
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
-    if check_number(rtol, "rtol") < 0:
-        raise ValueError(f"rtol must be >= 0, got {rtol}")
+    if check_number(rtol, "rtol") < 0 or check_number(max_lost, "max_lost") < 0:
+        raise ValueError(f"rtol and max_lost must be >= 0, got {rtol}, {max_lost}")
     if presets is None:
         presets = tuple(p for p in c.presets if get_preset(p).cond.dim == 2)
     presets = _check_names(presets, c.presets, "presets")
@@ -648,7 +650,8 @@ def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: st
             for k, sch in enumerate(c.schedules):
                 for j, n in enumerate(c.steps):
                     x, y = values[a, b, k, j, mr], values[a, b, k, j, mb]
-                    if pr in presets and math.isfinite(x) and math.isfinite(y) and y > 0:
+                    lost = max(result.lost[a, b, k, j, mr], result.lost[a, b, k, j, mb])
+                    if pr in presets and math.isfinite(x) and math.isfinite(y) and y > 0 and lost <= max_lost:
                         cells.append((pr, w, sch, n))
                         rv.append(x)
                         bv.append(y)
