@@ -63,10 +63,22 @@ def _density_panel(ax, r: FlowsResult, k: int, title: str) -> None:
     ax.legend(loc="lower left", fontsize=6)
 
 
+def _curves(ax, r: FlowsResult, schedules, xy, marker="o") -> None:
+    """One line per rule and schedule: ``xy(m, k) -> (xs, ys)`` for method index ``m`` and schedule index ``k``."""
+    c = r.config
+    for name in SHOWN[:-1]:
+        if name in c.methods:
+            for sch in schedules:
+                xs, ys = xy(c.methods.index(name), c.schedules.index(sch))
+                ax.plot(xs, ys, LINE[sch], marker=marker, ms=3, color=COLOR[name],
+                        label=name if sch == schedules[0] else None)
+
+
 def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
     c = r.config
-    j0 = 0 if c.steps[0] == min(c.steps) else int(np.argmin(c.steps))
-    schedules = [s for s in ("flow", "vp_ddim") if s in c.schedules]
+    j0 = int(np.argmin(c.steps))
+    schedules = [s for s in ("flow", "flow_shift", "vp_ddim") if s in c.schedules]
+    styles = ", ".join(f"{LINE[s]} {s}" for s in schedules)
     with style():
         fig, axes = plt.subplots(2, 3, figsize=(13, 7.5))
         ax = axes[0, 0]
@@ -74,9 +86,9 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
             b = c.weights.index(1.0)
             h = r.axis_1d[1] - r.axis_1d[0]
             ax.fill_between(r.axis_1d, r.target_1d[b] / h, color="0.85", label="tilted target")
-            for sch in schedules:
+            for sch in ("flow", "vp_ddim"):
                 for name in ("cfg", "reg_vjp", "optimal"):
-                    if name in c.methods:
+                    if name in c.methods and sch in c.schedules:
                         ax.plot(r.axis_1d, r.density_1d[b, c.schedules.index(sch), c.methods.index(name)] / h,
                                 LINE[sch], color=COLOR[name], lw=1.0, label=f"{name}, {sch}")
             ax.set_xlim(-1, 3)
@@ -88,35 +100,19 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
             if fig2 and sch in c.schedules:
                 _density_panel(ax, r, c.schedules.index(sch),
                                f"{fig2}, w = {c.weights[-1]:g}, {sch}, {min(c.steps)} steps (25% contour)")
-        for ax, along in zip(axes[1, :2], ("w", "steps")):
-            for name in SHOWN[:-1]:
-                if name not in c.methods:
-                    continue
-                m = c.methods.index(name)
-                for sch in schedules:
-                    k = c.schedules.index(sch)
-                    if along == "w":
-                        xs, ys = c.weights, _mean_2d(r, r.sw1[:, :, k, j0, m])
-                    else:
-                        xs, ys = c.steps, _mean_2d(r, r.sw1[:, :, k, :, m]).mean(0)
-                    ax.plot(xs, ys, LINE[sch], marker="o", ms=3, color=COLOR[name],
-                            label=name if sch == schedules[0] else None)
-            ax.set_xlabel("w" if along == "w" else "steps")
+        _curves(axes[1, 0], r, schedules, lambda m, k: (c.weights, _mean_2d(r, r.sw1[:, :, k, j0, m])))
+        axes[1, 0].set_xlabel("w")
+        axes[1, 0].set_title(f"{min(c.steps)} steps ({styles})")
+        _curves(axes[1, 1], r, schedules, lambda m, k: (c.steps, _mean_2d(r, r.sw1[:, :, k, :, m]).mean(0)))
+        axes[1, 1].set_xlabel("steps")
+        axes[1, 1].set_title(f"mean over w ({styles})")
+        for ax in axes[1, :2]:
             ax.set_ylabel("sliced W1 to the target (mean of 2-D presets)")
-            ax.set_title(f"{min(c.steps)} steps; solid: flow, dashed: VP DDIM" if along == "w"
-                         else "mean over w; solid: flow, dashed: VP DDIM")
         axes[1, 0].legend(fontsize=6)
         ax = axes[1, 2]
         if fig2:
             a, b = c.presets.index(fig2), len(c.weights) - 1
-            for name in SHOWN[:-1]:
-                if name not in c.methods:
-                    continue
-                m = c.methods.index(name)
-                for sch in schedules:
-                    k = c.schedules.index(sch)
-                    ax.plot(r.levels[k, j0], r.field_steps[a, b, k, j0, m], LINE[sch], marker=".", color=COLOR[name],
-                            label=name if sch == schedules[0] else None)
+            _curves(ax, r, schedules, lambda m, k: (r.levels[k, j0], r.field_steps[a, b, k, j0, m]), marker=".")
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("contract level s (the sampler visits the markers)")
