@@ -3,6 +3,7 @@ Monte Carlo runs of the same samplers), its metrics and verdict logic, the findi
 bad input. Small grids and 10 steps, so each test takes seconds."""
 import dataclasses
 import functools
+import json
 import math
 
 import numpy as np
@@ -219,6 +220,21 @@ def test_compute_shapes_nan_cells_and_determinism(tiny):
     s = flows.summary(r)
     assert set(s) >= {"closest_rule_sw1", "verdicts_sw1", "field_error_D_units", "start_and_grid", "sw1", "tv"}
     assert s["sw1"]["paper_1d / flow / n=4 / w=1"]["cfg"] == r.value("sw1", "paper_1d", 1.0, "flow", 4, "cfg")
+
+
+def test_figure_draws_the_arrays_it_is_given(tiny, tmp_path):
+    """figures.flows plots a result without computing anything (here one without 2-D presets or VP DDIM) and its
+    summary is the evaluation module's."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from figures import FIGURES
+    from figures import flows as figure
+
+    assert FIGURES["flows"] is figure
+    paths = figure.plot(tiny, tmp_path)
+    assert [p.suffix for p in paths] == [".png", ".pdf"] and all(p.stat().st_size > 0 for p in paths)
+    assert json.dumps(figure.summary(tiny)) == json.dumps(flows.summary(tiny))  # nan != nan in a dict compare
 
 
 def test_verdict_logic_on_a_hand_made_result(tiny):
