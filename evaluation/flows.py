@@ -189,7 +189,7 @@ class FlowsConfig:
         return "optimal" in self.methods and (d == 1 or steps in self.optimal_2d_steps)
 
 
-QUICK = FlowsConfig(weights=(1.0, 4.0), steps=(10,), density_points=(701, 49), sub=(4, 2), field_nodes=(24, 6),
+QUICK = FlowsConfig(weights=(1.0, 4.0), steps=(10,), density_points=(501, 41), sub=(4, 2), field_nodes=(16, 6),
                     optimal_2d_steps=(), grid_check=False)
 FULL = FlowsConfig()
 
