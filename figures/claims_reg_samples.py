@@ -15,7 +15,7 @@ import numpy as np
 
 from evaluation.claims import get_claim
 from evaluation.claims.ledger import evaluate
-from evaluation.claims.reg_map import RegMap, select
+from evaluation.claims.reg_map import SCHED_FULL, T_FAMILIES, RegMap, select
 
 from .style import save, style
 
@@ -41,9 +41,8 @@ def summary(m: RegMap) -> dict:
 
 
 def _heat(ax, m: RegMap, start: str, law: str = "paper_1d"):
-    sel = [g for g in select(m, law=law, family="cfg", start=start) if ":20:" in g.schedule or g.schedule in
-           ("paper", "cosine:20")]
-    scheds = list(dict.fromkeys(g.schedule for g in sel))
+    sel = [g for g in select(m, law=law, family="cfg", start=start) if g.schedule in SCHED_FULL]
+    scheds = [s for s in SCHED_FULL if any(g.schedule == s for g in sel)]
     ws = sorted({g.w for g in sel})
     Z = np.full((len(scheds), len(ws)), np.nan)
     for g in sel:
@@ -68,13 +67,12 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
         im = _heat(axes[1], m, "tilted")
         fig.colorbar(im, ax=axes[1], fraction=0.04)
         ax = axes[2]
-        for fam, ls in (("lin:{T}:0.8168", "-"), ("lin:{T}:0.0001", "--"), ("cosine:{T}", ":")):
+        for fam, ls in zip(T_FAMILIES, ("-", "--", ":")):
+            of_fam = {fam.format(T=T): T for T in (10, 20, 40, 50, 100, 200, 1000)}
             for w, c in ((1.0, "#1f77b4"), (3.0, "#d62728")):
                 for st, mk in (("n01", "o"), ("tilted", "s")):
-                    pts = sorted((int(g.schedule.split(":")[1]), g.d_tv) for g in m.gaps if g.law == "paper_1d"
-                                 and g.family == "cfg" and g.w == w and g.start == st
-                                 and g.schedule.split(":")[0] == fam.split(":")[0]
-                                 and g.schedule.split(":")[-1] == fam.split(":")[-1])
+                    pts = sorted((of_fam[g.schedule], g.d_tv) for g in m.gaps if g.law == "paper_1d"
+                                 and g.family == "cfg" and g.w == w and g.start == st and g.schedule in of_fam)
                     if len(pts) > 1:
                         ax.plot(*zip(*pts), ls=ls, marker=mk, ms=3, color=c,
                                 label=f"{fam.format(T='T')} w={w:g} {st}")

@@ -41,7 +41,7 @@ def _ws(quick: bool) -> tuple[float, ...]:
 
 
 def _ends(quick: bool) -> tuple[float, ...]:
-    return (0.0, 0.1, 1.0, math.inf) if quick else ENDS
+    return (0.0, 0.3, 1.0, math.inf) if quick else ENDS
 
 
 def _pairs(quick: bool):

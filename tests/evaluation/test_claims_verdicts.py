@@ -47,7 +47,7 @@ def test_reg_samples_headline_is_an_artefact_of_the_start(cache):
 
 def test_reg_fields_closer_except_where_cfg_is_nearly_exact(cache):
     o, n = _run("reg-fields", cache)
-    assert o.result.verdict.startswith("holds only when the conditional is narrower")
+    assert o.result.verdict.startswith("holds only when averaged over noise levels")
     assert n["REG closer, mixtures"] == n["mixture settings"] == 6
     assert n["single Gaussians where REG is further"] == 1
     head = [c for c in o.data.comparisons if c.law == "paper_1d" and c.family == "cfg" and c.w == 1.0][0]
@@ -83,11 +83,11 @@ def test_cfg_is_a_predictor_corrector(cache):
     assert n["propagator vs output_density (max TV)"] < 3e-3
 
 
-def test_guidance_interval_low_noise_part_only(cache):
+def test_guidance_interval_middle_band_is_best(cache):
     o, n = _run("interval", cache)
-    assert o.result.verdict.startswith("holds only when read as 'leave out the low noise levels'")
-    assert n["paper_1d w=5: best interval lo"] == 1.0 and math.isinf(n["paper_1d w=5: best interval hi"])
-    _near(n["paper_1d w=5: TV to tilted target, best interval"], 0.3642, 2e-3)
+    assert o.result.verdict == "holds"
+    assert (n["paper_1d w=5: best interval lo"], n["paper_1d w=5: best interval hi"]) == (0.3, 1.0)
+    _near(n["paper_1d w=5: TV to tilted target, best interval"], 0.3152, 2e-3)
     _near(n["paper_1d w=5: TV to tilted target, guidance everywhere"], 0.6114, 2e-3)
 
 
@@ -99,13 +99,15 @@ def test_autoguidance_and_its_negative_control(cache):
     assert n["paper_1d: control best w"] == 0.0 and n["paper_1d: cfg best w"] == 0.0
 
 
-def test_guidance_pushes_to_the_far_edge_and_errors_push_off_the_support(cache):
+def test_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
     o, n = _run("chidambaram", cache)
-    assert o.result.verdict == "holds"
-    _near(n["exact, w=16: far-edge mass"], 0.969, 2e-3)
-    _near(n["eps error 0.1, w=16: mass outside the support"], 0.980, 2e-3)
-    _near(n["paper_1d trained, w=16: mass outside the central 99.9 %"], 1.0, 1e-3)
-    assert n["paper_1d exact, w=16: mass outside the central 99.9 %"] < 1e-3
+    assert o.result.verdict.startswith("holds only when the support's edge is hard")
+    _near(n["exact, w=8: far-edge mass"], 0.9995, 2e-3)
+    assert n["exact, w=8: near-edge mass"] < 1e-3
+    _near(n["exact, w=32: outside mass"], 0.979, 5e-3)  # exact scores, converged in the step count (docstring)
+    _near(n["eps error 0.1, w=32: mass outside the support"], 1.0, 1e-3)
+    _near(n["paper_1d trained, w=8: mass outside the central 99.9 %"], 0.694, 5e-3)
+    assert n["paper_1d exact, w=8: mass outside the central 99.9 %"] < 1e-3
 
 
 def test_wu_confidence_rises_entropy_can_rise(cache):
