@@ -247,6 +247,9 @@ def _tail_mass(p, axes, sub: int, log_start, denoiser, sampler, eta, tail, scale
             m = torch.exp(log_p - log_p.max())
             m = m / m.sum()
         if len(tail) > 1:
+            reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
+            if reset is not None:
+                reset()
             with torch.no_grad():
                 x_end = sample(sampler, denoiser, scale_in * pts, tail, eta=eta)
             pts = x_end.to(torch.float64) / scale_out
