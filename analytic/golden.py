@@ -192,7 +192,7 @@ def optimal_denoiser(cond: GaussianMixture, reward, *, tol: float = DEFAULT_TOL)
 
     def tilted_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
         a = sigma_to_abar(float(sigma))
-        x_vp = math.sqrt(a) * x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        x_vp = math.sqrt(a) * x.detach().flatten(1).to(torch.float64)  # [N, d]; also for N = 0
         if a == 1:
             m_R = x_vp
         else:

@@ -185,7 +185,11 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    if a.threads:
+    if a.threads is not None and a.threads < 1:  # 0 used to be dropped silently (issue 11, defect 12)
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    if a.steps < 1:
+        p.error(f"--steps must be >= 1, got {a.steps}")
+    if a.threads is not None:
         torch.set_num_threads(a.threads)
     res = train_classifier(steps=a.steps, seed=a.seed, device=a.device)
     out = save_classifier(a.out, res.net, {"test_accuracy": res.test_accuracy, "seconds": res.seconds, "steps": a.steps})

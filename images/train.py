@@ -259,13 +259,19 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    width = a.width or (8 if a.weak else 16)
-    steps = a.steps or (1000 if a.weak else 5000)
+    if a.threads is not None and a.threads < 1:  # 0 used to be dropped silently (issue 11, defect 12)
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    width = (8 if a.weak else 16) if a.width is None else a.width  # --width 0 / --steps 0 were read as "default"
+    steps = (1000 if a.weak else 5000) if a.steps is None else a.steps
     size = 16 if a.resize != "none" else 8
-    uc = UNetConfig(width=width, size=size, groups=math.gcd(8, width))
-    tc = TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, p_uncond=a.p_uncond, seed=a.seed, resize=a.resize)
+    try:
+        uc = UNetConfig(width=width, size=size, groups=math.gcd(8, width))
+        tc = TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, p_uncond=a.p_uncond, seed=a.seed,
+                         resize=a.resize)
+    except ValueError as err:
+        p.error(str(err))
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
     res = train_unet(uc, tc, device=a.device)
     n_params = sum(p.numel() for p in res.net.parameters())
     log = {"seconds": res.seconds, "final_loss": sum(res.losses[-200:]) / len(res.losses[-200:]), "parameters": n_params}

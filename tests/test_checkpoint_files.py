@@ -8,6 +8,7 @@ stale ``.tmp``. Defect 16: malformed image-checkpoint schedules raised Attribute
 file name, and a schedule whose ``T`` disagrees with the UNet's was accepted.
 """
 import hashlib
+import io
 import os
 import struct
 import zipfile
@@ -158,52 +159,48 @@ def test_checkpoints_without_a_digest_still_load(kind, tmp_path):
 # --- defect 8: atomic writes -------------------------------------------------------------------------------
 
 
-class Unsaveable(torch.nn.Module):
-    """A network whose state dict cannot be serialised (torch.save fails half-way through a payload)."""
-
-    def __init__(self, net):
-        super().__init__()
-        self.net, self.config = net, net.config
-
-    def state_dict(self, *a, **k):
-        return {**self.net.state_dict(), "broken": torch.ones(1)}
+_real_save = torch.save
 
 
-@pytest.mark.parametrize("kind", ["unet", "classifier"])
-def test_defect8_failed_image_save_keeps_the_previous_checkpoint(kind, tmp_path, monkeypatch):
-    """A save that fails (here: the rename, after the bytes are written) leaves the previous checkpoint
-    byte-identical and no temporary file; before, the writers truncated the target in place."""
+def _save_half_then_fail(obj, f, *a, **k):
+    """torch.save that dies half-way: half of the bytes reach ``f`` (a path or a buffer), then an error."""
+    buf = io.BytesIO()
+    _real_save(obj, buf, *a, **k)
+    data = buf.getvalue()[: len(buf.getvalue()) // 2]
+    if isinstance(f, (str, os.PathLike)):
+        with open(f, "wb") as out:
+            out.write(data)
+    else:
+        f.write(data)
+    raise RuntimeError("serialisation failed")
+
+
+def _fail_rename(*a, **k):
+    raise OSError("disk full")
+
+
+FAILURES = {  # where a save can fail: half-way through serialising, or at the rename after the bytes are written
+    "serialise": (torch, "save", _save_half_then_fail, RuntimeError, "serialisation failed"),
+    "rename": (os, "replace", _fail_rename, OSError, "disk full"),
+}
+
+
+@pytest.mark.parametrize("failure", sorted(FAILURES))
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_defect8_failed_save_keeps_the_previous_checkpoint(kind, failure, tmp_path, monkeypatch):
+    """A save that fails leaves the previous checkpoint byte-identical and loadable, and no temporary file.
+    Before, the image writers truncated the target in place (their default target is the shipped file) and
+    the toy writer left a stale ``.tmp``."""
     write, load = KINDS[kind]
     path = write(tmp_path / "model.pt")
     before = path.read_bytes()
-
-    def fail(*a, **k):
-        raise OSError("disk full")
-
-    monkeypatch.setattr(os, "replace", fail)
-    with pytest.raises(OSError, match="disk full"):
+    owner, name, fail, err, match = FAILURES[failure]
+    monkeypatch.setattr(owner, name, fail)
+    with pytest.raises(err, match=match):
         write(path)
     monkeypatch.undo()
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
     load(path)
-
-
-@pytest.mark.parametrize("kind", sorted(KINDS))
-def test_defect8_failed_serialisation_keeps_the_previous_checkpoint(kind, tmp_path, monkeypatch):
-    """torch.save raising while it serialises: the old file stays and no ``.tmp`` is left (the toy writer
-    used to leave one)."""
-    write, load = KINDS[kind]
-    path = write(tmp_path / "model.pt")
-    before = path.read_bytes()
-
-    def fail(*a, **k):
-        raise RuntimeError("serialisation failed")
-
-    monkeypatch.setattr(torch, "save", fail)
-    with pytest.raises(RuntimeError, match="serialisation failed"):
-        write(path)
-    monkeypatch.undo()
-    assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["model.pt"]
 
 
 def test_write_atomically_text_bytes_and_refusals(tmp_path):
