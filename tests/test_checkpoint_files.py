@@ -243,3 +243,18 @@ def test_defect16_malformed_unet_schedule_names_the_file(schedule, match, tmp_pa
     for load in (load_unet, load_model):
         with pytest.raises(ValueError, match=f"bad.pt.*{match}"):
             load(tmp_path / "bad.pt")
+
+
+def test_shipped_checkpoints_are_sealed():
+    """Every shipped checkpoint stores the sha256 of its weights (added without retraining: the weights are
+    the trained ones, bit for bit) and loads through its validating loader."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = sorted((root / "toy" / "checkpoints").glob("*.pt")) + sorted((root / "images" / "checkpoints").glob("*.pt"))
+    assert len(shipped) >= 15
+    for path in shipped:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        assert payload.get("sha256") == state_dict_sha256(payload["state_dict"]), path
+    load_unet(root / "images" / "checkpoints" / "digits_unet.pt")
+    load_classifier(root / "images" / "checkpoints" / "digits_classifier.pt")
