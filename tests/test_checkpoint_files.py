@@ -258,3 +258,12 @@ def test_shipped_checkpoints_are_sealed():
         assert payload.get("sha256") == state_dict_sha256(payload["state_dict"]), path
     load_unet(root / "images" / "checkpoints" / "digits_unet.pt")
     load_classifier(root / "images" / "checkpoints" / "digits_classifier.pt")
+
+
+def test_defect7_released_upstream_networks_refuse_non_finite_weights(tmp_path):
+    """The fourth loader, for the REG authors' released 1-D networks (no digest upstream): finiteness."""
+    from evaluation.claims.paper_figure import load_released
+
+    torch.save({"joint_mlp.0.weight": torch.tensor([[0.5, float("nan")]])}, tmp_path / "released.pth")
+    with pytest.raises(ValueError, match="released.pth.*joint_mlp.0.weight.*non-finite"):
+        load_released(tmp_path / "released.pth")
