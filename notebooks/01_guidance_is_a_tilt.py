@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -26,7 +28,8 @@
 # - compute the expected terminal reward `E_t` and the optimal guidance `-sqrt(1 - abar) grad log E_t`,
 #   and compare it with CFG.
 #
-# Background: THEORY.md sections 1-5 of the project (`docs/` and the README tell the same story).
+# Background: the README's "What the exact numbers say"; the derivations are in the library's docstrings
+# (`help(A.optimal_guidance)`, `help(A.CFGReward)`).
 
 # %% tags=["parameters"]
 import os
@@ -255,7 +258,7 @@ assert torch.allclose(og.golden, fd_golden, atol=1e-6)
 # %% [markdown]
 # ### Your turn 3: the working identity
 #
-# Differentiating `E_t` under the integral gives (THEORY.md section 4)
+# Differentiating `E_t` under the integral gives (the docstring of `analytic.golden`)
 # `grad log E_t = sqrt(abar) / (1 - abar) * (m_R - m)`, with `m` the posterior mean and `m_R` the mean of
 # the reward-tilted posterior, which `og.tilted_mean` holds. Compute `grad log E_t` this way at the points
 # `x_t` and level `a` above and store it in `grad_mine`; the check compares it with `og.grad_log_E`.

@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -87,7 +89,7 @@ assert torch.allclose(eye - c * J, abar / (1 - abar) * cov, atol=1e-10)
 # ## 2. The correction, derived
 #
 # The optimal term is `-c grad log E_t`, with `E_t(x_t) = E[R_0(x_0) | x_t]`. REG makes two
-# approximations (THEORY.md section 6):
+# approximations (`help(sampler.REG)`):
 #
 # 1. replace the expectation by the reward at the point estimate: `E_t(x_t) ~ R_0(x0_hat(x_t))`, so by the
 #    chain rule `grad log E_t ~ (d x0_hat/d x_t)^T grad log R_0(x0_hat) = (I - cJ)^T grad log R_0(x0_hat) / sqrt(abar)`;

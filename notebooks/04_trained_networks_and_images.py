@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (ipykernel)
 #     language: python
@@ -98,8 +100,8 @@ net_c, net_u = shipped["cond"].net, shipped["uncond"].net
 # ## 2. The golden of a trained network, exactly
 #
 # For a trained network the "golden" guidance is defined on the chain the network runs: `E_t(x_t)` is the
-# expected terminal reward over the network's own DDPM chain from `x_t` (THEORY.md section 4, the
-# sampler chain). The reward stays exact, `R_0 = (p(x|y) / p(x))^w` of the true mixtures.
+# expected terminal reward over the network's own DDPM chain from `x_t` (the sampler chain;
+# `help(A.chain_golden)`). The reward stays exact, `R_0 = (p(x|y) / p(x))^w` of the true mixtures.
 #
 # - The paper estimates it by Monte Carlo: 100 stochastic rollouts from every point, differentiated
 #   through the chain (`toy.mc_golden`).
@@ -233,7 +235,7 @@ with style():
 #
 # ### Your turn 2: REG in denoiser form
 #
-# For an x0-predicting denoiser the paper's REG rule reads (THEORY.md section 6)
+# For an x0-predicting denoiser the paper's REG rule reads (`help(sampler.REG)`)
 # `D_bar = D_c + w * grad_x sum(D_c) * (D_c - D_u)`: the all-ones vector-Jacobian product of the conditional
 # denoiser, elementwise times the guidance delta. At the first 8 start images `x_start[:8]`, the level
 # `sigma = sigmas[5]` (a discrete-time network only answers at its own levels) and `w = 1`, compute `D_bar` with autograd from `D_c = bind(model, labels[:8])` and

@@ -62,7 +62,7 @@ N_POINTS = 400 if QUICK else 2000
 # and the network predicts the velocity `v = eps - x_0`. Divide by `1 - t`: `x~ = x_t / (1 - t) = x_0 + s eps`
 # with `s = t / (1 - t)`. That is the VE process at noise level `s`, so the posterior `p(x_0 | x_t)`, the
 # denoiser `D(x~, s) = E[x_0 | x_t]` and the optimal guidance are the same as for DDPM at the same `s`
-# (THEORY.md section 8). `A.path_fields` gives the exact fields of a mixture on any path.
+# (`help(sampler.paths)`). `A.path_fields` gives the exact fields of a mixture on any path.
 
 # %%
 p = A.get_preset("paper_1d")
@@ -178,7 +178,7 @@ if len(STEPS) > 1:
 #
 # A mixture whose component means lie on a line `U` (unit vector `q`) of `R^d`, with covariance
 # `A_k` along `U` and `s_k^2 I` across it, stays exact in any `d`: densities, posteriors and every field
-# depend on `x` only through `(q^T x, |x - q q^T x|)` (THEORY.md section 9; `analytic.reducible`). Here:
+# depend on `x` only through `(q^T x, |x - q q^T x|)` (`help(analytic.reducible)`). Here:
 # class 0 (the condition) is `1/2 N((mu - delta) q, I) + 1/2 N((mu + delta) q, I)`, class 1 is `N(-mu q, I)`,
 # and CFG guides class 0 against the two-class mixture. Two orientations of `U`: along the first axis
 # (`axes`) and a random direction (`random`).
