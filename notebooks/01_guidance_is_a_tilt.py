@@ -205,15 +205,19 @@ for name, r in rewards.items():
 # ## 4. Why tilting every step's marginal is not a valid target
 #
 # The motivation usually given for these methods is: "make the marginal at every step
-# `p_t(x_t | y) R_t(x_t)`". The paper's Theorem 1 says what the marginals of *any* Markov chain that ends
-# at the tilted law must be: `p_t(x_t | y) E_t(x_t) / E`, with the **expected terminal reward**
+# `p_t(x_t | y) R_t(x_t)`". That over-constrains the chain: a guided step only reweights the unguided
+# Gaussian kernel, so once `R_t` is chosen the kernel fixes what the next marginal can be, and with every
+# sampler starting from the same `N(0, I)` only a constant reward survives.
+#
+# The paper's Theorem 1 poses the well-defined version: reweight the *whole* chain by the terminal
+# reward, `p(x_{0:T} | y) R_0(x_0)`. That chain is unique, it ends at the tilted law, and its marginals are
+# `p_t(x_t | y) E_t(x_t) / E`, with the **expected terminal reward**
 #
 #     E_t(x_t) = E[ R_0(x_0) | x_t ]   (the expectation over the posterior p(x_0 | x_t, y)).
 #
-# Given the chain, that is unique. So per-step tilting is consistent only if `R_t` is proportional to
-# `E_t` at every level, i.e. if `log E_t - log R_t` is a constant in `x_t`. The library computes `log E_t`
-# exactly (`A.optimal_guidance`, quadrature with an error estimate). Look at the spread of the
-# difference:
+# The per-step target agrees with it only if `R_t` is proportional to `E_t` at every level, i.e. if
+# `log E_t - log R_t` is a constant in `x_t`. The library computes `log E_t` exactly
+# (`A.optimal_guidance`, quadrature with an error estimate). Look at the spread of the difference:
 
 # %%
 r = rewards["CFG"]
@@ -228,10 +232,9 @@ for a in (0.3, 0.82, 0.99):
     assert spreads[a] > 100 * og.err_log_E.max().item()  # not a constant, far beyond the error estimate
 
 # %% [markdown]
-# Far from constant: the per-step tilt asks for marginals no chain started from noise can have (and at
-# the start, where every sampler uses the same `N(0, I)` whatever the reward, it would force `R_T` to be
-# a constant). CFG, AutoG and CG are approximations of a target they never state. Near `abar = 1` the
-# two coincide, as they must: `E_0 = R_0`.
+# Far from constant, by several nats, far beyond the quadrature error. CFG, AutoG and CG are
+# motivated by a target that no chain started from noise reaches; the reachable one is built from `E_t`.
+# Near `abar = 1` the two coincide, as they must: `E_0 = R_0`.
 
 # %%
 og_clean = A.optimal_guidance(cond, r, x_t, 0.99999)
