@@ -229,11 +229,12 @@ for a in (0.3, 0.82, 0.99):
     spreads[a] = (diff.max() - diff.min()).item()
     print(f"abar = {a}: log E_t - log R_t spans {spreads[a]:.3f} nats on [-1, 2] "
           f"(quadrature error of log E_t <= {og.err_log_E.max().item():.1e})")
-    assert spreads[a] > 100 * og.err_log_E.max().item()  # not a constant, far beyond the error estimate
+    assert spreads[a] > max(1.0, 100 * og.err_log_E.max().item())  # not a constant: over a nat, far beyond the error
 
 # %% [markdown]
-# Far from constant, by several nats, far beyond the quadrature error. CFG, AutoG and CG are
-# motivated by a target that no chain started from noise reaches; the reachable one is built from `E_t`.
+# Far from constant: more than a nat of spread at every level shown, far beyond the quadrature error.
+# CFG, AutoG and CG are motivated by a target that no chain started from noise reaches; the reachable one
+# is built from `E_t`.
 # Near `abar = 1` the two coincide, as they must: `E_0 = R_0`.
 
 # %%
