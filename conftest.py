@@ -15,3 +15,12 @@ os.environ.setdefault("REG_QUICK", "1")
 _path = os.environ.get("PYTHONPATH", "")
 if str(ROOT) not in _path.split(os.pathsep):
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), _path) if p)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every executed notebook ``notebooks`` so a fast loop can skip them: ``-m "not notebooks"``."""
+    import pytest
+
+    for item in items:
+        if str(item.fspath).endswith(".ipynb"):
+            item.add_marker(pytest.mark.notebooks)
