@@ -46,12 +46,13 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analytic import CFGReward, GaussianMixture, tilted_target
-from analytic import optimal_denoiser
-from evaluation.density import output_density, tilted_start
+from analytic import CFGReward, GaussianMixture, optimal_denoiser
 from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from analytic.reducible_golden import optimal_guidance_reducible, reg_corrections_reducible
 from sampler import CFG, REG, TiltedMean, Unguided, VPSchedule
+
+from .density import output_density, tilted_start
+from .distances import tilted_target
 
 __all__ = ["SEPARATIONS", "VARIANCES", "ORIENTATIONS", "METHODS", "LAW_METHODS", "DimensionStudy", "compute",
            "summary"]
