@@ -159,13 +159,14 @@ def conclude(quick: bool, results) -> Outcome:
     fades = last < 0.1 * first and shrink_last < 0.1 * shrink_first
     independent = spread_fixed < 1e-6 and np.abs(overshoot[f]).min() > 0.1
     key = (f"w={ws[-1]:g}: mean overshoot {overshoot[g, 0, -1]:.3f} at d=1 -> {overshoot[g, -1, -1]:.3f} at "
-           f"d={dims[-1]} with separation mu_0 sqrt(d), variance ratio {ratio[g, 0, -1]:.3f} -> {ratio[g, -1, -1]:.3f}; "
-           f"with fixed separation {overshoot[f, -1, -1]:.3f} and {ratio[f, -1, -1]:.3f} at every d")
+           f"d={dims[-1]} with separation mu_0 sqrt(d), variance ratio {ratio[g, 0, -1]:.3f} -> "
+           f"{ratio[g, -1, -1]:.3f}; with fixed separation {overshoot[f, -1, -1]:.3f} and {ratio[f, -1, -1]:.3f} "
+           "at every d")
     if fades and independent:
         verdict = ("holds only when the class separation grows with d (like sqrt(d), the paper's regime): with fixed "
-                   "separation CFG's mean overshoot and variance shrinkage along the class axis are exactly the same at "
-                   "every d (the law along U does not depend on d); what fades is the effect of separation, not of "
-                   "dimension")
+                   "separation CFG's mean overshoot and variance shrinkage along the class axis are exactly the same "
+                   "at every d (the law along U does not depend on d); what fades is the effect of separation, not "
+                   "of dimension")
     elif fades:
         verdict = "holds"
     else:
