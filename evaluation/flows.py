@@ -76,11 +76,13 @@ from sampler.schedules import check_number, sigma_to_abar
 
 from .density import output_density, tilted_start, vp_start
 from .distances import distances, tilted_target, total_variation
+from .sweep import cell_kind
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FULL",
            "schedule_sigmas", "schedule_path", "schedule_sampler", "make_guidance", "tilted_mean_denoiser",
            "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult",
-           "compute", "Verdict", "compare", "cfg_zero_star_verdict", "apg_verdict", "closest_rules", "summary"]
+           "compute", "compute_cell", "Verdict", "compare", "cfg_zero_star_verdict", "apg_verdict", "closest_rules",
+           "summary"]
 
 SCHEDULES = ("flow", "flow_shift", "vp_ddim", "vp_ddpm")
 METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "reg_paper", "reg_vjp", "optimal")
@@ -118,7 +120,9 @@ class FlowsConfig:
     dimension for the deterministic push-forward, and Gauss-Hermite nodes per dimension and mixture component
     for the field errors. The 2-D optimum costs about 1 s per step on the full grid: it runs only at the step
     counts ``optimal_2d_steps`` (nan elsewhere). ``grid_check`` recomputes ``sw1`` on a 2x finer grid for
-    every rule at the largest weight, ``flow``, the fewest steps (:attr:`FlowsResult.grid_error`)."""
+    every rule at the largest weight, ``flow``, the fewest steps (:attr:`FlowsResult.grid_error`). ``fields``:
+    whether to compute the field errors (``False`` leaves them nan; the claims ledger needs only the output
+    laws)."""
 
     presets: tuple[str, ...] = ("paper_1d", "correlated_2d", "classes_2d")
     weights: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
@@ -134,6 +138,7 @@ class FlowsConfig:
     field_nodes: tuple[int, int] = (48, 12)
     optimal_2d_steps: tuple[int, ...] = (10,)
     grid_check: bool = True
+    fields: bool = True
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -171,8 +176,9 @@ class FlowsConfig:
             if len(pair) != 2:
                 raise ValueError(f"{name} is a (1-D, 2-D) pair, got {pair}")
             set_(name, tuple(_check_count(v, name, low) for v in pair))
-        if not isinstance(self.grid_check, bool):
-            raise ValueError(f"grid_check must be a bool, got {self.grid_check!r}")
+        for name in ("grid_check", "fields"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     def axes(self, d: int) -> tuple[torch.Tensor, ...]:
         """The output grid of the VP state in dimension ``d`` (1 or 2)."""
@@ -556,6 +562,8 @@ def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bo
                             if preset == fig2:
                                 density_2d[b, k, m] = mass
                     key = (_levels_key(sch), n)
+                    if not c.fields:
+                        continue
                     if key not in fields:
                         fields[key] = field_cell(preset, w, sch, n, c.methods, c)
                     field_steps[a, b, k, j, :, :n] = fields[key]
@@ -565,6 +573,13 @@ def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bo
     return FlowsResult(c, arr["sw1"], arr["tv"], arr["kl_target_out"], arr["kl_out_target"], arr["lost"], narrow,
                        _mean_over_levels(field_steps), field_steps, levels, start_tv, cap_tv, grid_error,
                        density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
+
+
+@cell_kind(FlowsConfig, modules=("evaluation.density", "evaluation.distances"))
+def compute_cell(config: FlowsConfig) -> FlowsResult:
+    """:func:`compute` of ``config`` as a sweep cell (:mod:`evaluation.sweep`): a ``FlowsConfig`` is its own cache
+    key, so the claims ledger runs and caches this experiment like any other cell."""
+    return compute(config=config, progress=False)
 
 
 # --- verdicts and the key numbers ----------------------------------------------------------------------
