@@ -81,8 +81,8 @@ from .sweep import cell_kind
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FULL",
            "schedule_sigmas", "schedule_path", "schedule_sampler", "make_guidance", "tilted_mean_denoiser",
            "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult",
-           "compute", "compute_cell", "Verdict", "compare", "cfg_zero_star_verdict", "apg_verdict", "closest_rules",
-           "summary"]
+           "compute", "compute_cell", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
+           "closest_rules", "summary"]
 
 SCHEDULES = ("flow", "flow_shift", "vp_ddim", "vp_ddpm")
 METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "reg_paper", "reg_vjp", "optimal")
@@ -639,6 +639,22 @@ class Verdict(NamedTuple):
         rel = self.relative[np.array(pick, dtype=bool)] if self.cells else np.zeros(0)
         return {"holds": out.count("holds"), "fails": out.count("fails"), "ties": out.count("tie"),
                 "median_relative": float(np.median(rel)) if rel.size else math.nan}
+
+
+def describe_cells(cells) -> str:
+    """A short text for a set of cells ``(preset, w, schedule, steps)``, grouped by preset and weight, e.g.
+    ``"correlated_2d w=4: flow_shift (10, 20 steps), vp_ddim (10 steps)"``; ``"none"`` for no cells."""
+    groups: dict = {}
+    for cell in cells:
+        if len(cell) != len(_CELL_FIELDS):
+            raise ValueError(f"a cell is {_CELL_FIELDS}, got {cell!r}")
+        pr, w, sch, n = cell
+        groups.setdefault((pr, w), {}).setdefault(sch, set()).add(n)
+    parts = []
+    for (pr, w), by_schedule in groups.items():
+        scheds = ", ".join(f"{sch} ({', '.join(str(n) for n in sorted(ns))} steps)" for sch, ns in by_schedule.items())
+        parts.append(f"{pr} w={w:g}: {scheds}")
+    return "; ".join(parts) if parts else "none"
 
 
 def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: str = "sw1", rtol: float = 0.1,
