@@ -16,8 +16,8 @@ it). FID, recall and saturation of images are outside this test.
 """
 from __future__ import annotations
 
-from ..flows import FlowsResult, apg_verdict
-from .cfg_zero_star import config, numbers_of, verdict_text
+from ..flows import apg_verdict
+from .cfg_zero_star import conclude_rule, config
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "cells", "conclude"]
@@ -28,15 +28,8 @@ def cells(quick: bool) -> list:
 
 
 def conclude(quick: bool, results) -> Outcome:
-    (r,) = results
-    if not isinstance(r, FlowsResult):
-        raise ValueError(f"expected the flows experiment's result, got {type(r).__name__}")
-    full, plain = apg_verdict(r, momentum=True), apg_verdict(r)
-    numbers = numbers_of(full, "APG + momentum") + numbers_of(plain, "APG without momentum")
-    key = (f"sliced W1 to the tilted target: APG (+ reverse momentum) closer than CFG in {len(full.holds)}, further "
-           f"in {len(full.fails)}, tied in {len(full.ties)} of {len(full.cells)} cells; without momentum "
-           f"{len(plain.holds)} / {len(plain.fails)} / {len(plain.ties)}")
-    return Outcome(CLAIM.result(verdict_text(full), key, numbers), r)
+    return conclude_rule(CLAIM, results, lambda r: (apg_verdict(r, momentum=True), apg_verdict(r)),
+                         ("APG + momentum", "APG without momentum"))
 
 
 CLAIM = Claim(

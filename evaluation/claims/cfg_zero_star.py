@@ -16,11 +16,12 @@ early-training setting is outside it.
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
 from ..flows import FULL, FlowsConfig, FlowsResult, Verdict, cfg_zero_star_verdict, describe_cells
 from .ledger import Claim, Outcome
 
-__all__ = ["CLAIM", "METHODS", "config", "cells", "conclude", "verdict_text", "numbers_of"]
+__all__ = ["CLAIM", "METHODS", "config", "cells", "conclude", "conclude_rule", "verdict_text", "numbers_of"]
 
 METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum")  # shared with the APG claim
 
@@ -67,16 +68,24 @@ def numbers_of(v: Verdict, label: str) -> list[tuple[str, float]]:
     return out
 
 
-def conclude(quick: bool, results) -> Outcome:
+def conclude_rule(claim: Claim, results, verdicts: Callable[[FlowsResult], tuple[Verdict, Verdict]],
+                  labels: tuple[str, str]) -> Outcome:
+    """A flow claim's outcome from the shared cell: the verdict of the rule as proposed, ``verdicts(r)[0]``,
+    decides; its variant's (``[1]``) is reported beside it. ``labels`` name the two in the numbers."""
     (r,) = results
     if not isinstance(r, FlowsResult):
         raise ValueError(f"expected the flows experiment's result, got {type(r).__name__}")
-    full, scale = cfg_zero_star_verdict(r, zero_init=True), cfg_zero_star_verdict(r)
-    numbers = numbers_of(full, "CFG-Zero* (+ zero-init)") + numbers_of(scale, "optimised scale alone")[:4]
-    key = (f"sliced W1 to the tilted target: CFG-Zero* closer than CFG in {len(full.holds)}, further in "
-           f"{len(full.fails)}, tied in {len(full.ties)} of {len(full.cells)} cells (optimised scale alone: "
-           f"{len(scale.holds)} / {len(scale.fails)} / {len(scale.ties)})")
-    return Outcome(CLAIM.result(verdict_text(full), key, numbers), r)
+    full, variant = verdicts(r)
+    numbers = numbers_of(full, labels[0]) + numbers_of(variant, labels[1])
+    key = (f"sliced W1 to the tilted target: {labels[0]} closer than CFG in {len(full.holds)}, further in "
+           f"{len(full.fails)}, tied in {len(full.ties)} of {len(full.cells)} cells ({labels[1]}: "
+           f"{len(variant.holds)} / {len(variant.fails)} / {len(variant.ties)})")
+    return Outcome(claim.result(verdict_text(full), key, numbers), r)
+
+
+def conclude(quick: bool, results) -> Outcome:
+    return conclude_rule(CLAIM, results, lambda r: (cfg_zero_star_verdict(r, zero_init=True), cfg_zero_star_verdict(r)),
+                         ("CFG-Zero* (+ zero-init)", "optimised scale alone"))
 
 
 CLAIM = Claim(

@@ -1,28 +1,15 @@
 """Pinned verdicts of the two flow claims of the ledger (CFG-Zero*, arXiv 2503.18886; APG, arXiv 2410.02416): their
 --quick experiment is one shared cell (evaluation.flows on correlated_2d, w = 1 and 4, 10 steps, the deterministic
 schedules), concluded by each claim; verdicts and the numbers behind them pinned on both sides. The cell is
-computed once per session (one cache for the module)."""
+computed once (one cache for the module, the fixture of test_claims_verdicts.py)."""
 import numpy as np
 import pytest
 
 from evaluation.claims import get_claim
 from evaluation.claims.cfg_zero_star import verdict_text
-from evaluation.claims.ledger import evaluate
 from evaluation.flows import FlowsResult, Verdict
 
-
-@pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    return tmp_path_factory.mktemp("flow-claims-cache")
-
-
-def _run(claim_id, cache):
-    o = evaluate(get_claim(claim_id), quick=True, cache=cache)
-    return o, {n.name: n.value for n in o.result.numbers}
-
-
-def _near(value, expected, tol):
-    assert abs(value - expected) <= tol, (value, expected)
+from .test_claims_verdicts import _near, _run, cache  # noqa: F401 (cache is the module's cell-cache fixture)
 
 
 def test_cfg_zero_star_closer_only_where_cfg_overshoots(cache):
