@@ -264,6 +264,20 @@ def test_the_experiment_is_a_cached_sweep_cell(tiny, tmp_path):
     assert np.all(np.isnan(r.field)) and np.isfinite(tiny.field[..., 0]).all()
 
 
+def test_figure_of_a_2d_result_without_field_errors(tmp_path):
+    """The claims ledger draws figure 'flows' from its cell, which has no field errors (fields=False)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from figures import flows as figure
+
+    cfg = flows.FlowsConfig(presets=("classes_2d",), weights=(1.0,), steps=(4,), schedules=("flow",), methods=("cfg",),
+                            density_points=(301, 15), sub=(4, 1), optimal_2d_steps=(), grid_check=False, fields=False)
+    r = flows.compute(config=cfg, progress=False)
+    assert np.all(np.isnan(r.field_steps)) and np.isfinite(r.sw1).all()
+    assert [p.suffix for p in figure.plot(r, tmp_path)] == [".png", ".pdf"]
+
+
 def test_figure_draws_the_arrays_it_is_given(tiny, tmp_path):
     """figures.flows plots a result without computing anything (here one without 2-D presets or VP DDIM) and its
     summary is the evaluation module's."""
