@@ -57,21 +57,22 @@ equal ``s``; divide by ``s`` for eps units. With 12 nodes per dimension and comp
 are within 3% and their means over levels within 0.5% of 24 nodes. The optimum's field error is 0 (it is the
 golden); ``apg_momentum``'s is nan (its delta is not a function of the state).
 
-Findings (sliced W1 to the tilted target on the tests' grid, 2-D spacing 0.3, checked over steps 10 / 20 / 50,
-w = 1 and 4, every deterministic schedule and SD3 shifts 1.5 / 3 / 6; pinned in ``tests/evaluation/test_flows.py``
-and the ledger's ``cfg-zero-star`` / ``apg`` claims). No rule is closest everywhere, and flow vs VP is not what
-decides it: at matched step counts the rules rank the same on flow and VP levels, except at few steps, where
-what matters is how many of them sit at high noise.
+Findings (sliced W1 to the tilted target on the tests' grid, 2-D spacing 0.3, within 15% of this module's FULL
+grid where checked; steps 10 / 20 / 50, w = 0.5, 1, 2, 4, every schedule (DDPM: w = 1, 4) and SD3 shifts
+1.5 / 3 / 6; pinned in ``tests/evaluation/test_flows.py`` and the ledger's ``cfg-zero-star`` / ``apg`` claims).
+No rule is closest everywhere, and flow vs VP is not what decides it: at matched step counts the rules rank
+the same on flow and VP levels, except at few steps, where what matters is how many of them sit at high noise.
 
-- correlated_2d: at 50 steps CFG is within 0.02-0.06 of the target on every schedule and the closest rule
-  (CFG-Zero* 0.21-0.26, APG 0.35-0.40, REG vjp 0.09-0.24); on uniform t already at 20 steps (0.03-0.06). At
-  w = 4 with levels crowded at high noise (SD3 shift 3 or 6, VP) CFG overshoots at few steps (10 steps:
-  1.05-1.12; 20 steps: 0.12-0.15); only there, at 10 steps, are CFG-Zero* (0.31-0.69) and APG (0.55-0.71)
-  closer than CFG, and REG is closer still (10 steps 0.15-0.30, 20 steps 0.11-0.13). Uniform t or shift 1.5 at
-  10 steps: no overshoot (CFG 0.14-0.15).
-- classes_2d: REG (vjp) is the closest rule wherever it was run (50 steps: 0.02-0.03 at w = 1, 0.06 at
-  w = 4, against CFG 0.12 and 0.28-0.29); APG + momentum is 15-34% closer than CFG on every deterministic
-  schedule and step count, CFG-Zero* + zero-init 4-31% (within the 10% tie band on VP levels at w = 4).
+- correlated_2d: at 50 steps CFG is the closest rule in every cell (0.025-0.085 under Euler / DDIM, 0.09 under
+  DDPM; CFG-Zero* 0.15-0.26, APG 0.25-0.40, REG vjp 0.09-0.24); on uniform t already at 10-20 steps. At
+  w >= 2 with levels crowded at high noise (SD3 shift 3 or 6, VP) CFG overshoots at few steps (w = 4, 10 steps:
+  1.05-1.12, 1.9 under DDPM; 20 steps: 0.12-0.15, 0.49 under DDPM; w = 2, 10 steps: 0.27-0.28); only there are
+  CFG-Zero* (w = 4, 10 steps: 0.31-0.69) and APG (0.55-0.71) closer than CFG, and REG is closer still
+  (0.15-0.30). Uniform t or shift 1.5 at 10 steps: no overshoot (CFG 0.14-0.15 at w = 4).
+- classes_2d: REG (vjp) is the closest rule (23-81% closer than CFG), or within 3% of the closest (w = 0.5,
+  10 steps); APG + momentum is 17-34% closer than CFG on every deterministic schedule and step count,
+  CFG-Zero* + zero-init 6-47% (within the 10% tie band on VP levels at w >= 2); APG without momentum ranges
+  from 21% closer to 14% further.
 - paper_1d: the exact optimum's Euler error is 2-2.5x smaller on uniform flow levels than on VP's (10 steps
   0.039 vs 0.081, 50 steps 0.008 vs 0.020); CFG at w = 4 is 5x closer on uniform flow levels at 10 steps
   (0.19 vs 1.02) and slightly further at 50 (0.34 vs 0.27).
