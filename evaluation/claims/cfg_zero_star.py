@@ -54,7 +54,7 @@ def verdict_text(v: Verdict) -> str:
     out = {c: b for c, b in zip(v.cells, v.baseline_values)}
     lo, hi = min(out[c] for c in v.holds), max(out[c] for c in v.fails)
     where = (f"{v.baseline} itself lands far from the target (its sliced W1 >= {lo:.2f} where the rule is closer, "
-             f"<= {hi:.2f} where it is further)" if lo > hi else "in these cells")
+             f"<= {hi:.2f} where it is further)" if lo > hi else "the setting is one of these")
     return (f"holds only when {where}: closer in {len(v.holds)} of {len(v.cells)} cells ({describe_cells(v.holds)}), "
             f"further in {len(v.fails)} ({describe_cells(v.fails)}), within 10% in {len(v.ties)}")
 
