@@ -62,7 +62,8 @@ def verdict_text(v: Verdict) -> str:
 def numbers_of(v: Verdict, label: str) -> list[tuple[str, float]]:
     """Counts, the median relative difference, and sliced W1 of rule and baseline in every cell."""
     out = [(f"{label}: cells closer than {v.baseline}", len(v.holds)), (f"{label}: cells further", len(v.fails)),
-           (f"{label}: ties (within 10%)", len(v.ties)), (f"{label}: median sw1 ratio - 1", v.counts()["median_relative"])]
+           (f"{label}: ties (within 10%)", len(v.ties)),
+           (f"{label}: median sw1 ratio - 1", v.counts()["median_relative"])]
     for (pr, w, sch, n), a, b in zip(v.cells, v.rule_values, v.baseline_values):
         out += [(f"{pr} w={w:g} {sch} n={n}: sw1 {v.rule}", a), (f"{pr} w={w:g} {sch} n={n}: sw1 {v.baseline}", b)]
     return out
