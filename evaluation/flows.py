@@ -56,6 +56,26 @@ Field errors are in ``D`` (= ``x0``, data) units: at every level ``s`` a sampler
 equal ``s``; divide by ``s`` for eps units. With 12 nodes per dimension and component (2-D) the per-level values
 are within 3% and their means over levels within 0.5% of 24 nodes. The optimum's field error is 0 (it is the
 golden); ``apg_momentum``'s is nan (its delta is not a function of the state).
+
+Findings (sliced W1 to the tilted target on the tests' grid, 2-D spacing 0.3, within 15% of this module's FULL
+grid where checked; steps 10 / 20 / 50, w = 0.5, 1, 2, 4, every schedule (DDPM: w = 1, 4) and SD3 shifts
+1.5 / 3 / 6; pinned in ``tests/evaluation/test_flows.py`` and the ledger's ``cfg-zero-star`` / ``apg`` claims).
+No rule is closest everywhere, and flow vs VP is not what decides it: at matched step counts the rules rank
+the same on flow and VP levels, except at few steps, where what matters is how many of them sit at high noise.
+
+- correlated_2d: at 50 steps CFG is the closest rule in every cell (0.025-0.085 under Euler / DDIM, 0.09 under
+  DDPM; CFG-Zero* 0.15-0.26, APG 0.25-0.40, REG vjp 0.09-0.24); on uniform t already at 10-20 steps. At
+  w >= 2 with levels crowded at high noise (SD3 shift 3 or 6, VP) CFG overshoots at few steps (w = 4, 10 steps:
+  1.05-1.12, 1.9 under DDPM; 20 steps: 0.12-0.15, 0.49 under DDPM; w = 2, 10 steps: 0.27-0.28); only there are
+  CFG-Zero* (w = 4, 10 steps: 0.31-0.69) and APG (0.55-0.71) closer than CFG, and REG is closer still
+  (0.15-0.30). Uniform t or shift 1.5 at 10 steps: no overshoot (CFG 0.14-0.15 at w = 4).
+- classes_2d: REG (vjp) is the closest rule (23-81% closer than CFG), or within 3% of the closest (w = 0.5,
+  10 steps); APG + momentum is 17-34% closer than CFG on every deterministic schedule and step count,
+  CFG-Zero* + zero-init 6-47% (within the 10% tie band on VP levels at w >= 2); APG without momentum ranges
+  from 21% closer to 14% further.
+- paper_1d: the exact optimum's Euler error is 2-2.5x smaller on uniform flow levels than on VP's (10 steps
+  0.039 vs 0.081, 50 steps 0.008 vs 0.020); CFG at w = 4 is 5x closer on uniform flow levels at 10 steps
+  (0.19 vs 1.02) and slightly further at 50 (0.34 vs 0.27).
 """
 from __future__ import annotations
 
@@ -76,11 +96,13 @@ from sampler.schedules import check_number, sigma_to_abar
 
 from .density import output_density, tilted_start, vp_start
 from .distances import distances, tilted_target, total_variation
+from .sweep import cell_kind
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FULL",
            "schedule_sigmas", "schedule_path", "schedule_sampler", "make_guidance", "tilted_mean_denoiser",
            "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult",
-           "compute", "Verdict", "compare", "cfg_zero_star_verdict", "apg_verdict", "closest_rules", "summary"]
+           "compute", "compute_cell", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
+           "closest_rules", "summary"]
 
 SCHEDULES = ("flow", "flow_shift", "vp_ddim", "vp_ddpm")
 METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "reg_paper", "reg_vjp", "optimal")
@@ -118,7 +140,9 @@ class FlowsConfig:
     dimension for the deterministic push-forward, and Gauss-Hermite nodes per dimension and mixture component
     for the field errors. The 2-D optimum costs about 1 s per step on the full grid: it runs only at the step
     counts ``optimal_2d_steps`` (nan elsewhere). ``grid_check`` recomputes ``sw1`` on a 2x finer grid for
-    every rule at the largest weight, ``flow``, the fewest steps (:attr:`FlowsResult.grid_error`)."""
+    every rule at the largest weight, ``flow``, the fewest steps (:attr:`FlowsResult.grid_error`). ``fields``:
+    whether to compute the field errors (``False`` leaves them nan; the claims ledger needs only the output
+    laws)."""
 
     presets: tuple[str, ...] = ("paper_1d", "correlated_2d", "classes_2d")
     weights: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
@@ -134,6 +158,7 @@ class FlowsConfig:
     field_nodes: tuple[int, int] = (48, 12)
     optimal_2d_steps: tuple[int, ...] = (10,)
     grid_check: bool = True
+    fields: bool = True
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -171,8 +196,9 @@ class FlowsConfig:
             if len(pair) != 2:
                 raise ValueError(f"{name} is a (1-D, 2-D) pair, got {pair}")
             set_(name, tuple(_check_count(v, name, low) for v in pair))
-        if not isinstance(self.grid_check, bool):
-            raise ValueError(f"grid_check must be a bool, got {self.grid_check!r}")
+        for name in ("grid_check", "fields"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
     def axes(self, d: int) -> tuple[torch.Tensor, ...]:
         """The output grid of the VP state in dimension ``d`` (1 or 2)."""
@@ -556,6 +582,8 @@ def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bo
                             if preset == fig2:
                                 density_2d[b, k, m] = mass
                     key = (_levels_key(sch), n)
+                    if not c.fields:
+                        continue
                     if key not in fields:
                         fields[key] = field_cell(preset, w, sch, n, c.methods, c)
                     field_steps[a, b, k, j, :, :n] = fields[key]
@@ -565,6 +593,13 @@ def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bo
     return FlowsResult(c, arr["sw1"], arr["tv"], arr["kl_target_out"], arr["kl_out_target"], arr["lost"], narrow,
                        _mean_over_levels(field_steps), field_steps, levels, start_tv, cap_tv, grid_error,
                        density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
+
+
+@cell_kind(FlowsConfig, modules=("evaluation.density", "evaluation.distances"))
+def compute_cell(config: FlowsConfig) -> FlowsResult:
+    """:func:`compute` of ``config`` as a sweep cell (:mod:`evaluation.sweep`): a ``FlowsConfig`` is its own cache
+    key, so the claims ledger runs and caches this experiment like any other cell."""
+    return compute(config=config, progress=False)
 
 
 # --- verdicts and the key numbers ----------------------------------------------------------------------
@@ -624,6 +659,22 @@ class Verdict(NamedTuple):
         rel = self.relative[np.array(pick, dtype=bool)] if self.cells else np.zeros(0)
         return {"holds": out.count("holds"), "fails": out.count("fails"), "ties": out.count("tie"),
                 "median_relative": float(np.median(rel)) if rel.size else math.nan}
+
+
+def describe_cells(cells) -> str:
+    """A short text for a set of cells ``(preset, w, schedule, steps)``, grouped by preset and weight, e.g.
+    ``"correlated_2d w=4: flow_shift (10, 20 steps), vp_ddim (10 steps)"``; ``"none"`` for no cells."""
+    groups: dict = {}
+    for cell in cells:
+        if len(cell) != len(_CELL_FIELDS):
+            raise ValueError(f"a cell is {_CELL_FIELDS}, got {cell!r}")
+        pr, w, sch, n = cell
+        groups.setdefault((pr, w), {}).setdefault(sch, set()).add(n)
+    parts = []
+    for (pr, w), by_schedule in groups.items():
+        scheds = ", ".join(f"{sch} ({', '.join(str(n) for n in sorted(ns))} steps)" for sch, ns in by_schedule.items())
+        parts.append(f"{pr} w={w:g}: {scheds}")
+    return "; ".join(parts) if parts else "none"
 
 
 def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: str = "sw1", rtol: float = 0.1,

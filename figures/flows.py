@@ -110,7 +110,10 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
             ax.set_ylabel("sliced W1 to the target (mean of 2-D presets)")
         axes[1, 0].legend(fontsize=6)
         ax = axes[1, 2]
-        if fig2:
+        if not np.isfinite(r.field_steps).any():  # FlowsConfig(fields=False), as the claims ledger runs it
+            ax.text(0.5, 0.5, "field errors not computed\n(FlowsConfig.fields = False)", ha="center", va="center")
+            ax.set_axis_off()
+        elif fig2:
             a, b = c.presets.index(fig2), len(c.weights) - 1
             _curves(ax, r, schedules, lambda m, k: (r.levels[k, j0], r.field_steps[a, b, k, j0, m]), marker=".")
             ax.set_xscale("log")
