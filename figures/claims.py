@@ -3,6 +3,7 @@ claim's cells (shared cells computed once, each cell cached on disk, :mod:`evalu
 own figure module (``figures.claims_*``, named by :attr:`evaluation.claims.ClaimResult.figure`) draws its arrays.
 The numbers behind it are the ledger's table: each claim's verdict and key number.
 
+``paper_plots.py --quick`` leaves this set out (``QUICK = False``) unless it is named with ``--only claims``.
 The paper's own 1-D figure (``paper-figure``) needs the REG paper's released networks and is drawn only where
 they are found (:data:`evaluation.claims.CLAIMS`).
 """
@@ -16,6 +17,7 @@ from typing import Sequence
 from evaluation.claims import CLAIMS, LedgerRun, Outcome, run_ledger
 
 NAME = "claims"
+QUICK = False  # the quick ledger alone takes about 1.5 CPU-minutes: paper_plots --quick draws it only with --only
 CAPTION = ("The claims ledger: published claims about guidance, each checked exactly on Gaussian-mixture diffusion "
            "(verdict and key number per claim; one figure each, claims_<name>.png).")
 

@@ -53,3 +53,16 @@ def test_a_failing_figure_is_reported_and_the_others_are_drawn(small_run, tmp_pa
     assert len(failed) == 1 and failed[0].startswith("claims_theorem1: ")
     with pytest.raises(RuntimeError, match="claims_theorem1"):
         claims.plot(small_run._replace(outcomes=(broken, good)), tmp_path)
+
+
+def test_quick_leaves_the_ledger_out_unless_named(tmp_path, monkeypatch, capsys):
+    import paper_plots
+
+    def never(quick=False):
+        raise AssertionError("the ledger ran in a plain --quick")
+
+    monkeypatch.setattr(claims, "compute", never)
+    monkeypatch.setattr(paper_plots, "FIGURES", {"maps_1d": FIGURES["maps_1d"], "claims": claims})
+    assert paper_plots.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert "claims         skipped in --quick (draw it with --only claims)" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "results.json").read_text())["figures"]) == {"maps_1d"}
