@@ -153,7 +153,7 @@ def abar_end(schedule: str) -> float:
     return make_schedule(schedule).abar[-1].item()
 
 
-TRUNCATED_ABAR = 0.5  # abar_T >= this: a truncated chain (the paper's 0.82), whose x_T is far from N(0, I)
+TRUNCATED_ABAR = 0.6  # abar_T >= this: a truncated chain (the paper's 0.82), whose x_T is far from N(0, I)
 SMALL_ABAR = 0.05  # abar_T <= this: the chain starts close to N(0, I)
 
 
