@@ -10,7 +10,6 @@ All fields are in eps units, i.e. the term added to ``eps_c`` (THEORY.md section
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Callable, Mapping, NamedTuple
 
 import torch
@@ -19,21 +18,12 @@ from .golden import optimal_guidance
 from .grid import golden_on_grid
 from .mixture import GaussianMixture, check_abar, check_points
 from .quadrature import DEFAULT_TOL, check_axes, grid_points
+from .reducible import reducible_form
+from .reducible_golden import guidance_fields_reducible
+from .results import GuidanceFields
 
 __all__ = ["GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "batch_jacobian",
            "REG_ESTIMATORS", "reg_correction", "reg_corrections", "StepGaps", "step_gaps"]
-
-
-@dataclass(frozen=True)
-class GuidanceFields:
-    """Guidance fields at N points, each [N, d] float64, in eps units."""
-
-    golden: torch.Tensor
-    present: torch.Tensor
-    reg_paper: torch.Tensor
-    reg_vjp: torch.Tensor
-    reg_diag: torch.Tensor
-    golden_error: torch.Tensor  # [N, d] error estimate of ``golden`` (0 for closed forms)
 
 
 def batch_jacobian(f: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -58,11 +48,18 @@ def guidance_fields(cond: GaussianMixture, reward, x_t, abar, *, tol: float | No
     ``tol`` and ``golden_kwargs`` go to :func:`analytic.golden.optimal_guidance` (``method``, ``max_nodes``,
     ...): ``tol`` is the absolute tolerance on ``golden`` in eps units (default 1e-6; for ``method="is"``
     a standard error, default 1e-2), and ``golden_error`` its estimate. The other fields are closed forms.
+    With ``method`` auto, a problem of the reducible family in d > 2 (THEORY.md section 9) takes the exact
+    route of :func:`analytic.reducible_golden.guidance_fields_reducible` (REG fields from the structured
+    Jacobian, never forming ``d x d``); ``method`` of the result says which route made the golden.
     """
     a = check_abar(abar)
     x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
+    if golden_kwargs.get("method", "auto") == "auto" and cond.dim > 2:
+        reduced = reducible_form(cond, reward)  # the reducible family: exact in any d, O(d m^2) REG fields
+        if reduced is not None and reward.quadratic() is None:  # single Gaussians keep the closed form
+            return guidance_fields_reducible(*reduced, x_t, a, **({} if tol is None else {"tol": tol}))
     opt = optimal_guidance(cond, reward, x_t, a, tol=tol, **golden_kwargs)
-    return _with_reg(cond, reward, x_t, a, opt.golden, opt.golden_error)
+    return _with_reg(cond, reward, x_t, a, opt.golden, opt.golden_error, opt.method)
 
 
 def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, *, tol: float = DEFAULT_TOL,
@@ -74,7 +71,8 @@ def guidance_fields_on_grid(cond: GaussianMixture, reward, axes, abar, *, tol: f
     axes = check_axes(axes, cond.dim)
     x_t = grid_points(axes)
     g = golden_on_grid(cond, reward, axes, a, tol=tol, **grid_kwargs)
-    return _with_reg(cond, reward, x_t, a, g.golden.reshape(-1, cond.dim), g.golden_error.reshape(-1, cond.dim))
+    return _with_reg(cond, reward, x_t, a, g.golden.reshape(-1, cond.dim), g.golden_error.reshape(-1, cond.dim),
+                     "grid")
 
 
 REG_ESTIMATORS = ("paper", "vjp", "diag", "jvp", "fd")
@@ -103,13 +101,14 @@ def reg_corrections(g: torch.Tensor, J: torch.Tensor, c: float) -> tuple[torch.T
     return tuple(reg_correction(g, J, c, e) for e in ("paper", "vjp", "diag"))
 
 
-def _with_reg(cond, reward, x_t, a, golden, golden_error) -> GuidanceFields:
+def _with_reg(cond, reward, x_t, a, golden, golden_error, method: str) -> GuidanceFields:
     g = reward.present(x_t, a).detach()  # [N, d]
     if x_t.shape[0] == 0:  # an empty batch: empty fields (autograd has no rows to differentiate)
-        return GuidanceFields(golden=golden, present=g, reg_paper=g, reg_vjp=g, reg_diag=g, golden_error=golden_error)
+        return GuidanceFields(golden=golden, present=g, reg_paper=g, reg_vjp=g, reg_diag=g, golden_error=golden_error,
+                              method=method)
     paper, vjp, diag = reg_corrections(g, eps_jacobian(cond, x_t, a), math.sqrt(1 - a))
     return GuidanceFields(golden=golden, present=g, reg_paper=paper, reg_vjp=vjp, reg_diag=diag,
-                          golden_error=golden_error)
+                          golden_error=golden_error, method=method)
 
 
 class StepGaps(NamedTuple):

@@ -28,7 +28,6 @@ the unconditional and ``w`` large); :func:`check_integrable` detects it from the
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 
@@ -40,6 +39,9 @@ from .importance import importance_rule
 from .integrability import check_integrable, tail_curvature_min
 from .mixture import GaussianMixture, check_abar, check_points
 from .quadrature import DEFAULT_TOL, QuadratureTooLarge, ToleranceNotMet, check_tol
+from .reducible import reducible_form
+from .reducible_golden import optimal_guidance_reducible
+from .results import OptimalGuidance
 from .rewards import check_reward
 from .tilted import closed_integrals, combine, sqrt_psd
 
@@ -47,21 +49,6 @@ __all__ = ["OptimalGuidance", "optimal_guidance", "optimal_denoiser", "METHODS",
 
 METHODS = ("auto", "closed", "grid", "gh", "is")
 DEFAULT_IS_TOL = 1e-2  # importance sampling: standard error of the golden term (eps units) and of log E
-
-
-class OptimalGuidance(NamedTuple):
-    """The exact optimum at N points. All tensors are float64 and detached."""
-
-    log_E: torch.Tensor  # [N]      log E_t(x_t)
-    grad_log_E: torch.Tensor  # [N, d]   grad_{x_t} log E_t
-    tilted_mean: torch.Tensor  # [N, d]   m_R, the optimal guided x0_hat
-    golden: torch.Tensor  # [N, d]   -sqrt(1 - abar) grad log E_t, the term added to eps_c
-    err_log_E: torch.Tensor  # [N]      error estimate of log_E (quadrature: refinement; IS: standard error)
-    err_grad: torch.Tensor  # [N, d]   the same for grad_log_E
-    method: str  # "closed" | "grid" | "gh" | "is" | "exact" (abar = 1)
-    nodes: int  # nodes per dimension (gh), samples per component (is), 0 otherwise
-    golden_error: torch.Tensor  # [N, d]   the same for golden (eps units)
-    err_tilted_mean: torch.Tensor  # [N, d]   the same for tilted_mean (x_0 units)
 
 
 def _check_count(v, name: str, least: int) -> int:
@@ -81,8 +68,11 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
         reward: an :class:`analytic.Reward` (every reward of :mod:`analytic.rewards`).
         abar: VP noise level in (0, 1]; at 1, ``E_0 = R_0`` and the golden term is 0.
         method: ``auto`` (closed if the log-reward is quadratic; else ``grid`` for d <= 2, falling back to
-            ``gh`` where the grid is over its budget; else ``is``), ``closed``, ``grid`` (d <= 2), ``gh``
-            (d <= 2) or ``is``.
+            ``gh`` where the grid is over its budget; else, for d > 2, the exact reduced route of
+            :func:`analytic.reducible_golden.optimal_guidance_reducible` when ``cond`` and a ratio reward (CFG,
+            AutoG, classifier) belong to the reducible family (THEORY.md section 9; ``method`` of the result
+            ``subspace`` or ``radial``, ``tol`` its per-entry tolerance ``tol * (1 + |value|)``, default 1e-8),
+            and ``is`` otherwise), ``closed``, ``grid`` (d <= 2), ``gh`` (d <= 2) or ``is``.
         tol: absolute tolerance on ``golden`` (eps units) and ``log_E`` (nats) at every point; default
             ``DEFAULT_TOL`` (1e-6), and for ``is`` ``DEFAULT_IS_TOL`` (1e-2, a standard error). ``grid``
             refines its spacing and extent to meet it; ``gh`` doubles its nodes until two successive counts
@@ -122,6 +112,10 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
     if method in ("is", "auto"):
         n_samples = _check_count(n_samples, "n_samples", 2)
         max_samples = _check_count(max_samples, "max_samples", n_samples)
+    if method == "auto" and quad is None and d > 2:  # the reducible family is exact in any d (THEORY.md section 9)
+        reduced = reducible_form(cond, reward)  # cached per (cond, reward): O(K d^2) once, then O(1)
+        if reduced is not None:
+            return optimal_guidance_reducible(*reduced, x_t, a, **({} if tol is None else {"tol": tol}))
     if method == "auto":
         method = "closed" if quad is not None else ("grid" if d <= 2 else "is")
         if method == "grid":
@@ -192,7 +186,7 @@ def optimal_denoiser(cond: GaussianMixture, reward, *, tol: float = DEFAULT_TOL)
 
     def tilted_mean(x: torch.Tensor, sigma: float) -> torch.Tensor:
         a = sigma_to_abar(float(sigma))
-        x_vp = math.sqrt(a) * x.detach().reshape(x.shape[0], -1).to(torch.float64)
+        x_vp = math.sqrt(a) * x.detach().flatten(1).to(torch.float64)  # [N, d]; also for N = 0
         if a == 1:
             m_R = x_vp
         else:

@@ -76,8 +76,12 @@ class MixtureVelocity:
         if cond not in self.mixtures:
             raise ValueError(f"no mixture for condition {cond!r}; known: {list(self.mixtures)}")
         t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        flat = x_t.flatten(1).to(torch.float64)  # [N, d]
+        if x_t.shape[0] == 0 and t.numel() == 0:  # an empty batch has no time to share: an empty velocity
+            if flat.shape[1] != self.mixtures[cond].dim:
+                raise ValueError(f"x_t has {flat.shape[1]} dimensions per sample, the mixture {self.mixtures[cond].dim}")
+            return torch.zeros_like(x_t)
         if t.numel() == 0 or torch.any(t != t[0]):
             raise ValueError(f"every sample must share one time t, got {t.tolist()}")
-        flat = x_t.reshape(x_t.shape[0], -1).to(torch.float64)
         v = path_fields(self.mixtures[cond], self.path, flat, t[0].item()).velocity
         return v.to(x_t.dtype).reshape(x_t.shape)

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import itertools
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
 
 from .mixture import GaussianMixture, check_abar, check_points, check_sigma
-from .rewards import MixtureRatioReward
+from .rewards import MixtureRatioReward, check_weight
 
 __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRatioReward", "detect_reducible",
-           "reduce_problem"]
+           "reduce_problem", "reducible_form"]
 
 _DTYPE = torch.float64
 _LOG_2PI = math.log(2 * math.pi)
@@ -48,16 +49,6 @@ _LOG_2PI = math.log(2 * math.pi)
 
 def _as_tensor(x, device) -> torch.Tensor:
     return torch.as_tensor(x, dtype=_DTYPE, device=device)
-
-
-def _weight(w) -> float:
-    try:
-        w = float(w)
-    except (TypeError, ValueError, RuntimeError):
-        raise ValueError(f"the guidance weight w must be a number, got {w!r}") from None
-    if not math.isfinite(w):
-        raise ValueError(f"the guidance weight w must be finite, got {w}")
-    return w
 
 
 def _log_normal_m(u: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
@@ -436,7 +427,7 @@ class ReducibleRatioReward:
             raise ValueError("num and den must be ReducibleMixture instances")
         _check_same_basis(num, den)
         self.num, self.den = num, den
-        self.w = _weight(w)
+        self.w = check_weight(w)
         self.log_const = float(log_const)
 
     @property
@@ -505,6 +496,17 @@ def _isotropic_levels(S: torch.Tensor, m: int, tol: float, gen: torch.Generator)
     return out
 
 
+def _spectral_norm(covs: torch.Tensor, gen: torch.Generator, iters: int = 30) -> float:
+    """The largest ``|S_k|_2`` over a stack [K, d, d] of symmetric PSD matrices, by power iteration: O(K d^2) per
+    iteration instead of an O(d^3) decomposition (a scale for tolerances, so a few digits suffice; the Rayleigh
+    quotient never exceeds the norm)."""
+    v = torch.randn(covs.shape[0], covs.shape[1], 1, dtype=_DTYPE, generator=gen)
+    for _ in range(iters):
+        v = covs @ v
+        v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-300)
+    return (v.transpose(1, 2) @ covs @ v).max().item()
+
+
 def _try_subspace(means: torch.Tensor, covs: torch.Tensor, m: int, tol: float):
     """A basis ``Q`` [d, m] and complement variances [K] under which every component is in the family, or None."""
     d = means.shape[1]
@@ -512,7 +514,7 @@ def _try_subspace(means: torch.Tensor, covs: torch.Tensor, m: int, tol: float):
     cands = [_isotropic_levels(S, m, tol, gen) for S in covs]
     if any(len(c) == 0 for c in cands):
         return None
-    cov_scale = max(torch.linalg.matrix_norm(covs, ord=2).max().item(), 1e-300)
+    cov_scale = max(_spectral_norm(covs, gen), 1e-300)
     mean_scale = max(means.norm(dim=1).max().item(), math.sqrt(cov_scale))
     eye = torch.eye(d, dtype=_DTYPE)
     for combo in itertools.islice(itertools.product(*cands), 4096):
@@ -586,16 +588,54 @@ def reduce_problem(cond, reward, tol: float = 1e-9) -> tuple[ReducibleMixture, R
     """``(cond, reward)`` in reduced form when both belong to the family on one subspace, else None.
 
     Accepts reduced inputs as they are, or a plain ``GaussianMixture`` with a
-    :class:`~analytic.rewards.MixtureRatioReward` (CFG, AutoG, classifier). The dispatch point for the
-    exact route of :func:`analytic.optimal_guidance` and :func:`analytic.guidance_fields`."""
+    :class:`~analytic.rewards.MixtureRatioReward` (CFG, AutoG, classifier); ``ValueError`` for anything else.
+    The detection is cached (:func:`reducible_form`)."""
     if isinstance(cond, ReducibleMixture) and isinstance(reward, ReducibleRatioReward):
         _check_same_basis(cond, reward.num, reward.den)
         return cond, reward
     if isinstance(cond, GaussianMixture) and isinstance(reward, MixtureRatioReward):
-        found = detect_reducible(cond, reward.num, reward.den, tol=tol)
-        if found is None:
-            return None
-        c, num, den = found
-        return c, ReducibleRatioReward(num, den, reward.w, reward.log_const)
+        return reducible_form(cond, reward, tol)
     raise ValueError(f"need (ReducibleMixture, ReducibleRatioReward) or (GaussianMixture, MixtureRatioReward), "
                      f"got ({type(cond).__name__}, {type(reward).__name__})")
+
+
+# detect_reducible's answer per (cond, num, den, tol), held by the conditional mixture (weakly: the entry goes with
+# it). Each entry keeps the tensors it was computed from and their in-place version counters, so a mixture whose
+# tensors were replaced or modified in place is detected again rather than served a stale answer.
+_DETECTED: "weakref.WeakKeyDictionary[GaussianMixture, dict]" = weakref.WeakKeyDictionary()
+
+
+def _fingerprint(mixtures) -> tuple:
+    return tuple((t, t._version) for mx in mixtures for t in (mx.log_weights, mx.means, mx.covs))
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(ta is tb and va == vb for (ta, va), (tb, vb) in zip(a, b))
+
+
+def reducible_form(cond, reward, tol: float = 1e-9) -> tuple[ReducibleMixture, ReducibleRatioReward] | None:
+    """The dispatch test of :func:`analytic.optimal_guidance` and :func:`analytic.guidance_fields`: a plain
+    ``GaussianMixture`` with a ``MixtureRatioReward`` (CFG, AutoG, classifier) of plain mixtures in reduced form
+    when all three belong to the family on one subspace (:func:`detect_reducible`); None for anything else
+    (other types of mixture or reward, or not in the family), never an error.
+
+    Detection costs O(K d^2) once per (cond, reward mixtures); the answer, None included, is cached weakly on
+    ``cond`` (keyed by the identity of the reward's mixtures and checked against their tensors), so repeated calls
+    cost O(d m) (the reduced reward is rebuilt from the current ``w`` and ``log_const``)."""
+    if not (isinstance(cond, GaussianMixture) and isinstance(reward, MixtureRatioReward)
+            and isinstance(reward.num, GaussianMixture) and isinstance(reward.den, GaussianMixture)):
+        return None
+    mixtures = (cond, reward.num, reward.den)
+    per_cond = _DETECTED.setdefault(cond, {})
+    key = (id(reward.num), id(reward.den), float(tol))
+    entry = per_cond.get(key)
+    if entry is None or not (entry[0]() is reward.num and entry[1]() is reward.den
+                             and _same(entry[2], _fingerprint(mixtures))):
+        found = detect_reducible(*mixtures, tol=tol)
+        entry = (weakref.ref(reward.num), weakref.ref(reward.den), _fingerprint(mixtures), found)
+        per_cond[key] = entry
+    found = entry[3]
+    if found is None:
+        return None
+    c, num, den = found
+    return c, ReducibleRatioReward(num, den, reward.w, reward.log_const)

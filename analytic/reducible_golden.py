@@ -46,13 +46,14 @@ import torch
 from scipy import special
 from tqdm.auto import tqdm
 
-from .fields import GuidanceFields
-from .golden import OptimalGuidance, check_integrable
 from .grid import golden_at_points
+from .integrability import check_integrable
 from .mixture import check_abar, check_points
 from .radial import bessel_ratio, log_radial_density, radial_slopes
 from .reducible import ReducedPosterior, ReducibleMixture, ReducibleRatioReward, reduce_problem
+from .results import GuidanceFields, OptimalGuidance
 from .rewards import MixtureRatioReward
+from .tilted import tail_fit
 
 __all__ = ["ROUTES", "optimal_guidance_reducible", "guidance_fields_reducible", "reg_corrections_reducible",
            "is_separable"]
@@ -168,7 +169,8 @@ def guidance_fields_reducible(cond, reward, x_t, abar, **golden_kwargs) -> Guida
     g = cond_r.lift(ga, gb, v)
     vjp = cond_r.lift(ga - c * ja, gb - c * jb, v)
     return GuidanceFields(golden=opt.golden, present=g, reg_paper=g * (1 - c * J.colsum()), reg_vjp=vjp,
-                          reg_diag=g * (1 - c * J.diagonal()), golden_error=c * opt.err_grad)
+                          reg_diag=g * (1 - c * J.diagonal()), golden_error=c * opt.err_grad,
+                          method=opt.method)
 
 
 def _finite(log_E: torch.Tensor, grad: torch.Tensor) -> None:
@@ -271,23 +273,14 @@ def _log_r0(num: _Terms, den: _Terms, w: float, log_const: float, a_num, a_den, 
 
 
 def _tail_matrix(reward: ReducibleRatioReward, m: int, n: int) -> tuple[torch.Tensor, float]:
-    """The negative part ``A_-`` [m, m] of a quadratic fit of the reward's tail curvature over directions in ``U``
-    (as :mod:`analytic.golden` widens its nodes), and the tail curvature along the complement."""
+    """The negative part ``A_-`` [m, m] of the quadratic fit :func:`analytic.tilted.tail_fit` of the reward's tail
+    curvature over directions in ``U`` (as :mod:`analytic.golden` widens its nodes), and the tail curvature along
+    the complement; both on the ``m + 1``-dimensional embedded reward (``U`` its first ``m`` axes)."""
     emb = reward.embedded()
-    k = m + (1 if n > 0 else 0)
-    if m == 1:
-        A = emb.tail_curvature(torch.eye(k, dtype=_DTYPE)[:1]).reshape(1, 1)
-    else:
-        th = torch.linspace(0, math.pi, 65, dtype=_DTYPE)[:-1]
-        dirs = torch.zeros(64, k, dtype=_DTYPE)
-        dirs[:, 0], dirs[:, 1] = th.cos(), th.sin()
-        tau = emb.tail_curvature(dirs)
-        X = torch.stack([dirs[:, 0] ** 2, 2 * dirs[:, 0] * dirs[:, 1], dirs[:, 1] ** 2], 1)
-        p, q, r = torch.linalg.lstsq(X, tau[:, None]).solution[:, 0]
-        A = torch.stack([torch.stack([p, q]), torch.stack([q, r])])
+    A, _ = tail_fit(emb, m)
     lam, U = torch.linalg.eigh(A)
     A_neg = (U * lam.clamp(max=0)) @ U.T
-    tau_perp = emb.tail_curvature(torch.eye(k, dtype=_DTYPE)[-1:]).item() if n > 0 else 0.0
+    tau_perp = emb.tail_curvature(torch.eye(m + 1, dtype=_DTYPE)[-1:]).item() if n > 0 else 0.0
     return A_neg, tau_perp
 
 

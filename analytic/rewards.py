@@ -30,6 +30,7 @@ __all__ = [
     "AutoGReward",
     "ClassifierReward",
     "degrade",
+    "check_weight",
 ]
 
 
@@ -82,7 +83,8 @@ def check_reward(reward, dim: int) -> None:
         raise ValueError(f"reward has dimension {reward.dim} but the model has dimension {dim}")
 
 
-def _check_weight(w) -> float:
+def check_weight(w) -> float:
+    """The guidance weight ``w`` as a finite float, or ``ValueError`` (every reward validates it here)."""
     return check_number(w, "the guidance weight w")
 
 
@@ -105,7 +107,7 @@ class MixtureRatioReward:
         if num.dim != den.dim:
             raise ValueError(f"num has dimension {num.dim} but den has dimension {den.dim}")
         self.num, self.den = num, den
-        self.w = _check_weight(w)
+        self.w = check_weight(w)
         self.log_const = float(log_const)
 
     @property
@@ -203,7 +205,7 @@ class ClassifierReward(MixtureRatioReward):
         prior_y = (priors[int(y)] / priors.sum()).item()
         if prior_y <= 0:
             raise ValueError(f"class {y} has prior 0")
-        w = _check_weight(w)
+        w = check_weight(w)
         super().__init__(classes[int(y)], marginal, w, log_const=w * math.log(prior_y))
         self.classes, self.priors, self.y = classes, priors / priors.sum(), int(y)
 

@@ -202,13 +202,17 @@ def distinct_modes(post: Posterior, modes: torch.Tensor, phi: torch.Tensor, top:
 
 
 def tail_fit(reward, d: int) -> tuple[torch.Tensor, float]:
-    """A quadratic form ``A`` [d, d] for the tail curvature ``tau(u) ~ u^T A u`` (d <= 2) and how far the fit
-    exceeds ``tau`` at worst (so ``u^T (A - excess I) u <= tau(u)``): ``tau`` itself in 1-D, a least-squares
-    fit on 64 directions of the half circle in 2-D."""
+    """A quadratic form ``A`` [d, d] for the tail curvature ``tau(u) ~ u^T A u`` over directions ``u`` in the span of
+    the first ``d`` (1 or 2) coordinate axes of ``reward.dim`` (all of them when ``d == reward.dim``), and how far the
+    fit exceeds ``tau`` at worst (so ``u^T (A - excess I) u <= tau(u)``): ``tau`` itself for d = 1, a least-squares
+    fit on 64 directions of the half circle for d = 2."""
     if d == 1:
-        return reward.tail_curvature(torch.ones(1, 1, dtype=torch.float64)).reshape(1, 1), 0.0
+        u = torch.zeros(1, reward.dim, dtype=torch.float64)
+        u[0, 0] = 1.0
+        return reward.tail_curvature(u).reshape(1, 1), 0.0
     th = torch.linspace(0, math.pi, 65, dtype=torch.float64)[:-1]
-    u = torch.stack([th.cos(), th.sin()], 1)
+    u = torch.zeros(64, reward.dim, dtype=torch.float64)
+    u[:, 0], u[:, 1] = th.cos(), th.sin()
     tau = reward.tail_curvature(u)
     X = torch.stack([u[:, 0] ** 2, 2 * u[:, 0] * u[:, 1], u[:, 1] ** 2], 1)
     coef = torch.linalg.lstsq(X, tau[:, None]).solution[:, 0]

@@ -46,12 +46,14 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from analytic import CFGReward, GaussianMixture, tilted_target
-from analytic import optimal_denoiser
-from evaluation.density import output_density, tilted_start
+from analytic import CFGReward, GaussianMixture, optimal_denoiser
+from analytic.mixture import check_abar
 from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from analytic.reducible_golden import optimal_guidance_reducible, reg_corrections_reducible
 from sampler import CFG, REG, TiltedMean, Unguided, VPSchedule
+
+from .density import output_density, tilted_start
+from .distances import tilted_target
 
 __all__ = ["SEPARATIONS", "VARIANCES", "ORIENTATIONS", "METHODS", "LAW_METHODS", "DimensionStudy", "compute",
            "summary"]
@@ -198,21 +200,54 @@ def _laws_1d(mu: float, delta: float, w: float, schedule: VPSchedule, points: in
 # --- the entry points -------------------------------------------------------------------------------
 
 
-def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: float = 2.0, delta: float = 1.5,
-            seed: int = 0, progress: bool = False) -> DimensionStudy:
-    """The dimension study (module docstring). ``quick``: d = 1, 64, 4096, two noise levels, 32 points, laws at
-    d = 1 and 4096 with a 60-step sampler (about 20 s on an idle core); otherwise d = 1, 2, 4, ..., 4096, six
-    levels, 192 points, laws at seven dimensions with a 200-step sampler (about 15 minutes).
+def _nonempty(values, name: str) -> list:
+    values = list(values) if isinstance(values, (list, tuple, np.ndarray)) else None
+    if not values:
+        raise ValueError(f"{name} must be a non-empty list")
+    return values
 
-    The points of a noise level share their random numbers across d (the components and ``u`` are drawn first),
-    so with equal variances every rotation-equivariant error is the same number at every d for fixed separation."""
+
+def _check_ints(values, name: str, least: int) -> list[int]:
+    out = []
+    for v in _nonempty(values, name):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < least:
+            raise ValueError(f"{name} must hold integers >= {least}, got {v!r}")
+        out.append(int(v))
+    return out
+
+
+def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: float = 2.0, delta: float = 1.5,
+            seed: int = 0, dims=None, abars=None, n_points: int | None = None, law_dims=None,
+            law_steps: int | None = None, law_grid: int | None = None, progress: bool = False) -> DimensionStudy:
+    """The dimension study (module docstring). ``quick``: d = 1, 64, 4096, two noise levels, 32 points, laws at
+    d = 1 and 256 with a 30-step sampler on 401 nodes (about 30 s of one core); otherwise d = 1, 2, 4, ..., 4096, six
+    levels, 192 points, laws at d = 1, 4, ..., 256 with a 100-step sampler (laws beyond: the optimum's law costs
+    minutes per separation at mu = 24 and grows with it; CFG's law to d = 4096 is the ledger claim
+    ``pavasovic-highdim``). ``dims``, ``abars``,
+    ``n_points``, ``law_dims``, ``law_steps`` (DDPM steps of the cosine schedule) and ``law_grid`` (nodes of the
+    1-D law grid) override those choices (small configurations for tests).
+
+    The points of noise level ``abars[j]`` are ``n_points`` draws of class 0 on ``U = span(e_1)``, noised:
+    ``ReducibleMixture.noised(abar).sample(n_points, torch.Generator().manual_seed(seed + j))``; the ``random``
+    orientation uses ``q = z / |z|``, ``z = torch.randn(d, generator=torch.Generator().manual_seed(seed + 7 d))``,
+    and the same points reflected onto it. The points share their random numbers across d (the components and
+    ``u`` are drawn first), so with equal variances every rotation-equivariant error is the same number at every
+    d for fixed separation."""
     start = time.perf_counter()
     if quick:
-        dims, abars, n_points = [1, 64, 4096], [0.5, 0.05], 32
-        law_dims, steps, grid = [1, 4096], 60, 601
+        dims_, abars_, n_points_ = [1, 64, 4096], [0.5, 0.05], 32
+        law_dims_, steps, grid = [1, 256], 30, 401
     else:
-        dims, abars, n_points = [2**k for k in range(13)], [0.9, 0.5, 0.1, 1e-2, 1e-3, 1e-4], 192
-        law_dims, steps, grid = [1, 4, 16, 64, 256, 1024, 4096], 200, 1601
+        dims_, abars_, n_points_ = [2**k for k in range(13)], [0.9, 0.5, 0.1, 1e-2, 1e-3, 1e-4], 192
+        law_dims_, steps, grid = [1, 4, 16, 64, 256], 100, 1201
+    dims = dims_ if dims is None else _check_ints(dims, "dims", 1)
+    law_dims = law_dims_ if law_dims is None else _check_ints(law_dims, "law_dims", 1)
+    abars = abars_ if abars is None else [check_abar(a) for a in _nonempty(abars, "abars")]
+    if any(a == 1 for a in abars):
+        raise ValueError(f"abars must lie in (0, 1): at abar = 1 every field is 0, got {abars}")
+    n_points = n_points_ if n_points is None else _check_ints([n_points], "n_points", 2)[0]
+    steps = steps if law_steps is None else _check_ints([law_steps], "law_steps", 1)[0]
+    grid = grid if law_grid is None else _check_ints([law_grid], "law_grid", 3)[0]
     S, V, D, L, M = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars), len(METHODS)
     err, se = np.zeros((S, V, 2, D, L, M)), np.zeros((S, V, 2, D, L, M))
     gsize, gerr = np.zeros((S, V, D, L)), np.zeros((S, V, D, L))
@@ -228,13 +263,13 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
     schedule = VPSchedule.cosine(steps)
     law_mean, law_var = np.zeros((S, len(law_dims), len(LAW_METHODS))), np.zeros((S, len(law_dims), len(LAW_METHODS)))
     t_mean, t_var = np.zeros((S, len(law_dims))), np.zeros((S, len(law_dims)))
+    laws: dict[float, tuple] = {}  # d enters the exact 1-D problem only through mu: one computation per mu
     for s, sep in enumerate(SEPARATIONS):
         for k, d in enumerate(tqdm(law_dims, desc=f"laws ({sep})", disable=not progress)):
-            if sep == "fixed" and k > 0:  # d enters the exact 1-D problem only through mu: identical rows
-                law_mean[s, k], law_var[s, k], t_mean[s, k], t_var[s, k] = (law_mean[s, 0], law_var[s, 0],
-                                                                          t_mean[s, 0], t_var[s, 0])
-                continue
-            mom, (t_mean[s, k], t_var[s, k]) = _laws_1d(_mu(sep, mu0, d), delta, w, schedule, grid)
+            mu = _mu(sep, mu0, d)
+            if mu not in laws:
+                laws[mu] = _laws_1d(mu, delta, w, schedule, grid)
+            mom, (t_mean[s, k], t_var[s, k]) = laws[mu]
             law_mean[s, k], law_var[s, k] = mom[:, 0], mom[:, 1]
     return DimensionStudy(np.array(dims, dtype=np.float64), np.array(abars), w, mu0, var1, delta, n_points, err, se,
                           gsize, gerr, np.array(law_dims, dtype=np.float64), steps, law_mean, law_var, t_mean, t_var,

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sampler.files import write_atomically
+
 __all__ = ["check_writable_dir", "write_atomically"]
 
 
@@ -15,15 +17,3 @@ def check_writable_dir(path: Path) -> Path:
     probe.write_text("")
     probe.unlink()
     return path
-
-
-def write_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename: readers see the old file or the new
-    one, never half of one, and a failed write leaves no temporary file behind."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        tmp.write_text(text)
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)

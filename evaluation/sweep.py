@@ -41,13 +41,14 @@ import json
 import math
 import multiprocessing
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
+
+from sampler.files import write_atomically
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV"]
@@ -205,24 +206,6 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "reg-guidance" / "sweeps"
 
 
-def write_atomically(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same folder, fsync and rename (atomic on
-    POSIX): readers see the old file or the new one, never a part."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name[:24]}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 class Cache:
     """Results on disk: ``root/<kind>/<key[:2]>/<key>.json``, each written atomically (temporary file in
     the same folder, fsync, rename)."""
@@ -246,7 +229,9 @@ class Cache:
     def store(self, cell: Any, result: Any, key: str | None = None) -> Path:
         key = key or cell_key(cell)
         text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encode(result)})
-        return write_atomically(self.path(cell, key), text)
+        path = self.path(cell, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return write_atomically(path, text)
 
     def keys(self) -> list[str]:
         """Keys of every stored result (temporary files excluded)."""

@@ -21,6 +21,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from sampler.files import check_state_dict, save_torch_atomically, state_dict_sha256
+
 from .data import DigitsSplit, load_digits_split
 from .train import CHECKPOINT_DIR, resolve_device
 
@@ -145,15 +147,17 @@ def train_classifier(
 
 
 def save_classifier(path: str | os.PathLike, net: DigitsClassifier, log: Optional[dict] = None) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT, "version": VERSION, "config": asdict(net.config),
-                "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "log": dict(log or {})}, path)
-    return path
+    """Write the classifier's state_dict (on the CPU), configuration and sha256, atomically (the previous
+    file survives a failed save)."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
+    return save_torch_atomically({"format": FORMAT, "version": VERSION, "config": asdict(net.config), "state_dict": state,
+                                  "sha256": state_dict_sha256(state), "log": dict(log or {})}, path)
 
 
 def load_classifier(path: str | os.PathLike = DEFAULT_CLASSIFIER, device: str | torch.device = "cpu") -> DigitsClassifier:
-    """The classifier (eval mode, frozen) from a checkpoint; ``ValueError`` for a missing or foreign file."""
+    """The classifier (eval mode, frozen) from a checkpoint; ``ValueError`` naming the file for a missing,
+    foreign or inconsistent file, non-finite weights, or weights that do not match their stored sha256
+    (checkpoints written before it was stored get the finiteness check only)."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"no classifier checkpoint at {str(path)!r}")
@@ -166,6 +170,7 @@ def load_classifier(path: str | os.PathLike = DEFAULT_CLASSIFIER, device: str | 
         raise ValueError(f"{str(path)!r} is not a digits-classifier checkpoint v{VERSION} (got {got!r})")
     try:
         net = DigitsClassifier(ClassifierConfig(**ckpt["config"]))
+        check_state_dict(ckpt["state_dict"], path, ckpt.get("sha256"))
         net.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as err:
         raise ValueError(f"classifier checkpoint {str(path)!r} is inconsistent: {err}") from err
@@ -180,7 +185,11 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
-    if a.threads:
+    if a.threads is not None and a.threads < 1:  # 0 used to be dropped silently (issue 11, defect 12)
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    if a.steps < 1:
+        p.error(f"--steps must be >= 1, got {a.steps}")
+    if a.threads is not None:
         torch.set_num_threads(a.threads)
     res = train_classifier(steps=a.steps, seed=a.seed, device=a.device)
     out = save_classifier(a.out, res.net, {"test_accuracy": res.test_accuracy, "seconds": res.seconds, "steps": a.steps})

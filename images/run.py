@@ -87,19 +87,24 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if not (a.sweep or a.replot):
         p.error("nothing to do: pass --sweep (with --quick for a short run) or --replot")
+    if a.threads < 1:  # 0 used to be dropped silently by a truthiness test (issue 11, defect 12)
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    cfg = QUICK if a.quick else SweepConfig()
+    over = {k: tuple(v) for k, v in (("seeds", a.seeds), ("weights", a.weights), ("estimators", a.estimators))
+            if v is not None}
+    if a.n_samples is not None:  # --n-samples 0 used to fall back to the default silently
+        over["n_samples"] = a.n_samples
+    try:
+        cfg = dataclasses.replace(cfg, **over)
+    except ValueError as err:
+        p.error(str(err))
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")  # entry point: files only, no display
     from figures import digits_pareto  # noqa: PLC0415  (the entry point sits above the figures)
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
-    cfg = QUICK if a.quick else SweepConfig()
-    over = {k: tuple(v) for k, v in (("seeds", a.seeds), ("weights", a.weights), ("estimators", a.estimators)) if v}
-    if a.n_samples:
-        over["n_samples"] = a.n_samples
-    cfg = dataclasses.replace(cfg, **over)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -10,9 +10,11 @@ average of the weights (``ema``) is what gets saved. The weak model for autoguid
     python -m images.train --out images/checkpoints/digits_unet.pt [--width 16] [--steps 5000] [--seed 0]
         [--device auto|cpu|cuda] [--weak]
 
-A checkpoint is a dict ``{"format", "version", "unet", "train", "schedule", "state_dict", "log"}`` of
-plain values and tensors (``torch.load(weights_only=True)`` reads it); :func:`load_model` rebuilds the
-network from its configuration and validates everything it reads.
+A checkpoint is a dict ``{"format", "version", "unet", "train", "schedule", "state_dict", "sha256", "log"}`` of
+plain values and tensors (``torch.load(weights_only=True)`` reads it), written atomically (a failed save
+leaves the previous file intact); :func:`load_model` rebuilds the network from its configuration and
+validates everything it reads, naming the file: the schedule (which must have the UNet's ``T``), finite
+weights and, when stored (checkpoints written before it was are accepted without), the weights' sha256.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ from typing import NamedTuple, Optional
 import torch
 
 from sampler.device import resolve_device
+from sampler.files import check_state_dict, save_torch_atomically, state_dict_sha256
 from sampler.model import EpsModel
-from sampler.schedules import VPSchedule
+from sampler.schedules import VPSchedule, check_number
 
 from .data import RESIZES, DigitsSplit, load_digits_split
 from .unet import DigitsUNet, UNetConfig
@@ -160,20 +163,20 @@ def train_unet(
 
 # --- checkpoints ------------------------------------------------------------------------------------
 def save_checkpoint(path: str | os.PathLike, net: DigitsUNet, train: TrainConfig, log: Optional[dict] = None) -> Path:
-    """Write ``net``'s state_dict (on the CPU) with its UNet and training configurations."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Write ``net``'s state_dict (on the CPU) with its UNet and training configurations and its sha256,
+    atomically (the previous file survives a failed save)."""
+    state = {k: v.detach().cpu() for k, v in net.state_dict().items()}
     ckpt = {
         "format": FORMAT,
         "version": VERSION,
         "unet": net.config.to_dict(),
         "train": asdict(train),
         "schedule": {"kind": "linear", "T": net.config.T, "beta_start": train.beta_start, "beta_end": train.beta_end},
-        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "state_dict": state,
+        "sha256": state_dict_sha256(state),
         "log": dict(log or {}),
     }
-    torch.save(ckpt, path)
-    return path
+    return save_torch_atomically(ckpt, path)
 
 
 def _read(path: str | os.PathLike) -> dict:
@@ -195,17 +198,35 @@ def _read(path: str | os.PathLike) -> dict:
     return ckpt
 
 
+def _read_schedule(s, path) -> VPSchedule:
+    """The linear schedule stored as ``{"kind": "linear", "T", "beta_start", "beta_end"}``; ``ValueError``
+    naming the file for anything else."""
+    if not isinstance(s, dict) or s.get("kind") != "linear":
+        raise ValueError(f"checkpoint {str(path)!r} has an unknown schedule {s!r} (expected kind 'linear')")
+    missing = [k for k in ("T", "beta_start", "beta_end") if k not in s]
+    if missing:
+        raise ValueError(f"checkpoint {str(path)!r}: its schedule {s!r} lacks {missing}")
+    T = s["T"]
+    if isinstance(T, bool) or not isinstance(T, int):
+        raise ValueError(f"checkpoint {str(path)!r}: schedule T must be an integer, got {T!r}")
+    try:
+        return VPSchedule.linear(T, check_number(s["beta_start"], "beta_start"), check_number(s["beta_end"], "beta_end"))
+    except ValueError as err:
+        raise ValueError(f"checkpoint {str(path)!r} has an invalid schedule {s!r}: {err}") from err
+
+
 def load_unet(path: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[DigitsUNet, VPSchedule]:
     """The network (eval mode, parameters frozen) and its training schedule from a checkpoint."""
     ckpt = _read(path)
     try:
         config = UNetConfig(**ckpt["unet"])
-    except TypeError as err:
+    except (TypeError, ValueError) as err:
         raise ValueError(f"checkpoint {str(path)!r} has an invalid UNet configuration: {err}") from err
-    s = ckpt["schedule"]
-    if s.get("kind") != "linear":
-        raise ValueError(f"checkpoint {str(path)!r} has an unknown schedule {s!r}")
-    sched = VPSchedule.linear(int(s["T"]), float(s["beta_start"]), float(s["beta_end"]))
+    sched = _read_schedule(ckpt["schedule"], path)
+    if sched.T != config.T:
+        raise ValueError(f"checkpoint {str(path)!r}: its schedule has T = {sched.T} steps, its UNet was built "
+                         f"for T = {config.T}")
+    check_state_dict(ckpt["state_dict"], path, ckpt.get("sha256"))
     net = DigitsUNet(config)
     try:
         net.load_state_dict(ckpt["state_dict"])
@@ -238,13 +259,19 @@ def main(argv=None) -> None:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     a = p.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    width = a.width or (8 if a.weak else 16)
-    steps = a.steps or (1000 if a.weak else 5000)
+    if a.threads is not None and a.threads < 1:  # 0 used to be dropped silently (issue 11, defect 12)
+        p.error(f"--threads must be >= 1, got {a.threads}")
+    width = (8 if a.weak else 16) if a.width is None else a.width  # --width 0 / --steps 0 were read as "default"
+    steps = (1000 if a.weak else 5000) if a.steps is None else a.steps
     size = 16 if a.resize != "none" else 8
-    uc = UNetConfig(width=width, size=size, groups=math.gcd(8, width))
-    tc = TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, p_uncond=a.p_uncond, seed=a.seed, resize=a.resize)
+    try:
+        uc = UNetConfig(width=width, size=size, groups=math.gcd(8, width))
+        tc = TrainConfig(steps=steps, batch_size=a.batch_size, lr=a.lr, p_uncond=a.p_uncond, seed=a.seed,
+                         resize=a.resize)
+    except ValueError as err:
+        p.error(str(err))
+    if a.threads is not None:
+        torch.set_num_threads(a.threads)
     res = train_unet(uc, tc, device=a.device)
     n_params = sum(p.numel() for p in res.net.parameters())
     log = {"seconds": res.seconds, "final_loss": sum(res.losses[-200:]) / len(res.losses[-200:]), "parameters": n_params}

@@ -1,7 +1,9 @@
-"""The shared sampler core: schedules and paths (VP, VE, linear/flow), the model contract, guidance, REG and samplers.
+"""The shared sampler core: schedules and paths (VP, VE, linear/flow), the model contract, guidance, REG and samplers,
+and the file primitives every package uses (atomic writes, checkpoint-weight digests: ``sampler.files``).
 
 It imports none of the model packages (analytic, toy, images)."""
 from .device import resolve_device
+from .files import check_state_dict, save_torch_atomically, state_dict_sha256, write_atomically
 from .flow_guidance import APG, CFGZeroStar, ZeroInit, optimised_scale, zero_init_sigma
 from .guidance import CFG, AutoGuidance, ClassifierGuidance, Guidance, TiltedMean, Unguided
 from .levels import sampling_levels, schedule_from_diffusers_config

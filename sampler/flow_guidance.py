@@ -94,7 +94,7 @@ def _check_path(path) -> None:
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-sample inner product over all non-batch dimensions. [N, ...] x [N, ...] -> [N]"""
-    return (a * b).reshape(a.shape[0], -1).sum(1)
+    return (a * b).flatten(1).sum(1)
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -55,7 +55,11 @@ def schedule_from_diffusers_config(config: Mapping[str, Any]) -> VPSchedule:
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a mapping (a scheduler_config.json), got {type(config).__name__}")
     if config.get("trained_betas") is not None:
-        return VPSchedule.from_betas(torch.tensor(config["trained_betas"], dtype=torch.float64))
+        sched = VPSchedule.from_betas(torch.tensor(config["trained_betas"], dtype=torch.float64))
+        T = config.get("num_train_timesteps", sched.T)
+        if T != sched.T:  # the network was trained on one of the two: refuse to guess which
+            raise ValueError(f"trained_betas has {sched.T} steps but num_train_timesteps is {T!r}")
+        return sched
     T = config.get("num_train_timesteps", 1000)
     if isinstance(T, bool) or not isinstance(T, (int, float)) or int(T) != T or T < 1:
         raise ValueError(f"num_train_timesteps must be a positive integer, got {T!r}")

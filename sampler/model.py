@@ -112,7 +112,7 @@ class MixtureModel:
     def __call__(self, x: torch.Tensor, sigma: float, cond: Hashable) -> torch.Tensor:
         if cond not in self.mixtures:
             raise ValueError(f"no mixture for condition {cond!r}; known: {list(self.mixtures)}")
-        flat = x.reshape(x.shape[0], -1).to(torch.float64)
+        flat = x.flatten(1).to(torch.float64)  # [N, d]; also for N = 0
         out = self.mixtures[cond].denoise(flat, _check_sigma(sigma))
         return out.to(x.dtype).reshape(x.shape)
 

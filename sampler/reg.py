@@ -151,11 +151,11 @@ class REG:
             (corr,) = torch.autograd.grad(d_c, xg, delta)  # J_D^T delta
         elif est == "diag":
             with torch.enable_grad():
-                flat = d_c.reshape(d_c.shape[0], -1)  # [N, d]
+                flat = d_c.flatten(1)  # [N, d]
                 diag = torch.empty_like(d_val.reshape(flat.shape))
                 for i in range(d):
                     (row,) = torch.autograd.grad(flat[:, i].sum(), xg, retain_graph=i < d - 1)
-                    diag[:, i] = row.reshape(row.shape[0], -1)[:, i]  # dD_i/dx_i per sample
+                    diag[:, i] = row.flatten(1)[:, i]  # dD_i/dx_i per sample
             corr = diag.reshape(d_c.shape) * delta
         else:
             raise ValueError(f"not a reverse-mode REG estimator: {est!r}")
@@ -192,8 +192,8 @@ class REG:
             n = x0.shape[0]
             eps = torch.finfo(x0.dtype).eps
             step = self.fd_step if self.fd_step is not None else (eps ** (1 / 3) if self.fd_central else eps**0.5)
-            rms_x = x0.reshape(n, -1).pow(2).mean(1).sqrt().clamp(min=1.0)  # [N]
-            rms_d = delta.reshape(n, -1).pow(2).mean(1).sqrt()  # [N]
+            rms_x = x0.flatten(1).pow(2).mean(1).sqrt().clamp(min=1.0)  # [N]
+            rms_d = delta.flatten(1).pow(2).mean(1).sqrt()  # [N]
             moving = rms_d > 0  # [N]; where delta = 0 the correction is 0
             h = torch.where(moving, step * rms_x / torch.where(moving, rms_d, 1.0), 0.0)  # [N]
             hb, denom = _per_sample(h, x0), _per_sample(torch.where(moving, h, 1.0), x0)

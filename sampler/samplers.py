@@ -3,7 +3,9 @@
 All samplers work in VE coordinates (``x = x_0 + sigma n``) on a strictly decreasing sequence of noise
 levels ``sigmas`` [K + 1] (usually ending in 0; a positive last level stops the chain there), take a
 denoiser ``denoiser(x, sigma) -> x0_hat`` (a bound model or a guidance object) and return the state at
-``sigmas[-1]``. Any shape [N, ...], any device and dtype: both follow ``x_start``.
+``sigmas[-1]``. Any shape [N, ...] (an empty batch gives an empty result), any device and dtype: both follow
+``x_start``. A non-finite ``x_start``, or a non-finite denoiser output at any step, is a ``ValueError``
+naming the step and noise level (issue 11, defect 15).
 
 Start noise, made explicit: the samplers take the *state* ``x_start`` at ``sigmas[0]`` in VE coordinates
 and never rescale it. Build it with
@@ -89,7 +91,21 @@ def _check_inputs(denoiser, x_start, sigmas) -> torch.Tensor:
         raise ValueError(f"x_start must be a tensor of shape [N, ...] with at least 2 dimensions, got {got}")
     if not x_start.is_floating_point():
         raise ValueError(f"x_start must be floating point, got {x_start.dtype}")
-    return check_sigmas(sigmas)
+    s = check_sigmas(sigmas)
+    if not bool(torch.isfinite(x_start).all()):
+        bad = int((~torch.isfinite(x_start)).sum())
+        raise ValueError(f"x_start has {bad} non-finite value(s) (NaN or inf)")
+    return s
+
+
+def _denoise(denoiser, x: torch.Tensor, sigma: float, i: int) -> torch.Tensor:
+    """``denoiser(x, sigma)``, or ``ValueError`` naming step ``i`` and ``sigma`` when its output is not finite
+    (a diverged network or guidance would otherwise propagate NaN silently to the samples)."""
+    d = denoiser(x, sigma)
+    if not bool(torch.isfinite(d).all()):
+        bad = int((~torch.isfinite(d)).sum())
+        raise ValueError(f"the denoiser returned {bad} non-finite value(s) at step {i} (sigma={sigma:g})")
+    return d
 
 
 def _steps(n: int, progress: bool, desc: str):
@@ -115,7 +131,7 @@ def ddim_coefficients(sigma: float, sigma_next: float, eta: float) -> tuple[floa
 def _ddim_loop(denoiser, x, s, eta, generator, callback, progress, name) -> torch.Tensor:
     for i in _steps(len(s) - 1, progress, name):
         sig, nxt = s[i].item(), s[i + 1].item()
-        d = denoiser(x, sig)
+        d = _denoise(denoiser, x, sig, i)
         if nxt == 0:
             x = d
         else:
@@ -178,7 +194,7 @@ def euler(
     with torch.no_grad():
         for i in _steps(len(s) - 1, progress, "euler"):
             sig, nxt = s[i].item(), s[i + 1].item()
-            d = denoiser(x, sig)
+            d = _denoise(denoiser, x, sig, i)
             x = x + (nxt - sig) * ((x - d) / sig)
             if callback is not None:
                 callback(Step(i, sig, nxt, x, d))
@@ -200,11 +216,11 @@ def heun(
     with torch.no_grad():
         for i in _steps(len(s) - 1, progress, "heun"):
             sig, nxt = s[i].item(), s[i + 1].item()
-            d = denoiser(x, sig)
+            d = _denoise(denoiser, x, sig, i)
             slope = (x - d) / sig
             x_euler = x + (nxt - sig) * slope
             if nxt > 0:
-                slope2 = (x_euler - denoiser(x_euler, nxt)) / nxt
+                slope2 = (x_euler - _denoise(denoiser, x_euler, nxt, i)) / nxt
                 x = x + (nxt - sig) * 0.5 * (slope + slope2)
             else:
                 x = x_euler

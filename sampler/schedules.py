@@ -230,15 +230,25 @@ class VPSchedule:
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """EDM's sigma grid (Karras et al. 2022, eq. 5), ``n`` levels from ``sigma_max`` down to
     ``sigma_min``, then a final 0. [n + 1], strictly decreasing."""
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n}")
-    if not 0 < sigma_min < sigma_max or not math.isfinite(sigma_max):
+    n_ = check_number(n, "n")
+    if n_ != int(n_) or n_ < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    n = int(n_)
+    sigma_min, sigma_max = check_number(sigma_min, "sigma_min"), check_number(sigma_max, "sigma_max")
+    rho = check_number(rho, "rho")
+    if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got {sigma_min}, {sigma_max}")
     if rho <= 0:
         raise ValueError(f"rho must be positive, got {rho}")
-    i = torch.arange(int(n), dtype=torch.float64)
+    i = torch.arange(n, dtype=torch.float64)
     frac = i / max(n - 1, 1)
-    s = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    try:
+        s = (sigma_max ** (1 / rho) + frac * (sigma_min ** (1 / rho) - sigma_max ** (1 / rho))) ** rho
+    except OverflowError:
+        s = torch.full((n,), math.inf, dtype=torch.float64)
+    if not bool(torch.isfinite(s).all()) or bool((s[1:] >= s[:-1]).any()):
+        raise ValueError(f"rho={rho} is too extreme for sigma in [{sigma_min}, {sigma_max}]: the levels overflow "
+                         "or are not strictly decreasing in float64")
     return torch.cat([s, torch.zeros(1, dtype=torch.float64)])
 
 

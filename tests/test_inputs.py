@@ -63,3 +63,39 @@ def test_write_atomically_leaves_no_temporary_file(tmp_path):
     with pytest.raises(OSError):
         write_atomically(tmp_path / "missing" / "a.json", "{}")
     assert not list(tmp_path.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("module,argv,match", [
+    ("images.run", ["--sweep", "--n-samples", "0"], "n_samples must be an integer >= 10, got 0"),
+    ("images.run", ["--sweep", "--threads", "0"], "--threads must be >= 1, got 0"),
+    ("images.run", ["--replot", "--threads", "-2"], "--threads must be >= 1, got -2"),
+    ("images.train", ["--threads", "0"], "--threads must be >= 1, got 0"),
+    ("images.train", ["--width", "0"], "width must be a positive integer, got 0"),
+    ("images.train", ["--steps", "0"], "steps must be a positive integer, got 0"),
+    ("images.classifier", ["--threads", "0"], "--threads must be >= 1, got 0"),
+    ("images.classifier", ["--steps", "0"], "--steps must be >= 1, got 0"),
+    ("toy.report", ["--threads", "0"], "--threads must be >= 1, got 0"),
+    ("evaluation.report", ["--cases"], "--cases: expected at least one argument"),
+])
+def test_defect12_zero_or_missing_arguments_are_errors(module, argv, match, tmp_path, capsys, monkeypatch):
+    """Issue 11, defect 12: ``--n-samples 0`` and ``--threads 0`` were dropped by truthiness tests (the run went
+    on with the defaults), as were ``--width 0``/``--steps 0`` of the image trainers; ``--cases`` without a
+    value must not write an empty report. Each is one clear line and exit status 2, before any work: the
+    work itself is replaced by a tripwire, so a silently accepted argument fails here at once."""
+    import importlib
+
+    mod = importlib.import_module(module)
+
+    def tripwire(*a, **k):
+        raise AssertionError(f"{module} started computing with {argv}")
+
+    for name in ("run_shipped", "load_digits_split", "train_unet", "train_classifier", "quality_table",
+                 "compute_case"):
+        if hasattr(mod, name):
+            monkeypatch.setattr(mod, name, tripwire)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv + (["--out", str(tmp_path / "out")] if module in ("images.run", "evaluation.report") else []))
+    assert e.value.code == 2
+    assert match in capsys.readouterr().err
+    assert not list(tmp_path.rglob("*.md")) and not list(tmp_path.rglob("*.pt"))

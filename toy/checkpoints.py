@@ -4,10 +4,15 @@ File layout (``torch.save`` of plain types only, loaded with ``weights_only=True
 
     {"format": "reg-guidance/toy-mlp", "version": 1, "preset": str, "role": str,
      "model_config": {MLPConfig fields}, "train_config": {TrainConfig fields but model},
-     "state_dict": {name: float32 tensor}, "final_loss": float, "train_seconds": float, "device": str}
+     "state_dict": {name: float32 tensor}, "sha256": str, "final_loss": float, "train_seconds": float,
+     "device": str}
+
+``sha256`` is :func:`sampler.files.state_dict_sha256` of the weights, written atomically at save time and
+verified at load; files written before it existed are accepted with the finiteness check only.
 
 :func:`load_checkpoint` validates all of it and raises ``ValueError`` naming the file and the problem:
-unreadable or corrupt file, wrong format, wrong preset or role, a shape mismatch with the stored config.
+unreadable or corrupt file, wrong format, wrong preset or role, a shape mismatch with the stored config,
+non-finite weights or weights that do not match their stored digest.
 Shipped checkpoints live in ``toy/checkpoints/{preset}_{role}.pt`` (:func:`load_pretrained`).
 """
 from __future__ import annotations
@@ -17,6 +22,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 import torch
+
+from sampler.files import check_state_dict, save_torch_atomically, state_dict_sha256
 
 from .model import MLP, MLPConfig
 from .training import TrainConfig, TrainResult
@@ -46,15 +53,11 @@ def save_checkpoint(result: TrainResult, path: str | Path) -> Path:
     payload = {
         "format": FORMAT, "version": VERSION, "preset": c.preset, "role": c.role,
         "model_config": dataclasses.asdict(c.model), "train_config": train_cfg, "state_dict": state,
-        "final_loss": float(result.losses[-1]), "train_seconds": float(result.seconds),
+        "sha256": state_dict_sha256(state), "final_loss": float(result.losses[-1]),
+        "train_seconds": float(result.seconds),
         "device": str(next(result.net.parameters()).device),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return save_torch_atomically(payload, path)
 
 
 _KEYS = ("format", "version", "preset", "role", "model_config", "train_config", "state_dict")
@@ -93,6 +96,7 @@ def load_checkpoint(path: str | Path, *, preset: str | None = None, role: str | 
 
     if get_preset(config.preset).cond.dim != model_cfg.dim:
         raise ValueError(f"{path}: model dimension {model_cfg.dim} does not match preset {config.preset!r}")
+    check_state_dict(payload["state_dict"], path, payload.get("sha256"))
     net = MLP(model_cfg)
     try:
         net.load_state_dict(payload["state_dict"], strict=True)

@@ -111,7 +111,9 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-2d", action="store_true")
     ap.add_argument("--threads", type=int)
     args = ap.parse_args(argv)
-    if args.threads:
+    if args.threads is not None and args.threads < 1:  # 0 used to be dropped silently (issue 11, defect 12)
+        ap.error(f"--threads must be >= 1, got {args.threads}")
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     s = VPSchedule.paper_1d()
     if not args.skip_quality:

@@ -3,12 +3,13 @@ diffusion, with a verdict, its numbers, a figure and a pinned test. ``python -m 
 
 :data:`CLAIMS` lists every claim in ledger order; :func:`get_claim` finds one by id.
 """
-from . import (autoguidance, bradley_nakkiran, cfgig, cfgpp, chidambaram, interval, paper_figure, reg_fields, reg_map,
-               schedules, theorem1, wu)
+from . import (autoguidance, bradley_nakkiran, cfgig, cfgpp, chidambaram, interval, paper_figure, pavasovic, reg_fields,
+               reg_map, schedules, theorem1, wu)
 from .ledger import Claim, ClaimResult, LedgerRun, Number, Outcome, evaluate, markdown, run_ledger, to_json
 
 ALL_CLAIMS = (reg_map.CLAIM, reg_fields.CLAIM, theorem1.CLAIM, paper_figure.CLAIM, bradley_nakkiran.CLAIM,
-              interval.CLAIM, autoguidance.CLAIM, chidambaram.CLAIM, wu.CLAIM, cfgpp.CLAIM, cfgig.CLAIM, schedules.CLAIM)
+              interval.CLAIM, autoguidance.CLAIM, chidambaram.CLAIM, wu.CLAIM, cfgpp.CLAIM, cfgig.CLAIM, schedules.CLAIM,
+              pavasovic.CLAIM)
 CLAIMS = tuple(c for c in ALL_CLAIMS if not c.unavailable())  # the paper figure needs the released networks
 
 

@@ -27,6 +27,7 @@ from torch import nn
 
 from analytic import CFGReward, chain_golden, eps_from_denoiser, get_preset, golden_on_grid
 from sampler import CFG, REG, EpsModel, bind
+from sampler.files import check_state_dict
 from sampler.schedules import VPSchedule
 from toy import MLP, MLPConfig, mc_golden
 
@@ -65,6 +66,7 @@ def load_released(path: str | Path) -> ReleasedMLP:
         raise ValueError(f"{path} is not a readable state_dict: {err}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, not a state_dict")
+    check_state_dict(state, path, None)  # upstream files carry no digest: non-finite weights are refused
     mapped = {}
     for k, v in state.items():
         new = next((k.replace(old, rep, 1) for old, rep in _KEY_MAP.items() if k.startswith(old)), None)

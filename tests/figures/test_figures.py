@@ -114,3 +114,35 @@ def test_sweeps_shapes_and_consistency_with_outputs():
     assert s.tv["vanilla", True][i] == pytest.approx(o.tv[1.0, "reg"], rel=1e-9)
     # REG lowers the field error of vanilla CFG at every weight (the paper's claim, exact here)
     assert np.all(s.field["vanilla", True] < s.field["vanilla", False])
+
+
+def test_dimension_figure_draws_the_study_and_its_summary_is_the_studys(tmp_path):
+    """figures.dimension only draws evaluation.dimension (tested against independent routes in
+    tests/evaluation/test_dimension.py): on a tiny study the plot is written, the summary is the study's, and the
+    figure is registered for ``paper_plots.py --only dimension``."""
+    from evaluation import dimension as study
+    from figures import dimension
+
+    r = study.compute(dims=[1, 4], abars=[0.3], n_points=6, law_dims=[1, 4], law_steps=10, law_grid=201)
+    paths = dimension.plot(r, tmp_path)
+    assert [p.name for p in paths] == ["dimension.png", "dimension.pdf"] and all(p.stat().st_size > 0 for p in paths)
+    s = dimension.summary(r)
+    assert s == study.summary(r)
+    row = s["fields"]["sqrt_d/unequal/random"]
+    i = study.METHODS.index("cfg")
+    cfg = r.err[1, 1, 1, :, :, i]  # sqrt_d, unequal, random: [D, L]
+    assert row["cfg_err_first_last_d"] == pytest.approx([cfg[0].mean(), cfg[-1].mean()])
+    assert FIGURES["dimension"] is dimension
+
+
+@pytest.mark.slow
+def test_paper_plots_only_dimension_quick(tmp_path):
+    import paper_plots
+    from figures import dimension
+
+    paper_plots.main(["--quick", "--only", "dimension", "--out", str(tmp_path)])
+    assert (tmp_path / "dimension.png").stat().st_size > 0
+    numbers = json.loads((tmp_path / "results.json").read_text())["figures"]["dimension"]["numbers"]
+    s = dimension.summary(dimension.compute(quick=True))
+    assert numbers["fields"]["fixed/equal/random"]["paper"]["closer"] == \
+        pytest.approx(s["fields"]["fixed/equal/random"]["paper"]["closer"])

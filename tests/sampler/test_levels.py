@@ -73,3 +73,12 @@ def test_schedule_from_diffusers_config_matches_diffusers(kind):
     cfg = {"beta_schedule": kind, "beta_start": 0.00085, "beta_end": 0.012, "num_train_timesteps": 1000}
     ref = diffusers.DDPMScheduler(**cfg).alphas_cumprod.to(torch.float64)  # [T], t = 1..T
     torch.testing.assert_close(schedule_from_diffusers_config(cfg).abar[1:], ref, rtol=2e-5, atol=1e-7)
+
+
+def test_defect16_trained_betas_must_agree_with_num_train_timesteps():
+    """Issue 11, defect 16 (a schedule whose T disagrees with its configuration was accepted): diffusers
+    configurations carry both; a mismatch is refused rather than silently resolved in favour of the betas."""
+    with pytest.raises(ValueError, match="trained_betas has 2 steps but num_train_timesteps is 1000"):
+        schedule_from_diffusers_config({"trained_betas": [0.1, 0.2], "num_train_timesteps": 1000})
+    ok = schedule_from_diffusers_config({"trained_betas": [0.1, 0.2], "num_train_timesteps": 2})
+    torch.testing.assert_close(ok.abar, torch.tensor([1.0, 0.9, 0.72], dtype=torch.float64))

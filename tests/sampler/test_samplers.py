@@ -213,3 +213,105 @@ def test_x0_model_keeps_float32():
     assert out.dtype == torch.float32 and out.shape == (4, 1, 2, 2)
     ref = heun(den, torch.ones(4, 1, 2, 2, dtype=F64), [2.0, 1.0, 0.0])
     np.testing.assert_allclose(out.numpy(), ref.numpy(), rtol=1e-6)
+
+
+# --- issue 11, defects 13, 15 and 16 -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("sampler_name", ["ddpm", "ddim", "euler", "heun"])
+def test_defect15_non_finite_start_and_outputs_are_refused(sampler_name):
+    """NaN/inf ``x_start`` passed straight through every sampler, and so did a network that returns NaN
+    at some step; the core now refuses both, naming the step and the noise level."""
+    mix = GaussianMixture.from_1d([0.5, 0.5], [-1.0, 1.0], [0.3, 0.3])
+    den = bind(MixtureModel({0: mix}), 0)
+    sig = torch.tensor([4.0, 2.0, 1.0, 0.5, 0.0], dtype=F64)
+    eta = 0.5 if sampler_name == "ddim" else 0.0
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.tensor([[0.0], [bad]], dtype=F64)
+        with pytest.raises(ValueError, match="x_start has 1 non-finite"):
+            sample(sampler_name, lambda x, s: x, x, sig, eta=eta)
+
+    def diverging(x, sigma):  # fine until sigma = 1, then NaN in one sample
+        d = den(x, sigma)
+        return d if sigma > 1 else torch.where(torch.arange(x.shape[0])[:, None] == 1, math.nan, d)
+
+    x = torch.zeros(3, 1, dtype=F64)
+    step = 1 if sampler_name == "heun" else 2  # Heun's corrector of step 1 evaluates at sigma = 1 already
+    with pytest.raises(ValueError, match=rf"1 non-finite value\(s\) at step {step} \(sigma=1\)"):
+        sample(sampler_name, diverging, x, sig, eta=eta, generator=torch.Generator().manual_seed(0))
+    # the check is only a check: finite runs are unchanged (same samples as the bare denoiser)
+    out = sample(sampler_name, den, x, sig, eta=eta, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(out).all() and out.shape == x.shape
+
+
+def test_defect15_heun_checks_its_second_evaluation():
+    """Heun's corrector calls the denoiser at the next level: a NaN there is named with that level."""
+    sig = torch.tensor([4.0, 2.0, 0.0], dtype=F64)
+    with pytest.raises(ValueError, match=r"step 0 \(sigma=2\)"):
+        heun(lambda x, s: x * (math.nan if s == 2.0 else 1.0), torch.zeros(2, 1, dtype=F64), sig)
+
+
+@pytest.mark.parametrize("sampler_name", ["ddpm", "ddim", "euler", "heun"])
+@pytest.mark.parametrize("shape", [(0, 1), (0, 3), (0, 1, 2, 2)])
+def test_defect13_empty_batch_through_mixture_model(sampler_name, shape):
+    """An empty batch through ``MixtureModel`` gave "cannot reshape tensor of 0 elements"; now every sampler
+    returns an empty result of the input's shape and dtype, with guidance and REG too."""
+    from analytic import AutoGReward, CFGReward, degrade, optimal_denoiser
+
+    from sampler import CFG, REG, AutoGuidance, TiltedMean
+
+    d = math.prod(shape[1:])
+    g = torch.Generator().manual_seed(0)
+    cond = GaussianMixture(torch.ones(2), torch.randn(2, d, generator=g, dtype=F64), torch.eye(d, dtype=F64).expand(2, d, d) * 0.3)
+    uncond = GaussianMixture(torch.ones(1), torch.zeros(1, d, dtype=F64), torch.eye(d, dtype=F64)[None])
+    m = MixtureModel({0: cond, None: uncond, "weak": degrade(cond)})
+    c, u, weak = bind(m, 0), bind(m, None), bind(m, "weak")
+    sig = torch.tensor([4.0, 1.0, 0.5, 0.0], dtype=F64)
+    x = torch.zeros(shape, dtype=torch.float32)
+    eta = 0.5 if sampler_name == "ddim" else 0.0
+    dens = [c, CFG(c, u, 1.0), AutoGuidance(c, weak, 1.0), REG(CFG(c, u, 1.0), "diag"), REG(CFG(c, u, 1.0), "fd")]
+    if d == 1:  # the optimum has a dense quadrature up to d = 2
+        dens += [TiltedMean(c, optimal_denoiser(cond, CFGReward(cond, uncond, 1.0))),
+                 TiltedMean(c, optimal_denoiser(cond, AutoGReward(cond, degrade(cond), 1.0)))]
+    for den in dens:
+        out = sample(sampler_name, den, x, sig, eta=eta, generator=torch.Generator().manual_seed(0))
+        assert out.shape == shape and out.dtype == x.dtype
+
+
+def test_defect13_empty_batch_through_velocity_models():
+    """The flow path: ``VelocityModel`` over ``analytic.MixtureVelocity`` with an empty batch (its time tensor
+    is then empty too), under CFG-Zero* and APG."""
+    from analytic import MixtureVelocity
+
+    from sampler import APG, CFGZeroStar, LINEAR, VelocityModel, sampling_sigmas, uniform_times
+
+    mix = GaussianMixture.from_1d([0.5, 0.5], [-1.0, 1.0], [0.3, 0.3])
+    vm = VelocityModel(MixtureVelocity({0: mix, None: GaussianMixture.from_1d([1.0], [0.0], [1.0])}, LINEAR))
+    sig = sampling_sigmas(LINEAR, uniform_times(4))
+    empty = torch.zeros(0, 1, dtype=F64)
+    for den in (bind(vm, 0), CFGZeroStar(bind(vm, 0), bind(vm, None), 1.0), APG(bind(vm, 0), bind(vm, None), 1.0)):
+        assert sample("euler", den, empty, sig).shape == (0, 1)
+    with pytest.raises(ValueError, match="2 dimensions per sample"):
+        MixtureVelocity({0: mix}, LINEAR)(torch.zeros(0, 2, dtype=F64), torch.zeros(0), 0)
+
+
+@pytest.mark.parametrize("kw,match", [
+    (dict(rho=math.nan), "rho must be finite"),  # returned NaN levels
+    (dict(rho=math.inf), "rho must be finite"),
+    (dict(rho=True), "rho must be a number"),
+    (dict(rho=1e-3), "too extreme"),  # 80 ** 1000 overflows
+    (dict(sigma_min=math.nan), "sigma_min must be finite"),
+    (dict(sigma_max=math.inf), "sigma_max must be finite"),
+    (dict(n=math.nan), "n must be finite"),
+    (dict(n=2.5), "n must be a positive integer"),
+])
+def test_defect16_karras_sigmas_refuses_non_finite_parameters(kw, match):
+    from sampler import karras_sigmas
+
+    with pytest.raises(ValueError, match=match):
+        karras_sigmas(**{"n": 8, **kw})
+    # the valid grid is still EDM's eq. 5, level by level
+    i = np.arange(8) / 7
+    ref = (80 ** (1 / 7) + i * (0.002 ** (1 / 7) - 80 ** (1 / 7))) ** 7
+    np.testing.assert_allclose(karras_sigmas(8).numpy()[:-1], ref, rtol=1e-14)
+    assert karras_sigmas(np.int64(3)).shape == (4,)

@@ -1,0 +1,89 @@
+"""Figure: CFG and REG's estimators against the exact optimum as the dimension grows (issue 13).
+
+Everything is :func:`evaluation.dimension.compute` (exact reduced golden in any d, every estimator on the exact
+denoisers, exact 1-D output laws); this module only draws it. Rows: fixed separation of the class means, and
+separation growing like ``sqrt(d)`` (Pavasovic et al.'s regime). Columns: (a) the field error
+``E_{p_t(x|y)} |golden - field|`` against d with equal class variances (Pavasovic et al.'s isotropic classes),
+averaged over the noise levels, ``U`` at a random orientation (solid) and on the axes (the paper's ``J^T 1``,
+dotted); (b) the same with unequal class variances; (c) the output law along ``U``: the mean's overshoot past the
+tilted target's and the variance relative to it.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+from evaluation import dimension
+from evaluation.dimension import LAW_METHODS, METHODS, ORIENTATIONS, SEPARATIONS, VARIANCES, DimensionStudy
+
+from .style import COLORS, LABELS, save, style
+
+NAME = "dimension"
+CAPTION = ("Guidance in d = 1 to 4096, exact: mean field error |golden - field| under p_t(x|y) of CFG and REG's "
+           "estimators (paper J^T 1, vjp, diag) with fixed and sqrt(d)-growing class separation, U at a random "
+           "orientation or on the axes, and the output law along U (mean overshoot, variance ratio to the tilted "
+           "target) of CFG, REG, damped CFG and the optimum.")
+SHOWN = ("cfg", "paper", "vjp", "diag", "damped")
+COLOR = {"cfg": COLORS["cfg"], "paper": COLORS["reg_paper"], "vjp": COLORS["reg_vjp"], "diag": COLORS["reg_diag"],
+         "damped": "#8c564b", "unguided": "#aaaaaa", "reg": COLORS["reg_vjp"], "optimal": COLORS["golden"]}
+LABEL = {"cfg": LABELS["cfg"], "paper": LABELS["reg_paper"], "vjp": "REG vjp (= jvp, fd)", "diag": LABELS["reg_diag"],
+         "damped": "damped CFG (d -> inf limit)", "unguided": "unguided", "reg": "REG (vjp)", "optimal": "optimum"}
+
+
+@functools.cache
+def compute(quick: bool = False) -> DimensionStudy:
+    return dimension.compute(quick=quick)
+
+
+def summary(r: DimensionStudy) -> dict:
+    return dimension.summary(r)
+
+
+def _field_panel(ax, r: DimensionStudy, s: int, v: int) -> None:
+    err = r.err[s, v].mean(axis=2)  # [O, D, M], mean over the noise levels
+    o_rand, o_axes = ORIENTATIONS.index("random"), ORIENTATIONS.index("axes")
+    for m in SHOWN:
+        i = METHODS.index(m)
+        ax.plot(r.dims, err[o_rand, :, i], "-", marker="o", ms=3, color=COLOR[m], label=LABEL[m])
+    i = METHODS.index("paper")
+    ax.plot(r.dims, err[o_axes, :, i], ":", marker=".", color=COLOR["paper"], label="REG paper, U on the axes")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("d")
+    ax.set_ylabel("mean |golden - field| (eps units)")
+    ax.set_title(f"{SEPARATIONS[s]} separation, {VARIANCES[v]} variances, U random")
+
+
+def _law_panel(ax, r: DimensionStudy, s: int) -> None:
+    twin = ax.twinx()
+    for m in ("unguided", "cfg", "reg", "damped", "optimal"):
+        i = LAW_METHODS.index(m)
+        ax.plot(r.law_dims, r.law_mean[s, :, i] - r.target_mean[s], "-", marker="o", ms=3, color=COLOR[m],
+                label=LABEL[m])
+        twin.plot(r.law_dims, r.law_var[s, :, i] / r.target_var[s], "--", marker="x", ms=3, color=COLOR[m])
+    ax.axhline(0.0, color="0.6", lw=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("d")
+    ax.set_ylabel("output mean - target mean along U (solid)")
+    twin.set_ylabel("output variance / target variance (dashed)")
+    twin.grid(False)
+    ax.set_title(f"{SEPARATIONS[s]} separation: output law along U ({r.law_steps} DDPM steps)")
+
+
+def plot(r: DimensionStudy, out_dir: Path) -> list[Path]:
+    with style():
+        fig, axes = plt.subplots(len(SEPARATIONS), 3, figsize=(15, 8.5))
+        for s in range(len(SEPARATIONS)):
+            for v in range(len(VARIANCES)):
+                _field_panel(axes[s, v], r, s, v)
+            _law_panel(axes[s, 2], r, s)
+        axes[0, 0].legend(fontsize=6)
+        axes[0, 2].legend(fontsize=6)
+        fig.suptitle(f"w = {r.w:g}, class means +-{r.delta:g} around mu q (mu = {r.mu0:g} or {r.mu0:g} sqrt(d)) "
+                     f"and -mu q, {r.n_points} points per cell, levels abar in {np.round(r.abars, 4).tolist()}",
+                     fontsize=8)
+        fig.tight_layout()
+        return save(fig, out_dir, NAME)

@@ -1,0 +1,139 @@
+"""The dimension study (evaluation.dimension) on a tiny configuration, checked against independent routes: at
+d = 1 and 2 every field error against the dense mixtures' grid golden and autograd REG fields (no reduction), the
+tilted target's moments against scipy quadrature, the unguided law against the conditional's moments."""
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import integrate
+
+from analytic import CFGReward, GaussianMixture, guidance_fields, optimal_guidance
+from analytic.reducible import ReducibleMixture
+from evaluation.dimension import LAW_METHODS, METHODS, ORIENTATIONS, SEPARATIONS, VARIANCES, compute
+
+F64 = torch.float64
+TINY = dict(dims=[1, 2], abars=[0.5], n_points=8, law_dims=[1, 4], law_steps=20, law_grid=301)
+W, MU0, VAR1, DELTA, SEED = 2.0, 1.5, 2.0, 1.5, 0
+
+
+@pytest.fixture(scope="module")
+def study():
+    return compute(**TINY, w=W, mu0=MU0, var1=VAR1, delta=DELTA, seed=SEED)
+
+
+def dense_classes(mu: float, v1: float, q: torch.Tensor):
+    """Class 0 and the class marginal of the study (its module docstring) as plain d-dimensional mixtures."""
+    d = q.numel()
+    eye = torch.eye(d, dtype=F64)
+    means = torch.stack([(mu - DELTA) * q, (mu + DELTA) * q, -mu * q])
+    cond = GaussianMixture([0.5, 0.5], means[:2], torch.stack([eye, eye]))
+    return cond, GaussianMixture([0.25, 0.25, 0.5], means, torch.stack([eye, eye, v1 * eye]))
+
+
+def reflect(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """Rows of x under the Householder reflection that swaps e_1 and q."""
+    h = -q.clone()
+    h[0] += 1.0
+    if h.norm() < 1e-12:
+        return x
+    return x - 2 * (x @ h)[:, None] * h / (h @ h)
+
+
+def test_field_errors_at_d_1_and_2_match_the_dense_grid_golden_and_autograd_fields(study):
+    a = TINY["abars"][0]
+    rho = a / (a + 1 - a)  # the damped limit: abar s^2 / (abar s^2 + 1 - abar), complement variance s^2 = 1
+    checked = 0
+    for s, sep in enumerate(SEPARATIONS):
+        for v, var in enumerate(VARIANCES):
+            for k, d in enumerate(TINY["dims"]):
+                mu = MU0 * (math.sqrt(d) if sep == "sqrt_d" else 1.0)
+                v1 = 1.0 if var == "equal" else VAR1
+                e1 = torch.zeros(d, dtype=F64)
+                e1[0] = 1.0
+                z = torch.randn(d, dtype=F64, generator=torch.Generator().manual_seed(SEED + 7 * d))
+                q = z / z.norm()
+                x = ReducibleMixture(e1[:, None], [0.5, 0.5], [[mu - DELTA], [mu + DELTA]], [[[1.0]], [[1.0]]],
+                                     [1.0, 1.0]).noised(a).sample(TINY["n_points"], torch.Generator().manual_seed(SEED))
+                for o, (ori, qo) in enumerate(zip(ORIENTATIONS, (e1, q))):
+                    cond, uncond = dense_classes(mu, v1, qo)
+                    reward = CFGReward(cond, uncond, W)
+                    xo = reflect(x, qo)
+                    golden = optimal_guidance(cond, reward, xo, a, tol=1e-9)
+                    assert golden.method == "grid"  # the dense 1-D/2-D quadrature, not the reduction
+                    f = guidance_fields(cond, reward, xo, a, tol=1e-9)
+                    fields = {"cfg": f.present, "paper": f.reg_paper, "vjp": f.reg_vjp, "diag": f.reg_diag,
+                              "jvp": f.reg_vjp, "fd": f.reg_vjp,  # J is symmetric for exact scores: J g = J^T g
+                              "damped": rho * f.present}
+                    for i, m in enumerate(METHODS):
+                        gaps = (golden.golden - fields[m]).norm(dim=1)
+                        expect = gaps.mean().item()
+                        tol = 1e-5 if m == "fd" else 1e-7  # fd: sampler.REG's finite difference
+                        assert abs(study.err[s, v, o, k, 0, i] - expect) <= tol * (1 + expect), (sep, var, ori, d, m)
+                        se = gaps.std().item() / math.sqrt(gaps.numel())
+                        assert abs(study.err_se[s, v, o, k, 0, i] - se) <= 1e-5 * (1 + se) + (tol if m == "fd" else 0)
+                    size = golden.golden.norm(dim=1).mean().item()
+                    assert study.golden_size[s, v, k, 0] == pytest.approx(size, rel=1e-7)
+                    checked += 1
+    assert checked == 16
+    assert study.golden_err.max() < 1e-6
+
+
+def _tilted_moments(mu: float) -> tuple[float, float]:
+    """Mean and variance of p(u | y) R_0(u) along U by scipy quadrature (equal variances: 1-D exactly)."""
+    def log_n(u, m):
+        return -0.5 * (u - m) ** 2 - 0.5 * math.log(2 * math.pi)
+
+    def lse(vals):
+        top = max(vals)
+        return top + math.log(sum(math.exp(t - top) for t in vals))
+
+    def dens(u):
+        lc = lse([math.log(0.5) + log_n(u, mu - DELTA), math.log(0.5) + log_n(u, mu + DELTA)])
+        lu = lse([math.log(0.25) + log_n(u, mu - DELTA), math.log(0.25) + log_n(u, mu + DELTA),
+                  math.log(0.5) + log_n(u, -mu)])
+        return math.exp(lc + W * (lc - lu))
+
+    lo, hi = -mu - 20, mu + DELTA + 20
+    Z = integrate.quad(dens, lo, hi, points=[mu - DELTA, mu + DELTA], epsabs=0, epsrel=1e-12, limit=200)[0]
+    m1 = integrate.quad(lambda u: u * dens(u), lo, hi, points=[mu - DELTA, mu + DELTA], epsabs=0, epsrel=1e-12,
+                        limit=200)[0] / Z
+    m2 = integrate.quad(lambda u: (u - m1) ** 2 * dens(u), lo, hi, points=[mu - DELTA, mu + DELTA], epsabs=0,
+                        epsrel=1e-12, limit=200)[0] / Z
+    return m1, m2
+
+
+def test_laws_match_the_tilted_target_by_scipy_and_the_conditional_moments(study):
+    for s, sep in enumerate(SEPARATIONS):
+        for k, d in enumerate(TINY["law_dims"]):
+            mu = MU0 * (math.sqrt(d) if sep == "sqrt_d" else 1.0)
+            m1, m2 = _tilted_moments(mu)
+            # hat masses on a grid of spacing h: the mean is exact to quadrature, the variance gains h^2 / 6
+            h = (2 * DELTA + 16) / (TINY["law_grid"] - 1)  # the target's grid: mu +- (DELTA + 8)
+            h_law = (mu + DELTA + 8 - min(-6.0, mu - DELTA - 8)) / (TINY["law_grid"] - 1)  # holds the N(0, 1) start
+            assert study.target_mean[s, k] == pytest.approx(m1, abs=1e-6)
+            assert study.target_var[s, k] == pytest.approx(m2 + h**2 / 6, abs=1e-4)
+            unguided = LAW_METHODS.index("unguided")
+            # the 20-step DDPM chain with the exact denoiser from N(0, 1) keeps the conditional's mean mu and
+            # underdisperses (variance 2.82 against 1 + DELTA^2 = 3.25 at 20 steps; 3.13 at 80, 3.21 at 320)
+            assert abs(study.law_mean[s, k, unguided] - mu) < 1e-3
+            assert 2.6 < study.law_var[s, k, unguided] - h_law**2 / 6 < 1 + DELTA**2
+            # guidance moves the mean up and the optimum lands near the tilted target (a 20-step chain)
+            opt = LAW_METHODS.index("optimal")
+            assert abs(study.law_mean[s, k, opt] - m1) < 0.05
+            assert study.law_mean[s, k, LAW_METHODS.index("cfg")] > mu + 0.5
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="dims must hold integers >= 1"):
+        compute(dims=[0, 2])
+    with pytest.raises(ValueError, match="abars must lie in"):
+        compute(abars=[0.5, 1.0])
+    with pytest.raises(ValueError, match="abar must lie in"):
+        compute(abars=[1.5])
+    with pytest.raises(ValueError, match="n_points must hold integers >= 2"):
+        compute(n_points=1)
+    with pytest.raises(ValueError, match="law_dims must be a non-empty list"):
+        compute(law_dims=[])
+    with pytest.raises(ValueError, match="law_grid must hold integers >= 3"):
+        compute(law_grid=2.5)
