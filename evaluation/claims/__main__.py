@@ -7,14 +7,13 @@ Writes ``claims.md`` (one table: claim, source, verdict, key number, figure; the
 computes what is missing. ``--workers N`` runs cells in N local processes; ``--scheduler tcp://HOST:PORT``
 on a running Dask cluster (the ``[sweeps]`` extra).
 
-This is an entry point, the one place above the floors: it loads each claim's figure module
-(``figures.claims_*``) by name to draw the arrays the ledger computed; the library modules of
-``evaluation`` never import ``figures``.
+This is an entry point, the one place above the floors: it draws the arrays the ledger computed with
+:func:`figures.claims.draw` (each claim's ``figures.claims_*`` module); the library modules of ``evaluation``
+never import ``figures``.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 import time
 from pathlib import Path
@@ -55,11 +54,9 @@ def main(argv=None) -> int:
         import matplotlib
 
         matplotlib.use("Agg")
-        for o in run.outcomes:
-            try:
-                importlib.import_module(f"figures.{o.result.figure}").plot(o.data, args.out)
-            except Exception as err:  # noqa: BLE001 - reported; the ledger itself is still written
-                failed.append(f"{o.result.figure}: {type(err).__name__}: {err}")
+        from figures.claims import draw
+
+        failed = draw(run.outcomes, args.out)[1]
     seconds = time.perf_counter() - start
     note = (f"{run.cells} cells ({run.computed} computed, {run.reused} from the cache), "
             f"{args.workers if args.scheduler is None else 'Dask'} worker(s).")

@@ -21,10 +21,11 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import FieldCell, OutputCell
-from .laws import Method
+from .laws import Method, make_schedule
 from .ledger import Claim, Outcome
 
-__all__ = ["CLAIM", "RegMap", "Gap", "Setting", "SINGLE_R", "settings", "cells", "gaps", "select", "conclude"]
+__all__ = ["CLAIM", "RegMap", "Gap", "Setting", "SINGLE_R", "settings", "cells", "gaps", "select", "groups", "abar_end",
+           "conclude"]
 
 W_FULL = (0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 8.0)
 SCHED_FULL = ("paper", "lin:20:0.5", "lin:20:0.2", "lin:20:0.05", "lin:20:0.01", "lin:20:0.0001", "cosine:20")
@@ -147,8 +148,13 @@ def select(m: RegMap, **kw) -> list[Gap]:
     return [g for g in m.gaps if all(getattr(g, k) == v for k, v in kw.items())]
 
 
-TRUNCATED = ("paper", "lin:20:0.5", "lin:10:0.8168", "lin:20:0.8168", "lin:50:0.8168", "lin:100:0.8168",
-             "lin:200:0.8168", "lin:1000:0.8168", "lin:40:0.8168")
+def abar_end(schedule: str) -> float:
+    """``abar_T`` of a schedule spec: where its chain starts."""
+    return make_schedule(schedule).abar[-1].item()
+
+
+TRUNCATED_ABAR = 0.6  # abar_T >= this: a truncated chain (the paper's 0.82), whose x_T is far from N(0, I)
+SMALL_ABAR = 0.05  # abar_T <= this: the chain starts close to N(0, I)
 
 
 def _rate(sel: list[Gap]) -> tuple[int, int]:
@@ -161,11 +167,13 @@ def groups(m: RegMap) -> dict:
     paper = [g for g in m.gaps if g.law.startswith("paper_1d") and g.family == "cfg"]
     singles = [g for g in m.gaps if g.law.startswith("single:")]
     r_of = lambda g: 4 * float(g.law.split(":")[2]) ** 2  # noqa: E731
+    trunc = [g for g in paper if abar_end(g.schedule) >= TRUNCATED_ABAR]
+    small = [g for g in paper if abar_end(g.schedule) <= SMALL_ABAR]
     return {
-        "truncated schedule, N(0,1) start": _rate([g for g in paper if g.schedule in TRUNCATED and g.start == "n01"]),
-        "truncated schedule, tilted start": _rate([g for g in paper if g.schedule in TRUNCATED and g.start == "tilted"]),
-        "abar_T <= 0.05, N(0,1) start": _rate([g for g in paper if g.schedule not in TRUNCATED and g.start == "n01"
-                                               and g.w <= 3]),
+        "truncated schedule, N(0,1) start": _rate([g for g in trunc if g.start == "n01"]),
+        "truncated schedule, tilted start": _rate([g for g in trunc if g.start == "tilted"]),
+        "abar_T <= 0.05, N(0,1) start": _rate([g for g in small if g.start == "n01" and g.w <= 3]),
+        "abar_T <= 0.05, tilted start": _rate([g for g in small if g.start == "tilted" and g.w <= 3]),
         "w <= 3": _rate([g for g in m.gaps if g.w <= 3 and not g.law.startswith("single:")]),
         "w >= 5": _rate([g for g in m.gaps if g.w >= 5 and not g.law.startswith("single:")]),
         "single Gaussians r <= 0.5": _rate([g for g in singles if r_of(g) <= 0.5 + 1e-9]),

@@ -1,0 +1,50 @@
+"""Figures of the claims ledger (``python -m evaluation.claims``) for ``paper_plots.py``: one sweep over every
+claim's cells (shared cells computed once, each cell cached on disk, :mod:`evaluation.sweep`), then each claim's
+own figure module (``figures.claims_*``, named by :attr:`evaluation.claims.ClaimResult.figure`) draws its arrays.
+The numbers behind it are the ledger's table: each claim's verdict and key number.
+
+``paper_plots.py --quick`` leaves this set out (``QUICK = False``) unless it is named with ``--only claims``.
+The paper's own 1-D figure (``paper-figure``) needs the REG paper's released networks and is drawn only where
+they are found (:data:`evaluation.claims.CLAIMS`).
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from pathlib import Path
+from typing import Sequence
+
+from evaluation.claims import CLAIMS, LedgerRun, Outcome, run_ledger
+
+NAME = "claims"
+QUICK = False  # the quick ledger alone takes about 1.5 CPU-minutes: paper_plots --quick draws it only with --only
+CAPTION = ("The claims ledger: published claims about guidance, each checked exactly on Gaussian-mixture diffusion "
+           "(verdict and key number per claim; one figure each, claims_<name>.png).")
+
+
+@functools.cache
+def compute(quick: bool = False) -> LedgerRun:
+    return run_ledger(list(CLAIMS), quick=quick, progress=False)
+
+
+def summary(run: LedgerRun) -> dict:
+    return {o.result.id: {"verdict": o.result.verdict, "key number": o.result.key_number} for o in run.outcomes}
+
+
+def draw(outcomes: Sequence[Outcome], out_dir: Path) -> tuple[list[Path], list[str]]:
+    """Each claim's figure from its arrays: (paths written, one line per figure that failed). A failing figure
+    does not stop the others."""
+    paths, failed = [], []
+    for o in outcomes:
+        try:
+            paths += importlib.import_module(f"{__package__}.{o.result.figure}").plot(o.data, out_dir)
+        except Exception as err:  # noqa: BLE001 - reported by the caller
+            failed.append(f"{o.result.figure}: {type(err).__name__}: {err}")
+    return paths, failed
+
+
+def plot(run: LedgerRun, out_dir: Path) -> list[Path]:
+    paths, failed = draw(run.outcomes, out_dir)
+    if failed:
+        raise RuntimeError(f"{len(failed)} ledger figure(s) failed: {'; '.join(failed)}")
+    return paths
