@@ -297,7 +297,9 @@ def _plan(schedule, hull_lo, hull_hi, ell0: float, res: _Resolution, level: int,
     grids = []
     for t in range(1, T):
         ell = math.sqrt(ell0**2 + 1 - schedule.abar[t].item())
-        h = min(s[t + 1].item() / res.c0, ell / (res.rho * _RATIO**level))  # levels refine the features only
+        # levels refine both limits: a grid limited by the kernel alone would be the same at every level, and the
+        # estimate (the change between levels) blind to what that spacing misses (tears of E_{t-1} far from the data)
+        h = min(s[t + 1].item() / res.c0, ell / res.rho) / _RATIO**level
         later = s[t + 2:].pow(2).sum().sqrt().item()  # accumulated width of the steps after the next
         m = res.radius * s[t + 1].item() + kappa * later if margin is None else margin
         lo, hi = hull_lo[t - 1] - m, hull_hi[t - 1] + m
