@@ -14,11 +14,15 @@ exact at any point for ``O(1)`` work. No function is interpolated: ``E_{t-1}`` i
 exponentials and is integrated to spectral accuracy, even where ``log E_{t-1}`` has kinks or near-jumps
 (far from the data the exact mixture's DDPM mean map tears along the boundaries between components, so
 ``log E_t`` changes by O(10) within 0.01; cubic splines of ``log E`` converge only to first order there,
-which is why the former spline + Gauss-Hermite recursion did not converge in 2-D).
+which is why the former spline + Gauss-Hermite recursion did not converge in 2-D). Where such a tear is
+narrower than the spacing, ``E_{t-1}`` is not smooth on the grid's scale either and the sum converges
+more slowly than the aliasing bound (``correlated_2d``, t = 2, far corner: 4e-6 at the kernel-limited
+spacing); the change between refinement levels, which refine every grid, sees it.
 
-Resolution, error and budget. Step ``t``'s grid has spacing ``h_t = min(s_{t+1} / 1.2, l_t / rho) / 1.25^k``
-at refinement level ``k``, with ``l_t = sqrt(l_0^2 + 1 - abar_t)`` (``l_0``: the reward's length scale) and
-``rho`` set by the tolerance; it covers the hull of the chain's mean paths from the requested points plus
+Resolution, error and budget. Step ``t``'s grid has spacing ``h_t = min(s_{t+1} / c, l_t / rho) / 1.25^k``
+at refinement level ``k`` (every grid, so the change between levels sees what any spacing misses), with
+``l_t = sqrt(l_0^2 + 1 - abar_t)`` (``l_0``: the reward's length scale), and ``c >= 1`` and ``rho`` set by the
+tolerance; it covers the hull of the chain's mean paths from the requested points plus
 ``kappa`` accumulated kernel widths. Two levels are run; the error estimate of every value is their
 difference, plus the weight the final values put on the working grids' outer layers (propagated through
 all steps like an error bound, so a grid that is too small shows). Levels are added until the estimate is
@@ -297,7 +301,9 @@ def _plan(schedule, hull_lo, hull_hi, ell0: float, res: _Resolution, level: int,
     grids = []
     for t in range(1, T):
         ell = math.sqrt(ell0**2 + 1 - schedule.abar[t].item())
-        h = min(s[t + 1].item() / res.c0, ell / (res.rho * _RATIO**level))  # levels refine the features only
+        # levels refine both limits: a grid limited by the kernel alone would be the same at every level, and the
+        # estimate (the change between levels) blind to what that spacing misses (tears of E_{t-1} far from the data)
+        h = min(s[t + 1].item() / res.c0, ell / res.rho) / _RATIO**level
         later = s[t + 2:].pow(2).sum().sqrt().item()  # accumulated width of the steps after the next
         m = res.radius * s[t + 1].item() + kappa * later if margin is None else margin
         lo, hi = hull_lo[t - 1] - m, hull_hi[t - 1] + m

@@ -52,15 +52,25 @@ def check_points(x, d: int, device=None, name: str = "x") -> torch.Tensor:
     return x
 
 
-def _log_normal(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """``log N(x; means_k, L_k L_k^T)`` for x [N, d], means [K, d] or [N, K, d], chol [K, d, d] -> [N, K]."""
+def _whiten(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(z, L^{-1})``: whitened offsets ``z = L_k^{-1} (x - means_k)`` [N, K, d] and the inverse factors [K, d, d]
+    for x [N, d], means [K, d] or [N, K, d], chol [K, d, d]."""
     d = x.shape[-1]
     diff = x[:, None, :] - means  # [N, K, d]
     eye = torch.eye(d, dtype=chol.dtype, device=chol.device)
     chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # [K, d, d], small
-    z = torch.einsum("kij,nkj->nki", chol_inv, diff)  # [N, K, d]
+    return torch.einsum("kij,nkj->nki", chol_inv, diff), chol_inv
+
+
+def _log_normal_whitened(z: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """``log N`` from whitened offsets z [N, K, d] and the factors chol [K, d, d] -> [N, K]."""
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
-    return -0.5 * (d * math.log(2 * math.pi) + logdet + (z**2).sum(-1))
+    return -0.5 * (z.shape[-1] * math.log(2 * math.pi) + logdet + (z**2).sum(-1))
+
+
+def _log_normal(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
+    """``log N(x; means_k, L_k L_k^T)`` for x [N, d], means [K, d] or [N, K, d], chol [K, d, d] -> [N, K]."""
+    return _log_normal_whitened(_whiten(x, means, chol)[0], chol)
 
 
 def _cholesky_checked(covs: torch.Tensor, what: str) -> torch.Tensor:
@@ -147,13 +157,26 @@ class GaussianMixture:
             raise ValueError(f"covariance of component(s) {bad} is not symmetric")
         keep = w > 0
         w, mu, S = w[keep], mu[keep], 0.5 * (S[keep] + S[keep].transpose(-1, -2))
-        self.chol = _cholesky_checked(S, "covariance of component(s)")  # [K, d, d]
-        self.log_weights = torch.log(w / w.sum())  # [K]
-        self.means = mu  # [K, d]
-        self.covs = S  # [K, d, d]
+        self._set(torch.log(w / w.sum()), mu, S, torch.linalg.eigvalsh(S).min().item())
+
+    def _set(self, log_weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor, min_var: float) -> None:
+        """Store validated parts; ``min_var`` is the smallest eigenvalue of ``covs``."""
+        self.chol = _cholesky_checked(covs, "covariance of component(s)")  # [K, d, d]
+        self.log_weights = log_weights  # [K]
+        self.means = means  # [K, d]
+        self.covs = covs  # [K, d, d]
+        self._min_var = min_var
         # coordinates beyond this make squared whitened distances overflow (every density would be 0)
-        min_std = torch.linalg.eigvalsh(S).min().clamp(min=0).sqrt().item()
-        self.max_abs = _MAX_Z * min_std / math.sqrt(d) - mu.abs().max().item()
+        self.max_abs = _MAX_Z * math.sqrt(max(min_var, 0.0)) / math.sqrt(means.shape[1]) - means.abs().max().item()
+
+    def _noised_parts(self, mean_scale: float, cov_scale: float, add: float) -> "GaussianMixture":
+        """``sum pi_k N(mean_scale mu_k, cov_scale S_k + add I)`` without re-validating what noising keeps valid
+        (the samplers build one per step): its smallest variance is ``cov_scale min_var + add``."""
+        out = object.__new__(GaussianMixture)
+        eye = torch.eye(self.dim, dtype=_DTYPE, device=self.device)
+        out._set(self.log_weights, mean_scale * self.means, cov_scale * self.covs + add * eye,
+                 cov_scale * self._min_var + add)
+        return out
 
     # --- construction helpers -------------------------------------------------------------------
     @classmethod
@@ -239,9 +262,10 @@ class GaussianMixture:
     def grad_log_prob(self, x) -> torch.Tensor:
         """``grad_x log p(x) = -sum_k r_k(x) S_k^{-1} (x - mu_k)`` in closed form. [N, d]"""
         x = self._points(x)
-        r = torch.softmax(self.component_log_prob(x), dim=1)  # [N, K]
-        diff = (x[:, None, :] - self.means).unsqueeze(-1)  # [N, K, d, 1]
-        sol = torch.cholesky_solve(diff, self.chol).squeeze(-1)  # [N, K, d]
+        z, chol_inv = _whiten(x, self.means, self.chol)  # one whitening for the weights and the solves
+        # [N, K]; exp(log_softmax): torch.softmax over a short last dimension is twice as slow
+        r = torch.log_softmax(self.log_weights + _log_normal_whitened(z, self.chol), dim=1).exp()
+        sol = torch.einsum("kji,nkj->nki", chol_inv, z)  # S_k^{-1} (x - mu_k) = L_k^{-T} z, [N, K, d]
         return -(r[..., None] * sol).sum(1)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -257,9 +281,7 @@ class GaussianMixture:
     def noised(self, abar) -> "GaussianMixture":
         """Law of ``x_t = sqrt(abar) x_0 + sqrt(1 - abar) n``: ``sum pi_k N(sqrt(abar) mu_k, abar S_k + (1 - abar) I)``."""
         a = check_abar(abar)
-        eye = torch.eye(self.dim, dtype=_DTYPE, device=self.device)
-        return GaussianMixture(self.weights, math.sqrt(a) * self.means, a * self.covs + (1 - a) * eye,
-                               device=self.device)
+        return self._noised_parts(math.sqrt(a), a, 1 - a)
 
     def score(self, x_t, abar) -> torch.Tensor:
         """``grad log p_t(x_t)`` of the VP-noised mixture. [N, d]"""
@@ -289,8 +311,7 @@ class GaussianMixture:
     def noised_ve(self, sigma) -> "GaussianMixture":
         """Law of ``x = x_0 + sigma n``: ``sum pi_k N(mu_k, S_k + sigma^2 I)``."""
         s = check_sigma(sigma)
-        eye = torch.eye(self.dim, dtype=_DTYPE, device=self.device)
-        return GaussianMixture(self.weights, self.means, self.covs + s**2 * eye, device=self.device)
+        return self._noised_parts(1.0, 1.0, s**2)
 
     def score_ve(self, x, sigma) -> torch.Tensor:
         """``grad log p_sigma(x)`` of the VE-noised mixture. [N, d]"""

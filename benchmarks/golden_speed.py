@@ -3,10 +3,12 @@
 Prints points x steps per second and errors in eps units: for the ideal-chain goldens against a refined
 reference computed in the same run; for the sampler-chain golden its own converged error estimate (the
 change between two resolutions), its agreement with an independent nested Gauss-Hermite quadrature at a
-handful of points (``--mc`` adds a pathwise Monte Carlo with standard errors at the last step, slow), and
-61 x 61 against 121 x 121; for the exact output density of a 1000-step DDPM, the time against the direct
-banded step it replaced and against the denoiser calls alone. Not a test: numbers depend on the machine,
-whose load is printed with them.
+handful of points, issue 11's coarse-axis example in 1-D (``--refine`` compares every 2-D golden with a run
+at tol 1e-6, ``--mc`` adds a pathwise Monte Carlo with standard errors at the last step; both slow); for the
+exact output density of a 1000-step DDPM, the time against the direct banded step it replaced and against
+the denoiser calls alone, and the distances' error estimates against sub-cell and grid refinement. Not a
+test: numbers depend on the machine, whose load is printed with them (times as wall clock and, beside
+them, CPU seconds of this single-threaded process).
 """
 from __future__ import annotations
 
@@ -22,6 +24,7 @@ from analytic.chain import chain_golden, mixture_eps_fn, nested_golden
 from analytic.grid import golden_on_grid
 from analytic.presets import get_preset
 from evaluation.density import gaussian_step, output_density
+from evaluation.distances import distances_between, tilted_target
 from sampler import CFG, MixtureModel, bind
 from sampler.schedules import VPSchedule
 
@@ -111,9 +114,19 @@ def chain_1d(sched) -> None:
     nested = max((few.golden[t - 1] - nested_golden(eps, reward.log_r0, sched, pts, t, 40)[1]).abs().max().item()
                  for t in (2, 3, 4))
     row("1-D sampler-chain golden at 4 points (vs nested Gauss-Hermite, t<=4)", 4, 20, s, nested)
+    print(f"{'  its own error estimate there, t = 2..4':<100} max err {few.err_golden[1:4].max().item():.1e}")
+    # issue 11's example: a coarse requested axis used to degrade the values (-0.4931 instead of -0.4971)
+    _, ref = nested_golden(eps, reward.log_r0, sched, pts[:1], 4, 40)
+    for n in (23, 221):
+        axis = torch.linspace(-0.5, 1.7, n, dtype=F64)
+        cg_n = chain_golden(eps, reward.log_r0, sched, axis)
+        i = int((axis - 1.0).abs().argmin())
+        print(f"    x = 1.0, t = 4 on a {n}-point axis [-0.5, 1.7]: {cg_n.golden[3, i, 0].item():.10f} "
+              f"(nested Gauss-Hermite {ref.item():.10f}, diff {abs(cg_n.golden[3, i, 0].item() - ref.item()):.1e}, "
+              f"estimate {cg_n.err_golden[3, i, 0].item():.1e})")
 
 
-def chain_2d(name: str, sched, sched_name: str, mc: bool) -> None:
+def chain_2d(name: str, sched, sched_name: str, mc: bool, refine: bool) -> None:
     q = get_preset(name)
     reward = CFGReward(q.cond, q.uncond, 1.0)
     eps = mixture_eps_fn(q.cond, sched)
@@ -123,19 +136,22 @@ def chain_2d(name: str, sched, sched_name: str, mc: bool) -> None:
     row(f"2-D sampler-chain golden, {name}, {sched_name}, 121 x 121 (tol 1e-4)", 121 * 121, sched.T, s,
         per_step.max().item())
     print(f"    error estimate per step t = 1..{sched.T}: " + " ".join(f"{v:.0e}" for v in per_step.tolist()))
-    ax61 = torch.linspace(-1, 2, 61, dtype=F64)
-    cg61 = chain_golden(eps, reward.log_r0, sched, (ax61, ax61), length_scale=reward.length_scale())
-    diff = (cg61.golden - cg.golden[:, ::2, ::2]).abs().max().item()
-    print(f"{'    61 x 61 against 121 x 121 at the shared points (the working grids no longer depend on them)':<100} "
-          f"max diff {diff:.1e}")
+    if refine:  # an independent refinement: the same golden asked for 100 times tighter
+        fine, s_fine = timed(lambda: chain_golden(eps, reward.log_r0, sched, (ax, ax), tol=1e-6,
+                                                  length_scale=reward.length_scale()))
+        diff = (cg.golden - fine.golden).abs().amax(dim=(1, 2, 3))
+        covered = bool(((cg.golden - fine.golden).abs() <= cg.err_golden + fine.err_golden).all())
+        print(f"    against the same run at tol 1e-6 ({s_fine.cpu:.0f} s cpu), max |diff| per step: "
+              + " ".join(f"{v:.0e}" for v in diff.tolist()) + f"; within the estimates everywhere: {covered}")
     pts = torch.tensor([[-1.0, 2.0], [0.5, 0.5], [1.5, 1.0], [2.0, -1.0], [-0.5, 1.25], [1.0, 0.0]], dtype=F64)
     idx = [(round((a + 1) / 3 * 120), round((b + 1) / 3 * 120)) for a, b in pts.tolist()]
     got = torch.stack([cg.golden[:, i, j] for i, j in idx], 1)  # [T, 6, 2]
-    for t, nodes in ((2, 96), (3, 24)):
+    est = torch.stack([cg.err_golden[:, i, j] for i, j in idx], 1)
+    for t, nodes in ((2, 96), (3, 40)):
         ref = nested_golden(eps, reward.log_r0, sched, pts, t, nodes)[1]
-        half = nested_golden(eps, reward.log_r0, sched, pts, t, nodes * 2 // 3)[1]
-        print(f"{f'    6 points, t = {t}: against nested Gauss-Hermite ({nodes}^{2 * (t - 1)} nodes; its own change from {nodes * 2 // 3}: {(ref - half).abs().max().item():.0e})':<100} "
-              f"max diff {(got[t - 1] - ref).abs().max().item():.1e}")
+        half = nested_golden(eps, reward.log_r0, sched, pts, t, nodes * 4 // 5)[1]
+        print(f"{f'    6 points, t = {t}: against nested Gauss-Hermite ({nodes}^{2 * (t - 1)} nodes; its own change from {nodes * 4 // 5}: {(ref - half).abs().max().item():.0e})':<100} "
+              f"max diff {(got[t - 1] - ref).abs().max().item():.1e} (estimate {est[t - 1].max().item():.0e})")
     if mc:
         for k in (1, 2):
             m, se = mc_golden(eps, reward.log_r0, sched, pts[k], sched.T, 20_000, 20, seed=k)
@@ -165,6 +181,19 @@ def density_1000_steps() -> None:
     axis = torch.linspace(-6, 6, 2001, dtype=F64)
     od, s = timed(lambda: output_density(cfg, sigmas, axis))
     row("1000-step DDPM output density, 2001 points (+ error estimate)", 2001, 1000, s, od.error.sum().item())
+    # the distances' error estimates against grid and sub-cell refinement
+    reward = CFGReward(p.cond, p.uncond, 1.0)
+    d = distances_between(od, tilted_target(p.cond, reward, axis))
+    names = ("tv", "kl_out_target", "kl_target_out", "w1")
+    print("    distances to the tilted target at 2001 points: "
+          + ", ".join(f"{k} {getattr(d, k):.6f} +- {getattr(d, k + '_error'):.1e}" for k in names))
+    for label, n, sub in (("twice the sub-points (16 per cell)", 2001, 16), ("a grid twice as fine (4001 points)", 4001, None)):
+        fine_axis = torch.linspace(-6, 6, n, dtype=F64)
+        f = distances_between(output_density(cfg, sigmas, fine_axis, sub=sub),
+                              tilted_target(p.cond, reward, fine_axis, sub=sub or 8))
+        print(f"    change with {label}: " + ", ".join(
+            f"{k} {abs(getattr(f, k) - getattr(d, k)):.1e} ({'<=' if abs(getattr(f, k) - getattr(d, k)) <= getattr(d, k + '_error') else '>'} est.)"
+            for k in names))
     x = axis[:, None]
     _, s_den = timed(lambda: [cfg(x, sg) for sg in sigmas[:-1].tolist()])
     # the stochastic steps alone, new split step against the direct banded step, on the same means
@@ -187,6 +216,7 @@ def density_1000_steps() -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mc", action="store_true", help="add a Monte Carlo check of the 2-D chain golden at t = T (slow)")
+    ap.add_argument("--refine", action="store_true", help="compare each 2-D chain golden with a run at tol 1e-6 (slow)")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)  # small arrays: a second thread only contends (see paper_plots.py)
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the start; torch threads 1\n")
@@ -196,8 +226,8 @@ def main(argv=None) -> None:
     ideal_goldens(levels)
     chain_1d(sched)
     for name in ("correlated_2d", "classes_2d"):
-        chain_2d(name, sched, "paper schedule", args.mc)
-        chain_2d(name, VPSchedule.linear(20, 0.01, 0.4), "20-step linear(0.01, 0.4)", args.mc)
+        chain_2d(name, sched, "paper schedule", args.mc, args.refine)
+        chain_2d(name, VPSchedule.linear(20, 0.01, 0.4), "20-step linear(0.01, 0.4)", args.mc, args.refine)
     density_1000_steps()
     print(f"\nload average at the end: {os.getloadavg()[0]:.1f}")
 
