@@ -192,7 +192,7 @@ def _laws_1d(mu: float, delta: float, w: float, schedule: VPSchedule, points: in
     out = np.zeros((len(LAW_METHODS), 2))
     for i, (name, den) in enumerate(zip(LAW_METHODS, (Unguided(c), cfg, REG(cfg, "vjp"), damped, opt))):
         kw = {"start": starts[name]} if name in starts else {}
-        out[i] = _moments(output_density(den, sigmas, axis, sampler="ddpm", **kw).mass, axis)
+        out[i] = _moments(output_density(den, sigmas, axis, sampler="ddpm", estimate_error=False, **kw).mass, axis)
     target = tilted_target(cond, reward, torch.linspace(mu - delta - 8, mu + delta + 8, points, dtype=_F64))
     return out, _moments(target.mass, target.axes[0])
 

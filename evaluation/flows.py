@@ -365,7 +365,8 @@ def _target(preset: str, w: float, config: FlowsConfig):
     return tilted_target(p.cond, CFGReward(p.cond, p.uncond, w), config.axes(p.cond.dim))
 
 
-def output_law(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig = QUICK):
+def output_law(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig = QUICK,
+               estimate_error: bool = True):
     """The exact output law (:class:`evaluation.density.OutputDensity`) of ``method`` on ``preset`` at weight
     ``w`` under ``schedule`` with ``steps`` steps, from its start (module docstring), on ``config``'s grid.
     ``ValueError`` for ``apg_momentum`` under DDPM, whose law is not a push-forward of states."""
@@ -380,7 +381,8 @@ def output_law(preset: str, w: float, schedule: str, steps: int, method: str, co
     sigmas = schedule_sigmas(schedule, steps, config.shift)
     g = make_guidance(method, preset, check_number(w, "w"), schedule, steps, **_config_kwargs(config))
     return output_density(g, sigmas, config.axes(d), sampler=schedule_sampler(schedule),
-                          start=_start(method, preset, w, sigmas[0].item()), sub=config.sub[d - 1])
+                          start=_start(method, preset, w, sigmas[0].item()), sub=config.sub[d - 1],
+                          estimate_error=estimate_error)
 
 
 def _output(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig, target
@@ -388,7 +390,7 @@ def _output(preset: str, w: float, schedule: str, steps: int, method: str, confi
     """One cell's distances and output masses (``None`` where the cell is not defined)."""
     if not _defined(method, schedule):
         return _UNDEFINED, None
-    od = output_law(preset, w, schedule, steps, method, config)
+    od = output_law(preset, w, schedule, steps, method, config, estimate_error=False)
     axes = od.axes
     dist = distances(od.mass, target.mass, axes)
     cell = CellDistances(sliced_w1(od.mass, target.mass, axes), dist.tv, dist.kl_target_out, dist.kl_out_target,

@@ -103,7 +103,8 @@ def compute_case(case: Case, w: float) -> CaseResult:
               "optimal_marginal_start": tilted_start(p.cond, reward, a_T, marginal=True)}
     dist, lost = {}, {}
     for name, den in dens.items():
-        od = output_density(den, sigmas, axes, sampler="ddpm", start=starts.get(name, vp_start(d)))
+        od = output_density(den, sigmas, axes, sampler="ddpm", start=starts.get(name, vp_start(d)),
+                            estimate_error=False)
         dist[name] = distances(od.mass, target.mass, axes)
         lost[name] = od.lost
     return CaseResult(case.name, w, fe.aggregate(), fe.golden_size.mean().item(), dist, lost,

@@ -66,7 +66,7 @@ def compute(quick: bool = False) -> Outputs:
         g = _guidances(p.cond, p.uncond, reward, w)
         for m in METHODS_1D:
             start = tilted_start(p.cond, reward, sched.abar[-1].item()) if m == "optimal" else None
-            od = output_density(g[m], sigmas, axis, sampler="ddpm", start=start)
+            od = output_density(g[m], sigmas, axis, sampler="ddpm", start=start, estimate_error=False)
             density[w, m] = od.mass.numpy()
             dist = distances(od.mass, tgt.mass, axis)
             tv[w, m], kl[w, m] = dist.tv, dist.kl_target_out

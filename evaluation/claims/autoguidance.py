@@ -77,7 +77,7 @@ def autog_law(cell: AutogCell) -> AutogLaw:
     ref = {"autog": "bad", "control": "control", "cfg": "u"}[cell.guide]
     guided = Unguided(c) if cell.w == 0 else (
         CFG(c, bind(m, ref), cell.w) if cell.guide == "cfg" else AutoGuidance(c, bind(m, ref), cell.w))
-    out = output_density(guided, sched.sampling_sigmas(), axes).mass
+    out = output_density(guided, sched.sampling_sigmas(), axes, estimate_error=False).mass
     target = tilted_target(law.cond, CFGReward(law.cond, law.uncond, 0.0), axes).mass  # the conditional itself
     d = distances(out, target, axes)
     return AutogLaw(d.tv, d.kl_target_out, _entropy(out, axes), _entropy(target, axes))

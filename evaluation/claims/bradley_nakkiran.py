@@ -101,7 +101,7 @@ def pc_law(cell: PCCell) -> PCLaw:
     cfg, cfg2 = CFG(c, u, cell.w), CFG(c, u, 2 * cell.w)
     target = tilted_target(law.cond, CFGReward(law.cond, law.uncond, cell.w), (axis,)).mass
     if cell.kind in ("ddpm", "ddim"):
-        mass = output_density(cfg, sig, (axis,), sampler=cell.kind).mass
+        mass = output_density(cfg, sig, (axis,), sampler=cell.kind, estimate_error=False).mass
     elif cell.kind == "ddpm_grid":
         def step(x, s, s2):
             D = cfg(x, s)

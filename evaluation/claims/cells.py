@@ -119,7 +119,7 @@ def output_law(cell: OutputCell) -> OutputLaw:
         start(axes_of((cell.grid[0], cell.grid[1], 3), d)[0][:, None].expand(-1, d))  # fails here if it fails
     except ValueError as err:
         return _nan_law(f"target or start not resolvable: {str(err)[:120]}", d)
-    od = output_density(guided, sched.sampling_sigmas(), axes, sampler=cell.sampler, start=start)
+    od = output_density(guided, sched.sampling_sigmas(), axes, sampler=cell.sampler, start=start, estimate_error=False)
     dist = distances(od.mass, target.mass, axes)
     classes = list(law.classes)
     priors = torch.tensor(law.priors, dtype=F64)

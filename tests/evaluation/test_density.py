@@ -242,3 +242,26 @@ def test_bad_input(paper):
         output_density(cfg, sig, ax, tol=1e-3, on_budget="ignore")
     with pytest.raises(ValueError, match="max_nodes"):
         output_density(cfg, sig, ax, max_nodes=2)
+
+
+def test_estimate_error_false_gives_the_same_masses_without_the_extra_runs():
+    """``estimate_error=False`` (callers that use only the masses) skips the even-node grid and the doubled
+    sub-points: the same masses, ``error`` None, and no tolerance can be asked of it."""
+    cond, uncond = paper_pair()
+    model = MixtureModel({"c": cond, "u": uncond})
+    g = CFG(bind(model, "c"), bind(model, "u"), 1.0)
+    axis = torch.linspace(-4, 4, 201, dtype=torch.float64)
+    for sampler in ("ddpm", "ddim"):
+        sig = VPSchedule.paper_1d().sampling_sigmas()
+        calls = []
+        counted = lambda x, s: (calls.append(x.shape[0]), g(x, s))[1]  # noqa: E731
+        full = output_density(counted, sig, axis, sampler=sampler)
+        n_full, calls[:] = sum(calls), []
+        fast = output_density(counted, sig, axis, sampler=sampler, estimate_error=False)
+        assert fast.error is None and full.error is not None
+        torch.testing.assert_close(fast.mass, full.mass, rtol=0, atol=0)
+        assert sum(calls) < n_full
+    with pytest.raises(ValueError, match="estimate_error"):
+        output_density(g, sig, axis, estimate_error=False, tol=1e-3)
+    with pytest.raises(ValueError, match="estimate_error"):
+        output_density(g, sig, axis, estimate_error="no")
