@@ -98,7 +98,7 @@ from .density import output_density, tilted_start, vp_start
 from .distances import distances, tilted_target, total_variation
 from .sweep import cell_kind
 
-__all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FULL",
+__all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
            "schedule_sigmas", "schedule_path", "schedule_sampler", "make_guidance", "tilted_mean_denoiser",
            "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult",
            "compute", "compute_cell", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
@@ -218,6 +218,10 @@ class FlowsConfig:
 QUICK = FlowsConfig(weights=(1.0, 4.0), steps=(10,), density_points=(501, 41), sub=(4, 2), field_nodes=(16, 6),
                     optimal_2d_steps=(), grid_check=False)
 FULL = FlowsConfig()
+# what ``paper_plots.py`` draws: few and many steps at a moderate and a large weight, on the quick grid (FULL,
+# every weight and step count on the fine grid, is the record: ``compute(config=FULL)``, a long run)
+FIGURE = FlowsConfig(weights=(1.0, 4.0), steps=(10, 50), density_points=(801, 41), sub=(4, 2), field_nodes=(16, 6),
+                     optimal_2d_steps=(10,), grid_check=False)
 
 
 # --- schedules and rules -------------------------------------------------------------------------------

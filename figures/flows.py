@@ -31,7 +31,7 @@ LINE = {"flow": "-", "flow_shift": ":", "vp_ddim": "--", "vp_ddpm": "-."}
 
 @functools.cache
 def compute(quick: bool = False) -> FlowsResult:
-    return flows.compute(quick=quick)
+    return flows.compute(config=flows.QUICK if quick else flows.FIGURE)
 
 
 def summary(r: FlowsResult) -> dict:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..flows import FULL, FlowsConfig, FlowsResult, Verdict, cfg_zero_star_verdict, describe_cells
+from ..flows import FIGURE, FlowsConfig, FlowsResult, Verdict, cfg_zero_star_verdict, describe_cells
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "METHODS", "config", "cells", "conclude", "conclude_rule", "verdict_text", "numbers_of"]
@@ -29,13 +29,14 @@ METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum") 
 def config(quick: bool) -> FlowsConfig:
     """The flows experiment both flow claims (this and :mod:`.apg`) read: one cell, computed once. ``quick``:
     correlated_2d (where the rules differ most), w = 1 and 4, 10 steps, the deterministic schedules, the
-    tests' grid (2-D spacing 0.3); else :data:`evaluation.flows.FULL` on the 2-D presets without the optimum
-    and the field errors (the verdicts need the output laws only)."""
+    tests' grid (2-D spacing 0.3); else :data:`evaluation.flows.FIGURE` (w = 1 and 4, 10 and 50 steps, every
+    schedule) on the 2-D presets without the optimum and the field errors (the verdicts need the output laws
+    only; :data:`evaluation.flows.FULL`, every weight and step count on a finer grid, is a long run)."""
     if quick:
         return FlowsConfig(presets=("correlated_2d",), weights=(1.0, 4.0), steps=(10,),
                            schedules=("flow", "flow_shift", "vp_ddim"), methods=METHODS, density_points=(701, 41),
                            sub=(4, 2), field_nodes=(16, 6), optimal_2d_steps=(), grid_check=False, fields=False)
-    return dataclasses.replace(FULL, presets=("correlated_2d", "classes_2d"), methods=METHODS, optimal_2d_steps=(),
+    return dataclasses.replace(FIGURE, presets=("correlated_2d", "classes_2d"), methods=METHODS, optimal_2d_steps=(),
                                fields=False)
 
 
