@@ -218,10 +218,11 @@ class FlowsConfig:
 QUICK = FlowsConfig(weights=(1.0, 4.0), steps=(10,), density_points=(501, 41), sub=(4, 2), field_nodes=(16, 6),
                     optimal_2d_steps=(), grid_check=False)
 FULL = FlowsConfig()
-# what ``paper_plots.py`` draws: few and many steps at a moderate and a large weight, on the quick grid (FULL,
-# every weight and step count on the fine grid, is the record: ``compute(config=FULL)``, a long run)
+# what ``paper_plots.py`` draws: few and many steps at a moderate and a large weight, on the quick grid, with the
+# optimum's law in 1-D only (in 2-D it costs minutes per cell); FULL, every weight and step count on the fine grid
+# with the 2-D optimum, is the record: ``compute(config=FULL)``, a long run
 FIGURE = FlowsConfig(weights=(1.0, 4.0), steps=(10, 50), density_points=(801, 41), sub=(4, 2), field_nodes=(16, 6),
-                     optimal_2d_steps=(10,), grid_check=False)
+                     optimal_2d_steps=(), grid_check=False)
 
 
 # --- schedules and rules -------------------------------------------------------------------------------
