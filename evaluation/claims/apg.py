@@ -39,7 +39,8 @@ CLAIM = Claim(
                "oversaturation, improving FID and recall over CFG for various models and samplers (abstract)."),
     provenance="abstract",
     experiment=("Exact output laws of CFG and APG (parallel part removed, eta = 0; with and without reverse momentum "
-                "-0.5) on correlated_2d and classes_2d, w = 0.5, 1, 2, 4, flow Euler (uniform and SD3-shifted t) and "
-                "VP DDIM / DDPM (momentum: deterministic samplers only) at 10, 20, 50 steps, against the tilted "
+                "-0.5) on correlated_2d and classes_2d, w = 1, 4, flow Euler (uniform and SD3-shifted t) and VP DDIM / "
+                "DDPM (momentum: deterministic samplers only) at 10 and 50 steps (quick: correlated_2d, 10 steps, "
+                "no DDPM), against the tilted "
                 "target of the same w; sliced W1, ties within 10% (evaluation.flows)."),
     figure="flows", cells=cells, conclude=conclude)
