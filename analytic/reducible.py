@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .mixture import GaussianMixture, check_abar, check_points, check_sigma
+from .mixture import GaussianMixture, as_float64, check_abar, check_device, check_means, check_points, check_sigma
 from .rewards import MixtureRatioReward, check_weight
 
 __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRatioReward", "detect_reducible",
@@ -45,10 +45,6 @@ __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRati
 
 _DTYPE = torch.float64
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _as_tensor(x, device) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=_DTYPE, device=device)
 
 
 def _log_normal_m(u: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
@@ -164,20 +160,20 @@ class ReducibleMixture:
         means: [K, m] the coordinates ``b_k`` of the component means in ``U``.
         covs: [K, m, m] the blocks ``A_k`` on ``U`` (symmetric positive definite).
         comp_vars: [K] the complement variances ``s_k^2`` (positive).
+        device: as for :class:`~analytic.mixture.GaussianMixture` (``ValueError`` for an unknown one, or CUDA
+            without it).
 
     The public interface matches :class:`~analytic.mixture.GaussianMixture` (VP and VE diffusion, posterior in
     reduced form); :meth:`to_dense` gives the equivalent plain mixture for small ``d``.
     """
 
     def __init__(self, basis, weights, means, covs, comp_vars, *, device=None):
-        Q = _as_tensor(basis, device)
+        Q = as_float64(basis, "basis", check_device(device))
         if Q.ndim != 2 or Q.shape[1] not in (1, 2) or Q.shape[0] < Q.shape[1]:
             raise ValueError(f"basis must have shape [d, m] with m in (1, 2) and d >= m, got {tuple(Q.shape)}")
         d, m = Q.shape
-        w = _as_tensor(weights, Q.device)
-        b = _as_tensor(means, Q.device)
-        A = _as_tensor(covs, Q.device)
-        s2 = _as_tensor(comp_vars, Q.device)
+        w, b = as_float64(weights, "weights", Q.device), as_float64(means, "means", Q.device)
+        A, s2 = as_float64(covs, "covs", Q.device), as_float64(comp_vars, "comp_vars", Q.device)
         if w.ndim != 1 or w.numel() == 0:
             raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
         K = w.numel()
@@ -207,6 +203,7 @@ class ReducibleMixture:
         bad = torch.nonzero(info).flatten().tolist()
         if bad:
             raise ValueError(f"covariance block of component(s) {bad} is not positive definite")
+        check_means(b, min(torch.linalg.eigvalsh(A).min().item(), s2.min().item()))
         self.basis, self.chol = Q, L
         self.log_weights = torch.log(w / w.sum())  # [K]
         self.means_u, self.covs_u, self.comp_vars = b, A, s2

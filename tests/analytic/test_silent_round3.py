@@ -98,3 +98,62 @@ def test_a_reducible_problem_translated_by_1e5_gives_the_same_answer(kind):
     assert reducible_form(cond2, reward2) is not None
     T4 = 1e5 * torch.nn.functional.normalize(torch.ones(4, dtype=F64), dim=0)
     assert detect_reducible(shifted(cond2, T4), shifted(reward2.den, T4)) is None
+
+
+# --- defect 10: overflowing means are named at construction -----------------------------------------------------
+
+
+def test_means_too_large_for_their_stds_are_named():
+    with pytest.raises(ValueError, match=r"means has entries up to 1e\+200"):
+        A.GaussianMixture([1.0], [[1e200]], [[[1.0]]])
+    with pytest.raises(ValueError, match=r"means has entries up to 1e\+10"):  # std 1e-150: 1e10 is too far
+        A.GaussianMixture([1.0], [[1e10]], [[[1e-300]]])
+    with pytest.raises(ValueError, match=r"covs has entries up to 1e\+305"):
+        A.GaussianMixture([1.0], [[0.0]], [[[1e305]]])
+    with pytest.raises(ValueError, match=r"means has entries up to 1e\+200"):
+        from analytic.reducible import ReducibleMixture
+        ReducibleMixture([[1.0], [0.0]], [1.0], [[1e200]], [[[1.0]]], [1.0])
+    # at the limit's scale a mixture still works at every noise level, points at its means included
+    mix = A.GaussianMixture([1.0], [[1e140]], [[[1e-10]]])
+    for abar in (1.0, 0.5, 1e-6):
+        x = math.sqrt(abar) * mix.means
+        assert torch.all(torch.isfinite(mix.eps(x, abar))) and torch.all(torch.isfinite(mix.noised(abar).log_prob(x)))
+
+
+# --- defect 12 (analytic): argument types and devices are named -------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs,name", [
+    (dict(weights="ab"), "weights"), (dict(weights=[1.0, None]), "weights"), (dict(means="x"), "means"),
+    (dict(covs=None), "covs"), (dict(covs=object()), "covs"), (dict(device="bogus"), "device"),
+])
+def test_wrong_types_and_devices_name_the_argument(kwargs, name):
+    args = dict(weights=[0.5, 0.5], means=[[0.0], [1.0]], covs=[[[1.0]], [[2.0]]]) | kwargs
+    with pytest.raises(ValueError, match=name):
+        A.GaussianMixture(**args)
+
+
+def test_every_analytic_device_argument_is_checked():
+    from analytic.reducible import ReducibleMixture
+    mix = A.GaussianMixture([1.0], [[0.0]], [[[1.0]]])
+    calls = [lambda dev: A.GaussianMixture([1.0], [[0.0]], [[[1.0]]], device=dev), lambda dev: mix.to(dev),
+             lambda dev: ReducibleMixture([[1.0], [0.0]], [1.0], [[0.0]], [[[1.0]]], [1.0], device=dev)]
+    for call in calls:
+        with pytest.raises(ValueError, match="device"):
+            call("bogus")
+        with pytest.raises(ValueError, match="device"):
+            call(3)
+        if not torch.cuda.is_available():
+            with pytest.raises(ValueError, match="CUDA is not available"):
+                call("cuda")
+        assert call(torch.device("cpu")).device.type == "cpu"
+    with pytest.raises(ValueError, match="x must be an array"):
+        mix.eps("ab", 0.5)
+    with pytest.raises(ValueError, match="stds"):
+        A.GaussianMixture.from_1d([1.0], [0.0], "s")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_device_is_honoured():
+    mix = A.GaussianMixture([1.0], [[0.0]], [[[1.0]]], device="cuda")
+    assert mix.device.type == "cuda"
