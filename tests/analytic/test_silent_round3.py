@@ -157,3 +157,50 @@ def test_every_analytic_device_argument_is_checked():
 def test_cuda_device_is_honoured():
     mix = A.GaussianMixture([1.0], [[0.0]], [[[1.0]]], device="cuda")
     assert mix.device.type == "cuda"
+
+
+# --- defect 11: the reduced route falls back as the d <= 2 route does ----------------------------------------------
+
+
+def test_a_reducible_problem_past_the_grid_budget_falls_back_to_gauss_hermite_on_the_subspace():
+    """d = 3, m = 2, abar = 1 - 1e-5: the subspace route's 2-D grid is over budget (QuadratureTooLarge before);
+    the m-dimensional golden falls back to Gauss-Hermite, and agrees with the radial route (other nodes, other
+    coordinates) within the two estimates."""
+    from tests.analytic.test_reducible import member
+    from analytic.reducible_golden import optimal_guidance_reducible
+    a = 0.99999
+    cond = member(3, 2, 31, [0.6, 0.6]).to_dense()
+    reward = A.AutoGReward(cond, cond.with_covs(1.5 * cond.covs), 0.8)
+    x = cond.noised(a).sample(3, torch.Generator().manual_seed(3))
+    with pytest.raises(A.QuadratureTooLarge):
+        optimal_guidance_reducible(cond, reward, x, a)  # the grid alone, as before
+    o = A.optimal_guidance(cond, reward, x, a)
+    assert o.method == "subspace" and o.golden_error.max() < 1e-7
+    ref = optimal_guidance_reducible(cond, reward, x, a, route="radial", tol=1e-8)
+    assert torch.all((o.golden - ref.golden).abs() <= o.golden_error + ref.golden_error + 1e-12)
+    assert torch.all((o.log_E - ref.log_E).abs() <= o.err_log_E + ref.err_log_E + 1e-12)
+
+
+def test_a_reduced_route_that_cannot_meet_tol_falls_back_to_importance_sampling(monkeypatch):
+    """The radial route cannot reach tol = 1e-16 (it raised a bare RuntimeError); importance sampling takes over,
+    warns with the error it reached and agrees with the exact reduced answer within its standard errors. (The radial
+    route's level budget is cut to 2 so that it gives up in a second rather than after all 8 levels.)"""
+    import functools
+
+    import analytic.golden
+    from analytic.reducible_golden import optimal_guidance_reducible
+    cond, reward = plain_problem(3, 1, "cfg", 30)
+    a = 0.5
+    x = cond.noised(a).sample(1, torch.Generator().manual_seed(3))
+    exact = A.optimal_guidance(cond, reward, x, a)
+    assert exact.method == "radial"
+    monkeypatch.setattr(analytic.golden, "optimal_guidance_reducible",
+                        functools.partial(optimal_guidance_reducible, max_level=2))
+    with pytest.raises(A.ToleranceNotMet, match="radial quadrature"):
+        analytic.golden.optimal_guidance_reducible(cond, reward, x, a, tol=1e-16)
+    with pytest.warns(RuntimeWarning, match="standard error"):
+        o = A.optimal_guidance(cond, reward, x, a, tol=1e-16, n_samples=1000, max_samples=1000,
+                               generator=torch.Generator().manual_seed(0))
+    assert o.method == "is"
+    assert torch.all((o.golden - exact.golden).abs() <= 5 * o.golden_error)
+    assert torch.all((o.log_E - exact.log_E).abs() <= 5 * o.err_log_E)
