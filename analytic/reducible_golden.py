@@ -157,17 +157,21 @@ def reg_corrections_reducible(cond: ReducibleMixture, g: torch.Tensor, x_t, abar
     return g * (1 - c * J.colsum()), g - c * J.matvec(g), g * (1 - c * J.diagonal())
 
 
-def guidance_fields_reducible(cond, reward, x_t, abar, **golden_kwargs) -> GuidanceFields:
+def guidance_fields_reducible(cond, reward, x_t, abar, *, golden: OptimalGuidance | None = None,
+                              **golden_kwargs) -> GuidanceFields:
     """:func:`analytic.guidance_fields` for a reducible problem in any d: the exact golden
-    (:func:`optimal_guidance_reducible`, ``golden_kwargs`` go there), the present-time term and REG's paper, vjp
-    and diag corrections from the structured Jacobian. Every field [N, d] float64, eps units."""
+    (:func:`optimal_guidance_reducible`, ``golden_kwargs`` go there; or ``golden``, one already computed at these
+    points, e.g. by :func:`analytic.optimal_guidance` with its fallbacks), the present-time term and REG's paper,
+    vjp and diag corrections from the structured Jacobian. Every field [N, d] float64, eps units."""
     a = check_abar(abar)
     found = reduce_problem(cond, reward, golden_kwargs.get("detect_tol", 1e-9))
     if found is None:
         raise ValueError("cond and reward do not belong to the reducible family; use analytic.guidance_fields")
     cond_r, reward_r = found
     x_t = check_points(x_t, cond_r.dim, cond_r.device, "x_t").detach()
-    opt = optimal_guidance_reducible(cond_r, reward_r, x_t, a, **golden_kwargs)
+    if golden is not None and golden.golden.shape != x_t.shape:
+        raise ValueError(f"golden has shape {tuple(golden.golden.shape)} but x_t has {tuple(x_t.shape)}")
+    opt = golden if golden is not None else optimal_guidance_reducible(cond_r, reward_r, x_t, a, **golden_kwargs)
     u, v, r2 = cond_r.split(x_t)
     c = math.sqrt(1 - a)
     ga, gb = reward_r.grad_coeffs(u, r2, a)

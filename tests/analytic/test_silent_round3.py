@@ -179,6 +179,10 @@ def test_a_reducible_problem_past_the_grid_budget_falls_back_to_gauss_hermite_on
     ref = optimal_guidance_reducible(cond, reward, x, a, route="radial", tol=1e-8)
     assert torch.all((o.golden - ref.golden).abs() <= o.golden_error + ref.golden_error + 1e-12)
     assert torch.all((o.log_E - ref.log_E).abs() <= o.err_log_E + ref.err_log_E + 1e-12)
+    f = A.guidance_fields(cond, reward, x, a)  # the same golden, and the REG fields from the structured Jacobian
+    assert f.method == "subspace"
+    torch.testing.assert_close(f.golden, o.golden, rtol=0, atol=0)
+    torch.testing.assert_close(f.present, reward.present(x, a), rtol=1e-10, atol=1e-12)
 
 
 def test_a_reduced_route_that_cannot_meet_tol_falls_back_to_importance_sampling(monkeypatch):
