@@ -208,3 +208,33 @@ def test_a_reduced_route_that_cannot_meet_tol_falls_back_to_importance_sampling(
     assert o.method == "is"
     assert torch.all((o.golden - exact.golden).abs() <= 5 * o.golden_error)
     assert torch.all((o.log_E - exact.log_E).abs() <= 5 * o.err_log_E)
+
+
+@pytest.mark.parametrize("L", [0.0, 1e3, 1e5])
+def test_near_members_anywhere_are_reduced_exactly_or_not_at_all(L):
+    """Random members (m = 1, 2; d = 3, 5) moved by L, one component nudged off the family by 1e-3 or 1e-6 of its
+    std (mean) or variance (covariance): a reduction, when made, reproduces every log-density to 1e-8; exact members
+    are found with m + 1 dimensions when moved off the origin (a plane through it), and none for m = 2."""
+    from tests.analytic.test_reducible import member
+    for seed, d, m in [(0, 3, 1), (1, 5, 1), (2, 3, 2), (3, 5, 2)]:
+        r = member(d, m, seed, [0.3, 0.3, 0.8], spread=2.0).to_dense()
+        g = torch.Generator().manual_seed(seed)
+        T = L * torch.nn.functional.normalize(torch.randn(d, dtype=F64, generator=g), dim=0)
+        (f,) = detect_reducible(A.GaussianMixture(r.weights, r.means + T, r.covs)) or (None,)
+        assert (f is None) if (m == 2 and L > 0) else (f is not None and f.sub_dim == m + (L > 0))
+        off = torch.randn(d, dtype=F64, generator=g)
+        for delta in (1e-3, 1e-6):
+            for kind in ("mean", "cov"):
+                means, covs = r.means + T, r.covs.clone()
+                std = torch.linalg.eigvalsh(covs[1]).min().sqrt()
+                v = off - (f.basis @ (f.basis.T @ off) if f is not None else 0)
+                v = v / v.norm()
+                if kind == "mean":
+                    means[1] += delta * std * v
+                else:
+                    covs[1] += delta * std**2 * torch.outer(v, v)
+                mix = A.GaussianMixture(r.weights, means, covs)
+                found = detect_reducible(mix)
+                if found is not None:
+                    x = mix.sample(30, torch.Generator().manual_seed(1))
+                    torch.testing.assert_close(found[0].log_prob(x), mix.log_prob(x), rtol=0, atol=1e-8)
