@@ -541,8 +541,9 @@ def _padded(Q: torch.Tensor, m: int) -> torch.Tensor:
 def _residuals(means: torch.Tensor, covs: torch.Tensor, Q: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
     """How far each component is from ``N(Q Q^T mu_k, Q A_k Q^T + s_k^2 P_perp)`` (``A_k = Q^T S_k Q``), in its own
     metric [K]: the larger of ``|P_perp mu_k| / sqrt(l_k)`` and ``|S_k - Q A_k Q^T - s_k^2 P_perp|_F / l_k``, ``l_k``
-    the smallest variance of the reduced component. Both are invariant under translation and bound the whitened
-    change of the component (``inf`` for a reduced covariance that is not positive definite)."""
+    the smallest variance of the reduced component. Neither is measured against another component's size or the
+    largest mean (a global scale that grows with a translation), and both bound the whitened change of the component
+    (``inf`` for a reduced covariance that is not positive definite)."""
     P_perp = torch.eye(Q.shape[0], dtype=_DTYPE) - Q @ Q.T
     A = Q.T @ covs @ Q  # [K, m, m]
     low = torch.minimum(torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, 0], s2)  # [K]

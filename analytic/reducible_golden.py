@@ -23,8 +23,8 @@ Two routes (``OptimalGuidance.method``):
   the complement integral is Gaussian: ``E_t = E_U(u) (1 + gamma kappa^2)^(-n/2) exp(c_0 - gamma c^2 r^2 / (2 (1 + gamma
   kappa^2)))``. ``E_U`` is the m-dimensional golden of the subspace mixtures (the dense trapezoid quadrature of
   :func:`analytic.grid.golden_at_points` to the tolerance ``tol``, with its error estimate; through
-  :func:`analytic.optimal_guidance`, its dense route: the grid, then Gauss-Hermite where the grid is over budget). When all ``s_k``
-  are equal across the three mixtures, ``gamma = c_0 = 0``: the problem is exactly m-dimensional.
+  :func:`analytic.optimal_guidance`, its dense route: the grid, then Gauss-Hermite where the grid is over budget).
+  When all ``s_k`` are equal across the three mixtures, ``gamma = c_0 = 0``: the problem is exactly m-dimensional.
 - ``radial`` (the general case, ``m + 1`` dimensions), per point and posterior component:
   ``u_0`` by the trapezoid rule on ``N(m_k, V'_k)`` (``V'`` widened where ``R_0`` grows in the tails, as in
   :mod:`analytic.golden`), and from the second evaluation on, on a Gaussian that also covers the tilted mass the
