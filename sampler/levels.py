@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from .samplers import SAMPLERS
-from .schedules import VPSchedule, karras_sigmas
+from .schedules import VPSchedule, check_count, karras_sigmas
 
 __all__ = ["sampling_levels", "schedule_from_diffusers_config", "DIFFUSERS_BETA_SCHEDULES"]
 
@@ -30,7 +30,7 @@ def sampling_levels(schedule: VPSchedule, sampler_name: str, n_steps: int) -> to
     """
     if not isinstance(schedule, VPSchedule):
         raise ValueError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
-    if isinstance(n_steps, bool) or int(n_steps) != n_steps or not 1 <= n_steps <= schedule.T:
+    if check_count(n_steps, "n_steps") > schedule.T:
         raise ValueError(f"n_steps must be an integer in [1, {schedule.T}], got {n_steps!r}")
     if sampler_name == "heun":
         sig = schedule.sigmas  # [T + 1], increasing, sig[0] = 0
