@@ -17,7 +17,7 @@ import torch
 from analytic import MixtureVelocity, path_fields
 from sampler import (APG, CFG, LINEAR, MAX_LEVELS, REG, CFGZeroStar, MixtureModel, VelocityModel, VEPath, VPPath,
                      VPSchedule, ZeroInit, bind, check_sigmas, euler, karras_sigmas, logit_normal_times, model_path,
-                     resolve_device, sampling_sigmas, shift_times, uniform_times)
+                     resolve_device, sampling_sigmas, schedule_from_diffusers_config, shift_times, uniform_times)
 
 from .conftest import random_mixture
 
@@ -261,3 +261,14 @@ def test_every_level_builder_refuses_more_than_max_levels_before_allocating():
         with pytest.raises(ValueError, match="MAX_LEVELS"):
             make()
     assert uniform_times(MAX_LEVELS - 1).numel() == MAX_LEVELS  # the bound itself is allowed
+
+
+def test_diffusers_config_is_bounded_and_names_its_keys():
+    for kind in ("linear", "scaled_linear", "squaredcos_cap_v2"):
+        with pytest.raises(ValueError, match="MAX_LEVELS"):
+            schedule_from_diffusers_config({"beta_schedule": kind, "num_train_timesteps": 10**9})
+    for key, bad in (("num_train_timesteps", "1000"), ("beta_start", None), ("beta_end", "abc")):
+        with pytest.raises(ValueError, match=rf"^{key} must"):
+            schedule_from_diffusers_config({"beta_schedule": "scaled_linear", key: bad})
+    with pytest.raises(ValueError, match=r"^betas must"):
+        schedule_from_diffusers_config({"trained_betas": ["a", "b"]})
