@@ -12,5 +12,6 @@ from .paths import (LINEAR, T_NOISE_CAP, LinearPath, Path, PathPoint, VEPath, VP
                     logit_normal_times, sampling_sigmas, shift_times, uniform_times, velocity_from_denoised)
 from .reg import ESTIMATORS, REG
 from .samplers import SAMPLERS, Step, check_sigmas, ddim, ddim_coefficients, ddpm, euler, heun, sample, ve_prior, vp_prior
-from .schedules import MAX_LEVELS, PriorMismatch, VPSchedule, abar_to_sigma, karras_sigmas, prior_mismatch, sigma_to_abar
+from .schedules import (MAX_LEVELS, PriorMismatch, VPSchedule, abar_to_sigma, karras_sigmas, prior_mismatch,
+                        sigma_to_abar)
 from .weights import Constant, Cosine, Interval, LinearRamp, WeightSchedule, as_schedule, s_to_w, w_to_s

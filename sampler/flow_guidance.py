@@ -109,7 +109,8 @@ def resolve_path(path: Optional[Path], sources: dict, *, rule: str, required: bo
     found = [(name, p) for name, p in found if p is not None]
     for name, p in found[1:]:
         if p != found[0][1]:
-            raise ValueError(f"{rule}: {found[0][0]} is on {found[0][1]!r} but {name} on {p!r}; one rule acts on one path")
+            raise ValueError(f"{rule}: {found[0][0]} is on {found[0][1]!r} but {name} on {p!r}; "
+                             "one rule acts on one path")
     own = found[0][1] if found else None
     if path is not None and own is not None and path != own:
         raise ValueError(f"{rule}: path={path!r} contradicts {own!r}, the path of {found[0][0]}; "

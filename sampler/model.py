@@ -23,7 +23,8 @@ import torch
 from .paths import LINEAR, Path, denoised_from_velocity
 from .schedules import VPSchedule
 
-__all__ = ["Model", "Denoiser", "Bound", "bind", "model_path", "EpsModel", "X0Model", "VModel", "MixtureModel", "VelocityModel"]
+__all__ = ["Model", "Denoiser", "Bound", "bind", "model_path", "EpsModel", "X0Model", "VModel", "MixtureModel",
+           "VelocityModel"]
 
 Denoiser = Callable[[torch.Tensor, float], torch.Tensor]
 

@@ -36,7 +36,8 @@ def _x(n=6, d=3, seed=0):
 
 def _by_hand(net, path, x, s, combine):
     """The guided D of a velocity rule solved by hand: x_t = alpha x, raw velocities v = net(x_t, t), the rule's
-    velocity ``combine(v_c, v_u)``, and x0 from the 2x2 system x_t = alpha x0 + sigma eps, v = alpha' x0 + sigma' eps."""
+    velocity ``combine(v_c, v_u)``, and x0 from the 2x2 system x_t = alpha x0 + sigma eps,
+    v = alpha' x0 + sigma' eps."""
     t = path.time_of_sigma(s)
     p = path.at(t)
     x_t = p.alpha * x
