@@ -16,3 +16,4 @@ from .schedules import MAX_LEVELS, PriorMismatch, VPSchedule, abar_to_sigma, kar
 from .weights import Constant, Cosine, Interval, LinearRamp, WeightSchedule, as_schedule, s_to_w, w_to_s
 from .practice import (CFGNorm, Characteristic, CharacteristicNotConverged, CharacteristicSolution, DynamicThresholding,
                        GuidanceRescale, MamboG, TCFG, top_singular_projection)
+from .rectified import rectified_cfgpp

@@ -17,9 +17,9 @@ CFG-Zero*, ...), as diffusers carries ``guidance_rescale`` on every guider; each
 delta_g`` with ``D_g = D_c + delta_g`` the wrapped rule's output, so where the modifier does nothing (``phi = 0``,
 no clipping, a cap never reached) the result is the wrapped rule's bit for bit.
 
-Not here: Rectified-CFG++ (arXiv 2510.07631; a predictor step along ``v_c`` then the guidance difference at the
-predicted point) needs the sampler's step size, which a guidance object never sees (contract 2: a function of
-the noise level alone); it belongs in :mod:`sampler.samplers` as a step function and is not implemented yet.
+Not here: Rectified-CFG++ (arXiv 2510.07631) evaluates the guidance difference at the point a conditional Euler
+step predicts, so it needs the step size and the next level, which a guidance object never sees (contract 2); it is
+the sampler :func:`sampler.rectified.rectified_cfgpp`.
 """
 from __future__ import annotations
 
