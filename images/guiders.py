@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import importlib
 import math
-from typing import Callable, Dict, Optional, Union
+from typing import Callable, Dict, NamedTuple, Optional, Union
 
 import torch
 
@@ -39,8 +39,8 @@ from sampler.samplers import check_sigmas
 from sampler.schedules import check_number
 from sampler.weights import WeightSchedule, as_schedule
 
-__all__ = ["GUIDER_NAMES", "SPACES", "DIFFUSERS_GUIDERS", "DiffusersGuidance", "guider_scale", "load_guiders",
-           "skipped_guiders"]
+__all__ = ["GUIDER_NAMES", "SPACES", "DIFFUSERS_GUIDERS", "DiffusersGuidance", "ConformanceRow", "conformance",
+           "guider_scale", "load_guiders", "skipped_guiders"]
 
 GUIDER_NAMES = ("ClassifierFreeGuidance", "AdaptiveProjectedGuidance", "ClassifierFreeZeroStarGuidance",
                 "TangentialClassifierFreeGuidance", "MagnitudeAwareGuidance")
@@ -211,3 +211,65 @@ def skipped_guiders() -> Dict[str, str]:
     """The guider names missing from :data:`DIFFUSERS_GUIDERS`, each with the reason (diffusers not installed, or
     an older diffusers without that class)."""
     return dict(_SKIPPED)
+
+
+class ConformanceRow(NamedTuple):
+    guider: str  # "diffusers:<ClassName>" with its options
+    rule: str  # the toolkit's rule it is compared with
+    space: str  # the prediction the guider sees
+    max_abs: float  # max |diffusers - toolkit| over the samples' guided D
+    max_rel: float  # max_abs / max |toolkit|
+    agrees: bool  # max_abs <= 64 float32 epsilons of the outputs' scale
+    source: str  # the diffusers line a difference comes from ("" where they agree by design)
+
+
+def conformance(n: int = 64, shape: tuple = (16,), seed: int = 0, w: float = 2.0) -> list:
+    """diffusers' guiders against this toolkit's rules on random float32 predictions ``[n, *shape]`` (``x``, ``D_c``,
+    ``D_u`` standard normal, ``sigma = 0.5``; on ``VEPath(1)`` the velocity is eps). One :class:`ConformanceRow` per
+    pair; ``ValueError`` without diffusers. The tests in ``tests/images/test_guiders.py`` pin each difference."""
+    from sampler import APG, CFG, LINEAR, TCFG, CFGZeroStar, GuidanceRescale, MamboG, VEPath
+
+    if not DIFFUSERS_GUIDERS:
+        raise ValueError(f"diffusers guiders unavailable: {skipped_guiders()}")
+    g = torch.Generator().manual_seed(seed)
+    x, dc, du = (torch.randn((n,) + tuple(shape), generator=g) for _ in range(3))
+    c, u = (lambda x_, s_: dc), (lambda x_, s_: du)
+    sigma, eps_path = 0.5, VEPath(1.0)
+    f = DIFFUSERS_GUIDERS
+    cases = [
+        ("ClassifierFreeGuidance", {}, "eps", "CFG", CFG(c, u, w), ""),
+        ("ClassifierFreeGuidance", {"guidance_rescale": 0.7}, "eps", "GuidanceRescale(CFG, 0.7)",
+         GuidanceRescale(CFG(c, u, w), 0.7), ""),
+        ("AdaptiveProjectedGuidance", {"eta": 0.0, "adaptive_projected_guidance_rescale": 0.0,
+                                       "use_original_formulation": True}, "x0", "APG(eta=0, on='x0')",
+         APG(c, u, w, eta=0.0), ""),
+        ("AdaptiveProjectedGuidance", {"eta": 0.0, "adaptive_projected_guidance_rescale": 2.0}, "x0",
+         "APG(eta=0, norm_cap=2, on='x0')", APG(c, u, w, eta=0.0, norm_cap=2.0),
+         "guiders/adaptive_projected_guidance.py:250-251 (default formulation u + s * update)"),
+        ("ClassifierFreeZeroStarGuidance", {"zero_init_steps": 0}, "velocity", "CFGZeroStar(path=LINEAR)",
+         CFGZeroStar(c, u, w, path=LINEAR), "guiders/classifier_free_zero_star_guidance.py:157-161 (float32, +1e-8)"),
+        ("TangentialClassifierFreeGuidance", {}, "eps", "TCFG", TCFG(c, u, w),
+         "guiders/tangential_classifier_free_guidance.py:136 (SVD in float32)"),
+        ("MagnitudeAwareGuidance", {"alpha": 8.0}, "eps", "MamboG(alpha=8)", MamboG(c, u, w, alpha=8.0),
+         "guiders/magnitude_aware_guidance.py:148-150 (fails on [N, C, H, W])"),
+        ("MagnitudeAwareGuidance", {"alpha": 1.0, "guidance_rescale": 0.7}, "eps", "GuidanceRescale(MamboG, 0.7)",
+         GuidanceRescale(MamboG(c, u, w, alpha=1.0), 0.7), "guiders/magnitude_aware_guidance.py:148-150 (fails on [N, C, H, W])"),
+        ("ClassifierFreeZeroStarGuidance", {"zero_init_steps": 0, "guidance_rescale": 0.7}, "eps",
+         "GuidanceRescale(CFGZeroStar(path=VEPath(1)), 0.7)", GuidanceRescale(CFGZeroStar(c, u, w, path=eps_path), 0.7),
+         ""),
+    ]
+    rows = []
+    for name, options, space, rule_name, rule, source in cases:
+        path = LINEAR if space == "velocity" else None
+        try:
+            theirs = f[name](w, c, u, space=space, path=path, **options)(x, sigma)
+        except RuntimeError as e:  # a failure of diffusers' own code is a finding, reported as such
+            rows.append(ConformanceRow(f"diffusers:{name} {options}", rule_name, space, math.nan, math.nan, False,
+                                       f"{source}: {type(e).__name__}: {e}"))
+            continue
+        ours = rule(x, sigma)
+        scale = max(ours.abs().max().item(), theirs.abs().max().item(), 1.0)
+        err = (theirs - ours).abs().max().item()
+        rows.append(ConformanceRow(f"diffusers:{name} {options}", rule_name, space, err, err / scale,
+                                   err <= 64 * torch.finfo(torch.float32).eps * scale, source))
+    return rows

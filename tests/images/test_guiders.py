@@ -293,3 +293,15 @@ def test_registry_without_diffusers(monkeypatch):
     found, skipped = module.load_guiders()
     assert found == {} and set(skipped) == set(module.GUIDER_NAMES)
     assert all("not installed" in reason for reason in skipped.values())
+
+
+def test_conformance_table(guiders):
+    """The generated table: every pair agrees to float32 except APG's default formulation (line 250-251) on any
+    shape and MAMBO-G on [N, C, H, W] (lines 148-150), which fails."""
+    flat = guiders.conformance(n=16, shape=(8,))
+    assert [r.agrees for r in flat].count(False) == 1 and "adaptive_projected_guidance.py:250" in \
+        next(r.source for r in flat if not r.agrees)
+    assert all(r.max_rel < 1e-6 for r in flat if r.agrees)
+    image = guiders.conformance(n=4, shape=(2, 4, 4))
+    failed = [r for r in image if not r.agrees]
+    assert len(failed) == 3 and sum("2-tuple" in r.source for r in failed) == 2
