@@ -305,3 +305,18 @@ def test_conformance_table(guiders):
     image = guiders.conformance(n=4, shape=(2, 4, 4))
     failed = [r for r in image if not r.agrees]
     assert len(failed) == 3 and sum("2-tuple" in r.source for r in failed) == 2
+
+
+def test_apg_momentum_needs_prepare_inputs_at_step_zero(guiders):
+    """adaptive_projected_guidance.py:88-90: the momentum buffer is made only by ``prepare_inputs`` at step 0. A caller
+    that drives ``forward`` directly (as one may for CFG, whose state is only the step) gets APG without momentum,
+    silently; the adapter follows the pipeline's sequence, so its momentum is on (test_apg_in_the_original_...)."""
+    G = importlib.import_module("diffusers.guiders")
+    c, u = _rand((3, 6), 1), _rand((3, 6), 2)
+    with_m = G.AdaptiveProjectedGuidance(guidance_scale=3.0, adaptive_projected_guidance_momentum=-0.5)
+    without = G.AdaptiveProjectedGuidance(guidance_scale=3.0)
+    for step in range(3):
+        for g in (with_m, without):
+            g.set_state(step=step, num_inference_steps=3, timestep=torch.tensor(1.0))
+        assert torch.equal(with_m.forward(c, u).pred, without.forward(c, u).pred)
+    assert with_m.momentum_buffer is None
