@@ -221,10 +221,13 @@ def test_characteristic_against_a_linear_solve():
         delta = np.linalg.solve(w * A_c - (1 + w) * A_u, rhs.T).T
         y_c, y_u = xn + w * delta, xn + (1 + w) * delta
         dcy, duy = m_c + (y_c - m_c) @ A_c.T, m_u + (y_u - m_u) @ A_u.T
-        sol = Characteristic(dc, du, w, tol=1e-13, max_iter=5000, damping=0.5).solve(x, s)
-        assert sol.residual <= 1e-13 and 1 < sol.iterations <= 5000
-        _close(sol.shift, delta, 1e-9)
-        _close(sol.guided, dcy + w * (dcy - duy), 1e-9)
+        picard = Characteristic(dc, du, w, tol=1e-13, max_iter=5000, damping=0.5, accelerate=False).solve(x, s)
+        secant = Characteristic(dc, du, w, tol=1e-13, max_iter=5000, damping=0.5).solve(x, s)
+        for sol in (picard, secant):
+            assert sol.residual <= 1e-13 and 1 < sol.iterations <= 5000
+            _close(sol.shift, delta, 1e-9)
+            _close(sol.guided, dcy + w * (dcy - duy), 1e-9)
+        assert secant.iterations < picard.iterations
 
 
 def test_characteristic_is_the_exact_denoiser_of_the_tilted_gaussian():
@@ -250,7 +253,21 @@ def test_characteristic_reports_non_convergence():
     with pytest.raises(CharacteristicNotConverged, match="after 3 iterations"):
         rule(_x(), 1.0)
     with pytest.raises(CharacteristicNotConverged, match="residual"):  # (1 + w) J_u - w J_c changes sign here
-        Characteristic(d_cond, d_uncond, W, max_iter=2000)(_x(), 2.0)
+        Characteristic(d_cond, d_uncond, W, max_iter=2000, accelerate=False)(_x(), 2.0)
+
+
+def test_characteristic_secant_step_at_large_sigma():
+    """Unit-variance Gaussians at sigma = 10: Picard contracts by 1 - 1/101 per iteration; the secant step is exact
+    after one iteration."""
+    m_c, m_u = torch.tensor([0.5, -1.0], dtype=F64), torch.tensor([-0.3, 0.4], dtype=F64)
+    den = lambda m: (lambda y, s: m + (y - m) / (1 + s**2))
+    x = _x((6, 2), 3) * 10
+    fast = Characteristic(den(m_c), den(m_u), W, tol=1e-12).solve(x, 10.0)
+    assert fast.iterations <= 4
+    with pytest.raises(CharacteristicNotConverged):
+        Characteristic(den(m_c), den(m_u), W, tol=1e-12, max_iter=500, accelerate=False).solve(x, 10.0)
+    m = m_c + W * (m_c - m_u)
+    torch.testing.assert_close(fast.guided, m + (x - m) / 101, rtol=1e-10, atol=1e-10)
 
 
 # --- the contract ---------------------------------------------------------------------------------------------
@@ -306,7 +323,7 @@ def test_bad_arguments():
     for kw in ({"alpha": -1.0}, {"alpha": math.inf}, {"alpha": False}):
         with pytest.raises(ValueError, match="alpha"):
             MamboG(d_cond, d_uncond, W, **kw)
-    for kw in ({"tol": 0.0}, {"damping": 0.0}, {"damping": 1.5}, {"max_iter": 0}, {"max_iter": 2.5}):
+    for kw in ({"tol": 0.0}, {"damping": 0.0}, {"damping": 1.5}, {"max_iter": 0}, {"max_iter": 2.5}, {"accelerate": 1}):
         with pytest.raises(ValueError, match=next(iter(kw))):
             Characteristic(d_cond, d_uncond, W, **kw)
     for cls in (TCFG, MamboG, Characteristic):
