@@ -33,7 +33,7 @@ from sampler.samplers import ddim_coefficients
 from ..density import output_density
 from ..distances import tilted_target, total_variation
 from ..sweep import cell_kind
-from .laws import get_law, make_schedule
+from ..spec import Law, Schedule
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "PCCell", "PCLaw", "propagate", "KINDS"]
@@ -82,7 +82,7 @@ class PCCell:
 
     @property
     def cost(self) -> float:
-        return make_schedule(self.schedule).T * (3.0 if self.kind in ("pcg", "ddpm_grid") else 1.0)
+        return Schedule.parse(self.schedule).vp.T * (3.0 if self.kind in ("pcg", "ddpm_grid") else 1.0)
 
 
 class PCLaw(NamedTuple):
@@ -90,10 +90,10 @@ class PCLaw(NamedTuple):
     target: np.ndarray  # [n] the gamma-powered law p_c^(1+w) p_u^(-w), normalised
 
 
-@cell_kind(PCCell, modules=("evaluation.claims.laws", "evaluation.density", "evaluation.distances"))
+@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
 def pc_law(cell: PCCell) -> PCLaw:
-    law = get_law(cell.law)
-    sched = make_schedule(cell.schedule)
+    law = Law.parse(cell.law).build()
+    sched = Schedule.parse(cell.schedule).vp
     sig = sched.sampling_sigmas()
     axis = torch.linspace(cell.grid[0], cell.grid[1], int(cell.grid[2]), dtype=F64)
     m = MixtureModel({"c": law.cond, "u": law.uncond})
