@@ -99,8 +99,8 @@ def test_output_figure_agrees_with_the_report():
     case = next(c for c in CASES if c.name == "paper_1d")
     r = compute_case(case, 1.0)
     assert o.tv[1.0, "cfg"] == pytest.approx(r.distances["cfg"].tv, rel=1e-9)
-    assert o.tv[1.0, "reg"] == pytest.approx(r.distances["reg_paper"].tv, rel=1e-9)
-    assert o.tv[1.0, "optimal"] == pytest.approx(r.distances["optimal"].tv, rel=1e-6)
+    assert o.tv[1.0, "reg"] == pytest.approx(r.distances["cfg,reg=paper"].tv, rel=1e-9)
+    assert o.tv[1.0, "optimal"] == pytest.approx(r.distances["optimal from tilted_n01"].tv, rel=1e-6)
     assert o.tv[1.0, "optimal"] < 0.05 < o.tv[1.0, "cfg"]
 
 
