@@ -862,6 +862,8 @@ def main(argv=None) -> None:
     ap.add_argument("--quick", action="store_true", help="the QUICK configuration (one step count, coarse grids)")
     ap.add_argument("--out", type=Path, default=Path("out"), help="folder for flows.json (default: out)")
     ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    ap.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=None,
+                    help="only these presets (default: the configuration's)")
     args = ap.parse_args(argv)
     if args.workers < 1:
         ap.error(f"--workers must be >= 1, got {args.workers}")
@@ -869,7 +871,10 @@ def main(argv=None) -> None:
         check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write the output: {err}")
-    r = compute(config=QUICK if args.quick else FIGURE, workers=args.workers)
+    config = QUICK if args.quick else FIGURE
+    if args.presets:
+        config = dataclasses.replace(config, presets=tuple(args.presets))
+    r = compute(config=config, workers=args.workers)
     path = write_atomically(args.out / "flows.json", json.dumps(summary(r), indent=1) + "\n")
     print(f"wrote {path}")
 

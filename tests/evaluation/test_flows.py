@@ -448,3 +448,33 @@ def test_finding_reg_closest_at_w4_on_uniform_flow_levels_at_few_steps():
     assert _pinned("correlated_2d", 1.0, "flow", "cfg,reg=vjp", 0.2389) > 3 * _sw1("correlated_2d", 1.0, "flow", "cfg")
     assert _pinned("correlated_2d", 4.0, "flow", "cfg,reg=vjp", 0.092, steps=20) > \
         2 * _pinned("correlated_2d", 4.0, "flow", "cfg", 0.027, steps=20)
+
+
+# --- the entry point -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_python_m_evaluation_flows_writes_the_key_numbers_it_computes(tmp_path):
+    """``python -m evaluation.flows`` (notebook 5 sends readers there) runs the cells and writes flows.json; the
+    numbers are the library's (recomputed here from the same cache, cell by cell)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, REG_GUIDANCE_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "evaluation.flows", "--quick", "--presets", "paper_1d", "--out",
+                           str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((out / "flows.json").read_text())
+    config = dataclasses.replace(flows.QUICK, presets=("paper_1d",))
+    r = flows.compute(config=config, progress=False, cache=tmp_path / "cache")
+    key = "paper_1d / flow / n=10 / w=4"
+    assert written["sw1"][key]["cfg"] == r.value("sw1", "paper_1d", 4.0, "flow", 10, "cfg") > 0
+    assert set(written["sw1"][key]) == set(flows.METHODS)
+
+
+def test_entry_point_refuses_bad_arguments_before_computing(capsys, tmp_path):
+    for argv, match in ((["--qu"], "unrecognized arguments: --qu"), (["--workers", "0"], "--workers must be >= 1"),
+                        (["--presets", "paper_2d"], "invalid choice")):
+        with pytest.raises(SystemExit) as e:
+            flows.main(argv + ["--out", str(tmp_path)])
+        assert e.value.code == 2 and match in capsys.readouterr().err
