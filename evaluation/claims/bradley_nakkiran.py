@@ -25,15 +25,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from analytic import CFGReward
 from analytic.quadrature import deposit
-from sampler import CFG, MixtureModel, bind
 from sampler.samplers import ddim_coefficients
 
 from ..density import output_density
 from ..distances import tilted_target, total_variation
+from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
-from ..spec import Law, Schedule
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "PCCell", "PCLaw", "propagate", "KINDS"]
@@ -96,10 +94,10 @@ def pc_law(cell: PCCell) -> PCLaw:
     sched = Schedule.parse(cell.schedule).vp
     sig = sched.sampling_sigmas()
     axis = torch.linspace(cell.grid[0], cell.grid[1], int(cell.grid[2]), dtype=F64)
-    m = MixtureModel({"c": law.cond, "u": law.uncond})
-    c, u = bind(m, "c"), bind(m, "u")
-    cfg, cfg2 = CFG(c, u, cell.w), CFG(c, u, 2 * cell.w)
-    target = tilted_target(law.cond, CFGReward(law.cond, law.uncond, cell.w), (axis,)).mass
+    built = Method("cfg", cell.w).build(law, Schedule.parse(cell.schedule))
+    cfg, cfg2 = built.guided, Method("cfg", 2 * cell.w).build(law, Schedule.parse(cell.schedule)).guided
+    c = cfg.cond
+    target = tilted_target(law.cond, built.reward, (axis,)).mass
     if cell.kind in ("ddpm", "ddim"):
         mass = output_density(cfg, sig, (axis,), sampler=cell.kind, estimate_error=False).mass
     elif cell.kind == "ddpm_grid":

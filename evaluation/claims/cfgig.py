@@ -21,12 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from analytic import CFGReward, guidance_fields_on_grid
+from analytic import guidance_fields_on_grid
 from analytic.quadrature import grid_points
 
+from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .cells import axes_of
-from ..spec import Law, Schedule
 from .ledger import Claim, Outcome
 from .reg_map import single
 
@@ -75,7 +75,7 @@ def renyi_term(cell: RenyiCell) -> RenyiTerm:
     law = Law.parse(cell.law).build()
     full = Schedule.parse(cell.schedule).vp
     sched = full.respace(min(cell.levels, full.T))
-    reward = CFGReward(law.cond, law.uncond, cell.w)
+    reward = Method("cfg", cell.w).reward(law)
     axes = axes_of(cell.grid, law.cond.dim)
     X = grid_points(axes)
     rows = []
