@@ -88,7 +88,7 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
             h = r.axis_1d[1] - r.axis_1d[0]
             ax.fill_between(r.axis_1d, r.target_1d[b] / h, color="0.85", label="tilted target")
             for sch in ("flow", "vp_ddim"):
-                for name in ("cfg", "reg_vjp", "optimal"):
+                for name in ("cfg", "cfg,reg=vjp", "optimal"):
                     if name in c.methods and sch in c.schedules:
                         ax.plot(r.axis_1d, r.density_1d[b, c.schedules.index(sch), c.methods.index(name)] / h,
                                 LINE[sch], color=COLOR[name], lw=1.0, label=f"{Method.parse(name).label}, {sch}")
