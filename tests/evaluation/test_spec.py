@@ -149,3 +149,28 @@ def test_labels_are_human_method_names():
     assert labels == {"cfg": "CFG", "cfg,reg=vjp": "REG (vjp)", "cfg_zero_star_init": "CFG-Zero* + zero-init",
                       "apg_momentum": "APG + momentum", "optimal": "optimum", "autog,reg=paper": "AutoG + REG (paper)",
                       "cfg,weighting=linear": "CFG (linear)"}
+
+
+def test_autoguidance_and_cg_guide_with_the_model_their_reward_names():
+    """AutoG guides away from the bad model its reward tilts by (covariances x2 here, built independently), CG
+    along the exact classifier of the law's classes; eps_error shifts the conditional's eps prediction."""
+    from analytic import degrade
+
+    law = Law.parse("classes_2d")
+    parts = law.build()
+    x = torch.randn(4, 2, dtype=F64, generator=torch.Generator().manual_seed(3))
+    b = Method("autog", 1.5, bad="cov:2").build(law, Schedule.parse("paper"))
+    bad = degrade(parts.cond, 2.0)
+    dc, db = parts.cond.denoise(x, 0.8), bad.denoise(x, 0.8)
+    torch.testing.assert_close(b.guided(x, 0.8), dc + 1.5 * (dc - db), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(b.reward.bad.covs, bad.covs, rtol=0, atol=0)
+    # CG: D_c + w sigma^2 grad log p(y | x_sigma), the exact classifier by autograd on the noised classes
+    cg = Method("cg", 2.0).build(law, Schedule.parse("paper"))
+    s, a = 0.8, 1 / (1 + 0.8**2)
+    xr = x.clone().requires_grad_(True)
+    logs = torch.stack([math.log(pi) + c.noised(a).log_prob(xr * math.sqrt(a)) for pi, c in zip(parts.priors, parts.classes)])
+    (grad,) = torch.autograd.grad((logs[parts.y] - torch.logsumexp(logs, 0)).sum(), xr)
+    torch.testing.assert_close(cg.guided(x, s), dc + 2.0 * s**2 * grad, rtol=1e-9, atol=1e-9)
+    assert cg.reward.w == 2.0
+    shifted = Method("unguided", 0.0, eps_error=0.1).build(law, Schedule.parse("paper")).guided
+    torch.testing.assert_close(shifted(x, 0.8), dc - 0.8 * 0.1, rtol=1e-12, atol=1e-12)
