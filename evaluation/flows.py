@@ -605,7 +605,12 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
     c = config
     plan = _plan(c)
     if len(results) != len(plan):
-        raise ValueError(f"need one result per cell of the config ({len(plan)}), got {len(results)}")
+        raise ValueError(f"the flows experiment of this config has {len(plan)} cells, got {len(results)} results")
+    kinds = {"law": LawResult, "fine": LawResult, "field": FieldSteps, "cap": CapTV}
+    for (where, cell), r in zip(plan, results):
+        if not isinstance(r, kinds[where[0]]):
+            raise ValueError(f"expected the flows experiment's {kinds[where[0]].__name__} for {cell!r:.120}, "
+                             f"got {type(r).__name__}")
     P, W, K, S, M, L = len(c.presets), len(c.weights), len(c.schedules), len(c.steps), len(c.methods), max(c.steps)
     shape = (P, W, K, S, M)
     arr = {k: np.full(shape, math.nan) for k in CellDistances._fields if k != "narrow_steps"}

@@ -365,6 +365,11 @@ def test_bad_arguments(tiny):
         flows.output_cell("paper_2d", 1.0, "flow", 10, "cfg", SMALL)
     with pytest.raises(ValueError, match="config"):
         flows.compute(config="quick")
+    n = len(flows.cells(TINY))
+    with pytest.raises(ValueError, match=f"has {n} cells, got 1 results"):
+        flows.assemble(TINY, (object(),))
+    with pytest.raises(ValueError, match="expected the flows experiment's LawResult"):
+        flows.assemble(TINY, (object(),) * n)
     with pytest.raises(ValueError, match="not computed"):
         flows.compare(tiny, "cfg,reg=vjp")
     with pytest.raises(ValueError, match="unknown metric"):
