@@ -144,5 +144,5 @@ def test_paper_plots_only_dimension_quick(tmp_path):
     assert (tmp_path / "dimension.png").stat().st_size > 0
     numbers = json.loads((tmp_path / "results.json").read_text())["figures"]["dimension"]["numbers"]
     s = dimension.summary(dimension.compute(quick=True))
-    assert numbers["fields"]["fixed/equal/random"]["paper"]["closer"] == \
-        pytest.approx(s["fields"]["fixed/equal/random"]["paper"]["closer"])
+    assert numbers["fields"]["fixed/equal/random"]["cfg,reg=paper"]["closer"] == \
+        pytest.approx(s["fields"]["fixed/equal/random"]["cfg,reg=paper"]["closer"])
