@@ -68,7 +68,7 @@ class CaseResult(NamedTuple):
     golden_size: float  # mean over steps of the p_t-weighted mean |golden|
     distances: dict  # {run_key: Distances}
     lost: dict  # {run_key: mass lost off the density grid}
-    seconds: float
+    seconds: float  # this case's share of its sweep's wall time (cells read from the cache cost about 0)
 
 
 def _axes(lo: float, hi: float, n: int, d: int) -> tuple[torch.Tensor, ...]:
