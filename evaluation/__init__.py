@@ -3,8 +3,12 @@
 - :mod:`evaluation.density`: exact output laws of any sampler, guidance and REG estimator on 1-D/2-D grids;
 - :mod:`evaluation.distances`: the tilted target, TV, both KLs, W1, energy distance;
 - :mod:`evaluation.field_errors`: per-step field errors of guided samplers against both goldens;
+- :mod:`evaluation.spec`: the one experiment vocabulary (``Law``, ``Levels``, ``Method``; one text spelling each;
+  ``method.build(law, levels)`` gives the guided denoiser and its reward from the same weight);
+- :mod:`evaluation.sweep`: cells, the on-disk cache and executors, under every experiment;
 - :mod:`evaluation.cases`, :mod:`evaluation.report` (``python -m evaluation.report``), :mod:`evaluation.demo`
-  (``python -m evaluation.demo``).
+  (``python -m evaluation.demo``), :mod:`evaluation.flows` (``python -m evaluation.flows``),
+  :mod:`evaluation.dimension` (``python -m evaluation.dimension``), :mod:`evaluation.claims`.
 
 These lived in ``analytic`` before issue 10 (``analytic.density``, ``analytic.metrics``, ``analytic.report``,
 ``analytic.demo``); ``analytic`` is now the exact mathematics alone and imports nothing from here.

@@ -16,9 +16,10 @@ from typing import NamedTuple
 
 import torch
 
-from analytic import CFGReward, PRESETS, StepGaps, chain_golden, get_preset, guidance_fields_on_grid, mixture_eps_fn
-from analytic import step_gaps
-from sampler.schedules import VPSchedule, prior_mismatch
+from analytic import PRESETS, StepGaps, chain_golden, get_preset, guidance_fields_on_grid, mixture_eps_fn, step_gaps
+from sampler.schedules import prior_mismatch
+
+from .spec import Law, Method, Schedule
 
 __all__ = ["Curves", "DemoErrors", "compute", "errors"]
 
@@ -44,11 +45,11 @@ class DemoErrors(NamedTuple):
 
 
 def compute(preset: str = "paper_1d", w: float = 1.0, n_points: int = 1000) -> Curves:
-    p = get_preset(preset)
+    p = Law.parse(preset).build()
     if p.cond.dim != 1:
-        raise ValueError(f"the demo is for 1-D presets; {preset!r} has d = {p.cond.dim}")
-    sched = VPSchedule.paper_1d()
-    reward = CFGReward(p.cond, p.uncond, w)
+        raise ValueError(f"the demo is for 1-D laws; {preset!r} has d = {p.cond.dim}")
+    sched = Schedule.parse("paper").vp
+    reward = Method("cfg", w).reward(p)
     x = torch.linspace(-1, 2, n_points, dtype=torch.float64)
     chain = chain_golden(mixture_eps_fn(p.cond, sched), reward.log_r0, sched, x).golden[..., 0]
     rows = {k: [] for k in ("golden", "cfg", "reg", "weight")}
@@ -71,7 +72,7 @@ def errors(c: Curves) -> DemoErrors:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--preset", default="paper_1d", choices=sorted(k for k in PRESETS if k.startswith("paper")))
     ap.add_argument("--w", type=float, default=1.0, help="guidance weight (eps_c + w (eps_c - eps_u))")
     ap.add_argument("--points", type=int, default=1000)
@@ -88,7 +89,7 @@ def main(argv=None) -> None:
     p = get_preset(args.preset)
     mean = (p.cond.weights @ p.cond.means[:, 0]).item()
     var = (p.cond.weights @ (p.cond.covs[:, 0, 0] + p.cond.means[:, 0] ** 2)).item() - mean**2
-    pm = prior_mismatch(VPSchedule.paper_1d(), data_std=var**0.5, data_mean=mean)
+    pm = prior_mismatch(Schedule.parse("paper").vp, data_std=var**0.5, data_mean=mean)
     print(f"{p.description}; CFG weight w = {args.w}; {args.points} points on [-1, 2]; T = 20")
     print(f"(x_T is far from N(0, 1): abar_T = {pm.abar_T:.3f}; for the conditional, x_T has mean "
           f"{pm.mean:.2f} and std {pm.std:.2f}, KL to N(0,1) = {pm.kl:.2f} nats)\n")

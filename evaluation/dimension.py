@@ -41,28 +41,31 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from analytic import CFGReward, GaussianMixture, optimal_denoiser
+from analytic import GaussianMixture
 from analytic.mixture import check_abar
-from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from analytic.reducible_golden import optimal_guidance_reducible, reg_corrections_reducible
-from sampler import CFG, REG, TiltedMean, Unguided, VPSchedule
+from sampler import CFG
 
-from .density import output_density, tilted_start
+from .density import output_density
 from .distances import tilted_target
+from .spec import Law, Levels, Method, Schedule, reducible_line
+from .sweep import cell_kind, run_cells
 
-__all__ = ["SEPARATIONS", "VARIANCES", "ORIENTATIONS", "METHODS", "LAW_METHODS", "DimensionStudy", "compute",
-           "summary"]
+__all__ = ["SEPARATIONS", "VARIANCES", "ORIENTATIONS", "METHODS", "LAW_METHODS", "DimensionStudy", "FieldPoint",
+           "FieldPointResult", "field_point", "AlongU", "AlongUResult", "along_u", "compute", "summary", "main"]
 
 SEPARATIONS = ("fixed", "sqrt_d")
 VARIANCES = ("equal", "unequal")
 ORIENTATIONS = ("axes", "random")
-METHODS = ("cfg", "paper", "vjp", "diag", "jvp", "fd", "damped")
-LAW_METHODS = ("unguided", "cfg", "reg", "damped", "optimal")
+# evaluation.spec method spellings (w from the study), and ``damped``: not a method but the d -> inf limit of the
+# orientation-bound estimators (module docstring)
+METHODS = ("cfg", "cfg,reg=paper", "cfg,reg=vjp", "cfg,reg=diag", "cfg,reg=jvp", "cfg,reg=fd", "damped")
+LAW_METHODS = ("unguided", "cfg", "cfg,reg=vjp", "damped", "optimal")
 _F64 = torch.float64
 
 
@@ -99,17 +102,13 @@ def _mu(separation: str, mu0: float, d: int) -> float:
     raise ValueError(f"unknown separation {separation!r}; choose one of {SEPARATIONS}")
 
 
-def _classes(separation: str, variances: str, d: int, mu0: float, var1: float, delta: float, q: torch.Tensor):
-    """Class 0 and the class marginal as reducible mixtures on the line ``q`` [d]."""
+def _law(separation: str, variances: str, d: int, mu0: float, var1: float, delta: float, orient) -> Law:
+    """Class 0 and the class marginal on the line ``q`` (``axes``: ``e_1``; an integer: a seeded random line) as the
+    reducible law of :mod:`evaluation.spec`."""
     if variances not in VARIANCES:
         raise ValueError(f"unknown variances {variances!r}; choose one of {VARIANCES}")
-    mu = _mu(separation, mu0, d)
-    v1 = 1.0 if variances == "equal" else var1
-    Q = q[:, None]
-    means = [[mu - delta], [mu + delta]]
-    cond = ReducibleMixture(Q, [0.5, 0.5], means, [[[1.0]], [[1.0]]], [1.0, 1.0])
-    uncond = ReducibleMixture(Q, [0.25, 0.25, 0.5], means + [[-mu]], [[[1.0]], [[1.0]], [[v1]]], [1.0, 1.0, v1])
-    return cond, uncond
+    return Law("reducible", (d, float(_mu(separation, mu0, d)), float(delta),
+                             1.0 if variances == "equal" else float(var1), orient))
 
 
 def _reflect(q: torch.Tensor):
@@ -130,15 +129,19 @@ def _eps_field(guided, cond_den, x_vp: torch.Tensor, a: float) -> torch.Tensor:
     return -(guided(x, sigma) - cond_den(x, sigma)).detach() / sigma
 
 
-def _fields(cond: ReducibleMixture, uncond: ReducibleMixture, w: float, x: torch.Tensor, a: float) -> dict:
+def _fields(law: Law, w: float, x: torch.Tensor, a: float) -> dict:
     """Every method's term added to ``eps_c`` at points x [N, d] (VP), eps units."""
-    reward = ReducibleRatioReward(cond, uncond, w)
-    g = reward.present(x, a).detach()
-    cfg = CFG(cond.denoise, uncond.denoise, w)
+    parts = law.build()
+    cond, uncond = parts.cond, parts.uncond
+    g = Method("cfg", w).reward(parts).present(x, a).detach()
+    sigma = math.sqrt((1 - a) / a)
+    levels = torch.tensor([sigma, 0.0], dtype=_F64)
     out = {"cfg": g}
-    for est in ("paper", "vjp", "jvp", "fd"):
-        out[est] = _eps_field(REG(cfg, est), cond.denoise, x, a)
-    out["diag"] = reg_corrections_reducible(cond, g, x, a)[2]
+    for m in METHODS:
+        if m.startswith("cfg,reg=") and m != "cfg,reg=diag":
+            out[m] = _eps_field(Method.parse(m).replace(w=w).guide(cond.denoise, uncond.denoise, levels),
+                                cond.denoise, x, a)
+    out["cfg,reg=diag"] = reg_corrections_reducible(cond, g, x, a)[2]  # the structured Jacobian (REG refuses d > 64)
     s2 = cond.comp_vars[0].item()  # the conditional's complement variance
     out["damped"] = a * s2 / (a * s2 + 1 - a) * g  # the d -> inf limit of paper and diag at a random orientation
     return out
@@ -150,20 +153,42 @@ def _errors(golden: torch.Tensor, fields: dict) -> tuple[np.ndarray, np.ndarray]
     return gaps.mean(1).numpy(), (gaps.std(1) / math.sqrt(n)).numpy()
 
 
-def _field_cell(separation, variances, d, a, w, mu0, var1, delta, n_points, q_random, gen):
+@dataclass(frozen=True)
+class FieldPoint:
+    """A sweep cell: every method's field error at one noise level ``abar`` on ``law`` (the reducible family on
+    ``e_1``) and on ``rotated`` (the same on a random line), over ``n_points`` draws (seed ``seed``)."""
+
+    law: Law
+    rotated: Law
+    abar: float
+    w: float
+    n_points: int
+    seed: int
+
+    @property
+    def cost(self) -> float:
+        return float(self.n_points * self.law.dim)
+
+
+class FieldPointResult(NamedTuple):
+    err: np.ndarray  # [O, M]
+    se: np.ndarray  # [O, M]
+    golden_size: float
+    golden_err: float
+
+
+@cell_kind(FieldPoint, modules=("evaluation.spec",))
+def field_point(cell: FieldPoint) -> FieldPointResult:
     """Errors [O, M], standard errors [O, M], mean |golden| and its largest error estimate at one cell."""
-    e1 = torch.zeros(d, dtype=_F64)
-    e1[0] = 1.0
-    cond, uncond = _classes(separation, variances, d, mu0, var1, delta, e1)
-    x = cond.noised(a).sample(n_points, gen)
-    opt = optimal_guidance_reducible(cond, ReducibleRatioReward(cond, uncond, w), x, a, tol=1e-7)
+    a, parts = cell.abar, cell.law.build()
+    x = parts.cond.noised(a).sample(cell.n_points, torch.Generator().manual_seed(cell.seed))
+    opt = optimal_guidance_reducible(parts.cond, Method("cfg", cell.w).reward(parts), x, a, tol=1e-7)
     err, se = np.zeros((2, len(METHODS))), np.zeros((2, len(METHODS)))
-    err[0], se[0] = _errors(opt.golden, _fields(cond, uncond, w, x, a))
-    H = _reflect(q_random)
-    cond_r, uncond_r = _classes(separation, variances, d, mu0, var1, delta, q_random)
-    err[1], se[1] = _errors(H(opt.golden), _fields(cond_r, uncond_r, w, H(x), a))
+    err[0], se[0] = _errors(opt.golden, _fields(cell.law, cell.w, x, a))
+    H = _reflect(reducible_line(cell.law.dim, cell.rotated.args[4]))
+    err[1], se[1] = _errors(H(opt.golden), _fields(cell.rotated, cell.w, H(x), a))
     golden_err = (math.sqrt(1 - a) * opt.err_grad).norm(dim=1).max().item()
-    return err, se, opt.golden.norm(dim=1).mean().item(), golden_err
+    return FieldPointResult(err, se, opt.golden.norm(dim=1).mean().item(), golden_err)
 
 
 # --- output laws along U (equal variances: exactly one-dimensional) -----------------------------------
@@ -175,26 +200,51 @@ def _moments(mass: torch.Tensor, axis: torch.Tensor) -> tuple[float, float]:
     return mean, (p * (axis - mean) ** 2).sum().item()
 
 
-def _laws_1d(mu: float, delta: float, w: float, schedule: VPSchedule, points: int
-             ) -> tuple[np.ndarray, tuple[float, float]]:
+@dataclass(frozen=True)
+class AlongU:
+    """A sweep cell: the output laws along ``U`` (equal variances: exactly one-dimensional) of every law method at
+    separation ``mu``, with a ``steps``-step cosine DDPM sampler on ``points`` nodes, and the tilted target's."""
+
+    mu: float
+    delta: float
+    w: float
+    steps: int
+    points: int
+
+    @property
+    def cost(self) -> float:
+        return self.steps * self.points * (1.0 + self.mu)
+
+
+class AlongUResult(NamedTuple):
+    moments: np.ndarray  # [len(LAW_METHODS), 2] output mean and variance along U
+    target: tuple  # (mean, variance) of the tilted target
+
+
+@cell_kind(AlongU, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+def along_u(cell: AlongU) -> AlongUResult:
     """Output mean and variance along U of every law method, and the tilted target's (1-D, exact on a grid)."""
-    cond = GaussianMixture.from_1d([0.5, 0.5], [mu - delta, mu + delta], [1.0, 1.0])  # class 0's law of u
-    uncond = GaussianMixture.from_1d([0.25, 0.25, 0.5], [mu - delta, mu + delta, -mu], [1.0, 1.0, 1.0])
-    reward = CFGReward(cond, uncond, w)
-    c, u = cond.denoise, uncond.denoise
-    cfg = CFG(c, u, w)
-    damped = CFG(c, u, lambda sigma: w / (1 + sigma**2))  # rho = abar s^2 / (abar s^2 + 1 - abar), s = 1
-    opt = TiltedMean(c, optimal_denoiser(cond, reward))
-    sigmas = schedule.sampling_sigmas()
+    mu, delta, w = cell.mu, cell.delta, cell.w
+    law = Law.mixture(GaussianMixture.from_1d([0.5, 0.5], [mu - delta, mu + delta], [1.0, 1.0]),  # class 0 along U
+                      GaussianMixture.from_1d([0.25, 0.25, 0.5], [mu - delta, mu + delta, -mu], [1.0, 1.0, 1.0]))
+    schedule = Schedule("cosine", (cell.steps,))
     lo, hi = min(-6.0, mu - delta - 8), mu + delta + 8  # holds the start N(0, 1) and the output
-    axis = torch.linspace(lo, hi, points, dtype=_F64)
-    starts = {"optimal": tilted_start(cond, reward, schedule.abar[-1].item(), marginal=True)}
+    axis = torch.linspace(lo, hi, cell.points, dtype=_F64)
     out = np.zeros((len(LAW_METHODS), 2))
-    for i, (name, den) in enumerate(zip(LAW_METHODS, (Unguided(c), cfg, REG(cfg, "vjp"), damped, opt))):
-        kw = {"start": starts[name]} if name in starts else {}
-        out[i] = _moments(output_density(den, sigmas, axis, sampler="ddpm", estimate_error=False, **kw).mass, axis)
-    target = tilted_target(cond, reward, torch.linspace(mu - delta - 8, mu + delta + 8, points, dtype=_F64))
-    return out, _moments(target.mass, target.axes[0])
+    for i, name in enumerate(LAW_METHODS):
+        if name == "damped":  # CFG damped by rho = abar s^2 / (abar s^2 + 1 - abar), s = 1: w / (1 + sigma^2)
+            b = Method("cfg", w).build(law, Levels(schedule))
+            den, start = CFG(b.guided.cond, b.guided.uncond, lambda sigma: w / (1 + sigma**2)), b.start()
+        else:
+            m = Method.parse(name).replace(w=w)
+            b = m.build(law, Levels(schedule, "ddpm", "tilted" if m.rule == "optimal" else "n01"))
+            den, start = b.guided, b.start()
+        od = output_density(den, schedule.sigmas(), axis, sampler="ddpm", start=start, estimate_error=False)
+        out[i] = _moments(od.mass, axis)
+    parts = law.build()
+    target = tilted_target(parts.cond, Method("cfg", w).reward(parts),
+                           torch.linspace(mu - delta - 8, mu + delta + 8, cell.points, dtype=_F64))
+    return AlongUResult(out, _moments(target.mass, target.axes[0]))
 
 
 # --- the entry points -------------------------------------------------------------------------------
@@ -218,7 +268,8 @@ def _check_ints(values, name: str, least: int) -> list[int]:
 
 def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: float = 2.0, delta: float = 1.5,
             seed: int = 0, dims=None, abars=None, n_points: int | None = None, law_dims=None,
-            law_steps: int | None = None, law_grid: int | None = None, progress: bool = False) -> DimensionStudy:
+            law_steps: int | None = None, law_grid: int | None = None, progress: bool = False, workers: int = 1,
+            cache=None) -> DimensionStudy:
     """The dimension study (module docstring). ``quick``: d = 1, 64, 4096, two noise levels, 32 points, laws at
     d = 1 and 256 with a 30-step sampler on 401 nodes (about 30 s of one core); otherwise d = 1, 2, 4, ..., 4096, six
     levels, 192 points, laws at d = 1, 4, ..., 256 with a 100-step sampler (laws beyond: the optimum's law costs
@@ -251,26 +302,21 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
     S, V, D, L, M = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars), len(METHODS)
     err, se = np.zeros((S, V, 2, D, L, M)), np.zeros((S, V, 2, D, L, M))
     gsize, gerr = np.zeros((S, V, D, L)), np.zeros((S, V, D, L))
-    cells = [(s, v, k, j) for s in range(S) for v in range(V) for k in range(D) for j in range(L)]
-    for s, v, k, j in tqdm(cells, desc="dimension study", disable=not progress):
-        d = dims[k]
-        gen = torch.Generator().manual_seed(seed + j)
-        q = torch.randn(d, dtype=_F64, generator=torch.Generator().manual_seed(seed + 7 * d))
-        q = q / q.norm()
-        e, sd, gsize[s, v, k, j], gerr[s, v, k, j] = _field_cell(SEPARATIONS[s], VARIANCES[v], d, abars[j], w, mu0,
-                                                                 var1, delta, n_points, q, gen)
-        err[s, v, :, k, j], se[s, v, :, k, j] = e, sd
-    schedule = VPSchedule.cosine(steps)
+    where = [(s, v, k, j) for s in range(S) for v in range(V) for k in range(D) for j in range(L)]
+    cells = [FieldPoint(_law(SEPARATIONS[s], VARIANCES[v], dims[k], mu0, var1, delta, "axes"),
+                        _law(SEPARATIONS[s], VARIANCES[v], dims[k], mu0, var1, delta, seed + 7 * dims[k]),
+                        float(abars[j]), float(w), n_points, seed + j) for s, v, k, j in where]
+    # d enters the exact 1-D law problem only through mu: one cell per mu (identical cells are computed once)
+    mus = [(s, k, float(_mu(sep, mu0, d))) for s, sep in enumerate(SEPARATIONS) for k, d in enumerate(law_dims)]
+    cells += [AlongU(mu, float(delta), float(w), steps, grid) for _, _, mu in mus]
+    run = run_cells(cells, workers=workers, progress=progress, cache=cache, desc="dimension cells")
+    for (s, v, k, j), r in zip(where, run.results):
+        err[s, v, :, k, j], se[s, v, :, k, j], gsize[s, v, k, j], gerr[s, v, k, j] = r
     law_mean, law_var = np.zeros((S, len(law_dims), len(LAW_METHODS))), np.zeros((S, len(law_dims), len(LAW_METHODS)))
     t_mean, t_var = np.zeros((S, len(law_dims))), np.zeros((S, len(law_dims)))
-    laws: dict[float, tuple] = {}  # d enters the exact 1-D problem only through mu: one computation per mu
-    for s, sep in enumerate(SEPARATIONS):
-        for k, d in enumerate(tqdm(law_dims, desc=f"laws ({sep})", disable=not progress)):
-            mu = _mu(sep, mu0, d)
-            if mu not in laws:
-                laws[mu] = _laws_1d(mu, delta, w, schedule, grid)
-            mom, (t_mean[s, k], t_var[s, k]) = laws[mu]
-            law_mean[s, k], law_var[s, k] = mom[:, 0], mom[:, 1]
+    for (s, k, _), r in zip(mus, run.results[len(where):]):
+        law_mean[s, k], law_var[s, k] = r.moments[:, 0], r.moments[:, 1]
+        t_mean[s, k], t_var[s, k] = r.target
     return DimensionStudy(np.array(dims, dtype=np.float64), np.array(abars), w, mu0, var1, delta, n_points, err, se,
                           gsize, gerr, np.array(law_dims, dtype=np.float64), steps, law_mean, law_var, t_mean, t_var,
                           time.perf_counter() - start)
@@ -314,3 +360,35 @@ def summary(result: DimensionStudy, floor: float = 1e-3) -> dict:
                             **{f"{m}_mean": result.law_mean[s, :, i].tolist() for i, m in enumerate(LAW_METHODS)},
                             **{f"{m}_var": result.law_var[s, :, i].tolist() for i, m in enumerate(LAW_METHODS)}}
     return out
+
+
+def main(argv=None) -> None:
+    """``python -m evaluation.dimension``: run the study (``--quick``: the quick configuration) through the cell
+    cache and write its findings (:func:`summary`) to ``OUT/dimension.json``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from .io import check_writable_dir, write_atomically
+
+    ap = argparse.ArgumentParser(prog="python -m evaluation.dimension", allow_abbrev=False,
+                                 description="CFG and REG's estimators against the exact optimum as d grows.")
+    ap.add_argument("--quick", action="store_true", help="d = 1, 64, 4096, two noise levels, small laws")
+    ap.add_argument("--out", type=Path, default=Path("out"), help="folder for dimension.json (default: out)")
+    ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
+    try:
+        check_writable_dir(args.out)
+    except OSError as err:
+        ap.error(f"cannot write the output: {err}")
+    r = compute(quick=args.quick, workers=args.workers, progress=True)
+    path = write_atomically(args.out / "dimension.json", json.dumps(summary(r), indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":  # run the package module, so cells are registered under its name (not __main__)
+    from evaluation.dimension import main as _main
+
+    _main()

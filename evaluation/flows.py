@@ -6,7 +6,13 @@ rule of :data:`METHODS` under every schedule of :data:`SCHEDULES`, against the t
 ``p(x|y) R_0 / Z`` of ``CFGReward(cond, uncond, w)`` at the same ``w`` (:func:`evaluation.distances.tilted_target`),
 and the rules' field errors against the exact golden.
 
-Schedules (``n`` denoiser calls each):
+Every output law, field-error table and check is a cell of :mod:`evaluation.sweep` (:class:`LawCell`,
+:class:`FieldCell`, :class:`CapCell`: a law, levels and a method of :mod:`evaluation.spec`), so :func:`compute`
+is cached, resumable and runs on ``workers`` processes; :func:`cells` and :func:`assemble` let a caller (the
+claims ledger) run them in its own sweep. ``python -m evaluation.flows [--quick] [--out DIR] [--workers N]`` writes
+the key numbers (:func:`summary`) to ``DIR/flows.json``.
+
+Schedules (``n`` denoiser calls each; :func:`levels` gives their :class:`evaluation.spec.Levels`):
 
 - ``flow``: the linear path, ``n`` steps uniform in ``t`` (``sampler.paths.uniform_times``), Euler;
 - ``flow_shift``: the same with SD3's shift (``shift_times``, ``shift = 3`` by default), Euler;
@@ -28,7 +34,7 @@ Rules (``w`` in the library's convention ``D_c + w (D_c - D_u)``): ``cfg``; ``cf
 ``apg_momentum`` (the same with the paper's reverse momentum ``beta = -0.5``: per-trajectory state, exact only
 for the deterministic samplers, whose output law is one push-forward of trajectories that each carry their
 own momentum; nan under ``vp_ddpm``, where the law is propagated on a grid and momentum is not a function of
-the state); ``reg_paper`` and ``reg_vjp`` (REG on CFG); ``optimal`` (the reward-tilted posterior mean). In
+the state); ``cfg,reg=paper`` and ``cfg,reg=vjp`` (REG on CFG); ``optimal`` (the reward-tilted posterior mean). In
 ``d = 1`` CFG-Zero* is the conditional model and APG with ``eta = 0`` is unguided (``sampler.flow_guidance``),
 so both papers' claims are judged on the 2-D presets only.
 
@@ -79,38 +85,36 @@ the same on flow and VP levels, except at few steps, where what matters is how m
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
-from analytic import CFGReward, get_preset, optimal_denoiser, optimal_guidance
 from analytic.presets import PRESETS
 from analytic.quadrature import as_axes, gauss_hermite, grid_points
-from sampler import APG, CFG, REG, CFGZeroStar, MixtureModel, TiltedMean, VPSchedule, ZeroInit, bind, zero_init_sigma
-from sampler.paths import LINEAR, T_NOISE_CAP, Path, VPPath, sampling_sigmas, shift_times, uniform_times
+from sampler.paths import LINEAR, T_NOISE_CAP, sampling_sigmas, uniform_times
 from sampler.schedules import check_number, sigma_to_abar
 
-from .density import output_density, tilted_start, vp_start
+from .density import output_density, vp_start
 from .distances import distances, tilted_target, total_variation
-from .sweep import cell_kind
+from .spec import VP_GEOMETRY, Law, Levels, Method
+from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
-           "schedule_sigmas", "schedule_path", "schedule_sampler", "make_guidance", "tilted_mean_denoiser",
-           "sliced_w1", "CellDistances", "output_law", "output_cell", "conditional_nodes", "field_cell", "FlowsResult",
-           "compute", "compute_cell", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
+           "levels", "sliced_w1", "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
+           "field_steps", "CapCell", "CapTV", "cap_tv", "output_law", "output_cell", "conditional_nodes", "field_cell",
+           "FlowsResult", "cells", "assemble", "compute", "main", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
            "closest_rules", "summary"]
 
 SCHEDULES = ("flow", "flow_shift", "vp_ddim", "vp_ddpm")
-METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "reg_paper", "reg_vjp", "optimal")
+# the rules, by their evaluation.spec.Method spelling without the weight (the weights axis gives w)
+METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "cfg,reg=paper", "cfg,reg=vjp", "optimal")
 RULES = METHODS[:-1]  # what a user can run without the exact answer
 METRICS = ("sw1", "tv", "kl_target_out", "kl_out_target", "field")
-VP_GEOMETRY = VPPath(beta_min=0.1, beta_max=40.0)  # covers s up to ~2.2e4; the rules do not depend on the clock
 _VP_T = 1000  # the standard DDPM schedule the VP schedules respace
-_NARROW = 0.05  # contract levels below which the posterior is narrow enough for few Gauss-Hermite nodes
 
 
 # --- the configuration ---------------------------------------------------------------------------------
@@ -121,6 +125,19 @@ def _check_names(values, known, what) -> tuple:
         raise ValueError(f"unknown {what} {bad}; choose from {tuple(known)}")
     if len(set(values)) != len(values):
         raise ValueError(f"{what} must not repeat, got {values}")
+    return values
+
+
+def _check_methods(values) -> tuple:
+    """Method spellings (:meth:`evaluation.spec.Method.parse`) without a weight, each once, in canonical form."""
+    values = tuple(values)
+    for v in values:
+        m = Method.parse(v)  # ValueError listing the forms
+        if str(m) != v or m.w != 1.0:
+            raise ValueError(f"methods are canonical Method spellings without w (the weights give it), e.g. {METHODS}; "
+                             f"got {v!r} (canonical: {str(m.replace(w=1.0))!r})")
+    if len(set(values)) != len(values):
+        raise ValueError(f"methods must not repeat, got {values}")
     return values
 
 
@@ -150,8 +167,6 @@ class FlowsConfig:
     schedules: tuple[str, ...] = SCHEDULES
     methods: tuple[str, ...] = METHODS
     shift: float = 3.0
-    apg_momentum: float = -0.5
-    zero_init_steps: int = 1
     density_range: tuple[float, float] = (7.0, 6.0)
     density_points: tuple[int, int] = (1401, 61)
     sub: tuple[int, int] = (8, 2)
@@ -162,8 +177,8 @@ class FlowsConfig:
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
-        for name, known in (("presets", PRESETS), ("schedules", SCHEDULES), ("methods", METHODS)):
-            values = _check_names(getattr(self, name), known, name)
+        for name, known in (("presets", PRESETS), ("schedules", SCHEDULES), ("methods", None)):
+            values = _check_methods(self.methods) if known is None else _check_names(getattr(self, name), known, name)
             if not values:
                 raise ValueError(f"{name} must not be empty")
             set_(name, values)
@@ -183,10 +198,10 @@ class FlowsConfig:
         set_("optimal_2d_steps", opt)
         if check_number(self.shift, "shift") <= 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
-        check_number(self.apg_momentum, "apg_momentum")
-        zi = _check_count(self.zero_init_steps, "zero_init_steps")
-        if zi >= min(steps):
-            raise ValueError(f"zero_init_steps={zi} must be below the smallest step count {min(steps)}")
+        for m in map(Method.parse, self.methods):
+            if m.rule == "cfg_zero_star_init" and m.zero_init_steps >= min(steps):
+                raise ValueError(f"zero_init_steps={m.zero_init_steps} of {str(m)!r} must be below the smallest step "
+                                 f"count {min(steps)}")
         rng = tuple(self.density_range)
         if len(rng) != 2 or any(check_number(r, "density_range") <= 0 for r in rng):
             raise ValueError(f"density_range is a (1-D, 2-D) pair of half-widths > 0, got {self.density_range}")
@@ -225,90 +240,37 @@ FIGURE = FlowsConfig(weights=(1.0, 4.0), steps=(10, 50), density_points=(801, 41
                      optimal_2d_steps=(), grid_check=False)
 
 
-# --- schedules and rules -------------------------------------------------------------------------------
-def schedule_sigmas(schedule: str, steps: int, shift: float = 3.0) -> torch.Tensor:
-    """The contract levels ``schedule`` walks in ``steps`` steps. [steps + 1] float64, ending at 0."""
+# --- levels and methods --------------------------------------------------------------------------------
+def levels(schedule: str, steps: int, shift: float = 3.0, start: str = "n01") -> Levels:
+    """The :class:`evaluation.spec.Levels` of this experiment's schedule axis: ``flow`` is ``flow:N``,
+    ``flow_shift`` is ``flow_shift:N:SHIFT`` (both the deterministic step, flow Euler), ``vp_ddim`` is
+    ``standard:N/ddim`` and ``vp_ddpm`` is ``standard:N`` (DDPM ancestral)."""
     steps = _check_count(steps, "steps")
     if schedule == "flow":
-        return sampling_sigmas(LINEAR, uniform_times(steps))
+        text = f"flow:{steps}"
     elif schedule == "flow_shift":
-        return sampling_sigmas(LINEAR, shift_times(uniform_times(steps), shift))
-    elif schedule in ("vp_ddim", "vp_ddpm"):
-        return VPSchedule.linear(_VP_T).respace(steps).sampling_sigmas()
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-
-
-def schedule_path(schedule: str) -> Path:
-    """The path whose velocity CFG-Zero* and zero-init use under ``schedule``."""
-    if schedule in ("flow", "flow_shift"):
-        return LINEAR
-    elif schedule in ("vp_ddim", "vp_ddpm"):
-        return VP_GEOMETRY
-    else:
-        raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
-
-
-def schedule_sampler(schedule: str) -> str:
-    """The sampler ``schedule`` runs (``euler`` = DDIM with ``eta = 0``)."""
-    if schedule in ("flow", "flow_shift", "vp_ddim"):
-        return "euler"
+        text = f"flow_shift:{steps}:{check_number(shift, 'shift')!r}"
+    elif schedule == "vp_ddim":
+        text = f"standard:{steps}/ddim"
     elif schedule == "vp_ddpm":
-        return "ddpm"
+        text = f"standard:{steps}/ddpm"
     else:
         raise ValueError(f"unknown schedule {schedule!r}; choose one of {SCHEDULES}")
+    lv = Levels.parse(text)
+    return Levels(lv.schedule, lv.sampler, start)
 
 
-def _defined(method: str, schedule: str) -> bool:
-    """Whether ``method``'s exact output law exists under ``schedule`` (momentum is trajectory state)."""
-    return not (method == "apg_momentum" and schedule_sampler(schedule) != "euler")
+def _method(name: str, w: float) -> Method:
+    return Method.parse(name).replace(w=float(w))
 
 
-def tilted_mean_denoiser(cond, reward):
-    """The tilted posterior mean ``m_R(x, s)`` as a denoiser: ``analytic.optimal_denoiser``, except below
-    ``s = 0.05``, where the posterior is narrow and the Gauss-Hermite posterior route
-    (``optimal_guidance(method="gh")``) meets the same 1e-8 tolerance with at most 32 nodes per dimension, 10-30x
-    faster than the dense quadrature the denoiser tries first in 2-D (it falls back to the denoiser if not)."""
-    dense = optimal_denoiser(cond, reward)
-
-    def m_R(x: torch.Tensor, s: float) -> torch.Tensor:
-        if s < _NARROW:
-            a = sigma_to_abar(s)
-            try:
-                return optimal_guidance(cond, reward, x * math.sqrt(a), a, method="gh", tol=1e-8,
-                                        max_nodes=32 if cond.dim == 2 else 256).tilted_mean
-            except RuntimeError:
-                pass
-        return dense(x, s)
-
-    return m_R
+def _defined(method: Method, lv: Levels) -> bool:
+    """Whether ``method``'s exact output law exists under ``lv`` (momentum is trajectory state)."""
+    return not (method.rule == "apg_momentum" and lv.sampler != "ddim")
 
 
-def make_guidance(method: str, preset: str, w: float, schedule: str, steps: int, *, shift: float = 3.0,
-                  apg_momentum: float = -0.5, zero_init_steps: int = 1):
-    """The guided denoiser of ``method`` on ``preset`` at weight ``w`` for ``schedule`` with ``steps`` steps.
-    ``apg_momentum`` objects are fresh, so their momentum starts at 0."""
-    p = get_preset(preset)
-    model = MixtureModel({"c": p.cond, "u": p.uncond})
-    c, u = bind(model, "c"), bind(model, "u")
-    path = schedule_path(schedule)
-    if method == "cfg":
-        return CFG(c, u, w)
-    elif method == "cfg_zero_star":
-        return CFGZeroStar(c, u, w, path)
-    elif method == "cfg_zero_star_init":
-        sigma_zero = zero_init_sigma(schedule_sigmas(schedule, steps, shift), zero_init_steps)
-        return ZeroInit(CFGZeroStar(c, u, w, path), sigma_zero, path)
-    elif method == "apg":
-        return APG(c, u, w, eta=0.0)
-    elif method == "apg_momentum":
-        return APG(c, u, w, eta=0.0, momentum=apg_momentum)
-    elif method in ("reg_paper", "reg_vjp"):
-        return REG(CFG(c, u, w), method[len("reg_"):])
-    elif method == "optimal":
-        return TiltedMean(c, tilted_mean_denoiser(p.cond, CFGReward(p.cond, p.uncond, w)))
-    else:
-        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+def _start_of(method: Method) -> str:
+    return "tilted" if method.rule == "optimal" else "n01"
 
 
 # --- one cell ------------------------------------------------------------------------------------------
@@ -354,66 +316,91 @@ class CellDistances(NamedTuple):
 _UNDEFINED = CellDistances(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
 
 
-def _config_kwargs(config: FlowsConfig) -> dict:
-    return dict(shift=config.shift, apg_momentum=config.apg_momentum, zero_init_steps=config.zero_init_steps)
+def _axes(d: int, half_width: float, points: int) -> tuple[torch.Tensor, ...]:
+    return (torch.linspace(-half_width, half_width, points, dtype=torch.float64),) * d
 
 
-def _start(method: str, preset: str, w: float, sigma0: float):
-    p = get_preset(preset)
-    if method == "optimal":
-        return tilted_start(p.cond, CFGReward(p.cond, p.uncond, w), sigma_to_abar(sigma0), marginal=True)
-    return vp_start(p.cond.dim)
+@dataclass(frozen=True)
+class LawCell:
+    """A sweep cell: the exact output law of ``method`` on ``law`` under ``levels``, on the grid
+    ``[-half_width, half_width]^d`` with ``points`` nodes per axis and ``sub`` push-forward sub-points, against
+    the tilted target of the method's reward; ``keep_mass`` also returns the output masses."""
+
+    law: Law
+    levels: Levels
+    method: Method
+    half_width: float
+    points: int
+    sub: int
+    keep_mass: bool = False
+
+    @property
+    def cost(self) -> float:  # relative, for ordering work: steps x grid nodes (the optimum costs more)
+        return self.levels.steps * self.points ** self.law.dim * (20.0 if self.method.rule == "optimal" else 1.0)
 
 
-def _target(preset: str, w: float, config: FlowsConfig):
-    p = get_preset(preset)
-    return tilted_target(p.cond, CFGReward(p.cond, p.uncond, w), config.axes(p.cond.dim))
+class LawResult(NamedTuple):
+    distances: CellDistances
+    mass: np.ndarray  # output hat masses [n(, n)] when the cell keeps them (else empty)
+
+
+def _law(cell: LawCell, estimate_error: bool = False):
+    """(output law, target) of a cell (``output_density`` and ``tilted_target`` results)."""
+    b = cell.method.build(cell.law, cell.levels)
+    axes = _axes(b.law.dim, cell.half_width, cell.points)
+    od = output_density(b.guided, cell.levels.sigmas(), axes, sampler=cell.levels.sampler, start=b.start(),
+                        sub=cell.sub, estimate_error=estimate_error)
+    return od, tilted_target(b.law.cond, b.reward, axes)
+
+
+@cell_kind(LawCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+def law_cell(cell: LawCell) -> LawResult:
+    if not _defined(cell.method, cell.levels):
+        return LawResult(_UNDEFINED, np.zeros(0))
+    od, target = _law(cell)
+    dist = distances(od.mass, target.mass, od.axes)
+    out = CellDistances(sliced_w1(od.mass, target.mass, od.axes), dist.tv, dist.kl_target_out, dist.kl_out_target,
+                        od.lost, od.narrow_steps)
+    return LawResult(out, od.mass.numpy() if cell.keep_mass else np.zeros(0))
+
+
+def _law_cell(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig, *,
+              fine: bool = False, keep_mass: bool = False) -> LawCell:
+    m = _method(method, w)
+    d = Law.preset(preset).dim
+    points = config.density_points[d - 1]
+    return LawCell(Law.preset(preset), levels(schedule, steps, config.shift, _start_of(m)), m,
+                   config.density_range[d - 1], 2 * points - 1 if fine else points, config.sub[d - 1], keep_mass)
+
+
+def _check_cell(preset: str, w: float, steps: int, method: str, config: FlowsConfig) -> tuple[float, int]:
+    if not isinstance(config, FlowsConfig):
+        raise ValueError(f"config must be a FlowsConfig, got {config!r}")
+    _check_names((preset,), PRESETS, "preset")
+    _check_methods((method,))
+    return check_number(w, "w"), _check_count(steps, "steps", 2)
 
 
 def output_law(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig = QUICK,
                estimate_error: bool = True):
-    """The exact output law (:class:`evaluation.density.OutputDensity`) of ``method`` on ``preset`` at weight
-    ``w`` under ``schedule`` with ``steps`` steps, from its start (module docstring), on ``config``'s grid.
-    ``ValueError`` for ``apg_momentum`` under DDPM, whose law is not a push-forward of states."""
-    if not isinstance(config, FlowsConfig):
-        raise ValueError(f"config must be a FlowsConfig, got {config!r}")
-    _check_names((preset,), PRESETS, "preset")
-    _check_names((method,), METHODS, "method")
-    if not _defined(method, schedule):
+    """The exact output law (:class:`evaluation.density.OutputDensity`) of ``method`` (a method spelling of
+    :data:`METHODS`) on ``preset`` at weight ``w`` under ``schedule`` with ``steps`` steps, from its start (module
+    docstring), on ``config``'s grid. ``ValueError`` for ``apg_momentum`` under DDPM, whose law is not a
+    push-forward of states."""
+    w, steps = _check_cell(preset, w, steps, method, config)
+    cell = _law_cell(preset, w, schedule, steps, method, config)
+    if not _defined(cell.method, cell.levels):
         raise ValueError(f"{method!r} carries momentum across steps: its law under {schedule!r} (a stochastic "
                          "sampler) is not a function of the state at each level, so it has no exact grid law")
-    d = get_preset(preset).cond.dim
-    sigmas = schedule_sigmas(schedule, steps, config.shift)
-    g = make_guidance(method, preset, check_number(w, "w"), schedule, steps, **_config_kwargs(config))
-    return output_density(g, sigmas, config.axes(d), sampler=schedule_sampler(schedule),
-                          start=_start(method, preset, w, sigmas[0].item()), sub=config.sub[d - 1],
-                          estimate_error=estimate_error)
-
-
-def _output(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig, target
-            ) -> tuple[CellDistances, np.ndarray | None]:
-    """One cell's distances and output masses (``None`` where the cell is not defined)."""
-    if not _defined(method, schedule):
-        return _UNDEFINED, None
-    od = output_law(preset, w, schedule, steps, method, config, estimate_error=False)
-    axes = od.axes
-    dist = distances(od.mass, target.mass, axes)
-    cell = CellDistances(sliced_w1(od.mass, target.mass, axes), dist.tv, dist.kl_target_out, dist.kl_out_target,
-                         od.lost, od.narrow_steps)
-    return cell, od.mass.numpy()
+    return _law(cell, estimate_error)[0]
 
 
 def output_cell(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig = QUICK
                 ) -> CellDistances:
     """The exact output law of one cell against the tilted target, on ``config``'s grid; all nan where the
     cell is not defined (``apg_momentum`` under DDPM)."""
-    if not isinstance(config, FlowsConfig):
-        raise ValueError(f"config must be a FlowsConfig, got {config!r}")
-    _check_names((preset,), PRESETS, "preset")
-    _check_names((method,), METHODS, "method")
-    schedule_sampler(schedule)  # validates the name
-    w, steps = check_number(w, "w"), _check_count(steps, "steps", 2)
-    return _output(preset, w, schedule, steps, method, config, _target(preset, w, config))[0]
+    w, steps = _check_cell(preset, w, steps, method, config)
+    return law_cell(_law_cell(preset, w, schedule, steps, method, config)).distances
 
 
 def conditional_nodes(preset: str, sigma: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -421,16 +408,63 @@ def conditional_nodes(preset: str, sigma: float, n: int) -> tuple[torch.Tensor, 
     in contract coordinates: ``n^d`` nodes per mixture component, weights ``pi_k w_j`` summing to 1.
     ``([K n^d, d], [K n^d])``"""
     n = _check_count(n, "n")
-    p = get_preset(preset)
+    _check_names((preset,), PRESETS, "preset")
+    cond = Law.preset(preset).build().cond
     s = check_number(sigma, "sigma")
     if s < 0:
         raise ValueError(f"sigma must be >= 0, got {s}")
     a = sigma_to_abar(s)
-    mix = p.cond.noised(a)  # VP coordinates
-    z, log_w = gauss_hermite(n, p.cond.dim)
+    mix = cond.noised(a)  # VP coordinates
+    z, log_w = gauss_hermite(n, cond.dim)
     u = mix.means[:, None, :] + torch.einsum("kij,nj->kni", mix.chol, z)  # [K, n^d, d]
     weights = torch.exp(mix.weights.log()[:, None] + log_w[None])  # [K, n^d]
-    return u.reshape(-1, p.cond.dim) / math.sqrt(a), weights.reshape(-1)
+    return u.reshape(-1, cond.dim) / math.sqrt(a), weights.reshape(-1)
+
+
+@dataclass(frozen=True)
+class FieldCell:
+    """A sweep cell: the field errors (``D`` units) of ``methods`` (each at its own weight, the target's reward
+    that of ``Method("optimal", w)``) at every level of ``levels``, with ``nodes`` Gauss-Hermite nodes per
+    dimension and component (:func:`field_cell`)."""
+
+    law: Law
+    levels: Levels
+    w: float
+    methods: tuple[Method, ...]
+    nodes: int
+
+    @property
+    def cost(self) -> float:
+        return self.levels.steps * len(self.methods) * self.nodes ** self.law.dim
+
+
+class FieldSteps(NamedTuple):
+    errors: np.ndarray  # [M, steps]
+
+
+@cell_kind(FieldCell, modules=("evaluation.spec",))
+def field_steps(cell: FieldCell) -> FieldSteps:
+    m_R = Method("optimal", cell.w).build(cell.law, cell.levels).guided  # the golden: the tilted posterior mean
+    sigmas = cell.levels.sigmas()
+    rules = {i: m.build(cell.law, cell.levels).guided for i, m in enumerate(cell.methods)
+             if m.rule not in ("optimal", "apg_momentum")}
+    out = np.full((len(cell.methods), cell.levels.steps), math.nan)
+    for i, m in enumerate(cell.methods):
+        if m.rule == "optimal":
+            out[i] = 0.0
+    preset = cell.law.args[0]
+    for j, s in enumerate(sigmas[:-1].tolist()):
+        x, weight = conditional_nodes(preset, s, cell.nodes)
+        gold = m_R(x, s).detach()
+        for i, g in rules.items():
+            out[i, j] = float((weight * (g(x, s).detach() - gold).norm(dim=1)).sum())
+    return FieldSteps(out)
+
+
+def _field_cell(preset: str, w: float, schedule: str, steps: int, methods, config: FlowsConfig) -> FieldCell:
+    d = Law.preset(preset).dim
+    return FieldCell(Law.preset(preset), levels(schedule, steps, config.shift), float(w),
+                     tuple(_method(m, w) for m in methods), config.field_nodes[d - 1])
 
 
 def field_cell(preset: str, w: float, schedule: str, steps: int, methods=RULES, config: FlowsConfig = QUICK
@@ -440,24 +474,39 @@ def field_cell(preset: str, w: float, schedule: str, steps: int, methods=RULES, 
     quadrature on each component of the conditional marginal (:func:`conditional_nodes`,
     ``config.field_nodes``), so every level is resolved at its own scale. ``optimal`` is 0 (it is the golden);
     ``apg_momentum`` is nan (state, not a field)."""
-    methods = _check_names(methods, METHODS, "methods")
-    p = get_preset(preset)
-    golden = tilted_mean_denoiser(p.cond, CFGReward(p.cond, p.uncond, w))
-    sigmas = schedule_sigmas(schedule, steps, config.shift)
-    rules = {m: make_guidance(m, preset, w, schedule, steps, **_config_kwargs(config))
-             for m in methods if m not in ("optimal", "apg_momentum")}
-    out = np.full((len(methods), steps), math.nan)
-    if "optimal" in methods:
-        out[methods.index("optimal")] = 0.0
-    for i, s in enumerate(sigmas[:-1].tolist()):
-        x, weight = conditional_nodes(preset, s, config.field_nodes[p.cond.dim - 1])
-        m_R = golden(x, s)
-        for m, g in rules.items():
-            out[methods.index(m), i] = float((weight * (g(x, s).detach() - m_R).norm(dim=1)).sum())
-    return out
+    methods = _check_methods(methods)
+    _check_names((preset,), PRESETS, "preset")
+    return field_steps(_field_cell(preset, check_number(w, "w"), schedule, steps, methods, config)).errors
+
+
+@dataclass(frozen=True)
+class CapCell:
+    """A sweep cell: TV between CFG's flow outputs (``steps`` uniform steps) with the noise end capped at
+    ``T_NOISE_CAP`` and at ``1 - 1e-6``, on the grid of a :class:`LawCell`."""
+
+    law: Law
+    w: float
+    steps: int
+    half_width: float
+    points: int
+    sub: int
+
+
+class CapTV(NamedTuple):
+    tv: float
+
+
+@cell_kind(CapCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+def cap_tv(cell: CapCell) -> CapTV:
+    g = Method("cfg", cell.w).build(cell.law, levels("flow", cell.steps)).guided
+    axes = _axes(cell.law.dim, cell.half_width, cell.points)
+    out = [output_density(g, sampling_sigmas(LINEAR, uniform_times(cell.steps), cap=cap), axes, sampler="ddim",
+                          sub=cell.sub).mass for cap in (T_NOISE_CAP, 1 - 1e-6)]
+    return CapTV(total_variation(*out))
 
 
 # --- the whole experiment ------------------------------------------------------------------------------
+
 @dataclass(frozen=True)
 class FlowsResult:
     """Every cell of a :class:`FlowsConfig`. Cell arrays are indexed ``[preset, weight, schedule, steps,
@@ -499,43 +548,14 @@ class FlowsResult:
 
 
 def _first_2d(config: FlowsConfig):
-    return next((p for p in config.presets if get_preset(p).cond.dim == 2), None)
-
-
-def _cap_tv(preset: str, w: float, steps: int, config: FlowsConfig) -> float:
-    """TV between CFG's flow output with the noise end capped at ``T_NOISE_CAP`` and at ``1 - 1e-6``."""
-    d = get_preset(preset).cond.dim
-    g = make_guidance("cfg", preset, w, "flow", steps)
-    out = [output_density(g, sampling_sigmas(LINEAR, uniform_times(steps), cap=cap), config.axes(d), sampler="euler",
-                          sub=config.sub[d - 1]).mass for cap in (T_NOISE_CAP, 1 - 1e-6)]
-    return total_variation(*out)
+    return next((p for p in config.presets if Law.preset(p).dim == 2), None)
 
 
 def _start_tv(preset: str, schedule: str, config: FlowsConfig) -> float:
-    p = get_preset(preset)
-    u = grid_points(config.axes(p.cond.dim))
-    a = sigma_to_abar(schedule_sigmas(schedule, 2, config.shift)[0].item())
-    return total_variation(torch.softmax(vp_start(p.cond.dim)(u), 0), torch.softmax(p.cond.noised(a).log_prob(u), 0))
-
-
-def _grid_error(preset: str, result_sw1: np.ndarray, config: FlowsConfig) -> np.ndarray:
-    """``|sw1(h/2)/sw1(h) - 1|`` per method at (max w, flow, fewest steps); nan where not run."""
-    out = np.full(len(config.methods), math.nan)
-    if not (config.grid_check and "flow" in config.schedules):
-        return out
-    fine, w, n = config.refined(), max(config.weights), min(config.steps)
-    target = _target(preset, w, fine)
-    d = get_preset(preset).cond.dim
-    for m, method in enumerate(config.methods):
-        coarse = result_sw1[config.weights.index(w), config.schedules.index("flow"), config.steps.index(n), m]
-        if math.isfinite(coarse) and (method != "optimal" or config.runs_optimal(d, n)):
-            out[m] = abs(_output(preset, w, "flow", n, method, fine, target)[0].sw1 / coarse - 1)
-    return out
-
-
-def _levels_key(schedule: str) -> str:
-    """Schedules that visit the same levels with the same rules share field errors."""
-    return "vp" if schedule in ("vp_ddim", "vp_ddpm") else schedule
+    cond = Law.preset(preset).build().cond
+    u = grid_points(config.axes(cond.dim))
+    a = sigma_to_abar(levels(schedule, 2, config.shift).sigmas()[0].item())
+    return total_variation(torch.softmax(vp_start(cond.dim)(u), 0), torch.softmax(cond.noised(a).log_prob(u), 0))
 
 
 def _mean_over_levels(per_level: np.ndarray) -> np.ndarray:
@@ -545,69 +565,112 @@ def _mean_over_levels(per_level: np.ndarray) -> np.ndarray:
     return np.where(count > 0, np.where(ok, per_level, 0.0).sum(-1) / np.maximum(count, 1), math.nan)
 
 
-def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bool = True) -> FlowsResult:
-    """Run every cell of ``config`` (default :data:`QUICK` when ``quick``, else :data:`FULL`). Deterministic."""
-    c = config if config is not None else (QUICK if quick else FULL)
-    if not isinstance(c, FlowsConfig):
-        raise ValueError(f"config must be a FlowsConfig, got {c!r}")
+def _plan(c: FlowsConfig) -> list[tuple[tuple, Any]]:
+    """``(where, cell)`` for every cell of ``c``: the output laws, the field errors (one cell per levels visited:
+    VP DDIM and DDPM share theirs), the cap check and the 2x-refined grid check."""
+    plan: list[tuple[tuple, Any]] = []
+    n_min, fig2 = min(c.steps), _first_2d(c)
+    for a, preset in enumerate(c.presets):
+        law = Law.preset(preset)
+        d = law.dim
+        for b, w in enumerate(c.weights):
+            for k, sch in enumerate(c.schedules):
+                for j, n in enumerate(c.steps):
+                    for m, method in enumerate(c.methods):
+                        if Method.parse(method).rule == "optimal" and not c.runs_optimal(d, n):
+                            continue
+                        keep = n == n_min and preset in ("paper_1d", fig2)
+                        plan.append((("law", a, b, k, j, m), _law_cell(preset, w, sch, n, method, c, keep_mass=keep)))
+                    if c.fields:
+                        cell = _field_cell(preset, w, sch, n, c.methods, c)
+                        plan.append((("field", a, b, k, j), dataclasses.replace(cell, levels=Levels(cell.levels.schedule))))
+            plan.append((("cap", a, b), CapCell(law, float(w), n_min, c.density_range[d - 1], c.density_points[d - 1],
+                                               c.sub[d - 1])))
+        if c.grid_check and "flow" in c.schedules:
+            for m, method in enumerate(c.methods):
+                if Method.parse(method).rule != "optimal" or c.runs_optimal(d, n_min):
+                    plan.append((("fine", a, m), _law_cell(preset, max(c.weights), "flow", n_min, method, c, fine=True)))
+    return plan
+
+
+def cells(config: FlowsConfig) -> list:
+    """The sweep cells of ``config`` (:mod:`evaluation.sweep`), in the order :func:`assemble` reads them."""
+    if not isinstance(config, FlowsConfig):
+        raise ValueError(f"config must be a FlowsConfig, got {config!r}")
+    return [cell for _, cell in _plan(config)]
+
+
+def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
+    """The :class:`FlowsResult` of ``config`` from the results of :func:`cells` (same order)."""
+    c = config
+    plan = _plan(c)
+    if len(results) != len(plan):
+        raise ValueError(f"the flows experiment of this config has {len(plan)} cells, got {len(results)} results")
+    kinds = {"law": LawResult, "fine": LawResult, "field": FieldSteps, "cap": CapTV}
+    for (where, cell), r in zip(plan, results):
+        if not isinstance(r, kinds[where[0]]):
+            raise ValueError(f"expected the flows experiment's {kinds[where[0]].__name__} for {cell!r:.120}, "
+                             f"got {type(r).__name__}")
     P, W, K, S, M, L = len(c.presets), len(c.weights), len(c.schedules), len(c.steps), len(c.methods), max(c.steps)
     shape = (P, W, K, S, M)
-    arr = {k: np.full(shape, math.nan) for k in ("sw1", "tv", "kl_target_out", "kl_out_target", "lost")}
+    arr = {k: np.full(shape, math.nan) for k in CellDistances._fields if k != "narrow_steps"}
     narrow = np.zeros(shape, dtype=int)
-    field_steps = np.full(shape + (L,), math.nan)
-    levels = np.full((K, S, L), math.nan)
+    field_steps_ = np.full(shape + (L,), math.nan)
+    levels_ = np.full((K, S, L), math.nan)
     for k, sch in enumerate(c.schedules):
         for j, n in enumerate(c.steps):
-            levels[k, j, :n] = schedule_sigmas(sch, n, c.shift)[:-1].numpy()
-    n_min, fig2 = min(c.steps), _first_2d(c)
+            levels_[k, j, :n] = levels(sch, n, c.shift).sigmas()[:-1].numpy()
+    fig2 = _first_2d(c)
     ax1, ax2 = c.axes(1)[0], c.axes(2)[0]
     n1, n2 = (ax1.numel() if "paper_1d" in c.presets else 0), (ax2.numel() if fig2 else 0)
     density_1d, target_1d = np.full((W, K, M, n1), math.nan), np.full((W, n1), math.nan)
     density_2d, target_2d = np.full((W, K, M, n2, n2), math.nan), np.full((W, n2, n2), math.nan)
-    grid_error = np.full((P, M), math.nan)
-    for a, preset in enumerate(tqdm(c.presets, desc="flows presets", disable=not progress)):
-        d = get_preset(preset).cond.dim
-        for b, w in enumerate(tqdm(c.weights, desc=preset, leave=False, disable=not progress)):
-            target = _target(preset, w, c)
-            if preset == "paper_1d":
-                target_1d[b] = target.mass.numpy()
-            if preset == fig2:
-                target_2d[b] = target.mass.numpy()
-            fields = {}
-            for k, sch in enumerate(c.schedules):
-                for j, n in enumerate(c.steps):
-                    for m, method in enumerate(c.methods):
-                        if method == "optimal" and not c.runs_optimal(d, n):
-                            continue
-                        cell, mass = _output(preset, w, sch, n, method, c, target)
-                        for key in arr:
-                            arr[key][a, b, k, j, m] = getattr(cell, key)
-                        narrow[a, b, k, j, m] = cell.narrow_steps
-                        if n == n_min and mass is not None:
-                            if preset == "paper_1d":
-                                density_1d[b, k, m] = mass
-                            if preset == fig2:
-                                density_2d[b, k, m] = mass
-                    key = (_levels_key(sch), n)
-                    if not c.fields:
-                        continue
-                    if key not in fields:
-                        fields[key] = field_cell(preset, w, sch, n, c.methods, c)
-                    field_steps[a, b, k, j, :, :n] = fields[key]
-        grid_error[a] = _grid_error(preset, arr["sw1"][a], c)
+    grid_error, cap = np.full((P, M), math.nan), np.full((P, W), math.nan)
+    fine: dict = {}
+    for ((kind, *where), _), r in zip(plan, results):
+        if kind == "law":
+            a, b, k, j, m = where
+            for key in arr:
+                arr[key][a, b, k, j, m] = getattr(r.distances, key)
+            narrow[a, b, k, j, m] = r.distances.narrow_steps
+            if r.mass.size:
+                if c.presets[a] == "paper_1d":
+                    density_1d[b, k, m] = r.mass
+                else:
+                    density_2d[b, k, m] = r.mass
+        elif kind == "field":
+            a, b, k, j = where
+            field_steps_[a, b, k, j, :, :c.steps[j]] = r.errors
+        elif kind == "cap":
+            cap[tuple(where)] = r.tv
+        elif kind == "fine":
+            fine[tuple(where)] = r.distances.sw1
+        else:  # pragma: no cover - the plan names no other kind
+            raise ValueError(f"unknown plan entry {kind!r}")
+    if fine:
+        b, k, j = c.weights.index(max(c.weights)), c.schedules.index("flow"), c.steps.index(min(c.steps))
+        for (a, m), sw1 in fine.items():
+            coarse = arr["sw1"][a, b, k, j, m]
+            if math.isfinite(coarse):
+                grid_error[a, m] = abs(sw1 / coarse - 1)
+    for b, w in enumerate(c.weights):  # the targets drawn beside the densities
+        for preset, out in (("paper_1d", target_1d), (fig2, target_2d)):
+            if preset in c.presets:
+                parts = Law.preset(preset).build()
+                out[b] = tilted_target(parts.cond, Method("cfg", w).reward(parts), c.axes(parts.dim)).mass.numpy()
     start_tv = np.array([[_start_tv(pr, sch, c) for sch in c.schedules] for pr in c.presets])
-    cap_tv = np.array([[_cap_tv(pr, w, n_min, c) for w in c.weights] for pr in c.presets])
     return FlowsResult(c, arr["sw1"], arr["tv"], arr["kl_target_out"], arr["kl_out_target"], arr["lost"], narrow,
-                       _mean_over_levels(field_steps), field_steps, levels, start_tv, cap_tv, grid_error,
+                       _mean_over_levels(field_steps_), field_steps_, levels_, start_tv, cap, grid_error,
                        density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
 
 
-@cell_kind(FlowsConfig, modules=("evaluation.density", "evaluation.distances"))
-def compute_cell(config: FlowsConfig) -> FlowsResult:
-    """:func:`compute` of ``config`` as a sweep cell (:mod:`evaluation.sweep`): a ``FlowsConfig`` is its own cache
-    key, so the claims ledger runs and caches this experiment like any other cell."""
-    return compute(config=config, progress=False)
-
+def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bool = True, *, workers: int = 1,
+            cache=None) -> FlowsResult:
+    """Every cell of ``config`` (default :data:`QUICK` when ``quick``, else :data:`FULL`) through
+    :func:`evaluation.sweep.run_cells` (cached, resumable; ``workers`` local processes), assembled. Deterministic."""
+    c = config if config is not None else (QUICK if quick else FULL)
+    run = run_cells(cells(c), cache=cache, workers=workers, progress=progress, desc="flows cells")
+    return assemble(c, run.results)
 
 # --- verdicts and the key numbers ----------------------------------------------------------------------
 Cell = tuple  # (preset, w, schedule, steps)
@@ -698,7 +761,7 @@ def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: st
     if check_number(rtol, "rtol") < 0 or check_number(max_lost, "max_lost") < 0:
         raise ValueError(f"rtol and max_lost must be >= 0, got {rtol}, {max_lost}")
     if presets is None:
-        presets = tuple(p for p in c.presets if get_preset(p).cond.dim == 2)
+        presets = tuple(p for p in c.presets if Law.preset(p).dim == 2)
     presets = _check_names(presets, c.presets, "presets")
     values = getattr(result, metric)
     mr, mb = c.methods.index(rule), c.methods.index(baseline)
@@ -788,3 +851,40 @@ def summary(result: FlowsResult) -> dict:
                    else math.nan)
         out["start_and_grid"][pr] = row
     return out
+
+
+def main(argv=None) -> None:
+    """``python -m evaluation.flows``: run the experiment (:data:`FIGURE`, or :data:`QUICK` with ``--quick``)
+    through the cell cache and write its key numbers to ``OUT/flows.json``."""
+    import argparse
+    import json
+    from pathlib import Path
+
+    from .io import check_writable_dir, write_atomically
+
+    ap = argparse.ArgumentParser(prog="python -m evaluation.flows", allow_abbrev=False,
+                                 description="Exact guidance rules on flows against VP at matched step counts.")
+    ap.add_argument("--quick", action="store_true", help="the QUICK configuration (one step count, coarse grids)")
+    ap.add_argument("--out", type=Path, default=Path("out"), help="folder for flows.json (default: out)")
+    ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    ap.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=None,
+                    help="only these presets (default: the configuration's)")
+    args = ap.parse_args(argv)
+    if args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
+    try:
+        check_writable_dir(args.out)
+    except OSError as err:
+        ap.error(f"cannot write the output: {err}")
+    config = QUICK if args.quick else FIGURE
+    if args.presets:
+        config = dataclasses.replace(config, presets=tuple(args.presets))
+    r = compute(config=config, workers=args.workers)
+    path = write_atomically(args.out / "flows.json", json.dumps(summary(r), indent=1) + "\n")
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":  # run the package module, so cells are registered under its name (not __main__)
+    from evaluation.flows import main as _main
+
+    _main()

@@ -18,6 +18,7 @@ import numpy as np
 
 from evaluation import dimension
 from evaluation.dimension import LAW_METHODS, METHODS, ORIENTATIONS, SEPARATIONS, VARIANCES, DimensionStudy
+from evaluation.spec import Method
 
 from .style import COLORS, LABELS, save, style
 
@@ -26,11 +27,12 @@ CAPTION = ("Guidance in d = 1 to 4096, exact: mean field error |golden - field| 
            "estimators (paper J^T 1, vjp, diag) with fixed and sqrt(d)-growing class separation, U at a random "
            "orientation or on the axes, and the output law along U (mean overshoot, variance ratio to the tilted "
            "target) of CFG, REG, damped CFG and the optimum.")
-SHOWN = ("cfg", "paper", "vjp", "diag", "damped")
-COLOR = {"cfg": COLORS["cfg"], "paper": COLORS["reg_paper"], "vjp": COLORS["reg_vjp"], "diag": COLORS["reg_diag"],
-         "damped": "#8c564b", "unguided": "#aaaaaa", "reg": COLORS["reg_vjp"], "optimal": COLORS["golden"]}
-LABEL = {"cfg": LABELS["cfg"], "paper": LABELS["reg_paper"], "vjp": "REG vjp (= jvp, fd)", "diag": LABELS["reg_diag"],
-         "damped": "damped CFG (d -> inf limit)", "unguided": "unguided", "reg": "REG (vjp)", "optimal": "optimum"}
+SHOWN = ("cfg", "cfg,reg=paper", "cfg,reg=vjp", "cfg,reg=diag", "damped")
+COLOR = {"cfg": COLORS["cfg"], "cfg,reg=paper": COLORS["reg_paper"], "cfg,reg=vjp": COLORS["reg_vjp"],
+         "cfg,reg=diag": COLORS["reg_diag"], "damped": "#8c564b", "unguided": "#aaaaaa", "optimal": COLORS["golden"]}
+LABEL = {"cfg": LABELS["cfg"], "cfg,reg=paper": LABELS["reg_paper"], "cfg,reg=vjp": "REG (vjp) (= jvp, fd)",
+         "cfg,reg=diag": LABELS["reg_diag"], "damped": "damped CFG (d -> inf limit)", "unguided": "unguided",
+         "optimal": "optimum"}
 
 
 @functools.cache
@@ -48,8 +50,8 @@ def _field_panel(ax, r: DimensionStudy, s: int, v: int) -> None:
     for m in SHOWN:
         i = METHODS.index(m)
         ax.plot(r.dims, err[o_rand, :, i], "-", marker="o", ms=3, color=COLOR[m], label=LABEL[m])
-    i = METHODS.index("paper")
-    ax.plot(r.dims, err[o_axes, :, i], ":", marker=".", color=COLOR["paper"], label="REG paper, U on the axes")
+    i = METHODS.index("cfg,reg=paper")
+    ax.plot(r.dims, err[o_axes, :, i], ":", marker=".", color=COLOR["cfg,reg=paper"], label="REG (paper), U on the axes")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("d")
@@ -59,10 +61,10 @@ def _field_panel(ax, r: DimensionStudy, s: int, v: int) -> None:
 
 def _law_panel(ax, r: DimensionStudy, s: int) -> None:
     twin = ax.twinx()
-    for m in ("unguided", "cfg", "reg", "damped", "optimal"):
+    for m in LAW_METHODS:
         i = LAW_METHODS.index(m)
         ax.plot(r.law_dims, r.law_mean[s, :, i] - r.target_mean[s], "-", marker="o", ms=3, color=COLOR[m],
-                label=LABEL[m])
+                label=LABEL["damped"] if m == "damped" else Method.parse(m).label)
         twin.plot(r.law_dims, r.law_var[s, :, i] / r.target_var[s], "--", marker="x", ms=3, color=COLOR[m])
     ax.axhline(0.0, color="0.6", lw=0.6)
     ax.set_xscale("log", base=2)

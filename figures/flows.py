@@ -15,6 +15,7 @@ import numpy as np
 
 from evaluation import flows
 from evaluation.flows import FlowsResult
+from evaluation.spec import Method
 
 from .style import COLORS, save, style
 
@@ -22,9 +23,9 @@ NAME = "flows"
 CAPTION = ("Guidance on flows vs VP, exact: output laws, sliced W1 to the tilted target p(x|y) R_0 / Z and field "
            "errors (D units) of CFG, CFG-Zero* (+ zero-init), APG (+ momentum), REG and the optimum under flow Euler "
            "(uniform and SD3-shifted t) and VP DDIM / DDPM at matched step counts.")
-SHOWN = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "reg_paper", "reg_vjp", "optimal")
+SHOWN = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "cfg,reg=paper", "cfg,reg=vjp", "optimal")
 COLOR = {"cfg": COLORS["cfg"], "cfg_zero_star": "#2ca02c", "cfg_zero_star_init": "#98df8a", "apg": "#9467bd",
-         "apg_momentum": "#c5b0d5", "reg_paper": COLORS["reg_paper"], "reg_vjp": COLORS["reg_vjp"],
+         "apg_momentum": "#c5b0d5", "cfg,reg=paper": COLORS["reg_paper"], "cfg,reg=vjp": COLORS["reg_vjp"],
          "optimal": COLORS["golden"]}
 LINE = {"flow": "-", "flow_shift": ":", "vp_ddim": "--", "vp_ddpm": "-."}
 
@@ -50,12 +51,12 @@ def _density_panel(ax, r: FlowsResult, k: int, title: str) -> None:
     X, Y = np.meshgrid(x, x, indexing="ij")
     b = len(c.weights) - 1
     ax.contourf(X, Y, r.target_2d[b], levels=8, cmap="Greys")
-    for name in ("cfg", "cfg_zero_star", "apg", "reg_vjp"):
+    for name in ("cfg", "cfg_zero_star", "apg", "cfg,reg=vjp"):
         if name in c.methods:
             mass = r.density_2d[b, k, c.methods.index(name)]
             if np.isfinite(mass).all() and mass.max() > 0:
                 ax.contour(X, Y, mass, levels=[0.25 * mass.max()], colors=[COLOR[name]], linewidths=1.0)
-                ax.plot([], [], color=COLOR[name], label=name)
+                ax.plot([], [], color=COLOR[name], label=Method.parse(name).label)
     ax.set_xlim(-1.5, 3.0)
     ax.set_ylim(-1.5, 2.5)
     ax.set_aspect("equal")
@@ -71,7 +72,7 @@ def _curves(ax, r: FlowsResult, schedules, xy, marker="o") -> None:
             for sch in schedules:
                 xs, ys = xy(c.methods.index(name), c.schedules.index(sch))
                 ax.plot(xs, ys, LINE[sch], marker=marker, ms=3, color=COLOR[name],
-                        label=name if sch == schedules[0] else None)
+                        label=Method.parse(name).label if sch == schedules[0] else None)
 
 
 def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
@@ -87,10 +88,10 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
             h = r.axis_1d[1] - r.axis_1d[0]
             ax.fill_between(r.axis_1d, r.target_1d[b] / h, color="0.85", label="tilted target")
             for sch in ("flow", "vp_ddim"):
-                for name in ("cfg", "reg_vjp", "optimal"):
+                for name in ("cfg", "cfg,reg=vjp", "optimal"):
                     if name in c.methods and sch in c.schedules:
                         ax.plot(r.axis_1d, r.density_1d[b, c.schedules.index(sch), c.methods.index(name)] / h,
-                                LINE[sch], color=COLOR[name], lw=1.0, label=f"{name}, {sch}")
+                                LINE[sch], color=COLOR[name], lw=1.0, label=f"{Method.parse(name).label}, {sch}")
             ax.set_xlim(-1, 3)
             ax.set_title(f"paper_1d, w = 1, {min(c.steps)} steps")
             ax.set_xlabel("$x_0$")

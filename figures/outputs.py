@@ -17,6 +17,7 @@ import torch
 from analytic import CFGReward, get_preset, optimal_denoiser
 from evaluation import distances, output_density, tilted_start, tilted_target
 from evaluation.cases import get_case
+from evaluation.spec import Schedule
 from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, bind, sample, vp_prior
 from sampler.schedules import VPSchedule
 
@@ -72,7 +73,7 @@ def compute(quick: bool = False) -> Outputs:
             tv[w, m], kl[w, m] = dist.tv, dist.kl_target_out
     # 2-D sample clouds
     q = get_preset("correlated_2d")
-    s2 = get_case("correlated_2d").make_schedule()
+    s2 = Schedule.parse(get_case("correlated_2d").schedule).vp
     reward2 = CFGReward(q.cond, q.uncond, 1.0)
     axis2 = torch.linspace(-1.5, 2.5, 81, dtype=torch.float64)
     target2 = tilted_target(q.cond, reward2, (axis2, axis2)).mass.numpy()

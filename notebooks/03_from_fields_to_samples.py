@@ -44,7 +44,7 @@ import torch
 import analytic as A
 from evaluation import distances, kl_divergence, output_density, tilted_start, tilted_target, vp_start, wasserstein1
 from evaluation.claims import evaluate, get_claim
-from evaluation.claims.laws import lin_reaching
+from evaluation.spec import lin_reaching
 from figures.style import COLORS, LABELS, style
 from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, VPSchedule, bind, ddim, ddpm, vp_prior
 from teaching import check

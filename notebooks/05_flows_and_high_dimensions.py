@@ -129,7 +129,7 @@ assert torch.allclose(out_contract, xt, atol=1e-9)
 w = 1.0
 reward = A.CFGReward(cond, uncond, w)
 schedules = ("flow", "flow_shift", "vp_ddim")
-methods = ("cfg", "reg_vjp", "optimal")
+methods = ("cfg", "cfg,reg=vjp", "optimal")
 laws, tv = {}, {}
 for n in STEPS:
     for sch in schedules:
@@ -152,8 +152,8 @@ with style():
     fig, axs = plt.subplots(1, 2, figsize=(8, 2.6), sharey=True, **FIG)
     for ax, sch in zip(axs, ("flow", "vp_ddim")):
         ax.fill_between(axis, target.mass / h, color="0.85", label="tilted target")
-        for m, key in (("cfg", "cfg"), ("reg_vjp", "reg_vjp"), ("optimal", "golden")):
-            ax.plot(axis, laws[sch, n0, m].mass / h, color=COLORS[key], label=LABELS.get(m, m))
+        for m, key in (("cfg", "cfg"), ("cfg,reg=vjp", "reg_vjp"), ("optimal", "golden")):
+            ax.plot(axis, laws[sch, n0, m].mass / h, color=COLORS[key], label=LABELS.get(key, m))
         ax.set_xlim(-1, 3)
         ax.set_title(f"{sch}, {n0} steps")
     axs[0].legend()
@@ -161,7 +161,7 @@ with style():
     plt.show()
 # the optimum is the closest rule on every schedule, and converges as the steps grow
 for sch in schedules:
-    assert all(tv[sch, n, "optimal"] < min(tv[sch, n, "cfg"], tv[sch, n, "reg_vjp"]) for n in STEPS)
+    assert all(tv[sch, n, "optimal"] < min(tv[sch, n, "cfg"], tv[sch, n, "cfg,reg=vjp"]) for n in STEPS)
 if len(STEPS) > 1:
     assert all(tv[sch, STEPS[-1], "optimal"] < tv[sch, STEPS[0], "optimal"] for sch in schedules)
 

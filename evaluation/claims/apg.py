@@ -16,7 +16,8 @@ it). FID, recall and saturation of images are outside this test.
 """
 from __future__ import annotations
 
-from ..flows import apg_verdict
+from ..flows import apg_verdict, assemble
+from ..flows import cells as flow_cells
 from .cfg_zero_star import conclude_rule, config
 from .ledger import Claim, Outcome
 
@@ -24,11 +25,11 @@ __all__ = ["CLAIM", "cells", "conclude"]
 
 
 def cells(quick: bool) -> list:
-    return [config(quick)]
+    return flow_cells(config(quick))
 
 
 def conclude(quick: bool, results) -> Outcome:
-    return conclude_rule(CLAIM, results, lambda r: (apg_verdict(r, momentum=True), apg_verdict(r)),
+    return conclude_rule(CLAIM, assemble(config(quick), results), lambda r: (apg_verdict(r, momentum=True), apg_verdict(r)),
                          ("APG + momentum", "APG without momentum"))
 
 

@@ -25,7 +25,7 @@ from ..density import output_density
 from ..distances import distances, tilted_target
 from ..sweep import cell_kind
 from .cells import axes_of
-from .laws import get_law, make_schedule, weak_model
+from ..spec import Law, Schedule, weak_model
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "AutogCell", "AutogLaw", "GUIDES", "cells", "conclude"]
@@ -65,10 +65,10 @@ def _entropy(mass: torch.Tensor, axes) -> float:
     return -(m[pos] * torch.log(m[pos] / cell)).sum().item()
 
 
-@cell_kind(AutogCell, modules=("evaluation.claims.laws", "evaluation.density", "evaluation.distances"))
+@cell_kind(AutogCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
 def autog_law(cell: AutogCell) -> AutogLaw:
-    law = get_law(cell.law)
-    sched = make_schedule(cell.schedule)
+    law = Law.parse(cell.law).build()
+    sched = Schedule.parse(cell.schedule).vp
     axes = axes_of(GRIDS[law.cond.dim], law.cond.dim)
     main = weak_model(law.cond, cell.main)
     m = MixtureModel({"main": main, "bad": weak_model(law.cond, cell.bad), "control": weak_model(law.cond, cell.control),

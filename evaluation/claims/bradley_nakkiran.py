@@ -25,15 +25,13 @@ from typing import Callable, NamedTuple
 import numpy as np
 import torch
 
-from analytic import CFGReward
 from analytic.quadrature import deposit
-from sampler import CFG, MixtureModel, bind
 from sampler.samplers import ddim_coefficients
 
 from ..density import output_density
 from ..distances import tilted_target, total_variation
+from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
-from .laws import get_law, make_schedule
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "PCCell", "PCLaw", "propagate", "KINDS"]
@@ -82,7 +80,7 @@ class PCCell:
 
     @property
     def cost(self) -> float:
-        return make_schedule(self.schedule).T * (3.0 if self.kind in ("pcg", "ddpm_grid") else 1.0)
+        return Schedule.parse(self.schedule).vp.T * (3.0 if self.kind in ("pcg", "ddpm_grid") else 1.0)
 
 
 class PCLaw(NamedTuple):
@@ -90,16 +88,16 @@ class PCLaw(NamedTuple):
     target: np.ndarray  # [n] the gamma-powered law p_c^(1+w) p_u^(-w), normalised
 
 
-@cell_kind(PCCell, modules=("evaluation.claims.laws", "evaluation.density", "evaluation.distances"))
+@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
 def pc_law(cell: PCCell) -> PCLaw:
-    law = get_law(cell.law)
-    sched = make_schedule(cell.schedule)
+    law = Law.parse(cell.law).build()
+    sched = Schedule.parse(cell.schedule).vp
     sig = sched.sampling_sigmas()
     axis = torch.linspace(cell.grid[0], cell.grid[1], int(cell.grid[2]), dtype=F64)
-    m = MixtureModel({"c": law.cond, "u": law.uncond})
-    c, u = bind(m, "c"), bind(m, "u")
-    cfg, cfg2 = CFG(c, u, cell.w), CFG(c, u, 2 * cell.w)
-    target = tilted_target(law.cond, CFGReward(law.cond, law.uncond, cell.w), (axis,)).mass
+    built = Method("cfg", cell.w).build(law, Schedule.parse(cell.schedule))
+    cfg, cfg2 = built.guided, Method("cfg", 2 * cell.w).build(law, Schedule.parse(cell.schedule)).guided
+    c = cfg.cond
+    target = tilted_target(law.cond, built.reward, (axis,)).mass
     if cell.kind in ("ddpm", "ddim"):
         mass = output_density(cfg, sig, (axis,), sampler=cell.kind, estimate_error=False).mass
     elif cell.kind == "ddpm_grid":

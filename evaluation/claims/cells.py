@@ -2,7 +2,7 @@
 tilted target, and the field error of one guidance against the ideal-chain golden.
 
 Both are pure functions of their frozen configuration; everything they name is a string or a number
-(:mod:`evaluation.claims.laws`), so a cell is its own cache key.
+(:mod:`evaluation.spec`), so a cell is its own cache key.
 """
 from __future__ import annotations
 
@@ -20,12 +20,11 @@ from ..density import output_density, tilted_start, vp_start
 from ..distances import distances, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
-from .laws import Method, build, get_law, make_schedule, reward_of
+from ..spec import STARTS, Law, Method, Schedule
 
 __all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "axes_of"]
 
 F64 = torch.float64
-STARTS = ("n01", "tilted", "tilted_n01")
 
 
 def axes_of(grid: tuple[float, float, int], d: int) -> tuple[torch.Tensor, ...]:
@@ -50,6 +49,7 @@ class OutputCell:
     keep_mass: bool = False
 
     def __post_init__(self):
+        Law.parse(self.law), Schedule.parse(self.schedule)  # refuse a bad name here, not in a worker
         if self.start not in STARTS:
             raise ValueError(f"unknown start {self.start!r}; choose one of {STARTS}")
         if self.sampler not in ("ddpm", "ddim"):
@@ -57,8 +57,8 @@ class OutputCell:
 
     @property
     def cost(self) -> float:  # relative, for ordering work: steps x grid nodes
-        d = get_law(self.law).cond.dim
-        return make_schedule(self.schedule).T * self.grid[2] ** d * (3.0 if self.method.family == "optimal" else 1.0)
+        d = Law.parse(self.law).dim
+        return Schedule.parse(self.schedule).steps * self.grid[2] ** d * (3.0 if self.method.rule == "optimal" else 1.0)
 
 
 class OutputLaw(NamedTuple):
@@ -95,17 +95,17 @@ def _nan_law(reason: str, d: int) -> OutputLaw:
                      np.zeros(0), np.zeros(0))
 
 
-@cell_kind(OutputCell, modules=("evaluation.claims.laws", "evaluation.density", "evaluation.distances", "toy"))
+@cell_kind(OutputCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "toy"))
 def output_law(cell: OutputCell) -> OutputLaw:
-    law = get_law(cell.law)
+    law = Law.parse(cell.law).build()
     d = law.cond.dim
-    sched = make_schedule(cell.schedule)
-    reward = reward_of(cell.method, law)
+    sched = Schedule.parse(cell.schedule).vp
+    reward = cell.method.reward(law)
     try:
         check_integrable(law.cond, reward, 1e-12)  # the target exists iff E_t is finite at every level
     except ValueError as err:
         return _nan_law(f"tilted target does not exist: {str(err)[:120]}", d)
-    guided, reward = build(cell.method, law, sched, cell.model)
+    guided = cell.method.build(law, Schedule.parse(cell.schedule), cell.model).guided
     axes = axes_of(cell.grid, d)
     a_T = sched.abar[-1].item()
     try:  # the exact routines refuse a target or start they cannot resolve (e.g. centred far off the grid)
@@ -161,19 +161,19 @@ class FieldResult(NamedTuple):
     mean_error_weighted: float
 
 
-@cell_kind(FieldCell, modules=("evaluation.claims.laws", "evaluation.field_errors", "toy"))
+@cell_kind(FieldCell, modules=("evaluation.spec", "evaluation.field_errors", "toy"))
 def field_error(cell: FieldCell) -> FieldResult:
-    law = get_law(cell.law)
-    sched = make_schedule(cell.schedule)
+    law = Law.parse(cell.law).build()
+    sched = Schedule.parse(cell.schedule).vp
     sub = sched.respace(min(cell.levels, sched.T))  # the same abar at the kept steps
-    reward = reward_of(cell.method, law)
+    reward = cell.method.reward(law)
     try:
         check_integrable(law.cond, reward, 1e-12)
     except ValueError as err:
         e = np.zeros(0)
         return FieldResult(False, f"E_t diverges: {str(err)[:120]}", e, e, e, e, e, math.nan, math.nan)
     # the guided denoiser is built for the full schedule (its weights are defined on its levels)
-    guided, reward = build(cell.method, law, sched)
+    guided = cell.method.build(law, Schedule.parse(cell.schedule)).guided
     axes = axes_of(cell.grid, law.cond.dim)
     fe = field_errors(law.cond, sub, axes, {"m": guided}, reward, sampler_chain=False)
     X = grid_points(axes)

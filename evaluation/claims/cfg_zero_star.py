@@ -5,7 +5,7 @@ estimated velocity and (b) zero-init, zeroing the first steps of the ODE solver,
 on flow-matching models (text-to-image and text-to-video). The abstract motivates it with Gaussian mixtures
 whose ground-truth flow is known, where inaccurate early flow estimates send CFG's samples astray.
 
-Experiment: :mod:`evaluation.flows` run as one ledger cell (a :class:`~evaluation.flows.FlowsConfig`): exact
+Experiment: :mod:`evaluation.flows` run as ledger cells (those of a :class:`~evaluation.flows.FlowsConfig`): exact
 output laws of CFG, CFG-Zero* (optimised scale alone) and CFG-Zero* with zero-init (the first step zeroed, as
 the authors' code) on the 2-D presets (in 1-D the optimised scale makes CFG-Zero* the conditional model), flow
 Euler with uniform and SD3-shifted levels and VP DDIM / DDPM at matched step counts, against the tilted target
@@ -18,7 +18,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from ..flows import FIGURE, FlowsConfig, FlowsResult, Verdict, cfg_zero_star_verdict, describe_cells
+from .. import flows
+from ..flows import FIGURE, FlowsConfig, FlowsResult, Verdict, assemble, cfg_zero_star_verdict, describe_cells
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "METHODS", "config", "cells", "conclude", "conclude_rule", "verdict_text", "numbers_of"]
@@ -27,7 +28,7 @@ METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum") 
 
 
 def config(quick: bool) -> FlowsConfig:
-    """The flows experiment both flow claims (this and :mod:`.apg`) read: one cell, computed once. ``quick``:
+    """The flows experiment both flow claims (this and :mod:`.apg`) read: the same cells, computed once. ``quick``:
     correlated_2d (where the rules differ most), w = 1 and 4, 10 steps, the deterministic schedules, the
     tests' grid (2-D spacing 0.3); else :data:`evaluation.flows.FIGURE` (w = 1 and 4, 10 and 50 steps, every
     schedule) on the 2-D presets without the optimum and the field errors (the verdicts need the output laws
@@ -41,7 +42,7 @@ def config(quick: bool) -> FlowsConfig:
 
 
 def cells(quick: bool) -> list:
-    return [config(quick)]
+    return flows.cells(config(quick))
 
 
 def verdict_text(v: Verdict) -> str:
@@ -70,11 +71,10 @@ def numbers_of(v: Verdict, label: str) -> list[tuple[str, float]]:
     return out
 
 
-def conclude_rule(claim: Claim, results, verdicts: Callable[[FlowsResult], tuple[Verdict, Verdict]],
+def conclude_rule(claim: Claim, r: FlowsResult, verdicts: Callable[[FlowsResult], tuple[Verdict, Verdict]],
                   labels: tuple[str, str]) -> Outcome:
-    """A flow claim's outcome from the shared cell: the verdict of the rule as proposed, ``verdicts(r)[0]``,
+    """A flow claim's outcome from the shared cells' result: the verdict of the rule as proposed, ``verdicts(r)[0]``,
     decides; its variant's (``[1]``) is reported beside it. ``labels`` name the two in the numbers."""
-    (r,) = results
     if not isinstance(r, FlowsResult):
         raise ValueError(f"expected the flows experiment's result, got {type(r).__name__}")
     full, variant = verdicts(r)
@@ -86,7 +86,7 @@ def conclude_rule(claim: Claim, results, verdicts: Callable[[FlowsResult], tuple
 
 
 def conclude(quick: bool, results) -> Outcome:
-    return conclude_rule(CLAIM, results, lambda r: (cfg_zero_star_verdict(r, zero_init=True), cfg_zero_star_verdict(r)),
+    return conclude_rule(CLAIM, assemble(config(quick), results), lambda r: (cfg_zero_star_verdict(r, zero_init=True), cfg_zero_star_verdict(r)),
                          ("CFG-Zero* (+ zero-init)", "optimised scale alone"))
 
 

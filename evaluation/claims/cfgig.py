@@ -21,12 +21,12 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from analytic import CFGReward, guidance_fields_on_grid
+from analytic import guidance_fields_on_grid
 from analytic.quadrature import grid_points
 
+from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .cells import axes_of
-from .laws import get_law, make_schedule
 from .ledger import Claim, Outcome
 from .reg_map import single
 
@@ -70,11 +70,12 @@ def _identity_error(law, reward, a: float) -> float:
     return (fd - other).abs().max().item()
 
 
-@cell_kind(RenyiCell, modules=("evaluation.claims.laws",))
+@cell_kind(RenyiCell, modules=("evaluation.spec",))
 def renyi_term(cell: RenyiCell) -> RenyiTerm:
-    law = get_law(cell.law)
-    sched = make_schedule(cell.schedule).respace(min(cell.levels, make_schedule(cell.schedule).T))
-    reward = CFGReward(law.cond, law.uncond, cell.w)
+    law = Law.parse(cell.law).build()
+    full = Schedule.parse(cell.schedule).vp
+    sched = full.respace(min(cell.levels, full.T))
+    reward = Method("cfg", cell.w).reward(law)
     axes = axes_of(cell.grid, law.cond.dim)
     X = grid_points(axes)
     rows = []
@@ -99,7 +100,7 @@ def _laws(quick: bool) -> tuple:
 
 
 def _cell(law: str, w: float) -> RenyiCell:
-    dim = get_law(law).cond.dim
+    dim = Law.parse(law).dim
     if dim == 1:
         return RenyiCell(law, w=w)
     # 2-D goldens at abar_T = 1e-4 would need too large a quadrature grid: a schedule reaching 0.007, from

@@ -25,7 +25,7 @@ from sampler import CFG, MixtureModel, bind, ddim
 from ..distances import total_variation
 from ..sweep import cell_kind
 from .cells import OutputCell
-from .laws import Method, cfgpp_weights, get_law, make_schedule
+from ..spec import Law, Method, Schedule, cfgpp_weights
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "StepCell", "StepCheck", "cfgpp_step", "cells", "conclude"]
@@ -57,10 +57,10 @@ class StepCheck(NamedTuple):
     lerp_scales: np.ndarray  # [T] the equivalent s_i
 
 
-@cell_kind(StepCell, modules=("evaluation.claims.laws",))
+@cell_kind(StepCell, modules=("evaluation.spec",))
 def step_check(cell: StepCell) -> StepCheck:
-    law = get_law(cell.law)
-    sig = make_schedule(cell.schedule).sampling_sigmas()
+    law = Law.parse(cell.law).build()
+    sig = Schedule.parse(cell.schedule).sigmas()
     m = MixtureModel({"c": law.cond, "u": law.uncond})
     c, u = bind(m, "c"), bind(m, "u")
     weights = cfgpp_weights(cell.lam, sig)

@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import OutputCell
-from .laws import Method, get_law
+from ..spec import Law, Method
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "Guided", "cells", "conclude", "edges"]
@@ -55,10 +55,10 @@ def cells(quick: bool) -> list:
 def edges(law: str) -> tuple[float, float]:
     """The support used for ``law``: the blocks' [1 - 3s, 2 + 3s], else the conditional's central 99.9 %."""
     if law == "blocks_1d":
-        c = get_law(law).cond
+        c = Law.parse(law).build().cond
         s = float(c.covs[0, 0, 0] ** 0.5)
         return 1.0 - 3 * s, 2.0 + 3 * s
-    c = get_law(law).cond
+    c = Law.parse(law).build().cond
     x = np.linspace(-6, 6, 120001)
     import torch
 

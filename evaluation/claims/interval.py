@@ -22,7 +22,7 @@ import torch
 
 from ..distances import total_variation
 from .cells import FieldCell, OutputCell
-from .laws import Method
+from ..spec import Method
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "IntervalMap", "ENDS", "cells", "conclude"]

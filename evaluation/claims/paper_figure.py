@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from analytic import CFGReward, chain_golden, eps_from_denoiser, get_preset, golden_on_grid
-from sampler import CFG, REG, EpsModel, bind
+from analytic import chain_golden, eps_from_denoiser, golden_on_grid
+from sampler import EpsModel, bind
 from sampler.files import check_state_dict
-from sampler.schedules import VPSchedule
 from toy import MLP, MLPConfig, mc_golden
 
 from ..field_errors import guidance_term
+from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .ledger import Claim, Outcome
 
@@ -121,13 +121,14 @@ class PaperFigure(NamedTuple):
     paper_png: str  # the paper's figure beside the networks, if shipped there ("" otherwise)
 
 
-@cell_kind(PaperFigureCell, modules=("toy", "evaluation.field_errors"))
+@cell_kind(PaperFigureCell, modules=("toy", "evaluation.field_errors", "evaluation.spec"))
 def paper_figure(cell: PaperFigureCell) -> PaperFigure:
-    p = get_preset("paper_1d")  # the released networks' data (unconditional means -2, 0)
-    sched = VPSchedule.paper_1d()
+    p = Law.parse("paper_1d").build()  # the released networks' data (unconditional means -2, 0)
+    sched = Schedule.parse("paper").vp
     net_c, net_u = load_released(cell.cond_path), load_released(cell.uncond_path)
     c, u = bind(EpsModel(net_c, sched), 0), bind(EpsModel(net_u, sched), None)
-    reward = CFGReward(p.cond, p.uncond, cell.w)
+    reward = Method("cfg", cell.w).reward(p)
+    cfg_g, reg_g = (Method("cfg", cell.w, reg=r).guide(c, u, sched.sampling_sigmas()) for r in ("", "paper"))
     axis = torch.linspace(-1.0, 2.0, cell.points, dtype=torch.float64)
     eps_c = eps_from_denoiser(c, sched)
     exact = chain_golden(eps_c, reward.log_r0, sched, axis).golden[..., 0]  # [T, N]
@@ -135,8 +136,8 @@ def paper_figure(cell: PaperFigureCell) -> PaperFigure:
     cfg, reg, ideal = [], [], []
     for t in range(1, sched.T + 1):
         a = sched.abar[t].item()
-        cfg.append(guidance_term(CFG(c, u, cell.w), c, axis[:, None], a)[:, 0])
-        reg.append(guidance_term(REG(CFG(c, u, cell.w), "paper"), c, axis[:, None], a)[:, 0])
+        cfg.append(guidance_term(cfg_g, c, axis[:, None], a)[:, 0])
+        reg.append(guidance_term(reg_g, c, axis[:, None], a)[:, 0])
         ideal.append(golden_on_grid(p.cond, reward, axis, a).golden.reshape(-1))
     cfg, reg, ideal = torch.stack(cfg), torch.stack(reg), torch.stack(ideal)
     gap = lambda f, g: (f - g).abs().mean(1).numpy()  # noqa: E731

@@ -34,7 +34,7 @@ from sampler import CFG, Unguided
 from ..density import output_density
 from ..distances import distances, tilted_target
 from ..sweep import cell_kind
-from .laws import make_schedule
+from ..spec import Schedule
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "SEPARATIONS", "HighDimCell", "HighDimLaw", "HighDim", "cells", "conclude"]
@@ -97,14 +97,14 @@ def _reduction_error(cell: HighDimCell) -> float:
     return worst
 
 
-@cell_kind(HighDimCell, modules=("evaluation.claims.laws", "evaluation.density", "evaluation.distances"))
+@cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
 def high_dim_law(cell: HighDimCell) -> HighDimLaw:
     mu = cell.mu
     cond, uncond = _classes_1d(mu)
     n = int(round((mu + 14.0) / SPACING)) + 1
     axis = torch.linspace(-6.0, mu + 8.0, n, dtype=F64)  # holds the N(0, 1) start and the output
     guided = Unguided(cond.denoise) if cell.w == 0 else CFG(cond.denoise, uncond.denoise, cell.w)
-    mass = output_density(guided, make_schedule(cell.schedule).sampling_sigmas(), axis, sampler="ddpm",
+    mass = output_density(guided, Schedule.parse(cell.schedule).sigmas(), axis, sampler="ddpm",
                           estimate_error=False).mass
     p = mass.clamp(min=0) / mass.clamp(min=0).sum()
     mean = (p * axis).sum().item()

@@ -13,7 +13,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import FieldCell
-from .laws import Method
+from ..spec import Method
 from .ledger import Claim, Outcome
 from .reg_map import FAMILY_VARIANTS, FIELD_1D, FIELD_2D, single
 
@@ -33,8 +33,8 @@ class Setting(NamedTuple):
     levels: int
 
     def cells(self) -> tuple[FieldCell, FieldCell]:
-        plain = Method(**{**self.family.__dict__, "w": self.w})
-        reg = Method(**{**plain.__dict__, "reg": self.estimator})
+        plain = self.family.replace(w=self.w)
+        reg = plain.replace(reg=self.estimator)
         return FieldCell(self.law, self.schedule, plain, self.grid, self.levels), \
             FieldCell(self.law, self.schedule, reg, self.grid, self.levels)
 
@@ -86,7 +86,7 @@ def conclude(quick: bool, results) -> Outcome:
         if not (a.valid and b.valid):
             invalid += 1
             continue
-        comps.append(FieldComparison(s.law, s.schedule, s.family.label, s.w, s.estimator, a.abar, a.error_weighted,
+        comps.append(FieldComparison(s.law, s.schedule, str(s.family), s.w, s.estimator, a.abar, a.error_weighted,
                                      b.error_weighted, a.golden_size, a.mean_error_weighted, b.mean_error_weighted))
     data = RegFields(tuple(comps), invalid)
     closer = [c for c in comps if c.mean_reg < c.mean_plain]

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import FieldCell, OutputCell
-from .laws import Method, make_schedule
+from ..spec import Method, Schedule
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "RegMap", "Gap", "Setting", "SINGLE_R", "settings", "cells", "gaps", "select", "groups", "abar_end",
@@ -52,7 +52,7 @@ def single(r: float) -> str:
 
 
 def _with(m: Method, **kw) -> Method:
-    return Method(**{**m.__dict__, **kw})
+    return m.replace(**kw)
 
 
 class Setting(NamedTuple):
@@ -137,7 +137,7 @@ def gaps(quick: bool, results) -> RegMap:
         a, b = (res[c] for c in s.outputs())
         fa, fb = (res[c] for c in s.fields())
         if a.valid and b.valid:
-            out.append(Gap(s.law, s.schedule, s.base.label, s.estimator, s.w, s.start, a.tv, b.tv, b.tv - a.tv,
+            out.append(Gap(s.law, s.schedule, str(s.base), s.estimator, s.w, s.start, a.tv, b.tv, b.tv - a.tv,
                            b.kl_out_target - a.kl_out_target, b.kl_target_out - a.kl_target_out, b.w1 - a.w1,
                            fa.mean_error_weighted, fb.mean_error_weighted,
                            fb.mean_error_weighted - fa.mean_error_weighted))
@@ -150,7 +150,7 @@ def select(m: RegMap, **kw) -> list[Gap]:
 
 def abar_end(schedule: str) -> float:
     """``abar_T`` of a schedule spec: where its chain starts."""
-    return make_schedule(schedule).abar[-1].item()
+    return Schedule.parse(schedule).vp.abar[-1].item()
 
 
 TRUNCATED_ABAR = 0.6  # abar_T >= this: a truncated chain (the paper's 0.82), whose x_T is far from N(0, I)

@@ -18,7 +18,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .cells import OutputCell
-from .laws import Method
+from ..spec import Method
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "Monotone", "cells", "conclude"]

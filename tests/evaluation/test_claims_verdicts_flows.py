@@ -1,7 +1,7 @@
 """Pinned verdicts of the two flow claims of the ledger (CFG-Zero*, arXiv 2503.18886; APG, arXiv 2410.02416): their
---quick experiment is one shared cell (evaluation.flows on correlated_2d, w = 1 and 4, 10 steps, the deterministic
-schedules), concluded by each claim; verdicts and the numbers behind them pinned on both sides. The cell is
-computed once (one cache for the module, the fixture of test_claims_verdicts.py)."""
+--quick experiment is one shared set of cells (evaluation.flows on correlated_2d, w = 1 and 4, 10 steps, the
+deterministic schedules), concluded by each claim; verdicts and the numbers behind them pinned on both sides. The
+cells are computed once (one cache for the module, the fixture of test_claims_verdicts.py)."""
 import numpy as np
 import pytest
 

@@ -62,16 +62,17 @@ def test_field_errors_at_d_1_and_2_match_the_dense_grid_golden_and_autograd_fiel
                     golden = optimal_guidance(cond, reward, xo, a, tol=1e-9)
                     assert golden.method == "grid"  # the dense 1-D/2-D quadrature, not the reduction
                     f = guidance_fields(cond, reward, xo, a, tol=1e-9)
-                    fields = {"cfg": f.present, "paper": f.reg_paper, "vjp": f.reg_vjp, "diag": f.reg_diag,
-                              "jvp": f.reg_vjp, "fd": f.reg_vjp,  # J is symmetric for exact scores: J g = J^T g
+                    fields = {"cfg": f.present, "cfg,reg=paper": f.reg_paper, "cfg,reg=vjp": f.reg_vjp,
+                              "cfg,reg=diag": f.reg_diag, "cfg,reg=jvp": f.reg_vjp,
+                              "cfg,reg=fd": f.reg_vjp,  # J is symmetric for exact scores: J g = J^T g
                               "damped": rho * f.present}
                     for i, m in enumerate(METHODS):
                         gaps = (golden.golden - fields[m]).norm(dim=1)
                         expect = gaps.mean().item()
-                        tol = 1e-5 if m == "fd" else 1e-7  # fd: sampler.REG's finite difference
+                        tol = 1e-5 if m == "cfg,reg=fd" else 1e-7  # fd: sampler.REG's finite difference
                         assert abs(study.err[s, v, o, k, 0, i] - expect) <= tol * (1 + expect), (sep, var, ori, d, m)
                         se = gaps.std().item() / math.sqrt(gaps.numel())
-                        assert abs(study.err_se[s, v, o, k, 0, i] - se) <= 1e-5 * (1 + se) + (tol if m == "fd" else 0)
+                        assert abs(study.err_se[s, v, o, k, 0, i] - se) <= 1e-5 * (1 + se) + (tol if m == "cfg,reg=fd" else 0)
                     size = golden.golden.norm(dim=1).mean().item()
                     assert study.golden_size[s, v, k, 0] == pytest.approx(size, rel=1e-7)
                     checked += 1
@@ -137,3 +138,33 @@ def test_bad_configurations_are_refused():
         compute(law_dims=[])
     with pytest.raises(ValueError, match="law_grid must hold integers >= 3"):
         compute(law_grid=2.5)
+
+
+@pytest.mark.slow
+def test_python_m_evaluation_dimension_writes_its_findings(tmp_path):
+    """``python -m evaluation.dimension --quick`` runs the study's cells and writes dimension.json, whose numbers
+    are the library's (recomputed here from the same cache)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from evaluation.dimension import summary
+
+    env = dict(os.environ, REG_GUIDANCE_CACHE=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-m", "evaluation.dimension", "--quick", "--out", str(tmp_path / "out")],
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((tmp_path / "out" / "dimension.json").read_text())
+    again = summary(compute(quick=True, cache=tmp_path / "cache"))
+    assert written["fields"] == json.loads(json.dumps(again["fields"]))
+    assert written["laws"] == json.loads(json.dumps(again["laws"])) and written["dims"] == [1, 64, 4096]
+
+
+def test_entry_point_refuses_bad_arguments(capsys, tmp_path):
+    from evaluation.dimension import main
+
+    for argv, match in ((["--qui"], "unrecognized arguments: --qui"), (["--workers", "0"], "--workers must be >= 1")):
+        with pytest.raises(SystemExit) as e:
+            main(argv + ["--out", str(tmp_path)])
+        assert e.value.code == 2 and match in capsys.readouterr().err

@@ -12,6 +12,7 @@ import torch
 
 from analytic import GaussianMixture
 from evaluation import flows
+from evaluation.spec import Law, Method, tilted_mean_denoiser
 from evaluation.distances import wasserstein1
 from sampler import CFG, CFGZeroStar, MixtureModel, bind, sample, vp_prior
 from sampler.paths import LINEAR, T_NOISE_CAP, VPPath
@@ -34,13 +35,19 @@ def _moments(od):
     return mean, (Xc * p[:, None]).T @ Xc
 
 
+def _guided(method, preset, w, schedule, steps=10):
+    """The guided denoiser of a flows method spelling (fresh: momentum starts at 0)."""
+    return Method.parse(method).replace(w=w).build(Law.parse(preset), flows.levels(schedule, steps)).guided
+
+
 def _monte_carlo(preset, w, schedule, method, n=20_000, seed=0):
-    sigmas = flows.schedule_sigmas(schedule, 10)
-    g = flows.make_guidance(method, preset, w, schedule, 10)
+    lv = flows.levels(schedule, 10)
+    sigmas = lv.sigmas()
+    g = _guided(method, preset, w, schedule)
     d = 1 if preset == "paper_1d" else 2
     gen = torch.Generator().manual_seed(seed)
     x = vp_prior(torch.randn(n, d, generator=gen, dtype=F64), sigmas[0].item())
-    return sample(flows.schedule_sampler(schedule), g, x, sigmas, generator=gen)
+    return sample(lv.sampler, g, x, sigmas, generator=gen)
 
 
 # --- independent routes --------------------------------------------------------------------------------
@@ -70,7 +77,7 @@ def test_flow_euler_law_of_gaussian_cfg_is_the_closed_form_affine_map(schedule):
     axis = torch.linspace(-6, 6, 4801, dtype=F64)  # symmetric: the start N(0, 1) is not truncated off-centre
     from evaluation.density import output_density
 
-    od = output_density(CFG(bind(model, "c"), bind(model, "u"), w), flows.schedule_sigmas(schedule, n, k), axis,
+    od = output_density(CFG(bind(model, "c"), bind(model, "u"), w), flows.levels(schedule, n, k).sigmas(), axis,
                         sampler="euler")
     got_mean, got_cov = _moments(od)
     h = (axis[1] - axis[0]).item()
@@ -109,8 +116,8 @@ def test_momentum_changes_the_law_and_zero_init_moves_nothing_at_the_first_step(
     a = _monte_carlo("correlated_2d", 4.0, "flow_shift", "apg_momentum", n=4000)
     b = _monte_carlo("correlated_2d", 4.0, "flow_shift", "apg", n=4000)
     assert (a.mean(0) - b.mean(0)).norm() > 10 * a.std(0).max() / math.sqrt(4000)
-    sigmas = flows.schedule_sigmas("flow", 10)
-    g = flows.make_guidance("cfg_zero_star_init", "classes_2d", 2.0, "flow", 10)
+    sigmas = flows.levels("flow", 10).sigmas()
+    g = _guided("cfg_zero_star_init", "classes_2d", 2.0, "flow")
     x = torch.randn(5, 2, dtype=F64, generator=torch.Generator().manual_seed(1)) * 100
     from sampler import euler
 
@@ -151,15 +158,15 @@ def test_a_users_flow_model_reproduces_what_the_comparison_measures():
     p = get_preset("classes_2d")
     flow_net = VelocityModel(MixtureVelocity({"c": p.cond, "u": p.uncond}, LINEAR))
     c, u = bind(flow_net, "c"), bind(flow_net, "u")
-    sigmas = flows.schedule_sigmas("flow_shift", 10)
+    sigmas = flows.levels("flow_shift", 10).sigmas()
     mine = {"cfg": CFG(c, u, 2.0), "cfg_zero_star": CFGZeroStar(c, u, 2.0),
             "cfg_zero_star_init": ZeroInit(CFGZeroStar(c, u, 2.0), zero_init_sigma(sigmas, 1)),
-            "apg_momentum": APG(c, u, 2.0, eta=0.0, momentum=-0.5), "reg_vjp": REG(CFG(c, u, 2.0), "vjp")}
+            "apg_momentum": APG(c, u, 2.0, eta=0.0, momentum=-0.5), "cfg,reg=vjp": REG(CFG(c, u, 2.0), "vjp")}
     x = vp_prior(torch.randn(64, 2, generator=torch.Generator().manual_seed(3), dtype=F64), sigmas[0].item())
     plain = euler(Unguided(c), x, sigmas)
     for name, rule in mine.items():
         out = euler(rule, x, sigmas)
-        ref = euler(flows.make_guidance(name, "classes_2d", 2.0, "flow_shift", 10), x, sigmas)
+        ref = euler(_guided(name, "classes_2d", 2.0, "flow_shift"), x, sigmas)
         torch.testing.assert_close(out, ref, rtol=1e-9, atol=1e-9, msg=name)
         assert (out - plain).norm(dim=1).mean() > 0.05, name
 
@@ -184,7 +191,7 @@ def test_field_errors_converge_and_are_path_free_for_cfg():
     """Gauss-Hermite field errors with FULL's 12 nodes per dimension are within 5% of 24 nodes per level and 1%
     in their mean over levels (what the tables report), and they do change with the node count (the test can
     fail); CFG's D-unit error at a level does not depend on the path, CFG-Zero*'s does."""
-    at = {n: flows.field_cell("correlated_2d", 2.0, "flow", 10, ("cfg", "reg_vjp"),
+    at = {n: flows.field_cell("correlated_2d", 2.0, "flow", 10, ("cfg", "cfg,reg=vjp"),
                               dataclasses.replace(SMALL, field_nodes=(16, n))) for n in (12, 24)}
     np.testing.assert_allclose(at[12], at[24], rtol=0.05)
     np.testing.assert_allclose(at[12].mean(1), at[24].mean(1), rtol=0.01)
@@ -193,9 +200,9 @@ def test_field_errors_converge_and_are_path_free_for_cfg():
     assert weight.sum().item() == pytest.approx(1.0, abs=1e-12) and x.shape == (2 * 36, 2)
     errs = {}
     for sch in ("flow", "vp_ddim"):
-        golden = flows.tilted_mean_denoiser(*_pair("correlated_2d", 2.0))
+        golden = tilted_mean_denoiser(*_pair("correlated_2d", 2.0))
         for name in ("cfg", "cfg_zero_star"):
-            g = flows.make_guidance(name, "correlated_2d", 2.0, sch, 10)
+            g = _guided(name, "correlated_2d", 2.0, sch)
             errs[sch, name] = float((weight * (g(x, 0.5) - golden(x, 0.5)).norm(dim=1)).sum())
     assert errs["flow", "cfg"] == pytest.approx(errs["vp_ddim", "cfg"], rel=1e-12)
     assert abs(errs["flow", "cfg_zero_star"] / errs["vp_ddim", "cfg_zero_star"] - 1) > 0.05
@@ -215,7 +222,7 @@ def test_golden_routes_agree_where_they_switch():
 
     cond, reward = _pair("classes_2d", 4.0)
     x, _ = flows.conditional_nodes("classes_2d", 0.03, 4)
-    fast = flows.tilted_mean_denoiser(cond, reward)(x, 0.03)
+    fast = tilted_mean_denoiser(cond, reward)(x, 0.03)
     torch.testing.assert_close(fast, optimal_denoiser(cond, reward)(x, 0.03), rtol=0, atol=1e-8)
 
 
@@ -248,17 +255,21 @@ def test_compute_shapes_nan_cells_and_determinism(tiny):
     assert s["sw1"]["paper_1d / flow / n=4 / w=1"]["cfg"] == r.value("sw1", "paper_1d", 1.0, "flow", 4, "cfg")
 
 
-def test_the_experiment_is_a_cached_sweep_cell(tiny, tmp_path):
-    """A FlowsConfig is a sweep cell (how the claims ledger runs it): its result comes back from the cache as the
-    same numbers; ``fields=False`` leaves the field errors nan and the output laws as they are."""
+def test_the_experiment_is_cached_sweep_cells(tiny, tmp_path):
+    """A FlowsConfig is a list of sweep cells (how the claims ledger runs it): one per output law, field table and
+    check; a second run reads every one from the cache, as the same numbers; ``fields=False`` leaves the field
+    errors nan and the output laws as they are."""
     from evaluation.sweep import run_cells
 
     cfg = dataclasses.replace(TINY, fields=False)
-    first = run_cells([cfg], cache=tmp_path, progress=False)
-    again = run_cells([cfg], cache=tmp_path, progress=False)
-    assert (first.computed, first.reused, again.computed, again.reused) == (1, 0, 0, 1)
-    r = again.results[0]
+    cells = flows.cells(cfg)
+    assert {type(c).__name__ for c in cells} == {"LawCell", "CapCell"} and len(cells) == 2 * 4 + 1
+    first = run_cells(cells, cache=tmp_path, progress=False)
+    again = run_cells(cells, cache=tmp_path, progress=False)
+    assert (first.computed, first.reused, again.computed, again.reused) == (9, 0, 0, 9)
+    r = flows.assemble(cfg, again.results)
     assert isinstance(r, flows.FlowsResult) and r.config == cfg
+    np.testing.assert_array_equal(flows.compute(config=cfg, progress=False, cache=tmp_path).sw1, r.sw1)
     np.testing.assert_array_equal(r.sw1, tiny.sw1)
     np.testing.assert_array_equal(r.density_1d, tiny.density_1d)
     assert np.all(np.isnan(r.field)) and np.isfinite(tiny.field[..., 0]).all()
@@ -328,7 +339,9 @@ def test_start_and_cap_cost_flow_less_than_vp(tiny):
     (dict(methods=("cfg", "cfg")), "must not repeat"),
     (dict(weights=(1.0, -1.0)), "weights"),
     (dict(steps=(1,)), "step count"),
-    (dict(steps=(10,), zero_init_steps=10), "zero_init_steps"),
+    (dict(steps=(10,), methods=("cfg", "cfg_zero_star_init,zero_init_steps=10")), "zero_init_steps"),
+    (dict(methods=("cfg", "cfg,w=2")), "without w"),
+    (dict(methods=("cfg", "reg_vjp")), "unknown rule"),
     (dict(optimal_2d_steps=(7,)), "optimal_2d_steps"),
     (dict(density_points=(101,)), "pair"),
     (dict(density_range=(4.0, 0.0)), "density_range"),
@@ -343,17 +356,22 @@ def test_bad_config(kwargs, match):
 
 def test_bad_arguments(tiny):
     with pytest.raises(ValueError, match="unknown schedule"):
-        flows.schedule_sigmas("ddim", 10)
-    with pytest.raises(ValueError, match="unknown method"):
-        flows.make_guidance("pag", "paper_1d", 1.0, "flow", 10)
+        flows.levels("ddim", 10)
+    with pytest.raises(ValueError, match="unknown rule"):
+        flows.output_cell("paper_1d", 1.0, "flow", 10, "pag", SMALL)
     with pytest.raises(ValueError, match="momentum"):
         flows.output_law("paper_1d", 1.0, "vp_ddpm", 10, "apg_momentum", SMALL)
     with pytest.raises(ValueError, match="unknown preset"):
         flows.output_cell("paper_2d", 1.0, "flow", 10, "cfg", SMALL)
     with pytest.raises(ValueError, match="config"):
         flows.compute(config="quick")
+    n = len(flows.cells(TINY))
+    with pytest.raises(ValueError, match=f"has {n} cells, got 1 results"):
+        flows.assemble(TINY, (object(),))
+    with pytest.raises(ValueError, match="expected the flows experiment's LawResult"):
+        flows.assemble(TINY, (object(),) * n)
     with pytest.raises(ValueError, match="not computed"):
-        flows.compare(tiny, "reg_vjp")
+        flows.compare(tiny, "cfg,reg=vjp")
     with pytest.raises(ValueError, match="unknown metric"):
         flows.compare(tiny, "apg", metric="fid")
     with pytest.raises(ValueError, match="shape"):
@@ -427,11 +445,41 @@ def test_finding_reg_closest_at_w4_on_uniform_flow_levels_at_few_steps():
     0.084 vs 0.20 for the best of CFG-Zero* + zero-init and APG + momentum), but at w = 1 on correlated_2d CFG is
     closer (0.05 vs 0.24), and at 20 steps CFG is closer at w = 4 too (0.027 vs 0.092). On classes_2d REG stays the
     closest at 50 steps on every schedule (0.02-0.06 vs CFG 0.12-0.29)."""
-    assert _pinned("correlated_2d", 4.0, "flow", "reg_vjp", 0.0951) < 0.8 * _sw1("correlated_2d", 4.0, "flow", "cfg")
-    reg = _pinned("classes_2d", 4.0, "flow", "reg_vjp", 0.0837)
+    assert _pinned("correlated_2d", 4.0, "flow", "cfg,reg=vjp", 0.0951) < 0.8 * _sw1("correlated_2d", 4.0, "flow", "cfg")
+    reg = _pinned("classes_2d", 4.0, "flow", "cfg,reg=vjp", 0.0837)
     others = [_pinned("classes_2d", 4.0, "flow", m, v) for m, v in
               (("cfg", 0.2895), ("cfg_zero_star_init", 0.199), ("apg_momentum", 0.2005))]
     assert reg < 0.5 * min(others)
-    assert _pinned("correlated_2d", 1.0, "flow", "reg_vjp", 0.2389) > 3 * _sw1("correlated_2d", 1.0, "flow", "cfg")
-    assert _pinned("correlated_2d", 4.0, "flow", "reg_vjp", 0.092, steps=20) > \
+    assert _pinned("correlated_2d", 1.0, "flow", "cfg,reg=vjp", 0.2389) > 3 * _sw1("correlated_2d", 1.0, "flow", "cfg")
+    assert _pinned("correlated_2d", 4.0, "flow", "cfg,reg=vjp", 0.092, steps=20) > \
         2 * _pinned("correlated_2d", 4.0, "flow", "cfg", 0.027, steps=20)
+
+
+# --- the entry point -----------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_python_m_evaluation_flows_writes_the_key_numbers_it_computes(tmp_path):
+    """``python -m evaluation.flows`` (notebook 5 sends readers there) runs the cells and writes flows.json; the
+    numbers are the library's (recomputed here from the same cache, cell by cell)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, REG_GUIDANCE_CACHE=str(tmp_path / "cache"))
+    out = tmp_path / "out"
+    done = subprocess.run([sys.executable, "-m", "evaluation.flows", "--quick", "--presets", "paper_1d", "--out",
+                           str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    written = json.loads((out / "flows.json").read_text())
+    config = dataclasses.replace(flows.QUICK, presets=("paper_1d",))
+    r = flows.compute(config=config, progress=False, cache=tmp_path / "cache")
+    key = "paper_1d / flow / n=10 / w=4"
+    assert written["sw1"][key]["cfg"] == r.value("sw1", "paper_1d", 4.0, "flow", 10, "cfg") > 0
+    assert set(written["sw1"][key]) == set(flows.METHODS)
+
+
+def test_entry_point_refuses_bad_arguments_before_computing(capsys, tmp_path):
+    for argv, match in ((["--qu"], "unrecognized arguments: --qu"), (["--workers", "0"], "--workers must be >= 1"),
+                        (["--presets", "paper_2d"], "invalid choice")):
+        with pytest.raises(SystemExit) as e:
+            flows.main(argv + ["--out", str(tmp_path)])
+        assert e.value.code == 2 and match in capsys.readouterr().err

@@ -152,16 +152,17 @@ def _moved(entries, stored, rtol, atol):
     upwards), or that are not stored."""
     out = []
     for e in entries:
-        old = stored.get((e["w"], e["method"], e["metric"]))
+        old = stored.get((e["w"], e["method"], e["start"], e["metric"]))
         tol = None if old is None else abs(old) * rtol + atol
         if old is None or e["value"] > old + tol or (e["kind"] == "finding" and e["value"] < old - tol):
-            out.append(f"{e['case']} w={e['w']} {e['method']} {e['metric']} ({e['kind']}): {old} -> {e['value']:.9g}")
+            out.append(f"{e['case']} w={e['w']} {e['method']} from {e['start']} {e['metric']} ({e['kind']}): {old} -> "
+                       f"{e['value']:.9g}")
     return out
 
 
 def _check_case(table, name):
     case = next(c for c in CASES if c.name == name)
-    stored = {(e["w"], e["method"], e["metric"]): e["value"] for e in table["entries"] if e["case"] == name}
+    stored = {(e["w"], e["method"], e["start"], e["metric"]): e["value"] for e in table["entries"] if e["case"] == name}
     assert stored, f"no stored entries for {name}"
     entries = [e for w in case.weights for e in regression_entries(compute_case(case, w))]
     assert len(entries) == len(stored)
@@ -175,7 +176,7 @@ def test_the_comparison_is_two_sided_for_findings_and_one_sided_for_approximatio
     assert kinds == {"finding", "approximation"}
     for kind in ("finding", "approximation"):
         e = next(dict(x) for x in table["entries"] if x["kind"] == kind)
-        stored = {(e["w"], e["method"], e["metric"]): e["value"]}
+        stored = {(e["w"], e["method"], e["start"], e["metric"]): e["value"]}
         worse, better = dict(e, value=e["value"] * 1.01 + 1e-6), dict(e, value=e["value"] * 0.99 - 1e-6)
         assert _moved([worse], stored, table["rtol"], table["atol"])
         assert bool(_moved([better], stored, table["rtol"], table["atol"])) == (kind == "finding")

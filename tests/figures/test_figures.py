@@ -99,8 +99,8 @@ def test_output_figure_agrees_with_the_report():
     case = next(c for c in CASES if c.name == "paper_1d")
     r = compute_case(case, 1.0)
     assert o.tv[1.0, "cfg"] == pytest.approx(r.distances["cfg"].tv, rel=1e-9)
-    assert o.tv[1.0, "reg"] == pytest.approx(r.distances["reg_paper"].tv, rel=1e-9)
-    assert o.tv[1.0, "optimal"] == pytest.approx(r.distances["optimal"].tv, rel=1e-6)
+    assert o.tv[1.0, "reg"] == pytest.approx(r.distances["cfg,reg=paper"].tv, rel=1e-9)
+    assert o.tv[1.0, "optimal"] == pytest.approx(r.distances["optimal from tilted_n01"].tv, rel=1e-6)
     assert o.tv[1.0, "optimal"] < 0.05 < o.tv[1.0, "cfg"]
 
 
@@ -144,5 +144,5 @@ def test_paper_plots_only_dimension_quick(tmp_path):
     assert (tmp_path / "dimension.png").stat().st_size > 0
     numbers = json.loads((tmp_path / "results.json").read_text())["figures"]["dimension"]["numbers"]
     s = dimension.summary(dimension.compute(quick=True))
-    assert numbers["fields"]["fixed/equal/random"]["paper"]["closer"] == \
-        pytest.approx(s["fields"]["fixed/equal/random"]["paper"]["closer"])
+    assert numbers["fields"]["fixed/equal/random"]["cfg,reg=paper"]["closer"] == \
+        pytest.approx(s["fields"]["fixed/equal/random"]["cfg,reg=paper"]["closer"])

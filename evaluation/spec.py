@@ -1,0 +1,783 @@
+"""One experiment vocabulary (ARCHITECTURE.md, contract 9): a law, levels and a method, each a frozen value with
+one text spelling, parsed once at the command-line edge (:meth:`Law.parse`, :meth:`Schedule.parse`,
+:meth:`Levels.parse`, :meth:`Method.parse`, or :func:`parse`), printed back by ``str(value)`` in the same syntax.
+The values hold numbers and strings only, so they are cell fields of :mod:`evaluation.sweep` (cacheable keys);
+the objects they name are built on demand and cached per value.
+
+Laws (:class:`Law`, built by :meth:`Law.build` into a :class:`LawParts`):
+
+- a preset of :mod:`analytic.presets`: ``paper_1d``, ``paper_1d_script``, ``correlated_2d``, ``classes_2d``;
+- ``single:MU_C:S_C:MU_U:S_U``: 1-D single Gaussians (closed forms in :mod:`analytic.symbolic`);
+- ``rand1d:SEED``: two random 1-D classes of 1-3 components each, seeded; the conditional is class 0;
+- ``blocks_1d``: two classes, each an almost flat block of narrow Gaussians (a compact-support stand-in);
+- ``mixture:JSON``: any mixture pair in any d, ``JSON = [[weights, means, covs], [weights, means, covs]]``
+  (conditional, unconditional; :meth:`Law.mixture` makes one from two ``GaussianMixture``);
+- ``reducible:D:MU:DELTA:VAR1:ORIENT``: the any-d reducible family of :mod:`evaluation.dimension` (class 0 is
+  ``1/2 N((MU - DELTA) q, I) + 1/2 N((MU + DELTA) q, I)``, class 1 ``N(-MU q, VAR1 I)``, priors 1/2, the
+  unconditional their mixture), on the line ``q = e_1`` (``ORIENT = axes``) or ``q = z/|z|`` with
+  ``z = randn(D, generator=manual_seed(ORIENT))`` (``ORIENT`` an integer seed).
+
+Schedules (:class:`Schedule`: the noise levels a sampler visits): ``paper`` (T = 20, betas 1e-4..0.02,
+``abar_T = 0.82``), ``lin:T:ABAR_T`` (linear betas from 1e-4 to the end value reaching ``abar_T``),
+``linear:T:B1:BT``, ``cosine:T``, ``standard:T`` (the 1000-step DDPM schedule respaced to ``T`` steps) and the
+linear (rectified-flow) path ``flow:N`` (``N`` steps uniform in ``t``) and ``flow_shift:N:SHIFT`` (SD3's shift).
+
+Levels (:class:`Levels`): ``SCHEDULE[/SAMPLER[/START]]``, the sampler ``ddpm`` (ancestral) or ``ddim``
+(``eta = 0``: the deterministic step, which on flow levels is the flow's Euler step, THEORY.md section 8) and the
+start ``n01`` (``N(0, I)``), ``tilted`` (``p_T(x|y) E_T``, the exact start of the tilted chain) or
+``tilted_n01`` (``N(0, I) E_T``). Defaults: ``ddpm`` on VP schedules, ``ddim`` on the flow path; ``n01``.
+
+Methods (:class:`Method`): ``RULE[,KEY=VALUE]...`` with the keys of its fields, e.g. ``cfg,w=2``,
+``cfg,w=3,reg=vjp``, ``cfg,w=1,weighting=interval,lo=0.1,hi=1``, ``apg_momentum,w=4``. ``method.build(law,
+levels)`` returns the guided denoiser and the reward (whose tilted target the method aims at) from the same
+weight, in one :class:`Built`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+import math
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import torch
+
+from analytic import (AutoGReward, CFGReward, ClassifierReward, GaussianMixture, degrade, get_preset, optimal_denoiser,
+                      optimal_guidance)
+from analytic.presets import PRESETS
+from analytic.reducible import ReducibleMixture, ReducibleRatioReward
+from sampler import (APG, CFG, REG, AutoGuidance, CFGZeroStar, ClassifierGuidance, Constant, Cosine, Interval,
+                     LinearRamp, MixtureModel, TiltedMean, Unguided, ZeroInit, bind, zero_init_sigma)
+from sampler.paths import LINEAR, Path, VPPath, sampling_sigmas, shift_times, uniform_times
+from sampler.reg import ESTIMATORS
+from sampler.schedules import VPSchedule, sigma_to_abar
+
+from .density import tilted_start, vp_start
+
+__all__ = ["Law", "LawParts", "Schedule", "Levels", "Method", "Built", "GridWeight", "parse", "lin_reaching",
+           "cfgpp_weights", "weak_model", "tilted_mean_denoiser", "RULES", "WEIGHTINGS", "SAMPLERS", "STARTS",
+           "VP_GEOMETRY"]
+
+F64 = torch.float64
+RULES = ("unguided", "cfg", "autog", "cg", "optimal", "cfgpp", "cfg_zero_star", "cfg_zero_star_init", "apg",
+         "apg_momentum")
+WEIGHTINGS = ("const", "linear", "cosine", "interval", "up", "down")
+SAMPLERS = ("ddpm", "ddim")
+STARTS = ("n01", "tilted", "tilted_n01")
+# the VP path whose velocity CFG-Zero* and zero-init use on VP levels; the rules do not depend on its clock, and it
+# covers s up to ~2.2e4 (the standard schedule's top level is 157)
+VP_GEOMETRY = VPPath(beta_min=0.1, beta_max=40.0)
+_NARROW = 0.05  # levels below which the tilted posterior is narrow enough for few Gauss-Hermite nodes
+
+
+def _num(v: float) -> str:
+    """The shortest text that reads back as the same float (``2`` for 2.0)."""
+    v = float(v)
+    if v.is_integer() and abs(v) < 1e15:
+        return str(int(v))
+    return repr(v)
+
+
+def _float(text: str, what: str, spec: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise ValueError(f"{what} must be a number in {spec!r}, got {text!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{what} must be finite in {spec!r}, got {text!r}")
+    return v
+
+
+def _int(text: str, what: str, spec: str, least: int) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise ValueError(f"{what} must be an integer in {spec!r}, got {text!r}") from None
+    if v < least:
+        raise ValueError(f"{what} must be >= {least} in {spec!r}, got {v}")
+    return v
+
+
+# --- laws -----------------------------------------------------------------------------------------------
+LAW_FORMS = ("a preset (" + ", ".join(PRESETS) + ")", "single:MU_C:S_C:MU_U:S_U", "rand1d:SEED", "blocks_1d",
+             "mixture:[[W, MEANS, COVS], [W, MEANS, COVS]]", "reducible:D:MU:DELTA:VAR1:ORIENT (axes or a seed)")
+
+
+class LawParts(NamedTuple):
+    """What a :class:`Law` builds: the conditional and unconditional mixtures, the classes (for CG and the
+    exact Bayes classifier; the conditional first when the law has no classes of its own), their priors and
+    the index ``y`` of the conditional class."""
+
+    name: str
+    cond: Any  # GaussianMixture (ReducibleMixture for the reducible family)
+    uncond: Any
+    classes: tuple
+    priors: tuple
+    y: int
+
+    @property
+    def dim(self) -> int:
+        return self.cond.dim
+
+
+def _mixture_args(m: GaussianMixture) -> tuple:
+    return (tuple(m.weights.tolist()), tuple(tuple(r) for r in m.means.tolist()),
+            tuple(tuple(tuple(r) for r in c) for c in m.covs.tolist()))
+
+
+def _tuples(x):
+    return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else float(x)
+
+
+@dataclass(frozen=True)
+class Law:
+    """A data law by value: ``kind`` (``preset``, ``single``, ``rand1d``, ``blocks_1d``, ``mixture``,
+    ``reducible``) and its arguments (numbers, strings, nested tuples). Spelled by :meth:`parse` / ``str``."""
+
+    kind: str
+    args: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "args", tuple(self.args))
+        # building checks every argument (and caches the result): a bad law fails where it is made
+        _build_law(self)
+
+    @staticmethod
+    def parse(text: str) -> "Law":
+        """The law spelled ``text`` (module docstring); ``ValueError`` listing the forms otherwise."""
+        return _parse_law(text)
+
+    @staticmethod
+    def preset(name: str) -> "Law":
+        return Law("preset", (name,))
+
+    @staticmethod
+    def mixture(cond: GaussianMixture, uncond: GaussianMixture) -> "Law":
+        """The law of any conditional / unconditional mixture pair (any d)."""
+        return Law("mixture", (_mixture_args(cond), _mixture_args(uncond)))
+
+    def build(self) -> LawParts:
+        """The mixtures of this law (cached per value)."""
+        return _build_law(self)
+
+    @property
+    def dim(self) -> int:
+        return self.build().dim
+
+    def __str__(self) -> str:
+        if self.kind in ("preset", "blocks_1d"):
+            return self.args[0] if self.kind == "preset" else "blocks_1d"
+        if self.kind == "mixture":
+            return "mixture:" + json.dumps(self.args, separators=(",", ":"))
+        if self.kind == "reducible":
+            d, mu, delta, var1, orient = self.args
+            return f"reducible:{d}:{_num(mu)}:{_num(delta)}:{_num(var1)}:{orient}"
+        return ":".join([self.kind] + [_num(a) if isinstance(a, float) else str(a) for a in self.args])
+
+
+@functools.cache
+def _parse_law(text: str) -> Law:
+    if not isinstance(text, str):
+        raise ValueError(f"a law is spelled as text, got {text!r}; forms: {LAW_FORMS}")
+    head, _, rest = text.partition(":")
+    if head == "single":
+        parts = rest.split(":")
+        if len(parts) != 4:
+            raise ValueError(f"single Gaussians are spelled 'single:MU_C:S_C:MU_U:S_U', got {text!r}")
+        return Law("single", tuple(_float(p, "each parameter", text) for p in parts))
+    if head == "rand1d":
+        return Law("rand1d", (_int(rest, "the seed", text, 0),))
+    if head == "mixture":
+        try:
+            pair = json.loads(rest)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"a mixture law is 'mixture:' + JSON [[W, MEANS, COVS], [W, MEANS, COVS]], got {text!r}: "
+                             f"{err}") from None
+        return Law("mixture", _tuples(pair))
+    if head == "reducible":
+        parts = rest.split(":")
+        if len(parts) != 5:
+            raise ValueError(f"the reducible family is spelled 'reducible:D:MU:DELTA:VAR1:ORIENT', got {text!r}")
+        orient = parts[4] if parts[4] == "axes" else _int(parts[4], "ORIENT (axes or a seed)", text, 0)
+        return Law("reducible", (_int(parts[0], "D", text, 1), *(_float(p, n, text) for p, n in
+                                                                   zip(parts[1:4], ("MU", "DELTA", "VAR1"))), orient))
+    if text == "blocks_1d":
+        return Law("blocks_1d")
+    if text in PRESETS:
+        return Law("preset", (text,))
+    raise ValueError(f"unknown law {text!r}; the forms are: {'; '.join(LAW_FORMS)}")
+
+
+def _blocks(lo: float, hi: float, k: int = 8) -> GaussianMixture:
+    centres = torch.linspace(lo, hi, k, dtype=F64)
+    s = 0.6 * (hi - lo) / (k - 1)  # overlapping: an almost flat density on [lo, hi] with Gaussian edges
+    return GaussianMixture.from_1d([1.0 / k] * k, centres.tolist(), [s] * k)
+
+
+def _pair(name: str, cond, other) -> LawParts:
+    """A two-class law: the conditional is class 0, the unconditional the even mixture of both."""
+    return LawParts(name, cond, GaussianMixture.concat([cond, other], [0.5, 0.5]), (cond, other), (0.5, 0.5), 0)
+
+
+def reducible_line(d: int, orient) -> torch.Tensor:
+    """The unit vector ``q`` [d] of the reducible family: ``e_1`` (``axes``) or a seeded random direction."""
+    if orient == "axes":
+        q = torch.zeros(d, dtype=F64)
+        q[0] = 1.0
+        return q
+    q = torch.randn(d, dtype=F64, generator=torch.Generator().manual_seed(int(orient)))
+    return q / q.norm()
+
+
+@functools.cache
+def _build_law(law: Law) -> LawParts:
+    kind, args, name = law.kind, law.args, None
+    try:
+        name = str(law)
+    except (TypeError, ValueError):
+        pass
+    if kind == "preset":
+        if len(args) != 1 or args[0] not in PRESETS:
+            raise ValueError(f"unknown preset {args!r}; choose one of {tuple(PRESETS)}")
+        p = get_preset(args[0])
+        if p.classes:
+            return LawParts(p.name, p.cond, p.uncond, tuple(p.classes), tuple(p.priors), p.y)
+        return LawParts(p.name, p.cond, p.uncond, (p.cond, p.uncond), (0.5, 0.5), 0)
+    if kind == "single":
+        if len(args) != 4:
+            raise ValueError(f"a single-Gaussian law has 4 arguments (MU_C, S_C, MU_U, S_U), got {args!r}")
+        mu_c, s_c, mu_u, s_u = (float(a) for a in args)
+        if not (s_c > 0 and s_u > 0):
+            raise ValueError(f"standard deviations must be positive in {name!r}")
+        cond = GaussianMixture.from_1d([1.0], [mu_c], [s_c])
+        uncond = GaussianMixture.from_1d([1.0], [mu_u], [s_u])
+        return LawParts(name, cond, uncond, (cond, uncond), (0.5, 0.5), 0)
+    if kind == "rand1d":
+        if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int) or args[0] < 0:
+            raise ValueError(f"a random law has one integer seed >= 0, got {args!r}")
+        g = torch.Generator().manual_seed(args[0])
+        u = lambda n, lo, hi: (lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)).tolist()  # noqa: E731
+
+        def mixture() -> GaussianMixture:
+            k = int(torch.randint(1, 4, (1,), generator=g))
+            return GaussianMixture.from_1d(u(k, 0.2, 1.0), u(k, -3.0, 3.0), u(k, 0.2, 1.0))
+
+        cond = mixture()
+        return _pair(name, cond, mixture())
+    if kind == "blocks_1d":
+        if args:
+            raise ValueError(f"blocks_1d takes no arguments, got {args!r}")
+        return _pair(name, _blocks(1.0, 2.0), _blocks(-2.0, -1.0))
+    if kind == "mixture":
+        if len(args) != 2 or any(len(a) != 3 for a in args):
+            raise ValueError(f"a mixture law is (cond, uncond), each (weights, means, covs), got {args!r:.200}")
+        cond, uncond = (GaussianMixture(*a) for a in args)
+        if cond.dim != uncond.dim:
+            raise ValueError(f"conditional and unconditional dimensions differ: {cond.dim} and {uncond.dim}")
+        return LawParts(name, cond, uncond, (cond, uncond), (0.5, 0.5), 0)
+    if kind == "reducible":
+        if len(args) != 5:
+            raise ValueError(f"a reducible law has 5 arguments (D, MU, DELTA, VAR1, ORIENT), got {args!r}")
+        d, mu, delta, var1, orient = args
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"D must be an integer >= 1, got {d!r}")
+        if not float(var1) > 0:
+            raise ValueError(f"VAR1 must be > 0, got {var1!r}")
+        if orient != "axes" and (isinstance(orient, bool) or not isinstance(orient, int) or orient < 0):
+            raise ValueError(f"ORIENT must be 'axes' or an integer seed >= 0, got {orient!r}")
+        Q = reducible_line(d, orient)[:, None]
+        means = [[mu - delta], [mu + delta]]
+        cond = ReducibleMixture(Q, [0.5, 0.5], means, [[[1.0]], [[1.0]]], [1.0, 1.0])
+        other = ReducibleMixture(Q, [1.0], [[-mu]], [[[var1]]], [var1])
+        uncond = ReducibleMixture(Q, [0.25, 0.25, 0.5], means + [[-mu]], [[[1.0]], [[1.0]], [[var1]]],
+                                  [1.0, 1.0, var1])
+        return LawParts(name, cond, uncond, (cond, other), (0.5, 0.5), 0)
+    raise ValueError(f"unknown law kind {kind!r}; the forms are: {'; '.join(LAW_FORMS)}")
+
+
+# --- schedules and levels ---------------------------------------------------------------------------------
+SCHEDULE_FORMS = ("paper", "lin:T:ABAR_T", "linear:T:B1:BT", "cosine:T", "standard:T", "flow:N", "flow_shift:N:SHIFT")
+_SCHEDULE_ARGS = {"paper": (), "lin": (int, float), "linear": (int, float, float), "cosine": (int,), "standard": (int,),
+                  "flow": (int,), "flow_shift": (int, float)}
+
+
+def lin_reaching(T: int, abar_T: float, beta_1: float = 1e-4) -> VPSchedule:
+    """Linear betas from ``beta_1`` to the end value (found by bisection) that makes ``abar_T`` the last level."""
+    if int(T) != T or T < 2:
+        raise ValueError(f"T must be an integer >= 2, got {T}")
+    if not 0 < abar_T < 1:
+        raise ValueError(f"abar_T must lie in (0, 1), got {abar_T}")
+    lo, hi = beta_1, 0.999
+    end = lambda b: math.exp(torch.log1p(-torch.linspace(beta_1, b, int(T), dtype=F64)).sum().item())  # noqa: E731
+    if end(lo) < abar_T or end(hi) > abar_T:
+        raise ValueError(f"no linear schedule from beta_1={beta_1} reaches abar_T={abar_T} in T={T} steps")
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if end(mid) > abar_T else (lo, mid)
+    return VPSchedule.linear(int(T), beta_1, 0.5 * (lo + hi))
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """The noise levels a sampler visits, by value: a VP schedule or the linear (flow) path (module docstring)."""
+
+    kind: str
+    args: tuple = ()
+
+    def __post_init__(self):
+        object.__setattr__(self, "args", tuple(self.args))
+        types = _SCHEDULE_ARGS.get(self.kind)
+        if types is None:
+            raise ValueError(f"unknown schedule {self.kind!r}; the forms are: {', '.join(SCHEDULE_FORMS)}")
+        if len(self.args) != len(types) or not all(
+                isinstance(a, t) and not isinstance(a, bool) or (t is float and isinstance(a, int) and not isinstance(a, bool))
+                for a, t in zip(self.args, types)):
+            raise ValueError(f"schedule {self.kind!r} takes arguments of types {[t.__name__ for t in types]}, "
+                             f"got {self.args!r}")
+        object.__setattr__(self, "args", tuple(t(a) for a, t in zip(self.args, types)))
+        if self.args and self.args[0] < (1 if self.kind.startswith("flow") else 2):
+            raise ValueError(f"the step count of {self.kind!r} must be >= {1 if self.kind.startswith('flow') else 2}, "
+                             f"got {self.args[0]}")
+        if self.kind == "flow_shift" and not self.args[1] > 0:
+            raise ValueError(f"the shift must be > 0, got {self.args[1]}")
+        _levels_of(self)  # builds (and caches) the levels: a bad schedule fails where it is made
+
+    @staticmethod
+    def parse(text: str) -> "Schedule":
+        return _parse_schedule(text)
+
+    @property
+    def is_flow(self) -> bool:
+        return self.kind in ("flow", "flow_shift")
+
+    @property
+    def vp(self) -> VPSchedule:
+        """The discrete VP schedule (``ValueError`` on the flow path, which has none)."""
+        if self.is_flow:
+            raise ValueError(f"{self} is a flow path, not a VP schedule")
+        return _levels_of(self)
+
+    def sigmas(self) -> torch.Tensor:
+        """The contract levels visited, ending at 0. [steps + 1] float64 (a fresh copy)."""
+        lv = _levels_of(self)
+        return (lv.sampling_sigmas() if isinstance(lv, VPSchedule) else lv).clone()
+
+    @property
+    def steps(self) -> int:
+        return self.sigmas().numel() - 1
+
+    @property
+    def path(self) -> Path:
+        """The path whose velocity CFG-Zero* and zero-init use on these levels."""
+        return LINEAR if self.is_flow else VP_GEOMETRY
+
+    def __str__(self) -> str:
+        return ":".join([self.kind] + [_num(a) if isinstance(a, float) else str(a) for a in self.args])
+
+
+@functools.cache
+def _parse_schedule(text: str) -> Schedule:
+    if not isinstance(text, str):
+        raise ValueError(f"a schedule is spelled as text, got {text!r}; forms: {', '.join(SCHEDULE_FORMS)}")
+    head, *parts = text.split(":")
+    types = _SCHEDULE_ARGS.get(head)
+    if types is None or len(parts) != len(types):
+        raise ValueError(f"unknown schedule {text!r}; the forms are: {', '.join(SCHEDULE_FORMS)}")
+    return Schedule(head, tuple(_int(p, "the step count", text, 1) if t is int else _float(p, "a parameter", text)
+                                for p, t in zip(parts, types)))
+
+
+@functools.cache
+def _levels_of(s: Schedule):
+    a = s.args
+    try:
+        if s.kind == "paper":
+            return VPSchedule.paper_1d()
+        if s.kind == "lin":
+            return lin_reaching(*a)
+        if s.kind == "linear":
+            return VPSchedule.linear(*a)
+        if s.kind == "cosine":
+            return VPSchedule.cosine(*a)
+        if s.kind == "standard":
+            if a[0] > 1000:
+                raise ValueError(f"the standard schedule has 1000 steps, got {a[0]}")
+            return VPSchedule.standard().respace(a[0])
+        if s.kind == "flow":
+            return sampling_sigmas(LINEAR, uniform_times(a[0]))
+        if s.kind == "flow_shift":
+            return sampling_sigmas(LINEAR, shift_times(uniform_times(a[0]), a[1]))
+    except ValueError as err:
+        raise ValueError(f"bad schedule {s}: {err}") from None
+    raise ValueError(f"unknown schedule {s.kind!r}")
+
+
+@dataclass(frozen=True)
+class Levels:
+    """Where and how a sampler runs: the schedule, the sampler (``ddpm`` or ``ddim``) and the start
+    (``n01``, ``tilted`` or ``tilted_n01``). Text: ``SCHEDULE[/SAMPLER[/START]]``."""
+
+    schedule: Schedule
+    sampler: str = ""  # "" = the schedule's default: ddpm on VP, ddim (the flow's Euler step) on the flow path
+    start: str = "n01"
+
+    def __post_init__(self):
+        if not isinstance(self.schedule, Schedule):
+            raise ValueError(f"schedule must be a Schedule (Schedule.parse), got {self.schedule!r}")
+        if self.sampler == "":
+            object.__setattr__(self, "sampler", "ddim" if self.schedule.is_flow else "ddpm")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"unknown sampler {self.sampler!r}; choose one of {SAMPLERS}")
+        if self.start not in STARTS:
+            raise ValueError(f"unknown start {self.start!r}; choose one of {STARTS}")
+
+    @staticmethod
+    def parse(text: str) -> "Levels":
+        if not isinstance(text, str):
+            raise ValueError(f"levels are spelled 'SCHEDULE[/SAMPLER[/START]]', got {text!r}")
+        parts = text.split("/")
+        if len(parts) > 3:
+            raise ValueError(f"levels are spelled 'SCHEDULE[/SAMPLER[/START]]', got {text!r}")
+        return Levels(Schedule.parse(parts[0]), *parts[1:])
+
+    def sigmas(self) -> torch.Tensor:
+        return self.schedule.sigmas()
+
+    @property
+    def steps(self) -> int:
+        return self.schedule.steps
+
+    def start_density(self, parts: LawParts, reward):
+        """The log-density of the start in VP coordinates at the first level (for ``output_density``)."""
+        if self.start == "n01":
+            return vp_start(parts.dim)
+        a = sigma_to_abar(self.sigmas()[0].item())
+        return tilted_start(parts.cond, reward, a, marginal=self.start == "tilted")
+
+    def __str__(self) -> str:
+        default = "ddim" if self.schedule.is_flow else "ddpm"
+        out = str(self.schedule)
+        if self.sampler != default or self.start != "n01":
+            out += "/" + self.sampler
+        if self.start != "n01":
+            out += "/" + self.start
+        return out
+
+
+# --- weights ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GridWeight:
+    """A weight given at each level of one sigma grid (a function of sigma, found by lookup; ``ValueError``
+    at any other level). Mean-matched step schedules and CFG++'s step-dependent weight are of this kind."""
+
+    sigmas: tuple[float, ...]
+    weights: tuple[float, ...]
+
+    def __post_init__(self):
+        if len(self.sigmas) != len(self.weights) or not self.sigmas:
+            raise ValueError(f"need one weight per level, got {len(self.sigmas)} levels and {len(self.weights)} weights")
+
+    def __call__(self, sigma: float) -> float:
+        s = float(sigma)
+        for level, w in zip(self.sigmas, self.weights):
+            if abs(level - s) <= 1e-9 * max(level, 1e-300):
+                return w
+        raise ValueError(f"sigma={s} is not a level of this weight grid ({len(self.sigmas)} levels)")
+
+
+def cfgpp_weights(lam: float, sigmas: torch.Tensor) -> GridWeight:
+    """CFG++ (arXiv 2406.08070) run as DDIM, ``x' = D^lam + sigma' eps_u`` with ``D^lam`` the denoiser of
+    ``eps_u + lam (eps_c - eps_u)``, equals the CFG DDIM step ``x' = x - (sigma - sigma') eps_g`` with
+    ``eps_g = eps_u + s (eps_c - eps_u)``, ``s = lam sigma / (sigma - sigma')`` (lerp scale), i.e. the
+    library's weight ``w = s - 1`` at that level (derived in :mod:`evaluation.claims.cfgpp`)."""
+    s = sigmas.tolist()
+    levels = tuple(s[i] for i in range(len(s) - 1))
+    return GridWeight(levels, tuple(lam * s[i] / (s[i] - s[i + 1]) - 1.0 for i in range(len(s) - 1)))
+
+
+def weak_model(cond: GaussianMixture, spec: str) -> GaussianMixture:
+    """The autoguidance weak model of ``cond``: ``cov:S`` (covariances times S) or ``shift:D`` (means + D)."""
+    kind, _, value = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    try:
+        v = float(value)
+    except ValueError:
+        raise ValueError(f"bad model must be 'cov:S' or 'shift:D', got {spec!r}") from None
+    if kind == "cov":
+        return degrade(cond, v)
+    if kind == "shift":
+        return GaussianMixture(cond.weights, cond.means + v, cond.covs)
+    raise ValueError(f"bad model must be 'cov:S' or 'shift:D', got {spec!r}")
+
+
+def tilted_mean_denoiser(cond, reward):
+    """The tilted posterior mean ``m_R(x, s)`` as a denoiser: ``analytic.optimal_denoiser``, except below
+    ``s = 0.05``, where the posterior is narrow and the Gauss-Hermite posterior route
+    (``optimal_guidance(method="gh")``) meets the same 1e-8 tolerance with at most 32 nodes per dimension, 10-30x
+    faster than the dense quadrature the denoiser tries first in 2-D (it falls back to the denoiser if not)."""
+    dense = optimal_denoiser(cond, reward)
+
+    def m_R(x: torch.Tensor, s: float) -> torch.Tensor:
+        if s < _NARROW:
+            a = sigma_to_abar(s)
+            try:
+                return optimal_guidance(cond, reward, x * math.sqrt(a), a, method="gh", tol=1e-8,
+                                        max_nodes=32 if cond.dim == 2 else 256).tilted_mean
+            except RuntimeError:
+                pass
+        return dense(x, s)
+
+    return m_R
+
+
+class _EpsShift:
+    """``D(x, sigma) - sigma * e``: a denoiser whose eps prediction is off by the constant ``e``."""
+
+    def __init__(self, denoiser, e: float):
+        self.denoiser, self.e = denoiser, float(e)
+
+    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
+        return self.denoiser(x, sigma) - float(sigma) * self.e
+
+
+# --- methods ------------------------------------------------------------------------------------------------
+_LABELS = {"unguided": "unguided", "cfg": "CFG", "autog": "AutoG", "cg": "CG", "optimal": "optimum",
+           "cfgpp": "CFG++", "cfg_zero_star": "CFG-Zero*", "cfg_zero_star_init": "CFG-Zero* + zero-init",
+           "apg": "APG", "apg_momentum": "APG + momentum"}
+_UNWEIGHTED = ("unguided", "optimal")  # rules without a guidance delta for REG to modify
+
+
+class Built(NamedTuple):
+    """What :meth:`Method.build` returns: the guided denoiser and the reward whose tilted target it aims at,
+    both from the method's one weight, and the law's parts and levels they were built for."""
+
+    guided: Any
+    reward: Any
+    law: LawParts
+    levels: "Levels | None"
+
+    def start(self):
+        """The start log-density of :attr:`levels` (``levels.start``) for this law and reward."""
+        return self.levels.start_density(self.law, self.reward)
+
+
+@dataclass(frozen=True)
+class Method:
+    """One guided sampler by value.
+
+    rule: one of :data:`RULES`: ``unguided``; ``cfg``; ``autog`` (weak model ``bad``); ``cg`` (exact Bayes
+        classifier); ``optimal`` (the exact tilted posterior mean of the CFG reward); ``cfgpp`` (CFG++ with
+        lambda = ``w``, run as DDIM: one step of it is a CFG step with the weight of :func:`cfgpp_weights`);
+        ``cfg_zero_star`` (optimised scale on the levels' path velocity); ``cfg_zero_star_init`` (the same with
+        the first ``zero_init_steps`` velocities zeroed); ``apg`` (on ``x0``, ``eta = 0``, no norm cap) and
+        ``apg_momentum`` (with reverse momentum ``momentum``).
+    w: the weight (library convention ``D_c + w (D_c - D_ref)``); the target is the rule's reward at ``w``.
+    weighting: ``const``; ``linear`` (0 at ``hi`` to 2w at ``lo``, linear in sigma); ``cosine`` (power-cosine, 0 at
+        ``hi`` to 2w at sigma = 0); ``interval`` (``w`` for sigma in [``lo``, ``hi``], else 0); ``up``/``down``
+        (linear in the step index, mean exactly ``w`` over the steps). ``lo``/``hi`` unset (None): the last and
+        the first level.
+    reg: ``""`` or a REG estimator (``paper``, ``vjp``, ``diag``, ``jvp``, ``fd``).
+    bad: the autoguidance weak model, ``cov:S`` or ``shift:D`` (:func:`weak_model`).
+    eps_error: a constant error added to the conditional eps prediction (``D_c - sigma * eps_error``).
+    """
+
+    rule: str = "cfg"
+    w: float = 1.0
+    weighting: str = "const"
+    reg: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    bad: str = "cov:2"
+    eps_error: float = 0.0
+    momentum: float = -0.5
+    zero_init_steps: int = 1
+
+    def __post_init__(self):
+        if self.rule not in RULES:
+            raise ValueError(f"unknown rule {self.rule!r}; choose one of {RULES}")
+        if self.weighting not in WEIGHTINGS:
+            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
+        if self.reg and self.reg not in ESTIMATORS:
+            raise ValueError(f"unknown REG estimator {self.reg!r}; choose '' or one of {ESTIMATORS}")
+        if self.reg and self.rule in _UNWEIGHTED:
+            raise ValueError(f"REG modifies a guidance; {self.rule!r} has none to modify")
+        for name in ("w", "eps_error", "momentum"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            object.__setattr__(self, name, float(v))
+        for name in ("lo", "hi"):
+            v = getattr(self, name)
+            if v is not None:
+                if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
+                    raise ValueError(f"{name} must be None or a number >= 0, got {v!r}")
+                object.__setattr__(self, name, float(v))
+        if self.lo is not None and self.hi is not None and not self.lo < self.hi:
+            raise ValueError(f"lo must be below hi, got lo={self.lo}, hi={self.hi}")
+        if isinstance(self.zero_init_steps, bool) or not isinstance(self.zero_init_steps, int) or self.zero_init_steps < 0:
+            raise ValueError(f"zero_init_steps must be an integer >= 0, got {self.zero_init_steps!r}")
+        weak_model(GaussianMixture.from_1d([1.0], [0.0], [1.0]), self.bad)  # validates the spelling
+
+    @staticmethod
+    def parse(text: str) -> "Method":
+        return _parse_method(text)
+
+    def replace(self, **changes) -> "Method":
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def label(self) -> str:
+        """The method's human name for figures and tables, e.g. ``CFG``, ``REG (vjp)``, ``AutoG (linear) + REG (paper)``."""
+        if self.rule == "cfg" and self.reg and self.weighting == "const":
+            return f"REG ({self.reg})"
+        name = _LABELS[self.rule] + ("" if self.weighting == "const" else f" ({self.weighting})")
+        return name + (f" + REG ({self.reg})" if self.reg else "")
+
+    def __str__(self) -> str:
+        parts = [self.rule]
+        for f in dataclasses.fields(self)[1:]:
+            v = getattr(self, f.name)
+            if v != f.default:
+                parts.append(f"{f.name}={_num(v) if isinstance(v, float) else v}")
+        return ",".join(parts)
+
+    # --- building -------------------------------------------------------------------------------------------
+    def weight(self, sigmas: torch.Tensor):
+        """The weight schedule (a function of sigma) on the levels ``sigmas`` (ending at 0)."""
+        w = self.w
+        levels = [s for s in sigmas.tolist() if s > 0]
+        s_max, s_min = levels[0], levels[-1]
+        lo = s_min if self.lo is None else self.lo
+        hi = s_max if self.hi is None else self.hi
+        if self.weighting == "const":
+            return Constant(w)
+        if self.weighting == "linear":
+            return LinearRamp(0.0, 2 * w, lo, hi)
+        if self.weighting == "cosine":
+            return Cosine(2 * w, 1.0, hi)
+        if self.weighting == "interval":
+            return Interval(w, 0.0 if self.lo is None else lo, min(hi, 2 * s_max))
+        if self.weighting in ("up", "down"):
+            K = len(levels)
+            ramp = [2 * w * (i + 1) / (K + 1) for i in range(K)]  # mean exactly w
+            return GridWeight(tuple(levels), tuple(ramp if self.weighting == "up" else ramp[::-1]))
+        raise ValueError(f"unknown weighting {self.weighting!r}")
+
+    def reward(self, parts: LawParts):
+        """The reward whose tilted target the method aims at (its rule's reward at weight ``w``)."""
+        if self.rule == "autog":
+            return AutoGReward(parts.cond, weak_model(parts.cond, self.bad), self.w)
+        if self.rule == "cg":
+            return ClassifierReward(list(parts.classes), list(parts.priors), parts.y, self.w)
+        if isinstance(parts.cond, ReducibleMixture):
+            return ReducibleRatioReward(parts.cond, parts.uncond, self.w)
+        return CFGReward(parts.cond, parts.uncond, self.w)
+
+    def guide(self, cond, uncond, sigmas: torch.Tensor, *, weak=None, grad=None, tilted_mean=None,
+              path: Path | None = None):
+        """The guidance object of this method over given denoisers (exact mixtures, toy or image networks):
+        ``cond``/``uncond`` the conditional and unconditional denoisers, ``weak`` the weak model (``autog``),
+        ``grad`` the classifier's log-likelihood gradient (``cg``), ``tilted_mean`` the golden (``optimal``),
+        ``path`` the velocity path (CFG-Zero*), all for the levels ``sigmas``."""
+        r = self.rule
+
+        def need(value, what):
+            if value is None:
+                raise ValueError(f"rule {r!r} needs {what}")
+            return value
+
+        if self.eps_error:
+            cond = _EpsShift(cond, self.eps_error)
+        if r == "unguided":
+            return Unguided(cond)
+        if r == "optimal":
+            return TiltedMean(cond, need(tilted_mean, "the tilted mean (tilted_mean=)"))
+        if r == "cfgpp":
+            g = CFG(cond, uncond, cfgpp_weights(self.w, sigmas))
+        elif r == "cfg":
+            g = CFG(cond, uncond, self.weight(sigmas))
+        elif r == "autog":
+            g = AutoGuidance(cond, need(weak, "a weak model (weak=)"), self.weight(sigmas))
+        elif r == "cg":
+            g = ClassifierGuidance(cond, need(grad, "a classifier gradient (grad=)"), self.weight(sigmas))
+        elif r == "cfg_zero_star":
+            g = CFGZeroStar(cond, uncond, self.weight(sigmas), need(path, "a path (path=)"))
+        elif r == "cfg_zero_star_init":
+            p = need(path, "a path (path=)")
+            g = ZeroInit(CFGZeroStar(cond, uncond, self.weight(sigmas), p), zero_init_sigma(sigmas, self.zero_init_steps), p)
+        elif r == "apg":
+            g = APG(cond, uncond, self.weight(sigmas), eta=0.0)
+        elif r == "apg_momentum":
+            g = APG(cond, uncond, self.weight(sigmas), eta=0.0, momentum=self.momentum)
+        else:
+            raise ValueError(f"unknown rule {r!r}")
+        return REG(g, self.reg) if self.reg else g
+
+    def build(self, law: Law | LawParts, levels: Levels | Schedule, model: str = "exact") -> Built:
+        """The guided denoiser of this method on ``law`` for ``levels`` and its reward, from the same weight.
+        ``model``: the ``exact`` mixtures, or the shipped ``trained`` toy networks of the law's preset
+        (``toy.load_pretrained``; VP schedules only). Stateful rules (``apg_momentum``) get fresh objects."""
+        parts = law.build() if isinstance(law, Law) else law
+        if not isinstance(parts, LawParts):
+            raise ValueError(f"law must be a Law (Law.parse), got {law!r}")
+        lv = Levels(levels) if isinstance(levels, Schedule) else levels
+        if not isinstance(lv, Levels):
+            raise ValueError(f"levels must be Levels or a Schedule (Levels.parse), got {levels!r}")
+        sigmas = lv.sigmas()
+        reward = self.reward(parts)
+        if model == "exact":
+            c, u = parts.cond.denoise, parts.uncond.denoise
+            if isinstance(parts.cond, GaussianMixture):
+                m = MixtureModel({"c": parts.cond, "u": parts.uncond})
+                c, u = bind(m, "c"), bind(m, "u")
+        elif model == "trained":
+            if self.rule == "optimal":
+                raise ValueError("the optimal guidance is the exact mixture's; use model='exact'")
+            from sampler import EpsModel
+            from toy import load_pretrained
+
+            sched = lv.schedule.vp
+            nets = {role: load_pretrained(parts.name, role).net for role in ("cond", "uncond")}
+            c, u = bind(EpsModel(nets["cond"], sched), 0), bind(EpsModel(nets["uncond"], sched), None)
+        else:
+            raise ValueError(f"model must be 'exact' or 'trained', got {model!r}")
+        kw: dict = {"path": lv.schedule.path}
+        if self.rule == "autog":
+            kw["weak"] = bind(MixtureModel({"bad": reward.bad}), "bad")
+        elif self.rule == "cg":
+            kw["grad"] = lambda x, s: reward.num.score_ve(x, s) - reward.den.score_ve(x, s)
+        elif self.rule == "optimal":
+            kw["tilted_mean"] = tilted_mean_denoiser(parts.cond, reward)
+        return Built(self.guide(c, u, sigmas, **kw), reward, parts, lv)
+
+
+_METHOD_TYPES = {f.name: f.type for f in dataclasses.fields(Method)}
+
+
+@functools.cache
+def _parse_method(text: str) -> Method:
+    if not isinstance(text, str) or not text:
+        raise ValueError(f"a method is spelled 'RULE[,KEY=VALUE]...' (rules {RULES}), got {text!r}")
+    rule, *items = text.split(",")
+    kw: dict = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or key not in _METHOD_TYPES or key == "rule" or key in kw:
+            raise ValueError(f"bad item {item!r} in method {text!r}: use KEY=VALUE once per key, keys "
+                             f"{tuple(k for k in _METHOD_TYPES if k != 'rule')}")
+        kind = _METHOD_TYPES[key]
+        if key == "zero_init_steps":
+            kw[key] = _int(value, key, text, 0)
+        elif "float" in str(kind):
+            kw[key] = float(value) if value in ("inf",) else _float(value, key, text)
+        else:
+            kw[key] = value
+    return Method(rule, **kw)
+
+
+def parse(kind: str, text: str):
+    """``Law.parse``, ``Schedule.parse``, ``Levels.parse`` or ``Method.parse`` by ``kind``."""
+    parsers = {"law": Law.parse, "schedule": Schedule.parse, "levels": Levels.parse, "method": Method.parse}
+    if kind not in parsers:
+        raise ValueError(f"unknown kind {kind!r}; choose one of {tuple(parsers)}")
+    return parsers[kind](text)
