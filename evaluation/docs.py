@@ -50,7 +50,8 @@ def format_number(value: Any, error: Any = None) -> str:
     """One number as printed in the docs.
 
     With a finite positive ``error``: ``"value ± error"``, the error to two significant digits and the value
-    to the error's last digit (``0.2863 ± 0.0069``). Without: ``DIGITS`` significant digits (``%.4g``);
+    to the error's last digit (``0.2863 ± 0.0069``; with one exponent, ``2.50e-07 ± 0.11e-07``, below 1e-6
+    or from 1e6). Without: ``DIGITS`` significant digits (``%.4g``);
     integers in full; ``inf`` / ``nan`` (also the strings the ledger writes for them) as such.
     ``ValueError`` for anything that is not a number."""
     if isinstance(value, str) and value.strip().lower() in ("inf", "-inf", "nan", "+inf"):
@@ -65,8 +66,13 @@ def format_number(value: Any, error: Any = None) -> str:
         return str(value)
     if error is not None and math.isfinite(error) and error > 0:
         err = float(f"{error:.2g}")
-        decimals = max(0, 1 - math.floor(math.log10(err)))
-        return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+        last = math.floor(math.log10(err)) - 1  # the decade of the error's second digit
+        if -6 <= last and max(abs(value), err) < 1e6:
+            decimals = max(0, -last)
+            return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+        exp = math.floor(math.log10(max(abs(value), err)))  # one exponent for both: 2.50e-07 ± 0.11e-07
+        decimals = exp - last
+        return f"{value / 10.0**exp:.{decimals}f}e{exp:+03d} ± {err / 10.0**exp:.{decimals}f}e{exp:+03d}"
     return f"{value:#.{DIGITS}g}"
 
 
@@ -101,9 +107,9 @@ def _leaf(v: Any) -> str:
     return _cell(v)
 
 
-def _rows(numbers: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[str, str]]:
-    """``(key path joined by ' / ', printed value)`` of every leaf, in the results' order; ``NAME_error``
-    beside ``NAME`` is printed as ``NAME``'s error."""
+def _rows(numbers: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """``(key path, printed value)`` of every leaf, in the results' order; ``NAME_error`` beside ``NAME`` is
+    printed as ``NAME``'s error."""
     rows = []
     for k, v in numbers.items():
         k = str(k)
@@ -113,15 +119,28 @@ def _rows(numbers: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[str, str
         if isinstance(v, Mapping) and set(v) != {"value", "error"}:
             rows += _rows(v, prefix + (k,))
         elif err is not None and _is_number(v):
-            rows.append((" / ".join(prefix + (k,)), format_number(v, err)))
+            rows.append((prefix + (k,), format_number(v, err)))
         else:
-            rows.append((" / ".join(prefix + (k,)), _leaf(v)))
+            rows.append((prefix + (k,), _leaf(v)))
     return rows
+
+
+def _table(rows: list[tuple[tuple[str, ...], str]]) -> list[str]:
+    """A Markdown table: rows are the key paths but the last and columns the last key when every path has
+    two keys or more (``paper_plots.table``'s layout), else ``quantity | value``."""
+    if min(len(k) for k, _ in rows) < 2:
+        return ["| quantity | value |", "|---|---|"] + [f"| {_cell(' / '.join(k))} | {v} |" for k, v in rows]
+    cols = list(dict.fromkeys(k[-1] for k, _ in rows))
+    cells = {(" / ".join(k[:-1]), k[-1]): v for k, v in rows}
+    names = list(dict.fromkeys(name for name, _ in cells))
+    lines = ["| | " + " | ".join(_cell(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {_cell(n)} | " + " | ".join(cells.get((n, c), "") for c in cols) + " |" for n in names]
+    return lines
 
 
 def render_findings(results: Any) -> str:
     """The findings section from ``paper_plots.py``'s ``results.json`` (a mapping or its path): per figure,
-    its caption and a table of its numbers (key path | value)."""
+    its caption and a table of its numbers (rows: key paths; columns: the last key)."""
     data = _load(results)
     figures = data.get("figures")
     if not isinstance(figures, Mapping):
@@ -139,9 +158,7 @@ def render_findings(results: Any) -> str:
         if not rows:
             lines += ["(no numbers)", ""]
             continue
-        lines += ["| quantity | value |", "|---|---|"]
-        lines += [f"| {_cell(k)} | {v} |" for k, v in rows]
-        lines.append("")
+        lines += _table(rows) + [""]
     return "\n".join(lines).rstrip() + "\n"
 
 

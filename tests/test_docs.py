@@ -133,12 +133,21 @@ def _check_cell(cell: str, value, error=None) -> None:
 
 
 def _table(section: str) -> dict[str, str]:
-    """``{quantity: value cell}`` of the two-column tables in a Markdown section (escaped pipes kept)."""
-    rows = {}
+    """``{label: cell}`` of the Markdown tables in a section (escaped pipes kept): ``quantity | value`` tables
+    by quantity, others by ``row / column``."""
+    rows, header = {}, None
     for line in section.splitlines():
+        if not line.startswith("|"):
+            header = None
+            continue
         cells = [c.replace("\\|", "|").strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
-        if len(cells) == 2 and cells != ["quantity", "value"] and not set(cells[0]) <= set("-"):
-            rows[cells[0]] = cells[1]
+        if header is None:
+            header = cells
+        elif not all(set(c) <= set("-") for c in cells):
+            if header == ["quantity", "value"]:
+                rows[cells[0]] = cells[1]
+            else:
+                rows.update({f"{cells[0]} / {col}": c for col, c in zip(header[1:], cells[1:], strict=True) if c})
     return rows
 
 
@@ -199,6 +208,8 @@ FIXTURE_RESULTS = {"quick": True, "figures": {
         "w=1": {"cfg": {"tv": 0.66312345, "tv_error": 0.00123456, "kl": 1.23456789e-5},
                 "reg": {"tv": {"value": 0.6751, "error": 0.0000429}, "kl": 12345.678}},
         "steps": 20, "ratios": [0.1234567, 2.0, 1e-12]}},
+    "sweeps": {"caption": "a pivot table", "numbers": {"w=1": {"tv": 0.1234567, "kl": 2.5e-7, "kl_error": 1.1e-8},
+                                                       "w=2": {"tv": 0.98765}}},
     "broken": {"caption": "a figure that failed", "error": "RuntimeError: boom"},
 }}
 FIXTURE_CLAIMS = {"quick": False, "seconds": 12.3, "claims": [
@@ -227,7 +238,7 @@ def test_rendered_numbers_equal_the_results_at_printed_precision(tmp_path):
     assert text.startswith("# Title\n\nprose 1.5 stays\n\n<!-- generated:findings -->\n") and text.endswith("tail\n")
     assert "between" in text and "STALE" not in text
     found = D.blocks(text)
-    assert check_findings(found["findings"], FIXTURE_RESULTS) == 6
+    assert check_findings(found["findings"], FIXTURE_RESULTS) == 9
     assert "**failed**: RuntimeError: boom" in found["findings"]
     assert check_claims(found["claims"], FIXTURE_CLAIMS) == 4
     # the error sets the digits: 0.66312345 +- 0.00123456 prints as 0.6631 ± 0.0012
@@ -242,6 +253,9 @@ def test_the_precision_check_catches_a_wrong_number():
     block = D.render_findings(FIXTURE_RESULTS).replace("0.6631 ± 0.0012", "0.6631")
     with pytest.raises(AssertionError):
         check_findings(block, FIXTURE_RESULTS)
+    block = D.render_findings(FIXTURE_RESULTS).replace("| w=2 | 0.9877 |", "| w=2 | 0.9871 |")  # a pivot cell
+    with pytest.raises(AssertionError):
+        check_findings(block, FIXTURE_RESULTS)
     block = D.render_claims(FIXTURE_CLAIMS).replace("0.6631", "0.663")  # fewer digits than printed: still right
     assert check_claims(block, FIXTURE_CLAIMS) == 4
     with pytest.raises(AssertionError):
@@ -251,7 +265,9 @@ def test_the_precision_check_catches_a_wrong_number():
 @pytest.mark.parametrize("value, error, printed", [
     (0.66312345, 0.00123456, "0.6631 ± 0.0012"), (12345.678, 2.34, "12345.7 ± 2.3"), (0.5, 0.25, "0.50 ± 0.25"),
     (1.0, None, "1.000"), (1.574e-16, None, "1.574e-16"), (291, None, "291"), (float("inf"), None, "inf"),
-    ("inf", None, "inf"), (0.2, 0.0, "0.2000"), (-0.0119876, 0.00031, "-0.01199 ± 0.00031")])
+    ("inf", None, "inf"), (0.2, 0.0, "0.2000"), (-0.0119876, 0.00031, "-0.01199 ± 0.00031"),
+    (2.5e-7, 1.1e-8, "2.50e-07 ± 0.11e-07"), (1.0e-12, 2.3e-8, "0.0e-08 ± 2.3e-08"),
+    (3.14159e7, 12345.0, "3.1416e+07 ± 0.0012e+07")])
 def test_format_number(value, error, printed):
     assert D.format_number(value, error) == printed
 
@@ -327,3 +343,20 @@ def test_generated_blocks_of_the_docs_match_their_results():
                 assert content.strip() == D.placeholder(name)
                 assert not re.search(r"\d", content.replace(section.source, "")), content
     assert seen == set(D.SECTIONS)
+
+
+HAND_TYPED = re.compile(r"(?<![\w.])(?<!arXiv )\d+\.\d{3,}")  # a result-like number: three or more decimals
+
+
+@pytest.mark.parametrize("path", [p for p in DOCS if p.name not in ("benchmarks.md", "THEORY.md")], ids=lambda p: p.name)
+def test_no_hand_typed_results_outside_generated_blocks(path):
+    """Results reach README and docs only through generated blocks: outside them no number carries three or more
+    decimals (set-up values such as w = 0.25 or abar = 0.5 do not; benchmarks.md is a dated log of measurements,
+    THEORY.md quotes the paper)."""
+    text = re.sub(r"<!-- generated:(\S+) -->.*?<!-- /generated:\1 -->", "", path.read_text(), flags=re.S)
+    text = FENCE.sub("", text)
+    assert not HAND_TYPED.findall(text), f"{path.name}: {HAND_TYPED.findall(text)}"
+
+
+def test_hand_typed_check_sees_a_typed_result():
+    assert HAND_TYPED.findall("TV 0.663 -> 0.675, w = 0.25, arXiv 2501.18865, 1e-4") == ["0.663", "0.675"]
