@@ -219,7 +219,8 @@ FIXTURE_CLAIMS = {"quick": False, "seconds": 12.3, "claims": [
      "numbers": [{"name": "TV |plain|", "value": 0.663123}, {"name": "gap", "value": -0.0119876, "error": 0.00031},
                  {"name": "blow-up", "value": "inf"}, {"name": "count", "value": 291.0}]},
     {"id": "bn-pc", "source": "2408.09000", "title": "t", "statement": "s", "provenance": "memory",
-     "experiment": "e", "verdict": "holds", "key_number": "k", "figure": "claims_bn_pc", "numbers": []}]}
+     "experiment": "e", "verdict": "holds", "key_number": "k", "figure": "claims_bn_pc", "numbers": [],
+     "run": {"quick": True, "date": "2026-12-06", "code": "0123456789abcdef"}}]}
 
 
 def _doc_with_blocks(tmp_path) -> Path:
@@ -241,6 +242,9 @@ def test_rendered_numbers_equal_the_results_at_printed_precision(tmp_path):
     assert check_findings(found["findings"], FIXTURE_RESULTS) == 9
     assert "**failed**: RuntimeError: boom" in found["findings"]
     assert check_claims(found["claims"], FIXTURE_CLAIMS) == 4
+    # a merged ledger says which run each entry came from
+    assert "| **holds** | k | 2026-12-06 quick 0123456789ab |" in found["claims"]
+    assert "| REG closer in 291/424 | full |" in found["claims"]
     # the error sets the digits: 0.66312345 +- 0.00123456 prints as 0.6631 ± 0.0012
     assert "| w=1 / cfg / tv | 0.6631 ± 0.0012 |" in found["findings"]
 
@@ -360,3 +364,20 @@ def test_no_hand_typed_results_outside_generated_blocks(path):
 
 def test_hand_typed_check_sees_a_typed_result():
     assert HAND_TYPED.findall("TV 0.663 -> 0.675, w = 0.25, arXiv 2501.18865, 1e-4") == ["0.663", "0.675"]
+
+
+REAL_RESULTS = {"findings": [D.SECTIONS["findings"].source, "out/figures/results.json"],
+                "claims": [D.SECTIONS["claims"].source, "out/claims/claims.json"]}
+
+
+@pytest.mark.parametrize("name", sorted(REAL_RESULTS))
+def test_rendering_of_real_results_keeps_every_number(name):
+    """On the results files a run wrote (committed under docs/data/, or a local run's out/), every number is
+    rendered at its printed precision (and with its error where the file carries one)."""
+    paths = [ROOT / p for p in REAL_RESULTS[name] if (ROOT / p).is_file()]
+    if not paths:
+        pytest.skip(f"no results file for {name} here ({', '.join(REAL_RESULTS[name])})")
+    check = check_findings if name == "findings" else check_claims
+    for path in paths:
+        results = json.loads(path.read_text())
+        check(D.SECTIONS[name].render(results), results)
