@@ -36,7 +36,8 @@ def _run_blocks(path: Path) -> tuple[dict, str]:
             try:
                 exec(compile(block, f"{path.name}[block {i}]", "exec"), namespace)
             except Exception as err:  # the block and file in the failure, as a reader would see them
-                raise AssertionError(f"{path.name}, python block {i} failed: {type(err).__name__}: {err}\n{block}") from err
+                raise AssertionError(f"{path.name}, python block {i} failed: {type(err).__name__}: {err}\n"
+                                     f"{block}") from err
     return namespace, out.getvalue()
 
 
@@ -54,8 +55,8 @@ def test_readme_example_computes_what_it_says():
     assert f.golden_error.max().item() < 1e-6
     gap = {k: (getattr(f, k) - f.golden).abs().mean().item() for k in ("present", "reg_vjp")}
     assert gap["reg_vjp"] < gap["present"], gap
-    tvs = {m: (float(a), float(b)) for m, a, b in re.findall(r"^(\w+): TV to the tilted target ([\d.]+) \+- ([\d.e+-]+)",
-                                                              out, re.M)}
+    printed = re.findall(r"^(\w+): TV to the tilted target ([\d.]+) \+- ([\d.e+-]+)", out, re.M)
+    tvs = {m: (float(a), float(b)) for m, a, b in printed}
     assert set(tvs) == {"CFG", "REG"}, out
     assert abs(tvs["CFG"][0] - tvs["REG"][0]) > tvs["CFG"][1] + tvs["REG"][1], tvs
 
@@ -318,12 +319,14 @@ def test_renderers_refuse_the_wrong_file(tmp_path):
 def test_refresh_renders_every_section_whose_results_exist(tmp_path):
     for name, s in D.SECTIONS.items():
         (tmp_path / s.doc).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / s.doc).write_text(f"x\n<!-- generated:{name} -->\n{D.placeholder(name)}\n<!-- /generated:{name} -->\n")
+        (tmp_path / s.doc).write_text(f"x\n<!-- generated:{name} -->\n{D.placeholder(name)}\n"
+                                      f"<!-- /generated:{name} -->\n")
     (tmp_path / D.SECTIONS["claims"].source).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / D.SECTIONS["claims"].source).write_text(json.dumps(FIXTURE_CLAIMS))
     assert D.refresh(tmp_path) == [tmp_path / D.SECTIONS["claims"].doc]
     assert check_claims(D.blocks((tmp_path / D.SECTIONS["claims"].doc).read_text())["claims"], FIXTURE_CLAIMS) == 4
-    assert D.blocks((tmp_path / D.SECTIONS["findings"].doc).read_text())["findings"].strip() == D.placeholder("findings")
+    findings = D.blocks((tmp_path / D.SECTIONS["findings"].doc).read_text())["findings"]
+    assert findings.strip() == D.placeholder("findings")
 
 
 def test_generated_blocks_of_the_docs_match_their_results():
@@ -352,7 +355,8 @@ def test_generated_blocks_of_the_docs_match_their_results():
 HAND_TYPED = re.compile(r"(?<![\w.])(?<!arXiv )\d+\.\d{3,}")  # a result-like number: three or more decimals
 
 
-@pytest.mark.parametrize("path", [p for p in DOCS if p.name not in ("benchmarks.md", "THEORY.md")], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [p for p in DOCS if p.name not in ("benchmarks.md", "THEORY.md")],
+                         ids=lambda p: p.name)
 def test_no_hand_typed_results_outside_generated_blocks(path):
     """Results reach README and docs only through generated blocks: outside them no number carries three or more
     decimals (set-up values such as w = 0.25 or abar = 0.5 do not; benchmarks.md is a dated log of measurements,
