@@ -46,6 +46,16 @@ def test_python_blocks_run_in_order(path):
     _run_blocks(path)
 
 
+def test_block_runner_shares_one_namespace_and_reports_a_failing_block(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text("```python\nx = 2\n```\n\ntext\n\n```python\nprint(x + 1)\n```\n\n```python\n1 / 0\n```\n")
+    with pytest.raises(AssertionError, match=r"doc.md, python block 2 failed: ZeroDivisionError"):
+        _run_blocks(doc)
+    good = tmp_path / "good.md"  # another path: _run_blocks remembers a file's run
+    good.write_text("```python\nx = 2\n```\n\n```python\nprint(x + 1)\n```\n")
+    assert _run_blocks(good)[1] == "3\n"
+
+
 def test_readme_example_computes_what_it_says():
     """The README's own-mixture example: the golden is exact (reported error below 1e-6), REG's field is closer
     to it than CFG's here, and the printed TVs carry errors smaller than the TVs' difference, so the comparison
