@@ -1,7 +1,7 @@
 """Exact mathematics of Gaussian-mixture diffusion and guidance (no sampling loops, no training, no plotting).
 
 The public contract: ``GaussianMixture``, ``CFGReward``, ``AutoGReward``, ``ClassifierReward`` and
-``guidance_fields``; see README.md for the API at a glance. Output densities, distances, field-error
+``guidance_fields``; see docs/api.md for the API at a glance. Output densities, distances, field-error
 tables of samplers and the report live in :mod:`evaluation` (moved there in issue 10).
 """
 from .chain import ChainGolden, chain_golden, eps_from_denoiser, mixture_eps_fn

@@ -1,0 +1,261 @@
+"""Generated sections of the documentation: Markdown rendered from the results the engine writes.
+
+Numbers in ``README.md`` and ``docs/*.md`` are never typed by hand: a doc holds a marker block
+
+    <!-- generated:NAME -->
+    ...
+    <!-- /generated:NAME -->
+
+whose content :func:`update` replaces (atomically) with a section rendered from a results file:
+:func:`render_findings` from ``paper_plots.py``'s ``results.json`` (``{"figures": {name: {"caption",
+"numbers", ...}}}``) and :func:`render_claims` from the claims ledger's ``claims.json``
+(:func:`evaluation.claims.ledger.to_json`). Every number is printed by :func:`format_number`: with its error
+where the results carry one (a leaf ``{"value": v, "error": e}``, a sibling key ``NAME_error`` beside
+``NAME``, or an ``"error"`` beside a claim number's ``"value"``), else to :data:`DIGITS` significant digits;
+``tests/test_docs.py`` checks that every printed number equals the results' value at its printed precision.
+
+:data:`SECTIONS` lists the generated blocks of the docs and the results file each is rendered from (a copy
+committed under ``docs/data/``); :func:`refresh` re-renders every block whose results file exists.
+Only the standard library (and :func:`sampler.files.write_atomically`, the project's one atomic write).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple
+
+from sampler.files import write_atomically
+
+__all__ = ["DIGITS", "Section", "SECTIONS", "format_number", "render_findings", "render_claims", "update",
+           "blocks", "placeholder", "refresh"]
+
+DIGITS = 4  # significant digits of a number printed without an error
+_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+_BLOCK = re.compile(r"<!-- generated:([A-Za-z0-9_.-]+) -->\n?(.*?)<!-- /generated:\1 -->", re.S)
+
+
+class Section(NamedTuple):
+    """A generated block: the doc it lives in and the results file it is rendered from (repository paths)."""
+
+    doc: str
+    source: str
+    render: Callable[[Any], str]
+    command: str  # the command that writes the results file
+
+
+def format_number(value: Any, error: Any = None) -> str:
+    """One number as printed in the docs.
+
+    With a finite positive ``error``: ``"value ± error"``, the error to two significant digits and the value
+    to the error's last digit (``0.2863 ± 0.0069``; with one exponent, ``2.50e-07 ± 0.11e-07``, below 1e-6
+    or from 1e6). Without: ``DIGITS`` significant digits (``%.4g``);
+    integers in full; ``inf`` / ``nan`` (also the strings the ledger writes for them) as such.
+    ``ValueError`` for anything that is not a number."""
+    if isinstance(value, str) and value.strip().lower() in ("inf", "-inf", "nan", "+inf"):
+        value = float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"value must be a number, got {value!r}")
+    if error is not None and (isinstance(error, bool) or not isinstance(error, (int, float))):
+        raise ValueError(f"error must be a number or None, got {error!r}")
+    if isinstance(value, int):
+        return str(value)
+    if not math.isfinite(value):
+        return str(value)
+    if error is not None and math.isfinite(error) and error > 0:
+        err = float(f"{error:.2g}")
+        last = math.floor(math.log10(err)) - 1  # the decade of the error's second digit
+        if -6 <= last and max(abs(value), err) < 1e6:
+            decimals = max(0, -last)
+            return f"{value:.{decimals}f} ± {err:.{decimals}f}"
+        exp = math.floor(math.log10(max(abs(value), err)))  # one exponent for both: 2.50e-07 ± 0.11e-07
+        decimals = exp - last
+        return f"{value / 10.0**exp:.{decimals}f}e{exp:+03d} ± {err / 10.0**exp:.{decimals}f}e{exp:+03d}"
+    return f"{value:#.{DIGITS}g}"
+
+
+def _cell(text: Any) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _load(results: Any) -> Mapping:
+    """A results mapping, or the JSON file at a path."""
+    if isinstance(results, Mapping):
+        return results
+    if isinstance(results, (str, os.PathLike)):
+        path = Path(results)
+        if not path.is_file():
+            raise ValueError(f"results file {str(path)!r} does not exist")
+        return json.loads(path.read_text())
+    raise ValueError(f"results must be a mapping or the path of a JSON file, got {type(results).__name__}")
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _leaf(v: Any) -> str:
+    """A leaf of a figure's numbers: a number, ``{"value", "error"}``, a list of them, or text."""
+    if isinstance(v, Mapping) and set(v) == {"value", "error"}:
+        return format_number(v["value"], v["error"])
+    if _is_number(v):
+        return format_number(v)
+    if isinstance(v, (list, tuple)):
+        return ", ".join(_leaf(x) for x in v)
+    return _cell(v)
+
+
+def _rows(numbers: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], str]]:
+    """``(key path, printed value)`` of every leaf, in the results' order; ``NAME_error`` beside ``NAME`` is
+    printed as ``NAME``'s error."""
+    rows = []
+    for k, v in numbers.items():
+        k = str(k)
+        if k.endswith("_error") and k[:-6] in numbers:
+            continue
+        err = numbers.get(f"{k}_error")
+        if isinstance(v, Mapping) and set(v) != {"value", "error"}:
+            rows += _rows(v, prefix + (k,))
+        elif err is not None and _is_number(v):
+            rows.append((prefix + (k,), format_number(v, err)))
+        else:
+            rows.append((prefix + (k,), _leaf(v)))
+    return rows
+
+
+def _table(rows: list[tuple[tuple[str, ...], str]]) -> list[str]:
+    """A Markdown table: rows are the key paths but the last and columns the last key when every path has
+    two keys or more (``paper_plots.table``'s layout), else ``quantity | value``."""
+    if min(len(k) for k, _ in rows) < 2:
+        return ["| quantity | value |", "|---|---|"] + [f"| {_cell(' / '.join(k))} | {v} |" for k, v in rows]
+    cols = list(dict.fromkeys(k[-1] for k, _ in rows))
+    cells = {(" / ".join(k[:-1]), k[-1]): v for k, v in rows}
+    names = list(dict.fromkeys(name for name, _ in cells))
+    lines = ["| | " + " | ".join(_cell(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
+    lines += [f"| {_cell(n)} | " + " | ".join(cells.get((n, c), "") for c in cols) + " |" for n in names]
+    return lines
+
+
+def render_findings(results: Any) -> str:
+    """The findings section from ``paper_plots.py``'s ``results.json`` (a mapping or its path): per figure,
+    its caption and a table of its numbers (rows: key paths; columns: the last key)."""
+    data = _load(results)
+    figures = data.get("figures")
+    if not isinstance(figures, Mapping):
+        raise ValueError("results must hold a 'figures' mapping (paper_plots.py's results.json)")
+    lines = [f"_Generated by `python paper_plots.py{' --quick' if data.get('quick') else ''}` from its "
+             f"`results.json`; do not edit by hand._", ""]
+    for name, fig in figures.items():
+        lines += [f"#### `{name}`", ""]
+        if fig.get("caption"):
+            lines += [_cell(fig["caption"]), ""]
+        if "error" in fig:
+            lines += [f"**failed**: {_cell(fig['error'])}", ""]
+            continue
+        rows = _rows(fig.get("numbers") or {})
+        if not rows:
+            lines += ["(no numbers)", ""]
+            continue
+        lines += _table(rows) + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_claims(claims: Any) -> str:
+    """The ledger section from ``claims.json`` (a mapping or its path): the verdict table (with each entry's
+    run, date / quick or full / code version, when the ledger stamps them), then each claim's numbers
+    (quantity | value)."""
+    data = _load(claims)
+    items = data.get("claims")
+    if not isinstance(items, list):
+        raise ValueError("claims must hold a 'claims' list (the ledger's claims.json)")
+    stamped = any("run" in c for c in items)  # ledgers merged from several runs stamp each entry
+    lines = [f"_Generated by `python -m evaluation.claims{' --quick' if data.get('quick') else ''}` from its "
+             f"`claims.json`; do not edit by hand._", "",
+             "| id | claim | source | verdict | key number |" + (" run |" if stamped else ""),
+             "|---|---|---|---|---|" + ("---|" if stamped else "")]
+    for c in items:
+        run = ""
+        if stamped:
+            r = c.get("run") or {"quick": data.get("quick")}
+            run = " " + _cell(" ".join(s for s in (str(r.get("date", "")), "quick" if r.get("quick") else "full",
+                                                   str(r.get("code", ""))[:12]) if s)) + " |"
+        lines.append(f"| `{c['id']}` | {_cell(c.get('title', ''))} | arXiv {c['source']} ({c.get('provenance', '')}) | "
+                     f"**{_cell(c['verdict'])}** | {_cell(c.get('key_number', ''))} |{run}")
+    lines.append("")
+    for c in items:
+        numbers = c.get("numbers") or []
+        if not numbers:
+            continue
+        lines += [f"#### `{c['id']}`", "", "| quantity | value |", "|---|---|"]
+        lines += [f"| {_cell(n['name'])} | {format_number(n['value'], n.get('error'))} |" for n in numbers]
+        lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ValueError(f"name must be letters, digits, '_', '.' or '-', got {name!r}")
+
+
+def blocks(text: str) -> dict[str, str]:
+    """``{NAME: content}`` of every generated block in a doc's text. ``ValueError`` when a marker is
+    unmatched or a name occurs twice."""
+    found: dict[str, str] = {}
+    for m in _BLOCK.finditer(text):
+        if m.group(1) in found:
+            raise ValueError(f"generated block {m.group(1)!r} occurs twice")
+        found[m.group(1)] = m.group(2)
+    opened = re.findall(r"<!-- generated:([^ ]+) -->", text)
+    closed = re.findall(r"<!-- /generated:([^ ]+) -->", text)
+    if sorted(opened) != sorted(found) or sorted(closed) != sorted(found):
+        raise ValueError(f"unmatched generated markers: opened {opened}, closed {closed}")
+    return found
+
+
+def update(doc_path: str | os.PathLike, name: str, markdown_text: str) -> Path:
+    """Replace the content of the block ``NAME`` in the doc at ``doc_path`` with ``markdown_text``, atomically
+    (readers see the old doc or the new one). ``ValueError`` when the doc has no such block (add the two
+    markers by hand first) or its markers are broken. Returns the path."""
+    _check_name(name)
+    if not isinstance(markdown_text, str):
+        raise ValueError(f"markdown_text must be a str, got {type(markdown_text).__name__}")
+    if "<!-- generated:" in markdown_text or "<!-- /generated:" in markdown_text:
+        raise ValueError("markdown_text must not contain generated-block markers")
+    path = Path(doc_path)
+    if not path.is_file():
+        raise ValueError(f"doc_path {str(path)!r} is not a file")
+    text = path.read_text()
+    if name not in blocks(text):
+        raise ValueError(f"{path} has no block '<!-- generated:{name} -->' ... '<!-- /generated:{name} -->'")
+    start, end = f"<!-- generated:{name} -->", f"<!-- /generated:{name} -->"
+    before, rest = text.split(start, 1)
+    _, after = rest.split(end, 1)
+    body = markdown_text.strip("\n")
+    write_atomically(path, f"{before}{start}\n{body}\n{end}{after}")
+    return path
+
+
+SECTIONS: dict[str, Section] = {
+    "findings": Section("docs/findings.md", "docs/data/results.json", render_findings, "python paper_plots.py"),
+    "claims": Section("docs/claims.md", "docs/data/claims.json", render_claims, "python -m evaluation.claims"),
+}
+
+
+def placeholder(name: str) -> str:
+    """The one line a block holds while its results file is not in the repository."""
+    if name not in SECTIONS:
+        raise ValueError(f"name must be one of {sorted(SECTIONS)}, got {name!r}")
+    return f"_Generated by `{SECTIONS[name].command}` (results file `{SECTIONS[name].source}` not yet committed)._"
+
+
+def refresh(root: str | os.PathLike = ".") -> list[Path]:
+    """Re-render every block of :data:`SECTIONS` whose results file exists under ``root``; returns the docs
+    written."""
+    root = Path(root)
+    written = []
+    for name, s in SECTIONS.items():
+        if (root / s.source).is_file():
+            written.append(update(root / s.doc, name, s.render(root / s.source)))
+    return written
