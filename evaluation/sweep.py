@@ -52,6 +52,7 @@ import multiprocessing
 import numbers
 import os
 import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -308,8 +309,11 @@ def _worker_init() -> None:
 
 def _pool_worker_init() -> None:
     """A local worker: one torch thread, and Ctrl-C left to the parent (which cancels the sweep and ends the
-    workers), so the terminal shows one line, not a traceback per worker."""
+    workers), so the terminal shows one line, not a traceback per worker. tqdm gets a thread lock: its default
+    process lock is a named semaphore that a worker ended by the parent would leave behind (a "leaked
+    semaphore" warning at exit)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
     _worker_init()
 
 
@@ -441,13 +445,14 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
     bar.set_postfix_str(f"cells {bar.sweep_cells[0]}/{bar.sweep_cells[1]}", refresh=False)
     bar.refresh()
     computed = 0
+    interrupted = False
     try:
         if pending:
             cache.check_writable()  # before the first cell, not after it
             # the costliest first, so the last worker is not left with the longest
             order = sorted(pending, key=lambda k: -cost[k])
             ex, close = _executor(int(workers), scheduler)
-            cancelled = True
+            cancelled, futures = True, {}
 
             def collect(fut: cf.Future, k: str) -> None:
                 nonlocal computed
@@ -464,7 +469,6 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
                 bar.update(cost[k])
 
             try:
-                futures = {}
                 for k in order:
                     fut = ex.submit(_execute, pending[k])
                     if fut.done():  # the in-process executor has already computed it
@@ -476,9 +480,12 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
                 cancelled = False
             finally:
                 close(cancelled)
-    except KeyboardInterrupt as err:
-        raise SweepInterrupted(len(done), distinct, computed, cache.root) from err
+                del ex, close, futures  # the pool's queues go now, not at exit (no "leaked semaphore" warning)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
         if own:
             bar.close()
+    if interrupted:  # raised here, so the interrupted frames (and the pool) are not kept alive by a traceback
+        raise SweepInterrupted(len(done), distinct, computed, cache.root)
     return SweepResult(tuple(done[k] for k in keys), len(pending), reused, time.perf_counter() - start)

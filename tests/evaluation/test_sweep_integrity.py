@@ -46,7 +46,8 @@ class WorkResult(NamedTuple):
 def work(cell: Work) -> WorkResult:
     if cell.interrupt:
         raise KeyboardInterrupt
-    time.sleep(cell.unit * cell.weight)
+    for _ in tqdm(range(1), disable=True):  # as the exact engines do (tqdm's lock is made in the worker)
+        time.sleep(cell.unit * cell.weight)
     if cell.log:
         with open(cell.log, "a") as f:
             f.write(f"{cell.x!r}\n")
@@ -195,7 +196,7 @@ def test_ctrl_c_ends_local_workers_at_once_without_tracebacks(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 130, err
-    assert "Traceback" not in err, err
+    assert "Traceback" not in err and "Warning" not in err, err  # e.g. "leaked semaphore objects" at exit
     line = err.strip().splitlines()[-1]
     assert line.startswith("interrupted: ") and line.endswith(f"cells computed and cached in {cache.root} "
                                                               f"({len(cache.keys())} in this run); rerun to resume")
