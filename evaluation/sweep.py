@@ -480,7 +480,7 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
                 cancelled = False
             finally:
                 close(cancelled)
-                del ex, close, futures  # the pool's queues go now, not at exit (no "leaked semaphore" warning)
+                del ex, close, futures  # the pool and its queues go now, not when the interpreter exits
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -112,5 +112,6 @@ def main(argv=None) -> int:
         print(f"error: figure {f}", file=sys.stderr)
     return 1 if failed else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
