@@ -176,6 +176,7 @@ except SweepInterrupted as err:
 """
 
 
+@pytest.mark.slow  # spawns two workers that import torch: 21 s on a loaded 2-core machine
 def test_ctrl_c_ends_local_workers_at_once_without_tracebacks(tmp_path):
     """Ctrl-C reaches the whole process group (parent and workers): the workers leave it to the parent, which
     ends them at once (not after their running cells) and says what is kept in one line."""
