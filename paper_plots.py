@@ -71,7 +71,7 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
     ap.add_argument("--only", choices=sorted(FIGURES), action="append", help="only this figure (repeatable)")
     ap.add_argument("--quick", action="store_true", help="coarser grids, for a fast look")

@@ -21,7 +21,7 @@ from evaluation.sweep import encode, run_cells
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--full", action="store_true", help="the whole ledger instead of --quick")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)

@@ -214,7 +214,7 @@ def density_1000_steps() -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--mc", action="store_true", help="add a Monte Carlo check of the 2-D chain golden at t = T (slow)")
     ap.add_argument("--refine", action="store_true", help="compare each 2-D chain golden with a run at tol 1e-6 (slow)")
     args = ap.parse_args(argv)

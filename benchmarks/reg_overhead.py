@@ -266,7 +266,7 @@ def analytic_accuracy() -> list[tuple]:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--repeats", type=int, default=9)
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1: stabler ratios on a shared box)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")

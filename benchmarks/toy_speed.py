@@ -33,7 +33,7 @@ def timed(fn):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--skip-train", action="store_true")
     ap.add_argument("--threads", type=int, default=1, help="threads for the goldens (1: as the figures and report)")
     ap.add_argument("--train-threads", type=int, default=1, help="threads for training (1 is fastest here)")

@@ -1,19 +1,7 @@
-"""Output files of the entry points: check the folder before the work, write results atomically."""
+"""Output files of the entry points: check the folder before the work, write results atomically (both
+written once, in :mod:`sampler.files`, the lowest floor, so the toy and image entry points use them too)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-from sampler.files import write_atomically
+from sampler.files import check_writable_dir, write_atomically
 
 __all__ = ["check_writable_dir", "write_atomically"]
-
-
-def check_writable_dir(path: Path) -> Path:
-    """Create ``path`` (and parents) and check it takes a file, before minutes of work are spent;
-    ``OSError`` (with the OS's reason) otherwise."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write-test"
-    probe.write_text("")
-    probe.unlink()
-    return path

@@ -18,12 +18,21 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   changed source recomputes exactly the cells it touches; nothing else is recomputed. Files are written
   to a temporary name in the same folder and renamed (atomic on POSIX), so a run that is killed leaves
   either a whole result or none: rerunning it resumes where it stopped, with no duplicate or missing cell.
-  Identical cells in one list are computed once.
+  Identical cells in one list are computed once. Every file stores its key, its configuration, the format
+  and a sha256 of its encoded result; a file whose key, configuration, format or digest does not match the
+  cell asked for, or that cannot be read as a result at all, is a miss: it is recomputed and overwritten,
+  with a :class:`CacheWarning` naming the file (never reused silently).
 - **executors**: ``workers=1`` runs in this process; ``workers=N`` in ``N`` local worker processes
   (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
   on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra).
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
+
+- **progress**: one tqdm bar whose total is the cells' declared relative ``cost`` (a property of the
+  configuration; cells without one count as the mean declared cost), so its ETA follows the work, not the
+  cell count; the postfix says ``cells done/total``. Pass ``bar=`` to draw several sweeps on one bar.
+- **interrupts**: Ctrl-C (``KeyboardInterrupt``) ends :func:`run_cells` with :class:`SweepInterrupted`, whose
+  one-line message says how many cells are cached where; entry points print it and exit with status 130.
 
 Results are serialised to JSON with their type (NamedTuples, frozen dataclasses, floats incl. nan/inf,
 ints, strings, tuples, numpy arrays), so a cached result is read back as the same type with the same
@@ -40,8 +49,12 @@ import importlib.util
 import json
 import math
 import multiprocessing
+import numbers
 import os
+import signal
+import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple, Sequence
 
@@ -50,12 +63,17 @@ from tqdm.auto import tqdm
 
 from sampler.files import write_atomically
 
-__all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
-           "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV"]
+from .io import check_writable_dir
 
-FORMAT = 1  # bump when the file layout or encoding changes
+__all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
+           "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
+           "BAR_FORMAT"]
+
+FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
 CACHE_ENV = "REG_GUIDANCE_CACHE"
+# the bar counts relative cost, not cells: show the fraction, elapsed, ETA and the "cells done/total" postfix
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
 
 
 class CellKind(NamedTuple):
@@ -206,9 +224,19 @@ def default_cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "reg-guidance" / "sweeps"
 
 
+class CacheWarning(UserWarning):
+    """A cache file that does not hold the result asked for (edited, truncated, another cell's, an older
+    format): it is recomputed and overwritten."""
+
+
+def _digest(encoded_result: Any) -> str:
+    """sha256 of an encoded result, in canonical JSON (sorted keys, no nan: :func:`encode` spells those)."""
+    return hashlib.sha256(json.dumps(encoded_result, sort_keys=True, allow_nan=False).encode()).hexdigest()
+
+
 class Cache:
     """Results on disk: ``root/<kind>/<key[:2]>/<key>.json``, each written atomically (temporary file in
-    the same folder, fsync, rename)."""
+    the same folder, fsync, rename) and checked on reading (:meth:`load`)."""
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -218,20 +246,54 @@ class Cache:
         return self.root / type(cell).__qualname__ / key[:2] / f"{key}.json"
 
     def load(self, cell: Any, key: str | None = None) -> tuple[bool, Any]:
-        """``(True, result)`` when the cell is stored, else ``(False, None)``."""
+        """``(True, result)`` when the cell is stored, else ``(False, None)``. A file that is not this cell's
+        whole result (unreadable, of the wrong shape, another format, another key or configuration, a result
+        that does not match its sha256 or does not decode) is a miss, with a :class:`CacheWarning` naming it."""
+        key = key or cell_key(cell)
         path = self.path(cell, key)
+        why = ""
         try:
             payload = json.loads(path.read_text())
-        except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
-            return False, None
-        return True, decode(payload["result"])
+            if not isinstance(payload, dict):
+                why = f"holds a JSON {type(payload).__name__}, not a cell's record"
+            elif missing := sorted({"format", "key", "config", "result", "sha256"} - set(payload)):
+                why = f"lacks {', '.join(missing)}"
+            elif payload["format"] != FORMAT:
+                why = f"has format {payload['format']!r}, this code reads format {FORMAT}"
+            elif payload["key"] != key:
+                why = f"is stored under key {str(payload['key'])[:12]}..., not this cell's {key[:12]}..."
+            elif payload["config"] != json.loads(json.dumps(encode(cell))):
+                why = f"holds another configuration than {cell!r:.200}"
+            elif payload["sha256"] != _digest(payload["result"]):
+                why = "has a result that does not match its sha256 (edited or corrupt)"
+            else:
+                return True, decode(payload["result"])
+        except (FileNotFoundError, NotADirectoryError):
+            return False, None  # not stored
+        except OSError as err:
+            why = f"cannot be read ({err.strerror or err})"
+        except (ValueError, TypeError, KeyError, AttributeError, ImportError) as err:  # undecodable text or result
+            why = f"cannot be read as a result ({type(err).__name__}: {err})"
+        warnings.warn(f"cache file {path} {why}: recomputing the cell and overwriting it", CacheWarning, stacklevel=2)
+        return False, None
 
     def store(self, cell: Any, result: Any, key: str | None = None) -> Path:
         key = key or cell_key(cell)
-        text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encode(result)})
+        encoded = encode(result)
+        text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encoded,
+                           "sha256": _digest(encoded)})
         path = self.path(cell, key)
         path.parent.mkdir(parents=True, exist_ok=True)
         return write_atomically(path, text)
+
+    def check_writable(self) -> Path:
+        """Create the cache folder and check it takes a file, before any cell is computed: ``OSError`` naming
+        the folder (and ``$REG_GUIDANCE_CACHE``, which chooses it by default) otherwise."""
+        try:
+            return check_writable_dir(self.root)
+        except OSError as err:
+            raise OSError(f"cannot write to the cell cache {self.root} (set ${CACHE_ENV} or pass a cache folder "
+                          f"that can be written): {err.strerror or err}") from err
 
     def keys(self) -> list[str]:
         """Keys of every stored result (temporary files excluded)."""
@@ -243,6 +305,16 @@ def _worker_init() -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+def _pool_worker_init() -> None:
+    """A local worker: one torch thread, and Ctrl-C left to the parent (which cancels the sweep and ends the
+    workers), so the terminal shows one line, not a traceback per worker. tqdm gets a thread lock: its default
+    process lock is a named semaphore that a worker ended by the parent would leave behind (a "leaked
+    semaphore" warning at exit)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tqdm.set_lock(threading.RLock())
+    _worker_init()
 
 
 def _execute(cell: Any) -> Any:
@@ -270,8 +342,19 @@ class SweepResult(NamedTuple):
     seconds: float
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during :func:`run_cells`; ``str()`` is one line saying what is kept. Every finished cell is in
+    the cache, so rerunning the same sweep resumes it."""
+
+    def __init__(self, cached: int, total: int, computed: int, root: Path):
+        self.cached, self.total, self.computed, self.root = cached, total, computed, Path(root)
+        super().__init__(f"interrupted: {cached} of {total} cells computed and cached in {root} ({computed} in this "
+                         "run); rerun to resume")
+
+
 def _executor(workers: int, scheduler: str | None):
-    """(executor, closer) for the requested back end."""
+    """(executor, closer) for the requested back end; ``closer(cancel)`` cancels what has not started and,
+    for local workers, ends them at once."""
     if scheduler is not None:
         try:
             from distributed import Client
@@ -284,12 +367,36 @@ def _executor(workers: int, scheduler: str | None):
         ex = _InProcess()
         return ex, lambda cancel: None
     ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                initializer=_worker_init)
-    return ex, lambda cancel: ex.shutdown(wait=not cancel, cancel_futures=cancel)
+                                initializer=_pool_worker_init)
+
+    def close(cancel: bool) -> None:
+        if cancel:  # the running cells would otherwise finish first (no public way to stop them before 3.14)
+            for proc in list(getattr(ex, "_processes", {}).values()):
+                proc.terminate()
+        ex.shutdown(wait=True, cancel_futures=cancel)
+
+    return ex, close
+
+
+def _costs(cells: Sequence[Any]) -> list[float]:
+    """Each cell's relative cost for the progress bar: its ``cost`` where it declares one (finite, > 0),
+    the mean declared cost otherwise (1 when none declares one)."""
+    declared = []
+    for c in cells:
+        v = getattr(c, "cost", None)
+        if v is not None:
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
+                raise ValueError(f"cell {c!r:.200} declares cost {v!r}; a cost is a finite number > 0")
+            v = float(v)
+        declared.append(v)
+    known = [v for v in declared if v is not None]
+    fill = sum(known) / len(known) if known else 1.0
+    return [fill if v is None else v for v in declared]
 
 
 def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
-              scheduler: str | None = None, progress: bool = True, desc: str = "cells") -> SweepResult:
+              scheduler: str | None = None, progress: bool = True, desc: str = "cells",
+              bar: tqdm | None = None) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -297,11 +404,20 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
         cache: a :class:`Cache` or its folder (default :func:`default_cache_dir`).
         workers: local worker processes (1: this process).
         scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``); overrides ``workers``.
+        progress: draw a progress bar (ignored when ``bar`` is given).
+        desc: what the bar says is being computed.
+        bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
+            sweep adds its cells' cost to ``bar.total`` and its cells to the ``cells done/total`` postfix
+            (kept on the bar as ``bar.sweep_cells``); the caller closes it.
+
+    Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
     """
     if isinstance(workers, bool) or int(workers) != workers or workers < 1:
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if scheduler is not None and not (isinstance(scheduler, str) and scheduler):
         raise ValueError(f"scheduler must be an address like 'tcp://127.0.0.1:8786', got {scheduler!r}")
+    if bar is not None and not isinstance(bar, tqdm):
+        raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
     cache = cache if isinstance(cache, Cache) else Cache(cache if cache is not None else default_cache_dir())
     start = time.perf_counter()
     keys = [cell_key(c) for c in cells]  # validates every cell first
@@ -316,34 +432,60 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
         else:
             pending[k] = c
     reused = len(done)
-    if pending:
-        # the costliest first (cells may say what they cost), so the last worker is not left with the longest
-        order = sorted(pending, key=lambda k: -float(getattr(pending[k], "cost", 0.0)))
-        ex, close = _executor(int(workers), scheduler)
-        bar = tqdm(total=len(order), desc=desc, disable=not progress)
-        cancelled = True
+    distinct = reused + len(pending)
+    cost = dict(zip(pending, _costs(list(pending.values()))))
+    own = bar is None
+    if own:
+        bar = tqdm(total=0, desc=desc, disable=not progress or not pending, bar_format=BAR_FORMAT)
+    else:
+        bar.set_description_str(desc, refresh=False)
+    counts = getattr(bar, "sweep_cells", (0, 0))
+    bar.sweep_cells = (counts[0] + reused, counts[1] + distinct)  # cells done / total across the bar's sweeps
+    bar.total = (bar.total or 0) + sum(cost.values())
+    bar.set_postfix_str(f"cells {bar.sweep_cells[0]}/{bar.sweep_cells[1]}", refresh=False)
+    bar.refresh()
+    computed = 0
+    interrupted = False
+    try:
+        if pending:
+            cache.check_writable()  # before the first cell, not after it
+            # the costliest first, so the last worker is not left with the longest
+            order = sorted(pending, key=lambda k: -cost[k])
+            ex, close = _executor(int(workers), scheduler)
+            cancelled, futures = True, {}
 
-        def collect(fut: cf.Future, k: str) -> None:
+            def collect(fut: cf.Future, k: str) -> None:
+                nonlocal computed
+                try:
+                    result = fut.result()
+                except Exception as err:
+                    raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
+                cache.store(pending[k], result, k)  # at once: a run killed later keeps this cell
+                done[k] = result
+                computed += 1
+                n_done, n_total = bar.sweep_cells
+                bar.sweep_cells = (n_done + 1, n_total)
+                bar.set_postfix_str(f"cells {n_done + 1}/{n_total}", refresh=False)
+                bar.update(cost[k])
+
             try:
-                result = fut.result()
-            except Exception as err:
-                raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
-            cache.store(pending[k], result, k)  # at once: a run killed later keeps this cell
-            done[k] = result
-            bar.update()
-
-        try:
-            futures = {}
-            for k in order:
-                fut = ex.submit(_execute, pending[k])
-                if fut.done():  # the in-process executor has already computed it
-                    collect(fut, k)
-                else:
-                    futures[fut] = k
-            for fut in cf.as_completed(futures):
-                collect(fut, futures[fut])
-            cancelled = False
-        finally:
+                for k in order:
+                    fut = ex.submit(_execute, pending[k])
+                    if fut.done():  # the in-process executor has already computed it
+                        collect(fut, k)
+                    else:
+                        futures[fut] = k
+                for fut in cf.as_completed(futures):
+                    collect(fut, futures[fut])
+                cancelled = False
+            finally:
+                close(cancelled)
+                del ex, close, futures  # the pool and its queues go now, not when the interpreter exits
+    except KeyboardInterrupt:
+        interrupted = True
+    finally:
+        if own:
             bar.close()
-            close(cancelled)
+    if interrupted:  # raised here, so the interrupted frames (and the pool) are not kept alive by a traceback
+        raise SweepInterrupted(len(done), distinct, computed, cache.root)
     return SweepResult(tuple(done[k] for k in keys), len(pending), reused, time.perf_counter() - start)

@@ -5,7 +5,9 @@ features used for the Frechet distance, like Inception's pool features for FID) 
 Trained on the training split only (random 1-pixel shifts as augmentation), so the held-out images
 stay unseen by both the diffusion model and the classifier.
 
-    python -m images.classifier --out images/checkpoints/digits_classifier.pt [--steps 1500] [--seed 0]
+    python -m images.classifier [--out out/images/checkpoints/digits_classifier.pt] [--steps 1500] [--seed 0]
+
+(the shipped ``images/checkpoints/digits_classifier.pt`` is replaced only when ``--out`` names it).
 """
 from __future__ import annotations
 
@@ -21,10 +23,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from sampler.files import check_state_dict, save_torch_atomically, state_dict_sha256
+from sampler.files import check_state_dict, check_writable_dir, save_torch_atomically, state_dict_sha256
 
 from .data import DigitsSplit, load_digits_split
-from .train import CHECKPOINT_DIR, resolve_device
+from .train import CHECKPOINT_DIR, TRAIN_OUT, resolve_device
 
 __all__ = [
     "ClassifierConfig",
@@ -178,8 +180,11 @@ def load_classifier(path: str | os.PathLike = DEFAULT_CLASSIFIER, device: str | 
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Train the digits classifier behind FD-digits and the score.")
-    p.add_argument("--out", default=str(DEFAULT_CLASSIFIER))
+    p = argparse.ArgumentParser(prog="python -m images.classifier", description="Train the digits classifier behind "
+                                "FD-digits and the score.", allow_abbrev=False)
+    p.add_argument("--out", default=str(TRAIN_OUT / DEFAULT_CLASSIFIER.name),
+                   help=f"checkpoint file (default %(default)s, relative to the working folder); the shipped "
+                   f"{DEFAULT_CLASSIFIER} that images.run reads is replaced only when its path is passed here")
     p.add_argument("--steps", type=int, default=1500)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -189,6 +194,10 @@ def main(argv=None) -> None:
         p.error(f"--threads must be >= 1, got {a.threads}")
     if a.steps < 1:
         p.error(f"--steps must be >= 1, got {a.steps}")
+    try:
+        check_writable_dir(Path(a.out).parent)
+    except OSError as err:
+        p.error(f"cannot write to --out {a.out}: {err}")
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     res = train_classifier(steps=a.steps, seed=a.seed, device=a.device)

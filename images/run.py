@@ -7,8 +7,10 @@
 Writes ``pareto.png`` / ``pareto.pdf`` (FD-digits against the score, :mod:`figures.digits_pareto`),
 ``table.md`` (best FD per method and estimator, mean ± std over seeds, paired difference to no REG),
 ``rows.csv`` (every run) and ``samples.png`` (unguided, CFG and CFG + REG digits from one seed) to
-``--out``. The checkpoints default to the ones shipped in ``images/checkpoints`` (retrain with
-``python -m images.train`` and ``python -m images.classifier``).
+``--out`` (each file atomically; ``--out`` and, for ``--replot``, its ``rows.csv`` are checked before any
+work). The checkpoints default to the ones shipped in ``images/checkpoints`` (retrain with
+``python -m images.train`` and ``python -m images.classifier``, which write to ``out/images/checkpoints``;
+pass those files with ``--checkpoint``, ``--weak`` and ``--classifier``).
 
 This is an entry point: like ``paper_plots.py`` it sits above every package, so it may use the figures
 (imported inside :func:`main`) and choose matplotlib's file backend; the library modules never do.
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 
 from sampler import Unguided, bind, sample, sampling_levels, vp_prior
+from sampler.files import check_writable_dir, write_atomically
 
 from .classifier import DEFAULT_CLASSIFIER, load_classifier
 from .data import load_digits_split, to_unit_range
@@ -69,7 +72,8 @@ def plot_panels(panels: list[tuple[str, np.ndarray]], path: Path) -> Path:
 
 
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Digits: CFG variants and AutoG, without and with REG.")
+    p = argparse.ArgumentParser(prog="python -m images.run", description="Digits: CFG variants and AutoG, without "
+                                "and with REG.", allow_abbrev=False)
     p.add_argument("--sweep", action="store_true", help="run the guidance-weight sweep")
     p.add_argument("--replot", action="store_true",
                    help="re-write table.md and pareto.png from --out/rows.csv without sampling (pass the sweep's options)")
@@ -98,22 +102,35 @@ def main(argv=None) -> None:
         cfg = dataclasses.replace(cfg, **over)
     except ValueError as err:
         p.error(str(err))
+    out = Path(a.out)
+    try:
+        check_writable_dir(out)
+    except OSError as err:
+        p.error(f"cannot write to --out {out}: {err}")
+    rows = None
+    if a.replot:
+        try:
+            rows = read_csv(out / "rows.csv")
+        except FileNotFoundError:
+            p.error(f"--replot reads {out / 'rows.csv'}, which does not exist: run --sweep with this --out first")
+        except (OSError, ValueError) as err:
+            p.error(f"--replot cannot read {out / 'rows.csv'}: {err}")
     import matplotlib  # noqa: PLC0415
 
     matplotlib.use("Agg")  # entry point: files only, no display
     from figures import digits_pareto  # noqa: PLC0415  (the entry point sits above the figures)
 
     torch.set_num_threads(a.threads)
-    device = resolve_device(a.device)
-    out = Path(a.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        device = resolve_device(a.device)
+    except ValueError as err:
+        p.error(f"--device: {err}")
 
     if a.replot:
         data = load_digits_split()
         evaluator = DigitsEvaluator(load_classifier(a.classifier, device), data.test_x)
-        res = SweepResult(cfg, read_csv(out / "rows.csv"), evaluator.evaluate(reference_images(data, cfg.n_samples)),
-                          math.nan)
-        (out / "table.md").write_text(markdown_table(res))
+        res = SweepResult(cfg, rows, evaluator.evaluate(reference_images(data, cfg.n_samples)), math.nan)
+        write_atomically(out / "table.md", markdown_table(res))
         digits_pareto.plot(digits_pareto.from_result(res), out, name="pareto")
         print(markdown_table(res))
         return
@@ -121,7 +138,7 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     res = run_shipped(cfg, device=device, checkpoint=a.checkpoint, weak=a.weak, classifier=a.classifier)
     table = markdown_table(res)
-    (out / "table.md").write_text(table)
+    write_atomically(out / "table.md", table)
     write_csv(res, out / "rows.csv")
     digits_pareto.plot(digits_pareto.from_result(res), out, name="pareto")
     labels = torch.arange(30, device=device) % 10

@@ -6,12 +6,14 @@ Everything here reads a ``SweepResult`` (or rows read back from CSV); nothing sa
 from __future__ import annotations
 
 import csv
+import io
 import math
 import statistics
 from pathlib import Path
 from typing import NamedTuple
 
 from sampler import ESTIMATORS
+from sampler.files import write_atomically
 
 from .sweep import METHODS, SweepResult, SweepRow
 
@@ -133,11 +135,12 @@ def markdown_table(result: SweepResult) -> str:
 
 
 def write_csv(result: SweepResult, path: str | Path) -> Path:
-    """Every row of ``result`` to ``path`` (columns: the ``SweepRow`` fields; read back with :func:`read_csv`)."""
+    """Every row of ``result`` to ``path`` (columns: the ``SweepRow`` fields; read back with :func:`read_csv`),
+    atomically: a reader sees the old file or the whole new one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
-        wr = csv.writer(fh)
-        wr.writerow(SweepRow._fields)
-        wr.writerows(result.rows)
-    return path
+    text = io.StringIO(newline="")
+    wr = csv.writer(text)
+    wr.writerow(SweepRow._fields)
+    wr.writerows(result.rows)
+    return write_atomically(path, text.getvalue())

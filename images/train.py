@@ -7,8 +7,11 @@ network gives both the conditional and the unconditional prediction CFG needs. A
 average of the weights (``ema``) is what gets saved. The weak model for autoguidance (Karras et al.
 2024) is the same recipe with fewer channels and fewer steps.
 
-    python -m images.train --out images/checkpoints/digits_unet.pt [--width 16] [--steps 5000] [--seed 0]
+    python -m images.train [--out out/images/checkpoints/digits_unet.pt] [--width 16] [--steps 5000] [--seed 0]
         [--device auto|cpu|cuda] [--weak]
+
+writes ``out/images/checkpoints/digits_unet.pt`` (``digits_unet_weak.pt`` with ``--weak``) unless ``--out``
+names another file; the shipped checkpoints in ``images/checkpoints`` are replaced only when named.
 
 A checkpoint is a dict ``{"format", "version", "unet", "train", "schedule", "state_dict", "sha256", "log"}`` of
 plain values and tensors (``torch.load(weights_only=True)`` reads it), written atomically (a failed save
@@ -30,7 +33,7 @@ from typing import NamedTuple, Optional
 import torch
 
 from sampler.device import resolve_device
-from sampler.files import check_state_dict, save_torch_atomically, state_dict_sha256
+from sampler.files import check_state_dict, check_writable_dir, save_torch_atomically, state_dict_sha256
 from sampler.model import EpsModel
 from sampler.schedules import VPSchedule, check_number
 
@@ -53,6 +56,7 @@ __all__ = [
 FORMAT, VERSION = "reg-guidance/digits-unet", 1
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 DEFAULT_CHECKPOINT = CHECKPOINT_DIR / "digits_unet.pt"
+TRAIN_OUT = Path("out/images/checkpoints")  # where the training commands write unless told (not the shipped files)
 WEAK_CHECKPOINT = CHECKPOINT_DIR / "digits_unet_weak.pt"
 
 
@@ -246,8 +250,13 @@ def load_model(
 
 # --- entry point --------------------------------------------------------------------------------
 def main(argv=None) -> None:
-    p = argparse.ArgumentParser(description="Train the class-conditional digits UNet (label dropout).")
-    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT))
+    p = argparse.ArgumentParser(prog="python -m images.train", description="Train the class-conditional digits UNet "
+                                "(label dropout).", allow_abbrev=False)
+    p.add_argument("--out", default=None,
+                   help=f"checkpoint file (default {TRAIN_OUT / DEFAULT_CHECKPOINT.name}, with --weak "
+                   f"{TRAIN_OUT / WEAK_CHECKPOINT.name}, relative to the working folder). The shipped checkpoints "
+                   f"that images.run reads ({DEFAULT_CHECKPOINT}, {WEAK_CHECKPOINT.name}) are replaced only when "
+                   "their path is passed here")
     p.add_argument("--weak", action="store_true", help="the autoguidance weak model: width 8, 1000 steps")
     p.add_argument("--width", type=int, default=None)
     p.add_argument("--steps", type=int, default=None)
@@ -261,6 +270,8 @@ def main(argv=None) -> None:
     a = p.parse_args(argv)
     if a.threads is not None and a.threads < 1:  # 0 used to be dropped silently (issue 11, defect 12)
         p.error(f"--threads must be >= 1, got {a.threads}")
+    if a.out is None:
+        a.out = str(TRAIN_OUT / (WEAK_CHECKPOINT if a.weak else DEFAULT_CHECKPOINT).name)
     width = (8 if a.weak else 16) if a.width is None else a.width  # --width 0 / --steps 0 were read as "default"
     steps = (1000 if a.weak else 5000) if a.steps is None else a.steps
     size = 16 if a.resize != "none" else 8
@@ -270,6 +281,10 @@ def main(argv=None) -> None:
                          resize=a.resize)
     except ValueError as err:
         p.error(str(err))
+    try:
+        check_writable_dir(Path(a.out).parent)
+    except OSError as err:
+        p.error(f"cannot write to --out {a.out}: {err}")
     if a.threads is not None:
         torch.set_num_threads(a.threads)
     res = train_unet(uc, tc, device=a.device)

@@ -3,7 +3,8 @@
 It sits in the lowest floor because the image path (which may import only ``sampler``) writes checkpoints
 too; :mod:`evaluation.io`, :mod:`toy.checkpoints`, :mod:`images.train` and :mod:`images.classifier` all
 write through :func:`write_atomically` and seal/verify weights with :func:`state_dict_sha256` and
-:func:`check_state_dict` (issue 11, defects 7 and 8).
+:func:`check_state_dict` (issue 11, defects 7 and 8); every entry point checks its output folder before
+the work with :func:`check_writable_dir`.
 """
 from __future__ import annotations
 
@@ -16,7 +17,18 @@ from typing import Mapping, Optional
 
 import torch
 
-__all__ = ["write_atomically", "save_torch_atomically", "state_dict_sha256", "check_state_dict"]
+__all__ = ["check_writable_dir", "write_atomically", "save_torch_atomically", "state_dict_sha256", "check_state_dict"]
+
+
+def check_writable_dir(path: str | os.PathLike) -> Path:
+    """Create ``path`` (and parents) and check it takes a file, before minutes of work are spent;
+    ``OSError`` (with the OS's reason) otherwise. Returns the path."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test.")
+    os.close(fd)
+    os.unlink(probe)
+    return path
 
 
 def write_atomically(path: str | os.PathLike, data: str | bytes) -> Path:

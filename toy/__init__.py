@@ -1,9 +1,10 @@
 """The small trained MLP denoiser (1-D and 2-D), its data, training, checkpoints and trained goldens.
 
 Names: ``toy.training`` is the training library (:func:`train_network`), ``python -m toy.train`` the
-command that trains and writes the shipped checkpoints. A network reaches samplers through its one
-contract adapter :func:`toy_model` (bind a label with ``sampler.bind``); the chain goldens take the
-``eps_fn`` derived from it, :func:`net_eps_fn`. Per-step field errors: :func:`analytic.step_gaps`.
+command that trains them (into ``out/toy/checkpoints``; it replaces the shipped checkpoints only when asked).
+A network reaches samplers through its one contract adapter :func:`toy_model` (bind a label with
+``sampler.bind``); the chain goldens take the ``eps_fn`` derived from it, :func:`net_eps_fn`. Per-step field
+errors: :func:`analytic.step_gaps`.
 """
 from .checkpoints import (CHECKPOINT_DIR, Checkpoint, available_checkpoints, checkpoint_path, load_checkpoint,
                           load_pretrained, save_checkpoint)

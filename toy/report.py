@@ -103,7 +103,7 @@ def fields_table(schedule: VPSchedule, preset_name: str, axes, w: float = 1.0) -
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m toy.report", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m toy.report", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--mc-points", type=int, default=200)
     ap.add_argument("--rollouts", type=int, default=100)
     ap.add_argument("--skip-quality", action="store_true")

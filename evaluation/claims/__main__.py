@@ -1,11 +1,13 @@
 """The claims ledger: ``python -m evaluation.claims [--quick] [--only ID] [--out DIR] [--workers N]
 [--scheduler ADDRESS] [--cache DIR]``.
 
-Writes ``claims.md`` (one table: claim, source, verdict, key number, figure; then one section per claim),
-``claims.json`` and one figure per claim to ``--out``. Cells are cached (``--cache``, default
-``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``), so a rerun or an interrupted run only
-computes what is missing. ``--workers N`` runs cells in N local processes; ``--scheduler tcp://HOST:PORT``
-on a running Dask cluster (the ``[sweeps]`` extra).
+Writes ``claims.md`` (one table: claim, source, verdict, key number, figure, run; then one section per claim),
+``claims.json`` and one figure per claim to ``--out``. A run with ``--only`` updates its claims' entries
+in the ledger files already in ``--out`` and keeps the others; each entry says which run made it (full or
+``--quick`` sweeps, when, the code version of its cells). Cells are cached (``--cache``, default
+``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``), so a rerun or an interrupted run (Ctrl-C: exit
+status 130, one line saying what is kept) only computes what is missing. ``--workers N`` runs cells in N
+local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra).
 
 This is an entry point, the one place above the floors: it draws the arrays the ledger computed with
 :func:`figures.claims.draw` (each claim's ``figures.claims_*`` module); the library modules of ``evaluation``
@@ -14,23 +16,38 @@ never import ``figures``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ..sweep import default_cache_dir, write_atomically
-from . import CLAIMS, get_claim
-from .ledger import markdown, run_ledger, to_json
+from ..io import check_writable_dir, write_atomically
+from ..sweep import CACHE_ENV, SweepInterrupted, default_cache_dir
+from . import ALL_CLAIMS, CLAIMS, get_claim
+from .ledger import RunStamp, from_json, markdown, merge, run_ledger, to_json
+
+DESCRIPTION = ("The claims ledger: runs each claim's cells (cached, resumable) and writes claims.md, claims.json and "
+               "one figure per claim to --out; a run with --only updates those claims in the ledger already there.")
+
+
+def _cache_source(cache: Path | None) -> str:
+    """Which setting chose the cell cache folder (for the error message)."""
+    if cache is not None:
+        return "--cache"
+    return f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else f"the default; set ${CACHE_ENV} to choose another"
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python -m evaluation.claims", description=DESCRIPTION,
+                                 allow_abbrev=False)
     ap.add_argument("--quick", action="store_true", help="small sweeps (under two minutes on two cores)")
     ap.add_argument("--only", action="append", choices=[c.id for c in CLAIMS], metavar="ID",
                     help=f"only this claim (repeatable): {', '.join(c.id for c in CLAIMS)}")
-    ap.add_argument("--out", type=Path, default=Path("out/claims"), help="output folder (default out/claims)")
+    ap.add_argument("--out", type=Path, default=Path("out/claims"),
+                    help="output folder (default out/claims); a ledger already there keeps the claims this run does "
+                    "not compute")
     ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     ap.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:PORT")
     ap.add_argument("--cache", type=Path, default=None, help=f"cell cache (default {default_cache_dir()})")
@@ -39,29 +56,55 @@ def main(argv=None) -> int:
     if args.workers < 1:
         ap.error(f"--workers must be >= 1, got {args.workers}")
     try:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / ".write-test").write_text("")
-        (args.out / ".write-test").unlink()
+        check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
+    cache = args.cache if args.cache is not None else default_cache_dir()
+    try:
+        check_writable_dir(cache)
+    except OSError as err:
+        ap.error(f"cannot write to the cell cache {cache} ({_cache_source(args.cache)}): {err.strerror or err}")
+    ledger_json = args.out / "claims.json"
+    kept = ([], [])
+    if ledger_json.exists():  # a run with --only updates its entries and keeps the others
+        try:
+            kept = from_json(ledger_json.read_text())
+        except (OSError, ValueError) as err:
+            ap.error(f"cannot update the ledger {ledger_json}: {err}; move it away or choose another --out")
     torch.set_num_threads(1)
     claims = [get_claim(i) for i in args.only] if args.only else list(CLAIMS)
     start = time.perf_counter()
-    run = run_ledger(claims, quick=args.quick, cache=args.cache, workers=args.workers, scheduler=args.scheduler)
-    results = [o.result for o in run.outcomes]
-    failed = []
-    if not args.no_figures:
-        import matplotlib
+    try:
+        run = run_ledger(claims, quick=args.quick, cache=cache, workers=args.workers, scheduler=args.scheduler)
+        results = [o.result for o in run.outcomes]
+        failed = []
+        if not args.no_figures:
+            import matplotlib
 
-        matplotlib.use("Agg")
-        from figures.claims import draw
+            matplotlib.use("Agg")
+            from figures.claims import draw
 
-        failed = draw(run.outcomes, args.out)[1]
+            failed = draw(run.outcomes, args.out)[1]
+    except SweepInterrupted as err:
+        print(f"{err} (the ledger in {args.out} is unchanged)", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:
+        print(f"interrupted after the cells (all cached in {cache}), before the ledger was written: {args.out} is "
+              "unchanged; rerun to finish", file=sys.stderr)
+        return 130
     seconds = time.perf_counter() - start
-    note = (f"{run.cells} cells ({run.computed} computed, {run.reused} from the cache), "
-            f"{args.workers if args.scheduler is None else 'Dask'} worker(s).")
-    write_atomically(args.out / "claims.md", markdown(results, quick=args.quick, seconds=seconds, note=note) + "\n")
-    write_atomically(args.out / "claims.json", to_json(results, quick=args.quick, seconds=seconds) + "\n")
+    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    stamps = [RunStamp(args.quick, date, code) for code in run.codes]
+    entries = merge(list(zip(*kept)), list(zip(results, stamps)), [c.id for c in ALL_CLAIMS])
+    kept_ids = [r.id for r, _ in entries if r.id not in {n.id for n in results}]
+    all_results, all_runs = [r for r, _ in entries], [s for _, s in entries]
+    note = (f"Last run: {', '.join(r.id for r in results)}; {run.cells} cells ({run.computed} computed, "
+            f"{run.reused} from the cache), {args.workers if args.scheduler is None else 'Dask'} worker(s)"
+            + (f"; kept from earlier runs: {', '.join(kept_ids)}." if kept_ids else "."))
+    quick = all(s.quick for s in all_runs)
+    write_atomically(args.out / "claims.md", markdown(all_results, quick=quick, seconds=seconds, note=note,
+                                                      runs=all_runs) + "\n")
+    write_atomically(ledger_json, to_json(all_results, quick=quick, seconds=seconds, runs=all_runs) + "\n")
     for r in results:
         print(f"{r.id:<16} {r.verdict[:60]:<60} {r.key_number[:90]}")
     print(f"{note} {seconds:.1f} s -> {args.out}/claims.md, claims.json")

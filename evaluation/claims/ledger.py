@@ -6,17 +6,23 @@ functions: ``cells(quick) -> [cell]`` (sweep cells, :mod:`evaluation.sweep`) and
 ``conclude(quick, results) -> Outcome`` (the verdict and the figure's arrays from the cells' results, in the
 same order). :func:`run_ledger` runs the cells of every selected claim through one sweep (shared cells are
 computed once), then concludes each claim.
+
+The ledger's files (``claims.json``, ``claims.md``) may gather claims from several runs (``--only``): each
+entry carries the :class:`RunStamp` of the run that made it (quick or full sweeps, when, and the code version
+of its cells), :func:`from_json` reads a ledger back and :func:`merge` replaces the entries a run made and
+keeps the others.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
-from ..sweep import Cache, run_cells
+from ..sweep import Cache, code_version, run_cells
 
-__all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "run_ledger", "evaluate", "markdown", "to_json",
-           "VERDICTS"]
+__all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "RunStamp", "run_ledger", "evaluate", "markdown",
+           "to_json", "from_json", "merge", "VERDICTS"]
 
 VERDICTS = ("holds", "fails", "holds only when")
 
@@ -73,6 +79,22 @@ class LedgerRun(NamedTuple):
     computed: int
     reused: int
     seconds: float
+    codes: tuple[str, ...] = ()  # per outcome: the code version of the claim's cells (:func:`cells_code`)
+
+
+class RunStamp(NamedTuple):
+    """Which run made a ledger entry."""
+
+    quick: bool  # the --quick (coarser) sweeps
+    date: str  # when the run ended, UTC, ISO 8601 to the second ("" when unknown: a ledger written before stamps)
+    code: str  # the code version of the claim's cells, 12 hex digits (:func:`cells_code`; "" when unknown)
+
+
+def cells_code(cells: Sequence[Any]) -> str:
+    """12 hex digits naming the code versions of the kinds of ``cells`` (:func:`evaluation.sweep.code_version`):
+    equal stamps mean the entry was computed by the same source."""
+    versions = sorted({code_version(type(c)) for c in cells})
+    return hashlib.sha256(" ".join(versions).encode()).hexdigest()[:12]
 
 
 def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | str | None = None, workers: int = 1,
@@ -87,7 +109,8 @@ def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | s
     for claim, cells in zip(claims, per_claim):
         outcomes.append(claim.conclude(quick, run.results[i:i + len(cells)]))
         i += len(cells)
-    return LedgerRun(tuple(outcomes), run.computed + run.reused, run.computed, run.reused, run.seconds)
+    return LedgerRun(tuple(outcomes), run.computed + run.reused, run.computed, run.reused, run.seconds,
+                     tuple(cells_code(cells) for cells in per_claim))
 
 
 def evaluate(claim: Claim, *, quick: bool = False, cache: Cache | str | None = None, workers: int = 1,
@@ -101,33 +124,87 @@ def _cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def markdown(results: Sequence[ClaimResult], *, quick: bool, seconds: float, note: str = "") -> str:
+def _stamp_text(stamp: RunStamp) -> str:
+    return f"{'quick' if stamp.quick else 'full'}, {stamp.date or 'date unknown'}, code {stamp.code or 'unknown'}"
+
+
+def markdown(results: Sequence[ClaimResult], *, quick: bool, seconds: float, note: str = "",
+             runs: Sequence[RunStamp] | None = None) -> str:
+    """The ledger as Markdown: one table, then a section per claim. ``runs`` (one :class:`RunStamp` per
+    result) adds a column saying which run made each entry (a ledger merged from several runs)."""
+    if runs is not None and len(runs) != len(results):
+        raise ValueError(f"runs has {len(runs)} stamps for {len(results)} results")
     lines = ["# The claims ledger", "",
              "Every verdict is computed exactly (Gaussian-mixture diffusion, exact output laws on grids, no Monte "
              "Carlo) by `python -m evaluation.claims`" + (" --quick (coarser sweeps)" if quick else "") +
              f"; {seconds:.0f} s. Provenance says where the statement was read: `abstract` (the paper's abstract, "
              "read for this ledger) or `memory` (the body, as remembered: unverified wording).", ""]
+    if runs is not None:
+        lines += ["Entries may come from several runs (`--only`): the run column says which made each one (full or "
+                  "--quick sweeps, when, UTC, and the code version of its cells).", ""]
     if note:
         lines += [note, ""]
-    lines += ["| id | claim | source | verdict | key number | figure |", "|---|---|---|---|---|---|"]
-    for r in results:
+    run_head, run_rule = (" run |", "---|") if runs is not None else ("", "")
+    lines += [f"| id | claim | source | verdict | key number | figure |{run_head}", f"|---|---|---|---|---|---|{run_rule}"]
+    for i, r in enumerate(results):
+        run_cell = f" {_stamp_text(runs[i])} |" if runs is not None else ""
         lines.append(f"| {r.id} | {_cell(r.title)} | arXiv {r.source} ({r.provenance}) | **{_cell(r.verdict)}** | "
-                     f"{_cell(r.key_number)} | [{r.figure}]({r.figure}.png) |")
+                     f"{_cell(r.key_number)} | [{r.figure}]({r.figure}.png) |{run_cell}")
     lines.append("")
-    for r in results:
+    for i, r in enumerate(results):
         lines += [f"## {r.id}: {r.title}", "", f"- **Source**: arXiv {r.source}; statement read from the {r.provenance}.",
                   f"- **Statement**: {r.statement}", f"- **Experiment**: {r.experiment}",
-                  f"- **Verdict**: {r.verdict}", f"- **Key number**: {r.key_number}", "",
-                  "| quantity | value |", "|---|---|"]
+                  f"- **Verdict**: {r.verdict}", f"- **Key number**: {r.key_number}"]
+        if runs is not None:
+            lines.append(f"- **Run**: {_stamp_text(runs[i])}")
+        lines += ["", "| quantity | value |", "|---|---|"]
         lines += [f"| {_cell(n.name)} | {n.value:.4g} |" for n in r.numbers]
         lines += ["", f"![{r.figure}]({r.figure}.png)", ""]
     return "\n".join(lines)
 
 
-def to_json(results: Sequence[ClaimResult], *, quick: bool, seconds: float) -> str:
+def to_json(results: Sequence[ClaimResult], *, quick: bool, seconds: float,
+            runs: Sequence[RunStamp] | None = None) -> str:
+    """The ledger as JSON (read back by :func:`from_json`); ``runs``: one :class:`RunStamp` per result."""
+    if runs is not None and len(runs) != len(results):
+        raise ValueError(f"runs has {len(runs)} stamps for {len(results)} results")
+
     def num(v: float):
         return v if math.isfinite(v) else repr(v)
 
-    return json.dumps({"quick": quick, "seconds": round(seconds, 1), "claims": [
-        {**{k: v for k, v in r._asdict().items() if k != "numbers"},
-         "numbers": [{"name": n.name, "value": num(n.value)} for n in r.numbers]} for r in results]}, indent=1)
+    def entry(i: int, r: ClaimResult) -> dict:
+        e = {**{k: v for k, v in r._asdict().items() if k != "numbers"},
+             "numbers": [{"name": n.name, "value": num(n.value)} for n in r.numbers]}
+        return e if runs is None else {**e, "run": runs[i]._asdict()}
+
+    return json.dumps({"quick": quick, "seconds": round(seconds, 1),
+                       "claims": [entry(i, r) for i, r in enumerate(results)]}, indent=1)
+
+
+def from_json(text: str) -> tuple[list[ClaimResult], list[RunStamp]]:
+    """The entries of a ledger written by :func:`to_json`, with their run stamps (entries written before
+    stamps get the file's ``quick`` and an unknown date and code). ``ValueError`` saying what is wrong with
+    a file that is not such a ledger."""
+    try:
+        data = json.loads(text)
+        if not isinstance(data, dict) or not isinstance(data.get("claims"), list):
+            raise ValueError("no list of claims")
+        results, runs = [], []
+        for e in data["claims"]:
+            numbers = tuple(Number(str(n["name"]), float(n["value"])) for n in e["numbers"])
+            results.append(ClaimResult(**{k: str(e[k]) for k in ClaimResult._fields if k != "numbers"},
+                                       numbers=numbers))
+            run = e.get("run", {"quick": data.get("quick", False), "date": "", "code": ""})
+            runs.append(RunStamp(bool(run["quick"]), str(run["date"]), str(run["code"])))
+    except (ValueError, TypeError, KeyError) as err:
+        raise ValueError(f"not a claims ledger ({type(err).__name__}: {err})") from err
+    return results, runs
+
+
+def merge(old: Sequence[tuple[ClaimResult, RunStamp]], new: Sequence[tuple[ClaimResult, RunStamp]],
+          order: Sequence[str]) -> list[tuple[ClaimResult, RunStamp]]:
+    """The entries of ``new`` and those of ``old`` whose claim ``new`` does not have, in the ledger ``order``
+    (claim ids); entries of ids not in ``order`` (claims that no longer exist) are dropped."""
+    by_id = {r.id: (r, s) for r, s in old}
+    by_id.update({r.id: (r, s) for r, s in new})
+    return [by_id[i] for i in order if i in by_id]

@@ -1,0 +1,292 @@
+"""The command-line entry points: no partial flag names, outputs checked before the work, the claims ledger
+merged across ``--only`` runs, Ctrl-C and an unwritable cache ending in one line (issue 20, defects 5 and 9 and
+the ledger's SIGINT; issue 21, item 5)."""
+import ast
+import importlib
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from sampler.files import check_writable_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+SKIP = {".git", ".venv", "venv", "out", "node_modules", "build", "dist"}
+
+
+def _python_files():
+    for path in sorted(ROOT.rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if not (SKIP & set(rel.parts)) and not any(p.startswith(".") for p in rel.parts):
+            yield rel, path
+
+
+def test_every_argument_parser_refuses_partial_flag_names():
+    """argparse accepts ``--case`` for ``--cases`` unless told not to: every parser in the repository (entry
+    points, benchmarks, anything added later) passes ``allow_abbrev=False``."""
+    found, bad = [], []
+    for rel, path in _python_files():
+        for node in ast.walk(ast.parse(path.read_text(), str(rel))):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "ArgumentParser":
+                found.append(f"{rel}:{node.lineno}")
+                kw = {k.arg: k.value for k in node.keywords}
+                if not (isinstance(kw.get("allow_abbrev"), ast.Constant) and kw["allow_abbrev"].value is False):
+                    bad.append(f"{rel}:{node.lineno}")
+    assert len(found) >= 14, found  # paper_plots, evaluation (3), images (3), toy (2), benchmarks (5)
+    assert not bad, f"ArgumentParser without allow_abbrev=False: {bad}"
+
+
+@pytest.mark.parametrize("module,argv", [("evaluation.claims.__main__", ["--qui"]), ("toy.train", ["--preset", "paper_1d", "--epoch", "1"]),
+                                         ("images.run", ["--swe"])])
+def test_a_partial_flag_is_an_error(module, argv, capsys, monkeypatch, tmp_path):
+    mod = importlib.import_module(module)
+    _tripwire(monkeypatch, mod, *[n for n in ("train_network", "run_shipped", "load_digits_split", "run_ledger")
+                                  if hasattr(mod, n)])
+    monkeypatch.chdir(tmp_path)  # whatever a wrongly accepted flag writes lands here
+    with pytest.raises(SystemExit) as e:
+        mod.main(argv)
+    assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def _tripwire(monkeypatch, mod, *names):
+    def tripwire(*a, **k):
+        raise AssertionError(f"{mod.__name__} started working before checking its arguments and outputs")
+
+    for name in names:
+        monkeypatch.setattr(mod, name, tripwire)
+
+
+def _error(capsys, call) -> str:
+    """The one-line argparse error of ``call`` (exit status 2)."""
+    with pytest.raises(SystemExit) as e:
+        call()
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.strip().splitlines()[-1]
+
+
+@pytest.fixture
+def blocker(tmp_path):
+    """A file where an output folder should be: every path below it is unwritable."""
+    f = tmp_path / "file"
+    f.write_text("")
+    return f
+
+
+def test_check_writable_dir(tmp_path, blocker):
+    assert check_writable_dir(tmp_path / "a" / "b") == tmp_path / "a" / "b" and not list((tmp_path / "a").rglob("*.*"))
+    with pytest.raises(OSError):
+        check_writable_dir(blocker / "sub")
+
+
+# --- toy.train --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("argv,match", [
+    (["--epochs", "0"], "epochs must be a positive integer, got 0"),
+    (["--lr", "-1"], "lr must be finite and > 0, got -1.0"),
+    (["--batch-size", "512", "--n-samples", "256"], "batch_size 512 exceeds n_samples 256"),
+    (["--label-dropout", "1"], "label_dropout must lie in [0, 1), got 1.0"),
+    (["--device", "bogus"], "--device: device must be 'auto', 'cpu' or 'cuda[:i]', got 'bogus'"),
+    (["--threads", "0"], "--threads must be >= 1, got 0"),
+])
+def test_toy_train_bad_arguments_are_argparse_errors(argv, match, tmp_path, capsys, monkeypatch):
+    """Defect 9: these were 11-frame tracebacks (some after the first network had trained)."""
+    import toy.train as cli
+
+    _tripwire(monkeypatch, cli, "train_network")
+    line = _error(capsys, lambda: cli.main(["--preset", "paper_1d", "--out", str(tmp_path)] + argv))
+    assert line.startswith("python -m toy.train: error:") and match in line
+
+
+def test_toy_train_checks_its_output_before_training(blocker, capsys, monkeypatch):
+    """Defect 9: ``--out /proc/x`` trained fully, then died with a traceback."""
+    import toy.train as cli
+
+    _tripwire(monkeypatch, cli, "train_network")
+    for out in (blocker / "sub", Path("/proc/x")):
+        line = _error(capsys, lambda: cli.main(["--preset", "paper_1d", "--out", str(out)]))
+        assert f"cannot write to --out {out}" in line
+
+
+def test_toy_train_does_not_replace_the_shipped_checkpoints_by_default(tmp_path, monkeypatch, capsys):
+    """Issue 21, item 5: the default --out was the package's toy/checkpoints (tracked files, and what
+    toy.load_pretrained reads). Now it is out/toy/checkpoints under the working folder, and --help says so."""
+    import toy.train as cli
+    from toy import CHECKPOINT_DIR, load_checkpoint
+
+    assert cli.CHECKPOINT_DIR == CHECKPOINT_DIR
+    shipped = tmp_path / "shipped"  # stands in for the package's folder (the real one is never written here)
+    monkeypatch.setattr(cli, "CHECKPOINT_DIR", shipped)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["--preset", "correlated_2d", "--role", "weak", "--epochs", "1", "--n-samples", "256",
+                     "--device", "cpu", "--no-progress"]) == 0
+    written = tmp_path / "out" / "toy" / "checkpoints" / "correlated_2d_weak.pt"
+    assert load_checkpoint(written, preset="correlated_2d", role="weak").config.epochs == 1
+    assert not shipped.exists()
+    capsys.readouterr()
+    monkeypatch.setenv("COLUMNS", "10000")  # no line breaks inside the paths
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert "default out/toy/checkpoints" in help_text and str(shipped) in help_text
+
+
+# --- images -----------------------------------------------------------------------------------------------
+def test_images_run_checks_its_output_and_rows_before_the_work(tmp_path, blocker, capsys, monkeypatch):
+    """Defect 9: ``--out /proc/x`` and ``--replot`` without rows.csv gave bare FileNotFoundErrors."""
+    import images.run as cli
+
+    _tripwire(monkeypatch, cli, "run_shipped", "load_digits_split")
+    for out in (blocker / "sub", Path("/proc/x")):
+        line = _error(capsys, lambda: cli.main(["--sweep", "--quick", "--out", str(out)]))
+        assert f"cannot write to --out {out}" in line
+    line = _error(capsys, lambda: cli.main(["--replot", "--out", str(tmp_path / "empty")]))
+    assert f"--replot reads {tmp_path / 'empty' / 'rows.csv'}, which does not exist" in line
+    (tmp_path / "empty" / "rows.csv").write_text("a,b\n1,2\n")
+    line = _error(capsys, lambda: cli.main(["--replot", "--out", str(tmp_path / "empty")]))
+    assert "--replot cannot read" in line and "does not hold sweep rows" in line
+
+
+@pytest.mark.parametrize("module,work", [("images.train", "train_unet"), ("images.classifier", "train_classifier")])
+def test_image_trainers_check_their_output_before_training(module, work, blocker, capsys, monkeypatch):
+    cli = importlib.import_module(module)
+    _tripwire(monkeypatch, cli, work)
+    line = _error(capsys, lambda: cli.main(["--out", str(blocker / "sub" / "net.pt")]))
+    assert f"cannot write to --out {blocker / 'sub' / 'net.pt'}" in line
+
+
+def test_image_trainers_do_not_replace_the_shipped_checkpoints_by_default(tmp_path, monkeypatch):
+    """The UNet trainer wrote to the shipped digits_unet.pt by default, even with --weak (the weak model
+    replaced the strong one); now both trainers write under out/images/checkpoints unless told."""
+    import images.classifier as clf
+    import images.train as unet
+
+    saved = []
+    monkeypatch.chdir(tmp_path)
+
+    class Stop(Exception):
+        pass
+
+    def fake_save(path, *a, **k):
+        saved.append(Path(path))
+        raise Stop
+
+    monkeypatch.setattr(unet, "train_unet", lambda *a, **k: type("R", (), {"net": unet.DigitsUNet(unet.UNetConfig(
+        width=8, groups=8)), "seconds": 0.0, "losses": [0.0]})())
+    monkeypatch.setattr(unet, "save_checkpoint", fake_save)
+    monkeypatch.setattr(clf, "train_classifier", lambda *a, **k: type("R", (), {"net": None, "seconds": 0.0,
+                                                                                 "test_accuracy": 1.0})())
+    monkeypatch.setattr(clf, "save_classifier", fake_save)
+    for main, argv in ((unet.main, []), (unet.main, ["--weak"]), (clf.main, [])):
+        with pytest.raises(Stop):
+            main(argv)
+    out = Path("out/images/checkpoints")
+    assert saved == [out / "digits_unet.pt", out / "digits_unet_weak.pt", out / "digits_classifier.pt"]
+
+
+class _Unprintable(float):
+    def __str__(self):
+        raise RuntimeError("disk full")
+
+    __repr__ = __str__
+
+
+def test_sweep_rows_are_written_atomically(tmp_path):
+    """A write that fails part-way (here a value that cannot be written) leaves the old rows.csv whole; it
+    used to be truncated first."""
+    from images.sweep import SweepResult, SweepRow
+    from images.sweep_stats import read_csv, write_csv
+
+    row = SweepRow("ddpm", 0, "vanilla", "none", 1.0, 2.0, 3.0, 0.5, 0.1)
+    path = write_csv(SweepResult(None, [row, row._replace(seed=1)], None, 0.0), tmp_path / "rows.csv")
+    assert read_csv(path) == [row, row._replace(seed=1)]
+    before = path.read_text()
+    with pytest.raises(RuntimeError, match="disk full"):
+        write_csv(SweepResult(None, [row, row._replace(fd=_Unprintable(1.0))], None, 0.0), path)
+    assert path.read_text() == before and not list(tmp_path.glob("*.tmp"))
+
+
+# --- the claims ledger ------------------------------------------------------------------------------------
+def _ledger(out):
+    data = json.loads((out / "claims.json").read_text())
+    return {c["id"]: c for c in data["claims"]}, (out / "claims.md").read_text()
+
+
+def test_ledger_runs_with_different_only_are_merged(tmp_path, capsys):
+    """Defect 5 (data loss): a second run with another --only into the same --out kept only its own claims.
+    Now it replaces its entries and keeps the others, each stamped with the run that made it."""
+    from evaluation.claims.__main__ import main
+
+    out, cache = tmp_path / "out", str(tmp_path / "cache")
+    assert main(["--quick", "--only", "cfgig", "--out", str(out), "--cache", cache, "--no-figures"]) == 0
+    first, _ = _ledger(out)
+    assert main(["--quick", "--only", "cfgpp", "--out", str(out), "--cache", cache, "--no-figures"]) == 0
+    merged, md = _ledger(out)
+    assert list(merged) == ["cfgpp", "cfgig"]  # ledger order, not run order
+    assert merged["cfgig"] == first["cfgig"]  # kept exactly, with its own stamp
+    assert merged["cfgpp"]["run"]["quick"] and merged["cfgpp"]["run"]["date"].endswith("Z")
+    assert len(merged["cfgpp"]["run"]["code"]) == 12
+    assert "| cfgpp |" in md and "| cfgig |" in md and "kept from earlier runs: cfgig" in md
+    # the same claim again replaces its entry (reusing its cached cells), and keeps the other
+    assert main(["--quick", "--only", "cfgig", "--out", str(out), "--cache", cache, "--no-figures"]) == 0
+    again, md = _ledger(out)
+    assert list(again) == ["cfgpp", "cfgig"] and again["cfgpp"] == merged["cfgpp"]
+    assert again["cfgig"]["verdict"] == first["cfgig"]["verdict"] and md.count("| cfgig |") == 1
+    assert "0 computed" in capsys.readouterr().out
+
+
+def test_a_ledger_that_cannot_be_read_is_not_overwritten(tmp_path, capsys, monkeypatch):
+    from evaluation.claims import __main__ as cli
+
+    _tripwire(monkeypatch, cli, "run_ledger")
+    (tmp_path / "claims.json").write_text("{}")
+    line = _error(capsys, lambda: cli.main(["--quick", "--only", "cfgpp", "--out", str(tmp_path),
+                                            "--cache", str(tmp_path / "c")]))
+    assert f"cannot update the ledger {tmp_path / 'claims.json'}: not a claims ledger" in line
+    assert (tmp_path / "claims.json").read_text() == "{}"
+
+
+def test_an_unwritable_cache_is_one_line_naming_the_variable(tmp_path, blocker, capsys, monkeypatch):
+    """Defect 5: an unwritable REG_GUIDANCE_CACHE ended in a bare traceback."""
+    from evaluation.claims import __main__ as cli
+
+    _tripwire(monkeypatch, cli, "run_ledger")
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(blocker / "cache"))
+    line = _error(capsys, lambda: cli.main(["--quick", "--only", "cfgpp", "--out", str(tmp_path / "o")]))
+    assert f"cannot write to the cell cache {blocker / 'cache'} ($REG_GUIDANCE_CACHE)" in line
+    line = _error(capsys, lambda: cli.main(["--quick", "--only", "cfgpp", "--out", str(tmp_path / "o"),
+                                            "--cache", str(blocker / "c2")]))
+    assert f"cannot write to the cell cache {blocker / 'c2'} (--cache)" in line
+
+
+def test_ctrl_c_during_the_ledger_says_what_is_kept(tmp_path, capsys, monkeypatch):
+    """SIGINT during the ledger: exit status 130 and one line (cells cached, where, the ledger unchanged), no
+    traceback; the rerun resumes from the cache."""
+    from evaluation import sweep
+    from evaluation.claims.__main__ import main
+
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    (out / "claims.json").parent.mkdir()
+    (out / "claims.json").write_text(json.dumps({"quick": True, "seconds": 0, "claims": []}))
+    calls = []
+    real = sweep.compute_cell
+
+    def interrupted_third(cell):
+        calls.append(cell)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(cell)
+
+    monkeypatch.setattr(sweep, "compute_cell", interrupted_third)
+    argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--cache", str(cache), "--no-figures"]
+    assert main(argv) == 130
+    err = capsys.readouterr().err  # the progress bar (redrawn with carriage returns), then one line
+    assert "Traceback" not in err and err.endswith("\n")
+    line = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert line.startswith("interrupted: 2 of ") and f"cells computed and cached in {cache} (2 in this run); " \
+        f"rerun to resume (the ledger in {out} is unchanged)" in line
+    assert json.loads((out / "claims.json").read_text())["claims"] == []
+    monkeypatch.setattr(sweep, "compute_cell", real)
+    assert main(argv) == 0
+    assert ", 2 from the cache" in capsys.readouterr().out
