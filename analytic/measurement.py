@@ -166,7 +166,7 @@ class DPSGap(NamedTuple):
     gap: torch.Tensor  # [N] log_E - log_r_hat
     grad_exact: torch.Tensor  # [N, d] grad_{x_t} log E_t
     grad_dps: torch.Tensor  # [N, d] grad_{x_t} log R_0(x0_hat(x_t)) (autograd through the posterior mean)
-    field_error: torch.Tensor  # [N, d] DPS's guidance term minus the optimal one, eps units: -sqrt(1-abar) (dps - exact)
+    field_error: torch.Tensor  # [N, d] DPS's term minus the optimal one, eps units: -sqrt(1-abar) (dps - exact)
     err_log_E: torch.Tensor  # [N] error estimate of log_E (and of gap): 0 on the closed-form route
     err_grad: torch.Tensor  # [N, d] error estimate of grad_exact (and of field_error / sqrt(1-abar))
 

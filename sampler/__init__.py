@@ -15,3 +15,5 @@ from .samplers import SAMPLERS, Step, check_sigmas, ddim, ddim_coefficients, ddp
 from .schedules import (MAX_LEVELS, PriorMismatch, VPSchedule, abar_to_sigma, karras_sigmas, prior_mismatch,
                         sigma_to_abar)
 from .weights import Constant, Cosine, Interval, LinearRamp, WeightSchedule, as_schedule, s_to_w, w_to_s
+from .dps import DPS, DPS_STEPS, MomentMatched, pigdm_variance
+from .negative import PerpNeg, perpendicular
