@@ -6,16 +6,18 @@ embedding where the empty prompt would go). Its reward is ``analytic.three_class
 
 :class:`PerpNeg` (Armandpour et al. 2023, "Re-imagine the negative prompt algorithm", arXiv 2304.04968, sec. 3, the
 Perp-Neg sampling rule): with ``Delta_c = D_c - D_u`` and ``Delta_neg = D_neg - D_u``, only the part of
-``Delta_neg`` perpendicular to ``Delta_c`` is subtracted,
+``Delta_neg`` perpendicular to ``Delta_c`` is subtracted, and the guidance scale ``g = 1 + w`` multiplies both,
 
-    D = D_c + w Delta_c - w_neg Delta_neg^perp,  Delta_neg^perp = Delta_neg - <Delta_neg, Delta_c> / |Delta_c|^2 Delta_c
+    D = D_u + (1 + w) (Delta_c - w_neg Delta_neg^perp) = D_c + w Delta_c - (1 + w) w_neg Delta_neg^perp,
+    Delta_neg^perp = Delta_neg - <Delta_neg, Delta_c> / |Delta_c|^2 Delta_c,
 
 inner products per sample over all non-batch dimensions (where ``Delta_c = 0`` nothing is projected out). Weight
-convention: the paper writes ``eps_u + w_pos (eps_c - eps_u) - w_neg (eps_neg - eps_u)^perp``; here ``w = w_pos - 1``
-(the library's ``D_c + w (D_c - D_u)``) and ``w_neg`` is the paper's. The projection is homogeneous, so the same
-formula holds in ``eps`` and ``D`` units (``D = x - sigma eps``). (ComfyUI's ``PerpNeg`` node multiplies the
-perpendicular term by the CFG scale as well and takes inner products over the whole batch; this is the paper's form.
-The equation number is not quoted: the paper's text was not available here.)
+convention: ``w`` is the library's (``D_c + w (D_c - D_u)``, so ``w_neg = 0`` is CFG), ``w_neg >= 0`` the strength
+of the negative. This is the form of the reference implementation linked from perp-neg.github.io
+(``weighted_perpendicular_aggregator``: ``eps_u + g (Delta_c + sum_i w_i Delta_i^perp)`` with negative ``w_i = -w_neg``)
+and of ComfyUI's ``perp_neg`` (``uncond + cond_scale (pos - neg_scale perp)``, whose inner products run over the whole
+batch; here per sample). The paper's own equation was not available here to check against, so no equation number is
+quoted. The projection is homogeneous, so the same formula holds in ``eps`` and ``D`` units (``D = x - sigma eps``).
 """
 from __future__ import annotations
 
@@ -46,7 +48,7 @@ def perpendicular(v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class PerpNeg:
-    """Perp-Neg (module docstring): ``D_c + w (D_c - D_u) - w_neg (D_neg - D_u)^perp``."""
+    """Perp-Neg (module docstring): ``D_c + w (D_c - D_u) - (1 + w) w_neg (D_neg - D_u)^perp``."""
 
     cond: Denoiser
     uncond: Denoiser
@@ -70,7 +72,7 @@ class PerpNeg:
         out = self.weight(sigma) * delta_c
         w_neg = self.neg_weight(sigma)
         if w_neg != 0:
-            out = out - w_neg * perpendicular(self.neg(x, sigma) - d_u, delta_c)
+            out = out - (1 + self.weight(sigma)) * w_neg * perpendicular(self.neg(x, sigma) - d_u, delta_c)
         return out
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:

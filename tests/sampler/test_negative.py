@@ -31,11 +31,11 @@ def test_perpendicular_splits_v():
 
 
 def test_perp_neg_by_hand():
-    """D_c = (1, 0), D_u = 0, D_neg = (1, 1): Delta_neg^perp = (0, 1), so D = (1 + w) (1, 0) - w_neg (0, 1)."""
+    """D_c = (1, 0), D_u = 0, D_neg = (1, 1): Delta_neg^perp = (0, 1), so D = (1 + w) ((1, 0) - w_neg (0, 1))."""
     rule = PerpNeg(_const([1.0, 0.0]), _const([0.0, 0.0]), _const([1.0, 1.0]), weight=2.0, neg_weight=0.5)
     x = torch.zeros(3, 2, dtype=DT)
-    assert torch.allclose(rule(x, 1.0), torch.tensor([[3.0, -0.5]], dtype=DT).expand(3, 2))
-    assert torch.allclose(rule.delta(x, 1.0, _const([1.0, 0.0])(x, 1.0)), torch.tensor([[2.0, -0.5]], dtype=DT))
+    assert torch.allclose(rule(x, 1.0), torch.tensor([[3.0, -1.5]], dtype=DT).expand(3, 2))
+    assert torch.allclose(rule.delta(x, 1.0, _const([1.0, 0.0])(x, 1.0)), torch.tensor([[2.0, -1.5]], dtype=DT))
 
 
 @pytest.mark.parametrize("name", ["three_1d", "three_2d"])
@@ -80,3 +80,16 @@ def test_bad_input():
         PerpNeg(_const([0.0]), _const([0.0]), None)
     with pytest.raises(ValueError, match="weight"):
         PerpNeg(_const([0.0]), _const([0.0]), _const([0.0]), neg_weight=True)
+
+
+def test_perp_neg_in_eps_units_is_the_same_rule():
+    """The reference form on noise predictions, eps_u + g (Delta_c - w_neg Delta_neg^perp) with g = 1 + w and
+    eps = (x - D) / sigma, written out here with its own projection, gives the same guided D."""
+    p = get_preset("three_2d")
+    c, u, n = p.cond.denoise, p.uncond.denoise, p.classes[NEGATIVE].denoise
+    x, sigma, w, w_neg = p.uncond.sample(12, torch.Generator().manual_seed(5)), 0.8, 1.5, 0.7
+    e_c, e_u, e_n = ((x - f(x, sigma)) / sigma for f in (c, u, n))
+    pos, neg = e_c - e_u, e_n - e_u
+    perp = neg - (neg * pos).sum(1, keepdim=True) / (pos * pos).sum(1, keepdim=True) * pos
+    eps = e_u + (1 + w) * (pos - w_neg * perp)
+    assert torch.allclose(PerpNeg(c, u, n, w, w_neg)(x, sigma), x - sigma * eps, atol=1e-12)
