@@ -175,7 +175,7 @@ def dps_gap(prior: GaussianMixture, reward, x_t, abar, **optimal_kw) -> DPSGap:
     """DPS's bias at points ``x_t`` [N, d] (VP) of level ``abar``: ``log E_t`` and its gradient from
     :func:`analytic.optimal_guidance` (closed form for a :class:`MeasurementReward`; ``optimal_kw`` are passed on for
     other rewards) against ``log R_0(x0_hat)`` with ``x0_hat = E[x_0 | x_t]`` of ``prior`` and its gradient through
-    ``x0_hat`` (DPS, arXiv 2209.14687, eq. (10) / Algorithm 1 with the plain likelihood step)."""
+    ``x0_hat`` (DPS, arXiv 2209.14687, Algorithm 1 with the plain likelihood step)."""
     a = check_abar(abar)
     check_reward(reward, prior.dim)
     x_t = check_points(x_t, prior.dim, prior.device, "x_t").detach()

@@ -9,7 +9,7 @@ coordinates (``x`` VE, level ``sigma``) a score term ``g = grad_x log p(y | x)``
 differ in how they approximate ``p(y | x)``:
 
 - :class:`DPS` (Chung et al. 2023, "Diffusion posterior sampling for general noisy inverse problems", arXiv 2209.14687,
-  eq. (10)-(11) and Algorithm 1): ``p(y | x) ~ p(y | x_0 = D(x))``, the measurement read at the denoised estimate, its
+  Algorithm 1; equation numbers not quoted, the paper's text was not available here): ``p(y | x) ~ p(y | x_0 = D(x))``, the measurement read at the denoised estimate, its
   gradient through the denoiser by autograd. Two step conventions, named:
 
   * ``step="likelihood"``: ``g = zeta grad_x log N(y; A D(x), s^2 I) = -zeta grad_x |y - A D(x)|^2 / (2 s^2)``;
@@ -18,7 +18,10 @@ differ in how they approximate ``p(y | x)``:
     appendix), ``g = -zeta grad_x |y - A D(x)|^2 / |y - A D(x)|`` per sample (= ``-2 zeta grad_x |y - A D(x)|``),
     independent of ``s``. The paper adds ``-zeta_i grad_{x_i} |y - A D|^2`` to ``x_{i-1}`` after each DDPM step;
     a score term ``g`` moves a DDPM step's mean by ``beta_i / sqrt(alpha_i) g`` (VP), so the paper's ``zeta'``
-    equals ``zeta beta_i / sqrt(alpha_i)`` on that chain (the same ``zeta`` in VP and VE coordinates).
+    equals ``zeta beta_i / sqrt(alpha_i)`` on that chain (the same ``zeta`` in VP and VE coordinates). The authors'
+    code (``PosteriorSampling``, copied into many later code bases) subtracts ``scale grad_{x_i} |y - A D|``, the
+    gradient of the norm itself, which is this form with ``zeta' = scale / 2``; it takes the norm over the whole
+    batch, here it is per sample.
 
 - :class:`MomentMatched` (variance-corrected): ``p(y | x) ~ N(y; A D(x), A C A^T + s^2 I)`` with ``C`` an estimate of
   ``Cov[x_0 | x]`` held fixed in the gradient, ``g = zeta J^T A^T (A C A^T + s^2 I)^{-1} (y - A D)``,
