@@ -9,8 +9,8 @@ coordinates (``x`` VE, level ``sigma``) a score term ``g = grad_x log p(y | x)``
 differ in how they approximate ``p(y | x)``:
 
 - :class:`DPS` (Chung et al. 2023, "Diffusion posterior sampling for general noisy inverse problems", arXiv 2209.14687,
-  Algorithm 1; equation numbers not quoted, the paper's text was not available here): ``p(y | x) ~ p(y | x_0 = D(x))``, the measurement read at the denoised estimate, its
-  gradient through the denoiser by autograd. Two step conventions, named:
+  Algorithm 1; equation numbers not quoted, the paper's text was not available here): ``p(y | x) ~ p(y | x_0 = D(x))``,
+  the measurement read at the denoised estimate, its gradient through the denoiser by autograd. Two step conventions:
 
   * ``step="likelihood"``: ``g = zeta grad_x log N(y; A D(x), s^2 I) = -zeta grad_x |y - A D(x)|^2 / (2 s^2)``;
     ``zeta = 1`` is the plain DPS approximation of the posterior score.
