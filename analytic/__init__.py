@@ -14,6 +14,9 @@ from .mixture import GaussianMixture, Posterior
 from .paths import MixtureVelocity, PathFields, path_fields, path_marginal
 from .quadrature import DEFAULT_TOL, QuadratureTooLarge, ToleranceNotMet
 from .presets import PRESETS, Preset, get_preset
+from .measurement import DPSBias, DPSGap, MeasurementReward, dps_bias, dps_gap
+from .three_class import (NEGATIVE, ClassMass, NegativePromptReward, class_log_posterior, class_mass,
+                          class_mass_on_grid, negative_prompt_reward)
 from .rewards import (AutoGReward, CFGReward, ClassifierReward, MixtureRatioReward, Quadratic, Reward, check_reward,
                       degrade)
 
@@ -30,4 +33,7 @@ __all__ = [
     "GuidanceFields", "guidance_fields", "guidance_fields_on_grid", "eps_jacobian", "batch_jacobian",
     "REG_ESTIMATORS", "reg_correction", "reg_corrections", "StepGaps", "step_gaps",
     "Preset", "PRESETS", "get_preset",
+    "MeasurementReward", "DPSGap", "dps_gap", "DPSBias", "dps_bias",
+    "NEGATIVE", "NegativePromptReward", "negative_prompt_reward", "ClassMass", "class_log_posterior", "class_mass",
+    "class_mass_on_grid",
 ]

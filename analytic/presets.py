@@ -8,6 +8,8 @@
   estimators (paper ``J^T 1``, vjp, diag) differ.
 - ``classes_2d``: three classes with priors; the conditional is class 0 and the unconditional the
   class marginal, so CFG and classifier guidance (CG) act on the same pair.
+- ``three_1d``, ``three_2d``: three classes ``(condition, negative, rest)`` with priors; the conditional is class 0,
+  the negative prompt class 1 (:data:`analytic.three_class.NEGATIVE`) and the unconditional the class marginal.
 """
 from __future__ import annotations
 
@@ -85,3 +87,32 @@ def get_preset(name: str) -> Preset:
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return PRESETS[name]()
+
+
+# --- three-class laws (issue 23 item 1): classes = (condition, negative, rest), y = 0, uncond = class marginal -----
+def _three_1d() -> Preset:
+    classes = (
+        GaussianMixture.from_1d([0.5, 0.5], [1.0, 2.2], [0.4, 0.3]),  # the condition c
+        GaussianMixture.from_1d([1.0], [1.6], [0.5]),  # the negative: overlaps the condition's right mode
+        GaussianMixture.from_1d([0.6, 0.4], [-1.5, -0.3], [0.6, 0.4]),  # the rest of the data
+    )
+    priors = (0.4, 0.3, 0.3)
+    return Preset("three_1d", "1-D, three classes (condition, negative, rest); the negative overlaps the condition; "
+                  "unconditional = class marginal", classes[0], GaussianMixture.concat(classes, priors), classes,
+                  priors, 0)
+
+
+def _three_2d() -> Preset:
+    classes = (
+        GaussianMixture([0.5, 0.5], [[0.0, 1.0], [1.0, 1.2]], [_rot(0.3, 0.35, 0.2), _rot(-0.4, 0.3, 0.15)]),
+        GaussianMixture([1.0], [[0.8, 0.8]], [_rot(0.8, 0.45, 0.25)]),  # the negative, near the second mode
+        GaussianMixture([0.6, 0.4], [[-0.8, -0.6], [0.6, -1.0]], [_rot(0.0, 0.35, 0.3), _rot(1.0, 0.4, 0.15)]),
+    )
+    priors = (0.35, 0.3, 0.35)
+    return Preset("three_2d", "2-D, three classes (condition, negative, rest); the negative overlaps the "
+                  "condition's second mode; unconditional = class marginal", classes[0],
+                  GaussianMixture.concat(classes, priors), classes, priors, 0)
+
+
+PRESETS["three_1d"] = _three_1d
+PRESETS["three_2d"] = _three_2d

@@ -18,3 +18,6 @@ from .weights import Constant, Cosine, Interval, LinearRamp, WeightSchedule, as_
 from .practice import (CFGNorm, Characteristic, CharacteristicNotConverged, CharacteristicSolution, DynamicThresholding,
                        GuidanceRescale, MamboG, TCFG, top_singular_projection)
 from .rectified import rectified_cfgpp
+from .dps import DPS, DPS_STEPS, MomentMatched, pigdm_variance
+from .negative import PerpNeg, perpendicular
+
