@@ -101,7 +101,7 @@ REGISTRY: dict[str, str] = {
     "optimal": "optimal",
     "unguided": "unguided",
     "cfg": "cfg",
-    "cfg_interval": "cfg,weighting=interval,lo=0.28,hi=5.42",
+    "cfg_interval": "cfg,weighting=interval,lo=0.28,hi=5.42",  # Kynkaanniemi et al. 2024's EDM2 interval
     "cfg_linear": "cfg,weighting=linear",
     "reg_vjp": "cfg,reg=vjp",
     "reg_paper": "cfg,reg=paper",
@@ -264,6 +264,11 @@ def _file_rule(path: Path, name: str, digest: str | None = None):
     return getattr(module, name)
 
 
+def _is_method(source: str) -> bool:
+    """Whether a (checked) source is an evaluation.spec Method spelling, not a user file or a provider's rule."""
+    return _split_file_rule(source) is None and source.partition(":")[0] not in PROVIDERS
+
+
 def _provider_rule(provider: str, name: str):
     p = PROVIDERS[provider]
     if importlib.util.find_spec(p.requires) is None:
@@ -295,6 +300,9 @@ def rule_source(source: str) -> tuple[str, str]:
         return source, hashlib.sha256(text + version(PROVIDERS[head].requires).encode()).hexdigest()
     if source.endswith(".py") or ".py:" in source:
         raise ValueError(f"a user rule is FILE.py:NAME (a file and the rule's name in it), got {source!r}")
+    if sep and head.isidentifier():
+        raise ValueError(f"unknown rule provider {head!r} in {source!r}; registered providers: {sorted(PROVIDERS)} "
+                         "(evaluation.bench.PROVIDERS)")
     m = Method.parse(source)  # ValueError naming the forms
     if m.w != 1.0:
         raise ValueError(f"registry methods are spelled without w (the bench's weights give it), got {source!r}")
@@ -303,10 +311,11 @@ def rule_source(source: str) -> tuple[str, str]:
 
 def load_rule(source: str, digest: str | None = None):
     """The rule object of a user file (``FILE.py:NAME``) or a provider (``PROVIDER:NAME``); a class is instantiated
-    with no arguments (a fresh object per call). ``digest``: the file's expected sha256."""
+    with no arguments (a fresh object per call). ``digest``: the file's expected sha256 (``ValueError`` if the file
+    changed since :func:`rule_source` read it)."""
     split = _split_file_rule(source)
     if split is not None:
-        obj = _file_rule(split[0], split[1], digest)
+        obj = _file_rule(split[0], split[1], digest or None)
     else:
         head, sep, name = source.partition(":")
         if not (sep and head in PROVIDERS):
@@ -605,8 +614,7 @@ def _field_mc(cell: BenchCell, rule, stateful: bool) -> tuple[tuple, float, floa
 @cell_kind(BenchCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.flows"))
 def bench_cell(cell: BenchCell) -> BenchResult:
     """One rule on one setting at one weight: its route (module docstring) and every metric with its error."""
-    rule = None if cell.digest == "" and _split_file_rule(cell.source) is None and \
-        cell.source.partition(":")[0] not in PROVIDERS else load_rule(cell.source, cell.digest or None)
+    rule = None if _is_method(cell.source) else load_rule(cell.source, cell.digest)
     stateful = _stateful(cell.source, rule)
     if isinstance(cell.law.build().cond, ReducibleMixture):
         line = _reduced(cell.law)

@@ -272,3 +272,8 @@ def test_conditional_nodes_take_a_law():
     assert (w * x[:, 0] ** 2).sum().item() == pytest.approx(second.item(), rel=1e-12)
     with pytest.raises(ValueError, match="GaussianMixture"):
         conditional_nodes(Law.parse(REDUCIBLE), s, 4)
+
+
+def test_unknown_provider_is_named():
+    with pytest.raises(ValueError, match="unknown rule provider 'diffusers'"):
+        rule_source("diffusers:ClassifierFreeGuidance")
