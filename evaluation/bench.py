@@ -136,7 +136,7 @@ class BenchConfig:
     levels: tuple[str, ...]
     weights: tuple[float, ...]
     half_width: tuple[float, float] = (8.0, 6.0)
-    points: tuple[int, int] = (801, 61)
+    points: tuple[int, int] = (2001, 61)
     field_nodes: tuple[int, int] = (32, 12)
     mc_samples: int = 8192
     mc_seed: int = 0
@@ -179,7 +179,7 @@ STANDARD = BenchConfig(laws=("paper_1d", "correlated_2d", "classes_2d", _REDUCIB
                                     for n in (10, 20, 50)),
                        weights=(1.0, 2.0, 4.0))
 QUICK = BenchConfig(laws=("paper_1d", "correlated_2d", _REDUCIBLE), levels=("standard:10/ddpm", "flow:10"),
-                    weights=(1.0, 4.0), points=(501, 41), field_nodes=(16, 6), mc_samples=4096, optimal_2d=False)
+                    weights=(1.0, 4.0), points=(1001, 41), field_nodes=(16, 6), mc_samples=4096, optimal_2d=False)
 
 METRICS = ("sw1", "tv", "kl_target_out", "kl_out_target", "overshoot", "var_ratio", "mode_tv", "field")
 
