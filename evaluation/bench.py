@@ -89,7 +89,7 @@ from .sweep import cell_kind, run_cells
 
 __all__ = ["BENCH_VERSION", "REGISTRY", "PROVIDERS", "Provider", "BenchConfig", "STANDARD", "QUICK", "METRICS",
            "RuleGuidance", "load_rule", "rule_source", "BenchCell", "BenchResult", "bench_cell", "monte_carlo",
-           "MonteCarlo", "cells", "run", "leaderboard", "markdown", "plot", "main"]
+           "MonteCarlo", "check_rules", "line_law", "cells", "run", "leaderboard", "markdown", "plot", "main"]
 
 BENCH_VERSION = 1  # bump when the settings, the metrics or the score change: rows of two versions do not compare
 F64 = torch.float64
@@ -390,7 +390,7 @@ def _stateful(source: str, rule) -> bool:
     return hasattr(rule, "reset") if rule is not None else Method.parse(source).rule == "apg_momentum"
 
 
-def _reduced(law: Law) -> Law | None:
+def line_law(law: Law) -> Law | None:
     """The law along the reducible family's line when the complement carries no class information (equal
     complement variances 1 everywhere), else None."""
     parts = law.build()
@@ -554,7 +554,7 @@ def _block_stat(values: list[float], full: float) -> float:
 def _mc(cell: BenchCell, rule, stateful: bool) -> BenchResult:
     guided, lv = _guided(cell, cell.law, rule)
     mc = monte_carlo(guided, cell.law, lv, cell.mc_samples, cell.mc_seed)
-    line = _reduced(cell.law)
+    line = line_law(cell.law)
     parts1 = line.build()
     axis = torch.linspace(-cell.half_width, cell.half_width, cell.points, dtype=F64)
     target = tilted_target(parts1.cond, Method("cfg", cell.w).reward(parts1), axis)
@@ -617,7 +617,7 @@ def bench_cell(cell: BenchCell) -> BenchResult:
     rule = None if _is_method(cell.source) else load_rule(cell.source, cell.digest)
     stateful = _stateful(cell.source, rule)
     if isinstance(cell.law.build().cond, ReducibleMixture):
-        line = _reduced(cell.law)
+        line = line_law(cell.law)
         if line is not None and _carried(cell.source, rule) and not (stateful and cell.levels.sampler == "ddpm"):
             return _exact(cell, line, rule, stateful)
         return _mc(cell, rule, stateful)
@@ -629,7 +629,7 @@ def bench_cell(cell: BenchCell) -> BenchResult:
 
 
 # --- the run -----------------------------------------------------------------------------------------------
-def _entries(rules: dict[str, str]) -> tuple[list[tuple[str, str, str]], list[str]]:
+def check_rules(rules: dict[str, str]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """``([(name, source, digest)], skipped messages)``: every rule checked once (errors name the rule)."""
     out, skipped = [], []
     for name, source in rules.items():
@@ -725,7 +725,7 @@ def run(config: BenchConfig = QUICK, rules: dict[str, str] | None = None, *, wor
     the content of ``bench.json``: ``{"version", "config", "skipped", "rows", "leaderboard"}``."""
     if not isinstance(config, BenchConfig):
         raise ValueError(f"config must be a BenchConfig, got {config!r}")
-    entries, skipped = _entries(dict(REGISTRY if rules is None else rules))
+    entries, skipped = check_rules(dict(REGISTRY if rules is None else rules))
     plan = cells(config, entries)
     result = run_cells([c for _, c in plan], cache=cache, workers=workers, scheduler=scheduler, progress=progress,
                        desc="bench cells")
@@ -819,7 +819,7 @@ def main(argv=None) -> None:
     except OSError as err:
         ap.error(f"cannot write the output: {err}")
     try:
-        entries, skipped = _entries(rules)  # every rule checked before any cell runs
+        entries, skipped = check_rules(rules)  # every rule checked before any cell runs
     except ValueError as err:
         ap.error(str(err))
     for s in skipped:

@@ -165,7 +165,7 @@ def rule(name: str):
 def test_provider_entries_run_or_are_skipped(monkeypatch):
     monkeypatch.setitem(bench.PROVIDERS, "fake", Provider("tests.evaluation.test_bench", "torch"))
     monkeypatch.setitem(bench.PROVIDERS, "absent", Provider("tests.evaluation.test_bench", "not_installed_xyz"))
-    entries, skipped = bench._entries({"fake:CFG": "fake:CFG", "absent:CFG": "absent:CFG", "cfg": "cfg"})
+    entries, skipped = bench.check_rules({"fake:CFG": "fake:CFG", "absent:CFG": "absent:CFG", "cfg": "cfg"})
     assert [e[0] for e in entries] == ["fake:CFG", "cfg"] and entries[0][2]  # a digest of the provider's code
     assert len(skipped) == 1 and "absent:CFG" in skipped[0] and "not_installed_xyz" in skipped[0]
     via = bench_cell(_cell("fake:CFG", "paper_1d", "standard:10/ddim", 1.0))
@@ -262,7 +262,7 @@ def test_conditional_nodes_take_a_law():
     x1, w1 = conditional_nodes("paper_1d", 0.7, 8)
     x2, w2 = conditional_nodes(Law.parse("paper_1d"), 0.7, 8)
     assert torch.equal(x1, x2) and torch.equal(w1, w2)
-    line = bench._reduced(Law.parse(REDUCIBLE))
+    line = bench.line_law(Law.parse(REDUCIBLE))
     cond = line.build().cond
     s = 0.7
     x, w = conditional_nodes(line, s, 8)
