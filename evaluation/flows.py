@@ -93,6 +93,7 @@ from typing import Any, NamedTuple, Sequence
 import numpy as np
 import torch
 
+from analytic.mixture import GaussianMixture
 from analytic.presets import PRESETS
 from analytic.quadrature import as_axes, gauss_hermite, grid_points
 from sampler.paths import LINEAR, T_NOISE_CAP, sampling_sigmas, uniform_times
@@ -403,13 +404,17 @@ def output_cell(preset: str, w: float, schedule: str, steps: int, method: str, c
     return law_cell(_law_cell(preset, w, schedule, steps, method, config)).distances
 
 
-def conditional_nodes(preset: str, sigma: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+def conditional_nodes(preset: str | Law, sigma: float, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Gauss-Hermite nodes and weights of ``p_s(x|y)``, the conditional marginal at contract level ``sigma``,
     in contract coordinates: ``n^d`` nodes per mixture component, weights ``pi_k w_j`` summing to 1.
+    ``preset``: a preset name or any :class:`evaluation.spec.Law` whose conditional is a ``GaussianMixture``.
     ``([K n^d, d], [K n^d])``"""
     n = _check_count(n, "n")
-    _check_names((preset,), PRESETS, "preset")
-    cond = Law.preset(preset).build().cond
+    if not isinstance(preset, Law):
+        _check_names((preset,), PRESETS, "preset")
+    cond = (preset if isinstance(preset, Law) else Law.preset(preset)).build().cond
+    if not isinstance(cond, GaussianMixture):
+        raise ValueError(f"conditional_nodes needs a law with a GaussianMixture conditional, got {type(cond).__name__}")
     s = check_number(sigma, "sigma")
     if s < 0:
         raise ValueError(f"sigma must be >= 0, got {s}")
