@@ -57,7 +57,8 @@ def guidance_fields(cond: GaussianMixture, reward, x_t, abar, *, tol: float | No
     if golden_kwargs.get("method", "auto") == "auto" and cond.dim > 2:
         reduced = reducible_form(cond, reward)  # the reducible family: exact in any d, O(d m^2) REG fields
         if reduced is not None and reward.quadratic() is None:  # single Gaussians keep the closed form
-            return guidance_fields_reducible(*reduced, x_t, a, **({} if tol is None else {"tol": tol}))
+            opt = optimal_guidance(cond, reward, x_t, a, tol=tol, **golden_kwargs)  # the reduced route, or its fallback
+            return guidance_fields_reducible(*reduced, x_t, a, golden=opt)
     opt = optimal_guidance(cond, reward, x_t, a, tol=tol, **golden_kwargs)
     return _with_reg(cond, reward, x_t, a, opt.golden, opt.golden_error, opt.method)
 

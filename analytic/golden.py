@@ -71,8 +71,10 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
             ``gh`` where the grid is over its budget; else, for d > 2, the exact reduced route of
             :func:`analytic.reducible_golden.optimal_guidance_reducible` when ``cond`` and a ratio reward (CFG,
             AutoG, classifier) belong to the reducible family (THEORY.md section 9; ``method`` of the result
-            ``subspace`` or ``radial``, ``tol`` its per-entry tolerance ``tol * (1 + |value|)``, default 1e-8),
-            and ``is`` otherwise), ``closed``, ``grid`` (d <= 2), ``gh`` (d <= 2) or ``is``.
+            ``subspace`` or ``radial``, ``tol`` its per-entry tolerance ``tol * (1 + |value|)``, default 1e-8; the
+            ``subspace`` route's m-dimensional golden falls back from the grid to ``gh`` as for d <= 2, and where the
+            reduced route still cannot meet ``tol`` within its budget, ``is``), and ``is`` otherwise), ``closed``,
+            ``grid`` (d <= 2), ``gh`` (d <= 2) or ``is``.
         tol: absolute tolerance on ``golden`` (eps units) and ``log_E`` (nats) at every point; default
             ``DEFAULT_TOL`` (1e-6), and for ``is`` ``DEFAULT_IS_TOL`` (1e-2, a standard error). ``grid``
             refines its spacing and extent to meet it; ``gh`` doubles its nodes until two successive counts
@@ -115,7 +117,14 @@ def optimal_guidance(cond: GaussianMixture, reward, x_t, abar, *, method: str = 
     if method == "auto" and quad is None and d > 2:  # the reducible family is exact in any d (THEORY.md section 9)
         reduced = reducible_form(cond, reward)  # cached per (cond, reward): O(K d^2) once, then O(1)
         if reduced is not None:
-            return optimal_guidance_reducible(*reduced, x_t, a, **({} if tol is None else {"tol": tol}))
+            def dense_golden(cond_u, reward_u, u, abar, *, tol):  # the d <= 2 route: grid, then Gauss-Hermite
+                return optimal_guidance(cond_u, reward_u, u, abar, tol=tol, max_nodes=max_nodes)
+
+            try:
+                return optimal_guidance_reducible(*reduced, x_t, a, subspace_golden=dense_golden,
+                                                  **({} if tol is None else {"tol": tol}))
+            except (QuadratureTooLarge, ToleranceNotMet):
+                method = "is"  # past every quadrature's budget: importance sampling, as for d > 2 outside the family
     if method == "auto":
         method = "closed" if quad is not None else ("grid" if d <= 2 else "is")
         if method == "grid":

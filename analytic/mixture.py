@@ -11,9 +11,10 @@ from typing import Sequence
 
 import torch
 
+from sampler.device import resolve_device
 from sampler.schedules import check_number
 
-__all__ = ["GaussianMixture", "Posterior", "check_abar", "check_points"]
+__all__ = ["GaussianMixture", "Posterior", "as_float64", "check_abar", "check_device", "check_means", "check_points"]
 
 _DTYPE = torch.float64
 
@@ -40,11 +41,38 @@ def check_sigma(sigma) -> float:
     return s
 
 
+def check_device(device) -> torch.device | None:
+    """``None`` (keep the inputs' device), or the device :func:`sampler.device.resolve_device` gives: ``ValueError``
+    naming ``device`` for an unknown one, or CUDA on a machine without it."""
+    return None if device is None else resolve_device(device)
+
+
+def as_float64(value, name: str, device=None) -> torch.Tensor:
+    """``value`` as a float64 tensor, or ``ValueError`` naming ``name`` when it is not an array of real numbers
+    (torch's own ``TypeError`` names neither the argument nor the value)."""
+    try:
+        return torch.as_tensor(value, dtype=_DTYPE, device=device)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be an array of real numbers, got {type(value).__name__} {value!r:.80}") from err
+
+
+def check_means(means: torch.Tensor, min_var: float, name: str = "means") -> None:
+    """``ValueError`` naming ``name`` when the means are so large against the smallest component std that squared
+    whitened distances overflow float64 near them (every density, score and posterior would be 0/0): the limit
+    leaves at least half of the float64 range to the points, at every noise level."""
+    limit = 0.5 * _MAX_Z * math.sqrt(max(min_var, 0.0)) / math.sqrt(means.shape[-1])
+    top = means.abs().max().item() if means.numel() else 0.0
+    if top > limit:
+        raise ValueError(f"{name} has entries up to {top:.3g}; against the smallest component std "
+                         f"{math.sqrt(max(min_var, 0.0)):.3g} the limit is {limit:.3g}: beyond it squared whitened "
+                         f"distances overflow float64")
+
+
 def check_points(x, d: int, device=None, name: str = "x") -> torch.Tensor:
     """``x`` as a float64 tensor of shape [N, d]; ``ValueError`` on a wrong shape or non-finite entries.
 
     Autograd history is kept (no copy when ``x`` is already float64 on ``device``)."""
-    x = torch.as_tensor(x, dtype=_DTYPE, device=device)
+    x = as_float64(x, name, device)
     if x.ndim != 2 or x.shape[1] != d:
         raise ValueError(f"{name} must have shape [N, {d}], got {tuple(x.shape)}")
     if not torch.all(torch.isfinite(x)):
@@ -123,8 +151,11 @@ class GaussianMixture:
 
     Args:
         weights: [K] non-negative, not all zero; normalised here. Zero-weight components are dropped.
-        means: [K, d].
-        covs: [K, d, d] symmetric positive definite.
+        means: [K, d]; finite, and not so large against the smallest component std that squared whitened
+            distances overflow float64 (:func:`check_means`).
+        covs: [K, d, d] symmetric positive definite, entries at most 1e300 (noise variance is added to them).
+        device: where the tensors live (``None``: torch's default; ``"cpu"``, ``"cuda[:i]"``, ``"auto"`` or a
+            ``torch.device``; ``ValueError`` for anything else, or for CUDA on a machine without it).
 
     The diffusion of the data ``x_0 ~ p`` is available in both coordinate systems of THEORY.md
     section 1: VP (``x_t = sqrt(abar) x_0 + sqrt(1 - abar) n``; methods taking ``abar``) and VE
@@ -132,9 +163,9 @@ class GaussianMixture:
     """
 
     def __init__(self, weights, means, covs, *, device=None):
-        w = torch.as_tensor(weights, dtype=_DTYPE, device=device)
-        mu = torch.as_tensor(means, dtype=_DTYPE, device=device)
-        S = torch.as_tensor(covs, dtype=_DTYPE, device=device)
+        device = check_device(device)
+        w, mu, S = as_float64(weights, "weights", device), as_float64(means, "means", device), \
+            as_float64(covs, "covs", device)
         if w.ndim != 1 or w.numel() == 0:
             raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
         K = w.numel()
@@ -146,6 +177,9 @@ class GaussianMixture:
         for name, t in (("weights", w), ("means", mu), ("covs", S)):
             if not torch.all(torch.isfinite(t)):
                 raise ValueError(f"{name} has non-finite entries")
+        if S.numel() and S.abs().max() > _MAX_SIGMA**2:
+            raise ValueError(f"covs has entries up to {S.abs().max().item():.3g}; beyond {_MAX_SIGMA**2:.0e} adding "
+                             f"noise variance overflows float64")
         if torch.any(w < 0):
             raise ValueError(f"weights must be non-negative, got {w.tolist()}")
         if not torch.any(w > 0):
@@ -157,7 +191,10 @@ class GaussianMixture:
             raise ValueError(f"covariance of component(s) {bad} is not symmetric")
         keep = w > 0
         w, mu, S = w[keep], mu[keep], 0.5 * (S[keep] + S[keep].transpose(-1, -2))
-        self._set(torch.log(w / w.sum()), mu, S, torch.linalg.eigvalsh(S).min().item())
+        min_var = torch.linalg.eigvalsh(S).min().item()
+        if min_var > 0:  # (otherwise the Cholesky factorisation in _set names the component)
+            check_means(mu, min_var)
+        self._set(torch.log(w / w.sum()), mu, S, min_var)
 
     def _set(self, log_weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor, min_var: float) -> None:
         """Store validated parts; ``min_var`` is the smallest eigenvalue of ``covs``."""
@@ -182,12 +219,12 @@ class GaussianMixture:
     @classmethod
     def from_1d(cls, weights: Sequence[float], means: Sequence[float], stds: Sequence[float], **kw):
         """A 1-D mixture from component means and standard deviations."""
-        stds = torch.as_tensor(stds, dtype=_DTYPE)
+        stds = as_float64(stds, "stds")
         if stds.ndim != 1:
             raise ValueError(f"stds must be 1-D, got shape {tuple(stds.shape)}")
         if torch.any(stds <= 0):
             raise ValueError(f"stds must be positive, got {stds.tolist()}")
-        means = torch.as_tensor(means, dtype=_DTYPE)
+        means = as_float64(means, "means")
         if means.ndim != 1:
             raise ValueError(f"means must be 1-D, got shape {tuple(means.shape)}")
         return cls(weights, means[:, None], (stds**2)[:, None, None], **kw)
@@ -197,7 +234,7 @@ class GaussianMixture:
         """The mixture ``sum_c priors_c p_c``: all components of all ``mixtures``, reweighted."""
         if len(mixtures) == 0:
             raise ValueError("need at least one mixture")
-        priors = torch.as_tensor(priors, dtype=_DTYPE)
+        priors = as_float64(priors, "priors")
         if priors.shape != (len(mixtures),):
             raise ValueError(f"priors must have shape [{len(mixtures)}], got {tuple(priors.shape)}")
         if not torch.all(torch.isfinite(priors)) or torch.any(priors < 0) or not torch.any(priors > 0):

@@ -63,7 +63,8 @@ def path_fields(mix: GaussianMixture, path: Path, x_t, t: float) -> PathFields:
 class MixtureVelocity:
     """The exact velocity of analytic mixtures as a velocity network ``net(x_t [N, ...], t [N], cond) -> v``,
     one mixture per condition, for :class:`sampler.model.VelocityModel` (which then reproduces
-    :class:`sampler.model.MixtureModel`). Every sample must share one ``t``; the output keeps ``x_t``'s dtype."""
+    :class:`sampler.model.MixtureModel`). ``t`` is one time (a number or 0-d tensor) or a tensor [N] with one
+    entry per sample of ``x_t``, all equal (every sample must share one ``t``); the output keeps ``x_t``'s dtype."""
 
     def __init__(self, mixtures: Mapping[Hashable, GaussianMixture], path: Path):
         if not mixtures:
@@ -75,7 +76,11 @@ class MixtureVelocity:
     def __call__(self, x_t: torch.Tensor, t: torch.Tensor, cond: Hashable) -> torch.Tensor:
         if cond not in self.mixtures:
             raise ValueError(f"no mixture for condition {cond!r}; known: {list(self.mixtures)}")
-        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        t = torch.as_tensor(t, dtype=torch.float64)
+        if t.ndim > 1 or (t.ndim == 1 and t.numel() != x_t.shape[0]):
+            raise ValueError(f"t must be one time or a tensor [N] with N = {x_t.shape[0]} (x_t's batch), "
+                             f"got shape {tuple(t.shape)}")
+        t = t.reshape(-1)
         flat = x_t.flatten(1).to(torch.float64)  # [N, d]
         if x_t.shape[0] == 0 and t.numel() == 0:  # an empty batch has no time to share: an empty velocity
             if flat.shape[1] != self.mixtures[cond].dim:

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .mixture import GaussianMixture, check_abar, check_points, check_sigma
+from .mixture import GaussianMixture, as_float64, check_abar, check_device, check_means, check_points, check_sigma
 from .rewards import MixtureRatioReward, check_weight
 
 __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRatioReward", "detect_reducible",
@@ -45,10 +45,6 @@ __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRati
 
 _DTYPE = torch.float64
 _LOG_2PI = math.log(2 * math.pi)
-
-
-def _as_tensor(x, device) -> torch.Tensor:
-    return torch.as_tensor(x, dtype=_DTYPE, device=device)
 
 
 def _log_normal_m(u: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
@@ -164,20 +160,20 @@ class ReducibleMixture:
         means: [K, m] the coordinates ``b_k`` of the component means in ``U``.
         covs: [K, m, m] the blocks ``A_k`` on ``U`` (symmetric positive definite).
         comp_vars: [K] the complement variances ``s_k^2`` (positive).
+        device: as for :class:`~analytic.mixture.GaussianMixture` (``ValueError`` for an unknown one, or CUDA
+            without it).
 
     The public interface matches :class:`~analytic.mixture.GaussianMixture` (VP and VE diffusion, posterior in
     reduced form); :meth:`to_dense` gives the equivalent plain mixture for small ``d``.
     """
 
     def __init__(self, basis, weights, means, covs, comp_vars, *, device=None):
-        Q = _as_tensor(basis, device)
+        Q = as_float64(basis, "basis", check_device(device))
         if Q.ndim != 2 or Q.shape[1] not in (1, 2) or Q.shape[0] < Q.shape[1]:
             raise ValueError(f"basis must have shape [d, m] with m in (1, 2) and d >= m, got {tuple(Q.shape)}")
         d, m = Q.shape
-        w = _as_tensor(weights, Q.device)
-        b = _as_tensor(means, Q.device)
-        A = _as_tensor(covs, Q.device)
-        s2 = _as_tensor(comp_vars, Q.device)
+        w, b = as_float64(weights, "weights", Q.device), as_float64(means, "means", Q.device)
+        A, s2 = as_float64(covs, "covs", Q.device), as_float64(comp_vars, "comp_vars", Q.device)
         if w.ndim != 1 or w.numel() == 0:
             raise ValueError(f"weights must have shape [K] with K >= 1, got {tuple(w.shape)}")
         K = w.numel()
@@ -207,6 +203,7 @@ class ReducibleMixture:
         bad = torch.nonzero(info).flatten().tolist()
         if bad:
             raise ValueError(f"covariance block of component(s) {bad} is not positive definite")
+        check_means(b, min(torch.linalg.eigvalsh(A).min().item(), s2.min().item()))
         self.basis, self.chol = Q, L
         self.log_weights = torch.log(w / w.sum())  # [K]
         self.means_u, self.covs_u, self.comp_vars = b, A, s2
@@ -496,51 +493,64 @@ def _isotropic_levels(S: torch.Tensor, m: int, tol: float, gen: torch.Generator)
     return out
 
 
-def _spectral_norm(covs: torch.Tensor, gen: torch.Generator, iters: int = 30) -> float:
-    """The largest ``|S_k|_2`` over a stack [K, d, d] of symmetric PSD matrices, by power iteration: O(K d^2) per
-    iteration instead of an O(d^3) decomposition (a scale for tolerances, so a few digits suffice; the Rayleigh
-    quotient never exceeds the norm)."""
-    v = torch.randn(covs.shape[0], covs.shape[1], 1, dtype=_DTYPE, generator=gen)
-    for _ in range(iters):
-        v = covs @ v
-        v = v / v.norm(dim=1, keepdim=True).clamp(min=1e-300)
-    return (v.transpose(1, 2) @ covs @ v).max().item()
+def _try_subspace(means: torch.Tensor, covs: torch.Tensor, centre: torch.Tensor, m: int, tol: float):
+    """A basis ``Q`` [d, m] and complement variances [K] under which every component is in the family, or None.
 
-
-def _try_subspace(means: torch.Tensor, covs: torch.Tensor, m: int, tol: float):
-    """A basis ``Q`` [d, m] and complement variances [K] under which every component is in the family, or None."""
+    Translation-invariant: the subspace is found from the mean offsets ``mu_k - centre`` (``centre`` a point of their
+    affine hull), each in units of its own component's complement std, and the covariance deviations
+    ``S_k - s_k^2 I`` in units of ``s_k^2``; ``centre``'s direction is added when it is off that subspace (the
+    family's ``U`` passes through the origin). The SVD only proposes ``Q``: :func:`_residuals` decides."""
     d = means.shape[1]
     gen = torch.Generator().manual_seed(0)
     cands = [_isotropic_levels(S, m, tol, gen) for S in covs]
     if any(len(c) == 0 for c in cands):
         return None
-    cov_scale = max(_spectral_norm(covs, gen), 1e-300)
-    mean_scale = max(means.norm(dim=1).max().item(), math.sqrt(cov_scale))
+    offsets = means - centre  # [K, d]
     eye = torch.eye(d, dtype=_DTYPE)
     for combo in itertools.islice(itertools.product(*cands), 4096):
-        omega = torch.randn(d, m + 2, dtype=_DTYPE, generator=gen)
-        cols = [means.T / mean_scale] + [(S - s2 * eye) @ omega / cov_scale for S, s2 in zip(covs, combo)]
-        U, sv, _ = torch.linalg.svd(torch.cat(cols, 1), full_matrices=False)
-        rank = int((sv > tol * max(sv.max().item(), 1.0) * 10).sum())
-        if rank > m:
-            continue
-        Q = U[:, :rank]
-        if rank < m:  # pad with the coordinate axes farthest from span(Q)
-            for _ in range(m - rank):
-                resid = eye - Q @ Q.T
-                j = int(resid.norm(dim=0).argmax())
-                q = resid[:, j] / resid[:, j].norm()
-                Q = torch.cat([Q, q[:, None]], 1)
-        P_perp = eye - Q @ Q.T
         s2 = torch.tensor(combo, dtype=_DTYPE)
-        A = Q.T @ covs @ Q
-        resid = covs - Q @ A @ Q.T - s2[:, None, None] * P_perp
-        if resid.abs().max().item() > tol * cov_scale * 10:
-            continue
-        if (means @ P_perp).norm(dim=1).max().item() > tol * mean_scale * 10:
-            continue
-        return Q, s2
+        omega = torch.randn(d, m + 2, dtype=_DTYPE, generator=gen)
+        cols = [offsets.T / s2.sqrt()] + [(S - v * eye) @ omega / v for S, v in zip(covs, combo)]
+        U, sv, _ = torch.linalg.svd(torch.cat(cols, 1), full_matrices=False)
+        cut = max(tol, 1e-14 * sv.max().item())  # below the tolerance, or lost to rounding
+        Q = U[:, :int((sv > cut).sum())]
+        c_perp = centre - Q @ (Q.T @ centre)
+        c_perp = c_perp - Q @ (Q.T @ c_perp)  # twice: what is left is off span(Q), not rounding inside it
+        bases = [Q]
+        if c_perp.norm() > 0:
+            bases.append(torch.cat([Q, (c_perp / c_perp.norm())[:, None]], 1))
+        for B in bases:
+            if B.shape[1] > m:
+                continue
+            B = _padded(B, m)
+            if _residuals(means, covs, B, s2).max().item() <= 10 * tol:
+                return B, s2
     return None
+
+
+def _padded(Q: torch.Tensor, m: int) -> torch.Tensor:
+    """``Q`` [d, r] completed to an orthonormal [d, m] with the coordinate axes farthest from its span."""
+    eye = torch.eye(Q.shape[0], dtype=_DTYPE)
+    while Q.shape[1] < m:
+        resid = eye - Q @ Q.T
+        j = int(resid.norm(dim=0).argmax())
+        Q = torch.cat([Q, (resid[:, j] / resid[:, j].norm())[:, None]], 1)
+    return torch.linalg.qr(Q)[0]  # the centre's column is orthogonal only to rounding
+
+
+def _residuals(means: torch.Tensor, covs: torch.Tensor, Q: torch.Tensor, s2: torch.Tensor) -> torch.Tensor:
+    """How far each component is from ``N(Q Q^T mu_k, Q A_k Q^T + s_k^2 P_perp)`` (``A_k = Q^T S_k Q``), in its own
+    metric [K]: the larger of ``|P_perp mu_k| / sqrt(l_k)`` and ``|S_k - Q A_k Q^T - s_k^2 P_perp|_F / l_k``, ``l_k``
+    the smallest variance of the reduced component. Neither is measured against another component's size or the
+    largest mean (a global scale that grows with a translation), and both bound the whitened change of the component
+    (``inf`` for a reduced covariance that is not positive definite)."""
+    P_perp = torch.eye(Q.shape[0], dtype=_DTYPE) - Q @ Q.T
+    A = Q.T @ covs @ Q  # [K, m, m]
+    low = torch.minimum(torch.linalg.eigvalsh(0.5 * (A + A.transpose(-1, -2)))[:, 0], s2)  # [K]
+    cov_dev = torch.linalg.matrix_norm(covs - Q @ A @ Q.T - s2[:, None, None] * P_perp)
+    mean_dev = (means @ P_perp).norm(dim=1)
+    out = torch.maximum(mean_dev / low.clamp(min=1e-300).sqrt(), cov_dev / low.clamp(min=1e-300))
+    return torch.where(low > 0, out, torch.inf)
 
 
 def detect_reducible(mixture: GaussianMixture, *others: GaussianMixture, tol: float = 1e-9
@@ -548,9 +558,13 @@ def detect_reducible(mixture: GaussianMixture, *others: GaussianMixture, tol: fl
     """The given plain mixtures as :class:`ReducibleMixture` on one common subspace of dimension 1 or 2, or None.
 
     Every component of every mixture must have its mean in ``U`` and covariance ``Q A_k Q^T + s_k^2 P_perp``
-    to relative accuracy ``tol``. The smallest ``m`` is chosen; for ``d <= 2`` the answer is ``U = R^d``
-    (``n = 0``). Costs O(K d^2) (a few matrix products per component, no ``d x d`` eigendecomposition).
-    Returns one reducible mixture per argument, in order.
+    to accuracy ``10 tol`` in the component's own units (:func:`_residuals`: the mean off ``U`` in stds, the
+    covariance residual in variances, of the component's smallest variance), checked on the basis found, so a
+    mixture near the family is refused rather than reduced. The search is translation-invariant (means taken
+    relative to their weighted centre, not to the origin); because ``U`` passes through the origin, means on a
+    line not through it need ``m = 2``, and on a plane not through it are outside the family. The smallest ``m``
+    is chosen; for ``d <= 2`` the answer is ``U = R^d`` (``n = 0``). Costs O(K d^2 m) (a few matrix products per
+    component, no ``d x d`` eigendecomposition). Returns one reducible mixture per argument, in order.
     """
     mixtures = (mixture,) + others
     if not all(isinstance(mx, GaussianMixture) for mx in mixtures):
@@ -566,9 +580,10 @@ def detect_reducible(mixture: GaussianMixture, *others: GaussianMixture, tol: fl
     if d <= 2:
         Q, s2 = torch.eye(d, dtype=_DTYPE), torch.ones(covs.shape[0], dtype=_DTYPE)
     else:
+        centre = sum(mx.weights.cpu() @ mx.means.cpu() for mx in mixtures) / len(mixtures)  # [d]
         found = None
         for m in (1, 2):
-            found = _try_subspace(means, covs, m, tol)
+            found = _try_subspace(means, covs, centre, m, tol)
             if found is not None:
                 break
         if found is None:

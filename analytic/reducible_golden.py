@@ -22,8 +22,9 @@ Two routes (``OptimalGuidance.method``):
   and within ``p_den``, ``R_0 = R_U(u_0) exp(c_0 - gamma y / 2)`` with ``gamma = w (1/s_num^2 - 1/s_den^2)``, and
   the complement integral is Gaussian: ``E_t = E_U(u) (1 + gamma kappa^2)^(-n/2) exp(c_0 - gamma c^2 r^2 / (2 (1 + gamma
   kappa^2)))``. ``E_U`` is the m-dimensional golden of the subspace mixtures (the dense trapezoid quadrature of
-  :func:`analytic.grid.golden_at_points` to the tolerance ``tol``, with its error estimate). When all ``s_k``
-  are equal across the three mixtures, ``gamma = c_0 = 0``: the problem is exactly m-dimensional.
+  :func:`analytic.grid.golden_at_points` to the tolerance ``tol``, with its error estimate; through
+  :func:`analytic.optimal_guidance`, its dense route: the grid, then Gauss-Hermite where the grid is over budget).
+  When all ``s_k`` are equal across the three mixtures, ``gamma = c_0 = 0``: the problem is exactly m-dimensional.
 - ``radial`` (the general case, ``m + 1`` dimensions), per point and posterior component:
   ``u_0`` by the trapezoid rule on ``N(m_k, V'_k)`` (``V'`` widened where ``R_0`` grows in the tails, as in
   :mod:`analytic.golden`), and from the second evaluation on, on a Gaussian that also covers the tilted mass the
@@ -33,13 +34,13 @@ Two routes (``OptimalGuidance.method``):
   ``|v_0|^2 = (c_k r + kappa_k t)^2 + kappa_k^2 q`` with ``t`` Gaussian (trapezoid) and ``q ~ chi^2_{n-1}``
   (generalized Gauss-Laguerre). The radial resolution is refined first, then the ``u_0`` one (node spacings
   shrink by ``sqrt(2)`` per level), each point until two levels agree to ``tol``; the two last changes add up
-  to the error estimate.
+  to the error estimate. ``ToleranceNotMet`` if ``max_level`` is reached first.
 """
 from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -49,6 +50,7 @@ from tqdm.auto import tqdm
 from .grid import golden_at_points
 from .integrability import check_integrable
 from .mixture import check_abar, check_points
+from .quadrature import ToleranceNotMet
 from .radial import bessel_ratio, log_radial_density, radial_slopes
 from .reducible import ReducedPosterior, ReducibleMixture, ReducibleRatioReward, reduce_problem
 from .results import GuidanceFields, OptimalGuidance
@@ -74,7 +76,8 @@ def is_separable(cond: ReducibleMixture, reward: ReducibleRatioReward) -> bool:
 
 
 def optimal_guidance_reducible(cond, reward, x_t, abar, *, tol: float = 1e-8, route: str = "auto",
-                               max_level: int = 8, detect_tol: float = 1e-9, progress: bool = False) -> OptimalGuidance:
+                               max_level: int = 8, detect_tol: float = 1e-9, progress: bool = False,
+                               subspace_golden: Callable | None = None) -> OptimalGuidance:
     """The ideal-chain optimum ``log E_t``, ``grad log E_t`` and ``m_R`` at points ``x_t`` [N, d], reducible problems.
 
     Args:
@@ -83,8 +86,13 @@ def optimal_guidance_reducible(cond, reward, x_t, abar, *, tol: float = 1e-8, ro
             (recognised with :func:`analytic.reducible.reduce_problem` at ``detect_tol``; ``ValueError`` if not).
         abar: VP noise level in (0, 1].
         tol: each point's quadrature is refined until two levels agree to ``tol * (1 + |value|)`` in
-            ``log E`` and every entry of ``grad log E``; ``RuntimeError`` if ``max_level`` is reached first.
+            ``log E`` and every entry of ``grad log E``; ``ToleranceNotMet`` (a ``RuntimeError``) if ``max_level``
+            is reached first.
         route: ``auto`` (``subspace`` when separable, else ``radial``), ``subspace`` or ``radial``.
+        subspace_golden: the ``subspace`` route's m-dimensional golden, ``f(cond_u, reward_u, u, abar, *, tol)`` ->
+            a result with ``log_E``, ``grad_log_E``, ``err_log_E`` and ``err_grad`` (default
+            :func:`analytic.grid.golden_at_points`, which raises ``QuadratureTooLarge`` or ``ToleranceNotMet`` past
+            its budget; :func:`analytic.optimal_guidance` passes its dense route, which falls back to Gauss-Hermite).
 
     Returns :class:`analytic.golden.OptimalGuidance` in full d coordinates, ``method`` ``"subspace"``,
     ``"radial"`` or ``"exact"`` (``abar = 1``), ``nodes`` the finest trapezoid nodes per dimension used.
@@ -120,7 +128,7 @@ def optimal_guidance_reducible(cond, reward, x_t, abar, *, tol: float = 1e-8, ro
     post = cond.posterior(x_t, a)
     u = x_t @ cond.basis
     if route == "subspace":
-        res = _subspace_route(cond, reward, post, u, a, tol, max_level)
+        res = _subspace_route(cond, reward, post, u, a, tol, subspace_golden or golden_at_points)
     else:
         res = _radial_route(cond, reward, post, a, tol, max_level, progress)
     diff_u, diff_v, log_E, err_log, err_u, err_v, nodes = res
@@ -149,17 +157,21 @@ def reg_corrections_reducible(cond: ReducibleMixture, g: torch.Tensor, x_t, abar
     return g * (1 - c * J.colsum()), g - c * J.matvec(g), g * (1 - c * J.diagonal())
 
 
-def guidance_fields_reducible(cond, reward, x_t, abar, **golden_kwargs) -> GuidanceFields:
+def guidance_fields_reducible(cond, reward, x_t, abar, *, golden: OptimalGuidance | None = None,
+                              **golden_kwargs) -> GuidanceFields:
     """:func:`analytic.guidance_fields` for a reducible problem in any d: the exact golden
-    (:func:`optimal_guidance_reducible`, ``golden_kwargs`` go there), the present-time term and REG's paper, vjp
-    and diag corrections from the structured Jacobian. Every field [N, d] float64, eps units."""
+    (:func:`optimal_guidance_reducible`, ``golden_kwargs`` go there; or ``golden``, one already computed at these
+    points, e.g. by :func:`analytic.optimal_guidance` with its fallbacks), the present-time term and REG's paper,
+    vjp and diag corrections from the structured Jacobian. Every field [N, d] float64, eps units."""
     a = check_abar(abar)
     found = reduce_problem(cond, reward, golden_kwargs.get("detect_tol", 1e-9))
     if found is None:
         raise ValueError("cond and reward do not belong to the reducible family; use analytic.guidance_fields")
     cond_r, reward_r = found
     x_t = check_points(x_t, cond_r.dim, cond_r.device, "x_t").detach()
-    opt = optimal_guidance_reducible(cond_r, reward_r, x_t, a, **golden_kwargs)
+    if golden is not None and golden.golden.shape != x_t.shape:
+        raise ValueError(f"golden has shape {tuple(golden.golden.shape)} but x_t has {tuple(x_t.shape)}")
+    opt = golden if golden is not None else optimal_guidance_reducible(cond_r, reward_r, x_t, a, **golden_kwargs)
     u, v, r2 = cond_r.split(x_t)
     c = math.sqrt(1 - a)
     ga, gb = reward_r.grad_coeffs(u, r2, a)
@@ -203,12 +215,12 @@ def _converged(new: torch.Tensor, old: torch.Tensor, tol: float) -> torch.Tensor
 
 
 def _subspace_route(cond, reward, post: ReducedPosterior, u: torch.Tensor, a: float, tol: float,
-                    max_level: int) -> _Result:
+                    golden_u: Callable) -> _Result:
     n, w = cond.n_perp, reward.w
     s_num, s_den, s_c = _common_var(reward.num), _common_var(reward.den), _common_var(cond)
     reward_u = MixtureRatioReward(reward.num.subspace_mixture(), reward.den.subspace_mixture(), w, reward.log_const)
     cond_u = cond.subspace_mixture()
-    g = golden_at_points(cond_u, reward_u, u, a, tol=tol)  # tolerance-driven, with its own error estimate
+    g = golden_u(cond_u, reward_u, u, a, tol=tol)  # tolerance-driven, with its own error estimate
     log_E_u, grad_u, err_log, err_g = g.log_E, g.grad_log_E, g.err_log_E, g.err_grad
     coef = math.sqrt(a) / (1 - a)
     # the complement: v_0 ~ N(c v, kappa^2 P_perp) against exp(c_0 - gamma |v_0|^2 / 2), a Gaussian integral
@@ -490,7 +502,7 @@ def _radial_route(cond, reward, post: ReducedPosterior, a: float, tol: float, ma
             if idx.numel() == 0:
                 break
         else:
-            raise RuntimeError(
+            raise ToleranceNotMet(
                 f"the {phase} quadrature did not reach tol={tol:g} at {idx.numel()} of {N} points within "
                 f"max_level={max_level} (last change {errs[phase][0][idx].max().item():.3g} in log E); loosen tol "
                 f"or raise max_level")

@@ -144,8 +144,11 @@ for m, d in dist.items():
 with style():
     fig, ax = plt.subplots(figsize=(5, 2.6), **FIG)
     ax.fill_between(x, target.mass / h, color="0.85", label="tilted target")
+    # one colour per curve: unguided grey and dashed, the optimum black (COLORS has no "unguided")
+    colors = {**COLORS, "unguided": "0.55", "optimal": COLORS["golden"]}
+    labels = {**LABELS, "unguided": "unguided", "optimal": "exact optimum"}
     for m, o in outputs.items():
-        ax.plot(x, o.mass / h, color=COLORS.get(m, COLORS["golden"]), label=LABELS.get(m, m))
+        ax.plot(x, o.mass / h, color=colors[m], ls="--" if m == "unguided" else "-", label=labels[m])
     ax.set_xlim(-1, 3)
     ax.legend()
     plt.show()

@@ -89,8 +89,8 @@ with style():
 
 # %%
 shipped = {role: toy.load_pretrained("paper_1d", role, device=device) for role in ("cond", "uncond")}
-err_mine = toy.eps_error(result.net, None, p.cond, schedule)
-err_shipped = toy.eps_error(shipped["cond"].net, None, p.cond, schedule)
+err_mine = toy.eps_error(result.net, 0, p.cond, schedule)
+err_shipped = toy.eps_error(shipped["cond"].net, 0, p.cond, schedule)
 print(f"mean RMS eps error: yours {err_mine.mean:.4f}, shipped {err_shipped.mean:.4f} "
       f"(size of the exact eps: {err_shipped.rms_exact.mean().item():.3f})")
 assert err_shipped.mean < 0.1 < err_shipped.rms_exact.mean().item()
@@ -113,11 +113,11 @@ net_c, net_u = shipped["cond"].net, shipped["uncond"].net
 w = 1.0
 reward = A.CFGReward(p.cond, p.uncond, w)
 axis = torch.linspace(-1, 2, 1000, dtype=torch.float64)
-grid = toy.grid_golden(net_c, None, reward.log_r0, schedule, axis)  # golden [T, 1000, 1], t = 1..T
+grid = toy.grid_golden(net_c, 0, reward.log_r0, schedule, axis)  # golden [T, 1000, 1], t = 1..T
 print(f"grid golden: max estimated error {grid.err_golden.max().item():.1e} (eps units)")
 
 x_mc = torch.linspace(-1, 2, N_POINTS, dtype=torch.float64)[:, None]
-eps_c = toy.net_eps_fn(net_c, None, schedule)  # the chain's eps(x, t) of the network (any device, CPU answers)
+eps_c = toy.net_eps_fn(net_c, 0, schedule)  # the chain's eps(x, t) of the network (any device, CPU answers)
 grid_at = A.chain_golden(eps_c, reward.log_r0, schedule, points=x_mc)  # the same recursion, at the MC points
 mc = {K: toy.mc_golden(eps_c, reward.log_r0, schedule, x_mc, steps=MC_STEPS, n_rollouts=K, seed=1)
       for K in (100, 400)}
@@ -154,12 +154,13 @@ with style():
 # ### Your turn 1: the CFG term of the trained networks
 #
 # At step `t = 10` and the points `x_mc`, compute CFG's term in eps units, `w (eps_c - eps_u)`, from the two
-# trained networks. `toy.net_eps_fn(net, None, schedule)` gives a function `f(x, t)`. Store the result
+# trained networks. `toy.net_eps_fn(net, label, schedule)` gives a function `f(x, t)` (label `0` for the
+# conditional network, as the figures use, `None` for the unconditional one). Store the result
 # (`[N, 1]`, float64) in `cfg_mine`. The check compares it with `toy.trained_fields`, which also returns
 # REG's three estimators computed with the trained network's Jacobian.
 
 # %%
-fields = toy.trained_fields(net_c, None, net_u, None, w, schedule, x_mc, steps=(10,))
+fields = toy.trained_fields(net_c, 0, net_u, None, w, schedule, x_mc, steps=(10,))
 cfg_mine = None  # your answer here
 check("trained CFG term", cfg_mine, fields.present[0], tol=1e-5)
 
@@ -173,7 +174,7 @@ check("trained CFG term (solution)", cfg_solution, fields.present[0], tol=1e-5, 
 # routine for every case, `A.step_gaps`.
 
 # %%
-all_fields = toy.trained_fields(net_c, None, net_u, None, w, schedule, axis[::10, None])
+all_fields = toy.trained_fields(net_c, 0, net_u, None, w, schedule, axis[::10, None])
 gaps = A.step_gaps(grid.golden[:, ::10], all_fields.by_method(), all_fields.steps)
 for m in ("present", "reg_vjp"):
     print(f"{'CFG' if m == 'present' else 'REG'}: mean |golden - term| over the steps {gaps.of(m).mean().item():.3f}")

@@ -14,7 +14,10 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     elif device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     elif isinstance(device, str) and device.split(":")[0] in ("cpu", "cuda"):
-        dev = torch.device(device)
+        try:
+            dev = torch.device(device)
+        except RuntimeError:  # 'cuda:x', 'cpu:-1': torch's "Invalid device string"
+            raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}") from None
     else:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:i]', got {device!r}")
     if dev.type == "cuda" and not torch.cuda.is_available():

@@ -5,6 +5,17 @@ run them and :class:`~sampler.reg.REG` wraps them. Everything is in contract coo
 (linear path: ``v = eps - x0``, ``a = 1/s``, ``b = -(1 + s)/s``). Weights use the library's convention
 ``pred_c + w (pred_c - pred_u)``; papers and diffusers write ``pred_u + g (pred_c - pred_u)``, ``g = w + 1``.
 
+Which path. The rules below that act on a velocity (:class:`CFGZeroStar`, :class:`ZeroInit`, :class:`APG` with
+``on="velocity"``) are different rules on different paths (CFG-Zero* on ``correlated_2d``, ``w = 2``, ``sigma = 2``:
+the linear- and VP-path outputs differ by 0.67 on average over ``x ~ N(0, (1 + sigma^2) I)``), so the path is never
+a silent default. It is taken from the models: a denoiser made by
+:func:`~sampler.model.bind` from a :class:`~sampler.model.VelocityModel` carries that model's path
+(:func:`~sampler.model.model_path`), and so does a wrapped rule. ``path=`` may be passed too; one that contradicts
+the models' path (or models that disagree with each other) is a ``ValueError`` naming both. Plain denoisers carry
+no path (exact mixtures, eps / v / x0 networks: ``D`` is path-free, the velocity is not), so there ``path=`` is
+required: defaulting to the linear path would silently run the rectified-flow rule on, say, a DDPM network. Only
+the rule's geometry matters, not its clock: ``VPPath`` with any betas gives the same rule where both reach.
+
 CFG on the velocity is :class:`~sampler.guidance.CFG` itself. ``v_c + w (v_c - v_u)`` combines predictions with
 weights ``1 + w`` and ``-w``, which sum to one, and the map ``D -> v = a x + b D`` is affine with ``x`` fixed, so
 ``v_c + w (v_c - v_u) = a x + b (D_c + w (D_c - D_u))``: the same guided ``D`` on every path. Rules whose
@@ -71,12 +82,13 @@ from typing import Optional, Union
 import torch
 
 from .guidance import Guidance
-from .model import Denoiser
-from .paths import LINEAR, Path, denoised_from_velocity, velocity_from_denoised
+from .model import Denoiser, model_path
+from .paths import Path, denoised_from_velocity, velocity_from_denoised
 from .samplers import check_sigmas
+from .schedules import check_count, check_number
 from .weights import WeightSchedule, as_schedule
 
-__all__ = ["CFGZeroStar", "optimised_scale", "ZeroInit", "zero_init_sigma", "APG", "APG_SPACES"]
+__all__ = ["CFGZeroStar", "optimised_scale", "ZeroInit", "zero_init_sigma", "APG", "APG_SPACES", "resolve_path"]
 
 Weight = Union[float, WeightSchedule]
 APG_SPACES = ("x0", "velocity")
@@ -87,9 +99,28 @@ def _check_callable(name: str, f) -> None:
         raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
 
 
-def _check_path(path) -> None:
-    if not isinstance(path, Path):
-        raise ValueError(f"path must be a sampler.paths.Path, got {path!r}")
+def resolve_path(path: Optional[Path], sources: dict, *, rule: str, required: bool = True) -> Optional[Path]:
+    """The path ``rule`` acts on: ``path`` if given, else the one the ``sources`` (named denoisers or rules) carry
+    (:func:`~sampler.model.model_path`). ``ValueError`` naming both when sources disagree with each other or with
+    ``path``, and, when ``required``, when there is none at all (plain denoisers carry no path)."""
+    if path is not None and not isinstance(path, Path):
+        raise ValueError(f"path must be a sampler.paths.Path or None, got {path!r}")
+    found = [(name, model_path(f)) for name, f in sources.items()]
+    found = [(name, p) for name, p in found if p is not None]
+    for name, p in found[1:]:
+        if p != found[0][1]:
+            raise ValueError(f"{rule}: {found[0][0]} is on {found[0][1]!r} but {name} on {p!r}; "
+                             "one rule acts on one path")
+    own = found[0][1] if found else None
+    if path is not None and own is not None and path != own:
+        raise ValueError(f"{rule}: path={path!r} contradicts {own!r}, the path of {found[0][0]}; "
+                         "leave path unset to use the models' path")
+    out = path if path is not None else own
+    if out is None and required:
+        raise ValueError(f"{rule} acts on a path's velocity, and {', '.join(sources)} carry no path (plain denoisers: "
+                         "exact mixtures, eps / v / x0 networks): pass path= (sampler.LINEAR for rectified flow, "
+                         "VPPath() for a VP model, ...); a VelocityModel's denoisers carry theirs")
+    return out
 
 
 def _dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -130,17 +161,22 @@ class CFGZeroStar:
 
     ``w`` is this library's weight (the paper's guidance scale minus 1). The zero-init half of CFG-Zero* is
     :class:`ZeroInit`, which wraps this (or any) guidance. On the VE path the velocity is ``sigma_max eps``, so
-    this is the same rule on eps; on VP paths it acts on the v-prediction direction."""
+    this is the same rule on eps; on VP paths it acts on the v-prediction direction.
+
+    ``path``: taken from ``cond`` / ``uncond`` when they carry one (denoisers bound from a
+    :class:`~sampler.model.VelocityModel`); required for plain denoisers; a contradicting one is a ``ValueError``
+    (module docstring, "Which path"). After construction ``path`` holds the path the rule acts on."""
 
     cond: Denoiser
     uncond: Denoiser
     weight: Weight = 1.0
-    path: Path = LINEAR
+    path: Optional[Path] = None
 
     def __post_init__(self):
         _check_callable("cond", self.cond)
         _check_callable("uncond", self.uncond)
-        _check_path(self.path)
+        path = resolve_path(self.path, {"cond": self.cond, "uncond": self.uncond}, rule="CFGZeroStar")
+        object.__setattr__(self, "path", path)
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def active(self, sigma: float) -> bool:
@@ -162,7 +198,7 @@ def zero_init_sigma(sigmas, steps: int = 1) -> float:
     ``sigmas`` (strictly decreasing): ``sigmas[steps - 1]``; ``inf`` (never) for ``steps = 0``. The authors'
     code zeroes one step; diffusers' docs quote the paper's "first 4% of the steps"."""
     s = check_sigmas(sigmas)
-    if isinstance(steps, bool) or int(steps) != steps or not 0 <= steps < s.numel():
+    if check_count(steps, "steps", least=0) >= s.numel():
         raise ValueError(f"steps must be an integer in [0, {s.numel() - 1}], got {steps!r}")
     return math.inf if steps == 0 else s[int(steps) - 1].item()
 
@@ -174,11 +210,14 @@ class ZeroInit:
     ``D = -(a/b) x``; on the linear path ``D = x_t``, and a sampler step leaves ``x_t`` where it is.
 
     ``guidance`` needs ``cond``, ``active`` and ``__call__`` (any guidance object, or a :class:`~sampler.reg.REG`
-    of one). Build ``sigma_zero`` with :func:`zero_init_sigma` from the grid the sampler walks."""
+    of one). Build ``sigma_zero`` with :func:`zero_init_sigma` from the grid the sampler walks.
+
+    ``path``: taken from the wrapped rule and its models (through any chain of ``.guidance``, e.g.
+    ``REG(CFGZeroStar(...))``) when they carry one; required otherwise; a contradicting one is a ``ValueError``."""
 
     guidance: object
     sigma_zero: float
-    path: Path = LINEAR
+    path: Optional[Path] = None
 
     def __post_init__(self):
         for attr in ("cond", "active"):
@@ -186,12 +225,21 @@ class ZeroInit:
                 raise ValueError(f"ZeroInit wraps a guidance with cond, active and __call__; {self.guidance!r} has no {attr}")
         _check_callable("guidance", self.guidance)
         try:
+            if isinstance(self.sigma_zero, (bool, str)):
+                raise TypeError
             s = float(self.sigma_zero)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, RuntimeError):
             raise ValueError(f"sigma_zero must be a number, got {self.sigma_zero!r}") from None
         if math.isnan(s) or s <= 0:
             raise ValueError(f"sigma_zero must be > 0 (inf: never zero), got {s}")
-        _check_path(self.path)
+        sources, g, name = {}, self.guidance, "guidance"
+        while g is not None:
+            sources[name] = g
+            for branch in ("cond", "uncond"):
+                if getattr(g, branch, None) is not None:
+                    sources[f"{name}.{branch}"] = getattr(g, branch)
+            g, name = getattr(g, "guidance", None), f"{name}.guidance"
+        object.__setattr__(self, "path", resolve_path(self.path, sources, rule="ZeroInit"))
         object.__setattr__(self, "sigma_zero", s)
 
     @property
@@ -250,7 +298,11 @@ class APG:
     """Adaptive projected guidance (arXiv 2410.02416; formulas in the module docstring) on ``D``
     (``on="x0"``, the paper's choice) or on ``path``'s velocity (``on="velocity"``, as diffusers' guider does for
     flows). ``eta`` weighs the parallel part (1: CFG, 0: the paper's default); ``norm_cap`` is ``r`` (None: no
-    cap); ``momentum`` is ``beta`` (0: none; the paper uses negative values).
+    cap); ``momentum`` is ``beta`` (0: none; the paper uses negative values). Each is any real number (Python,
+    numpy or a one-element tensor; not a boolean), read once by :func:`~sampler.schedules.check_number`.
+
+    ``path`` (``on="velocity"`` only): taken from ``cond`` / ``uncond`` when they carry one, required otherwise,
+    a contradicting one is a ``ValueError``; with ``on="x0"`` the rule is path-free and ``path=`` is refused.
 
     State. With ``momentum != 0`` an APG object is stateful: every call of ``delta`` (one per guided denoiser
     evaluation; twice per step under Heun, never where the weight is 0) adds to a running sum. Call
@@ -265,21 +317,27 @@ class APG:
     momentum: float = 0.0
     norm_cap: Optional[float] = None
     on: str = "x0"
-    path: Path = LINEAR
+    path: Optional[Path] = None
     _state: _Momentum = field(default_factory=_Momentum, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         _check_callable("cond", self.cond)
         _check_callable("uncond", self.uncond)
-        _check_path(self.path)
         if self.on not in APG_SPACES:
             raise ValueError(f"APG acts on one of {APG_SPACES}, got on={self.on!r}")
+        if self.on == "x0" and self.path is not None:
+            raise ValueError(f"APG(on='x0') acts on D and uses no path; path={self.path!r} only applies with "
+                             "on='velocity'")
+        if self.on == "velocity":
+            path = resolve_path(self.path, {"cond": self.cond, "uncond": self.uncond}, rule="APG(on='velocity')")
+            object.__setattr__(self, "path", path)
         for name in ("eta", "momentum"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-        if self.norm_cap is not None and not (isinstance(self.norm_cap, (int, float)) and 0 < self.norm_cap < math.inf):
-            raise ValueError(f"norm_cap must be a positive number or None, got {self.norm_cap!r}")
+            object.__setattr__(self, name, check_number(getattr(self, name), name))
+        if self.norm_cap is not None:
+            cap = check_number(self.norm_cap, "norm_cap")
+            if cap <= 0:
+                raise ValueError(f"norm_cap must be a positive number or None, got {self.norm_cap!r}")
+            object.__setattr__(self, "norm_cap", cap)
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def reset(self) -> None:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 import torch
 
 from .samplers import SAMPLERS
-from .schedules import VPSchedule, karras_sigmas
+from .schedules import VPSchedule, check_count, check_number, check_steps, karras_sigmas
 
 __all__ = ["sampling_levels", "schedule_from_diffusers_config", "DIFFUSERS_BETA_SCHEDULES"]
 
@@ -30,7 +30,7 @@ def sampling_levels(schedule: VPSchedule, sampler_name: str, n_steps: int) -> to
     """
     if not isinstance(schedule, VPSchedule):
         raise ValueError(f"schedule must be a VPSchedule, got {type(schedule).__name__}")
-    if isinstance(n_steps, bool) or int(n_steps) != n_steps or not 1 <= n_steps <= schedule.T:
+    if check_count(n_steps, "n_steps") > schedule.T:
         raise ValueError(f"n_steps must be an integer in [1, {schedule.T}], got {n_steps!r}")
     if sampler_name == "heun":
         sig = schedule.sigmas  # [T + 1], increasing, sig[0] = 0
@@ -55,17 +55,15 @@ def schedule_from_diffusers_config(config: Mapping[str, Any]) -> VPSchedule:
     if not isinstance(config, Mapping):
         raise ValueError(f"config must be a mapping (a scheduler_config.json), got {type(config).__name__}")
     if config.get("trained_betas") is not None:
-        sched = VPSchedule.from_betas(torch.tensor(config["trained_betas"], dtype=torch.float64))
+        sched = VPSchedule.from_betas(config["trained_betas"])
         T = config.get("num_train_timesteps", sched.T)
         if T != sched.T:  # the network was trained on one of the two: refuse to guess which
             raise ValueError(f"trained_betas has {sched.T} steps but num_train_timesteps is {T!r}")
         return sched
-    T = config.get("num_train_timesteps", 1000)
-    if isinstance(T, bool) or not isinstance(T, (int, float)) or int(T) != T or T < 1:
-        raise ValueError(f"num_train_timesteps must be a positive integer, got {T!r}")
-    T = int(T)
+    T = check_steps(config.get("num_train_timesteps", 1000), "num_train_timesteps")
     kind = config.get("beta_schedule", "linear")
-    b0, b1 = float(config.get("beta_start", 1e-4)), float(config.get("beta_end", 0.02))
+    b0 = check_number(config.get("beta_start", 1e-4), "beta_start")
+    b1 = check_number(config.get("beta_end", 0.02), "beta_end")
     if kind == "linear":
         return VPSchedule.linear(T, b0, b1)
     elif kind == "scaled_linear":

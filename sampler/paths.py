@@ -43,7 +43,7 @@ from typing import NamedTuple, Union
 
 import torch
 
-from .schedules import check_number
+from .schedules import check_number, check_steps, level_tensor
 
 __all__ = [
     "Path",
@@ -239,48 +239,56 @@ def denoised_from_velocity(path: Path, x: torch.Tensor, sigma, v: torch.Tensor) 
 
 
 # --- levels -------------------------------------------------------------------------------------------
-def _times_tensor(t) -> torch.Tensor:
-    tt = torch.as_tensor(t, dtype=torch.float64)
+def _times_tensor(t, name: str) -> torch.Tensor:
+    tt = level_tensor(t, name)
     if not torch.all(torch.isfinite(tt)) or torch.any(tt < 0) or torch.any(tt > 1):
-        raise ValueError(f"t must lie in [0, 1], got {tt.tolist()}")
+        raise ValueError(f"{name} must lie in [0, 1], got {tt.tolist()}")
     return tt
 
 
 def shift_times(t: Times, shift: float) -> Times:
     """SD3's timestep shift (Esser et al. 2024, sec. 5.3.2; diffusers' ``FlowMatchEulerDiscreteScheduler``):
-    ``t' = shift t / (1 + (shift - 1) t)``; ``shift > 1`` spends more steps at high noise. On the linear path
-    it multiplies the contract level: ``s' = shift s``. A float gives a float, else a float64 tensor."""
+    ``t' = shift t / (1 + (shift - 1) t)``, evaluated as ``shift t / (1 - t + shift t)`` (no cancellation: exact
+    at ``t = 0`` and ``t = 1`` for every finite ``shift > 0``); ``shift > 1`` spends more steps at high noise. On the
+    linear path it multiplies the contract level: ``s' = shift s``. A Python number gives a float, anything
+    else (sequences, arrays, tensors of times in [0, 1]; not booleans or strings) a float64 tensor."""
     k = check_number(shift, "shift")
     if k <= 0:
         raise ValueError(f"shift must be > 0, got {k}")
     if isinstance(t, (int, float)) and not isinstance(t, bool):
         v = check_time(t)
-        return k * v / (1 + (k - 1) * v)
-    tt = _times_tensor(t)
-    return k * tt / (1 + (k - 1) * tt)
-
-
-def _check_steps(n) -> int:
-    if isinstance(n, bool) or int(n) != n or n < 1:
-        raise ValueError(f"the number of steps must be a positive integer, got {n!r}")
-    return int(n)
+        return k * v / (1 - v + k * v)
+    tt = _times_tensor(t, "t")
+    return k * tt / (1 - tt + k * tt)
 
 
 def uniform_times(n: int) -> torch.Tensor:
-    """``n`` steps uniform in ``t``, from 1 down to 0. [n + 1] float64"""
-    return torch.linspace(1.0, 0.0, _check_steps(n) + 1, dtype=torch.float64)
+    """``n`` steps uniform in ``t``, from 1 down to 0 (``n < MAX_LEVELS``). [n + 1] float64"""
+    return torch.linspace(1.0, 0.0, check_steps(n, "n") + 1, dtype=torch.float64)
 
 
 def logit_normal_times(n: int, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
     """``n`` steps of equal probability under the logit-normal density ``logit(t) ~ N(mean, std^2)`` (SD3's
     training density of ``t``, Esser et al. 2024, sec. 3.1): ``t_i = sigmoid(mean + std Phi^-1(1 - i/n))``, from
-    1 down to 0. [n + 1] float64"""
-    n = _check_steps(n)
+    1 down to 0 (``n < MAX_LEVELS``). [n + 1] float64
+
+    Strictly decreasing or a ``ValueError``: with a large ``std`` or ``|mean|`` neighbouring quantiles round to
+    the same float64 time (``sigmoid(z)`` is 1.0 for ``z > 37`` and the smallest times underflow), and a grid with
+    repeated times is no sampler grid; the error names ``mean``, ``std`` and the first repeat."""
+    n = check_steps(n, "n")
     m, sd = check_number(mean, "mean"), check_number(std, "std")
     if sd <= 0:
         raise ValueError(f"std must be > 0, got {sd}")
     u = 1.0 - torch.arange(n + 1, dtype=torch.float64) / n
-    return torch.sigmoid(m + sd * torch.special.ndtri(u))
+    t = torch.sigmoid(m + sd * torch.special.ndtri(u))
+    same = torch.nonzero(t[1:] >= t[:-1]).flatten()
+    if same.numel():
+        i = int(same[0])
+        raise ValueError(
+            f"logit_normal_times(n={n}, mean={m}, std={sd}): the quantiles t[{i}] = t[{i + 1}] = {t[i].item()!r} "
+            "coincide in float64 (sigmoid saturates), so the times are not strictly decreasing; use a smaller std "
+            "or |mean|, or fewer steps")
+    return t
 
 
 def sampling_sigmas(path: Path, times, *, cap: float = T_NOISE_CAP) -> torch.Tensor:
@@ -288,7 +296,9 @@ def sampling_sigmas(path: Path, times, *, cap: float = T_NOISE_CAP) -> torch.Ten
     [0, 1]): ``sigma_i = sigma_{t_i} / alpha_{t_i}``, ``t = 0`` giving 0. A level of pure noise (``alpha = 0``:
     ``t = 1`` on the linear path) is replaced by ``cap``, which must lie below 1 and above the next level.
     [K + 1] float64, strictly decreasing."""
-    tt = _times_tensor(times)
+    if not isinstance(path, Path):
+        raise ValueError(f"path must be a sampler.paths.Path, got {path!r}")
+    tt = _times_tensor(times, "times")
     if tt.ndim != 1 or tt.numel() < 2:
         raise ValueError(f"times must be 1-D with at least 2 levels, got shape {tuple(tt.shape)}")
     if torch.any(tt[1:] >= tt[:-1]):
@@ -298,8 +308,11 @@ def sampling_sigmas(path: Path, times, *, cap: float = T_NOISE_CAP) -> torch.Ten
     for i, t in enumerate(tt.tolist()):
         p = path.at(t)
         if p.alpha <= 0:
-            if not (cap < 1 and (i + 1 == tt.numel() or cap > tt[i + 1].item())):
-                raise ValueError(f"cap={cap} must lie in (next level, 1) to replace the pure-noise level t={t}")
+            nxt = tt[i + 1].item() if i + 1 < tt.numel() else None
+            if not (cap < 1 and (nxt is None or cap > nxt)):
+                raise ValueError(f"cap={cap} must lie in (next level, 1) to replace the pure-noise level t={t}; "
+                                 f"the next level is t={nxt}: pass a cap in between, or times whose second level "
+                                 f"is below the cap")
             p = path.at(cap)
         out.append(p.contract_sigma)
     return torch.tensor(out, dtype=torch.float64)

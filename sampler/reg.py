@@ -27,7 +27,6 @@ caller's grad mode: no extra network call and no autograd graph.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Optional
@@ -36,6 +35,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 
 from .guidance import Guidance
+from .schedules import check_count, check_number
 
 __all__ = ["ESTIMATORS", "REG"]
 
@@ -101,10 +101,14 @@ class REG:
             if not hasattr(self.guidance, attr):
                 raise ValueError(f"REG needs a guidance object with cond, active and delta; {self.guidance!r} has no {attr}")
         _check_estimator(self.estimator)
-        if int(self.max_diag_dim) != self.max_diag_dim or self.max_diag_dim < 1:
-            raise ValueError(f"max_diag_dim must be a positive integer, got {self.max_diag_dim}")
-        if self.fd_step is not None and not (math.isfinite(self.fd_step) and self.fd_step > 0):
-            raise ValueError(f"fd_step must be a positive number, got {self.fd_step}")
+        object.__setattr__(self, "max_diag_dim", check_count(self.max_diag_dim, "max_diag_dim"))
+        if self.fd_step is not None:
+            step = check_number(self.fd_step, "fd_step")
+            if step <= 0:
+                raise ValueError(f"fd_step must be a positive number, got {self.fd_step!r}")
+            object.__setattr__(self, "fd_step", step)
+        if not isinstance(self.fd_central, bool):
+            raise ValueError(f"fd_central must be True or False, got {self.fd_central!r}")
 
     @property
     def cond(self):

@@ -4,8 +4,8 @@ All samplers work in VE coordinates (``x = x_0 + sigma n``) on a strictly decrea
 levels ``sigmas`` [K + 1] (usually ending in 0; a positive last level stops the chain there), take a
 denoiser ``denoiser(x, sigma) -> x0_hat`` (a bound model or a guidance object) and return the state at
 ``sigmas[-1]``. Any shape [N, ...] (an empty batch gives an empty result), any device and dtype: both follow
-``x_start``. A non-finite ``x_start``, or a non-finite denoiser output at any step, is a ``ValueError``
-naming the step and noise level (issue 11, defect 15).
+``x_start``. A non-finite ``x_start``, or a denoiser output at any step that is non-finite or not a tensor of the
+state's shape, is a ``ValueError`` naming the step and noise level (issue 11, defect 15; issue 20, defect 12).
 
 Start noise, made explicit: the samplers take the *state* ``x_start`` at ``sigmas[0]`` in VE coordinates
 and never rescale it. Build it with
@@ -34,7 +34,7 @@ from typing import Callable, Optional
 import torch
 
 from .model import Denoiser
-from .schedules import check_number
+from .schedules import check_number, level_tensor
 
 __all__ = ["SAMPLERS", "Step", "ddpm", "ddim", "euler", "heun", "sample", "vp_prior", "ve_prior", "check_sigmas",
            "ddim_coefficients"]
@@ -57,9 +57,9 @@ Callback = Callable[[Step], None]
 
 
 def check_sigmas(sigmas) -> torch.Tensor:
-    """``sigmas`` as a float64 CPU tensor [K + 1], or ``ValueError``: 1-D, K >= 1, finite, strictly
-    decreasing, last level >= 0."""
-    s = torch.as_tensor(sigmas, dtype=torch.float64).detach().cpu()
+    """``sigmas`` as a float64 CPU tensor [K + 1], or ``ValueError``: numbers (:func:`~sampler.schedules.level_tensor`:
+    at most ``MAX_LEVELS``), 1-D, K >= 1, finite, strictly decreasing, last level >= 0."""
+    s = level_tensor(sigmas, "sigmas")
     if s.ndim != 1 or s.numel() < 2:
         raise ValueError(f"sigmas must be 1-D with at least 2 levels, got shape {tuple(s.shape)}")
     if not torch.all(torch.isfinite(s)):
@@ -102,6 +102,10 @@ def _denoise(denoiser, x: torch.Tensor, sigma: float, i: int) -> torch.Tensor:
     """``denoiser(x, sigma)``, or ``ValueError`` naming step ``i`` and ``sigma`` when its output is not finite
     (a diverged network or guidance would otherwise propagate NaN silently to the samples)."""
     d = denoiser(x, sigma)
+    if not isinstance(d, torch.Tensor) or d.shape != x.shape:
+        got = f"shape {tuple(d.shape)}" if isinstance(d, torch.Tensor) else f"{type(d).__name__} {d!r}"[:200]
+        raise ValueError(f"the denoiser must return a tensor of x's shape {tuple(x.shape)}, got {got} at step {i} "
+                         f"(sigma={sigma:g})")
     if not bool(torch.isfinite(d).all()):
         bad = int((~torch.isfinite(d)).sum())
         raise ValueError(f"the denoiser returned {bad} non-finite value(s) at step {i} (sigma={sigma:g})")

@@ -17,6 +17,10 @@ import torch
 
 __all__ = [
     "check_number",
+    "check_count",
+    "check_steps",
+    "level_tensor",
+    "MAX_LEVELS",
     "VPSchedule",
     "PriorMismatch",
     "abar_to_sigma",
@@ -26,11 +30,16 @@ __all__ = [
 ]
 
 
+def _is_bool_array(value) -> bool:
+    """A numpy or torch boolean (array or scalar): ``dtype`` ``bool`` / ``torch.bool``."""
+    return str(getattr(value, "dtype", "")) in ("bool", "torch.bool")
+
+
 def check_number(value, name: str) -> float:
     """``value`` as a finite float, or ``ValueError`` naming ``name``: the one validator of scalar arguments
     (levels, weights, times, steps) in every package. Python/numpy numbers and one-element tensors pass;
-    booleans and strings are refused rather than silently read as 1.0 or parsed."""
-    if isinstance(value, (bool, str, bytes)) or (hasattr(value, "dtype") and str(value.dtype) == "bool"):
+    booleans (Python, numpy or torch) and strings are refused rather than silently read as 1.0 or parsed."""
+    if isinstance(value, (bool, str, bytes)) or _is_bool_array(value):
         raise ValueError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)
@@ -39,6 +48,60 @@ def check_number(value, name: str) -> float:
     if not math.isfinite(v):
         raise ValueError(f"{name} must be finite, got {v}")
     return v
+
+
+def check_count(value, name: str, *, least: int = 1) -> int:
+    """``value`` as an int, or ``ValueError`` naming ``name`` unless it is an integer ``>= least`` (checked by
+    :func:`check_number`, so ``True``, ``'3'`` and ``None`` are refused alike; ``3.0`` and ``np.int64(3)`` pass)."""
+    what = {0: "a non-negative integer", 1: "a positive integer"}.get(least, f"an integer >= {least}")
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    v = check_number(value, name)
+    if v != int(v) or v < least:
+        raise ValueError(f"{name} must be {what}, got {value!r}")
+    return int(v)
+
+
+MAX_LEVELS = 10**6
+"""The most noise levels (steps + 1) any level builder makes or accepts: ``uniform_times``, ``logit_normal_times``,
+``shift_times`` and ``sampling_sigmas`` inputs, ``VPSchedule`` (constructor, ``linear``, ``cosine``, ``from_betas``),
+``karras_sigmas``, ``check_sigmas``. A float64 level array of this size is 8 MB; ``10**9`` levels would be 8 GB and
+hang the machine, so the bound is checked before anything is allocated."""
+
+
+def _too_many(count: int, what: str) -> ValueError:
+    return ValueError(f"{what} makes {count} noise levels, more than MAX_LEVELS = {MAX_LEVELS} "
+                      "(sampler.schedules.MAX_LEVELS, the bound of every level builder)")
+
+
+def check_steps(value, name: str) -> int:
+    """A number of steps ``n`` (``n + 1`` levels) as an int: an integer in ``[1, MAX_LEVELS - 1]``, else
+    ``ValueError`` naming ``name``."""
+    n = check_count(value, name)
+    if n + 1 > MAX_LEVELS:
+        raise _too_many(n + 1, f"{name}={n}")
+    return n
+
+
+def level_tensor(values, name: str) -> torch.Tensor:
+    """``values`` (a sequence, array or tensor of numbers: levels, times, betas) as a float64 CPU tensor, or
+    ``ValueError`` naming ``name``: strings, ``None``, booleans (read as 0/1 otherwise) and more than
+    ``MAX_LEVELS`` entries (checked before converting) are refused. Range checks are the caller's."""
+    if values is None or isinstance(values, (str, bytes, bool)):
+        raise ValueError(f"{name} must be numbers (a sequence or tensor), got {values!r}")
+    size = values.numel() if isinstance(values, torch.Tensor) else getattr(values, "size", None)
+    if not isinstance(size, int):
+        size = len(values) if hasattr(values, "__len__") else 1
+    if size > MAX_LEVELS:
+        raise _too_many(size, f"{name} with {size} entries")
+    if _is_bool_array(values) or (
+            isinstance(values, (list, tuple)) and any(isinstance(v, bool) for v in values)):
+        raise ValueError(f"{name} must be numbers, got booleans: {values!r}")
+    try:
+        out = torch.as_tensor(values, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise ValueError(f"{name} must be numbers (a sequence or tensor), got {values!r} ({err})") from None
+    return out.detach().cpu()
 
 
 def _as_float64(x) -> torch.Tensor:
@@ -91,7 +154,7 @@ class VPSchedule:
     timesteps: torch.Tensor  # [T + 1], int64
 
     def __post_init__(self):
-        abar = _as_float64(self.abar)
+        abar = level_tensor(self.abar, "abar")
         if abar.ndim != 1 or abar.numel() < 2:
             raise ValueError(f"abar must be 1-D with at least 2 entries (T >= 1), got shape {tuple(abar.shape)}")
         if not torch.all(torch.isfinite(abar)):
@@ -110,7 +173,7 @@ class VPSchedule:
     @classmethod
     def from_betas(cls, betas) -> "VPSchedule":
         """From ``beta_1..beta_T`` (each in (0, 1))."""
-        betas = _as_float64(betas)
+        betas = level_tensor(betas, "betas")
         if betas.ndim != 1 or betas.numel() < 1:
             raise ValueError(f"betas must be a non-empty 1-D sequence, got shape {tuple(betas.shape)}")
         if not torch.all(torch.isfinite(betas)) or torch.any(betas <= 0) or torch.any(betas >= 1):
@@ -121,11 +184,11 @@ class VPSchedule:
     @classmethod
     def linear(cls, T: int, beta_start: float = 1e-4, beta_end: float = 0.02) -> "VPSchedule":
         """DDPM's linear betas (Ho et al. 2020): ``beta_t = linspace(beta_start, beta_end, T)``."""
-        if int(T) != T or T < 1:
-            raise ValueError(f"T must be a positive integer, got {T}")
+        T = check_steps(T, "T")
+        beta_start, beta_end = check_number(beta_start, "beta_start"), check_number(beta_end, "beta_end")
         if not 0 < beta_start <= beta_end < 1:
             raise ValueError(f"need 0 < beta_start <= beta_end < 1, got {beta_start}, {beta_end}")
-        return cls.from_betas(torch.linspace(beta_start, beta_end, int(T), dtype=torch.float64))
+        return cls.from_betas(torch.linspace(beta_start, beta_end, T, dtype=torch.float64))
 
     @classmethod
     def paper_1d(cls) -> "VPSchedule":
@@ -140,11 +203,11 @@ class VPSchedule:
     @classmethod
     def cosine(cls, T: int, s: float = 0.008, max_beta: float = 0.999) -> "VPSchedule":
         """Nichol & Dhariwal (2021): ``abar(t) = cos^2((t/T + s)/(1 + s) pi/2)``, betas clipped at ``max_beta``."""
-        if int(T) != T or T < 1:
-            raise ValueError(f"T must be a positive integer, got {T}")
+        T = check_steps(T, "T")
+        s, max_beta = check_number(s, "s"), check_number(max_beta, "max_beta")
         if s < 0 or not 0 < max_beta < 1:
             raise ValueError(f"need s >= 0 and 0 < max_beta < 1, got s={s}, max_beta={max_beta}")
-        u = torch.arange(int(T) + 1, dtype=torch.float64) / T
+        u = torch.arange(T + 1, dtype=torch.float64) / T
         f = torch.cos((u + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(min=1e-12, max=max_beta)
         return cls.from_betas(betas)
@@ -209,12 +272,13 @@ class VPSchedule:
         The kept steps keep their ``abar`` exactly (and their original ``timesteps``), so the
         respaced chain is the one a DDPM with fewer steps runs (Nichol & Dhariwal 2021, section 4).
         """
-        if int(n_steps) != n_steps or not 1 <= n_steps <= self.T:
+        n_steps = check_count(n_steps, "n_steps")
+        if n_steps > self.T:
             raise ValueError(f"n_steps must be an integer in [1, {self.T}], got {n_steps}")
         if n_steps == 1:
             kept = torch.tensor([self.T])
         else:
-            kept = torch.round(torch.linspace(1, self.T, int(n_steps), dtype=torch.float64)).long()
+            kept = torch.round(torch.linspace(1, self.T, n_steps, dtype=torch.float64)).long()
         idx = torch.cat([torch.zeros(1, dtype=torch.long), kept])
         return VPSchedule(self.abar[idx], self.timesteps[idx])
 
@@ -230,10 +294,7 @@ class VPSchedule:
 def karras_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: float = 7.0) -> torch.Tensor:
     """EDM's sigma grid (Karras et al. 2022, eq. 5), ``n`` levels from ``sigma_max`` down to
     ``sigma_min``, then a final 0. [n + 1], strictly decreasing."""
-    n_ = check_number(n, "n")
-    if n_ != int(n_) or n_ < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    n = int(n_)
+    n = check_steps(n, "n")
     sigma_min, sigma_max = check_number(sigma_min, "sigma_min"), check_number(sigma_max, "sigma_max")
     rho = check_number(rho, "rho")
     if not 0 < sigma_min < sigma_max:

@@ -11,7 +11,7 @@ PACKAGES = ("sampler", "analytic", "images", "toy", "evaluation", "figures")
 # what each package may import from the project (its own floor and those below)
 ALLOWED = {
     "sampler": set(),
-    "analytic": {"sampler.schedules", "sampler.paths"},
+    "analytic": {"sampler.schedules", "sampler.paths", "sampler.device"},  # device: the one device validator
     "images": {"sampler"},
     "toy": {"sampler", "analytic"},
     "evaluation": {"sampler", "analytic", "toy", "images"},

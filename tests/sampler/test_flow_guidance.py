@@ -147,13 +147,14 @@ def test_zero_init_protocol_and_reg():
 
 
 # --- APG ---------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("on", ["x0", "velocity"])
-def test_apg_with_full_parallel_part_is_cfg(on):
+@pytest.mark.parametrize("on,path", [("x0", None)] + [("velocity", p) for p in PATHS])
+def test_apg_with_full_parallel_part_is_cfg(on, path):
     mix = MixtureModel({0: random_mixture(3, 2, 1), None: random_mixture(3, 3, 2, spread=2.0)})
     c, u = bind(mix, 0), bind(mix, None)
     x = _x()
     for s in (0.1, 1.0, 5.0):
-        torch.testing.assert_close(APG(c, u, W, eta=1.0, on=on)(x, s), CFG(c, u, W)(x, s), rtol=1e-11, atol=1e-11)
+        torch.testing.assert_close(APG(c, u, W, eta=1.0, on=on, path=path)(x, s), CFG(c, u, W)(x, s), rtol=1e-11,
+                                   atol=1e-11)
 
 
 def test_apg_projection_and_cap_properties():
@@ -338,10 +339,10 @@ def test_one_dimensional_degeneracy():
     c, u = bind(mix, 0), bind(mix, None)
     x = _x((9, 1), seed=9)
     for s in (0.1, 1.0, 5.0):
-        torch.testing.assert_close(CFGZeroStar(c, u, W)(x, s), c(x, s), rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(CFGZeroStar(c, u, W, LINEAR)(x, s), c(x, s), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(APG(c, u, W, eta=0.0)(x, s), c(x, s), rtol=1e-12, atol=1e-12)
         torch.testing.assert_close(APG(c, u, W, eta=0.4)(x, s), CFG(c, u, 0.4 * W)(x, s), rtol=1e-12, atol=1e-12)
     mix2 = MixtureModel({0: random_mixture(2, 2, 1), None: random_mixture(2, 3, 2, spread=2.0)})
     c2, u2 = bind(mix2, 0), bind(mix2, None)
     x2 = _x((9, 2), seed=9)
-    assert not torch.allclose(CFGZeroStar(c2, u2, W)(x2, 1.0), c2(x2, 1.0))  # in d = 2 it guides
+    assert not torch.allclose(CFGZeroStar(c2, u2, W, LINEAR)(x2, 1.0), c2(x2, 1.0))  # in d = 2 it guides

@@ -148,7 +148,7 @@ def test_time_outside_unit_interval(bad):
             shift_times(bad, 3.0)
         with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
             shift_times(torch.tensor([0.5, bad]), 3.0)
-        with pytest.raises(ValueError, match=r"t must lie in \[0, 1\]"):
+        with pytest.raises(ValueError, match=r"times must lie in \[0, 1\]"):
             sampling_sigmas(LINEAR, [bad, 0.0] if bad > 1 else [0.5, bad])
 
 
