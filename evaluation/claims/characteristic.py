@@ -51,6 +51,7 @@ class CharCell:
 class CharGap(NamedTuple):
     sigma: np.ndarray  # [L] contract levels, noisiest last
     golden: np.ndarray  # [L] p_t(x|c)-weighted mean |golden| (eps units)
+    cfg_size: np.ndarray  # [L] p_t-weighted mean |CFG term| = |w (eps_c - eps_u)|
     char_gap: np.ndarray  # [L] p_t-weighted mean |characteristic term - golden| over converged points
     cfg_gap: np.ndarray  # [L] the same for CFG's term
     reg_gap: np.ndarray  # [L] the same for REG (paper estimator)
@@ -103,10 +104,11 @@ def characteristic_gap(cell: CharCell) -> CharGap:
         def gap(field):
             return (pk * torch.where(ok[:, None], field - f.golden, 0.0).norm(dim=1)).sum().item()
 
-        rows.append((math.sqrt((1 - a) / a), (p * f.golden.norm(dim=1)).sum().item(), gap(term), gap(f.present),
-                     gap(f.reg_paper), (p * ~ok).sum().item()))
+        rows.append((math.sqrt((1 - a) / a), (p * f.golden.norm(dim=1)).sum().item(),
+                     (p * f.present.norm(dim=1)).sum().item(), gap(term), gap(f.present), gap(f.reg_paper),
+                     (p * ~ok).sum().item()))
     r = np.array(rows)
-    return CharGap(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5], err)
+    return CharGap(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5], r[:, 6], err)
 
 
 def _settings(quick: bool) -> tuple:
@@ -141,8 +143,10 @@ def _is_single(law: str) -> bool:
 
 
 def _rel(g: CharGap, field: str) -> float:
-    """Max over levels of the field's gap relative to the golden's size there."""
-    return float(np.max(getattr(g, field) / np.maximum(g.golden, 1e-300)))
+    """Max over levels of the field's gap to the optimum relative to the peak size of the CFG term over the levels
+    (the guidance being corrected; the optimum's own size is no scale: where p_c / p_u is nearly constant on the
+    conditional's support, as on classes_2d, the optimum nearly vanishes while CFG's term does not)."""
+    return float(np.max(getattr(g, field)) / max(float(np.max(g.cfg_size)), 1e-300))
 
 
 def conclude(quick: bool, results) -> Outcome:
@@ -164,21 +168,21 @@ def conclude(quick: bool, results) -> Outcome:
     ratio = [float(g.char_gap.sum() / g.cfg_gap.sum()) for _, g in mix]
     unconv = max(float(g.unconverged.max()) for g in results)
     worst = mix[int(np.argmax(m_char))]
-    at = float(worst[1].sigma[int(np.argmax(worst[1].char_gap / np.maximum(worst[1].golden, 1e-300)))])
+    at = float(worst[1].sigma[int(np.argmax(worst[1].char_gap))])
     numbers += [("single Gaussians: max relative gap, characteristic", g_char),
                 ("single Gaussians: min relative gap, CFG", g_cfg),
                 ("mixtures: max relative gap, characteristic", max(m_char)),
                 ("mixtures: min relative gap, characteristic", min(m_char)),
                 ("mixtures: max mean-gap ratio characteristic / CFG", max(ratio)),
                 ("max unconverged p_t-mass", unconv)]
-    key = (f"single Gaussians: |char - optimum| <= {g_char:.1e} of |optimum| (CFG >= {g_cfg:.2f}); mixtures: up to "
-           f"{max(m_char):.0%} ({worst[0]}, at sigma = {at:.2g}), mean gap {min(ratio):.1e}-{max(ratio):.1e} x CFG's")
+    key = (f"single Gaussians: |char - optimum| <= {g_char:.1e} of max |CFG term| (CFG >= {g_cfg:.2f}); mixtures: up to "
+           f"{max(m_char):.1%} ({worst[0]}, at sigma = {at:.2g}), mean gap {min(ratio):.1e}-{max(ratio):.1e} x CFG's")
     if g_char < EXACT and min(m_char) < EXACT:
         verdict = "holds"
     elif g_char < EXACT:
         verdict = (f"holds only when both laws are single Gaussians (there it is the optimum to {g_char:.0e}); on "
-                   f"mixtures it misses the diffusion of p_c^(1+w)/p_u^w by {min(m_char):.0%}-{max(m_char):.0%} of the "
-                   f"optimum's size at the worst level (sigma = {at:.2g} on {worst[0]}), though it stays "
+                   f"mixtures it misses the diffusion of p_c^(1+w)/p_u^w by {min(m_char):.1%}-{max(m_char):.1%} of the "
+                   f"CFG term's peak size at the worst level (sigma = {at:.2g} on {worst[0]}), though it stays "
                    f"{1 / max(ratio):.0f}x or more closer than CFG on average")
     else:
         verdict = "fails"
