@@ -37,7 +37,7 @@ def plot(d: Characteristics, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
         for (lab, gauss, g), c in zip(zip(d.labels, d.gaussian, d.gaps), plt.cm.tab10.colors):
             ax = axes[0 if gauss else 1]
-            short = lab.replace("single:1:", "single s_c=").split(":0:")[0] + lab[lab.rfind(" "):]
+            short = lab.replace("single:1:", "single s_c=").replace(":0:0.5 ", " ")
             scale = max(float(np.max(g.cfg_size)), 1e-300)
             ax.plot(g.sigma, np.maximum(g.char_gap / scale, 1e-16), "-o", ms=2, color=c, label=short)
             ax.plot(g.sigma, g.cfg_gap / scale, "--", color=c, lw=0.8)
