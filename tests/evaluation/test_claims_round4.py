@@ -10,6 +10,7 @@ import torch
 from evaluation.claims import get_claim
 from evaluation.claims.ledger import evaluate
 from evaluation.spec import Law
+from evaluation.sweep import run_cells
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,52 @@ def test_linear_cfg_conclusion_branches(cache):
     assert lc.conclude(True, mid).result.verdict == "fails"
     narrow = [g._replace(rel=np.where(g.sigma < 20, 0.5, g.rel)) for g in gaps]  # agree only above sigma = 20
     assert "the range is not broad" in lc.conclude(True, narrow).result.verdict
+
+
+# --- 14: CFG's three stages -----------------------------------------------------------------------------------
+def test_window_weights_keep_the_mean_weight():
+    from evaluation.claims.three_stages import mode_stats, window_weights
+    from evaluation.spec import Schedule
+
+    s = Schedule.parse("standard:20").vp.sampling_sigmas()[:-1]
+    w_e, w_l, n_e, n_l = window_weights("standard:20", 1.0, 3.0)
+    assert n_e + n_l == len(s) == 20 and n_e == int((s >= 1.0).sum())
+    assert abs(w_e * n_e / 20 - 3.0) < 1e-12 and abs(w_l * n_l / 20 - 3.0) < 1e-12
+    with pytest.raises(ValueError, match="cut"):
+        window_weights("standard:20", 1e3, 3.0)
+    # mode statistics against a direct computation on two separated bumps (0.3 / 0.7, sd 0.2 and 0.4)
+    x = np.linspace(-4, 4, 801)
+    mass = 0.3 * np.exp(-0.5 * ((x + 1.5) / 0.2) ** 2) / 0.2 + 0.7 * np.exp(-0.5 * ((x - 1.5) / 0.4) ** 2) / 0.4
+    weak, var_strong, var_weak = mode_stats(mass, (-4.0, 4.0, 801))
+    from scipy.stats import norm
+
+    exact_weak = 0.7 * norm.sf(-1.5 / 0.4) + 0.3 * norm.sf(1.5 / 0.2)  # mass at x > 0
+    assert abs(weak - exact_weak) < 1e-6
+    assert abs(var_strong - 0.04) < 1e-3 and abs(var_weak - 0.16) < 1e-3
+
+
+def test_three_stages_hold_only_with_the_split_near_mode_separation(cache):
+    o, n = _run("three-stages", cache)
+    assert o.result.verdict.startswith("holds only when the windows split near mode separation")
+    # inside: split at sigma = 1 early-only erodes the weak mode (0.1 % vs 6.6 %) and late-only shrinks the strong
+    # mode more (variance 0.019 vs 0.023)
+    assert n["cut sigma=1: both (of 1)"] == 1
+    assert 0.0005 < n["ddim W=3 early cut=1: weak-mode mass"] < 0.002
+    assert 0.06 < n["ddim W=3 late cut=1: weak-mode mass"] < 0.07
+    # outside: split at the step midpoint (sigma = 3.44) it is late-only guidance that erodes the weak mode
+    assert n["cut sigma=3.441: early erodes more (of 1)"] == 0
+    assert 0.015 < n["ddim W=3 early cut=3.44: weak-mode mass"] < 0.018
+    assert n["ddim W=3 late cut=3.44: weak-mode mass"] < 0.003
+    assert 0.18 < n["ddim W=0 unguided: weak-mode mass"] < 0.2  # the exact output's weak mass before guidance
+
+
+def test_three_stages_conclusion_branches(cache):
+    from evaluation.claims import three_stages as ts
+
+    res = list(run_cells(ts.cells(True), cache=cache, progress=False).results)
+    assert ts.conclude(True, res).result.verdict.startswith("holds only when")
+    assert ts.conclude(True, res[:2] + res[4:6] + res[4:6]).result.verdict == "holds"  # both pairs as at cut 1
+    swapped = res[:]
+    swapped[2], swapped[3] = res[3], res[2]  # midpoint pair swapped: early now erodes more, late shrinks less
+    swapped[4], swapped[5] = res[5], res[4]  # and the cut-1 pair swapped: neither holds there
+    assert ts.conclude(True, swapped).result.verdict == "fails"
