@@ -4,8 +4,7 @@ diffusion, with a verdict, its numbers, a figure and a pinned test. ``python -m 
 :data:`CLAIMS` lists every claim in ledger order; :func:`get_claim` finds one by id.
 """
 from . import (apg, autoguidance, bradley_nakkiran, cfg_zero_star, cfgig, cfgpp, characteristic, chidambaram, interval,
-               linear_cfg, paper_figure, three_stages,
-               pavasovic, reg_fields, reg_map, schedules, theorem1, wu)
+               linear_cfg, paper_figure, pavasovic, reg_fields, reg_map, schedules, theorem1, three_stages, wu)
 from .ledger import Claim, ClaimResult, LedgerRun, Number, Outcome, evaluate, markdown, run_ledger, to_json
 
 ALL_CLAIMS = (reg_map.CLAIM, reg_fields.CLAIM, theorem1.CLAIM, paper_figure.CLAIM, bradley_nakkiran.CLAIM,

@@ -175,7 +175,8 @@ def conclude(quick: bool, results) -> Outcome:
                 ("mixtures: min relative gap, characteristic", min(m_char)),
                 ("mixtures: max mean-gap ratio characteristic / CFG", max(ratio)),
                 ("max unconverged p_t-mass", unconv)]
-    key = (f"single Gaussians: |char - optimum| <= {g_char:.1e} of max |CFG term| (CFG >= {g_cfg:.2f}); mixtures: up to "
+    key = (f"single Gaussians: |char - optimum| <= {g_char:.1e} of max |CFG term| (CFG >= {g_cfg:.2f}); mixtures: "
+           f"up to "
            f"{max(m_char):.1%} ({worst[0]}, at sigma = {at:.2g}), mean gap {min(ratio):.1e}-{max(ratio):.1e} x CFG's")
     if g_char < EXACT and min(m_char) < EXACT:
         verdict = "holds"

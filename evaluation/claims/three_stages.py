@@ -145,8 +145,8 @@ def conclude(quick: bool, results) -> Outcome:
         n[2] += sh
         n[3] += ok
     for cut, (n, er, sh, ok) in sorted(by_cut.items()):
-        numbers += [(f"cut sigma={cut:g}: early erodes more (of {n})", er), (f"cut sigma={cut:g}: late shrinks more (of {n})", sh),
-                    (f"cut sigma={cut:g}: both (of {n})", ok)]
+        numbers += [(f"cut sigma={cut:g}: early erodes more (of {n})", er),
+                    (f"cut sigma={cut:g}: late shrinks more (of {n})", sh), (f"cut sigma={cut:g}: both (of {n})", ok)]
     numbers += [("window pairs", len(pairs)), ("pairs where early erodes more", sum(erode)),
                 ("pairs where late shrinks more", sum(shrink)), ("pairs where both hold", sum(ok for *_, ok in both))]
     ref = [r for r in rows if r.window == "unguided"][0]
