@@ -54,6 +54,12 @@ _CHUNK = 4_000_000  # matrix entries held at once
 _TINY = 1e-250  # scaled sums below this are redone in log space (terms lost to underflow are < 1e-58 of them)
 _REFINE = 0.6  # spacing factor per refinement
 _ROUND = 64 * torch.finfo(torch.float64).eps  # rounding floor of the error estimates (relative)
+# the starting resolution of :func:`tilted_posterior` (the optimum as a denoiser, called at every sampler step on
+# every state of a 2-D output law): the integrand is at least as wide as the narrowest of the widths of
+# quadrature_spacing, and the trapezoid rule's aliasing error on a Gaussian of width sigma at spacing h is about
+# exp(-2 pi^2 sigma^2 / h^2): e^-79 at 2 points per width, below float64 rounding like the e^-316 of 4 points, and
+# the error estimate (the every-other-node rule, e^-20) still meets DEFAULT_TOL; a quarter of the nodes in 2-D
+TILTED_POINTS_PER_WIDTH = 2.0
 
 
 class GridGolden(NamedTuple):
@@ -214,18 +220,38 @@ def _cat(parts: list[_Sums]) -> _Sums:
     return _Sums(*[torch.cat([getattr(p, f) for p in parts]) for f in _Sums._fields])
 
 
-def _edge_lines_2d(logK1, logK2, grid: _Grid, outer: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log of the integrand summed over each edge line and the line inside it, 2-D: [4, N] each (f, p)
-    stacked as [2, 4, N]. ``outer``: points are the tensor product of the kernels' rows (else row-wise)."""
+def _line_sums(E: torch.Tensor, mx: torch.Tensor, logK: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
+    """``logsumexp_k(lines[l, k] + logK[n, k])`` [n, L] as one matrix product of the scaled kernel ``E = exp(logK -
+    mx)`` [n, G] with the scaled lines: sums of positive terms, equal to the log-space sum to rounding. Entries
+    whose scaled sum underflows (below ``_TINY``) are redone in log space."""
+    top = lines.max(1).values  # [L]
+    finite = torch.isfinite(top)
+    top = torch.where(finite, top, torch.zeros_like(top))
+    s = E @ torch.exp(lines - top[:, None]).T  # [n, L]
+    out = torch.log(s) + mx[:, None] + top[None, :]
+    bad = (s < _TINY) & finite[None, :]
+    if bad.any():
+        rows, cols = bad.nonzero(as_tuple=True)
+        for sl in torch.split(torch.arange(rows.numel()), max(1, _CHUNK // lines.shape[1])):
+            out[rows[sl], cols[sl]] = torch.logsumexp(lines[cols[sl]] + logK[rows[sl]], 1)
+    out[:, ~finite] = -math.inf
+    return out
+
+
+def _edge_lines_2d(logK1, logK2, E1, mx1, E2, mx2, grid: _Grid, outer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log of the integrand summed over each edge line and the line inside it, 2-D: [8, N] for f and for p (rows:
+    axis-0 lines lo, lo+1, hi, hi-1, then axis-1 lines). ``outer``: points are the tensor product of the kernels'
+    rows (else row-wise). ``E1, mx1, E2, mx2``: the scaled kernels of :func:`_scaled`."""
     res = []
+    idx = [0, 1, -1, -2]
     for logv in (grid.log_f, grid.log_p):
+        rows = _line_sums(E2, mx2, logK2, logv[idx])  # [n2, 4]: axis 0 lines (y_1 fixed), summed over y_2
+        cols = _line_sums(E1, mx1, logK1, logv[:, idx].T)  # [n1, 4]: axis 1 lines
         lines = []
-        for i in (0, 1, -1, -2):  # axis 0 lines: y_1 fixed
-            row = torch.logsumexp(logv[i][None, :] + logK2, 1)  # [n2]
-            lines.append(logK1[:, i][:, None] + row[None, :] if outer else logK1[:, i] + row)
-        for j in (0, 1, -1, -2):  # axis 1 lines
-            col = torch.logsumexp(logv[:, j][None, :] + logK1, 1)  # [n1]
-            lines.append(col[:, None] + logK2[:, j][None, :] if outer else col + logK2[:, j])
+        for c, i in enumerate(idx):
+            lines.append(logK1[:, i][:, None] + rows[None, :, c] if outer else logK1[:, i] + rows[:, c])
+        for c, j in enumerate(idx):
+            lines.append(cols[:, c][:, None] + logK2[:, j][None, :] if outer else cols[:, c] + logK2[:, j])
         res.append(torch.stack([ln.reshape(-1) for ln in lines]))  # [8, N]
     return res[0], res[1]
 
@@ -252,7 +278,7 @@ def _evaluate_2d_tensor(x1: torch.Tensor, x2: torch.Tensor, grid: _Grid, a: floa
             vals += [num.reshape(-1), torch.stack([m1.reshape(-1), m2.reshape(-1)], 1)]
         out[s], bad = _from_scaled(*vals, shift, shift, grid)
         bad_any |= bad
-    return out[1], out[2], bad_any, _edges_2d(*_edge_lines_2d(logK1, logK2, grid, outer=True))
+    return out[1], out[2], bad_any, _edges_2d(*_edge_lines_2d(logK1, logK2, E1, mx1, E2, mx2, grid, outer=True))
 
 
 def _evaluate_2d_points(x: torch.Tensor, grid: _Grid, a: float):
@@ -267,18 +293,20 @@ def _evaluate_2d_points(x: torch.Tensor, grid: _Grid, a: float):
         bad_any = torch.zeros(chunk.shape[0], dtype=torch.bool)
         for s, (z1, z2), F, P in _strides(grid):
             A1, A2 = E1[:, ::s], E2[:, ::s]
+            # one product for the four sums over y_1: F, P and their first moments [n, 4 G2]
+            KM = (A1 @ torch.cat([F, P, z1[:, None] * F, z1[:, None] * P], 1)).reshape(A1.shape[0], 4, -1)
             vals = []
-            for M in (F, P):
-                KM = A1 @ M  # [n, G2]
-                num = (KM * A2).sum(1)
-                m1 = (((A1 * z1) @ M) * A2).sum(1) / num
-                m2 = (KM * A2 * z2).sum(1) / num
+            for c in (0, 1):  # F, P
+                w = KM[:, c] * A2  # [n, G2]
+                num = w.sum(1)
+                m1 = (KM[:, 2 + c] * A2).sum(1) / num
+                m2 = (w @ z2) / num
                 vals += [num, torch.stack([m1, m2], 1)]
             sm, bad = _from_scaled(*vals, shift, shift, grid)
             sums[s].append(sm)
             bad_any |= bad
         bads.append(bad_any)
-        lf, lp = _edge_lines_2d(logK1, logK2, grid, outer=False)
+        lf, lp = _edge_lines_2d(logK1, logK2, E1, mx1, E2, mx2, grid, outer=False)
         lfs.append(lf)
         lps.append(lp)
     return _cat(sums[1]), _cat(sums[2]), torch.cat(bads), _edges_2d(torch.cat(lfs, 1), torch.cat(lps, 1))
@@ -566,7 +594,7 @@ def tilted_posterior(cond: GaussianMixture, reward, x_t, abar, *, tol: float = D
     x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
     a, kappa = _check_level(cond, reward, abar)
     tol = check_tol(tol)
-    est = _integrate(cond, reward, x_t, a, kappa, tol, tol)
+    est = _integrate(cond, reward, x_t, a, kappa, tol, tol, points_per_width=TILTED_POINTS_PER_WIDTH)
     m = cond.posterior(x_t, a).mean() if x_t.shape[0] else torch.zeros_like(x_t)
     return TiltedPosterior(est.log_E, m + est.diff, est.err_log_E, est.err_diff)
 
