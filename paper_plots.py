@@ -157,7 +157,9 @@ def main(argv=None) -> int:
                     raise RuntimeError(f"{name} wrote {', '.join(clash)}, already written by "
                                        f"{', '.join(sorted({written[c] for c in clash}))}")
                 written.update({p.name: name for p in paths})
-                results[name] = {"caption": mod.CAPTION, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
+                conclusion = getattr(mod, "conclusion", None)  # what to conclude, from the figure's own numbers
+                caption = mod.CAPTION + (f" {conclusion(arrays)}" if callable(conclusion) else "")
+                results[name] = {"caption": caption, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
                 done = f"-> {', '.join(p.name for p in paths)}"
             except Exception as e:  # noqa: BLE001 - recorded, reported, and the run fails at the end
                 err = e

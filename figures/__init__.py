@@ -1,5 +1,7 @@
 """One module per figure: ``compute(quick) -> arrays``, ``plot(arrays, out_dir) -> paths``,
-``summary(arrays) -> dict`` (the numbers behind it) and a one-line ``CAPTION`` that says what to conclude.
+``summary(arrays) -> dict`` (the numbers behind it) and a one-line ``CAPTION`` that says what the figure shows
+and what to conclude; where the conclusion rests on numbers, an optional ``conclusion(arrays) -> str`` states it
+from the arrays (``paper_plots.py`` appends it to the caption in results.md: no number is typed by hand).
 ``claims`` draws the figures of the claims ledger (one ``claims_*`` module per claim) from one sweep of all its
 cells.
 
