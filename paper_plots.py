@@ -91,11 +91,12 @@ def markdown(results: dict) -> str:
 
 
 def _compute(name: str, quick: bool, threads: int):
-    """One figure's arrays and the seconds they took, in a worker process (figures without a ``cells`` hook)."""
+    """One figure's arrays, the seconds they took and the CPU seconds of this process, in a worker process (figures
+    without a ``cells`` hook)."""
     torch.set_num_threads(threads)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     arrays = FIGURES[name].compute(quick=quick)
-    return arrays, time.perf_counter() - start
+    return arrays, time.perf_counter() - start, time.process_time() - cpu
 
 
 def _run_cells(cells: list, workers: int, bar) -> None:
@@ -147,7 +148,7 @@ def main(argv=None) -> int:
     results, failed, written = {}, [], {}
     start_all = time.perf_counter()
 
-    def record(name: str, start: float, arrays=None, err: BaseException | None = None) -> None:
+    def record(name: str, start: float, cpu_start: float, arrays=None, err: BaseException | None = None) -> None:
         mod = FIGURES[name]
         if err is None:
             try:
@@ -168,7 +169,8 @@ def main(argv=None) -> int:
             failed.append(name)
             done = f"FAILED: {type(err).__name__}: {err}"
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
-        tqdm.write(f"{name:<14} {results[name]['seconds']:6.1f} s  {done}")
+        results[name]["cpu_seconds"] = round(time.process_time() - cpu_start, 2)  # this figure's process (not its cells)
+        tqdm.write(f"{name:<14} {results[name]['seconds']:6.1f} s ({results[name]['cpu_seconds']:6.1f} s CPU)  {done}")
 
     # 1. every figure's cells (the figures that declare them, figures/__init__.py) in one cached sweep
     hooked = [n for n in names if callable(getattr(FIGURES[n], "cells", None))]
@@ -179,18 +181,11 @@ def main(argv=None) -> int:
         except Exception as err:  # noqa: BLE001 - that figure fails, the others go on
             cell_error[name] = err
     plain = [n for n in names if n not in hooked]
-    pooled = plain if args.workers > 1 and len(plain) > 1 else []
+    pooled = plain if args.workers > 1 and (len(plain) > 1 or (plain and cells)) else []
     bar = tqdm(total=len(cells) + len(names), desc="paper_plots", unit="task", disable=args.no_progress,
                dynamic_ncols=True)
     try:
-        if cells:
-            bar.set_description(f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
-            start = time.perf_counter()
-            try:
-                _run_cells(cells, args.workers, bar)
-            except Exception as err:  # noqa: BLE001 - every hooked figure reports it
-                cell_error.update({n: err for n in hooked if n not in cell_error})
-        # 2. figures without cells: their own computations, in worker processes (costliest first)
+        # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
         futures = {}
         if pooled:
             cost = _previous_seconds(args.out)
@@ -199,30 +194,39 @@ def main(argv=None) -> int:
             for name in sorted(pooled, key=lambda n: -cost.get(n, 0.0)):
                 futures[name] = pool.submit(_compute, name, args.quick, args.threads)
             pool.shutdown(wait=False)
+        if cells:
+            bar.set_description(f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
+            try:
+                _run_cells(cells, args.workers, bar)
+            except Exception as err:  # noqa: BLE001 - every hooked figure reports it
+                cell_error.update({n: err for n in hooked if n not in cell_error})
         # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
         for name in names:
             bar.set_description(f"{name}")
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             if name in cell_error:
-                record(name, start, err=cell_error[name])
+                record(name, start, cpu_start, err=cell_error[name])
             else:
                 try:
                     if name in futures:
-                        arrays, seconds = futures[name].result()
+                        arrays, seconds, cpu = futures[name].result()
                         start = time.perf_counter() - seconds  # its own time, not the wait for a worker
+                        cpu_start = time.process_time() - cpu
                     else:
                         arrays = FIGURES[name].compute(quick=args.quick)
                 except Exception as err:  # noqa: BLE001
-                    record(name, start, err=err)
+                    record(name, start, cpu_start, err=err)
                 else:
-                    record(name, start, arrays)
+                    record(name, start, cpu_start, arrays)
             bar.update()
     finally:
         bar.close()
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
     write_atomically(args.out / "results.md", markdown(results))
     total = time.perf_counter() - start_all
-    print(f"{'total':<14} {total:6.1f} s wall, {args.workers} worker(s)  -> {args.out}/results.json, results.md")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{'total':<14} {total:6.1f} s wall, {args.workers} worker(s), load average {load} on {os.cpu_count()} cores "
+          f"-> {args.out}/results.json, results.md")
     if failed:
         print(f"error: {len(failed)} figure(s) failed: {', '.join(failed)} (see results.md)", file=sys.stderr)
         return 1
