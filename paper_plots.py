@@ -90,13 +90,35 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
-def _compute(name: str, quick: bool, threads: int):
-    """One figure's arrays, the seconds they took and the CPU seconds of this process, in a worker process (figures
-    without a ``cells`` hook)."""
+def _compute(names: tuple[str, ...], quick: bool, threads: int) -> dict:
+    """Figures' arrays, the seconds each took and its CPU seconds, one after the other in one worker process (figures
+    without a ``cells`` hook; a figure that ``USES`` others shares their cached arrays in this process)."""
     torch.set_num_threads(threads)
-    start, cpu = time.perf_counter(), time.process_time()
-    arrays = FIGURES[name].compute(quick=quick)
-    return arrays, time.perf_counter() - start, time.process_time() - cpu
+    out = {}
+    for name in names:
+        start, cpu = time.perf_counter(), time.process_time()
+        out[name] = (FIGURES[name].compute(quick=quick), time.perf_counter() - start, time.process_time() - cpu)
+    return out
+
+
+def _groups(names: list[str]) -> list[tuple[str, ...]]:
+    """The figures in tasks for the workers: a figure that ``USES`` others (their cached arrays) goes with them, after
+    them; the others alone."""
+    uses = {n: [u for u in getattr(FIGURES[n], "USES", ()) if u in names] for n in names}
+    root = {n: n for n in names}
+
+    def find(n: str) -> str:
+        while root[n] != n:
+            n = root[n]
+        return n
+
+    for n in names:
+        for u in uses[n]:
+            root[find(n)] = find(u)
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(find(n), []).append(n)
+    return [tuple(sorted(g, key=lambda n: bool(uses[n]))) for g in groups.values()]  # users last, else in order
 
 
 def _run_cells(cells: list, workers: int, bar) -> None:
@@ -191,8 +213,9 @@ def main(argv=None) -> int:
             cost = _previous_seconds(args.out)
             pool = cf.ProcessPoolExecutor(max_workers=min(args.workers, len(pooled)),
                                           mp_context=multiprocessing.get_context("spawn"))
-            for name in sorted(pooled, key=lambda n: -cost.get(n, 0.0)):
-                futures[name] = pool.submit(_compute, name, args.quick, args.threads)
+            for group in sorted(_groups(pooled), key=lambda g: -sum(cost.get(n, 0.0) for n in g)):
+                fut = pool.submit(_compute, group, args.quick, args.threads)
+                futures.update({n: (fut, n) for n in group})
             pool.shutdown(wait=False)
         if cells:
             bar.set_description(f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
@@ -209,7 +232,8 @@ def main(argv=None) -> int:
             else:
                 try:
                     if name in futures:
-                        arrays, seconds, cpu = futures[name].result()
+                        fut, key = futures[name]
+                        arrays, seconds, cpu = fut.result()[key]
                         start = time.perf_counter() - seconds  # its own time, not the wait for a worker
                         cpu_start = time.process_time() - cpu
                     else:

@@ -20,7 +20,9 @@ of :mod:`evaluation.sweep` declares them with an optional hook::
 last cell), then calls each figure's ``compute(quick)``, which finds its cells cached. ``cells`` must be cheap
 (it builds configurations, it computes nothing) and ``compute`` must use the default cache
 (:func:`evaluation.sweep.default_cache_dir`) so that it finds them. A figure without the hook still works:
-its ``compute`` runs in a worker process of its own (``--workers`` > 1) or in the main process.
+its ``compute`` runs in a worker process of its own (``--workers`` > 1) or in the main process; a figure that
+draws other figures' arrays names them in ``USES`` (a tuple of figure names), so that it runs after them in their
+worker process and finds their arrays cached there.
 
 No two figures write a file of the same name: ``plot`` saves under its ``NAME`` (and ``NAME_*``), and
 ``paper_plots.py`` fails a figure that would overwrite another's file.

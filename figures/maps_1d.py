@@ -12,6 +12,7 @@ from . import curves_1d, trained_1d
 from .style import save, style
 
 NAME = "maps_1d"
+USES = ("curves_1d", "trained_1d")  # their arrays (paper_plots computes them in the same process)
 CAPTION = ("|golden - CFG| and |golden - REG| over (x_t, t) on the paper's 1-D toy, one colour scale; rows: exact "
            "mixture against the ideal-chain golden, against the 20-step sampler chain, and the trained networks "
            "against their own chain's exact grid golden.")

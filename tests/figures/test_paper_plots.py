@@ -118,3 +118,9 @@ def test_bad_counts_are_refused(flag, tmp_path, capsys):
     with pytest.raises(SystemExit):
         paper_plots.main([flag, "--out", str(tmp_path)])
     assert flag.split("=")[0] in capsys.readouterr().err
+
+
+def test_figures_that_use_others_run_with_them_after_them():
+    groups = paper_plots._groups(["curves_1d", "maps_1d", "trained_1d", "fields_2d"])
+    assert ("curves_1d", "trained_1d", "maps_1d") in groups and ("fields_2d",) in groups and len(groups) == 2
+    assert paper_plots._groups(["maps_1d", "outputs"]) == [("maps_1d",), ("outputs",)]
