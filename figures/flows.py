@@ -140,6 +140,8 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
             ax.legend(fontsize=6)
         else:
             ax.set_axis_off()
+            ax.text(0.5, 0.5, "paper_1d (or w = 1) is not in this run", ha="center", va="center",
+                    transform=ax.transAxes)
         fig2 = next((p for p in c.presets if p != "paper_1d"), None)
         for ax, sch in zip(axes[0, 1:], ("flow", "vp_ddim")):
             if fig2 and sch in c.schedules:
