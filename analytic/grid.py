@@ -13,8 +13,8 @@ grid of ``x_0`` every integral is a product of one dense kernel matrix per axis 
 How the quadrature is chosen, for the points asked for (:func:`_integrate`):
 
 - spacing: :func:`analytic.quadrature.quadrature_spacing` (the kernel width, the narrowest component
-  and the reward's length scale, 4 points per width), refined by 0.6 while the discretisation error
-  is above the tolerance;
+  and the reward's length scale, 4 points per width; :func:`tilted_posterior` starts at 2 and goes to 4
+  where that misses the tolerance), refined by 0.6 while the discretisation error is above the tolerance;
 - extent: the hull of every posterior component mean of the points, of the component means and of the
   reward's centres, widened by 12 tail widths ``1/sqrt(kappa)`` (capped); then, per point and in log
   space, the integrand ``log f + log K`` on each edge of the grid is compared with the point's whole
