@@ -1,17 +1,27 @@
-"""Regenerate every figure and the numbers behind them: ``python paper_plots.py [--quick] [--only NAME] [--out DIR]``.
+"""Regenerate every figure and the numbers behind them: ``python paper_plots.py [--quick] [--only NAME] [--out DIR]
+[--workers N]``.
 
 Writes PNG and PDF figures plus ``results.json`` (machine-readable numbers) and ``results.md`` (one caption
 and one table per figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is
-deterministic. ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the
-module: the claims ledger, whose quick sweep alone takes about 1.5 CPU-minutes); ``--quick --only NAME`` draws
-them. The output folder is checked before any work; the results files are written atomically
-and always describe the figures of this run (a figure that fails is recorded as failed, and the command
-exits with status 1 after the others are done).
+deterministic. One job, on every core by default (``--workers``, default ``os.cpu_count()``), with one progress
+bar: first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
+cached sweep of :func:`evaluation.sweep.run_cells`; then the figures without the hook compute their arrays in
+worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those
+recomputes nothing), and every figure is drawn in order.
+``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
+ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
+file another wrote (it fails instead); the results files are written atomically and always describe the figures
+of this run (a figure that fails is recorded as failed, and the command exits with status 1 after the others are
+done).
 """
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
+import inspect
 import json
+import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,11 +31,16 @@ import torch
 
 matplotlib.use("Agg")  # entry point: files only, no display
 
+from tqdm.auto import tqdm  # noqa: E402
+
 from evaluation.io import check_writable_dir, write_atomically  # noqa: E402
+from evaluation.sweep import run_cells  # noqa: E402
 from figures import FIGURES  # noqa: E402
 
 
 def _flatten(d, prefix=()) -> dict:
+    """Nested numbers as ``{key path (a tuple of strings): value}``: the path stays a tuple, so a key may hold any
+    text (a " / " or a "|" in a name cannot split or merge rows)."""
     out = {}
     for k, v in d.items():
         if isinstance(v, dict):
@@ -40,25 +55,30 @@ def _cell(v) -> str:
         return f"{v:.4g}"
     if isinstance(v, (list, tuple)):
         return ", ".join(_cell(x) for x in v)
-    return str(v)
+    return _text(v)
+
+
+def _text(v) -> str:
+    """Table-safe text: a "|" would end the cell, a newline the row."""
+    return str(v).replace("|", "\\|").replace("\n", " ")
 
 
 def table(numbers: dict) -> str:
-    """A Markdown table of a figure's nested numbers: rows are the key paths but the last, columns the
-    last key (a two-column table when the numbers are flat)."""
+    """A Markdown table of a figure's nested numbers: rows are the key paths but the last (shown joined by " / "),
+    columns the last key (a two-column table when the numbers are flat or of uneven depth)."""
     flat = _flatten(numbers)
     if not flat:
         return "(no numbers)"
     if min(len(k) for k in flat) < 2:
         rows = ["| quantity | value |", "|---|---|"]
-        rows += [f"| {' / '.join(k)} | {_cell(v)} |" for k, v in flat.items()]
+        rows += [f"| {_text(' / '.join(k))} | {_cell(v)} |" for k, v in flat.items()]
         return "\n".join(rows)
     cols = list(dict.fromkeys(k[-1] for k in flat))
-    names = list(dict.fromkeys(" / ".join(k[:-1]) for k in flat))
-    rows = ["| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+    names = list(dict.fromkeys(k[:-1] for k in flat))
+    rows = ["| | " + " | ".join(_text(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
     for name in names:
-        vals = [_cell(flat[k]) if (k := tuple(name.split(" / ")) + (c,)) in flat else "" for c in cols]
-        rows.append(f"| {name} | " + " | ".join(vals) + " |")
+        vals = [_cell(flat[name + (c,)]) if name + (c,) in flat else "" for c in cols]
+        rows.append(f"| {_text(' / '.join(name))} | " + " | ".join(vals) + " |")
     return "\n".join(rows)
 
 
@@ -70,16 +90,73 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def _compute(names: tuple[str, ...], quick: bool, threads: int) -> dict:
+    """Figures' arrays, the seconds each took and its CPU seconds, one after the other in one worker process (figures
+    without a ``cells`` hook; a figure that ``USES`` others shares their cached arrays in this process)."""
+    torch.set_num_threads(threads)
+    out = {}
+    for name in names:
+        start, cpu = time.perf_counter(), time.process_time()
+        out[name] = (FIGURES[name].compute(quick=quick), time.perf_counter() - start, time.process_time() - cpu)
+    return out
+
+
+def _groups(names: list[str]) -> list[tuple[str, ...]]:
+    """The figures in tasks for the workers: a figure that ``USES`` others (their cached arrays) goes with them, after
+    them; the others alone."""
+    uses = {n: [u for u in getattr(FIGURES[n], "USES", ()) if u in names] for n in names}
+    root = {n: n for n in names}
+
+    def find(n: str) -> str:
+        while root[n] != n:
+            n = root[n]
+        return n
+
+    for n in names:
+        for u in uses[n]:
+            root[find(n)] = find(u)
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(find(n), []).append(n)
+    return [tuple(sorted(g, key=lambda n: bool(uses[n]))) for g in groups.values()]  # users last, else in order
+
+
+def _run_cells(cells: list, workers: int, bar) -> None:
+    """Every figure's cells in one sweep (cached; ``workers`` local processes), counted on the run's one bar."""
+    if not cells:
+        return
+    if "bar" in inspect.signature(run_cells).parameters:  # cost-weighted progress on the run's bar
+        run_cells(cells, workers=workers, bar=bar)
+    else:
+        run_cells(cells, workers=workers, progress=False)
+        bar.update(len(cells))
+
+
+def _previous_seconds(out: Path) -> dict:
+    """Seconds per figure of the last run written to ``out`` (the order of the costliest first), or {}."""
+    try:
+        figs = json.loads((out / "results.json").read_text())["figures"]
+        return {n: float(r.get("seconds", 0.0)) for n, r in figs.items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
     ap.add_argument("--only", choices=sorted(FIGURES), action="append", help="only this figure (repeatable)")
     ap.add_argument("--quick", action="store_true", help="coarser grids, for a fast look")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help="local worker processes for the cells and the figures' computations (default: every core, "
+                         f"{os.cpu_count()} here; 1 runs everything in this process)")
     ap.add_argument("--threads", type=int, default=1,
-                    help="torch threads (default 1: the arrays are small, and extra threads only contend)")
+                    help="torch threads per process (default 1: the arrays are small, and extra threads only contend)")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bar (one line per figure only)")
     args = ap.parse_args(argv)
     if args.threads < 1:
         ap.error(f"--threads must be >= 1, got {args.threads}")
+    if args.workers < 1:
+        ap.error(f"--workers must be >= 1, got {args.workers}")
     try:
         check_writable_dir(args.out)
     except OSError as err:
@@ -87,27 +164,93 @@ def main(argv=None) -> int:
     torch.set_num_threads(args.threads)
     # a figure set too slow for a fast look (QUICK = False) is drawn by --quick only when named with --only
     names = args.only or [n for n, m in FIGURES.items() if not args.quick or getattr(m, "QUICK", True)]
+    names = list(dict.fromkeys(names))
     for name in sorted(set(FIGURES) - set(names) if not args.only else ()):
         print(f"{name:<14} skipped in --quick (draw it with --only {name})", flush=True)
-    results, failed = {}, []
-    for name in names:
+    results, failed, written = {}, [], {}
+    start_all = time.perf_counter()
+
+    def record(name: str, start: float, cpu_start: float, arrays=None, err: BaseException | None = None) -> None:
         mod = FIGURES[name]
-        start = time.perf_counter()
-        try:
-            arrays = mod.compute(quick=args.quick)
-            paths = mod.plot(arrays, args.out)
-            results[name] = {"caption": mod.CAPTION, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
-            done = f"-> {', '.join(p.name for p in paths)}"
-        except Exception as err:  # noqa: BLE001 - recorded, reported, and the run fails at the end
+        if err is None:
+            try:
+                paths = mod.plot(arrays, args.out)
+                clash = [p.name for p in paths if p.name in written]
+                if clash:  # a figure must never overwrite another's file
+                    raise RuntimeError(f"{name} wrote {', '.join(clash)}, already written by "
+                                       f"{', '.join(sorted({written[c] for c in clash}))}")
+                written.update({p.name: name for p in paths})
+                conclusion = getattr(mod, "conclusion", None)  # what to conclude, from the figure's own numbers
+                caption = mod.CAPTION + (f" {conclusion(arrays)}" if callable(conclusion) else "")
+                results[name] = {"caption": caption, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
+                done = f"-> {', '.join(p.name for p in paths)}"
+            except Exception as e:  # noqa: BLE001 - recorded, reported, and the run fails at the end
+                err = e
+        if err is not None:
             results[name] = {"caption": mod.CAPTION, "error": f"{type(err).__name__}: {err}"}
             failed.append(name)
             done = f"FAILED: {type(err).__name__}: {err}"
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
-        print(f"{name:<14} {results[name]['seconds']:6.1f} s  {done}", flush=True)
+        results[name]["cpu_seconds"] = round(time.process_time() - cpu_start, 2)  # this figure's process (not its cells)
+        tqdm.write(f"{name:<14} {results[name]['seconds']:6.1f} s ({results[name]['cpu_seconds']:6.1f} s CPU)  {done}")
+
+    # 1. every figure's cells (the figures that declare them, figures/__init__.py) in one cached sweep
+    hooked = [n for n in names if callable(getattr(FIGURES[n], "cells", None))]
+    cells, cell_error = [], {}
+    for name in hooked:
+        try:
+            cells += list(FIGURES[name].cells(args.quick))
+        except Exception as err:  # noqa: BLE001 - that figure fails, the others go on
+            cell_error[name] = err
+    plain = [n for n in names if n not in hooked]
+    pooled = plain if args.workers > 1 and (len(plain) > 1 or (plain and cells)) else []
+    bar = tqdm(total=len(cells) + len(names), desc="paper_plots", unit="task", disable=args.no_progress,
+               dynamic_ncols=True)
+    try:
+        # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
+        futures = {}
+        if pooled:
+            cost = _previous_seconds(args.out)
+            pool = cf.ProcessPoolExecutor(max_workers=min(args.workers, len(pooled)),
+                                          mp_context=multiprocessing.get_context("spawn"))
+            for group in sorted(_groups(pooled), key=lambda g: -sum(cost.get(n, 0.0) for n in g)):
+                fut = pool.submit(_compute, group, args.quick, args.threads)
+                futures.update({n: (fut, n) for n in group})
+            pool.shutdown(wait=False)
+        if cells:
+            bar.set_description(f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
+            try:
+                _run_cells(cells, args.workers, bar)
+            except Exception as err:  # noqa: BLE001 - every hooked figure reports it
+                cell_error.update({n: err for n in hooked if n not in cell_error})
+        # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
+        for name in names:
+            bar.set_description(f"{name}")
+            start, cpu_start = time.perf_counter(), time.process_time()
+            if name in cell_error:
+                record(name, start, cpu_start, err=cell_error[name])
+            else:
+                try:
+                    if name in futures:
+                        fut, key = futures[name]
+                        arrays, seconds, cpu = fut.result()[key]
+                        start = time.perf_counter() - seconds  # its own time, not the wait for a worker
+                        cpu_start = time.process_time() - cpu
+                    else:
+                        arrays = FIGURES[name].compute(quick=args.quick)
+                except Exception as err:  # noqa: BLE001
+                    record(name, start, cpu_start, err=err)
+                else:
+                    record(name, start, cpu_start, arrays)
+            bar.update()
+    finally:
+        bar.close()
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
     write_atomically(args.out / "results.md", markdown(results))
-    total = sum(r["seconds"] for r in results.values())
-    print(f"{'total':<14} {total:6.1f} s  -> {args.out}/results.json, results.md")
+    total = time.perf_counter() - start_all
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    print(f"{'total':<14} {total:6.1f} s wall, {args.workers} worker(s), load average {load} on {os.cpu_count()} cores "
+          f"-> {args.out}/results.json, results.md")
     if failed:
         print(f"error: {len(failed)} figure(s) failed: {', '.join(failed)} (see results.md)", file=sys.stderr)
         return 1

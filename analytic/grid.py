@@ -13,8 +13,8 @@ grid of ``x_0`` every integral is a product of one dense kernel matrix per axis 
 How the quadrature is chosen, for the points asked for (:func:`_integrate`):
 
 - spacing: :func:`analytic.quadrature.quadrature_spacing` (the kernel width, the narrowest component
-  and the reward's length scale, 4 points per width), refined by 0.6 while the discretisation error
-  is above the tolerance;
+  and the reward's length scale, 4 points per width; :func:`tilted_posterior` starts at 2 and goes to 4
+  where that misses the tolerance), refined by 0.6 while the discretisation error is above the tolerance;
 - extent: the hull of every posterior component mean of the points, of the component means and of the
   reward's centres, widened by 12 tail widths ``1/sqrt(kappa)`` (capped); then, per point and in log
   space, the integrand ``log f + log K`` on each edge of the grid is compared with the point's whole
@@ -54,6 +54,14 @@ _CHUNK = 4_000_000  # matrix entries held at once
 _TINY = 1e-250  # scaled sums below this are redone in log space (terms lost to underflow are < 1e-58 of them)
 _REFINE = 0.6  # spacing factor per refinement
 _ROUND = 64 * torch.finfo(torch.float64).eps  # rounding floor of the error estimates (relative)
+# the starting resolution of :func:`tilted_posterior` (the optimum as a denoiser, called at every sampler step on
+# every state of a 2-D output law): 2 points per width of quadrature_spacing, a quarter of the nodes of 4 in 2-D.
+# Where the forward kernel is wide (most levels) that meets DEFAULT_TOL at once: the trapezoid rule converges
+# spectrally (aliasing error about exp(-2 pi^2 s^2 / h^2) on a Gaussian of width s at spacing h), and its error
+# estimate, the every-other-node rule, decides. Where it does not (abar near 1: the tilted posterior of far points
+# is narrower than the widths the spacing knows), the first refinement goes straight to the 4 points of the
+# other routes, so the worst case costs a quarter more than starting there
+FAST_POINTS_PER_WIDTH = 2.0
 
 
 class GridGolden(NamedTuple):
@@ -214,18 +222,38 @@ def _cat(parts: list[_Sums]) -> _Sums:
     return _Sums(*[torch.cat([getattr(p, f) for p in parts]) for f in _Sums._fields])
 
 
-def _edge_lines_2d(logK1, logK2, grid: _Grid, outer: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log of the integrand summed over each edge line and the line inside it, 2-D: [4, N] each (f, p)
-    stacked as [2, 4, N]. ``outer``: points are the tensor product of the kernels' rows (else row-wise)."""
+def _line_sums(E: torch.Tensor, mx: torch.Tensor, logK: torch.Tensor, lines: torch.Tensor) -> torch.Tensor:
+    """``logsumexp_k(lines[l, k] + logK[n, k])`` [n, L] as one matrix product of the scaled kernel ``E = exp(logK -
+    mx)`` [n, G] with the scaled lines: sums of positive terms, equal to the log-space sum to rounding. Entries
+    whose scaled sum underflows (below ``_TINY``) are redone in log space."""
+    top = lines.max(1).values  # [L]
+    finite = torch.isfinite(top)
+    top = torch.where(finite, top, torch.zeros_like(top))
+    s = E @ torch.exp(lines - top[:, None]).T  # [n, L]
+    out = torch.log(s) + mx[:, None] + top[None, :]
+    bad = (s < _TINY) & finite[None, :]
+    if bad.any():
+        rows, cols = bad.nonzero(as_tuple=True)
+        for sl in torch.split(torch.arange(rows.numel()), max(1, _CHUNK // lines.shape[1])):
+            out[rows[sl], cols[sl]] = torch.logsumexp(lines[cols[sl]] + logK[rows[sl]], 1)
+    out[:, ~finite] = -math.inf
+    return out
+
+
+def _edge_lines_2d(logK1, logK2, E1, mx1, E2, mx2, grid: _Grid, outer: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log of the integrand summed over each edge line and the line inside it, 2-D: [8, N] for f and for p (rows:
+    axis-0 lines lo, lo+1, hi, hi-1, then axis-1 lines). ``outer``: points are the tensor product of the kernels'
+    rows (else row-wise). ``E1, mx1, E2, mx2``: the scaled kernels of :func:`_scaled`."""
     res = []
+    idx = [0, 1, -1, -2]
     for logv in (grid.log_f, grid.log_p):
+        rows = _line_sums(E2, mx2, logK2, logv[idx])  # [n2, 4]: axis 0 lines (y_1 fixed), summed over y_2
+        cols = _line_sums(E1, mx1, logK1, logv[:, idx].T)  # [n1, 4]: axis 1 lines
         lines = []
-        for i in (0, 1, -1, -2):  # axis 0 lines: y_1 fixed
-            row = torch.logsumexp(logv[i][None, :] + logK2, 1)  # [n2]
-            lines.append(logK1[:, i][:, None] + row[None, :] if outer else logK1[:, i] + row)
-        for j in (0, 1, -1, -2):  # axis 1 lines
-            col = torch.logsumexp(logv[:, j][None, :] + logK1, 1)  # [n1]
-            lines.append(col[:, None] + logK2[:, j][None, :] if outer else col + logK2[:, j])
+        for c, i in enumerate(idx):
+            lines.append(logK1[:, i][:, None] + rows[None, :, c] if outer else logK1[:, i] + rows[:, c])
+        for c, j in enumerate(idx):
+            lines.append(cols[:, c][:, None] + logK2[:, j][None, :] if outer else cols[:, c] + logK2[:, j])
         res.append(torch.stack([ln.reshape(-1) for ln in lines]))  # [8, N]
     return res[0], res[1]
 
@@ -252,7 +280,7 @@ def _evaluate_2d_tensor(x1: torch.Tensor, x2: torch.Tensor, grid: _Grid, a: floa
             vals += [num.reshape(-1), torch.stack([m1.reshape(-1), m2.reshape(-1)], 1)]
         out[s], bad = _from_scaled(*vals, shift, shift, grid)
         bad_any |= bad
-    return out[1], out[2], bad_any, _edges_2d(*_edge_lines_2d(logK1, logK2, grid, outer=True))
+    return out[1], out[2], bad_any, _edges_2d(*_edge_lines_2d(logK1, logK2, E1, mx1, E2, mx2, grid, outer=True))
 
 
 def _evaluate_2d_points(x: torch.Tensor, grid: _Grid, a: float):
@@ -267,18 +295,20 @@ def _evaluate_2d_points(x: torch.Tensor, grid: _Grid, a: float):
         bad_any = torch.zeros(chunk.shape[0], dtype=torch.bool)
         for s, (z1, z2), F, P in _strides(grid):
             A1, A2 = E1[:, ::s], E2[:, ::s]
+            # one product for the four sums over y_1: F, P and their first moments [n, 4 G2]
+            KM = (A1 @ torch.cat([F, P, z1[:, None] * F, z1[:, None] * P], 1)).reshape(A1.shape[0], 4, -1)
             vals = []
-            for M in (F, P):
-                KM = A1 @ M  # [n, G2]
-                num = (KM * A2).sum(1)
-                m1 = (((A1 * z1) @ M) * A2).sum(1) / num
-                m2 = (KM * A2 * z2).sum(1) / num
+            for c in (0, 1):  # F, P
+                w = KM[:, c] * A2  # [n, G2]
+                num = w.sum(1)
+                m1 = (KM[:, 2 + c] * A2).sum(1) / num
+                m2 = (w @ z2) / num
                 vals += [num, torch.stack([m1, m2], 1)]
             sm, bad = _from_scaled(*vals, shift, shift, grid)
             sums[s].append(sm)
             bad_any |= bad
         bads.append(bad_any)
-        lf, lp = _edge_lines_2d(logK1, logK2, grid, outer=False)
+        lf, lp = _edge_lines_2d(logK1, logK2, E1, mx1, E2, mx2, grid, outer=False)
         lfs.append(lf)
         lps.append(lp)
     return _cat(sums[1]), _cat(sums[2]), torch.cat(bads), _edges_2d(torch.cat(lfs, 1), torch.cat(lps, 1))
@@ -422,10 +452,11 @@ def _axes_for(lo, hi, h: float, budget: int):
 
 
 def _integrate(cond: GaussianMixture, reward, pts, a: float, kappa: float, tol_log: float, tol_diff: float,
-               x0_axes=None, points_per_width: float = 4.0) -> _Estimate:
+               x0_axes=None, points_per_width: float = 4.0, refine_to_points: float | None = None) -> _Estimate:
     """``log E_t`` and ``m_R - m`` at ``pts`` (points [N, d], or a tuple of axes: their tensor grid) with
     error estimates, to ``tol_log`` (nats) and ``tol_diff`` (x_0 units). With ``x0_axes`` the grid is
-    fixed: the error is estimated and a ``RuntimeWarning`` says when it exceeds the tolerance."""
+    fixed: the error is estimated and a ``RuntimeWarning`` says when it exceeds the tolerance.
+    ``refine_to_points``: the first refinement goes at least to this many points per width."""
     flat = grid_points(pts) if isinstance(pts, tuple) else pts
     N = flat.shape[0]
     if N == 0:
@@ -440,6 +471,7 @@ def _integrate(cond: GaussianMixture, reward, pts, a: float, kappa: float, tol_l
                           RuntimeWarning, stacklevel=3)
         return _Estimate(log_E, diff, err_log, err_diff, x0_axes)
     h = quadrature_spacing(cond, reward, a, points_per_width)
+    h_first = quadrature_spacing(cond, reward, a, refine_to_points) if refine_to_points else None
     lo, hi, width = _start_box(cond, reward, a, flat.min(0).values, flat.max(0).values, kappa)
     probes, log_f_probes = _probes(cond, reward, lo, hi, kappa)
     for _ in range(_MAX_ROUNDS):
@@ -476,7 +508,8 @@ def _integrate(cond: GaussianMixture, reward, pts, a: float, kappa: float, tol_l
             else:
                 lo[i] = centre - 2 * (centre - lo[i])
         if refine:
-            h *= _REFINE
+            h = min(h * _REFINE, h_first) if h_first else h * _REFINE
+            h_first = None
         try:
             _axes_for(lo, hi, h, _MAX_X0_POINTS)
         except QuadratureTooLarge as e:
@@ -566,7 +599,8 @@ def tilted_posterior(cond: GaussianMixture, reward, x_t, abar, *, tol: float = D
     x_t = check_points(x_t, cond.dim, cond.device, "x_t").detach()
     a, kappa = _check_level(cond, reward, abar)
     tol = check_tol(tol)
-    est = _integrate(cond, reward, x_t, a, kappa, tol, tol)
+    est = _integrate(cond, reward, x_t, a, kappa, tol, tol, points_per_width=FAST_POINTS_PER_WIDTH,
+                     refine_to_points=4.0)
     m = cond.posterior(x_t, a).mean() if x_t.shape[0] else torch.zeros_like(x_t)
     return TiltedPosterior(est.log_E, m + est.diff, est.err_log_E, est.err_diff)
 

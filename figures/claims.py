@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -22,6 +24,12 @@ CAPTION = ("The claims ledger: published claims about guidance, each checked exa
            "(verdict and key number per claim; one figure each, claims_<name>.png).")
 
 
+def cells(quick: bool = False) -> list:
+    """Every cell of the ledger (the cells protocol of :mod:`figures`): ``paper_plots.py`` runs them with the other
+    figures' cells in one sweep, and :func:`compute` then reads them from the cache."""
+    return [cell for claim in CLAIMS for cell in claim.cells(quick)]
+
+
 @functools.cache
 def compute(quick: bool = False) -> LedgerRun:
     return run_ledger(list(CLAIMS), quick=quick, progress=False)
@@ -31,20 +39,36 @@ def summary(run: LedgerRun) -> dict:
     return {o.result.id: {"verdict": o.result.verdict, "key number": o.result.key_number} for o in run.outcomes}
 
 
-def draw(outcomes: Sequence[Outcome], out_dir: Path) -> tuple[list[Path], list[str]]:
+def draw(outcomes: Sequence[Outcome], out_dir: Path, *, prefix: str = "") -> tuple[list[Path], list[str]]:
     """Each claim's figure from its arrays: (paths written, one line per figure that failed). A failing figure
-    does not stop the others."""
-    paths, failed = [], []
+    does not stop the others. A figure module that several claims name is drawn once when they share their
+    arrays (the flow claims share one cell), and once per claim otherwise (``<name>_<claim id>``). ``prefix``
+    goes before the name of every figure module that is not a ``claims_*`` one (``paper_plots.py`` passes
+    ``"claims_"``: the ledger's own flows figure must not overwrite the flows figure, ``flows.png``)."""
+    paths, failed, drawn = [], [], {}
     for o in outcomes:
+        module = o.result.figure
+        stem = module if module.startswith("claims_") else prefix + module
+        if stem in drawn:
+            if drawn[stem] is o.data:
+                continue
+            stem = f"{stem}_{o.result.id}"
+        drawn[stem] = o.data
         try:
-            paths += importlib.import_module(f"{__package__}.{o.result.figure}").plot(o.data, out_dir)
+            mod = importlib.import_module(f"{__package__}.{module}")
+            with tempfile.TemporaryDirectory() as tmp:  # drawn under the module's NAME, then named ``stem``
+                for p in mod.plot(o.data, Path(tmp)):
+                    target = Path(out_dir) / (stem + p.name[len(mod.NAME):])
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.move(p, target)
+                    paths.append(target)
         except Exception as err:  # noqa: BLE001 - reported by the caller
-            failed.append(f"{o.result.figure}: {type(err).__name__}: {err}")
+            failed.append(f"{module}: {type(err).__name__}: {err}")
     return paths, failed
 
 
 def plot(run: LedgerRun, out_dir: Path) -> list[Path]:
-    paths, failed = draw(run.outcomes, out_dir)
+    paths, failed = draw(run.outcomes, out_dir, prefix=f"{NAME}_")
     if failed:
         raise RuntimeError(f"{len(failed)} ledger figure(s) failed: {'; '.join(failed)}")
     return paths

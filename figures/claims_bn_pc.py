@@ -39,12 +39,16 @@ def plot(d: PredictorCorrector, out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("T")
-        ax.legend(fontsize=5)
+        ax.set_ylabel("total variation")
+        ax.set_title("distances between the laws as T grows")
+        ax.legend(fontsize=6)
         ax = axes[1]
         for m, lab in zip(d.laws, ("CFG-DDPM", "CFG-DDIM", "predictor-corrector", "gamma-powered law")):
             ax.plot(d.x, m / (d.x[1] - d.x[0]), label=lab)
         ax.set_xlim(-1.5, 3)
         ax.set_title(f"output densities, w = {d.ws[0]:g}, T = {d.T[-1]}")
+        ax.set_xlabel("$x_0$")
+        ax.set_ylabel("density")
         ax.legend(fontsize=6)
         fig.tight_layout()
         return save(fig, out_dir, NAME)

@@ -44,7 +44,11 @@ def plot(d: CFGpp, out_dir: Path) -> list[Path]:
         for l, m in zip(d.lambdas, d.masses):
             axes[2].plot(d.x, m / h, label=f"CFG++ lambda={l:g}")
         axes[2].set_xlim(-3, 4)
-        axes[2].set_title(f"densities, T = {d.T[-1]}")
+        axes[2].set_ylim(0, 2.5 * (d.cond_mass / h).max())  # spikes of concentrated laws are clipped
+        axes[2].set_title(f"densities, T = {d.T[-1]} (clipped at 2.5x the conditional's peak)")
+        axes[2].set_xlabel("$x_0$")
+        axes[1].set_ylabel("TV")
+        axes[0].set_ylabel("scale s_i")
         axes[2].legend(fontsize=6)
         fig.tight_layout()
         return save(fig, out_dir, NAME)

@@ -36,19 +36,21 @@ def summary(d: IntervalMap) -> dict:
 
 def plot(d: IntervalMap, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        fig, axes = plt.subplots(1, 2, figsize=(12, 4.8))
         ax = axes[0]
         Z = d.tv_target[0, -1]
         im = ax.imshow(Z, cmap="viridis", origin="lower")
         labels = [f"{e:g}" for e in d.ends]
         ax.set_xticks(range(len(d.ends)), labels)
         ax.set_yticks(range(len(d.ends)), labels)
-        ax.set_xlabel("sigma_hi")
-        ax.set_ylabel("sigma_lo")
+        ax.set_xlabel("guidance on up to sigma_hi")
+        ax.set_ylabel("guidance on from sigma_lo")
+        ax.grid(False)
         for i in range(len(d.ends)):
             for j in range(len(d.ends)):
                 if np.isfinite(Z[i, j]):
-                    ax.text(j, i, f"{Z[i, j]:.2f}", ha="center", va="center", fontsize=5, color="w")
+                    ax.text(j, i, f"{Z[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                            color="w" if Z[i, j] < np.nanmean(Z) else "k")  # readable on viridis' light end
         ax.set_title(f"{d.laws[0]}, w = {d.ws[-1]:g}: TV to the tilted target")
         fig.colorbar(im, ax=ax, fraction=0.04)
         ax = axes[1]
@@ -56,8 +58,9 @@ def plot(d: IntervalMap, out_dir: Path) -> list[Path]:
         ax.plot(d.sigma[0, -1], d.cfg_term[0, -1], "-", label="|CFG term|")
         ax.plot(d.sigma[0, -1], d.reg_term[0, -1], "--", label="|REG term|")
         ax.set_xscale("log")
-        ax.set_xlabel("sigma")
-        ax.set_title("p_t-weighted term sizes per level")
+        ax.set_xlabel("noise level sigma")
+        ax.set_ylabel("eps units")
+        ax.set_title("$p_t$-weighted term sizes per level")
         ax.legend(fontsize=6)
         fig.tight_layout()
         return save(fig, out_dir, NAME)

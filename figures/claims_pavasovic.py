@@ -37,22 +37,24 @@ def plot(d: HighDim, out_dir: Path) -> list[Path]:
     ratio = d.var[..., 1:] / d.var[..., :1]
     colors = plt.get_cmap("viridis")
     with style():
-        fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        fig, axes = plt.subplots(1, 3, figsize=(13, 4.4), layout="constrained")
         for s, sep in enumerate(SEPARATIONS):
             for j, w in enumerate(d.ws[1:]):
-                c = colors(j / max(1, len(d.ws) - 2))
-                label = f"w = {w:g}, {sep}"
-                axes[0].plot(d.dims, over[s, :, j], LINE[sep], marker="o", ms=3, color=c, label=label)
+                c = colors(0.85 * j / max(1, len(d.ws) - 2))  # up to 0.85: the yellow end is faint on white
+                axes[0].plot(d.dims, over[s, :, j], LINE[sep], marker="o", ms=3, color=c)
                 axes[1].plot(d.dims, ratio[s, :, j], LINE[sep], marker="o", ms=3, color=c)
                 axes[2].plot(d.dims, d.tv[s, :, j + 1], LINE[sep], marker="o", ms=3, color=c)
-            axes[2].plot(d.dims, d.tv[s, :, 0], LINE[sep], color="0.6", label=f"unguided, {sep}")
+            axes[2].plot(d.dims, d.tv[s, :, 0], LINE[sep], color="0.6")
+        key = [plt.Line2D([], [], color=colors(0.85 * j / max(1, len(d.ws) - 2)), marker="o", ms=3, label=f"w = {w:g}")
+               for j, w in enumerate(d.ws[1:])]
+        key += [plt.Line2D([], [], color="0.6", label="unguided")]
+        key += [plt.Line2D([], [], color="0.2", ls=LINE[sep], label=f"separation {sep.replace('_', ' ')}")
+                for sep in SEPARATIONS]
         titles = ("mean overshoot along U (vs unguided)", "variance ratio along U (vs unguided)",
                   "TV to the class-conditional")
         for ax, title in zip(axes, titles):
             ax.set_xscale("log", base=2)
             ax.set_xlabel("d")
             ax.set_title(title)
-        axes[0].legend(fontsize=6)
-        axes[2].legend(fontsize=6)
-        fig.tight_layout()
+        fig.legend(handles=key, loc="outside lower center", ncol=len(key), fontsize=7)
         return save(fig, out_dir, NAME)

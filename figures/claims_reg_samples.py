@@ -52,9 +52,11 @@ def _heat(ax, m: RegMap, start: str, law: str = "paper_1d"):
     for i in range(len(scheds)):
         for j in range(len(ws)):
             if np.isfinite(Z[i, j]):
-                ax.text(j, i, f"{Z[i, j]:+.2f}", ha="center", va="center", fontsize=5)
+                ax.text(j, i, f"{Z[i, j]:+.2f}", ha="center", va="center", fontsize=7,
+                        color="w" if abs(Z[i, j]) > 0.6 * lim else "k")  # readable on the dark cells
     ax.set_xticks(range(len(ws)), [f"{w:g}" for w in ws])
     ax.set_yticks(range(len(scheds)), scheds)
+    ax.grid(False)
     ax.set_xlabel("w")
     ax.set_title(f"{law}, start {'N(0,1)' if start == 'n01' else 'p_T E_T'}: TV(REG)-TV(CFG)")
     return im
@@ -62,10 +64,12 @@ def _heat(ax, m: RegMap, start: str, law: str = "paper_1d"):
 
 def plot(m: RegMap, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(1, 5, figsize=(22, 4.2))
+        # two rows of three (a strip of five was 3500 px wide, its numbers unreadable); the last panel holds a key
+        fig, grid = plt.subplots(2, 3, figsize=(17, 10), layout="constrained")
+        axes = [grid[0, 0], grid[0, 1], grid[0, 2], grid[1, 0], grid[1, 1]]
         _heat(axes[0], m, "n01")
         im = _heat(axes[1], m, "tilted")
-        fig.colorbar(im, ax=axes[1], fraction=0.04)
+        fig.colorbar(im, ax=axes[1], fraction=0.05, label="TV(REG) - TV(CFG): blue, REG closer")
         ax = axes[2]
         for fam, ls in zip(T_FAMILIES, ("-", "--", ":")):
             of_fam = {fam.format(T=T): T for T in (10, 20, 40, 50, 100, 200, 1000)}
@@ -80,8 +84,10 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("T")
         ax.set_ylabel("TV(REG) - TV(CFG)")
-        ax.set_title("paper_1d: number of steps")
-        ax.legend(fontsize=4, ncol=2)
+        ax.set_title("paper_1d: number of steps (key: last panel)")
+        grid[1, 2].set_axis_off()
+        grid[1, 2].legend(*ax.get_legend_handles_labels(), loc="center", fontsize=8, ncol=2,
+                          title="number of steps: schedule, w, start")
         ax = axes[3]
         singles = [g for g in m.gaps if g.law.startswith("single:")]
         for (w, st), c in zip(sorted({(g.w, g.start) for g in singles}), plt.cm.tab10.colors):
@@ -92,7 +98,8 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
                 ax.axvline((1 + w) / (2 + w), color=c, ls="--", lw=0.6)
                 ax.axvline((1 + 2 * w) / (2 + 2 * w), color=c, ls=":", lw=0.6)
         ax.axhline(0, color="k", lw=0.5)
-        ax.set_xlabel("r = s_c^2 / s_u^2")
+        ax.set_xlabel("r = $s_c^2 / s_u^2$ (dashed, dotted: the derived boundaries)")
+        ax.set_ylabel("TV(REG) - TV(CFG)")
         ax.set_title("single Gaussians (lin to abar_T=1e-4)")
         ax.legend(fontsize=5)
         ax = axes[4]
@@ -106,6 +113,5 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
         ax.set_xlabel("field error gap (REG - plain, p_t-weighted)")
         ax.set_ylabel("TV gap (REG - plain)")
         ax.set_title("every setting: closer fields vs closer samples")
-        ax.legend(fontsize=6)
-        fig.tight_layout()
+        ax.legend(fontsize=7)
         return save(fig, out_dir, NAME)

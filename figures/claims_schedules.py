@@ -30,13 +30,16 @@ def summary(d: WeightSchedules) -> dict:
 
 def plot(d: WeightSchedules, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(3, 1, figsize=(max(6, 0.6 * len(d.settings)), 7), sharex=True)
+        fig, axes = plt.subplots(3, 1, figsize=(max(7, 0.42 * len(d.settings)), 8), sharex=True, layout="constrained")
         x = np.arange(len(d.settings))
-        for ax, arr, title in zip(axes, (d.tv, d.confidence, d.entropy), ("TV to tilted target", "confidence", "entropy")):
+        panels = (("TV to the tilted target", "TV"), ("mean classifier confidence", "E[p(y|x)]"),
+                  ("output entropy", "entropy (nats)"))
+        for ax, arr, (title, ylabel) in zip(axes, (d.tv, d.confidence, d.entropy), panels):
             for k, name in enumerate(WEIGHTINGS):
-                ax.bar(x + (k - 1) * 0.27, arr[:, k], 0.27, label=name)
+                ax.bar(x + (k - 1) * 0.27, arr[:, k], 0.27, label=f"{name} weight")
             ax.set_title(title)
-        axes[0].legend(fontsize=6)
-        axes[-1].set_xticks(x, [f"{law}\n{s}\nw={w:g}" for law, s, w in d.settings], fontsize=5)
-        fig.tight_layout()
+            ax.set_ylabel(ylabel)
+        axes[0].legend(fontsize=7, ncol=len(WEIGHTINGS))
+        # one line per setting, turned upright: three-line labels side by side collided
+        axes[-1].set_xticks(x, [f"{law}, {s}, w = {w:g}" for law, s, w in d.settings], rotation=90, fontsize=7)
         return save(fig, out_dir, NAME)

@@ -30,8 +30,8 @@ def summary(d: Theorem1) -> dict:
 def plot(d: Theorem1, out_dir: Path) -> list[Path]:
     with style():
         fig, ax = plt.subplots(figsize=(5, 3.6))
-        for c, row in zip(d.curves, d.tv):
-            ax.plot(d.T, row, "-o", ms=3, label=c)
+        for k, (c, row) in enumerate(zip(d.curves, d.tv)):  # markers and dashes: curves that coincide stay visible
+            ax.plot(d.T, row, ("-", "--", "-.", ":")[k % 4], marker="osv^D"[k % 5], ms=6 - k, mfc="none", label=c)
         ax.plot(d.T, d.tv[0, 0] * d.T[0] / d.T, "k:", lw=0.7, label="1/T")
         ax.set_xscale("log")
         ax.set_yscale("log")

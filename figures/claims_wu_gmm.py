@@ -32,13 +32,19 @@ def summary(d: Monotone) -> dict:
 
 def plot(d: Monotone, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-        for arr, ax, sign, title in ((d.confidence, axes[0], 1, "E[p(y|x)]"), (d.entropy, axes[1], -1, "entropy")):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), layout="constrained")
+        panels = ((d.confidence, axes[0], 1, "mean classifier confidence (should rise with w)", "E[p(y|x)]"),
+                  (d.entropy, axes[1], -1, "output entropy (should fall with w)", "entropy (nats)"))
+        for arr, ax, sign, title, ylabel in panels:
             for s in range(len(d.seeds)):
                 for j, ls in enumerate(("-", "--")):
                     ok = np.all(sign * np.diff(arr[s, j]) > -1e-4)
                     ax.plot(d.ws, arr[s, j], ls, lw=0.7, color="0.6" if ok else "#d62728")
             ax.set_xlabel("w")
+            ax.set_ylabel(ylabel)
             ax.set_title(title)
-        fig.tight_layout()
+        key = [plt.Line2D([], [], color="0.6", ls="-", label="DDPM, monotone in w"),
+               plt.Line2D([], [], color="0.6", ls="--", label="DDIM, monotone in w"),
+               plt.Line2D([], [], color="#d62728", label="not monotone (violates the claim)")]
+        axes[1].legend(handles=key, fontsize=7, title=f"{len(d.seeds)} random mixtures", title_fontsize=7)
         return save(fig, out_dir, NAME)

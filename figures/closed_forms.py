@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import matplotlib.patches as mpatches
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -73,8 +74,14 @@ def plot(c: ClosedForms, out_dir: Path) -> list[Path]:
                 ax.axhline(r, color="k", ls="--", lw=0.8)
             ax.axhline(1.0, color="k", ls=":", lw=0.8)
             ax.set_yscale("log")
+            ax.set_yticks([0.1, 0.2, 0.5, 1, 2, 3], ["0.1", "0.2", "0.5", "1", "2", "3"])
             ax.set_xlabel("abar")
             ax.set_title(f"w = {w}")
+            ax.grid(False)
         axes[0].set_ylabel("r = $s_c^2 / s_u^2$")
-        fig.colorbar(im, ax=axes.tolist(), label="log10(REG gap / CFG gap)")
+        fig.colorbar(im, ax=axes.tolist(), label="log10(REG gap / CFG gap)\n(blue: REG closer, red: CFG closer)")
+        key = [mpatches.Patch(facecolor="0.75", hatch="///", label="$E_t$ infinite (no optimum)"),
+               plt.Line2D([], [], color="k", ls="--", lw=0.8, label="r = (1+w)/(2+w) and r = (1+2w)/(2+2w)"),
+               plt.Line2D([], [], color="k", ls=":", lw=0.8, label="r = 1: CFG exact")]
+        fig.legend(handles=key, loc="lower center", bbox_to_anchor=(0.45, -0.12), ncol=3, fontsize=7)
         return save(fig, out_dir, NAME)

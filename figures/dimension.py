@@ -14,6 +14,7 @@ import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import numpy as np
 
 from evaluation import dimension
@@ -59,33 +60,38 @@ def _field_panel(ax, r: DimensionStudy, s: int, v: int) -> None:
     ax.set_title(f"{SEPARATIONS[s]} separation, {VARIANCES[v]} variances, U random")
 
 
-def _law_panel(ax, r: DimensionStudy, s: int) -> None:
-    twin = ax.twinx()
-    for m in LAW_METHODS:
-        i = LAW_METHODS.index(m)
-        ax.plot(r.law_dims, r.law_mean[s, :, i] - r.target_mean[s], "-", marker="o", ms=3, color=COLOR[m],
-                label=LABEL["damped"] if m == "damped" else Method.parse(m).label)
-        twin.plot(r.law_dims, r.law_var[s, :, i] / r.target_var[s], "--", marker="x", ms=3, color=COLOR[m])
-    ax.axhline(0.0, color="0.6", lw=0.6)
-    ax.set_xscale("log", base=2)
-    ax.set_xlabel("d")
-    ax.set_ylabel("output mean - target mean along U (solid)")
-    twin.set_ylabel("output variance / target variance (dashed)")
-    twin.grid(False)
-    ax.set_title(f"{SEPARATIONS[s]} separation: output law along U ({r.law_steps} DDPM steps)")
+def _law_panels(ax_mean, ax_var, r: DimensionStudy, s: int) -> None:
+    """The output law along U: mean overshoot and variance ratio, in two panels (twin axes were hard to read)."""
+    for i, m in enumerate(LAW_METHODS):
+        label = LABEL["damped"] if m == "damped" else Method.parse(m).label
+        ax_mean.plot(r.law_dims, r.law_mean[s, :, i] - r.target_mean[s], "-", marker="o", ms=3, color=COLOR[m],
+                     label=label)
+        ax_var.plot(r.law_dims, r.law_var[s, :, i] / r.target_var[s], "-", marker="o", ms=3, color=COLOR[m])
+    ax_mean.axhline(0.0, color="0.6", lw=0.6)
+    ax_var.axhline(1.0, color="0.6", lw=0.6)
+    for ax in (ax_mean, ax_var):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("d")
+    ax_mean.set_ylabel("output mean - target mean along U")
+    ax_var.set_ylabel("output variance / target variance")
+    ax_mean.set_title(f"{SEPARATIONS[s]} separation: mean along U ({r.law_steps} DDPM steps)")
+    ax_var.set_title(f"{SEPARATIONS[s]} separation: variance along U")
 
 
 def plot(r: DimensionStudy, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(len(SEPARATIONS), 3, figsize=(15, 8.5))
+        fig, axes = plt.subplots(len(SEPARATIONS), 4, figsize=(19, 8.5), layout="constrained")
         for s in range(len(SEPARATIONS)):
             for v in range(len(VARIANCES)):
                 _field_panel(axes[s, v], r, s, v)
-            _law_panel(axes[s, 2], r, s)
-        axes[0, 0].legend(fontsize=6)
-        axes[0, 2].legend(fontsize=6)
-        fig.suptitle(f"w = {r.w:g}, class means +-{r.delta:g} around mu q (mu = {r.mu0:g} or {r.mu0:g} sqrt(d)) "
-                     f"and -mu q, {r.n_points} points per cell, levels abar in {np.round(r.abars, 4).tolist()}",
-                     fontsize=8)
-        fig.tight_layout()
+                axes[s, v].yaxis.set_major_locator(mticker.LogLocator(base=10, numticks=12))
+                axes[s, v].margins(y=0.15)  # the top line keeps a tick above it
+            _law_panels(axes[s, 2], axes[s, 3], r, s)
+        fields = axes[0, 0].get_legend_handles_labels()
+        laws = axes[0, 2].get_legend_handles_labels()
+        fig.legend(*fields, loc="outside lower left", ncol=3, fontsize=7, title="field error (columns 1-2)")
+        fig.legend(*laws, loc="outside lower right", ncol=3, fontsize=7, title="output law (columns 3-4)")
+        fig.suptitle(f"Guidance as d grows: w = {r.w:g}, class means +-{r.delta:g} around mu q (mu = {r.mu0:g} or "
+                     f"{r.mu0:g} sqrt(d)) and -mu q, {r.n_points} points per cell, levels abar in "
+                     f"{np.round(r.abars, 4).tolist()}", fontsize=10)
         return save(fig, out_dir, NAME)

@@ -25,10 +25,15 @@ from .style import COLORS, save, style
 
 NAME = "outputs"
 CAPTION = ("Output laws against the tilted target p(x|y) R_0 / Z: exact DDPM output densities on the paper's "
-           "1-D toy (T = 20) for w = 1 and 3, and 2-D DDPM sample clouds on correlated_2d (20 steps to abar = 0.007).")
+           "1-D toy (T = 20) for w = 1 and 3, and 2-D DDPM sample clouds on correlated_2d (20 steps to abar = 0.007). "
+           "Unguided, CFG and REG start from N(0, 1); the optimum starts from the tilted start N(0, 1) E_T / Z (the "
+           "start its exactness needs: from N(0, 1) it is not the optimum of the whole chain), so its curve shows what "
+           "is reachable, not a like-for-like rule.")
 METHODS_1D = ("unguided", "cfg", "reg", "optimal")
 METHODS_2D = ("cfg", "reg_paper", "reg_vjp", "optimal")
 WEIGHTS = (1.0, 3.0)
+LABEL = {"unguided": "unguided", "cfg": "CFG", "reg": "REG paper ($J^T 1$)", "reg_paper": "REG paper ($J^T 1$)",
+         "reg_vjp": "REG vjp ($J^T g$)", "optimal": "optimum, tilted start"}
 COLOR = {"unguided": "#8c564b", "cfg": COLORS["cfg"], "reg": COLORS["reg_paper"], "reg_paper": COLORS["reg_paper"],
          "reg_vjp": COLORS["reg_vjp"], "optimal": COLORS["golden"]}
 
@@ -91,29 +96,42 @@ def summary(o: Outputs) -> dict:
     return {f"w={w}": {m: {"tv": o.tv[w, m], "kl_target_out": o.kl[w, m]} for m in METHODS_1D} for w in WEIGHTS}
 
 
+def conclusion(o: Outputs) -> str:
+    """The ranking of the rules (not the optimum) by TV to the target at each weight, from the numbers."""
+    parts = []
+    for w in WEIGHTS:
+        ranked = sorted(("unguided", "cfg", "reg"), key=lambda m: o.tv[w, m])
+        parts.append(f"w = {w:g}: " + " < ".join(f"{LABEL[m].split(' (')[0]} ({o.tv[w, m]:.3f})" for m in ranked))
+    return "TV to the target, from N(0, 1): " + "; ".join(parts) + "."
+
+
 def plot(o: Outputs, out_dir: Path) -> list[Path]:
     h = o.x[1] - o.x[0]
     with style():
-        fig, axes = plt.subplots(1, len(WEIGHTS) + 1, figsize=(12, 3.4))
+        fig = plt.figure(figsize=(13, 3.9), layout="constrained")
+        grid = fig.add_gridspec(2, len(WEIGHTS) * 2 + 2)
+        axes = [fig.add_subplot(grid[:, 2 * i:2 * i + 2]) for i in range(len(WEIGHTS))]
         for ax, w in zip(axes, WEIGHTS):
             ax.fill_between(o.x, o.target[w] / h, color="0.85", label="tilted target")
             for m in METHODS_1D:
-                ax.plot(o.x, o.density[w, m] / h, color=COLOR[m], lw=1.2,
-                        label=f"{m} (TV {o.tv[w, m]:.3f})")
+                ax.plot(o.x, o.density[w, m] / h, color=COLOR[m], lw=1.2, ls="--" if m == "optimal" else "-",
+                        label=f"{LABEL[m]} (TV {o.tv[w, m]:.3f})")
             ax.set_xlim(-1, 2.5)
-            ax.set_title(f"paper 1-D, w = {w}")
+            ax.set_title(f"paper 1-D, w = {w:g}, DDPM T = 20")
             ax.set_xlabel("$x_0$")
+            ax.set_ylabel("output density")
             ax.legend(loc="upper left")
-        ax = axes[-1]
         X, Y = np.meshgrid(o.axis2, o.axis2, indexing="ij")
-        ax.contour(X, Y, o.target2, levels=6, colors="0.4", linewidths=0.8)
-        for m in METHODS_2D:
+        for k, m in enumerate(METHODS_2D):  # one small panel per method: clouds drawn together hide each other
+            ax = fig.add_subplot(grid[k // 2, 2 * len(WEIGHTS) + k % 2])
+            ax.contour(X, Y, o.target2, levels=6, colors="0.4", linewidths=0.6)
             s = o.samples2[m]
-            ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.35, color=COLOR[m], label=m)
-        ax.set_xlim(-0.3, 2.3)
-        ax.set_ylim(-0.3, 2.0)
-        ax.set_aspect("equal")
-        ax.set_title("correlated_2d, w = 1: samples over target contours")
-        ax.legend(loc="lower right", markerscale=4)
-        fig.tight_layout()
+            ax.scatter(s[:, 0], s[:, 1], s=1.5, alpha=0.4, color=COLOR[m], rasterized=True)
+            ax.set_xlim(-0.3, 2.3)
+            ax.set_ylim(-0.3, 2.0)
+            ax.set_aspect("equal")
+            ax.set_title(LABEL[m] if m != "optimal" else "optimum (from N(0, 1))", fontsize=7)
+            ax.tick_params(labelsize=6)
+        fig.suptitle("Output laws against the tilted target (grey); right: correlated_2d, w = 1, DDPM samples over "
+                     "the target's contours", fontsize=9)
         return save(fig, out_dir, NAME)

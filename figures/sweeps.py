@@ -30,6 +30,8 @@ CAPTION = ("Weight sweeps on the paper's 1-D toy (T = 20, DDPM): field error (p_
            "exact output TV / KL(target||output) against each method's tilted target, with and without REG.")
 FAMILIES = ("vanilla", "linear", "cosine", "interval", "autog", "cg")
 COLORS = dict(zip(FAMILIES, ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#ff7f0e", "#8c564b")))
+LABEL = {"vanilla": "CFG (constant w)", "linear": "CFG, linear ramp", "cosine": "CFG, cosine schedule",
+         "interval": "CFG, guidance interval", "autog": "AutoG (weak model)", "cg": "classifier guidance"}
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,19 @@ def summary(s: Sweeps) -> dict:
 
 def plot(s: Sweeps, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5), sharex=True)
-        for ax, (data, label) in zip(axes, ((s.field, "field error (p_t-weighted)"), (s.tv, "output TV"),
-                                            (s.kl, "KL(target || output)"))):
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.9), sharex=True, layout="constrained")
+        panels = ((s.field, "field error, $p_t$-weighted (eps units)"), (s.tv, "output TV to the target"),
+                  (s.kl, "KL(target || output) (nats)"))
+        for ax, (data, label) in zip(axes, panels):
             for f in FAMILIES:
-                ax.plot(s.weights, data[f, False], "-o", ms=3, color=COLORS[f], label=f)
-                ax.plot(s.weights, data[f, True], "--s", ms=3, color=COLORS[f], label=f"{f} + REG")
+                ax.plot(s.weights, data[f, False], "-o", ms=3, color=COLORS[f])
+                ax.plot(s.weights, data[f, True], "--s", ms=3, color=COLORS[f], mfc="none")
             ax.set_xlabel("w")
             ax.set_ylabel(label)
         axes[2].set_yscale("log")
-        axes[0].legend(ncol=2, fontsize=6)
-        fig.suptitle("paper 1-D toy: weight sweeps (solid: plain, dashed: with REG)", fontsize=10)
-        fig.tight_layout()
+        key = [plt.Line2D([], [], color=COLORS[f], label=LABEL[f]) for f in FAMILIES]
+        key += [plt.Line2D([], [], color="0.3", ls="-", marker="o", ms=3, label="as proposed"),
+                plt.Line2D([], [], color="0.3", ls="--", marker="s", ms=3, mfc="none", label="with REG")]
+        fig.legend(handles=key, loc="outside right center", fontsize=7)
+        fig.suptitle("paper 1-D toy: weight sweeps, each method against its own tilted target", fontsize=10)
         return save(fig, out_dir, NAME)

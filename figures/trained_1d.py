@@ -68,7 +68,7 @@ def summary(c: Trained1D) -> dict:
 def plot(c: Trained1D, out_dir: Path) -> list[Path]:
     e = c.exact
     with style():
-        fig, axes = plt.subplots(2, len(STEPS), figsize=(9, 4.8), sharex=True)
+        fig, axes = plt.subplots(2, len(STEPS), figsize=(10, 5.6), sharex=True, layout="constrained")
         for j, t in enumerate(STEPS):
             i = t - 1
             top, bottom = axes[0, j], axes[1, j]
@@ -83,9 +83,8 @@ def plot(c: Trained1D, out_dir: Path) -> list[Path]:
             bottom.plot(c.x, c.reg[i], color=COLORS["reg_paper"], label="REG (trained)")
             bottom.set_title(f"trained networks, t = {t}")
             bottom.set_xlabel("$x_t$")
-        axes[0, 0].legend(loc="best")
-        axes[1, 0].legend(loc="best")
+        for row in axes:  # each row's key beside it: inside a panel it covered the curves
+            row[-1].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7)
         for ax in axes[:, 0]:
             ax.set_ylabel("guidance (eps units)")
-        fig.tight_layout()
         return save(fig, out_dir, NAME)

@@ -36,6 +36,7 @@ def test_paper_plots_writes_the_ledger_figures_and_table(small_run, tmp_path, mo
     import paper_plots
 
     monkeypatch.setattr(claims, "compute", lambda quick=False: small_run)  # the full quick ledger takes minutes
+    monkeypatch.setattr(claims, "cells", lambda quick=False: [])
     assert paper_plots.main(["--quick", "--only", "claims", "--out", str(tmp_path)]) == 0
     assert (tmp_path / "claims_bn_pc.png").stat().st_size > 0 and (tmp_path / "claims_bn_pc.pdf").stat().st_size > 0
     res = json.loads((tmp_path / "results.json").read_text())["figures"]["claims"]

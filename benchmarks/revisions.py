@@ -1,0 +1,46 @@
+"""Run the same snippet in this tree and in an earlier revision of it, for before/after benchmarks measured in one
+run: :func:`checkout` extracts a revision with ``git archive`` into a temporary folder, :func:`run_in` runs
+Python code there in a fresh process (its own ``REG_GUIDANCE_CACHE``) and returns what the code prints last as
+JSON. Not a test."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tarfile
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def checkout(rev: str, into: Path) -> Path:
+    """The tree of ``rev`` (a commit of this repository) extracted into ``into``; ``ValueError`` if unknown."""
+    res = subprocess.run(["git", "-C", str(ROOT), "archive", "--format=tar", rev], capture_output=True)
+    if res.returncode != 0:
+        raise ValueError(f"rev {rev!r} is not a revision of {ROOT}: {res.stderr.decode().strip()}")
+    into.mkdir(parents=True, exist_ok=True)
+    tar = into / "tree.tar"
+    tar.write_bytes(res.stdout)
+    with tarfile.open(tar) as t:
+        t.extractall(into, filter="data")
+    tar.unlink()
+    return into
+
+
+def run_in(tree: Path, code: str, *args: str, cache: Path | None = None, timeout: float = 3600) -> dict:
+    """Run ``code`` (Python source) with ``tree`` first on the import path and the working folder ``tree``;
+    returns the JSON object on its last line of output."""
+    env = {**os.environ, "PYTHONPATH": str(tree), "REG_GUIDANCE_CACHE": str(cache or tempfile.mkdtemp())}
+    res = subprocess.run([sys.executable, "-c", code, *args], cwd=tree, env=env, capture_output=True, text=True,
+                         timeout=timeout)
+    if res.returncode != 0:
+        raise RuntimeError(f"the run in {tree} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def load() -> str:
+    """The load averages (1, 5, 15 minutes) and the core count, for the record beside every time."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cores"

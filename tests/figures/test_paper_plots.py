@@ -1,0 +1,126 @@
+"""paper_plots.py as one job (issue 19, item 4): every table of results.md has its values, no two figures write a
+file of the same name (the ledger's flows figure once overwrote flows.png), the figures' cells run in one sweep
+before their compute reads them, and the command line's --workers is checked."""
+import json
+import re
+
+import matplotlib
+import pytest
+
+matplotlib.use("Agg")
+
+import paper_plots  # noqa: E402
+from evaluation import flows as flows_exp  # noqa: E402
+from evaluation.claims import get_claim, run_ledger  # noqa: E402
+from evaluation.claims.ledger import Outcome  # noqa: E402
+from figures import claims, flows, maps_1d  # noqa: E402
+
+
+def _rows_without_values(md: str) -> list[str]:
+    """The table rows of a Markdown text (header and rule excluded) whose value cells are all empty."""
+    bad = []
+    for line in md.splitlines():
+        if not line.startswith("|") or set(line) <= set("|-") or line.startswith("| |"):
+            continue
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if cells[:1] in (["quantity"],):
+            continue
+        if not any(cells[1:]):
+            bad.append(line)
+    return bad
+
+
+def test_table_rows_whose_names_hold_the_separator_keep_their_values():
+    numbers = {"paper_1d / flow": {"cfg": {"sw1": 0.5, "tv": 0.25}},
+               "a|b": {"cfg": {"sw1": 1.5, "tv": 2.0}}}
+    t = paper_plots.table(numbers)
+    assert "| paper_1d / flow / cfg | 0.5 | 0.25 |" in t
+    assert "| a\\|b / cfg | 1.5 | 2 |" in t
+    assert _rows_without_values(t) == []
+    flat = paper_plots.table({"x / y": 1.0, "z": "text"})
+    assert "| x / y | 1 |" in flat and _rows_without_values(flat) == []
+
+
+def test_every_table_of_results_md_has_its_values():
+    results = {"f": {"caption": "c", "numbers": {"p / q": {"r": {"m": 1.0, "n": 2.0}}, "s": {"t": {"m": 3.0}}}},
+               "g": {"caption": "d", "numbers": {"k": 4.0}}}
+    md = paper_plots.markdown(results)
+    assert _rows_without_values(md) == []
+    assert "| p / q / r | 1 | 2 |" in md and "| s / t | 3 |  |" in md
+
+
+@pytest.fixture(scope="module")
+def tiny_flows():
+    """A real flows experiment, as small as it gets: paper_1d, CFG, flow Euler, 2 steps, no field errors."""
+    c = flows_exp.FlowsConfig(presets=("paper_1d",), weights=(1.0,), steps=(2,), schedules=("flow",), methods=("cfg",),
+                              density_points=(101, 11), fields=False, grid_check=False, optimal_2d_steps=())
+    return flows_exp.compute(config=c, progress=False)
+
+
+def test_no_two_figures_write_the_same_file(tiny_flows, tmp_path, tmp_path_factory, monkeypatch):
+    """The ledger's flow claims draw figures.flows: in paper_plots that must not replace flows.png (it did)."""
+    small = run_ledger([get_claim("bn-pc")], quick=True, cache=tmp_path_factory.mktemp("cache"), progress=False)
+    bn = small.outcomes[0]
+    outcomes = (bn, Outcome(bn.result._replace(id="cfg-zero-star", figure="flows"), tiny_flows),
+                Outcome(bn.result._replace(id="apg", figure="flows"), tiny_flows))  # two claims, one shared cell
+    monkeypatch.setattr(claims, "cells", lambda quick=False: [], raising=False)
+    monkeypatch.setattr(claims, "compute", lambda quick=False: small._replace(outcomes=outcomes))
+    monkeypatch.setattr(flows, "compute", lambda quick=False: tiny_flows)
+    monkeypatch.setattr(paper_plots, "FIGURES", {"flows": flows, "claims": claims})
+    assert paper_plots.main(["--quick", "--only", "flows", "--only", "claims", "--out", str(tmp_path),
+                             "--workers", "1", "--no-progress"]) == 0
+    figs = json.loads((tmp_path / "results.json").read_text())["figures"]
+    files = [f for r in figs.values() for f in r["files"]]
+    assert len(files) == len(set(files)), files
+    assert figs["flows"]["files"] == ["flows.png", "flows.pdf"]
+    assert figs["claims"]["files"] == ["claims_bn_pc.png", "claims_bn_pc.pdf", "claims_flows.png", "claims_flows.pdf"]
+
+
+def test_a_figure_that_would_overwrite_another_fails(tmp_path, monkeypatch):
+    """The run's own guard: a second figure writing maps_1d.png is recorded as failed, the first stands."""
+    monkeypatch.setattr(paper_plots, "FIGURES", {"maps_1d": maps_1d, "again": maps_1d})
+    assert paper_plots.main(["--quick", "--out", str(tmp_path), "--workers", "1", "--no-progress"]) == 1
+    figs = json.loads((tmp_path / "results.json").read_text())["figures"]
+    assert figs["maps_1d"]["files"] == ["maps_1d.png", "maps_1d.pdf"]
+    assert "already written by maps_1d" in figs["again"]["error"]
+
+
+def test_cells_run_in_one_sweep_before_compute(tmp_path, monkeypatch):
+    """The cells hook: paper_plots runs the gathered cells once, then compute finds every one in the cache."""
+    from evaluation import sweep
+
+    seen = []
+    real = sweep.run_cells
+
+    def spy(cells, **kw):
+        seen.append((len(cells), kw.get("workers")))
+        return real(cells, **kw)
+
+    small = [c for c in get_claim("bn-pc").cells(True)]
+    monkeypatch.setattr(claims, "cells", lambda quick=False: small)
+    monkeypatch.setattr(paper_plots, "run_cells", spy)
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "cache"))
+
+    def compute(quick=False):
+        run = real(small, progress=False)
+        assert run.computed == 0 and run.reused == len(set(map(sweep.cell_key, small)))
+        return run_ledger([get_claim("bn-pc")], quick=True, progress=False)
+
+    monkeypatch.setattr(claims, "compute", compute)
+    monkeypatch.setattr(paper_plots, "FIGURES", {"claims": claims})
+    assert paper_plots.main(["--quick", "--only", "claims", "--out", str(tmp_path / "out"), "--workers", "1",
+                             "--no-progress"]) == 0
+    assert seen == [(len(small), 1)]
+
+
+@pytest.mark.parametrize("flag", ["--workers=0", "--threads=0"])
+def test_bad_counts_are_refused(flag, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        paper_plots.main([flag, "--out", str(tmp_path)])
+    assert flag.split("=")[0] in capsys.readouterr().err
+
+
+def test_figures_that_use_others_run_with_them_after_them():
+    groups = paper_plots._groups(["curves_1d", "maps_1d", "trained_1d", "fields_2d"])
+    assert ("curves_1d", "trained_1d", "maps_1d") in groups and ("fields_2d",) in groups and len(groups) == 2
+    assert paper_plots._groups(["maps_1d", "outputs"]) == [("maps_1d",), ("outputs",)]
