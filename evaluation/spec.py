@@ -27,7 +27,8 @@ Levels (:class:`Levels`): ``SCHEDULE[/SAMPLER[/START]]``, the sampler ``ddpm`` (
 start ``n01`` (``N(0, I)``), ``tilted`` (``p_T(x|y) E_T``, the exact start of the tilted chain) or
 ``tilted_n01`` (``N(0, I) E_T``). Defaults: ``ddpm`` on VP schedules, ``ddim`` on the flow path; ``n01``.
 
-Methods (:class:`Method`): ``RULE[,KEY=VALUE]...`` with the keys of its fields, e.g. ``cfg,w=2``,
+Methods (:class:`Method`, built on :class:`sampler.method.Method`, which holds the one spelling and parser, the
+weight schedule and the guidance object): ``RULE[,KEY=VALUE]...`` with the keys of its fields, e.g. ``cfg,w=2``,
 ``cfg,w=3,reg=vjp``, ``cfg,w=1,weighting=interval,lo=0.1,hi=1``, ``apg_momentum,w=4``. ``method.build(law,
 levels)`` returns the guided denoiser and the reward (whose tilted target the method aims at) from the same
 weight, in one :class:`Built`.
@@ -47,10 +48,10 @@ from analytic import (AutoGReward, CFGReward, ClassifierReward, GaussianMixture,
                       optimal_guidance)
 from analytic.presets import PRESETS
 from analytic.reducible import ReducibleMixture, ReducibleRatioReward
-from sampler import (APG, CFG, REG, AutoGuidance, CFGZeroStar, ClassifierGuidance, Constant, Cosine, Interval,
-                     LinearRamp, MixtureModel, TiltedMean, Unguided, ZeroInit, bind, zero_init_sigma)
+from sampler import MixtureModel, bind
+from sampler.method import RULES, WEIGHTINGS, GridWeight, cfgpp_weights, format_number, parse_float, parse_int
+from sampler.method import Method as MethodValue
 from sampler.paths import LINEAR, Path, VPPath, sampling_sigmas, shift_times, uniform_times
-from sampler.reg import ESTIMATORS
 from sampler.schedules import VPSchedule, sigma_to_abar
 
 from .density import tilted_start, vp_start
@@ -60,43 +61,12 @@ __all__ = ["Law", "LawParts", "Schedule", "Levels", "Method", "Built", "GridWeig
            "VP_GEOMETRY"]
 
 F64 = torch.float64
-RULES = ("unguided", "cfg", "autog", "cg", "optimal", "cfgpp", "cfg_zero_star", "cfg_zero_star_init", "apg",
-         "apg_momentum")
-WEIGHTINGS = ("const", "linear", "cosine", "interval", "up", "down")
 SAMPLERS = ("ddpm", "ddim")
 STARTS = ("n01", "tilted", "tilted_n01")
 # the VP path whose velocity CFG-Zero* and zero-init use on VP levels; the rules do not depend on its clock, and it
 # covers s up to ~2.2e4 (the standard schedule's top level is 157)
 VP_GEOMETRY = VPPath(beta_min=0.1, beta_max=40.0)
 _NARROW = 0.05  # levels below which the tilted posterior is narrow enough for few Gauss-Hermite nodes
-
-
-def _num(v: float) -> str:
-    """The shortest text that reads back as the same float (``2`` for 2.0)."""
-    v = float(v)
-    if v.is_integer() and abs(v) < 1e15:
-        return str(int(v))
-    return repr(v)
-
-
-def _float(text: str, what: str, spec: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise ValueError(f"{what} must be a number in {spec!r}, got {text!r}") from None
-    if not math.isfinite(v):
-        raise ValueError(f"{what} must be finite in {spec!r}, got {text!r}")
-    return v
-
-
-def _int(text: str, what: str, spec: str, least: int) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise ValueError(f"{what} must be an integer in {spec!r}, got {text!r}") from None
-    if v < least:
-        raise ValueError(f"{what} must be >= {least} in {spec!r}, got {v}")
-    return v
 
 
 # --- laws -----------------------------------------------------------------------------------------------
@@ -172,8 +142,8 @@ class Law:
             return "mixture:" + json.dumps(self.args, separators=(",", ":"))
         if self.kind == "reducible":
             d, mu, delta, var1, orient = self.args
-            return f"reducible:{d}:{_num(mu)}:{_num(delta)}:{_num(var1)}:{orient}"
-        return ":".join([self.kind] + [_num(a) if isinstance(a, float) else str(a) for a in self.args])
+            return f"reducible:{d}:{format_number(mu)}:{format_number(delta)}:{format_number(var1)}:{orient}"
+        return ":".join([self.kind] + [format_number(a) if isinstance(a, float) else str(a) for a in self.args])
 
 
 @functools.cache
@@ -185,9 +155,9 @@ def _parse_law(text: str) -> Law:
         parts = rest.split(":")
         if len(parts) != 4:
             raise ValueError(f"single Gaussians are spelled 'single:MU_C:S_C:MU_U:S_U', got {text!r}")
-        return Law("single", tuple(_float(p, "each parameter", text) for p in parts))
+        return Law("single", tuple(parse_float(p, "each parameter", text) for p in parts))
     if head == "rand1d":
-        return Law("rand1d", (_int(rest, "the seed", text, 0),))
+        return Law("rand1d", (parse_int(rest, "the seed", text, 0),))
     if head == "mixture":
         try:
             pair = json.loads(rest)
@@ -199,8 +169,8 @@ def _parse_law(text: str) -> Law:
         parts = rest.split(":")
         if len(parts) != 5:
             raise ValueError(f"the reducible family is spelled 'reducible:D:MU:DELTA:VAR1:ORIENT', got {text!r}")
-        orient = parts[4] if parts[4] == "axes" else _int(parts[4], "ORIENT (axes or a seed)", text, 0)
-        return Law("reducible", (_int(parts[0], "D", text, 1), *(_float(p, n, text) for p, n in
+        orient = parts[4] if parts[4] == "axes" else parse_int(parts[4], "ORIENT (axes or a seed)", text, 0)
+        return Law("reducible", (parse_int(parts[0], "D", text, 1), *(parse_float(p, n, text) for p, n in
                                                                    zip(parts[1:4], ("MU", "DELTA", "VAR1"))), orient))
     if text == "blocks_1d":
         return Law("blocks_1d")
@@ -373,7 +343,7 @@ class Schedule:
         return LINEAR if self.is_flow else VP_GEOMETRY
 
     def __str__(self) -> str:
-        return ":".join([self.kind] + [_num(a) if isinstance(a, float) else str(a) for a in self.args])
+        return ":".join([self.kind] + [format_number(a) if isinstance(a, float) else str(a) for a in self.args])
 
 
 @functools.cache
@@ -384,7 +354,7 @@ def _parse_schedule(text: str) -> Schedule:
     types = _SCHEDULE_ARGS.get(head)
     if types is None or len(parts) != len(types):
         raise ValueError(f"unknown schedule {text!r}; the forms are: {', '.join(SCHEDULE_FORMS)}")
-    return Schedule(head, tuple(_int(p, "the step count", text, 1) if t is int else _float(p, "a parameter", text)
+    return Schedule(head, tuple(parse_int(p, "the step count", text, 1) if t is int else parse_float(p, "a parameter", text)
                                 for p, t in zip(parts, types)))
 
 
@@ -466,36 +436,6 @@ class Levels:
 
 
 # --- weights ------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GridWeight:
-    """A weight given at each level of one sigma grid (a function of sigma, found by lookup; ``ValueError``
-    at any other level). Mean-matched step schedules and CFG++'s step-dependent weight are of this kind."""
-
-    sigmas: tuple[float, ...]
-    weights: tuple[float, ...]
-
-    def __post_init__(self):
-        if len(self.sigmas) != len(self.weights) or not self.sigmas:
-            raise ValueError(f"need one weight per level, got {len(self.sigmas)} levels and {len(self.weights)} weights")
-
-    def __call__(self, sigma: float) -> float:
-        s = float(sigma)
-        for level, w in zip(self.sigmas, self.weights):
-            if abs(level - s) <= 1e-9 * max(level, 1e-300):
-                return w
-        raise ValueError(f"sigma={s} is not a level of this weight grid ({len(self.sigmas)} levels)")
-
-
-def cfgpp_weights(lam: float, sigmas: torch.Tensor) -> GridWeight:
-    """CFG++ (arXiv 2406.08070) run as DDIM, ``x' = D^lam + sigma' eps_u`` with ``D^lam`` the denoiser of
-    ``eps_u + lam (eps_c - eps_u)``, equals the CFG DDIM step ``x' = x - (sigma - sigma') eps_g`` with
-    ``eps_g = eps_u + s (eps_c - eps_u)``, ``s = lam sigma / (sigma - sigma')`` (lerp scale), i.e. the
-    library's weight ``w = s - 1`` at that level (derived in :mod:`evaluation.claims.cfgpp`)."""
-    s = sigmas.tolist()
-    levels = tuple(s[i] for i in range(len(s) - 1))
-    return GridWeight(levels, tuple(lam * s[i] / (s[i] - s[i + 1]) - 1.0 for i in range(len(s) - 1)))
-
-
 def weak_model(cond: GaussianMixture, spec: str) -> GaussianMixture:
     """The autoguidance weak model of ``cond``: ``cov:S`` (covariances times S) or ``shift:D`` (means + D)."""
     kind, _, value = spec.partition(":") if isinstance(spec, str) else ("", "", "")
@@ -530,23 +470,7 @@ def tilted_mean_denoiser(cond, reward):
     return m_R
 
 
-class _EpsShift:
-    """``D(x, sigma) - sigma * e``: a denoiser whose eps prediction is off by the constant ``e``."""
-
-    def __init__(self, denoiser, e: float):
-        self.denoiser, self.e = denoiser, float(e)
-
-    def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return self.denoiser(x, sigma) - float(sigma) * self.e
-
-
 # --- methods ------------------------------------------------------------------------------------------------
-_LABELS = {"unguided": "unguided", "cfg": "CFG", "autog": "AutoG", "cg": "CG", "optimal": "optimum",
-           "cfgpp": "CFG++", "cfg_zero_star": "CFG-Zero*", "cfg_zero_star_init": "CFG-Zero* + zero-init",
-           "apg": "APG", "apg_momentum": "APG + momentum"}
-_UNWEIGHTED = ("unguided", "optimal")  # rules without a guidance delta for REG to modify
-
-
 class Built(NamedTuple):
     """What :meth:`Method.build` returns: the guided denoiser and the reward whose tilted target it aims at,
     both from the method's one weight, and the law's parts and levels they were built for."""
@@ -562,106 +486,17 @@ class Built(NamedTuple):
 
 
 @dataclass(frozen=True)
-class Method:
-    """One guided sampler by value.
-
-    rule: one of :data:`RULES`: ``unguided``; ``cfg``; ``autog`` (weak model ``bad``); ``cg`` (exact Bayes
-        classifier); ``optimal`` (the exact tilted posterior mean of the CFG reward); ``cfgpp`` (CFG++ with
-        lambda = ``w``, run as DDIM: one step of it is a CFG step with the weight of :func:`cfgpp_weights`);
-        ``cfg_zero_star`` (optimised scale on the levels' path velocity); ``cfg_zero_star_init`` (the same with
-        the first ``zero_init_steps`` velocities zeroed); ``apg`` (on ``x0``, ``eta = 0``, no norm cap) and
-        ``apg_momentum`` (with reverse momentum ``momentum``).
-    w: the weight (library convention ``D_c + w (D_c - D_ref)``); the target is the rule's reward at ``w``.
-    weighting: ``const``; ``linear`` (0 at ``hi`` to 2w at ``lo``, linear in sigma); ``cosine`` (power-cosine, 0 at
-        ``hi`` to 2w at sigma = 0); ``interval`` (``w`` for sigma in [``lo``, ``hi``], else 0); ``up``/``down``
-        (linear in the step index, mean exactly ``w`` over the steps). ``lo``/``hi`` unset (None): the last and
-        the first level.
-    reg: ``""`` or a REG estimator (``paper``, ``vjp``, ``diag``, ``jvp``, ``fd``).
-    bad: the autoguidance weak model, ``cov:S`` or ``shift:D`` (:func:`weak_model`).
-    eps_error: a constant error added to the conditional eps prediction (``D_c - sigma * eps_error``).
+class Method(MethodValue):
+    """One guided sampler by value: :class:`sampler.method.Method` (its fields, spelling, ``label``, ``weight``
+    and ``guide``; module docstring there) with what needs the exact mathematics: the reward it aims at
+    (:meth:`reward`) and the guided denoiser on a law (:meth:`build`). Rules: ``autog`` uses the weak model
+    ``bad`` (:func:`weak_model`); ``cg`` the exact Bayes classifier; ``optimal`` the exact tilted posterior mean
+    of the CFG reward; the target of every rule is its reward at ``w``.
     """
 
-    rule: str = "cfg"
-    w: float = 1.0
-    weighting: str = "const"
-    reg: str = ""
-    lo: float | None = None
-    hi: float | None = None
-    bad: str = "cov:2"
-    eps_error: float = 0.0
-    momentum: float = -0.5
-    zero_init_steps: int = 1
-
     def __post_init__(self):
-        if self.rule not in RULES:
-            raise ValueError(f"unknown rule {self.rule!r}; choose one of {RULES}")
-        if self.weighting not in WEIGHTINGS:
-            raise ValueError(f"unknown weighting {self.weighting!r}; choose one of {WEIGHTINGS}")
-        if self.reg and self.reg not in ESTIMATORS:
-            raise ValueError(f"unknown REG estimator {self.reg!r}; choose '' or one of {ESTIMATORS}")
-        if self.reg and self.rule in _UNWEIGHTED:
-            raise ValueError(f"REG modifies a guidance; {self.rule!r} has none to modify")
-        for name in ("w", "eps_error", "momentum"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
-            object.__setattr__(self, name, float(v))
-        for name in ("lo", "hi"):
-            v = getattr(self, name)
-            if v is not None:
-                if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v) or v < 0:
-                    raise ValueError(f"{name} must be None or a number >= 0, got {v!r}")
-                object.__setattr__(self, name, float(v))
-        if self.lo is not None and self.hi is not None and not self.lo < self.hi:
-            raise ValueError(f"lo must be below hi, got lo={self.lo}, hi={self.hi}")
-        if isinstance(self.zero_init_steps, bool) or not isinstance(self.zero_init_steps, int) or self.zero_init_steps < 0:
-            raise ValueError(f"zero_init_steps must be an integer >= 0, got {self.zero_init_steps!r}")
+        super().__post_init__()
         weak_model(GaussianMixture.from_1d([1.0], [0.0], [1.0]), self.bad)  # validates the spelling
-
-    @staticmethod
-    def parse(text: str) -> "Method":
-        return _parse_method(text)
-
-    def replace(self, **changes) -> "Method":
-        return dataclasses.replace(self, **changes)
-
-    @property
-    def label(self) -> str:
-        """The method's human name for figures and tables, e.g. ``CFG``, ``REG (vjp)``, ``AutoG (linear) + REG (paper)``."""
-        if self.rule == "cfg" and self.reg and self.weighting == "const":
-            return f"REG ({self.reg})"
-        name = _LABELS[self.rule] + ("" if self.weighting == "const" else f" ({self.weighting})")
-        return name + (f" + REG ({self.reg})" if self.reg else "")
-
-    def __str__(self) -> str:
-        parts = [self.rule]
-        for f in dataclasses.fields(self)[1:]:
-            v = getattr(self, f.name)
-            if v != f.default:
-                parts.append(f"{f.name}={_num(v) if isinstance(v, float) else v}")
-        return ",".join(parts)
-
-    # --- building -------------------------------------------------------------------------------------------
-    def weight(self, sigmas: torch.Tensor):
-        """The weight schedule (a function of sigma) on the levels ``sigmas`` (ending at 0)."""
-        w = self.w
-        levels = [s for s in sigmas.tolist() if s > 0]
-        s_max, s_min = levels[0], levels[-1]
-        lo = s_min if self.lo is None else self.lo
-        hi = s_max if self.hi is None else self.hi
-        if self.weighting == "const":
-            return Constant(w)
-        if self.weighting == "linear":
-            return LinearRamp(0.0, 2 * w, lo, hi)
-        if self.weighting == "cosine":
-            return Cosine(2 * w, 1.0, hi)
-        if self.weighting == "interval":
-            return Interval(w, 0.0 if self.lo is None else lo, min(hi, 2 * s_max))
-        if self.weighting in ("up", "down"):
-            K = len(levels)
-            ramp = [2 * w * (i + 1) / (K + 1) for i in range(K)]  # mean exactly w
-            return GridWeight(tuple(levels), tuple(ramp if self.weighting == "up" else ramp[::-1]))
-        raise ValueError(f"unknown weighting {self.weighting!r}")
 
     def reward(self, parts: LawParts):
         """The reward whose tilted target the method aims at (its rule's reward at weight ``w``)."""
@@ -672,46 +507,6 @@ class Method:
         if isinstance(parts.cond, ReducibleMixture):
             return ReducibleRatioReward(parts.cond, parts.uncond, self.w)
         return CFGReward(parts.cond, parts.uncond, self.w)
-
-    def guide(self, cond, uncond, sigmas: torch.Tensor, *, weak=None, grad=None, tilted_mean=None,
-              path: Path | None = None):
-        """The guidance object of this method over given denoisers (exact mixtures, toy or image networks):
-        ``cond``/``uncond`` the conditional and unconditional denoisers, ``weak`` the weak model (``autog``),
-        ``grad`` the classifier's log-likelihood gradient (``cg``), ``tilted_mean`` the golden (``optimal``),
-        ``path`` the velocity path (CFG-Zero*), all for the levels ``sigmas``."""
-        r = self.rule
-
-        def need(value, what):
-            if value is None:
-                raise ValueError(f"rule {r!r} needs {what}")
-            return value
-
-        if self.eps_error:
-            cond = _EpsShift(cond, self.eps_error)
-        if r == "unguided":
-            return Unguided(cond)
-        if r == "optimal":
-            return TiltedMean(cond, need(tilted_mean, "the tilted mean (tilted_mean=)"))
-        if r == "cfgpp":
-            g = CFG(cond, uncond, cfgpp_weights(self.w, sigmas))
-        elif r == "cfg":
-            g = CFG(cond, uncond, self.weight(sigmas))
-        elif r == "autog":
-            g = AutoGuidance(cond, need(weak, "a weak model (weak=)"), self.weight(sigmas))
-        elif r == "cg":
-            g = ClassifierGuidance(cond, need(grad, "a classifier gradient (grad=)"), self.weight(sigmas))
-        elif r == "cfg_zero_star":
-            g = CFGZeroStar(cond, uncond, self.weight(sigmas), need(path, "a path (path=)"))
-        elif r == "cfg_zero_star_init":
-            p = need(path, "a path (path=)")
-            g = ZeroInit(CFGZeroStar(cond, uncond, self.weight(sigmas), p), zero_init_sigma(sigmas, self.zero_init_steps), p)
-        elif r == "apg":
-            g = APG(cond, uncond, self.weight(sigmas), eta=0.0)
-        elif r == "apg_momentum":
-            g = APG(cond, uncond, self.weight(sigmas), eta=0.0, momentum=self.momentum)
-        else:
-            raise ValueError(f"unknown rule {r!r}")
-        return REG(g, self.reg) if self.reg else g
 
     def build(self, law: Law | LawParts, levels: Levels | Schedule, model: str = "exact") -> Built:
         """The guided denoiser of this method on ``law`` for ``levels`` and its reward, from the same weight.
@@ -749,30 +544,6 @@ class Method:
         elif self.rule == "optimal":
             kw["tilted_mean"] = tilted_mean_denoiser(parts.cond, reward)
         return Built(self.guide(c, u, sigmas, **kw), reward, parts, lv)
-
-
-_METHOD_TYPES = {f.name: f.type for f in dataclasses.fields(Method)}
-
-
-@functools.cache
-def _parse_method(text: str) -> Method:
-    if not isinstance(text, str) or not text:
-        raise ValueError(f"a method is spelled 'RULE[,KEY=VALUE]...' (rules {RULES}), got {text!r}")
-    rule, *items = text.split(",")
-    kw: dict = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        if not eq or key not in _METHOD_TYPES or key == "rule" or key in kw:
-            raise ValueError(f"bad item {item!r} in method {text!r}: use KEY=VALUE once per key, keys "
-                             f"{tuple(k for k in _METHOD_TYPES if k != 'rule')}")
-        kind = _METHOD_TYPES[key]
-        if key == "zero_init_steps":
-            kw[key] = _int(value, key, text, 0)
-        elif "float" in str(kind):
-            kw[key] = float(value) if value in ("inf",) else _float(value, key, text)
-        else:
-            kw[key] = value
-    return Method(rule, **kw)
 
 
 def parse(kind: str, text: str):

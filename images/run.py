@@ -1,11 +1,12 @@
 """The digits experiment from the command line.
 
     python -m images.run --sweep [--quick] [--out out/images] [--device auto|cpu|cuda] [--threads 1]
-        [--seeds 0 1 2] [--n-samples 200] [--checkpoint PATH] [--weak PATH] [--classifier PATH]
+        [--seeds 0 1 2] [--weights 0.25 1] [--methods cfg autog ...] [--regs paper vjp ...] [--n-samples 200]
+        [--checkpoint PATH] [--weak PATH] [--classifier PATH]
     python -m images.run --replot [same options]     # table and plot again from rows.csv, no sampling
 
 Writes ``pareto.png`` / ``pareto.pdf`` (FD-digits against the score, :mod:`figures.digits_pareto`),
-``table.md`` (best FD per method and estimator, mean ± std over seeds, paired difference to no REG),
+``table.md`` (best FD per method and REG estimator, mean ± std over seeds, paired difference to no REG),
 ``rows.csv`` (every run) and ``samples.png`` (unguided, CFG and CFG + REG digits from one seed) to
 ``--out`` (each file atomically; ``--out`` and, for ``--replot``, its ``rows.csv`` are checked before any
 work). The checkpoints default to the ones shipped in ``images/checkpoints`` (retrain with
@@ -26,29 +27,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sampler import Unguided, bind, sample, sampling_levels, vp_prior
+from sampler import bind, sample, sampling_levels, vp_prior
+from sampler.method import Method
 from sampler.files import check_writable_dir, write_atomically
 
 from .classifier import DEFAULT_CLASSIFIER, load_classifier
 from .data import load_digits_split, to_unit_range
 from .metrics import DigitsEvaluator
-from .sweep import QUICK, SweepConfig, SweepResult, make_guidance, reference_images, run_shipped
+from .sweep import QUICK, SweepConfig, SweepResult, reference_images, run_shipped
 from .sweep_stats import best_per_method, markdown_table, read_csv, summarize, write_csv
 from .train import DEFAULT_CHECKPOINT, WEAK_CHECKPOINT, load_model, resolve_device
 
 
 def sample_panels(model, cfg: SweepConfig, best: list, labels: torch.Tensor, device) -> list[tuple[str, np.ndarray]]:
-    """One seed, DDPM: unguided, vanilla CFG and CFG + REG (paper) at their best weights -> [(title, grid)],
+    """One seed, DDPM: unguided, constant CFG and CFG + REG (paper) at their best weights -> [(title, grid)],
     each grid ``[rows * 8, 80]`` in [0, 1] (rows of ten digits 0..9)."""
     sig = sampling_levels(model.schedule, "ddpm", dict(cfg.steps)["ddpm"])
-    panels = [("unguided", Unguided(bind(model, labels)))]
-    for est in ("none", "paper"):
-        b = [s for s in best if s.sampler == "ddpm" and s.method == "vanilla" and s.estimator == est]
+    methods = [Method("unguided")]
+    for reg in ("", "paper"):
+        b = [s for s in best if s.sampler == "ddpm" and s.method == "cfg" and s.reg == reg]
         if b:
-            panels.append((f"CFG w={b[0].w:g}" + ("" if est == "none" else " + REG " + est),
-                           make_guidance("vanilla", est, b[0].w, model, None, labels, cfg)))
+            methods.append(Method("cfg", w=b[0].w, reg=reg))
     out = []
-    for title, den in panels:
+    for m in methods:
+        title = m.label + ("" if m.rule == "unguided" else f" w={m.w:g}")
+        den = m.guide(bind(model, labels), bind(model, None), sig)
         g = torch.Generator(device=device).manual_seed(0)
         x = vp_prior(torch.randn((labels.shape[0], 1, 8, 8), generator=g, device=device), float(sig[0]))
         x = to_unit_range(sample("ddpm", den, x, sig, generator=g)).cpu()
@@ -83,7 +86,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (1 is fastest on a shared 2-core box)")
     p.add_argument("--seeds", type=int, nargs="+", default=None)
     p.add_argument("--weights", type=float, nargs="+", default=None)
-    p.add_argument("--estimators", nargs="+", default=None, help="'none' and REG estimators (paper vjp jvp fd diag)")
+    p.add_argument("--methods", nargs="+", default=None,
+                   help="method spellings without w and reg (sampler.method), e.g. cfg 'cfg,weighting=cosine,hi=10' autog")
+    p.add_argument("--regs", nargs="*", default=None,
+                   help="REG estimators each method also runs with (paper vjp jvp fd diag; none: no REG runs)")
     p.add_argument("--n-samples", type=int, default=None)
     p.add_argument("--checkpoint", default=str(DEFAULT_CHECKPOINT))
     p.add_argument("--weak", default=str(WEAK_CHECKPOINT))
@@ -94,7 +100,8 @@ def main(argv=None) -> None:
     if a.threads < 1:  # 0 used to be dropped silently by a truthiness test (issue 11, defect 12)
         p.error(f"--threads must be >= 1, got {a.threads}")
     cfg = QUICK if a.quick else SweepConfig()
-    over = {k: tuple(v) for k, v in (("seeds", a.seeds), ("weights", a.weights), ("estimators", a.estimators))
+    over = {k: tuple(v) for k, v in (("seeds", a.seeds), ("weights", a.weights), ("methods", a.methods),
+                                           ("regs", a.regs))
             if v is not None}
     if a.n_samples is not None:  # --n-samples 0 used to fall back to the default silently
         over["n_samples"] = a.n_samples

@@ -6,16 +6,11 @@ through the shared sampler core and scored with ``images.metrics`` (FD-digits ag
 images, the Inception-style score, class accuracy). All methods of one seed start from the same noise
 (and use the same DDPM noise), so differences between methods are paired.
 
-Methods (weights are functions of sigma, ``sampler.weights``):
-
-- ``vanilla``: ``Constant(w)``;
-- ``linear``: ``LinearRamp`` from 0 at ``ramp_sigma_max`` (and above) to ``2 w`` at sigma = 0;
-- ``cosine``: ``Cosine(2 w, s=1, ramp_sigma_max)``: 0 at ``ramp_sigma_max``, ``2 w`` at sigma = 0;
-  (both ramps average ``w`` over ``sigma`` in ``[0, ramp_sigma_max]``);
-- ``interval``: ``Interval(w, *interval)``, no guidance outside;
-- ``autog``: ``AutoGuidance`` with the weak model, ``Constant(w)``.
-
-Estimators: ``none`` (the guidance itself) or one of ``sampler.reg.ESTIMATORS`` through ``REG``.
+Methods are :class:`sampler.method.Method` spellings without ``w`` and ``reg`` (the sweep sets both): the
+default :data:`METHODS` are constant CFG (``cfg``), the linear and cosine ramps from 0 at sigma = 10 (and above)
+to ``2 w`` at sigma = 0 (``cfg,weighting=linear,lo=0,hi=10``, ``cfg,weighting=cosine,hi=10``; both average ``w``
+over sigma in [0, 10]), CFG on the interval sigma in [0.3, 3] only (``cfg,weighting=interval,lo=0.3,hi=3``) and
+AutoG with the weak network (``autog``). Every method runs alone and with each REG estimator of ``regs``.
 
 This module runs the sweep: ``compute(...) -> SweepResult`` (one ``SweepRow`` per sampling run) and
 ``run_shipped`` (the same with the shipped UNets, classifier and reference images). Statistics over seeds,
@@ -28,13 +23,14 @@ import math
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
 
 import torch
 from tqdm.auto import tqdm
 
-from sampler import CFG, ESTIMATORS, REG, SAMPLERS, AutoGuidance, Constant, Cosine, Interval, LinearRamp, Unguided, bind
+from sampler import ESTIMATORS, SAMPLERS, bind
 from sampler.levels import sampling_levels
+from sampler.method import Method
 from sampler.samplers import sample, vp_prior
 
 from .classifier import DEFAULT_CLASSIFIER, load_classifier
@@ -49,40 +45,51 @@ __all__ = [
     "SweepRow",
     "SweepResult",
     "Summary",
-    "make_weight",
-    "make_guidance",
+    "SWEEP_RULES",
     "compute",
     "reference_images",
     "run_shipped",
 ]
 
-METHODS = ("vanilla", "linear", "cosine", "interval", "autog")
+METHODS = ("cfg", "cfg,weighting=linear,lo=0,hi=10", "cfg,weighting=cosine,hi=10", "cfg,weighting=interval,lo=0.3,hi=3",
+           "autog")
+SWEEP_RULES = ("cfg", "autog", "apg", "apg_momentum")  # the rules built from the network alone (and the weak one)
 
 
 @dataclass(frozen=True)
 class SweepConfig:
+    """methods: :class:`sampler.method.Method` spellings without ``w`` and ``reg`` (kept in their canonical
+    spelling, ``str(Method.parse(m))``); regs: the REG estimators each method also runs with (every method
+    always runs without REG too); weights: the ``w`` of every method (the unguided run, ``w = 0``, always runs)."""
+
     methods: tuple = METHODS
-    estimators: tuple = ("none", "paper", "vjp", "jvp")
+    regs: tuple = ("paper", "vjp", "jvp")
     weights: tuple = (0.25, 0.5, 1.0, 2.0)
     samplers: tuple = ("ddpm", "heun")
     steps: tuple = (("ddpm", 16), ("heun", 10))  # levels per sampler (see sampler.sampling_levels)
     seeds: tuple = (0, 1, 2)
     n_samples: int = 200
-    ramp_sigma_max: float = 10.0
-    interval: tuple = (0.3, 3.0)
 
     def __post_init__(self):
-        for name in ("methods", "estimators", "weights", "samplers", "seeds"):
+        for name in ("methods", "regs", "weights", "samplers", "seeds"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
-            if not getattr(self, name):
+            if not getattr(self, name) and name != "regs":
                 raise ValueError(f"{name} must not be empty")
         object.__setattr__(self, "steps", tuple((str(k), int(v)) for k, v in dict(self.steps).items()))
-        for m in self.methods:
-            if m not in METHODS:
-                raise ValueError(f"unknown method {m!r}; choose from {METHODS}")
-        for e in self.estimators:
-            if e != "none" and e not in ESTIMATORS:
-                raise ValueError(f"unknown estimator {e!r}; choose 'none' or one of {ESTIMATORS}")
+        methods = []
+        for text in self.methods:
+            m = Method.parse(text)
+            if m.rule not in SWEEP_RULES:
+                raise ValueError(f"methods: rule {m.rule!r} of {text!r} is not swept here; choose one of {SWEEP_RULES}")
+            if m.w != 1.0 or m.reg:
+                raise ValueError(f"methods: {text!r} must not set w or reg (the sweep sets them from weights and regs)")
+            methods.append(str(m))
+        if len(set(methods)) != len(methods):
+            raise ValueError(f"methods must be distinct, got {self.methods}")
+        object.__setattr__(self, "methods", tuple(methods))
+        for e in self.regs:
+            if e not in ESTIMATORS:
+                raise ValueError(f"unknown REG estimator {e!r} in regs; choose from {ESTIMATORS}")
         for s in self.samplers:
             if s not in SAMPLERS:
                 raise ValueError(f"unknown sampler {s!r}; choose from {SAMPLERS}")
@@ -93,14 +100,18 @@ class SweepConfig:
                 raise ValueError(f"weights must be positive numbers (w = 0 is the unguided baseline, always run), got {w!r}")
         if isinstance(self.n_samples, bool) or not isinstance(self.n_samples, int) or self.n_samples < 10:
             raise ValueError(f"n_samples must be an integer >= 10, got {self.n_samples!r}")
-        lo, hi = self.interval
-        if not 0 <= lo < hi:
-            raise ValueError(f"interval must be (lo, hi) with 0 <= lo < hi, got {self.interval}")
-        if not self.ramp_sigma_max > 0:
-            raise ValueError(f"ramp_sigma_max must be positive, got {self.ramp_sigma_max}")
+
+    def runs(self) -> list[Method]:
+        """The methods of one sampler and seed, in sweep order: unguided (``w = 0``), then every method at
+        every weight without REG and with each of :attr:`regs`."""
+        out = [Method("unguided", w=0.0)]
+        for text in self.methods:
+            for reg in ("",) + self.regs:
+                out.extend(Method.parse(text).replace(w=float(w), reg=reg) for w in self.weights)
+        return out
 
     def n_runs(self) -> int:
-        return len(self.samplers) * len(self.seeds) * (1 + len(self.methods) * len(self.estimators) * len(self.weights))
+        return len(self.samplers) * len(self.seeds) * (1 + len(self.methods) * (1 + len(self.regs)) * len(self.weights))
 
 
 QUICK = SweepConfig(weights=(0.25, 1.0), steps=(("ddpm", 10), ("heun", 8)), seeds=(0, 1), n_samples=100)
@@ -109,8 +120,8 @@ QUICK = SweepConfig(weights=(0.25, 1.0), steps=(("ddpm", 10), ("heun", 8)), seed
 class SweepRow(NamedTuple):
     sampler: str
     seed: int
-    method: str  # one of METHODS, or "unguided" (w = 0)
-    estimator: str  # "none" or a REG estimator
+    method: str  # a spelling of SweepConfig.methods, or "unguided" (w = 0)
+    reg: str  # "" (no REG) or a REG estimator: the row's method is Method.parse(method).replace(w=w, reg=reg)
     w: float
     fd: float
     score: float
@@ -123,33 +134,6 @@ class SweepResult(NamedTuple):
     rows: list  # [SweepRow]
     reference: Scores  # real training images scored like samples (the floor at this sample size); nan if not given
     seconds: float
-
-
-def make_weight(method: str, w: float, config: SweepConfig):
-    """The weight schedule of ``method`` at nominal weight ``w`` (see the module docstring)."""
-    if method in ("vanilla", "autog"):
-        return Constant(w)
-    elif method == "linear":
-        return LinearRamp(0.0, 2.0 * w, 0.0, config.ramp_sigma_max)
-    elif method == "cosine":
-        return Cosine(2.0 * w, 1.0, config.ramp_sigma_max)
-    elif method == "interval":
-        return Interval(w, *config.interval)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose from {METHODS}")
-
-
-def make_guidance(method: str, estimator: str, w: float, model: Callable, weak: Optional[Callable], labels: Any,
-                  config: SweepConfig):
-    """Guidance (wrapped in ``REG`` unless ``estimator == "none"``) for ``method`` at weight ``w``."""
-    cond = bind(model, labels)
-    if method == "autog":
-        if weak is None:
-            raise ValueError("method 'autog' needs a weak model")
-        g = AutoGuidance(cond, bind(weak, labels), make_weight(method, w, config))
-    else:
-        g = CFG(cond, bind(model, None), make_weight(method, w, config))
-    return g if estimator == "none" else REG(g, estimator)
 
 
 def compute(
@@ -167,35 +151,31 @@ def compute(
     """Run the sweep. ``model``: the contract model (an ``EpsModel``, whose ``schedule`` gives the
     levels, see :func:`sampler.sampling_levels`); ``weak``: the AutoG weak model on the same schedule.
     ``reference_train``: real (training) images, scored like a sample (the floor of FD at this size)."""
-    if "autog" in config.methods and weak is None:
+    if weak is None and any(Method.parse(m).rule == "autog" for m in config.methods):
         raise ValueError("the sweep includes 'autog' but no weak model was given")
     if not hasattr(model, "schedule"):
         raise ValueError("model must carry its VP schedule (sampler.model.EpsModel)")
     device = torch.device(device)
     n = config.n_samples
     labels = torch.arange(n, device=device) % num_classes  # balanced requested classes [N]
+    cond, uncond = bind(model, labels), bind(model, None)
+    weak_cond = None if weak is None else bind(weak, labels)
     rows = []
-    jobs = []
-    for sampler_name in config.samplers:
-        for seed in config.seeds:
-            jobs.append((sampler_name, seed, "unguided", "none", 0.0))
-            for method in config.methods:
-                for est in config.estimators:
-                    for w in config.weights:
-                        jobs.append((sampler_name, seed, method, est, float(w)))
+    jobs = [(s, seed, m) for s in config.samplers for seed in config.seeds for m in config.runs()]
     steps = dict(config.steps)
     t_start = time.perf_counter()
-    for sampler_name, seed, method, est, w in tqdm(jobs, desc="digits sweep", disable=not progress):
+    for sampler_name, seed, method in tqdm(jobs, desc="digits sweep", disable=not progress):
         sig = sampling_levels(model.schedule, sampler_name, steps[sampler_name])
         g = torch.Generator(device=device).manual_seed(int(seed))
         noise = torch.randn((n, *image_shape), generator=g, device=device)
         x_start = vp_prior(noise, float(sig[0]))
-        den = Unguided(bind(model, labels)) if method == "unguided" else make_guidance(method, est, w, model, weak, labels, config)
+        den = method.guide(cond, uncond, sig, weak=weak_cond)
         t0 = time.perf_counter()
         x = sample(sampler_name, den, x_start, sig, generator=g)
         dt = time.perf_counter() - t0
         s = evaluator.evaluate(x, labels)
-        rows.append(SweepRow(sampler_name, int(seed), method, est, w, s.fd, s.score, s.accuracy, dt))
+        rows.append(SweepRow(sampler_name, int(seed), str(method.replace(w=1.0, reg="")), method.reg, method.w,
+                             s.fd, s.score, s.accuracy, dt))
     ref = evaluator.evaluate(reference_train) if reference_train is not None else Scores(math.nan, math.nan, math.nan)
     return SweepResult(config, rows, ref, time.perf_counter() - t_start)
 

@@ -15,7 +15,7 @@ from typing import NamedTuple
 from sampler import ESTIMATORS
 from sampler.files import write_atomically
 
-from .sweep import METHODS, SweepResult, SweepRow
+from .sweep import SweepResult, SweepRow
 
 __all__ = ["Summary", "summarize", "best_per_method", "best_vs_best", "markdown_table", "write_csv", "read_csv"]
 
@@ -23,11 +23,11 @@ __all__ = ["Summary", "summarize", "best_per_method", "best_vs_best", "markdown_
 class Summary(NamedTuple):
     sampler: str
     method: str
-    estimator: str
+    reg: str  # "" (no REG) or a REG estimator
     w: float
     fd: float  # mean over seeds
     fd_std: float  # standard deviation over seeds
-    d_fd: float  # mean paired difference to the same method's "none" at this w and seed (nan for "none")
+    d_fd: float  # mean paired difference to the same method without REG at this w and seed (nan without REG)
     d_fd_std: float
     score: float
     score_std: float
@@ -40,15 +40,15 @@ def _std(v: list) -> float:
 
 
 def summarize(result: SweepResult) -> list:
-    """Mean and standard deviation over seeds per (sampler, method, estimator, w) -> [Summary]."""
+    """Mean and standard deviation over seeds per (sampler, method, reg, w) -> [Summary]."""
     groups: dict = {}
     for r in result.rows:
-        groups.setdefault((r.sampler, r.method, r.estimator, r.w), []).append(r)
-    base = {(r.sampler, r.method, r.w, r.seed): r.fd for r in result.rows if r.estimator == "none"}
+        groups.setdefault((r.sampler, r.method, r.reg, r.w), []).append(r)
+    base = {(r.sampler, r.method, r.w, r.seed): r.fd for r in result.rows if not r.reg}
     out = []
     for (smp, m, e, w), rs in groups.items():
         fd = [r.fd for r in rs]
-        diffs = [r.fd - base[(smp, m, w, r.seed)] for r in rs if e != "none" and (smp, m, w, r.seed) in base]
+        diffs = [r.fd - base[(smp, m, w, r.seed)] for r in rs if e and (smp, m, w, r.seed) in base]
         out.append(Summary(smp, m, e, w, statistics.fmean(fd), _std(fd),
                            statistics.fmean(diffs) if diffs else math.nan, _std(diffs) if diffs else math.nan,
                            statistics.fmean(r.score for r in rs), _std([r.score for r in rs]),
@@ -57,32 +57,32 @@ def summarize(result: SweepResult) -> list:
 
 
 def best_per_method(summaries: list) -> list:
-    """The weight with the lowest mean FD for every (sampler, method, estimator) -> [Summary]."""
+    """The weight with the lowest mean FD for every (sampler, method, reg) -> [Summary]."""
     best: dict = {}
     for s in summaries:
-        key = (s.sampler, s.method, s.estimator)
+        key = (s.sampler, s.method, s.reg)
         if key not in best or s.fd < best[key].fd:
             best[key] = s
     return list(best.values())
 
 
-def best_vs_best(result: SweepResult, against: str = "none") -> dict:
-    """Paired per-seed FD differences between each (sampler, method, estimator)'s best weight and the
-    best weight of the same method with estimator ``against`` (or, for ``against="unguided"``, the
-    unguided runs): ``{(sampler, method, estimator): (mean, std)}`` over the seeds both have."""
-    if against not in ("unguided", "none") + ESTIMATORS:
-        raise ValueError(f"against must be 'unguided', 'none' or one of {ESTIMATORS}, got {against!r}")
-    best = {(s.sampler, s.method, s.estimator): s.w for s in best_per_method(summarize(result))}
-    fd = {(r.sampler, r.method, r.estimator, r.w, r.seed): r.fd for r in result.rows}
+def best_vs_best(result: SweepResult, against: str = "") -> dict:
+    """Paired per-seed FD differences between each (sampler, method, reg)'s best weight and the best weight
+    of the same method with REG estimator ``against`` (``""``: without REG; ``"unguided"``: the unguided
+    runs): ``{(sampler, method, reg): (mean, std)}`` over the seeds both have."""
+    if against not in ("unguided", "") + ESTIMATORS:
+        raise ValueError(f"against must be 'unguided', '' (no REG) or one of {ESTIMATORS}, got {against!r}")
+    best = {(s.sampler, s.method, s.reg): s.w for s in best_per_method(summarize(result))}
+    fd = {(r.sampler, r.method, r.reg, r.w, r.seed): r.fd for r in result.rows}
     out = {}
     for (smp, m, e), w in best.items():
         if m == "unguided":
             continue
-        ref_key = (smp, "unguided", "none") if against == "unguided" else (smp, m, against)
+        ref_key = (smp, "unguided", "") if against == "unguided" else (smp, m, against)
         if ref_key not in best or ref_key == (smp, m, e):
             continue
         diffs = [fd[(smp, m, e, w, r.seed)] - fd[ref_key + (best[ref_key], r.seed)]
-                 for r in result.rows if (smp, m, e, w) == (r.sampler, r.method, r.estimator, r.w)
+                 for r in result.rows if (smp, m, e, w) == (r.sampler, r.method, r.reg, r.w)
                  and ref_key + (best[ref_key], r.seed) in fd]
         if diffs:
             out[(smp, m, e)] = (statistics.fmean(diffs), _std(diffs))
@@ -95,7 +95,7 @@ def read_csv(path: str | Path) -> list:
         rd = csv.DictReader(fh)
         if rd.fieldnames != list(SweepRow._fields):
             raise ValueError(f"{str(path)!r} does not hold sweep rows (columns {rd.fieldnames})")
-        return [SweepRow(r["sampler"], int(r["seed"]), r["method"], r["estimator"], float(r["w"]), float(r["fd"]),
+        return [SweepRow(r["sampler"], int(r["seed"]), r["method"], r["reg"], float(r["w"]), float(r["fd"]),
                          float(r["score"]), float(r["accuracy"]), float(r["seconds"])) for r in rd]
 
 
@@ -104,12 +104,12 @@ def _fmt(v: float, std: float, digits: int = 2) -> str:
 
 
 def markdown_table(result: SweepResult) -> str:
-    """Best FD-digits per method and estimator (mean ± std over seeds), per sampler, as Markdown."""
+    """Best FD-digits per method and REG estimator (mean ± std over seeds), per sampler, as Markdown."""
     cfg = result.config
     best = best_per_method(summarize(result))
-    order = {m: i for i, m in enumerate(("unguided",) + METHODS)}
-    est_order = {e: i for i, e in enumerate(("none",) + ESTIMATORS)}
-    best.sort(key=lambda s: (s.sampler, order[s.method], est_order[s.estimator]))
+    order = {m: i for i, m in enumerate(("unguided",) + cfg.methods)}
+    reg_order = {e: i for i, e in enumerate(("",) + ESTIMATORS)}
+    best.sort(key=lambda s: (s.sampler, order.get(s.method, len(order)), s.method, reg_order[s.reg]))
     lines = [
         f"Digits, {cfg.n_samples} samples per run, seeds {list(cfg.seeds)}, weights {list(cfg.weights)}, "
         f"steps {dict(cfg.steps)}. FD-digits and the score are toy-scale counterparts of FID/IS, "
@@ -127,9 +127,9 @@ def markdown_table(result: SweepResult) -> str:
     bvu = best_vs_best(result, "unguided")
     for s in best:
         d = "" if math.isnan(s.d_fd) else _fmt(s.d_fd, s.d_fd_std)
-        b = bvb.get((s.sampler, s.method, s.estimator)) or bvu.get((s.sampler, s.method, s.estimator))
+        b = bvb.get((s.sampler, s.method, s.reg)) or bvu.get((s.sampler, s.method, s.reg))
         b = "" if b is None else _fmt(*b)
-        lines.append(f"| {s.sampler} | {s.method} | {s.estimator} | {s.w:g} | {_fmt(s.fd, s.fd_std)} | {d} | {b} | "
+        lines.append(f"| {s.sampler} | {s.method} | {s.reg or '–'} | {s.w:g} | {_fmt(s.fd, s.fd_std)} | {d} | {b} | "
                      f"{_fmt(s.score, s.score_std)} | {s.accuracy:.3f} |")
     return "\n".join(lines) + "\n"
 

@@ -47,9 +47,10 @@ import analytic as A
 import toy
 from figures.style import COLORS, LABELS, style
 from images import DigitsEvaluator, load_classifier, load_digits_split, load_model
-from images.sweep import SweepConfig, make_guidance, reference_images
+from images.sweep import reference_images
 from images.train import WEAK_CHECKPOINT
 from sampler import CFG, REG, VPSchedule, bind, resolve_device, sample, sampling_levels, vp_prior
+from sampler.method import Method
 from teaching import check
 
 torch.set_num_threads(1)
@@ -186,7 +187,8 @@ for m in ("present", "reg_vjp"):
 # is a small class-conditional UNet trained on scikit-learn's 8x8 digits (with label dropout, so one
 # network gives both the conditional and the unconditional branch), plus a weaker UNet for autoguidance
 # and a digits classifier whose features give a Fréchet distance (FD-digits, a toy counterpart of FID)
-# and an Inception-style score. `images.sweep.make_guidance` builds the guidance objects the sweep uses.
+# and an Inception-style score. A method is one value, `sampler.method.Method`, spelled as in the sweep
+# (`cfg,w=1,reg=paper`); its `guide` builds the guidance object over the network's branches.
 
 # %%
 model = load_model(device=device)
@@ -195,26 +197,26 @@ data = load_digits_split()
 evaluator = DigitsEvaluator(load_classifier(device=device), data.test_x.to(device))
 labels = torch.arange(N_DIGITS, device=device) % 10
 sigmas = sampling_levels(model.schedule, "ddpm", 10)
-sweep_config = SweepConfig()
-runs = {"unguided": ("vanilla", "none", 0.0), "CFG": ("vanilla", "none", 1.0), "CFG + REG": ("vanilla", "paper", 1.0),
-        "AutoG": ("autog", "none", 1.0), "AutoG + REG": ("autog", "paper", 1.0)}
+runs = {m.label: m for m in map(Method.parse, ("unguided", "cfg,w=1", "cfg,w=1,reg=paper", "autog,w=1",
+                                                "autog,w=1,reg=paper"))}
+cond, uncond, weak_cond = bind(model, labels), bind(model, None), bind(weak, labels)
 scores, images = {}, {}
-for name, (method, est, wt) in runs.items():
+for name, method in runs.items():
     per_seed = []
     for seed in SEEDS:
         g = torch.Generator(device=device).manual_seed(seed)
         x_start = vp_prior(torch.randn((N_DIGITS, 1, 8, 8), generator=g, device=device), float(sigmas[0]))
-        den = make_guidance(method, est, wt, model, weak, labels, sweep_config)
+        den = method.guide(cond, uncond, sigmas, weak=weak_cond)
         x = sample("ddpm", den, x_start, sigmas, generator=g)
         per_seed.append(evaluator.evaluate(x, labels))
         images.setdefault(name, x[:20].detach().cpu())
     scores[name] = per_seed
 floor = evaluator.evaluate(reference_images(data, N_DIGITS).to(device))
-print(f"{'method':<12} {'FD-digits':>10} {'score':>7} {'accuracy':>9}   ({len(SEEDS)} seed(s), {N_DIGITS} samples)")
+print(f"{'method':<20} {'FD-digits':>10} {'score':>7} {'accuracy':>9}   ({len(SEEDS)} seed(s), {N_DIGITS} samples)")
 for name, ss in scores.items():
     mean = lambda k: sum(getattr(s, k) for s in ss) / len(ss)  # noqa: E731
-    print(f"{name:<12} {mean('fd'):10.1f} {mean('score'):7.2f} {mean('accuracy'):9.3f}")
-print(f"{'real images':<12} {floor.fd:10.1f} {floor.score:7.2f}   (training digits scored the same way)")
+    print(f"{name:<20} {mean('fd'):10.1f} {mean('score'):7.2f} {mean('accuracy'):9.3f}")
+print(f"{'real images':<20} {floor.fd:10.1f} {floor.score:7.2f}   (training digits scored the same way)")
 assert all(math.isfinite(s.fd) for ss in scores.values() for s in ss)
 
 with style():

@@ -198,7 +198,7 @@ def test_sweep_rows_are_written_atomically(tmp_path):
     from images.sweep import SweepResult, SweepRow
     from images.sweep_stats import read_csv, write_csv
 
-    row = SweepRow("ddpm", 0, "vanilla", "none", 1.0, 2.0, 3.0, 0.5, 0.1)
+    row = SweepRow("ddpm", 0, "cfg", "", 1.0, 2.0, 3.0, 0.5, 0.1)
     path = write_csv(SweepResult(None, [row, row._replace(seed=1)], None, 0.0), tmp_path / "rows.csv")
     assert read_csv(path) == [row, row._replace(seed=1)]
     before = path.read_text()

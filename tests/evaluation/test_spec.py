@@ -174,3 +174,17 @@ def test_autoguidance_and_cg_guide_with_the_model_their_reward_names():
     assert cg.reward.w == 2.0
     shifted = Method("unguided", 0.0, eps_error=0.1).build(law, Schedule.parse("paper")).guided
     torch.testing.assert_close(shifted(x, 0.8), dc - 0.8 * 0.1, rtol=1e-12, atol=1e-12)
+
+
+def test_method_builds_on_the_sampler_method():
+    """One spelling, one parser: spec's Method is sampler.method.Method plus reward/build; both read and write
+    the same text, and spec's adds only the check of the exact law's weak model ``bad``."""
+    from sampler.method import Method as SamplerMethod
+
+    for text in ("cfg,w=2,reg=vjp", "autog,weighting=linear,hi=3,bad=shift:0.5", "cfgpp,w=0.4"):
+        m, base = Method.parse(text), SamplerMethod.parse(text)
+        assert isinstance(m, SamplerMethod) and type(m) is Method and str(m) == str(base) == text
+        assert m.label == base.label and Method.guide is SamplerMethod.guide
+    SamplerMethod.parse("autog,bad=foo")  # the sampler layer does not know the exact laws' weak models
+    with pytest.raises(ValueError, match="bad model"):
+        Method.parse("autog,bad=foo")
