@@ -2,7 +2,6 @@
 the user contract, their registry entries (skipped without diffusers), their cache key, ``min_dim``, and the
 generated conformance table (docs/conformance.md)."""
 import importlib.util
-import shutil
 import sys
 from pathlib import Path
 
@@ -86,7 +85,8 @@ def test_diffusers_names_are_checked():
 
 def test_diffusers_entries_are_skipped_without_diffusers(monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(bench.importlib.util, "find_spec", lambda name, *a: None if name == "diffusers" else real(name, *a))
+    monkeypatch.setattr(bench.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "diffusers" else real(name, *a))
     entries, skipped = bench.check_rules(bench.REGISTRY)
     names = [e[0] for e in entries]
     diffusers_names = [n for n in bench.REGISTRY if n.startswith("diffusers:")]
