@@ -23,6 +23,8 @@ contract of :mod:`sampler`; on flow levels ``sigma = t / (1 - t)``), with the we
   the inputs, the same way for every ``i``, and that the rule returns ``eps_c`` where ``eps_c == eps_u``. The
   any-d reducible family is then scored exactly along its line (the reduction carries the rule); otherwise by
   Monte Carlo with standard errors (rows ``"exact": false``).
+- ``rule.min_dim = k``: the rule is defined only on samples of at least ``k`` coordinates (a standard deviation or
+  a projection over one sample's coordinates); on laws of fewer dimensions its rows are ``undefined``.
 
 :class:`RuleGuidance` adapts such a rule into a guidance object of the sampler contract (``D``-form:
 ``D = x - sigma * eps``). A rule file is loaded by path (``importlib.util.spec_from_file_location``) in every
@@ -37,7 +39,8 @@ Routes. Each cell (one rule, one setting, one weight) is scored
 - ``monte_carlo``: on the reducible family otherwise: ``mc_samples`` trajectories of the sampler in ``d``
   dimensions from ``N(0, I)`` (seeded), projected on the line; errors are standard errors from disjoint blocks;
   TV and the KLs of a sample set are not estimated (nan: a histogram's are biased), W1 and the distortions are;
-- ``undefined``: a stateful rule under DDPM on a preset, whose law is not a push-forward of states (nan).
+- ``undefined``: a stateful rule under DDPM on a preset, whose law is not a push-forward of states, or a law of
+  fewer dimensions than the rule's ``min_dim`` (nan).
 
 Metrics (each with ``<metric>_error``; for exact rows from the error estimates of ``output_density`` and
 ``tilted_target``, first order): ``sw1`` (W1 in 1-D and along the reducible line, sliced W1 in 2-D,
@@ -109,19 +112,32 @@ REGISTRY: dict[str, str] = {
     "cfg_zero_star_init": "cfg_zero_star_init",
     "apg": "apg",
     "apg_momentum": "apg_momentum",
+    "practice:GuidanceRescale": "practice:GuidanceRescale",  # evaluation.bench_providers: the rules' settings
+    "practice:CFGNorm": "practice:CFGNorm",
+    "practice:DynamicThresholding": "practice:DynamicThresholding",
+    "practice:TCFG": "practice:TCFG",
+    "practice:MamboG": "practice:MamboG",
+    "diffusers:ClassifierFreeGuidance": "diffusers:ClassifierFreeGuidance",
+    "diffusers:AdaptiveProjectedGuidance": "diffusers:AdaptiveProjectedGuidance",
+    "diffusers:ClassifierFreeZeroStarGuidance": "diffusers:ClassifierFreeZeroStarGuidance",
+    "diffusers:TangentialClassifierFreeGuidance": "diffusers:TangentialClassifierFreeGuidance",
+    "diffusers:MagnitudeAwareGuidance": "diffusers:MagnitudeAwareGuidance",
 }
 
 
 class Provider(NamedTuple):
-    """An optional source of rules: ``module.rule(name)`` returns a rule of the user contract; ``requires`` is the
-    distribution it needs (its absence skips the provider's entries with a message)."""
+    """An optional source of rules: ``module.<function>(name)`` returns a rule of the user contract; ``requires`` is
+    the distribution it needs (its absence skips the provider's entries with a message)."""
 
     module: str
     requires: str
+    function: str = "rule"
 
 
-# e.g. PROVIDERS["diffusers"] = Provider("evaluation.diffusers_guiders", "diffusers") (registered with the adapter)
-PROVIDERS: dict[str, Provider] = {}
+PROVIDERS: dict[str, Provider] = {
+    "diffusers": Provider("evaluation.bench_providers", "diffusers", "diffusers_rule"),
+    "practice": Provider("evaluation.bench_providers", "torch", "practice_rule"),
+}
 
 
 # --- the settings ------------------------------------------------------------------------------------------
@@ -273,7 +289,7 @@ def _provider_rule(provider: str, name: str):
     p = PROVIDERS[provider]
     if importlib.util.find_spec(p.requires) is None:
         raise ModuleNotFoundError(f"{provider}:{name} needs {p.requires!r}, which is not installed")
-    return importlib.import_module(p.module).rule(name)
+    return getattr(importlib.import_module(p.module), p.function)(name)
 
 
 def rule_source(source: str) -> tuple[str, str]:
@@ -333,15 +349,18 @@ def load_rule(source: str, digest: str | None = None):
 
 def _probe(rule, source: str) -> None:
     """Call the rule once on small tensors, so a broken rule fails before any cell runs."""
-    x = torch.zeros(2, 1, dtype=F64)
+    k = getattr(rule, "min_dim", 1)
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise ValueError(f"rule {source!r}: rule.min_dim must be an integer >= 1, got {k!r}")
+    x = torch.zeros(2, k, dtype=F64)
     g = RuleGuidance(rule, lambda x, s: 0.5 * x, lambda x, s: 0.25 * x, 1.0, Levels.parse("flow:4").schedule.path)
     try:
         g.reset()
         g(x + 1.0, 1.0)
         g.reset()
     except Exception as err:  # noqa: BLE001
-        raise ValueError(f"rule {source!r} failed on a probe call rule(eps_c [2, 1], eps_u [2, 1], x [2, 1], sigma=1.0, "
-                         f"w=1.0): {type(err).__name__}: {err}") from err
+        raise ValueError(f"rule {source!r} failed on a probe call rule(eps_c, eps_u, x, sigma=1.0, w=1.0) on tensors "
+                         f"{list(x.shape)}: {type(err).__name__}: {err}") from err
 
 
 # --- one cell ----------------------------------------------------------------------------------------------
@@ -611,20 +630,21 @@ def _field_mc(cell: BenchCell, rule, stateful: bool) -> tuple[tuple, float, floa
     return tuple(per), float(np.mean(per)), math.sqrt(sum(var)) / len(per)
 
 
-@cell_kind(BenchCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.flows"))
+@cell_kind(BenchCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.flows",
+                                "images.guiders"))  # images.guiders: the diffusers provider drives it
 def bench_cell(cell: BenchCell) -> BenchResult:
     """One rule on one setting at one weight: its route (module docstring) and every metric with its error."""
     rule = None if _is_method(cell.source) else load_rule(cell.source, cell.digest)
     stateful = _stateful(cell.source, rule)
+    if cell.law.dim < getattr(rule, "min_dim", 1) or (stateful and cell.levels.sampler == "ddpm"
+                                                      and not isinstance(cell.law.build().cond, ReducibleMixture)):
+        nan = (math.nan,) * len(METRICS)
+        return BenchResult("undefined", nan, nan, (), (), (math.nan,) * cell.levels.steps, math.nan)
     if isinstance(cell.law.build().cond, ReducibleMixture):
         line = line_law(cell.law)
         if line is not None and _carried(cell.source, rule) and not (stateful and cell.levels.sampler == "ddpm"):
             return _exact(cell, line, rule, stateful)
         return _mc(cell, rule, stateful)
-    if stateful and cell.levels.sampler == "ddpm":
-        steps = cell.levels.steps
-        nan = (math.nan,) * len(METRICS)
-        return BenchResult("undefined", nan, nan, (), (), (math.nan,) * steps, math.nan)
     return _exact(cell, cell.law, rule, stateful)
 
 
