@@ -703,7 +703,8 @@ def leaderboard(rows: list[dict], reference: str = "optimal") -> list[dict]:
     """Per rule: ``score`` (median over settings of ``sw1 / sw1(reference)`` at the same setting and weight, over the
     settings where both are finite; module docstring), ``score_error`` (the median setting's first-order error),
     ``settings`` (how many entered the score), the medians of ``sw1``, ``tv`` and ``field`` over all its rows, and
-    the fraction of its rows computed exactly. Sorted by score (rules without one last)."""
+    the fraction of its rows computed exactly, and ``complete`` (scored on as many settings as any rule). Sorted by
+    score, the complete rules first (then the rest, then rules without a score)."""
     ref = {(r["setting"], r["w"]): r for r in rows if r["rule"] == reference}
     by_rule: dict[str, list[dict]] = {}
     for r in rows:
@@ -734,7 +735,13 @@ def leaderboard(rows: list[dict], reference: str = "optimal") -> list[dict]:
                       "median_sw1": median(r["sw1"] for r in rs), "median_tv": median(r["tv"] for r in rs),
                       "median_field": median(r["field"] for r in rs),
                       "exact_fraction": sum(r["exact"] for r in rs) / len(rs)})
-    board.sort(key=lambda b: (b["score"] is None, b["score"] if b["score"] is not None else 0.0, b["rule"]))
+    # a score over fewer settings (rows undefined where a rule needs more coordinates) is not comparable with the
+    # others': such rules rank after every rule scored on all the settings
+    full = max((b["settings"] for b in board), default=0)
+    for b in board:
+        b["complete"] = b["settings"] == full
+    board.sort(key=lambda b: (b["score"] is None, not b["complete"], b["score"] if b["score"] is not None else 0.0,
+                              b["rule"]))
     return board
 
 
@@ -773,9 +780,13 @@ def markdown(bench: dict) -> str:
              "| rank | rule | score | settings | median sw1 | median TV | median field error (D units) | exact rows |",
              "|---:|---|---:|---:|---:|---:|---:|---:|"]
     for i, b in enumerate(bench["leaderboard"], 1):
-        lines.append(f"| {i} | {b['rule']} | {_fmt(b['score'], b['score_error'])} | {b['settings']} | "
+        partial = "" if b.get("complete", True) else " (partial)"
+        lines.append(f"| {i} | {b['rule']}{partial} | {_fmt(b['score'], b['score_error'])} | {b['settings']} | "
                      f"{_fmt(b['median_sw1'])} | {_fmt(b['median_tv'])} | {_fmt(b['median_field'])} | "
                      f"{b['exact_fraction']:.0%} |")
+    if not all(b.get("complete", True) for b in bench["leaderboard"]):
+        lines += ["", "(partial): scored on fewer settings than the others (its rows are undefined where the rule needs "
+                  "more coordinates than the law has), so its score is not comparable; ranked after the complete rules."]
     if bench["skipped"]:
         lines += ["", "Skipped:", ""] + [f"- {s}" for s in bench["skipped"]]
     return "\n".join(lines) + "\n"

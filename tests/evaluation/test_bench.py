@@ -279,3 +279,19 @@ def test_conditional_nodes_take_a_law():
 def test_unknown_provider_is_named():
     with pytest.raises(ValueError, match="unknown rule provider 'comfy'"):
         rule_source("comfy:CFGNorm")
+
+
+def test_partial_rules_rank_after_complete_ones():
+    """A rule scored on fewer settings (undefined rows) ranks after the complete rules, however low its score."""
+    def row(rule, setting, sw1):
+        return {"rule": rule, "setting": setting, "w": 1.0, "sw1": sw1, "sw1_error": 0.0, "tv": None, "field": None,
+                "exact": True}
+
+    rows = [row("optimal", s, 1.0) for s in ("a", "b")] + [row("cfg", s, 3.0) for s in ("a", "b")]
+    rows += [row("narrow", "a", 1.5), row("narrow", "b", None)]
+    board = bench.leaderboard(rows)
+    assert [b["rule"] for b in board] == ["optimal", "cfg", "narrow"]
+    assert [b["complete"] for b in board] == [True, True, False]
+    text = bench.markdown({"version": 1, "config": {"laws": ["a"], "levels": ["l"], "weights": [1.0]},
+                           "leaderboard": board, "skipped": []})
+    assert "narrow (partial)" in text and "not comparable" in text
