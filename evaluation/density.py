@@ -118,11 +118,17 @@ def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool
 
 
 def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
-    """A start given by log-density values on a uniform grid (cubic-spline interpolated)."""
+    """A start given by log-density values on a uniform grid (cubic-spline interpolated), with no mass beyond
+    the grid's cells (``-inf`` there: nothing is known about it, and :func:`mass_outside` counts none)."""
     axes = check_axes(axes, values.ndim, uniform=True)
+    h = axes_spacing(axes)
 
     def log_prob(u: torch.Tensor) -> torch.Tensor:
-        return spline_at(values, axes, u)
+        out = spline_at(values, axes, u)
+        beyond = torch.zeros(u.shape[0], dtype=torch.bool)
+        for i, (a, hi) in enumerate(zip(axes, h)):
+            beyond |= (u[:, i] < a[0].item() - 0.5 * hi) | (u[:, i] > a[-1].item() + 0.5 * hi)
+        return out.masked_fill(beyond, -math.inf)
 
     return log_prob
 

@@ -304,3 +304,18 @@ def test_start_mass_outside_the_grid_is_lost_and_bounded():
         err = (od.mass - inner)[1:-1, 1:-1].abs().sum().item()
         assert err <= od.total_error, name
         assert err > 0.2 * od.start_lost  # the truncated start shows (same spacing: the rest of the error cancels)
+
+
+def test_mass_outside_of_starts():
+    """The start's mass beyond the grid's cells, by the midpoint rule on a frame around it: N(0, I) against its
+    closed form; a start given on a grid has none beyond that grid; a law with mass far beyond raises."""
+    from evaluation.density import grid_log_prob_start, mass_outside
+    ax = torch.linspace(-2, 2, 81, dtype=F64)
+    assert mass_outside(vp_start(1), (ax,)) == pytest.approx(math.erfc(2.025 / math.sqrt(2)), rel=5e-3)
+    assert mass_outside(vp_start(2), (ax, ax)) == pytest.approx(1 - math.erf(2.025 / math.sqrt(2)) ** 2, rel=5e-3)
+    wide = torch.linspace(-3, 3, 121, dtype=F64)
+    on_grid = grid_log_prob_start(-0.5 * wide**2, (wide,))
+    assert mass_outside(on_grid, (wide,)) == 0.0
+    assert mass_outside(on_grid, (ax,)) == pytest.approx(math.erfc(2.025 / math.sqrt(2)) - math.erfc(3.025 / math.sqrt(2)), rel=5e-3)
+    with pytest.raises(ValueError, match="widen axes"):
+        mass_outside(lambda u: -1e-3 * u.abs().sum(1), (ax,))
