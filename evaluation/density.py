@@ -189,11 +189,12 @@ def _narrow_scatter(src_mass, mean, c, lo, h, shape, pads, normalise: bool = Tru
         k0 = k0.clamp(-pads[i], shape[i] + pads[i] - B)  # sources far outside land in the padding (lost)
         offs = torch.arange(B)
         z = ((lo[i] + h[i] * k0.to(torch.float64) - mean[:, i]) / c[i])[:, None] + (h[i] / c[i]) * offs.to(torch.float64)
-        w = z.square_().mul_(-0.5).exp_()  # in place: this loop is the density's inner loop
-        if normalise:
+        z2 = z.square_()  # in place: this loop is the density's inner loop
+        if normalise:  # relative to the nearest node (a kernel far narrower than the spacing must not underflow)
+            w = z2.sub_(z2.min(1, keepdim=True).values).mul_(-0.5).exp_()
             weights.append(w.div_(w.sum(1, keepdim=True)))  # each source's mass is conserved over its band
         else:
-            weights.append(w.mul_(h[i] / (c[i] * math.sqrt(2 * math.pi))))
+            weights.append(z2.mul_(-0.5).exp_().mul_(h[i] / (c[i] * math.sqrt(2 * math.pi))))
         idx.append(k0[:, None] + (pads[i] + offs))  # index in the padded axis
         padded.append(shape[i] + 2 * pads[i])
     out = torch.zeros(math.prod(padded), dtype=torch.float64)
@@ -240,7 +241,8 @@ def gaussian_step(p: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h) ->
     return source_step(p * math.prod(h), mean, c, axes, lo, h)
 
 
-def source_step(src_mass: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h) -> tuple[torch.Tensor, float]:
+def source_step(src_mass: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h, *,
+                overlap: bool = True) -> tuple[torch.Tensor, float]:
     """Point masses ``src_mass`` [M] at kernel means ``mean`` [M, d] -> the nodal density
     ``sum_j src_mass_j N(u_k; mean_j, c^2 I)`` on the grid, and the mass that left the grid.
 
@@ -254,13 +256,15 @@ def source_step(src_mass: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, 
     A kernel narrower than ``1.2 h`` is not normalised per source (its node values do not resolve it): the
     nodes sample the sum, which is smooth when the sources' means lie closer than ``c / 1.2`` (the caller's
     job, :func:`_sources_per_cell`); the mass leaving the grid (beyond half a cell past the edge nodes) is the
-    Gaussian tail of every source, and the nodal density is scaled to carry the rest exactly."""
+    Gaussian tail of every source, and the nodal density is scaled to carry the rest exactly. When the means do
+    not overlap (``overlap=False``: the sources needed exceed ``_MAX_SOURCES``) each source's narrow kernel is
+    normalised on the nodes instead (mass stays local: first order, flagged as unresolved by the caller)."""
     d = len(axes)
     shape = tuple(a.numel() for a in axes)
     cell = math.prod(h)
     keep = src_mass > 1e-300
     mean, src_mass = mean[keep], src_mass[keep]
-    if c >= _SPLIT * max(h):
+    if c >= _SPLIT * max(h) or not overlap:
         c_a, c_b = zip(*[split_width(c, _SPLIT * hi) for hi in h])
         pads = [int(math.ceil(2 * _BAND * cb / hi)) + 2 + int(math.ceil(_BAND * ca / hi))
                 for cb, ca, hi in zip(c_b, c_a, h)]
@@ -316,7 +320,7 @@ def _stochastic_step(p, node_mean, c, axes, lo, h, kernel_mean) -> tuple[torch.T
     pts = sub_points(axes, r)
     m = spline_at(p.reshape(shape), axes, pts, outside="zero").clamp(min=0)
     m = m * (p.sum() * cell / m.sum())  # the nodal mass, exactly
-    out, lost = source_step(m, kernel_mean(pts), c, axes, lo, h)
+    out, lost = source_step(m, kernel_mean(pts), c, axes, lo, h, overlap=need <= r)
     return out, lost, need
 
 

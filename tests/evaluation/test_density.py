@@ -319,3 +319,21 @@ def test_mass_outside_of_starts():
     assert mass_outside(on_grid, (ax,)) == pytest.approx(math.erfc(2.025 / math.sqrt(2)) - math.erfc(3.025 / math.sqrt(2)), rel=5e-3)
     with pytest.raises(ValueError, match="widen axes"):
         mass_outside(lambda u: -1e-3 * u.abs().sum(1), (ax,))
+
+
+def test_a_step_too_narrow_for_the_sub_sources_is_flagged_and_keeps_its_mass_local():
+    """Kernel std 0.0045 on a spacing of 0.25 needs more than 64 sources per cell: the step keeps each source's
+    mass on its nearest nodes (first order: the mean stays right), is counted in ``unresolved_steps``, and
+    ``total_error`` is inf (no bound is claimed)."""
+    cond, uncond = paper_pair()
+    m = MixtureModel({"c": cond, None: uncond})
+    cfg = CFG(bind(m, "c"), bind(m, None), 1.0)
+    sigmas = VPSchedule.linear(1000, 2e-5, 3.8e-4).respace(40).sampling_sigmas()
+    axis = torch.linspace(-4, 4, 33, dtype=F64)
+    od = output_density(cfg, sigmas, axis)
+    assert od.unresolved_steps == 1 and od.total_error == math.inf
+    fine = output_density(cfg, sigmas, torch.linspace(-4, 4, 641, dtype=F64))
+    assert fine.unresolved_steps == 0 and math.isfinite(fine.total_error)
+    mean = lambda law: (law.mass * law.axes[0]).sum().item() / law.mass.sum().item()  # noqa: E731
+    assert abs(mean(od) - mean(fine)) < 0.25 / 8  # an eighth of the coarse spacing
+    assert not torch.isnan(od.error).any()  # the coarse check's narrower kernel does not underflow (was nan)
