@@ -159,6 +159,7 @@ def test_output_density_and_distances_within_their_estimates_against_dense_matri
         assert abs(getattr(got, name) - getattr(exact, name)) <= getattr(got, name + "_error") + 2 * ref_error, name
 
 
+@pytest.mark.slow
 @SEARCH
 @given(laws_1d())
 def test_output_density_estimate_bounds_the_converged_error_1d(law):
