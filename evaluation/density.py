@@ -13,14 +13,21 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   The density is kept as values at the grid nodes and each step is the trapezoid rule on the nodes,
   ``p'(u_k) = h^d sum_j N(u_k; m(u_j), c_u^2 I) p(u_j)``, with each source's kernel normalised over its
   (virtually unbounded) band so that mass is conserved exactly and mass leaving the grid is counted as
-  ``lost``. For smooth densities the trapezoid rule is spectrally accurate once ``c_u`` is about the
-  spacing (error ``~exp(-2 pi^2 c_u^2 / h^2)``); kernels narrower than ``min_kernel_width * h`` are
-  counted in ``narrow_steps`` (their error is then first order).
+  ``lost``. For smooth densities the trapezoid rule is spectrally accurate once neighbouring sources' kernel
+  means lie within ``c_u / 1.2`` of each other (error ``~exp(-2 pi^2 1.2^2)``); where they do not (kernels
+  narrower than the spacing, or expanding maps) the step takes ``r^d`` sub-sources per cell, the cubic spline
+  of the nodal law with the denoiser evaluated at them, and the nodes sample the (smooth) sum of the
+  unnormalised kernels (issue 20: summing a kernel narrower than the spacing over the nodes was an O(1)
+  quadrature error that the estimate missed). Kernels narrower than ``min_kernel_width * h`` are still
+  counted in ``narrow_steps``.
 - deterministic (``ddim`` with ``eta = 0``, ``euler``, ``heun``, and the last ``ddpm``/``ddim`` step to
   ``sigma = 0``): the whole deterministic tail is one map ``Phi``, computed by running the sampler itself
   on ``sub^d`` sub-points per grid cell; its push-forward is the mass of every sub-point deposited on the
   output grid with linear ("cloud-in-cell") weights. This is mass transport between cells, valid for
   non-monotone and folding maps, and smooths once (not per step).
+
+The start is not renormalised on the grid: its mass outside the grid's cells (:func:`mass_outside`) is part of
+``lost``, as is the mass that leaves the grid during the steps.
 
 The result is a discrete distribution of *hat masses*: ``mass[k] = int phi_k(u) p(u) du`` with ``phi_k`` the
 piecewise-(bi)linear hat function of node ``k``. :func:`evaluation.distances.tilted_target` discretises the
@@ -46,7 +53,7 @@ from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, grid_points, spline_at, sub_points
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 
-__all__ = ["OutputDensity", "output_density", "gaussian_step", "vp_start", "tilted_start", "grid_log_prob_start"]
+__all__ = ["OutputDensity", "output_density", "gaussian_step", "source_step", "mass_outside", "vp_start", "tilted_start", "grid_log_prob_start"]
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
@@ -58,10 +65,22 @@ class OutputDensity(NamedTuple):
 
     axes: tuple[torch.Tensor, ...]
     mass: torch.Tensor  # [n_1(, n_2)], sums to 1 - lost
-    lost: float  # mass that left the grid during the steps (the start is normalised on the grid)
-    narrow_steps: int  # stochastic steps whose kernel was narrower than min_kernel_width * h
-    error: torch.Tensor | None  # [n_1(, n_2)] estimated |mass - exact hat masses| per node (see output_density);
+    lost: float  # mass missing from the grid, 1 - mass.sum(): the start's mass outside it plus what left it
+    narrow_steps: int  # stochastic steps whose kernel was narrower than min_kernel_width * h (computed with sub-sources)
+    error: torch.Tensor | None  # [n_1(, n_2)] the discretisation error of the masses, spread over the nodes: its SUM
+    # bounds sum |mass - exact hat masses| up to the lost mass (see total_error); a single node's value is not a bound.
     # None when the caller asked for no estimate (estimate_error=False)
+    start_lost: float = 0.0  # the part of ``lost`` that is the start law's mass outside the grid
+    unresolved_steps: int = 0  # stochastic steps whose kernel means could not be made to overlap (error not bounded)
+
+    @property
+    def total_error(self) -> float:
+        """Bound on ``sum_k |mass_k - exact hat mass_k|`` of the sampler's law (the start not truncated):
+        ``error.sum()`` plus ``lost``, which is missing here and may lie anywhere in the exact law (mass leaving
+        the grid can come back); ``inf`` when a step was unresolved or no estimate was made."""
+        if self.error is None or self.unresolved_steps:
+            return math.inf
+        return self.error.sum().item() + self.lost
 
     @property
     def spacing(self) -> tuple[float, ...]:
@@ -99,13 +118,56 @@ def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool
 
 
 def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
-    """A start given by log-density values on a uniform grid (cubic-spline interpolated)."""
+    """A start given by log-density values on a uniform grid (cubic-spline interpolated), with no mass beyond
+    the grid's cells (``-inf`` there: nothing is known about it, and :func:`mass_outside` counts none)."""
     axes = check_axes(axes, values.ndim, uniform=True)
+    h = axes_spacing(axes)
 
     def log_prob(u: torch.Tensor) -> torch.Tensor:
-        return spline_at(values, axes, u)
+        out = spline_at(values, axes, u)
+        beyond = torch.zeros(u.shape[0], dtype=torch.bool)
+        for i, (a, hi) in enumerate(zip(axes, h)):
+            beyond |= (u[:, i] < a[0].item() - 0.5 * hi) | (u[:, i] > a[-1].item() + 0.5 * hi)
+        return out.masked_fill(beyond, -math.inf)
 
     return log_prob
+
+
+def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6) -> float:
+    """The share of the law ``exp(log_prob)`` (unnormalised) lying outside the grid's cells (the box reaching half a
+    spacing past the edge nodes), by the midpoint rule at the grid's spacing on the cells and on a frame as wide
+    as the box around them, widened while the law at the frame's edge is not negligible (``1e-16`` of its peak). ``ValueError`` when it still is after ``max_doublings`` widenings."""
+    h = axes_spacing(axes)
+    d = len(axes)
+    lp_in = log_prob(grid_points(axes)).to(torch.float64)
+    for k in range(max_doublings + 1):
+        ext, wts, outer = [], [], []
+        for a, hi in zip(axes, h):
+            lo_edge, hi_edge = a[0].item() - 0.5 * hi, a[-1].item() + 0.5 * hi
+            H = hi
+            reach = int(math.ceil(2**k * (hi_edge - lo_edge) / H))
+            left = lo_edge - H * (torch.arange(reach, 0, -1, dtype=torch.float64) - 0.5)
+            right = hi_edge + H * (torch.arange(1, reach + 1, dtype=torch.float64) - 0.5)
+            ext.append(torch.cat([left, a, right]))
+            wts.append(torch.cat([torch.full((reach,), H), torch.full((a.numel(),), hi), torch.full((reach,), H)]).double())
+            outer.append(torch.cat([torch.ones(reach), torch.zeros(a.numel()), torch.ones(reach)]).bool())
+        pts = grid_points(tuple(ext))
+        w = wts[0] if d == 1 else (wts[0][:, None] * wts[1][None, :]).reshape(-1)
+        out_flag = outer[0] if d == 1 else (outer[0][:, None] | outer[1][None, :]).reshape(-1)
+        pts, w = pts[out_flag], w[out_flag]
+        lp_out = log_prob(pts).to(torch.float64)
+        top = max(lp_in.max().item(), lp_out.max().item())
+        inner = torch.exp(lp_in - top).sum().item() * math.prod(h)
+        f_out = torch.exp(lp_out - top)
+        outside = (f_out * w).sum().item()
+        far = torch.zeros_like(f_out, dtype=torch.bool)
+        for i, e in enumerate(ext):
+            far |= (pts[:, i] <= e[0]) | (pts[:, i] >= e[-1])
+        edge = f_out[far].max().item()
+        if edge < 1e-16:
+            return outside / (inner + outside)
+    raise ValueError(f"the law has mass far beyond the grid (still {edge:.3g} of its peak {2**max_doublings} grid "
+                     f"widths past it): widen axes")
 
 
 # --- the two kinds of step -------------------------------------------------------------------------
@@ -113,9 +175,12 @@ _SPLIT = 1.2  # the narrow part of a split kernel, in grid spacings (trapezoid a
 _ROUNDING = 1e-15  # absolute rounding of a hat mass, relative to the largest
 
 
-def _narrow_scatter(src_mass, mean, c, lo, h, shape, pads) -> torch.Tensor:
-    """Each source's mass spread over the nodes within ``+-_BAND c_i`` of its mean with normalised Gaussian
-    weights (width ``c[i]`` on axis ``i``), accumulated on the grid padded by ``pads``. [padded shape]"""
+def _narrow_scatter(src_mass, mean, c, lo, h, shape, pads, normalise: bool = True) -> torch.Tensor:
+    """Each source's mass spread over the nodes within ``+-_BAND c_i`` of its mean with Gaussian weights (width
+    ``c[i]`` on axis ``i``), accumulated on the grid padded by ``pads``. ``normalise``: the weights of each source
+    sum to 1 on the nodes (mass conserved per source; right when the kernel is resolved, ``c >= _SPLIT h``);
+    otherwise they are the kernel's values ``h N(u_k; m, c^2)`` (a kernel narrower than the spacing sampled at
+    the nodes: the sum over many sources is the smooth density, one source's weights are not). [padded shape]"""
     d = len(shape)
     weights, idx, padded = [], [], []
     for i in range(d):
@@ -124,8 +189,12 @@ def _narrow_scatter(src_mass, mean, c, lo, h, shape, pads) -> torch.Tensor:
         k0 = k0.clamp(-pads[i], shape[i] + pads[i] - B)  # sources far outside land in the padding (lost)
         offs = torch.arange(B)
         z = ((lo[i] + h[i] * k0.to(torch.float64) - mean[:, i]) / c[i])[:, None] + (h[i] / c[i]) * offs.to(torch.float64)
-        w = z.square_().mul_(-0.5).exp_()  # in place: this loop is the density's inner loop
-        weights.append(w.div_(w.sum(1, keepdim=True)))  # each source's mass is conserved over its band
+        z2 = z.square_()  # in place: this loop is the density's inner loop
+        if normalise:  # relative to the nearest node (a kernel far narrower than the spacing must not underflow)
+            w = z2.sub_(z2.min(1, keepdim=True).values).mul_(-0.5).exp_()
+            weights.append(w.div_(w.sum(1, keepdim=True)))  # each source's mass is conserved over its band
+        else:
+            weights.append(z2.mul_(-0.5).exp_().mul_(h[i] / (c[i] * math.sqrt(2 * math.pi))))
         idx.append(k0[:, None] + (pads[i] + offs))  # index in the padded axis
         padded.append(shape[i] + 2 * pads[i])
     out = torch.zeros(math.prod(padded), dtype=torch.float64)
@@ -166,28 +235,93 @@ def _blur(out: torch.Tensor, c_a, h) -> torch.Tensor:
 
 def gaussian_step(p: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h) -> tuple[torch.Tensor, float]:
     """Nodal values ``p`` [N] -> ``h^d sum_j N(u_k; mean_j, c^2 I) p_j`` on the grid; returns it and the
-    mass that left the grid. Each source's Gaussian is normalised on the nodes (mass is conserved exactly)
-    and reaches ``+-_BAND c``; the output is accumulated on a padded grid (the padding is the lost mass).
+    mass that left the grid (:func:`source_step` with the nodes as sources).
 
-    Wide kernels (``c >= 2.4 h``) are split, ``N_c = N_{c_a} * N_{c_b}`` with ``c_a c_b / c = 1.2 h``
+    ``p`` [N] nodal values ('ij' order), ``mean`` [N, d] every source's kernel mean, ``lo``/``h`` per axis."""
+    return source_step(p * math.prod(h), mean, c, axes, lo, h)
+
+
+def source_step(src_mass: torch.Tensor, mean: torch.Tensor, c: float, axes, lo, h, *,
+                overlap: bool = True) -> tuple[torch.Tensor, float]:
+    """Point masses ``src_mass`` [M] at kernel means ``mean`` [M, d] -> the nodal density
+    ``sum_j src_mass_j N(u_k; mean_j, c^2 I)`` on the grid, and the mass that left the grid.
+
+    A resolved kernel (``c >= 1.2 h``) is normalised on the nodes for every source (mass conserved exactly),
+    reaches ``+-_BAND c`` and is accumulated on a padded grid (the padding is the lost mass). Wide kernels
+    (``c >= 2.4 h``) are split, ``N_c = N_{c_a} * N_{c_b}`` with ``c_a c_b / c = 1.2 h``
     (:func:`analytic.gauss_sums.split_width`): a narrow scatter from every source, then one convolution of the
     whole grid. Both parts are resolved, so the result differs from the direct sum by the aliasing of the
     trapezoid rule only (about 1e-12), at a cost independent of ``c / h``.
 
-    ``p`` [N] nodal values ('ij' order), ``mean`` [N, d] every source's kernel mean, ``lo``/``h`` per axis."""
+    A kernel narrower than ``1.2 h`` is not normalised per source (its node values do not resolve it): the
+    nodes sample the sum, which is smooth when the sources' means lie closer than ``c / 1.2`` (the caller's
+    job, :func:`_sources_per_cell`); the mass leaving the grid (beyond half a cell past the edge nodes) is the
+    Gaussian tail of every source, and the nodal density is scaled to carry the rest exactly. When the means do
+    not overlap (``overlap=False``: the sources needed exceed ``_MAX_SOURCES``) each source's narrow kernel is
+    normalised on the nodes instead (mass stays local: first order, flagged as unresolved by the caller)."""
     d = len(axes)
     shape = tuple(a.numel() for a in axes)
     cell = math.prod(h)
-    c_a, c_b = zip(*[split_width(c, _SPLIT * hi) for hi in h])
-    pads = [int(math.ceil(2 * _BAND * cb / hi)) + 2 + int(math.ceil(_BAND * ca / hi))
-            for cb, ca, hi in zip(c_b, c_a, h)]
-    src_mass = p * cell  # [N]
     keep = src_mass > 1e-300
     mean, src_mass = mean[keep], src_mass[keep]
-    out = _blur(_narrow_scatter(src_mass, mean, c_b, lo, h, shape, pads), c_a, h)
+    if c >= _SPLIT * max(h) or not overlap:
+        c_a, c_b = zip(*[split_width(c, _SPLIT * hi) for hi in h])
+        pads = [int(math.ceil(2 * _BAND * cb / hi)) + 2 + int(math.ceil(_BAND * ca / hi))
+                for cb, ca, hi in zip(c_b, c_a, h)]
+        out = _blur(_narrow_scatter(src_mass, mean, c_b, lo, h, shape, pads), c_a, h)
+        inner = out[tuple(slice(pads[i], pads[i] + shape[i]) for i in range(d))].reshape(-1)
+        return inner / cell, (src_mass.sum() - inner.sum()).item()
+    pads = [int(math.ceil(2 * _BAND * c / hi)) + 2 for hi in h]
+    out = _narrow_scatter(src_mass, mean, [c] * d, lo, h, shape, pads, normalise=False)
     inner = out[tuple(slice(pads[i], pads[i] + shape[i]) for i in range(d))].reshape(-1)
-    lost = (src_mass.sum() - inner.sum()).item()
-    return inner / cell, lost
+    inside = torch.ones_like(src_mass)
+    for i in range(d):
+        a = (lo[i] - 0.5 * h[i] - mean[:, i]) / c
+        b = (lo[i] + (shape[i] - 0.5) * h[i] - mean[:, i]) / c
+        inside = inside * (torch.special.ndtr(b) - torch.special.ndtr(a))
+    kept = (src_mass * inside).sum()
+    total = inner.sum()
+    if total > 0:
+        inner = inner * (kept / total)
+    return inner / cell, (src_mass.sum() - kept).item()
+
+
+_MAX_SOURCES = (64, 12)  # largest sub-sources per cell and axis, 1-D and 2-D
+
+
+def _sources_per_cell(mean: torch.Tensor, p: torch.Tensor, shape: tuple[int, ...], c: float) -> int:
+    """Sources per cell and axis that put neighbouring kernel means within ``c / 1.2`` of each other (the
+    trapezoid rule over the sources is then spectrally accurate, aliasing ~5e-13), over the nodes that carry
+    mass (the caller caps it at ``_MAX_SOURCES``)."""
+    d = len(shape)
+    m = mean.reshape(*shape, d)
+    live = (p > 1e-16 * p.max()).reshape(shape)
+    gap = 0.0
+    for i in range(d):
+        step = (m.narrow(i, 1, shape[i] - 1) - m.narrow(i, 0, shape[i] - 1)).norm(dim=-1)
+        on = live.narrow(i, 1, shape[i] - 1) | live.narrow(i, 0, shape[i] - 1)
+        if on.any():
+            gap = max(gap, step[on].max().item())
+    return max(1, math.ceil(_SPLIT * gap / c))
+
+
+def _stochastic_step(p, node_mean, c, axes, lo, h, kernel_mean) -> tuple[torch.Tensor, float, int]:
+    """One stochastic step of the nodal density ``p`` [N]: the nodes are the sources when their kernel means
+    lie within ``c / 1.2`` of each other; otherwise ``r^d`` sub-sources per cell (:func:`_sources_per_cell`)
+    carry the spline of ``p`` to means ``kernel_mean(points)``. Returns the new ``p``, the lost mass and the ``r``
+    needed (more than ``_MAX_SOURCES``: the step is not resolved)."""
+    shape = tuple(a.numel() for a in axes)
+    cell = math.prod(h)
+    need = _sources_per_cell(node_mean, p, shape, c)
+    r = min(need, _MAX_SOURCES[len(axes) - 1])
+    if r == 1:
+        out, lost = source_step(p * cell, node_mean, c, axes, lo, h)
+        return out, lost, need
+    pts = sub_points(axes, r)
+    m = spline_at(p.reshape(shape), axes, pts, outside="zero").clamp(min=0)
+    m = m * (p.sum() * cell / m.sum())  # the nodal mass, exactly
+    out, lost = source_step(m, kernel_mean(pts), c, axes, lo, h, overlap=need <= r)
+    return out, lost, need
 
 
 # --- nested grids ---------------------------------------------------------------------------------
@@ -228,11 +362,14 @@ class _Pair(NamedTuple):
     mass: torch.Tensor  # hat masses on the working grid
     coarse: torch.Tensor | None  # the same computation on the working grid's even nodes (twice the spacing)
     sub_change: torch.Tensor | None  # 2 |change of mass| with twice the sub-points per cell, on the working grid
-    lost: float
+    lost: float  # left the grid during the steps
     narrow: int
+    start_lost: float  # the start's mass outside the grid
+    unresolved: int
 
 
-def _tail_mass(p, axes, sub: int, log_start, denoiser, sampler, eta, tail, scale_in, scale_out, with_double: bool):
+def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, eta, tail, scale_in, scale_out,
+               with_double: bool):
     """Hat masses after the deterministic tail from a nodal density ``p`` (or, with ``p=None``, from the start
     density ``log_start`` itself); with ``with_double`` also the masses from twice the sub-points."""
     d = len(axes)
@@ -246,7 +383,7 @@ def _tail_mass(p, axes, sub: int, log_start, denoiser, sampler, eta, tail, scale
         else:
             log_p = log_start(pts).to(torch.float64)
             m = torch.exp(log_p - log_p.max())
-            m = m / m.sum()
+            m = m * (inside / m.sum())
         if len(tail) > 1:
             reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
             if reset is not None:
@@ -276,26 +413,33 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
     eta_eff = 1.0 if sampler == "ddpm" else (eta if sampler == "ddim" else 0.0)
     n_stoch = len(s) - 1 - (1 if s[-1] == 0 else 0) if eta_eff > 0 else 0  # leading stochastic steps
     tail_eta = eta if sampler == "ddim" else 0.0
-    lost, narrow = 0.0, 0
+    start_lost = mass_outside(start, axes)
+    inside = 1.0 - start_lost
+    lost, narrow, unresolved = 0.0, 0, 0
     if n_stoch > 0:
         X = grid_points(axes)  # [N, d]
         log_p = start(X).to(torch.float64)
         p = torch.exp(log_p - log_p.max())
         q = p[even]
-        p = p / (p.sum() * math.prod(h))  # nodal density, h^d sum = 1
-        q = q / (q.sum() * math.prod(c_h))
+        p = p * (inside / (p.sum() * math.prod(h)))  # nodal density, h^d sum = the start's mass on the grid
+        q = q * (inside / (q.sum() * math.prod(c_h)))
         for i in tqdm(range(n_stoch), desc=f"{sampler} density", disable=not progress):
             sig, nxt = s[i].item(), s[i + 1].item()
-            with torch.no_grad():
-                x = scale[i].item() * X
-                D = denoiser(x, sig).to(torch.float64)
-                keep, c_ve = ddim_coefficients(sig, nxt, eta_eff)  # the sampler's own step
-                mean = (D + keep * (x - D)) / scale[i + 1].item()
+            keep, c_ve = ddim_coefficients(sig, nxt, eta_eff)  # the sampler's own step
+
+            def kernel_mean(u):  # [M, d] VP states -> the step's kernel means [M, d]
+                with torch.no_grad():
+                    x = scale[i].item() * u
+                    D = denoiser(x, sig).to(torch.float64)
+                    return (D + keep * (x - D)) / scale[i + 1].item()
+
+            mean = kernel_mean(X)
             c = c_ve / scale[i + 1].item()
             narrow += int(c < min_kernel_width * min(h))
-            p, l = gaussian_step(p, mean, c, axes, lo, h)
+            p, l, r = _stochastic_step(p, mean, c, axes, lo, h, kernel_mean)
+            unresolved += int(r > _MAX_SOURCES[d - 1])
             if estimate:
-                q, _ = gaussian_step(q, mean[even], c, c_axes, lo, c_h)
+                q, _, _ = _stochastic_step(q, mean[even], c, c_axes, lo, c_h, kernel_mean)
             lost += l
         tail = s[n_stoch:]
         args = (denoiser, sampler, tail_eta, tail, scale[n_stoch].item(), scale[-1].item())
@@ -303,11 +447,12 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
     else:
         args = (denoiser, sampler, tail_eta, s, scale[0].item(), scale[-1].item())
         p_fine = p_coarse = None
-    (mass, l), *double = _tail_mass(p_fine, axes, sub, start, *args, with_double=estimate)
+    (mass, l), *double = _tail_mass(p_fine, axes, sub, start, inside, *args, with_double=estimate)
     if not estimate:
-        return _Pair(mass, None, None, lost + l, narrow)
-    ((coarse, _),) = _tail_mass(p_coarse, c_axes, sub, start, *args, with_double=False)
-    return _Pair(mass, coarse, 2 * (double[0][0] - mass).abs(), lost + l, narrow)  # x2: change -> error (order >= 1)
+        return _Pair(mass, None, None, lost + l, narrow, start_lost, unresolved)
+    ((coarse, _),) = _tail_mass(p_coarse, c_axes, sub, start, inside, *args, with_double=False)
+    return _Pair(mass, coarse, 2 * (double[0][0] - mass).abs(), lost + l, narrow, start_lost,
+                 unresolved)  # x2: change -> error (order >= 1)
 
 
 # --- the entry point -------------------------------------------------------------------------------
@@ -324,7 +469,11 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     plus twice the change from twice the sub-points per cell in the deterministic push-forward, plus ``1e-15`` of
     the largest mass for rounding (hat masses come from a spline of the nodal law, so masses far below the
     largest are not relatively accurate: a KL that divides by them sees it in its error). It estimates the
-    error of the coarser computation, so it is an upper estimate for the returned one.
+    error of the coarser computation, so it is an upper estimate for the returned one. Only its sum is a bound:
+    the per-node values place the error where the two computations differ, and a single node can exceed its
+    own value. ``total_error`` adds ``lost`` (the start's mass outside the grid and what left it), which the
+    masses do not hold. Stochastic steps with extra denoiser calls at sub-sources (kernel means of neighbouring
+    nodes further apart than ``c / 1.2``) cost up to ``r^d`` times a plain step.
 
     Args:
         denoiser: ``denoiser(x [N, d], sigma) -> x0_hat`` in VE coordinates (a bound model, a guidance
@@ -338,8 +487,9 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         sub: sub-points per cell and dimension for the deterministic push-forward (default 8 in 1-D,
             3 in 2-D).
         min_kernel_width: stochastic kernels narrower than this many grid spacings are counted in
-            ``narrow_steps`` (still computed, to first order).
-        tol: largest summed error of the masses (``error.sum()``, which bounds twice the TV error). ``None``:
+            ``narrow_steps`` (they are computed with sub-sources, see the module docstring).
+        tol: largest summed error of the masses (``error.sum()``, which with ``lost`` bounds twice the TV error;
+            a finer grid does not reduce ``lost``: widen the axes for it). ``None``:
             compute on the given grid and report its error (the default); otherwise working grids are refined
             until the estimate is below ``tol``.
         max_nodes, on_budget: the largest working grid; when ``tol`` is not met within it, ``"raise"``
@@ -392,14 +542,15 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             break
         pair = _density(denoiser, s, work, sampler, eta, start, sub, min_kernel_width, progress, estimate_error)
         mass = _restrict(pair.mass, level)
+        lost = pair.lost + pair.start_lost
         if not estimate_error:
-            return OutputDensity(axes, mass, pair.lost, pair.narrow, None)
+            return OutputDensity(axes, mass, lost, pair.narrow, None, pair.start_lost, pair.unresolved)
         change = (_restrict(pair.mass) - pair.coarse).abs()
         error = _prolong(change, shape) if level == 0 else _restrict(change, level - 1)
         # + the rounding of a mass: hat masses come from a cubic spline of the nodal law, whose values carry
         # absolute errors of a few ulps of the largest (so tiny tail masses are not relatively accurate)
         error = error + _restrict(pair.sub_change, level) + _ROUNDING * mass.max()
-        result = OutputDensity(axes, mass, pair.lost, pair.narrow, error)
+        result = OutputDensity(axes, mass, lost, pair.narrow, error, pair.start_lost, pair.unresolved)
         if tol is None or error.sum().item() <= tol:
             break
         level += 1

@@ -18,6 +18,8 @@ from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, sub_points
 from analytic.rewards import check_reward
 
+from .density import mass_outside
+
 __all__ = ["TiltedTarget", "tilted_target", "check_tilt_integrable", "Distances", "distances", "distances_between",
            "total_variation", "kl_divergence", "wasserstein1", "EnergyDistance", "energy_distance"]
 
@@ -27,7 +29,9 @@ class TiltedTarget(NamedTuple):
     log_Z: float  # log int p(x_0|y) R_0(x_0) dx_0 over the sub-point grid
     lost: float  # mass of the sub-point grid outside the node grid's hats (edge cells)
     error: torch.Tensor  # [n_1(, n_2)] estimated |mass - exact hat masses|: the change from twice the sub-points
-    log_Z_error: float  # the same for log_Z
+    # (only the sum is a bound, see tilted_target)
+    log_Z_error: float  # bound on |log_Z - exact log Z|: the quadrature's change, the mass outside and rounding
+    outside: float = 0.0  # the target's mass outside the grid's cells (not in ``mass``; estimated)
 
 
 def check_tilt_integrable(cond: GaussianMixture, reward) -> float:
@@ -86,7 +90,12 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
                              f"with sub={sub}; a finer grid is needed (or raise max_sub)")
         sub, cur = 2 * sub, nxt
     mass, log_Z, lost = cur
-    return TiltedTarget(axes, mass, log_Z, lost, error, 2 * abs(nxt[1] - log_Z))
+    outside = mass_outside(lambda x: cond.log_prob(x) + reward.log_r0(x), axes)
+    # log Z misses the mass outside (log Z_exact - log Z = -log(1 - outside)) and carries the rounding of a sum of
+    # positive terms (at most n eps relative, n the number of sub-points)
+    rounding = 1.2e-16 * sub ** len(axes) * mass.numel()
+    log_Z_error = 2 * abs(nxt[1] - log_Z) - math.log1p(-outside) + rounding
+    return TiltedTarget(axes, mass, log_Z, lost, error, log_Z_error, outside)
 
 
 # --- distances between grid laws ------------------------------------------------------------------
@@ -144,16 +153,26 @@ def _normalised_error(p: torch.Tensor, err: torch.Tensor) -> torch.Tensor:
     return (err + p.clamp(min=0) / total * err.sum()) / total
 
 
+_UNDETERMINED = 1e-6  # target mass on nodes where the other law's relative error reaches 1/2: KL error is inf
+
+
 def _kl_error(p, q, dp, dq, floor: float) -> float:
     """How far ``KL(p || q)`` can move when every mass moves by its error: first order in ``p``; in ``q`` the
-    whole range ``[q - dq, q + dq]`` (floored), because where ``q`` underflows ``log q`` is not determined by
-    the computation (only by the floor)."""
+    range ``[q - dq, q + dq]``, ``p |log(1 - dq/q)|`` per node, where ``dq < q / 2``. Nodes where ``q`` is not
+    determined (``dq >= q / 2``, in particular where ``q`` underflows) count with the floor, ``p log(q / floor)``,
+    when they carry less than ``1e-6`` of ``p``; beyond that the error is ``inf``: ``q`` is not known where
+    ``p`` has mass, so the KL is not either (issue 20: this used to give 10-300 nats)."""
     pos = p > 0
     q_f = q.clamp(min=floor)
-    term_p = (dp * (torch.log(p.clamp(min=floor) / q_f) + 1).abs())[pos | (dp > 0)].sum()
-    up = torch.log((q_f + dq) / q_f)
-    down = torch.log(q_f / (q - dq).clamp(min=floor))
-    return (term_p + (p * torch.maximum(up, down))[pos].sum()).item()
+    term_p = (dp * (torch.log(p.clamp(min=floor) / q_f) + 1).abs())[pos | (dp > 0)].sum().item()
+    rel = dq / q_f
+    bad = pos & (rel >= 0.5)
+    if p[bad].sum().item() > _UNDETERMINED:
+        return math.inf
+    good = pos & ~bad
+    term_q = (-p[good] * torch.log1p(-rel[good])).sum().item()
+    term_bad = (p[bad] * torch.log((q_f[bad] + dq[bad]) / floor)).sum().item()
+    return term_p + term_q + term_bad
 
 
 def _w1_error(dp: torch.Tensor, h: float) -> float:
@@ -165,10 +184,16 @@ def _w1_error(dp: torch.Tensor, h: float) -> float:
 
 
 def distances(output: torch.Tensor, target: torch.Tensor, axes, *, output_error: torch.Tensor | None = None,
-              target_error: torch.Tensor | None = None, floor: float = 1e-300) -> Distances:
+              target_error: torch.Tensor | None = None, floor: float = 1e-300, output_lost: float = 0.0,
+              target_lost: float = 0.0) -> Distances:
     """TV, both KLs and (1-D) W1 of an output law against a target law on the same grid; with per-node error
     estimates of the masses (``OutputDensity.error``, ``TiltedTarget.error``), also the error of each distance
-    (missing ones count as 0). :func:`distances_between` takes the two results directly."""
+    (missing ones count as 0). :func:`distances_between` takes the two results directly.
+
+    ``output_lost`` / ``target_lost``: each law's mass missing from the grid (``OutputDensity.lost``,
+    ``TiltedTarget.outside``). It may lie anywhere, so it adds to the TV error in full and to W1's as mass moved
+    across the grid; for the KLs it is counted as a relative error of every mass (the missing mass taken to be
+    spread like the law itself: a model, not a bound)."""
     axes = as_axes(axes)
     w1 = wasserstein1(output, target, axes[0]) if len(axes) == 1 else math.nan
     kl_ot, kl_to = kl_divergence(output, target, floor), kl_divergence(target, output, floor)
@@ -180,20 +205,26 @@ def distances(output: torch.Tensor, target: torch.Tensor, axes, *, output_error:
     if dp.shape != p.shape or dq.shape != q.shape:
         raise ValueError(f"error arrays must have the masses' shape {tuple(p.shape)}, got {tuple(dp.shape)} and "
                          f"{tuple(dq.shape)}")
-    tv_err = 0.5 * (dp.sum() + dq.sum()).item()
+    for name, v in (("output_lost", output_lost), ("target_lost", target_lost)):
+        if not (isinstance(v, (int, float)) and 0 <= v < 1):
+            raise ValueError(f"{name} must be a mass in [0, 1), got {v!r}")
+    lost = output_lost + target_lost
+    tv_err = 0.5 * (dp.sum() + dq.sum()).item() + lost
     w1_err = _w1_error(dp, (axes[0][1] - axes[0][0]).item()) + _w1_error(dq, (axes[0][1] - axes[0][0]).item()) \
-        if len(axes) == 1 else math.nan
+        + lost * (axes[0][-1] - axes[0][0]).item() if len(axes) == 1 else math.nan
+    dp, dq = dp + output_lost * p, dq + target_lost * q
     return Distances(total_variation(output, target), kl_ot, kl_to, w1, tv_err, _kl_error(p, q, dp, dq, floor),
                      _kl_error(q, p, dq, dp, floor), w1_err)
 
 
 def distances_between(output, target) -> Distances:
     """:func:`distances` of an :class:`evaluation.density.OutputDensity` against a :class:`TiltedTarget` on the
-    same grid, with the error of every distance from both laws' error estimates."""
+    same grid, with the error of every distance from both laws' error estimates and their lost masses."""
     if len(output.axes) != len(target.axes) or any(a.shape != b.shape or not torch.allclose(a, b)
                                                    for a, b in zip(output.axes, target.axes)):
         raise ValueError("the output law and the target must be on the same grid")
-    return distances(output.mass, target.mass, output.axes, output_error=output.error, target_error=target.error)
+    return distances(output.mass, target.mass, output.axes, output_error=output.error, target_error=target.error,
+                     output_lost=max(output.lost, 0.0), target_lost=target.outside + max(target.lost, 0.0))
 
 
 # --- sample sets ----------------------------------------------------------------------------------

@@ -311,7 +311,7 @@ class CellDistances(NamedTuple):
     kl_target_out: float  # KL(target || output): mass the output misses
     kl_out_target: float  # KL(output || target): mass it puts where the target has none
     lost: float  # mass that left the grid
-    narrow_steps: int  # stochastic steps narrower than half a grid spacing (first order there)
+    narrow_steps: int  # stochastic steps narrower than half a grid spacing (computed with sub-sources)
 
 
 _UNDEFINED = CellDistances(math.nan, math.nan, math.nan, math.nan, math.nan, 0)

@@ -190,3 +190,36 @@ def test_field_errors_against_golden_and_the_optimum_has_none():
     assert abs(fe.ideal[0, -1] - ref) < 1e-10
     with pytest.raises(ValueError):
         field_errors(cond, sched, axis, {}, reward)
+
+
+def test_log_Z_error_counts_the_mass_outside_the_grid_and_rounding():
+    """Issue 20 defect 14: ``log_Z_error`` was 0.0 exactly where ``log Z`` was off. With ``w = 0`` the tilted
+    target is the conditional itself, ``Z = 1``: on a grid that cuts its tail, ``log Z`` misses that mass."""
+    cond, uncond = paper_pair()
+    reward = CFGReward(cond, uncond, 0.0)
+    for lo, hi in ((-0.5, 1.2), (-4.0, 6.0)):
+        t = tilted_target(cond, reward, torch.linspace(lo, hi, 341, dtype=F64))
+        assert abs(t.log_Z) <= t.log_Z_error <= 10 * abs(t.log_Z) + 1e-11, (lo, hi, t.log_Z, t.log_Z_error)
+        assert t.log_Z_error > 0 and 0 <= t.outside < 1
+    wide = tilted_target(cond, reward, torch.linspace(-0.5, 1.2, 341, dtype=F64))
+    assert wide.outside == pytest.approx(-math.expm1(wide.log_Z), rel=1e-3)
+
+
+def test_kl_error_is_inf_where_the_output_is_undetermined_and_tight_elsewhere():
+    """Issue 20: KL(target || out) errors of 10-300 nats came from nodes where the output's error exceeds the
+    output; where the target has mass there the KL is not determined (inf), elsewhere the bound is first order."""
+    axis = torch.linspace(-8, 8, 801, dtype=F64)
+    target, out = _normal_masses(axis, 0.0, 1.0), _normal_masses(axis, 0.2, 1.1)
+    rel = 1e-3
+    d = distances(out, target, axis, output_error=rel * out)
+    gen = torch.Generator().manual_seed(1)
+    worst = 0.0
+    for _ in range(20):
+        s = torch.randint(0, 2, (801,), generator=gen) * 2 - 1
+        moved = distances(out * (1 + rel * s), target, axis)
+        worst = max(worst, abs(moved.kl_target_out - d.kl_target_out))
+    assert worst <= d.kl_target_out_error <= 10 * rel  # within 2 rel of relative errors, and not 10-300 nats
+    flat = torch.full_like(out, 1e-3 * out.max())  # an output error of 1e-3 of its peak everywhere
+    assert distances(out, target, axis, output_error=flat).kl_target_out_error == math.inf  # out ~ 0 in target tails
+    narrow = _normal_masses(axis, 0.0, 3.0)
+    assert math.isfinite(distances(out, narrow, axis, output_error=flat).kl_out_target_error)
