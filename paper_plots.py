@@ -152,7 +152,12 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per process (default 1: the arrays are small, and extra threads only contend)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (one line per figure only)")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="after a full run of every figure (no --quick, no --only), copy results.json to "
+                         "docs/data/ and regenerate the findings block of docs/findings.md")
     args = ap.parse_args(argv)
+    if args.update_docs and (args.quick or args.only):
+        ap.error("--update-docs publishes a full run of every figure: drop --quick and --only")
     if args.threads < 1:
         ap.error(f"--threads must be >= 1, got {args.threads}")
     if args.workers < 1:
@@ -254,6 +259,10 @@ def main(argv=None) -> int:
     if failed:
         print(f"error: {len(failed)} figure(s) failed: {', '.join(failed)} (see results.md)", file=sys.stderr)
         return 1
+    if args.update_docs:
+        from evaluation.docs import publish
+
+        print(f"docs: {publish('findings', args.out / 'results.json')}")
     return 0
 
 

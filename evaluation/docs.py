@@ -30,8 +30,9 @@ from typing import Any, Callable, Mapping, NamedTuple
 from sampler.files import write_atomically
 
 __all__ = ["DIGITS", "Section", "SECTIONS", "format_number", "render_findings", "render_claims", "update",
-           "blocks", "placeholder", "refresh"]
+           "blocks", "placeholder", "refresh", "publish", "REPOSITORY"]
 
+REPOSITORY = Path(__file__).resolve().parents[1]  # the clone this module runs from (docs/ lives there)
 DIGITS = 4  # significant digits of a number printed without an error
 _NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 _BLOCK = re.compile(r"<!-- generated:([A-Za-z0-9_.-]+) -->\n?(.*?)<!-- /generated:\1 -->", re.S)
@@ -259,3 +260,20 @@ def refresh(root: str | os.PathLike = ".") -> list[Path]:
         if (root / s.source).is_file():
             written.append(update(root / s.doc, name, s.render(root / s.source)))
     return written
+
+
+def publish(name: str, results_file: str | os.PathLike, root: str | os.PathLike = REPOSITORY) -> Path:
+    """Copy ``results_file`` (a full run's ``results.json`` or ``claims.json``) to the committed copy of section
+    ``name`` under ``root`` (``docs/data/``) and re-render its block; returns the doc written. ``ValueError`` when
+    ``root`` has no ``docs/`` (an installed copy, not a clone) or the results do not render."""
+    if name not in SECTIONS:
+        raise ValueError(f"name must be one of {sorted(SECTIONS)}, got {name!r}")
+    s, root = SECTIONS[name], Path(root)
+    if not (root / s.doc).is_file():
+        raise ValueError(f"{root / s.doc} not found: docs are published from a clone of the repository")
+    text = Path(results_file).read_text()
+    rendered = s.render(json.loads(text))  # renders before anything is written
+    target = root / s.source
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_atomically(target, text)
+    return update(root / s.doc, name, rendered)

@@ -395,3 +395,21 @@ def test_rendering_of_real_results_keeps_every_number(name):
     for path in paths:
         results = json.loads(path.read_text())
         check(D.SECTIONS[name].render(results), results)
+
+
+def test_publish_copies_the_results_and_renders_the_block(tmp_path):
+    """``paper_plots.py --update-docs`` / ``python -m evaluation.claims --update-docs``: the results file lands under
+    docs/data/ and the block is rendered from it; a root without the doc is refused before anything is written."""
+    (tmp_path / "docs").mkdir()
+    name = "claims"
+    doc = tmp_path / D.SECTIONS[name].doc
+    doc.write_text(f"# Ledger\n\n<!-- generated:{name} -->\nold\n<!-- /generated:{name} -->\n")
+    src = tmp_path / "claims.json"
+    src.write_text(json.dumps(FIXTURE_CLAIMS))
+    assert D.publish(name, src, root=tmp_path) == doc
+    assert json.loads((tmp_path / D.SECTIONS[name].source).read_text()) == FIXTURE_CLAIMS
+    assert check_claims(D.blocks(doc.read_text())[name], FIXTURE_CLAIMS) > 0
+    with pytest.raises(ValueError, match="clone"):
+        D.publish(name, src, root=tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="one of"):
+        D.publish("bogus", src, root=tmp_path)

@@ -48,11 +48,17 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=Path("out/claims"),
                     help="output folder (default out/claims); a ledger already there keeps the claims this run does "
                     "not compute")
-    ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help=f"local worker processes (default: every core, {os.cpu_count()} here)")
     ap.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:PORT")
     ap.add_argument("--cache", type=Path, default=None, help=f"cell cache (default {default_cache_dir()})")
     ap.add_argument("--no-figures", action="store_true", help="write claims.md and claims.json only")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="when the ledger in --out is a full run (no --quick entry), copy claims.json to docs/data/ "
+                         "and regenerate the ledger table of docs/claims.md")
     args = ap.parse_args(argv)
+    if args.update_docs and args.quick:
+        ap.error("--update-docs publishes a full ledger: drop --quick")
     if args.workers < 1:
         ap.error(f"--workers must be >= 1, got {args.workers}")
     try:
@@ -110,6 +116,14 @@ def main(argv=None) -> int:
     print(f"{note} {seconds:.1f} s -> {args.out}/claims.md, claims.json")
     for f in failed:
         print(f"error: figure {f}", file=sys.stderr)
+    if args.update_docs:
+        if quick:
+            print(f"error: --update-docs: the ledger in {args.out} still has quick entries; rerun them without --quick",
+                  file=sys.stderr)
+            return 2
+        from ..docs import publish
+
+        print(f"docs: {publish('claims', ledger_json)}")
     return 1 if failed else 0
 
 
