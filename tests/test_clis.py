@@ -290,3 +290,14 @@ def test_ctrl_c_during_the_ledger_says_what_is_kept(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(sweep, "compute_cell", real)
     assert main(argv) == 0
     assert ", 2 from the cache" in capsys.readouterr().out
+
+
+def test_an_unavailable_claim_is_named_not_dropped(tmp_path, capsys, monkeypatch):
+    """Without the released networks the paper-figure claim is skipped with a line naming REG_GUIDANCE_RELEASED_1D."""
+    from evaluation.claims import __main__ as cli, paper_figure
+
+    monkeypatch.setattr(paper_figure, "released_dir", lambda: None)
+    monkeypatch.setattr(cli, "run_ledger", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert cli.main(["--quick", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c"), "--no-figures"]) == 130
+    err = capsys.readouterr().err
+    assert "paper-figure" in err and "skipped" in err and "REG_GUIDANCE_RELEASED_1D" in err

@@ -79,6 +79,9 @@ def main(argv=None) -> int:
             ap.error(f"cannot update the ledger {ledger_json}: {err}; move it away or choose another --out")
     torch.set_num_threads(1)
     claims = [get_claim(i) for i in args.only] if args.only else list(CLAIMS)
+    for c in ALL_CLAIMS:  # never dropped without a word
+        if c.unavailable() and (not args.only or c.id in args.only):
+            print(f"{c.id:<16} skipped: {c.unavailable()}", file=sys.stderr)
     start = time.perf_counter()
     try:
         run = run_ledger(claims, quick=args.quick, cache=cache, workers=args.workers, scheduler=args.scheduler)

@@ -185,7 +185,9 @@ def conclude(quick: bool, results) -> Outcome:
 
 
 def _requires() -> str:
-    return "" if released_dir() is not None else f"released networks not found (set {RELEASED_ENV})"
+    return "" if released_dir() is not None else (
+        f"needs the REG paper's released 1-D networks (released_cond.pth, released_uncond.pth; MIT): set "
+        f"{RELEASED_ENV} to their folder")
 
 
 CLAIM = Claim(
