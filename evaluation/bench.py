@@ -68,6 +68,7 @@ import importlib.util
 import inspect
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass
@@ -831,7 +832,10 @@ def main(argv=None) -> None:
                     help="a user rule (docs/bench.md); repeat for several")
     ap.add_argument("--quick", action="store_true", help="the QUICK settings (a few minutes on two cores)")
     ap.add_argument("--out", type=Path, default=Path("out/bench"), help="output folder (default: out/bench)")
-    ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                    help=f"local worker processes (default: every core, {os.cpu_count()} here)")
+    ap.add_argument("--update-docs", action="store_true",
+                    help="copy bench.json to docs/data/ and regenerate the leaderboard headline of README.md")
     ap.add_argument("--scheduler", default=None, metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT)")
     args = ap.parse_args(argv)
     if args.workers < 1:
@@ -861,6 +865,10 @@ def main(argv=None) -> None:
     plot(bench, args.out / "bench.png")
     print(markdown(bench))
     print(f"wrote {args.out / 'bench.json'}, bench.md, bench.png")
+    if args.update_docs:
+        from .docs import publish
+
+        print(f"docs: {publish('bench', args.out / 'bench.json')}")
 
 
 if __name__ == "__main__":  # run the package module, so cells are registered under its name (not __main__)

@@ -354,12 +354,47 @@ def test_generated_blocks_of_the_docs_match_their_results():
             if source.is_file():
                 results = json.loads(source.read_text())
                 assert content.strip() == section.render(results).strip(), f"{path.name}: {name} is stale"
-                check = check_findings if name == "findings" else check_claims
-                assert check(content, results) > 0
+                assert CHECKS[name](content, results) > 0
             else:
                 assert content.strip() == D.placeholder(name)
                 assert not re.search(r"\d", content.replace(section.source, "")), content
     assert seen == set(D.SECTIONS)
+
+
+def check_bench(block: str, bench: dict) -> int:
+    """Every leaderboard row shown prints its rule, its score and error at their printed precision; returns how
+    many rows."""
+    n = 0
+    for line in block.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line)[1:-1]]
+        if len(cells) != 4 or not cells[0].isdigit():
+            continue
+        b = bench["leaderboard"][int(cells[0]) - 1]
+        assert cells[1].replace("\\|", "|").removesuffix(" (partial)") == b["rule"], (cells, b["rule"])
+        if b["score"] is None:
+            assert cells[2] == "n/a", cells
+        else:
+            _check_cell(cells[2], b["score"], b.get("score_error"))
+        assert int(cells[3]) == b["settings"]
+        n += 1
+    return n
+
+
+CHECKS = {"findings": check_findings, "claims": check_claims, "bench": check_bench}
+
+
+def test_bench_headline_prints_the_leaderboard_at_its_precision():
+    board = [{"rule": "optimal", "score": 1.0, "score_error": 0.07, "settings": 8, "complete": True},
+             {"rule": "cfg", "score": 4.912, "score_error": 0.21, "settings": 8, "complete": True},
+             {"rule": "x", "score": None, "score_error": None, "settings": 0, "complete": False}]
+    bench = {"version": 1, "config": {"laws": ["paper_1d"], "levels": ["flow:10"], "weights": [1.0, 4.0]},
+             "leaderboard": board}
+    block = D.render_bench(bench)
+    assert check_bench(block, bench) == 3
+    with pytest.raises(AssertionError):
+        check_bench(block.replace("4.91 ± 0.21", "4.81 ± 0.21"), bench)
+    with pytest.raises(ValueError, match="leaderboard"):
+        D.render_bench({"rows": []})
 
 
 HAND_TYPED = re.compile(r"(?<![\w.])(?<!arXiv )\d+\.\d{3,}")  # a result-like number: three or more decimals
@@ -381,7 +416,8 @@ def test_hand_typed_check_sees_a_typed_result():
 
 
 REAL_RESULTS = {"findings": [D.SECTIONS["findings"].source, "out/figures/results.json"],
-                "claims": [D.SECTIONS["claims"].source, "out/claims/claims.json"]}
+                "claims": [D.SECTIONS["claims"].source, "out/claims/claims.json"],
+                "bench": [D.SECTIONS["bench"].source, "out/bench/bench.json"]}
 
 
 @pytest.mark.parametrize("name", sorted(REAL_RESULTS))
@@ -391,10 +427,9 @@ def test_rendering_of_real_results_keeps_every_number(name):
     paths = [ROOT / p for p in REAL_RESULTS[name] if (ROOT / p).is_file()]
     if not paths:
         pytest.skip(f"no results file for {name} here ({', '.join(REAL_RESULTS[name])})")
-    check = check_findings if name == "findings" else check_claims
     for path in paths:
         results = json.loads(path.read_text())
-        check(D.SECTIONS[name].render(results), results)
+        CHECKS[name](D.SECTIONS[name].render(results), results)
 
 
 def test_publish_copies_the_results_and_renders_the_block(tmp_path):
