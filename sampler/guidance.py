@@ -25,6 +25,7 @@ from .weights import WeightSchedule, as_schedule
 
 __all__ = [
     "Guidance",
+    "guided_output",
     "Unguided",
     "ClassifierGuidance",
     "CFG",
@@ -51,7 +52,9 @@ def _check_callable(name: str, f) -> None:
         raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
 
 
-def _guided(g, x: torch.Tensor, sigma: float) -> torch.Tensor:
+def guided_output(g, x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """The guided prediction of any guidance ``g`` of the contract: ``D_c + delta`` where ``g`` is active, else
+    ``D_c`` (every rule's ``__call__``, written once)."""
     d_c = g.cond(x, sigma)
     if not g.active(sigma):
         return d_c
@@ -83,7 +86,7 @@ class _Weighted:
         return self.weight(sigma) != 0
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        return _guided(self, x, sigma)
+        return guided_output(self, x, sigma)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from typing import NamedTuple, Union
 
 import torch
 
-from .guidance import Guidance
+from .guidance import Guidance, guided_output
 from .model import Denoiser
 from .schedules import check_count, check_number
 from .weights import WeightSchedule, as_schedule
@@ -96,10 +96,7 @@ class _Modifier:
         return self._change(x, d_cond, d_cond + delta_g) + delta_g
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        d_c = self.cond(x, sigma)
-        if not self.active(sigma):
-            return d_c
-        return d_c + self.delta(x, sigma, d_c)
+        return guided_output(self, x, sigma)
 
 
 @dataclass(frozen=True)
