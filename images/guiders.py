@@ -33,6 +33,7 @@ from typing import Callable, Dict, NamedTuple, Optional, Union
 import torch
 
 from sampler.flow_guidance import resolve_path
+from sampler.guidance import check_callable
 from sampler.model import Denoiser
 from sampler.paths import Path, denoised_from_velocity, velocity_from_denoised
 from sampler.samplers import check_sigmas
@@ -54,9 +55,6 @@ def guider_scale(w: float, original: bool) -> float:
     return w if original else w + 1.0
 
 
-def _check_callable(name: str, f) -> None:
-    if not callable(f):
-        raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
 
 
 class DiffusersGuidance:
@@ -69,8 +67,8 @@ class DiffusersGuidance:
 
     def __init__(self, cond: Denoiser, uncond: Denoiser, guider, weight: Union[float, WeightSchedule] = 1.0, *,
                  space: str = "eps", path: Optional[Path] = None, sigmas=None):
-        _check_callable("cond", cond)
-        _check_callable("uncond", uncond)
+        check_callable("cond", cond)
+        check_callable("uncond", uncond)
         name = type(guider).__name__
         if name not in GUIDER_NAMES or not callable(getattr(guider, "prepare_inputs", None)):
             raise ValueError(f"guider must be one of diffusers' {GUIDER_NAMES}, got {guider!r}")

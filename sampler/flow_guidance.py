@@ -81,7 +81,7 @@ from typing import Optional, Union
 
 import torch
 
-from .guidance import Guidance
+from .guidance import Guidance, check_callable
 from .model import Denoiser, model_path
 from .paths import Path, denoised_from_velocity, velocity_from_denoised
 from .samplers import check_sigmas
@@ -94,9 +94,6 @@ Weight = Union[float, WeightSchedule]
 APG_SPACES = ("x0", "velocity")
 
 
-def _check_callable(name: str, f) -> None:
-    if not callable(f):
-        raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
 
 
 def resolve_path(path: Optional[Path], sources: dict, *, rule: str, required: bool = True) -> Optional[Path]:
@@ -173,8 +170,8 @@ class CFGZeroStar:
     path: Optional[Path] = None
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("uncond", self.uncond)
+        check_callable("cond", self.cond)
+        check_callable("uncond", self.uncond)
         path = resolve_path(self.path, {"cond": self.cond, "uncond": self.uncond}, rule="CFGZeroStar")
         object.__setattr__(self, "path", path)
         object.__setattr__(self, "weight", as_schedule(self.weight))
@@ -223,7 +220,7 @@ class ZeroInit:
         for attr in ("cond", "active"):
             if not hasattr(self.guidance, attr):
                 raise ValueError(f"ZeroInit wraps a guidance with cond, active and __call__; {self.guidance!r} has no {attr}")
-        _check_callable("guidance", self.guidance)
+        check_callable("guidance", self.guidance)
         try:
             if isinstance(self.sigma_zero, (bool, str)):
                 raise TypeError
@@ -321,8 +318,8 @@ class APG:
     _state: _Momentum = field(default_factory=_Momentum, init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("uncond", self.uncond)
+        check_callable("cond", self.cond)
+        check_callable("uncond", self.uncond)
         if self.on not in APG_SPACES:
             raise ValueError(f"APG acts on one of {APG_SPACES}, got on={self.on!r}")
         if self.on == "x0" and self.path is not None:

@@ -26,6 +26,7 @@ from .weights import WeightSchedule, as_schedule
 __all__ = [
     "Guidance",
     "guided_output",
+    "check_callable",
     "Unguided",
     "ClassifierGuidance",
     "CFG",
@@ -47,7 +48,8 @@ class Guidance(Protocol):
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor: ...
 
 
-def _check_callable(name: str, f) -> None:
+def check_callable(name: str, f) -> None:
+    """``ValueError`` naming ``name`` unless ``f`` is a callable (a denoiser ``(x, sigma) -> tensor``)."""
     if not callable(f):
         raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
 
@@ -68,7 +70,7 @@ class Unguided:
     cond: Denoiser
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
+        check_callable("cond", self.cond)
 
     def active(self, sigma: float) -> bool:
         return False
@@ -105,8 +107,8 @@ class ClassifierGuidance(_Weighted):
     weight: Weight = 1.0
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("classifier_grad", self.classifier_grad)
+        check_callable("cond", self.cond)
+        check_callable("classifier_grad", self.classifier_grad)
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
@@ -127,8 +129,8 @@ class CFG(_Weighted):
     weight: Weight = 1.0
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("uncond", self.uncond)
+        check_callable("cond", self.cond)
+        check_callable("uncond", self.uncond)
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
@@ -146,10 +148,10 @@ class AutoGuidance(_Weighted):
     weight: Weight = 1.0
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
+        check_callable("cond", self.cond)
         if self.weak is None:
             raise ValueError("autoguidance needs a weak model, got weak=None")
-        _check_callable("weak", self.weak)
+        check_callable("weak", self.weak)
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
@@ -166,8 +168,8 @@ class TiltedMean:
     tilted_mean: Callable[[torch.Tensor, float], torch.Tensor]
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("tilted_mean", self.tilted_mean)
+        check_callable("cond", self.cond)
+        check_callable("tilted_mean", self.tilted_mean)
 
     def active(self, sigma: float) -> bool:
         return True

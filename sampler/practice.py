@@ -29,7 +29,7 @@ from typing import NamedTuple, Union
 
 import torch
 
-from .guidance import Guidance, guided_output
+from .guidance import Guidance, check_callable, guided_output
 from .model import Denoiser
 from .schedules import check_count, check_number
 from .weights import WeightSchedule, as_schedule
@@ -49,9 +49,6 @@ __all__ = [
 Weight = Union[float, WeightSchedule]
 
 
-def _check_callable(name: str, f) -> None:
-    if not callable(f):
-        raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
 
 
 def _check_wrapped(rule: str, guidance) -> None:
@@ -232,8 +229,8 @@ class TCFG:
     weight: Weight = 1.0
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("uncond", self.uncond)
+        check_callable("cond", self.cond)
+        check_callable("uncond", self.uncond)
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def active(self, sigma: float) -> bool:
@@ -245,8 +242,7 @@ class TCFG:
         return self.weight(sigma) * (top_singular_projection(r_c, r_u) - r_c)
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        d_c = self.cond(x, sigma)
-        return d_c + self.delta(x, sigma, d_c) if self.active(sigma) else d_c
+        return guided_output(self, x, sigma)
 
 
 @dataclass(frozen=True)
@@ -267,8 +263,8 @@ class MamboG:
     alpha: float = 8.0
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("uncond", self.uncond)
+        check_callable("cond", self.cond)
+        check_callable("uncond", self.uncond)
         a = check_number(self.alpha, "alpha")
         if a < 0:
             raise ValueError(f"alpha must be >= 0, got {self.alpha!r}")
@@ -287,8 +283,7 @@ class MamboG:
         return self.weight(sigma) * (_per_sample(factor, diff) * diff)
 
     def __call__(self, x: torch.Tensor, sigma: float) -> torch.Tensor:
-        d_c = self.cond(x, sigma)
-        return d_c + self.delta(x, sigma, d_c) if self.active(sigma) else d_c
+        return guided_output(self, x, sigma)
 
 
 class CharacteristicNotConverged(ArithmeticError):
@@ -336,8 +331,8 @@ class Characteristic:
     accelerate: bool = True
 
     def __post_init__(self):
-        _check_callable("cond", self.cond)
-        _check_callable("uncond", self.uncond)
+        check_callable("cond", self.cond)
+        check_callable("uncond", self.uncond)
         tol = check_number(self.tol, "tol")
         if tol <= 0:
             raise ValueError(f"tol must be > 0, got {self.tol!r}")
