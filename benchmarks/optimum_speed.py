@@ -39,7 +39,7 @@ print(json.dumps(out))
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--before", default=BEFORE, help=f"the revision to compare with (default {BEFORE})")
     ap.add_argument("--points", type=int, default=6724, help="points per level (default 6724)")
     args = ap.parse_args(argv)

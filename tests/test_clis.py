@@ -279,7 +279,7 @@ def test_ctrl_c_during_the_ledger_says_what_is_kept(tmp_path, capsys, monkeypatc
         return real(cell)
 
     monkeypatch.setattr(sweep, "compute_cell", interrupted_third)
-    argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--cache", str(cache), "--no-figures"]
+    argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--cache", str(cache), "--no-figures", "--workers", "1"]
     assert main(argv) == 130
     err = capsys.readouterr().err  # the progress bar (redrawn with carriage returns), then one line
     assert "Traceback" not in err and err.endswith("\n")
