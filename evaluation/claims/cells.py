@@ -2,7 +2,10 @@
 tilted target, and the field error of one guidance against the ideal-chain golden.
 
 Both are pure functions of their frozen configuration; everything they name is a string or a number
-(:mod:`evaluation.claims.laws`), so a cell is its own cache key.
+(:mod:`evaluation.claims.laws`), so a cell is its own cache key. The output law runs under the accuracy contract
+of :mod:`evaluation.accuracy`: every number it returns carries its error, the grid it names is where the
+computation starts (the result's ``grid`` is where it ended), and a number it is asked to check that cannot be
+brought within ``tol`` raises ``ValueError`` naming the cell instead of being published.
 """
 from __future__ import annotations
 
