@@ -42,7 +42,7 @@ F64 = torch.float64
 DEFAULT_TOL = 1e-4  # TV-like numbers printed with 3 digits are converged to them
 MIN_KERNEL_WIDTH = 0.5  # stochastic kernels narrower than this many spacings refine the grid (density's threshold)
 MAX_WIDEN = 3  # the grid may grow to 8 times the cell's width
-MAX_NODES = {1: 2**16 + 1, 2: 401**2}  # default node budget of the given grid, per dimension
+MAX_NODES = {1: 2**14 + 1, 2: 201**2}  # node budget (given grid and the density's working grids), per dimension
 
 Grid = tuple  # (lo, hi, n): every axis the same
 
