@@ -24,6 +24,7 @@ the same starting grid always have a common grid (:func:`common_grid`) and can b
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import numpy as np
@@ -202,11 +203,14 @@ Engine = Callable[[tuple, int, float, int], GridLaw]  # (grid, d, tol, max_nodes
 
 def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> Engine:
     """The exact output law of ``sample(sampler, denoiser, ...)`` by :func:`evaluation.density.output_density`,
-    to ``tol`` by its own error estimate (it refines its working grid; ``ValueError`` past ``max_nodes``)."""
+    to ``tol`` by its own error estimate (it refines its working grid up to ``max_nodes``; past it the law comes
+    back with the error reached, and :func:`converged_laws` decides: widen first if mass was lost, else raise)."""
 
     def run(grid: Grid, d: int, tol: float, max_nodes: int) -> GridLaw:
-        od = output_density(denoiser, sigmas, axes_of(grid, d), sampler=sampler, start=start, tol=tol,
-                            max_nodes=max(max_nodes, int(grid[2]) ** d))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the budget: judged by converged_laws
+            od = output_density(denoiser, sigmas, axes_of(grid, d), sampler=sampler, start=start, tol=tol,
+                                max_nodes=max(max_nodes, int(grid[2]) ** d), on_budget="warn")
         return GridLaw(grid, od.mass, od.error, od.lost, od.narrow_steps)
 
     return run
@@ -261,6 +265,10 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
                                  f"it {widened} times")
             g, widened = widen(g), widened + 1
             continue
+        worst = max(law.error.sum().item() for law in laws)
+        if not worst <= tol:
+            raise ValueError(f"{name}: the law's masses reach an estimated error of {worst:.3g} (summed over the nodes), "
+                             f"not tol {tol:g}, within {budget} nodes (grid {g})")
         nums = numbers(laws) if numbers is not None else {}
         bad = {k: v for k, v in nums.items() if not v.error <= tol}
         if not bad:

@@ -153,7 +153,7 @@ def test_an_effectively_singular_output_does_not_publish_its_tv_but_its_masses()
         t = tilted_target(law.cond, reward, laws[0].axes)
         return {"tv": grid_tv(laws[0], GridLaw(laws[0].grid, t.mass, t.error, 0.0, 0))}
 
-    with pytest.raises(ValueError, match=r"singular-cell: not converged.*tv = "):
+    with pytest.raises(ValueError, match=r"singular-cell: (not converged.*tv = |the law's masses)"):
         converged_laws([density_engine(guided, sig, sampler="ddim")], (-5.0, 5.0, 201), 1, name="singular-cell",
                        tol=1e-3, numbers=tv, max_nodes=801)
     from evaluation.claims.chidambaram import _block
