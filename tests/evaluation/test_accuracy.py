@@ -144,20 +144,9 @@ def test_narrow_kernels_refine_the_grid():
     assert (ref - out.mass).abs().sum().item() <= out.error.sum().item() + 1e-9
 
 
-def test_an_effectively_singular_output_does_not_publish_its_tv_but_its_masses():
-    """chidambaram, w = 32 (DDIM on blocks_1d): the TV to the tilted target grows as the spacing halves, so the
-    contract refuses it; the masses the claim publishes converge and agree with Monte Carlo."""
-    law, sched = get_law("blocks_1d"), make_schedule("lin:50:0.0001")
-    sig = sched.sampling_sigmas()
-    guided, reward = build(Method("cfg", 32.0), law, sched)
-
-    def tv(laws):
-        t = tilted_target(law.cond, reward, laws[0].axes)
-        return {"tv": grid_tv(laws[0], GridLaw(laws[0].grid, t.mass, t.error, 0.0, 0))}
-
-    with pytest.raises(ValueError, match=r"singular-cell: (not converged.*tv = |the law's masses)"):
-        converged_laws([density_engine(guided, sig, sampler="ddim")], (-5.0, 5.0, 201), 1, name="singular-cell",
-                       tol=1e-3, numbers=tv, max_nodes=801)
+def test_a_concentrated_output_publishes_masses_that_agree_with_monte_carlo():
+    """chidambaram, w = 32 (DDIM on blocks_1d): the output is concentrated at the support's edge; the masses the
+    claim publishes are within the cell's tolerance and agree with Monte Carlo of the same sampler."""
     from evaluation.claims.chidambaram import _block
 
     cell = _block(32.0, 0.0)
