@@ -12,6 +12,7 @@ the true conditional p(x|y): TV (quality) and differential entropy (variation, a
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -21,10 +22,10 @@ import torch
 from analytic import CFGReward
 from sampler import CFG, AutoGuidance, MixtureModel, Unguided, bind
 
-from ..density import output_density
+from ..accuracy import (DEFAULT_TOL, Estimate, GridLaw, axes_of, coarsen, converged_laws, density_engine, grid_tv,
+                        narrowest_kernel)
 from ..distances import distances, tilted_target
 from ..sweep import cell_kind
-from .cells import axes_of
 from ..spec import Law, Schedule, weak_model
 from .ledger import Claim, Outcome
 
@@ -44,6 +45,7 @@ class AutogCell:
     main: str = "cov:1.5"  # the main model's error
     bad: str = "cov:3"  # the autoguidance weak model
     control: str = "shift:0.3"  # the negative control's weak model
+    tol: float = DEFAULT_TOL  # the accuracy contract (evaluation.accuracy): TV within tol, or the cell raises
 
     def __post_init__(self):
         if self.guide not in GUIDES:
@@ -55,9 +57,14 @@ class AutogLaw(NamedTuple):
     kl: float  # KL(conditional || output)
     entropy: float  # differential entropy of the output
     cond_entropy: float  # of the conditional
+    tv_error: float = math.nan  # estimated errors (evaluation.accuracy)
+    kl_error: float = math.nan
+    entropy_error: float = math.nan
+    cond_entropy_error: float = math.nan
+    lost: float = math.nan  # output mass missing from the (final) grid: the start's outside it plus what left it
+    grid: tuple = ()  # the final grid (lo, hi, n) per axis
 
-
-def _entropy(mass: torch.Tensor, axes) -> float:
+def _entropy(mass: torch.Tensor, axes) -> float:  # of hat masses
     m = mass.clamp(min=0).reshape(-1)
     m = m / m.sum()
     cell = float(np.prod([(a[1] - a[0]).item() for a in axes]))
@@ -65,11 +72,25 @@ def _entropy(mass: torch.Tensor, axes) -> float:
     return -(m[pos] * torch.log(m[pos] / cell)).sum().item()
 
 
-@cell_kind(AutogCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
+    """TV and KL to the conditional and both entropies, each with its change at twice the spacing (and the
+    masses' errors for the TV)."""
+    axes = out.axes
+    coarse = tuple(a[0::2] for a in axes)
+    mc, tc = coarsen(out.mass), coarsen(target.mass)
+    kl, kl2 = distances(out.mass, target.mass, axes).kl_target_out, distances(mc, tc, coarse).kl_target_out
+    ent, ent2 = _entropy(out.mass, axes), _entropy(mc, coarse)
+    h0, h02 = _entropy(target.mass, axes), _entropy(tc, coarse)
+    return {"tv": grid_tv(out, target), "kl": Estimate(kl, abs(kl - kl2)), "entropy": Estimate(ent, abs(ent - ent2)),
+            "cond_entropy": Estimate(h0, abs(h0 - h02))}
+
+
+@cell_kind(AutogCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances",
+                               "evaluation.accuracy"))
 def autog_law(cell: AutogCell) -> AutogLaw:
     law = Law.parse(cell.law).build()
+    d = law.cond.dim
     sched = Schedule.parse(cell.schedule).vp
-    axes = axes_of(GRIDS[law.cond.dim], law.cond.dim)
     main = weak_model(law.cond, cell.main)
     m = MixtureModel({"main": main, "bad": weak_model(law.cond, cell.bad), "control": weak_model(law.cond, cell.control),
                       "u": weak_model(law.uncond, cell.main)})
@@ -77,10 +98,22 @@ def autog_law(cell: AutogCell) -> AutogLaw:
     ref = {"autog": "bad", "control": "control", "cfg": "u"}[cell.guide]
     guided = Unguided(c) if cell.w == 0 else (
         CFG(c, bind(m, ref), cell.w) if cell.guide == "cfg" else AutoGuidance(c, bind(m, ref), cell.w))
-    out = output_density(guided, sched.sampling_sigmas(), axes, estimate_error=False).mass
-    target = tilted_target(law.cond, CFGReward(law.cond, law.uncond, 0.0), axes).mass  # the conditional itself
-    d = distances(out, target, axes)
-    return AutogLaw(d.tv, d.kl_target_out, _entropy(out, axes), _entropy(target, axes))
+    reward = CFGReward(law.cond, law.uncond, 0.0)  # the target is the conditional itself
+    targets = {}
+
+    def target_on(g) -> GridLaw:
+        if g not in targets:
+            t = tilted_target(law.cond, reward, axes_of(g, d), tol=cell.tol)
+            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
+        return targets[g]
+
+    sigmas = sched.sampling_sigmas()
+    (out,), _ = converged_laws([density_engine(guided, sigmas)], GRIDS[d], d, name=repr(cell), tol=cell.tol,
+                               numbers=lambda laws: {"tv": grid_tv(laws[0], target_on(laws[0].grid))},
+                               narrowest=narrowest_kernel(sigmas, "ddpm"))
+    n = _numbers(out, target_on(out.grid))
+    return AutogLaw(n["tv"].value, n["kl"].value, n["entropy"].value, n["cond_entropy"].value, n["tv"].error,
+                    n["kl"].error, n["entropy"].error, n["cond_entropy"].error, out.lost, tuple(out.grid))
 
 
 def _settings(quick: bool):

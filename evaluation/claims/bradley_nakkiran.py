@@ -14,7 +14,9 @@ plus a Langevin step of size ``eps = d/2`` on the score ``2 s_gamma - s_c = s_{2
 The predictor-corrector chain ``pcg`` is propagated exactly on a 1-D grid here (:func:`propagate`: Gaussian
 kernels given the state, trapezoid rule on the nodes, each source's kernel normalised on the grid; the last,
 deterministic step deposits with linear weights); ``ddpm_grid`` is CFG-DDPM through the same propagator, to
-compare like with like and as a check of it against :func:`evaluation.density.output_density`.
+compare like with like and as a check of it against :func:`evaluation.density.output_density`. The propagator has
+no error estimate of its own: the accuracy contract (:func:`evaluation.accuracy.refined_engine`) reruns it at half
+the spacing and refines the grid until the change is below the cell's tolerance.
 """
 from __future__ import annotations
 
@@ -28,8 +30,9 @@ import torch
 from analytic.quadrature import deposit
 from sampler.samplers import ddim_coefficients
 
-from ..density import output_density
-from ..distances import tilted_target, total_variation
+from ..accuracy import (DEFAULT_TOL, GridLaw, converged_laws, density_engine, from_arrays, grid_tv, narrowest_kernel,
+                        refined_engine, to_grid, tv_between)
+from ..distances import tilted_target
 from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .ledger import Claim, Outcome
@@ -44,13 +47,15 @@ F64 = torch.float64
 StepFn = Callable[[torch.Tensor, float, float], tuple[torch.Tensor, float]]
 
 
-def propagate(step: StepFn, sigmas: torch.Tensor, axis: torch.Tensor) -> torch.Tensor:
+def propagate(step: StepFn, sigmas: torch.Tensor, axis: torch.Tensor) -> tuple[torch.Tensor, float]:
     """Hat masses on ``axis`` of a 1-D chain from N(0, 1) (VP state ``u = x / sqrt(1 + sigma^2)``) whose step
-    ``sigma -> sigma'`` is ``x' ~ N(mean(x), std^2)`` (``step`` returns both; std 0 on the last step)."""
+    ``sigma -> sigma'`` is ``x' ~ N(mean(x), std^2)`` (``step`` returns both; std 0 on the last step), and the
+    mass that left the grid (each source's kernel keeps the share of its Gaussian that lies on the grid)."""
     h = (axis[1] - axis[0]).item()
     p = torch.exp(-0.5 * axis**2)
     p = p / (p.sum() * h)
     s = sigmas.tolist()
+    lost = 0.0
     for i in range(len(s) - 1):
         r, r2 = math.sqrt(1 + s[i] ** 2), math.sqrt(1 + s[i + 1] ** 2)
         with torch.no_grad():
@@ -58,12 +63,15 @@ def propagate(step: StepFn, sigmas: torch.Tensor, axis: torch.Tensor) -> torch.T
         m, c = mean[:, 0] / r2, std / r2
         if c > 0:
             K = torch.exp(-0.5 * ((axis[:, None] - m[None, :]) / c) ** 2)  # [k, j]
-            K = K / K.sum(0, keepdim=True).clamp(min=1e-300)
+            on = 0.5 * (torch.special.erf((axis[-1] + h / 2 - m) / (c * math.sqrt(2)))
+                        - torch.special.erf((axis[0] - h / 2 - m) / (c * math.sqrt(2))))  # [j] share on the grid
+            lost += (p * h * (1 - on)).clamp(min=0).sum().item()
+            K = K * (on / K.sum(0).clamp(min=1e-300))
             p = K @ p
         else:  # the deterministic last step: nodal masses to the image points, linear weights
-            mass, _ = deposit(m[:, None], p * h, (axis,))
-            return mass
-    return p * h
+            mass, out = deposit(m[:, None], p * h, (axis,))
+            return mass, lost + out
+    return p * h, lost
 
 
 @dataclass(frozen=True)
@@ -73,6 +81,7 @@ class PCCell:
     w: float
     kind: str
     grid: tuple[float, float, int] = GRID
+    tol: float = DEFAULT_TOL  # the accuracy contract (evaluation.accuracy): masses and TV to the target within tol
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -84,28 +93,38 @@ class PCCell:
 
 
 class PCLaw(NamedTuple):
-    mass: np.ndarray  # [n] hat masses of the output
+    mass: np.ndarray  # [n] hat masses of the output on ``grid``
     target: np.ndarray  # [n] the gamma-powered law p_c^(1+w) p_u^(-w), normalised
+    grid: tuple = ()  # the final grid (lo, hi, n), refined / widened from the cell's by the contract
+    mass_error: np.ndarray = np.zeros(0)  # [n] estimated per-node error of mass
+    target_error: np.ndarray = np.zeros(0)
+    lost: float = math.nan  # output mass missing from the (final) grid (density's lost; the propagator's: what left it)
+    tv_target: float = math.nan  # TV to the gamma-powered law
+    tv_target_error: float = math.nan
+
+    def law_of(self) -> GridLaw:
+        return from_arrays(self.grid, self.mass, self.mass_error, self.lost)
+
+    def target_law(self) -> GridLaw:
+        return from_arrays(self.grid, self.target, self.target_error, 0.0)
 
 
-@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
 def pc_law(cell: PCCell) -> PCLaw:
     law = Law.parse(cell.law).build()
     sched = Schedule.parse(cell.schedule).vp
     sig = sched.sampling_sigmas()
-    axis = torch.linspace(cell.grid[0], cell.grid[1], int(cell.grid[2]), dtype=F64)
     built = Method("cfg", cell.w).build(law, Schedule.parse(cell.schedule))
     cfg, cfg2 = built.guided, Method("cfg", 2 * cell.w).build(law, Schedule.parse(cell.schedule)).guided
-    c = cfg.cond
-    target = tilted_target(law.cond, built.reward, (axis,)).mass
+    c, reward = cfg.cond, built.reward
     if cell.kind in ("ddpm", "ddim"):
-        mass = output_density(cfg, sig, (axis,), sampler=cell.kind, estimate_error=False).mass
+        engine = density_engine(cfg, sig, sampler=cell.kind)
     elif cell.kind == "ddpm_grid":
         def step(x, s, s2):
             D = cfg(x, s)
             keep, std = ddim_coefficients(s, s2, 1.0)
             return D + keep * (x - D), std
-        mass = propagate(step, sig, axis)
+        engine = refined_engine(lambda axes: propagate(step, sig, axes[0]))
     else:  # pcg: DDIM predictor on the conditional, one Langevin step on the gamma' = 2 gamma - 1 law
         def step(x, s, s2):
             if s2 == 0:
@@ -115,8 +134,21 @@ def pc_law(cell: PCCell) -> PCLaw:
             eps = 0.5 * (s**2 - s2**2)
             score = (cfg2(x1, s2) - x1) / s2**2
             return x1 + eps * score, math.sqrt(2 * eps)
-        mass = propagate(step, sig, axis)
-    return PCLaw(mass.numpy(), target.numpy())
+        engine = refined_engine(lambda axes: propagate(step, sig, axes[0]))
+    targets = {}
+
+    def target_on(g) -> GridLaw:
+        if g not in targets:
+            t = tilted_target(law.cond, reward, (torch.linspace(*g[:2], int(g[2]), dtype=F64),), tol=cell.tol)
+            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
+        return targets[g]
+
+    (out,), n = converged_laws([engine], cell.grid, 1, name=repr(cell), tol=cell.tol,
+                               numbers=lambda laws: {"tv_target": grid_tv(laws[0], target_on(laws[0].grid))},
+                               narrowest=narrowest_kernel(sig, "ddpm" if cell.kind != "ddim" else "ddim"))
+    tgt = target_on(out.grid)
+    return PCLaw(out.mass.numpy().copy(), tgt.mass.numpy().copy(), tuple(out.grid), out.error.numpy().copy(),
+                 tgt.error.numpy().copy(), out.lost, n["tv_target"].value, n["tv_target"].error)
 
 
 def _Ts(quick: bool) -> tuple[int, ...]:
@@ -146,17 +178,19 @@ class PredictorCorrector(NamedTuple):
 def conclude(quick: bool, results) -> Outcome:
     Ts, ws = _Ts(quick), _ws(quick)
     res = dict(zip(cells(quick), results))
-    get = lambda w, T, k: torch.as_tensor(res[PCCell("paper_1d", f"lin:{T}:0.0001", w, k)].mass)  # noqa: E731
-    tgt = lambda w, T: torch.as_tensor(res[PCCell("paper_1d", f"lin:{T}:0.0001", w, "ddpm")].target)  # noqa: E731
+    get = lambda w, T, k: res[PCCell("paper_1d", f"lin:{T}:0.0001", w, k)].law_of()  # noqa: E731
+    tgt = lambda w, T: res[PCCell("paper_1d", f"lin:{T}:0.0001", w, "ddpm")].target_law()  # noqa: E731
     arr = lambda f: np.array([[f(w, T) for T in Ts] for w in ws])  # noqa: E731
-    pc = arr(lambda w, T: total_variation(get(w, T, "pcg"), get(w, T, "ddpm_grid")))
-    dd = arr(lambda w, T: total_variation(get(w, T, "ddim"), get(w, T, "ddpm")))
-    pt = arr(lambda w, T: total_variation(get(w, T, "ddpm"), tgt(w, T)))
-    it = arr(lambda w, T: total_variation(get(w, T, "ddim"), tgt(w, T)))
-    chk = arr(lambda w, T: total_variation(get(w, T, "ddpm_grid"), get(w, T, "ddpm")))
+    tv = lambda a, b: tv_between(a, b).value  # noqa: E731
+    pc = arr(lambda w, T: tv(get(w, T, "pcg"), get(w, T, "ddpm_grid")))
+    dd = arr(lambda w, T: tv(get(w, T, "ddim"), get(w, T, "ddpm")))
+    pt = arr(lambda w, T: tv(get(w, T, "ddpm"), tgt(w, T)))
+    it = arr(lambda w, T: tv(get(w, T, "ddim"), tgt(w, T)))
+    chk = arr(lambda w, T: tv(get(w, T, "ddpm_grid"), get(w, T, "ddpm")))
     Tm = Ts[-1]
+    on = lambda law: to_grid(law, GRID).mass.numpy()  # noqa: E731  (the figure's grid)
     data = PredictorCorrector(np.array(Ts), ws, pc, dd, pt, it, chk, np.linspace(*GRID[:2], GRID[2]),
-                              tuple(get(ws[0], Tm, k).numpy() for k in ("ddpm", "ddim", "pcg")) + (tgt(ws[0], Tm).numpy(),))
+                              tuple(on(get(ws[0], Tm, k)) for k in ("ddpm", "ddim", "pcg")) + (on(tgt(ws[0], Tm)),))
     order = np.log2(pc[:, -2] / pc[:, -1])
     numbers = [(f"w={w:g} T={T}: TV(PCG, CFG-DDPM)", pc[i, k]) for i, w in enumerate(ws) for k, T in enumerate(Ts)]
     numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDIM, CFG-DDPM)", dd[i, -1]) for i, w in enumerate(ws)]
@@ -182,5 +216,5 @@ CLAIM = Claim(
     experiment=("paper_1d, w = 1 and 3 (gamma = 2, 4), linear schedules to abar_T = 1e-4 with T = 25..400, from "
                 "N(0,1): exact output laws of CFG-DDPM and CFG-DDIM, and of the predictor-corrector chain (DDIM step "
                 "of the conditional, then one Langevin step of size (sigma^2 - sigma'^2)/2 on the 2w CFG score) "
-                "propagated exactly on a 601-point grid."),
+                "propagated exactly on a grid (601 points, refined until converged to 1e-4)."),
     figure="claims_bn_pc", cells=cells, conclude=conclude)

@@ -2,7 +2,10 @@
 tilted target, and the field error of one guidance against the ideal-chain golden.
 
 Both are pure functions of their frozen configuration; everything they name is a string or a number
-(:mod:`evaluation.spec`), so a cell is its own cache key.
+(:mod:`evaluation.spec`), so a cell is its own cache key. The output law runs under the accuracy contract
+of :mod:`evaluation.accuracy`: every number it returns carries its error, the grid it names is where the
+computation starts (the result's ``grid`` is where it ended), and a number it is asked to check that cannot be
+brought within ``tol`` raises ``ValueError`` naming the cell instead of being published.
 """
 from __future__ import annotations
 
@@ -16,28 +19,31 @@ import torch
 from analytic import check_integrable
 from analytic.quadrature import grid_points
 
-from ..density import output_density, tilted_start, vp_start
+from ..accuracy import (DEFAULT_TOL, Estimate, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
+                        grid_tv, narrowest_kernel, region_mass)
+from ..density import tilted_start, vp_start
 from ..distances import distances, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
 
-__all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "axes_of"]
+__all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "CHECKED", "axes_of"]
 
 F64 = torch.float64
-
-
-def axes_of(grid: tuple[float, float, int], d: int) -> tuple[torch.Tensor, ...]:
-    lo, hi, n = grid
-    return tuple(torch.linspace(lo, hi, int(n), dtype=F64) for _ in range(d))
+CHECKED = ("tv", "kl_out_target", "kl_target_out", "w1", "mean", "entropy", "confidence", "regions")
 
 
 @dataclass(frozen=True)
 class OutputCell:
     """The exact output law of ``method`` on ``law`` under ``schedule`` with ``sampler`` from ``start``
     (``n01``: N(0, I); ``tilted``: p_T(x|y) E_T, the exact start of the tilted chain; ``tilted_n01``:
-    N(0, I) E_T), on the grid ``(lo, hi, n)`` per axis of the VP state, against the tilted target of the
-    method's reward. ``model``: ``exact`` mixtures or the ``trained`` toy networks."""
+    N(0, I) E_T), starting from the grid ``(lo, hi, n)`` per axis of the VP state, against the tilted target of
+    the method's reward. ``model``: ``exact`` mixtures or the ``trained`` toy networks.
+
+    Accuracy contract (:func:`evaluation.accuracy.converged_laws`): the numbers named in ``checked`` are computed
+    to ``tol`` (the grid widens for lost mass and refines for narrow kernels and for the numbers' errors), or the
+    cell raises ``ValueError``. ``regions``: 1-D intervals ``(lo, hi)`` whose output mass the cell publishes
+    (``region_mass``)."""
 
     law: str
     schedule: str
@@ -47,6 +53,9 @@ class OutputCell:
     grid: tuple[float, float, int] = (-5.0, 5.0, 801)
     model: str = "exact"
     keep_mass: bool = False
+    tol: float = DEFAULT_TOL
+    checked: tuple[str, ...] = ("tv",)
+    regions: tuple[tuple[float, float], ...] = ()
 
     def __post_init__(self):
         Law.parse(self.law), Schedule.parse(self.schedule)  # refuse a bad name here, not in a worker
@@ -54,6 +63,13 @@ class OutputCell:
             raise ValueError(f"unknown start {self.start!r}; choose one of {STARTS}")
         if self.sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
+        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not (math.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        bad = [c for c in self.checked if c not in CHECKED]
+        if bad or isinstance(self.checked, str):
+            raise ValueError(f"checked must be a tuple of names from {CHECKED}, got {self.checked!r}")
+        if any(len(r) != 2 or not r[0] < r[1] for r in self.regions):
+            raise ValueError(f"regions must be (lo, hi) pairs with lo < hi, got {self.regions!r}")
 
     @property
     def cost(self) -> float:  # relative, for ordering work: steps x grid nodes
@@ -68,7 +84,7 @@ class OutputLaw(NamedTuple):
     kl_out_target: float
     kl_target_out: float
     w1: float  # 1-D only (nan in 2-D)
-    lost: float  # mass that left the grid
+    lost: float  # output mass missing from the (final) grid: the start's outside it plus what left it
     narrow_steps: int
     mean: tuple  # output mean per dimension
     target_mean: tuple
@@ -76,8 +92,28 @@ class OutputLaw(NamedTuple):
     target_entropy: float
     confidence: float  # E_output[p(y | x)], the exact Bayes classifier of the law's classes
     target_confidence: float
-    mass: np.ndarray  # [n(, n)] output hat masses when keep_mass, else empty
+    mass: np.ndarray  # [n(, n)] output hat masses on ``grid`` when keep_mass, else empty
     target_mass: np.ndarray
+    # the accuracy contract: the estimated error of each number above (evaluation.accuracy.Estimate's error)
+    tv_error: float = math.nan
+    kl_out_target_error: float = math.nan
+    kl_target_out_error: float = math.nan
+    w1_error: float = math.nan
+    mean_error: float = math.nan  # largest over dimensions
+    entropy_error: float = math.nan
+    confidence_error: float = math.nan
+    grid: tuple = ()  # the final grid (lo, hi, n) per axis the masses live on (widened / refined from the cell's)
+    mass_error: np.ndarray = np.zeros(0)  # [n(, n)] per-node error of ``mass`` when keep_mass
+    region_mass: tuple = ()  # output mass in each of the cell's ``regions`` (share of the mass on the grid)
+    region_error: tuple = ()
+    target_error: np.ndarray = np.zeros(0)  # [n(, n)] per-node error of ``target_mass`` when keep_mass
+
+    def law_of(self) -> GridLaw:
+        """The stored output law (keep_mass cells) as a :class:`evaluation.accuracy.GridLaw`."""
+        return from_arrays(self.grid, self.mass, self.mass_error, self.lost)
+
+    def target_law(self) -> GridLaw:
+        return from_arrays(self.grid, self.target_mass, self.target_error, 0.0)
 
 
 def _stats(mass: torch.Tensor, axes, classifier) -> tuple[tuple, float, float]:
@@ -95,7 +131,36 @@ def _nan_law(reason: str, d: int) -> OutputLaw:
                      np.zeros(0), np.zeros(0))
 
 
-@cell_kind(OutputCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "toy"))
+def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Estimate]:
+    """Every number an output cell publishes, each with its error: the masses' errors (through the number's
+    sensitivity to them) plus its change when both laws are restricted to twice the spacing."""
+    axes = out.axes
+    d = len(axes)
+    coarse = tuple(a[0::2] for a in axes)
+    mc, tc = coarsen(out.mass), coarsen(target.mass)
+    l1 = out.error.sum().item() + target.error.sum().item() + out.lost
+    fine, crs = distances(out.mass, target.mass, axes), distances(mc, tc, coarse)
+    (mean, ent, conf), (mean2, ent2, conf2) = _stats(out.mass, axes, classifier), _stats(mc, coarse, classifier)
+    X = grid_points(axes)
+    err = out.error.reshape(-1)
+    span = [(err * (X[:, i] - m).abs()).sum().item() for i, m in enumerate(mean)]  # first-order sensitivity of a mean
+    nums = {"tv": grid_tv(out, target),
+            "kl_out_target": Estimate(fine.kl_out_target, abs(fine.kl_out_target - crs.kl_out_target)),
+            "kl_target_out": Estimate(fine.kl_target_out, abs(fine.kl_target_out - crs.kl_target_out)),
+            "w1": Estimate(fine.w1, abs(fine.w1 - crs.w1) + 0.5 * l1 * (axes[0][-1] - axes[0][0]).item()),
+            "mean": Estimate(mean, max(abs(a - b) + s for a, b, s in zip(mean, mean2, span))),
+            "entropy": Estimate(ent, abs(ent - ent2)),
+            "confidence": Estimate(conf, abs(conf - conf2) + l1)}
+    if regions:
+        if d != 1:
+            raise ValueError(f"regions are 1-D intervals, the law has dimension {d}")
+        rs = [region_mass(out, lo, hi) for lo, hi in regions]
+        nums["regions"] = Estimate(tuple(r.value for r in rs), max(r.error for r in rs))
+    return nums
+
+
+@cell_kind(OutputCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
+                                "toy"))
 def output_law(cell: OutputCell) -> OutputLaw:
     law = Law.parse(cell.law).build()
     d = law.cond.dim
@@ -119,8 +184,6 @@ def output_law(cell: OutputCell) -> OutputLaw:
         start(axes_of((cell.grid[0], cell.grid[1], 3), d)[0][:, None].expand(-1, d))  # fails here if it fails
     except ValueError as err:
         return _nan_law(f"target or start not resolvable: {str(err)[:120]}", d)
-    od = output_density(guided, sched.sampling_sigmas(), axes, sampler=cell.sampler, start=start, estimate_error=False)
-    dist = distances(od.mass, target.mass, axes)
     classes = list(law.classes)
     priors = torch.tensor(law.priors, dtype=F64)
 
@@ -128,11 +191,33 @@ def output_law(cell: OutputCell) -> OutputLaw:
         logs = torch.stack([torch.log(p) + c.log_prob(x) for p, c in zip(priors, classes)])
         return torch.softmax(logs, 0)[law.y]
 
-    mean, ent, conf = _stats(od.mass, axes, classifier)
-    t_mean, t_ent, t_conf = _stats(target.mass, axes, classifier)
+    targets = {}
+
+    def target_on(g) -> GridLaw:
+        if g not in targets:
+            t = tilted_target(law.cond, reward, axes_of(g, d), tol=cell.tol)
+            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
+        return targets[g]
+
+    def published(laws):
+        nums = _numbers(laws[0], target_on(laws[0].grid), classifier, cell.regions)
+        return {k: nums[k] for k in cell.checked}
+
+    sigmas = sched.sampling_sigmas()
+    (out,), _ = converged_laws([density_engine(guided, sigmas, sampler=cell.sampler, start=start)], cell.grid, d,
+                               name=repr(cell), tol=cell.tol, numbers=published,
+                               narrowest=narrowest_kernel(sigmas, cell.sampler))
+    tgt = target_on(out.grid)
+    n = _numbers(out, tgt, classifier, cell.regions)
+    t_mean, t_ent, t_conf = _stats(tgt.mass, out.axes, classifier)
     keep = lambda m: m.numpy().copy() if cell.keep_mass else np.zeros(0)  # noqa: E731
-    return OutputLaw(True, "", dist.tv, dist.kl_out_target, dist.kl_target_out, dist.w1, od.lost, od.narrow_steps,
-                     mean, t_mean, ent, t_ent, conf, t_conf, keep(od.mass), keep(target.mass))
+    reg = n.get("regions", Estimate((), 0.0))
+    return OutputLaw(True, "", n["tv"].value, n["kl_out_target"].value, n["kl_target_out"].value, n["w1"].value,
+                     out.lost, out.narrow_steps, n["mean"].value, t_mean, n["entropy"].value, t_ent,
+                     n["confidence"].value, t_conf, keep(out.mass), keep(tgt.mass),
+                     n["tv"].error, n["kl_out_target"].error, n["kl_target_out"].error, n["w1"].error,
+                     n["mean"].error, n["entropy"].error, n["confidence"].error, tuple(out.grid), keep(out.error),
+                     tuple(reg.value), (reg.error,) * len(cell.regions), keep(tgt.error))
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ import torch
 
 from sampler import CFG, MixtureModel, bind, ddim
 
-from ..distances import total_variation
+from ..accuracy import to_grid, tv_between
 from ..sweep import cell_kind
 from .cells import OutputCell
 from ..spec import Law, Method, Schedule, cfgpp_weights
@@ -111,12 +111,14 @@ class CFGpp(NamedTuple):
 def conclude(quick: bool, results) -> Outcome:
     res = dict(zip(cells(quick), results))
     Ts = _Ts(quick)
-    M = lambda T, m: torch.as_tensor(res[_out(T, m)].mass)  # noqa: E731
-    tvc = np.array([[total_variation(M(T, Method("cfgpp", l)), M(T, REFS["conditional"])) for T in Ts] for l in LAMBDAS])
-    tvu = np.array([[total_variation(M(T, Method("cfgpp", l)), M(T, REFS["unconditional"])) for T in Ts] for l in LAMBDAS])
-    nxt = np.array([[total_variation(M(a, Method("cfgpp", l)), M(b, Method("cfgpp", l))) for a, b in zip(Ts, Ts[1:])]
+    L = lambda T, m: res[_out(T, m)].law_of()  # noqa: E731
+    M = lambda T, m: to_grid(L(T, m), GRID).mass  # noqa: E731  (on GRID, for the figure)
+    tv = lambda a, b: tv_between(a, b).value  # noqa: E731
+    tvc = np.array([[tv(L(T, Method("cfgpp", l)), L(T, REFS["conditional"])) for T in Ts] for l in LAMBDAS])
+    tvu = np.array([[tv(L(T, Method("cfgpp", l)), L(T, REFS["unconditional"])) for T in Ts] for l in LAMBDAS])
+    nxt = np.array([[tv(L(a, Method("cfgpp", l)), L(b, Method("cfgpp", l))) for a, b in zip(Ts, Ts[1:])]
                     for l in LAMBDAS])
-    ref = np.array([total_variation(M(a, REFS["conditional"]), M(b, REFS["conditional"])) for a, b in zip(Ts, Ts[1:])])
+    ref = np.array([tv(L(a, REFS["conditional"]), L(b, REFS["conditional"])) for a, b in zip(Ts, Ts[1:])])
     checks = [res[StepCell("paper_1d", "lin:20:0.0001", lam)] for lam in (0.3, 1.0)]
     diff = max(ch.max_abs_diff / max(ch.max_scale, 1.0) for ch in checks)
     data = CFGpp(np.array(Ts), LAMBDAS, tvc, tvu, nxt, ref, checks[1].lerp_scales, diff,

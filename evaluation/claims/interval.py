@@ -20,16 +20,17 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from ..distances import total_variation
+from ..accuracy import region_mass, tv_between
 from .cells import FieldCell, OutputCell
-from ..spec import Method
+from ..spec import Law, Method
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "IntervalMap", "ENDS", "cells", "conclude"]
 
 SCHEDULE = "lin:50:0.0001"
 ENDS = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0, math.inf)  # sigma_max of the schedule is about 100
-GRID = (-5.0, 5.0, 601)
+GRID = (-5.0, 5.0, 601)  # the starting grid: the contract widens it where guidance pushes mass off it
+RIGHT = ((1.0, math.inf),)  # the conditional's right mode: x > 1 (its modes are symmetric about 1)
 
 
 def _laws(quick: bool) -> tuple[str, ...]:
@@ -50,13 +51,25 @@ def _pairs(quick: bool):
 
 
 def _cell(law, w, lo, hi, reg=""):
-    return OutputCell(law, SCHEDULE, Method("cfg", w, "interval", reg, lo, hi), "n01", grid=GRID, keep_mass=True)
+    return OutputCell(law, SCHEDULE, Method("cfg", w, "interval", reg, lo, hi), "n01", grid=GRID, keep_mass=True,
+                      regions=RIGHT)
+
+
+def _base(law):
+    return OutputCell(law, SCHEDULE, Method("unguided", 0.0), "n01", grid=GRID, keep_mass=True, regions=RIGHT)
+
+
+def right_mass_exact(law: str) -> float:
+    """The conditional's exact mass above x = 1 (Gaussian tails of its components, no grid)."""
+    c = Law.parse(law).build().cond
+    z = (RIGHT[0][0] - c.means[:, 0]) / c.covs[:, 0, 0].sqrt()
+    return (c.weights * torch.special.ndtr(-z)).sum().item()
 
 
 def cells(quick: bool) -> list:
     out = []
     for law in _laws(quick):
-        out.append(OutputCell(law, SCHEDULE, Method("unguided", 0.0), "n01", grid=GRID, keep_mass=True))
+        out.append(_base(law))
         for w in _ws(quick):
             out += [_cell(law, w, lo, hi) for lo, hi in _pairs(quick)]
             out += [FieldCell(law, SCHEDULE, Method("cfg", w, reg=r), levels=50) for r in ("", "paper")]
@@ -70,7 +83,7 @@ class IntervalMap(NamedTuple):
     tv_target: np.ndarray  # [L, W, E, E] TV to the tilted target (nan where lo >= hi)
     tv_cond: np.ndarray  # [L, W, E, E] TV to the conditional (the unguided exact chain)
     mode_mass: np.ndarray  # [L, W, E, E] output mass above x = 1 (the conditional's right mode)
-    cond_mode_mass: np.ndarray  # [L] that mass under the conditional
+    cond_mode_mass: np.ndarray  # [L] that mass under the conditional (exact)
     target_mode_mass: np.ndarray  # [L, W]
     sigma: np.ndarray  # [L, W, 50] levels of the field curves
     cfg_term: np.ndarray  # [L, W, 50] p_t-weighted mean |CFG term|
@@ -82,15 +95,13 @@ def conclude(quick: bool, results) -> Outcome:
     res = dict(zip(cells(quick), results))
     laws, ws, ends = _laws(quick), _ws(quick), _ends(quick)
     E = len(ends)
-    x = torch.linspace(*GRID[:2], GRID[2], dtype=torch.float64)
-    right = (x > 1.0).numpy()
     shape = (len(laws), len(ws), E, E)
     tv_t, tv_c, mm = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
     cond_mm, tgt_mm = np.zeros(len(laws)), np.zeros((len(laws), len(ws)))
     sig, cfg_t, reg_t, gold = (np.zeros((len(laws), len(ws), 50)) for _ in range(4))
     for a, law in enumerate(laws):
-        base = res[OutputCell(law, SCHEDULE, Method("unguided", 0.0), "n01", grid=GRID, keep_mass=True)]
-        cond_mm[a] = base.mass[right].sum() / base.mass.sum()
+        base = res[_base(law)]
+        cond_mm[a] = right_mass_exact(law)
         for b, w in enumerate(ws):
             for i, lo in enumerate(ends):
                 for j, hi in enumerate(ends):
@@ -98,9 +109,9 @@ def conclude(quick: bool, results) -> Outcome:
                         continue
                     r = res[_cell(law, w, lo, hi)]
                     tv_t[a, b, i, j] = r.tv
-                    tv_c[a, b, i, j] = total_variation(torch.as_tensor(r.mass), torch.as_tensor(base.mass))
-                    mm[a, b, i, j] = r.mass[right].sum() / r.mass.sum()
-                    tgt_mm[a, b] = r.target_mass[right].sum() / r.target_mass.sum()
+                    tv_c[a, b, i, j] = tv_between(r.law_of(), base.law_of()).value
+                    mm[a, b, i, j] = r.region_mass[0]
+                    tgt_mm[a, b] = region_mass(r.target_law(), *RIGHT[0]).value
             f0, f1 = (res[FieldCell(law, SCHEDULE, Method("cfg", w, reg=rr), levels=50)] for rr in ("", "paper"))
             sig[a, b] = np.sqrt((1 - f0.abar) / f0.abar)
             cfg_t[a, b], reg_t[a, b], gold[a, b] = f0.term_size, f1.term_size, f0.golden_size

@@ -31,8 +31,8 @@ from analytic import CFGReward, GaussianMixture
 from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from sampler import CFG, Unguided
 
-from ..density import output_density
-from ..distances import distances, tilted_target
+from ..accuracy import DEFAULT_TOL, Estimate, GridLaw, coarsen, converged_laws, density_engine, grid_tv, narrowest_kernel
+from ..distances import tilted_target
 from ..sweep import cell_kind
 from ..spec import Schedule
 from .ledger import Claim, Outcome
@@ -42,7 +42,7 @@ __all__ = ["CLAIM", "SEPARATIONS", "HighDimCell", "HighDimLaw", "HighDim", "cell
 F64 = torch.float64
 SEPARATIONS = ("fixed", "sqrt_d")
 SCHEDULE = "lin:100:0.000001"
-SPACING = 0.025  # grid spacing along U (1-D laws: a few thousand nodes at the largest separation)
+SPACING = 0.025  # starting grid spacing along U (1-D laws: a few thousand nodes at the largest separation)
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,7 @@ class HighDimCell:
     w: float
     mu0: float = 1.0
     schedule: str = SCHEDULE
+    tol: float = DEFAULT_TOL  # the accuracy contract (evaluation.accuracy): mean, variance and TV within tol
 
     def __post_init__(self):
         if self.separation not in SEPARATIONS:
@@ -73,6 +74,11 @@ class HighDimLaw(NamedTuple):
     var: float  # output variance along U
     tv: float  # TV along U to the class-conditional N(mu, 1)
     reduction_error: float  # max |CFG term in R^d - the 1-D term lifted along q| at 64 noised points (eps units)
+    mean_error: float = math.nan  # estimated errors (evaluation.accuracy)
+    var_error: float = math.nan
+    tv_error: float = math.nan
+    lost: float = math.nan  # output mass missing from the (final) grid: the start's outside it plus what left it
+    grid: tuple = ()  # the final grid (lo, hi, n) along U
 
 
 def _classes_1d(mu: float) -> tuple[GaussianMixture, GaussianMixture]:
@@ -97,20 +103,46 @@ def _reduction_error(cell: HighDimCell) -> float:
     return worst
 
 
-@cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+def _moments(mass: torch.Tensor, axis: torch.Tensor) -> tuple[float, float]:
+    p = mass.clamp(min=0) / mass.clamp(min=0).sum()
+    mean = (p * axis).sum().item()
+    return mean, (p * (axis - mean) ** 2).sum().item()
+
+
+def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
+    """Mean, variance (first-order sensitivity to the masses' errors, plus the change at twice the spacing: hat
+    masses add h^2/6 to a variance) and TV to the class-conditional."""
+    (axis,), (coarse,) = out.axes, tuple(a[0::2] for a in out.axes)
+    mean, var = _moments(out.mass, axis)
+    mean2, var2 = _moments(coarsen(out.mass), coarse)
+    e = out.error
+    return {"mean": Estimate(mean, abs(mean - mean2) + (e * (axis - mean).abs()).sum().item() + out.lost),
+            "var": Estimate(var, abs(var - var2) + (e * ((axis - mean) ** 2 - var).abs()).sum().item() + out.lost),
+            "tv": grid_tv(out, target)}
+
+
+@cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
 def high_dim_law(cell: HighDimCell) -> HighDimLaw:
     mu = cell.mu
     cond, uncond = _classes_1d(mu)
-    n = int(round((mu + 14.0) / SPACING)) + 1
-    axis = torch.linspace(-6.0, mu + 8.0, n, dtype=F64)  # holds the N(0, 1) start and the output
+    n = 2 * math.ceil((mu + 14.0) / (2 * SPACING)) + 1  # odd: the contract restricts to every other node
+    grid = (-6.0, mu + 8.0, n)  # holds the N(0, 1) start and the output
     guided = Unguided(cond.denoise) if cell.w == 0 else CFG(cond.denoise, uncond.denoise, cell.w)
-    mass = output_density(guided, Schedule.parse(cell.schedule).sigmas(), axis, sampler="ddpm",
-                          estimate_error=False).mass
-    p = mass.clamp(min=0) / mass.clamp(min=0).sum()
-    mean = (p * axis).sum().item()
-    var = (p * (axis - mean) ** 2).sum().item()
-    target = tilted_target(cond, CFGReward(cond, uncond, 0.0), axis).mass  # the class-conditional itself
-    return HighDimLaw(mean, var, distances(mass, target, (axis,)).tv, _reduction_error(cell))
+    reward = CFGReward(cond, uncond, 0.0)  # the target is the class-conditional itself
+    targets = {}
+
+    def target_on(g) -> GridLaw:
+        if g not in targets:
+            t = tilted_target(cond, reward, torch.linspace(*g[:2], int(g[2]), dtype=F64), tol=cell.tol)
+            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
+        return targets[g]
+
+    sigmas = Schedule.parse(cell.schedule).sigmas()
+    (out,), n = converged_laws([density_engine(guided, sigmas)], grid, 1, name=repr(cell), tol=cell.tol,
+                               numbers=lambda laws: _numbers(laws[0], target_on(laws[0].grid)),
+                               narrowest=narrowest_kernel(sigmas, "ddpm"))
+    return HighDimLaw(n["mean"].value, n["var"].value, n["tv"].value, _reduction_error(cell), n["mean"].error,
+                      n["var"].error, n["tv"].error, out.lost, tuple(out.grid))
 
 
 def _settings(quick: bool) -> tuple[tuple[int, ...], tuple[float, ...]]:

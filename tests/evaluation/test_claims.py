@@ -35,6 +35,12 @@ def test_cells_refuse_bad_names_where_they_are_made():
         OutputCell("nothing", "paper")
     with pytest.raises(ValueError, match="unknown schedule"):
         OutputCell("paper_1d", "geometric:10")
+    with pytest.raises(ValueError, match="tol must be a positive number"):
+        OutputCell("paper_1d", "paper", tol=0.0)
+    with pytest.raises(ValueError, match="checked must be a tuple of names"):
+        OutputCell("paper_1d", "paper", checked=("tv", "fid"))
+    with pytest.raises(ValueError, match="regions must be"):
+        OutputCell("paper_1d", "paper", regions=((1.0, 0.0),))
 
 
 def test_output_cell_matches_the_report_number_and_flags_a_missing_target():
@@ -42,6 +48,7 @@ def test_output_cell_matches_the_report_number_and_flags_a_missing_target():
     unconditional at w = 8 has no tilted target: the cell says so instead of returning numbers."""
     r = output_law(OutputCell("paper_1d", "paper", Method("cfg", 1.0), grid=(-6.0, 6.0, 2001)))
     assert r.valid and r.tv == pytest.approx(0.6635, abs=5e-4)
+    assert r.tv_error <= 1e-4 and r.lost <= 1e-4 and r.grid[2] >= 2001
     bad = output_law(OutputCell("single:1:0.6:0:0.5", "paper", Method("cfg", 8.0)))
     assert not bad.valid and math.isnan(bad.tv) and "does not exist" in bad.reason
 

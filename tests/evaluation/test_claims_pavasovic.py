@@ -41,6 +41,9 @@ def test_the_output_law_along_u_is_the_one_dimensional_cfg_law():
     b = high_dim_law(HighDimCell("fixed", 3, 1.0, mu0=4.0))
     assert (a.mean, a.var, a.tv) == pytest.approx((b.mean, b.var, b.tv), rel=1e-12)
     assert a.reduction_error < 1e-12 and math.isfinite(a.tv)
+    # the accuracy contract: each number within the cell's tolerance, the lost mass recorded
+    tol = HighDimCell("sqrt_d", 16, 1.0).tol
+    assert max(a.mean_error, a.var_error, a.tv_error, a.lost) <= tol and len(a.grid) == 3
 
 
 def test_bad_cells_are_refused():
