@@ -27,9 +27,9 @@ def _cells(nb):
     return out
 
 
-def test_the_five_notebooks_exist_in_pairs():
+def test_the_seven_notebooks_exist_in_pairs():
     stems = [p.stem for p in SOURCES]
-    assert [s[:2] for s in stems] == ["01", "02", "03", "04", "05"], stems
+    assert [s[:2] for s in stems] == ["01", "02", "03", "04", "05", "06", "07"], stems
     ipynbs = sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb"))
     assert ipynbs == stems, "every notebooks/NN_name.py needs its NN_name.ipynb and vice versa"
 
