@@ -283,7 +283,7 @@ for metric in ("overshoot", "var_ratio", "sw1"):
 colors = {"optimal": COLORS["golden"], "cfg": COLORS["cfg"], "guidance rescale": "#17becf", "CFGNorm": "#2ca02c",
           "dynamic thresholding": "#8c564b", "APG": "#d62728", "CFG-Zero*": "#ff7f0e"}
 with style():
-    fig, axs = plt.subplots(1, 3, figsize=(10, 2.9), **FIG)
+    fig, axs = plt.subplots(1, 3, figsize=(11, 2.9), **FIG)
     for ax, metric, title in zip(axs, ("overshoot", "var_ratio", "sw1"),
                                  ("mean overshoot (0 = on target)", "variance ratio (1 = on target)",
                                   "W1 to the target (lower is better)")):
@@ -297,7 +297,7 @@ with style():
         ax.set_title(title)
     axs[0].axhline(0, color="0.5", lw=0.8)
     axs[1].axhline(1, color="0.5", lw=0.8)
-    axs[2].legend(fontsize=6)
+    axs[2].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(f"{REDUCIBLE}, {LEVELS}: which fix moves which gap back towards the optimum", fontsize=8)
     fig.tight_layout()
     plt.show()
