@@ -102,10 +102,21 @@ with style():
 neg_on_cond = class_mass(cond, p3.classes, p3.priors, NEGATIVE).value
 neg_on_target = class_mass_on_grid(axes, target.mass / h, p3.classes, p3.priors, NEGATIVE).value
 assert neg_on_target < neg_on_cond
+# where each side of the target sits, against the condition's two modes (either side of the negative's mean)
+centre = neg.means[0, 0].item()
+left, right = x < centre, x >= centre
+left_mean = ((target.mass * x)[left].sum() / target.mass[left].sum()).item()
+right_mean = ((target.mass * x)[right].sum() / target.mass[right].sum()).item()
+modes = sorted(cond.means[:, 0].tolist())
+print(f"negative's mean {centre:g}; condition's modes {modes}; target's mean left of it {left_mean:.3f}, "
+      f"right of it {right_mean:.3f}")
+assert left_mean < modes[0] < centre < modes[1] < right_mean
 
 # %% [markdown]
-# The reward lowers the mass the condition puts on the negative class: it reweights the condition's
-# right-hand mode, which the negative overlaps, towards the left-hand one.
+# The reward lowers the mass the condition puts on the negative class, and it does so by pushing each of the
+# condition's modes away from the negative: the part of the target left of the negative's mean sits left of
+# the condition's left mode (towards the rest of the data, whose mass grows), the part right of it sits right
+# of the right mode.
 #
 # ### Your turn 1: negative-prompt CFG is the present-time rule of this reward
 #
