@@ -17,7 +17,8 @@ observed through its first coordinate (``A = [[1, 0]]``: a projection of a 2-D l
 
 ``python -m evaluation.inverse [--quick] [--out DIR] [--update-docs]`` writes ``inverse.json`` (the format of
 :func:`evaluation.docs.render_inverse`) and ``dps_bias.png`` (``figures.dps_bias``) to ``--out``; ``--update-docs``
-copies a full run's JSON to ``docs/data/inverse.json`` and regenerates the block of ``docs/inverse.md``.
+copies a full run's JSON to ``docs/data/inverse.json`` (regenerating the block of ``docs/inverse.md``) and the
+figure to ``docs/img/dps_bias.png``.
 """
 from __future__ import annotations
 
@@ -160,7 +161,6 @@ def to_results(results, quick: bool) -> dict:
 
 def main(argv=None) -> int:
     import argparse
-    import sys
     from pathlib import Path
 
     from .io import check_writable_dir, write_atomically
@@ -189,9 +189,12 @@ def main(argv=None) -> int:
         print(f"{name}: DPS log-gap {r.log_gap[-1]:.3g} (noisiest) .. {r.log_gap[0]:.3g}; field error DPS "
               f"{r.field[0].max():.3g}, TMPD {r.field[1].max():.3g}, PiGDM {r.field[2].max():.3g} (max over levels)")
     if args.update_docs:
-        from .docs import publish
+        import shutil
+
+        from .docs import REPOSITORY, publish
 
         print(f"docs: {publish('inverse', path)}")
+        shutil.copyfile(args.out / "dps_bias.png", REPOSITORY / "docs" / "img" / "dps_bias.png")
     return 0
 
 
