@@ -70,7 +70,8 @@ def count_modes(mass, error, grid: tuple[float, float, int], frac: float = FRAC)
         return Modes(1.0, (float(x[np.argmax(m)]),), floor, True)
     mc = coarsen(m).numpy() / (2 * h)
     coarse = _peaks(mc, max(frac * mc.max(), floor))
-    count = float(len(fine)) if len(coarse) == len(fine) else math.nan
+    # no mode above the floor: the error swamps the density, nothing is resolved
+    count = float(len(fine)) if len(coarse) == len(fine) and len(fine) else math.nan
     return Modes(count, tuple(float(x[i]) for i in fine), floor, False)
 
 
