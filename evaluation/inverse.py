@@ -152,7 +152,8 @@ def to_results(results, quick: bool) -> dict:
             row["exact term"] = float(r.exact[k])
             numbers[f"sigma={r.sigma[k]:.3g}"] = row
         figures[name] = {"caption": (f"prior: the conditional of {law}; y = {list(y)}, s = {s:g}; per level of the "
-                                     f"1000-step DDPM schedule respaced to {len(r.sigma)}, {cells(quick)[0].n} draws of "
+                                     f"1000-step DDPM schedule respaced to {len(r.sigma)}, {cells(quick)[0].n} "
+                                     f"draws of "
                                      f"the noised posterior: DPS's mean log-gap (nats) and each rule's RMS field "
                                      f"error against the exact optimum (eps units)"),
                          "numbers": numbers}

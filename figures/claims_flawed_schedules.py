@@ -40,7 +40,8 @@ def plot(d: Flawed, out_dir: Path) -> list[Path]:
         a.set_ylabel("TV(output from N(0,1), output from exact x_T)")
         a.legend(fontsize=6)
         for k, abar in enumerate(d.abar):
-            b.errorbar(d.dims, d.rescale_rel[:, k], yerr=d.rescale_rel_error[:, k], fmt="-o", ms=3, label=f"abar={abar:g}")
+            b.errorbar(d.dims, d.rescale_rel[:, k], yerr=d.rescale_rel_error[:, k], fmt="-o", ms=3,
+                       label=f"abar={abar:g}")
         b.plot(d.dims, d.rescale_rel[0, 0] * d.dims[0] / d.dims, "k:", lw=0.8, label="1/d")
         b.set_xscale("log")
         b.set_yscale("log")

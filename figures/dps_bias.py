@@ -9,7 +9,9 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 
-from evaluation.inverse import RULES, SETTINGS, InverseBias, compute as _compute_results
+from evaluation.inverse import RULES, SETTINGS, InverseBias
+from evaluation.inverse import cells as _cells
+from evaluation.inverse import compute as _compute_results
 
 from .style import save, style
 
@@ -19,9 +21,19 @@ CAPTION = ("DPS against the exact posterior of a Gaussian-mixture prior under a 
            "optimum, beside the exact term's size (bottom); bars: errors.")
 
 
+def cells(quick: bool = False) -> list:
+    return _cells(quick)
+
+
 @functools.cache
 def compute(quick: bool = False) -> tuple[InverseBias, ...]:
     return _compute_results(quick)
+
+
+def summary(results: Sequence[InverseBias]) -> dict:
+    return {name: {"max DPS log-gap": float(r.log_gap.max()),
+                   **{f"max {rule} field error": float(r.field[i].max()) for i, rule in enumerate(RULES)}}
+            for name, r in zip(SETTINGS, results)}
 
 
 def plot(results: Sequence[InverseBias], out_dir: Path) -> list[Path]:
@@ -35,7 +47,7 @@ def plot(results: Sequence[InverseBias], out_dir: Path) -> list[Path]:
             for i, rule in enumerate(RULES):
                 bot.errorbar(r.sigma, r.field[i], yerr=r.field_error[i], fmt="-o", ms=3, label=rule)
             bot.plot(r.sigma, r.exact, "k:", label="|exact term|")
-            bot.set_yscale("symlog", linthresh=1e-4)
+            bot.set_yscale("log")
             bot.set_ylabel("RMS field error (eps units)")
             bot.set_xlabel("sigma")
             bot.legend(fontsize=6)

@@ -36,7 +36,7 @@ from sampler import CFG
 from sampler.practice import GuidanceRescale
 
 from ..accuracy import tv_between
-from ..spec import Law, Method
+from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .cells import OutputCell
 from .ledger import Claim, Outcome
@@ -72,7 +72,8 @@ class RescaleCell:
 
     def __post_init__(self):
         if isinstance(self.d, bool) or int(self.d) != self.d or self.d < 2:
-            raise ValueError(f"d must be an integer >= 2 (guidance rescale takes a std over one sample), got {self.d!r}")
+            raise ValueError(f"d must be an integer >= 2 (guidance rescale takes a std over one sample), "
+                             f"got {self.d!r}")
         if isinstance(self.n, bool) or int(self.n) != self.n or self.n < 2:
             raise ValueError(f"n must be an integer >= 2, got {self.n!r}")
         if not all(0 < a < 1 for a in self.levels):
@@ -90,7 +91,7 @@ class RescaleGap(NamedTuple):
 def rescale_gap(cell: RescaleCell) -> RescaleGap:
     parts = Law.parse(f"reducible:{cell.d}:{MU}:{DELTA}:1:{SEED}").build()
     cond, uncond = parts.cond, parts.uncond
-    q = cond.basis[:, 0] if hasattr(cond, "basis") else None
+    q = cond.basis[:, 0]  # [d] the line U
     cfg = CFG(cond.denoise, uncond.denoise, cell.w)
     rescaled = GuidanceRescale(cfg, cell.phi)
     rows = []
@@ -153,8 +154,6 @@ class Flawed(NamedTuple):
 
 
 def conclude(quick: bool, results) -> Outcome:
-    from ..spec import Schedule
-
     schedules, ws, dims = _config(quick)
     n_start, n_red = len(_start_cells(quick)), len(_reduced_cells(quick))
     start, red, resc = results[:n_start], results[n_start:n_start + n_red], results[n_start + n_red:]

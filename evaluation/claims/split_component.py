@@ -32,7 +32,8 @@ from .ledger import Claim, Outcome
 __all__ = ["CLAIM", "LAW", "FRAC", "COLLAPSED", "Modes", "count_modes", "SplitRow", "Split", "cells", "conclude"]
 
 LAW = ("mixture:[[[1.0],[[0.0]],[[[0.25]]]],"
-       "[[0.3333333333333333,0.3333333333333333,0.3333333333333334],[[-1.5],[0.0],[1.5]],[[[0.09]],[[0.25]],[[0.09]]]]]")
+       "[[0.3333333333333333,0.3333333333333333,0.3333333333333334],"
+       "[[-1.5],[0.0],[1.5]],[[[0.09]],[[0.25]],[[0.09]]]]]")
 FRAC = 0.01  # a mode's prominence must exceed this share of the density's maximum
 COLLAPSED = 0.5  # an output with more than this share of its mass on one node is a point-like law
 GRID = (-4.0, 4.0, 201)

@@ -215,7 +215,8 @@ def conclude(quick: bool, results) -> Outcome:
         for j, d in enumerate(dims):
             K, delta = classes(regime, d)
             Ks[i, j], deltas[i, j] = K, delta
-            ratio[i, j], err[i, j] = _ratio(res[KClassCell(K, delta, d, w)], res[KClassCell(K, delta, d, 0.0, "unguided")])
+            base = res[KClassCell(K, delta, d, 0.0, "unguided")]
+            ratio[i, j], err[i, j] = _ratio(res[KClassCell(K, delta, d, w)], base)
     K, delta = classes("dense", dims[-1])
     base = res[KClassCell(K, delta, dims[-1], 0.0, "unguided")]
     sched = SCHEDULES[1:]
@@ -267,5 +268,6 @@ CLAIM = Claim(
                 "towards the middle class, w = 2: K = 3 (separation sqrt(d)) or dense (separation 1, K ~ 2 sqrt(d)), "
                 "d = 1..256; exact in d by the reduction (checked in R^d); exact DDPM law along q (100 steps to "
                 "abar_T = 1e-6): variance over the unguided chain's; at the dense largest d: constant, linear, cosine, "
-                f"interval [0.3, 3] and a negative window (w = {NEG_W:g} below sigma = {NEG_CUT:g}). Quick: d = 1, 256."),
+                f"interval [0.3, 3] and a negative window (w = {NEG_W:g} below sigma = {NEG_CUT:g}). "
+                "Quick: d = 1, 256."),
     figure="claims_ventura", cells=cells, conclude=conclude)

@@ -1,7 +1,6 @@
 """DPS and its successors against the exact posterior (evaluation.inverse): the rules' terms against independent
 routes, the table's shape and errors, and the docs renderer of its results."""
 import json
-import math
 
 import numpy as np
 import pytest
