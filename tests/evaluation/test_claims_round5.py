@@ -229,8 +229,10 @@ def test_flawed_schedules_start_costs_and_rescale_fades(cache):
     assert o.result.verdict.startswith("holds only when read for the start")
     # the REG paper's schedule (abar_T = 0.82) from N(0, 1): TV 0.35 from the exact start's output ...
     assert 0.3 < n["paper (abar_T=0.82) w=0: TV between outputs from N(0,1) and from the exact x_T law"] < 0.4
-    # ... abar_T = 1e-10 (zero terminal SNR to 1e-10): nothing
-    assert n["lin:50:1e-10 (abar_T=1e-10) w=0: TV between outputs from N(0,1) and from the exact x_T law"] < 1e-6
+    assert n["paper (abar_T=0.82) w=0: its error"] < 1e-3
+    # ... abar_T = 1e-10 (zero terminal SNR to 1e-10): nothing, within the estimated error (below 1e-4)
+    tag = "lin:50:1e-10 (abar_T=1e-10) w=0"
+    assert n[f"{tag}: TV between outputs from N(0,1) and from the exact x_T law"] + n[f"{tag}: its error"] < 1e-4
     # guidance rescale changes CFG's term along U by O(1) at d = 2 and like 1/d beyond: 0.06 % at d = 4096
     assert n["d=2: rescale's change of CFG's term along U (max over levels, relative)"] > 0.5
     assert 0.03 < n["d=64: rescale's change of CFG's term along U (max over levels, relative)"] < 0.08
