@@ -22,10 +22,11 @@ as d grows:
 Output: the exact DDPM law along ``U`` (100 steps to ``abar_T = 1e-6``, start ``N(0, 1)``) under the accuracy
 contract (:func:`evaluation.accuracy.converged_laws`: mean and variance within ``tol``), its variance against the
 unguided chain's (the same sampler at ``w = 0``, so the sampler's discretisation cancels). At the dense setting of
-the largest d, the weight schedules at the same peak-free mean level ``w``: constant, linear and cosine
-(:class:`sampler.method.Method` weightings), interval (``w`` on ``[0.3, 3]``), and a negative window: ``w`` for
-``sigma >= NEG_CUT``, ``NEG_W`` below (guidance that selects the class at high noise and then pushes away from the
-unconditional law's concentration).
+the largest d, the weight schedules of level ``w`` (:class:`sampler.method.Method` weightings): constant ``w``;
+linear and cosine (0 at sigma_max rising to ``2 w`` at low noise: with sigma_max = 1000 both are close to ``2 w``
+wherever the class is decided, so their variance ratios nearly coincide); interval (``w`` on ``[0.3, 3]``, 0
+elsewhere); and a negative window: ``w`` for ``sigma >= NEG_CUT``, ``NEG_W`` below (guidance that selects the class
+at high noise and then pushes away from the unconditional law's concentration).
 """
 from __future__ import annotations
 
