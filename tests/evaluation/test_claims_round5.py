@@ -226,7 +226,8 @@ def test_rescale_cell_refuses_bad_input():
 @pytest.mark.slow
 def test_flawed_schedules_start_costs_and_rescale_fades(cache):
     o, n = _run("flawed-schedules", cache)
-    assert o.result.verdict.startswith("holds only when read for the start")
+    assert o.result.verdict.startswith("holds only when the terminal abar is far from zero")
+    assert "guidance rescale does not repair" in o.result.verdict
     # the REG paper's schedule (abar_T = 0.82) from N(0, 1): TV 0.35 from the exact start's output ...
     assert 0.3 < n["paper (abar_T=0.82) w=0: TV between outputs from N(0,1) and from the exact x_T law"] < 0.4
     assert n["paper (abar_T=0.82) w=0: its error"] < 1e-3
