@@ -161,7 +161,7 @@ def test_moments_against_a_gaussian():
 @pytest.mark.slow
 def test_ventura_holds_with_dense_classes_only(cache):
     o, n = _run("ventura-highd", cache)
-    assert o.result.verdict == "holds"
+    assert o.result.verdict.startswith("holds only when the classes are dense along the class axis")
     # the reduction to the line is exact in R^256
     assert n["max |CFG term in R^d - reduced 1-D term| (eps units)"] < 1e-12
     # K = 3: the shrinkage (ratio 0.40 at d = 1) fades at d = 256 (separation 16): 0.95
