@@ -78,9 +78,11 @@ def test_results_render_with_every_number_and_its_error(gaussian):
 def test_main_writes_json_and_figure(tmp_path, monkeypatch):
     monkeypatch.setattr(I, "cells", lambda quick=False: [I.InverseCell(single(0.25), ((1.0,),), (0.5,), 0.3,
                                                                        levels=2, n=16)] * 2)
-    assert I.main(["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
+    from evaluation.inverse.__main__ import main
+
+    assert main(["--quick", "--out", str(tmp_path), "--cache", str(tmp_path / "cache")]) == 0
     data = json.loads((tmp_path / "inverse.json").read_text())
     assert data["quick"] is True and len(data["figures"]) == 2
     assert (tmp_path / "dps_bias.png").is_file()
     with pytest.raises(SystemExit):
-        I.main(["--quick", "--update-docs", "--out", str(tmp_path)])
+        main(["--quick", "--update-docs", "--out", str(tmp_path)])

@@ -15,14 +15,14 @@ each noise level of a schedule, over ``n`` draws of the exact guided marginal (t
 Settings: ``paper_1d``'s conditional prior observed directly (``A = [[1]]``), and ``correlated_2d``'s conditional
 observed through its first coordinate (``A = [[1, 0]]``: a projection of a 2-D law to 1-D).
 
-``python -m evaluation.inverse [--quick] [--out DIR] [--update-docs]`` writes ``inverse.json`` (the format of
+``python -m evaluation.inverse [--quick] [--out DIR] [--update-docs]`` (the entry point,
+:mod:`evaluation.inverse.__main__`) writes ``inverse.json`` (the format of
 :func:`evaluation.docs.render_inverse`) and ``dps_bias.png`` (``figures.dps_bias``) to ``--out``; ``--update-docs``
 copies a full run's JSON to ``docs/data/inverse.json`` (regenerating the block of ``docs/inverse.md``) and the
 figure to ``docs/img/dps_bias.png``.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -34,10 +34,10 @@ from analytic import MeasurementReward, dps_bias, optimal_guidance
 from sampler import DPS, MomentMatched
 from sampler.dps import pigdm_variance
 
-from .spec import Law, Schedule
-from .sweep import cell_kind, run_cells
+from ..spec import Law, Schedule
+from ..sweep import cell_kind, run_cells
 
-__all__ = ["InverseCell", "InverseBias", "SETTINGS", "RULES", "cells", "compute", "to_results", "main"]
+__all__ = ["InverseCell", "InverseBias", "SETTINGS", "RULES", "cells", "compute", "to_results"]
 
 F64 = torch.float64
 RULES = ("DPS", "TMPD", "PiGDM")
@@ -158,48 +158,3 @@ def to_results(results, quick: bool) -> dict:
                                      f"error against the exact optimum (eps units)"),
                          "numbers": numbers}
     return {"quick": quick, "figures": figures}
-
-
-def main(argv=None) -> int:
-    import argparse
-    from pathlib import Path
-
-    from .io import check_writable_dir, write_atomically
-
-    ap = argparse.ArgumentParser(prog="python -m evaluation.inverse", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="fewer levels and draws (seconds)")
-    ap.add_argument("--out", type=Path, default=Path("out/inverse"))
-    ap.add_argument("--cache", type=Path, default=None)
-    ap.add_argument("--update-docs", action="store_true", help="publish a full run to docs/ (refused with --quick)")
-    args = ap.parse_args(argv)
-    if args.update_docs and args.quick:
-        ap.error("--update-docs publishes a full run: drop --quick")
-    check_writable_dir(args.out)
-    torch.set_num_threads(1)
-    results = compute(args.quick, cache=args.cache, progress=True)
-    data = to_results(results, args.quick)
-    path = args.out / "inverse.json"
-    write_atomically(path, json.dumps(data, indent=1) + "\n")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from figures.dps_bias import plot
-
-    plot(results, args.out)
-    for (name, _), r in zip(SETTINGS.items(), results):
-        print(f"{name}: DPS log-gap {r.log_gap[-1]:.3g} (noisiest) .. {r.log_gap[0]:.3g}; field error DPS "
-              f"{r.field[0].max():.3g}, TMPD {r.field[1].max():.3g}, PiGDM {r.field[2].max():.3g} (max over levels)")
-    if args.update_docs:
-        import shutil
-
-        from .docs import REPOSITORY, publish
-
-        print(f"docs: {publish('inverse', path)}")
-        shutil.copyfile(args.out / "dps_bias.png", REPOSITORY / "docs" / "img" / "dps_bias.png")
-    return 0
-
-
-if __name__ == "__main__":
-    import sys
-
-    sys.exit(main())
