@@ -380,7 +380,7 @@ def check_bench(block: str, bench: dict) -> int:
     return n
 
 
-CHECKS = {"findings": check_findings, "claims": check_claims, "bench": check_bench}
+CHECKS = {"findings": check_findings, "claims": check_claims, "bench": check_bench, "inverse": check_findings}
 
 
 def test_bench_headline_prints_the_leaderboard_at_its_precision():
