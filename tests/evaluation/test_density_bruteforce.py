@@ -75,7 +75,7 @@ def _pushed_hat_masses(v, p, x0, axis, split):
     return m @ share
 
 
-def brute_force_law(den, sigmas, axis, sampler, eta, fine_h, refine=4):
+def brute_force_law(den, sigmas, axis, sampler, eta, fine_h, refine=8):
     """The sampler's output hat masses on ``axis`` from the N(0, 1) start, and an estimate of their error.
 
     Every stochastic step but the last is a dense transition matrix on a grid of spacing ``fine_h`` covering
