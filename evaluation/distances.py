@@ -90,7 +90,10 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
         raise ValueError(f"max_outside must be a mass in [0, 1), got {max_outside!r}")
     check_tilt_integrable(cond, reward)
     box = " x ".join(f"[{a[0].item():.4g}, {a[-1].item():.4g}]" for a in axes)
-    log_f = lambda x: cond.log_prob(x) + reward.log_r0(x)  # noqa: E731
+
+    def log_f(x):  # log p(x_0|y) R_0(x_0), unnormalised
+        return cond.log_prob(x) + reward.log_r0(x)
+
     try:  # the midpoint rule at the grid's spacing and at a third of it on the same box (nested cells)
         outside_h = mass_outside(log_f, axes)
         fine = tuple(torch.linspace(a[0].item() - hi / 3, a[-1].item() + hi / 3, 3 * a.numel(), dtype=torch.float64)
