@@ -25,13 +25,14 @@ __all__ = ["TiltedTarget", "tilted_target", "check_tilt_integrable", "Distances"
 
 class TiltedTarget(NamedTuple):
     axes: tuple[torch.Tensor, ...]
-    mass: torch.Tensor  # [n_1(, n_2)] hat masses of pbar on the grid, normalised over the sub-point grid
+    mass: torch.Tensor  # [n_1(, n_2)] hat masses of pbar on the grid, sums to 1 - lost (like OutputDensity.mass)
     log_Z: float  # log int p(x_0|y) R_0(x_0) dx_0 over the sub-point grid
-    lost: float  # mass of the sub-point grid outside the node grid's hats (edge cells)
+    lost: float  # the target's mass missing from the grid, 1 - mass.sum(): its mass outside the grid's cells
+    # (``outside``) plus the part of the rest in the edge half-cells beyond the edge nodes' hats; in [0, 1]
     error: torch.Tensor  # [n_1(, n_2)] estimated |mass - exact hat masses|: the change from twice the sub-points
     # (only the sum is a bound, see tilted_target)
     log_Z_error: float  # bound on |log_Z - exact log Z|: the quadrature's change, the mass outside and rounding
-    outside: float = 0.0  # the target's mass outside the grid's cells (not in ``mass``; estimated)
+    outside: float = 0.0  # the target's mass outside the grid's cells (estimated; part of ``lost``)
 
 
 def check_tilt_integrable(cond: GaussianMixture, reward) -> float:
@@ -66,18 +67,43 @@ def _target_on_subpoints(cond, reward, axes, sub: int):
 
 
 def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: float | None = None,
-                  max_sub: int = 256) -> TiltedTarget:
+                  max_sub: int = 256, max_outside: float = 0.1) -> TiltedTarget:
     """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell), with twice the
     change from ``2 sub`` points per cell as error estimate (the quadrature converges as ``sub^-2``, so the
     change is 3/4 of the error; plus the rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling ``sub`` (up to ``max_sub``;
     ``ValueError`` beyond); ``None`` keeps ``sub``. ``ValueError`` when ``Z`` is infinite
-    (:func:`check_tilt_integrable`)."""
+    (:func:`check_tilt_integrable`).
+
+    The masses are shares of the whole target: the quadrature normalises over the grid's cells, and the share
+    outside them (``outside``, :func:`evaluation.density.mass_outside`) scales them down, so ``mass.sum() = 1 -
+    lost`` with ``lost`` (in ``[0, 1]``) the mass outside plus what of the rest lies beyond the edge nodes' hats.
+    A target with more than ``max_outside`` of its mass outside the grid is refused (``ValueError`` naming both):
+    its distances would be dominated by mass the grid does not see (issue 20: a target almost entirely outside
+    reported ``outside + lost = 1.04``, the edge share counted relative to the inside mass only, and was only
+    refused later by :func:`distances`)."""
     axes = check_axes(as_axes(axes), cond.dim, uniform=True)
     if isinstance(sub, bool) or int(sub) != sub or sub < 1:
         raise ValueError(f"sub must be a positive integer, got {sub}")
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0)):
         raise ValueError(f"tol must be a positive number or None, got {tol!r}")
+    if isinstance(max_outside, bool) or not isinstance(max_outside, (int, float)) or not 0 <= max_outside < 1:
+        raise ValueError(f"max_outside must be a mass in [0, 1), got {max_outside!r}")
     check_tilt_integrable(cond, reward)
+    box = " x ".join(f"[{a[0].item():.4g}, {a[-1].item():.4g}]" for a in axes)
+
+    def log_f(x):  # log p(x_0|y) R_0(x_0), unnormalised
+        return cond.log_prob(x) + reward.log_r0(x)
+
+    try:  # the midpoint rule at the grid's spacing and at a third of it on the same box (nested cells)
+        outside_h = mass_outside(log_f, axes)
+        fine = tuple(torch.linspace(a[0].item() - hi / 3, a[-1].item() + hi / 3, 3 * a.numel(), dtype=torch.float64)
+                     for a, hi in zip(axes, axes_spacing(axes)))
+        outside = mass_outside(log_f, fine)
+    except ValueError as e:
+        raise ValueError(f"the tilted target lies far beyond the grid {box} ({e})") from None
+    if outside > max_outside:
+        raise ValueError(f"the tilted target has {outside:.3g} of its mass outside the grid {box} (more than "
+                         f"max_outside={max_outside:g}): widen or move the axes")
     sub = int(sub)
     cur = _target_on_subpoints(cond, reward, axes, sub)
     while True:
@@ -89,13 +115,16 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
             raise ValueError(f"tilted_target reached an estimated error of {error.sum().item():.3g} (tol {tol:g}) "
                              f"with sub={sub}; a finer grid is needed (or raise max_sub)")
         sub, cur = 2 * sub, nxt
-    mass, log_Z, lost = cur
-    outside = mass_outside(lambda x: cond.log_prob(x) + reward.log_r0(x), axes)
+    mass, log_Z, edge = cur  # mass: shares of the mass inside the cells; edge: the share of that beyond the hats
+    inside = 1.0 - outside
+    # the masses scale with 1 - outside: its error (the change from a third of the spacing, second order, so about
+    # 9x the fine value's error) moves their sum, spread like the masses
+    error = error * inside + mass * abs(outside - outside_h)
     # log Z misses the mass outside (log Z_exact - log Z = -log(1 - outside)) and carries the rounding of a sum of
     # positive terms (at most n eps relative, n the number of sub-points)
     rounding = 1.2e-16 * sub ** len(axes) * mass.numel()
-    log_Z_error = 2 * abs(nxt[1] - log_Z) - math.log1p(-outside) + rounding
-    return TiltedTarget(axes, mass, log_Z, lost, error, log_Z_error, outside)
+    log_Z_error = 2 * abs(nxt[1] - log_Z) - math.log1p(-outside) + abs(outside - outside_h) + rounding
+    return TiltedTarget(axes, mass * inside, log_Z, outside + inside * max(edge, 0.0), error, log_Z_error, outside)
 
 
 # --- distances between grid laws ------------------------------------------------------------------
@@ -191,7 +220,7 @@ def distances(output: torch.Tensor, target: torch.Tensor, axes, *, output_error:
     (missing ones count as 0). :func:`distances_between` takes the two results directly.
 
     ``output_lost`` / ``target_lost``: each law's mass missing from the grid (``OutputDensity.lost``,
-    ``TiltedTarget.outside``). It may lie anywhere, so it adds to the TV error in full and to W1's as mass moved
+    ``TiltedTarget.lost``). It may lie anywhere, so it adds to the TV error in full and to W1's as mass moved
     across the grid; for the KLs it is counted as a relative error of every mass (the missing mass taken to be
     spread like the law itself: a model, not a bound)."""
     axes = as_axes(axes)
@@ -224,7 +253,7 @@ def distances_between(output, target) -> Distances:
                                                    for a, b in zip(output.axes, target.axes)):
         raise ValueError("the output law and the target must be on the same grid")
     return distances(output.mass, target.mass, output.axes, output_error=output.error, target_error=target.error,
-                     output_lost=max(output.lost, 0.0), target_lost=target.outside + max(target.lost, 0.0))
+                     output_lost=max(output.lost, 0.0), target_lost=max(target.lost, 0.0))
 
 
 # --- sample sets ----------------------------------------------------------------------------------

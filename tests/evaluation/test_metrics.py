@@ -80,7 +80,7 @@ def test_tilted_target_refuses_an_infinite_Z():
     with pytest.raises(ValueError, match="Z = int p"):
         tilted_target(c, CFGReward(c, u, 1.0), axis)
     # the boundary: (1 + w)/1 - w/0.25 > 0 iff w < 1/3
-    assert torch.isfinite(tilted_target(c, CFGReward(c, u, 0.3), axis).mass).all()
+    assert torch.isfinite(tilted_target(c, CFGReward(c, u, 0.3), axis, max_outside=0.5).mass).all()  # std 3.2
     with pytest.raises(ValueError, match="Z = int p"):
         tilted_target(c, CFGReward(c, u, 1 / 3 + 1e-6), axis)
 
@@ -198,11 +198,58 @@ def test_log_Z_error_counts_the_mass_outside_the_grid_and_rounding():
     cond, uncond = paper_pair()
     reward = CFGReward(cond, uncond, 0.0)
     for lo, hi in ((-0.5, 1.2), (-4.0, 6.0)):
-        t = tilted_target(cond, reward, torch.linspace(lo, hi, 341, dtype=F64))
+        t = tilted_target(cond, reward, torch.linspace(lo, hi, 341, dtype=F64), max_outside=0.5)
         assert abs(t.log_Z) <= t.log_Z_error <= 10 * abs(t.log_Z) + 1e-11, (lo, hi, t.log_Z, t.log_Z_error)
         assert t.log_Z_error > 0 and 0 <= t.outside < 1
-    wide = tilted_target(cond, reward, torch.linspace(-0.5, 1.2, 341, dtype=F64))
+    wide = tilted_target(cond, reward, torch.linspace(-0.5, 1.2, 341, dtype=F64), max_outside=0.5)
     assert wide.outside == pytest.approx(-math.expm1(wide.log_Z), rel=1e-3)
+
+
+def test_tilted_target_masses_are_shares_of_the_whole_target_and_lost_is_a_mass():
+    """Issue 20: the masses were normalised over the grid's cells and ``lost`` counted the edge share relative to
+    that inside mass, so ``outside + lost`` (what :func:`distances_between` passed on) exceeded 1 for a target
+    mostly outside the grid. Now ``mass`` are shares of the whole target (against the closed-form hat masses of
+    the Gaussian, which do not depend on the grid's extent) and ``lost = 1 - mass.sum()`` lies in [0, 1]."""
+    cond = GaussianMixture.from_1d([1.0], [1.0], [0.5])
+    reward = CFGReward(cond, GaussianMixture.from_1d([1.0], [0.0], [1.0]), 0.0)  # w = 0: the target is cond
+    for hi in (1.5, 1.9, 6.0):  # cutting off 16 %, 4 % and nothing of it
+        axis = torch.linspace(-3.0, hi, 241, dtype=F64)
+        t = tilted_target(cond, reward, axis, max_outside=0.5)
+        exact = _normal_masses(axis, 1.0, 0.5)
+        # (the edge nodes' hats reach half a cell past the cells, into mass the quadrature does not see)
+        assert (t.mass - exact)[1:-1].abs().sum().item() <= t.error.sum().item() + 1e-4 * t.outside + 1e-12, hi
+        assert 0 <= t.outside <= t.lost <= 1 and t.lost == pytest.approx(1 - t.mass.sum().item(), abs=1e-12)
+        # lost holds the exact mass beyond the hats, and at most the part of the outside mass under the edge hat
+        h = (axis[1] - axis[0]).item()
+        under_edge_hat = 0.5 * (math.erf((hi + h - 1) / 0.5 / math.sqrt(2)) - math.erf((hi + h / 2 - 1) / 0.5 / math.sqrt(2)))
+        assert 1 - exact.sum().item() - 1e-12 <= t.lost <= 1 - exact.sum().item() + under_edge_hat + 1e-3 * t.outside + 1e-12
+        d = distances_between(output_density(lambda x, s: x / (1 + s**2), VPSchedule.linear(3, 0.02, 0.4)
+                                             .sampling_sigmas(), axis, sampler="ddim"), t)
+        assert d.tv_error >= t.lost  # the target's missing mass counts once, in full
+
+
+def test_tilted_target_refuses_a_target_mostly_outside_the_grid():
+    """Issue 20: a target almost entirely beyond the grid was returned with ``outside`` near 1 and only
+    :func:`distances` refused it later (``target_lost`` 1.04); it is refused at construction, naming the mass
+    outside and the grid."""
+    cond = GaussianMixture.from_1d([1.0], [7.0], [1.0])
+    reward = CFGReward(cond, GaussianMixture.from_1d([1.0], [6.0], [1.0]), 0.0)
+    axis = torch.linspace(-5, 5, 161, dtype=F64)
+    with pytest.raises(ValueError, match=r"0\.97\d of its mass outside the grid \[-5, 5\].*max_outside=0\.1"):
+        tilted_target(cond, reward, axis)
+    t = tilted_target(cond, reward, axis, max_outside=0.99)  # asked for: kept, with lost a mass
+    assert 0.97 < t.outside <= t.lost < 1
+    moved = torch.linspace(-2, 8, 161, dtype=F64)  # cells up to 8 + h/2: 1 - Phi(1.03125) of N(7, 1) beyond
+    with pytest.raises(ValueError, match=r"0\.151 of its mass outside the grid \[-2, 8\]"):
+        tilted_target(cond, reward, moved)
+    assert tilted_target(cond, reward, moved, max_outside=0.2).outside == pytest.approx(
+        0.5 * math.erfc(1.03125 / math.sqrt(2)), rel=1e-4)
+    far = GaussianMixture.from_1d([1.0], [400.0], [1.0])
+    with pytest.raises(ValueError, match=r"has 1 of its mass outside the grid \[-5, 5\]"):
+        tilted_target(far, CFGReward(far, GaussianMixture.from_1d([1.0], [399.0], [1.0]), 0.0), axis)
+    for bad in (-0.1, 1.0, True, "0.1", math.nan):
+        with pytest.raises(ValueError, match="max_outside"):
+            tilted_target(cond, reward, axis, max_outside=bad)
 
 
 def test_kl_error_is_inf_where_the_output_is_undetermined_and_tight_elsewhere():
