@@ -4,7 +4,8 @@
 Writes PNG and PDF figures plus ``results.json`` (machine-readable numbers) and ``results.md`` (one caption
 and one table per figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is
 deterministic. One job, on every core by default (``--workers``, default ``os.cpu_count()``), with one progress
-bar: first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
+bar (in seconds of work measured per kind of cell, with ``cells done/total`` and an ETA from the measured rates:
+:class:`evaluation.sweep.Eta`): first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
 cached sweep of :func:`evaluation.sweep.run_cells`; then the figures without the hook compute their arrays in
 worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those
 recomputes nothing), and every figure is drawn in order.

@@ -20,7 +20,7 @@ NAME = "curves_1d"
 CAPTION = ("Per-step guidance in eps units on the paper's 1-D toy (T = 20, w = 1): exact ideal-chain and "
            "sampler-chain goldens (blue) against CFG (green) and REG (red; 1-D: every REG estimator is the same), in "
            "the colours of the paper's Figure 1; grey: the conditional density p_t(x|y) on its own axis (right). "
-           "Where the grey density has its mass, the red curve lies closer to the blue ones than the green does.")
+           "Pointwise either can be closer (t = 20, x near 0.5: CFG); averaged under p_t(x|y):")
 # the paper's Figure 1 colours (paper_figure_compare_t10.png: blue golden, red REG, green CFG), so the two figures
 # can be compared side by side without remapping
 PAPER_COLORS = {"golden": "#1f77b4", "chain": "#6baed6", "cfg": "#2ca02c", "reg": "#d62728"}
