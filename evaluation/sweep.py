@@ -31,7 +31,7 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
 - **progress**: one tqdm bar in seconds of work, measured where done and estimated where pending (:class:`Eta`):
   each cell's declared relative ``cost`` (a property of the configuration; cells without one count as the mean
   declared cost) is turned into seconds by the rate measured on finished cells *of the same kind* (declared costs
-  are comparable within a kind, not across kinds), and the first cell of every kind runs first, so every rate is
+  are comparable within a kind, not across kinds), and the cheapest cell of every kind runs first, so every rate is
   measured early. The postfix says ``cells done/total`` and the ETA (remaining estimated work over the measured
   throughput), ``ETA ?`` while a kind has no measured cell. Pass ``bar=`` to draw several sweeps on one bar.
 - **interrupts**: Ctrl-C (``KeyboardInterrupt``) ends :func:`run_cells` with :class:`SweepInterrupted`, whose
@@ -545,11 +545,11 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
     try:
         if pending:
             cache.check_writable()  # before the first cell, not after it
-            # the costliest first, so the last worker is not left with the longest; but first the costliest cell of
-            # each kind, so that every kind's rate (and the ETA) is measured early
+            # the costliest first, so the last worker is not left with the longest; but first the cheapest cell of
+            # each kind, so that every kind's rate (and the ETA) is measured as early as possible
             order = sorted(pending, key=lambda k: -cost[k])
             probes, kinds = [], set()
-            for k in order:
+            for k in reversed(order):
                 if _kind_name(pending[k]) not in kinds:
                     kinds.add(_kind_name(pending[k]))
                     probes.append(k)

@@ -242,7 +242,7 @@ class _Recording(tqdm):
 def test_the_eta_comes_from_rates_measured_per_kind_and_is_right_within_2x(tmp_path):
     """Two kinds of cell whose declared costs are on different scales (a cheap Monte Carlo-like kind declaring 1000
     per cell, grid-like cells declaring 1-4): the ETA comes from the seconds measured per unit cost of each kind,
-    the first cell of every kind runs first, and once both kinds are measured the ETA is within 2x of the time
+    the cheapest cell of every kind runs first, and once both kinds are measured the ETA is within 2x of the time
     actually left at every update. Weighting by declared cost (the bar before) put the four cheap cells at 99 % of
     the work and predicted the end when most of it was still to come."""
     cells = [Sampled(float(i)) for i in range(4)] + [Work(float(i), weight=w, unit=0.08)
@@ -253,7 +253,7 @@ def test_the_eta_comes_from_rates_measured_per_kind_and_is_right_within_2x(tmp_p
     assert bar.marks[-1][3] == "cells 10/10, ETA 0:00"
     updates = bar.marks[1:]  # one per finished cell
     assert len(updates) == 10
-    # the first two cells are one of each kind (the costliest of each): after them every kind is measured
+    # the first two cells are one of each kind (the cheapest of each): after them every kind is measured
     assert updates[0][2] is None and updates[0][3].endswith("ETA ?")
     checked = 0
     for seconds, fraction, eta, _ in updates[1:]:
