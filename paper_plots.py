@@ -4,7 +4,8 @@
 Writes PNG and PDF figures plus ``results.json`` (machine-readable numbers) and ``results.md`` (one caption
 and one table per figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is
 deterministic. One job, on every core by default (``--workers``, default ``os.cpu_count()``), with one progress
-bar: first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
+bar (in seconds of work measured per kind of cell, with ``cells done/total`` and an ETA from the measured rates:
+:class:`evaluation.sweep.Eta`): first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
 cached sweep of :func:`evaluation.sweep.run_cells`; then the figures without the hook compute their arrays in
 worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those
 recomputes nothing), and every figure is drawn in order.
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures as cf
-import inspect
 import json
 import multiprocessing
 import os
@@ -34,7 +34,7 @@ matplotlib.use("Agg")  # entry point: files only, no display
 from tqdm.auto import tqdm  # noqa: E402
 
 from evaluation.io import check_writable_dir, write_atomically  # noqa: E402
-from evaluation.sweep import run_cells  # noqa: E402
+from evaluation.sweep import BAR_FORMAT, eta_of, run_cells  # noqa: E402
 from figures import FIGURES  # noqa: E402
 
 
@@ -121,17 +121,6 @@ def _groups(names: list[str]) -> list[tuple[str, ...]]:
     return [tuple(sorted(g, key=lambda n: bool(uses[n]))) for g in groups.values()]  # users last, else in order
 
 
-def _run_cells(cells: list, workers: int, bar) -> None:
-    """Every figure's cells in one sweep (cached; ``workers`` local processes), counted on the run's one bar."""
-    if not cells:
-        return
-    if "bar" in inspect.signature(run_cells).parameters:  # cost-weighted progress on the run's bar
-        run_cells(cells, workers=workers, bar=bar)
-    else:
-        run_cells(cells, workers=workers, progress=False)
-        bar.update(len(cells))
-
-
 def _previous_seconds(out: Path) -> dict:
     """Seconds per figure of the last run written to ``out`` (the order of the costliest first), or {}."""
     try:
@@ -209,8 +198,10 @@ def main(argv=None) -> int:
             cell_error[name] = err
     plain = [n for n in names if n not in hooked]
     pooled = plain if args.workers > 1 and (len(plain) > 1 or (plain and cells)) else []
-    bar = tqdm(total=len(cells) + len(names), desc="paper_plots", unit="task", disable=args.no_progress,
-               dynamic_ncols=True)
+    # one bar for the whole run, in seconds of work measured per kind of task (evaluation.sweep.Eta): the cells,
+    # then the figures (kind "figure": arrays read from the cache or a worker, and the plot)
+    bar = tqdm(total=0, desc="paper_plots", disable=args.no_progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
+    eta = eta_of(bar)
     try:
         # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
         futures = {}
@@ -223,12 +214,15 @@ def main(argv=None) -> int:
                 futures.update({n: (fut, n) for n in group})
             pool.shutdown(wait=False)
         if cells:
-            bar.set_description(f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
             try:
-                _run_cells(cells, args.workers, bar)
+                run_cells(cells, workers=args.workers, bar=bar,
+                          desc=f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
             except Exception as err:  # noqa: BLE001 - every hooked figure reports it
                 cell_error.update({n: err for n in hooked if n not in cell_error})
         # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
+        for name in names:
+            eta.add(("figure", name), "figure")
+        eta.show(bar)
         for name in names:
             bar.set_description(f"{name}")
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -247,7 +241,8 @@ def main(argv=None) -> int:
                     record(name, start, cpu_start, err=err)
                 else:
                     record(name, start, cpu_start, arrays)
-            bar.update()
+            eta.finish(("figure", name), time.perf_counter() - start)
+            eta.show(bar)
     finally:
         bar.close()
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))

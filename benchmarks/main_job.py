@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,16 +24,25 @@ from revisions import ROOT, checkout, load
 BEFORE = "f07d7fc"  # main before the one-job paper_plots and the fast quadrature kernels
 
 
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def run(tree: Path, cache: Path, out: Path, args: list[str]) -> tuple[float, dict]:
-    """Wall seconds of one ``paper_plots.py`` run in ``tree`` and its results.json figures."""
+    """Wall seconds of one ``paper_plots.py`` run in ``tree`` and its results.json figures (with ``"cpu"``: the CPU
+    seconds of the run and all its worker processes, which the machine's load does not inflate)."""
     env = {"PYTHONPATH": str(tree), "REG_GUIDANCE_CACHE": str(cache), "PATH": "/usr/bin:/bin"}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu()
     res = subprocess.run([sys.executable, "paper_plots.py", "--out", str(out), *args], cwd=tree, env=env,
                          capture_output=True, text=True)
     seconds = time.perf_counter() - start
+    cpu_seconds = _children_cpu() - cpu
     if res.returncode not in (0, 1):  # 1: a figure failed, recorded in results.json
         raise RuntimeError(f"paper_plots.py in {tree} failed:\n{res.stderr[-3000:]}")
-    return seconds, json.loads((out / "results.json").read_text())["figures"]
+    figs = json.loads((out / "results.json").read_text())["figures"]
+    figs["cpu"] = {"seconds": cpu_seconds}
+    return seconds, figs
 
 
 def main(argv=None) -> None:
@@ -51,10 +61,10 @@ def main(argv=None) -> None:
                 print(f"{label} {state}: {load()}", flush=True)
                 seconds, figs = run(tree, tmp / f"cache_{label}", tmp / f"out_{label}_{state}", flags)
                 rows[label, state] = (seconds, figs)
-                print(f"  {seconds:.1f} s", flush=True)
-    names = list(dict.fromkeys(n for _, figs in rows.values() for n in figs))
+                print(f"  {seconds:.1f} s wall, {figs['cpu']['seconds']:.1f} s CPU", flush=True)
+    names = [n for n in dict.fromkeys(n for _, figs in rows.values() for n in figs) if n != "cpu"] + ["cpu"]
     print(f"\npaper_plots.py {' '.join(flags)}: wall seconds per figure (the figure's own compute and plot; cells "
-          "that run before it are in the total)\n")
+          "that run before it are in the total); 'cpu': CPU seconds of the whole run, workers included\n")
     head = " ".join(f"{f'{lab} {st}':>13}" for lab in ("before", "after") for st in ("cold", "warm"))
     print(f"{'figure':<14} {head} {'cold ratio':>10} {'warm ratio':>10}")
     for n in names + ["total"]:

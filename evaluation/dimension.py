@@ -285,6 +285,38 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
     ``u`` are drawn first), so with equal variances every rotation-equivariant error is the same number at every
     d for fixed separation."""
     start = time.perf_counter()
+    p = _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law_steps, law_grid)
+    run = run_cells(p.cells, workers=workers, progress=progress, cache=cache, desc="dimension cells")
+    return _assemble(p, run.results, time.perf_counter() - start)
+
+
+class _Plan(NamedTuple):
+    dims: list
+    abars: list
+    law_dims: list
+    w: float
+    mu0: float
+    var1: float
+    delta: float
+    n_points: int
+    steps: int
+    where: list  # (separation, variances, dimension, level) index of each FieldPoint cell
+    mus: list  # (separation, law dimension, mu) of each AlongU cell
+    cells: list  # the FieldPoint cells, then the AlongU cells
+
+
+def cells(quick: bool = False, **kw) -> list:
+    """The study's cells (:func:`compute`'s arguments): a caller that runs them first (``paper_plots.py``, with
+    every figure's cells in one sweep) finds them cached when it calls :func:`compute`."""
+    args = {k: kw.get(k, v) for k, v in _DEFAULTS.items()}
+    return _plan(quick, **args).cells
+
+
+_DEFAULTS = dict(w=2.0, mu0=1.5, var1=2.0, delta=1.5, seed=0, dims=None, abars=None, n_points=None, law_dims=None,
+                 law_steps=None, law_grid=None)
+
+
+def _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law_steps, law_grid) -> _Plan:
     if quick:
         dims_, abars_, n_points_ = [1, 64, 4096], [0.5, 0.05], 32
         law_dims_, steps, grid = [1, 256], 30, 401
@@ -299,9 +331,7 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
     n_points = n_points_ if n_points is None else _check_ints([n_points], "n_points", 2)[0]
     steps = steps if law_steps is None else _check_ints([law_steps], "law_steps", 1)[0]
     grid = grid if law_grid is None else _check_ints([law_grid], "law_grid", 3)[0]
-    S, V, D, L, M = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars), len(METHODS)
-    err, se = np.zeros((S, V, 2, D, L, M)), np.zeros((S, V, 2, D, L, M))
-    gsize, gerr = np.zeros((S, V, D, L)), np.zeros((S, V, D, L))
+    S, V, D, L = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars)
     where = [(s, v, k, j) for s in range(S) for v in range(V) for k in range(D) for j in range(L)]
     cells = [FieldPoint(_law(SEPARATIONS[s], VARIANCES[v], dims[k], mu0, var1, delta, "axes"),
                         _law(SEPARATIONS[s], VARIANCES[v], dims[k], mu0, var1, delta, seed + 7 * dims[k]),
@@ -309,17 +339,25 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
     # d enters the exact 1-D law problem only through mu: one cell per mu (identical cells are computed once)
     mus = [(s, k, float(_mu(sep, mu0, d))) for s, sep in enumerate(SEPARATIONS) for k, d in enumerate(law_dims)]
     cells += [AlongU(mu, float(delta), float(w), steps, grid) for _, _, mu in mus]
-    run = run_cells(cells, workers=workers, progress=progress, cache=cache, desc="dimension cells")
-    for (s, v, k, j), r in zip(where, run.results):
+    return _Plan(dims, abars, law_dims, w, mu0, var1, delta, n_points, steps, where, mus, cells)
+
+
+def _assemble(p: _Plan, results, seconds: float) -> DimensionStudy:
+    dims, abars, law_dims, w, mu0, var1, delta = p.dims, p.abars, p.law_dims, p.w, p.mu0, p.var1, p.delta
+    n_points, steps, where, mus = p.n_points, p.steps, p.where, p.mus
+    S, V, D, L, M = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars), len(METHODS)
+    err, se = np.zeros((S, V, 2, D, L, M)), np.zeros((S, V, 2, D, L, M))
+    gsize, gerr = np.zeros((S, V, D, L)), np.zeros((S, V, D, L))
+    for (s, v, k, j), r in zip(where, results):
         err[s, v, :, k, j], se[s, v, :, k, j], gsize[s, v, k, j], gerr[s, v, k, j] = r
     law_mean, law_var = np.zeros((S, len(law_dims), len(LAW_METHODS))), np.zeros((S, len(law_dims), len(LAW_METHODS)))
     t_mean, t_var = np.zeros((S, len(law_dims))), np.zeros((S, len(law_dims)))
-    for (s, k, _), r in zip(mus, run.results[len(where):]):
+    for (s, k, _), r in zip(mus, results[len(where):]):
         law_mean[s, k], law_var[s, k] = r.moments[:, 0], r.moments[:, 1]
         t_mean[s, k], t_var[s, k] = r.target
     return DimensionStudy(np.array(dims, dtype=np.float64), np.array(abars), w, mu0, var1, delta, n_points, err, se,
                           gsize, gerr, np.array(law_dims, dtype=np.float64), steps, law_mean, law_var, t_mean, t_var,
-                          time.perf_counter() - start)
+                          seconds)
 
 
 def summary(result: DimensionStudy, floor: float = 1e-3) -> dict:
@@ -329,7 +367,7 @@ def summary(result: DimensionStudy, floor: float = 1e-3) -> dict:
     over the levels where CFG's error exceeds ``floor`` (None where there is none: far from the speciation window
     both vanish).
     Plus the output-law moments along ``U``."""
-    out: dict = {"dims": result.dims.tolist(), "abars": result.abars.tolist(), "seconds": round(result.seconds, 1),
+    out: dict = {"dims": result.dims.tolist(), "abars": result.abars.tolist(),
                  "max_golden_error": float(result.golden_err.max()), "fields": {}, "laws": {}}
     i_cfg = METHODS.index("cfg")
 

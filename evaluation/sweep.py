@@ -28,9 +28,12 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
 
-- **progress**: one tqdm bar whose total is the cells' declared relative ``cost`` (a property of the
-  configuration; cells without one count as the mean declared cost), so its ETA follows the work, not the
-  cell count; the postfix says ``cells done/total``. Pass ``bar=`` to draw several sweeps on one bar.
+- **progress**: one tqdm bar in seconds of work, measured where done and estimated where pending (:class:`Eta`):
+  each cell's declared relative ``cost`` (a property of the configuration; cells without one count as the mean
+  declared cost) is turned into seconds by the rate measured on finished cells *of the same kind* (declared costs
+  are comparable within a kind, not across kinds), and the cheapest cell of every kind runs first, so every rate is
+  measured early. The postfix says ``cells done/total`` and the ETA (remaining estimated work over the measured
+  throughput), ``ETA ?`` while a kind has no measured cell. Pass ``bar=`` to draw several sweeps on one bar.
 - **interrupts**: Ctrl-C (``KeyboardInterrupt``) ends :func:`run_cells` with :class:`SweepInterrupted`, whose
   one-line message says how many cells are cached where; entry points print it and exit with status 130.
 
@@ -67,13 +70,14 @@ from .io import check_writable_dir
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
-           "BAR_FORMAT"]
+           "BAR_FORMAT", "Eta", "eta_of"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
 CACHE_ENV = "REG_GUIDANCE_CACHE"
-# the bar counts relative cost, not cells: show the fraction, elapsed, ETA and the "cells done/total" postfix
-BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}<{remaining}{postfix}]"
+# the bar counts seconds of work (measured or estimated, class Eta): the fraction, elapsed, and the postfix with
+# "cells done/total" and the ETA from measured rates (tqdm's own {remaining} would trust unmeasured estimates)
+BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]"
 
 
 class CellKind(NamedTuple):
@@ -317,10 +321,12 @@ def _pool_worker_init() -> None:
     _worker_init()
 
 
-def _execute(cell: Any) -> Any:
-    """What a worker runs: one thread for torch, then the pure computation."""
+def _execute(cell: Any) -> tuple[Any, float]:
+    """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took)."""
     _worker_init()
-    return compute_cell(cell)
+    start = time.perf_counter()
+    result = compute_cell(cell)
+    return result, time.perf_counter() - start
 
 
 class _InProcess(cf.Executor):
@@ -394,6 +400,96 @@ def _costs(cells: Sequence[Any]) -> list[float]:
     return [fill if v is None else v for v in declared]
 
 
+class Eta:
+    """Progress in seconds of work, for one bar over one or more sweeps (and other tasks: ``paper_plots.py`` adds its
+    figures). Each task has a *kind* and a declared relative cost; a task's estimated seconds are its cost times the
+    seconds per unit cost measured on finished tasks of its kind. A kind with no finished task has no estimate
+    (unless ``prior`` seconds were given for that task): the ETA is then unknown (``None``), not a guess from another
+    kind's rate (declared costs of different kinds are not comparable: a Monte Carlo cell and a grid cell). The ETA is
+    the remaining estimated seconds over the throughput measured so far (finished seconds per wall second since the
+    first task was added), so it counts the workers and the machine's load as they are."""
+
+    def __init__(self):
+        self.start = time.perf_counter()
+        self.rates: dict[str, list[float]] = {}  # kind -> [seconds, cost] of finished tasks
+        self.pending: dict[Any, tuple[str, float, float | None]] = {}  # key -> (kind, cost, prior seconds)
+        self.done_seconds, self.done, self.total = 0.0, 0, 0
+
+    def add(self, key: Any, kind: str, cost: float = 1.0, prior: float | None = None) -> None:
+        self.pending[key] = (kind, float(cost), prior)
+        self.total += 1
+
+    def skip(self, n: int = 1) -> None:
+        """``n`` tasks already done (read from the cache): counted as done, with no work."""
+        self.done += n
+        self.total += n
+
+    def finish(self, key: Any, seconds: float) -> None:
+        kind, cost, _ = self.pending.pop(key)
+        r = self.rates.setdefault(kind, [0.0, 0.0])
+        r[0] += max(float(seconds), 0.0)
+        r[1] += cost
+        self.done_seconds += max(float(seconds), 0.0)
+        self.done += 1
+
+    def estimate(self, key: Any) -> float | None:
+        kind, cost, prior = self.pending[key]
+        r = self.rates.get(kind)
+        if r and r[1] > 0:
+            return cost * r[0] / r[1]
+        return prior
+
+    def remaining(self) -> float | None:
+        """Estimated seconds of work left (``None`` while some pending kind is unmeasured)."""
+        est = [self.estimate(k) for k in self.pending]
+        return None if any(e is None for e in est) else float(sum(est))
+
+    def eta(self) -> float | None:
+        """Estimated wall seconds to the end, or ``None`` (unknown)."""
+        left = self.remaining()
+        if left is None:
+            return None
+        if left == 0:
+            return 0.0
+        elapsed = time.perf_counter() - self.start
+        if self.done_seconds <= 0 or elapsed <= 0:
+            return None
+        return left / (self.done_seconds / elapsed)
+
+    def fraction(self) -> tuple[float, float]:
+        """(work done, work in all) in seconds for the bar: pending tasks without an estimate count as the mean
+        measured task (or 1 s), so the bar moves; the ETA alone says when that is not known."""
+        mean = self.done_seconds / self.done if self.done_seconds > 0 and self.done else 1.0
+        left = sum(e if e is not None else mean for e in (self.estimate(k) for k in self.pending))
+        return self.done_seconds, self.done_seconds + left
+
+    def postfix(self) -> str:
+        eta = self.eta()
+        text = "?" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}"
+        return f"cells {self.done}/{self.total}, ETA {text}"
+
+    def show(self, bar: tqdm) -> None:
+        """Draw the state on ``bar`` (its ``n`` and ``total`` in seconds of work, the postfix)."""
+        done, total = self.fraction()
+        bar.total = max(total, 1e-9)
+        bar.n = min(done, bar.total)
+        bar.set_postfix_str(self.postfix(), refresh=False)
+        bar.refresh()
+
+
+def eta_of(bar: tqdm) -> Eta:
+    """The :class:`Eta` kept on ``bar`` (a new one on first use), so several sweeps and other tasks share it."""
+    eta = getattr(bar, "eta", None)
+    if not isinstance(eta, Eta):
+        eta = Eta()
+        bar.eta = eta
+    return eta
+
+
+def _kind_name(cell: Any) -> str:
+    return _type_name(type(cell))
+
+
 def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
               bar: tqdm | None = None) -> SweepResult:
@@ -407,8 +503,8 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
         progress: draw a progress bar (ignored when ``bar`` is given).
         desc: what the bar says is being computed.
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
-            sweep adds its cells' cost to ``bar.total`` and its cells to the ``cells done/total`` postfix
-            (kept on the bar as ``bar.sweep_cells``); the caller closes it.
+            sweep adds its cells to the bar's :class:`Eta` (:func:`eta_of`), which draws the bar in seconds of
+            work with ``cells done/total`` and the ETA; the caller closes it.
 
     Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
     """
@@ -439,34 +535,39 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
         bar = tqdm(total=0, desc=desc, disable=not progress or not pending, bar_format=BAR_FORMAT)
     else:
         bar.set_description_str(desc, refresh=False)
-    counts = getattr(bar, "sweep_cells", (0, 0))
-    bar.sweep_cells = (counts[0] + reused, counts[1] + distinct)  # cells done / total across the bar's sweeps
-    bar.total = (bar.total or 0) + sum(cost.values())
-    bar.set_postfix_str(f"cells {bar.sweep_cells[0]}/{bar.sweep_cells[1]}", refresh=False)
-    bar.refresh()
+    eta = eta_of(bar)
+    eta.skip(reused)
+    for k, c in pending.items():
+        eta.add(k, _kind_name(c), cost[k])
+    eta.show(bar)
     computed = 0
     interrupted = False
     try:
         if pending:
             cache.check_writable()  # before the first cell, not after it
-            # the costliest first, so the last worker is not left with the longest
+            # the costliest first, so the last worker is not left with the longest; but first the cheapest cell of
+            # each kind, so that every kind's rate (and the ETA) is measured as early as possible
             order = sorted(pending, key=lambda k: -cost[k])
+            probes, kinds = [], set()
+            for k in reversed(order):
+                if _kind_name(pending[k]) not in kinds:
+                    kinds.add(_kind_name(pending[k]))
+                    probes.append(k)
+            order = probes + [k for k in order if k not in set(probes)]
             ex, close = _executor(int(workers), scheduler)
             cancelled, futures = True, {}
 
             def collect(fut: cf.Future, k: str) -> None:
                 nonlocal computed
                 try:
-                    result = fut.result()
+                    result, seconds = fut.result()
                 except Exception as err:
                     raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
                 cache.store(pending[k], result, k)  # at once: a run killed later keeps this cell
                 done[k] = result
                 computed += 1
-                n_done, n_total = bar.sweep_cells
-                bar.sweep_cells = (n_done + 1, n_total)
-                bar.set_postfix_str(f"cells {n_done + 1}/{n_total}", refresh=False)
-                bar.update(cost[k])
+                eta.finish(k, seconds)
+                eta.show(bar)
 
             try:
                 for k in order:

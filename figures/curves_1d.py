@@ -14,11 +14,16 @@ import numpy as np
 
 from evaluation import demo
 
-from .style import COLORS, LABELS, save, style
+from .style import LABELS, save, style
 
 NAME = "curves_1d"
 CAPTION = ("Per-step guidance in eps units on the paper's 1-D toy (T = 20, w = 1): exact ideal-chain and "
-           "sampler-chain goldens against CFG and REG (1-D: every REG estimator is the same).")
+           "sampler-chain goldens (blue) against CFG (green) and REG (red; 1-D: every REG estimator is the same), in "
+           "the colours of the paper's Figure 1; grey: the conditional density p_t(x|y) on its own axis (right). "
+           "Pointwise either can be closer (t = 20, x near 0.5: CFG); averaged under p_t(x|y):")
+# the paper's Figure 1 colours (paper_figure_compare_t10.png: blue golden, red REG, green CFG), so the two figures
+# can be compared side by side without remapping
+PAPER_COLORS = {"golden": "#1f77b4", "chain": "#6baed6", "cfg": "#2ca02c", "reg": "#d62728"}
 
 
 @dataclass(frozen=True)
@@ -65,14 +70,19 @@ def plot(c: Curves1D, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(2, 3, figsize=(9, 4.8), sharex=True)
         for ax, t in zip(axes.flat, steps):
             i = t - 1
-            ax.plot(c.x, c.golden[i], color=COLORS["golden"], lw=1.6, label=LABELS["golden"])
-            ax.plot(c.x, c.chain[i], color=COLORS["chain"], lw=1.2, ls="--", label=LABELS["chain"])
-            ax.plot(c.x, c.cfg[i], color=COLORS["cfg"], lw=1.1, label=LABELS["cfg"])
-            ax.plot(c.x, c.reg[i], color=COLORS["reg_paper"], lw=1.1, label="REG")
+            ax.plot(c.x, c.golden[i], color=PAPER_COLORS["golden"], lw=1.8, label=LABELS["golden"])
+            ax.plot(c.x, c.chain[i], color=PAPER_COLORS["chain"], lw=1.2, ls="--", label=LABELS["chain"])
+            ax.plot(c.x, c.cfg[i], color=PAPER_COLORS["cfg"], lw=1.1, label=LABELS["cfg"])
+            ax.plot(c.x, c.reg[i], color=PAPER_COLORS["reg"], lw=1.1, label="REG")
             ax.set_title(f"t = {t}  (abar = {c.abar[i]:.3f})")
             twin = ax.twinx()
-            twin.fill_between(c.x, c.weight[i], color="0.85", zorder=0)
-            twin.set_yticks([])
+            h = c.x[1] - c.x[0]
+            twin.fill_between(c.x, c.weight[i] / h, color="0.85", zorder=0)  # a density (per unit x), not masses
+            twin.set_ylim(bottom=0)
+            twin.tick_params(axis="y", labelsize=6, colors="0.45")
+            twin.grid(False)
+            if ax in axes[:, -1]:
+                twin.set_ylabel("$p_t(x|y)$ (grey)", color="0.45", fontsize=8)
             ax.set_zorder(twin.get_zorder() + 1)
             ax.patch.set_visible(False)
         for ax in axes[-1]:
@@ -80,6 +90,6 @@ def plot(c: Curves1D, out_dir: Path) -> list[Path]:
         for ax in axes[:, 0]:
             ax.set_ylabel("guidance term (eps units)")
         axes.flat[0].legend(loc="best")
-        fig.suptitle("1-D paper toy: exact guidance per step (grey: $p_t(x|y)$, scaled to each panel)", fontsize=10)
+        fig.suptitle("1-D paper toy: exact guidance per step (grey: $p_t(x|y)$, right axis)", fontsize=10)
         fig.tight_layout()
         return save(fig, out_dir, NAME)

@@ -1,8 +1,10 @@
 """Figure: output distributions against the tilted target.
 
-1-D (paper_1d, T = 20, DDPM): the exact output density of unguided, CFG, REG and the optimum (exact
-optimal guidance from the tilted start N(0, 1) E_T) against ``p(x|y) R_0 / Z``, for w = 1 and 3.
-2-D (correlated_2d, 20-step schedule reaching abar_T = 0.007): DDPM sample clouds over the target's contours.
+1-D (paper_1d, T = 20, DDPM): the exact output laws of unguided, CFG, REG and the optimum (exact optimal guidance
+from the tilted start N(0, 1) E_T) against ``p(x|y) R_0 / Z``, for w = 1 and 3: cells of the claims ledger
+(:class:`evaluation.claims.cells.OutputCell`), so every TV and KL carries its error (the accuracy contract of
+:mod:`evaluation.accuracy`). 2-D (correlated_2d, 20-step schedule reaching abar_T = 0.007): DDPM sample clouds over
+the target's contours (a picture only; no number is taken from them).
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from analytic import CFGReward, get_preset, optimal_denoiser
-from evaluation import distances, output_density, tilted_start, tilted_target
+from evaluation import tilted_target
 from evaluation.cases import get_case
-from evaluation.spec import Schedule
-from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, bind, sample, vp_prior
-from sampler.schedules import VPSchedule
+from evaluation.claims.cells import OutputCell
+from evaluation.docs import format_number
+from evaluation.spec import Law, Method, Schedule
+from evaluation.sweep import run_cells
+from sampler import sample, vp_prior
 
 from .style import COLORS, save, style
 
@@ -31,6 +34,8 @@ CAPTION = ("Output laws against the tilted target p(x|y) R_0 / Z: exact DDPM out
            "is reachable, not a like-for-like rule.")
 METHODS_1D = ("unguided", "cfg", "reg", "optimal")
 METHODS_2D = ("cfg", "reg_paper", "reg_vjp", "optimal")
+METHOD_2D = {"cfg": Method("cfg"), "reg_paper": Method("cfg", reg="paper"), "reg_vjp": Method("cfg", reg="vjp"),
+             "optimal": Method("optimal")}  # w = 1
 WEIGHTS = (1.0, 3.0)
 LABEL = {"unguided": "unguided", "cfg": "CFG", "reg": "REG paper ($J^T 1$)", "reg_paper": "REG paper ($J^T 1$)",
          "reg_vjp": "REG vjp ($J^T g$)", "optimal": "optimum, tilted start"}
@@ -38,83 +43,97 @@ COLOR = {"unguided": "#8c564b", "cfg": COLORS["cfg"], "reg": COLORS["reg_paper"]
          "reg_vjp": COLORS["reg_vjp"], "optimal": COLORS["golden"]}
 
 
+GRID_1D = (-6.0, 6.0, 801)  # where the 1-D cells start (the accuracy contract refines and widens it as needed)
+STARTS = {"optimal": "tilted_n01"}  # the optimum's start; every other method starts from N(0, 1)
+
+
 @dataclass(frozen=True)
 class Outputs:
-    x: np.ndarray  # [n] 1-D density grid
-    density: dict  # (w, method) -> [n]
-    target: dict  # w -> [n]
+    x: dict  # (w, method) -> [n] the grid of that output law (each cell's final grid)
+    density: dict  # (w, method) -> [n] hat masses
+    target: dict  # (w, method) -> [n] the tilted target's hat masses on the same grid
     tv: dict  # (w, method) -> total variation to the target
     kl: dict  # (w, method) -> KL(target || output)
+    tv_error: dict  # (w, method) -> the TV's estimated error
+    kl_error: dict  # (w, method) -> the KL's estimated error
     axis2: np.ndarray  # [m] 2-D target grid axis
     target2: np.ndarray  # [m, m] target mass
     samples2: dict  # method -> [n2, 2]
 
 
-def _guidances(cond, uncond, reward, w):
-    model = MixtureModel({"c": cond, "u": uncond})
-    c, u = bind(model, "c"), bind(model, "u")
-    cfg = CFG(c, u, w)
-    return {"unguided": Unguided(c), "cfg": cfg, "reg": REG(cfg, "paper"), "reg_paper": REG(cfg, "paper"),
-            "reg_vjp": REG(cfg, "vjp"), "optimal": TiltedMean(c, optimal_denoiser(cond, reward))}
+def _method(m: str, w: float) -> Method:
+    return {"unguided": Method("unguided", w=w), "cfg": Method("cfg", w=w), "reg": Method("cfg", w=w, reg="paper"),
+            "optimal": Method("optimal", w=w)}[m]
+
+
+def _cells_1d(quick: bool) -> dict:
+    """{(w, method): its output cell} of the 1-D panels."""
+    tol = 1e-3 if quick else 1e-4
+    return {(w, m): OutputCell("paper_1d", "paper", _method(m, w), STARTS.get(m, "n01"), grid=GRID_1D, keep_mass=True,
+                               tol=tol)
+            for w in WEIGHTS for m in METHODS_1D}
+
+
+def cells(quick: bool = False) -> list:
+    """The figure's cells (the cells protocol of :mod:`figures`): the 1-D output laws."""
+    return list(_cells_1d(quick).values())
 
 
 @functools.cache
 def compute(quick: bool = False) -> Outputs:
-    p = get_preset("paper_1d")
-    sched = VPSchedule.paper_1d()
-    sigmas = sched.sampling_sigmas()
-    axis = torch.linspace(-6, 6, 801 if quick else 2001, dtype=torch.float64)
-    density, target, tv, kl = {}, {}, {}, {}
-    for w in WEIGHTS:
-        reward = CFGReward(p.cond, p.uncond, w)
-        tgt = tilted_target(p.cond, reward, axis)
-        target[w] = tgt.mass.numpy()
-        g = _guidances(p.cond, p.uncond, reward, w)
-        for m in METHODS_1D:
-            start = tilted_start(p.cond, reward, sched.abar[-1].item()) if m == "optimal" else None
-            od = output_density(g[m], sigmas, axis, sampler="ddpm", start=start, estimate_error=False)
-            density[w, m] = od.mass.numpy()
-            dist = distances(od.mass, tgt.mass, axis)
-            tv[w, m], kl[w, m] = dist.tv, dist.kl_target_out
+    one = _cells_1d(quick)
+    res = dict(zip(one, run_cells(list(one.values()), progress=False).results))
+    x, density, target, tv, kl, tv_e, kl_e = {}, {}, {}, {}, {}, {}, {}
+    for k, r in res.items():
+        if not r.valid:
+            raise ValueError(f"outputs: {one[k]!r} has no result: {r.reason}")
+        lo, hi, n = r.grid
+        x[k], density[k], target[k] = np.linspace(lo, hi, int(n)), r.mass, r.target_mass
+        tv[k], kl[k], tv_e[k], kl_e[k] = r.tv, r.kl_target_out, r.tv_error, r.kl_target_out_error
     # 2-D sample clouds
-    q = get_preset("correlated_2d")
-    s2 = Schedule.parse(get_case("correlated_2d").schedule).vp
-    reward2 = CFGReward(q.cond, q.uncond, 1.0)
+    law2, sched2 = Law.parse("correlated_2d"), Schedule.parse(get_case("correlated_2d").schedule)
+    built = {m: METHOD_2D[m].build(law2, sched2) for m in METHODS_2D}
     axis2 = torch.linspace(-1.5, 2.5, 81, dtype=torch.float64)
-    target2 = tilted_target(q.cond, reward2, (axis2, axis2)).mass.numpy()
-    g2 = _guidances(q.cond, q.uncond, reward2, 1.0)
+    target2 = tilted_target(built["cfg"].law.cond, built["cfg"].reward, (axis2, axis2)).mass.numpy()
     gen = torch.Generator().manual_seed(0)
     noise = torch.randn(500 if quick else 2000, 2, dtype=torch.float64, generator=gen)
     samples2 = {}
     for m in METHODS_2D:
-        x = vp_prior(noise, s2.sigmas[-1].item())
-        samples2[m] = sample("ddpm", g2[m], x, s2.sampling_sigmas(), generator=torch.Generator().manual_seed(1)).numpy()
-    return Outputs(axis.numpy(), density, target, tv, kl, axis2.numpy(), target2, samples2)
+        x2 = vp_prior(noise, sched2.vp.sigmas[-1].item())
+        samples2[m] = sample("ddpm", built[m].guided, x2, sched2.vp.sampling_sigmas(),
+                             generator=torch.Generator().manual_seed(1)).numpy()
+    return Outputs(x, density, target, tv, kl, tv_e, kl_e, axis2.numpy(), target2, samples2)
 
 
 def summary(o: Outputs) -> dict:
-    return {f"w={w}": {m: {"tv": o.tv[w, m], "kl_target_out": o.kl[w, m]} for m in METHODS_1D} for w in WEIGHTS}
+    """TV and KL(target || output) of each 1-D law, each with its estimated error."""
+    return {f"w={w}": {m: {"tv": {"value": o.tv[w, m], "error": o.tv_error[w, m]},
+                           "kl_target_out": {"value": o.kl[w, m], "error": o.kl_error[w, m]}} for m in METHODS_1D}
+            for w in WEIGHTS}
 
 
 def conclusion(o: Outputs) -> str:
-    """The ranking of the rules (not the optimum) by TV to the target at each weight, from the numbers."""
+    """The ranking of the rules (not the optimum) by TV to the target at each weight, from the numbers (each TV with
+    its error)."""
     parts = []
     for w in WEIGHTS:
         ranked = sorted(("unguided", "cfg", "reg"), key=lambda m: o.tv[w, m])
-        parts.append(f"w = {w:g}: " + " < ".join(f"{LABEL[m].split(' (')[0]} ({o.tv[w, m]:.3f})" for m in ranked))
+        parts.append(f"w = {w:g}: " + " < ".join(f"{LABEL[m].split(' (')[0]} ({format_number(o.tv[w, m], o.tv_error[w, m])})"
+                                                for m in ranked))
     return "TV to the target, from N(0, 1): " + "; ".join(parts) + "."
 
 
 def plot(o: Outputs, out_dir: Path) -> list[Path]:
-    h = o.x[1] - o.x[0]
     with style():
         fig = plt.figure(figsize=(13, 3.9), layout="constrained")
         grid = fig.add_gridspec(2, len(WEIGHTS) * 2 + 2)
         axes = [fig.add_subplot(grid[:, 2 * i:2 * i + 2]) for i in range(len(WEIGHTS))]
         for ax, w in zip(axes, WEIGHTS):
-            ax.fill_between(o.x, o.target[w] / h, color="0.85", label="tilted target")
+            x = o.x[w, "cfg"]
+            ax.fill_between(x, o.target[w, "cfg"] / (x[1] - x[0]), color="0.85", label="tilted target")
             for m in METHODS_1D:
-                ax.plot(o.x, o.density[w, m] / h, color=COLOR[m], lw=1.2, ls="--" if m == "optimal" else "-",
+                x = o.x[w, m]
+                ax.plot(x, o.density[w, m] / (x[1] - x[0]), color=COLOR[m], lw=1.2, ls="--" if m == "optimal" else "-",
                         label=f"{LABEL[m]} (TV {o.tv[w, m]:.3f})")
             ax.set_xlim(-1, 2.5)
             ax.set_title(f"paper 1-D, w = {w:g}, DDPM T = 20")

@@ -1,11 +1,13 @@
 """Figure: weight sweeps, the toy counterpart of the paper's Pareto plots.
 
-Paper 1-D toy, T = 20, DDPM from N(0, 1). For vanilla, linear, cosine and interval CFG, AutoG (bad model:
-covariances x2) and CG (exact Bayes classifier between the conditional and unconditional laws), each
-with and without REG (1-D: every estimator is the same): the p_t-weighted field error against the
-ideal-chain golden (mean over steps) and the exact output TV and KL(target || output) against the tilted
-target of the method's own reward at weight w. Schedules are given the same w at sigma -> 0 scale:
-linear ramps 0 -> 2w and cosine rises 0 -> 2w, so both average about w over the chain.
+Paper 1-D toy, T = 20, DDPM from N(0, 1). For the ledger's guidance families (:data:`FAMILIES`: CFG at a
+constant weight, with a linear or cosine weight schedule or on an interval, AutoG with the weak model of
+``Method.bad``, CG with the exact Bayes classifier; one spelling, :class:`evaluation.spec.Method`), each with and
+without REG (1-D: every estimator is the same): the p_t-weighted field error against the ideal-chain golden (mean
+over steps) and the exact output TV and KL(target || output) against the tilted target of the method's own
+reward at weight w. Every number is a cell of the claims ledger (:class:`evaluation.claims.cells.OutputCell`,
+``FieldCell``: the same cells, cached once), and every output number carries its error (the accuracy contract
+of :mod:`evaluation.accuracy`).
 """
 from __future__ import annotations
 
@@ -15,23 +17,23 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from analytic import AutoGReward, CFGReward, ClassifierReward, degrade, get_preset
-from evaluation import distances, field_errors, output_density, tilted_target
-from sampler import (CFG, REG, AutoGuidance, ClassifierGuidance, Constant, Cosine, Interval, LinearRamp,
-                     MixtureModel, bind)
-from sampler.schedules import VPSchedule
+from evaluation.claims.cells import FieldCell, OutputCell
+from evaluation.claims.reg_map import FAMILY_VARIANTS, FIELD_1D, GRID_1D, GRID_1D_QUICK
+from evaluation.spec import Method
+from evaluation.sweep import run_cells
 
 from .style import save, style
 
 NAME = "sweeps"
-CAPTION = ("Weight sweeps on the paper's 1-D toy (T = 20, DDPM): field error (p_t-weighted, ideal golden) and "
-           "exact output TV / KL(target||output) against each method's tilted target, with and without REG.")
-FAMILIES = ("vanilla", "linear", "cosine", "interval", "autog", "cg")
+CAPTION = ("Weight sweeps on the paper's 1-D toy (T = 20, DDPM from N(0, 1)): field error (p_t-weighted, against the "
+           "ideal golden) and the exact output TV / KL(target||output) against each method's own tilted target, "
+           "as proposed (solid) and with REG (dashed). Lower is closer; REG helps a method where its dashed line "
+           "lies below the solid one of the same colour.")
+FAMILIES = (Method(),) + FAMILY_VARIANTS  # the ledger's families (evaluation.claims.reg_map), by value
+REG_ESTIMATOR = "paper"  # 1-D: every estimator is the same
 COLORS = dict(zip(FAMILIES, ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#ff7f0e", "#8c564b")))
-LABEL = {"vanilla": "CFG (constant w)", "linear": "CFG, linear ramp", "cosine": "CFG, cosine schedule",
-         "interval": "CFG, guidance interval", "autog": "AutoG (weak model)", "cg": "classifier guidance"}
+LAW, SCHEDULE = "paper_1d", "paper"
 
 
 @dataclass(frozen=True)
@@ -40,57 +42,60 @@ class Sweeps:
     field: dict  # (family, reg: bool) -> [W] weighted field error
     tv: dict  # (family, reg) -> [W]
     kl: dict  # (family, reg) -> [W]
+    tv_error: dict  # (family, reg) -> [W] the TV's estimated error
+    kl_error: dict  # (family, reg) -> [W]
 
 
-def _family(name, w, p, c, u, bad, sig):
-    """(guidance, reward) of one family at weight w."""
-    if name == "autog":
-        return AutoGuidance(c, bad, Constant(w)), AutoGReward(p.cond, degrade(p.cond, 2.0), w)
-    if name == "cg":
-        reward = ClassifierReward([p.cond, p.uncond], [0.5, 0.5], 0, w)
-        grad = lambda x, s: reward.num.score_ve(x, s) - reward.den.score_ve(x, s)  # noqa: E731
-        return ClassifierGuidance(c, grad, w), reward
-    weight = {"vanilla": Constant(w), "linear": LinearRamp(0.0, 2 * w, sig[-1], sig[0]),
-              "cosine": Cosine(2 * w, 1.0, sig[0]), "interval": Interval(w, 0.05, 0.3)}[name]
-    return CFG(c, u, weight), CFGReward(p.cond, p.uncond, w)
+def weights(quick: bool) -> tuple[float, ...]:
+    return (0.5, 1.0, 2.0, 3.0) if quick else (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
+
+
+def _method(family: Method, w: float, reg: bool) -> Method:
+    return family.replace(w=w, reg=REG_ESTIMATOR if reg else "")
+
+
+def _pairs(quick: bool):
+    """((family, reg, w), output cell, field cell) of every point of the figure."""
+    grid = GRID_1D_QUICK if quick else GRID_1D
+    for f in FAMILIES:
+        for r in (False, True):
+            for w in weights(quick):
+                m = _method(f, w, r)
+                yield (f, r, w), OutputCell(LAW, SCHEDULE, m, grid=grid), FieldCell(LAW, SCHEDULE, m, FIELD_1D, 20)
+
+
+def cells(quick: bool = False) -> list:
+    """The figure's cells (the cells protocol of :mod:`figures`)."""
+    return list(dict.fromkeys(c for _, out, fld in _pairs(quick) for c in (out, fld)))
 
 
 @functools.cache
 def compute(quick: bool = False) -> Sweeps:
-    p = get_preset("paper_1d")
-    sched = VPSchedule.paper_1d()
-    sigmas = sched.sampling_sigmas()
-    sig = (sched.sigmas[-1].item(), sched.sigmas[1].item())  # sigma_max, sigma_min
-    model = MixtureModel({"c": p.cond, "u": p.uncond, "bad": degrade(p.cond, 2.0)})
-    c, u, bad = bind(model, "c"), bind(model, "u"), bind(model, "bad")
-    weights = (0.5, 1.0, 2.0, 3.0) if quick else (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0)
-    axis = torch.linspace(-6, 6, 801 if quick else 2001, dtype=torch.float64)
-    field_axis = torch.linspace(-1, 2, 201 if quick else 500, dtype=torch.float64)
-    field, tv, kl = ({(f, r): [] for f in FAMILIES for r in (False, True)} for _ in range(3))
-    for w in weights:
-        for f in FAMILIES:
-            guided, reward = _family(f, w, p, c, u, bad, sig)
-            variants = {False: guided, True: REG(guided, "paper")}
-            fe = field_errors(p.cond, sched, field_axis, {str(r): g for r, g in variants.items()}, reward,
-                              sampler_chain=False).aggregate()["ideal_weighted"]
-            target = tilted_target(p.cond, reward, axis).mass
-            for r, g in variants.items():
-                dist = distances(output_density(g, sigmas, axis, sampler="ddpm", estimate_error=False).mass, target, axis)
-                field[f, r].append(fe[str(r)])
-                tv[f, r].append(dist.tv)
-                kl[f, r].append(dist.kl_target_out)
-    arr = lambda d: {k: np.array(v) for k, v in d.items()}  # noqa: E731
-    return Sweeps(weights, arr(field), arr(tv), arr(kl))
+    res = dict(zip(cells(quick), run_cells(cells(quick), progress=False).results))
+    ws = weights(quick)
+    keys = [(f, r) for f in FAMILIES for r in (False, True)]
+    field, tv, kl, tv_e, kl_e = ({k: np.full(len(ws), np.nan) for k in keys} for _ in range(5))
+    for (f, r, w), out, fld in _pairs(quick):
+        i, o, fe = ws.index(w), res[out], res[fld]
+        if not (o.valid and fe.valid):
+            raise ValueError(f"sweeps: {_method(f, w, r)} has no tilted target on {LAW} ({o.reason or fe.reason})")
+        field[f, r][i], tv[f, r][i], kl[f, r][i] = fe.mean_error_weighted, o.tv, o.kl_target_out
+        tv_e[f, r][i], kl_e[f, r][i] = o.tv_error, o.kl_target_out_error
+    return Sweeps(ws, field, tv, kl, tv_e, kl_e)
 
 
 def summary(s: Sweeps) -> dict:
+    """Per method, the weight with the smallest output TV and the numbers there (each output number with its
+    error)."""
     out = {}
     for f in FAMILIES:
         for r in (False, True):
             i = int(np.argmin(s.tv[f, r]))
-            out[f + ("+REG" if r else "")] = {"best_w_by_tv": s.weights[i], "tv": float(s.tv[f, r][i]),
-                                              "kl_target_out": float(s.kl[f, r][i]),
-                                              "field_error_weighted": float(s.field[f, r][i])}
+            out[_method(f, f.w, r).label] = {
+                "best_w_by_tv": s.weights[i],
+                "tv": {"value": float(s.tv[f, r][i]), "error": float(s.tv_error[f, r][i])},
+                "kl_target_out": {"value": float(s.kl[f, r][i]), "error": float(s.kl_error[f, r][i])},
+                "field_error_weighted": float(s.field[f, r][i])}
     return {"best_per_method": out}
 
 
@@ -106,7 +111,7 @@ def plot(s: Sweeps, out_dir: Path) -> list[Path]:
             ax.set_xlabel("w")
             ax.set_ylabel(label)
         axes[2].set_yscale("log")
-        key = [plt.Line2D([], [], color=COLORS[f], label=LABEL[f]) for f in FAMILIES]
+        key = [plt.Line2D([], [], color=COLORS[f], label=f.label) for f in FAMILIES]
         key += [plt.Line2D([], [], color="0.3", ls="-", marker="o", ms=3, label="as proposed"),
                 plt.Line2D([], [], color="0.3", ls="--", marker="s", ms=3, mfc="none", label="with REG")]
         fig.legend(handles=key, loc="outside right center", fontsize=7)

@@ -186,7 +186,11 @@ def check_findings(block: str, results: dict) -> int:
     assert list(by_name) == list(results["figures"]), (list(by_name), list(results["figures"]))
     for name, fig in results["figures"].items():
         rows = _table(by_name[name])
-        for label, value, error in _leaves(fig.get("numbers", {})):
+        leaves = list(_leaves(fig.get("numbers", {})))
+        # and the other way: every cell the table prints is one of the results' numbers (nothing typed, nothing left over)
+        extra = set(rows) - {label for label, _, _ in leaves}
+        assert not extra, f"{name}: the generated table prints {sorted(extra)[:5]}, which the results do not hold"
+        for label, value, error in leaves:
             assert label in rows, f"{name}: {label!r} not in the generated table"
             if isinstance(value, list):
                 for token, v in zip(rows[label].split(", "), value, strict=True):
@@ -270,6 +274,9 @@ def test_the_precision_check_catches_a_wrong_number():
         check_findings(block, FIXTURE_RESULTS)
     block = D.render_findings(FIXTURE_RESULTS).replace("| w=2 | 0.9877 |", "| w=2 | 0.9871 |")  # a pivot cell
     with pytest.raises(AssertionError):
+        check_findings(block, FIXTURE_RESULTS)
+    block = D.render_findings(FIXTURE_RESULTS).replace("| w=2 | 0.9877 |  |", "| w=2 | 0.9877 |  |\n| w=3 | 0.5000 |  |")
+    with pytest.raises(AssertionError, match="results do not hold"):  # a row the results do not hold
         check_findings(block, FIXTURE_RESULTS)
     block = D.render_claims(FIXTURE_CLAIMS).replace("0.6631", "0.663")  # fewer digits than printed: still right
     assert check_claims(block, FIXTURE_CLAIMS) == 4

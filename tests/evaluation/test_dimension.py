@@ -168,3 +168,24 @@ def test_entry_point_refuses_bad_arguments(capsys, tmp_path):
         with pytest.raises(SystemExit) as e:
             main(argv + ["--out", str(tmp_path)])
         assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_the_studys_cells_are_the_ones_compute_reads(tmp_path, monkeypatch):
+    """``cells`` (the figure's hook: paper_plots.py runs every figure's cells in one sweep first) lists exactly the
+    cells ``compute`` asks for with the same arguments, so compute afterwards reads every one from the cache."""
+    from evaluation import dimension as study
+    from evaluation.sweep import run_cells
+
+    kw = dict(dims=[1, 4], abars=[0.3], n_points=6, law_dims=[1], law_steps=5, law_grid=101)
+    listed = study.cells(False, **kw)
+    assert run_cells(listed, cache=tmp_path, progress=False).computed == len(set(listed))
+    seen = []
+
+    def spy(cells, **k):
+        run = run_cells(cells, **k)
+        seen.append((list(cells), run.computed))
+        return run
+
+    monkeypatch.setattr(study, "run_cells", spy)
+    study.compute(False, cache=tmp_path, **kw)
+    assert seen == [(listed, 0)]

@@ -206,44 +206,79 @@ def test_ctrl_c_ends_local_workers_at_once_without_tracebacks(tmp_path):
 
 
 # --- progress -------------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    """A Monte Carlo-like cell whose declared cost is on another scale than :class:`Work`'s (1000 per 0.005 s)."""
+
+    x: float
+
+    @property
+    def cost(self):
+        return 1000.0
+
+
+@cell_kind(Sampled)
+def sampled(cell: Sampled) -> WorkResult:
+    time.sleep(0.005)
+    return WorkResult(cell.x, cell.x)
+
+
 class _Recording(tqdm):
-    """A bar that records (seconds since start, progress fraction, postfix) at every update."""
+    """A bar that records (seconds since start, progress fraction, the bar's ETA in seconds or None, postfix) at
+    every redraw."""
 
     def __init__(self, *a, **k):
         super().__init__(*a, file=io.StringIO(), **k)
         self.t0, self.marks = time.perf_counter(), []
 
-    def update(self, n=1):
-        out = super().update(n)
-        self.marks.append((time.perf_counter() - self.t0, self.n / self.total, self.postfix))
+    def set_postfix_str(self, s="", refresh=True):
+        out = super().set_postfix_str(s, refresh)
+        eta = getattr(self, "eta", None)
+        self.marks.append((time.perf_counter() - self.t0, self.n / self.total if self.total else 0.0,
+                           eta.eta() if eta is not None else None, s))
         return out
 
 
-def test_the_bar_weighs_cells_by_cost_so_its_eta_is_right_within_2x(tmp_path):
-    """Cells of very different cost (declared, and time proportional to it): at every update the bar's linear
-    ETA (elapsed / fraction done) is within 2x of the sweep's actual time. Counting cells instead, the first
-    update (the costliest cell, half the work, one cell of seven) predicts 3.5x too little."""
-    cells = [Work(float(i), weight=w, unit=0.04) for i, w in enumerate((1, 1, 6, 1, 1, 1, 1))]
+def test_the_eta_comes_from_rates_measured_per_kind_and_is_right_within_2x(tmp_path):
+    """Two kinds of cell whose declared costs are on different scales (a cheap Monte Carlo-like kind declaring 1000
+    per cell, grid-like cells declaring 1-4): the ETA comes from the seconds measured per unit cost of each kind,
+    the cheapest cell of every kind runs first, and once both kinds are measured the ETA is within 2x of the time
+    actually left at every update. Weighting by declared cost (the bar before) put the four cheap cells at 99 % of
+    the work and predicted the end when most of it was still to come."""
+    cells = [Sampled(float(i)) for i in range(4)] + [Work(float(i), weight=w, unit=0.08)
+                                                    for i, w in enumerate((1, 1, 4, 1, 1, 1))]
     bar = _Recording(total=0, bar_format=BAR_FORMAT)
     run_cells(cells, cache=tmp_path / "c", bar=bar, desc="work")
-    total_seconds = bar.marks[-1][0]
-    assert bar.total == 12 and bar.n == 12 and len(bar.marks) == 7
-    for seconds, fraction, _ in bar.marks:
-        assert 0.5 < (seconds / fraction) / total_seconds < 2
-    assert bar.marks[0][2] == "cells 1/7" and bar.marks[-1][2] == "cells 7/7"
+    end = bar.marks[-1][0]
+    assert bar.marks[-1][3] == "cells 10/10, ETA 0:00"
+    updates = bar.marks[1:]  # one per finished cell
+    assert len(updates) == 10
+    # the first two cells are one of each kind (the cheapest of each): after them every kind is measured
+    assert updates[0][2] is None and updates[0][3].endswith("ETA ?")
+    checked = 0
+    for seconds, fraction, eta, _ in updates[1:]:
+        left = end - seconds
+        assert eta is not None
+        if left > 0.1:  # timer granularity
+            assert 0.5 < eta / left < 2, (eta, left)
+            assert 0.5 < (1 - fraction) / (left / end) < 2, (fraction, left, end)
+            checked += 1
+    assert checked >= 4
     bar.close()
 
 
 def test_one_bar_spans_several_sweeps(tmp_path):
-    """``bar=``: each sweep adds its cost and its cells; cells from the cache count as done from the start."""
+    """``bar=``: each sweep adds its cells to the bar's Eta; cells from the cache count as done from the start."""
     run_cells([Work(1.0)], cache=tmp_path / "c", progress=False)
     bar = _Recording(total=0, bar_format=BAR_FORMAT)
     run_cells([Work(1.0), Work(2.0, weight=3)], cache=tmp_path / "c", bar=bar, desc="first")
     run_cells([Work(3.0, weight=2), Work(4.0, declare=False), Work(5.0, declare=False)], cache=tmp_path / "c",
               bar=bar, desc="second")
-    assert bar.desc == "second" and bar.total == 3 + 2 + 2 + 2  # cells without a cost count as the mean (2)
-    assert bar.n == bar.total and bar.sweep_cells == (5, 5) and bar.postfix == "cells 5/5"
-    assert [m[2] for m in bar.marks] == ["cells 2/2", "cells 3/5", "cells 4/5", "cells 5/5"]
+    eta = sweep.eta_of(bar)
+    assert bar.desc == "second" and eta.done == eta.total == 5 and not eta.pending
+    assert bar.n == pytest.approx(bar.total) and bar.total == pytest.approx(eta.done_seconds)
+    assert [m[3] for m in bar.marks] == ["cells 1/2, ETA ?", "cells 2/2, ETA 0:00", "cells 2/5, ETA 0:00",
+                                         "cells 3/5, ETA 0:00", "cells 4/5, ETA 0:00", "cells 5/5, ETA 0:00"]
     bar.close()
 
 
