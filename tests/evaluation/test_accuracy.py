@@ -7,7 +7,7 @@ import torch
 
 from analytic import CFGReward
 from analytic.quadrature import deposit
-from evaluation.accuracy import (GridLaw, axes_of, coarsen, common_grid, converged_laws, density_engine,
+from evaluation.accuracy import (DEFAULT_TOL, GridLaw, axes_of, coarsen, common_grid, converged_laws, density_engine,
                                  grid_tv, narrowest_kernel, refine, region_fraction, region_mass, spacing, to_grid,
                                  tv_between, widen)
 from evaluation.claims.cells import OutputCell, output_law
@@ -87,7 +87,7 @@ def test_region_mass_counts_an_end_node_half():
 
 
 def test_a_law_that_keeps_losing_mass_fails_naming_the_cell():
-    def leaky(grid, d, tol, max_nodes):
+    def leaky(grid, d, effort=0):
         m = torch.full((int(grid[2]),), 0.5 / int(grid[2]), dtype=F64)
         return GridLaw(grid, m, torch.zeros_like(m), 0.5, 0)
 
@@ -118,8 +118,8 @@ def test_interval_guidance_pushes_mass_off_the_grid_and_the_cell_widens_it():
     cell = OutputCell("paper_1d", "lin:50:0.0001", Method("cfg", 5.0, "interval", "", 1.0, math.inf), "n01",
                       grid=(-5.0, 5.0, 601), keep_mass=True, regions=((1.0, math.inf),))
     r = output_law(cell)
-    assert r.grid[1] > 5.0 and r.lost <= cell.tol
-    assert r.tv_error <= cell.tol and abs(r.tv - 0.341) < 1e-3
+    assert r.grid[1] > 5.0 and r.lost <= DEFAULT_TOL
+    assert r.tv_error <= DEFAULT_TOL and abs(r.tv - 0.341) < 1e-3
     x = _mc(cell)
     p = (x > 1.0).double()
     se = p.std().item() / math.sqrt(len(p))
@@ -144,21 +144,22 @@ def test_narrow_kernels_refine_the_grid():
     assert (ref - out.mass).abs().sum().item() <= out.error.sum().item() + 1e-9
 
 
-def test_a_deterministic_push_forward_doubles_its_sub_points_to_reach_tol():
+def test_a_deterministic_push_forward_raises_its_sub_points_to_reach_tol():
     """cfgpp's quick DDIM cell (paper_1d, 40 steps, unguided): the push-forward's error is set by the sub-points per
-    cell (1.3e-3 with 8 at every spacing from 0.017 to 0.001), so refining the grid alone never reaches tol 1e-4;
-    the engine doubles the sub-points first, and its masses agree with a run on 256 sub-points within their
-    estimated error."""
+    cell (1.3e-3 with 8 at every spacing from 0.017 to 0.001), so refining the grid alone never reaches tol 1e-4:
+    one refinement that does not reduce the error is enough for the contract to raise the sub-points instead of
+    refining to the node budget, and its masses agree with a run on 256 sub-points within their estimated error."""
     law, sched = Law.parse("paper_1d").build(), Schedule.parse("lin:40:0.0001")
     sig = sched.sigmas()
     guided = Method("unguided", 0.0).build(law, sched).guided
     grid = (-5.0, 5.0, 601)
     (out,), _ = converged_laws([density_engine(guided, sig, sampler="ddim")], grid, 1, name="ddim", tol=1e-4)
-    assert out.grid == grid and out.error.sum().item() <= 1e-4
-    ref = output_density(guided, sig, axes_of(grid, 1), sampler="ddim", sub=256, estimate_error=False).mass
+    assert out.grid in (grid, refine(grid)) and out.error.sum().item() <= 2e-4
+    ref = output_density(guided, sig, axes_of(out.grid, 1), sampler="ddim", sub=256, estimate_error=False).mass
     assert (ref - out.mass).abs().sum().item() <= out.error.sum().item()
 
 
+@pytest.mark.slow
 def test_a_concentrated_output_publishes_masses_that_agree_with_monte_carlo():
     """chidambaram, w = 32 (DDIM on blocks_1d): the output is concentrated at the support's edge; the masses the
     claim publishes are within the cell's tolerance and agree with Monte Carlo of the same sampler."""
@@ -176,7 +177,8 @@ def test_a_concentrated_output_publishes_masses_that_agree_with_monte_carlo():
 @pytest.mark.slow
 def test_a_coarse_2d_grid_is_caught():
     """schedules' classes_2d cells (spacing 0.14): the TV moves by 0.06 when the spacing halves; the contract's
-    error estimate at that spacing is larger than the move, so the cell does not publish."""
+    error estimate at that spacing is larger than the move (there its stochastic steps are not even resolved: an
+    infinite estimate), so the cell does not publish."""
     law, sched = Law.parse("classes_2d").build(), Schedule.parse("paper")
     sig = sched.sigmas()
     built = Method("cfg", 3.0).build(law, sched)
@@ -186,6 +188,6 @@ def test_a_coarse_2d_grid_is_caught():
         t = tilted_target(law.cond, reward, laws[0].axes)
         return {"tv": grid_tv(laws[0], GridLaw(laws[0].grid, t.mass, t.error, 0.0, 0))}
 
-    with pytest.raises(ValueError, match="not converged"):
+    with pytest.raises(ValueError, match="classes_2d: .*(not converged|estimated error of inf)"):
         converged_laws([density_engine(guided, sig)], (-3.5, 3.5, 51), 2, name="classes_2d", tol=0.05, numbers=tv,
                        max_nodes=51**2)
