@@ -180,22 +180,24 @@ def conclude(quick: bool, results) -> Outcome:
     res = dict(zip(cells(quick), results))
     get = lambda w, T, k: res[PCCell("paper_1d", f"lin:{T}:0.0001", w, k)].law_of()  # noqa: E731
     tgt = lambda w, T: res[PCCell("paper_1d", f"lin:{T}:0.0001", w, "ddpm")].target_law()  # noqa: E731
-    arr = lambda f: np.array([[f(w, T) for T in Ts] for w in ws])  # noqa: E731
-    tv = lambda a, b: tv_between(a, b).value  # noqa: E731
-    pc = arr(lambda w, T: tv(get(w, T, "pcg"), get(w, T, "ddpm_grid")))
-    dd = arr(lambda w, T: tv(get(w, T, "ddim"), get(w, T, "ddpm")))
-    pt = arr(lambda w, T: tv(get(w, T, "ddpm"), tgt(w, T)))
-    it = arr(lambda w, T: tv(get(w, T, "ddim"), tgt(w, T)))
-    chk = arr(lambda w, T: tv(get(w, T, "ddpm_grid"), get(w, T, "ddpm")))
+    def arr(a, b):  # TV of two laws over (w, T): values and their estimated errors (evaluation.accuracy)
+        e = [[tv_between(a(w, T), b(w, T)) for T in Ts] for w in ws]
+        return np.array([[x.value for x in row] for row in e]), np.array([[x.error for x in row] for row in e])
+
+    law = lambda k: lambda w, T: get(w, T, k)  # noqa: E731
+    (pc, pc_e), (dd, dd_e) = arr(law("pcg"), law("ddpm_grid")), arr(law("ddim"), law("ddpm"))
+    (pt, pt_e), (it, it_e) = arr(law("ddpm"), tgt), arr(law("ddim"), tgt)
+    chk, _ = arr(law("ddpm_grid"), law("ddpm"))
     Tm = Ts[-1]
     on = lambda law: to_grid(law, GRID).mass.numpy()  # noqa: E731  (the figure's grid)
     data = PredictorCorrector(np.array(Ts), ws, pc, dd, pt, it, chk, np.linspace(*GRID[:2], GRID[2]),
                               tuple(on(get(ws[0], Tm, k)) for k in ("ddpm", "ddim", "pcg")) + (on(tgt(ws[0], Tm)),))
     order = np.log2(pc[:, -2] / pc[:, -1])
-    numbers = [(f"w={w:g} T={T}: TV(PCG, CFG-DDPM)", pc[i, k]) for i, w in enumerate(ws) for k, T in enumerate(Ts)]
-    numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDIM, CFG-DDPM)", dd[i, -1]) for i, w in enumerate(ws)]
-    numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDPM, gamma-law)", pt[i, -1]) for i, w in enumerate(ws)]
-    numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDIM, gamma-law)", it[i, -1]) for i, w in enumerate(ws)]
+    numbers = [(f"w={w:g} T={T}: TV(PCG, CFG-DDPM)", pc[i, k], pc_e[i, k]) for i, w in enumerate(ws)
+               for k, T in enumerate(Ts)]
+    numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDIM, CFG-DDPM)", dd[i, -1], dd_e[i, -1]) for i, w in enumerate(ws)]
+    numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDPM, gamma-law)", pt[i, -1], pt_e[i, -1]) for i, w in enumerate(ws)]
+    numbers += [(f"w={w:g} T={Tm}: TV(CFG-DDIM, gamma-law)", it[i, -1], it_e[i, -1]) for i, w in enumerate(ws)]
     numbers += [("observed order of TV(PCG, DDPM) in 1/T", float(order.min())),
                 ("propagator vs output_density (max TV)", float(chk.max()))]
     differ = bool(np.all(dd[:, -1] > 0.1) and np.all(dd[:, -1] > 2 * pc[:, -1]))

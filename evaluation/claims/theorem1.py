@@ -56,7 +56,8 @@ def conclude(quick: bool, results) -> Outcome:
     order = np.log2(tilted[:, -2] / tilted[:, -1])  # T doubles between the last two
     floor_n01 = tv[1, -1]  # truncated range from N(0, 1)
     full_n01 = [i for i, c in enumerate(curves) if c == ("lin:{T}:0.0001", "n01")]
-    numbers = [(f"TV T={T} {c}", tv[i, k]) for i, c in enumerate(data.curves) for k, T in enumerate(Ts)]
+    tv_err = np.array([[r.tv_error for r in results[i * len(Ts):(i + 1) * len(Ts)]] for i in range(len(_curves(quick)))])
+    numbers = [(f"TV T={T} {c}", tv[i, k], tv_err[i, k]) for i, c in enumerate(data.curves) for k, T in enumerate(Ts)]
     numbers += [(f"observed order, {data.curves[k]}", order[i]) for i, k in enumerate(tilted_rows)]
     key = (f"from p_T E_T: TV {tilted[0, 0]:.3f} -> {tilted[0, -1]:.4f} (T {Ts[0]} -> {Ts[-1]}, order "
            f"{order[0]:.2f}); from N(0,1) under the truncated range it stalls at {floor_n01:.3f}")
