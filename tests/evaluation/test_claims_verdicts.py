@@ -36,11 +36,12 @@ def test_reg_samples_headline_is_an_artefact_of_the_start(cache):
     _near(n["paper_1d paper schedule w=1 start n01: TV CFG"], 0.6633, 2e-3)
     _near(n["paper_1d paper schedule w=1 start n01: TV REG"], 0.6752, 2e-3)
     _near(n["paper_1d paper schedule w=3 start n01: TV REG"], 0.5436, 2e-3)
-    _near(n["paper_1d paper schedule w=1 start tilted: TV CFG"], 0.2348, 2e-3)
+    _near(n["paper_1d paper schedule w=1 start tilted: TV CFG"], 0.2359, 2e-3)  # 0.2348 on the unrefined quick grid
     # 0.0782 before output_density resolved kernels narrower than the quick grid's spacing (sub-sources); the
     # full ledger's finer grid gave 0.084
     _near(n["paper_1d paper schedule w=1 start tilted: TV REG"], 0.0837, 2e-3)
-    _near(n["paper_1d paper schedule w=3 start tilted: TV REG"], 0.2538, 2e-3)
+    # 0.2538 on the quick 401-node grid as given; the contract refines it (TV error <= 5e-4): 0.2564
+    _near(n["paper_1d paper schedule w=3 start tilted: TV REG"], 0.2564, 2e-3)
     gaps = {(g.law, g.schedule, g.w, g.start): g.d_tv for g in o.data.gaps if g.family == "cfg"}
     assert gaps["paper_1d", "lin:20:0.0001", 1.0, "n01"] < -0.2  # a full schedule: REG closer from N(0,1) too
     assert gaps["single:1:0.5:0:0.5", "lin:20:0.0001", 1.0, "n01"] > 0.3  # equal variances: CFG exact, REG hurts
