@@ -214,3 +214,42 @@ def test_a_published_tv_is_within_its_error_of_a_much_finer_independent_computat
     ref = grid_tv(GridLaw(fine, m, torch.zeros_like(m), 0.0, 0), target(fine)).value
     assert n["tv"].error <= 5e-4
     assert abs(n["tv"].value - ref) <= n["tv"].error, (n["tv"], ref, out.grid)
+
+
+def _engine(error_of, lost_of):
+    """A synthetic engine: uniform masses, a summed error ``error_of(grid, effort)``, lost ``lost_of(grid)``;
+    records every (grid, effort) it is run on."""
+    calls = []
+
+    def run(grid, d, effort=0, *_):
+        calls.append((grid, effort))
+        n = int(grid[2])
+        lost = lost_of(grid)
+        m = torch.full((n,), (1 - lost) / n, dtype=F64)
+        return GridLaw(grid, m, torch.full((n,), error_of(grid, effort) / n, dtype=F64), lost, 0)
+
+    run.efforts = lambda d: 2
+    return run, calls
+
+
+def test_lost_mass_past_a_quarter_of_tol_widens_the_grid_once_and_no_grid_runs_twice():
+    """Lost mass enters every number's error whole and no refinement reduces it: a law losing 0.3 tol (below tol,
+    which the contract used to accept, and then refined the spacing to make room in the numbers' errors) widens
+    the grid; every grid is run once."""
+    tol = 1e-3
+    run, calls = _engine(lambda g, e: 0.0, lambda g: 0.3 * tol if g[1] - g[0] < 3 else 0.0)
+    (out,), _ = converged_laws([run], (-1.0, 1.0, 11), 1, name="c", tol=tol)
+    assert out.grid == widen((-1.0, 1.0, 11)) and out.lost == 0.0
+    assert len(calls) == len(set(calls)) == 2
+
+
+def test_an_error_the_spacing_does_not_set_raises_the_effort_after_one_refinement():
+    """An error that a refinement leaves unchanged (a deterministic push-forward's sub-points) raises the engine's
+    effort after one refinement, instead of refining to the node budget (4 times the sub-points: 1/16 the error)."""
+    tol = 1e-4
+    run, calls = _engine(lambda g, e: 1e-3 / 16**e, lambda g: 0.0)
+    (out,), _ = converged_laws([run], (-1.0, 1.0, 11), 1, name="c", tol=tol)
+    assert [e for _, e in calls] == [0, 0, 1] and out.grid == refine((-1.0, 1.0, 11))
+    with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.001"):
+        run2, _ = _engine(lambda g, e: 1e-3, lambda g: 0.0)
+        converged_laws([run2], (-1.0, 1.0, 11), 1, name="c", tol=tol, max_nodes=41)
