@@ -91,7 +91,8 @@ def test_guidance_interval_middle_band_is_best(cache):
     assert o.result.verdict == "holds"
     assert (n["paper_1d w=5: best interval lo"], n["paper_1d w=5: best interval hi"]) == (0.3, 1.0)
     _near(n["paper_1d w=5: TV to tilted target, best interval"], 0.3152, 2e-3)
-    _near(n["paper_1d w=5: TV to tilted target, guidance everywhere"], 0.6114, 2e-3)
+    # 0.6114 before the contract, with up to 30 % of the mass lost past (-5, 5); widened to (-10, 10): 0.6137 +- 3e-4
+    _near(n["paper_1d w=5: TV to tilted target, guidance everywhere"], 0.6137, 2e-3)
 
 
 def test_autoguidance_and_its_negative_control(cache):
