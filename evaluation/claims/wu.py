@@ -32,11 +32,8 @@ def _seeds(quick: bool) -> range:
     return range(4) if quick else range(24)
 
 
-TOL = 1e-4  # the verdict compares steps of confidence and entropy between weights with this slack
-
-
 def _cell(seed: int, w: float, sampler: str) -> OutputCell:
-    return OutputCell(f"rand1d:{seed}", "lin:20:0.0001", Method("cfg", w), "n01", sampler, GRID, tol=TOL,
+    return OutputCell(f"rand1d:{seed}", "lin:20:0.0001", Method("cfg", w), "n01", sampler, GRID,
                       checked=("confidence", "entropy"))  # what the claim publishes, within the cell's tol
 
 
@@ -61,7 +58,7 @@ def conclude(quick: bool, results) -> Outcome:
     conf = np.array([[[res[_cell(s, w, sm)].confidence for w in _ws(quick)] for sm in SAMPLERS] for s in seeds])
     ent = np.array([[[res[_cell(s, w, sm)].entropy for w in _ws(quick)] for sm in SAMPLERS] for s in seeds])
     data = Monotone(np.array(seeds), np.array(_ws(quick)), conf, ent)
-    tol = TOL
+    tol = 1e-4
     conf_up = np.all(np.diff(conf, axis=2) > -tol, axis=2)  # [S, 2]
     ent_down = np.all(np.diff(ent, axis=2) < tol, axis=2)
     numbers = []
