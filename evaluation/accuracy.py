@@ -1,25 +1,31 @@
 """The accuracy contract of a cell that propagates a law on a grid (issue 19): one function,
 :func:`converged_laws`, under every output-law cell of the claims ledger.
 
-A cell names a starting grid ``(lo, hi, n)`` per axis and a tolerance ``tol``. Then
+A cell names a starting grid ``(lo, hi, n)`` per axis and a tolerance ``tol`` (default :func:`default_tol`:
+``DEFAULT_TOL = 5e-4`` in 1-D, ``TOL_2D = 5e-3`` in 2-D; a claim picks the digits its verdict and key number
+need, and :func:`evaluation.docs.format_number` prints a number with its error). Then
 
 - kernels narrower than the grid refine it before anything runs: the spacing is halved until the narrowest
   stochastic kernel of the sampler (:func:`narrowest_kernel`, VP units) is at least ``MIN_KERNEL_WIDTH``
   spacings (within the node budget; beyond it the density's own estimate decides);
-- each law is computed to ``tol`` by its engine: :func:`density_engine` is
-  :func:`evaluation.density.output_density` with its own error estimate (it refines its working grid until the
-  summed per-node error is below ``tol``; when the budget is reached first it takes 4 times the sub-points per
-  cell and axis of the deterministic push-forward (every DDIM step, DDPM's last) and reruns, up to ``MAX_SUB``:
-  the sub-points refine with the grid, so their share of the error does not shrink with the spacing); :func:`refined_engine` serves propagators without an estimate, by
-  running them again at half the spacing;
-- mass missing from the grid beyond ``tol`` (the density's ``lost``: the start's mass outside the grid plus what
-  left it) widens it (twice the width, the same spacing, so grids stay nested) and the
-  cell reruns, at most ``MAX_WIDEN`` times, then ``ValueError`` naming the cell;
-- the cell's published numbers come back from its ``numbers`` callback as :class:`Estimate` (value, error); the
-  error holds the masses' error and the grid-spacing error of the number itself, estimated by evaluating it again
-  on the same masses restricted exactly to twice the spacing (:func:`coarsen`; hat masses of nested grids
-  restrict exactly). A number whose error exceeds ``tol`` halves the spacing and reruns; past the node budget
-  the cell raises ``ValueError`` naming it and the number: it never publishes an unconverged number.
+- each engine computes its law once per grid with an error estimate (an :class:`Engine`; no refinement of its
+  own, so no grid is ever computed twice): :func:`density_engine` is :func:`evaluation.density.output_density`
+  with the density's estimate (the change from the grid's even nodes: the error of the coarser computation,
+  an upper estimate for this one); :func:`refined_engine` serves propagators without an estimate, by running
+  them again at half the spacing;
+- mass missing from the grid beyond ``LOST_SHARE * tol`` (the density's ``lost``: the start's mass outside the
+  grid plus what left it; it enters every number's error whole, and no refinement reduces it) widens it (twice
+  the width, the same spacing, so grids stay nested), at most ``MAX_WIDEN`` times; more than ``tol`` left then:
+  ``ValueError`` naming the cell;
+- the law's summed mass error must be at most ``2 tol`` (the law within ``tol`` in total variation), and the
+  cell's published numbers come back from its ``numbers`` callback as :class:`Estimate` (value, error) within
+  ``tol``: the error holds the masses' error and the grid-spacing error of the number itself, estimated by
+  evaluating it again on the same masses restricted exactly to twice the spacing (:func:`coarsen`; hat masses of
+  nested grids restrict exactly), again the coarser value's error. Short of either, the spacing halves; when a
+  halving left more than ``STALL`` of the masses' error (the part the spacing does not set: the sub-points per
+  cell of a deterministic push-forward, every DDIM step and DDPM's last) or the node budget is reached, the
+  engines' ``effort`` rises instead (4 times the sub-points, up to ``MAX_SUB``); nothing left: ``ValueError``
+  naming the cell and the number: it never publishes an unconverged number.
 
 Grids only ever double in width or halve in spacing from the cell's own, so the laws of two cells built from
 the same starting grid always have a common grid (:func:`common_grid`) and can be compared (:func:`tv_between`).
@@ -27,8 +33,7 @@ the same starting grid always have a common grid (:func:`common_grid`) and can b
 from __future__ import annotations
 
 import math
-import warnings
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -38,18 +43,28 @@ from sampler.samplers import check_sigmas, ddim_coefficients
 from .density import output_density
 from .distances import total_variation
 
-__all__ = ["DEFAULT_TOL", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "Estimate", "GridLaw", "axes_of", "refine", "widen",
+__all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "Estimate", "GridLaw", "axes_of", "refine", "widen",
            "spacing", "narrowest_kernel", "coarsen", "grid_tv", "region_fraction", "region_mass", "to_grid", "common_grid",
            "tv_between", "density_engine", "refined_engine", "converged_laws", "as_arrays", "from_arrays"]
 
 F64 = torch.float64
-DEFAULT_TOL = 1e-4  # TV-like numbers printed with 3 digits are converged to them
+DEFAULT_TOL = 5e-4  # 1-D cells: a TV-like number within 5e-4 is right to its third decimal (docs.format_number)
+TOL_2D = 5e-3  # 2-D cells: to their second decimal (a 2-D law to 5e-4 would need far more than MAX_NODES[2] nodes)
+LOST_SHARE = 0.25  # widen while more than this share of tol is missing from the grid (it enters every error whole)
+STALL = 2 / 3  # a refinement that leaves more than this share of the masses' error: the spacing does not set it
 MIN_KERNEL_WIDTH = 0.5  # stochastic kernels narrower than this many spacings refine the grid (density's threshold)
 MAX_WIDEN = 3  # the grid may grow to 8 times the cell's width
 MAX_NODES = {1: 2**14 + 1, 2: 201**2}  # node budget (given grid and the density's working grids), per dimension
 DEFAULT_SUB, MAX_SUB = {1: 8, 2: 3}, {1: 128, 2: 12}  # sub-points per cell and axis of a deterministic push-forward
 
 Grid = tuple  # (lo, hi, n): every axis the same
+
+
+def default_tol(d: int) -> float:
+    """The tolerance of a cell of dimension ``d`` that names none: :data:`DEFAULT_TOL` in 1-D, :data:`TOL_2D` in 2-D."""
+    if d not in MAX_NODES:
+        raise ValueError(f"d must be 1 or 2, got {d!r}")
+    return DEFAULT_TOL if d == 1 else TOL_2D
 
 
 class Estimate(NamedTuple):
@@ -201,96 +216,110 @@ def tv_between(a: GridLaw, b: GridLaw) -> Estimate:
     return grid_tv(*common_grid(a, b))
 
 
-# --- engines: a grid -> one law to tol -------------------------------------------------------------
-Engine = Callable[[tuple, int, float, int], GridLaw]  # (grid, d, tol, max_nodes) -> law on that grid
+# --- engines: a grid -> one law with its error ---------------------------------------------------------
+class Engine(Protocol):
+    """``engine(grid, d, effort) -> GridLaw``: one law on ``grid`` (every axis, dimension ``d``) with its error
+    estimate, computed once on that grid (no refinement of its own: :func:`converged_laws` decides where to spend);
+    ``effort`` in ``0 .. efforts(d)`` buys accuracy the spacing does not (the density's sub-points)."""
+
+    def efforts(self, d: int) -> int: ...
+
+    def __call__(self, grid: Grid, d: int, effort: int = 0) -> GridLaw: ...
 
 
 def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> Engine:
-    """The exact output law of ``sample(sampler, denoiser, ...)`` by :func:`evaluation.density.output_density`,
-    to ``tol`` by its own error estimate (it refines its working grid up to ``max_nodes``; past it the law comes
-    back with the error reached, and :func:`converged_laws` decides: widen first if mass was lost, else raise).
-    The law's ``error`` plus ``lost`` is the density's ``total_error``; a run with unresolved stochastic steps
-    (no bound on its error) raises ``ValueError``."""
+    """The exact output law of ``sample(sampler, denoiser, ...)`` by :func:`evaluation.density.output_density` on
+    the grid itself, with the density's own error estimate (the change from the grid's even nodes, an estimate of
+    the coarser computation's error and so an upper estimate for this one, plus twice the change from twice the
+    sub-points of the deterministic push-forward). ``effort`` k takes ``4^k`` times the default sub-points per
+    cell and axis (up to ``MAX_SUB``): the sub-points refine with the grid, so their share of the error does not
+    shrink with the spacing. The law's ``error`` plus ``lost`` is the density's ``total_error``; a run with
+    unresolved stochastic steps (kernel means too far apart for the grid: no bound on its error) has an infinite
+    error, so the contract refines the grid."""
 
-    def run(grid: Grid, d: int, tol: float, max_nodes: int) -> GridLaw:
-        axes, sub = axes_of(grid, d), DEFAULT_SUB[d]
-        while True:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)  # the budget: judged by converged_laws
-                od = output_density(denoiser, sigmas, axes, sampler=sampler, start=start, sub=sub, tol=tol,
-                                    max_nodes=max(max_nodes, int(grid[2]) ** d), on_budget="warn")
-            e = od.error.sum().item()
-            if e <= tol or 4 * sub > MAX_SUB[d]:
-                break
-            sub *= 4  # past the budget: more sub-points for the deterministic push-forward (module docstring)
-        if od.unresolved_steps:
-            raise ValueError(f"{od.unresolved_steps} stochastic step(s) unresolved on the working grid (error not bounded)")
-        return GridLaw(grid, od.mass, od.error, od.lost, od.narrow_steps)
+    def run(grid: Grid, d: int, effort: int = 0) -> GridLaw:
+        od = output_density(denoiser, sigmas, axes_of(grid, d), sampler=sampler, start=start,
+                            sub=DEFAULT_SUB[d] * 4**effort, max_nodes=max(int(grid[2]) ** d, 9))
+        error = od.error if not od.unresolved_steps else torch.full_like(od.mass, math.inf)  # not bounded: refine
+        return GridLaw(grid, od.mass, error, od.lost, od.narrow_steps)
 
+    run.efforts = lambda d: int(round(math.log(MAX_SUB[d] / DEFAULT_SUB[d], 4)))  # 8 -> 32 -> 128; 3 -> 12
     return run
 
 
 def refined_engine(propagate: Callable[[tuple[torch.Tensor, ...]], tuple[torch.Tensor, float]]) -> Engine:
     """For a propagator without an error estimate (``axes -> (hat masses, lost)``): it runs at half the spacing
     too; the law is the fine run restricted to the grid, its error the change from the run on the grid itself
-    (an upper estimate for a method of order >= 1)."""
+    (the error of the coarser run: an upper estimate for the finer one of a method of order >= 1)."""
 
-    def run(grid: Grid, d: int, tol: float, max_nodes: int) -> GridLaw:
-        fine = refine(grid)
-        if int(fine[2]) ** d > max_nodes:
-            raise ValueError(f"the error estimate needs {int(fine[2]) ** d} nodes, more than max_nodes={max_nodes}")
-        m, lost = propagate(axes_of(grid, d))
-        mf, lost_f = propagate(axes_of(fine, d))
+    def run(grid: Grid, d: int, effort: int = 0) -> GridLaw:
+        m, _ = propagate(axes_of(grid, d))
+        mf, lost_f = propagate(axes_of(refine(grid), d))
         mf = coarsen(mf)
         return GridLaw(grid, mf, (mf - m).abs() + 1e-15 * mf.max(), lost_f, 0)
 
+    run.efforts = lambda d: 0
     return run
 
 
 # --- the contract -----------------------------------------------------------------------------------
-def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, tol: float = DEFAULT_TOL,
+def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, tol: float | None = None,
                    numbers: Callable[[tuple[GridLaw, ...]], dict[str, Estimate]] | None = None,
                    narrowest: float = math.inf, max_nodes: int | None = None) -> tuple[tuple[GridLaw, ...], dict]:
     """The laws of ``engines`` on one grid (every axis ``grid = (lo, hi, n)``, dimension ``d``) and the cell's
-    published ``numbers(laws) -> {name: Estimate}``, each within ``tol`` (module docstring: refine for kernels
-    narrower than ``MIN_KERNEL_WIDTH`` spacings (``narrowest``, :func:`narrowest_kernel`), widen for lost mass,
-    refine for numbers). ``name`` names the cell in every ``ValueError``."""
+    published ``numbers(laws) -> {name: Estimate}``, each within ``tol`` (default :func:`default_tol` of ``d``).
+
+    Each engine runs once per grid, and the grid changes by one step at a time (module docstring): refined first
+    for kernels narrower than ``MIN_KERNEL_WIDTH`` spacings (``narrowest``, :func:`narrowest_kernel`); widened
+    while more than ``LOST_SHARE * tol`` of the mass is missing (lost mass enters every number's error whole, and
+    no refinement reduces it); then, while a law's summed mass error exceeds ``2 tol`` (its TV distance to the
+    exact law, ``tol``) or a number's error exceeds ``tol``, refined; or, when the last refinement did not reduce
+    the masses' error by a third (an error the spacing does not set) or the node budget is reached, the engines'
+    ``effort`` is raised. Nothing left: ``ValueError`` naming the cell (``name``) and what did not converge."""
+    tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
     lo, hi, n = grid
     if not (hi > lo and int(n) == n and n >= 5 and n % 2 == 1):
         raise ValueError(f"{name}: grid must be (lo, hi, n) with lo < hi and an odd n >= 5, got {grid!r}")
     budget = int(max_nodes) if max_nodes is not None else MAX_NODES[d]
+    top = min(e.efforts(d) if hasattr(e, "efforts") else 0 for e in engines)  # a plain function: no effort knob
     g = tuple(grid)
     while spacing(g) > narrowest / MIN_KERNEL_WIDTH and int(refine(g)[2]) ** d <= budget:
         g = refine(g)
-    widened = 0
+    widened, effort, previous = 0, 0, None  # previous: the masses' error one refinement back, at this effort
     while True:
         if int(g[2]) ** d > budget:
             raise ValueError(f"{name}: the grid {g} has {int(g[2]) ** d} nodes, more than the budget {budget}")
         try:
-            laws = tuple(e(g, d, tol, budget) for e in engines)
+            laws = tuple(e(g, d, effort) for e in engines)
         except ValueError as err:
             raise ValueError(f"{name}: the law does not reach tol {tol:g} on grid {g}: {err}") from err
         lost = max(law.lost for law in laws)
-        if lost > tol:
-            if widened == MAX_WIDEN:
-                raise ValueError(f"{name}: {lost:.3g} of the mass is missing from the grid {g} (tol {tol:g}) after widening "
-                                 f"it {widened} times")
-            g, widened = widen(g), widened + 1
+        if lost > LOST_SHARE * tol and widened < MAX_WIDEN:
+            g, widened, previous = widen(g), widened + 1, None
             continue
+        if lost > tol:
+            raise ValueError(f"{name}: {lost:.3g} of the mass is missing from the grid {g} (tol {tol:g}) after widening "
+                             f"it {widened} times")
         worst = max(law.error.sum().item() for law in laws)
-        if not worst <= tol:
-            raise ValueError(f"{name}: the law's masses reach an estimated error of {worst:.3g} (summed over the nodes), "
-                             f"not tol {tol:g}, within {budget} nodes (grid {g})")
-        nums = numbers(laws) if numbers is not None else {}
+        nums = numbers(laws) if numbers is not None and worst <= 2 * tol else {}
         bad = {k: v for k, v in nums.items() if not v.error <= tol}
-        if not bad:
+        if worst <= 2 * tol and not bad:
             return laws, nums
-        if int(refine(g)[2]) ** d > budget:
-            worst = ", ".join(f"{k} = {v.value:.4g} +- {v.error:.2g}" for k, v in bad.items())
-            raise ValueError(f"{name}: not converged to tol {tol:g} within {budget} nodes (grid {g}): {worst}")
-        g = refine(g)
+        stalled = previous is not None and math.isfinite(previous) and worst > 2 * tol and worst > STALL * previous
+        if int(refine(g)[2]) ** d <= budget and not (stalled and effort < top):
+            g, previous = refine(g), worst
+            continue
+        if effort < top:
+            effort, previous = effort + 1, None
+            continue
+        if worst > 2 * tol:
+            why = " (stochastic steps unresolved on the grid)" if math.isinf(worst) else ""
+            raise ValueError(f"{name}: the law's masses reach an estimated error of {worst:.3g}{why} (summed over the "
+                             f"nodes), not 2 tol = {2 * tol:g}, within {budget} nodes (grid {g})")
+        text = ", ".join(f"{k} = {v.value:.4g} +- {v.error:.2g}" for k, v in bad.items())
+        raise ValueError(f"{name}: not converged to tol {tol:g} within {budget} nodes (grid {g}): {text}")
 
 
 def as_arrays(law: GridLaw) -> tuple[np.ndarray, np.ndarray]:

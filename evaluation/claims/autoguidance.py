@@ -22,7 +22,7 @@ import torch
 from analytic import CFGReward
 from sampler import CFG, AutoGuidance, MixtureModel, Unguided, bind
 
-from ..accuracy import (DEFAULT_TOL, Estimate, GridLaw, axes_of, coarsen, converged_laws, density_engine, grid_tv,
+from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, grid_tv,
                         narrowest_kernel)
 from ..distances import distances, tilted_target
 from ..sweep import cell_kind
@@ -45,7 +45,7 @@ class AutogCell:
     main: str = "cov:1.5"  # the main model's error
     bad: str = "cov:3"  # the autoguidance weak model
     control: str = "shift:0.3"  # the negative control's weak model
-    tol: float = DEFAULT_TOL  # the accuracy contract (evaluation.accuracy): TV within tol, or the cell raises
+    tol: float | None = None  # the accuracy contract (evaluation.accuracy): TV within tol (None: default_tol(d))
 
     def __post_init__(self):
         if self.guide not in GUIDES:
@@ -90,6 +90,7 @@ def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
 def autog_law(cell: AutogCell) -> AutogLaw:
     law = Law.parse(cell.law).build()
     d = law.cond.dim
+    tol = default_tol(d) if cell.tol is None else cell.tol
     sched = Schedule.parse(cell.schedule).vp
     main = weak_model(law.cond, cell.main)
     m = MixtureModel({"main": main, "bad": weak_model(law.cond, cell.bad), "control": weak_model(law.cond, cell.control),
@@ -103,12 +104,12 @@ def autog_law(cell: AutogCell) -> AutogLaw:
 
     def target_on(g) -> GridLaw:
         if g not in targets:
-            t = tilted_target(law.cond, reward, axes_of(g, d), tol=cell.tol)
+            t = tilted_target(law.cond, reward, axes_of(g, d), tol=tol)
             targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
         return targets[g]
 
     sigmas = sched.sampling_sigmas()
-    (out,), _ = converged_laws([density_engine(guided, sigmas)], GRIDS[d], d, name=repr(cell), tol=cell.tol,
+    (out,), _ = converged_laws([density_engine(guided, sigmas)], GRIDS[d], d, name=repr(cell), tol=tol,
                                numbers=lambda laws: {"tv": grid_tv(laws[0], target_on(laws[0].grid))},
                                narrowest=narrowest_kernel(sigmas, "ddpm"))
     n = _numbers(out, target_on(out.grid))

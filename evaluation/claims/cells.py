@@ -19,7 +19,7 @@ import torch
 from analytic import check_integrable
 from analytic.quadrature import grid_points
 
-from ..accuracy import (DEFAULT_TOL, Estimate, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
+from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
                         grid_tv, narrowest_kernel, region_mass)
 from ..density import tilted_start, vp_start
 from ..distances import distances, tilted_target
@@ -53,7 +53,7 @@ class OutputCell:
     grid: tuple[float, float, int] = (-5.0, 5.0, 801)
     model: str = "exact"
     keep_mass: bool = False
-    tol: float = DEFAULT_TOL
+    tol: float | None = None  # None: evaluation.accuracy.default_tol of the law's dimension (5e-4 1-D, 5e-3 2-D)
     checked: tuple[str, ...] = ("tv",)
     regions: tuple[tuple[float, float], ...] = ()
 
@@ -63,8 +63,9 @@ class OutputCell:
             raise ValueError(f"unknown start {self.start!r}; choose one of {STARTS}")
         if self.sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim', got {self.sampler!r}")
-        if isinstance(self.tol, bool) or not isinstance(self.tol, (int, float)) or not (math.isfinite(self.tol) and self.tol > 0):
-            raise ValueError(f"tol must be a positive number, got {self.tol!r}")
+        if self.tol is not None and (isinstance(self.tol, bool) or not isinstance(self.tol, (int, float))
+                                     or not (math.isfinite(self.tol) and self.tol > 0)):
+            raise ValueError(f"tol must be a positive number or None, got {self.tol!r}")
         bad = [c for c in self.checked if c not in CHECKED]
         if bad or isinstance(self.checked, str):
             raise ValueError(f"checked must be a tuple of names from {CHECKED}, got {self.checked!r}")
@@ -164,6 +165,7 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
 def output_law(cell: OutputCell) -> OutputLaw:
     law = Law.parse(cell.law).build()
     d = law.cond.dim
+    tol = default_tol(d) if cell.tol is None else cell.tol
     sched = Schedule.parse(cell.schedule).vp
     reward = cell.method.reward(law)
     try:
@@ -195,7 +197,7 @@ def output_law(cell: OutputCell) -> OutputLaw:
 
     def target_on(g) -> GridLaw:
         if g not in targets:
-            t = tilted_target(law.cond, reward, axes_of(g, d), tol=cell.tol)
+            t = tilted_target(law.cond, reward, axes_of(g, d), tol=tol)
             targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
         return targets[g]
 
@@ -205,7 +207,7 @@ def output_law(cell: OutputCell) -> OutputLaw:
 
     sigmas = sched.sampling_sigmas()
     (out,), _ = converged_laws([density_engine(guided, sigmas, sampler=cell.sampler, start=start)], cell.grid, d,
-                               name=repr(cell), tol=cell.tol, numbers=published,
+                               name=repr(cell), tol=tol, numbers=published,
                                narrowest=narrowest_kernel(sigmas, cell.sampler))
     tgt = target_on(out.grid)
     n = _numbers(out, tgt, classifier, cell.regions)

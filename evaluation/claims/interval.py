@@ -97,6 +97,7 @@ def conclude(quick: bool, results) -> Outcome:
     E = len(ends)
     shape = (len(laws), len(ws), E, E)
     tv_t, tv_c, mm = np.full(shape, np.nan), np.full(shape, np.nan), np.full(shape, np.nan)
+    tv_e = np.full(shape, np.nan)  # the cells' estimated TV errors (evaluation.accuracy)
     cond_mm, tgt_mm = np.zeros(len(laws)), np.zeros((len(laws), len(ws)))
     sig, cfg_t, reg_t, gold = (np.zeros((len(laws), len(ws), 50)) for _ in range(4))
     for a, law in enumerate(laws):
@@ -108,7 +109,7 @@ def conclude(quick: bool, results) -> Outcome:
                     if j <= i:
                         continue
                     r = res[_cell(law, w, lo, hi)]
-                    tv_t[a, b, i, j] = r.tv
+                    tv_t[a, b, i, j], tv_e[a, b, i, j] = r.tv, r.tv_error
                     tv_c[a, b, i, j] = tv_between(r.law_of(), base.law_of()).value
                     mm[a, b, i, j] = r.region_mass[0]
                     tgt_mm[a, b] = region_mass(r.target_law(), *RIGHT[0]).value
@@ -126,9 +127,9 @@ def conclude(quick: bool, results) -> Outcome:
     for a, law in enumerate(laws):
         for b, w in enumerate(ws):
             i, j = best[a * len(ws) + b]
-            numbers += [(f"{law} w={w:g}: TV to tilted target, guidance everywhere", tv_t[a, b, 0, E - 1]),
+            numbers += [(f"{law} w={w:g}: TV to tilted target, guidance everywhere", tv_t[a, b, 0, E - 1], tv_e[a, b, 0, E - 1]),
                         (f"{law} w={w:g}: best interval lo", ends[i]), (f"{law} w={w:g}: best interval hi", ends[j]),
-                        (f"{law} w={w:g}: TV to tilted target, best interval", tv_t[a, b, i, j]),
+                        (f"{law} w={w:g}: TV to tilted target, best interval", tv_t[a, b, i, j], tv_e[a, b, i, j]),
                         (f"{law} w={w:g}: best TV, intervals stopping below sigma_max", excl_high[a, b]),
                         (f"{law} w={w:g}: best TV, intervals starting above 0", excl_low[a, b]),
                         (f"{law} w={w:g}: right-mode mass: target", tgt_mm[a, b]),

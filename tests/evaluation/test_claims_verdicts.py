@@ -36,11 +36,12 @@ def test_reg_samples_headline_is_an_artefact_of_the_start(cache):
     _near(n["paper_1d paper schedule w=1 start n01: TV CFG"], 0.6633, 2e-3)
     _near(n["paper_1d paper schedule w=1 start n01: TV REG"], 0.6752, 2e-3)
     _near(n["paper_1d paper schedule w=3 start n01: TV REG"], 0.5436, 2e-3)
-    _near(n["paper_1d paper schedule w=1 start tilted: TV CFG"], 0.2348, 2e-3)
+    _near(n["paper_1d paper schedule w=1 start tilted: TV CFG"], 0.2359, 2e-3)  # 0.2348 on the unrefined quick grid
     # 0.0782 before output_density resolved kernels narrower than the quick grid's spacing (sub-sources); the
     # full ledger's finer grid gave 0.084
     _near(n["paper_1d paper schedule w=1 start tilted: TV REG"], 0.0837, 2e-3)
-    _near(n["paper_1d paper schedule w=3 start tilted: TV REG"], 0.2538, 2e-3)
+    # 0.2538 on the quick 401-node grid as given; the contract refines it (TV error <= 5e-4): 0.2564
+    _near(n["paper_1d paper schedule w=3 start tilted: TV REG"], 0.2564, 2e-3)
     gaps = {(g.law, g.schedule, g.w, g.start): g.d_tv for g in o.data.gaps if g.family == "cfg"}
     assert gaps["paper_1d", "lin:20:0.0001", 1.0, "n01"] < -0.2  # a full schedule: REG closer from N(0,1) too
     assert gaps["single:1:0.5:0:0.5", "lin:20:0.0001", 1.0, "n01"] > 0.3  # equal variances: CFG exact, REG hurts
@@ -90,7 +91,8 @@ def test_guidance_interval_middle_band_is_best(cache):
     assert o.result.verdict == "holds"
     assert (n["paper_1d w=5: best interval lo"], n["paper_1d w=5: best interval hi"]) == (0.3, 1.0)
     _near(n["paper_1d w=5: TV to tilted target, best interval"], 0.3152, 2e-3)
-    _near(n["paper_1d w=5: TV to tilted target, guidance everywhere"], 0.6114, 2e-3)
+    # 0.6114 before the contract, with up to 30 % of the mass lost past (-5, 5); widened to (-10, 10): 0.6137 +- 3e-4
+    _near(n["paper_1d w=5: TV to tilted target, guidance everywhere"], 0.6137, 2e-3)
 
 
 def test_autoguidance_and_its_negative_control(cache):
@@ -112,6 +114,11 @@ def test_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
     assert n["paper_1d exact, w=8: mass outside the central 99.9 %"] < 1e-3
 
 
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, raises=RuntimeError,
+                   reason="open (issue 19): rand1d:3's DDIM cells do not meet their tolerance within the node budget "
+                          "(w = 1: confidence 0.7778 +- 6.1e-4 at tol 5e-4; w = 4: masses' error 3.1e-3 at tol 1e-3, "
+                          "8961 nodes, 128 sub-points), so the contract refuses to publish the claim")
 def test_wu_confidence_rises_entropy_can_rise(cache):
     o, n = _run("wu-gmm", cache)
     assert o.result.verdict.startswith("holds only when") and "entropy: [0]" in o.result.verdict
