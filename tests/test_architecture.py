@@ -47,7 +47,8 @@ GRAPH = {name: list(_imports(name, path)) for name, path in _modules()}
 
 # Entry points that sit beside their package for discoverability (``python -m images.run``) and draw with the
 # figure modules, as paper_plots.py does; the library modules of the package never import upwards.
-ENTRY_POINTS = {"images.run": {"figures"}, "evaluation.claims.__main__": {"figures"}}
+ENTRY_POINTS = {"images.run": {"figures"}, "evaluation.claims.__main__": {"figures"},
+                "evaluation.inverse.__main__": {"figures"}}
 
 
 def _project(mod: str) -> bool:
