@@ -70,7 +70,7 @@ from .io import check_writable_dir
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
-           "BAR_FORMAT", "Eta", "eta_of"]
+           "BAR_FORMAT", "Eta", "eta_of", "CellFailed"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -346,6 +346,18 @@ class SweepResult(NamedTuple):
     computed: int  # cells computed in this run (distinct keys)
     reused: int  # cells read from the cache
     seconds: float
+    failed: int = 0  # cells that raised (``keep_going=True``: their results are :class:`CellFailed`)
+
+
+class CellFailed(NamedTuple):
+    """The result of a cell that raised, under ``run_cells(..., keep_going=True)``: never cached, so a rerun
+    tries it again. ``cell`` is the cell's repr (shortened), ``error`` the exception's type and message."""
+
+    cell: str
+    error: str
+
+    def __str__(self) -> str:
+        return f"cell {self.cell} failed: {self.error}"
 
 
 class SweepInterrupted(KeyboardInterrupt):
@@ -424,6 +436,11 @@ class Eta:
         self.done += n
         self.total += n
 
+    def drop(self, key: Any) -> None:
+        """A task that ended without a result (it failed): done, and not counted in its kind's rate."""
+        self.pending.pop(key)
+        self.done += 1
+
     def finish(self, key: Any, seconds: float) -> None:
         kind, cost, _ = self.pending.pop(key)
         r = self.rates.setdefault(kind, [0.0, 0.0])
@@ -492,7 +509,7 @@ def _kind_name(cell: Any) -> str:
 
 def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
-              bar: tqdm | None = None) -> SweepResult:
+              bar: tqdm | None = None, keep_going: bool = False) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -505,6 +522,9 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
             sweep adds its cells to the bar's :class:`Eta` (:func:`eta_of`), which draws the bar in seconds of
             work with ``cells done/total`` and the ETA; the caller closes it.
+        keep_going: a cell that raises (an ``Exception``) gives a :class:`CellFailed` result (not cached) and the
+            sweep goes on (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a
+            ``RuntimeError`` naming the cell.
 
     Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
     """
@@ -514,6 +534,8 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
         raise ValueError(f"scheduler must be an address like 'tcp://127.0.0.1:8786', got {scheduler!r}")
     if bar is not None and not isinstance(bar, tqdm):
         raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
+    if not isinstance(keep_going, bool):
+        raise ValueError(f"keep_going must be True or False, got {keep_going!r}")
     cache = cache if isinstance(cache, Cache) else Cache(cache if cache is not None else default_cache_dir())
     start = time.perf_counter()
     keys = [cell_key(c) for c in cells]  # validates every cell first
@@ -540,7 +562,7 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
     for k, c in pending.items():
         eta.add(k, _kind_name(c), cost[k])
     eta.show(bar)
-    computed = 0
+    computed = failed = 0
     interrupted = False
     try:
         if pending:
@@ -558,11 +580,17 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
             cancelled, futures = True, {}
 
             def collect(fut: cf.Future, k: str) -> None:
-                nonlocal computed
+                nonlocal computed, failed
                 try:
                     result, seconds = fut.result()
                 except Exception as err:
-                    raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
+                    if not keep_going:
+                        raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
+                    done[k] = CellFailed(f"{pending[k]!r:.200}", f"{type(err).__name__}: {err}")
+                    failed += 1
+                    eta.drop(k)
+                    eta.show(bar)
+                    return
                 cache.store(pending[k], result, k)  # at once: a run killed later keeps this cell
                 done[k] = result
                 computed += 1
@@ -589,4 +617,4 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
             bar.close()
     if interrupted:  # raised here, so the interrupted frames (and the pool) are not kept alive by a traceback
         raise SweepInterrupted(len(done), distinct, computed, cache.root)
-    return SweepResult(tuple(done[k] for k in keys), len(pending), reused, time.perf_counter() - start)
+    return SweepResult(tuple(done[k] for k in keys), len(pending) - failed, reused, time.perf_counter() - start, failed)

@@ -47,6 +47,8 @@ def draw(outcomes: Sequence[Outcome], out_dir: Path, *, prefix: str = "") -> tup
     ``"claims_"``: the ledger's own flows figure must not overwrite the flows figure, ``flows.png``)."""
     paths, failed, drawn = [], [], {}
     for o in outcomes:
+        if o.data is None:  # a claim that did not converge has no arrays to draw
+            continue
         module = o.result.figure
         stem = module if module.startswith("claims_") else prefix + module
         if stem in drawn:

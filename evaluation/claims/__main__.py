@@ -7,7 +7,9 @@ in the ledger files already in ``--out`` and keeps the others; each entry says w
 ``--quick`` sweeps, when, the code version of its cells). Cells are cached (``--cache``, default
 ``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``), so a rerun or an interrupted run (Ctrl-C: exit
 status 130, one line saying what is kept) only computes what is missing. ``--workers N`` runs cells in N
-local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra).
+local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra). A claim a
+cell of which cannot meet its tolerance (:mod:`evaluation.accuracy`) is written as ``not converged``, naming the
+cell and its error, with no verdict, numbers or figure; the other claims conclude, and the run exits with status 1.
 
 This is an entry point, the one place above the floors: it draws the arrays the ledger computed with
 :func:`figures.claims.draw` (each claim's ``figures.claims_*`` module); the library modules of ``evaluation``
@@ -26,7 +28,7 @@ import torch
 from ..io import check_writable_dir, write_atomically
 from ..sweep import CACHE_ENV, SweepInterrupted, default_cache_dir
 from . import ALL_CLAIMS, CLAIMS, get_claim
-from .ledger import RunStamp, from_json, markdown, merge, run_ledger, to_json
+from .ledger import NOT_CONVERGED, RunStamp, from_json, markdown, merge, run_ledger, to_json
 
 DESCRIPTION = ("The claims ledger: runs each claim's cells (cached, resumable) and writes claims.md, claims.json and "
                "one figure per claim to --out; a run with --only updates those claims in the ledger already there.")
@@ -119,6 +121,9 @@ def main(argv=None) -> int:
     print(f"{note} {seconds:.1f} s -> {args.out}/claims.md, claims.json")
     for f in failed:
         print(f"error: figure {f}", file=sys.stderr)
+    unconverged = [r for r in results if r.verdict == NOT_CONVERGED]
+    for r in unconverged:
+        print(f"error: claim {r.id} not converged (no verdict published): {r.key_number}", file=sys.stderr)
     if args.update_docs:
         if quick:
             print(f"error: --update-docs: the ledger in {args.out} still has quick entries; rerun them without --quick",
@@ -127,7 +132,7 @@ def main(argv=None) -> int:
         from ..docs import publish
 
         print(f"docs: {publish('claims', ledger_json)}")
-    return 1 if failed else 0
+    return 1 if failed or unconverged else 0
 
 
 if __name__ == "__main__":

@@ -20,12 +20,13 @@ import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 from ..docs import format_number
-from ..sweep import Cache, code_version, run_cells
+from ..sweep import Cache, CellFailed, code_version, run_cells
 
 __all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "RunStamp", "run_ledger", "evaluate", "markdown",
-           "to_json", "from_json", "merge", "VERDICTS"]
+           "to_json", "from_json", "merge", "VERDICTS", "NOT_CONVERGED"]
 
 VERDICTS = ("holds", "fails", "holds only when")
+NOT_CONVERGED = "not converged"  # the state of a claim a cell of which could not meet its tolerance: no verdict
 
 
 class Number(NamedTuple):
@@ -53,7 +54,7 @@ class ClaimResult(NamedTuple):
 
 class Outcome(NamedTuple):
     result: ClaimResult
-    data: Any  # the figure's arrays (a NamedTuple)
+    data: Any  # the figure's arrays (a NamedTuple); None when the claim did not converge (no figure)
 
 
 class Claim(NamedTuple):
@@ -67,6 +68,13 @@ class Claim(NamedTuple):
     cells: Callable[[bool], list]
     conclude: Callable[[bool, tuple], Outcome]
     requires: Callable[[], str] | None = None  # returns why the claim cannot run here ("" when it can)
+
+    def not_converged(self, failures: Sequence[CellFailed]) -> Outcome:
+        """The outcome of this claim when cells of it could not be computed (the accuracy contract refused them):
+        no verdict, no numbers, no figure; the key number says which cell failed and why."""
+        why = f"{len(failures)} cell(s) failed; first: {failures[0]}"
+        return Outcome(ClaimResult(self.id, self.source, self.title, self.statement, self.provenance, self.experiment,
+                                   NOT_CONVERGED, why, (), self.figure), None)
 
     def unavailable(self) -> str:
         return self.requires() if self.requires is not None else ""
@@ -107,17 +115,21 @@ def cells_code(cells: Sequence[Any]) -> str:
 
 def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | str | None = None, workers: int = 1,
                scheduler: str | None = None, progress: bool = True) -> LedgerRun:
-    """Run the cells of ``claims`` in one sweep and conclude each claim."""
+    """Run the cells of ``claims`` in one sweep and conclude each claim; a claim a cell of which fails (e.g. it
+    cannot meet its tolerance) is :data:`NOT_CONVERGED` (:meth:`Claim.not_converged`), and the others conclude."""
     if not claims:
         raise ValueError("no claims to run")
     per_claim = [list(c.cells(quick)) for c in claims]
     flat = [cell for cells in per_claim for cell in cells]
-    run = run_cells(flat, cache=cache, workers=workers, scheduler=scheduler, progress=progress, desc="ledger cells")
+    run = run_cells(flat, cache=cache, workers=workers, scheduler=scheduler, progress=progress, desc="ledger cells",
+                    keep_going=True)
     outcomes, i = [], 0
     for claim, cells in zip(claims, per_claim):
-        outcomes.append(claim.conclude(quick, run.results[i:i + len(cells)]))
+        results = run.results[i:i + len(cells)]
+        failures = [r for r in results if isinstance(r, CellFailed)]
+        outcomes.append(claim.not_converged(failures) if failures else claim.conclude(quick, results))
         i += len(cells)
-    return LedgerRun(tuple(outcomes), run.computed + run.reused, run.computed, run.reused, run.seconds,
+    return LedgerRun(tuple(outcomes), run.computed + run.reused + run.failed, run.computed, run.reused, run.seconds,
                      tuple(cells_code(cells) for cells in per_claim))
 
 

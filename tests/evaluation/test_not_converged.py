@@ -1,0 +1,73 @@
+"""A cell that cannot meet its tolerance does not stop the others (issue 19, the accuracy contract): under
+``run_cells(..., keep_going=True)`` it gives a :class:`CellFailed` (never cached), the ledger writes its claim as
+``not converged`` with the cell and the error, and the claims that did converge keep their verdicts."""
+import dataclasses
+from typing import NamedTuple
+
+import pytest
+
+from evaluation.claims.ledger import NOT_CONVERGED, Claim, Outcome, markdown, run_ledger
+from evaluation.sweep import CellFailed, cell_kind, run_cells
+from figures.claims import draw
+
+
+@dataclasses.dataclass(frozen=True)
+class Tolerant:
+    """``x + 1``; refuses like the accuracy contract does when ``x`` is negative."""
+
+    x: float
+
+
+class TolerantResult(NamedTuple):
+    y: float
+
+
+@cell_kind(Tolerant)
+def tolerant(cell: Tolerant) -> TolerantResult:
+    if cell.x < 0:
+        raise ValueError(f"cell x={cell.x}: not converged to tol 0.0005 within 16385 nodes")
+    return TolerantResult(cell.x + 1)
+
+
+def test_a_failing_cell_stops_the_sweep_by_default(tmp_path):
+    with pytest.raises(RuntimeError, match="x=-1.0: not converged"):
+        run_cells([Tolerant(1.0), Tolerant(-1.0)], cache=tmp_path, progress=False)
+
+
+def test_keep_going_records_the_failure_and_never_caches_it(tmp_path):
+    cells = [Tolerant(1.0), Tolerant(-1.0), Tolerant(2.0)]
+    run = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)
+    assert run.results[0] == TolerantResult(2.0) and run.results[2] == TolerantResult(3.0)
+    bad = run.results[1]
+    assert isinstance(bad, CellFailed) and "Tolerant(x=-1.0)" in bad.cell and bad.error.startswith("ValueError: cell x=-1.0")
+    assert (run.computed, run.reused, run.failed) == (2, 0, 1)
+    again = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)  # the failure is tried again
+    assert (again.computed, again.reused, again.failed) == (0, 2, 1)
+    with pytest.raises(ValueError, match="keep_going must be True or False"):
+        run_cells(cells, cache=tmp_path, progress=False, keep_going="yes")
+
+
+class _Data(NamedTuple):
+    y: tuple
+
+
+def _claim(cid: str, xs: list[float]) -> Claim:
+    def conclude(quick, results):
+        c = _claim(cid, xs)
+        return Outcome(c.result("holds", f"y = {results[0].y}", [("y", results[0].y, 1e-4)]), _Data(tuple(r.y for r in results)))
+
+    return Claim(cid, "0000.00000", f"claim {cid}", "a statement", "memory", "an experiment", "claims_theorem1",
+                 lambda quick: [Tolerant(x) for x in xs], conclude)
+
+
+def test_the_ledger_writes_a_claim_whose_cell_failed_as_not_converged(tmp_path):
+    run = run_ledger([_claim("good", [1.0, 2.0]), _claim("bad", [3.0, -4.0])], cache=tmp_path, progress=False)
+    good, bad = run.outcomes
+    assert good.result.verdict == "holds" and good.data == _Data((2.0, 3.0))
+    assert bad.result.verdict == NOT_CONVERGED and bad.data is None and bad.result.numbers == ()
+    assert "Tolerant(x=-4.0)" in bad.result.key_number and "not converged to tol 0.0005" in bad.result.key_number
+    assert (run.cells, run.computed) == (4, 3)
+    table = markdown([good.result, bad.result], quick=True, seconds=1.0)
+    assert f"**{NOT_CONVERGED}**" in table
+    paths, failed = draw([bad], tmp_path / "figs")  # nothing to draw, and not a failure
+    assert (paths, failed) == ([], [])
