@@ -111,6 +111,7 @@ def _mc(cell: OutputCell, n=400_000, seed=0):
 
 
 @pytest.mark.slow
+@pytest.mark.ledger
 def test_interval_guidance_pushes_mass_off_the_grid_and_the_cell_widens_it():
     """Issue 19: CFG w = 5 on for sigma in [1, inf) moves 29 % of the mass past (-5, 5) (the old cell published TV
     0.364 with it lost): the cell widens its grid and its law agrees with Monte Carlo; the converged TV is the

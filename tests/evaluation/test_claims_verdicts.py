@@ -7,7 +7,7 @@ import math
 import pytest
 
 from evaluation.claims import ALL_CLAIMS, get_claim
-from evaluation.claims.ledger import evaluate
+from evaluation.claims.ledger import NOT_CONVERGED, evaluate
 from evaluation.claims.paper_figure import released_dir
 
 
@@ -25,6 +25,7 @@ def _near(value, expected, tol):
     assert abs(value - expected) <= tol, (value, expected)
 
 
+@pytest.mark.ledger
 def test_reg_samples_headline_is_an_artefact_of_the_start(cache):
     """README's headline (REG's samples further than CFG's at w = 1, 3 on the paper's setting) holds from N(0,1)
     under the truncated schedule and reverses from the chain's own tilted start."""
@@ -77,6 +78,7 @@ def test_paper_figure_reg_closer_and_the_monte_carlo_golden_is_off(cache):
     _near(n["mean |MC - exact| over steps"], 0.109, 0.01)  # 20 rollouts in --quick (100 in the ledger)
 
 
+@pytest.mark.ledger
 def test_cfg_is_a_predictor_corrector(cache):
     o, n = _run("bn-pc", cache)
     assert o.result.verdict == "holds"
@@ -103,6 +105,7 @@ def test_autoguidance_and_its_negative_control(cache):
     assert n["paper_1d: control best w"] == 0.0 and n["paper_1d: cfg best w"] == 0.0
 
 
+@pytest.mark.ledger
 def test_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
     o, n = _run("chidambaram", cache)
     assert o.result.verdict.startswith("holds only when the support's edge is hard")
@@ -115,12 +118,13 @@ def test_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="open (issue 19): rand1d:3's DDIM cells do not meet their tolerance within the node budget "
-                          "(w = 1: confidence 0.7778 +- 6.1e-4 at tol 5e-4; w = 4: masses' error 3.1e-3 at tol 1e-3, "
-                          "8961 nodes, 128 sub-points), so the contract refuses to publish the claim")
+@pytest.mark.ledger
 def test_wu_confidence_rises_entropy_can_rise(cache):
     o, n = _run("wu-gmm", cache)
+    if o.result.verdict == NOT_CONVERGED:
+        pytest.xfail("open (issue 19): rand1d:3's DDIM cells do not meet their tolerance within the node budget "
+                          "(w = 1: confidence 0.7778 +- 6.1e-4 at tol 5e-4; w = 4: masses' error 3.1e-3 at tol 1e-3, "
+                          "8961 nodes, 128 sub-points), so the contract refuses to publish the claim")
     assert o.result.verdict.startswith("holds only when") and "entropy: [0]" in o.result.verdict
     assert n["ddpm: laws where confidence rises with w"] == n["ddim: laws where confidence rises with w"] == 4
     _near(n["ddpm: largest entropy rise between weights"], 0.0469, 2e-3)

@@ -59,7 +59,7 @@ def tiny_flows():
 
 def test_no_two_figures_write_the_same_file(tiny_flows, tmp_path, tmp_path_factory, monkeypatch):
     """The ledger's flow claims draw figures.flows: in paper_plots that must not replace flows.png (it did)."""
-    small = run_ledger([get_claim("bn-pc")], quick=True, cache=tmp_path_factory.mktemp("cache"), progress=False)
+    small = run_ledger([get_claim("cfgig")], quick=True, cache=tmp_path_factory.mktemp("cache"), progress=False)
     bn = small.outcomes[0]
     outcomes = (bn, Outcome(bn.result._replace(id="cfg-zero-star", figure="flows"), tiny_flows),
                 Outcome(bn.result._replace(id="apg", figure="flows"), tiny_flows))  # two claims, one shared cell
@@ -73,7 +73,7 @@ def test_no_two_figures_write_the_same_file(tiny_flows, tmp_path, tmp_path_facto
     files = [f for r in figs.values() for f in r["files"]]
     assert len(files) == len(set(files)), files
     assert figs["flows"]["files"] == ["flows.png", "flows.pdf"]
-    assert figs["claims"]["files"] == ["claims_bn_pc.png", "claims_bn_pc.pdf", "claims_flows.png", "claims_flows.pdf"]
+    assert figs["claims"]["files"] == ["claims_cfgig.png", "claims_cfgig.pdf", "claims_flows.png", "claims_flows.pdf"]
 
 
 def test_a_figure_that_would_overwrite_another_fails(tmp_path, monkeypatch):
@@ -96,7 +96,7 @@ def test_cells_run_in_one_sweep_before_compute(tmp_path, monkeypatch):
         seen.append((len(cells), kw.get("workers")))
         return real(cells, **kw)
 
-    small = [c for c in get_claim("bn-pc").cells(True)]
+    small = [c for c in get_claim("cfgig").cells(True)]
     monkeypatch.setattr(claims, "cells", lambda quick=False: small)
     monkeypatch.setattr(paper_plots, "run_cells", spy)
     monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "cache"))
@@ -104,7 +104,7 @@ def test_cells_run_in_one_sweep_before_compute(tmp_path, monkeypatch):
     def compute(quick=False):
         run = real(small, progress=False)
         assert run.computed == 0 and run.reused == len(set(map(sweep.cell_key, small)))
-        return run_ledger([get_claim("bn-pc")], quick=True, progress=False)
+        return run_ledger([get_claim("cfgig")], quick=True, progress=False)
 
     monkeypatch.setattr(claims, "compute", compute)
     monkeypatch.setattr(paper_plots, "FIGURES", {"claims": claims})
