@@ -65,8 +65,10 @@ def test_user_cfg_scores_as_builtin_cfg(tmp_path, law, levels):
     user = bench_cell(_cell(f"{_file(tmp_path, CFG_RULE)}:my_cfg", law, levels, 2.0))
     builtin = bench_cell(_cell("cfg", law, levels, 2.0))
     assert user.route == builtin.route == "exact"
-    for a, b in zip(user.values + user.errors + user.field_levels, builtin.values + builtin.errors + builtin.field_levels):
+    for a, b in zip(user.values + user.field_levels, builtin.values + builtin.field_levels):
         assert a == pytest.approx(b, rel=1e-9, abs=1e-12)
+    for a, b in zip(user.errors, builtin.errors):  # an error estimate divides grid changes: rounding weighs more
+        assert a == pytest.approx(b, rel=1e-6, abs=1e-12)
     assert builtin.values[0] > 0.05  # not a vacuous comparison: CFG is far from the target here
 
 

@@ -66,6 +66,7 @@ def test_no_two_figures_write_the_same_file(tiny_flows, tmp_path, tmp_path_facto
     monkeypatch.setattr(claims, "cells", lambda quick=False: [], raising=False)
     monkeypatch.setattr(claims, "compute", lambda quick=False: small._replace(outcomes=outcomes))
     monkeypatch.setattr(flows, "compute", lambda quick=False: tiny_flows)
+    monkeypatch.setattr(flows, "cells", lambda quick=False: [])  # compute is replaced: its real cells are not needed
     monkeypatch.setattr(paper_plots, "FIGURES", {"flows": flows, "claims": claims})
     assert paper_plots.main(["--quick", "--only", "flows", "--only", "claims", "--out", str(tmp_path),
                              "--workers", "1", "--no-progress"]) == 0
