@@ -44,7 +44,7 @@ from .density import output_density
 from .distances import total_variation
 
 __all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "Estimate", "GridLaw", "axes_of", "refine", "widen",
-           "spacing", "narrowest_kernel", "coarsen", "grid_tv", "region_fraction", "region_mass", "to_grid", "common_grid",
+           "spacing", "narrowest_kernel", "coarsen", "grid_tv", "grid_moments", "region_fraction", "region_mass", "to_grid", "common_grid",
            "tv_between", "density_engine", "refined_engine", "converged_laws", "as_arrays", "from_arrays"]
 
 F64 = torch.float64
@@ -145,6 +145,26 @@ def grid_tv(p: GridLaw, q: GridLaw) -> Estimate:
     tv = total_variation(p.mass, q.mass)
     tv2 = total_variation(coarsen(p.mass), coarsen(q.mass))
     return Estimate(tv, 0.5 * (p.error.sum().item() + q.error.sum().item()) + abs(tv - tv2) + p.lost + q.lost)
+
+
+def grid_moments(law: GridLaw) -> dict[str, Estimate]:
+    """Mean and variance of a 1-D law on its grid, each with its error: first-order sensitivity to the masses'
+    errors, the lost mass, and the change when the masses are restricted to twice the spacing (hat masses add
+    ``h^2 / 6`` to a variance)."""
+    if law.mass.ndim != 1:
+        raise ValueError(f"grid_moments is 1-D, got a law of dimension {law.mass.ndim}")
+    (axis,) = law.axes
+
+    def mv(mass, ax):
+        p = mass.clamp(min=0) / mass.clamp(min=0).sum()
+        mean = (p * ax).sum().item()
+        return mean, (p * (ax - mean) ** 2).sum().item()
+
+    mean, var = mv(law.mass, axis)
+    mean2, var2 = mv(coarsen(law.mass), axis[0::2])
+    e = law.error
+    return {"mean": Estimate(mean, abs(mean - mean2) + (e * (axis - mean).abs()).sum().item() + law.lost),
+            "var": Estimate(var, abs(var - var2) + (e * ((axis - mean) ** 2 - var).abs()).sum().item() + law.lost)}
 
 
 def region_fraction(axis: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -35,12 +35,11 @@ import torch
 from sampler import CFG
 from sampler.practice import GuidanceRescale
 
-from ..accuracy import tv_between
+from ..accuracy import grid_moments, tv_between
 from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .cells import OutputCell
 from .ledger import Claim, Outcome
-from .ventura import moments
 
 __all__ = ["CLAIM", "SCHEDULES", "PHI", "RescaleCell", "RescaleGap", "Flawed", "cells", "conclude", "reduced_law"]
 
@@ -167,7 +166,7 @@ def conclude(quick: bool, results) -> Outcome:
             stv[i, j], stv_e[i, j], tv0[i, j], tv1[i, j] = est.value, est.error, a.tv, b.tv
             tv0_e[i, j], tv1_e[i, j] = a.tv_error, b.tv_error
     abar_T = np.array([Schedule.parse(s).vp.abar[-1].item() for s in schedules])
-    m0, m2 = (moments(r.law_of()) for r in red)
+    m0, m2 = (grid_moments(r.law_of()) for r in red)
     overshoot, var_ratio = m2["mean"].value - m0["mean"].value, m2["var"].value / m0["var"].value
     rel = np.array([r.rel for r in resc])
     rel_e = np.array([r.rel_error for r in resc])
@@ -194,7 +193,7 @@ def conclude(quick: bool, results) -> Outcome:
     harmless = [i for i in flawed if stv[i, 0] + stv_e[i, 0] < 0.01]
     zt_ok = bool(zt) and all(stv[i, 0] + stv_e[i, 0] < 1e-3 for i in zt)
     fades = rel[-1].max() < 0.02 and rel[0].max() > 0.1
-    key = (f"TV from the flawed start (unguided): " + ", ".join(f"{schedules[i]} {stv[i, 0]:.3g}" for i in range(S))
+    key = ("TV from the flawed start (unguided): " + ", ".join(f"{schedules[i]} {stv[i, 0]:.3g}" for i in range(S))
            + f"; guidance rescale changes CFG's term along U by {rel[0].max():.0%} at d={dims[0]}, "
              f"{rel[-1].max():.2%} at d={dims[-1]}; as d -> inf it is CFG: overshoot {overshoot:.3f}, variance "
              f"ratio {var_ratio:.3f} along U")

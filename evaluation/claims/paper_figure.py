@@ -15,7 +15,6 @@ error is measured against the exact one.
 """
 from __future__ import annotations
 
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path

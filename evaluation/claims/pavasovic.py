@@ -31,7 +31,7 @@ from analytic import CFGReward, GaussianMixture
 from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from sampler import CFG, Unguided
 
-from ..accuracy import DEFAULT_TOL, Estimate, GridLaw, coarsen, converged_laws, density_engine, grid_tv, narrowest_kernel
+from ..accuracy import DEFAULT_TOL, Estimate, GridLaw, converged_laws, density_engine, grid_moments, grid_tv, narrowest_kernel
 from ..distances import tilted_target
 from ..sweep import cell_kind
 from ..spec import Schedule
@@ -103,22 +103,9 @@ def _reduction_error(cell: HighDimCell) -> float:
     return worst
 
 
-def _moments(mass: torch.Tensor, axis: torch.Tensor) -> tuple[float, float]:
-    p = mass.clamp(min=0) / mass.clamp(min=0).sum()
-    mean = (p * axis).sum().item()
-    return mean, (p * (axis - mean) ** 2).sum().item()
-
-
 def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
-    """Mean, variance (first-order sensitivity to the masses' errors, plus the change at twice the spacing: hat
-    masses add h^2/6 to a variance) and TV to the class-conditional."""
-    (axis,), (coarse,) = out.axes, tuple(a[0::2] for a in out.axes)
-    mean, var = _moments(out.mass, axis)
-    mean2, var2 = _moments(coarsen(out.mass), coarse)
-    e = out.error
-    return {"mean": Estimate(mean, abs(mean - mean2) + (e * (axis - mean).abs()).sum().item() + out.lost),
-            "var": Estimate(var, abs(var - var2) + (e * ((axis - mean) ** 2 - var).abs()).sum().item() + out.lost),
-            "tv": grid_tv(out, target)}
+    """Mean and variance (:func:`evaluation.accuracy.grid_moments`) and TV to the class-conditional."""
+    return {**grid_moments(out), "tv": grid_tv(out, target)}
 
 
 @cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))

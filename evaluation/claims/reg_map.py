@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
-import numpy as np
 
 from .cells import FieldCell, OutputCell
 from ..spec import Method, Schedule

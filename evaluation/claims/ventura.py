@@ -43,12 +43,12 @@ from sampler import CFG
 from sampler.method import GridWeight
 from sampler.method import Method as MethodValue
 
-from ..accuracy import DEFAULT_TOL, Estimate, GridLaw, coarsen, converged_laws, density_engine, narrowest_kernel
+from ..accuracy import DEFAULT_TOL, converged_laws, density_engine, grid_moments, narrowest_kernel
 from ..spec import Schedule
 from ..sweep import cell_kind
 from .ledger import Claim, Outcome
 
-__all__ = ["CLAIM", "REGIMES", "SCHEDULES", "KClassCell", "KClassLaw", "KClasses", "classes", "moments", "cells",
+__all__ = ["CLAIM", "REGIMES", "SCHEDULES", "KClassCell", "KClassLaw", "KClasses", "classes", "cells",
            "conclude", "NEG_CUT", "NEG_W", "DENSE_SPACING", "RADIUS"]
 
 F64 = torch.float64
@@ -145,30 +145,13 @@ def _reduction_error(cell: KClassCell) -> float:
     return worst
 
 
-def moments(law: GridLaw) -> dict[str, Estimate]:
-    """Mean and variance of a 1-D law on its grid, each with its error: first-order sensitivity to the masses'
-    errors, the lost mass, and the change when the masses are restricted to twice the spacing."""
-    (axis,) = law.axes
-
-    def mv(mass, ax):
-        p = mass.clamp(min=0) / mass.clamp(min=0).sum()
-        mean = (p * ax).sum().item()
-        return mean, (p * (ax - mean) ** 2).sum().item()
-
-    mean, var = mv(law.mass, axis)
-    mean2, var2 = mv(coarsen(law.mass), axis[0::2])
-    e = law.error
-    return {"mean": Estimate(mean, abs(mean - mean2) + (e * (axis - mean).abs()).sum().item() + law.lost),
-            "var": Estimate(var, abs(var - var2) + (e * ((axis - mean) ** 2 - var).abs()).sum().item() + law.lost)}
-
-
 @cell_kind(KClassCell, modules=("evaluation.spec", "evaluation.density", "evaluation.accuracy"))
 def k_class_law(cell: KClassCell) -> KClassLaw:
     cond, uncond = _laws_1d(cell)
     sigmas = Schedule.parse(cell.levels).sigmas()
     guided = CFG(cond.denoise, uncond.denoise, 0.0 if cell.schedule == "unguided" else _weight(cell, sigmas))
     (out,), n = converged_laws([density_engine(guided, sigmas)], GRID, 1, name=repr(cell), tol=cell.tol,
-                               numbers=lambda laws: moments(laws[0]), narrowest=narrowest_kernel(sigmas, "ddpm"))
+                               numbers=lambda laws: grid_moments(laws[0]), narrowest=narrowest_kernel(sigmas, "ddpm"))
     return KClassLaw(n["mean"].value, n["var"].value, n["mean"].error, n["var"].error, _reduction_error(cell),
                      out.lost, tuple(out.grid))
 

@@ -148,12 +148,11 @@ def test_k_class_cell_refuses_bad_input():
 
 def test_moments_against_a_gaussian():
     """Mean and variance of hat masses of N(0.3, 0.7^2) against the closed form (hat masses add h^2 / 6)."""
-    from evaluation.accuracy import GridLaw
-    from evaluation.claims.ventura import moments
+    from evaluation.accuracy import GridLaw, grid_moments
 
     x, m, grid = _hat_masses(lambda x: _normal(x, 0.3, 0.7), -6, 6, 1201)
     law = GridLaw(grid, torch.tensor(m), torch.zeros(len(m), dtype=torch.float64), 0.0, 0)
-    n = moments(law)
+    n = grid_moments(law)
     assert n["mean"].value == pytest.approx(0.3, abs=1e-9)
     assert n["var"].value == pytest.approx(0.49, abs=1e-4) and n["var"].error < 1e-4
 
