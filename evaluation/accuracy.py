@@ -188,8 +188,13 @@ def region_mass(law: GridLaw, lo: float, hi: float) -> Estimate:
     errors, the lost mass and the change when the masses are restricted to twice the spacing."""
     if law.mass.ndim != 1:
         raise ValueError(f"region_mass is 1-D, got a law of dimension {law.mass.ndim}")
+    if not (isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and not math.isnan(lo) and not math.isnan(hi)
+            and lo <= hi):
+        raise ValueError(f"region_mass needs numbers lo <= hi (infinite ends allowed), got lo={lo!r}, hi={hi!r}")
     (axis,) = law.axes
     m = law.mass.clamp(min=0)
+    if not m.sum().item() > 0:
+        raise ValueError("region_mass: the law has no mass on its grid")
     v = (m * region_fraction(axis, lo, hi)).sum().item() / m.sum().item()
     mc = coarsen(m)
     v2 = (mc * region_fraction(axis[0::2], lo, hi)).sum().item() / mc.sum().item()
@@ -299,9 +304,16 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 3):
+        raise ValueError(f"{name}: grid must be (lo, hi, n), got {grid!r}")
     lo, hi, n = grid
-    if not (hi > lo and int(n) == n and n >= 5 and n % 2 == 1):
-        raise ValueError(f"{name}: grid must be (lo, hi, n) with lo < hi and an odd n >= 5, got {grid!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and hi > lo and int(n) == n and n >= 5 and n % 2 == 1):
+        raise ValueError(f"{name}: grid must be (lo, hi, n) with finite lo < hi and an odd n >= 5, got {grid!r}")
+    if not engines:
+        raise ValueError(f"{name}: engines is empty: give at least one engine (grid -> law)")
+    if math.isnan(narrowest) or narrowest <= 0:
+        raise ValueError(f"{name}: narrowest must be a positive kernel width (inf for a deterministic sampler), "
+                         f"got {narrowest!r}")
     budget = int(max_nodes) if max_nodes is not None else MAX_NODES[d]
     top = min(e.efforts(d) if hasattr(e, "efforts") else 0 for e in engines)  # a plain function: no effort knob
     g = tuple(grid)
@@ -315,6 +327,8 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
             laws = tuple(e(g, d, effort) for e in engines)
         except ValueError as err:
             raise ValueError(f"{name}: the law does not reach tol {tol:g} on grid {g}: {err}") from err
+        for i, law in enumerate(laws):
+            _check_law(law, g, d, f"{name}: engine {i}")
         lost = max(law.lost for law in laws)
         if lost > LOST_SHARE * tol and widened < MAX_WIDEN:
             g, widened, previous = widen(g), widened + 1, None
@@ -340,6 +354,22 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
                              f"nodes), not 2 tol = {2 * tol:g}, within {budget} nodes (grid {g})")
         text = ", ".join(f"{k} = {v.value:.4g} +- {v.error:.2g}" for k, v in bad.items())
         raise ValueError(f"{name}: not converged to tol {tol:g} within {budget} nodes (grid {g}): {text}")
+
+
+def _check_law(law: GridLaw, grid: Grid, d: int, who: str) -> None:
+    """An engine's law must be on the grid it was asked for, with finite masses and errors >= 0 (inf: no bound)."""
+    shape = (int(grid[2]),) * d
+    if not isinstance(law, GridLaw) or tuple(law.grid) != tuple(grid):
+        raise ValueError(f"{who} returned a law on grid {getattr(law, 'grid', law)!r}, not the grid {grid!r} it was given")
+    if tuple(law.mass.shape) != shape or tuple(law.error.shape) != shape:
+        raise ValueError(f"{who} returned masses {tuple(law.mass.shape)} and errors {tuple(law.error.shape)} for the "
+                         f"grid's {shape}")
+    if not bool(torch.isfinite(law.mass).all()):
+        raise ValueError(f"{who} returned non-finite masses")
+    if not bool((law.error >= 0).all()):  # NaN fails too; inf is an engine's "no bound" and is judged as such
+        raise ValueError(f"{who} returned errors that are NaN or negative")
+    if not (math.isfinite(law.lost) and law.lost >= -1e-12):  # a mass balance: rounding may leave -1e-16
+        raise ValueError(f"{who} returned lost mass {law.lost!r}")
 
 
 def as_arrays(law: GridLaw) -> tuple[np.ndarray, np.ndarray]:

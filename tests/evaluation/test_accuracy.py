@@ -254,3 +254,38 @@ def test_an_error_the_spacing_does_not_set_raises_the_effort_after_one_refinemen
     with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.001"):
         run2, _ = _engine(lambda g, e: 1e-3, lambda g: 0.0)
         converged_laws([run2], (-1.0, 1.0, 11), 1, name="c", tol=tol, max_nodes=41)
+
+
+def test_bad_engines_grids_and_regions_are_refused_not_published():
+    """The adversarial probe (session 5): NaN or misshapen engine output, an infinite grid, a zero kernel width and a
+    reversed or NaN region were accepted (a converged NaN law, a negative mass); each now names the problem."""
+    from evaluation.accuracy import GridLaw, converged_laws, region_mass
+
+    F = torch.float64
+
+    def engine(mass, error=None, grid=None):
+        return lambda g, d, effort=0: GridLaw(grid or g, mass(int(g[2])), (error or (lambda n: torch.zeros(n, dtype=F)))(int(g[2])),
+                                              0.0, 0)
+
+    uniform = lambda n: torch.full((n,), 1.0 / n, dtype=F)  # noqa: E731
+    cases = [(engine(lambda n: torch.full((n,), float("nan"), dtype=F)), "non-finite masses"),
+             (engine(lambda n: torch.full((5,), 0.2, dtype=F)), "masses \\(5,\\)"),
+             (engine(uniform, lambda n: -torch.ones(n, dtype=F)), "errors that are NaN or negative"),
+             (engine(uniform, grid=(-2.0, 2.0, 11)), "not the grid")]
+    for eng, msg in cases:
+        with pytest.raises(ValueError, match=msg):
+            converged_laws([eng], (-1.0, 1.0, 11), 1, name="cell")
+    good = engine(uniform)
+    for grid in [(-math.inf, 1.0, 11), (-1.0, 1.0)]:
+        with pytest.raises(ValueError, match="grid must be"):
+            converged_laws([good], grid, 1, name="cell")
+    for narrowest in (0.0, -1.0, math.nan):
+        with pytest.raises(ValueError, match="narrowest must be"):
+            converged_laws([good], (-1.0, 1.0, 11), 1, name="cell", narrowest=narrowest)
+    with pytest.raises(ValueError, match="engines is empty"):
+        converged_laws([], (-1.0, 1.0, 11), 1, name="cell")
+    law = good((-1.0, 1.0, 11), 1)
+    assert region_mass(law, -math.inf, math.inf).value == pytest.approx(1.0)
+    for lo, hi in [(0.5, -0.5), (math.nan, 0.5)]:
+        with pytest.raises(ValueError, match="lo <= hi"):
+            region_mass(law, lo, hi)
