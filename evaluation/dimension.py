@@ -407,7 +407,7 @@ def main(argv=None) -> None:
     import json
     from pathlib import Path
 
-    from .io import check_writable_dir, write_atomically
+    from .io import check_cli_arguments, write_atomically
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.dimension", allow_abbrev=False,
                                  description="CFG and REG's estimators against the exact optimum as d grows.")
@@ -415,12 +415,7 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=Path("out"), help="folder for dimension.json (default: out)")
     ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     args = ap.parse_args(argv)
-    if args.workers < 1:
-        ap.error(f"--workers must be >= 1, got {args.workers}")
-    try:
-        check_writable_dir(args.out)
-    except OSError as err:
-        ap.error(f"cannot write the output: {err}")
+    check_cli_arguments(ap, args.workers, args.out)
     r = compute(quick=args.quick, workers=args.workers, progress=True)
     path = write_atomically(args.out / "dimension.json", json.dumps(summary(r), indent=1) + "\n")
     print(f"wrote {path}")

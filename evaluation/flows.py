@@ -865,7 +865,7 @@ def main(argv=None) -> None:
     import json
     from pathlib import Path
 
-    from .io import check_writable_dir, write_atomically
+    from .io import check_cli_arguments, write_atomically
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.flows", allow_abbrev=False,
                                  description="Exact guidance rules on flows against VP at matched step counts.")
@@ -875,12 +875,7 @@ def main(argv=None) -> None:
     ap.add_argument("--presets", nargs="+", choices=tuple(PRESETS), default=None,
                     help="only these presets (default: the configuration's)")
     args = ap.parse_args(argv)
-    if args.workers < 1:
-        ap.error(f"--workers must be >= 1, got {args.workers}")
-    try:
-        check_writable_dir(args.out)
-    except OSError as err:
-        ap.error(f"cannot write the output: {err}")
+    check_cli_arguments(ap, args.workers, args.out)
     config = QUICK if args.quick else FIGURE
     if args.presets:
         config = dataclasses.replace(config, presets=tuple(args.presets))

@@ -38,7 +38,7 @@ from .cases import CASES, DEFAULT_CASES, Case
 from .density import output_density
 from .distances import Distances, distances, tilted_target
 from .field_errors import field_errors
-from .io import check_writable_dir, write_atomically
+from .io import check_cli_arguments, write_atomically
 from .spec import Law, Levels, Method, Schedule
 from .sweep import cell_kind, run_cells
 
@@ -270,14 +270,8 @@ def main(argv=None) -> None:
                          "(tests/evaluation/regression_table.json)")
     ap.add_argument("--workers", type=int, default=1, help="local worker processes (default 1)")
     args = ap.parse_args(argv)
-    if args.workers < 1:
-        ap.error(f"--workers must be >= 1, got {args.workers}")
-    try:  # fail on an unusable output before computing anything
-        check_writable_dir(args.out)
-        if args.write_regression_table is not None:
-            check_writable_dir(args.write_regression_table.resolve().parent)
-    except OSError as err:
-        ap.error(f"cannot write the output: {err}")
+    table = () if args.write_regression_table is None else (args.write_regression_table.resolve().parent,)
+    check_cli_arguments(ap, args.workers, args.out, *table)  # an unusable output fails before any work
     torch.set_num_threads(1)
     cases = {c.name: c for c in CASES if c.name in args.cases}
     start = time.perf_counter()
