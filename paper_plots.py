@@ -33,60 +33,17 @@ matplotlib.use("Agg")  # entry point: files only, no display
 
 from tqdm.auto import tqdm  # noqa: E402
 
+from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.io import check_writable_dir, write_atomically  # noqa: E402
 from evaluation.sweep import BAR_FORMAT, eta_of, run_cells  # noqa: E402
 from figures import FIGURES  # noqa: E402
-
-
-def _flatten(d, prefix=()) -> dict:
-    """Nested numbers as ``{key path (a tuple of strings): value}``: the path stays a tuple, so a key may hold any
-    text (a " / " or a "|" in a name cannot split or merge rows)."""
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, prefix + (str(k),)))
-        else:
-            out[prefix + (str(k),)] = v
-    return out
-
-
-def _cell(v) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(_cell(x) for x in v)
-    return _text(v)
-
-
-def _text(v) -> str:
-    """Table-safe text: a "|" would end the cell, a newline the row."""
-    return str(v).replace("|", "\\|").replace("\n", " ")
-
-
-def table(numbers: dict) -> str:
-    """A Markdown table of a figure's nested numbers: rows are the key paths but the last (shown joined by " / "),
-    columns the last key (a two-column table when the numbers are flat or of uneven depth)."""
-    flat = _flatten(numbers)
-    if not flat:
-        return "(no numbers)"
-    if min(len(k) for k in flat) < 2:
-        rows = ["| quantity | value |", "|---|---|"]
-        rows += [f"| {_text(' / '.join(k))} | {_cell(v)} |" for k, v in flat.items()]
-        return "\n".join(rows)
-    cols = list(dict.fromkeys(k[-1] for k in flat))
-    names = list(dict.fromkeys(k[:-1] for k in flat))
-    rows = ["| | " + " | ".join(_text(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
-    for name in names:
-        vals = [_cell(flat[name + (c,)]) if name + (c,) in flat else "" for c in cols]
-        rows.append(f"| {_text(' / '.join(name))} | " + " | ".join(vals) + " |")
-    return "\n".join(rows)
 
 
 def markdown(results: dict) -> str:
     lines = ["# Results", ""]
     for name, r in results.items():
         lines += [f"## {name}", "", r["caption"], ""]
-        lines += [f"**failed**: {r['error']}" if "error" in r else table(r["numbers"]), ""]
+        lines += [f"**failed**: {r['error']}" if "error" in r else numbers_table(r["numbers"]), ""]
     return "\n".join(lines)
 
 

@@ -29,7 +29,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from sampler.files import write_atomically
 
-__all__ = ["DIGITS", "Section", "SECTIONS", "format_number", "render_findings", "render_claims", "render_bench", "update",
+__all__ = ["DIGITS", "Section", "SECTIONS", "format_number", "numbers_table", "render_findings", "render_claims", "render_bench", "update",
            "blocks", "placeholder", "refresh", "publish", "REPOSITORY", "render_inverse"]
 
 REPOSITORY = Path(__file__).resolve().parents[1]  # the clone this module runs from (docs/ lives there)
@@ -128,15 +128,24 @@ def _rows(numbers: Mapping, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[st
 
 def _table(rows: list[tuple[tuple[str, ...], str]]) -> list[str]:
     """A Markdown table: rows are the key paths but the last and columns the last key when every path has
-    two keys or more (``paper_plots.table``'s layout), else ``quantity | value``."""
+    two keys or more, else ``quantity | value``. Paths stay tuples until printed (joined by " / "), so a key may
+    hold any text: a " / " or a "|" in a name cannot split or merge rows."""
     if min(len(k) for k, _ in rows) < 2:
         return ["| quantity | value |", "|---|---|"] + [f"| {_cell(' / '.join(k))} | {v} |" for k, v in rows]
     cols = list(dict.fromkeys(k[-1] for k, _ in rows))
-    cells = {(" / ".join(k[:-1]), k[-1]): v for k, v in rows}
+    cells = {(k[:-1], k[-1]): v for k, v in rows}
     names = list(dict.fromkeys(name for name, _ in cells))
     lines = ["| | " + " | ".join(_cell(c) for c in cols) + " |", "|---|" + "---|" * len(cols)]
-    lines += [f"| {_cell(n)} | " + " | ".join(cells.get((n, c), "") for c in cols) + " |" for n in names]
+    lines += [f"| {_cell(' / '.join(n))} | " + " | ".join(cells.get((n, c), "") for c in cols) + " |" for n in names]
     return lines
+
+
+def numbers_table(numbers: Mapping) -> str:
+    """A figure's nested numbers as one Markdown table (``results.md`` and the findings block print the same
+    table): every leaf by :func:`format_number`, a ``{"value", "error"}`` leaf or a ``NAME`` beside ``NAME_error``
+    with its error."""
+    rows = _rows(numbers)
+    return "\n".join(_table(rows)) if rows else "(no numbers)"
 
 
 def render_findings(results: Any) -> str:
@@ -155,11 +164,7 @@ def render_findings(results: Any) -> str:
         if "error" in fig:
             lines += [f"**failed**: {_cell(fig['error'])}", ""]
             continue
-        rows = _rows(fig.get("numbers") or {})
-        if not rows:
-            lines += ["(no numbers)", ""]
-            continue
-        lines += _table(rows) + [""]
+        lines += [numbers_table(fig.get("numbers") or {}), ""]
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -11,6 +11,7 @@ matplotlib.use("Agg")
 
 import paper_plots  # noqa: E402
 from evaluation import flows as flows_exp  # noqa: E402
+from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.claims import get_claim, run_ledger  # noqa: E402
 from evaluation.claims.ledger import Outcome  # noqa: E402
 from figures import claims, flows, maps_1d  # noqa: E402
@@ -33,12 +34,21 @@ def _rows_without_values(md: str) -> list[str]:
 def test_table_rows_whose_names_hold_the_separator_keep_their_values():
     numbers = {"paper_1d / flow": {"cfg": {"sw1": 0.5, "tv": 0.25}},
                "a|b": {"cfg": {"sw1": 1.5, "tv": 2.0}}}
-    t = paper_plots.table(numbers)
-    assert "| paper_1d / flow / cfg | 0.5 | 0.25 |" in t
-    assert "| a\\|b / cfg | 1.5 | 2 |" in t
+    t = numbers_table(numbers)
+    assert "| paper_1d / flow / cfg | 0.5000 | 0.2500 |" in t
+    assert "| a\\|b / cfg | 1.500 | 2.000 |" in t
     assert _rows_without_values(t) == []
-    flat = paper_plots.table({"x / y": 1.0, "z": "text"})
-    assert "| x / y | 1 |" in flat and _rows_without_values(flat) == []
+    flat = numbers_table({"x / y": 1.0, "z": "text"})
+    assert "| x / y | 1.000 |" in flat and _rows_without_values(flat) == []
+    # a key holding " / " and a deeper path that prints the same stay two rows, each with its own values
+    both = numbers_table({"p / q": {"r": {"m": 1.0}}, "p": {"q": {"r": {"n": 2.0}}}})
+    assert "| p / q / r | 1.000 |  |" in both and "| p / q / r |  | 2.000 |" in both
+
+
+def test_results_md_prints_each_number_with_its_error_to_the_digits_the_error_supports():
+    md = paper_plots.markdown({"f": {"caption": "c", "numbers": {"a": {"tv": {"value": 0.28634, "error": 0.0069},
+                                                                      "kl": 2.0}}}})
+    assert "| a | 0.2863 ± 0.0069 | 2.000 |" in md
 
 
 def test_every_table_of_results_md_has_its_values():
@@ -46,7 +56,7 @@ def test_every_table_of_results_md_has_its_values():
                "g": {"caption": "d", "numbers": {"k": 4.0}}}
     md = paper_plots.markdown(results)
     assert _rows_without_values(md) == []
-    assert "| p / q / r | 1 | 2 |" in md and "| s / t | 3 |  |" in md
+    assert "| p / q / r | 1.000 | 2.000 |" in md and "| s / t | 3.000 |  |" in md
 
 
 @pytest.fixture(scope="module")
