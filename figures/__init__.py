@@ -27,9 +27,9 @@ worker process and finds their arrays cached there.
 No two figures write a file of the same name: ``plot`` saves under its ``NAME`` (and ``NAME_*``), and
 ``paper_plots.py`` fails a figure that would overwrite another's file.
 """
-from . import claims, closed_forms, curves_1d, dimension, fields_2d, flows, maps_1d, outputs, sweeps, trained_1d
+from . import claims, closed_forms, curves_1d, dimension, dps_bias, fields_2d, flows, maps_1d, outputs, sweeps, trained_1d
 
 FIGURES = {m.NAME: m for m in (curves_1d, maps_1d, trained_1d, fields_2d, outputs, sweeps, closed_forms, flows,
-                                  dimension, claims)}
+                                  dimension, dps_bias, claims)}
 
 __all__ = ["FIGURES"]

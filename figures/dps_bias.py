@@ -30,9 +30,17 @@ def compute(quick: bool = False) -> tuple[InverseBias, ...]:
     return _compute_results(quick)
 
 
+def _largest(values, errors) -> dict:
+    """The largest of ``values`` with its own error (the error of the entry that is largest)."""
+    i = int(values.argmax())
+    return {"value": float(values[i]), "error": float(errors[i])}
+
+
 def summary(results: Sequence[InverseBias]) -> dict:
-    return {name: {"max DPS log-gap": float(r.log_gap.max()),
-                   **{f"max {rule} field error": float(r.field[i].max()) for i, rule in enumerate(RULES)}}
+    """Per setting, the largest DPS log-gap and each rule's largest RMS field error over the noise levels, each with
+    its estimated (Monte Carlo) error."""
+    return {name: {"max DPS log-gap": _largest(r.log_gap, r.log_gap_error),
+                   **{f"max {rule} field error": _largest(r.field[i], r.field_error[i]) for i, rule in enumerate(RULES)}}
             for name, r in zip(SETTINGS, results)}
 
 
