@@ -73,7 +73,7 @@ import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -824,7 +824,7 @@ def main(argv=None) -> None:
     bench.png to ``--out``."""
     import argparse
 
-    from .io import check_writable_dir, write_atomically
+    from .io import check_cli_arguments, write_atomically
 
     ap = argparse.ArgumentParser(prog="python -m evaluation.bench", allow_abbrev=False,
                                  description="Score guidance rules exactly against the optimum on versioned settings.")
@@ -838,8 +838,7 @@ def main(argv=None) -> None:
                     help="copy bench.json to docs/data/ and regenerate the leaderboard headline of README.md")
     ap.add_argument("--scheduler", default=None, metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT)")
     args = ap.parse_args(argv)
-    if args.workers < 1:
-        ap.error(f"--workers must be >= 1, got {args.workers}")
+    check_cli_arguments(ap, args.workers, args.out)
     rules = dict(REGISTRY)
     for text in args.rule:
         split = _split_file_rule(text)
@@ -849,10 +848,6 @@ def main(argv=None) -> None:
         if name in rules:
             ap.error(f"--rule {text!r}: the name {name!r} is taken")
         rules[name] = text
-    try:
-        check_writable_dir(args.out)
-    except OSError as err:
-        ap.error(f"cannot write the output: {err}")
     try:
         entries, skipped = check_rules(rules)  # every rule checked before any cell runs
     except ValueError as err:
