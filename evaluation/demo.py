@@ -72,7 +72,7 @@ def errors(c: Curves) -> DemoErrors:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap = argparse.ArgumentParser(prog="python -m evaluation.demo", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--preset", default="paper_1d", choices=sorted(k for k in PRESETS if k.startswith("paper")))
     ap.add_argument("--w", type=float, default=1.0, help="guidance weight (eps_c + w (eps_c - eps_u))")
     ap.add_argument("--points", type=int, default=1000)

@@ -261,7 +261,7 @@ def _versions() -> dict:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap = argparse.ArgumentParser(prog="python -m evaluation.report", description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=Path("report"), help="directory for report.json and report.md")
     ap.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES), choices=[c.name for c in CASES],
                     help=f"default {' '.join(DEFAULT_CASES)} (paper_1d_long adds ~10 s)")
