@@ -404,7 +404,8 @@ def test_rectified_cfgpp_bad_arguments():
 
 
 def test_rescale_phi_outside_the_unit_interval_is_refused():
-    """Issue 20 round 3: phi = -0.1 and 1.5 were accepted, though Lin et al.'s phi blends two predictions (in [0, 1])."""
+    """Issue 20 round 3: phi = -0.1 and 1.5 were accepted, though Lin et al.'s phi blends two predictions
+    (in [0, 1])."""
     cfg = CFG(d_cond, d_uncond, W)
     for bad in (-0.1, 1.5, -1e-12, 1 + 1e-12):
         with pytest.raises(ValueError, match=rf"phi must be in \[0, 1\] .*got {bad}"):
