@@ -54,6 +54,7 @@ import math
 import multiprocessing
 import numbers
 import os
+import pickle
 import re
 import signal
 import threading
@@ -325,11 +326,28 @@ def _pool_worker_init() -> None:
     _worker_init()
 
 
+def _sendable(err: Exception) -> Exception:
+    """``err`` when it survives pickling (a worker sends it back that way), else a ``RuntimeError`` with its type and
+    message: an exception that cannot be unpickled (e.g. an ``__init__`` with more arguments than it passes on)
+    breaks the whole process pool, and every pending cell would be reported failed with ``BrokenProcessPool``."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # noqa: BLE001 - any failure to round-trip
+        return RuntimeError(f"{type(err).__name__}: {err} (an exception that cannot be pickled, sent as RuntimeError)")
+
+
 def _execute(cell: Any) -> tuple[Any, float]:
     """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took)."""
     _worker_init()
     start = time.perf_counter()
-    result = compute_cell(cell)
+    try:
+        result = compute_cell(cell)
+    except Exception as err:
+        sent = _sendable(err)
+        if sent is err:
+            raise
+        raise sent from None
     return result, time.perf_counter() - start
 
 

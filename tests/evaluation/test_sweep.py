@@ -227,3 +227,37 @@ def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
     assert sorted(Cache(tmp_path).keys()) == sorted(cell_key(c) for c in (cells[0], cells[2]))
     with pytest.raises(RuntimeError, match=r"cell Opaque\(x=2.0, bad=True\) failed: ValueError: cannot encode dict"):
         run_cells(cells, cache=tmp_path / "strict", progress=False)
+
+
+class Unpicklable(Exception):
+    """An exception pickle cannot rebuild (``__init__`` takes two arguments, ``args`` holds one)."""
+
+    def __init__(self, message, extra):
+        super().__init__(message)
+        self.extra = extra
+
+
+@dataclasses.dataclass(frozen=True)
+class Raises:
+    x: float
+
+
+@cell_kind(Raises)
+def raises(cell: Raises) -> float:
+    if cell.x < 0:
+        raise Unpicklable("weird", 1)
+    time.sleep(0.5)  # the good cell is still running when the bad one's exception comes back
+    return cell.x + 1
+
+
+def test_an_unpicklable_exception_in_a_worker_fails_only_its_cell(tmp_path):
+    """Issue 20 round 3 (found re-running the probe): the parent could not unpickle the exception, the process pool
+    broke, and the good cell running beside it was reported failed with BrokenProcessPool (by default the sweep
+    stopped naming whichever cell came first)."""
+    run = run_cells([Raises(1.0), Raises(-1.0)], cache=tmp_path / "a", workers=2, progress=False, keep_going=True)
+    assert run.results[0] == 2.0 and run.computed == 1 and run.failed == 1
+    assert run.results[1].cell == "Raises(x=-1.0)" and "Unpicklable: weird" in run.results[1].error
+    # in this process the exception is raised as it is when it pickles (once dask.distributed is imported, tblib
+    # pickles exceptions without calling __init__), as a RuntimeError otherwise; the message is the same
+    with pytest.raises(RuntimeError, match=r"cell Raises\(x=-1.0\) failed: (RuntimeError: )?Unpicklable: weird"):
+        run_cells([Raises(-1.0)], cache=tmp_path / "b", progress=False)
