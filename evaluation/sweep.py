@@ -54,23 +54,24 @@ import math
 import multiprocessing
 import numbers
 import os
+import pickle
+import re
 import signal
 import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
-from sampler.files import write_atomically
-
-from .io import check_writable_dir
+from sampler.files import check_writable_dir, write_atomically
+from sampler.schedules import check_count
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
-           "BAR_FORMAT", "Eta", "eta_of", "CellFailed"]
+           "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -282,8 +283,12 @@ class Cache:
         return False, None
 
     def store(self, cell: Any, result: Any, key: str | None = None) -> Path:
+        """Write ``result`` as ``cell``'s (``ValueError`` from :func:`encode` when it cannot be stored)."""
+        return self.store_encoded(cell, encode(result), key)
+
+    def store_encoded(self, cell: Any, encoded: Any, key: str | None = None) -> Path:
+        """Write a result already encoded by :func:`encode` as ``cell``'s."""
         key = key or cell_key(cell)
-        encoded = encode(result)
         text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encoded,
                            "sha256": _digest(encoded)})
         path = self.path(cell, key)
@@ -321,11 +326,28 @@ def _pool_worker_init() -> None:
     _worker_init()
 
 
+def _sendable(err: Exception) -> Exception:
+    """``err`` when it survives pickling (a worker sends it back that way), else a ``RuntimeError`` with its type and
+    message: an exception that cannot be unpickled (e.g. an ``__init__`` with more arguments than it passes on)
+    breaks the whole process pool, and every pending cell would be reported failed with ``BrokenProcessPool``."""
+    try:
+        pickle.loads(pickle.dumps(err))
+        return err
+    except Exception:  # noqa: BLE001 - any failure to round-trip
+        return RuntimeError(f"{type(err).__name__}: {err} (an exception that cannot be pickled, sent as RuntimeError)")
+
+
 def _execute(cell: Any) -> tuple[Any, float]:
     """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took)."""
     _worker_init()
     start = time.perf_counter()
-    result = compute_cell(cell)
+    try:
+        result = compute_cell(cell)
+    except Exception as err:
+        sent = _sendable(err)
+        if sent is err:
+            raise
+        raise sent from None
     return result, time.perf_counter() - start
 
 
@@ -368,6 +390,23 @@ class SweepInterrupted(KeyboardInterrupt):
         self.cached, self.total, self.computed, self.root = cached, total, computed, Path(root)
         super().__init__(f"interrupted: {cached} of {total} cells computed and cached in {root} ({computed} in this "
                          "run); rerun to resume")
+
+
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ucx|ws|wss)://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})|inproc://\S+")
+
+
+def check_scheduler(scheduler: str | None) -> str | None:
+    """``scheduler`` when it is ``None`` or the address of a Dask scheduler, ``[PROTOCOL://]HOST:PORT`` (protocol
+    ``tcp``, the default, ``tls``, ``ucx``, ``ws`` or ``wss``; a port in 1..65535; host a name, an IPv4 address or an
+    ``[IPv6]`` address) or an in-process ``inproc://...`` one; ``ValueError`` naming ``scheduler`` otherwise. The one
+    check of the address, for :func:`run_cells` and the entry points' ``--scheduler``, before any connection."""
+    if scheduler is None:
+        return None
+    match = _ADDRESS.fullmatch(scheduler) if isinstance(scheduler, str) else None
+    if match is None or (match.group(1) is not None and not 0 < int(match.group(1)) < 65536):
+        raise ValueError(f"scheduler must be a Dask scheduler address like 'tcp://127.0.0.1:8786' "
+                         f"([tcp|tls|ucx|ws|wss://]HOST:PORT), got {scheduler!r}")
+    return scheduler
 
 
 def _executor(workers: int, scheduler: str | None):
@@ -507,35 +546,43 @@ def _kind_name(cell: Any) -> str:
     return _type_name(type(cell))
 
 
-def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
+def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
               bar: tqdm | None = None, keep_going: bool = False) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
-        cells: registered cell configurations (see :func:`cell_kind`).
+        cells: registered cell configurations (see :func:`cell_kind`): a list, tuple or any other iterable (a
+            generator is read once, at the start).
         cache: a :class:`Cache` or its folder (default :func:`default_cache_dir`).
         workers: local worker processes (1: this process).
-        scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``); overrides ``workers``.
+        scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``, checked by :func:`check_scheduler`);
+            overrides ``workers``.
         progress: draw a progress bar (ignored when ``bar`` is given).
         desc: what the bar says is being computed.
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
             sweep adds its cells to the bar's :class:`Eta` (:func:`eta_of`), which draws the bar in seconds of
             work with ``cells done/total`` and the ETA; the caller closes it.
-        keep_going: a cell that raises (an ``Exception``) gives a :class:`CellFailed` result (not cached) and the
-            sweep goes on (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a
-            ``RuntimeError`` naming the cell.
+        keep_going: a cell that raises (an ``Exception``) or returns a result the cache cannot hold (:func:`encode`'s
+            ``ValueError``) gives a :class:`CellFailed` result (not cached) and the sweep goes on
+            (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a ``RuntimeError``
+            naming the cell.
 
     Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
     """
-    if isinstance(workers, bool) or int(workers) != workers or workers < 1:
-        raise ValueError(f"workers must be a positive integer, got {workers!r}")
-    if scheduler is not None and not (isinstance(scheduler, str) and scheduler):
-        raise ValueError(f"scheduler must be an address like 'tcp://127.0.0.1:8786', got {scheduler!r}")
+    workers = check_count(workers, "workers")
+    check_scheduler(scheduler)
     if bar is not None and not isinstance(bar, tqdm):
         raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
     if not isinstance(keep_going, bool):
         raise ValueError(f"keep_going must be True or False, got {keep_going!r}")
+    if type(cells) in _KINDS:
+        raise ValueError(f"cells must be an iterable of cells, got one cell {cells!r:.200}: pass [cell]")
+    try:
+        cells = tuple(cells)  # a generator is read once: the cells are walked twice below
+    except TypeError:
+        raise ValueError(f"cells must be an iterable of cell configurations (a list, tuple or generator), got "
+                         f"{type(cells).__name__}") from None
     cache = cache if isinstance(cache, Cache) else Cache(cache if cache is not None else default_cache_dir())
     start = time.perf_counter()
     keys = [cell_key(c) for c in cells]  # validates every cell first
@@ -576,13 +623,14 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
                     kinds.add(_kind_name(pending[k]))
                     probes.append(k)
             order = probes + [k for k in order if k not in set(probes)]
-            ex, close = _executor(int(workers), scheduler)
+            ex, close = _executor(workers, scheduler)
             cancelled, futures = True, {}
 
             def collect(fut: cf.Future, k: str) -> None:
                 nonlocal computed, failed
                 try:
                     result, seconds = fut.result()
+                    encoded = encode(result)  # a result the cache cannot hold is this cell's failure
                 except Exception as err:
                     if not keep_going:
                         raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
@@ -591,7 +639,7 @@ def run_cells(cells: Sequence[Any], *, cache: Cache | str | Path | None = None, 
                     eta.drop(k)
                     eta.show(bar)
                     return
-                cache.store(pending[k], result, k)  # at once: a run killed later keeps this cell
+                cache.store_encoded(pending[k], encoded, k)  # at once: a run killed later keeps this cell
                 done[k] = result
                 computed += 1
                 eta.finish(k, seconds)

@@ -75,6 +75,26 @@ def _as_measurement(y) -> torch.Tensor:
     return y
 
 
+def _check_y_batch(y: torch.Tensor, n: int, m: int, source: str) -> None:
+    """``y`` [m] (one measurement for every sample) or [n, m] for a batch of ``n`` samples with ``m`` measured values
+    each (``source`` says where ``m`` comes from); ``ValueError`` otherwise: broadcasting would silently mix rows."""
+    if y.shape[-1] != m or (y.ndim == 2 and y.shape[0] != n):
+        raise ValueError(f"y has shape {tuple(y.shape)}, but {source} gives {m} measured value(s) per sample for a "
+                         f"batch of {n}: y must be [{m}] (one measurement for every sample) or [{n}, {m}]")
+
+
+def _with_graph(t, name: str) -> torch.Tensor:
+    """``t`` when it is a tensor carrying an autograd graph back to ``x``, else ``ValueError`` naming ``name`` (autograd
+    would say only "element 0 of tensors does not require grad")."""
+    if not isinstance(t, torch.Tensor):
+        raise ValueError(f"{name} must return a tensor, got {type(t).__name__}")
+    if not t.requires_grad:
+        raise ValueError(f"{name}'s output carries no autograd graph back to x (computed under torch.no_grad, "
+                         "detached, through numpy, or not depending on x): the rule differentiates the measurement "
+                         f"through {name} with torch.autograd")
+    return t
+
+
 def pigdm_variance(sigma: float) -> float:
     """PiGDM's ``r^2 = sigma^2 / (1 + sigma^2)``: ``Cov[x_0 | x]`` for a standard normal prior, in VE ``sigma``."""
     s = check_number(sigma, "sigma")
@@ -107,8 +127,10 @@ class DPS(_Rule):
 
     Args:
         cond: the (unconditional prior) denoiser ``D(x, sigma)``.
-        forward: ``x0 [N, ...] -> A x0 [N, m]`` (any differentiable operator; DPS is defined for non-linear ones too).
-        y: the measurement, [m] (broadcast) or [N, m].
+        forward: ``x0 [N, ...] -> A x0 [N, m]`` (any operator differentiable by torch autograd; DPS is defined for
+            non-linear ones too). ``ValueError`` at the call when it returns another shape or breaks the graph.
+        y: the measurement, [m] (the same for every sample) or [N, m] (one per sample of the batch); checked against
+            ``forward``'s ``m`` and the batch at the call.
         noise_std: ``s > 0`` (used by ``step="likelihood"``).
         weight: ``zeta``, a number or a schedule ``sigma -> zeta``.
         step: ``"likelihood"`` or ``"normalised"`` (:data:`DPS_STEPS`).
@@ -134,8 +156,15 @@ class DPS(_Rule):
         s = float(sigma)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            d = self.cond(xg, s)
-            r = (self.y.to(d.dtype) - self.forward(d)).flatten(1)  # [N, m]
+            d = _with_graph(self.cond(xg, s), "cond")
+            f = self.forward(d)
+            if not isinstance(f, torch.Tensor) or f.ndim != 2 or f.shape[0] != x.shape[0]:
+                got = f"shape {tuple(f.shape)}" if isinstance(f, torch.Tensor) else type(f).__name__
+                raise ValueError(f"forward must return a tensor [N, m] = [{x.shape[0]}, m] for a batch of "
+                                 f"{x.shape[0]}, got {got}")
+            _with_graph(f, "forward")
+            _check_y_batch(self.y, x.shape[0], f.shape[1], f"forward (output of shape {tuple(f.shape)})")
+            r = self.y.to(d.dtype) - f  # [N, m]
             sq = (r**2).sum(1)  # [N]
             (grad,) = torch.autograd.grad(sq.sum(), xg)
         if self.step == "likelihood":
@@ -155,7 +184,7 @@ class MomentMatched(_Rule):
     Args:
         cond: the prior denoiser ``D(x, sigma)``; inputs [N, ...] are flattened to [N, d].
         A: [m, d] the linear forward operator.
-        y: [m] or [N, m].
+        y: [m] (the same for every sample) or [N, m] (one per sample; the batch is checked at the call).
         noise_std: ``s > 0``.
         weight: ``zeta`` (1: the approximation as published), number or schedule.
         cov: ``"tweedie"`` (TMPD, ``C = sigma^2 dD/dx``) or a callable ``sigma -> r^2`` (``C = r^2 I``; PiGDM with
@@ -186,11 +215,12 @@ class MomentMatched(_Rule):
         N = x.shape[0]
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            d = self.cond(xg, s)
+            d = _with_graph(self.cond(xg, s), "cond")
             D = d.flatten(1)  # [N, d]
             if D.shape[1] != self.A.shape[1]:
                 raise ValueError(f"the denoiser output has {D.shape[1]} entries per sample but A has "
                                  f"{self.A.shape[1]} columns")
+            _check_y_batch(self.y, N, self.A.shape[0], f"A (shape {tuple(self.A.shape)})")
             A = self.A.to(D.dtype)
             eye = torch.eye(A.shape[0], dtype=D.dtype, device=D.device)
             if self.cov == "tweedie":

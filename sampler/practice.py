@@ -104,7 +104,10 @@ class GuidanceRescale(_Modifier):
         eps_r = eps_g std(eps_c) / std(eps_g),        eps = phi eps_r + (1 - phi) eps_g,
 
     ``eps_g`` the wrapped rule's guided noise prediction, std over one sample's coordinates (the ratio is the same
-    with or without Bessel's correction). ``phi = 0`` is the wrapped rule exactly; ``phi = 0.7`` the paper's value.
+    with or without Bessel's correction). ``phi`` blends the rescaled and the plain guided prediction, so it lies in
+    ``[0, 1]`` as in the paper (``ValueError`` outside: ``phi > 1`` or ``< 0`` extrapolates past either, which the
+    source does not define); ``phi = 0`` is the wrapped rule exactly, ``phi = 1`` the fully rescaled prediction,
+    ``phi = 0.7`` the paper's value.
     Needs at least two coordinates per sample (a ``ValueError`` otherwise: the std of one number is 0). Where
     ``std(eps_g) = 0`` (a constant guided prediction) the factor is taken as 1 (diffusers divides by zero there)."""
 
@@ -113,7 +116,11 @@ class GuidanceRescale(_Modifier):
 
     def __post_init__(self):
         _check_wrapped("GuidanceRescale", self.guidance)
-        object.__setattr__(self, "phi", check_number(self.phi, "phi"))
+        phi = check_number(self.phi, "phi")
+        if not 0 <= phi <= 1:
+            raise ValueError(f"phi must be in [0, 1] (the blend of the rescaled and the plain guided prediction, "
+                             f"Lin et al. 2024, Algorithm 2), got {phi}")
+        object.__setattr__(self, "phi", phi)
 
     def _change(self, x: torch.Tensor, d_cond: torch.Tensor, d_guided: torch.Tensor) -> torch.Tensor:
         if math.prod(x.shape[1:]) < 2:
@@ -203,12 +210,20 @@ def top_singular_projection(c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     (a ``2 x d`` matrix per sample, ``d`` all non-batch coordinates), ``(u . v1) v1``. [N, ...] x [N, ...] -> [N, ...]
 
     Where the two singular values are equal (``c`` orthogonal to ``u`` with ``|c| = |u|``) ``v1`` is not unique and
-    the result is whichever ``torch.linalg.svd`` returns, as in diffusers."""
+    the result is whichever ``torch.linalg.svd`` returns, as in diffusers. A sample with a non-finite entry (NaN or
+    inf in ``c`` or ``u``, e.g. from a NaN ``x``) projects to NaN and the others as usual: NaN in, NaN out, as CFG
+    and every other rule (the samplers refuse a non-finite prediction, naming the step), where ``torch.linalg.svd``
+    would stop the whole batch with a ``LinAlgError``."""
     if c.shape != u.shape or c.ndim < 1:
         raise ValueError(f"need two predictions of one shape [N, ...], got {tuple(c.shape)} and {tuple(u.shape)}")
     if c.shape[0] == 0:
         return torch.zeros_like(u)
     stacked = torch.stack([c.flatten(1), u.flatten(1)], dim=1)  # [N, 2, d]
+    finite = torch.isfinite(stacked).flatten(1).all(1)  # [N]
+    if not bool(finite.all()):
+        out = torch.full_like(u, float("nan"))
+        out[finite] = top_singular_projection(c[finite], u[finite])
+        return out
     v1 = torch.linalg.svd(stacked, full_matrices=False).Vh[:, 0]  # [N, d]
     u_flat = u.flatten(1)
     return ((u_flat * v1).sum(1, keepdim=True) * v1).reshape(u.shape)

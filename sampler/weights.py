@@ -10,13 +10,18 @@ so ``w = 0`` is the plain conditional model. EDM2's ``lerp`` and diffusers' ``gu
 
 Every schedule is a frozen dataclass callable as ``schedule(sigma) -> w`` (a Python float). A weight
 of exactly ``0`` means "no guidance at this level": guidance objects then skip the extra network
-(unconditional, weak, classifier) and REG builds no autograd graph.
+(unconditional, weak, classifier) and REG builds no autograd graph. A caller's own callable is wrapped by
+:func:`as_schedule` in :class:`Checked`, which refuses a value that is not finite (a NaN weight would otherwise
+turn every guided prediction into NaN without a word).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Callable, Union
+
+import numpy as np
+import torch
 
 from .schedules import check_number
 
@@ -26,6 +31,7 @@ __all__ = [
     "LinearRamp",
     "Cosine",
     "Interval",
+    "Checked",
     "as_schedule",
     "w_to_s",
     "s_to_w",
@@ -133,12 +139,39 @@ class Interval:
         return self.w if self.sigma_lo <= s <= self.sigma_hi else 0.0
 
 
+@dataclass(frozen=True)
+class Checked:
+    """A caller's schedule ``sigma -> w`` whose every value is checked: ``ValueError`` naming the schedule and
+    ``sigma`` when it is not a finite number (or a tensor / array of finite numbers). The value itself is returned
+    unchanged. One ``isfinite`` per call (a scalar or the small tensor the schedule returns)."""
+
+    schedule: WeightSchedule
+
+    def __call__(self, sigma: float):
+        w = self.schedule(sigma)
+        try:
+            finite = (bool(torch.isfinite(w).all()) if isinstance(w, torch.Tensor)
+                      else not isinstance(w, bool) and bool(np.all(np.isfinite(w))))
+        except TypeError:  # None, a string, ...
+            finite = False
+        if not finite:
+            raise ValueError(f"the weight schedule {self.schedule!r:.120} returned {w!r:.80} at sigma={sigma!r}; a "
+                             "guidance weight must be a finite number")
+        return w
+
+
+_OWN = (Constant, LinearRamp, Cosine, Interval, Checked)  # finite by construction (checked parameters)
+
+
 def as_schedule(weight: Union[float, int, WeightSchedule]) -> WeightSchedule:
-    """A number becomes :class:`Constant`; a callable ``sigma -> w`` is returned unchanged."""
+    """A number becomes :class:`Constant`; a schedule of this module is returned unchanged, any other callable
+    ``sigma -> w`` wrapped in :class:`Checked` (its values are checked finite at every call)."""
     if isinstance(weight, bool):
         raise ValueError(f"a guidance weight must be a number or a schedule, got {weight!r}")
     if isinstance(weight, (int, float)):
         return Constant(weight)
-    if callable(weight):
+    if isinstance(weight, _OWN):
         return weight
+    if callable(weight):
+        return Checked(weight)
     raise ValueError(f"a guidance weight must be a number or a callable sigma -> w, got {weight!r}")

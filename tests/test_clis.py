@@ -301,3 +301,31 @@ def test_an_unavailable_claim_is_named_not_dropped(tmp_path, capsys, monkeypatch
     assert cli.main(["--quick", "--out", str(tmp_path / "out"), "--cache", str(tmp_path / "c"), "--no-figures"]) == 130
     err = capsys.readouterr().err
     assert "paper-figure" in err and "skipped" in err and "REG_GUIDANCE_RELEASED_1D" in err
+
+
+def test_a_bad_scheduler_address_is_an_argparse_error(tmp_path, capsys, monkeypatch):
+    """Issue 20 round 3: ``--scheduler notanaddress`` was accepted when every cell was cached (the note then said
+    'Dask worker(s)') and gave a traceback from distributed otherwise. The address is checked at the argument edge
+    by the sweep's own check (evaluation.sweep.check_scheduler)."""
+    from evaluation.claims import __main__ as cli
+
+    _tripwire(monkeypatch, cli, "run_ledger")
+    line = _error(capsys, lambda: cli.main(["--quick", "--only", "cfgpp", "--out", str(tmp_path / "o"), "--cache",
+                                            str(tmp_path / "c"), "--scheduler", "notanaddress"]))
+    assert line.startswith("python -m evaluation.claims: error: --scheduler: scheduler must be a Dask scheduler "
+                           "address") and line.endswith("got 'notanaddress'")
+
+
+def test_the_inverse_cli_checks_its_cache_as_the_ledger_does(tmp_path, blocker, capsys, monkeypatch):
+    """Issue 20 round 3: ``python -m evaluation.inverse --cache /proc/x`` gave a bare OSError traceback where the
+    claims CLI gives an argparse error; both use evaluation.io.check_sweep_arguments now."""
+    from evaluation.inverse import __main__ as cli
+
+    _tripwire(monkeypatch, cli, "compute")
+    for cache in (blocker / "c", Path("/proc/x")):
+        line = _error(capsys, lambda: cli.main(["--quick", "--out", str(tmp_path / "o"), "--cache", str(cache)]))
+        assert line.startswith("python -m evaluation.inverse: error: ")
+        assert f"cannot write to the cell cache {cache} (--cache)" in line
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(blocker / "env"))
+    line = _error(capsys, lambda: cli.main(["--quick", "--out", str(tmp_path / "o")]))
+    assert f"cannot write to the cell cache {blocker / 'env'} ($REG_GUIDANCE_CACHE)" in line

@@ -25,20 +25,13 @@ from pathlib import Path
 
 import torch
 
-from ..io import check_writable_dir, write_atomically
-from ..sweep import CACHE_ENV, SweepInterrupted, default_cache_dir
+from ..io import check_sweep_arguments, check_writable_dir, write_atomically
+from ..sweep import SweepInterrupted, default_cache_dir
 from . import ALL_CLAIMS, CLAIMS, get_claim
 from .ledger import NOT_CONVERGED, RunStamp, from_json, markdown, merge, run_ledger, to_json
 
 DESCRIPTION = ("The claims ledger: runs each claim's cells (cached, resumable) and writes claims.md, claims.json and "
                "one figure per claim to --out; a run with --only updates those claims in the ledger already there.")
-
-
-def _cache_source(cache: Path | None) -> str:
-    """Which setting chose the cell cache folder (for the error message)."""
-    if cache is not None:
-        return "--cache"
-    return f"${CACHE_ENV}" if os.environ.get(CACHE_ENV) else f"the default; set ${CACHE_ENV} to choose another"
 
 
 def main(argv=None) -> int:
@@ -67,11 +60,7 @@ def main(argv=None) -> int:
         check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
-    cache = args.cache if args.cache is not None else default_cache_dir()
-    try:
-        check_writable_dir(cache)
-    except OSError as err:
-        ap.error(f"cannot write to the cell cache {cache} ({_cache_source(args.cache)}): {err.strerror or err}")
+    cache = check_sweep_arguments(ap, args.cache, args.scheduler)
     ledger_json = args.out / "claims.json"
     kept = ([], [])
     if ledger_json.exists():  # a run with --only updates its entries and keeps the others

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from ..io import check_writable_dir, write_atomically
+from ..io import check_sweep_arguments, check_writable_dir, write_atomically
+from ..sweep import default_cache_dir
 from . import SETTINGS, compute, to_results
 
 
@@ -22,7 +23,7 @@ def main(argv=None) -> int:
                                  description="DPS against the exact posterior per noise level")
     ap.add_argument("--quick", action="store_true", help="fewer levels and draws (seconds)")
     ap.add_argument("--out", type=Path, default=Path("out/inverse"))
-    ap.add_argument("--cache", type=Path, default=None)
+    ap.add_argument("--cache", type=Path, default=None, help=f"cell cache (default {default_cache_dir()})")
     ap.add_argument("--update-docs", action="store_true", help="publish a full run to docs/ (refused with --quick)")
     args = ap.parse_args(argv)
     if args.update_docs and args.quick:
@@ -31,8 +32,9 @@ def main(argv=None) -> int:
         check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
+    cache = check_sweep_arguments(ap, args.cache)
     torch.set_num_threads(1)
-    results = compute(args.quick, cache=args.cache, progress=True)
+    results = compute(args.quick, cache=cache, progress=True)
     data = to_results(results, args.quick)
     path = args.out / "inverse.json"
     write_atomically(path, json.dumps(data, indent=1) + "\n")

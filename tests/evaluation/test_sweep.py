@@ -169,3 +169,95 @@ def test_dask_cluster_on_loopback(tmp_path):
     assert run.computed == 5 and _values(run) == _values(local)
     again = run_cells(cells, cache=tmp_path / "d", progress=False)  # written by the parent: reusable locally
     assert again.reused == 5
+
+
+@dataclasses.dataclass(frozen=True)
+class Opaque:
+    """A test cell whose result the cache cannot hold when ``bad`` (a dict), else ``x + 1``."""
+
+    x: float
+    bad: bool = False
+
+
+@cell_kind(Opaque)
+def opaque(cell: Opaque):
+    return {"x": cell.x} if cell.bad else cell.x + 1
+
+
+def test_cells_may_be_any_iterable(tmp_path):
+    """Issue 20 round 3: a generator of cells gave a bare KeyError with a hash (the cells were walked twice)."""
+    cells = [Square(float(i)) for i in range(3)]
+    listed = run_cells(cells, cache=tmp_path / "a", progress=False)
+    gen = run_cells((c for c in cells), cache=tmp_path / "b", progress=False)
+    assert gen.computed == 3 and _values(gen) == _values(listed) == [(x, x * x, tuple(np.linspace(0, x, 3)))
+                                                                      for x in (0.0, 1.0, 2.0)]
+    with pytest.raises(ValueError, match=r"cells must be an iterable of cells, got one cell Square\(x=1.0.*\[cell\]"):
+        run_cells(Square(1.0), cache=tmp_path, progress=False)
+    with pytest.raises(ValueError, match="cells must be an iterable of cell configurations .*got int"):
+        run_cells(3, cache=tmp_path, progress=False)
+
+
+def test_bad_workers_name_the_argument(tmp_path):
+    """Issue 20 round 3: workers='a' said "invalid literal for int() with base 10"."""
+    for bad in ("a", None, True, 2.5, 0):
+        with pytest.raises(ValueError, match=rf"workers must be a .*, got {bad!r}"):
+            run_cells([Square(1.0)], cache=tmp_path, workers=bad, progress=False)
+
+
+def test_a_scheduler_address_is_checked_before_connecting(tmp_path):
+    """Issue 20 round 3: scheduler='nope' failed deep inside distributed ("missing port number")."""
+    for bad in ("nope", "tcp://host", "tcp://host:0", "tcp://host:99999", "host:80/x", "", 8786):
+        with pytest.raises(ValueError, match=rf"scheduler must be a Dask scheduler address .*got {bad!r}"):
+            run_cells([Square(1.0)], cache=tmp_path, scheduler=bad, progress=False)
+    for good in ("tcp://127.0.0.1:8786", "127.0.0.1:8786", "tls://my-host.example:443", "tcp://[::1]:8786",
+                 "inproc://10.0.0.1/123/1", None):
+        assert sweep.check_scheduler(good) == good
+
+
+def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
+    """Issue 20 round 3: under keep_going=True a cell returning an unencodable result aborted the whole sweep
+    (storing was outside keep_going). Now it is that cell's CellFailed (never cached); without keep_going the sweep
+    stops with the RuntimeError naming the cell, as for a cell that raises."""
+    cells = [Opaque(1.0), Opaque(2.0, bad=True), Opaque(3.0)]
+    run = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)
+    assert run.results[0] == 2.0 and run.results[2] == 4.0 and run.failed == 1 and run.computed == 2
+    failed = run.results[1]
+    assert isinstance(failed, sweep.CellFailed) and failed.cell == "Opaque(x=2.0, bad=True)"
+    assert failed.error.startswith("ValueError: cannot encode dict")
+    assert sorted(Cache(tmp_path).keys()) == sorted(cell_key(c) for c in (cells[0], cells[2]))
+    with pytest.raises(RuntimeError, match=r"cell Opaque\(x=2.0, bad=True\) failed: ValueError: cannot encode dict"):
+        run_cells(cells, cache=tmp_path / "strict", progress=False)
+
+
+class Unpicklable(Exception):
+    """An exception pickle cannot rebuild (``__init__`` takes two arguments, ``args`` holds one)."""
+
+    def __init__(self, message, extra):
+        super().__init__(message)
+        self.extra = extra
+
+
+@dataclasses.dataclass(frozen=True)
+class Raises:
+    x: float
+
+
+@cell_kind(Raises)
+def raises(cell: Raises) -> float:
+    if cell.x < 0:
+        raise Unpicklable("weird", 1)
+    time.sleep(0.5)  # the good cell is still running when the bad one's exception comes back
+    return cell.x + 1
+
+
+def test_an_unpicklable_exception_in_a_worker_fails_only_its_cell(tmp_path):
+    """Issue 20 round 3 (found re-running the probe): the parent could not unpickle the exception, the process pool
+    broke, and the good cell running beside it was reported failed with BrokenProcessPool (by default the sweep
+    stopped naming whichever cell came first)."""
+    run = run_cells([Raises(1.0), Raises(-1.0)], cache=tmp_path / "a", workers=2, progress=False, keep_going=True)
+    assert run.results[0] == 2.0 and run.computed == 1 and run.failed == 1
+    assert run.results[1].cell == "Raises(x=-1.0)" and "Unpicklable: weird" in run.results[1].error
+    # in this process the exception is raised as it is when it pickles (once dask.distributed is imported, tblib
+    # pickles exceptions without calling __init__), as a RuntimeError otherwise; the message is the same
+    with pytest.raises(RuntimeError, match=r"cell Raises\(x=-1.0\) failed: (RuntimeError: )?Unpicklable: weird"):
+        run_cells([Raises(-1.0)], cache=tmp_path / "b", progress=False)

@@ -130,3 +130,47 @@ def test_bad_input_names_the_argument():
         MomentMatched(prior.denoise, [[1.0, 0.5]], Y, S)
     with pytest.raises(ValueError, match="3 entries per sample but A has 2 columns"):
         MomentMatched(random_mixture(3, 1, seed=0).denoise, A, Y, S)(torch.zeros(2, 3, dtype=DT), 1.0)
+
+
+_FWD = lambda z: z[:, :1]  # noqa: E731
+_BAD = {  # name: (call on (prior, x1 [1, 2], x4 [4, 2]), the message)
+    "y m=2, forward m=1": (lambda p, x1, x4: DPS(p.denoise, _FWD, torch.tensor([0.3, 0.2], dtype=DT), S)(x4, 1.0),
+                           r"y has shape \(2,\), but forward \(output of shape \(4, 1\)\) gives 1 measured value"),
+    "y [2, 1], batch 1": (lambda p, x1, x4: DPS(p.denoise, _FWD, torch.zeros(2, 1, dtype=DT), S)(x1, 1.0),
+                          r"y has shape \(2, 1\), .* for a batch of 1: y must be \[1\] .* or \[1, 1\]"),
+    "y [3, 1], batch 4": (lambda p, x1, x4: DPS(p.denoise, _FWD, torch.zeros(3, 1, dtype=DT), S)(x4, 1.0),
+                          r"y has shape \(3, 1\)"),
+    "forward via numpy": (lambda p, x1, x4: DPS(p.denoise, lambda z: torch.tensor(z.detach().numpy()[:, :1]), Y,
+                                                S)(x4, 1.0),
+                          "forward's output carries no autograd graph back to x"),
+    "forward [N]": (lambda p, x1, x4: DPS(p.denoise, lambda z: z[:, 0], Y, S)(x4, 1.0),
+                    r"forward must return a tensor \[N, m\] = \[4, m\] for a batch of 4, got shape \(4,\)"),
+    "cond without graph": (lambda p, x1, x4: DPS(lambda z, s: torch.zeros_like(z) + 0.3, _FWD, Y, S,
+                                                 step="normalised")(x4, 1.0),
+                           "cond's output carries no autograd graph back to x"),
+    "MM y [2, 1], batch 1": (lambda p, x1, x4: MomentMatched(p.denoise, A, torch.zeros(2, 1, dtype=DT), S)(x1, 1.0),
+                             r"y has shape \(2, 1\), but A \(shape \(1, 2\)\) gives 1 measured value\(s\) per "
+                             "sample for a batch of 1"),
+    "MM cond without graph": (lambda p, x1, x4: MomentMatched(lambda z, s: torch.zeros_like(z), A, Y, S)(x4, 1.0),
+                              "cond's output carries no autograd graph"),
+}
+
+
+@pytest.mark.parametrize("name", list(_BAD))
+def test_measurement_shapes_and_a_broken_graph_are_clear_errors(name):
+    """Issue 20 round 3: y of the wrong length or batch was broadcast silently (y [2] for m = 1; y [2, 1] for a
+    batch of 1, summing both rows) or failed in torch (y [3, 1] for a batch of 4); a forward of shape [N] gave an
+    IndexError; a forward through numpy or a denoiser with no graph to x gave autograd's bare RuntimeError."""
+    call, match = _BAD[name]
+    with pytest.raises(ValueError, match=match):
+        call(_prior(), _points(1, 7), _points(4, 8))
+
+
+@pytest.mark.parametrize("make", [lambda y: DPS(_prior().denoise, _forward, y, S),
+                                  lambda y: DPS(_prior().denoise, _forward, y, S, step="normalised"),
+                                  lambda y: MomentMatched(_prior().denoise, A, y, S)])
+def test_one_measurement_per_sample_is_read_row_by_row(make):
+    """y [N, m]: sample n is guided towards row n, exactly as a batch of one with y [m] = row n."""
+    x, ys = _points(3, 9), torch.tensor([[0.7], [-0.4], [1.3]], dtype=DT)
+    rows = torch.cat([make(ys[n])(x[n:n + 1], 0.8) for n in range(3)])
+    assert torch.allclose(make(ys)(x, 0.8), rows, rtol=0, atol=1e-14)

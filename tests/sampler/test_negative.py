@@ -93,3 +93,15 @@ def test_perp_neg_in_eps_units_is_the_same_rule():
     perp = neg - (neg * pos).sum(1, keepdim=True) / (pos * pos).sum(1, keepdim=True) * pos
     eps = e_u + (1 + w) * (pos - w_neg * perp)
     assert torch.allclose(PerpNeg(c, u, n, w, w_neg)(x, sigma), x - sigma * eps, atol=1e-12)
+
+
+def test_a_branch_of_another_shape_is_refused():
+    """Issue 20 round 3: a neg denoiser returning [N, 1] for d = 2 was broadcast and gave a wrong result silently."""
+    x = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
+    cond, uncond, neg = (lambda x, s: 0.5 * x), (lambda x, s: 0.4 * x), (lambda x, s: 0.3 * x)
+    with pytest.raises(ValueError, match=r"neg must return a tensor of cond's shape \(2, 2\), got shape \(2, 1\)"):
+        PerpNeg(cond, uncond, lambda x, s: x[:, :1], 2.0)(x, 1.0)
+    with pytest.raises(ValueError, match=r"uncond must return a tensor of cond's shape \(2, 2\), got shape \(2, 1\)"):
+        PerpNeg(cond, lambda x, s: x[:, :1], neg, 2.0)(x, 1.0)
+    with pytest.raises(ValueError, match="neg must return a tensor of cond's shape .*, got NoneType"):
+        PerpNeg(cond, uncond, lambda x, s: None, 2.0)(x, 1.0)

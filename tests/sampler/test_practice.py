@@ -401,3 +401,30 @@ def test_rectified_cfgpp_bad_arguments():
         rectified_cfgpp(d_cond, None, x0, sig, W, path=LINEAR)
     with pytest.raises(ValueError, match="weight"):
         rectified_cfgpp(d_cond, d_uncond, x0, sig, True, path=LINEAR)
+
+
+def test_rescale_phi_outside_the_unit_interval_is_refused():
+    """Issue 20 round 3: phi = -0.1 and 1.5 were accepted, though Lin et al.'s phi blends two predictions
+    (in [0, 1])."""
+    cfg = CFG(d_cond, d_uncond, W)
+    for bad in (-0.1, 1.5, -1e-12, 1 + 1e-12):
+        with pytest.raises(ValueError, match=rf"phi must be in \[0, 1\] .*got {bad}"):
+            GuidanceRescale(cfg, bad)
+    assert GuidanceRescale(cfg, 0.0).phi == 0.0 and GuidanceRescale(cfg, 1).phi == 1.0
+
+
+def test_tcfg_with_a_non_finite_sample_is_nan_in_nan_out_as_cfg():
+    """Issue 20 round 3: a NaN x stopped TCFG with torch's LinAlgError from the SVD; every other rule (CFG first)
+    gives NaN where the input is NaN and the samplers refuse it naming the step. Now TCFG does the same, and the
+    finite samples of the batch are what TCFG gives on them alone."""
+    x = _x((4, 3))
+    x[1, 2] = float("nan")
+    x[3, 0] = float("inf")
+    out, cfg = TCFG(d_cond, d_uncond, W)(x, 1.0), CFG(d_cond, d_uncond, W)(x, 1.0)
+    assert torch.isnan(out[[1, 3]]).all() and not torch.isfinite(cfg[[1, 3]]).all(1).any()
+    rows = torch.cat([TCFG(d_cond, d_uncond, W)(x[i:i + 1], 1.0) for i in (0, 2)])
+    assert torch.equal(out[[0, 2]], rows) and torch.isfinite(rows).all()
+    assert torch.isnan(TCFG(d_cond, d_uncond, W)(torch.full((2, 2), float("nan"), dtype=F64), 1.0)).all()
+    with pytest.raises(ValueError, match="non-finite"):
+        ddim(TCFG(lambda x, s: x.clone().fill_(float("nan")) if s < 2 else x / (1 + s**2), d_uncond, W),
+             _x((2, 3)), torch.tensor([4.0, 1.0, 0.0], dtype=F64))

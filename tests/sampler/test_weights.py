@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sampler import Constant, Cosine, Interval, LinearRamp, as_schedule, s_to_w, w_to_s
+from sampler import CFG, DPS, Constant, Cosine, Interval, LinearRamp, PerpNeg, as_schedule, s_to_w, w_to_s
 
 finite = st.floats(-50, 50, allow_nan=False)
 
@@ -81,3 +81,34 @@ def test_bad_weights():
         Constant(float("nan"))
     with pytest.raises(ValueError, match="w must be a number"):
         Constant("x")
+
+
+def _nan_schedule(sigma):
+    return float("nan") if sigma > 0.5 else 1.0
+
+
+@pytest.mark.parametrize("make", [
+    lambda w: CFG(lambda x, s: x / (1 + s**2), lambda x, s: 0.5 * x / (1 + s**2), w),
+    lambda w: PerpNeg(lambda x, s: 0.5 * x, lambda x, s: 0.4 * x, lambda x, s: 0.3 * x, w),
+    lambda w: PerpNeg(lambda x, s: 0.5 * x, lambda x, s: 0.4 * x, lambda x, s: 0.3 * x, 1.0, w),
+    lambda w: DPS(lambda x, s: 0.5 * x, lambda z: z[:, :1], torch.tensor([0.3], dtype=torch.float64), 0.1, weight=w),
+])
+def test_a_schedule_value_that_is_not_finite_is_refused_naming_the_schedule_and_sigma(make):
+    """Issue 20 round 3: a weight schedule returning NaN gave NaN guidance without a word (CFG, PerpNeg, DPS: every
+    rule reads its weight through as_schedule). A finite caller's schedule gives the same numbers as a Constant."""
+    x = torch.tensor([[1.0, 2.0], [-0.5, 0.3]], dtype=torch.float64)
+    with pytest.raises(ValueError, match=r"weight schedule .*_nan_schedule.* returned nan at sigma=1.0"):
+        make(_nan_schedule)(x, 1.0)
+    assert torch.equal(make(_nan_schedule)(x, 0.25), make(1.0)(x, 0.25))
+    for bad in (lambda s: float("inf"), lambda s: torch.tensor([1.0, float("nan")]), lambda s: None,
+                lambda s: True):
+        with pytest.raises(ValueError, match="sigma=1.0; a guidance weight must be a finite number"):
+            make(bad)(x, 1.0)
+
+
+def test_as_schedule_wraps_only_callers_schedules():
+    own = Cosine(1, 1, 1)
+    assert as_schedule(own) is own and as_schedule(2.0) == Constant(2.0)
+    f = lambda s: 2.0 * s  # noqa: E731
+    checked = as_schedule(f)
+    assert checked.schedule is f and as_schedule(checked) is checked and checked(0.3) == f(0.3)
