@@ -81,7 +81,7 @@ from typing import Optional, Union
 
 import torch
 
-from .guidance import Guidance, check_callable
+from .guidance import Guidance, check_callable, same_shape
 from .model import Denoiser, model_path
 from .paths import Path, denoised_from_velocity, velocity_from_denoised
 from .samplers import check_sigmas
@@ -180,7 +180,7 @@ class CFGZeroStar:
         return self.weight(sigma) != 0
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        d_u = self.uncond(x, sigma)
+        d_u = same_shape("uncond", self.uncond(x, sigma), d_cond)
         v_c = velocity_from_denoised(self.path, x, sigma, d_cond)
         v_u = velocity_from_denoised(self.path, x, sigma, d_u)
         v = v_c + self.weight(sigma) * (v_c - _bcast(optimised_scale(v_c, v_u), x) * v_u)
@@ -355,7 +355,7 @@ class APG:
         return self.weight(sigma) * ((diff - par) + self.eta * par)
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        d_u = self.uncond(x, sigma)
+        d_u = same_shape("uncond", self.uncond(x, sigma), d_cond)
         if self.on == "x0":
             return self._update(d_cond, d_cond - d_u, sigma)
         elif self.on == "velocity":

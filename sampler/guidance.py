@@ -27,6 +27,7 @@ __all__ = [
     "Guidance",
     "guided_output",
     "check_callable",
+    "same_shape",
     "Unguided",
     "ClassifierGuidance",
     "CFG",
@@ -52,6 +53,15 @@ def check_callable(name: str, f) -> None:
     """``ValueError`` naming ``name`` unless ``f`` is a callable (a denoiser ``(x, sigma) -> tensor``)."""
     if not callable(f):
         raise ValueError(f"{name} must be a callable (x, sigma) -> tensor, got {f!r}")
+
+
+def same_shape(name: str, out, like: torch.Tensor) -> torch.Tensor:
+    """A branch's prediction ``out`` when it is a tensor of the conditional prediction's shape, else ``ValueError``
+    naming the branch (a broadcastable shape, [N, 1] for [N, d], would otherwise give a silently wrong result)."""
+    if not isinstance(out, torch.Tensor) or out.shape != like.shape:
+        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(f"{name} must return a tensor of cond's shape {tuple(like.shape)}, got {got}")
+    return out
 
 
 def guided_output(g, x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -134,7 +144,7 @@ class CFG(_Weighted):
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        return self.weight(sigma) * (d_cond - self.uncond(x, sigma))
+        return self.weight(sigma) * (d_cond - same_shape("uncond", self.uncond(x, sigma), d_cond))
 
 
 @dataclass(frozen=True)
@@ -155,7 +165,7 @@ class AutoGuidance(_Weighted):
         object.__setattr__(self, "weight", as_schedule(self.weight))
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        return self.weight(sigma) * (d_cond - self.weak(x, sigma))
+        return self.weight(sigma) * (d_cond - same_shape("weak", self.weak(x, sigma), d_cond))
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Union
 
 import torch
 
+from .guidance import same_shape
 from .model import Denoiser
 from .weights import WeightSchedule, as_schedule
 
@@ -44,15 +45,6 @@ def perpendicular(v: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     coef = torch.where(nn > 0, (vf * rf).sum(1, keepdim=True) / torch.where(nn > 0, nn, torch.ones_like(nn)),
                        torch.zeros_like(nn))
     return (vf - coef * rf).reshape(v.shape)
-
-
-def _same_shape(name: str, out, like: torch.Tensor) -> torch.Tensor:
-    """A branch's prediction ``out`` when it is a tensor of the conditional prediction's shape, else ``ValueError``
-    naming the branch (a broadcastable shape, [N, 1] for [N, d], would otherwise give a silently wrong result)."""
-    if not isinstance(out, torch.Tensor) or out.shape != like.shape:
-        got = f"shape {tuple(out.shape)}" if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"{name} must return a tensor of cond's shape {tuple(like.shape)}, got {got}")
-    return out
 
 
 @dataclass(frozen=True)
@@ -76,12 +68,12 @@ class PerpNeg:
         return self.weight(sigma) != 0 or self.neg_weight(sigma) != 0
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        d_u = _same_shape("uncond", self.uncond(x, sigma), d_cond)
+        d_u = same_shape("uncond", self.uncond(x, sigma), d_cond)
         delta_c = d_cond - d_u
         out = self.weight(sigma) * delta_c
         w_neg = self.neg_weight(sigma)
         if w_neg != 0:
-            d_neg = _same_shape("neg", self.neg(x, sigma), d_cond)
+            d_neg = same_shape("neg", self.neg(x, sigma), d_cond)
             out = out - (1 + self.weight(sigma)) * w_neg * perpendicular(d_neg - d_u, delta_c)
         return out
 

@@ -29,7 +29,7 @@ from typing import NamedTuple, Union
 
 import torch
 
-from .guidance import Guidance, check_callable, guided_output
+from .guidance import Guidance, check_callable, guided_output, same_shape
 from .model import Denoiser
 from .schedules import check_count, check_number
 from .weights import WeightSchedule, as_schedule
@@ -252,7 +252,7 @@ class TCFG:
         return self.weight(sigma) != 0
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        r_c, r_u = x - d_cond, x - self.uncond(x, sigma)
+        r_c, r_u = x - d_cond, x - same_shape("uncond", self.uncond(x, sigma), d_cond)
         # D = x - (r_c + w (r_c - P r_u)) = D_c + w (P r_u - r_c)
         return self.weight(sigma) * (top_singular_projection(r_c, r_u) - r_c)
 
@@ -290,7 +290,7 @@ class MamboG:
         return self.weight(sigma) != 0
 
     def delta(self, x: torch.Tensor, sigma: float, d_cond: torch.Tensor) -> torch.Tensor:
-        d_u = self.uncond(x, sigma)
+        d_u = same_shape("uncond", self.uncond(x, sigma), d_cond)
         diff = d_cond - d_u  # = r_u - r_c: the same norm as eps_c - eps_u up to the factor sigma
         ratio = _safe_ratio(_norm(diff), _norm(x - d_u), math.inf)
         ratio = torch.where(_norm(diff) == 0, torch.zeros_like(ratio), ratio)
@@ -372,7 +372,7 @@ class Characteristic:
         residual = math.inf
         for it in range(1, self.max_iter + 1):
             d_c = self.cond(x + w * shift, sigma)
-            d_u = self.uncond(x + (1 + w) * shift, sigma)
+            d_u = same_shape("uncond", self.uncond(x + (1 + w) * shift, sigma), d_c)
             g = d_u - d_c
             residual = g.flatten(1).pow(2).mean(1).sqrt().max().item() if x.shape[0] else 0.0
             if not math.isfinite(residual):

@@ -165,3 +165,18 @@ def test_tilted_mean_samples_the_tilted_law(b):
                                                                zip(means.tolist(), stds.tolist()))).statistic
     if b != 0:
         assert untilted > 5 / math.sqrt(n)  # and the guidance really moved the law
+
+
+@pytest.mark.parametrize("rule", ["CFG", "AutoGuidance", "CFGZeroStar", "APG", "TCFG", "MamboG", "Characteristic"])
+def test_a_branch_of_another_shape_is_refused_not_broadcast(rule):
+    """Issue 20 round 3: an uncond (or weak) denoiser returning [N, 1] for d = 2 was broadcast against cond's [N, 2]
+    and gave a silently wrong guided prediction (CFG gave [[-0.5, 1.0]] for x = [[1, 2]]); every rule reading a
+    second branch now refuses it, naming the branch."""
+    import sampler
+    x = torch.tensor([[1.0, 2.0], [0.5, -1.0]], dtype=torch.float64)
+    cond, bad = (lambda x, s: 0.5 * x), (lambda x, s: x[:, :1])
+    flow = {"path": sampler.LINEAR} if rule == "CFGZeroStar" else {}  # plain denoisers carry no path
+    guided = getattr(sampler, rule)(cond, bad, 2.0, **flow)
+    name = "weak" if rule == "AutoGuidance" else "uncond"
+    with pytest.raises(ValueError, match=rf"{name} must return a tensor of cond's shape \(2, 2\), got shape \(2, 1\)"):
+        guided(x, 1.0)
