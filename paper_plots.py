@@ -34,7 +34,7 @@ matplotlib.use("Agg")  # entry point: files only, no display
 from tqdm.auto import tqdm  # noqa: E402
 
 from evaluation.docs import numbers_table  # noqa: E402
-from evaluation.io import check_writable_dir, write_atomically  # noqa: E402
+from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
 from evaluation.sweep import BAR_FORMAT, eta_of, run_cells  # noqa: E402
 from figures import FIGURES  # noqa: E402
 
@@ -112,6 +112,7 @@ def main(argv=None) -> int:
         check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
+    check_sweep_arguments(ap, None)  # the figures' cells go to the default cache
     torch.set_num_threads(args.threads)
     # a figure set too slow for a fast look (QUICK = False) is drawn by --quick only when named with --only
     names = args.only or [n for n, m in FIGURES.items() if not args.quick or getattr(m, "QUICK", True)]

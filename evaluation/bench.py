@@ -838,7 +838,7 @@ def main(argv=None) -> None:
                     help="copy bench.json to docs/data/ and regenerate the leaderboard headline of README.md")
     ap.add_argument("--scheduler", default=None, metavar="ADDR", help="a Dask scheduler address (tcp://HOST:PORT)")
     args = ap.parse_args(argv)
-    check_cli_arguments(ap, args.workers, args.out)
+    check_cli_arguments(ap, args.workers, args.out, scheduler=args.scheduler)
     rules = dict(REGISTRY)
     for text in args.rule:
         split = _split_file_rule(text)

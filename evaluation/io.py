@@ -13,9 +13,10 @@ from .sweep import CACHE_ENV, check_scheduler, default_cache_dir
 __all__ = ["check_writable_dir", "write_atomically", "check_cli_arguments", "check_sweep_arguments"]
 
 
-def check_cli_arguments(ap, workers: int, *folders) -> None:
-    """An entry point's first checks, as argparse errors before any work: ``--workers`` >= 1 and every output
-    folder in ``folders`` writable."""
+def check_cli_arguments(ap, workers: int, *folders, scheduler: str | None = None) -> None:
+    """An entry point's first checks, as argparse errors before any work: ``--workers`` >= 1, every output
+    folder in ``folders`` writable, then its cell sweep (:func:`check_sweep_arguments`: the default cell cache
+    writable, ``scheduler`` a Dask address)."""
     if workers < 1:
         ap.error(f"--workers must be >= 1, got {workers}")
     try:
@@ -23,6 +24,7 @@ def check_cli_arguments(ap, workers: int, *folders) -> None:
             check_writable_dir(folder)
     except OSError as err:
         ap.error(f"cannot write the output: {err}")
+    check_sweep_arguments(ap, None, scheduler)
 
 
 def _cache_source(cache: Path | None) -> str:

@@ -329,3 +329,20 @@ def test_the_inverse_cli_checks_its_cache_as_the_ledger_does(tmp_path, blocker, 
     monkeypatch.setenv("REG_GUIDANCE_CACHE", str(blocker / "env"))
     line = _error(capsys, lambda: cli.main(["--quick", "--out", str(tmp_path / "o")]))
     assert f"cannot write to the cell cache {blocker / 'env'} ($REG_GUIDANCE_CACHE)" in line
+
+
+@pytest.mark.parametrize("module, argv, work", [
+    ("evaluation.flows", ["--quick"], "compute"), ("evaluation.dimension", ["--quick"], "compute"),
+    ("evaluation.bench", ["--quick"], "run"), ("evaluation.report", [], "run_cells"), ("paper_plots", ["--quick"], "run_cells")])
+def test_every_entry_point_checks_the_default_cell_cache_before_work(module, argv, work, tmp_path, blocker, capsys,
+                                                                      monkeypatch):
+    """An unwritable $REG_GUIDANCE_CACHE ended the flows, dimension, bench and report CLIs in an OSError traceback
+    after their set-up (issue 20): each checks it with its arguments (evaluation.io.check_cli_arguments /
+    check_sweep_arguments) and gives one argparse line naming the setting."""
+    import importlib
+
+    cli = importlib.import_module(module)
+    _tripwire(monkeypatch, cli, work)
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(blocker / "env"))
+    line = _error(capsys, lambda: cli.main(argv + ["--out", str(tmp_path / "o")]))
+    assert f"cannot write to the cell cache {blocker / 'env'} ($REG_GUIDANCE_CACHE)" in line
