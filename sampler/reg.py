@@ -193,7 +193,6 @@ class REG:
             x0 = x.detach()
             d_c = g.cond(x0, sigma)
             delta = g.delta(x0, sigma, d_c)
-            n = x0.shape[0]
             eps = torch.finfo(x0.dtype).eps
             step = self.fd_step if self.fd_step is not None else (eps ** (1 / 3) if self.fd_central else eps**0.5)
             rms_x = x0.flatten(1).pow(2).mean(1).sqrt().clamp(min=1.0)  # [N]
