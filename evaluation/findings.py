@@ -39,10 +39,10 @@ F64 = torch.float64
 UNDECIDED = 1e-9  # a closed-form sign within this (relative) of zero is counted as not decided in float64
 
 
-def _check_w(w) -> float:
-    if isinstance(w, bool) or not isinstance(w, (int, float)) or not math.isfinite(w):
-        raise ValueError(f"w must be a finite number, got {w!r}")
-    return float(w)
+def _check_finite(value, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
 
 
 def _check_count(value, name: str, least: int) -> int:
@@ -67,7 +67,7 @@ class CurvesCell:
 
     def __post_init__(self):
         _check_1d(self.law)
-        _check_w(self.w)
+        _check_finite(self.w, "w")
         _check_count(self.points, "points", 2)
 
     @property
@@ -112,7 +112,7 @@ class TrainedCell:
 
     def __post_init__(self):
         _check_1d(self.law)
-        _check_w(self.w)
+        _check_finite(self.w, "w")
         _check_count(self.points, "points", 2)
         _check_count(self.mc_every, "mc_every", 1)
         _check_count(self.rollouts, "rollouts", 1)
@@ -168,7 +168,7 @@ class FieldMapCell:
     def __post_init__(self):
         if Law.parse(self.law).dim != 2:
             raise ValueError(f"law must be a 2-D law, got {self.law!r} (d = {Law.parse(self.law).dim})")
-        _check_w(self.w)
+        _check_finite(self.w, "w")
         if isinstance(self.abar, bool) or not isinstance(self.abar, (int, float)) or not 0 < self.abar < 1:
             raise ValueError(f"abar must lie in (0, 1), got {self.abar!r}")
         _check_count(self.points, "points", 2)
@@ -217,9 +217,7 @@ class ClosedFormCell:
 
     def __post_init__(self):
         for name in ("w", "mu_c", "mu_u", "s_u"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise ValueError(f"{name} must be a finite number, got {v!r}")
+            _check_finite(getattr(self, name), name)
         if not self.s_u > 0:
             raise ValueError(f"s_u must be > 0, got {self.s_u!r}")
         _check_count(self.points, "points", 2)

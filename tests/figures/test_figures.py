@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 from analytic import symbolic  # noqa: E402
 from evaluation import demo  # noqa: E402
-from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d, outputs, sweeps, trained_1d  # noqa: E402
+from figures import FIGURES, closed_forms, curves_1d, fields_2d, outputs, sweeps, trained_1d  # noqa: E402
 
 
 def test_curves_1d_against_independent_routes():
