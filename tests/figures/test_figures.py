@@ -77,7 +77,7 @@ def test_fields_2d_compute_and_summary():
 def test_paper_plots_writes_figures_and_results(tmp_path):
     import paper_plots
 
-    paper_plots.main(["--quick", "--only", "maps_1d", "--out", str(tmp_path)])
+    paper_plots.main(["--quick", "--only", "maps_1d", "--out", str(tmp_path), "--workers", "1"])  # no pool for 2 cells
     assert (tmp_path / "maps_1d.png").stat().st_size > 0 and (tmp_path / "maps_1d.pdf").stat().st_size > 0
     res = json.loads((tmp_path / "results.json").read_text())
     numbers = res["figures"]["maps_1d"]["numbers"]
