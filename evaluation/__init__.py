@@ -8,7 +8,8 @@
 - :mod:`evaluation.sweep`: cells, the on-disk cache and executors, under every experiment;
 - :mod:`evaluation.cases`, :mod:`evaluation.report` (``python -m evaluation.report``), :mod:`evaluation.demo`
   (``python -m evaluation.demo``), :mod:`evaluation.flows` (``python -m evaluation.flows``),
-  :mod:`evaluation.dimension` (``python -m evaluation.dimension``), :mod:`evaluation.claims`;
+  :mod:`evaluation.dimension` (``python -m evaluation.dimension``), :mod:`evaluation.claims`,
+  :mod:`evaluation.findings` (the cells of the findings figures);
 - :mod:`evaluation.bench` (``python -m evaluation.bench``): the guidance bench, any rule scored exactly.
 
 These lived in ``analytic`` before issue 10 (``analytic.density``, ``analytic.metrics``, ``analytic.report``,

@@ -5,8 +5,9 @@ it prints the mean absolute gap between the exact optimal guidance and CFG / REG
 the term added to ``eps_c``), unweighted as in the paper's figures and weighted by the conditional
 noised density ``p_t(x | y)``, against two goldens: the ideal chain (exact posterior) and the
 sampler chain (the 20-step DDPM chain actually run, which is what the paper's Monte Carlo golden
-estimates). In 1-D every REG estimator is the same number. :func:`compute` gives the per-step curves
-the figure ``curves_1d`` draws, :func:`errors` the table.
+estimates). In 1-D every REG estimator is the same number. :func:`compute` gives the per-step curves with
+the goldens' error estimates (the figure ``curves_1d`` draws them from a cached cell,
+:class:`evaluation.findings.CurvesCell`), :func:`errors` the table.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Curves(NamedTuple):
     cfg: torch.Tensor  # CFG's term w (eps_c - eps_u)
     reg: torch.Tensor  # REG's (every estimator coincides in 1-D)
     weight: torch.Tensor  # p_t(x | y) normalised on the grid
+    golden_error: torch.Tensor  # error estimate of ``golden`` (the quadrature's, analytic.golden_on_grid)
+    chain_error: torch.Tensor  # error estimate of ``chain`` (analytic.chain_golden)
 
 
 class DemoErrors(NamedTuple):
@@ -51,17 +54,19 @@ def compute(preset: str = "paper_1d", w: float = 1.0, n_points: int = 1000) -> C
     sched = Schedule.parse("paper").vp
     reward = Method("cfg", w).reward(p)
     x = torch.linspace(-1, 2, n_points, dtype=torch.float64)
-    chain = chain_golden(mixture_eps_fn(p.cond, sched), reward.log_r0, sched, x).golden[..., 0]
-    rows = {k: [] for k in ("golden", "cfg", "reg", "weight")}
+    chain = chain_golden(mixture_eps_fn(p.cond, sched), reward.log_r0, sched, x)
+    rows = {k: [] for k in ("golden", "cfg", "reg", "weight", "golden_error")}
     for t in range(1, sched.T + 1):
         a = sched.abar[t].item()
         f = guidance_fields_on_grid(p.cond, reward, x, a)
         rows["golden"].append(f.golden[:, 0])
         rows["cfg"].append(f.present[:, 0])
         rows["reg"].append(f.reg_paper[:, 0])
+        rows["golden_error"].append(f.golden_error[:, 0])
         rows["weight"].append(torch.softmax(p.cond.noised(a).log_prob(x[:, None]), 0))
     stack = {k: torch.stack(v) for k, v in rows.items()}
-    return Curves(x, sched.abar[1:].clone(), stack["golden"], chain, stack["cfg"], stack["reg"], stack["weight"])
+    return Curves(x, sched.abar[1:].clone(), stack["golden"], chain.golden[..., 0], stack["cfg"], stack["reg"],
+                  stack["weight"], stack["golden_error"], chain.err_golden[..., 0])
 
 
 def errors(c: Curves) -> DemoErrors:

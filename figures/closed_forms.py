@@ -1,10 +1,15 @@
 """Figure: where CFG is exact, where REG helps and where it hurts, from the single-Gaussian closed forms.
 
 Conditional N(1, s_c^2) against unconditional N(0, s_u^2) with s_u = 0.5, ideal chain: the ratio of REG's
-to CFG's relative weighted RMS gap over (abar, r = s_c^2 / s_u^2) for several w (analytic.symbolic).
+to CFG's relative weighted RMS gap over (abar, r = s_c^2 / s_u^2) for several w (analytic.symbolic). One cached
+cell of :mod:`evaluation.sweep` per weight (:class:`evaluation.findings.ClosedFormCell`, the cells protocol of
+:mod:`figures`). The published fractions are exact counts of closed-form signs on the grid; their error is the share
+of grid points whose sign float64 cannot decide (within :data:`evaluation.findings.UNDECIDED` of zero), 0 when
+every sign is decided.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,16 +17,19 @@ import matplotlib.patches as mpatches
 import matplotlib.pyplot as plt
 import numpy as np
 
-from analytic import symbolic
+from evaluation.findings import ClosedFormCell
+from evaluation.sweep import run_cells
 
 from .style import save, style
 
 NAME = "closed_forms"
 CAPTION = ("Single Gaussians in closed form: log10(REG gap / CFG gap) over noise level and variance ratio "
            "r = s_c^2/s_u^2 (blue: REG closer to the optimum; grey hatched: E_t infinite; dotted: r = 1, where CFG is exact); dashed lines are the "
-           "derived boundaries r = (1+w)/(2+w) and r = (1+2w)/(2+2w).")
+           "derived boundaries r = (1+w)/(2+w) and r = (1+2w)/(2+2w). The fractions are exact counts over the grid "
+           "(error: the share of points whose sign float64 cannot decide).")
 WEIGHTS = (0.5, 1.0, 3.0)
 S_U = 0.5
+POINTS = {False: 60, True: 25}  # grid points per axis (full, quick)
 
 
 @dataclass(frozen=True)
@@ -30,34 +38,37 @@ class ClosedForms:
     ratio: np.ndarray  # [R]
     log_ratio: dict  # w -> [R, A] log10(rel_gap_reg / rel_gap_cfg), nan where undefined
     diverges: dict  # w -> [R, A] bool, E_t infinite
+    undecided: dict  # w -> [R, A] bool, a sign within evaluation.findings.UNDECIDED of zero
 
 
+def _cells(quick: bool) -> dict:
+    """{w: its cell}."""
+    return {w: ClosedFormCell(w, 1.0, 0.0, S_U, POINTS[bool(quick)]) for w in WEIGHTS}
+
+
+def cells(quick: bool = False) -> list:
+    """The figure's cells (the cells protocol of :mod:`figures`)."""
+    return list(_cells(quick).values())
+
+
+@functools.cache
 def compute(quick: bool = False) -> ClosedForms:
-    n = 25 if quick else 60
-    abar = np.linspace(0.02, 0.98, n)
-    ratio = np.geomspace(0.1, 3.0, n)
-    log_ratio, diverges = {}, {}
-    for w in WEIGHTS:
-        lr = np.full((n, n), np.nan)
-        dv = np.zeros((n, n), dtype=bool)
-        for i, r in enumerate(ratio):
-            for j, a in enumerate(abar):
-                try:
-                    g = symbolic.gap_summary(a, 1.0, S_U * np.sqrt(r), 0.0, S_U, w)
-                except ValueError:  # E_t diverges here
-                    dv[i, j] = True
-                    continue
-                lr[i, j] = np.log10(max(float(g.rel_gap_reg), 1e-12) / max(float(g.rel_gap_cfg), 1e-12))
-        log_ratio[w], diverges[w] = lr, dv
-    return ClosedForms(abar, ratio, log_ratio, diverges)
+    one = _cells(quick)
+    res = dict(zip(one, run_cells(list(one.values()), progress=False).results))
+    r0 = res[WEIGHTS[0]]
+    return ClosedForms(r0.abar, r0.ratio, {w: r.log_ratio for w, r in res.items()},
+                       {w: r.diverges for w, r in res.items()}, {w: r.undecided for w, r in res.items()})
 
 
 def summary(c: ClosedForms) -> dict:
+    """Per weight, the share of the (finite-E_t) grid where REG is closer than CFG and the share where E_t is
+    infinite, each with its error (the share of points whose sign is undecided in float64)."""
     out = {}
     for w in WEIGHTS:
-        ok = ~c.diverges[w]
-        out[f"w={w}"] = {"fraction_reg_better": float((c.log_ratio[w][ok] < 0).mean()),
-                         "fraction_diverging": float(c.diverges[w].mean())}
+        ok, und = ~c.diverges[w], c.undecided[w]
+        out[f"w={w}"] = {"fraction_reg_better": {"value": float((c.log_ratio[w][ok] < 0).mean()),
+                                                 "error": float(und[ok].mean())},
+                         "fraction_diverging": {"value": float(c.diverges[w].mean()), "error": float(und.mean())}}
     return out
 
 

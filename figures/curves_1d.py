@@ -1,7 +1,10 @@
 """Figure: 1-D per-step guidance curves, golden vs CFG vs REG (the paper's Figure 1 setting).
 
 Paper 1-D preset, T = 20, w = 1, points on [-1, 2]. Exact: the ideal-chain golden, the sampler-chain
-golden (what the paper's Monte Carlo golden estimates), CFG and REG (all estimators coincide in 1-D).
+golden (what the paper's Monte Carlo golden estimates), CFG and REG (all estimators coincide in 1-D). One cached
+cell of :mod:`evaluation.sweep` (:class:`evaluation.findings.CurvesCell`, the cells protocol of :mod:`figures`);
+every mean gap the figure publishes carries its error: the goldens' quadrature error estimates carried through
+the mean (CFG and REG are closed forms, exact to machine precision).
 """
 from __future__ import annotations
 
@@ -12,7 +15,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 
-from evaluation import demo
+from evaluation.findings import CurvesCell
+from evaluation.sweep import run_cells
 
 from .style import LABELS, save, style
 
@@ -26,6 +30,9 @@ CAPTION = ("Per-step guidance in eps units on the paper's 1-D toy (T = 20, w = 1
 PAPER_COLORS = {"golden": "#1f77b4", "chain": "#6baed6", "cfg": "#2ca02c", "reg": "#d62728"}
 
 
+POINTS = {False: 1000, True: 301}  # points on [-1, 2] (full, quick)
+
+
 @dataclass(frozen=True)
 class Curves1D:
     x: np.ndarray  # [n]
@@ -36,32 +43,53 @@ class Curves1D:
     cfg: np.ndarray  # [T, n]
     reg: np.ndarray  # [T, n]
     weight: np.ndarray  # [T, n] p_t(x | y) normalised on the grid
-    errors: demo.DemoErrors  # the per-step table of evaluation.demo
+    golden_error: np.ndarray  # [T, n] error estimate of golden
+    chain_error: np.ndarray  # [T, n] error estimate of chain
 
 
-@functools.cache  # maps_1d draws the same arrays
-def compute(quick: bool = False, preset: str = "paper_1d", w: float = 1.0) -> Curves1D:
-    c = demo.compute(preset, w, 301 if quick else 1000)
-    arr = {k: v.numpy() for k, v in c._asdict().items()}
-    return Curves1D(arr["x"], np.arange(1, len(arr["abar"]) + 1), arr["abar"], arr["golden"], arr["chain"],
-                    arr["cfg"], arr["reg"], arr["weight"], demo.errors(c))
+def _cell(quick: bool) -> CurvesCell:
+    return CurvesCell("paper_1d", 1.0, POINTS[bool(quick)])
+
+
+def cells(quick: bool = False) -> list:
+    """The figure's cell (the cells protocol of :mod:`figures`)."""
+    return [_cell(quick)]
+
+
+@functools.cache  # maps_1d and trained_1d draw the same arrays
+def compute(quick: bool = False) -> Curves1D:
+    (r,) = run_cells(cells(quick), progress=False).results
+    return Curves1D(r.x, np.arange(1, len(r.abar) + 1), r.abar, r.golden, r.chain, r.cfg, r.reg, r.weight,
+                    r.golden_error, r.chain_error)
+
+
+def mean_gap(golden: np.ndarray, error: np.ndarray, field: np.ndarray, weight: np.ndarray | None = None) -> dict:
+    """Mean over steps of the mean |golden - field| over the points (``weight`` [T, n]: weighted per step), with its
+    error: the same mean of the golden's error estimate (| |a| - |b| | <= |a - b|; the field is a closed form or a
+    network's measurement, with no error of its own)."""
+    w = np.full(golden.shape, 1.0 / golden.shape[1]) if weight is None else weight / weight.sum(1, keepdims=True)
+    return {"value": float((np.abs(golden - field) * w).sum(1).mean()), "error": float((np.abs(error) * w).sum(1).mean())}
 
 
 def summary(c: Curves1D) -> dict:
-    e = c.errors
-    mean = lambda gaps, m: float(gaps.of(m).mean())  # noqa: E731
-    return {kind: {m: mean(getattr(e, attr), m) for m in ("cfg", "reg")}
-            for kind, attr in (("mean_abs_gap_ideal", "ideal"), ("mean_abs_gap_ideal_weighted", "ideal_weighted"),
-                               ("mean_abs_gap_chain", "chain"))}
+    """Mean |golden - CFG| and |golden - REG| (eps units) over the steps and points, against the ideal golden (plain
+    and p_t(x|y)-weighted) and the sampler-chain golden, each with its error."""
+    kinds = (("mean_abs_gap_ideal", c.golden, c.golden_error, None),
+             ("mean_abs_gap_ideal_weighted", c.golden, c.golden_error, c.weight),
+             ("mean_abs_gap_chain", c.chain, c.chain_error, None))
+    return {kind: {m: mean_gap(g, e, getattr(c, m), wt) for m in ("cfg", "reg")} for kind, g, e, wt in kinds}
 
 
 def conclusion(c: Curves1D) -> str:
-    """Which of CFG and REG is closer to the golden, from the per-step table (mean |gap|, p_t(x|y)-weighted)."""
+    """Which of CFG and REG is closer to the golden, from the per-step table (mean |gap|, p_t(x|y)-weighted), with
+    the largest error of the two means."""
     s = summary(c)["mean_abs_gap_ideal_weighted"]
-    near, far = sorted(("cfg", "reg"), key=s.get)
+    near, far = sorted(("cfg", "reg"), key=lambda m: s[m]["value"])
     name = {"cfg": "CFG", "reg": "REG"}
+    err = max(s[m]["error"] for m in s)
     return (f"{name[near]} is closer to the ideal golden than {name[far]} where the conditional has its mass: mean "
-            f"|gap| under p_t(x|y) {s[near]:.3f} against {s[far]:.3f} eps units, averaged over the steps.")
+            f"|gap| under p_t(x|y) {s[near]['value']:.3f} against {s[far]['value']:.3f} eps units, averaged over the "
+            f"steps (the golden's quadrature error: at most {err:.1e} on either).")
 
 
 def plot(c: Curves1D, out_dir: Path) -> list[Path]:

@@ -1,15 +1,19 @@
 """Figure: 2-D guidance vector fields (golden, CFG, REG paper, REG vjp) at several noise levels, with the
-error of each method against the golden as the background."""
+error of each method against the golden as the background. One cached cell of :mod:`evaluation.sweep` per preset
+and level (:class:`evaluation.findings.FieldMapCell`, the cells protocol of :mod:`figures`); every published mean
+error carries its error: the golden's quadrature error estimate carried through the mean (the methods' fields are
+closed forms, exact to machine precision)."""
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from analytic import CFGReward, get_preset, guidance_fields_on_grid
+from evaluation.findings import FieldMapCell
+from evaluation.sweep import run_cells
 
 from .style import LABELS, save, style
 
@@ -19,6 +23,8 @@ CAPTION = ("2-D guidance fields (eps units, w = 1) on the correlated_2d and clas
 PRESETS = ("correlated_2d", "classes_2d")
 LEVELS = (0.5, 0.82, 0.95)
 METHODS = ("golden", "present", "reg_paper", "reg_vjp")
+W = 1.0
+POINTS = {False: 49, True: 25}  # grid points per axis of [-1, 2]^2 (full, quick)
 
 
 @dataclass(frozen=True)
@@ -26,43 +32,59 @@ class Fields2D:
     axis: np.ndarray  # [n]
     fields: dict  # (preset, abar, method) -> [n, n, 2]
     density: dict  # (preset, abar) -> [n, n] p_t(x | y)
+    golden_error: dict  # (preset, abar) -> [n, n, 2] error estimate of the golden field
 
 
-def compute(quick: bool = False, w: float = 1.0) -> Fields2D:
-    n = 25 if quick else 49
-    axis = torch.linspace(-1, 2, n, dtype=torch.float64)
-    pts = torch.cartesian_prod(axis, axis)
-    fields, density = {}, {}
-    for name in PRESETS:
-        p = get_preset(name)
-        reward = CFGReward(p.cond, p.uncond, w)
-        for a in LEVELS:
-            f = guidance_fields_on_grid(p.cond, reward, (axis, axis), a)
-            for m in METHODS:
-                fields[name, a, m] = getattr(f, m).reshape(n, n, 2).numpy()
-            density[name, a] = p.cond.noised(a).log_prob(pts).exp().reshape(n, n).numpy()
-    return Fields2D(axis.numpy(), fields, density)
+def _cells(quick: bool) -> dict:
+    """{(preset, abar): its cell}."""
+    return {(p, a): FieldMapCell(p, W, a, POINTS[bool(quick)]) for p in PRESETS for a in LEVELS}
+
+
+def cells(quick: bool = False) -> list:
+    """The figure's cells (the cells protocol of :mod:`figures`)."""
+    return list(_cells(quick).values())
+
+
+@functools.cache
+def compute(quick: bool = False) -> Fields2D:
+    one = _cells(quick)
+    res = dict(zip(one, run_cells(list(one.values()), progress=False).results))
+    fields = {(p, a, m): getattr(r, m) for (p, a), r in res.items() for m in METHODS}
+    density = {k: r.density for k, r in res.items()}
+    error = {k: r.golden_error for k, r in res.items()}
+    return Fields2D(next(iter(res.values())).axis, fields, density, error)
 
 
 def summary(f: Fields2D) -> dict:
+    """The p_t(x|y)-weighted mean |golden - method| (eps units) per preset and level, each with its error (the same
+    mean of the golden's error estimate: | |a| - |b| | <= |a - b|)."""
     out = {}
     for name in PRESETS:
         for a in LEVELS:
             wt = f.density[name, a] / f.density[name, a].sum()
             g = f.fields[name, a, "golden"]
+            err = float((wt * np.linalg.norm(f.golden_error[name, a], axis=-1)).sum())
             out[f"{name}@abar={a}"] = {
-                m: float((wt * np.linalg.norm(g - f.fields[name, a, m], axis=-1)).sum()) for m in METHODS[1:]}
+                m: {"value": float((wt * np.linalg.norm(g - f.fields[name, a, m], axis=-1)).sum()), "error": err}
+                for m in METHODS[1:]}
     return {"weighted_mean_error_norm": out}
 
 
 def conclusion(f: Fields2D) -> str:
-    """What the figure shows, from its numbers: the method closest to the golden in each (preset, level)."""
+    """What the figure shows, from its numbers: the method closest to the golden in each (preset, level), counting a
+    case only where the closest is ahead of the next by more than their errors."""
     s = summary(f)["weighted_mean_error_norm"]
-    best = {case: min(errs, key=errs.get) for case, errs in s.items()}
+    best, tied = {}, 0
+    for case, errs in s.items():
+        first, second = sorted(errs, key=lambda m: errs[m]["value"])[:2]
+        if errs[second]["value"] - errs[first]["value"] > errs[first]["error"] + errs[second]["error"]:
+            best[case] = first
+        else:
+            tied += 1
     counts = {m: sum(b == m for b in best.values()) for m in METHODS[1:]}
     ranked = ", ".join(f"{TITLES[m]} in {counts[m]}" for m in METHODS[1:] if counts[m])
-    return (f"Closest to the golden field (p_t(x|y)-weighted mean error) in the {len(best)} preset x level cases: "
-            f"{ranked}.")
+    return (f"Closest to the golden field (p_t(x|y)-weighted mean error) in the {len(s)} preset x level cases: "
+            f"{ranked}" + (f"; {tied} too close to call within their errors" if tied else "") + ".")
 
 
 TITLES = {"golden": "golden (ideal chain)", "present": "CFG", "reg_paper": "REG paper (J^T 1)",

@@ -2,7 +2,10 @@
 
 Shipped paper_1d checkpoints (conditional and unconditional MLPs, trained as in the paper), T = 20, w = 1.
 Goldens of the trained chain: the exact grid recursion with the network's eps and the paper's Monte Carlo
-estimator (100 stochastic rollouts, R_0 = ratio^w inside the expectation)."""
+estimator (100 stochastic rollouts, R_0 = ratio^w inside the expectation). One cached cell of :mod:`evaluation.sweep`
+(:class:`evaluation.findings.TrainedCell`) beside the exact mixture's (``curves_1d``'s cell). The networks' CFG and
+REG terms and the seeded Monte Carlo run are measurements of those networks and that run (no error of their own);
+the error beside each published number is the exact goldens' quadrature error estimate carried through it."""
 from __future__ import annotations
 
 import functools
@@ -11,11 +14,9 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-import torch
 
-from analytic import CFGReward, get_preset
-from sampler.schedules import VPSchedule
-from toy import grid_golden, load_pretrained, mc_golden, net_eps_fn, trained_fields
+from evaluation.findings import TrainedCell
+from evaluation.sweep import run_cells
 
 from . import curves_1d
 from .style import COLORS, LABELS, save, style
@@ -23,8 +24,12 @@ from .style import COLORS, LABELS, save, style
 NAME = "trained_1d"
 CAPTION = ("The paper's 1-D experiment with the shipped trained networks (T = 20, w = 1): top, exact mixture; "
            "bottom, trained networks with their exact grid golden and the paper's 100-rollout Monte Carlo golden "
-           "(dots), CFG and REG.")
+           "(dots), CFG and REG. The networks' terms and the seeded Monte Carlo run are measurements of those networks "
+           "and that run (no error of their own); each number's error is the exact goldens' quadrature estimate.")
 STEPS = (20, 12, 4)
+POINTS = {False: 1000, True: 301}  # points on [-1, 2] (full, quick)
+MC_EVERY = {False: 10, True: 30}  # the Monte Carlo golden at every MC_EVERY-th point
+ROLLOUTS = 100
 
 
 @dataclass(frozen=True)
@@ -36,32 +41,41 @@ class Trained1D:
     cfg: np.ndarray  # [T, n] trained
     reg: np.ndarray  # [T, n] trained
     exact: curves_1d.Curves1D
+    grid_error: np.ndarray  # [T, n] error estimate of grid_golden
 
 
-@functools.cache
+def _cell(quick: bool) -> TrainedCell:
+    q = bool(quick)
+    return TrainedCell("paper_1d", 1.0, POINTS[q], MC_EVERY[q], STEPS, ROLLOUTS, 0)
+
+
+def cells(quick: bool = False) -> list:
+    """The figure's cells (the cells protocol of :mod:`figures`): the trained networks' and the exact mixture's."""
+    return [_cell(quick)] + curves_1d.cells(quick)
+
+
+@functools.cache  # maps_1d draws the same arrays
 def compute(quick: bool = False) -> Trained1D:
-    p = get_preset("paper_1d")
-    sched = VPSchedule.paper_1d()
-    reward = CFGReward(p.cond, p.uncond, 1.0)
-    net_c, net_u = load_pretrained("paper_1d", "cond").net, load_pretrained("paper_1d", "uncond").net
-    n = 301 if quick else 1000
-    x = torch.linspace(-1, 2, n, dtype=torch.float64)
-    grid = grid_golden(net_c, 0, reward.log_r0, sched, x).golden[..., 0]
-    mc_x = x[:: (30 if quick else 10)]
-    mc = mc_golden(net_eps_fn(net_c, 0, sched), reward.log_r0, sched, mc_x[:, None], steps=STEPS, n_rollouts=100, seed=0)
-    f = trained_fields(net_c, 0, net_u, None, 1.0, sched, x[:, None])
-    return Trained1D(x.numpy(), grid.numpy(), mc_x.numpy(), mc.golden[..., 0].numpy(), f.present[..., 0].numpy(),
-                     f.reg_paper[..., 0].numpy(), curves_1d.compute(quick))
+    (r,) = run_cells([_cell(quick)], progress=False).results
+    return Trained1D(r.x, r.grid_golden, r.mc_x, r.mc_golden, r.cfg, r.reg, curves_1d.compute(quick), r.grid_error)
 
 
 def summary(c: Trained1D) -> dict:
+    """Mean |golden - term| of the networks' CFG and REG against their own chain's exact golden; the seeded Monte
+    Carlo golden's mean distance to that golden; and that golden's to the exact mixture's sampler-chain golden. Each
+    with its error (the exact goldens' quadrature estimates)."""
     idx = [s - 1 for s in STEPS]
-    mc_rows = c.grid_golden[idx][:, np.searchsorted(c.x, c.mc_x)]
+    cols = np.searchsorted(c.x, c.mc_x)
+    mc_rows, mc_err = c.grid_golden[idx][:, cols], c.grid_error[idx][:, cols]
+    e = c.exact
     return {
-        "trained_mean_abs_gap_chain": {"cfg": float(np.abs(c.grid_golden - c.cfg).mean()),
-                                       "reg": float(np.abs(c.grid_golden - c.reg).mean())},
-        "mc_vs_grid_golden_mean_abs": float(np.abs(c.mc_golden - mc_rows).mean()),
-        "trained_vs_exact_chain_golden_mean_abs": float(np.abs(c.grid_golden - c.exact.chain).mean()),
+        "trained_mean_abs_gap_chain": {m: curves_1d.mean_gap(c.grid_golden, c.grid_error, getattr(c, m))
+                                       for m in ("cfg", "reg")},
+        "mc_vs_grid_golden_mean_abs": {"value": float(np.abs(c.mc_golden - mc_rows).mean()),
+                                       "error": float(np.abs(mc_err).mean())},
+        "trained_vs_exact_chain_golden_mean_abs": {
+            "value": float(np.abs(c.grid_golden - e.chain).mean()),
+            "error": float(np.abs(c.grid_error).mean() + np.abs(e.chain_error).mean())},
     }
 
 

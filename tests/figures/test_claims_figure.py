@@ -64,6 +64,6 @@ def test_quick_leaves_the_ledger_out_unless_named(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(claims, "compute", never)
     monkeypatch.setattr(paper_plots, "FIGURES", {"maps_1d": FIGURES["maps_1d"], "claims": claims})
-    assert paper_plots.main(["--quick", "--out", str(tmp_path)]) == 0
+    assert paper_plots.main(["--quick", "--out", str(tmp_path), "--workers", "1"]) == 0
     assert "claims         skipped in --quick (draw it with --only claims)" in capsys.readouterr().out
     assert set(json.loads((tmp_path / "results.json").read_text())["figures"]) == {"maps_1d"}

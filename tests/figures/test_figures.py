@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 
 from analytic import symbolic  # noqa: E402
 from evaluation import demo  # noqa: E402
-from figures import FIGURES, closed_forms, curves_1d, fields_2d, maps_1d, outputs, sweeps, trained_1d  # noqa: E402
+from figures import FIGURES, closed_forms, curves_1d, fields_2d, outputs, sweeps, trained_1d  # noqa: E402
 
 
 def test_curves_1d_against_independent_routes():
@@ -24,10 +24,13 @@ def test_curves_1d_against_independent_routes():
     assert c.golden.shape == c.cfg.shape == c.reg.shape == c.chain.shape == (20, 301)
     np.testing.assert_allclose(c.weight.sum(1), 1.0)
     s = curves_1d.summary(c)
-    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["cfg"], np.abs(c.golden - c.cfg).mean(), rtol=1e-12)
-    np.testing.assert_allclose(s["mean_abs_gap_ideal_weighted"]["reg"],
+    np.testing.assert_allclose(s["mean_abs_gap_ideal"]["cfg"]["value"], np.abs(c.golden - c.cfg).mean(), rtol=1e-12)
+    np.testing.assert_allclose(s["mean_abs_gap_ideal_weighted"]["reg"]["value"],
                                (np.abs(c.golden - c.reg) * c.weight).sum(1).mean(), rtol=1e-12)
-    np.testing.assert_allclose(s["mean_abs_gap_chain"]["cfg"], np.abs(c.chain - c.cfg).mean(), rtol=1e-12)
+    np.testing.assert_allclose(s["mean_abs_gap_chain"]["cfg"]["value"], np.abs(c.chain - c.cfg).mean(), rtol=1e-12)
+    # the table equals evaluation.demo's (the one per-step table, analytic.step_gaps) on the same arrays
+    table = demo.errors(demo.Curves(*(torch.as_tensor(getattr(c, k)) for k in demo.Curves._fields)))
+    assert s["mean_abs_gap_chain"]["reg"]["value"] == pytest.approx(table.chain.of("reg").mean().item(), rel=1e-12)
     p = get_preset("paper_1d")
     reward = CFGReward(p.cond, p.uncond, 1.0)
     x = torch.as_tensor(c.x[::30, None])
@@ -35,17 +38,24 @@ def test_curves_1d_against_independent_routes():
         a = float(c.abar[i])
         ref = optimal_guidance(p.cond, reward, x, a, method="gh", tol=1e-10).golden[:, 0].numpy()
         np.testing.assert_allclose(c.golden[i, ::30], ref, atol=1e-8)
+        assert np.all(np.abs(c.golden[i, ::30] - ref) <= c.golden_error[i, ::30] + 1e-10)  # within its estimate
         h = 1e-6
         d_eps = ((p.cond.eps(x + h, a) - p.cond.eps(x - h, a)) / (2 * h))[:, 0].numpy()
         np.testing.assert_allclose(c.reg[i, ::30], c.cfg[i, ::30] * (1 - np.sqrt(1 - a) * d_eps), atol=1e-7)
-    assert s["mean_abs_gap_ideal"]["reg"] < s["mean_abs_gap_ideal"]["cfg"]
+    assert s["mean_abs_gap_ideal"]["reg"]["value"] < s["mean_abs_gap_ideal"]["cfg"]["value"]
+    assert 0 < s["mean_abs_gap_chain"]["cfg"]["error"] < 1e-6  # the chain golden's estimate, below the digits shown
 
 
 def test_closed_forms_match_symbolic_and_are_deterministic():
+    """The figure's arrays (read from its cached cells) equal a fresh computation of a cell bit for bit, and the
+    closed forms point by point."""
+    from evaluation.sweep import compute_cell
+
     a = closed_forms.compute(quick=True)
-    b = closed_forms.compute(quick=True)
-    for w in closed_forms.WEIGHTS:
-        np.testing.assert_array_equal(a.log_ratio[w], b.log_ratio[w])
+    cell = closed_forms.cells(True)[closed_forms.WEIGHTS.index(1.0)]
+    b = compute_cell(cell)  # computed here, not read from the cache
+    np.testing.assert_array_equal(a.log_ratio[cell.w], b.log_ratio)
+    np.testing.assert_array_equal(a.diverges[cell.w], b.diverges)
     i, j, w = 3, 7, 1.0
     g = symbolic.gap_summary(a.abar[j], 1.0, closed_forms.S_U * np.sqrt(a.ratio[i]), 0.0, closed_forms.S_U, w)
     np.testing.assert_allclose(a.log_ratio[w][i, j], np.log10(float(g.rel_gap_reg) / float(g.rel_gap_cfg)))
@@ -61,19 +71,21 @@ def test_fields_2d_compute_and_summary():
     assert f.fields[key].shape == (25, 25, 2)
     s = fields_2d.summary(f)["weighted_mean_error_norm"]
     assert set(s) == {f"{p}@abar={a}" for p in fields_2d.PRESETS for a in fields_2d.LEVELS}
+    assert all(0 <= v["error"] < 1e-6 for case in s.values() for v in case.values())
 
 
 def test_paper_plots_writes_figures_and_results(tmp_path):
     import paper_plots
 
-    paper_plots.main(["--quick", "--only", "maps_1d", "--out", str(tmp_path)])
+    paper_plots.main(["--quick", "--only", "maps_1d", "--out", str(tmp_path), "--workers", "1"])  # no pool for 2 cells
     assert (tmp_path / "maps_1d.png").stat().st_size > 0 and (tmp_path / "maps_1d.pdf").stat().st_size > 0
     res = json.loads((tmp_path / "results.json").read_text())
     numbers = res["figures"]["maps_1d"]["numbers"]
     c = curves_1d.compute(quick=True)
-    assert numbers["max_abs_gap_ideal"]["cfg"] == pytest.approx(float(np.abs(c.golden - c.cfg).max()))
+    assert numbers["max_abs_gap_ideal"]["cfg"] == {"value": pytest.approx(float(np.abs(c.golden - c.cfg).max())),
+                                                  "error": pytest.approx(float(np.abs(c.golden_error).max()))}
     t = trained_1d.compute(quick=True)
-    assert numbers["max_abs_gap_trained"]["reg"] == pytest.approx(float(np.abs(t.grid_golden - t.reg).max()))
+    assert numbers["max_abs_gap_trained"]["reg"]["value"] == pytest.approx(float(np.abs(t.grid_golden - t.reg).max()))
     assert "maps_1d" in (tmp_path / "results.md").read_text()
     assert set(FIGURES) >= {"curves_1d", "maps_1d", "fields_2d", "closed_forms"}
 
@@ -84,9 +96,12 @@ def test_trained_1d_uses_the_shipped_networks_and_agrees_with_the_exact_chain():
     assert c.grid_golden.shape == c.cfg.shape == (20, 301)
     assert c.mc_golden.shape == (len(trained_1d.STEPS), c.mc_x.size)
     # the trained chain's golden is close to the exact mixture's (networks are good, not perfect)
-    assert s["trained_vs_exact_chain_golden_mean_abs"] < 0.1
+    assert s["trained_vs_exact_chain_golden_mean_abs"]["value"] < 0.1
     # Monte Carlo with 100 rollouts scatters around the exact grid recursion of the same network
-    assert s["mc_vs_grid_golden_mean_abs"] < 0.15
+    assert s["mc_vs_grid_golden_mean_abs"]["value"] < 0.15
+    # the errors are the exact goldens' quadrature estimates (the networks' terms are measurements: no error)
+    assert s["trained_mean_abs_gap_chain"]["cfg"]["error"] == pytest.approx(np.abs(c.grid_error).mean())
+    assert 0 < s["trained_vs_exact_chain_golden_mean_abs"]["error"] < 1e-5
 
 
 @pytest.mark.slow

@@ -131,7 +131,23 @@ def test_bad_counts_are_refused(flag, tmp_path, capsys):
     assert flag.split("=")[0] in capsys.readouterr().err
 
 
-def test_figures_that_use_others_run_with_them_after_them():
-    groups = paper_plots._groups(["curves_1d", "maps_1d", "trained_1d", "fields_2d"])
-    assert ("curves_1d", "trained_1d", "maps_1d") in groups and ("fields_2d",) in groups and len(groups) == 2
-    assert paper_plots._groups(["maps_1d", "outputs"]) == [("maps_1d",), ("outputs",)]
+def test_figures_that_use_others_run_with_them_after_them(monkeypatch):
+    """Figures without cells that draw others' arrays (``USES``) share a worker with them, after them (the findings
+    figures that once did so read cached cells now: stand-ins here)."""
+    from types import SimpleNamespace
+
+    figs = {"a": SimpleNamespace(), "uses_ab": SimpleNamespace(USES=("a", "b")), "b": SimpleNamespace(),
+            "alone": SimpleNamespace()}
+    monkeypatch.setattr(paper_plots, "FIGURES", figs)
+    groups = paper_plots._groups(["a", "uses_ab", "b", "alone"])
+    assert ("a", "b", "uses_ab") in groups and ("alone",) in groups and len(groups) == 2
+    assert paper_plots._groups(["uses_ab", "alone"]) == [("uses_ab",), ("alone",)]
+
+
+def test_the_findings_figures_declare_their_cells():
+    """curves_1d, maps_1d, trained_1d, fields_2d and closed_forms run in paper_plots' one sweep (tests of the cells
+    themselves: tests/figures/test_findings_cells.py)."""
+    from figures import FIGURES
+
+    for name in ("curves_1d", "maps_1d", "trained_1d", "fields_2d", "closed_forms"):
+        assert callable(getattr(FIGURES[name], "cells", None)) and FIGURES[name].cells(True), name
