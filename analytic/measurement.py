@@ -138,8 +138,8 @@ class MeasurementReward:
         S_y = A @ S @ A.T + self.s**2 * torch.eye(self.m, dtype=torch.float64, device=prior.device)  # [K, m, m]
         S_y = 0.5 * (S_y + S_y.transpose(-1, -2))
         if not torch.all(torch.isfinite(S_y)):
-            raise ValueError(f"A S_k A^T + s^2 I overflows float64 (A has entries up to {A.abs().max().item():.3g}, the "
-                             f"prior's covariances up to {S.abs().max().item():.3g}): rescale A and y together")
+            raise ValueError(f"A S_k A^T + s^2 I overflows float64 (A has entries up to {A.abs().max().item():.3g}, "
+                             f"the prior's covariances up to {S.abs().max().item():.3g}): rescale A and y together")
         L = torch.linalg.cholesky(S_y)
         G = torch.cholesky_solve(A @ S, L).transpose(-1, -2)  # S A^T S_y^{-1}, [K, d, m]
         innov = self.y.to(prior.device) - mu @ A.T  # [K, m]
@@ -234,7 +234,8 @@ def dps_bias(prior: GaussianMixture, reward: MeasurementReward, abars, *, n: int
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} {generator!r:.80}")
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                         f"{generator!r:.80}")
     if not isinstance(prior, GaussianMixture):
         raise ValueError(f"prior must be an analytic.GaussianMixture, got {type(prior).__name__}")
     per_draw = _BYTES_PER_DRAW * prior.n_components * (prior.dim**2 + prior.dim)

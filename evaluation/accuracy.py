@@ -207,8 +207,9 @@ def to_grid(law: GridLaw, grid: Grid) -> GridLaw:
     """``law`` on ``grid`` (nested with the law's own: the same or a multiple-of-two coarser spacing, aligned nodes):
     restricted exactly to the spacing, cropped to the extent (the mass cropped away joins ``lost``) or padded with
     zeros. ``ValueError`` for grids that are not nested."""
-    if not (isinstance(grid, (tuple, list)) and len(grid) == 3 and all(isinstance(v, (int, float, np.number)) for v in grid)
-            and all(math.isfinite(v) for v in grid) and grid[1] > grid[0] and int(grid[2]) == grid[2] >= 2):
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 3
+            and all(isinstance(v, (int, float, np.number)) and math.isfinite(v) for v in grid)
+            and grid[1] > grid[0] and int(grid[2]) == grid[2] >= 2):
         raise ValueError(f"to_grid: grid must be (lo, hi, n) with finite lo < hi and an integer n >= 2, got {grid!r}")
     h, d = spacing(grid), law.mass.ndim
     while spacing(law.grid) < h * (1 - 1e-9):

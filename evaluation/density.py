@@ -640,9 +640,10 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             if level == 0 and size > max_nodes:
                 raise ValueError(f"the grid has {size} nodes, more than max_nodes={max_nodes}")
             if level == 0:
-                raise ValueError(f"sub={sub} puts {points:.3g} points through the push-forward ({size} nodes x "
-                                 f"({'2 ' if estimate_error else ''}sub)^{d}, about {points * 250 / 2**30:.3g} GB), more "
-                                 f"than MAX_SUB_POINTS = 2^25: lower sub or the node count")
+                per = f"({'2 ' if estimate_error else ''}sub)^{d}"
+                raise ValueError(f"sub={sub} puts {points:.3g} points through the push-forward ({size} nodes x {per}, "
+                                 f"about {points * 250 / 2**30:.3g} GB), more than MAX_SUB_POINTS = 2^25: lower sub or "
+                                 f"the node count")
             limit = f"max_nodes={max_nodes}" if size > max_nodes else f"MAX_SUB_POINTS with sub={sub}"
             msg = f"output_density reached an estimated error of {error.sum().item():.3g} (tol {tol:g}) within {limit}"
             if on_budget == "raise":

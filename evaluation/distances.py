@@ -72,8 +72,8 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell), with twice the
     change from ``2 sub`` points per cell as error estimate (the quadrature converges as ``sub^-2``, so the
     change is 3/4 of the error; plus the rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling ``sub`` (up to ``max_sub``;
-    ``ValueError`` beyond); ``None`` keeps ``sub``. ``sub`` itself must be at most ``max_sub`` (``ValueError``). ``ValueError`` when ``Z`` is infinite
-    (:func:`check_tilt_integrable`).
+    ``ValueError`` beyond); ``None`` keeps ``sub``. ``sub`` itself must be at most ``max_sub`` (``ValueError``).
+    ``ValueError`` when ``Z`` is infinite (:func:`check_tilt_integrable`).
 
     The masses are shares of the whole target: the quadrature normalises over the grid's cells, and the share
     outside them (``outside``, :func:`evaluation.density.mass_outside`) scales them down, so ``mass.sum() = 1 -

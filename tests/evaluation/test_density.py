@@ -258,15 +258,16 @@ def test_bad_callables_and_knobs_are_named(paper):
         (dict(start=3), "start must be None or a callable"),
         (dict(start=lambda u: torch.full(u.shape[:1], math.nan, dtype=F64)), "start is not a finite log-density"),
         (dict(start=lambda u: torch.full(u.shape[:1], -math.inf, dtype=F64)), "start is -inf .* no mass near the grid"),
-        (dict(start=lambda u: torch.zeros(3, dtype=F64)), "start must return log-densities \\[N\\].* got shape \\(3,\\)"),
+        (dict(start=lambda u: torch.zeros(3, dtype=F64)),
+         "start must return log-densities \\[N\\].* got shape \\(3,\\)"),
         (dict(max_outside=1.0), "max_outside must be a mass in \\[0, 1\\)"),
     ]
     for kw, match in cases:
         with pytest.raises(ValueError, match=match):
             output_density(cfg, sig, ax, **kw)
-    with pytest.raises(ValueError, match="the denoiser must return a tensor of x's shape \\(31, 1\\), got shape \\(31, 0\\)"):
+    with pytest.raises(ValueError, match="x's shape \\(31, 1\\), got shape \\(31, 0\\)"):
         output_density(lambda x, s: x[:, :0], sig, ax)
-    with pytest.raises(ValueError, match="x must have shape \\[N, 1\\].*axes has 2 entries, so the denoiser gets points \\[N, 2\\]"):
+    with pytest.raises(ValueError, match="x must have shape \\[N, 1\\].*axes has 2 entries, so the denoiser gets points"):
         output_density(cfg, sig, (ax[::2], ax[::2]))
 
 
@@ -296,7 +297,8 @@ def test_a_grid_missing_most_of_the_start_is_refused_not_nan():
     with pytest.raises(ValueError, match="start law has 0.912 of its mass outside the grid \\[-0.1, 0.1\\]"):
         output_density(guided, sig, narrow)
     with pytest.raises(ValueError, match="start law has 1 of its mass outside"):
-        output_density(guided, sig, torch.linspace(-5, 5, 101, dtype=F64), start=lambda u: -0.5 * ((u[:, 0] - 10) / 0.1) ** 2)
+        output_density(guided, sig, torch.linspace(-5, 5, 101, dtype=F64),
+                       start=lambda u: -0.5 * ((u[:, 0] - 10) / 0.1) ** 2)
     for sampler in ("ddpm", "ddim"):
         od = output_density(guided, sig, narrow, sampler=sampler, max_outside=0.99)
         assert od.start_lost == pytest.approx(math.erfc(0.11 / math.sqrt(2)), rel=1e-3)
