@@ -20,6 +20,7 @@ exactly, and :func:`dps_bias` their gap per noise level averaged over the exact 
 from __future__ import annotations
 
 import math
+import sys
 from typing import NamedTuple
 
 import torch
@@ -30,7 +31,7 @@ from .golden import optimal_guidance
 from .mixture import GaussianMixture, as_float64, check_abar, check_points
 from .rewards import Quadratic, check_reward
 
-__all__ = ["MeasurementReward", "DPSGap", "dps_gap", "DPSBias", "dps_bias"]
+__all__ = ["MeasurementReward", "DPSGap", "dps_gap", "DPSBias", "dps_bias", "MAX_DPS_BYTES"]
 
 
 class MeasurementReward:
@@ -61,6 +62,12 @@ class MeasurementReward:
         s = check_number(s, "s (the measurement noise std)")
         if s <= 0:
             raise ValueError(f"s (the measurement noise std) must be > 0, got {s}")
+        if s * s < sys.float_info.min:
+            raise ValueError(f"s (the measurement noise std) = {s:.3g} is too small: s^2 underflows float64")
+        curvature = A.T @ A / (s * s)  # the reward's curvature (log R_0 = -x^T (A^T A / s^2) x / 2 + ...)
+        if not torch.all(torch.isfinite(curvature)):
+            raise ValueError(f"A has entries up to {A.abs().max().item():.3g} against s={s:.3g}: the reward's "
+                             f"curvature A^T A / s^2 overflows float64")
         self.A, self.y, self.s = A, y, s
 
     @property
@@ -130,6 +137,9 @@ class MeasurementReward:
         A, S, mu = self.A.to(prior.device), prior.covs, prior.means
         S_y = A @ S @ A.T + self.s**2 * torch.eye(self.m, dtype=torch.float64, device=prior.device)  # [K, m, m]
         S_y = 0.5 * (S_y + S_y.transpose(-1, -2))
+        if not torch.all(torch.isfinite(S_y)):
+            raise ValueError(f"A S_k A^T + s^2 I overflows float64 (A has entries up to {A.abs().max().item():.3g}, "
+                             f"the prior's covariances up to {S.abs().max().item():.3g}): rescale A and y together")
         L = torch.linalg.cholesky(S_y)
         G = torch.cholesky_solve(A @ S, L).transpose(-1, -2)  # S A^T S_y^{-1}, [K, d, m]
         innov = self.y.to(prior.device) - mu @ A.T  # [K, m]
@@ -147,7 +157,11 @@ class MeasurementReward:
         covs = IGA @ prior.covs @ IGA.transpose(-1, -2) + self.s**2 * G @ G.transpose(-1, -2)
         means = prior.means + (G @ innov.unsqueeze(-1)).squeeze(-1)
         log_w = torch.log_softmax(prior.log_weights + log_lik, 0)
-        return GaussianMixture(log_w.exp(), means, 0.5 * (covs + covs.transpose(-1, -2)), device=prior.device)
+        try:
+            return GaussianMixture(log_w.exp(), means, 0.5 * (covs + covs.transpose(-1, -2)), device=prior.device)
+        except ValueError as e:  # e.g. a posterior narrower than float64 can hold along A: name the measurement
+            raise ValueError(f"the posterior p(x_0 | y) of this measurement (s={self.s:.3g}, A with entries up to "
+                             f"{self.A.abs().max().item():.3g}) is not a valid mixture in float64: {e}") from e
 
     def log_evidence(self, prior: GaussianMixture) -> float:
         """``log p(y) = log sum_k pi_k N(y; A mu_k, A S_k A^T + s^2 I)``: the normaliser ``Z`` of the tilted law."""
@@ -201,15 +215,34 @@ class DPSBias(NamedTuple):
     n: int  # draws per level
 
 
+_BYTES_PER_DRAW = 64  # memory of one draw per unit of K (d^2 + d): the exact route's [n, K, d, d] intermediates
+MAX_DPS_BYTES = 2**31  # the most memory dps_bias may take for the draws of one level (2 GiB)
+
+
 def dps_bias(prior: GaussianMixture, reward: MeasurementReward, abars, *, n: int = 2048,
              generator: torch.Generator | None = None) -> DPSBias:
     """:func:`dps_gap` per level ``abar`` in ``abars`` [L], at ``n`` draws of the guided marginal, which for a
-    measurement is the exact posterior ``reward.posterior(prior)`` noised to that level."""
+    measurement is the exact posterior ``reward.posterior(prior)`` noised to that level.
+
+    The draws of a level are evaluated at once, about ``64 K (d^2 + d)`` bytes each (K components in d
+    dimensions; measured 58): ``ValueError`` naming ``n`` when that exceeds ``MAX_DPS_BYTES`` (2 GiB; 2.8 million
+    draws for K = 2, d = 2), before anything is allocated. Not chunked: the standard error falls as
+    ``1 / sqrt(n)``, so more draws than that buy almost nothing."""
     if not isinstance(reward, MeasurementReward):
         raise ValueError(f"reward must be an analytic.MeasurementReward (its guided marginal is the posterior), got "
                          f"{type(reward).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                         f"{generator!r:.80}")
+    if not isinstance(prior, GaussianMixture):
+        raise ValueError(f"prior must be an analytic.GaussianMixture, got {type(prior).__name__}")
+    per_draw = _BYTES_PER_DRAW * prior.n_components * (prior.dim**2 + prior.dim)
+    if n * per_draw > MAX_DPS_BYTES:
+        raise ValueError(f"n={n} draws per level would need about {n * per_draw / 2**30:.3g} GiB ({per_draw} bytes per "
+                         f"draw for K={prior.n_components} components in d={prior.dim}), more than MAX_DPS_BYTES = "
+                         f"{MAX_DPS_BYTES / 2**30:g} GiB: use at most {MAX_DPS_BYTES // per_draw} draws")
     levels = [check_abar(a) for a in as_float64(abars, "abars").reshape(-1).tolist()]
     if not levels:
         raise ValueError("abars is empty")

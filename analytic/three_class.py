@@ -44,8 +44,11 @@ class NegativePromptReward(CFGReward):
 
 def negative_prompt_reward(preset: Preset, w: float) -> NegativePromptReward:
     """The negative-prompt reward of a three-class preset: condition ``classes[y]``, negative ``classes[NEGATIVE]``."""
-    if len(preset.classes) != 3 or preset.y == NEGATIVE:
+    if len(preset.classes) != 3:
         raise ValueError(f"preset {preset.name!r} is not a three-class law (classes = (condition, negative, rest))")
+    if isinstance(preset.y, bool) or preset.y not in (0, 2):  # bool: True == 1 would read as a class index
+        raise ValueError(f"preset {preset.name!r} has y={preset.y!r}, not a three-class law's condition: y must be "
+                         f"class 0 or 2 (class {NEGATIVE} is the negative)")
     return NegativePromptReward(preset.classes[preset.y], preset.classes[NEGATIVE], w)
 
 
@@ -90,25 +93,35 @@ def class_mass_on_grid(axes, density, classes: Sequence[GaussianMixture], priors
     """The class mass of a law given by its density on a grid (d = 1 or 2): ``axes`` a list of d increasing 1-D
     arrays of odd length, ``density`` [n_1] or [n_1, n_2] (``indexing="ij"``). Trapezoid rule; the error is its
     change when every other node is dropped (an overestimate for a converged grid). Mass outside the grid is not
-    seen: the caller's grid must hold the law."""
+    seen: the caller's grid must hold the law. ``density`` must be a probability density: ``ValueError`` when its
+    own trapezoid integral exceeds 1 by more than that integral's estimated error (twice its change when every
+    other node is dropped, plus ``1e-6``), e.g. an unnormalised density, whose class "mass" would be scaled with it."""
     axes = [as_float64(a, "axes").reshape(-1) for a in axes]
     if len(axes) not in (1, 2):
         raise ValueError(f"axes must hold 1 or 2 arrays (d <= 2), got {len(axes)}")
     q = as_float64(density, "density")
     if q.shape != tuple(a.numel() for a in axes):
         raise ValueError(f"density must have shape {tuple(a.numel() for a in axes)}, got {tuple(q.shape)}")
-    for a in axes:
-        if a.numel() < 3 or a.numel() % 2 == 0 or not torch.all(a[1:] > a[:-1]):
-            raise ValueError(f"each axis must be increasing with an odd number >= 3 of nodes, got {a.numel()} nodes")
+    for i, a in enumerate(axes):
+        if a.numel() < 3 or a.numel() % 2 == 0 or not torch.all(torch.isfinite(a)) or not torch.all(a[1:] > a[:-1]):
+            raise ValueError(f"axes[{i}] must be finite and increasing with an odd number >= 3 of nodes, got "
+                             f"{a.numel()} nodes from {a[0].item():.4g} to {a[-1].item():.4g}")
     if not torch.all(torch.isfinite(q)) or torch.any(q < 0):
         raise ValueError("density must be finite and non-negative")
     classes, _ = _check_classes(classes, priors, index)
     if classes[0].dim != len(axes):
         raise ValueError(f"the classes have dimension {classes[0].dim} but the grid has {len(axes)} axes")
+    every_other = (slice(None, None, 2),) * len(axes)
+    total = _trapezoid(q, axes)
+    slack = 2 * abs(total - _trapezoid(q[every_other], [a[::2] for a in axes])) + 1e-6
+    if total > 1 + slack:
+        raise ValueError(f"density integrates to {total:.6g} on the grid (trapezoid rule, estimated error "
+                         f"{slack:.2g}), more than 1: pass a probability density (an unnormalised one scales the class "
+                         f"mass with it)")
     mesh = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
     f = q * class_log_posterior(classes, priors, index, mesh).exp().reshape(q.shape)
     full = _trapezoid(f, axes)
-    half = _trapezoid(f[(slice(None, None, 2),) * len(axes)], [a[::2] for a in axes])
+    half = _trapezoid(f[every_other], [a[::2] for a in axes])
     return ClassMass(full, abs(full - half), int(axes[0].numel()))
 
 

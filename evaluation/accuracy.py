@@ -124,6 +124,8 @@ def coarsen(mass: torch.Tensor) -> torch.Tensor:
     """Hat masses on every other node (twice the spacing), exactly: ``phi^H_K = phi^h_2K + (phi^h_2K-1 +
     phi^h_2K+1) / 2``. Also bounds per-node errors (positive weights). Needs an odd node count per axis."""
     mass = torch.as_tensor(mass, dtype=F64)
+    if mass.ndim == 0:
+        raise ValueError("coarsen needs hat masses on a grid (at least one axis), got a 0-d tensor")
     for i in range(mass.ndim):
         x = mass.movedim(i, 0)
         if x.shape[0] % 2 == 0 or x.shape[0] < 3:
@@ -205,6 +207,10 @@ def to_grid(law: GridLaw, grid: Grid) -> GridLaw:
     """``law`` on ``grid`` (nested with the law's own: the same or a multiple-of-two coarser spacing, aligned nodes):
     restricted exactly to the spacing, cropped to the extent (the mass cropped away joins ``lost``) or padded with
     zeros. ``ValueError`` for grids that are not nested."""
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 3
+            and all(isinstance(v, (int, float, np.number)) and math.isfinite(v) for v in grid)
+            and grid[1] > grid[0] and int(grid[2]) == grid[2] >= 2):
+        raise ValueError(f"to_grid: grid must be (lo, hi, n) with finite lo < hi and an integer n >= 2, got {grid!r}")
     h, d = spacing(grid), law.mass.ndim
     while spacing(law.grid) < h * (1 - 1e-9):
         lo, hi, n = law.grid

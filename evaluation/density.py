@@ -39,6 +39,7 @@ evaluation layer; the exact mathematics it relies on stays in :mod:`analytic`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import warnings
 from typing import Callable, NamedTuple
@@ -52,8 +53,9 @@ from analytic.grid import tilted_posterior
 from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, grid_points, spline_at, sub_points
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
+from sampler.schedules import check_count, check_number
 
-__all__ = ["OutputDensity", "output_density", "gaussian_step", "source_step", "mass_outside", "vp_start", "tilted_start", "grid_log_prob_start"]
+__all__ = ["OutputDensity", "output_density", "MAX_SUB_POINTS", "gaussian_step", "source_step", "mass_outside", "vp_start", "tilted_start", "grid_log_prob_start"]
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
@@ -133,13 +135,32 @@ def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
     return log_prob
 
 
-def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6) -> float:
+def _log_density_at(log_prob: LogProb, pts: torch.Tensor, name: str) -> torch.Tensor:
+    """``log_prob(pts)`` [P] as float64, or ``ValueError`` naming ``name`` when it is not a tensor [P] or is NaN or
+    ``+inf`` somewhere (a log-density is finite, or ``-inf`` where the density is 0)."""
+    v = log_prob(pts)
+    if not isinstance(v, torch.Tensor) or tuple(v.shape) != (pts.shape[0],):
+        got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"{type(v).__name__} {v!r:.60}"
+        raise ValueError(f"{name} must return log-densities [N] for points u [N, d], got {got} for points of shape "
+                         f"{tuple(pts.shape)}")
+    v = v.detach().to(torch.float64)
+    bad = torch.isnan(v) | (v == math.inf)
+    if bool(bad.any()):
+        i = int(torch.nonzero(bad)[0])
+        raise ValueError(f"{name} is not a finite log-density: NaN or +inf at {int(bad.sum())} of {v.numel()} points "
+                         f"(e.g. {v[i].item()} at u = {pts[i].tolist()})")
+    return v
+
+
+def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6, name: str = "log_prob") -> float:
     """The share of the law ``exp(log_prob)`` (unnormalised) lying outside the grid's cells (the box reaching half a
     spacing past the edge nodes), by the midpoint rule at the grid's spacing on the cells and on a frame as wide
-    as the box around them, widened while the law at the frame's edge is not negligible (``1e-16`` of its peak). ``ValueError`` when it still is after ``max_doublings`` widenings."""
+    as the box around them, widened while the law at the frame's edge is not negligible (``1e-16`` of its peak).
+    ``ValueError`` when it still is after ``max_doublings`` widenings, when ``log_prob`` (called ``name`` in the
+    message) is NaN or ``+inf`` or of the wrong shape, or when it is ``-inf`` (no mass) everywhere it was read."""
     h = axes_spacing(axes)
     d = len(axes)
-    lp_in = log_prob(grid_points(axes)).to(torch.float64)
+    lp_in = _log_density_at(log_prob, grid_points(axes), name)
     for k in range(max_doublings + 1):
         ext, wts, outer = [], [], []
         for a, hi in zip(axes, h):
@@ -155,8 +176,10 @@ def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6) -> float:
         w = wts[0] if d == 1 else (wts[0][:, None] * wts[1][None, :]).reshape(-1)
         out_flag = outer[0] if d == 1 else (outer[0][:, None] | outer[1][None, :]).reshape(-1)
         pts, w = pts[out_flag], w[out_flag]
-        lp_out = log_prob(pts).to(torch.float64)
+        lp_out = _log_density_at(log_prob, pts, name)
         top = max(lp_in.max().item(), lp_out.max().item())
+        if top == -math.inf:  # no mass seen yet: look further out
+            continue
         inner = torch.exp(lp_in - top).sum().item() * math.prod(h)
         f_out = torch.exp(lp_out - top)
         outside = (f_out * w).sum().item()
@@ -166,6 +189,9 @@ def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6) -> float:
         edge = f_out[far].max().item()
         if edge < 1e-16:
             return outside / (inner + outside)
+    if top == -math.inf:
+        raise ValueError(f"{name} is -inf (zero density) on the grid and within {2**max_doublings} grid widths of it: "
+                         f"the law has no mass near the grid")
     raise ValueError(f"the law has mass far beyond the grid (still {edge:.3g} of its peak {2**max_doublings} grid "
                      f"widths past it): widen axes")
 
@@ -319,7 +345,7 @@ def _stochastic_step(p, node_mean, c, axes, lo, h, kernel_mean) -> tuple[torch.T
         return out, lost, need
     pts = sub_points(axes, r)
     m = spline_at(p.reshape(shape), axes, pts, outside="zero").clamp(min=0)
-    m = m * (p.sum() * cell / m.sum())  # the nodal mass, exactly
+    m = m * (p.sum() * cell / m.sum()) if m.sum() > 0 else m  # the nodal mass, exactly (none left: 0, not 0/0)
     out, lost = source_step(m, kernel_mean(pts), c, axes, lo, h, overlap=need <= r)
     return out, lost, need
 
@@ -358,6 +384,20 @@ def _prolong(err: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 # --- one resolution --------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _denoiser_context(d: int):
+    """A plain ``ValueError`` from the denoiser (or the sampler's check of its output) gets the grid's dimension
+    appended: axes of the wrong count reach a mixture's denoiser as points of the wrong shape (issue 20: two axes for
+    a 1-D law read "x must have shape [N, 1]"). Other error classes pass unchanged."""
+    try:
+        yield
+    except ValueError as e:
+        if type(e) is not ValueError:
+            raise
+        raise ValueError(f"{e} [output_density: axes has {d} entr{'y' if d == 1 else 'ies'}, so the denoiser gets "
+                         f"points [N, {d}]]") from e
+
+
 class _Pair(NamedTuple):
     mass: torch.Tensor  # hat masses on the working grid
     coarse: torch.Tensor | None  # the same computation on the working grid's even nodes (twice the spacing)
@@ -380,7 +420,8 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
         pts = sub_points(axes, k)
         if p is not None:
             m = spline_at(p, axes, pts, outside="zero").clamp(min=0) * (math.prod(h) / k**d)
-            m = m * (p.sum() * math.prod(h)) / m.sum()  # the nodal mass, exactly
+            if m.sum() > 0:  # every mass left the grid: 0, not 0/0 = NaN (issue 20)
+                m = m * (p.sum() * math.prod(h)) / m.sum()  # the nodal mass, exactly
         else:
             log_p = log_start(pts).to(torch.float64)
             m = torch.exp(log_p - log_p.max())
@@ -389,7 +430,7 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
             reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
             if reset is not None:
                 reset()
-            with torch.no_grad():
+            with torch.no_grad(), _denoiser_context(d):
                 x_end = sample(sampler, denoiser, scale_in * pts, tail, eta=eta)
             pts = x_end.to(torch.float64) / scale_out
         outs.append(deposit(pts, m, axes))
@@ -397,7 +438,7 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
 
 
 def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: LogProb, sub: int,
-             min_kernel_width: float, progress: bool, estimate: bool = True) -> _Pair:
+             min_kernel_width: float, progress: bool, estimate: bool = True, max_outside: float = 1.0) -> _Pair:
     """The law on ``axes`` and (with ``estimate``), reusing every denoiser value at the even nodes, on the grid of
     even nodes, on the grid of every fourth node (when every axis has ``4k + 1 >= 9`` nodes) and with twice the
     sub-points."""
@@ -421,7 +462,11 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
     eta_eff = 1.0 if sampler == "ddpm" else (eta if sampler == "ddim" else 0.0)
     n_stoch = len(s) - 1 - (1 if s[-1] == 0 else 0) if eta_eff > 0 else 0  # leading stochastic steps
     tail_eta = eta if sampler == "ddim" else 0.0
-    start_lost = mass_outside(start, axes)
+    start_lost = mass_outside(start, axes, name="start")
+    if not start_lost <= max_outside:
+        box = " x ".join(f"[{a[0].item():.4g}, {a[-1].item():.4g}]" for a in axes)
+        raise ValueError(f"the start law has {start_lost:.3g} of its mass outside the grid {box} (more than "
+                         f"max_outside={max_outside:g}): widen or move the axes")
     inside = 1.0 - start_lost
     lost, narrow, unresolved = 0.0, 0, 0
     if n_stoch > 0:
@@ -439,7 +484,13 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
             def kernel_mean(u):  # [M, d] VP states -> the step's kernel means [M, d]
                 with torch.no_grad():
                     x = scale[i].item() * u
-                    D = denoiser(x, sig).to(torch.float64)
+                    with _denoiser_context(d):
+                        D = denoiser(x, sig)
+                    if not isinstance(D, torch.Tensor) or D.shape != x.shape:
+                        got = f"shape {tuple(D.shape)}" if isinstance(D, torch.Tensor) else type(D).__name__
+                        raise ValueError(f"the denoiser must return a tensor of x's shape {tuple(x.shape)}, got {got} "
+                                         f"(stochastic step {i}, sigma={sig:g})")
+                    D = D.to(torch.float64)
                     return (D + keep * (x - D)) / scale[i + 1].item()
 
             mean = kernel_mean(X)
@@ -468,6 +519,7 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
                  unresolved)  # x2: change -> error (order >= 1)
 
 
+MAX_SUB_POINTS = 2**25  # the most points one push-forward run of output_density takes (~250 bytes each: ~8 GB)
 _MAX_RATE = 16.0  # the largest error ratio per halving of the spacing taken from observation (order 4: the spline)
 
 
@@ -495,7 +547,7 @@ def _convergence_factor(pair: _Pair) -> float:
 def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float = 0.0, start: LogProb | None = None,
                    sub: int | None = None, min_kernel_width: float = 0.5, tol: float | None = None,
                    max_nodes: int = 4_000_000, on_budget: str = "raise", estimate_error: bool = True,
-                   progress: bool = False) -> OutputDensity:
+                   max_outside: float = 0.5, progress: bool = False) -> OutputDensity:
     """Exact law of ``sample(sampler, denoiser, x_start, sigmas, eta=eta)`` on a uniform 1-D or 2-D grid, as
     hat masses, with an error estimate per node.
 
@@ -525,8 +577,10 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         start: log-density of the start state ``u`` (unnormalised; normalised on the grid); default
             :func:`vp_start` (the ``vp_prior``). :func:`tilted_start` gives ``N(0, I) E_T``.
         sub: sub-points per cell and dimension for the deterministic push-forward (default 8 in 1-D,
-            3 in 2-D).
-        min_kernel_width: stochastic kernels narrower than this many grid spacings are counted in
+            3 in 2-D). A run puts ``nodes x (2 sub)^d`` points through it (``nodes x sub^d`` without the estimate),
+            about 250 bytes each: more than ``MAX_SUB_POINTS`` (2^25, some 8 GB) is refused (``ValueError`` naming
+            ``sub``; past the first grid, when ``tol`` refines, it ends the refinement like ``max_nodes``).
+        min_kernel_width: stochastic kernels narrower than this many grid spacings (a number >= 0) are counted in
             ``narrow_steps`` (they are computed with sub-sources, see the module docstring).
         tol: largest summed error of the masses (``error.sum()``, which with ``lost`` bounds twice the TV error;
             a finer grid does not reduce ``lost``: widen the axes for it). ``None``:
@@ -537,6 +591,12 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         estimate_error: ``False`` skips the runs behind the estimate (the even-node grid and the doubled
             sub-points: up to 5x the work in 2-D with an expensive denoiser such as the exact optimum) and
             returns ``error=None``; the masses are the same. Only with ``tol=None``.
+        max_outside: the largest share of the start law outside the grid's cells (:func:`mass_outside`; it is
+            part of ``lost``), a mass in ``[0, 1)``; more is refused (``ValueError`` naming both), as
+            :func:`evaluation.distances.tilted_target` refuses a target outside its grid: a grid that misses most of
+            the start describes mass it does not hold (issue 20: a grid inside the start, or off it, gave NaN). The
+            default 0.5 refuses only grids that miss most of the start: the accuracy contract
+            (:func:`evaluation.accuracy.converged_laws`) widens grids that lose more than a share of its tolerance.
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
@@ -544,14 +604,18 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         raise ValueError(f"eta={eta} is only meaningful for 'ddim', got sampler {sampler!r}")
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
-    if sub is not None and (int(sub) != sub or sub < 1):
-        raise ValueError(f"sub must be a positive integer, got {sub}")
+    sub = None if sub is None else check_count(sub, "sub")
     if not callable(denoiser):
         raise ValueError(f"denoiser must be callable as denoiser(x, sigma), got {denoiser!r}")
+    if start is not None and not callable(start):
+        raise ValueError(f"start must be None or a callable log-density u [N, d] -> [N], got {start!r:.80}")
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0)):
         raise ValueError(f"tol must be a positive number or None, got {tol!r}")
-    if isinstance(max_nodes, bool) or int(max_nodes) != max_nodes or max_nodes < 9:
-        raise ValueError(f"max_nodes must be an integer >= 9, got {max_nodes!r}")
+    max_nodes = check_count(max_nodes, "max_nodes", least=9)
+    if check_number(min_kernel_width, "min_kernel_width") < 0:
+        raise ValueError(f"min_kernel_width must be a number of grid spacings >= 0, got {min_kernel_width!r}")
+    if isinstance(max_outside, bool) or not isinstance(max_outside, (int, float)) or not 0 <= max_outside < 1:
+        raise ValueError(f"max_outside must be a mass in [0, 1), got {max_outside!r}")
     if on_budget not in ("raise", "warn"):
         raise ValueError(f"on_budget must be 'raise' or 'warn', got {on_budget!r}")
     if not isinstance(estimate_error, bool) or (not estimate_error and tol is not None):
@@ -563,7 +627,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         raise ValueError(f"need at least 3 nodes per axis (the error estimate compares with every other node), "
                          f"got {[a.numel() for a in axes]}")
     d = len(axes)
-    sub = int(sub) if sub is not None else (8 if d == 1 else 3)
+    sub = sub if sub is not None else (8 if d == 1 else 3)
     start = start if start is not None else vp_start(d)
     shape = tuple(a.numel() for a in axes)
 
@@ -571,16 +635,23 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     while True:
         work = _refine(axes, level)
         size = math.prod(a.numel() for a in work)
-        if size > max_nodes:
-            if level == 0:
+        points = size * ((2 if estimate_error else 1) * sub) ** d  # the push-forward's largest run
+        if size > max_nodes or points > MAX_SUB_POINTS:
+            if level == 0 and size > max_nodes:
                 raise ValueError(f"the grid has {size} nodes, more than max_nodes={max_nodes}")
-            msg = (f"output_density reached an estimated error of {error.sum().item():.3g} (tol {tol:g}) within "
-                   f"max_nodes={max_nodes}")
+            if level == 0:
+                per = f"({'2 ' if estimate_error else ''}sub)^{d}"
+                raise ValueError(f"sub={sub} puts {points:.3g} points through the push-forward ({size} nodes x {per}, "
+                                 f"about {points * 250 / 2**30:.3g} GB), more than MAX_SUB_POINTS = 2^25: lower sub or "
+                                 f"the node count")
+            limit = f"max_nodes={max_nodes}" if size > max_nodes else f"MAX_SUB_POINTS with sub={sub}"
+            msg = f"output_density reached an estimated error of {error.sum().item():.3g} (tol {tol:g}) within {limit}"
             if on_budget == "raise":
                 raise ValueError(msg + "; raise max_nodes or tol, or pass on_budget='warn' to get the result")
             warnings.warn(msg, RuntimeWarning, stacklevel=2)
             break
-        pair = _density(denoiser, s, work, sampler, eta, start, sub, min_kernel_width, progress, estimate_error)
+        pair = _density(denoiser, s, work, sampler, eta, start, sub, min_kernel_width, progress, estimate_error,
+                        max_outside)
         mass = _restrict(pair.mass, level)
         lost = pair.lost + pair.start_lost
         if not estimate_error:

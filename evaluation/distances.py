@@ -17,6 +17,7 @@ from analytic.integrability import tail_margin
 from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, sub_points
 from analytic.rewards import check_reward
+from sampler.schedules import check_count
 
 from .density import mass_outside
 
@@ -71,8 +72,8 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell), with twice the
     change from ``2 sub`` points per cell as error estimate (the quadrature converges as ``sub^-2``, so the
     change is 3/4 of the error; plus the rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling ``sub`` (up to ``max_sub``;
-    ``ValueError`` beyond); ``None`` keeps ``sub``. ``ValueError`` when ``Z`` is infinite
-    (:func:`check_tilt_integrable`).
+    ``ValueError`` beyond); ``None`` keeps ``sub``. ``sub`` itself must be at most ``max_sub`` (``ValueError``).
+    ``ValueError`` when ``Z`` is infinite (:func:`check_tilt_integrable`).
 
     The masses are shares of the whole target: the quadrature normalises over the grid's cells, and the share
     outside them (``outside``, :func:`evaluation.density.mass_outside`) scales them down, so ``mass.sum() = 1 -
@@ -82,8 +83,10 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     reported ``outside + lost = 1.04``, the edge share counted relative to the inside mass only, and was only
     refused later by :func:`distances`)."""
     axes = check_axes(as_axes(axes), cond.dim, uniform=True)
-    if isinstance(sub, bool) or int(sub) != sub or sub < 1:
-        raise ValueError(f"sub must be a positive integer, got {sub}")
+    sub, max_sub = check_count(sub, "sub"), check_count(max_sub, "max_sub")
+    if sub > max_sub:
+        raise ValueError(f"sub={sub} is more than max_sub={max_sub} (the largest sub-point count per cell): lower sub "
+                         f"or raise max_sub")
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0)):
         raise ValueError(f"tol must be a positive number or None, got {tol!r}")
     if isinstance(max_outside, bool) or not isinstance(max_outside, (int, float)) or not 0 <= max_outside < 1:
@@ -104,7 +107,6 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     if outside > max_outside:
         raise ValueError(f"the tilted target has {outside:.3g} of its mass outside the grid {box} (more than "
                          f"max_outside={max_outside:g}): widen or move the axes")
-    sub = int(sub)
     cur = _target_on_subpoints(cond, reward, axes, sub)
     while True:
         nxt = _target_on_subpoints(cond, reward, axes, 2 * sub)

@@ -54,13 +54,24 @@ def _peaks(f: np.ndarray, floor: float) -> np.ndarray:
 
 def count_modes(mass, error, grid: tuple[float, float, int], frac: float = FRAC) -> Modes:
     """The modes of the density of hat masses ``mass`` [n] on ``grid`` with per-node errors ``error`` [n]
-    (module docstring). ``ValueError`` for shapes that do not match or a ``frac`` outside (0, 1)."""
+    (module docstring). ``ValueError`` naming the argument for shapes that do not match, a ``frac`` outside (0, 1),
+    a grid that is not ``(lo, hi, n)`` with finite ``lo < hi``, masses that are not finite or have no positive
+    entry, and errors that are NaN or negative (issue 20: each gave a count, or nan, without a word)."""
     mass, error = np.asarray(mass, dtype=float), np.asarray(error, dtype=float)
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 3
+            and all(isinstance(v, (int, float, np.number)) and np.isfinite(v) for v in grid) and grid[0] < grid[1]):
+        raise ValueError(f"grid must be (lo, hi, n) with finite lo < hi, got {grid!r}")
     if mass.ndim != 1 or mass.shape != error.shape or mass.size != int(grid[2]) or mass.size < 3:
         raise ValueError(f"mass and error must be 1-D of the grid's {int(grid[2])} nodes, got {mass.shape} and "
                          f"{error.shape}")
     if not 0 < frac < 1:
         raise ValueError(f"frac must be in (0, 1), got {frac!r}")
+    if not np.isfinite(mass).all():
+        raise ValueError(f"mass has {int((~np.isfinite(mass)).sum())} non-finite entries (NaN or inf)")
+    if not mass.max() > 0:
+        raise ValueError(f"mass has no positive entry (largest {mass.max():.3g}): no density to count modes of")
+    if not (error >= 0).all():  # NaN fails too; inf (no bound) is allowed: it floors every mode, count nan
+        raise ValueError(f"error must be >= 0 per node, got {int((~(error >= 0)).sum())} NaN or negative entries")
     h = spacing(grid)
     m = np.clip(mass, 0, None)
     f = m / h

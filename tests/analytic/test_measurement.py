@@ -211,6 +211,9 @@ def test_dps_gap_on_a_mixture_matches_quadrature_of_the_expectation(problem):
     (dict(A=[[1.0, 2.0]], y=[0.0], s=0.0), "s \\(the measurement noise std\\) must be > 0"),
     (dict(A=[[1.0, 2.0]], y=[0.0], s="1"), "s \\(the measurement noise std\\)"),
     (dict(A="abc", y=[0.0], s=1.0), "A must be an array"),
+    # issue 20: s^2 underflowing (posterior blamed a covariance) and A^T A / s^2 overflowing (blamed 'weights')
+    (dict(A=[[1.0, 0.0]], y=[0.5], s=1e-200), "s \\(the measurement noise std\\) = 1e-200 is too small"),
+    (dict(A=[[1e200, 0.0]], y=[0.5], s=0.1), "A has entries up to 1e\\+200"),
 ])
 def test_bad_measurements_are_value_errors(kw, match):
     with pytest.raises(ValueError, match=match):
@@ -232,3 +235,30 @@ def test_bad_arguments_name_themselves(problem):
         dps_bias(prior, CFGReward(prior, prior, 1.0), [0.5])
     with pytest.raises(ValueError, match="x_t"):
         dps_gap(prior, r, torch.zeros(3, 3, dtype=DT), 0.5)
+
+
+def test_a_posterior_float64_cannot_hold_names_the_measurement():
+    """Issue 20: a posterior narrower than float64 can represent was refused naming only a covariance/means."""
+    prior = GaussianMixture([0.5, 0.5], [[-1.0, 0.5], [1.0, -0.5]], torch.stack([torch.eye(2, dtype=DT)] * 2))
+    MeasurementReward([[1.0, 0.0]], [0.5], 1e-100).posterior(prior)  # narrow but representable: fine
+    with pytest.raises(ValueError, match="posterior p\\(x_0 \\| y\\) of this measurement \\(s=1e-150"):
+        MeasurementReward([[1.0, 0.0]], [0.5], 1e-150).posterior(prior)
+
+
+def test_dps_bias_checks_generator_and_bounds_its_memory(problem):
+    """Issue 20: generator='x' was torch's TypeError from multinomial; n=10**9 allocated without bound (a hang)."""
+    import time
+
+    from analytic.measurement import MAX_DPS_BYTES
+
+    prior, r = problem
+    with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got str"):
+        dps_bias(prior, r, [0.5], n=8, generator="x")
+    t = time.process_time()
+    with pytest.raises(ValueError, match="n=1000000000 draws per level would need about .* GiB"):
+        dps_bias(prior, r, [0.5], n=10**9)
+    assert time.process_time() - t < 1.0  # refused before anything is drawn
+    per_draw = 64 * prior.n_components * (prior.dim**2 + prior.dim)
+    dps_bias(prior, r, [0.5], n=16, generator=torch.Generator().manual_seed(0))  # within the bound: runs
+    with pytest.raises(ValueError, match="n="):
+        dps_bias(prior, r, [0.5], n=MAX_DPS_BYTES // per_draw + 1)

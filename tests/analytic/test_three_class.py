@@ -32,6 +32,15 @@ def test_negative_prompt_reward_refuses_a_two_class_preset():
         negative_prompt_reward(get_preset("paper_1d"), 1.0)
 
 
+@pytest.mark.parametrize("y", [NEGATIVE, 5, -1, True])
+def test_negative_prompt_reward_refuses_a_condition_that_is_not_class_0_or_2(y):
+    # issue 20: y=5 was a bare IndexError, y=-1 read the last class as the condition
+    import dataclasses
+
+    with pytest.raises(ValueError, match=f"y={y!r}"):
+        negative_prompt_reward(dataclasses.replace(get_preset("three_1d"), y=y), 1.0)
+
+
 @pytest.mark.parametrize("w", [0.5, 2.0])
 def test_optimum_for_single_gaussians_matches_the_symbolic_closed_form(w):
     """(p_c / p_neg)^w with single Gaussians: optimal_guidance (closed) against analytic.symbolic's sympy forms,
@@ -130,3 +139,21 @@ def test_class_mass_bad_input():
         class_mass_on_grid([ax[:4]], torch.ones(4, dtype=DT), p.classes, p.priors, 0)
     with pytest.raises(ValueError, match="non-negative"):
         class_mass_on_grid([ax], -torch.ones(5, dtype=DT), p.classes, p.priors, 0)
+
+
+def test_class_mass_on_grid_names_a_bad_axis_and_refuses_an_unnormalised_density():
+    """Issue 20: an infinite axis node was blamed on 'x'; a density times 1e6 gave a class 'mass' of 3.7e5."""
+    p = get_preset("three_1d")
+    ax = torch.linspace(-8, 9, 201, dtype=DT)
+    dens = p.cond.log_prob(ax[:, None]).exp()
+    with pytest.raises(ValueError, match=r"axes\[0\] must be finite"):
+        class_mass_on_grid([torch.cat([ax[:-1], torch.tensor([math.inf], dtype=DT)])], dens, p.classes, p.priors, 0)
+    with pytest.raises(ValueError, match="density integrates to 1e\\+06"):
+        class_mass_on_grid([ax], dens * 1e6, p.classes, p.priors, NEGATIVE)
+    # a probability density passes, also as hat masses / h (the notebook's use: they sum to at most 1)
+    ok = class_mass_on_grid([ax], dens, p.classes, p.priors, NEGATIVE)
+    assert abs(ok.value - class_mass(p.cond, p.classes, p.priors, NEGATIVE).value) < 1e-6
+    h = (ax[1] - ax[0]).item()
+    hats = dens * h
+    hats[0], hats[-1] = 0.5 * hats[0], 0.5 * hats[-1]
+    class_mass_on_grid([ax], hats / h, p.classes, p.priors, NEGATIVE)

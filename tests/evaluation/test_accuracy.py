@@ -289,3 +289,20 @@ def test_bad_engines_grids_and_regions_are_refused_not_published():
     for lo, hi in [(0.5, -0.5), (math.nan, 0.5)]:
         with pytest.raises(ValueError, match="lo <= hi"):
             region_mass(law, lo, hi)
+
+
+def test_to_grid_and_coarsen_refuse_what_is_not_a_grid():
+    """Issue 20: to_grid with a NaN in the grid was 'cannot convert float NaN to integer'; coarsen returned a 0-d
+    tensor unchanged. A proper grid (numpy numbers too) still passes."""
+    import numpy as np
+
+    from evaluation.accuracy import GridLaw, coarsen, to_grid
+
+    law = GridLaw((-1.0, 1.0, 11), torch.full((11,), 1 / 11, dtype=torch.float64), torch.zeros(11, dtype=torch.float64),
+                  0.0, 0)
+    for grid in [(math.nan, 1.0, 11), (-1.0, math.inf, 11), (1.0, -1.0, 11), (-1.0, 1.0, 5.5), (-1.0, 1.0), "grid"]:
+        with pytest.raises(ValueError, match="to_grid: grid must be"):
+            to_grid(law, grid)
+    assert to_grid(law, (np.float64(-1.0), 1.0, np.int64(6))).mass.sum().item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="0-d tensor"):
+        coarsen(torch.tensor(1.0, dtype=torch.float64))

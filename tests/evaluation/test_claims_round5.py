@@ -72,6 +72,25 @@ def test_count_modes_refuses_bad_input():
     with pytest.raises(ValueError, match="frac"):
         count_modes(np.ones(5), np.ones(5), (0.0, 1.0, 5), frac=1.5)
 
+    # issue 20: each of these gave a count (or nan) without a word
+    x = np.linspace(-5, 5, 11)
+    m, e = np.exp(-((x - 2) ** 2)), np.zeros(11)
+    grid = (-5.0, 5.0, 11)
+    assert count_modes(m, e, grid).locations == (2.0,)
+    with pytest.raises(ValueError, match="grid must be \\(lo, hi, n\\) with finite lo < hi"):
+        count_modes(m, e, (5.0, -5.0, 11))  # was read as a mirrored grid: the mode at -2
+    for bad in (math.nan, math.inf):
+        with pytest.raises(ValueError, match="mass has 1 non-finite"):
+            count_modes(np.where(x == 0, bad, m), e, grid)
+    for masses in (-m, np.zeros(11)):
+        with pytest.raises(ValueError, match="mass has no positive entry"):
+            count_modes(masses, e, grid)
+    for errors in (np.full(11, math.nan), np.full(11, -1.0)):
+        with pytest.raises(ValueError, match="error must be >= 0 per node, got 11"):
+            count_modes(m, errors, grid)
+    wide = np.exp(-((x - 2) ** 2) / 8)  # not collapsed
+    assert math.isnan(count_modes(wide, np.full(11, math.inf), grid).count)  # no bound on the masses: not resolved
+
 
 def test_first_change():
     from evaluation.claims.split_component import first_change

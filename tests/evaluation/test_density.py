@@ -247,6 +247,65 @@ def test_bad_input(paper):
         output_density(cfg, sig, ax, max_nodes=2)
 
 
+def test_bad_callables_and_knobs_are_named(paper):
+    """Issue 20: each of these was a bare TypeError / RuntimeError / misleading message, or accepted."""
+    _, _, cfg = paper
+    sig = VPSchedule.linear(1000, 2e-5, 3.8e-4).respace(4).sampling_sigmas()
+    ax = torch.linspace(-3, 3, 31, dtype=F64)
+    cases = [
+        (dict(max_nodes=math.nan), "max_nodes must be finite"),
+        (dict(min_kernel_width=-1.0), "min_kernel_width must be a number of grid spacings >= 0"),
+        (dict(start=3), "start must be None or a callable"),
+        (dict(start=lambda u: torch.full(u.shape[:1], math.nan, dtype=F64)), "start is not a finite log-density"),
+        (dict(start=lambda u: torch.full(u.shape[:1], -math.inf, dtype=F64)), "start is -inf .* no mass near the grid"),
+        (dict(start=lambda u: torch.zeros(3, dtype=F64)),
+         "start must return log-densities \\[N\\].* got shape \\(3,\\)"),
+        (dict(max_outside=1.0), "max_outside must be a mass in \\[0, 1\\)"),
+    ]
+    for kw, match in cases:
+        with pytest.raises(ValueError, match=match):
+            output_density(cfg, sig, ax, **kw)
+    with pytest.raises(ValueError, match="x's shape \\(31, 1\\), got shape \\(31, 0\\)"):
+        output_density(lambda x, s: x[:, :0], sig, ax)
+    with pytest.raises(ValueError, match="x must have shape \\[N, 1\\].*axes has 2 entries, so the denoiser gets points"):
+        output_density(cfg, sig, (ax[::2], ax[::2]))
+
+
+def test_sub_is_bounded_before_anything_is_allocated(paper):
+    """Issue 20: sub=10**7 took 20 GB in 40 s; now refused at once, naming sub and the memory."""
+    import time
+
+    from evaluation.density import MAX_SUB_POINTS
+    _, _, cfg = paper
+    sig = VPSchedule.linear(1000, 2e-5, 3.8e-4).respace(4).sampling_sigmas()
+    ax = torch.linspace(-3, 3, 101, dtype=F64)
+    t = time.process_time()
+    with pytest.raises(ValueError, match="sub=10000000 puts 2.02e\\+09 points .* GB"):
+        output_density(cfg, sig, ax, sub=10**7)
+    assert time.process_time() - t < 1.0
+    assert 101 * (2 * 128) <= MAX_SUB_POINTS and 201**2 * (2 * 12) ** 2 <= MAX_SUB_POINTS  # the contract's largest
+
+
+def test_a_grid_missing_most_of_the_start_is_refused_not_nan():
+    """Issue 20: a grid inside the start law (or off it) gave mass, lost and error all NaN. The start's share outside
+    the grid's cells is erfc(0.11 / sqrt 2) = 0.912 here (cells reach half a spacing past the edge nodes): refused
+    by default; allowed by max_outside, the law is finite and its mass plus lost is 1."""
+    from evaluation.spec import Law, Method, Schedule
+    law, sched = Law.parse("paper_1d").build(), Schedule.parse("lin:10:0.0001")
+    sig, guided = sched.sigmas(), Method("cfg", 1.0).build(law, sched).guided
+    narrow = torch.linspace(-0.1, 0.1, 11, dtype=F64)
+    with pytest.raises(ValueError, match="start law has 0.912 of its mass outside the grid \\[-0.1, 0.1\\]"):
+        output_density(guided, sig, narrow)
+    with pytest.raises(ValueError, match="start law has 1 of its mass outside"):
+        output_density(guided, sig, torch.linspace(-5, 5, 101, dtype=F64),
+                       start=lambda u: -0.5 * ((u[:, 0] - 10) / 0.1) ** 2)
+    for sampler in ("ddpm", "ddim"):
+        od = output_density(guided, sig, narrow, sampler=sampler, max_outside=0.99)
+        assert od.start_lost == pytest.approx(math.erfc(0.11 / math.sqrt(2)), rel=1e-3)
+        assert torch.isfinite(od.mass).all() and torch.isfinite(od.error).all() and math.isfinite(od.lost)
+        assert od.lost > 0.99 and abs(od.mass.sum().item() + od.lost - 1) < 1e-12
+
+
 def test_estimate_error_false_gives_the_same_masses_without_the_extra_runs():
     """``estimate_error=False`` (callers that use only the masses) skips the even-node grid and the doubled
     sub-points: the same masses, ``error`` None, and no tolerance can be asked of it."""

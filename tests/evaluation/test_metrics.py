@@ -96,6 +96,11 @@ def test_tilted_target_error_and_tol():
     assert fine.error.sum() <= 1e-6 and (fine.mass - ref).abs().sum() <= 1e-6
     with pytest.raises(ValueError, match="estimated error"):
         tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=2, tol=1e-30, max_sub=8)
+    # issue 20: a sub above max_sub was accepted (max_sub bounded only the refinement)
+    with pytest.raises(ValueError, match="sub=512 is more than max_sub=256"):
+        tilted_target(cond, CFGReward(cond, uncond, w), axis, sub=512, max_sub=256)
+    with pytest.raises(ValueError, match="max_sub must be a positive integer"):
+        tilted_target(cond, CFGReward(cond, uncond, w), axis, max_sub=0)
 
 
 def test_distance_errors_bound_the_change_of_each_distance():
