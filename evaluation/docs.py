@@ -52,7 +52,8 @@ def format_number(value: Any, error: Any = None) -> str:
 
     With a finite positive ``error``: ``"value ± error"``, the error to two significant digits and the value
     to the error's last digit (``0.2863 ± 0.0069``; with one exponent, ``2.50e-07 ± 0.11e-07``, below 1e-6
-    or from 1e6). Without: ``DIGITS`` significant digits (``%.4g``);
+    or from 1e6); an error that supports more than ``DIGITS + 1`` significant digits leaves the value at ``DIGITS``
+    of them, the error in its own exponent (``0.5161 ± 4.4e-12``). Without: ``DIGITS`` significant digits (``%.4g``);
     integers in full; ``inf`` / ``nan`` (also the strings the ledger writes for them) as such.
     ``ValueError`` for anything that is not a number."""
     if isinstance(value, str) and value.strip().lower() in ("inf", "-inf", "nan", "+inf"):
@@ -68,6 +69,10 @@ def format_number(value: Any, error: Any = None) -> str:
     if error is not None and math.isfinite(error) and error > 0:
         err = float(f"{error:.2g}")
         last = math.floor(math.log10(err)) - 1  # the decade of the error's second digit
+        if math.floor(math.log10(max(abs(value), err))) - last >= DIGITS + 2:
+            # the error supports more digits than a reader uses (0.51607184274916 ± 4.4e-12): DIGITS significant
+            # digits, each of them converged, and the error beside them
+            return f"{value:#.{DIGITS}g} ± {err:.1e}"
         if -6 <= last and max(abs(value), err) < 1e6:
             decimals = max(0, -last)
             return f"{value:.{decimals}f} ± {err:.{decimals}f}"
