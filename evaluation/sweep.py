@@ -14,7 +14,8 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
 
 - **cache**: every result is stored on disk under ``key = sha256(kind, configuration, code version)``,
   where the code version hashes the source of the packages every exact result depends on (``analytic``,
-  ``sampler``) plus the kind's own module and the ``modules`` it names. A changed configuration or a
+  ``sampler``) plus the kind's own module and the ``modules`` it names (a package with every file in it, so
+  ``toy``'s shipped checkpoints are part of the version of a cell that runs the trained networks). A changed configuration or a
   changed source recomputes exactly the cells it touches; nothing else is recomputed. Files are written
   to a temporary name in the same folder and renamed (atomic on POSIX), so a run that is killed leaves
   either a whole result or none: rerunning it resumes where it stopped, with no duplicate or missing cell.
@@ -132,8 +133,8 @@ def _sources(name: str) -> list[Path]:
     if spec is None or spec.origin is None:
         raise ValueError(f"cannot find the source of module {name!r}")
     origin = Path(spec.origin)
-    if origin.name == "__init__.py":  # a package: every module in it
-        return sorted(origin.parent.rglob("*.py"))
+    if origin.name == "__init__.py":  # a package: every file in it, its data too (toy's shipped checkpoints)
+        return sorted(p for p in origin.parent.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return [origin]
 
 

@@ -117,6 +117,41 @@ def test_code_version_follows_the_source(tmp_path, monkeypatch):
     sweep._module_digest.cache_clear()
 
 
+def test_code_version_follows_a_packages_data_files(tmp_path, monkeypatch):
+    """A cell that runs trained networks depends on the checkpoints shipped inside ``toy``: retrained weights must
+    not reuse a result cached from the old ones (the version hashed only the package's .py files)."""
+    pkg = tmp_path / "sweep_probe_pkg"
+    (pkg / "checkpoints").mkdir(parents=True)
+    (pkg / "__init__.py").write_text(textwrap.dedent("""
+        import dataclasses
+        from evaluation.sweep import cell_kind
+
+        @dataclasses.dataclass(frozen=True)
+        class DataProbe:
+            a: int = 1
+
+        @cell_kind(DataProbe, modules=("sweep_probe_pkg",))
+        def probe(cell):
+            return cell.a
+    """))
+    weights = pkg / "checkpoints" / "net.pt"
+    weights.write_bytes(b"old weights")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sweep_probe_pkg
+
+    sweep._module_digest.cache_clear()
+    k1 = cell_key(sweep_probe_pkg.DataProbe())
+    weights.write_bytes(b"new weights")
+    sweep._module_digest.cache_clear()
+    assert cell_key(sweep_probe_pkg.DataProbe()) != k1
+    (pkg / "__pycache__").mkdir(exist_ok=True)
+    (pkg / "__pycache__" / "x.pyc").write_bytes(b"bytecode")  # compiled files are not part of the version
+    k2 = cell_key(sweep_probe_pkg.DataProbe())
+    sweep._module_digest.cache_clear()
+    assert cell_key(sweep_probe_pkg.DataProbe()) == k2
+    sweep._module_digest.cache_clear()
+
+
 _KILLED_RUN = """
 import sys
 from tests.evaluation.test_sweep import Square
