@@ -77,8 +77,13 @@ def weighted_mean(log_p: torch.Tensor, f: torch.Tensor, coarse: torch.Tensor, ex
     of ``f`` over the grid's extent), with its error: twice the change when only the ``coarse`` nodes (twice the
     spacing, :func:`coarse_nodes`) are used (the sum weighs the edge nodes whole, so its error is first order where
     ``p`` does not vanish at the edges and second order inside, and the two may cancel in the change: the factor 2
-    covers the mix) plus ``extra`` (the error of ``f`` itself, in the same units). ``log_p``, ``f``: [N]."""
+    covers the mix) plus ``extra`` (the error of ``f`` itself, in the same units). ``log_p``, ``f``: [N]. No finite
+    weight: ``nan`` (no mean); none on the coarse nodes: an infinite error (no estimate)."""
+    if not bool(torch.isfinite(log_p).any()):  # no weight on the grid (e.g. no converged point): no mean
+        return Estimate(math.nan, math.nan)
     v = (torch.softmax(log_p, 0) * f).sum().item()
+    if not bool(torch.isfinite(log_p[coarse]).any()):  # the weight lies off the coarse nodes: no estimate
+        return Estimate(v, math.inf)
     v2 = (torch.softmax(log_p[coarse], 0) * f[coarse]).sum().item()
     return Estimate(v, 2 * abs(v - v2) + extra)
 

@@ -36,6 +36,17 @@ def test_weighted_mean_error_bounds_the_change_to_a_much_finer_grid():
     assert 0 < actual <= coarse.error <= 50 * actual, (actual, coarse.error)
 
 
+def test_weighted_mean_without_weight_is_nan_and_without_coarse_weight_has_no_estimate():
+    from evaluation.claims.cfgig import coarse_nodes, weighted_mean
+
+    x = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    coarse = coarse_nodes((x,))
+    none = weighted_mean(torch.full((5,), -math.inf, dtype=F64), x, coarse)
+    assert math.isnan(none.value) and math.isnan(none.error)
+    odd = weighted_mean(torch.where(coarse, -math.inf, 0.0).to(F64), x, coarse)
+    assert odd.value == pytest.approx(0.5) and odd.error == math.inf
+
+
 def test_coarse_nodes_are_the_grid_at_twice_the_spacing_in_2d():
     from evaluation.claims.cfgig import coarse_nodes
 
