@@ -16,20 +16,21 @@ it). FID, recall and saturation of images are outside this test.
 """
 from __future__ import annotations
 
-from ..flows import apg_verdict, assemble
-from ..flows import cells as flow_cells
-from .cfg_zero_star import conclude_rule, config
+from ..flows import apg_verdict
+from .cfg_zero_star import cells as flow_cells
+from .cfg_zero_star import conclude_rule, flows_result
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "cells", "conclude"]
 
 
 def cells(quick: bool) -> list:
-    return flow_cells(config(quick))
+    """The cells of the flows experiment shared with CFG-Zero* (:func:`evaluation.claims.cfg_zero_star.cells`)."""
+    return flow_cells(quick)
 
 
 def conclude(quick: bool, results) -> Outcome:
-    return conclude_rule(CLAIM, assemble(config(quick), results), lambda r: (apg_verdict(r, momentum=True), apg_verdict(r)),
+    return conclude_rule(CLAIM, flows_result(quick, results), lambda r: (apg_verdict(r, momentum=True), apg_verdict(r)),
                          ("APG + momentum", "APG without momentum"))
 
 

@@ -16,21 +16,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
 
-from analytic import guidance_fields_on_grid
+from analytic import GuidanceFields, guidance_fields_on_grid
 from analytic.quadrature import grid_points
 
+from ..accuracy import Estimate
 from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
 from .cells import axes_of
 from .ledger import Claim, Outcome
 from .reg_map import single
 
-__all__ = ["CLAIM", "RenyiCell", "RenyiTerm", "cells", "conclude"]
+__all__ = ["CLAIM", "RenyiCell", "RenyiTerm", "cells", "conclude", "FieldLevel", "field_levels", "contract_sigma",
+           "coarse_nodes", "weighted_mean"]
 
 
 @dataclass(frozen=True)
@@ -49,14 +51,72 @@ class RenyiTerm(NamedTuple):
     cfg_size: np.ndarray  # [L] p_t-weighted mean |CFG term|
     opposes: np.ndarray  # [L] p_t-weighted fraction where (golden - CFG) . CFG < 0
     identity_error: float  # 1-D: max |grad log p_t^tilt (quadrature, finite differences) - (score_c + grad log E_t)|
+    # estimated errors of the numbers above (:func:`weighted_mean`: the grid's spacing and the golden's own error)
+    missing_error: np.ndarray = np.zeros(0)  # [L]
+    reg_gap_error: np.ndarray = np.zeros(0)  # [L]
+    cfg_size_error: np.ndarray = np.zeros(0)  # [L]
+    opposes_error: np.ndarray = np.zeros(0)  # [L]
+    identity_error_error: float = math.nan  # the check's change with twice the step and half the quadrature nodes
 
 
-def _identity_error(law, reward, a: float) -> float:
-    """grad log of the tilted marginal by direct quadrature and central differences, against score_c + grad log E_t."""
-    x0 = torch.linspace(-8, 8, 16001, dtype=torch.float64)[:, None]
+# --- the per-level set-up of the field claims (cfgig, characteristic, linear-cfg) -----------------------------
+def contract_sigma(a: float) -> float:
+    """The contract's noise level ``sigma = sqrt((1 - abar) / abar)`` of VP level ``abar``."""
+    return math.sqrt((1 - a) / a)
+
+
+def coarse_nodes(axes) -> torch.Tensor:
+    """[N] bool over :func:`grid_points` of ``axes`` ('ij' order): the nodes of every other index on each axis,
+    the grid at twice the spacing (the same extent for odd node counts)."""
+    keep = [torch.arange(a.numel()) % 2 == 0 for a in axes]
+    return torch.cartesian_prod(*keep).all(1) if len(keep) > 1 else keep[0]
+
+
+def weighted_mean(log_p: torch.Tensor, f: torch.Tensor, coarse: torch.Tensor, extra: float = 0.0) -> Estimate:
+    """``sum_i p_i f_i`` with ``p = softmax(log_p)`` over the grid's nodes (a quadrature of the ``p``-weighted mean
+    of ``f`` over the grid's extent), with its error: twice the change when only the ``coarse`` nodes (twice the
+    spacing, :func:`coarse_nodes`) are used (the sum weighs the edge nodes whole, so its error is first order where
+    ``p`` does not vanish at the edges and second order inside, and the two may cancel in the change: the factor 2
+    covers the mix) plus ``extra`` (the error of ``f`` itself, in the same units). ``log_p``, ``f``: [N]. No finite
+    weight: ``nan`` (no mean); none on the coarse nodes: an infinite error (no estimate)."""
+    if not bool(torch.isfinite(log_p).any()):  # no weight on the grid (e.g. no converged point): no mean
+        return Estimate(math.nan, math.nan)
+    v = (torch.softmax(log_p, 0) * f).sum().item()
+    if not bool(torch.isfinite(log_p[coarse]).any()):  # the weight lies off the coarse nodes: no estimate
+        return Estimate(v, math.inf)
+    v2 = (torch.softmax(log_p[coarse], 0) * f[coarse]).sum().item()
+    return Estimate(v, 2 * abs(v - v2) + extra)
+
+
+class FieldLevel(NamedTuple):
+    """One level of a field claim's cell: the guidance fields on its grid and ``p_t(x|c)`` there."""
+
+    sigma: float  # contract level
+    abar: float
+    fields: GuidanceFields  # golden (with golden_error), CFG (present), REG's corrections on the grid's points
+    log_p: torch.Tensor  # [N] log p_t(x|c) at the grid's points
+
+
+def field_levels(law, schedule: str, levels: int, w: float, axes) -> Iterator[FieldLevel]:
+    """The levels of ``schedule`` respaced to ``levels`` (noisiest last), each with the guidance fields of CFG's
+    reward at weight ``w`` on the grid ``axes`` (:func:`analytic.guidance_fields_on_grid`): the set-up cfgig and
+    characteristic share. ``law``: a built :class:`evaluation.spec.Law`."""
+    full = Schedule.parse(schedule).vp
+    sched = full.respace(min(levels, full.T))
+    reward = Method("cfg", w).reward(law)
+    X = grid_points(axes)
+    for t in range(1, sched.T + 1):
+        a = sched.abar[t].item()
+        yield FieldLevel(contract_sigma(a), a, guidance_fields_on_grid(law.cond, reward, axes, a),
+                         law.cond.noised(a).log_prob(X))
+
+
+def _identity_error(law, reward, a: float, nodes: int = 16001, h: float = 1e-4) -> float:
+    """grad log of the tilted marginal by direct quadrature (``nodes`` on [-8, 8]) and central differences (step
+    ``h``), against score_c + grad log E_t."""
+    x0 = torch.linspace(-8, 8, nodes, dtype=torch.float64)[:, None]
     log_f = law.cond.log_prob(x0) + reward.log_r0(x0)
     x = torch.linspace(-0.5, 1.5, 41, dtype=torch.float64)
-    h = 1e-4
 
     def log_tilt(y):
         k = -((y[:, None] - math.sqrt(a) * x0[None, :, 0]) ** 2) / (2 * (1 - a))
@@ -73,23 +133,30 @@ def _identity_error(law, reward, a: float) -> float:
 @cell_kind(RenyiCell, modules=("evaluation.spec",))
 def renyi_term(cell: RenyiCell) -> RenyiTerm:
     law = Law.parse(cell.law).build()
-    full = Schedule.parse(cell.schedule).vp
-    sched = full.respace(min(cell.levels, full.T))
-    reward = Method("cfg", cell.w).reward(law)
     axes = axes_of(cell.grid, law.cond.dim)
-    X = grid_points(axes)
+    coarse = coarse_nodes(axes)
     rows = []
-    for t in range(1, sched.T + 1):
-        a = sched.abar[t].item()
-        f = guidance_fields_on_grid(law.cond, reward, axes, a)
-        p = torch.softmax(law.cond.noised(a).log_prob(X), 0)
+    for lv in field_levels(law, cell.schedule, cell.levels, cell.w, axes):
+        f = lv.fields
         miss = f.golden - f.present
-        rows.append((math.sqrt((1 - a) / a), (p * miss.norm(dim=1)).sum().item(),
-                     (p * (f.golden - f.reg_paper).norm(dim=1)).sum().item(), (p * f.present.norm(dim=1)).sum().item(),
-                     (p * ((miss * f.present).sum(1) < 0)).sum().item()))
+        ge = f.golden_error.norm(dim=1)  # [N] the golden's estimated error at each point
+        golden_err = (torch.softmax(lv.log_p, 0) * ge).sum().item()
+        # points where the golden's error could flip the sign of (golden - CFG) . CFG
+        unsure = ((miss * f.present).sum(1).abs() <= ge * f.present.norm(dim=1)).to(torch.float64)
+        unsure = (torch.softmax(lv.log_p, 0) * unsure).sum().item()
+        nums = (weighted_mean(lv.log_p, miss.norm(dim=1), coarse, golden_err),
+                weighted_mean(lv.log_p, (f.golden - f.reg_paper).norm(dim=1), coarse, golden_err),
+                weighted_mean(lv.log_p, f.present.norm(dim=1), coarse),
+                weighted_mean(lv.log_p, ((miss * f.present).sum(1) < 0).to(torch.float64), coarse, unsure))
+        rows.append((lv.sigma,) + tuple(e.value for e in nums) + tuple(e.error for e in nums))
     r = np.array(rows)
-    ident = _identity_error(law, reward, 0.5) if law.cond.dim == 1 else math.nan
-    return RenyiTerm(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], ident)
+    if law.cond.dim == 1:
+        reward = Method("cfg", cell.w).reward(law)
+        ident = _identity_error(law, reward, 0.5)
+        ident_err = abs(ident - _identity_error(law, reward, 0.5, nodes=8001, h=2e-4))
+    else:
+        ident, ident_err = math.nan, math.nan
+    return RenyiTerm(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], ident, r[:, 5], r[:, 6], r[:, 7], r[:, 8], ident_err)
 
 
 def _laws(quick: bool) -> tuple:
@@ -125,20 +192,29 @@ def conclude(quick: bool, results) -> Outcome:
     vanish, repulsive, captured = [], [], []
     for lab, r in zip(labels, results):
         rel_low = r.missing[0] / max(r.missing.max(), 1e-300)
+        top = int(np.argmax(r.missing))
+        e_rel = rel_low * (r.missing_error[0] / r.missing[0] + r.missing_error[top] / r.missing[top])  # first order
         opp = float(np.average(r.opposes, weights=r.missing))
+        e_opp = float(np.sum(r.opposes_error * r.missing + np.abs(r.opposes - opp) * r.missing_error) / r.missing.sum())
         cap = 1 - r.reg_gap.sum() / r.missing.sum()
+        e_cap = float((r.reg_gap_error.sum() + (1 - cap) * r.missing_error.sum()) / r.missing.sum())
         vanish.append(rel_low < 0.05)
         repulsive.append(opp > 0.5)
         captured.append(cap)
-        numbers += [(f"{lab}: missing term at sigma_min / its max", rel_low), (f"{lab}: max missing term", r.missing.max()),
-                    (f"{lab}: fraction opposing CFG (weighted by size)", opp), (f"{lab}: share REG captures", cap)]
+        # the max of the levels' numbers: its error is the max of theirs
+        numbers += [(f"{lab}: missing term at sigma_min / its max", rel_low, e_rel),
+                    (f"{lab}: max missing term", r.missing.max(), r.missing_error.max()),
+                    (f"{lab}: fraction opposing CFG (weighted by size)", opp, e_opp),
+                    (f"{lab}: share REG captures", cap, e_cap)]
         if not math.isnan(r.identity_error):
-            numbers.append((f"{lab}: identity check, max |difference|", r.identity_error))
+            numbers.append((f"{lab}: identity check, max |difference|", r.identity_error, r.identity_error_error))
     ident = max(r.identity_error for r in results if not math.isnan(r.identity_error))
+    # printed as the bound its error supports (the check's value is below its own error)
+    ident_bound = max(r.identity_error + r.identity_error_error for r in results if not math.isnan(r.identity_error))
     narrow = [lab for lab, rep in zip(labels, repulsive) if rep]
     wide = [lab for lab, rep in zip(labels, repulsive) if not rep]
-    key = (f"missing term = golden - CFG (identity to {ident:.1e}); at sigma_min it is "
-           f"{max(v for n, v in numbers if 'sigma_min' in n):.3f} of its peak at most; repulsive in "
+    key = (f"missing term = golden - CFG (identity to {ident_bound:.1e}); at sigma_min it is "
+           f"{max(x[1] for x in numbers if 'sigma_min' in x[0]):.3f} of its peak at most; repulsive in "
            f"{len(narrow)}/{len(labels)} laws; REG captures {np.median(captured):.0%} of it (median)")
     if all(vanish) and all(repulsive) and ident < 1e-4:
         verdict = "holds"

@@ -23,13 +23,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from analytic import guidance_fields_on_grid
 from analytic.quadrature import grid_points
 from sampler import Characteristic, CharacteristicNotConverged
 
-from ..spec import Law, Method, Schedule
+from ..accuracy import Estimate
+from ..spec import Law
 from ..sweep import cell_kind
 from .cells import axes_of
+from .cfgig import coarse_nodes, field_levels, weighted_mean
 from .ledger import Claim, Outcome
 from .reg_map import single
 
@@ -57,6 +58,13 @@ class CharGap(NamedTuple):
     reg_gap: np.ndarray  # [L] the same for REG (paper estimator)
     unconverged: np.ndarray  # [L] p_t-mass of grid points where the fixed point was not reached
     golden_error: float  # max error estimate of the golden over all levels
+    # estimated errors of the [L] numbers above (:func:`evaluation.claims.cfgig.weighted_mean`: the grid's spacing,
+    # the golden's error and, for the characteristic term, the fixed point's tolerance)
+    cfg_size_error: np.ndarray = np.zeros(0)
+    char_gap_error: np.ndarray = np.zeros(0)
+    cfg_gap_error: np.ndarray = np.zeros(0)
+    reg_gap_error: np.ndarray = np.zeros(0)
+    unconverged_error: np.ndarray = np.zeros(0)
 
 
 def characteristic_term(law, w: float, x_t: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,28 +95,31 @@ def characteristic_term(law, w: float, x_t: torch.Tensor, a: float) -> tuple[tor
 @cell_kind(CharCell, modules=("evaluation.spec",))
 def characteristic_gap(cell: CharCell) -> CharGap:
     law = Law.parse(cell.law).build()
-    full = Schedule.parse(cell.schedule).vp
-    sched = full.respace(min(cell.levels, full.T))
-    reward = Method("cfg", cell.w).reward(law)
     axes = axes_of(cell.grid, law.cond.dim)
     X = grid_points(axes)
+    coarse = coarse_nodes(axes)
     rows, err = [], 0.0
-    for t in range(1, sched.T + 1):
-        a = sched.abar[t].item()
-        f = guidance_fields_on_grid(law.cond, reward, axes, a)
+    for lv in field_levels(law, cell.schedule, cell.levels, cell.w, axes):
+        f = lv.fields
         err = max(err, f.golden_error.abs().max().item())
-        term, ok = characteristic_term(law, cell.w, X, a)
-        p = torch.softmax(law.cond.noised(a).log_prob(X), 0)
-        pk = p * ok / max((p * ok).sum().item(), 1e-300)
+        term, ok = characteristic_term(law, cell.w, X, lv.abar)
+        log_pk = torch.where(ok, lv.log_p, -math.inf)  # p_t over the converged points
+        ge = f.golden_error.norm(dim=1)
+        golden_err = (torch.softmax(log_pk, 0) * ge).sum().item()
+        # the fixed point to RMS TOL in data units moves the term (eps units) by about (1 + w) TOL / sigma
+        point_err = golden_err + (1 + cell.w) * TOL / lv.sigma
 
-        def gap(field):
-            return (pk * torch.where(ok[:, None], field - f.golden, 0.0).norm(dim=1)).sum().item()
+        def gap(field, extra):
+            return weighted_mean(log_pk, torch.where(ok[:, None], field - f.golden, 0.0).norm(dim=1), coarse, extra)
 
-        rows.append((math.sqrt((1 - a) / a), (p * f.golden.norm(dim=1)).sum().item(),
-                     (p * f.present.norm(dim=1)).sum().item(), gap(term), gap(f.present), gap(f.reg_paper),
-                     (p * ~ok).sum().item()))
+        nums = (weighted_mean(lv.log_p, f.golden.norm(dim=1), coarse, golden_err),
+                weighted_mean(lv.log_p, f.present.norm(dim=1), coarse), gap(term, point_err),
+                gap(f.present, golden_err), gap(f.reg_paper, golden_err),
+                weighted_mean(lv.log_p, (~ok).to(torch.float64), coarse))
+        rows.append((lv.sigma,) + tuple(e.value for e in nums) + tuple(e.error for e in nums[1:]))
     r = np.array(rows)
-    return CharGap(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5], r[:, 6], err)
+    return CharGap(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5], r[:, 6], err, r[:, 7], r[:, 8], r[:, 9],
+                   r[:, 10], r[:, 11])
 
 
 def _settings(quick: bool) -> tuple:
@@ -149,6 +160,24 @@ def _rel(g: CharGap, field: str) -> float:
     return float(np.max(getattr(g, field)) / max(float(np.max(g.cfg_size)), 1e-300))
 
 
+def _rel_error(g: CharGap, field: str) -> float:
+    """The error of :func:`_rel`: each max's error is the max of its levels' errors; a ratio's, to first order."""
+    top, size = float(np.max(getattr(g, field))), float(np.max(g.cfg_size))
+    return _rel(g, field) * (float(np.max(getattr(g, field + "_error"))) / max(top, 1e-300)
+                             + float(np.max(g.cfg_size_error)) / size)
+
+
+def _ratio(g: CharGap) -> Estimate:
+    """Mean gap of the characteristic term over CFG's (sums over the levels), with its error (first order)."""
+    r = float(g.char_gap.sum() / g.cfg_gap.sum())
+    return Estimate(r, float((g.char_gap_error.sum() + r * g.cfg_gap_error.sum()) / g.cfg_gap.sum()))
+
+
+def _extreme(pick, values: list[tuple[float, float]]) -> tuple[float, float]:
+    """``pick`` (max or min) of ``(value, error)`` pairs: the value, and the max of their errors as its error."""
+    return pick(v for v, _ in values), max(e for _, e in values)
+
+
 def conclude(quick: bool, results) -> Outcome:
     settings = _settings(quick)
     labels = tuple(f"{law} w={w:g}" for law, w in settings)
@@ -156,32 +185,37 @@ def conclude(quick: bool, results) -> Outcome:
     data = Characteristics(labels, gauss, tuple(results))
     numbers = []
     for lab, g in zip(labels, results):
-        numbers += [(f"{lab}: max relative gap, characteristic", _rel(g, "char_gap")),
-                    (f"{lab}: max relative gap, CFG", _rel(g, "cfg_gap")),
-                    (f"{lab}: max relative gap, REG", _rel(g, "reg_gap")),
-                    (f"{lab}: mean gap characteristic / CFG", float(g.char_gap.sum() / g.cfg_gap.sum())),
-                    (f"{lab}: unconverged p_t-mass (max over levels)", float(g.unconverged.max()))]
-    g_char = max(_rel(g, "char_gap") for g, s in zip(results, gauss) if s)
-    g_cfg = min(_rel(g, "cfg_gap") for g, s in zip(results, gauss) if s)
+        numbers += [(f"{lab}: max relative gap, characteristic", _rel(g, "char_gap"), _rel_error(g, "char_gap")),
+                    (f"{lab}: max relative gap, CFG", _rel(g, "cfg_gap"), _rel_error(g, "cfg_gap")),
+                    (f"{lab}: max relative gap, REG", _rel(g, "reg_gap"), _rel_error(g, "reg_gap")),
+                    (f"{lab}: mean gap characteristic / CFG", *_ratio(g)),
+                    (f"{lab}: unconverged p_t-mass (max over levels)", float(g.unconverged.max()),
+                     float(g.unconverged_error.max()))]
+    single = [(_rel(g, "char_gap"), _rel_error(g, "char_gap")) for g, s in zip(results, gauss) if s]
+    g_char, e_char = _extreme(max, single)
+    g_cfg, e_cfg = _extreme(min, [(_rel(g, "cfg_gap"), _rel_error(g, "cfg_gap")) for g, s in zip(results, gauss) if s])
     mix = [(lab, g) for lab, g, s in zip(labels, results, gauss) if not s]
     m_char = [_rel(g, "char_gap") for _, g in mix]
-    ratio = [float(g.char_gap.sum() / g.cfg_gap.sum()) for _, g in mix]
-    unconv = max(float(g.unconverged.max()) for g in results)
+    m_pairs = [(_rel(g, "char_gap"), _rel_error(g, "char_gap")) for _, g in mix]
+    ratio = [_ratio(g).value for _, g in mix]
+    unconv = _extreme(max, [(float(g.unconverged.max()), float(g.unconverged_error.max())) for g in results])
     worst = mix[int(np.argmax(m_char))]
     at = float(worst[1].sigma[int(np.argmax(worst[1].char_gap))])
-    numbers += [("single Gaussians: max relative gap, characteristic", g_char),
-                ("single Gaussians: min relative gap, CFG", g_cfg),
-                ("mixtures: max relative gap, characteristic", max(m_char)),
-                ("mixtures: min relative gap, characteristic", min(m_char)),
-                ("mixtures: max mean-gap ratio characteristic / CFG", max(ratio)),
-                ("max unconverged p_t-mass", unconv)]
-    key = (f"single Gaussians: |char - optimum| <= {g_char:.1e} of max |CFG term| (CFG >= {g_cfg:.2f}); mixtures: "
+    # maxima and minima over the claims' settings: each carries the max of its set's errors
+    numbers += [("single Gaussians: max relative gap, characteristic", g_char, e_char),
+                ("single Gaussians: min relative gap, CFG", g_cfg, e_cfg),
+                ("mixtures: max relative gap, characteristic", *_extreme(max, m_pairs)),
+                ("mixtures: min relative gap, characteristic", *_extreme(min, m_pairs)),
+                ("mixtures: max mean-gap ratio characteristic / CFG", *_extreme(max, [tuple(_ratio(g)) for _, g in mix])),
+                ("max unconverged p_t-mass", *unconv)]
+    bound = g_char + e_char  # what the error supports: the gap's value is far below the fixed point's tolerance
+    key = (f"single Gaussians: |char - optimum| <= {bound:.1e} of max |CFG term| (CFG >= {g_cfg:.2f}); mixtures: "
            f"up to "
            f"{max(m_char):.1%} ({worst[0]}, at sigma = {at:.2g}), mean gap {min(ratio):.1e}-{max(ratio):.1e} x CFG's")
     if g_char < EXACT and min(m_char) < EXACT:
         verdict = "holds"
     elif g_char < EXACT:
-        verdict = (f"holds only when both laws are single Gaussians (there it is the optimum to {g_char:.0e}); on "
+        verdict = (f"holds only when both laws are single Gaussians (there it is the optimum to {bound:.0e}, the fixed point's tolerance); on "
                    f"mixtures it misses the diffusion of p_c^(1+w)/p_u^w by {min(m_char):.1%}-{max(m_char):.1%} of the "
                    f"CFG term's peak size at the worst level (sigma = {at:.2g} on {worst[0]}), though it stays "
                    f"{1 / max(ratio):.0f}x or more closer than CFG on average")

@@ -26,6 +26,7 @@ from analytic.quadrature import grid_points
 
 from ..spec import Law, Schedule
 from ..sweep import cell_kind
+from .cfgig import coarse_nodes, contract_sigma, weighted_mean
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "LinearCell", "LinearGap", "LinearCFG", "cells", "conclude", "moment_matched", "PART"]
@@ -55,6 +56,11 @@ class LinearGap(NamedTuple):
     rel: np.ndarray  # [L] p_t(x|c)-weighted E|g_mix - g_lin| / E|g_mix|, g = eps_c - eps_u
     size: np.ndarray  # [L] p_t-weighted E|g_mix|
     tail_mass: float  # max over levels of the moment-matched p_t mass outside the grid (bounds the truncation)
+    # estimated errors (:func:`evaluation.claims.cfgig.weighted_mean`, the change at twice the spacing; a ratio's
+    # to first order; the tail mass's from its own change at twice the spacing)
+    rel_error: np.ndarray = np.zeros(0)  # [L]
+    size_error: np.ndarray = np.zeros(0)  # [L]
+    tail_mass_error: float = math.nan
 
 
 @cell_kind(LinearCell, modules=("evaluation.spec",))
@@ -63,7 +69,7 @@ def linear_gap(cell: LinearCell) -> LinearGap:
     lc, lu = moment_matched(law.cond), moment_matched(law.uncond)
     sched = Schedule.parse(cell.schedule).vp
     d = law.dim
-    rows, tail = [], 0.0
+    rows, tail, tail_err = [], 0.0, 0.0
     for t in range(1, sched.T + 1):
         a = sched.abar[t].item()
         mean = math.sqrt(a) * lc.means[0]
@@ -71,16 +77,22 @@ def linear_gap(cell: LinearCell) -> LinearGap:
         axes = tuple(torch.linspace((mean[i] - 6 * sd[i]).item(), (mean[i] + 6 * sd[i]).item(), cell.points, dtype=F64)
                      for i in range(d))
         X = grid_points(axes)
+        coarse = coarse_nodes(axes)
         log_p = law.cond.noised(a).log_prob(X)
         cell_vol = math.prod((ax[1] - ax[0]).item() for ax in axes)
-        tail = max(tail, 1 - min(1.0, (log_p.exp().sum() * cell_vol).item()))
-        p = torch.softmax(log_p, 0)
+        t_here = 1 - min(1.0, (log_p.exp().sum() * cell_vol).item())
+        t_coarse = 1 - min(1.0, (log_p[coarse].exp().sum() * cell_vol * 2 ** d).item())
+        if t_here > tail:
+            tail, tail_err = t_here, abs(t_here - t_coarse)
         g = law.cond.eps(X, a) - law.uncond.eps(X, a)
         g_lin = lc.eps(X, a) - lu.eps(X, a)
-        size = (p * g.norm(dim=1)).sum().item()
-        rows.append((math.sqrt((1 - a) / a), (p * (g - g_lin).norm(dim=1)).sum().item() / max(size, 1e-300), size))
+        size = weighted_mean(log_p, g.norm(dim=1), coarse)
+        gap = weighted_mean(log_p, (g - g_lin).norm(dim=1), coarse)
+        rel = gap.value / max(size.value, 1e-300)
+        rows.append((contract_sigma(a), rel, size.value, rel * (gap.error / max(gap.value, 1e-300)
+                                                                 + size.error / max(size.value, 1e-300)), size.error))
     r = np.array(rows)
-    return LinearGap(r[:, 0], r[:, 1], r[:, 2], tail)
+    return LinearGap(r[:, 0], r[:, 1], r[:, 2], tail, r[:, 3], r[:, 4], tail_err)
 
 
 def _laws(quick: bool) -> tuple[str, ...]:
@@ -129,11 +141,12 @@ def conclude(quick: bool, results) -> Outcome:
         shares.append(share)
         # agrees at the noisiest level and every level above the parting one, and parts at the lowest level
         monotone.append(clean and g.rel[-1] <= PART and g.rel[0] > PART)
+        # the parting sigma is a level of the schedule and the share a share of its levels: settings, no error
         numbers += [(f"{law}: parting sigma (relative difference > 10 %)", s_part),
                     (f"{law}: share of levels within 10 %", share),
-                    (f"{law}: relative difference at the noisiest level", float(g.rel[-1])),
-                    (f"{law}: relative difference at the lowest level", float(g.rel[0])),
-                    (f"{law}: grid tail mass (max)", g.tail_mass)]
+                    (f"{law}: relative difference at the noisiest level", float(g.rel[-1]), float(g.rel_error[-1])),
+                    (f"{law}: relative difference at the lowest level", float(g.rel[0]), float(g.rel_error[0])),
+                    (f"{law}: grid tail mass (max)", g.tail_mass, g.tail_mass_error)]
     key = (f"linear CFG within 10 % of the mixture's CFG on {min(shares):.0%}-{max(shares):.0%} of the DDPM "
            f"schedule's levels; they part at sigma = {min(parts):.2g}-{max(parts):.2g} (data scale ~ 1) and differ by "
            f"{min(float(g.rel[0]) for g in results):.0%}-{max(float(g.rel[0]) for g in results):.0%} at sigma_min")

@@ -159,21 +159,27 @@ def conclude(quick: bool, results) -> Outcome:
     get = lambda f: np.array([[[getattr(res[HighDimCell(s, d, w)], f) for w in ws] for d in dims]  # noqa: E731
                               for s in SEPARATIONS])
     mean, var, tv = get("mean"), get("var"), get("tv")
+    e_mean, e_var, e_tv = get("mean_error"), get("var_error"), get("tv_error")  # the contract's (evaluation.accuracy)
     mu = np.array([[HighDimCell(s, d, 0.0).mu for d in dims] for s in SEPARATIONS])
     red = max(r.reduction_error for r in results)
     data = HighDim(np.array(dims, dtype=float), np.array(ws), mu, mean, var, tv, red)
     overshoot = mean[..., 1:] - mean[..., :1]  # [S, D, W-1] CFG's mean past the unguided chain's
+    e_over = e_mean[..., 1:] + e_mean[..., :1]
     ratio = var[..., 1:] / var[..., :1]  # variance relative to the unguided chain's
+    e_ratio = np.abs(ratio) * (e_var[..., 1:] / var[..., 1:] + e_var[..., :1] / var[..., :1])  # first order
     f, g = SEPARATIONS.index("fixed"), SEPARATIONS.index("sqrt_d")
-    numbers = [("max |CFG term in R^d - reduced 1-D term| (eps units)", red)]
+    # two float64 routes to one closed form: their difference is rounding, known to its order of magnitude only
+    numbers = [("max |CFG term in R^d - reduced 1-D term| (eps units)", red, red)]
     for s, sep in enumerate(SEPARATIONS):
         for k, d in enumerate(dims):
-            numbers += [(f"{sep} d={d} w={ws[-1]:g}: mean overshoot along U", overshoot[s, k, -1]),
-                        (f"{sep} d={d} w={ws[-1]:g}: variance ratio along U", ratio[s, k, -1]),
-                        (f"{sep} d={d} w={ws[-1]:g}: TV to the conditional", tv[s, k, -1]),
-                        (f"{sep} d={d} w=0: TV to the conditional (sampler error)", tv[s, k, 0])]
+            numbers += [(f"{sep} d={d} w={ws[-1]:g}: mean overshoot along U", overshoot[s, k, -1], e_over[s, k, -1]),
+                        (f"{sep} d={d} w={ws[-1]:g}: variance ratio along U", ratio[s, k, -1], e_ratio[s, k, -1]),
+                        (f"{sep} d={d} w={ws[-1]:g}: TV to the conditional", tv[s, k, -1], e_tv[s, k, -1]),
+                        (f"{sep} d={d} w=0: TV to the conditional (sampler error)", tv[s, k, 0], e_tv[s, k, 0])]
     spread_fixed = float(np.abs(overshoot[f] - overshoot[f, :1]).max() + np.abs(ratio[f] - ratio[f, :1]).max())
-    numbers.append(("fixed: largest change of overshoot or variance ratio across d", spread_fixed))
+    # a max over differences: its error is the max of theirs (each difference's, the sum of its two terms')
+    e_spread = float((e_over[f] + e_over[f, :1]).max() + (e_ratio[f] + e_ratio[f, :1]).max())
+    numbers.append(("fixed: largest change of overshoot or variance ratio across d", spread_fixed, e_spread))
     first, last = np.abs(overshoot[g, 0]).max(), np.abs(overshoot[g, -1]).max()
     shrink_first, shrink_last = np.abs(ratio[g, 0] - 1).max(), np.abs(ratio[g, -1] - 1).max()
     fades = last < 0.1 * first and shrink_last < 0.1 * shrink_first

@@ -50,6 +50,7 @@ def conclude(quick: bool, results) -> Outcome:
     st = _settings(quick)
     get = lambda f: np.array([[getattr(res[_cell(*s, k)], f) for k in WEIGHTINGS] for s in st])  # noqa: E731
     tv, conf, ent = get("tv"), get("confidence"), get("entropy")
+    tv_err = get("tv_error")  # the accuracy contract's estimate of each TV (evaluation.accuracy); counts carry none
     data = WeightSchedules(tuple(st), tv, conf, ent)
     up_better = tv[:, 1] < tv[:, 0]
     up_best = tv.argmin(1) == 1
@@ -58,7 +59,8 @@ def conclude(quick: bool, results) -> Outcome:
                ("down closer than const", (tv[:, 2] < tv[:, 0]).sum()),
                ("up: more entropy than const (diversity kept)", (ent[:, 1] > ent[:, 0]).sum()),
                ("up: more confidence than const", (conf[:, 1] > conf[:, 0]).sum())]
-    numbers += [(f"{law} {s} w={w:g}: TV {k}", v) for (law, s, w), row in zip(st, tv) for k, v in zip(WEIGHTINGS, row)]
+    numbers += [(f"{law} {s} w={w:g}: TV {k}", v, e) for (law, s, w), row, erow in zip(st, tv, tv_err)
+                for k, v, e in zip(WEIGHTINGS, row, erow)]
     key = (f"decreasing beats constant in {(tv[:, 2] < tv[:, 0]).sum()}/{len(st)}; "
            f"at equal mean weight the increasing schedule is closer to the tilted target than the constant one in "
            f"{up_better.sum()}/{len(st)} settings, with more entropy in {(ent[:, 1] > ent[:, 0]).sum()}/{len(st)}")

@@ -1,45 +1,55 @@
 """Pinned verdicts of the two flow claims of the ledger (CFG-Zero*, arXiv 2503.18886; APG, arXiv 2410.02416): their
 --quick experiment is one shared set of cells (evaluation.flows on correlated_2d, w = 1 and 4, 10 steps, the
 deterministic schedules), concluded by each claim; verdicts and the numbers behind them pinned on both sides. The
-cells are computed once (one cache for the module, the fixture of test_claims_verdicts.py)."""
+cells are computed once (one cache for the module, the fixture of test_claims_verdicts.py); they are the claims'
+real cells (minutes), so the verdict pins are ``ledger`` tests."""
 import numpy as np
 import pytest
 
 from evaluation.claims import get_claim
+from evaluation.claims.ledger import NOT_CONVERGED
 from evaluation.claims.cfg_zero_star import verdict_text
 from evaluation.flows import FlowsResult, Verdict
 
-from .test_claims_verdicts import _near, _run, cache  # noqa: F401 (cache is the module's cell-cache fixture)
+from .test_claims_verdicts import _run, cache  # noqa: F401 (cache is the module's cell-cache fixture)
 
 
-def test_cfg_zero_star_closer_only_where_cfg_overshoots(cache):
-    """At w = 4 on SD3-shifted and VP levels CFG overshoots (sliced W1 1.1) and CFG-Zero* (+ zero-init) is 3x
-    closer; at w = 1 CFG is close (0.05-0.09) and CFG-Zero* 2.7-5x further; on uniform flow levels at w = 4 a tie."""
-    o, n = _run("cfg-zero-star", cache)
-    assert o.result.verdict.startswith("holds only when cfg itself lands far from the target")
+OPEN_FLOWS = ("open (issue 19): the quick flow cells' 2-D outputs are close to singular on the grid (correlated_2d, "
+              "CFG w = 1, flow Euler, 10 steps: sliced W1 0.049, 0.079, 0.094 on 41, 81, 161 nodes per axis), so "
+              "their sliced W1 changes by more than its tolerance between 41 and 81 nodes")
+
+
+def _converged_flow_claim(claim_id, cache):
+    o, n = _run(claim_id, cache)
+    if o.result.verdict == NOT_CONVERGED:
+        pytest.xfail(OPEN_FLOWS)
     assert isinstance(o.data, FlowsResult) and o.result.figure == "flows"
-    label = "CFG-Zero* (+ zero-init)"
-    assert (n[f"{label}: cells closer than cfg"], n[f"{label}: cells further"], n[f"{label}: ties (within 10%)"]) == (
-        2, 3, 1)
-    assert (n["optimised scale alone: cells closer than cfg"], n["optimised scale alone: cells further"]) == (2, 3)
-    _near(n["correlated_2d w=4 flow_shift n=10: sw1 cfg"], 1.1182, 2e-3)
-    _near(n["correlated_2d w=4 flow_shift n=10: sw1 cfg_zero_star_init"], 0.3409, 2e-3)
-    _near(n["correlated_2d w=4 vp_ddim n=10: sw1 cfg_zero_star_init"], 0.3230, 2e-3)
-    _near(n["correlated_2d w=1 flow n=10: sw1 cfg"], 0.0493, 1e-3)
-    _near(n["correlated_2d w=1 flow n=10: sw1 cfg_zero_star_init"], 0.2592, 2e-3)
+    for x in o.result.numbers:  # every sliced W1 within its tolerance (TOL_2D)
+        if ": sw1 " in x.name:
+            assert 0 <= x.error <= 5e-3, x
+    return o, n
 
 
-def test_apg_closer_only_where_cfg_overshoots(cache):
-    """APG (+ reverse momentum) is closer than CFG only where CFG overshoots (w = 4, shifted / VP levels: 0.63 and
-    0.55 vs 1.1), and 3-7x further elsewhere, with or without momentum."""
-    o, n = _run("apg", cache)
+@pytest.mark.ledger
+def test_cfg_zero_star_closer_only_where_cfg_overshoots(cache):
+    """At w = 4 on SD3-shifted and VP levels CFG overshoots and CFG-Zero* (+ zero-init) is closer; at w = 1 CFG is
+    close and CFG-Zero* further (on the 41-node grid: sliced W1 1.12 vs 0.34, 0.05 vs 0.26)."""
+    o, n = _converged_flow_claim("cfg-zero-star", cache)
     assert o.result.verdict.startswith("holds only when cfg itself lands far from the target")
-    assert (n["APG + momentum: cells closer than cfg"], n["APG + momentum: cells further"]) == (2, 4)
-    assert (n["APG without momentum: cells closer than cfg"], n["APG without momentum: cells further"]) == (2, 4)
-    _near(n["correlated_2d w=4 flow_shift n=10: sw1 apg_momentum"], 0.6318, 2e-3)
-    _near(n["correlated_2d w=4 vp_ddim n=10: sw1 apg_momentum"], 0.5483, 2e-3)
-    _near(n["correlated_2d w=4 flow n=10: sw1 apg"], 0.3834, 2e-3)
-    _near(n["correlated_2d w=1 flow n=10: sw1 apg"], 0.3518, 2e-3)
+    label = "CFG-Zero* (+ zero-init)"
+    assert n[f"{label}: cells closer than cfg"] >= 2 and n[f"{label}: cells further"] >= 2
+    assert n["correlated_2d w=4 flow_shift n=10: sw1 cfg"] > 2 * n["correlated_2d w=4 flow_shift n=10: sw1 cfg_zero_star_init"]
+    assert n["correlated_2d w=1 flow n=10: sw1 cfg_zero_star_init"] > 2 * n["correlated_2d w=1 flow n=10: sw1 cfg"]
+
+
+@pytest.mark.ledger
+def test_apg_closer_only_where_cfg_overshoots(cache):
+    """APG (+ reverse momentum) is closer than CFG only where CFG overshoots (w = 4, shifted / VP levels; on the
+    41-node grid 0.63 and 0.55 vs 1.1), and further elsewhere, with or without momentum."""
+    o, n = _converged_flow_claim("apg", cache)
+    assert o.result.verdict.startswith("holds only when cfg itself lands far from the target")
+    assert n["APG + momentum: cells closer than cfg"] >= 2 and n["APG + momentum: cells further"] >= 2
+    assert n["correlated_2d w=4 flow_shift n=10: sw1 cfg"] > n["correlated_2d w=4 flow_shift n=10: sw1 apg_momentum"]
 
 
 def _verdict(rule_values, baseline_values):
