@@ -50,7 +50,8 @@ from tqdm.auto import tqdm
 from analytic.gauss_sums import split_width
 from analytic.grid import tilted_posterior
 from analytic.mixture import GaussianMixture
-from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, grid_points, spline_at, sub_points
+from analytic.quadrature import (as_axes, axes_spacing, check_axes, deposit, deposit_segments, grid_points, spline_at,
+                                 sub_points)
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 
 __all__ = ["OutputDensity", "output_density", "gaussian_step", "source_step", "mass_outside", "vp_start", "tilted_start", "grid_log_prob_start"]
@@ -372,28 +373,63 @@ class _Pair(NamedTuple):
 def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, eta, tail, scale_in, scale_out,
                with_double: bool):
     """Hat masses after the deterministic tail from a nodal density ``p`` (or, with ``p=None``, from the start
-    density ``log_start`` itself); with ``with_double`` also the masses from twice the sub-points."""
+    density ``log_start`` itself); with ``with_double`` also the masses from twice the sub-points.
+
+    1-D: the segments between consecutive edges of ``sub`` sub-cells per cell (:func:`_sub_edges`) go to the
+    segments between their edges' images, each with its mass spread uniformly (:func:`deposit_segments`); the
+    map runs once, on the edges of the doubled sub-cells, which hold the others. 2-D: ``sub^2`` sub-points per
+    cell, deposited as points (:func:`deposit`)."""
     d = len(axes)
     h = axes_spacing(axes)
-    outs = []
-    for k in ((sub, 2 * sub) if with_double else (sub,)):
-        pts = sub_points(axes, k)
+    subs = (sub, 2 * sub) if with_double else (sub,)
+
+    def density(pts):  # the law's (unnormalised) density at pts [P, d]
         if p is not None:
-            m = spline_at(p, axes, pts, outside="zero").clamp(min=0) * (math.prod(h) / k**d)
-            m = m * (p.sum() * math.prod(h)) / m.sum()  # the nodal mass, exactly
-        else:
-            log_p = log_start(pts).to(torch.float64)
-            m = torch.exp(log_p - log_p.max())
-            m = m * (inside / m.sum())
-        if len(tail) > 1:
-            reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
-            if reset is not None:
-                reset()
-            with torch.no_grad():
-                x_end = sample(sampler, denoiser, scale_in * pts, tail, eta=eta)
-            pts = x_end.to(torch.float64) / scale_out
-        outs.append(deposit(pts, m, axes))
+            return spline_at(p, axes, pts, outside="zero").clamp(min=0)
+        log_p = log_start(pts).to(torch.float64)
+        return torch.exp(log_p - log_p.max())
+
+    def push(pts):  # the deterministic tail, VP -> VP
+        if len(tail) == 1:
+            return pts
+        reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
+        if reset is not None:
+            reset()
+        with torch.no_grad():
+            x_end = sample(sampler, denoiser, scale_in * pts, tail, eta=eta)
+        return x_end.to(torch.float64) / scale_out
+
+    total = p.sum().item() * math.prod(h) if p is not None else inside  # the nodal mass, or the start's inside
+    outs = []
+    if d == 1:
+        fine = _sub_edges(axes[0], subs[-1])  # [N sub_max + 1]
+        image = push(fine[:, None])[:, 0]
+        if p is None:  # one scale for the start's density at the edges and at the midpoints
+            top = log_start(fine[:, None]).to(torch.float64).max()
+            density = lambda pts: torch.exp(log_start(pts).to(torch.float64) - top)  # noqa: E731
+        for k in subs:
+            stride = subs[-1] // k
+            edges, y = fine[::stride], image[::stride]
+            mids = 0.5 * (edges[:-1] + edges[1:])
+            f = density(edges[:, None])
+            m = (f[:-1] + 4 * density(mids[:, None]) + f[1:]) * (h[0] / (6 * k))  # Simpson: exact on the spline's cubics
+            m = m * (total / m.sum())
+            outs.append(deposit_segments(y[:-1], y[1:], m, axes[0]))
+        return outs
+    for k in subs:
+        pts = sub_points(axes, k)
+        m = density(pts)
+        m = m * (total / m.sum())
+        outs.append(deposit(push(pts), m, axes))
     return outs
+
+
+def _sub_edges(axis: torch.Tensor, sub: int) -> torch.Tensor:
+    """The edges of ``sub`` equal sub-cells in each grid cell (cells centred on the nodes, as :func:`sub_points`,
+    whose points are their midpoints), from half a spacing below the first node to half a spacing above the last.
+    [N sub + 1]"""
+    h = (axis[1] - axis[0]).item()
+    return axis[0].item() - 0.5 * h + (h / sub) * torch.arange(axis.numel() * sub + 1, dtype=torch.float64)
 
 
 def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: LogProb, sub: int,
