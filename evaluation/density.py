@@ -21,10 +21,18 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   quadrature error that the estimate missed). Kernels narrower than ``min_kernel_width * h`` are still
   counted in ``narrow_steps``.
 - deterministic (``ddim`` with ``eta = 0``, ``euler``, ``heun``, and the last ``ddpm``/``ddim`` step to
-  ``sigma = 0``): the whole deterministic tail is one map ``Phi``, computed by running the sampler itself
-  on ``sub^d`` sub-points per grid cell; its push-forward is the mass of every sub-point deposited on the
-  output grid with linear ("cloud-in-cell") weights. This is mass transport between cells, valid for
-  non-monotone and folding maps, and smooths once (not per step).
+  ``sigma = 0``): the whole deterministic tail is one map ``Phi``, computed by running the sampler itself.
+  In 1-D each grid cell is cut into ``sub`` sub-cells ``[a, b]`` (so they tile the grid); each sub-cell's mass
+  (Simpson's rule on the nodal law's cubic spline, exact on it) is spread uniformly over the image segment
+  between ``Phi(a)`` and ``Phi(b)`` (either order), whose hat masses are in closed form
+  (:func:`analytic.quadrature.deposit_segments`). That is the push-forward through the piecewise-linear
+  interpolant of ``Phi`` of a law constant on each sub-cell: exact geometry for an affine map, second order in
+  the sub-spacing for a smooth one at any output spacing (a point deposit's error is set by the image spacing
+  relative to the output grid's, which refining the grid at fixed ``sub`` does not reduce), and first order
+  only where ``Phi`` is steeper than the sub-cells resolve (a sub-cell straddling the input that separates two
+  output modes spreads its mass over the gap; the estimate from twice the sub-points sees it). In 2-D
+  ``sub^2`` sub-points per cell are deposited with linear ("cloud-in-cell") weights. Both are mass transport
+  between cells, valid for non-monotone and folding maps, and smooth once (not per step).
 
 The start is not renormalised on the grid: its mass outside the grid's cells (:func:`mass_outside`) is part of
 ``lost``, as is the mass that leaves the grid during the steps.
