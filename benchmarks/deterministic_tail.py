@@ -46,10 +46,15 @@ def recorded(*a, **k):
 acc.output_density = recorded
 cell = eval(sys.argv[1])
 t0 = time.process_time()
-r = output_law(cell)
+try:
+    r = output_law(cell)
+except ValueError as err:  # not converged within the contract's budget: report the cost and why
+    print(json.dumps({'cpu': time.process_time() - t0, 'calls': calls, 'grid': [], 'nums': {},
+                      'failed': str(err)[-200:]}))
+    raise SystemExit(0)
 cpu = time.process_time() - t0
 nums = {k: (getattr(r, k), getattr(r, k + '_error')) for k in ('tv', 'confidence', 'entropy')}
-print(json.dumps({'cpu': cpu, 'calls': calls, 'grid': list(r.grid), 'nums': nums, 'lost': r.lost}))
+print(json.dumps({'cpu': cpu, 'calls': calls, 'grid': list(r.grid), 'nums': nums, 'failed': ''}))
 """
 
 
@@ -73,7 +78,9 @@ def main(argv=None) -> None:
             for name, run in (("before", before), ("after", after)):
                 calls = ", ".join(f"{n} nodes sub {s} ({t:.0f} s)" for n, s, t in run["calls"])
                 print(f"    {name:6s} output_density calls: {calls}; final grid {tuple(run['grid'])}")
-            for k in before["nums"]:
+                if run["failed"]:
+                    print(f"    {name:6s} NOT CONVERGED: ...{run['failed']}")
+            for k in [k for k in before["nums"] if k in after["nums"]]:
                 (vb, eb), (va, ea) = before["nums"][k], after["nums"][k]
                 if vb is None or (isinstance(vb, float) and math.isnan(vb)):
                     continue

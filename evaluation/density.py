@@ -417,10 +417,11 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
             density = lambda pts: torch.exp(log_start(pts).to(torch.float64) - top)  # noqa: E731
         for k in subs:
             stride = subs[-1] // k
-            edges, y = fine[::stride], image[::stride]
+            known = (fine[1::2], image[1::2]) if stride == 2 else None  # the doubled run's edges: its midpoints
+            edges, y = _bisect_steep(fine[::stride], image[::stride], lambda u: push(u[:, None])[:, 0], h[0], known)
             mids = 0.5 * (edges[:-1] + edges[1:])
             f = density(edges[:, None])
-            m = (f[:-1] + 4 * density(mids[:, None]) + f[1:]) * (h[0] / (6 * k))  # Simpson: exact on the spline's cubics
+            m = (f[:-1] + 4 * density(mids[:, None]) + f[1:]) * ((edges[1:] - edges[:-1]) / 6)  # Simpson: exact on the spline's cubics
             m = m * (total / m.sum())
             outs.append(deposit_segments(y[:-1], y[1:], m, axes[0]))
         return outs
@@ -430,6 +431,46 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
         m = m * (total / m.sum())
         outs.append(deposit(push(pts), m, axes))
     return outs
+
+
+_STEEP_DEPTH = 8  # bisections of a sub-cell whose image is longer than the spacing and not straight
+_BENT = 0.1  # a segment is bisected again when its midpoint's image left the chord by this share of its length
+
+
+def _bisect_steep(edges: torch.Tensor, y: torch.Tensor, push, h: float, known=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain of sub-cell edges [E] and their images ``y = Phi(edges)`` [E], with every sub-cell whose image is
+    longer than the spacing ``h`` bisected (``push`` maps points [M] to images [M]) while its midpoint's image lies
+    off the chord by more than ``_BENT`` of the chord, up to ``_STEEP_DEPTH`` times and at most as many new points
+    as there are edges. Where ``Phi`` is steep (the input that separates two output modes) a sub-cell's mass is
+    then spread over the gap between them in ever smaller shares (first order in the sub-spacing there, 2^-depth
+    times smaller); a straight but stretched image is left whole (it is exact). ``known``: (midpoints, images) of
+    the first sub-cells, to use instead of running the map there. Returns the refined (edges, images)."""
+    live = torch.ones(edges.numel() - 1, dtype=torch.bool)
+    budget = edges.numel()
+    for level in range(_STEEP_DEPTH):
+        chord = (y[1:] - y[:-1]).abs()
+        steep = live & (chord > h)
+        idx = steep.nonzero().flatten()
+        if idx.numel() == 0 or idx.numel() > budget:
+            break
+        budget -= idx.numel()
+        if level == 0 and known is not None:
+            mid, ym = known[0][idx], known[1][idx]
+        else:
+            mid = 0.5 * (edges[idx] + edges[idx + 1])
+            ym = push(mid)
+        bent = (ym - 0.5 * (y[idx] + y[idx + 1])).abs() > _BENT * chord[idx]
+        count = 1 + steep.long()
+        pos = torch.cumsum(count, 0) - count  # where each old sub-cell starts in the new chain
+        new_e = torch.empty(edges.numel() + idx.numel(), dtype=torch.float64)
+        new_y = torch.empty_like(new_e)
+        new_e[pos], new_y[pos] = edges[:-1], y[:-1]
+        new_e[-1], new_y[-1] = edges[-1], y[-1]
+        new_e[pos[idx] + 1], new_y[pos[idx] + 1] = mid, ym
+        live = torch.repeat_interleave(live, count)
+        live[pos[idx]], live[pos[idx] + 1] = bent, bent
+        edges, y = new_e, new_y
+    return edges, y
 
 
 def _sub_edges(axis: torch.Tensor, sub: int) -> torch.Tensor:

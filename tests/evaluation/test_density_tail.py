@@ -83,7 +83,7 @@ def test_rand1d_cfg_ddim_at_four_sub_points_agrees_with_many(rand1d_cfg2):
     cic, _ = deposit(out, m / m.sum(), (axis,))
     bound = od.total_error
     diff = (od.mass - many.mass).abs().sum().item()
-    assert diff <= bound < 4 * diff  # (most of the bound is the grid spacing's part here)
+    assert diff <= bound < 10 * diff
     ref_error = (many.mass - cic).abs().sum().item()  # the two references differ by 3e-4
     assert (od.mass - cic).abs().sum().item() <= bound + ref_error
 
