@@ -12,8 +12,6 @@ their errors, which must agree within those errors. Not a test.
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import tempfile
 from pathlib import Path
 
@@ -27,6 +25,8 @@ CELLS = [  # OutputCell(...) source, evaluated in each tree
     "OutputCell('paper_1d', 'lin:20:0.0001', Method('cfgpp', 0.5), 'n01', 'ddim', (-5.0, 5.0, 601))",
     "OutputCell('paper_1d', 'lin:20:0.0001', Method('cfg', 1.0), 'n01', 'ddpm', (-5.0, 5.0, 801), "
     "checked=('tv', 'confidence'))",
+    "OutputCell('blocks_1d', 'lin:50:0.0001', Method('cfg', 8.0), 'n01', 'ddim', (-5.0, 5.0, 801), tol=1e-3, "
+    "checked=('confidence',))",  # chidambaram's law, schedule, grid and tol at w = 8
 ]
 
 RUN = r"""
@@ -80,13 +80,15 @@ def main(argv=None) -> None:
                 print(f"    {name:6s} output_density calls: {calls}; final grid {tuple(run['grid'])}")
                 if run["failed"]:
                     print(f"    {name:6s} NOT CONVERGED: ...{run['failed']}")
-            for k in [k for k in before["nums"] if k in after["nums"]]:
-                (vb, eb), (va, ea) = before["nums"][k], after["nums"][k]
-                if vb is None or (isinstance(vb, float) and math.isnan(vb)):
-                    continue
-                ok = abs(vb - va) <= eb + ea
-                print(f"    {k:10s} before {vb:.6f} +- {eb:.1e}   after {va:.6f} +- {ea:.1e}   "
-                      f"|diff| {abs(vb - va):.1e} {'within' if ok else 'BEYOND'} the errors")
+            for k in dict.fromkeys([*before["nums"], *after["nums"]]):
+                text = {n: (f"{r['nums'][k][0]:.6f} +- {r['nums'][k][1]:.1e}" if k in r["nums"] else "(none)")
+                        for n, r in (("before", before), ("after", after))}
+                line = f"    {k:10s} before {text['before']:22s} after {text['after']:22s}"
+                if k in before["nums"] and k in after["nums"]:
+                    (vb, eb), (va, ea) = before["nums"][k], after["nums"][k]
+                    ok = abs(vb - va) <= eb + ea
+                    line += f" |diff| {abs(vb - va):.1e} {'within' if ok else 'BEYOND'} the errors"
+                print(line)
             print(f"    ({load()})", flush=True)
 
 

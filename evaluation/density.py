@@ -391,11 +391,13 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
     h = axes_spacing(axes)
     subs = (sub, 2 * sub) if with_double else (sub,)
 
+    top = None  # the start's log-density scale: one for every call when set
+
     def density(pts):  # the law's (unnormalised) density at pts [P, d]
         if p is not None:
             return spline_at(p, axes, pts, outside="zero").clamp(min=0)
         log_p = log_start(pts).to(torch.float64)
-        return torch.exp(log_p - log_p.max())
+        return torch.exp(log_p - (log_p.max() if top is None else top))
 
     def push(pts):  # the deterministic tail, VP -> VP
         if len(tail) == 1:
@@ -414,7 +416,6 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
         image = push(fine[:, None])[:, 0]
         if p is None:  # one scale for the start's density at the edges and at the midpoints
             top = log_start(fine[:, None]).to(torch.float64).max()
-            density = lambda pts: torch.exp(log_start(pts).to(torch.float64) - top)  # noqa: E731
         for k in subs:
             stride = subs[-1] // k
             known = (fine[1::2], image[1::2]) if stride == 2 else None  # the doubled run's edges: its midpoints

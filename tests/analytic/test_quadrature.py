@@ -1,6 +1,4 @@
 """Segment deposits (analytic.quadrature.deposit_segments) against the hat function's antiderivative."""
-import math
-
 import pytest
 import torch
 
