@@ -122,6 +122,11 @@ def deposit_segments(a: torch.Tensor, b: torch.Tensor, masses: torch.Tensor, axi
     deposit continuously (no cancellation, no cut-off). Segments are first clipped to the reach of the hats
     (the clipped part is outside), then cut into equal pieces at most one spacing long (a uniform law cut
     into pieces is the same law), each of which holds at most one node."""
+    if not (a.ndim == 1 and a.shape == b.shape == masses.shape):
+        raise ValueError(f"a, b and masses must be 1-D of one length, got shapes {tuple(a.shape)}, {tuple(b.shape)}, "
+                         f"{tuple(masses.shape)}")
+    if not (axis.ndim == 1 and axis.numel() >= 2):
+        raise ValueError(f"axis must be 1-D with at least 2 nodes, got shape {tuple(axis.shape)}")
     x0, h, n = axis[0], axis[1] - axis[0], axis.numel()
     f0, f1 = (torch.minimum(a, b) - x0) / h, (torch.maximum(a, b) - x0) / h  # [S] index units
     length = f1 - f0

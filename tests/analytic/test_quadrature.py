@@ -67,3 +67,12 @@ def test_a_linear_map_of_a_uniform_law_is_deposited_exactly():
         cic, _ = deposit(0.5 * (y[:-1] + y[1:])[:, None], m, (axis,))  # the point deposit is not exact here
         if abs(slope) > 1:
             assert (cic - ref).abs().sum().item() > 1e-3
+
+
+def test_segment_deposit_refuses_mismatched_shapes():
+    axis = torch.linspace(0.0, 1.0, 5, dtype=F64)
+    x = torch.zeros(3, dtype=F64)
+    with pytest.raises(ValueError, match="masses"):
+        deposit_segments(x, x, torch.ones(2, dtype=F64), axis)
+    with pytest.raises(ValueError, match="axis"):
+        deposit_segments(x, x, x, axis[:1])
