@@ -30,9 +30,10 @@ need, and :func:`evaluation.docs.format_number` prints a number with its error).
   the law or a distance of it, is judged on those numbers alone: an output concentrated below the spacing (a DDIM
   output at high w) has node masses that hop between neighbours and never converge, while its region masses do.
   Each number's error is then the smaller of its own estimate above and its convergence estimate
-  (:func:`sequence_errors`): its change from twice the spacing, justified only where that change at least halved
-  from the one before (else ``inf``: a grid entropy of such an output falls by about ``log 2`` per halving and is
-  refused), plus its change from the effort below on the same grid (the sub-points' part), plus the lost mass.
+  (:func:`sequence_errors`): its change from twice the spacing where that change at least halved from the one
+  before, else twice the larger of the two (the band its values keep once only noise is left), except for a number
+  that may diverge slowly (a grid entropy of such an output falls by about ``log 2`` per halving: ``inf``, refused);
+  plus its change from the effort below on the same grid (the sub-points' part), plus the lost mass.
 
 Grids only ever double in width or halve in spacing from the cell's own, so the laws of two cells built from
 the same starting grid always have a common grid (:func:`common_grid`) and can be compared (:func:`tv_between`).
@@ -324,7 +325,7 @@ def refined_engine(propagate: Callable[[tuple[torch.Tensor, ...]], tuple[torch.T
 def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, tol: float | None = None,
                    numbers: Callable[[tuple[GridLaw, ...]], dict[str, Estimate]] | None = None,
                    narrowest: float = math.inf, max_nodes: int | None = None,
-                   whole_law: bool = True) -> tuple[tuple[GridLaw, ...], dict]:
+                   whole_law: bool = True, unbounded: tuple[str, ...] = ()) -> tuple[tuple[GridLaw, ...], dict]:
     """The laws of ``engines`` on one grid (every axis ``grid = (lo, hi, n)``, dimension ``d``) and the cell's
     published ``numbers(laws) -> {name: Estimate}``, each within ``tol`` (default :func:`default_tol` of ``d``).
 
@@ -338,7 +339,8 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
 
     ``whole_law=False`` (a cell that publishes only its ``numbers``, not the law or a distance of it): the law's
     summed mass error is not judged, only the numbers, and each number's error is the smaller of its own estimate
-    and its convergence estimate (:func:`sequence_errors`) once three grids at one effort are computed; the
+    and its convergence estimate (:func:`sequence_errors`; ``unbounded`` names the numbers that may diverge slowly
+    as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the
     engines start at effort 1 (so the effort below is there to compare with) and the grid refines until the budget,
     then the effort rises."""
     tol = default_tol(d) if tol is None else tol
@@ -391,11 +393,11 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         if not whole_law:
             history[(g, effort)] = {k: v.value for k, v in nums.items()}
             if any(not v.error <= tol for v in nums.values()) and effort > 0 and (g, effort - 1) not in history:
-                spaced = sequence_errors(history, g, effort, lost, top=top)
+                spaced = sequence_errors(history, g, effort, lost, top=top, unbounded=unbounded)
                 if spaced and all(min(nums[k].error, v) <= tol for k, v in spaced.items()):  # the sub-points' part
                     # is all that is missing: compute the effort below on this grid
                     history[(g, effort - 1)] = {k: v.value for k, v in numbers(run(g, effort - 1)).items()}
-            sharp = sequence_errors(history, g, effort, lost, top=top, sub=True) or {}
+            sharp = sequence_errors(history, g, effort, lost, top=top, sub=True, unbounded=unbounded) or {}
             nums = {k: Estimate(v.value, min(v.error, sharp.get(k, math.inf))) for k, v in nums.items()}
         bad = {k: v for k, v in nums.items() if not v.error <= tol}
         if law_ok and not bad:
@@ -427,16 +429,18 @@ def _gaps(a, b) -> np.ndarray:
     return np.atleast_1d(np.abs(np.subtract(np.asarray(a, dtype=float), np.asarray(b, dtype=float))))
 
 
-def sequence_errors(history: dict, grid: Grid, effort: int, lost: float, *, top: int,
-                    sub: bool = False) -> dict[str, float] | None:
+def sequence_errors(history: dict, grid: Grid, effort: int, lost: float, *, top: int, sub: bool = False,
+                    unbounded: tuple[str, ...] = ()) -> dict[str, float] | None:
     """The convergence estimate of each number computed on ``grid`` at ``effort`` from its values on the nested
     grids computed before (``history``: ``(grid, effort) -> {name: value}``), or ``None`` before there are three:
 
     - the grid-spacing part: the number's change from twice the spacing, ``d2 = |N_h - N_2h|``, when it shrank at
       least by half from the change before, ``d2 <= d1 / 2`` with ``d1 = |N_2h - N_4h|`` (each entry of a tuple;
       the largest taken) (observed order >= 1, so ``d2`` bounds the remaining ``d2 r / (1 - r)``, ``r = d2 / d1``);
-      a number that did not shrink so gets ``inf``: its estimate is not justified (a grid entropy of an output narrower than the spacing falls by about
-      ``log 2`` per halving and never does);
+      a number that did not shrink so has reached the level of its noise (node masses hopping between neighbours
+      move a region's mass by what crosses its ends, at every spacing): ``2 max(d1, d2)``, the band its values keep;
+      except the ``unbounded`` numbers (a grid entropy: of a part of the law narrower than the spacing, it falls by
+      about its mass times ``log 2`` per halving, without end): their estimate is not justified, ``inf``;
     - with ``sub``, the sub-points' part (the error the spacing does not set, :func:`density_engine`): the change
       from the effort below on the same grid (a quarter of the sub-points; ``inf`` until it is computed; 0 for
       engines without an effort knob, ``top = 0``); the two parts are taken to add;
@@ -453,7 +457,8 @@ def sequence_errors(history: dict, grid: Grid, effort: int, lost: float, *, top:
     out = {}
     for k in n1:
         d1, d2 = _gaps(n2[k], n4[k]), _gaps(n1[k], n2[k])  # per entry
-        spaced = float(np.max(np.where(d2 <= 0.5 * d1 + 1e-12, d2, math.inf)))  # 1e-12: rounding
+        plateau = math.inf if k in unbounded else 2 * np.maximum(d1, d2)
+        spaced = float(np.max(np.where(d2 <= 0.5 * d1 + 1e-12, d2, plateau)))  # 1e-12: rounding
         if sub and top > 0:
             below = history.get((grid, effort - 1)) if effort > 0 else None
             spaced += float(np.max(_gaps(history[(grid, effort)][k], below[k]))) if below is not None else math.inf

@@ -237,7 +237,8 @@ def output_law(cell: OutputCell) -> OutputLaw:
     sigmas = sched.sampling_sigmas()
     (out,), checked = converged_laws([density_engine(guided, sigmas, sampler=cell.sampler, start=start)], cell.grid, d,
                                name=repr(cell), tol=tol, numbers=published,
-                               narrowest=narrowest_kernel(sigmas, cell.sampler), whole_law=whole_law)
+                               narrowest=narrowest_kernel(sigmas, cell.sampler), whole_law=whole_law,
+                                     unbounded=("entropy",))
     tgt = target_on(out.grid)
     n = {**_numbers(out, tgt, classifier, cell.regions), **checked}  # the checked ones with the contract's errors
     t_mean, t_ent, t_conf = _stats(tgt.mass, out.axes, classifier)
