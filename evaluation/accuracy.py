@@ -342,7 +342,8 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     and its convergence estimate (:func:`sequence_errors`; ``unbounded`` names the numbers that may diverge slowly
     as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the
     engines start at effort 1 (so the effort below is there to compare with) and the grid refines until the budget,
-    then the effort rises."""
+    then the effort rises; once only the sub-points' part is left, the effort rises on the same grid, and at the top
+    effort the cell refuses (refining would not reduce it)."""
     tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
@@ -390,18 +391,26 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         worst = max(law.error.sum().item() for law in laws)
         law_ok = worst <= 2 * tol or not whole_law
         nums = numbers(laws) if numbers is not None and law_ok else {}
+        spacing_ok = False  # whole_law=False: every number within tol but for the sub-points' part
         if not whole_law:
             history[(g, effort)] = {k: v.value for k, v in nums.items()}
-            if any(not v.error <= tol for v in nums.values()) and effort > 0 and (g, effort - 1) not in history:
-                spaced = sequence_errors(history, g, effort, lost, top=top, unbounded=unbounded)
-                if spaced and all(min(nums[k].error, v) <= tol for k, v in spaced.items()):  # the sub-points' part
-                    # is all that is missing: compute the effort below on this grid
-                    history[(g, effort - 1)] = {k: v.value for k, v in numbers(run(g, effort - 1)).items()}
+            spaced = sequence_errors(history, g, effort, lost, top=top, unbounded=unbounded)
+            spacing_ok = spaced is not None and all(min(nums[k].error, v) <= tol for k, v in spaced.items())
+            if spacing_ok and any(not v.error <= tol for v in nums.values()) and effort > 0 \
+                    and (g, effort - 1) not in history:  # compute the effort below on this grid
+                history[(g, effort - 1)] = {k: v.value for k, v in numbers(run(g, effort - 1)).items()}
             sharp = sequence_errors(history, g, effort, lost, top=top, sub=True, unbounded=unbounded) or {}
             nums = {k: Estimate(v.value, min(v.error, sharp.get(k, math.inf))) for k, v in nums.items()}
         bad = {k: v for k, v in nums.items() if not v.error <= tol}
         if law_ok and not bad:
             return laws, nums
+        if spacing_ok:  # what is missing the spacing does not set: more sub-points on this grid, or nothing left
+            if effort < top:
+                effort, previous = effort + 1, None
+                continue
+            text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
+            raise ValueError(f"{name}: not converged to tol {tol:g} at the most sub-points (effort {effort}, grid {g}): "
+                             f"{text}; the change from a quarter of the sub-points is what is left")
         stalled = (whole_law and previous is not None and math.isfinite(previous) and worst > 2 * tol
                    and worst > STALL * previous)
         if int(refine(g)[2]) ** d <= budget and not (stalled and effort < top):
@@ -414,9 +423,12 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
             why = " (stochastic steps unresolved on the grid)" if math.isinf(worst) else ""
             raise ValueError(f"{name}: the law's masses reach an estimated error of {worst:.3g}{why} (summed over the "
                              f"nodes), not 2 tol = {2 * tol:g}, within {budget} nodes (grid {g})")
-        text = ", ".join(f"{k} = {np.round(v.value, 5) if isinstance(v.value, tuple) else f'{v.value:.4g}'} +- "
-                         f"{v.error:.2g}" for k, v in bad.items())
+        text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
         raise ValueError(f"{name}: not converged to tol {tol:g} within {budget} nodes (grid {g}): {text}")
+
+
+def _printed(value) -> str:
+    return f"{np.round(value, 5).tolist()}" if isinstance(value, tuple) else f"{value:.4g}"
 
 
 def _coarser(grid: Grid) -> Grid:
