@@ -340,10 +340,10 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     ``whole_law=False`` (a cell that publishes only its ``numbers``, not the law or a distance of it): the law's
     summed mass error is not judged, only the numbers, and each number's error is the smaller of its own estimate
     and its convergence estimate (:func:`sequence_errors`; ``unbounded`` names the numbers that may diverge slowly
-    as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the
-    engines start at effort 1 (so the effort below is there to compare with) and the grid refines until the budget,
-    then the effort rises; once only the sub-points' part is left, the effort rises on the same grid, and at the top
-    effort the cell refuses (refining would not reduce it)."""
+    as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the grid refines until the
+    budget, then the effort rises; once only the sub-points' part is left (or unknown: at effort 0 there is no
+    effort below to compare with), the effort rises on the same grid, and at the top effort the cell refuses
+    (refining would not reduce that part)."""
     tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
@@ -376,8 +376,8 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         return laws
 
     history = {}  # whole_law=False: (grid, effort) -> the numbers' values there
-    widened, effort, previous = 0, (0 if whole_law else min(1, top)), None  # previous: the masses' error one
-    while True:  # refinement back, at this effort
+    widened, effort, previous = 0, 0, None  # previous: the masses' error one refinement back, at this effort
+    while True:
         if int(g[2]) ** d > budget:
             raise ValueError(f"{name}: the grid {g} has {int(g[2]) ** d} nodes, more than the budget {budget}")
         laws = run(g, effort)
