@@ -340,10 +340,10 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     ``whole_law=False`` (a cell that publishes only its ``numbers``, not the law or a distance of it): the law's
     summed mass error is not judged, only the numbers, and each number's error is the smaller of its own estimate
     and its convergence estimate (:func:`sequence_errors`; ``unbounded`` names the numbers that may diverge slowly
-    as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the grid refines until the
-    budget, then the effort rises; once only the sub-points' part is left (or unknown: at effort 0 there is no
-    effort below to compare with), the effort rises on the same grid, and at the top effort the cell refuses
-    (refining would not reduce that part)."""
+    as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the grid and the effort
+    change as above (the masses' error still says where the error lies), and once only the sub-points' part is
+    left (or unknown: at effort 0 there is no effort below to compare with), the effort rises on the same grid, and
+    at the top effort the cell refuses (refining would not reduce that part)."""
     tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
@@ -411,8 +411,7 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
             text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
             raise ValueError(f"{name}: not converged to tol {tol:g} at the most sub-points (effort {effort}, grid {g}): "
                              f"{text}; the change from a quarter of the sub-points is what is left")
-        stalled = (whole_law and previous is not None and math.isfinite(previous) and worst > 2 * tol
-                   and worst > STALL * previous)
+        stalled = previous is not None and math.isfinite(previous) and worst > 2 * tol and worst > STALL * previous
         if int(refine(g)[2]) ** d <= budget and not (stalled and effort < top):
             g, previous = refine(g), worst
             continue
