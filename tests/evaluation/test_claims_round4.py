@@ -129,9 +129,9 @@ def test_three_stages_hold_only_with_the_split_near_mode_separation(cache):
     o, n = _run("three-stages", cache)
     assert o.result.verdict.startswith("holds only when the windows split near mode separation")
     # the cells are judged on what they publish (issue 19): the late w = 12 cell, whose node masses never converge,
-    # publishes the weak-mode mass 0.065415 +- 2.4e-4 (output_density on a grid 4x finer than the cell's with 128
-    # sub-points: 0.065414; 2e6 samples of the same DDIM sampler: 0.06521 +- 1.7e-4) and the strong mode's variance
-    # 0.01933 +- 3.5e-4 (finer grid 0.019315; samples 0.019294 +- 2e-5)
+    # publishes the weak-mode mass 0.065414 +- 6.4e-5 (output_density on 3201 nodes with 128 sub-points: 0.065414;
+    # 2e6 samples of the same DDIM sampler: 0.06521 +- 1.7e-4) and the strong mode's variance 0.019315 +- 6.8e-5
+    # (3201 nodes: 0.019315; samples 0.019294 +- 2e-5)
     assert abs(n["ddim W=3 late cut=1: weak-mode mass"] - 0.065414) < 2e-4
     # inside: split at sigma = 1 early-only erodes the weak mode (0.1 % vs 6.6 %) and late-only shrinks the strong
     # mode more (variance 0.019 vs 0.023)
