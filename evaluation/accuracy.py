@@ -25,7 +25,15 @@ need, and :func:`evaluation.docs.format_number` prints a number with its error).
   halving left more than ``STALL`` of the masses' error (the part the spacing does not set: the sub-points per
   cell of a deterministic push-forward, every DDIM step and DDPM's last) or the node budget is reached, the
   engines' ``effort`` rises instead (4 times the sub-points, up to ``MAX_SUB``); nothing left: ``ValueError``
-  naming the cell and the number: it never publishes an unconverged number.
+  naming the cell and the number: it never publishes an unconverged number;
+- a cell that publishes only numbers of its law (region masses, a mean, a confidence; ``whole_law=False``), not
+  the law or a distance of it, is judged on those numbers alone: an output concentrated below the spacing (a DDIM
+  output at high w) has node masses that hop between neighbours and never converge, while its region masses do.
+  Each number's error is then the smaller of its own estimate above and its convergence estimate
+  (:func:`sequence_errors`): its change from twice the spacing where that change at least halved from the one
+  before, else twice the larger of the two (the band its values keep once only noise is left), except for a number
+  that may diverge slowly (a grid entropy of such an output falls by about ``log 2`` per halving: ``inf``, refused);
+  plus its change from the effort below on the same grid (the sub-points' part), plus the lost mass.
 
 Grids only ever double in width or halve in spacing from the cell's own, so the laws of two cells built from
 the same starting grid always have a common grid (:func:`common_grid`) and can be compared (:func:`tv_between`).
@@ -44,8 +52,8 @@ from .density import output_density
 from .distances import total_variation
 
 __all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "Estimate", "GridLaw", "axes_of", "refine", "widen",
-           "spacing", "narrowest_kernel", "coarsen", "grid_tv", "grid_moments", "region_fraction", "region_mass", "to_grid", "common_grid",
-           "tv_between", "density_engine", "refined_engine", "converged_laws", "as_arrays", "from_arrays"]
+           "spacing", "narrowest_kernel", "coarsen", "grid_tv", "grid_moments", "region_fraction", "region_mass", "region_var", "to_grid", "common_grid",
+           "tv_between", "density_engine", "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays"]
 
 F64 = torch.float64
 DEFAULT_TOL = 5e-4  # 1-D cells: a TV-like number within 5e-4 is right to its third decimal (docs.format_number)
@@ -203,6 +211,32 @@ def region_mass(law: GridLaw, lo: float, hi: float) -> Estimate:
     return Estimate(v, abs(v - v2) + law.error.sum().item() + law.lost)
 
 
+def region_var(law: GridLaw, lo: float, hi: float) -> Estimate:
+    """The variance of the 1-D law within ``[lo, hi]`` (each node's hat counted by its share inside,
+    :func:`region_fraction`), with its error: the masses' errors to first order (``sum e f |(x - mu)^2 - var|`` over
+    the region's mass), the lost mass, and the change when the masses are restricted to twice the spacing. No mass in
+    the region: ``nan`` with an infinite error."""
+    region_mass(law, lo, hi)  # the same checks of the law and the ends (ValueError)
+    (axis,) = law.axes
+
+    def var_of(mass, ax, err):
+        f = region_fraction(ax, lo, hi)
+        wgt = mass.clamp(min=0) * f
+        total = wgt.sum().item()
+        if not total > 0:
+            return math.nan, math.inf
+        mean = (wgt * ax).sum() / total
+        v = ((wgt * (ax - mean) ** 2).sum() / total).item()
+        return v, (err * f * ((ax - mean) ** 2 - v).abs()).sum().item() / total
+
+    v, sens = var_of(law.mass, axis, law.error)
+    mc = coarsen(law.mass)
+    v2, _ = var_of(mc, axis[0::2], torch.zeros_like(mc))
+    if not (math.isfinite(v) and math.isfinite(v2)):
+        return Estimate(math.nan if not math.isfinite(v) else v, math.inf)
+    return Estimate(v, abs(v - v2) + sens + law.lost)
+
+
 def to_grid(law: GridLaw, grid: Grid) -> GridLaw:
     """``law`` on ``grid`` (nested with the law's own: the same or a multiple-of-two coarser spacing, aligned nodes):
     restricted exactly to the spacing, cropped to the extent (the mass cropped away joins ``lost``) or padded with
@@ -296,7 +330,8 @@ def refined_engine(propagate: Callable[[tuple[torch.Tensor, ...]], tuple[torch.T
 # --- the contract -----------------------------------------------------------------------------------
 def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, tol: float | None = None,
                    numbers: Callable[[tuple[GridLaw, ...]], dict[str, Estimate]] | None = None,
-                   narrowest: float = math.inf, max_nodes: int | None = None) -> tuple[tuple[GridLaw, ...], dict]:
+                   narrowest: float = math.inf, max_nodes: int | None = None,
+                   whole_law: bool = True, unbounded: tuple[str, ...] = ()) -> tuple[tuple[GridLaw, ...], dict]:
     """The laws of ``engines`` on one grid (every axis ``grid = (lo, hi, n)``, dimension ``d``) and the cell's
     published ``numbers(laws) -> {name: Estimate}``, each within ``tol`` (default :func:`default_tol` of ``d``).
 
@@ -306,7 +341,15 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     no refinement reduces it); then, while a law's summed mass error exceeds ``2 tol`` (its TV distance to the
     exact law, ``tol``) or a number's error exceeds ``tol``, refined; or, when the last refinement did not reduce
     the masses' error by a third (an error the spacing does not set) or the node budget is reached, the engines'
-    ``effort`` is raised. Nothing left: ``ValueError`` naming the cell (``name``) and what did not converge."""
+    ``effort`` is raised. Nothing left: ``ValueError`` naming the cell (``name``) and what did not converge.
+
+    ``whole_law=False`` (a cell that publishes only its ``numbers``, not the law or a distance of it): the law's
+    summed mass error is not judged, only the numbers, and each number's error is the smaller of its own estimate
+    and its convergence estimate (:func:`sequence_errors`; ``unbounded`` names the numbers that may diverge slowly
+    as the spacing shrinks, a grid entropy) once three grids at one effort are computed; the grid and the effort
+    change as above (the masses' error still says where the error lies), and once only the sub-points' part is
+    left (or unknown: at effort 0 there is no effort below to compare with), the effort rises on the same grid, and
+    at the top effort the cell refuses (refining would not reduce that part)."""
     tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
@@ -320,21 +363,30 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     if math.isnan(narrowest) or narrowest <= 0:
         raise ValueError(f"{name}: narrowest must be a positive kernel width (inf for a deterministic sampler), "
                          f"got {narrowest!r}")
+    if not isinstance(whole_law, bool) or (not whole_law and numbers is None):
+        raise ValueError(f"{name}: whole_law must be True or False, and True without numbers to judge; got "
+                         f"{whole_law!r} (numbers {'given' if numbers is not None else 'None'})")
     budget = int(max_nodes) if max_nodes is not None else MAX_NODES[d]
     top = min(e.efforts(d) if hasattr(e, "efforts") else 0 for e in engines)  # a plain function: no effort knob
     g = tuple(grid)
     while spacing(g) > narrowest / MIN_KERNEL_WIDTH and int(refine(g)[2]) ** d <= budget:
         g = refine(g)
-    widened, effort, previous = 0, 0, None  # previous: the masses' error one refinement back, at this effort
-    while True:
-        if int(g[2]) ** d > budget:
-            raise ValueError(f"{name}: the grid {g} has {int(g[2]) ** d} nodes, more than the budget {budget}")
+
+    def run(g, effort):
         try:
             laws = tuple(e(g, d, effort) for e in engines)
         except ValueError as err:
             raise ValueError(f"{name}: the law does not reach tol {tol:g} on grid {g}: {err}") from err
         for i, law in enumerate(laws):
             _check_law(law, g, d, f"{name}: engine {i}")
+        return laws
+
+    history = {}  # whole_law=False: (grid, effort) -> the numbers' values there
+    widened, effort, previous = 0, 0, None  # previous: the masses' error one refinement back, at this effort
+    while True:
+        if int(g[2]) ** d > budget:
+            raise ValueError(f"{name}: the grid {g} has {int(g[2]) ** d} nodes, more than the budget {budget}")
+        laws = run(g, effort)
         lost = max(law.lost for law in laws)
         if lost > LOST_SHARE * tol and widened < MAX_WIDEN:
             g, widened, previous = widen(g), widened + 1, None
@@ -343,10 +395,28 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
             raise ValueError(f"{name}: {lost:.3g} of the mass is missing from the grid {g} (tol {tol:g}) after widening "
                              f"it {widened} times")
         worst = max(law.error.sum().item() for law in laws)
-        nums = numbers(laws) if numbers is not None and worst <= 2 * tol else {}
+        law_ok = worst <= 2 * tol or not whole_law
+        nums = numbers(laws) if numbers is not None and law_ok else {}
+        spacing_ok = False  # whole_law=False: every number within tol but for the sub-points' part
+        if not whole_law:
+            history[(g, effort)] = {k: v.value for k, v in nums.items()}
+            spaced = sequence_errors(history, g, effort, lost, top=top, unbounded=unbounded)
+            spacing_ok = spaced is not None and all(min(nums[k].error, v) <= tol for k, v in spaced.items())
+            if spacing_ok and any(not v.error <= tol for v in nums.values()) and effort > 0 \
+                    and (g, effort - 1) not in history:  # compute the effort below on this grid
+                history[(g, effort - 1)] = {k: v.value for k, v in numbers(run(g, effort - 1)).items()}
+            sharp = sequence_errors(history, g, effort, lost, top=top, sub=True, unbounded=unbounded) or {}
+            nums = {k: Estimate(v.value, min(v.error, sharp.get(k, math.inf))) for k, v in nums.items()}
         bad = {k: v for k, v in nums.items() if not v.error <= tol}
-        if worst <= 2 * tol and not bad:
+        if law_ok and not bad:
             return laws, nums
+        if spacing_ok:  # what is missing the spacing does not set: more sub-points on this grid, or nothing left
+            if effort < top:
+                effort, previous = effort + 1, None
+                continue
+            text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
+            raise ValueError(f"{name}: not converged to tol {tol:g} at the most sub-points (effort {effort}, grid {g}): "
+                             f"{text}; the change from a quarter of the sub-points is what is left")
         stalled = previous is not None and math.isfinite(previous) and worst > 2 * tol and worst > STALL * previous
         if int(refine(g)[2]) ** d <= budget and not (stalled and effort < top):
             g, previous = refine(g), worst
@@ -354,12 +424,63 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         if effort < top:
             effort, previous = effort + 1, None
             continue
-        if worst > 2 * tol:
+        if not law_ok:
             why = " (stochastic steps unresolved on the grid)" if math.isinf(worst) else ""
             raise ValueError(f"{name}: the law's masses reach an estimated error of {worst:.3g}{why} (summed over the "
                              f"nodes), not 2 tol = {2 * tol:g}, within {budget} nodes (grid {g})")
-        text = ", ".join(f"{k} = {v.value:.4g} +- {v.error:.2g}" for k, v in bad.items())
+        text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
         raise ValueError(f"{name}: not converged to tol {tol:g} within {budget} nodes (grid {g}): {text}")
+
+
+def _printed(value) -> str:
+    return f"{np.round(value, 5).tolist()}" if isinstance(value, tuple) else f"{value:.4g}"
+
+
+def _coarser(grid: Grid) -> Grid:
+    lo, hi, n = grid
+    return (lo, hi, (int(n) - 1) // 2 + 1)
+
+
+def _gaps(a, b) -> np.ndarray:
+    """|a - b| per entry of a number (a number may be a tuple: a mean per axis, a mass per region)."""
+    return np.atleast_1d(np.abs(np.subtract(np.asarray(a, dtype=float), np.asarray(b, dtype=float))))
+
+
+def sequence_errors(history: dict, grid: Grid, effort: int, lost: float, *, top: int, sub: bool = False,
+                    unbounded: tuple[str, ...] = ()) -> dict[str, float] | None:
+    """The convergence estimate of each number computed on ``grid`` at ``effort`` from its values on the nested
+    grids computed before (``history``: ``(grid, effort) -> {name: value}``), or ``None`` before there are three:
+
+    - the grid-spacing part: the number's change from twice the spacing, ``d2 = |N_h - N_2h|``, when it shrank at
+      least by half from the change before, ``d2 <= d1 / 2`` with ``d1 = |N_2h - N_4h|`` (each entry of a tuple;
+      the largest taken) (observed order >= 1, so ``d2`` bounds the remaining ``d2 r / (1 - r)``, ``r = d2 / d1``);
+      a number that did not shrink so has reached the level of its noise (node masses hopping between neighbours
+      move a region's mass by what crosses its ends, at every spacing): ``2 max(d1, d2)``, the band its values keep;
+      except the ``unbounded`` numbers (a grid entropy: of a part of the law narrower than the spacing, it falls by
+      about its mass times ``log 2`` per halving, without end): their estimate is not justified, ``inf``;
+    - with ``sub``, the sub-points' part (the error the spacing does not set, :func:`density_engine`): the change
+      from the effort below on the same grid (a quarter of the sub-points; ``inf`` until it is computed; 0 for
+      engines without an effort knob, ``top = 0``); the two parts are taken to add;
+    - ``lost``, whole (a share of the mass on the grid moves by at most that much).
+
+    The three grids are taken at ``effort``, or at the highest effort below it that has them."""
+    for e in range(effort, -1, -1):
+        keys = [(grid, e), (_coarser(grid), e), (_coarser(_coarser(grid)), e)]
+        if all(k in history for k in keys):
+            break
+    else:
+        return None
+    n1, n2, n4 = (history[k] for k in keys)
+    out = {}
+    for k in n1:
+        d1, d2 = _gaps(n2[k], n4[k]), _gaps(n1[k], n2[k])  # per entry
+        plateau = math.inf if k in unbounded else 2 * np.maximum(d1, d2)
+        spaced = float(np.max(np.where(d2 <= 0.5 * d1 + 1e-12, d2, plateau)))  # 1e-12: rounding
+        if sub and top > 0:
+            below = history.get((grid, effort - 1)) if effort > 0 else None
+            spaced += float(np.max(_gaps(history[(grid, effort)][k], below[k]))) if below is not None else math.inf
+        out[k] = spaced + lost
+    return out
 
 
 def _check_law(law: GridLaw, grid: Grid, d: int, who: str) -> None:

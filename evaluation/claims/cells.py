@@ -20,17 +20,18 @@ from analytic import check_integrable
 from analytic.quadrature import grid_points
 
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
-                        grid_tv, narrowest_kernel, region_mass)
+                        grid_tv, narrowest_kernel, region_mass, region_var, spacing)
 from ..density import tilted_start, vp_start
 from ..distances import distances, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
 
-__all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "CHECKED", "axes_of"]
+__all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "CHECKED", "OF_THE_LAW", "axes_of"]
 
 F64 = torch.float64
-CHECKED = ("tv", "kl_out_target", "kl_target_out", "w1", "mean", "entropy", "confidence", "regions")
+CHECKED = ("tv", "kl_out_target", "kl_target_out", "w1", "mean", "entropy", "confidence", "regions", "region_var")
+OF_THE_LAW = ("tv", "kl_out_target", "kl_target_out", "w1")  # distances of the whole law: judged with the law itself
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,13 @@ class OutputCell:
 
     Accuracy contract (:func:`evaluation.accuracy.converged_laws`): the numbers named in ``checked`` are computed
     to ``tol`` (the grid widens for lost mass and refines for narrow kernels and for the numbers' errors), or the
-    cell raises ``ValueError``. ``regions``: 1-D intervals ``(lo, hi)`` whose output mass the cell publishes
-    (``region_mass``)."""
+    cell raises ``ValueError``. The law itself (its summed mass error within ``2 tol``) is judged too when the cell
+    publishes it or a distance of it: ``checked`` empty (the masses are what the cell publishes) or naming one
+    of ``OF_THE_LAW``; a cell that checks only numbers of the law (a mean, the confidence, region masses) is
+    judged on those numbers alone (``whole_law=False``), so an output concentrated below the spacing, whose
+    per-node masses do not converge, still publishes the numbers that do. ``regions``: 1-D intervals
+    ``(lo, hi)`` whose output mass (``regions``: :func:`evaluation.accuracy.region_mass`) and variance within
+    (``region_var``: :func:`evaluation.accuracy.region_var`) the cell publishes."""
 
     law: str
     schedule: str
@@ -108,6 +114,8 @@ class OutputLaw(NamedTuple):
     region_mass: tuple = ()  # output mass in each of the cell's ``regions`` (share of the mass on the grid)
     region_error: tuple = ()
     target_error: np.ndarray = np.zeros(0)  # [n(, n)] per-node error of ``target_mass`` when keep_mass
+    region_var: tuple = ()  # the output's variance within each of the cell's ``regions``
+    region_var_error: float = math.nan  # largest over the regions
 
     def law_of(self) -> GridLaw:
         """The stored output law (keep_mass cells) as a :class:`evaluation.accuracy.GridLaw`."""
@@ -126,6 +134,17 @@ def _stats(mass: torch.Tensor, axes, classifier) -> tuple[tuple, float, float]:
     return tuple((m @ X).tolist()), entropy, (m @ classifier(X)).item()
 
 
+def _entropy_error(law: GridLaw, entropy: float) -> float:
+    """First-order sensitivity of the grid entropy ``-sum p log(p / h^d)`` to the masses' errors, ``sum e |log(p /
+    h^d) + H| / M`` (a node whose mass is below its error counts its error as its mass), plus the lost mass."""
+    m, e = law.mass.clamp(min=0).reshape(-1), law.error.reshape(-1)
+    total = m.sum()
+    p = torch.maximum(m, e) / total
+    pos = e > 0
+    cell = spacing(law.grid) ** law.mass.ndim
+    return (e[pos] * (torch.log(p[pos] / cell) + entropy).abs()).sum().item() / total.item() + law.lost
+
+
 def _nan_law(reason: str, d: int) -> OutputLaw:
     nan = math.nan
     return OutputLaw(False, reason, nan, nan, nan, nan, nan, 0, (nan,) * d, (nan,) * d, nan, nan, nan, nan,
@@ -139,24 +158,32 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
     d = len(axes)
     coarse = tuple(a[0::2] for a in axes)
     mc, tc = coarsen(out.mass), coarsen(target.mass)
-    l1 = out.error.sum().item() + target.error.sum().item() + out.lost
-    fine, crs = distances(out.mass, target.mass, axes), distances(mc, tc, coarse)
+    l1 = out.error.sum().item() + out.lost  # the output's summed mass error: a number of the output alone moves by
+    # at most this much per unit of its range
+    fine = distances(out.mass, target.mass, axes, output_error=out.error, target_error=target.error,
+                     output_lost=out.lost, target_lost=target.lost)
+    crs = distances(mc, tc, coarse)
     (mean, ent, conf), (mean2, ent2, conf2) = _stats(out.mass, axes, classifier), _stats(mc, coarse, classifier)
     X = grid_points(axes)
     err = out.error.reshape(-1)
     span = [(err * (X[:, i] - m).abs()).sum().item() for i, m in enumerate(mean)]  # first-order sensitivity of a mean
     nums = {"tv": grid_tv(out, target),
-            "kl_out_target": Estimate(fine.kl_out_target, abs(fine.kl_out_target - crs.kl_out_target)),
-            "kl_target_out": Estimate(fine.kl_target_out, abs(fine.kl_target_out - crs.kl_target_out)),
-            "w1": Estimate(fine.w1, abs(fine.w1 - crs.w1) + 0.5 * l1 * (axes[0][-1] - axes[0][0]).item()),
+            "kl_out_target": Estimate(fine.kl_out_target, abs(fine.kl_out_target - crs.kl_out_target)
+                                      + fine.kl_out_target_error),
+            "kl_target_out": Estimate(fine.kl_target_out, abs(fine.kl_target_out - crs.kl_target_out)
+                                      + fine.kl_target_out_error),
+            "w1": Estimate(fine.w1, abs(fine.w1 - crs.w1) + 0.5 * (l1 + target.error.sum().item() + target.lost)
+                           * (axes[0][-1] - axes[0][0]).item()),
             "mean": Estimate(mean, max(abs(a - b) + s for a, b, s in zip(mean, mean2, span))),
-            "entropy": Estimate(ent, abs(ent - ent2)),
+            "entropy": Estimate(ent, abs(ent - ent2) + _entropy_error(out, ent)),
             "confidence": Estimate(conf, abs(conf - conf2) + l1)}
     if regions:
         if d != 1:
             raise ValueError(f"regions are 1-D intervals, the law has dimension {d}")
         rs = [region_mass(out, lo, hi) for lo, hi in regions]
         nums["regions"] = Estimate(tuple(r.value for r in rs), max(r.error for r in rs))
+        var = [region_var(out, lo, hi) for lo, hi in regions]
+        nums["region_var"] = Estimate(tuple(v.value for v in var), max(v.error for v in var))
     return nums
 
 
@@ -205,21 +232,26 @@ def output_law(cell: OutputCell) -> OutputLaw:
         nums = _numbers(laws[0], target_on(laws[0].grid), classifier, cell.regions)
         return {k: nums[k] for k in cell.checked}
 
+    whole_law = not cell.checked or any(c in OF_THE_LAW for c in cell.checked)
+
     sigmas = sched.sampling_sigmas()
-    (out,), _ = converged_laws([density_engine(guided, sigmas, sampler=cell.sampler, start=start)], cell.grid, d,
+    (out,), checked = converged_laws([density_engine(guided, sigmas, sampler=cell.sampler, start=start)], cell.grid, d,
                                name=repr(cell), tol=tol, numbers=published,
-                               narrowest=narrowest_kernel(sigmas, cell.sampler))
+                               narrowest=narrowest_kernel(sigmas, cell.sampler), whole_law=whole_law,
+                                     unbounded=("entropy",))
     tgt = target_on(out.grid)
-    n = _numbers(out, tgt, classifier, cell.regions)
+    n = {**_numbers(out, tgt, classifier, cell.regions), **checked}  # the checked ones with the contract's errors
     t_mean, t_ent, t_conf = _stats(tgt.mass, out.axes, classifier)
     keep = lambda m: m.numpy().copy() if cell.keep_mass else np.zeros(0)  # noqa: E731
     reg = n.get("regions", Estimate((), 0.0))
+    var = n.get("region_var", Estimate((), math.nan))
     return OutputLaw(True, "", n["tv"].value, n["kl_out_target"].value, n["kl_target_out"].value, n["w1"].value,
                      out.lost, out.narrow_steps, n["mean"].value, t_mean, n["entropy"].value, t_ent,
                      n["confidence"].value, t_conf, keep(out.mass), keep(tgt.mass),
                      n["tv"].error, n["kl_out_target"].error, n["kl_target_out"].error, n["w1"].error,
                      n["mean"].error, n["entropy"].error, n["confidence"].error, tuple(out.grid), keep(out.error),
-                     tuple(reg.value), (reg.error,) * len(cell.regions), keep(tgt.error))
+                     tuple(reg.value), (reg.error,) * len(cell.regions), keep(tgt.error),
+                     tuple(var.value), var.error)
 
 
 @dataclass(frozen=True)
