@@ -360,6 +360,9 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         raise ValueError(f"{name}: grid must be (lo, hi, n) with finite lo < hi and an odd n >= 5, got {grid!r}")
     if not engines:
         raise ValueError(f"{name}: engines is empty: give at least one engine (grid -> law)")
+    bad = [e for e in engines if not callable(e)]
+    if bad:
+        raise ValueError(f"{name}: every engine must be a callable (grid, d, effort) -> GridLaw, got {bad[0]!r}")
     if math.isnan(narrowest) or narrowest <= 0:
         raise ValueError(f"{name}: narrowest must be a positive kernel width (inf for a deterministic sampler), "
                          f"got {narrowest!r}")

@@ -284,6 +284,8 @@ def test_bad_engines_grids_and_regions_are_refused_not_published():
             converged_laws([good], (-1.0, 1.0, 11), 1, name="cell", narrowest=narrowest)
     with pytest.raises(ValueError, match="engines is empty"):
         converged_laws([], (-1.0, 1.0, 11), 1, name="cell")
+    with pytest.raises(ValueError, match=r"cell: every engine must be a callable .*got 3"):  # was 'int' not callable
+        converged_laws([good, 3], (-1.0, 1.0, 11), 1, name="cell")
     law = good((-1.0, 1.0, 11), 1)
     assert region_mass(law, -math.inf, math.inf).value == pytest.approx(1.0)
     for lo, hi in [(0.5, -0.5), (math.nan, 0.5)]:
