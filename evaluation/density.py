@@ -631,7 +631,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     start = start if start is not None else vp_start(d)
     shape = tuple(a.numel() for a in axes)
 
-    level = 0
+    level, error = 0, None  # error: the last grid's estimate (set before the budget can stop a refinement)
     while True:
         work = _refine(axes, level)
         size = math.prod(a.numel() for a in work)

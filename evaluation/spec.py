@@ -35,7 +35,6 @@ weight, in one :class:`Built`.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import math

@@ -161,7 +161,7 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
     l1 = out.error.sum().item() + out.lost  # the output's summed mass error: a number of the output alone moves by
     # at most this much per unit of its range
     fine = distances(out.mass, target.mass, axes, output_error=out.error, target_error=target.error,
-                     output_lost=out.lost, target_lost=target.lost)
+                     output_lost=max(out.lost, 0.0), target_lost=max(target.lost, 0.0))  # 1 - sum: may round below 0
     crs = distances(mc, tc, coarse)
     (mean, ent, conf), (mean2, ent2, conf2) = _stats(out.mass, axes, classifier), _stats(mc, coarse, classifier)
     X = grid_points(axes)
