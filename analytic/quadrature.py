@@ -1,5 +1,5 @@
 """Grids and quadrature rules shared by every exact routine: tensor-grid points, axis checks, sub-cell
-points, cloud-in-cell deposits, Gauss-Hermite rules, cubic splines on uniform grids, and the one rule
+points, cloud-in-cell and segment deposits, Gauss-Hermite rules, cubic splines on uniform grids, and the one rule
 for the spacing of an ``x_0`` quadrature grid.
 
 Nothing here knows about guidance; :mod:`analytic.grid`, :mod:`analytic.chain`, :mod:`analytic.golden`
@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from scipy import ndimage, special
 
-__all__ = ["check_axes", "as_axes", "grid_points", "sub_points", "deposit", "gauss_hermite", "spline_at",
+__all__ = ["check_axes", "as_axes", "grid_points", "sub_points", "deposit", "deposit_segments", "gauss_hermite", "spline_at",
            "quadrature_spacing", "axes_spacing", "probe_directions", "probe_points", "DEFAULT_TOL", "check_tol", "QuadratureTooLarge", "ToleranceNotMet"]
 
 DEFAULT_TOL = 1e-6  # absolute: eps units for golden terms, nats for log E, x_0 units for tilted means
@@ -107,6 +107,54 @@ def deposit(points: torch.Tensor, masses: torch.Tensor, axes) -> tuple[torch.Ten
             flat = flat * shape[i] + ki.clamp(0, shape[i] - 1)
         out.index_add_(0, flat, torch.where(ok, w, 0.0))
     return out.reshape(shape), (masses.sum() - out.sum()).item()
+
+
+def deposit_segments(a: torch.Tensor, b: torch.Tensor, masses: torch.Tensor, axis: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The hat masses on the uniform 1-D grid ``axis`` of masses spread uniformly over the segments
+    ``[a_i, b_i]`` [S] (either order: a reversed segment is the same segment; ``a_i = b_i`` is a point mass);
+    returns ``(mass [n], mass outside the grid)`` as :func:`deposit`, which it equals for points.
+
+    Closed form, no quadrature: in index units ``f`` the weight of node ``k`` is the mean of its hat
+    ``phi(f - k) = (|f-k+1| - 2|f-k| + |f-k-1|) / 2`` over the segment, and the mean of ``|f - j|`` over
+    ``[f_0, f_1]`` is ``|f_mid - j| + q_j`` with ``q_j = min(j - f_0, f_1 - j)_+^2 / (f_1 - f_0)``: so the weights
+    are the cloud-in-cell weights of the midpoint plus ``(q_{k-1} - 2 q_k + q_{k+1}) / 2`` for the nodes ``j``
+    inside the segment. Every term is bounded by the segment's length, so a short segment tends to its point
+    deposit continuously (no cancellation, no cut-off). Segments are first clipped to the reach of the hats
+    (the clipped part is outside), then cut into equal pieces at most one spacing long (a uniform law cut
+    into pieces is the same law), each of which holds at most one node."""
+    if not (a.ndim == 1 and a.shape == b.shape == masses.shape):
+        raise ValueError(f"a, b and masses must be 1-D of one length, got shapes {tuple(a.shape)}, {tuple(b.shape)}, "
+                         f"{tuple(masses.shape)}")
+    if not (axis.ndim == 1 and axis.numel() >= 2):
+        raise ValueError(f"axis must be 1-D with at least 2 nodes, got shape {tuple(axis.shape)}")
+    x0, h, n = axis[0], axis[1] - axis[0], axis.numel()
+    f0, f1 = (torch.minimum(a, b) - x0) / h, (torch.maximum(a, b) - x0) / h  # [S] index units
+    length = f1 - f0
+    c0, c1 = f0.clamp(-1.0, float(n)), f1.clamp(-1.0, float(n))  # beyond: no hat reaches it
+    share = torch.where(length > 0, (c1 - c0) / length.clamp(min=1e-300), torch.ones_like(length))
+    pieces = torch.ceil(c1 - c0).clamp(min=1).long()  # [S]
+    seg = torch.repeat_interleave(torch.arange(f0.numel()), pieces)  # [P]
+    first = torch.cumsum(pieces, 0) - pieces
+    rank = (torch.arange(seg.numel()) - first[seg]).to(torch.float64)
+    span, count = (c1 - c0)[seg], pieces[seg].to(torch.float64)
+    g0 = c0[seg] + span * (rank / count)
+    g1 = c0[seg] + span * ((rank + 1) / count)
+    m = (masses * share)[seg] / count  # [P]
+    mid = 0.5 * (g0 + g1)
+    k = torch.floor(mid).long()
+    frac = mid - k
+    idx, wts = [k, k + 1], [m * (1 - frac), m * frac]
+    width = (g1 - g0).clamp(min=1e-300)
+    for j in (torch.floor(g0).long() + 1, torch.floor(g0).long() + 2):  # the nodes inside a piece (one, or two by rounding)
+        jf = j.to(torch.float64)
+        q = m * torch.minimum(jf - g0, g1 - jf).clamp(min=0).square() / width
+        idx += [j - 1, j, j + 1]
+        wts += [0.5 * q, -q, 0.5 * q]
+    idx, wts = torch.cat(idx), torch.cat(wts)
+    ok = (idx >= 0) & (idx < n)
+    out = torch.zeros(n, dtype=torch.float64)
+    out.index_add_(0, idx[ok], wts[ok])
+    return out, (masses.sum() - out.sum()).item()
 
 
 def _hermite_log_weights(z: np.ndarray) -> np.ndarray:

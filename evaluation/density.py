@@ -21,10 +21,18 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   quadrature error that the estimate missed). Kernels narrower than ``min_kernel_width * h`` are still
   counted in ``narrow_steps``.
 - deterministic (``ddim`` with ``eta = 0``, ``euler``, ``heun``, and the last ``ddpm``/``ddim`` step to
-  ``sigma = 0``): the whole deterministic tail is one map ``Phi``, computed by running the sampler itself
-  on ``sub^d`` sub-points per grid cell; its push-forward is the mass of every sub-point deposited on the
-  output grid with linear ("cloud-in-cell") weights. This is mass transport between cells, valid for
-  non-monotone and folding maps, and smooths once (not per step).
+  ``sigma = 0``): the whole deterministic tail is one map ``Phi``, computed by running the sampler itself.
+  In 1-D each grid cell is cut into ``sub`` sub-cells ``[a, b]`` (so they tile the grid); each sub-cell's mass
+  (Simpson's rule on the nodal law's cubic spline, exact on it) is spread uniformly over the image segment
+  between ``Phi(a)`` and ``Phi(b)`` (either order), whose hat masses are in closed form
+  (:func:`analytic.quadrature.deposit_segments`). That is the push-forward through the piecewise-linear
+  interpolant of ``Phi`` of a law constant on each sub-cell: exact geometry for an affine map, second order in
+  the sub-spacing for a smooth one at any output spacing (a point deposit's error is set by the image spacing
+  relative to the output grid's, which refining the grid at fixed ``sub`` does not reduce), and first order
+  only where ``Phi`` is steeper than the sub-cells resolve (a sub-cell straddling the input that separates two
+  output modes spreads its mass over the gap; the estimate from twice the sub-points sees it). In 2-D
+  ``sub^2`` sub-points per cell are deposited with linear ("cloud-in-cell") weights. Both are mass transport
+  between cells, valid for non-monotone and folding maps, and smooth once (not per step).
 
 The start is not renormalised on the grid: its mass outside the grid's cells (:func:`mass_outside`) is part of
 ``lost``, as is the mass that leaves the grid during the steps.
@@ -51,7 +59,8 @@ from tqdm.auto import tqdm
 from analytic.gauss_sums import split_width
 from analytic.grid import tilted_posterior
 from analytic.mixture import GaussianMixture
-from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, grid_points, spline_at, sub_points
+from analytic.quadrature import (as_axes, axes_spacing, check_axes, deposit, deposit_segments, grid_points, spline_at,
+                                 sub_points)
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 from sampler.schedules import check_count, check_number
 
@@ -412,29 +421,107 @@ class _Pair(NamedTuple):
 def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, eta, tail, scale_in, scale_out,
                with_double: bool):
     """Hat masses after the deterministic tail from a nodal density ``p`` (or, with ``p=None``, from the start
-    density ``log_start`` itself); with ``with_double`` also the masses from twice the sub-points."""
+    density ``log_start`` itself); with ``with_double`` also the masses from twice the sub-points.
+
+    1-D: the segments between consecutive edges of ``sub`` sub-cells per cell (:func:`_sub_edges`) go to the
+    segments between their edges' images, each with its mass spread uniformly (:func:`deposit_segments`); the
+    map runs once, on the edges of the doubled sub-cells, which hold the others. 2-D: ``sub^2`` sub-points per
+    cell, deposited as points (:func:`deposit`)."""
     d = len(axes)
     h = axes_spacing(axes)
-    outs = []
-    for k in ((sub, 2 * sub) if with_double else (sub,)):
-        pts = sub_points(axes, k)
+    subs = (sub, 2 * sub) if with_double else (sub,)
+
+    top = None  # the start's log-density scale: one for every call when set
+
+    def density(pts):  # the law's (unnormalised) density at pts [P, d]
         if p is not None:
-            m = spline_at(p, axes, pts, outside="zero").clamp(min=0) * (math.prod(h) / k**d)
+            return spline_at(p, axes, pts, outside="zero").clamp(min=0)
+        log_p = log_start(pts).to(torch.float64)
+        return torch.exp(log_p - (log_p.max() if top is None else top))
+
+    def push(pts):  # the deterministic tail, VP -> VP
+        if len(tail) == 1:
+            return pts
+        reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
+        if reset is not None:
+            reset()
+        with torch.no_grad(), _denoiser_context(d):
+            x_end = sample(sampler, denoiser, scale_in * pts, tail, eta=eta)
+        return x_end.to(torch.float64) / scale_out
+
+    total = p.sum().item() * math.prod(h) if p is not None else inside  # the nodal mass, or the start's inside
+    outs = []
+    if d == 1:
+        fine = _sub_edges(axes[0], subs[-1])  # [N sub_max + 1]
+        image = push(fine[:, None])[:, 0]
+        if p is None:  # one scale for the start's density at the edges and at the midpoints
+            top = log_start(fine[:, None]).to(torch.float64).max()
+        for k in subs:
+            stride = subs[-1] // k
+            known = (fine[1::2], image[1::2]) if stride == 2 else None  # the doubled run's edges: its midpoints
+            edges, y = _bisect_steep(fine[::stride], image[::stride], lambda u: push(u[:, None])[:, 0], h[0], known)
+            mids = 0.5 * (edges[:-1] + edges[1:])
+            f = density(edges[:, None])
+            m = (f[:-1] + 4 * density(mids[:, None]) + f[1:]) * ((edges[1:] - edges[:-1]) / 6)  # Simpson: exact on the spline's cubics
             if m.sum() > 0:  # every mass left the grid: 0, not 0/0 = NaN (issue 20)
-                m = m * (p.sum() * math.prod(h)) / m.sum()  # the nodal mass, exactly
-        else:
-            log_p = log_start(pts).to(torch.float64)
-            m = torch.exp(log_p - log_p.max())
-            m = m * (inside / m.sum())
-        if len(tail) > 1:
-            reset = getattr(denoiser, "reset", None)  # a stateful guidance (APG with momentum): one run each
-            if reset is not None:
-                reset()
-            with torch.no_grad(), _denoiser_context(d):
-                x_end = sample(sampler, denoiser, scale_in * pts, tail, eta=eta)
-            pts = x_end.to(torch.float64) / scale_out
-        outs.append(deposit(pts, m, axes))
+                m = m * (total / m.sum())
+            outs.append(deposit_segments(y[:-1], y[1:], m, axes[0]))
+        return outs
+    for k in subs:
+        pts = sub_points(axes, k)
+        m = density(pts)
+        if m.sum() > 0:  # every mass left the grid: 0, not 0/0 = NaN (issue 20)
+            m = m * (total / m.sum())
+        outs.append(deposit(push(pts), m, axes))
     return outs
+
+
+_STEEP_DEPTH = 8  # bisections of a sub-cell whose image is longer than the spacing and not straight
+_BENT = 0.1  # a segment is bisected again when its midpoint's image left the chord by this share of its length
+
+
+def _bisect_steep(edges: torch.Tensor, y: torch.Tensor, push, h: float, known=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The chain of sub-cell edges [E] and their images ``y = Phi(edges)`` [E], with every sub-cell whose image is
+    longer than the spacing ``h`` bisected (``push`` maps points [M] to images [M]) while its midpoint's image lies
+    off the chord by more than ``_BENT`` of the chord, up to ``_STEEP_DEPTH`` times and at most as many new points
+    as there are edges. Where ``Phi`` is steep (the input that separates two output modes) a sub-cell's mass is
+    then spread over the gap between them in ever smaller shares (first order in the sub-spacing there, 2^-depth
+    times smaller); a straight but stretched image is left whole (it is exact). ``known``: (midpoints, images) of
+    the first sub-cells, to use instead of running the map there. Returns the refined (edges, images)."""
+    live = torch.ones(edges.numel() - 1, dtype=torch.bool)
+    budget = edges.numel()
+    for level in range(_STEEP_DEPTH):
+        chord = (y[1:] - y[:-1]).abs()
+        steep = live & (chord > h)
+        idx = steep.nonzero().flatten()
+        if idx.numel() == 0 or idx.numel() > budget:
+            break
+        budget -= idx.numel()
+        if level == 0 and known is not None:
+            mid, ym = known[0][idx], known[1][idx]
+        else:
+            mid = 0.5 * (edges[idx] + edges[idx + 1])
+            ym = push(mid)
+        bent = (ym - 0.5 * (y[idx] + y[idx + 1])).abs() > _BENT * chord[idx]
+        count = 1 + steep.long()
+        pos = torch.cumsum(count, 0) - count  # where each old sub-cell starts in the new chain
+        new_e = torch.empty(edges.numel() + idx.numel(), dtype=torch.float64)
+        new_y = torch.empty_like(new_e)
+        new_e[pos], new_y[pos] = edges[:-1], y[:-1]
+        new_e[-1], new_y[-1] = edges[-1], y[-1]
+        new_e[pos[idx] + 1], new_y[pos[idx] + 1] = mid, ym
+        live = torch.repeat_interleave(live, count)
+        live[pos[idx]], live[pos[idx] + 1] = bent, bent
+        edges, y = new_e, new_y
+    return edges, y
+
+
+def _sub_edges(axis: torch.Tensor, sub: int) -> torch.Tensor:
+    """The edges of ``sub`` equal sub-cells in each grid cell (cells centred on the nodes, as :func:`sub_points`,
+    whose points are their midpoints), from half a spacing below the first node to half a spacing above the last.
+    [N sub + 1]"""
+    h = (axis[1] - axis[0]).item()
+    return axis[0].item() - 0.5 * h + (h / sub) * torch.arange(axis.numel() * sub + 1, dtype=torch.float64)
 
 
 def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: LogProb, sub: int,
