@@ -28,7 +28,7 @@ import torch
 from sampler.schedules import check_number
 
 from .golden import optimal_guidance
-from .mixture import GaussianMixture, as_float64, check_abar, check_points
+from .mixture import GaussianMixture, as_float64, check_abar, check_generator, check_points
 from .rewards import Quadratic, check_reward
 
 __all__ = ["MeasurementReward", "DPSGap", "dps_gap", "DPSBias", "dps_bias", "MAX_DPS_BYTES"]
@@ -233,11 +233,9 @@ def dps_bias(prior: GaussianMixture, reward: MeasurementReward, abars, *, n: int
                          f"{type(reward).__name__}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 2:
         raise ValueError(f"n must be an integer >= 2, got {n!r}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
-                         f"{generator!r:.80}")
     if not isinstance(prior, GaussianMixture):
         raise ValueError(f"prior must be an analytic.GaussianMixture, got {type(prior).__name__}")
+    generator = check_generator(generator, prior.device)
     per_draw = _BYTES_PER_DRAW * prior.n_components * (prior.dim**2 + prior.dim)
     if n * per_draw > MAX_DPS_BYTES:
         raise ValueError(f"n={n} draws per level would need about {n * per_draw / 2**30:.3g} GiB ({per_draw} bytes per "

@@ -12,9 +12,10 @@ from typing import Sequence
 import torch
 
 from sampler.device import resolve_device
-from sampler.schedules import check_number
+from sampler.schedules import check_count, check_number
 
-__all__ = ["GaussianMixture", "Posterior", "as_float64", "check_abar", "check_device", "check_means", "check_points"]
+__all__ = ["GaussianMixture", "Posterior", "as_float64", "check_abar", "check_device", "check_generator", "check_means",
+           "check_points"]
 
 _DTYPE = torch.float64
 
@@ -45,6 +46,22 @@ def check_device(device) -> torch.device | None:
     """``None`` (keep the inputs' device), or the device :func:`sampler.device.resolve_device` gives: ``ValueError``
     naming ``device`` for an unknown one, or CUDA on a machine without it."""
     return None if device is None else resolve_device(device)
+
+
+def check_generator(generator, device: torch.device) -> torch.Generator | None:
+    """``generator`` when it is ``None`` or a ``torch.Generator`` on ``device`` (where the draws are made), else
+    ``ValueError`` naming ``generator`` (torch's own errors name the call, and none at all when nothing is drawn)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                         f"{generator!r:.80}")
+    gen_dev, device = torch.device(generator.device), torch.device(device)
+    if gen_dev.type != device.type or (gen_dev.index is not None and device.index is not None
+                                       and gen_dev.index != device.index):
+        raise ValueError(f"generator is on device {gen_dev}, but the draws are made on {device}: pass a "
+                         f"torch.Generator(device={str(device)!r})")
+    return generator
 
 
 def as_float64(value, name: str, device=None) -> torch.Tensor:
@@ -307,11 +324,11 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` independent draws. [n, d]"""
-        if int(n) != n or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n}")
-        comp = torch.multinomial(self.weights, int(n), replacement=True, generator=generator) if n else \
+        n = check_count(n, "n", least=0)
+        generator = check_generator(generator, self.device)
+        comp = torch.multinomial(self.weights, n, replacement=True, generator=generator) if n else \
             torch.zeros(0, dtype=torch.long, device=self.device)
-        z = torch.randn(int(n), self.dim, 1, dtype=_DTYPE, device=self.device, generator=generator)
+        z = torch.randn(n, self.dim, 1, dtype=_DTYPE, device=self.device, generator=generator)
         return self.means[comp] + (self.chol[comp] @ z).squeeze(-1)
 
     # --- the diffusion, VP form -----------------------------------------------------------------

@@ -37,7 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
-from .mixture import GaussianMixture, as_float64, check_abar, check_device, check_means, check_points, check_sigma
+from sampler.schedules import check_count
+
+from .mixture import (GaussianMixture, as_float64, check_abar, check_device, check_generator, check_means, check_points,
+                      check_sigma)
 from .rewards import MixtureRatioReward, check_weight
 
 __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRatioReward", "detect_reducible",
@@ -332,9 +335,8 @@ class ReducibleMixture:
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` independent draws. [n, d]"""
-        if int(n) != n or n < 0:
-            raise ValueError(f"n must be a non-negative integer, got {n}")
-        n = int(n)
+        n = check_count(n, "n", least=0)
+        generator = check_generator(generator, self.device)
         comp = torch.multinomial(self.weights, n, replacement=True, generator=generator) if n else \
             torch.zeros(0, dtype=torch.long, device=self.device)
         z = torch.randn(n, self.sub_dim, 1, dtype=_DTYPE, device=self.device, generator=generator)

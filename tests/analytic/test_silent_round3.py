@@ -153,6 +153,36 @@ def test_every_analytic_device_argument_is_checked():
         A.GaussianMixture.from_1d([1.0], [0.0], "s")
 
 
+class _GeneratorElsewhere(torch.Generator):
+    """A CPU generator that reports another device (a CUDA generator cannot be made on a machine without CUDA)."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+
+
+@pytest.mark.parametrize("which", ["mixture", "reducible"])
+def test_sample_checks_its_generator(which):
+    """Issue 20: ``sample(n, 3)`` was torch's TypeError from ``multinomial`` (naming the call, not the argument),
+    ``sample(0, 3)`` passed silently, and a generator on another device was torch's RuntimeError."""
+    from analytic.reducible import ReducibleMixture
+    mix = A.GaussianMixture([0.5, 0.5], [[0.0], [1.0]], [[[1.0]], [[2.0]]]) if which == "mixture" else \
+        ReducibleMixture([[1.0], [0.0]], [0.5, 0.5], [[0.0], [1.0]], [[[1.0]], [[2.0]]], [1.0, 2.0])
+    for bad in (3, "gen", 0.5, object()):
+        for n in (5, 0):
+            with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got"):
+                mix.sample(n, bad)
+    with pytest.raises(ValueError, match="generator is on device cuda:0, but the draws are made on cpu"):
+        mix.sample(5, _GeneratorElsewhere())
+    for bad in ("3", True, 2.5, -1, None):
+        with pytest.raises(ValueError, match="^n must be"):
+            mix.sample(bad)
+    # valid: None, a CPU generator (same seed, same draws), and the integer-valued n the shared validator accepts
+    a, b = mix.sample(7, torch.Generator().manual_seed(4)), mix.sample(7.0, torch.Generator().manual_seed(4))
+    assert a.shape == (7, mix.dim) and torch.equal(a, b)
+    assert mix.sample(3).shape == (3, mix.dim) and mix.sample(0, torch.Generator()).shape == (0, mix.dim)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_device_is_honoured():
     mix = A.GaussianMixture([1.0], [[0.0]], [[[1.0]]], device="cuda")
