@@ -687,6 +687,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     """
     if sampler not in SAMPLERS:
         raise ValueError(f"unknown sampler {sampler!r}; choose one of {SAMPLERS}")
+    eta = check_number(eta, "eta")
     if sampler != "ddim" and eta != 0:
         raise ValueError(f"eta={eta} is only meaningful for 'ddim', got sampler {sampler!r}")
     if not 0 <= eta <= 1:

@@ -41,6 +41,24 @@ def test_public_routines_name_the_argument():
         ddim(CFG(bind(m, 0), bind(m, None), 1.0), x, torch.tensor([1.0, 0.0]), eta="0.5")
 
 
+@pytest.mark.parametrize("eta,sampler,match", [
+    ("a", "ddim", "eta must be a number, got 'a'"), (None, "ddim", "eta must be a single number, got None"),
+    (True, "ddim", "eta must be a number, got True"), ("0.5", "ddpm", "eta must be a number"),
+    (float("nan"), "ddim", "eta must be finite"), (1.5, "ddim", r"eta must lie in \[0, 1\], got 1.5"),
+    (0.5, "euler", "eta=0.5 is only meaningful for 'ddim'"),
+])
+def test_output_density_checks_eta_with_the_shared_validator(eta, sampler, match):
+    """Issue 20: ``output_density(..., sampler='ddim', eta='a')`` was a bare TypeError from ``0 <= 'a'``, and
+    ``eta=True`` ran as eta = 1."""
+    from evaluation.density import output_density
+
+    p = A.get_preset("paper_1d")
+    cfg = CFG(p.cond.denoise, p.uncond.denoise, 1.0)
+    sig = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    with pytest.raises(ValueError, match=match):
+        output_density(cfg, sig, torch.linspace(-3, 3, 11, dtype=torch.float64), sampler=sampler, eta=eta)
+
+
 def test_entry_points_refuse_an_unwritable_output_before_computing(tmp_path, capsys):
     """A file where the output folder should be: one clear line, exit status 2, no traceback, no work."""
     import paper_plots
