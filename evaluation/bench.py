@@ -89,7 +89,7 @@ from .density import output_density
 from .distances import distances_between, tilted_target, wasserstein1
 from .flows import conditional_nodes, sliced_w1
 from .spec import Law, Levels, Method
-from .sweep import cell_kind, run_cells
+from .sweep import SchedulerUnreachable, cell_kind, run_cells
 
 __all__ = ["BENCH_VERSION", "REGISTRY", "PROVIDERS", "Provider", "BenchConfig", "STANDARD", "QUICK", "METRICS",
            "RuleGuidance", "load_rule", "rule_source", "BenchCell", "BenchResult", "bench_cell", "monte_carlo",
@@ -854,7 +854,10 @@ def main(argv=None) -> None:
         ap.error(str(err))
     for s in skipped:
         print(s, file=sys.stderr)
-    bench = run(QUICK if args.quick else STANDARD, rules, workers=args.workers, scheduler=args.scheduler)
+    try:
+        bench = run(QUICK if args.quick else STANDARD, rules, workers=args.workers, scheduler=args.scheduler)
+    except SchedulerUnreachable as err:
+        ap.error(f"--scheduler: {err}")
     write_atomically(args.out / "bench.json", json.dumps(bench, indent=1) + "\n")
     write_atomically(args.out / "bench.md", markdown(bench))
     plot(bench, args.out / "bench.png")

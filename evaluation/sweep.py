@@ -25,7 +25,8 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   with a :class:`CacheWarning` naming the file (never reused silently).
 - **executors**: ``workers=1`` runs in this process; ``workers=N`` in ``N`` local worker processes
   (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
-  on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra).
+  on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra); a scheduler
+  that does not answer within ``SCHEDULER_TIMEOUT`` seconds is :class:`SchedulerUnreachable`, naming the address.
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
 
@@ -72,7 +73,8 @@ from sampler.schedules import check_count
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
-           "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler"]
+           "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler", "SchedulerUnreachable",
+           "SCHEDULER_TIMEOUT"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -410,6 +412,23 @@ def check_scheduler(scheduler: str | None) -> str | None:
     return scheduler
 
 
+SCHEDULER_TIMEOUT = 5.0
+"""Seconds :func:`run_cells` waits for a Dask scheduler to answer (``distributed``'s own default is 30 s, then a
+traceback): a running scheduler answers in well under a second."""
+
+
+class SchedulerUnreachable(ValueError):
+    """No Dask scheduler answered at the ``scheduler`` address within :data:`SCHEDULER_TIMEOUT` seconds (nothing
+    listening, an unknown host, or something that is not a Dask scheduler); ``str()`` is one line naming the
+    address. Raised by :func:`run_cells` before any cell is submitted; entry points print it as an argparse error
+    of ``--scheduler``."""
+
+    def __init__(self, scheduler: str, reason: str):
+        self.scheduler = scheduler
+        super().__init__(f"no Dask scheduler answered at {scheduler!r} within {SCHEDULER_TIMEOUT:g} s ({reason}); "
+                         "is a Dask scheduler running there?")
+
+
 def _executor(workers: int, scheduler: str | None):
     """(executor, closer) for the requested back end; ``closer(cancel)`` cancels what has not started and,
     for local workers, ends them at once."""
@@ -418,7 +437,10 @@ def _executor(workers: int, scheduler: str | None):
             from distributed import Client
         except ImportError as err:  # pragma: no cover - depends on the environment
             raise ValueError("scheduler= needs dask.distributed: pip install 'reg-guidance[sweeps]'") from err
-        client = Client(scheduler)
+        try:
+            client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
+        except Exception as err:  # OSError (timed out, refused, unknown host), or garbage from a non-Dask server
+            raise SchedulerUnreachable(scheduler, f"{type(err).__name__}: {str(err)[:200]}") from None
         ex = client.get_executor()
         return ex, lambda cancel: (ex.shutdown(wait=not cancel), client.close())
     if workers == 1:
@@ -558,7 +580,8 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         cache: a :class:`Cache` or its folder (default :func:`default_cache_dir`).
         workers: local worker processes (1: this process).
         scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``, checked by :func:`check_scheduler`);
-            overrides ``workers``.
+            overrides ``workers``. Connected to only when a cell is to be computed: :class:`SchedulerUnreachable`
+            when it does not answer within :data:`SCHEDULER_TIMEOUT` seconds.
         progress: draw a progress bar (ignored when ``bar`` is given).
         desc: what the bar says is being computed.
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this

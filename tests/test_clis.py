@@ -4,7 +4,6 @@ the ledger's SIGINT; issue 21, item 5)."""
 import ast
 import importlib
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -314,6 +313,37 @@ def test_a_bad_scheduler_address_is_an_argparse_error(tmp_path, capsys, monkeypa
                                             str(tmp_path / "c"), "--scheduler", "notanaddress"]))
     assert line.startswith("python -m evaluation.claims: error: --scheduler: scheduler must be a Dask scheduler "
                            "address") and line.endswith("got 'notanaddress'")
+
+
+@pytest.mark.parametrize("entry", ["claims", "bench"])
+def test_an_unreachable_scheduler_is_one_argparse_line_naming_it(entry, tmp_path, capsys, monkeypatch):
+    """Issue 20: a well-formed ``--scheduler tcp://HOST:PORT`` where nothing listens waited distributed's 30 s and
+    ended in its OSError traceback. Now: SCHEDULER_TIMEOUT (5 s; 1 s here), then one argparse line naming the
+    address, exit status 2, nothing written."""
+    import socket
+    import time
+
+    from evaluation import sweep
+
+    pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "c"))  # empty: every cell must be computed
+    out = tmp_path / "o"
+    if entry == "claims":
+        from evaluation.claims.__main__ import main
+        argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--no-figures"]
+    else:
+        from evaluation.bench import main
+        argv = ["--quick", "--out", str(out)]
+    with socket.socket() as bound:  # bound, not listening: the connection is refused
+        bound.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{bound.getsockname()[1]}"
+        start = time.perf_counter()
+        line = _error(capsys, lambda: main(argv + ["--scheduler", address]))
+        assert time.perf_counter() - start < 20
+    assert line.startswith(f"python -m evaluation.{entry}: error: --scheduler: no Dask scheduler answered at "
+                           f"'{address}' within 1 s (OSError: ") and line.endswith("is a Dask scheduler running there?")
+    assert not list(out.rglob("*.*")) and not list((tmp_path / "c").rglob("*.json"))
 
 
 def test_the_inverse_cli_checks_its_cache_as_the_ledger_does(tmp_path, blocker, capsys, monkeypatch):

@@ -7,7 +7,8 @@ in the ledger files already in ``--out`` and keeps the others; each entry says w
 ``--quick`` sweeps, when, the code version of its cells). Cells are cached (``--cache``, default
 ``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``), so a rerun or an interrupted run (Ctrl-C: exit
 status 130, one line saying what is kept) only computes what is missing. ``--workers N`` runs cells in N
-local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra). A claim a
+local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra; one that does not
+answer within ``evaluation.sweep.SCHEDULER_TIMEOUT``, 5 s, is an argparse error naming the address). A claim a
 cell of which cannot meet its tolerance (:mod:`evaluation.accuracy`) is written as ``not converged``, naming the
 cell and its error, with no verdict, numbers or figure; the other claims conclude, and the run exits with status 1.
 
@@ -26,7 +27,7 @@ from pathlib import Path
 import torch
 
 from ..io import check_sweep_arguments, check_writable_dir, write_atomically
-from ..sweep import SweepInterrupted, default_cache_dir
+from ..sweep import SchedulerUnreachable, SweepInterrupted, default_cache_dir
 from . import ALL_CLAIMS, CLAIMS, get_claim
 from .ledger import NOT_CONVERGED, RunStamp, from_json, markdown, merge, run_ledger, to_json
 
@@ -85,6 +86,8 @@ def main(argv=None) -> int:
             from figures.claims import draw
 
             failed = draw(run.outcomes, args.out)[1]
+    except SchedulerUnreachable as err:  # connected to only when a cell is missing from the cache
+        ap.error(f"--scheduler: {err}")
     except SweepInterrupted as err:
         print(f"{err} (the ledger in {args.out} is unchanged)", file=sys.stderr)
         return 130

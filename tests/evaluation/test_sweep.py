@@ -249,6 +249,26 @@ def test_a_scheduler_address_is_checked_before_connecting(tmp_path):
         assert sweep.check_scheduler(good) == good
 
 
+def test_an_unreachable_scheduler_fails_fast_naming_it(tmp_path, monkeypatch):
+    """Issue 20: a well-formed address where no scheduler listens waited distributed's 30 s, then ended in its
+    OSError traceback. Now run_cells waits SCHEDULER_TIMEOUT (5 s; 1 s here) and raises SchedulerUnreachable, a
+    ValueError naming the address; nothing is cached."""
+    import socket
+
+    pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    assert 0 < sweep.SCHEDULER_TIMEOUT <= 5  # distributed's own default is 30 s
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    with socket.socket() as bound:  # bound, not listening: the connection is refused
+        bound.bind(("127.0.0.1", 0))
+        address = f"tcp://127.0.0.1:{bound.getsockname()[1]}"
+        start = time.perf_counter()
+        with pytest.raises(sweep.SchedulerUnreachable, match=rf"no Dask scheduler answered at '{address}' within 1 s "
+                                                             r"\(OSError: .*\); is a Dask scheduler running there\?"):
+            run_cells([Square(1.0)], cache=tmp_path, scheduler=address, progress=False)
+        assert time.perf_counter() - start < 10
+    assert issubclass(sweep.SchedulerUnreachable, ValueError) and not list(tmp_path.rglob("*.json"))
+
+
 def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
     """Issue 20 round 3: under keep_going=True a cell returning an unencodable result aborted the whole sweep
     (storing was outside keep_going). Now it is that cell's CellFailed (never cached); without keep_going the sweep
