@@ -13,14 +13,13 @@ recomputes nothing), and every figure is drawn in order.
 ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
 file another wrote (it fails instead); the results files are written atomically and always describe the figures
 of this run (a figure that fails is recorded as failed, and the command exits with status 1 after the others are
-done).
+done). Ctrl-C ends the run with exit status 130 and one line saying what is kept: the finished cells are cached (a
+rerun resumes), the figures drawn so far are in ``--out``, and its results files are unchanged.
 """
 from __future__ import annotations
 
 import argparse
-import concurrent.futures as cf
 import json
-import multiprocessing
 import os
 import sys
 import time
@@ -35,7 +34,7 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
-from evaluation.sweep import BAR_FORMAT, eta_of, run_cells  # noqa: E402
+from evaluation.sweep import BAR_FORMAT, SweepInterrupted, eta_of, local_pool, run_cells  # noqa: E402
 from figures import FIGURES  # noqa: E402
 
 
@@ -112,7 +111,7 @@ def main(argv=None) -> int:
         check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
-    check_sweep_arguments(ap, None)  # the figures' cells go to the default cache
+    cache = check_sweep_arguments(ap, None)  # the figures' cells go to the default cache
     torch.set_num_threads(args.threads)
     # a figure set too slow for a fast look (QUICK = False) is drawn by --quick only when named with --only
     names = args.only or [n for n, m in FIGURES.items() if not args.quick or getattr(m, "QUICK", True)]
@@ -160,23 +159,23 @@ def main(argv=None) -> int:
     # then the figures (kind "figure": arrays read from the cache or a worker, and the plot)
     bar = tqdm(total=0, desc="paper_plots", disable=args.no_progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
     eta = eta_of(bar)
+    close_pool, interrupted, cells_done, finished = None, None, False, False
     try:
         # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
         futures = {}
         if pooled:
             cost = _previous_seconds(args.out)
-            pool = cf.ProcessPoolExecutor(max_workers=min(args.workers, len(pooled)),
-                                          mp_context=multiprocessing.get_context("spawn"))
+            pool, close_pool = local_pool(min(args.workers, len(pooled)))  # Ctrl-C: the workers leave it to us
             for group in sorted(_groups(pooled), key=lambda g: -sum(cost.get(n, 0.0) for n in g)):
                 fut = pool.submit(_compute, group, args.quick, args.threads)
                 futures.update({n: (fut, n) for n in group})
-            pool.shutdown(wait=False)
         if cells:
             try:
                 run_cells(cells, workers=args.workers, bar=bar,
                           desc=f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
             except Exception as err:  # noqa: BLE001 - every hooked figure reports it
                 cell_error.update({n: err for n in hooked if n not in cell_error})
+        cells_done = True
         # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
         for name in names:
             eta.add(("figure", name), "figure")
@@ -201,8 +200,20 @@ def main(argv=None) -> int:
                     record(name, start, cpu_start, arrays)
             eta.finish(("figure", name), time.perf_counter() - start)
             eta.show(bar)
+        finished = True
+    except KeyboardInterrupt as err:  # Ctrl-C (SweepInterrupted during the cells): one line, below
+        interrupted = err
     finally:
+        if close_pool is not None:
+            close_pool(not finished)  # interrupted or failed: end the workers at once
         bar.close()
+    if interrupted is not None:
+        what = str(interrupted) if isinstance(interrupted, SweepInterrupted) else \
+            f"interrupted{' after the cells (all cached in ' + str(cache) + ')' if cells_done else ''}; rerun to resume"
+        drawn = sum("error" not in r for r in results.values())
+        print(f"{what} ({drawn} figure(s) drawn so far in {args.out}; its results.json and results.md are unchanged)",
+              file=sys.stderr)
+        return 130
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
     write_atomically(args.out / "results.md", markdown(results))
     total = time.perf_counter() - start_all

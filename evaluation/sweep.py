@@ -74,7 +74,7 @@ from sampler.schedules import check_count
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
            "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler", "SchedulerUnreachable",
-           "SCHEDULER_TIMEOUT"]
+           "SCHEDULER_TIMEOUT", "local_pool"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -446,12 +446,20 @@ def _executor(workers: int, scheduler: str | None):
     if workers == 1:
         ex = _InProcess()
         return ex, lambda cancel: None
-    ex = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
-                                initializer=_pool_worker_init)
+    return local_pool(workers)
+
+
+def local_pool(workers: int) -> tuple[cf.ProcessPoolExecutor, Callable[[bool], None]]:
+    """``workers`` spawned local processes (one torch thread each; Ctrl-C left to this process, so the terminal
+    shows one line, not a traceback per worker) and their closer ``close(cancel)``: it waits for the submitted
+    work, or with ``cancel`` drops what has not started and ends the running work at once. The pool of
+    :func:`run_cells`, and of an entry point's own computations (``paper_plots.py``'s figures)."""
+    ex = cf.ProcessPoolExecutor(max_workers=check_count(workers, "workers"),
+                                mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_init)
 
     def close(cancel: bool) -> None:
-        if cancel:  # the running cells would otherwise finish first (no public way to stop them before 3.14)
-            for proc in list(getattr(ex, "_processes", {}).values()):
+        if cancel:  # the running work would otherwise finish first (no public way to stop it before 3.14)
+            for proc in list((getattr(ex, "_processes", None) or {}).values()):
                 proc.terminate()
         ex.shutdown(wait=True, cancel_futures=cancel)
 

@@ -4,6 +4,7 @@ the ledger's SIGINT; issue 21, item 5)."""
 import ast
 import importlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -289,6 +290,106 @@ def test_ctrl_c_during_the_ledger_says_what_is_kept(tmp_path, capsys, monkeypatc
     monkeypatch.setattr(sweep, "compute_cell", real)
     assert main(argv) == 0
     assert ", 2 from the cache" in capsys.readouterr().out
+
+
+def _fake_figure(name: str, cells: list, *, interrupt: bool = False):
+    """A figure of the paper_plots protocol (figures/__init__.py) whose cells are test_sweep_integrity's ``Work``;
+    ``interrupt``: Ctrl-C while its arrays are computed."""
+    import types
+
+    from evaluation.sweep import run_cells
+
+    def compute(quick=False):
+        if interrupt:
+            raise KeyboardInterrupt
+        return [r.y for r in run_cells(cells, progress=False).results]
+
+    def plot(arrays, out):
+        (Path(out) / f"{name}.png").write_text(repr(arrays))
+        return [Path(out) / f"{name}.png"]
+
+    return types.SimpleNamespace(NAME=name, CAPTION=f"{name}.", cells=lambda quick: list(cells), compute=compute,
+                                 plot=plot, summary=lambda arrays: {})
+
+
+def _paper_plots_main(argv) -> int:
+    import paper_plots
+
+    try:
+        return paper_plots.main(argv)
+    except KeyboardInterrupt as err:  # pytest would end the session on it
+        pytest.fail(f"Ctrl-C escaped paper_plots.main: {type(err).__name__}: {err}")
+
+
+@pytest.mark.parametrize("when", ["cells", "figures"])
+def test_ctrl_c_during_paper_plots_says_what_is_kept(when, tmp_path, capsys, monkeypatch):
+    """Issue 20: Ctrl-C during paper_plots.py ended in a SweepInterrupted / KeyboardInterrupt traceback. Now exit
+    status 130 and one line: the cells cached (where), the figures drawn so far, the results files unchanged."""
+    import paper_plots
+    from tests.evaluation.test_sweep_integrity import Work
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(cache))
+    out.mkdir()
+    (out / "results.json").write_text("earlier")
+    # the cheapest cell of a kind runs first, then the costliest: Work(1) is computed, then Work(2) is interrupted
+    figures = {"fa": _fake_figure("fa", [Work(1.0, unit=0.0), Work(2.0, weight=2.0, unit=0.0,
+                                                                      interrupt=when == "cells")]),
+               "fb": _fake_figure("fb", [Work(3.0, unit=0.0)], interrupt=when == "figures")}
+    monkeypatch.setattr(paper_plots, "FIGURES", figures)
+    assert _paper_plots_main(["--out", str(out), "--workers", "1", "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    line = err.strip().splitlines()[-1]
+    if when == "cells":
+        assert line == (f"interrupted: 1 of 3 cells computed and cached in {cache} (1 in this run); rerun to resume "
+                        f"(0 figure(s) drawn so far in {out}; its results.json and results.md are unchanged)")
+    else:
+        assert line == (f"interrupted after the cells (all cached in {cache}); rerun to resume (1 figure(s) drawn so "
+                        f"far in {out}; its results.json and results.md are unchanged)")
+        assert (out / "fa.png").exists() and not (out / "fb.png").exists()
+    assert (out / "results.json").read_text() == "earlier" and not (out / "results.md").exists()
+
+
+_PAPER_PLOTS_INTERRUPTED = """
+import sys
+import paper_plots
+from tests.evaluation.test_sweep_integrity import Work
+from tests.test_clis import _fake_figure
+paper_plots.FIGURES = {"fa": _fake_figure("fa", [Work(float(i), unit=0.3) for i in range(8)])}
+sys.exit(paper_plots.main(["--out", sys.argv[1], "--workers", "2", "--no-progress"]))
+"""
+
+
+@pytest.mark.slow  # two spawned workers that import torch: about 15 s on a loaded 2-core machine
+def test_sigint_to_paper_plots_ends_its_workers_with_one_line(tmp_path):
+    """A real SIGINT to the process group (parent and cell workers) of paper_plots.py: one line, no traceback from
+    the parent or a worker, exit status 130, and the finished cells cached."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _PAPER_PLOTS_INTERRUPTED, str(out)], cwd=ROOT, text=True,
+                            env={**os.environ, "PYTHONPATH": str(ROOT), "REG_GUIDANCE_CACHE": str(cache)},
+                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(list(cache.rglob("*.json"))) < 2:
+            assert proc.poll() is None and time.time() < deadline, "paper_plots ended before it could be interrupted"
+            time.sleep(0.02)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "Warning" not in err, err
+    line = err.strip().splitlines()[-1]
+    kept = len(list(cache.rglob("*.json")))
+    assert line == (f"interrupted: {kept} of 8 cells computed and cached in {cache} ({kept} in this run); rerun to "
+                    f"resume (0 figure(s) drawn so far in {out}; its results.json and results.md are unchanged)")
 
 
 def test_an_unavailable_claim_is_named_not_dropped(tmp_path, capsys, monkeypatch):
