@@ -18,7 +18,6 @@ Laws are spelled as in :mod:`evaluation.spec` (``Law.parse``); the weight ``w`` 
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -27,6 +26,7 @@ import torch
 
 from analytic import guidance_fields_on_grid, symbolic
 from analytic.quadrature import grid_points
+from sampler.schedules import check_count, check_number
 
 from . import demo
 from .spec import Law, Method, Schedule
@@ -39,15 +39,19 @@ F64 = torch.float64
 UNDECIDED = 1e-9  # a closed-form sign within this (relative) of zero is counted as not decided in float64
 
 
-def _check_finite(value, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+def _number(cell, name: str) -> float:
+    """The field ``name`` of the frozen ``cell``, checked by the shared :func:`sampler.schedules.check_number` and
+    stored as a float: ``w=1``, ``1.0`` and ``np.float32(1)`` are one cell with one cache key."""
+    value = check_number(getattr(cell, name), name)
+    object.__setattr__(cell, name, value)
+    return value
 
 
-def _check_count(value, name: str, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+def _count(cell, name: str, least: int) -> int:
+    """The field ``name`` of the frozen ``cell``, checked by the shared :func:`sampler.schedules.check_count` (an
+    integer ``>= least``) and stored as an int: ``points=60``, ``60.0`` and ``np.int64(60)`` are one cell."""
+    value = check_count(getattr(cell, name), name, least=least)
+    object.__setattr__(cell, name, value)
     return value
 
 
@@ -67,8 +71,8 @@ class CurvesCell:
 
     def __post_init__(self):
         _check_1d(self.law)
-        _check_finite(self.w, "w")
-        _check_count(self.points, "points", 2)
+        _number(self, "w")
+        _count(self, "points", 2)
 
     @property
     def cost(self) -> float:
@@ -112,15 +116,19 @@ class TrainedCell:
 
     def __post_init__(self):
         _check_1d(self.law)
-        _check_finite(self.w, "w")
-        _check_count(self.points, "points", 2)
-        _check_count(self.mc_every, "mc_every", 1)
-        _check_count(self.rollouts, "rollouts", 1)
-        _check_count(self.seed, "seed", 0)
+        _number(self, "w")
+        _count(self, "points", 2)
+        _count(self, "mc_every", 1)
+        _count(self, "rollouts", 1)
+        _count(self, "seed", 0)
         T = Schedule.parse("paper").vp.T
-        if not self.steps or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= T
-                                 for t in self.steps):
+        try:
+            steps = tuple(check_count(t, "steps") for t in self.steps)
+        except (TypeError, ValueError):
+            steps = ()
+        if not steps or not all(1 <= t <= T for t in steps):
             raise ValueError(f"steps must be a non-empty tuple of steps in 1..{T}, got {self.steps!r}")
+        object.__setattr__(self, "steps", steps)  # a list or numpy integers: the same cell as the tuple of ints
 
     @property
     def cost(self) -> float:
@@ -168,10 +176,10 @@ class FieldMapCell:
     def __post_init__(self):
         if Law.parse(self.law).dim != 2:
             raise ValueError(f"law must be a 2-D law, got {self.law!r} (d = {Law.parse(self.law).dim})")
-        _check_finite(self.w, "w")
-        if isinstance(self.abar, bool) or not isinstance(self.abar, (int, float)) or not 0 < self.abar < 1:
+        _number(self, "w")
+        if not 0 < _number(self, "abar") < 1:
             raise ValueError(f"abar must lie in (0, 1), got {self.abar!r}")
-        _check_count(self.points, "points", 2)
+        _count(self, "points", 2)
 
     @property
     def cost(self) -> float:
@@ -217,10 +225,10 @@ class ClosedFormCell:
 
     def __post_init__(self):
         for name in ("w", "mu_c", "mu_u", "s_u"):
-            _check_finite(getattr(self, name), name)
+            _number(self, name)
         if not self.s_u > 0:
             raise ValueError(f"s_u must be > 0, got {self.s_u!r}")
-        _check_count(self.points, "points", 2)
+        _count(self, "points", 2)
 
     @property
     def cost(self) -> float:

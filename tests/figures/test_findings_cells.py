@@ -7,6 +7,7 @@ import math
 import matplotlib
 import numpy as np
 import pytest
+import torch
 
 matplotlib.use("Agg")
 
@@ -138,6 +139,44 @@ def test_undecided_signs_are_counted_as_the_error(monkeypatch):
     monkeypatch.setattr(closed_forms, "WEIGHTS", (w,))
     cf = closed_forms.ClosedForms(r.abar, r.ratio, {w: r.log_ratio}, {w: r.diverges}, {w: r.undecided})
     assert closed_forms.summary(cf)[f"w={w}"]["fraction_diverging"]["error"] == 1 / n**2
+
+
+def test_cells_store_canonical_numbers_so_equal_cells_share_one_key():
+    """Review of issue 20: the cells had their own validators (findings._check_finite / _check_count, twins of
+    sampler.schedules.check_number / check_count) that refused ``points=60.0`` and ``np.int64(60)`` and stored
+    ``w=1`` as an int, so ``CurvesCell(w=1)`` and ``CurvesCell(w=1.0)`` had different cache keys. Now the shared
+    validators check each field and the cell stores the canonical type."""
+    from evaluation.sweep import cell_key
+
+    pairs = [
+        (CurvesCell(w=1, points=np.int64(50)), CurvesCell(w=1.0, points=50)),
+        (CurvesCell(w=np.float32(0.5), points=50.0), CurvesCell(w=0.5, points=50)),
+        (TrainedCell(w=2, points=60.0, mc_every=np.int32(5), steps=[np.int64(20), 4.0], rollouts=10.0, seed=np.int8(0)),
+         TrainedCell(w=2.0, points=60, mc_every=5, steps=(20, 4), rollouts=10, seed=0)),
+        (FieldMapCell("classes_2d", w=np.float64(1), abar=torch.tensor(0.5, dtype=torch.float64), points=9.0),
+         FieldMapCell("classes_2d", w=1.0, abar=0.5, points=9)),
+        (ClosedFormCell(1, 1, 0, np.float32(0.5), np.int64(8)), ClosedFormCell(1.0, 1.0, 0.0, 0.5, 8)),
+    ]
+    for given, canonical in pairs:
+        assert given == canonical and hash(given) == hash(canonical) and cell_key(given) == cell_key(canonical)
+        for field, value in vars(canonical).items():
+            got = getattr(given, field)
+            assert type(got) is type(value), (given, field)
+            if isinstance(value, tuple):
+                assert all(type(g) is int for g in got), (given, field)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: CurvesCell(w="1"), "w must be a number, got '1'"), (lambda: CurvesCell(w=True), "w must be a number"),
+    (lambda: CurvesCell(w=math.inf), "w must be finite"), (lambda: CurvesCell(points=2.5), "points must be an integer >= 2"),
+    (lambda: CurvesCell(points="50"), "points must be a number"), (lambda: TrainedCell(seed=-1), "seed must be a non-negative"),
+    (lambda: TrainedCell(seed=True), "seed must be a non-negative"), (lambda: TrainedCell(steps=(True,)), "steps must be"),
+    (lambda: TrainedCell(steps=20), "steps must be a non-empty tuple"), (lambda: TrainedCell(steps=(20.5,)), "steps must be"),
+    (lambda: FieldMapCell("classes_2d", abar="0.5"), "abar must be a number"),
+    (lambda: ClosedFormCell(mu_c=None), "mu_c must be a single number, got None")])
+def test_cells_refuse_what_the_shared_validators_refuse(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
 
 
 @pytest.mark.parametrize("make, name", [
