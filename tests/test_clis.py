@@ -477,3 +477,53 @@ def test_every_entry_point_checks_the_default_cell_cache_before_work(module, arg
     monkeypatch.setenv("REG_GUIDANCE_CACHE", str(blocker / "env"))
     line = _error(capsys, lambda: cli.main(argv + ["--out", str(tmp_path / "o")]))
     assert f"cannot write to the cell cache {blocker / 'env'} ($REG_GUIDANCE_CACHE)" in line
+
+
+def _entry_modules(package: str) -> set[str]:
+    """The modules of ``package`` that run as ``python -m MODULE`` (an ``if __name__ == "__main__"`` block)."""
+    found = set()
+    for path in sorted((ROOT / package).rglob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        if any(isinstance(node, ast.If) and "__main__" in ast.unparse(node.test) for node in tree.body):
+            found.add(".".join(path.relative_to(ROOT).with_suffix("").parts))
+    return found
+
+
+@pytest.mark.parametrize("package", ["images"])  # toy and evaluation pass too (5 s each under load: not repeated)
+def test_importing_a_package_loads_none_of_its_entry_points(package):
+    """Review of issue 20: images/__init__.py imported images.train and images.classifier (directly, and through
+    images.pipelines and images.sweep), so ``python -m images.train`` printed runpy's RuntimeWarning ("found in
+    sys.modules after import of package 'images'"). A package's import must leave its entry points unloaded."""
+    import subprocess
+    import sys
+
+    entries = _entry_modules(package)
+    assert entries, package
+    code = f"import json, sys, {package}; print(json.dumps(sorted(sys.modules)))"
+    loaded = json.loads(subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                                       check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout)
+    assert not entries & set(loaded), f"import {package} loads its entry points {sorted(entries & set(loaded))}"
+
+
+@pytest.mark.parametrize("module", ["images.train"])  # images.classifier likewise (checked by the test above)
+def test_image_entry_points_print_no_runpy_warning(module):
+    """``python -m images.train --help`` printed runpy's RuntimeWarning before its usage; and the package's names
+    are still there, loaded on first use."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0 and done.stdout.startswith(f"usage: python -m {module}"), done.stderr
+    assert "Warning" not in done.stderr, done.stderr
+    import images
+    from images import classifier, pipelines, sweep, train
+
+    for name in images.__all__:
+        value = getattr(images, name)
+        home = next((m for m in (classifier, pipelines, sweep, train) if name in vars(m)), None)
+        assert home is None or value is getattr(home, name), name
+    assert {"TrainConfig", "load_classifier", "SweepRow", "LatentPipeline"} <= set(dir(images))
+    with pytest.raises(AttributeError, match="has no attribute 'nothing'"):
+        images.nothing
+
