@@ -79,7 +79,6 @@ def _laplace_reference(post: Posterior, reward, kappa: float) -> tuple[torch.Ten
     [N, K, d] and covariance square roots [N, K, d, d]."""
     N, K, d = post.means.shape
     modes, phi, prec = tilted_modes(post, reward, hessian=True, kappa=kappa)
-    S = modes.shape[2]
     Vinv = torch.linalg.inv(post.covs)
     prec = 0.5 * (prec + prec.transpose(-1, -2))
     concave = (torch.linalg.eigvalsh(prec) > 0).all(-1)  # [N, K, S]

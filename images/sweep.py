@@ -44,7 +44,6 @@ __all__ = [
     "QUICK",
     "SweepRow",
     "SweepResult",
-    "Summary",
     "SWEEP_RULES",
     "compute",
     "reference_images",
