@@ -25,10 +25,11 @@ from typing import NamedTuple
 
 import torch
 
+from sampler.device import check_generator
 from sampler.schedules import check_number
 
 from .golden import optimal_guidance
-from .mixture import GaussianMixture, as_float64, check_abar, check_generator, check_points
+from .mixture import GaussianMixture, as_float64, check_abar, check_points
 from .rewards import Quadratic, check_reward
 
 __all__ = ["MeasurementReward", "DPSGap", "dps_gap", "DPSBias", "dps_bias", "MAX_DPS_BYTES"]

@@ -11,11 +11,10 @@ from typing import Sequence
 
 import torch
 
-from sampler.device import resolve_device
+from sampler.device import check_generator, resolve_device
 from sampler.schedules import check_count, check_number
 
-__all__ = ["GaussianMixture", "Posterior", "as_float64", "check_abar", "check_device", "check_generator", "check_means",
-           "check_points"]
+__all__ = ["GaussianMixture", "Posterior", "as_float64", "check_abar", "check_device", "check_means", "check_points"]
 
 _DTYPE = torch.float64
 
@@ -46,22 +45,6 @@ def check_device(device) -> torch.device | None:
     """``None`` (keep the inputs' device), or the device :func:`sampler.device.resolve_device` gives: ``ValueError``
     naming ``device`` for an unknown one, or CUDA on a machine without it."""
     return None if device is None else resolve_device(device)
-
-
-def check_generator(generator, device: torch.device) -> torch.Generator | None:
-    """``generator`` when it is ``None`` or a ``torch.Generator`` on ``device`` (where the draws are made), else
-    ``ValueError`` naming ``generator`` (torch's own errors name the call, and none at all when nothing is drawn)."""
-    if generator is None:
-        return None
-    if not isinstance(generator, torch.Generator):
-        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
-                         f"{generator!r:.80}")
-    gen_dev, device = torch.device(generator.device), torch.device(device)
-    if gen_dev.type != device.type or (gen_dev.index is not None and device.index is not None
-                                       and gen_dev.index != device.index):
-        raise ValueError(f"generator is on device {gen_dev}, but the draws are made on {device}: pass a "
-                         f"torch.Generator(device={str(device)!r})")
-    return generator
 
 
 def as_float64(value, name: str, device=None) -> torch.Tensor:

@@ -37,10 +37,10 @@ from dataclasses import dataclass
 
 import torch
 
+from sampler.device import check_generator
 from sampler.schedules import check_count
 
-from .mixture import (GaussianMixture, as_float64, check_abar, check_device, check_generator, check_means, check_points,
-                      check_sigma)
+from .mixture import GaussianMixture, as_float64, check_abar, check_device, check_means, check_points, check_sigma
 from .rewards import MixtureRatioReward, check_weight
 
 __all__ = ["ReducibleMixture", "ReducedPosterior", "EpsJacobian", "ReducibleRatioReward", "detect_reducible",

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["resolve_device"]
+__all__ = ["resolve_device", "check_generator"]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -23,3 +23,19 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for but CUDA is not available")
     return dev
+
+
+def check_generator(generator, device: torch.device) -> torch.Generator | None:
+    """``generator`` when it is ``None`` or a ``torch.Generator`` on ``device`` (where the draws are made), else
+    ``ValueError`` naming ``generator`` (torch's own errors name the call, and none at all when nothing is drawn)."""
+    if generator is None:
+        return None
+    if not isinstance(generator, torch.Generator):
+        raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__} "
+                         f"{generator!r:.80}")
+    gen_dev, device = torch.device(generator.device), torch.device(device)
+    if gen_dev.type != device.type or (gen_dev.index is not None and device.index is not None
+                                       and gen_dev.index != device.index):
+        raise ValueError(f"generator is on device {gen_dev}, but the draws are made on {device}: pass a "
+                         f"torch.Generator(device={str(device)!r})")
+    return generator
