@@ -33,6 +33,7 @@ from typing import Callable, Optional
 
 import torch
 
+from .device import check_generator
 from .model import Denoiser
 from .schedules import check_number, level_tensor
 
@@ -83,7 +84,7 @@ def ve_prior(noise: torch.Tensor, sigma_max: float) -> torch.Tensor:
     return noise * float(sigma_max)
 
 
-def _check_inputs(denoiser, x_start, sigmas) -> torch.Tensor:
+def _check_inputs(denoiser, x_start, sigmas, generator) -> torch.Tensor:
     if not callable(denoiser):
         raise ValueError(f"denoiser must be callable as denoiser(x, sigma), got {denoiser!r}")
     if not isinstance(x_start, torch.Tensor) or x_start.ndim < 2:
@@ -95,6 +96,7 @@ def _check_inputs(denoiser, x_start, sigmas) -> torch.Tensor:
     if not bool(torch.isfinite(x_start).all()):
         bad = int((~torch.isfinite(x_start)).sum())
         raise ValueError(f"x_start has {bad} non-finite value(s) (NaN or inf)")
+    check_generator(generator, x_start.device)  # also where it is unused (euler, heun): never accepted silently
     return s
 
 
@@ -159,7 +161,7 @@ def ddim(
     progress: bool = False,
 ) -> torch.Tensor:
     """DDIM with stochasticity ``eta`` in [0, 1] (0: deterministic, 1: DDPM). Returns [N, ...]."""
-    s = _check_inputs(denoiser, x_start, sigmas)
+    s = _check_inputs(denoiser, x_start, sigmas, generator)
     eta = check_number(eta, "eta")
     if not 0 <= eta <= 1:
         raise ValueError(f"eta must lie in [0, 1], got {eta}")
@@ -177,7 +179,7 @@ def ddpm(
     progress: bool = False,
 ) -> torch.Tensor:
     """DDPM ancestral sampling (Ho et al. 2020) with the posterior variance; last step deterministic."""
-    s = _check_inputs(denoiser, x_start, sigmas)
+    s = _check_inputs(denoiser, x_start, sigmas, generator)
     with torch.no_grad():
         return _ddim_loop(denoiser, x_start, s, 1.0, generator, callback, progress, "ddpm")
 
@@ -193,7 +195,7 @@ def euler(
 ) -> torch.Tensor:
     """Euler on the probability-flow ODE ``dx/dsigma = (x - D(x, sigma))/sigma`` (deterministic;
     ``generator`` is accepted for a uniform signature and unused)."""
-    s = _check_inputs(denoiser, x_start, sigmas)
+    s = _check_inputs(denoiser, x_start, sigmas, generator)
     x = x_start
     with torch.no_grad():
         for i in _steps(len(s) - 1, progress, "euler"):
@@ -215,7 +217,7 @@ def heun(
     progress: bool = False,
 ) -> torch.Tensor:
     """EDM's Heun method (second order; 2K - 1 denoiser calls when the last level is 0, else 2K)."""
-    s = _check_inputs(denoiser, x_start, sigmas)
+    s = _check_inputs(denoiser, x_start, sigmas, generator)
     x = x_start
     with torch.no_grad():
         for i in _steps(len(s) - 1, progress, "heun"):

@@ -20,3 +20,13 @@ def paper_pair():
     cond = GaussianMixture.from_1d([0.5, 0.5], [0.5, 1.5], [0.25, 0.25])
     uncond = GaussianMixture.from_1d([0.5, 0.5], [-2.0, 0.0], [0.5, 0.5])
     return cond, uncond
+
+
+class GeneratorElsewhere(torch.Generator):
+    """A CPU generator that reports CUDA as its device (a CUDA generator cannot be made without CUDA): for the
+    checks that a generator is on the device of the draws."""
+
+    @property
+    def device(self):
+        return torch.device("cuda", 0)
+

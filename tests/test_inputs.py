@@ -59,6 +59,25 @@ def test_output_density_checks_eta_with_the_shared_validator(eta, sampler, match
         output_density(cfg, sig, torch.linspace(-3, 3, 11, dtype=torch.float64), sampler=sampler, eta=eta)
 
 
+@pytest.mark.parametrize("name", ["ddpm", "ddim", "euler", "heun"])
+def test_samplers_check_their_generator(name):
+    """Issue 20 (beside GaussianMixture.sample's): ``ddpm(..., generator=3)`` was torch's randn TypeError, and
+    euler / heun (deterministic) accepted any generator silently."""
+    from sampler import sample
+    from tests.helpers import GeneratorElsewhere
+
+    p = A.get_preset("paper_1d")
+    den, x = p.cond.denoise, torch.zeros(3, 1, dtype=torch.float64)
+    sig = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    for bad in (3, "gen", object()):
+        with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got"):
+            sample(name, den, x, sig, generator=bad)
+    with pytest.raises(ValueError, match="generator is on device cuda:0, but the draws are made on cpu"):
+        sample(name, den, x, sig, generator=GeneratorElsewhere())
+    a = sample(name, den, x, sig, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a, sample(name, den, x, sig, generator=torch.Generator().manual_seed(1)))
+
+
 def test_entry_points_refuse_an_unwritable_output_before_computing(tmp_path, capsys):
     """A file where the output folder should be: one clear line, exit status 2, no traceback, no work."""
     import paper_plots

@@ -9,6 +9,7 @@ import torch
 import analytic as A
 from analytic.reducible import detect_reducible, reducible_form
 from tests.analytic.test_reducible_dispatch import plain_problem
+from tests.helpers import GeneratorElsewhere
 
 F64 = torch.float64
 
@@ -153,14 +154,6 @@ def test_every_analytic_device_argument_is_checked():
         A.GaussianMixture.from_1d([1.0], [0.0], "s")
 
 
-class _GeneratorElsewhere(torch.Generator):
-    """A CPU generator that reports another device (a CUDA generator cannot be made on a machine without CUDA)."""
-
-    @property
-    def device(self):
-        return torch.device("cuda", 0)
-
-
 @pytest.mark.parametrize("which", ["mixture", "reducible"])
 def test_sample_checks_its_generator(which):
     """Issue 20: ``sample(n, 3)`` was torch's TypeError from ``multinomial`` (naming the call, not the argument),
@@ -173,7 +166,7 @@ def test_sample_checks_its_generator(which):
             with pytest.raises(ValueError, match="generator must be a torch.Generator or None, got"):
                 mix.sample(n, bad)
     with pytest.raises(ValueError, match="generator is on device cuda:0, but the draws are made on cpu"):
-        mix.sample(5, _GeneratorElsewhere())
+        mix.sample(5, GeneratorElsewhere())
     for bad in ("3", True, 2.5, -1, None):
         with pytest.raises(ValueError, match="^n must be"):
             mix.sample(bad)
