@@ -425,8 +425,8 @@ class SchedulerUnreachable(ValueError):
 
     def __init__(self, scheduler: str, reason: str):
         self.scheduler = scheduler
-        super().__init__(f"no Dask scheduler answered at {scheduler!r} within {SCHEDULER_TIMEOUT:g} s ({reason}); "
-                         "is a Dask scheduler running there?")
+        super().__init__(f"cannot connect to a Dask scheduler at {scheduler!r} (waited at most "
+                         f"{SCHEDULER_TIMEOUT:g} s: {reason}); is a Dask scheduler running there?")
 
 
 def _executor(workers: int, scheduler: str | None):

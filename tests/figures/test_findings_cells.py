@@ -168,10 +168,14 @@ def test_cells_store_canonical_numbers_so_equal_cells_share_one_key():
 
 @pytest.mark.parametrize("make, match", [
     (lambda: CurvesCell(w="1"), "w must be a number, got '1'"), (lambda: CurvesCell(w=True), "w must be a number"),
-    (lambda: CurvesCell(w=math.inf), "w must be finite"), (lambda: CurvesCell(points=2.5), "points must be an integer >= 2"),
-    (lambda: CurvesCell(points="50"), "points must be a number"), (lambda: TrainedCell(seed=-1), "seed must be a non-negative"),
-    (lambda: TrainedCell(seed=True), "seed must be a non-negative"), (lambda: TrainedCell(steps=(True,)), "steps must be"),
-    (lambda: TrainedCell(steps=20), "steps must be a non-empty tuple"), (lambda: TrainedCell(steps=(20.5,)), "steps must be"),
+    (lambda: CurvesCell(w=math.inf), "w must be finite"),
+    (lambda: CurvesCell(points=2.5), "points must be an integer >= 2"),
+    (lambda: CurvesCell(points="50"), "points must be a number"),
+    (lambda: TrainedCell(seed=-1), "seed must be a non-negative"),
+    (lambda: TrainedCell(seed=True), "seed must be a non-negative"),
+    (lambda: TrainedCell(steps=(True,)), "steps must be"),
+    (lambda: TrainedCell(steps=20), "steps must be a non-empty tuple"),
+    (lambda: TrainedCell(steps=(20.5,)), "steps must be"),
     (lambda: FieldMapCell("classes_2d", abar="0.5"), "abar must be a number"),
     (lambda: ClosedFormCell(mu_c=None), "mu_c must be a single number, got None")])
 def test_cells_refuse_what_the_shared_validators_refuse(make, match):
