@@ -10,7 +10,8 @@ Experiment: the flows experiment shared with :mod:`.cfg_zero_star` (one cell): e
 ``x0`` with the parallel part removed (``eta = 0``, no norm cap; a pure function of the state, so exact under
 every sampler) and APG with the paper's reverse momentum ``beta = -0.5`` (deterministic samplers only, where the
 law is one push-forward of trajectories each carrying its momentum), on the 2-D presets (in 1-D the update is
-all parallel), under flow Euler and VP DDIM / DDPM, against the tilted target of the same ``w``. Read as: at the
+all parallel), under flow Euler and VP DDIM (the deterministic samplers, whose sliced W1
+:func:`evaluation.flows.pushed_sw1` computes with an error bound), against the tilted target of the same ``w``. Read as: at the
 same weight, APG's samples are closer to what the weight aims at than CFG's (oversaturation = overshooting
 it). FID, recall and saturation of images are outside this test.
 """
@@ -41,8 +42,8 @@ CLAIM = Claim(
                "oversaturation, improving FID and recall over CFG for various models and samplers (abstract)."),
     provenance="abstract",
     experiment=("Exact output laws of CFG and APG (parallel part removed, eta = 0; with and without reverse momentum "
-                "-0.5) on correlated_2d and classes_2d, w = 1, 4, flow Euler (uniform and SD3-shifted t) and VP DDIM / "
-                "DDPM (momentum: deterministic samplers only) at 10 and 50 steps (quick: correlated_2d, 10 steps, "
-                "no DDPM), against the tilted "
-                "target of the same w; sliced W1, ties within 10% (evaluation.flows)."),
+                "-0.5) on correlated_2d and classes_2d, w = 1, 4, flow Euler (uniform and SD3-shifted t) and VP DDIM "
+                "at 10 and 50 steps (quick: correlated_2d, 10 steps), against the tilted target of the same w; sliced "
+                "W1 of the sampler's push-forward of the start (no output grid) with its error, ties within 10% "
+                "(evaluation.flows)."),
     figure="flows", cells=cells, conclude=conclude)
