@@ -2,7 +2,6 @@
 is run through its own conclusion, and the verdict and the numbers behind it are pinned on both sides, so a
 code change that flips a verdict, or moves a finding, fails here. The cells are shared through one cache per
 session, so claims that share cells compute them once."""
-import math
 
 import pytest
 
@@ -106,7 +105,7 @@ def test_autoguidance_and_its_negative_control(cache):
 
 
 @pytest.mark.ledger
-def test_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
+def test_chidambaram_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
     o, n = _run("chidambaram", cache)
     assert o.result.verdict.startswith("holds only when the support's edge is hard")
     _near(n["exact, w=8: far-edge mass"], 0.9995, 2e-3)
@@ -115,6 +114,11 @@ def test_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
     _near(n["eps error 0.1, w=32: mass outside the support"], 1.0, 1e-3)
     _near(n["paper_1d trained, w=8: mass outside the central 99.9 %"], 0.694, 5e-3)
     assert n["paper_1d exact, w=8: mass outside the central 99.9 %"] < 1e-3
+    # every mass with its error, within the claim's tol (1e-3 per region)
+    errors = {x.name: x.error for x in o.result.numbers}
+    assert all(0 <= e <= 2e-3 for e in errors.values()), errors
+    assert "paper_1d trained, w=32: mass outside the central 99.9 %" not in n  # not resolved: left out (_trained_ws)
+    assert o.data.trained_ws.tolist() == [0.0, 8.0]
 
 
 @pytest.mark.ledger
