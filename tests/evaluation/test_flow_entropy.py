@@ -109,3 +109,16 @@ def test_bad_input_is_refused_by_name(monkeypatch):
     monkeypatch.setattr(fe, "MAX_FLOW_POINTS", 5000)  # a budget: the run stops there and says so
     with pytest.raises(ValueError, match="MAX_FLOW_POINTS"):
         flow_numbers(den, ONE_STEP, tol=1e-10)
+
+
+def test_an_output_cells_grid_entropy_takes_off_the_hats_smoothing():
+    """The entropy of hat masses is the entropy of the law smoothed by the hat (variance h^2 / 6): h^2 J / 12 above
+    the law's (de Bruijn). The cell takes it off (evaluation.claims.cells): the tilted target of CFG w = 0 on a single
+    Gaussian is the conditional N(1, 0.2^2), whose entropy on the cell's final grid was 3.3e-4 too high; now it is
+    within 1e-5."""
+    from evaluation.claims.cells import OutputCell, output_law
+
+    r = output_law(OutputCell("single:1:0.2:0:1", "lin:20:0.0001", Method("cfg", 0.0), grid=(-4.0, 4.0, 161),
+                              checked=("mean",)))
+    exact = 0.5 * math.log(2 * math.pi * math.e * 0.2**2)
+    assert abs(r.target_entropy - exact) < 1e-5
