@@ -16,7 +16,8 @@ contract's tol). DDIM's output is a deterministic map of the start, often concen
 spacing (the entropy of its hat masses converged too slowly in the sub-points for the contract: ``not converged``
 before), so its numbers come from the map itself (:class:`FlowCell`, :func:`evaluation.flow_entropy.flow_numbers`:
 the exact entropy of the segment law, adaptive, to ``FLOW_TOL``). A step in w counts as a rise (or a drop) only
-when it exceeds the two numbers' summed errors.
+when it exceeds the two numbers' summed errors and ``RESOLUTION``. The verdict splits the violations by where they
+start: at small w (a step from w < 1), or only from w >= 1.
 """
 from __future__ import annotations
 
@@ -41,6 +42,8 @@ WS = (0.0, 0.5, 1.0, 2.0, 4.0)
 SAMPLERS = ("ddpm", "ddim")
 SCHEDULE = "lin:20:0.0001"
 FLOW_TOL = 1e-5  # DDIM's numbers from the map: cheap to this tolerance (well under a second per cell)
+RESOLUTION = 1e-4  # a step in w is a rise / drop when it exceeds its errors and this (the numbers' printed digits;
+# a saturated confidence, 1 - 1e-10, moves by 3e-10 at rand1d:21 DDIM, real within its 5e-12 error but no finding)
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,9 @@ def conclude(quick: bool, results) -> Outcome:
     conf, ent, conf_e, ent_e = get("confidence"), get("entropy"), get("confidence_error"), get("entropy_error")
     dc, dc_e = _steps(conf, conf_e)
     dh, dh_e = _steps(ent, ent_e)
-    conf_up = np.all(dc >= -dc_e, axis=2)  # [S, 2]: no drop beyond the errors
-    ent_down = np.all(dh <= dh_e, axis=2)
+    drop = -dc > np.maximum(dc_e, RESOLUTION)  # [S, 2, W - 1] a drop beyond the errors and the printed digits
+    rise = dh > np.maximum(dh_e, RESOLUTION)
+    conf_up, ent_down = ~drop.any(2), ~rise.any(2)  # [S, 2]
     unsure = int((np.abs(dc) <= dc_e).sum() + (np.abs(dh) <= dh_e).sum())
     data = Monotone(np.array(seeds), np.array(_ws(quick)), conf, ent, conf_e, ent_e, conf_up, ent_down)
     numbers = []
@@ -149,24 +153,29 @@ def conclude(quick: bool, results) -> Outcome:
     key = (f"confidence rises with w in {conf_up.all(1).sum()}/{len(seeds)} random laws (DDPM and DDIM), entropy "
            f"falls in {ent_down.all(1).sum()}/{len(seeds)}")
     bad = sorted(set(bad_conf) | set(bad_ent))
-    base, base_e = conf[:, 0, 0], conf_e[:, 0, 0]  # [S] the unguided (w = 0) DDPM confidence: the classes' separation
-    held = [i for i, s in enumerate(seeds) if s not in bad]
-    broke = [i for i, s in enumerate(seeds) if s in bad]
-    low = min(held, key=lambda i: base[i]) if held else None  # the least separated law that holds
-    high = max(broke, key=lambda i: base[i]) if broke else None  # the most separated law that violates
-    if low is not None:
-        numbers.append(("lowest unguided confidence of a law that holds", base[low], base_e[low]))
-    if high is not None:
-        numbers.append(("highest unguided confidence of a law that violates", base[high], base_e[high]))
+    ws = np.array(_ws(quick))
+    early = drop | rise  # [S, 2, W - 1] violating steps
+    small = [s for i, s in enumerate(seeds) if early[i][:, ws[:-1] < 1].any()]  # a step from w < 1, any sampler
+    late = [s for i, s in enumerate(seeds) if s not in small and early[i].any()]  # only steps from w >= 1
+    late_ddpm = [s for i, s in enumerate(seeds) if s in late and not early[i, 1].any()]  # ... under DDPM alone
+    for j, sm in enumerate(SAMPLERS):
+        numbers.append((f"{sm}: laws violating at a step from w < 1", sum(early[seeds.index(s), j][ws[:-1] < 1].any()
+                                                                         for s in seeds)))
+        numbers.append((f"{sm}: laws violating only at steps from w >= 1", sum(
+            early[i, j].any() and not early[i, j][ws[:-1] < 1].any() for i in range(len(seeds)))))
     if not bad:
         verdict = "holds"
-    elif held:
-        split = base[high] + base_e[high] < base[low] - base_e[low]
-        domain = (f"holds for every law whose unguided (w = 0) confidence is at least {base[low]:.2f}, fails for "
-                  f"laws at {base[high]:.2f} or below" if split else
-                  "the violating laws' unguided confidences lie among the others'")
-        verdict = (f"holds only when the classes are separated (the paper's well-separated means): {domain}; "
-                   f"violations for seeds {bad} (confidence: {bad_conf}, entropy: {bad_ent})")
+    elif len(bad) < len(seeds):
+        parts = []
+        if small:
+            parts.append(f"it fails at small w (a step from w < 1) for seeds {small}: guiding away from the other "
+                         f"class first spreads the conditional's mass")
+        if late:
+            who = "under DDPM alone" if late == late_ddpm else "under DDPM or DDIM"
+            parts.append(f"it fails from w >= 1 {who} for seeds {late}")
+        verdict = (f"holds only when the law is one of the {len(seeds) - len(bad)} of {len(seeds)} random laws that meet "
+                   f"the conditions (seeds {[s for s in seeds if s not in bad]}): " + "; ".join(parts) +
+                   f" (confidence violations: {bad_conf}, entropy: {bad_ent})")
     else:
         verdict = "fails"
     return Outcome(CLAIM.result(verdict, key, numbers), data)
