@@ -121,6 +121,16 @@ def test_chidambaram_guidance_pushes_to_the_far_edge_and_past_a_soft_one(cache):
     assert o.data.trained_ws.tolist() == [0.0, 8.0]
 
 
+def test_chidambaram_names_the_errors_too_small_to_leave_the_support():
+    """The full sweep's eps error 0.02 keeps the mass on the support up to w = 32 (0.00 outside): the verdict's domain
+    says so; errors that leave add nothing."""
+    from evaluation.claims.chidambaram import _small_errors
+
+    assert _small_errors((0.0, 0.02, 0.1), [0.0, 1.0], (0.0, 32.0)) == (
+        " when the error is large enough: at w=32, not for eps error 0.02 (0.00 outside)")
+    assert _small_errors((0.0, 0.1), [1.0], (0.0, 32.0)) == ""
+
+
 @pytest.mark.ledger
 def test_wu_confidence_rises_entropy_can_rise(cache):
     """Concludes under the contract (issue 19/23: its DDIM entropy was not converged on grids; it now comes from the
