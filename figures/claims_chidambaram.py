@@ -45,8 +45,8 @@ def plot(d: Guided, out_dir: Path) -> list[Path]:
         ax = axes[-1]
         for i, e in enumerate(d.errors):
             ax.plot(d.ws, d.outside[i], "-o", ms=3, label=f"blocks, eps error {e:g}")
-        ax.plot(d.ws, d.trained_outside[0], "--s", ms=3, label="paper_1d exact")
-        ax.plot(d.ws, d.trained_outside[1], "--s", ms=3, label="paper_1d trained networks")
+        ax.plot(d.trained_ws, d.trained_outside[0], "--s", ms=3, label="paper_1d exact")
+        ax.plot(d.trained_ws, d.trained_outside[1], "--s", ms=3, label="paper_1d trained networks")
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlabel("w")
         ax.set_title("mass outside the support")

@@ -126,11 +126,24 @@ class OutputLaw(NamedTuple):
 
 
 def _stats(mass: torch.Tensor, axes, classifier) -> tuple[tuple, float, float]:
-    m = (mass.clamp(min=0) / mass.clamp(min=0).sum()).reshape(-1)
+    """Mean, differential entropy and mean confidence of a law given by hat masses. The entropy of hat masses is the
+    entropy of the law smoothed by the hat (a triangle of variance ``h^2 / 6`` per axis), so by de Bruijn's identity it
+    exceeds the law's by ``h^2 / 12`` times its Fisher information ``J`` (per axis, to first order); that term is taken
+    off, with ``J`` from the masses (``sum (m_k+1 - m_k)^2 / ((m_k+1 + m_k) / 2) / h^2``), leaving an error of
+    higher order (wu-gmm's DDPM rand1d:12 w = 4: -1.87672, -1.89019, -1.89382, -1.89474 on 1121 ... 8961 nodes,
+    changes falling 4x per halving; corrected -1.89134, -1.89470, -1.89503, -1.89505, about 12x)."""
+    p = mass.clamp(min=0) / mass.clamp(min=0).sum()
+    m = p.reshape(-1)
     X = grid_points(axes)
     cell = math.prod((a[1] - a[0]).item() for a in axes)
     pos = m > 0
     entropy = -(m[pos] * torch.log(m[pos] / cell)).sum().item()
+    for i, a in enumerate(axes):  # de Bruijn: the hats' smoothing, h^2 / 12 times the Fisher information per axis
+        h = (a[1] - a[0]).item()
+        lo, hi = p.narrow(i, 0, p.shape[i] - 1), p.narrow(i, 1, p.shape[i] - 1)
+        both = lo + hi
+        on = both > 0
+        entropy -= ((hi - lo)[on] ** 2 / (0.5 * both[on])).sum().item() / 12.0
     return tuple((m @ X).tolist()), entropy, (m @ classifier(X)).item()
 
 
