@@ -384,8 +384,9 @@ def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32) ->
     The grid route (:func:`sliced_w1` of hat masses) is first order in the output spacing; this one only in the
     start's spacing where the sampler's map is steep (w = 4, SD3-shifted levels, CFG-Zero* + zero-init:
     0.3547, 0.3581, 0.3600 on 61, 121, 241 nodes), and far faster where it is smooth (1e-6 on 61 nodes).
-    The start's nodes double (``2 n - 1``) from 61 per axis (401 in 1-D) until the estimated error is within
-    ``tol`` or up to 481 (12801). Error: the change of the last doubling, times ``1 / (rho - 1)`` when the ratio
+    The start's nodes double (``2 n - 1``) from 41 per axis (401 in 1-D) until the estimated error is within
+    ``tol`` (half of it) or up to 641 (12801); past that the error is returned as it is (the caller judges it).
+    Error: the change of the last doubling, times ``1 / (rho - 1)`` when the ratio
     ``rho`` of the last two changes is below 2 (geometric tail; ``inf`` when the changes do not shrink), plus
     twice the target's change from a rule of half its spacing (601 nodes per axis in 2-D, 6001 in 1-D: spacing 0.02
     on the experiment's box), plus the mass of start and target outside the box times the reach of all points
