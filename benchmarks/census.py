@@ -307,7 +307,7 @@ def main(argv=None) -> None:
     ratios = kind_ratios()
     est = {}
     modelled = set()
-    print(f"\n# per group: cells, estimated CPU-s +- standard error, timed cells (CPU-s each; ! = did not finish: a "
+    print("\n# per group: cells, estimated CPU-s +- standard error, timed cells (CPU-s each; ! = did not finish: a "
           f"lower bound); 'model': not timed, the median CPU-s per unit cost of its kind's timed groups times its "
           f"cells' cost, +- the spread of that ratio over those groups")
     for g in order:
@@ -330,7 +330,7 @@ def main(argv=None) -> None:
     if not est:
         return
     per_cell = {k: est[g][0] * cost[k] for g, ks in groups.items() if g in est for k in ks}
-    print(f"\n# per claim / figure (distinct cells it lists; shared cells count in each owner; * = partly not timed)")
+    print("\n# per claim / figure (distinct cells it lists; shared cells count in each owner; * = partly not timed)")
     print(f"{'owner':<34} {'cells':>6} {'CPU-s':>9} {'+-':>7}")
     rows = []
     for o in listed:
