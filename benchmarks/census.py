@@ -308,8 +308,8 @@ def main(argv=None) -> None:
     est = {}
     modelled = set()
     print("\n# per group: cells, estimated CPU-s +- standard error, timed cells (CPU-s each; ! = did not finish: a "
-          f"lower bound); 'model': not timed, the median CPU-s per unit cost of its kind's timed groups times its "
-          f"cells' cost, +- the spread of that ratio over those groups")
+          "lower bound); 'model': not timed, the median CPU-s per unit cost of its kind's timed groups times its "
+          "cells' cost, +- the spread of that ratio over those groups")
     for g in order:
         ks = groups[g]
         if rows[g]:
