@@ -6,7 +6,9 @@ and one table per figure) to ``--out``. Everything shown is computed exactly (no
 deterministic. One job, on every core by default (``--workers``, default ``os.cpu_count()``), with one progress
 bar (in seconds of work measured per kind of cell, with ``cells done/total`` and an ETA from the measured rates:
 :class:`evaluation.sweep.Eta`): first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
-cached sweep of :func:`evaluation.sweep.run_cells`; then the figures without the hook compute their arrays in
+cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
+goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module, computes anyway: the claims ledger
+reports such a claim as not converged, recomputing its failed cells, which are never cached); then the figures without the hook compute their arrays in
 worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those
 recomputes nothing), and every figure is drawn in order.
 ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
@@ -34,7 +36,8 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
-from evaluation.sweep import BAR_FORMAT, SweepInterrupted, eta_of, local_pool, run_cells  # noqa: E402
+from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, eta_of, local_pool,  # noqa: E402
+                              run_cells)
 from figures import FIGURES  # noqa: E402
 
 
@@ -147,12 +150,15 @@ def main(argv=None) -> int:
 
     # 1. every figure's cells (the figures that declare them, figures/__init__.py) in one cached sweep
     hooked = [n for n in names if callable(getattr(FIGURES[n], "cells", None))]
-    cells, cell_error = [], {}
+    cells, cell_error, owned = [], {}, {}
     for name in hooked:
         try:
-            cells += list(FIGURES[name].cells(args.quick))
+            own = list(FIGURES[name].cells(args.quick))
         except Exception as err:  # noqa: BLE001 - that figure fails, the others go on
             cell_error[name] = err
+        else:
+            owned[name] = own
+            cells += own
     plain = [n for n in names if n not in hooked]
     pooled = plain if args.workers > 1 and (len(plain) > 1 or (plain and cells)) else []
     # one bar for the whole run, in seconds of work measured per kind of task (evaluation.sweep.Eta): the cells,
@@ -170,11 +176,17 @@ def main(argv=None) -> int:
                 fut = pool.submit(_compute, group, args.quick, args.threads)
                 futures.update({n: (fut, n) for n in group})
         if cells:
-            try:
-                run_cells(cells, workers=args.workers, bar=bar,
-                          desc=f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
+            try:  # a cell that fails fails the figures that list it, not the sweep (the others' cells go on)
+                run = run_cells(cells, workers=args.workers, bar=bar, keep_going=True,
+                                desc=f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
             except Exception as err:  # noqa: BLE001 - every hooked figure reports it
                 cell_error.update({n: err for n in hooked if n not in cell_error})
+            else:
+                failed_cells = {cell_key(c): r for c, r in zip(cells, run.results) if isinstance(r, CellFailed)}
+                for name, own in owned.items():
+                    bad = list({k: failed_cells[k] for k in map(cell_key, own) if k in failed_cells}.values())
+                    if bad and not getattr(FIGURES[name], "PARTIAL", False):
+                        cell_error[name] = RuntimeError(f"{len(bad)} of its cells failed; first: {bad[0]}")
         cells_done = True
         # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
         for name in names:

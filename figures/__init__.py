@@ -17,7 +17,9 @@ of :mod:`evaluation.sweep` declares them with an optional hook::
 
 ``paper_plots.py`` first gathers ``cells(quick)`` of every figure it draws and runs them all in ONE
 ``run_cells(..., workers=N)`` call (shared cells computed once, one progress bar, the cores busy until the
-last cell), then calls each figure's ``compute(quick)``, which finds its cells cached. ``cells`` must be cheap
+last cell; a cell that fails fails the figures that list it, unless a figure declares ``PARTIAL = True``: its
+``compute`` copes with failed cells, which it finds uncached), then calls each figure's ``compute(quick)``, which
+finds its cells cached. ``cells`` must be cheap
 (it builds configurations, it computes nothing) and ``compute`` must use the default cache
 (:func:`evaluation.sweep.default_cache_dir`) so that it finds them. A figure without the hook still works:
 its ``compute`` runs in a worker process of its own (``--workers`` > 1) or in the main process; a figure that

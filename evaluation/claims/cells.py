@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from analytic import check_integrable
+from analytic import AutoGReward, CFGReward, ClassifierReward, check_integrable
 from analytic.quadrature import grid_points
 
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
@@ -27,7 +27,8 @@ from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
 
-__all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "CHECKED", "OF_THE_LAW", "axes_of"]
+__all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "CHECKED", "OF_THE_LAW", "axes_of",
+           "shared_target", "clear_targets"]
 
 F64 = torch.float64
 CHECKED = ("tv", "kl_out_target", "kl_target_out", "w1", "mean", "entropy", "confidence", "regions", "region_var")
@@ -200,6 +201,48 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
     return nums
 
 
+# One process's tilted targets, shared by its cells: the target depends on the law, the reward, the grid and the
+# tolerance alone, not on the sampler, schedule, start or REG estimator, so the cells of a sweep ask for few distinct
+# ones (a 2-D target on 201^2 nodes costs ~18 CPU-s, up to a third of its cell). Bounded: the oldest go first.
+_TARGETS: dict = {}
+_TARGETS_MAX = 32
+
+
+def _mixture_key(m) -> tuple:
+    return tuple(t.detach().cpu().numpy().tobytes() for t in (m.log_weights, m.means, m.covs))
+
+
+def _reward_key(reward) -> tuple | None:
+    """The value of a reward whose target can be shared (a CFG, AutoG or classifier reward: a ratio of two mixtures
+    to the power ``w`` times a constant), or None (not shared)."""
+    if type(reward) not in (CFGReward, AutoGReward, ClassifierReward):
+        return None
+    return type(reward).__name__, float(reward.w), float(reward.log_const), _mixture_key(reward.num), \
+        _mixture_key(reward.den)
+
+
+def shared_target(law: str, cond, reward, grid: tuple, tol: float) -> GridLaw:
+    """The tilted target of ``reward`` on ``cond`` (the conditional of the law spelt ``law``) on ``grid`` (every
+    axis) within ``tol``, as a :class:`evaluation.accuracy.GridLaw`, computed once per process for equal values of
+    (law, reward, grid, tol): the same tensors as a fresh computation. Callers must not modify them."""
+    rk = _reward_key(reward)
+    key = None if rk is None else (law, rk, tuple(grid), float(tol))
+    if key is not None and key in _TARGETS:
+        return _TARGETS[key]
+    t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)
+    out = GridLaw(tuple(grid), t.mass, t.error, t.lost, 0)
+    if key is not None:
+        while len(_TARGETS) >= _TARGETS_MAX:
+            _TARGETS.pop(next(iter(_TARGETS)))
+        _TARGETS[key] = out
+    return out
+
+
+def clear_targets() -> None:
+    """Forget the shared targets of this process (:func:`shared_target`)."""
+    _TARGETS.clear()
+
+
 @cell_kind(OutputCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
                                 "toy"))
 def output_law(cell: OutputCell) -> OutputLaw:
@@ -237,8 +280,7 @@ def output_law(cell: OutputCell) -> OutputLaw:
 
     def target_on(g) -> GridLaw:
         if g not in targets:
-            t = tilted_target(law.cond, reward, axes_of(g, d), tol=tol)
-            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
+            targets[g] = shared_target(cell.law, law.cond, reward, g, tol)
         return targets[g]
 
     def published(laws):

@@ -1,6 +1,7 @@
 """paper_plots.py as one job (issue 19, item 4): every table of results.md has its values, no two figures write a
 file of the same name (the ledger's flows figure once overwrote flows.png), the figures' cells run in one sweep
 before their compute reads them, and the command line's --workers is checked."""
+import dataclasses
 import json
 import re
 
@@ -14,6 +15,7 @@ from evaluation import flows as flows_exp  # noqa: E402
 from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.claims import get_claim, run_ledger  # noqa: E402
 from evaluation.claims.ledger import Outcome  # noqa: E402
+from evaluation.sweep import cell_kind  # noqa: E402
 from figures import claims, flows, maps_1d  # noqa: E402
 
 
@@ -151,3 +153,50 @@ def test_the_findings_figures_declare_their_cells():
 
     for name in ("curves_1d", "maps_1d", "trained_1d", "fields_2d", "closed_forms"):
         assert callable(getattr(FIGURES[name], "cells", None)) and FIGURES[name].cells(True), name
+
+
+@dataclasses.dataclass(frozen=True)
+class Refuses:
+    """A stand-in cell: ``x + 1``, or a ValueError for ``x < 0`` (a cell that cannot meet its tolerance)."""
+
+    x: float
+
+
+@cell_kind(Refuses)
+def _refuses(cell: Refuses) -> float:
+    if cell.x < 0:
+        raise ValueError(f"cell x = {cell.x} refuses")
+    return cell.x + 1
+
+
+def _figure(name: str, cells: list, partial: bool = False):
+    """A stand-in figure module with the cells hook whose compute reads its cells (through the cache) and plots
+    nothing."""
+    from types import SimpleNamespace
+
+    from evaluation.sweep import run_cells
+
+    def compute(quick=False):
+        return run_cells(cells, progress=False, keep_going=partial).results
+
+    ns = SimpleNamespace(NAME=name, CAPTION=name, cells=lambda quick=False: list(cells), compute=compute,
+                         plot=lambda arrays, out: [], summary=lambda arrays: {"x": str(arrays[0])})
+    if partial:
+        ns.PARTIAL = True
+    return ns
+
+
+def test_a_failing_cell_fails_only_the_figures_that_list_it(tmp_path, monkeypatch):
+    """Found by the census (s7): one cell of the whole job that raised (a wu-gmm cell not converged, an autoguidance
+    2-D cell over the node budget) stopped paper_plots' one sweep and failed EVERY figure with cells. Now the sweep
+    goes on; the figures listing the cell fail naming it, the others are drawn, and a figure that copes with failed
+    cells (``PARTIAL``, the claims ledger) computes anyway."""
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "cache"))
+    figs = {"good": _figure("good", [Refuses(1.0)]), "bad": _figure("bad", [Refuses(2.0), Refuses(-1.0)]),
+            "copes": _figure("copes", [Refuses(-1.0), Refuses(3.0)], partial=True)}
+    monkeypatch.setattr(paper_plots, "FIGURES", figs)
+    assert paper_plots.main(["--out", str(tmp_path / "out"), "--workers", "1", "--no-progress"]) == 1
+    res = json.loads((tmp_path / "out" / "results.json").read_text())["figures"]
+    assert res["good"]["numbers"] == {"x": "2.0"}
+    assert "1 of its cells failed" in res["bad"]["error"] and "x = -1.0 refuses" in res["bad"]["error"]
+    assert "error" not in res["copes"] and res["copes"]["numbers"]["x"].startswith("cell Refuses(x=-1.0) failed")

@@ -1,0 +1,77 @@
+"""The ledger's output cells share one process's tilted targets (s7 census: a 2-D target on 201^2 nodes costs ~18
+CPU-s, and the target depends on the law, the reward, the grid and the tolerance alone)."""
+import math
+
+import numpy as np
+import torch
+
+from analytic import AutoGReward, CFGReward
+from evaluation.claims import cells as cells_mod
+from evaluation.claims.cells import OutputCell, clear_targets, output_law, shared_target
+from evaluation.distances import tilted_target
+from evaluation.accuracy import axes_of
+from evaluation.spec import Law, Method
+
+PLAIN = OutputCell("paper_1d", "lin:10:0.0001", Method("cfg", 1.0), grid=(-5.0, 5.0, 401))
+REG = OutputCell("paper_1d", "lin:10:0.0001", Method("cfg", 1.0, reg="paper"), "tilted", grid=(-5.0, 5.0, 401))
+
+
+def _equal(a, b) -> bool:
+    for x, y in zip(a, b):
+        if isinstance(x, np.ndarray):
+            if not np.array_equal(x, y):
+                return False
+        elif isinstance(x, float) and math.isnan(x):
+            if not (isinstance(y, float) and math.isnan(y)):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def test_cells_of_one_law_and_reward_compute_their_target_once(monkeypatch):
+    """A REG cell with another start after the plain one: of the targets (with a tolerance) it asks for, those on the
+    grids the plain cell visited come from the plain cell's (nothing computed), and its numbers are those of the cell
+    computed alone, to the last bit."""
+    computed, asked = [], []
+    real_target, real_shared = cells_mod.tilted_target, cells_mod.shared_target
+
+    def counted(cond, reward, axes, **kw):
+        if "tol" in kw:
+            computed.append(len(axes[0]))
+        return real_target(cond, reward, axes, **kw)
+
+    def recorded(law, cond, reward, grid, tol):
+        asked.append(grid[2])
+        return real_shared(law, cond, reward, grid, tol)
+
+    monkeypatch.setattr(cells_mod, "tilted_target", counted)
+    monkeypatch.setattr(cells_mod, "shared_target", recorded)
+    clear_targets()
+    output_law(PLAIN)
+    plain_grids = set(asked)
+    assert sorted(set(computed)) == sorted(plain_grids)
+    computed.clear(), asked.clear()
+    warm = output_law(REG)
+    assert plain_grids & set(asked)  # the two cells share at least one grid
+    assert set(computed) == set(asked) - plain_grids  # only the grids the plain cell did not visit are computed
+    clear_targets()
+    computed.clear()
+    cold = output_law(REG)
+    assert set(computed) == set(asked) and _equal(warm, cold)
+
+
+def test_a_shared_target_is_the_fresh_one_and_rewards_are_told_apart():
+    parts = Law.parse("paper_1d").build()
+    grid, tol = (-5.0, 5.0, 201), 5e-4
+    clear_targets()
+    rewards = [CFGReward(parts.cond, parts.uncond, 1.0), CFGReward(parts.cond, parts.uncond, 3.0),
+               AutoGReward(parts.cond, Method("autog", 1.0).reward(parts).bad, 1.0)]
+    got = [shared_target("paper_1d", parts.cond, r, grid, tol) for r in rewards]
+    assert len({id(g) for g in got}) == 3
+    for r, g in zip(rewards, got):
+        fresh = tilted_target(parts.cond, r, axes_of(grid, 1), tol=tol)
+        assert torch.equal(g.mass, fresh.mass) and torch.equal(g.error, fresh.error) and g.lost == fresh.lost
+    again = shared_target("paper_1d", parts.cond, CFGReward(parts.cond, parts.uncond, 1.0), grid, tol)
+    assert again is got[0]  # an equal reward built anew: the same target
+    assert shared_target("paper_1d", parts.cond, rewards[0], grid, 1e-4) is not got[0]  # another tolerance
