@@ -1,4 +1,6 @@
 """Shared test fixtures as plain functions (importable from any test package)."""
+import math
+
 import torch
 
 from analytic import GaussianMixture
@@ -30,3 +32,19 @@ class GeneratorElsewhere(torch.Generator):
     def device(self):
         return torch.device("cuda", 0)
 
+
+
+def ddim_gaussian_case(mu: float = 0.7, s0: float = 0.5):
+    """DDIM with the exact denoiser of N(mu, s0^2) on 20 linear levels: each step is affine,
+    ``x' - mu = c_i (x - mu)`` with ``c_i = k + (sigma'/sigma)(1 - k)``, ``k = s0^2 / (s0^2 + sigma^2)``, so the output
+    law is ``N(mu - C mu, C^2 (1 + sigma_0^2))`` from ``x_T = sqrt(1 + sigma_0^2) u``, ``u ~ N(0, 1)``,
+    ``C = prod c_i``. Returns (denoiser, sigmas, output mean, output std)."""
+    from sampler import MixtureModel, VPSchedule, bind
+
+    den = bind(MixtureModel({"c": GaussianMixture.from_1d([1.0], [mu], [s0])}), "c")
+    sig = VPSchedule.linear(20, 1e-4, 0.02).sampling_sigmas()
+    C = 1.0
+    for s, sn in zip(sig[:-1].tolist(), sig[1:].tolist()):
+        k = s0**2 / (s0**2 + s**2)
+        C *= k + (sn / s) * (1 - k)
+    return den, sig, mu - C * mu, abs(C) * math.sqrt(1 + sig[0].item() ** 2)

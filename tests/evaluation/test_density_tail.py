@@ -11,21 +11,10 @@ from evaluation.density import output_density
 from evaluation.spec import Law, Method, Schedule
 from sampler import MixtureModel, VPSchedule, bind, sample
 
+from tests.helpers import ddim_gaussian_case
+
 F64 = torch.float64
 MU, S0 = 0.7, 0.5
-
-
-def _gaussian_case():
-    """DDIM with the exact denoiser of N(MU, S0^2): each step is affine, ``x' - MU = c_i (x - MU)`` with
-    ``c_i = k + (sigma'/sigma)(1 - k)``, ``k = S0^2 / (S0^2 + sigma^2)``, so the output law is
-    ``N(MU - C MU, C^2 (1 + sigma_0^2))`` from ``x_T = sqrt(1 + sigma_0^2) u``, ``u ~ N(0, 1)``, ``C = prod c_i``."""
-    den = bind(MixtureModel({"c": GaussianMixture.from_1d([1.0], [MU], [S0])}), "c")
-    sig = VPSchedule.linear(20, 1e-4, 0.02).sampling_sigmas()
-    C = 1.0
-    for s, sn in zip(sig[:-1].tolist(), sig[1:].tolist()):
-        k = S0**2 / (S0**2 + s**2)
-        C *= k + (sn / s) * (1 - k)
-    return den, sig, MU - C * MU, abs(C) * math.sqrt(1 + sig[0].item() ** 2)
 
 
 def _normal_hat_masses(axis, mean, std):
@@ -41,7 +30,7 @@ def test_ddim_on_a_gaussian_converges_at_second_order_in_the_sub_points():
     """The map is affine: the segments' images are exact and the only error is each sub-cell's law taken as
     uniform, second order in the sub-spacing (error ratio 4 per doubling), within the estimate; the point deposit
     of the same sub-points' images (the tail before, built here directly) is 50 times further off at sub = 4."""
-    den, sig, mean, std = _gaussian_case()
+    den, sig, mean, std = ddim_gaussian_case(MU, S0)
     axis = torch.linspace(-7.0, 7.0, 561, dtype=F64)
     exact = _normal_hat_masses(axis, mean, std)
     errs = {}

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import evaluation.flow_entropy as fe
-from analytic import GaussianMixture
 from evaluation.accuracy import coarsen
 from evaluation.density import output_density
 from evaluation.flow_entropy import flow_numbers
 from evaluation.spec import Law, Method, Schedule
-from sampler import MixtureModel, VPSchedule, bind
+
+from tests.helpers import ddim_gaussian_case
 
 F64 = torch.float64
 MU, S0 = 0.7, 0.5
@@ -28,13 +28,7 @@ def _map(phi):
 def test_ddim_on_a_gaussian_has_the_closed_form_entropy_and_mean():
     """DDIM with the exact denoiser of N(MU, S0^2) is affine per step (test_density_tail's closed form): the output
     is N(MU - C MU, (C sqrt(1 + sigma_0^2))^2), entropy 0.5 log(2 pi e std^2)."""
-    den = bind(MixtureModel({"c": GaussianMixture.from_1d([1.0], [MU], [S0])}), "c")
-    sig = VPSchedule.linear(20, 1e-4, 0.02).sampling_sigmas()
-    C = 1.0
-    for s, sn in zip(sig[:-1].tolist(), sig[1:].tolist()):
-        k = S0**2 / (S0**2 + s**2)
-        C *= k + (sn / s) * (1 - k)
-    mean, std = MU - C * MU, abs(C) * math.sqrt(1 + sig[0].item() ** 2)
+    den, sig, mean, std = ddim_gaussian_case(MU, S0)
     r = flow_numbers(den, sig, functions=(lambda x: x[:, 0],), tol=1e-6)
     exact = 0.5 * math.log(2 * math.pi * math.e * std**2)
     assert abs(r.entropy - exact) <= r.entropy_error <= 1e-6
