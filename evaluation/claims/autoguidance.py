@@ -22,11 +22,12 @@ import torch
 from analytic import CFGReward
 from sampler import CFG, AutoGuidance, MixtureModel, Unguided, bind
 
-from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, grid_tv,
+from ..accuracy import (Estimate, default_tol, GridLaw, coarsen, converged_laws, density_engine, grid_tv,
                         narrowest_kernel)
-from ..distances import distances, tilted_target
+from ..distances import distances
 from ..sweep import cell_kind
 from ..spec import Law, Schedule, weak_model
+from .cells import shared_target
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "AutogCell", "AutogLaw", "GUIDES", "cells", "conclude"]
@@ -89,7 +90,7 @@ def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
 
 
 @cell_kind(AutogCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances",
-                               "evaluation.accuracy"))
+                               "evaluation.accuracy", "evaluation.claims.cells"))
 def autog_law(cell: AutogCell) -> AutogLaw:
     law = Law.parse(cell.law).build()
     d = law.cond.dim
@@ -103,13 +104,9 @@ def autog_law(cell: AutogCell) -> AutogLaw:
     guided = Unguided(c) if cell.w == 0 else (
         CFG(c, bind(m, ref), cell.w) if cell.guide == "cfg" else AutoGuidance(c, bind(m, ref), cell.w))
     reward = CFGReward(law.cond, law.uncond, 0.0)  # the target is the conditional itself
-    targets = {}
 
     def target_on(g) -> GridLaw:
-        if g not in targets:
-            t = tilted_target(law.cond, reward, axes_of(g, d), tol=tol)
-            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
-        return targets[g]
+        return shared_target(law.cond, reward, g, tol)
 
     sigmas = sched.sampling_sigmas()
     (out,), _ = converged_laws([density_engine(guided, sigmas)], GRIDS[d], d, name=repr(cell), tol=tol,

@@ -32,9 +32,9 @@ from sampler.samplers import ddim_coefficients
 
 from ..accuracy import (GridLaw, converged_laws, density_engine, from_arrays, grid_tv, narrowest_kernel,
                         refined_engine, to_grid, tv_between)
-from ..distances import tilted_target
 from ..spec import Law, Method, Schedule
 from ..sweep import cell_kind
+from .cells import shared_target
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "PCCell", "PCLaw", "propagate", "KINDS"]
@@ -111,7 +111,8 @@ class PCLaw(NamedTuple):
         return from_arrays(self.grid, self.target, self.target_error, 0.0)
 
 
-@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
+@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
+                            "evaluation.claims.cells"))
 def pc_law(cell: PCCell) -> PCLaw:
     law = Law.parse(cell.law).build()
     sched = Schedule.parse(cell.schedule).vp
@@ -137,13 +138,9 @@ def pc_law(cell: PCCell) -> PCLaw:
             score = (cfg2(x1, s2) - x1) / s2**2
             return x1 + eps * score, math.sqrt(2 * eps)
         engine = refined_engine(lambda axes: propagate(step, sig, axes[0]))
-    targets = {}
 
     def target_on(g) -> GridLaw:
-        if g not in targets:
-            t = tilted_target(law.cond, reward, (torch.linspace(*g[:2], int(g[2]), dtype=F64),), tol=cell.tol)
-            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
-        return targets[g]
+        return shared_target(law.cond, reward, g, cell.tol)
 
     (out,), n = converged_laws([engine], cell.grid, 1, name=repr(cell), tol=cell.tol,
                                numbers=lambda laws: {"tv_target": grid_tv(laws[0], target_on(laws[0].grid))},

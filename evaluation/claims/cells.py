@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from analytic import AutoGReward, CFGReward, ClassifierReward, check_integrable
+from analytic import AutoGReward, CFGReward, ClassifierReward, GaussianMixture, check_integrable
 from analytic.quadrature import grid_points
 
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
@@ -139,8 +139,8 @@ def _stats(mass: torch.Tensor, axes, classifier) -> tuple[tuple, float, float]:
     cell = math.prod((a[1] - a[0]).item() for a in axes)
     pos = m > 0
     entropy = -(m[pos] * torch.log(m[pos] / cell)).sum().item()
-    for i, a in enumerate(axes):  # de Bruijn: the hats' smoothing, h^2 / 12 times the Fisher information per axis
-        h = (a[1] - a[0]).item()
+    for i in range(len(axes)):  # de Bruijn: the hats' smoothing, h^2 / 12 times the Fisher information per axis (with
+        # J from the masses, sum (dm)^2 / (m h^2), the spacing cancels)
         lo, hi = p.narrow(i, 0, p.shape[i] - 1), p.narrow(i, 1, p.shape[i] - 1)
         both = lo + hi
         on = both > 0
@@ -221,12 +221,14 @@ def _reward_key(reward) -> tuple | None:
         _mixture_key(reward.den)
 
 
-def shared_target(law: str, cond, reward, grid: tuple, tol: float) -> GridLaw:
-    """The tilted target of ``reward`` on ``cond`` (the conditional of the law spelt ``law``) on ``grid`` (every
-    axis) within ``tol``, as a :class:`evaluation.accuracy.GridLaw`, computed once per process for equal values of
-    (law, reward, grid, tol): the same tensors as a fresh computation. Callers must not modify them."""
+def shared_target(cond, reward, grid: tuple, tol: float) -> GridLaw:
+    """The tilted target of ``reward`` on ``cond`` on ``grid`` (every axis) within ``tol``, as a
+    :class:`evaluation.accuracy.GridLaw`, computed once per process for equal values of (cond, reward, grid, tol)
+    when ``cond`` is a ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward (else computed afresh):
+    the same tensors as a fresh computation. Callers must not modify them."""
     rk = _reward_key(reward)
-    key = None if rk is None else (law, rk, tuple(grid), float(tol))
+    key = None if rk is None or not isinstance(cond, GaussianMixture) else (_mixture_key(cond), rk, tuple(grid),
+                                                                                float(tol))
     if key is not None and key in _TARGETS:
         return _TARGETS[key]
     t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)
@@ -280,7 +282,7 @@ def output_law(cell: OutputCell) -> OutputLaw:
 
     def target_on(g) -> GridLaw:
         if g not in targets:
-            targets[g] = shared_target(cell.law, law.cond, reward, g, tol)
+            targets[g] = shared_target(law.cond, reward, g, tol)
         return targets[g]
 
     def published(laws):

@@ -32,9 +32,9 @@ from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from sampler import CFG, Unguided
 
 from ..accuracy import DEFAULT_TOL, Estimate, GridLaw, converged_laws, density_engine, grid_moments, grid_tv, narrowest_kernel
-from ..distances import tilted_target
 from ..sweep import cell_kind
 from ..spec import Schedule
+from .cells import shared_target
 from .ledger import Claim, Outcome
 
 __all__ = ["CLAIM", "SEPARATIONS", "HighDimCell", "HighDimLaw", "HighDim", "cells", "conclude"]
@@ -108,7 +108,8 @@ def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
     return {**grid_moments(out), "tv": grid_tv(out, target)}
 
 
-@cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
+@cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
+                                 "evaluation.claims.cells"))
 def high_dim_law(cell: HighDimCell) -> HighDimLaw:
     mu = cell.mu
     cond, uncond = _classes_1d(mu)
@@ -116,13 +117,9 @@ def high_dim_law(cell: HighDimCell) -> HighDimLaw:
     grid = (-6.0, mu + 8.0, n)  # holds the N(0, 1) start and the output
     guided = Unguided(cond.denoise) if cell.w == 0 else CFG(cond.denoise, uncond.denoise, cell.w)
     reward = CFGReward(cond, uncond, 0.0)  # the target is the class-conditional itself
-    targets = {}
 
     def target_on(g) -> GridLaw:
-        if g not in targets:
-            t = tilted_target(cond, reward, torch.linspace(*g[:2], int(g[2]), dtype=F64), tol=cell.tol)
-            targets[g] = GridLaw(g, t.mass, t.error, t.lost, 0)
-        return targets[g]
+        return shared_target(cond, reward, g, cell.tol)
 
     sigmas = Schedule.parse(cell.schedule).sigmas()
     (out,), n = converged_laws([density_engine(guided, sigmas)], grid, 1, name=repr(cell), tol=cell.tol,

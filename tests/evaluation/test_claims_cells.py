@@ -41,9 +41,9 @@ def test_cells_of_one_law_and_reward_compute_their_target_once(monkeypatch):
             computed.append(len(axes[0]))
         return real_target(cond, reward, axes, **kw)
 
-    def recorded(law, cond, reward, grid, tol):
+    def recorded(cond, reward, grid, tol):
         asked.append(grid[2])
-        return real_shared(law, cond, reward, grid, tol)
+        return real_shared(cond, reward, grid, tol)
 
     monkeypatch.setattr(cells_mod, "tilted_target", counted)
     monkeypatch.setattr(cells_mod, "shared_target", recorded)
@@ -67,11 +67,24 @@ def test_a_shared_target_is_the_fresh_one_and_rewards_are_told_apart():
     clear_targets()
     rewards = [CFGReward(parts.cond, parts.uncond, 1.0), CFGReward(parts.cond, parts.uncond, 3.0),
                AutoGReward(parts.cond, Method("autog", 1.0).reward(parts).bad, 1.0)]
-    got = [shared_target("paper_1d", parts.cond, r, grid, tol) for r in rewards]
+    got = [shared_target(parts.cond, r, grid, tol) for r in rewards]
     assert len({id(g) for g in got}) == 3
     for r, g in zip(rewards, got):
         fresh = tilted_target(parts.cond, r, axes_of(grid, 1), tol=tol)
         assert torch.equal(g.mass, fresh.mass) and torch.equal(g.error, fresh.error) and g.lost == fresh.lost
-    again = shared_target("paper_1d", parts.cond, CFGReward(parts.cond, parts.uncond, 1.0), grid, tol)
+    again = shared_target(parts.cond, CFGReward(parts.cond, parts.uncond, 1.0), grid, tol)
     assert again is got[0]  # an equal reward built anew: the same target
-    assert shared_target("paper_1d", parts.cond, rewards[0], grid, 1e-4) is not got[0]  # another tolerance
+    assert shared_target(parts.cond, rewards[0], grid, 1e-4) is not got[0]  # another tolerance
+
+
+def test_shared_targets_are_keyed_by_the_conditional_itself():
+    """Two conditionals under one reward are two targets (the key is the mixture's values, not a name)."""
+    parts = Law.parse("paper_1d").build()
+    other = Law.parse("rand1d:3").build()
+    grid, tol = (-5.0, 5.0, 201), 5e-4
+    clear_targets()
+    reward = CFGReward(parts.cond, parts.uncond, 1.0)
+    a, b = shared_target(parts.cond, reward, grid, tol), shared_target(other.cond, reward, grid, tol)
+    assert a is not b and not torch.equal(a.mass, b.mass)
+    fresh = tilted_target(other.cond, reward, axes_of(grid, 1), tol=tol)
+    assert torch.equal(b.mass, fresh.mass)
