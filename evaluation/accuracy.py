@@ -7,7 +7,8 @@ need, and :func:`evaluation.docs.format_number` prints a number with its error).
 
 - kernels narrower than the grid refine it before anything runs: the spacing is halved until the narrowest
   stochastic kernel of the sampler (:func:`narrowest_kernel`, VP units) is at least ``MIN_KERNEL_WIDTH``
-  spacings (within the node budget; beyond it the density's own estimate decides);
+  spacings, up to ``FIRST_NODES`` (beyond it, up to the node budget ``MAX_NODES``, only the density's own
+  estimate refines: most laws with such kernels converge below it, a few need one grid finer);
 - each engine computes its law once per grid with an error estimate (an :class:`Engine`; no refinement of its
   own, so no grid is ever computed twice): :func:`density_engine` is :func:`evaluation.density.output_density`
   with the density's estimate (the change from the grid's even nodes: the error of the coarser computation,
@@ -51,7 +52,7 @@ from sampler.samplers import check_sigmas, ddim_coefficients
 from .density import output_density
 from .distances import total_variation
 
-__all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "Estimate", "GridLaw", "axes_of", "refine", "widen",
+__all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "MAX_NODES", "FIRST_NODES", "Estimate", "GridLaw", "axes_of", "refine", "widen",
            "spacing", "narrowest_kernel", "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "region_fraction",
            "region_mass", "region_var", "to_grid", "common_grid",
            "tv_between", "density_engine", "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays"]
@@ -63,7 +64,12 @@ LOST_SHARE = 0.25  # widen while more than this share of tol is missing from the
 STALL = 2 / 3  # a refinement that leaves more than this share of the masses' error: the spacing does not set it
 MIN_KERNEL_WIDTH = 0.5  # stochastic kernels narrower than this many spacings refine the grid (density's threshold)
 MAX_WIDEN = 3  # the grid may grow to 8 times the cell's width
-MAX_NODES = {1: 2**14 + 1, 2: 201**2}  # node budget (given grid and the density's working grids), per dimension
+MAX_NODES = {1: 2**14 + 1, 2: 401**2}  # node budget (given grid and the density's working grids), per dimension
+# the narrow-kernel rule refines the cell's grid before anything runs up to FIRST_NODES only; beyond, only a law's
+# own estimate refines it. 2-D: kernels narrower than the 201^2 spacing (the paper's schedule) leave laws whose
+# 201^2 estimate is 6-30x their error (its even-node run is far from resolving them) and whose 401^2 estimate is
+# 2.4x: they converge one grid finer, while most such laws converge at 201^2 and must not pay 4x for it
+FIRST_NODES = {1: MAX_NODES[1], 2: 201**2}
 DEFAULT_SUB, MAX_SUB = {1: 8, 2: 3}, {1: 128, 2: 12}  # sub-points per cell and axis of a deterministic push-forward
 
 Grid = tuple  # (lo, hi, n): every axis the same
@@ -403,9 +409,10 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         raise ValueError(f"{name}: whole_law must be True or False, and True without numbers to judge; got "
                          f"{whole_law!r} (numbers {'given' if numbers is not None else 'None'})")
     budget = int(max_nodes) if max_nodes is not None else MAX_NODES[d]
+    first = min(budget, FIRST_NODES[d])
     top = min(e.efforts(d) if hasattr(e, "efforts") else 0 for e in engines)  # a plain function: no effort knob
     g = tuple(grid)
-    while spacing(g) > narrowest / MIN_KERNEL_WIDTH and int(refine(g)[2]) ** d <= budget:
+    while spacing(g) > narrowest / MIN_KERNEL_WIDTH and int(refine(g)[2]) ** d <= first:
         g = refine(g)
 
     def run(g, effort):

@@ -7,7 +7,7 @@ import torch
 
 from analytic import CFGReward
 from analytic.quadrature import deposit
-from evaluation.accuracy import (DEFAULT_TOL, Estimate, GridLaw, axes_of, coarsen, common_grid, converged_laws, crossing_smoothing,
+from evaluation.accuracy import (DEFAULT_TOL, FIRST_NODES, MAX_NODES, Estimate, GridLaw, axes_of, coarsen, common_grid, converged_laws, crossing_smoothing,
                                  density_engine, grid_tv, narrowest_kernel, refine, region_fraction, region_mass, region_var, spacing, to_grid,
                                  tv_between, widen)
 from evaluation.claims.cells import OutputCell, output_law
@@ -284,10 +284,10 @@ def _engine(error_of, lost_of):
 
     def run(grid, d, effort=0, *_):
         calls.append((grid, effort))
-        n = int(grid[2])
+        shape = (int(grid[2]),) * d
         lost = lost_of(grid)
-        m = torch.full((n,), (1 - lost) / n, dtype=F64)
-        return GridLaw(grid, m, torch.full((n,), error_of(grid, effort) / n, dtype=F64), lost, 0)
+        m = torch.full(shape, (1 - lost) / math.prod(shape), dtype=F64)
+        return GridLaw(grid, m, torch.full(shape, error_of(grid, effort) / math.prod(shape), dtype=F64), lost, 0)
 
     run.efforts = lambda d: 2
     return run, calls
@@ -314,6 +314,25 @@ def test_an_error_the_spacing_does_not_set_raises_the_effort_after_one_refinemen
     with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.001"):
         run2, _ = _engine(lambda g, e: 1e-3, lambda g: 0.0)
         converged_laws([run2], (-1.0, 1.0, 11), 1, name="c", tol=tol, max_nodes=41)
+
+
+def test_narrow_kernels_refine_a_2d_grid_to_201_squared_and_only_a_failing_estimate_beyond():
+    """2-D kernels narrower than the 201^2 spacing (the paper's schedule) refine the grid before anything runs up to
+    FIRST_NODES only: a law whose estimate is met there is computed once, on 201^2; one whose estimate is not (the
+    measured case: correlated_2d, paper schedule, CFG w = 1 has an estimate of 6.5x its error at 201^2 and 2.4x
+    at 401^2) is computed next on 401^2, within MAX_NODES, before any effort is raised."""
+    assert FIRST_NODES[2] == 201**2 < MAX_NODES[2] == 401**2 and FIRST_NODES[1] == MAX_NODES[1]
+    g0, tol = (-1.0, 1.0, 51), 5e-3
+    run, calls = _engine(lambda g, e: 0.5 * tol, lambda g: 0.0)
+    converged_laws([run], g0, 2, name="c", tol=tol, narrowest=1e-4)
+    assert calls == [((-1.0, 1.0, 201), 0)]
+    run, calls = _engine(lambda g, e: 0.02 if g[2] <= 201 else tol, lambda g: 0.0)
+    (out,), _ = converged_laws([run], g0, 2, name="c", tol=tol, narrowest=1e-4)
+    assert calls == [((-1.0, 1.0, 201), 0), ((-1.0, 1.0, 401), 0)] and out.grid == (-1.0, 1.0, 401)
+    run, calls = _engine(lambda g, e: 0.02 if g[2] <= 201 else tol, lambda g: 0.0)  # a cell's own smaller budget
+    with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.02"):
+        converged_laws([run], g0, 2, name="c", tol=tol, narrowest=1e-4, max_nodes=201**2)
+    assert [g[2] for g, _ in calls] == [201, 201, 201]  # efforts 0, 1, 2 on the same grid
 
 
 def test_bad_engines_grids_and_regions_are_refused_not_published():
