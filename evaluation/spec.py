@@ -9,6 +9,8 @@ Laws (:class:`Law`, built by :meth:`Law.build` into a :class:`LawParts`):
 - a preset of :mod:`analytic.presets`: ``paper_1d``, ``paper_1d_script``, ``correlated_2d``, ``classes_2d``;
 - ``single:MU_C:S_C:MU_U:S_U``: 1-D single Gaussians (closed forms in :mod:`analytic.symbolic`);
 - ``rand1d:SEED``: two random 1-D classes of 1-3 components each, seeded; the conditional is class 0;
+- ``rand1d_iso:SEED``: two random 1-D classes of one Gaussian each with a common width (the isotropic, equal-covariance
+  classes Wu et al. 2403.01639 analyse), seeded; the conditional is class 0;
 - ``blocks_1d``: two classes, each an almost flat block of narrow Gaussians (a compact-support stand-in);
 - ``mixture:JSON``: any mixture pair in any d, ``JSON = [[weights, means, covs], [weights, means, covs]]``
   (conditional, unconditional; :meth:`Law.mixture` makes one from two ``GaussianMixture``);
@@ -69,8 +71,9 @@ _NARROW = 0.05  # levels below which the tilted posterior is narrow enough for f
 
 
 # --- laws -----------------------------------------------------------------------------------------------
-LAW_FORMS = ("a preset (" + ", ".join(PRESETS) + ")", "single:MU_C:S_C:MU_U:S_U", "rand1d:SEED", "blocks_1d",
-             "mixture:[[W, MEANS, COVS], [W, MEANS, COVS]]", "reducible:D:MU:DELTA:VAR1:ORIENT (axes or a seed)")
+LAW_FORMS = ("a preset (" + ", ".join(PRESETS) + ")", "single:MU_C:S_C:MU_U:S_U", "rand1d:SEED", "rand1d_iso:SEED",
+             "blocks_1d", "mixture:[[W, MEANS, COVS], [W, MEANS, COVS]]",
+             "reducible:D:MU:DELTA:VAR1:ORIENT (axes or a seed)")
 
 
 class LawParts(NamedTuple):
@@ -101,7 +104,7 @@ def _tuples(x):
 
 @dataclass(frozen=True)
 class Law:
-    """A data law by value: ``kind`` (``preset``, ``single``, ``rand1d``, ``blocks_1d``, ``mixture``,
+    """A data law by value: ``kind`` (``preset``, ``single``, ``rand1d``, ``rand1d_iso``, ``blocks_1d``, ``mixture``,
     ``reducible``) and its arguments (numbers, strings, nested tuples). Spelled by :meth:`parse` / ``str``."""
 
     kind: str
@@ -155,8 +158,8 @@ def _parse_law(text: str) -> Law:
         if len(parts) != 4:
             raise ValueError(f"single Gaussians are spelled 'single:MU_C:S_C:MU_U:S_U', got {text!r}")
         return Law("single", tuple(parse_float(p, "each parameter", text) for p in parts))
-    if head == "rand1d":
-        return Law("rand1d", (parse_int(rest, "the seed", text, 0),))
+    if head in ("rand1d", "rand1d_iso"):
+        return Law(head, (parse_int(rest, "the seed", text, 0),))
     if head == "mixture":
         try:
             pair = json.loads(rest)
@@ -222,11 +225,14 @@ def _build_law(law: Law) -> LawParts:
         cond = GaussianMixture.from_1d([1.0], [mu_c], [s_c])
         uncond = GaussianMixture.from_1d([1.0], [mu_u], [s_u])
         return LawParts(name, cond, uncond, (cond, uncond), (0.5, 0.5), 0)
-    if kind == "rand1d":
+    if kind in ("rand1d", "rand1d_iso"):
         if len(args) != 1 or isinstance(args[0], bool) or not isinstance(args[0], int) or args[0] < 0:
             raise ValueError(f"a random law has one integer seed >= 0, got {args!r}")
         g = torch.Generator().manual_seed(args[0])
         u = lambda n, lo, hi: (lo + (hi - lo) * torch.rand(n, generator=g, dtype=F64)).tolist()  # noqa: E731
+        if kind == "rand1d_iso":  # one Gaussian per class, one width for both
+            (m0, m1), (s,) = u(2, -3.0, 3.0), u(1, 0.2, 1.0)
+            return _pair(name, GaussianMixture.from_1d([1.0], [m0], [s]), GaussianMixture.from_1d([1.0], [m1], [s]))
 
         def mixture() -> GaussianMixture:
             k = int(torch.randint(1, 4, (1,), generator=g))
