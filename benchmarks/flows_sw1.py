@@ -1,5 +1,5 @@
 """The flows figure's cells before and after the shared targets of their sliced W1 (issue 19, item 4):
-``python benchmarks/flows_sw1.py [--before REV] [--only NAME]``.
+``python benchmarks/flows_sw1.py [--before REV]``.
 
 Runs ``python paper_plots.py --quick --only flows --no-progress`` in revision ``REV`` (default 392b859, before the
 shared target rules, grid targets and start pushes of :func:`evaluation.flows.pushed_sw1`) and in this tree, each
@@ -69,8 +69,8 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--before", default=BEFORE, help=f"the revision to compare with (default {BEFORE})")
     args = ap.parse_args(argv)
-    print(f"# python benchmarks/flows_sw1.py --before {args.before}: paper_plots.py --quick --only flows --no-progress, "
-          "empty caches")
+    print(f"# python benchmarks/flows_sw1.py --before {args.before}: paper_plots.py --quick --only flows "
+          "--no-progress, empty caches")
     rows, numbers = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -118,7 +118,8 @@ from .spec import VP_GEOMETRY, Law, Levels, Method
 from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
-           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "target_key", "clear_shared_targets", "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
+           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "target_key", "clear_shared_targets",
+           "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
            "field_steps", "CapCell", "CapTV", "cap_tv", "output_law", "output_cell", "conditional_nodes", "field_cell",
            "FlowsResult", "cells", "assemble", "compute", "main", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
            "closest_rules", "summary"]
@@ -538,7 +539,8 @@ def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32, po
             if reset is not None:
                 reset()
             with torch.no_grad():
-                x[todo] = sample("ddim", built.guided, scale[0].item() * u[todo], s).to(torch.float64) / scale[-1].item()
+                x[todo] = sample("ddim", built.guided, scale[0].item() * u[todo], s).to(torch.float64) \
+                    / scale[-1].item()
         done |= todo
         pushed.update(n=n, u=u, x=x, done=done)
         out = x[keep]

@@ -58,7 +58,8 @@ def _unshared(built, half_width: float, tol: float, directions: int = 32) -> tup
     error += 2 * abs(flows.sliced_w1_points(x, wx, y2, wy2, directions) - values[-1])
     frame = box(n_out)
     outside = mass_outside(start, frame, name="start") + mass_outside(target, frame, name="target")
-    reach = float((torch.maximum(x.max(0).values, y.max(0).values) - torch.minimum(x.min(0).values, y.min(0).values)).norm())
+    lo, hi = torch.minimum(x.min(0).values, y.min(0).values), torch.maximum(x.max(0).values, y.max(0).values)
+    reach = float((hi - lo).norm())
     return values[-1], error + outside * reach, used
 
 
