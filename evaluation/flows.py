@@ -104,6 +104,7 @@ import numpy as np
 import torch
 
 from analytic.mixture import GaussianMixture
+from analytic.rewards import AutoGReward, CFGReward, ClassifierReward
 from analytic.presets import PRESETS
 from analytic.quadrature import as_axes, gauss_hermite, grid_points
 from sampler.paths import LINEAR, T_NOISE_CAP, sampling_sigmas, uniform_times
@@ -117,7 +118,8 @@ from .spec import VP_GEOMETRY, Law, Levels, Method
 from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
-           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
+           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "target_key", "clear_shared_targets",
+           "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
            "field_steps", "CapCell", "CapTV", "cap_tv", "output_law", "output_cell", "conditional_nodes", "field_cell",
            "FlowsResult", "cells", "assemble", "compute", "main", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
            "closest_rules", "summary"]
@@ -288,21 +290,61 @@ def _start_of(method: Method) -> str:
 
 
 # --- one cell ------------------------------------------------------------------------------------------
-def _sliced_w1_signed(points: torch.Tensor, diff: torch.Tensor, directions: int) -> float:
-    """The sliced W1 of a signed measure of total 0 on ``points`` [N, d] (weights ``diff`` [N]): the mean over
-    ``directions`` angles ``(j + 1/2) pi / directions`` (one direction in 1-D) of ``int |F(z)| dz``, ``F`` the
-    cumulative of the projected weights (the exact 1-D W1 of the projections of the two laws)."""
-    if points.shape[1] == 1:
-        thetas = torch.ones(1, 1, dtype=torch.float64)
-    else:
-        phi = (torch.arange(directions, dtype=torch.float64) + 0.5) * math.pi / directions
-        thetas = torch.stack([torch.cos(phi), torch.sin(phi)], 1)  # [J, 2]
+_BLOCK = 8  # directions per batched sort (bounded memory)
+
+
+def _thetas(d: int, directions: int) -> torch.Tensor:
+    """The unit directions of the sliced distances: angles ``(j + 1/2) pi / directions`` in 2-D, one in 1-D. [J, d]"""
+    if d == 1:
+        return torch.ones(1, 1, dtype=torch.float64)
+    phi = (torch.arange(directions, dtype=torch.float64) + 0.5) * math.pi / directions
+    return torch.stack([torch.cos(phi), torch.sin(phi)], 1)
+
+
+class _Sorted(NamedTuple):
+    """Weighted points projected on the directions of :func:`_thetas`, each direction sorted (ties by the points'
+    order): per block of :data:`_BLOCK` directions, the projections ``z`` [N, b] and the weights in their order
+    [N, b]."""
+
+    blocks: tuple[tuple[torch.Tensor, torch.Tensor], ...]
+    directions: int  # J, the number of directions
+
+
+def _sorted_projections(points: torch.Tensor, weights: torch.Tensor, thetas: torch.Tensor) -> _Sorted:
+    blocks = []
+    for block in thetas.split(_BLOCK):
+        z, order = torch.sort(points @ block.T, dim=0, stable=True)  # [N, b]
+        blocks.append((z, weights[order]))
+    return _Sorted(tuple(blocks), thetas.shape[0])
+
+
+def _merged(a: _Sorted, b: _Sorted) -> _Sorted:
+    """The sorted projections of the union of two point sets, ``a``'s before ``b``'s (and each in its own order) at
+    ties: what :func:`_sorted_projections` gives of ``a``'s points followed by ``b``'s, by merging the sorted runs
+    (numpy's stable sort is a timsort, which merges two sorted runs in linear time) instead of sorting anew."""
+    blocks = []
+    for (za, wa), (zb, wb) in zip(a.blocks, b.blocks):
+        z = torch.cat([za, zb])  # [Na + Nb, b]: two sorted runs per column
+        order = torch.from_numpy(np.argsort(z.numpy(), axis=0, kind="stable"))
+        blocks.append((z.gather(0, order), torch.cat([wa, wb]).gather(0, order)))
+    return _Sorted(tuple(blocks), a.directions)
+
+
+def _sliced_w1_sorted(s: _Sorted) -> float:
+    """The sliced W1 of a signed measure of total 0 from its sorted projections: the mean over the directions of
+    ``int |F(z)| dz``, ``F`` the cumulative of the projected weights (the exact 1-D W1 of the projections of the two
+    laws)."""
     total = 0.0
-    for block in thetas.split(8):  # a few directions at a time: one batched sort, bounded memory
-        z, order = torch.sort(points @ block.T, dim=0, stable=True)  # [N, J]
-        cdf = torch.cumsum(diff[order], 0)
+    for z, w in s.blocks:
+        cdf = torch.cumsum(w, 0)
         total += float((cdf[:-1].abs() * (z[1:] - z[:-1])).sum())
-    return total / thetas.shape[0]
+    return total / s.directions
+
+
+def _sliced_w1_signed(points: torch.Tensor, diff: torch.Tensor, directions: int) -> float:
+    """The sliced W1 of a signed measure of total 0 on ``points`` [N, d] (weights ``diff`` [N]) (:func:`_thetas`'s
+    directions)."""
+    return _sliced_w1_sorted(_sorted_projections(points, diff, _thetas(points.shape[1], directions)))
 
 
 def sliced_w1(p: torch.Tensor, q: torch.Tensor, axes, directions: int = 32) -> float:
@@ -357,16 +399,15 @@ def _box(d: int, half_width: float, n: int) -> tuple[torch.Tensor, ...]:
     return (torch.linspace(-half_width, half_width, n, dtype=torch.float64),) * d
 
 
-def _quadrature(log_f, axes) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes [N, d] and normalised weights [N] of the midpoint rule of ``exp(log_f)`` on the box's cells, without
-    the nodes below 1e-18 of the largest weight."""
-    x = grid_points(axes)
+def _quadrature(log_f, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which nodes ``x`` [N, d] of a box's midpoint rule of ``exp(log_f)`` to keep (not below 1e-18 of the largest
+    weight) [N] bool, and their normalised weights [kept]."""
     lf = log_f(x).to(torch.float64)
     if torch.any(torch.isnan(lf)) or torch.any(lf == math.inf):
         raise ValueError("the log-density is nan or +inf on the quadrature nodes")
     w = torch.exp(lf - lf.max())
     keep = w > 1e-18
-    return x[keep], w[keep] / w[keep].sum()
+    return keep, w[keep] / w[keep].sum()
 
 
 _PUSH_NODES = {1: (401, 12801), 2: (41, 641)}  # the start quadrature's first and largest nodes per axis
@@ -374,7 +415,73 @@ _TARGET_NODES = {1: 6001, 2: 601}
 _OUTSIDE_NODES = {1: 1201, 2: 121}
 
 
-def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32) -> PushedSW1:
+def target_key(cond, reward) -> tuple | None:
+    """The values that determine the tilted target ``p(x|y) R_0(x)`` of ``reward`` on ``cond``: the mixture's
+    weights, means and covariances and the reward's type, weight, constant and mixtures, when ``cond`` is a
+    ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward; else None (nothing to share it by)."""
+    if not isinstance(cond, GaussianMixture) or type(reward) not in (CFGReward, AutoGReward, ClassifierReward):
+        return None
+    mix = lambda m: tuple(t.detach().cpu().numpy().tobytes() for t in (m.log_weights, m.means, m.covs))  # noqa: E731
+    return mix(cond), type(reward).__name__, float(reward.w), float(reward.log_const), mix(reward.num), mix(reward.den)
+
+
+class _TargetRule(NamedTuple):
+    """What :func:`pushed_sw1` needs of the target: its midpoint rule's nodes' range, the sorted projections of the
+    rule (weights negated) at :data:`_TARGET_NODES` and at half of them, and its mass outside the box."""
+
+    lo: torch.Tensor  # [d] the nodes' smallest coordinates
+    hi: torch.Tensor  # [d] largest
+    rule: _Sorted
+    half: _Sorted
+    outside: float
+
+
+# One process's targets, shared by the cells of one law, reward and box (every rule, schedule and step count of a
+# weight: 20 of the flows experiment's cells): pushed_sw1's target rules and law_cell's grid targets. Bounded: the
+# oldest go first (a 2-D target rule holds ~10-35k nodes' projections on 32 directions, 5-20 MB; a grid target is
+# small; the experiment has one of each per law and weight).
+_SHARED: dict = {}
+_SHARED_MAX = 24
+
+
+def clear_shared_targets() -> None:
+    """Forget this process's shared targets (:func:`pushed_sw1`'s target rules, :func:`law_cell`'s grid targets)."""
+    _SHARED.clear()
+
+
+def _shared(key, make):
+    """``make()``, computed once per process for each ``key`` (not kept when ``key`` is None)."""
+    if key is not None and key in _SHARED:
+        return _SHARED[key]
+    out = make()
+    if key is not None:
+        while len(_SHARED) >= _SHARED_MAX:
+            _SHARED.pop(next(iter(_SHARED)))
+        _SHARED[key] = out
+    return out
+
+
+def _target_rule(built, half_width: float, thetas: torch.Tensor) -> _TargetRule:
+    d = built.law.dim
+    tk = target_key(built.law.cond, built.reward)
+    target = lambda x: built.law.cond.log_prob(x) + built.reward.log_r0(x)  # noqa: E731
+
+    def make() -> _TargetRule:
+        rules = []
+        for n in (_TARGET_NODES[d], (_TARGET_NODES[d] + 1) // 2):
+            y = grid_points(_box(d, half_width, n))
+            keep, wy = _quadrature(target, y)
+            y = y[keep]
+            rules.append(_sorted_projections(y, -wy / wy.sum(), thetas))
+            if n == _TARGET_NODES[d]:
+                lo, hi = y.min(0).values, y.max(0).values
+        frame = _box(d, half_width, _OUTSIDE_NODES[d])  # the mass outside the box, by mass_outside's midpoint rule
+        return _TargetRule(lo, hi, *rules, mass_outside(target, frame, name="target"))
+
+    return _shared(None if tk is None else ("rule", tk, float(half_width), d, thetas.shape[0]), make)
+
+
+def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32, pointwise: bool = False) -> PushedSW1:
     """Sliced W1 (:func:`sliced_w1_points`) between the output law of a deterministic sampler (``built``, a
     :class:`evaluation.spec.Built` whose levels' sampler is ``ddim`` with every step deterministic) and its tilted
     target, without an output grid: the midpoint rule of the start law on ``[-half_width, half_width]^d``
@@ -391,11 +498,21 @@ def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32) ->
     twice the target's change from a rule of half its spacing (601 nodes per axis in 2-D, 6001 in 1-D: spacing 0.02
     on the experiment's box), plus the mass of start and target outside the box times the reach of all points
     (a 1-Lipschitz projection moves by at most that per unit of mass). Not for stochastic samplers
-    (``ValueError``): their law is not one push-forward of the start."""
+    (``ValueError``): their law is not one push-forward of the start.
+
+    Shared work (the same numbers as computing everything afresh): the target's rules, their sorted projections and
+    outside mass are computed once per process for equal values of (law, reward, box, directions)
+    (:func:`target_key`; :func:`clear_shared_targets` forgets them), and each doubling sorts only the pushed points'
+    projections, merging them with the target's. ``pointwise``: the guided denoiser acts on each state alone, as
+    every rule but the optimum does (whose quadrature adapts to the batch), so a doubling pushes only the nodes the
+    previous rule did not (the coarse rule's nodes are the fine rule's even ones); else every rule is pushed whole."""
     tol = check_number(tol, "tol")
     half_width = check_number(half_width, "half_width")
     if not (tol > 0 and half_width > 0):
         raise ValueError(f"tol and half_width must be > 0, got {tol}, {half_width}")
+    if not isinstance(pointwise, bool):
+        raise ValueError(f"pointwise must be a bool, got {pointwise!r}")
+    directions = _check_count(directions, "directions")
     lv = built.levels
     if lv.sampler != "ddim":
         raise ValueError(f"pushed_sw1 needs a deterministic sampler (ddim, eta = 0), got {lv.sampler!r} of {lv}")
@@ -403,25 +520,41 @@ def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32) ->
     s = lv.sigmas()
     scale = torch.sqrt(1 + s**2)  # VE state = scale * VP state
     start = built.start()
-    target = lambda x: built.law.cond.log_prob(x) + built.reward.log_r0(x)  # noqa: E731
+    thetas = _thetas(d, directions)
+    target = _target_rule(built, half_width, thetas)
+    pushed: dict = {}  # the last rule's n, nodes [n^d, d], outputs [n^d, d] and which of them were pushed [n^d]
 
     def output(n):
-        u, w = _quadrature(start, _box(d, half_width, n))
-        reset = getattr(built.guided, "reset", None)  # APG with momentum: one run, a momentum per trajectory
-        if reset is not None:
-            reset()
-        with torch.no_grad():
-            x = sample("ddim", built.guided, scale[0].item() * u, s)
-        return x.to(torch.float64) / scale[-1].item(), w
+        u = grid_points(_box(d, half_width, n))
+        keep, w = _quadrature(start, u)
+        x, done = torch.zeros_like(u), torch.zeros(u.shape[0], dtype=torch.bool)
+        if pointwise and pushed:
+            coarse = torch.arange(pushed["n"]) * 2  # the previous rule's nodes among this rule's ('ij' order)
+            idx = coarse if d == 1 else (coarse[:, None] * n + coarse[None, :]).reshape(-1)
+            if torch.equal(u[idx], pushed["u"]):  # the same nodes to the last bit (else all are pushed afresh)
+                x[idx], done[idx] = pushed["x"], pushed["done"]
+        todo = keep & ~done
+        if todo.any():
+            reset = getattr(built.guided, "reset", None)  # APG with momentum: one run, a momentum per trajectory
+            if reset is not None:
+                reset()
+            with torch.no_grad():
+                x[todo] = sample("ddim", built.guided, scale[0].item() * u[todo], s).to(torch.float64) \
+                    / scale[-1].item()
+        done |= todo
+        pushed.update(n=n, u=u, x=x, done=done)
+        out = x[keep]
+        if not torch.all(torch.isfinite(out)):
+            raise ValueError(f"pushed_sw1: the sampler's outputs are not finite on start nodes of {lv} ({n} per axis)")
+        return out, w
 
-    n_t = _TARGET_NODES[d]
-    y, wy = _quadrature(target, _box(d, half_width, n_t))
     first, largest = _PUSH_NODES[d]
     values, n, error, used = [], first, math.inf, first
     while n <= largest:
         used = n
         x, wx = output(n)
-        values.append(sliced_w1_points(x, wx, y, wy, directions))
+        xs = _sorted_projections(x, wx / wx.sum(), thetas)
+        values.append(_sliced_w1_sorted(_merged(xs, target.rule)))
         if len(values) >= 3:
             last, before = abs(values[-1] - values[-2]), abs(values[-2] - values[-3])
             rho = before / last if last > 0 else math.inf
@@ -429,12 +562,11 @@ def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32) ->
             if error <= tol / 2:
                 break
         n = 2 * n - 1
-    y2, wy2 = _quadrature(target, _box(d, half_width, (n_t + 1) // 2))
-    target_error = 2 * abs(sliced_w1_points(x, wx, y2, wy2, directions) - values[-1])
+    target_error = 2 * abs(_sliced_w1_sorted(_merged(xs, target.half)) - values[-1])
     frame = _box(d, half_width, _OUTSIDE_NODES[d])  # the mass outside the box, by mass_outside's midpoint rule
-    outside = mass_outside(start, frame, name="start") + mass_outside(target, frame, name="target")
-    lo = torch.minimum(x.min(0).values, y.min(0).values)
-    hi = torch.maximum(x.max(0).values, y.max(0).values)
+    outside = mass_outside(start, frame, name="start") + target.outside
+    lo = torch.minimum(x.min(0).values, target.lo)
+    hi = torch.maximum(x.max(0).values, target.hi)
     reach = float((hi - lo).norm())
     return PushedSW1(values[-1], error + target_error + outside * reach, used)
 
@@ -491,7 +623,17 @@ def _law(cell: LawCell, estimate_error: bool = False):
     axes = _axes(b.law.dim, cell.half_width, cell.points)
     od = output_density(b.guided, cell.levels.sigmas(), axes, sampler=cell.levels.sampler, start=b.start(),
                         sub=cell.sub, estimate_error=estimate_error)
-    return od, tilted_target(b.law.cond, b.reward, axes), b
+    return od, _grid_target(b.law.cond, b.reward, cell.half_width, cell.points), b
+
+
+def _grid_target(cond, reward, half_width: float, points: int):
+    """:func:`evaluation.distances.tilted_target` of ``reward`` on ``cond`` on the grid ``[-half_width, half_width]^d``
+    with ``points`` nodes per axis, computed once per process for equal values of (law, reward, grid)
+    (:func:`target_key`; :func:`clear_shared_targets` forgets them): the same tensors as a fresh computation.
+    Callers must not modify them."""
+    tk = target_key(cond, reward)
+    make = lambda: tilted_target(cond, reward, _axes(cond.dim, half_width, points))  # noqa: E731
+    return _shared(None if tk is None else ("grid", tk, float(half_width), int(points), cond.dim), make)
 
 
 @cell_kind(LawCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
@@ -502,7 +644,8 @@ def law_cell(cell: LawCell) -> LawResult:
     dist = distances(od.mass, target.mass, od.axes)
     if cell.levels.sampler == "ddim":
         tol = default_tol(cell.law.dim) if cell.sw1_tol is None else cell.sw1_tol
-        sw1, sw1_error = pushed_sw1(b, cell.half_width, tol=tol)[:2]
+        # every rule but the optimum (whose quadrature adapts to the batch) acts on each state alone
+        sw1, sw1_error = pushed_sw1(b, cell.half_width, tol=tol, pointwise=cell.method.rule != "optimal")[:2]
     else:  # a stochastic sampler: the grid law's (no bound, see sliced_w1)
         sw1, sw1_error = sliced_w1(od.mass, target.mass, od.axes), math.nan
     out = CellDistances(sw1, dist.tv, dist.kl_target_out, dist.kl_out_target, od.lost, od.narrow_steps, sw1_error)
@@ -806,7 +949,9 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
         for preset, out in (("paper_1d", target_1d), (fig2, target_2d)):
             if preset in c.presets:
                 parts = Law.preset(preset).build()
-                out[b] = tilted_target(parts.cond, Method("cfg", w).reward(parts), c.axes(parts.dim)).mass.numpy()
+                d = parts.dim
+                out[b] = _grid_target(parts.cond, Method("cfg", w).reward(parts), c.density_range[d - 1],
+                                      c.density_points[d - 1]).mass.numpy()
     start_tv = np.array([[_start_tv(pr, sch, c) for sch in c.schedules] for pr in c.presets])
     return FlowsResult(c, arr["sw1"], arr["tv"], arr["kl_target_out"], arr["kl_out_target"], arr["lost"], narrow,
                        _mean_over_levels(field_steps_), field_steps_, levels_, start_tv, cap, grid_error,
