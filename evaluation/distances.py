@@ -16,12 +16,12 @@ import torch
 from analytic.integrability import tail_margin
 from analytic.mixture import GaussianMixture
 from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, sub_points
-from analytic.rewards import check_reward
+from analytic.rewards import AutoGReward, CFGReward, ClassifierReward, check_reward
 from sampler.schedules import check_count
 
 from .density import mass_outside
 
-__all__ = ["TiltedTarget", "tilted_target", "check_tilt_integrable", "Distances", "distances", "distances_between",
+__all__ = ["TiltedTarget", "tilted_target", "target_key", "check_tilt_integrable", "Distances", "distances", "distances_between",
            "total_variation", "kl_divergence", "wasserstein1", "EnergyDistance", "energy_distance"]
 
 class TiltedTarget(NamedTuple):
@@ -127,6 +127,15 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     rounding = 1.2e-16 * sub ** len(axes) * mass.numel()
     log_Z_error = 2 * abs(nxt[1] - log_Z) - math.log1p(-outside) + abs(outside - outside_h) + rounding
     return TiltedTarget(axes, mass * inside, log_Z, outside + inside * max(edge, 0.0), error, log_Z_error, outside)
+
+def target_key(cond, reward) -> tuple | None:
+    """The values that determine the tilted target ``p(x|y) R_0(x)`` of ``reward`` on ``cond``: the mixture's
+    weights, means and covariances and the reward's type, weight, constant and mixtures, when ``cond`` is a
+    ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward; else None (nothing to share it by)."""
+    if not isinstance(cond, GaussianMixture) or type(reward) not in (CFGReward, AutoGReward, ClassifierReward):
+        return None
+    mix = lambda m: tuple(t.detach().cpu().numpy().tobytes() for t in (m.log_weights, m.means, m.covs))  # noqa: E731
+    return mix(cond), type(reward).__name__, float(reward.w), float(reward.log_const), mix(reward.num), mix(reward.den)
 
 
 # --- distances between grid laws ------------------------------------------------------------------

@@ -104,7 +104,6 @@ import numpy as np
 import torch
 
 from analytic.mixture import GaussianMixture
-from analytic.rewards import AutoGReward, CFGReward, ClassifierReward
 from analytic.presets import PRESETS
 from analytic.quadrature import as_axes, gauss_hermite, grid_points
 from sampler.paths import LINEAR, T_NOISE_CAP, sampling_sigmas, uniform_times
@@ -113,12 +112,12 @@ from sampler.schedules import check_number, sigma_to_abar
 
 from .accuracy import default_tol
 from .density import mass_outside, output_density, vp_start
-from .distances import distances, tilted_target, total_variation
+from .distances import distances, target_key, tilted_target, total_variation
 from .spec import VP_GEOMETRY, Law, Levels, Method
 from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
-           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "target_key", "clear_shared_targets",
+           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "clear_shared_targets",
            "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
            "field_steps", "CapCell", "CapTV", "cap_tv", "output_law", "output_cell", "conditional_nodes", "field_cell",
            "FlowsResult", "cells", "assemble", "compute", "main", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
@@ -415,14 +414,6 @@ _TARGET_NODES = {1: 6001, 2: 601}
 _OUTSIDE_NODES = {1: 1201, 2: 121}
 
 
-def target_key(cond, reward) -> tuple | None:
-    """The values that determine the tilted target ``p(x|y) R_0(x)`` of ``reward`` on ``cond``: the mixture's
-    weights, means and covariances and the reward's type, weight, constant and mixtures, when ``cond`` is a
-    ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward; else None (nothing to share it by)."""
-    if not isinstance(cond, GaussianMixture) or type(reward) not in (CFGReward, AutoGReward, ClassifierReward):
-        return None
-    mix = lambda m: tuple(t.detach().cpu().numpy().tobytes() for t in (m.log_weights, m.means, m.covs))  # noqa: E731
-    return mix(cond), type(reward).__name__, float(reward.w), float(reward.log_const), mix(reward.num), mix(reward.den)
 
 
 class _TargetRule(NamedTuple):

@@ -16,13 +16,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from analytic import AutoGReward, CFGReward, ClassifierReward, GaussianMixture, check_integrable
+from analytic import check_integrable
 from analytic.quadrature import grid_points
 
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
                         grid_tv, narrowest_kernel, region_mass, region_var, spacing)
 from ..density import tilted_start, vp_start
-from ..distances import distances, tilted_target
+from ..distances import distances, target_key, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
@@ -208,27 +208,13 @@ _TARGETS: dict = {}
 _TARGETS_MAX = 32
 
 
-def _mixture_key(m) -> tuple:
-    return tuple(t.detach().cpu().numpy().tobytes() for t in (m.log_weights, m.means, m.covs))
-
-
-def _reward_key(reward) -> tuple | None:
-    """The value of a reward whose target can be shared (a CFG, AutoG or classifier reward: a ratio of two mixtures
-    to the power ``w`` times a constant), or None (not shared)."""
-    if type(reward) not in (CFGReward, AutoGReward, ClassifierReward):
-        return None
-    return type(reward).__name__, float(reward.w), float(reward.log_const), _mixture_key(reward.num), \
-        _mixture_key(reward.den)
-
-
 def shared_target(cond, reward, grid: tuple, tol: float) -> GridLaw:
     """The tilted target of ``reward`` on ``cond`` on ``grid`` (every axis) within ``tol``, as a
     :class:`evaluation.accuracy.GridLaw`, computed once per process for equal values of (cond, reward, grid, tol)
     when ``cond`` is a ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward (else computed afresh):
     the same tensors as a fresh computation. Callers must not modify them."""
-    rk = _reward_key(reward)
-    key = None if rk is None or not isinstance(cond, GaussianMixture) else (_mixture_key(cond), rk, tuple(grid),
-                                                                                float(tol))
+    tk = target_key(cond, reward)
+    key = None if tk is None else (tk, tuple(grid), float(tol))
     if key is not None and key in _TARGETS:
         return _TARGETS[key]
     t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)

@@ -11,6 +11,7 @@ from analytic import GaussianMixture
 from analytic.quadrature import grid_points
 from evaluation import flows
 from evaluation.density import mass_outside
+from evaluation.distances import target_key
 from evaluation.spec import Law, Method
 from sampler import sample
 
@@ -95,12 +96,12 @@ def test_targets_of_other_weights_and_laws_are_not_confused():
     keys = []
     for law, m in cases:
         b = m.build(law, flows.levels("flow", 10))
-        keys.append(flows.target_key(b.law.cond, b.reward))
+        keys.append(target_key(b.law.cond, b.reward))
         _agree(flows.pushed_sw1(b, 7.0, tol=5e-4, pointwise=True), _unshared(m.build(law, flows.levels("flow", 10)),
                                                                              7.0, 5e-4))
     assert len(set(keys)) == len(keys)
     again = Method("cfg", 4.0).build(Law.preset("paper_1d"), flows.levels("vp_ddim", 10))
-    assert flows.target_key(again.law.cond, again.reward) == keys[0]  # another schedule, the same target
+    assert target_key(again.law.cond, again.reward) == keys[0]  # another schedule, the same target
 
 
 def test_merged_projections_are_the_sort_of_the_union_ties_included():
