@@ -270,6 +270,57 @@ def test_an_unreachable_scheduler_fails_fast_naming_it(tmp_path, monkeypatch):
     assert issubclass(sweep.SchedulerUnreachable, ValueError) and not list(tmp_path.rglob("*.json"))
 
 
+def test_a_scheduler_without_workers_fails_in_bounded_time_naming_it(tmp_path, monkeypatch):
+    """Issue 20: a reachable Dask scheduler with no worker took the cells and waited forever (distributed queues
+    them until a worker joins). Now run_cells waits SCHEDULER_TIMEOUT (1 s here) for a running worker, then raises
+    SchedulerUnreachable naming the address and saying that workers are missing; nothing is cached."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        start = time.perf_counter()
+        expected = (rf"the Dask scheduler at '{address}' has no running worker \(waited 1 s: on connecting, 0 workers\); "
+                    rf"start one with 'dask worker {address}'")
+        with pytest.raises(sweep.SchedulerUnreachable, match=expected) as caught:
+            run_cells([Square(1.0)], cache=tmp_path, scheduler=address, progress=False)
+        assert time.perf_counter() - start < 10
+        assert caught.value.workers and caught.value.scheduler == address
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_cluster_whose_workers_leave_stops_in_bounded_time_keeping_the_finished_cells(tmp_path, monkeypatch):
+    """Issue 20: when every worker leaves while cells are pending, Dask keeps them queued forever. run_cells checks
+    the cluster whenever no cell has finished for SCHEDULER_TIMEOUT (1 s here) and raises SchedulerUnreachable
+    (workers missing); the cells finished before are cached, so a rerun resumes."""
+    import threading
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    cells = [Square(0.0)] + [Square(float(i), delay=0.5) for i in range(1, 5)]
+    cache = tmp_path / "c"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+
+        def retire() -> None:  # once the first cell is cached, the only worker leaves
+            deadline = time.perf_counter() + 30
+            while not list(cache.rglob("*.json")) and time.perf_counter() < deadline:
+                time.sleep(0.02)
+            cluster.scale(0)
+
+        retiring = threading.Thread(target=retire, daemon=True)
+        retiring.start()
+        start = time.perf_counter()
+        with pytest.raises(sweep.SchedulerUnreachable, match=rf"the Dask scheduler at '{address}' has no running "
+                                                             r"worker \(waited 1 s: with cells pending, 0 workers\)"):
+            run_cells(cells, cache=cache, scheduler=address, progress=False)
+        assert time.perf_counter() - start < 20
+        retiring.join(timeout=30)
+    kept = run_cells(cells, cache=cache, progress=False)  # locally: the finished cells are reused
+    assert 1 <= kept.reused < len(cells) and kept.reused + kept.computed == len(cells)
+
+
 def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
     """Issue 20 round 3: under keep_going=True a cell returning an unencodable result aborted the whole sweep
     (storing was outside keep_going). Now it is that cell's CellFailed (never cached); without keep_going the sweep
