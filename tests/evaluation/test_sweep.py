@@ -280,8 +280,8 @@ def test_a_scheduler_without_workers_fails_in_bounded_time_naming_it(tmp_path, m
                                   dashboard_address=None) as cluster:
         address = cluster.scheduler_address
         start = time.perf_counter()
-        expected = (rf"the Dask scheduler at '{address}' has no running worker \(waited 1 s: on connecting, 0 workers\); "
-                    rf"start one with 'dask worker {address}'")
+        expected = (rf"the Dask scheduler at '{address}' has no running worker "
+                    rf"\(waited 1 s: on connecting, 0 workers\); start one with 'dask worker {address}'")
         with pytest.raises(sweep.SchedulerUnreachable, match=expected) as caught:
             run_cells([Square(1.0)], cache=tmp_path, scheduler=address, progress=False)
         assert time.perf_counter() - start < 10
