@@ -342,11 +342,16 @@ def _sendable(err: Exception) -> Exception:
 
 
 def _execute(cell: Any) -> tuple[Any, float]:
-    """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took)."""
+    """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took). A cell that
+    exits the interpreter (``SystemExit``: ``sys.exit`` or an argparse error in a library it calls) raises a
+    ``RuntimeError`` saying so: it would otherwise end the calling process with no message, ``keep_going`` or not."""
     _worker_init()
     start = time.perf_counter()
     try:
         result = compute_cell(cell)
+    except SystemExit as err:
+        raise RuntimeError(f"the cell exited the interpreter (SystemExit({err.code!r})) instead of returning a result "
+                           "or raising an Exception") from None
     except Exception as err:
         sent = _sendable(err)
         if sent is err:
@@ -626,8 +631,8 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
             sweep adds its cells to the bar's :class:`Eta` (:func:`eta_of`), which draws the bar in seconds of
             work with ``cells done/total`` and the ETA; the caller closes it.
-        keep_going: a cell that raises (an ``Exception``) or returns a result the cache cannot hold (:func:`encode`'s
-            ``ValueError``) gives a :class:`CellFailed` result (not cached) and the sweep goes on
+        keep_going: a cell that raises (an ``Exception``, or ``SystemExit``), or returns a result the cache cannot
+            hold (:func:`encode`'s ``ValueError``), gives a :class:`CellFailed` result (not cached) and the sweep goes on
             (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a ``RuntimeError``
             naming the cell.
 

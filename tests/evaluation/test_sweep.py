@@ -368,3 +368,30 @@ def test_an_unpicklable_exception_in_a_worker_fails_only_its_cell(tmp_path):
     # pickles exceptions without calling __init__), as a RuntimeError otherwise; the message is the same
     with pytest.raises(RuntimeError, match=r"cell Raises\(x=-1.0\) failed: (RuntimeError: )?Unpicklable: weird"):
         run_cells([Raises(-1.0)], cache=tmp_path / "b", progress=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exits:
+    code: int
+
+
+@cell_kind(Exits)
+def exits(cell: Exits) -> float:
+    if cell.code:
+        raise SystemExit(cell.code)  # as sys.exit (or an argparse error) inside a library the cell calls
+    return 1.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cell_that_exits_the_interpreter_is_that_cells_failure(tmp_path, workers):
+    """Issue 20 (found re-running the probe): a cell raising SystemExit ended the calling process with that status
+    and no message at all, under keep_going=True too, from a worker process too. Now it is the cell's failure: a
+    CellFailed under keep_going (the other cells computed and cached), else the RuntimeError naming the cell."""
+    run = run_cells([Exits(0), Exits(3)], cache=tmp_path / "a", workers=workers, progress=False, keep_going=True)
+    assert run.results[0] == 1.0 and run.computed == 1 and run.failed == 1
+    assert run.results[1] == sweep.CellFailed("Exits(code=3)", "RuntimeError: the cell exited the interpreter "
+                                              "(SystemExit(3)) instead of returning a result or raising an Exception")
+    assert Cache(tmp_path / "a").keys() == [cell_key(Exits(0))]
+    with pytest.raises(RuntimeError, match=r"cell Exits\(code=3\) failed: RuntimeError: the cell exited the "
+                                           r"interpreter \(SystemExit\(3\)\)"):
+        run_cells([Exits(3)], cache=tmp_path / "b", workers=workers, progress=False)
