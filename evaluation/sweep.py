@@ -26,8 +26,9 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
 - **executors**: ``workers=1`` runs in this process; ``workers=N`` in ``N`` local worker processes
   (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
   on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra); a scheduler
-  that does not answer within ``SCHEDULER_TIMEOUT`` seconds, or that has no running worker for that long (at the
-  start, or while cells are pending), is :class:`SchedulerUnreachable`, naming the address and what is missing.
+  that does not answer within ``SCHEDULER_TIMEOUT`` seconds (at the start, or after it cancelled a pending cell), or
+  that has no running worker for that long (at the start, or while cells are pending), is
+  :class:`SchedulerUnreachable`, naming the address and what is missing.
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
 
@@ -427,8 +428,8 @@ would wait forever."""
 
 class SchedulerUnreachable(ValueError):
     """The Dask cluster at the ``scheduler`` address cannot run cells: no scheduler answered within
-    :data:`SCHEDULER_TIMEOUT` seconds (nothing listening, an unknown host, or something that is not a Dask
-    scheduler; ``workers=False``), or it answered but had no running worker for that long (``workers=True``: none
+    :data:`SCHEDULER_TIMEOUT` seconds (nothing listening, an unknown host, something that is not a Dask
+    scheduler, or a scheduler that closed while cells were pending; ``workers=False``), or it answered but had no running worker for that long (``workers=True``: none
     started, or every one left while cells were pending). ``str()`` is one line naming the address and what is
     missing. Raised by :func:`run_cells`, before any cell is submitted or while cells are pending (the finished ones
     are cached); entry points print it as an argparse error of ``--scheduler``."""
@@ -697,8 +698,14 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             def collect(fut: cf.Future, k: str) -> None:
                 nonlocal computed, failed
                 try:
-                    result, seconds = fut.result()
+                    try:
+                        result, seconds = fut.result()
+                    except cf.CancelledError:  # not by us: a Dask cluster that closed, lost its workers or restarted
+                        watch()  # the cluster's failure (SchedulerUnreachable), not the cell's, when it is gone
+                        raise RuntimeError("the executor cancelled the cell (a Dask cluster that restarted?)") from None
                     encoded = encode(result)  # a result the cache cannot hold is this cell's failure
+                except SchedulerUnreachable:
+                    raise
                 except Exception as err:
                     if not keep_going:
                         raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err

@@ -321,6 +321,42 @@ def test_a_cluster_whose_workers_leave_stops_in_bounded_time_keeping_the_finishe
     assert 1 <= kept.reused < len(cells) and kept.reused + kept.computed == len(cells)
 
 
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_a_scheduler_that_closes_mid_run_is_named_not_blamed_on_a_cell(tmp_path, monkeypatch, keep_going):
+    """Issue 20 (found probing the scheduler fix): when the scheduler closed mid-run, the sweep stopped with "cell
+    Square(...) failed: CancelledError: " (an empty message blaming whichever cell came first), or under keep_going
+    listed every pending cell as failed. Now the cancelled cell sends run_cells to check the cluster: it raises
+    SchedulerUnreachable naming the address; the cells finished before are cached."""
+    import threading
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    cells = [Square(0.0)] + [Square(float(i), delay=0.3) for i in range(1, 7)]
+    cache = tmp_path / "c"
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                       host="127.0.0.1", dashboard_address=None)
+    address = cluster.scheduler_address
+
+    def close() -> None:  # once the first cell is cached, the scheduler goes
+        deadline = time.perf_counter() + 30
+        while not list(cache.rglob("*.json")) and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        cluster.close()
+
+    closing = threading.Thread(target=close, daemon=True)
+    closing.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(sweep.SchedulerUnreachable, match=rf"Dask scheduler at '{address}' .*with cells pending"):
+            run_cells(cells, cache=cache, scheduler=address, progress=False, keep_going=keep_going)
+        assert time.perf_counter() - start < 20
+    finally:
+        closing.join(timeout=30)
+        cluster.close()
+    kept = run_cells(cells, cache=cache, progress=False)  # locally: the finished cells are reused
+    assert 1 <= kept.reused < len(cells)
+
+
 def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
     """Issue 20 round 3: under keep_going=True a cell returning an unencodable result aborted the whole sweep
     (storing was outside keep_going). Now it is that cell's CellFailed (never cached); without keep_going the sweep
