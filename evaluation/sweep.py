@@ -282,7 +282,7 @@ class Cache:
             return False, None  # not stored
         except OSError as err:
             why = f"cannot be read ({err.strerror or err})"
-        except (ValueError, TypeError, KeyError, AttributeError, ImportError) as err:  # undecodable text or result
+        except (ValueError, TypeError, KeyError, AttributeError, ImportError, RecursionError) as err:  # undecodable
             why = f"cannot be read as a result ({type(err).__name__}: {err})"
         warnings.warn(f"cache file {path} {why}: recomputing the cell and overwriting it", CacheWarning, stacklevel=2)
         return False, None

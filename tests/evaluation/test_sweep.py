@@ -431,3 +431,17 @@ def test_a_cell_that_exits_the_interpreter_is_that_cells_failure(tmp_path, worke
     with pytest.raises(RuntimeError, match=r"cell Exits\(code=3\) failed: RuntimeError: the cell exited the "
                                            r"interpreter \(SystemExit\(3\)\)"):
         run_cells([Exits(3)], cache=tmp_path / "b", workers=workers, progress=False)
+
+
+def test_a_cache_file_too_deeply_nested_to_parse_is_a_miss(tmp_path):
+    """Issue 20 (found re-running the probe): a cache file of deeply nested JSON ('[[[...]]]', 1e5 deep) escaped
+    Cache.load as json's bare RecursionError naming no file, and broke every run until deleted by hand. Now it is a
+    miss like any unreadable file: a CacheWarning naming it, the cell recomputed and the file overwritten."""
+    cell = Square(2.0)
+    run_cells([cell], cache=tmp_path, progress=False)
+    path = Cache(tmp_path).path(cell)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.warns(sweep.CacheWarning, match=rf"{path} cannot be read as a result \(RecursionError"):
+        run = run_cells([cell], cache=tmp_path, progress=False)
+    assert (run.computed, run.reused) == (1, 0) and _values(run) == [(2.0, 4.0, (0.0, 1.0, 2.0))]
+    assert Cache(tmp_path).load(cell)[0]
