@@ -428,11 +428,12 @@ would wait forever."""
 
 class SchedulerUnreachable(ValueError):
     """The Dask cluster at the ``scheduler`` address cannot run cells: no scheduler answered within
-    :data:`SCHEDULER_TIMEOUT` seconds (nothing listening, an unknown host, something that is not a Dask
-    scheduler, or a scheduler that closed while cells were pending; ``workers=False``), or it answered but had no running worker for that long (``workers=True``: none
-    started, or every one left while cells were pending). ``str()`` is one line naming the address and what is
-    missing. Raised by :func:`run_cells`, before any cell is submitted or while cells are pending (the finished ones
-    are cached); entry points print it as an argparse error of ``--scheduler``."""
+    :data:`SCHEDULER_TIMEOUT` seconds (nothing listening, an unknown host, something that is not a Dask scheduler,
+    or a scheduler that closed while cells were pending; ``workers=False``), or it answered but had no running
+    worker for that long (``workers=True``: none started, or every one left while cells were pending). ``str()`` is
+    one line naming the address and what is missing. Raised by :func:`run_cells`, before any cell is submitted or
+    while cells are pending (the finished ones are cached); entry points print it as an argparse error of
+    ``--scheduler``."""
 
     def __init__(self, scheduler: str, reason: str, *, workers: bool = False):
         self.scheduler, self.workers = scheduler, workers
@@ -632,10 +633,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
             sweep adds its cells to the bar's :class:`Eta` (:func:`eta_of`), which draws the bar in seconds of
             work with ``cells done/total`` and the ETA; the caller closes it.
-        keep_going: a cell that raises (an ``Exception``, or ``SystemExit``), or returns a result the cache cannot
-            hold (:func:`encode`'s ``ValueError``), gives a :class:`CellFailed` result (not cached) and the sweep goes on
-            (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a ``RuntimeError``
-            naming the cell.
+        keep_going: a cell that raises (an ``Exception``, or ``SystemExit``), or returns a result the cache
+            cannot hold (:func:`encode`'s ``ValueError``), gives a :class:`CellFailed` result (not cached) and the
+            sweep goes on (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a
+            ``RuntimeError`` naming the cell.
 
     Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
     """
