@@ -27,7 +27,7 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
   on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra); a scheduler
   that does not answer within ``SCHEDULER_TIMEOUT`` seconds (at the start, or after it cancelled a pending cell), or
-  that has no running worker for that long (at the start, or while cells are pending), is
+  that has no running worker for that long (once the cells are submitted, or later while cells are pending), is
   :class:`SchedulerUnreachable`, naming the address and what is missing.
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
@@ -422,8 +422,9 @@ def check_scheduler(scheduler: str | None) -> str | None:
 SCHEDULER_TIMEOUT = 5.0
 """Seconds :func:`run_cells` waits for a Dask scheduler to answer (``distributed``'s own default is 30 s, then a
 traceback): a running scheduler answers in well under a second. It is also how long a cluster may have no running
-worker (checked on connecting and whenever no cell has finished for that long) before the sweep stops: Dask itself
-would wait forever."""
+worker (checked once the cells are submitted, so that an adaptive cluster can start some, and whenever no cell has
+finished for that long) before the sweep stops: Dask itself would wait forever. A cluster whose workers take longer
+to start needs them started first (or this raised)."""
 
 
 class SchedulerUnreachable(ValueError):
@@ -460,9 +461,10 @@ def _running_worker(client: Any, scheduler: str, when: str) -> None:
 
 def _executor(workers: int, scheduler: str | None):
     """(executor, closer, watch) for the requested back end; ``closer(cancel)`` cancels what has not started and,
-    for local workers, ends them at once; ``watch()`` is called when no cell has finished for
-    :data:`SCHEDULER_TIMEOUT` seconds and raises when the back end can no longer run them (a Dask cluster with no
-    running worker; local executors always can)."""
+    for local workers, ends them at once; ``watch()`` is called once the cells are submitted (so that an adaptive
+    Dask cluster has seen them and can start workers) and again whenever no cell has finished for
+    :data:`SCHEDULER_TIMEOUT` seconds, and raises when the back end cannot run them (a Dask cluster with no running
+    worker or no scheduler; local executors always can)."""
     if scheduler is not None:
         try:
             from distributed import Client
@@ -472,11 +474,6 @@ def _executor(workers: int, scheduler: str | None):
             client = Client(scheduler, timeout=SCHEDULER_TIMEOUT)
         except Exception as err:  # OSError (timed out, refused, unknown host), or garbage from a non-Dask server
             raise SchedulerUnreachable(scheduler, f"{type(err).__name__}: {str(err)[:200]}") from None
-        try:
-            _running_worker(client, scheduler, "on connecting")
-        except SchedulerUnreachable:
-            client.close()
-            raise
         ex = client.get_executor()
         return (ex, lambda cancel: (ex.shutdown(wait=not cancel), client.close()),
                 lambda: _running_worker(client, scheduler, "with cells pending"))
@@ -627,7 +624,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``, checked by :func:`check_scheduler`);
             overrides ``workers``. Connected to only when a cell is to be computed: :class:`SchedulerUnreachable`
             when it does not answer within :data:`SCHEDULER_TIMEOUT` seconds, or has no running worker for that
-            long (on connecting, or later while cells are pending).
+            long once the cells are submitted (or later, while cells are pending).
         progress: draw a progress bar (ignored when ``bar`` is given).
         desc: what the bar says is being computed.
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
@@ -728,6 +725,8 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                         collect(fut, k)
                     else:
                         futures[fut] = k
+                if futures:
+                    watch()  # a cluster without workers would hold them forever
                 waiting = set(futures)
                 while waiting:
                     finished, waiting = cf.wait(waiting, timeout=SCHEDULER_TIMEOUT, return_when=cf.FIRST_COMPLETED)

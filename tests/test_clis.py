@@ -478,7 +478,8 @@ def test_a_scheduler_without_workers_is_one_argparse_line_naming_it(entry, tmp_p
         line = _error(capsys, lambda: main(argv + ["--scheduler", address]))
         assert time.perf_counter() - start < 20
     assert line == (f"python -m evaluation.{entry}: error: --scheduler: the Dask scheduler at '{address}' has no "
-                    f"running worker (waited 1 s: on connecting, 0 workers); start one with 'dask worker {address}'")
+                    f"running worker (waited 1 s: with cells pending, 0 workers); start one with "
+                    f"'dask worker {address}'")
     assert not list(out.rglob("*.*")) and not list((tmp_path / "c").rglob("*.json"))
 
 

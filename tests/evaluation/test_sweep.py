@@ -281,12 +281,24 @@ def test_a_scheduler_without_workers_fails_in_bounded_time_naming_it(tmp_path, m
         address = cluster.scheduler_address
         start = time.perf_counter()
         expected = (rf"the Dask scheduler at '{address}' has no running worker "
-                    rf"\(waited 1 s: on connecting, 0 workers\); start one with 'dask worker {address}'")
+                    rf"\(waited 1 s: with cells pending, 0 workers\); start one with 'dask worker {address}'")
         with pytest.raises(sweep.SchedulerUnreachable, match=expected) as caught:
             run_cells([Square(1.0)], cache=tmp_path, scheduler=address, progress=False)
         assert time.perf_counter() - start < 10
         assert caught.value.workers and caught.value.scheduler == address
     assert not list(tmp_path.rglob("*.json"))
+
+
+def test_an_adaptive_cluster_without_workers_gets_the_cells_first(tmp_path):
+    """The check for workers comes after the cells are submitted: an adaptive cluster (no worker until it sees
+    work) starts one and the sweep runs, instead of being refused for having none on connecting."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    cells = [Square(float(i)) for i in range(3)]
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        cluster.adapt(minimum=0, maximum=1, interval="100ms")
+        run = run_cells(cells, cache=tmp_path, scheduler=cluster.scheduler_address, progress=False)
+    assert run.computed == 3 and _values(run) == _values(run_cells(cells, cache=tmp_path / "l", progress=False))
 
 
 def test_a_cluster_whose_workers_leave_stops_in_bounded_time_keeping_the_finished_cells(tmp_path, monkeypatch):
