@@ -189,8 +189,8 @@ def _check(law) -> bool:
     assert (target.mass - ref_target).abs().sum().item() <= target.error.sum().item() + target.lost + ref_target_error
     got, exact = distances_between(od, target), distances(ref, ref_target, axes)
     print(f"  TV {got.tv:.4g} +- {got.tv_error:.2g} (brute force {exact.tv:.4g}), "
-          f"KL(out||target) {got.kl_out_target:.4g} +- {got.kl_out_target_error:.2g} ({exact.kl_out_target:.4g}), KL(target||out) {got.kl_target_out:.4g} +- "
-          f"{got.kl_target_out_error:.2g} ({exact.kl_target_out:.4g})")
+          f"KL(out||target) {got.kl_out_target:.4g} +- {got.kl_out_target_error:.2g} ({exact.kl_out_target:.4g}), "
+          f"KL(target||out) {got.kl_target_out:.4g} +- {got.kl_target_out_error:.2g} ({exact.kl_target_out:.4g})")
     for name in ("tv", "kl_out_target", "kl_target_out"):
         assert abs(getattr(got, name) - getattr(exact, name)) <= getattr(got, name + "_error") + ref_error \
             + ref_target_error, name
