@@ -67,6 +67,9 @@ class MixtureVelocity:
     entry per sample of ``x_t``, all equal (every sample must share one ``t``); the output keeps ``x_t``'s dtype."""
 
     def __init__(self, mixtures: Mapping[Hashable, GaussianMixture], path: Path):
+        if not isinstance(mixtures, Mapping):  # a bare mixture or a list: one per condition, keyed by it
+            raise ValueError(f"mixtures must be a mapping from condition to mixture, e.g. {{None: law}}, got "
+                             f"{type(mixtures).__name__}")
         if not mixtures:
             raise ValueError("need at least one mixture")
         for key, m in mixtures.items():

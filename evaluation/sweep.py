@@ -26,7 +26,9 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
 - **executors**: ``workers=1`` runs in this process; ``workers=N`` in ``N`` local worker processes
   (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
   on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra); a scheduler
-  that does not answer within ``SCHEDULER_TIMEOUT`` seconds is :class:`SchedulerUnreachable`, naming the address.
+  that does not answer within ``SCHEDULER_TIMEOUT`` seconds (at the start, or after it cancelled a pending cell), or
+  that has no running worker for that long (once the cells are submitted, or later while cells are pending), is
+  :class:`SchedulerUnreachable`, naming the address and what is missing.
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
 
@@ -280,7 +282,7 @@ class Cache:
             return False, None  # not stored
         except OSError as err:
             why = f"cannot be read ({err.strerror or err})"
-        except (ValueError, TypeError, KeyError, AttributeError, ImportError) as err:  # undecodable text or result
+        except (ValueError, TypeError, KeyError, AttributeError, ImportError, RecursionError) as err:  # undecodable
             why = f"cannot be read as a result ({type(err).__name__}: {err})"
         warnings.warn(f"cache file {path} {why}: recomputing the cell and overwriting it", CacheWarning, stacklevel=2)
         return False, None
@@ -341,11 +343,16 @@ def _sendable(err: Exception) -> Exception:
 
 
 def _execute(cell: Any) -> tuple[Any, float]:
-    """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took)."""
+    """What a worker runs: one thread for torch, then the pure computation; (result, seconds it took). A cell that
+    exits the interpreter (``SystemExit``: ``sys.exit`` or an argparse error in a library it calls) raises a
+    ``RuntimeError`` saying so: it would otherwise end the calling process with no message, ``keep_going`` or not."""
     _worker_init()
     start = time.perf_counter()
     try:
         result = compute_cell(cell)
+    except SystemExit as err:
+        raise RuntimeError(f"the cell exited the interpreter (SystemExit({err.code!r})) instead of returning a result "
+                           "or raising an Exception") from None
     except Exception as err:
         sent = _sendable(err)
         if sent is err:
@@ -414,24 +421,50 @@ def check_scheduler(scheduler: str | None) -> str | None:
 
 SCHEDULER_TIMEOUT = 5.0
 """Seconds :func:`run_cells` waits for a Dask scheduler to answer (``distributed``'s own default is 30 s, then a
-traceback): a running scheduler answers in well under a second."""
+traceback): a running scheduler answers in well under a second. It is also how long a cluster may have no running
+worker (checked once the cells are submitted, so that an adaptive cluster can start some, and whenever no cell has
+finished for that long) before the sweep stops: Dask itself would wait forever. A cluster whose workers take longer
+to start needs them started first (or this raised)."""
 
 
 class SchedulerUnreachable(ValueError):
-    """No Dask scheduler answered at the ``scheduler`` address within :data:`SCHEDULER_TIMEOUT` seconds (nothing
-    listening, an unknown host, or something that is not a Dask scheduler); ``str()`` is one line naming the
-    address. Raised by :func:`run_cells` before any cell is submitted; entry points print it as an argparse error
-    of ``--scheduler``."""
+    """The Dask cluster at the ``scheduler`` address cannot run cells: no scheduler answered within
+    :data:`SCHEDULER_TIMEOUT` seconds (nothing listening, an unknown host, something that is not a Dask scheduler,
+    or a scheduler that closed while cells were pending; ``workers=False``), or it answered but had no running
+    worker for that long (``workers=True``: none started, or every one left while cells were pending). ``str()`` is
+    one line naming the address and what is missing. Raised by :func:`run_cells`, before any cell is submitted or
+    while cells are pending (the finished ones are cached); entry points print it as an argparse error of
+    ``--scheduler``."""
 
-    def __init__(self, scheduler: str, reason: str):
-        self.scheduler = scheduler
-        super().__init__(f"cannot connect to a Dask scheduler at {scheduler!r} (waited at most "
-                         f"{SCHEDULER_TIMEOUT:g} s: {reason}); is a Dask scheduler running there?")
+    def __init__(self, scheduler: str, reason: str, *, workers: bool = False):
+        self.scheduler, self.workers = scheduler, workers
+        if workers:
+            message = (f"the Dask scheduler at {scheduler!r} has no running worker (waited {SCHEDULER_TIMEOUT:g} s: "
+                       f"{reason}); start one with 'dask worker {scheduler}'")
+        else:
+            message = (f"cannot connect to a Dask scheduler at {scheduler!r} (waited at most {SCHEDULER_TIMEOUT:g} s: "
+                       f"{reason}); is a Dask scheduler running there?")
+        super().__init__(message)
+
+
+def _running_worker(client: Any, scheduler: str, when: str) -> None:
+    """Returns once the cluster of ``client`` has a running worker; :class:`SchedulerUnreachable` (``workers=True``,
+    saying ``when``) after :data:`SCHEDULER_TIMEOUT` seconds without one, or (``workers=False``) when the scheduler
+    stops answering."""
+    try:
+        client.wait_for_workers(1, timeout=SCHEDULER_TIMEOUT)
+    except TimeoutError:  # distributed's WorkerStartTimeoutError
+        raise SchedulerUnreachable(scheduler, f"{when}, 0 workers", workers=True) from None
+    except Exception as err:  # the scheduler went away (OSError, CommClosedError, ...)
+        raise SchedulerUnreachable(scheduler, f"{when}: {type(err).__name__}: {str(err)[:200]}") from None
 
 
 def _executor(workers: int, scheduler: str | None):
-    """(executor, closer) for the requested back end; ``closer(cancel)`` cancels what has not started and,
-    for local workers, ends them at once."""
+    """(executor, closer, watch) for the requested back end; ``closer(cancel)`` cancels what has not started and,
+    for local workers, ends them at once; ``watch()`` is called once the cells are submitted (so that an adaptive
+    Dask cluster has seen them and can start workers) and again whenever no cell has finished for
+    :data:`SCHEDULER_TIMEOUT` seconds, and raises when the back end cannot run them (a Dask cluster with no running
+    worker or no scheduler; local executors always can)."""
     if scheduler is not None:
         try:
             from distributed import Client
@@ -442,11 +475,12 @@ def _executor(workers: int, scheduler: str | None):
         except Exception as err:  # OSError (timed out, refused, unknown host), or garbage from a non-Dask server
             raise SchedulerUnreachable(scheduler, f"{type(err).__name__}: {str(err)[:200]}") from None
         ex = client.get_executor()
-        return ex, lambda cancel: (ex.shutdown(wait=not cancel), client.close())
+        return (ex, lambda cancel: (ex.shutdown(wait=not cancel), client.close()),
+                lambda: _running_worker(client, scheduler, "with cells pending"))
     if workers == 1:
         ex = _InProcess()
-        return ex, lambda cancel: None
-    return local_pool(workers)
+        return ex, lambda cancel: None, lambda: None
+    return (*local_pool(workers), lambda: None)
 
 
 def local_pool(workers: int) -> tuple[cf.ProcessPoolExecutor, Callable[[bool], None]]:
@@ -589,16 +623,17 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         workers: local worker processes (1: this process).
         scheduler: address of a running Dask scheduler (``tcp://HOST:PORT``, checked by :func:`check_scheduler`);
             overrides ``workers``. Connected to only when a cell is to be computed: :class:`SchedulerUnreachable`
-            when it does not answer within :data:`SCHEDULER_TIMEOUT` seconds.
+            when it does not answer within :data:`SCHEDULER_TIMEOUT` seconds, or has no running worker for that
+            long once the cells are submitted (or later, while cells are pending).
         progress: draw a progress bar (ignored when ``bar`` is given).
         desc: what the bar says is being computed.
         bar: an open tqdm bar to advance instead of a new one, so one display spans several sweeps: this
             sweep adds its cells to the bar's :class:`Eta` (:func:`eta_of`), which draws the bar in seconds of
             work with ``cells done/total`` and the ETA; the caller closes it.
-        keep_going: a cell that raises (an ``Exception``) or returns a result the cache cannot hold (:func:`encode`'s
-            ``ValueError``) gives a :class:`CellFailed` result (not cached) and the sweep goes on
-            (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a ``RuntimeError``
-            naming the cell.
+        keep_going: a cell that raises (an ``Exception``, or ``SystemExit``), or returns a result the cache
+            cannot hold (:func:`encode`'s ``ValueError``), gives a :class:`CellFailed` result (not cached) and the
+            sweep goes on (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a
+            ``RuntimeError`` naming the cell.
 
     Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
     """
@@ -655,14 +690,20 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                     kinds.add(_kind_name(pending[k]))
                     probes.append(k)
             order = probes + [k for k in order if k not in set(probes)]
-            ex, close = _executor(workers, scheduler)
+            ex, close, watch = _executor(workers, scheduler)
             cancelled, futures = True, {}
 
             def collect(fut: cf.Future, k: str) -> None:
                 nonlocal computed, failed
                 try:
-                    result, seconds = fut.result()
+                    try:
+                        result, seconds = fut.result()
+                    except cf.CancelledError:  # not by us: a Dask cluster that closed, lost its workers or restarted
+                        watch()  # the cluster's failure (SchedulerUnreachable), not the cell's, when it is gone
+                        raise RuntimeError("the executor cancelled the cell (a Dask cluster that restarted?)") from None
                     encoded = encode(result)  # a result the cache cannot hold is this cell's failure
+                except SchedulerUnreachable:
+                    raise
                 except Exception as err:
                     if not keep_going:
                         raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
@@ -684,12 +725,19 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                         collect(fut, k)
                     else:
                         futures[fut] = k
-                for fut in cf.as_completed(futures):
-                    collect(fut, futures[fut])
+                if futures:
+                    watch()  # a cluster without workers would hold them forever
+                waiting = set(futures)
+                while waiting:
+                    finished, waiting = cf.wait(waiting, timeout=SCHEDULER_TIMEOUT, return_when=cf.FIRST_COMPLETED)
+                    for fut in finished:
+                        collect(fut, futures[fut])
+                    if not finished:
+                        watch()  # a cluster whose workers all left would wait forever
                 cancelled = False
             finally:
                 close(cancelled)
-                del ex, close, futures  # the pool and its queues go now, not when the interpreter exits
+                del ex, close, watch, futures  # the pool and its queues go now, not when the interpreter exits
     except KeyboardInterrupt:
         interrupted = True
     finally:

@@ -134,6 +134,9 @@ class MixtureModel:
     """
 
     def __init__(self, mixtures: Mapping[Hashable, Any]):
+        if not isinstance(mixtures, Mapping):  # a bare mixture or a list: one per condition, keyed by it
+            raise ValueError(f"mixtures must be a mapping from condition to mixture, e.g. {{None: law}}, got "
+                             f"{type(mixtures).__name__}")
         if not mixtures:
             raise ValueError("need at least one mixture")
         for key, m in mixtures.items():

@@ -448,6 +448,41 @@ def test_an_unreachable_scheduler_is_one_argparse_line_naming_it(entry, tmp_path
     assert not list(out.rglob("*.*")) and not list((tmp_path / "c").rglob("*.json"))
 
 
+@pytest.mark.parametrize("entry", ["claims", "bench"])
+def test_a_scheduler_without_workers_is_one_argparse_line_naming_it(entry, tmp_path, capsys, monkeypatch):
+    """Issue 20: ``--scheduler`` naming a running Dask scheduler with no worker waited forever (the cells queued
+    until a worker joined). Now: SCHEDULER_TIMEOUT (5 s; 1 s here), then one argparse line naming the address and
+    the missing workers, exit status 2, nothing written."""
+    import logging
+    import time
+
+    from evaluation import sweep
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "c"))  # empty: every cell must be computed
+    out = tmp_path / "o"
+    if entry == "claims":
+        from evaluation.claims.__main__ import main
+        argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--no-figures"]
+    else:
+        from evaluation.bench import main
+        argv = ["--quick", "--out", str(out)]
+    # a library's log handler made in an earlier test (diffusers', on first import) still writes to that test's
+    # closed capture stream, which logging reports with a traceback; a real run has one stream
+    monkeypatch.setattr(logging, "raiseExceptions", False)
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        start = time.perf_counter()
+        line = _error(capsys, lambda: main(argv + ["--scheduler", address]))
+        assert time.perf_counter() - start < 20
+    assert line == (f"python -m evaluation.{entry}: error: --scheduler: the Dask scheduler at '{address}' has no "
+                    f"running worker (waited 1 s: with cells pending, 0 workers); start one with "
+                    f"'dask worker {address}'")
+    assert not list(out.rglob("*.*")) and not list((tmp_path / "c").rglob("*.json"))
+
+
 def test_the_inverse_cli_checks_its_cache_as_the_ledger_does(tmp_path, blocker, capsys, monkeypatch):
     """Issue 20 round 3: ``python -m evaluation.inverse --cache /proc/x`` gave a bare OSError traceback where the
     claims CLI gives an argparse error; both use evaluation.io.check_sweep_arguments now."""

@@ -270,6 +270,105 @@ def test_an_unreachable_scheduler_fails_fast_naming_it(tmp_path, monkeypatch):
     assert issubclass(sweep.SchedulerUnreachable, ValueError) and not list(tmp_path.rglob("*.json"))
 
 
+def test_a_scheduler_without_workers_fails_in_bounded_time_naming_it(tmp_path, monkeypatch):
+    """Issue 20: a reachable Dask scheduler with no worker took the cells and waited forever (distributed queues
+    them until a worker joins). Now run_cells waits SCHEDULER_TIMEOUT (1 s here) for a running worker, then raises
+    SchedulerUnreachable naming the address and saying that workers are missing; nothing is cached."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    with distributed.LocalCluster(n_workers=0, processes=False, protocol="tcp", host="127.0.0.1",
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        start = time.perf_counter()
+        expected = (rf"the Dask scheduler at '{address}' has no running worker "
+                    rf"\(waited 1 s: with cells pending, 0 workers\); start one with 'dask worker {address}'")
+        with pytest.raises(sweep.SchedulerUnreachable, match=expected) as caught:
+            run_cells([Square(1.0)], cache=tmp_path, scheduler=address, progress=False)
+        assert time.perf_counter() - start < 10
+        assert caught.value.workers and caught.value.scheduler == address
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_an_adaptive_cluster_without_workers_gets_the_cells_first(tmp_path):
+    """The check for workers comes after the cells are submitted: an adaptive cluster (no worker until it sees
+    work) starts one and the sweep runs, instead of being refused for having none on connecting."""
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    cells = [Square(float(i)) for i in range(3)]
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        cluster.adapt(minimum=0, maximum=1, interval="100ms")
+        run = run_cells(cells, cache=tmp_path, scheduler=cluster.scheduler_address, progress=False)
+    assert run.computed == 3 and _values(run) == _values(run_cells(cells, cache=tmp_path / "l", progress=False))
+
+
+def test_a_cluster_whose_workers_leave_stops_in_bounded_time_keeping_the_finished_cells(tmp_path, monkeypatch):
+    """Issue 20: when every worker leaves while cells are pending, Dask keeps them queued forever. run_cells checks
+    the cluster whenever no cell has finished for SCHEDULER_TIMEOUT (1 s here) and raises SchedulerUnreachable
+    (workers missing); the cells finished before are cached, so a rerun resumes."""
+    import threading
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    cells = [Square(0.0)] + [Square(float(i), delay=0.5) for i in range(1, 5)]
+    cache = tmp_path / "c"
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                  host="127.0.0.1", dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+
+        def retire() -> None:  # once the first cell is cached, the only worker leaves
+            deadline = time.perf_counter() + 30
+            while not list(cache.rglob("*.json")) and time.perf_counter() < deadline:
+                time.sleep(0.02)
+            cluster.scale(0)
+
+        retiring = threading.Thread(target=retire, daemon=True)
+        retiring.start()
+        start = time.perf_counter()
+        with pytest.raises(sweep.SchedulerUnreachable, match=rf"the Dask scheduler at '{address}' has no running "
+                                                             r"worker \(waited 1 s: with cells pending, 0 workers\)"):
+            run_cells(cells, cache=cache, scheduler=address, progress=False)
+        assert time.perf_counter() - start < 20
+        retiring.join(timeout=30)
+    kept = run_cells(cells, cache=cache, progress=False)  # locally: the finished cells are reused
+    assert 1 <= kept.reused < len(cells) and kept.reused + kept.computed == len(cells)
+
+
+@pytest.mark.parametrize("keep_going", [False, True])
+def test_a_scheduler_that_closes_mid_run_is_named_not_blamed_on_a_cell(tmp_path, monkeypatch, keep_going):
+    """Issue 20 (found probing the scheduler fix): when the scheduler closed mid-run, the sweep stopped with "cell
+    Square(...) failed: CancelledError: " (an empty message blaming whichever cell came first), or under keep_going
+    listed every pending cell as failed. Now the cancelled cell sends run_cells to check the cluster: it raises
+    SchedulerUnreachable naming the address; the cells finished before are cached."""
+    import threading
+
+    distributed = pytest.importorskip("distributed", reason="dask.distributed is the optional [sweeps] extra")
+    monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
+    cells = [Square(0.0)] + [Square(float(i), delay=0.3) for i in range(1, 7)]
+    cache = tmp_path / "c"
+    cluster = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                       host="127.0.0.1", dashboard_address=None)
+    address = cluster.scheduler_address
+
+    def close() -> None:  # once the first cell is cached, the scheduler goes
+        deadline = time.perf_counter() + 30
+        while not list(cache.rglob("*.json")) and time.perf_counter() < deadline:
+            time.sleep(0.02)
+        cluster.close()
+
+    closing = threading.Thread(target=close, daemon=True)
+    closing.start()
+    start = time.perf_counter()
+    try:
+        with pytest.raises(sweep.SchedulerUnreachable, match=rf"Dask scheduler at '{address}' .*with cells pending"):
+            run_cells(cells, cache=cache, scheduler=address, progress=False, keep_going=keep_going)
+        assert time.perf_counter() - start < 20
+    finally:
+        closing.join(timeout=30)
+        cluster.close()
+    kept = run_cells(cells, cache=cache, progress=False)  # locally: the finished cells are reused
+    assert 1 <= kept.reused < len(cells)
+
+
 def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
     """Issue 20 round 3: under keep_going=True a cell returning an unencodable result aborted the whole sweep
     (storing was outside keep_going). Now it is that cell's CellFailed (never cached); without keep_going the sweep
@@ -317,3 +416,44 @@ def test_an_unpicklable_exception_in_a_worker_fails_only_its_cell(tmp_path):
     # pickles exceptions without calling __init__), as a RuntimeError otherwise; the message is the same
     with pytest.raises(RuntimeError, match=r"cell Raises\(x=-1.0\) failed: (RuntimeError: )?Unpicklable: weird"):
         run_cells([Raises(-1.0)], cache=tmp_path / "b", progress=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Exits:
+    code: int
+
+
+@cell_kind(Exits)
+def exits(cell: Exits) -> float:
+    if cell.code:
+        raise SystemExit(cell.code)  # as sys.exit (or an argparse error) inside a library the cell calls
+    return 1.0
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_cell_that_exits_the_interpreter_is_that_cells_failure(tmp_path, workers):
+    """Issue 20 (found re-running the probe): a cell raising SystemExit ended the calling process with that status
+    and no message at all, under keep_going=True too, from a worker process too. Now it is the cell's failure: a
+    CellFailed under keep_going (the other cells computed and cached), else the RuntimeError naming the cell."""
+    run = run_cells([Exits(0), Exits(3)], cache=tmp_path / "a", workers=workers, progress=False, keep_going=True)
+    assert run.results[0] == 1.0 and run.computed == 1 and run.failed == 1
+    assert run.results[1] == sweep.CellFailed("Exits(code=3)", "RuntimeError: the cell exited the interpreter "
+                                              "(SystemExit(3)) instead of returning a result or raising an Exception")
+    assert Cache(tmp_path / "a").keys() == [cell_key(Exits(0))]
+    with pytest.raises(RuntimeError, match=r"cell Exits\(code=3\) failed: RuntimeError: the cell exited the "
+                                           r"interpreter \(SystemExit\(3\)\)"):
+        run_cells([Exits(3)], cache=tmp_path / "b", workers=workers, progress=False)
+
+
+def test_a_cache_file_too_deeply_nested_to_parse_is_a_miss(tmp_path):
+    """Issue 20 (found re-running the probe): a cache file of deeply nested JSON ('[[[...]]]', 1e5 deep) escaped
+    Cache.load as json's bare RecursionError naming no file, and broke every run until deleted by hand. Now it is a
+    miss like any unreadable file: a CacheWarning naming it, the cell recomputed and the file overwritten."""
+    cell = Square(2.0)
+    run_cells([cell], cache=tmp_path, progress=False)
+    path = Cache(tmp_path).path(cell)
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.warns(sweep.CacheWarning, match=rf"{path} cannot be read as a result \(RecursionError"):
+        run = run_cells([cell], cache=tmp_path, progress=False)
+    assert (run.computed, run.reused) == (1, 0) and _values(run) == [(2.0, 4.0, (0.0, 1.0, 2.0))]
+    assert Cache(tmp_path).load(cell)[0]
