@@ -8,7 +8,8 @@ in the ledger files already in ``--out`` and keeps the others; each entry says w
 ``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``), so a rerun or an interrupted run (Ctrl-C: exit
 status 130, one line saying what is kept) only computes what is missing. ``--workers N`` runs cells in N
 local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra; one that does not
-answer within ``evaluation.sweep.SCHEDULER_TIMEOUT``, 5 s, is an argparse error naming the address). A claim a
+answer, or has no running worker, within ``evaluation.sweep.SCHEDULER_TIMEOUT``, 5 s, is an argparse error naming the
+address). A claim a
 cell of which cannot meet its tolerance (:mod:`evaluation.accuracy`) is written as ``not converged``, naming the
 cell and its error, with no verdict, numbers or figure; the other claims conclude, and the run exits with status 1.
 
