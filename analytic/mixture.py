@@ -94,7 +94,7 @@ def _whiten(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> tuple[t
 def _log_normal_whitened(z: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
     """``log N`` from whitened offsets z [K, d, N] and the factors chol [K, d, d] -> [K, N]."""
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
-    return -0.5 * ((z.shape[1] * math.log(2 * math.pi) + logdet)[:, None] + (z**2).sum(1))
+    return -0.5 * ((z.shape[1] * math.log(2 * math.pi) + logdet)[:, None] + (z * z).sum(1))
 
 
 def _log_normal(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
