@@ -75,29 +75,30 @@ def check_points(x, d: int, device=None, name: str = "x") -> torch.Tensor:
     x = as_float64(x, name, device)
     if x.ndim != 2 or x.shape[1] != d:
         raise ValueError(f"{name} must have shape [N, {d}], got {tuple(x.shape)}")
-    if not torch.all(torch.isfinite(x)):
+    if x.numel() and not torch.isfinite(x.detach().abs().amax()):  # one pass: NaN and inf propagate through amax
         raise ValueError(f"{name} has non-finite entries")
     return x
 
 
 def _whiten(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(z, L^{-1})``: whitened offsets ``z = L_k^{-1} (x - means_k)`` [N, K, d] and the inverse factors [K, d, d]
-    for x [N, d], means [K, d] or [N, K, d], chol [K, d, d]."""
+    """``(z, L^{-1})``: whitened offsets ``z = L_k^{-1} (x - means_k)`` [K, d, N] and the inverse factors [K, d, d]
+    for x [N, d], means [K, d], chol [K, d, d]. Component- and coordinate-major, so that for large N, small d and K
+    every step (the batched triangular products, the squared norms over d, the softmax over K) runs along N."""
     d = x.shape[-1]
-    diff = x[:, None, :] - means  # [N, K, d]
+    diff = x.T - means[:, :, None]  # [K, d, N]
     eye = torch.eye(d, dtype=chol.dtype, device=chol.device)
     chol_inv = torch.linalg.solve_triangular(chol, eye, upper=False)  # [K, d, d], small
-    return torch.einsum("kij,nkj->nki", chol_inv, diff), chol_inv
+    return chol_inv @ diff, chol_inv
 
 
 def _log_normal_whitened(z: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """``log N`` from whitened offsets z [N, K, d] and the factors chol [K, d, d] -> [N, K]."""
+    """``log N`` from whitened offsets z [K, d, N] and the factors chol [K, d, d] -> [K, N]."""
     logdet = 2 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # [K]
-    return -0.5 * (z.shape[-1] * math.log(2 * math.pi) + logdet + (z**2).sum(-1))
+    return -0.5 * ((z.shape[1] * math.log(2 * math.pi) + logdet)[:, None] + (z * z).sum(1))
 
 
 def _log_normal(x: torch.Tensor, means: torch.Tensor, chol: torch.Tensor) -> torch.Tensor:
-    """``log N(x; means_k, L_k L_k^T)`` for x [N, d], means [K, d] or [N, K, d], chol [K, d, d] -> [N, K]."""
+    """``log N(x; means_k, L_k L_k^T)`` for x [N, d], means [K, d], chol [K, d, d] -> [K, N]."""
     return _log_normal_whitened(_whiten(x, means, chol)[0], chol)
 
 
@@ -287,23 +288,27 @@ class GaussianMixture:
         return x
 
     # --- density, sampling ----------------------------------------------------------------------
+    def _component_log_prob(self, x) -> torch.Tensor:
+        """``log pi_k + log N(x; mu_k, S_k)``, component-major. x [N, d] -> [K, N]"""
+        x = self._points(x)
+        return self.log_weights[:, None] + _log_normal(x, self.means, self.chol)
+
     def component_log_prob(self, x) -> torch.Tensor:
         """``log pi_k + log N(x; mu_k, S_k)``. x [N, d] -> [N, K]"""
-        x = self._points(x)
-        return self.log_weights + _log_normal(x, self.means, self.chol)
+        return self._component_log_prob(x).T.contiguous()
 
     def log_prob(self, x) -> torch.Tensor:
         """``log p(x)``. x [N, d] -> [N]"""
-        return torch.logsumexp(self.component_log_prob(x), dim=1)
+        return torch.logsumexp(self._component_log_prob(x), dim=0)
 
     def grad_log_prob(self, x) -> torch.Tensor:
         """``grad_x log p(x) = -sum_k r_k(x) S_k^{-1} (x - mu_k)`` in closed form. [N, d]"""
         x = self._points(x)
-        z, chol_inv = _whiten(x, self.means, self.chol)  # one whitening for the weights and the solves
-        # [N, K]; exp(log_softmax): torch.softmax over a short last dimension is twice as slow
-        r = torch.log_softmax(self.log_weights + _log_normal_whitened(z, self.chol), dim=1).exp()
-        sol = torch.einsum("kji,nkj->nki", chol_inv, z)  # S_k^{-1} (x - mu_k) = L_k^{-T} z, [N, K, d]
-        return -(r[..., None] * sol).sum(1)
+        z, chol_inv = _whiten(x, self.means, self.chol)  # one whitening for the weights and the solves, [K, d, N]
+        r = torch.log_softmax(self.log_weights[:, None] + _log_normal_whitened(z, self.chol), dim=0).exp()  # [K, N]
+        K, d, n = z.shape
+        # sum_k r_k L_k^{-T} z_k as one product over (k, j): [N, K d] @ [K d, d], row (k, j) of the right = L_k^{-1}[j]
+        return -((r[:, None, :] * z).reshape(K * d, n).T @ chol_inv.reshape(K * d, d))
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``n`` independent draws. [n, d]"""
