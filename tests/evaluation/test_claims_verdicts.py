@@ -109,7 +109,8 @@ def test_autoguidance_and_its_negative_control(cache):
     _near(n["paper_1d: cfg entropy at w=1 - conditional's"], -0.729140, 1e-4)
     assert n["paper_1d: closest comparison / its error"] > 100  # 187: every comparison decided
     errors = {x.name: x.error for x in o.result.numbers}
-    assert 0 < errors["paper_1d: autog best TV"] <= 5e-4 and 0 < errors["paper_1d: cfg entropy at w=1 - conditional's"] < 1e-3
+    assert 0 < errors["paper_1d: autog best TV"] <= 5e-4
+    assert 0 < errors["paper_1d: cfg entropy at w=1 - conditional's"] < 1e-3
 
 
 @pytest.mark.ledger
@@ -275,3 +276,28 @@ def test_autoguidance_entropy_takes_off_the_hats_smoothing():
     q = m2[m2 > 0]
     plain2 = abs(-(q * torch.log(q / 0.01)).sum().item() - exact2)  # cell 0.1 x 0.1
     assert abs(_entropy(m2, (x, y)) - exact2) < plain2 / 25, (_entropy(m2, (x, y)) - exact2, plain2)
+
+
+def test_autoguidance_publishes_how_far_its_closest_comparison_is_beyond_the_errors():
+    """conclude publishes every TV and entropy with its error and, per law, the smallest margin of the verdict's four
+    comparisons over the compared numbers' errors (below 1: a comparison the errors do not decide). Hand-made
+    results: autoguidance's best TV 0.05 +- 0.005 against 0.8 x 0.10 +- 0.01 is the closest, 0.03 / 0.013."""
+    from evaluation.claims.autoguidance import AutogLaw, cells, conclude
+
+    def law(tv, tv_err=0.01, ent=1.2):
+        return AutogLaw(tv, 0.0, ent, 1.0, tv_err, 0.0, 0.01, 0.001, 0.0, ())
+
+    table = {("autog", 0.0): law(0.10), ("autog", 0.5): law(0.05, 0.005, 1.01), ("autog", 1.0): law(0.07, 0.005),
+             ("control", 0.5): law(0.2), ("control", 1.0): law(0.3), ("cfg", 0.5): law(0.12), ("cfg", 1.0): law(0.2)}
+    quick = cells(True)
+    assert {(c.guide, c.w) for c in quick} == set(table)
+    o = conclude(True, [table[c.guide, c.w] for c in quick])
+    n = {x.name: x for x in o.result.numbers}
+    assert o.result.verdict == "holds"
+    assert abs(n["paper_1d: closest comparison / its error"].value - 0.03 / 0.013) < 1e-9
+    assert n["paper_1d: autog best TV"].error == 0.005
+    assert abs(n["paper_1d: autog entropy at best w - conditional's"].error - 0.011) < 1e-12
+    table["autog", 0.5] = law(0.05, 0.03, 1.01)  # the same values, an error that no longer decides the first comparison
+    o = conclude(True, [table[c.guide, c.w] for c in quick])
+    closest = {x.name: x.value for x in o.result.numbers}["paper_1d: closest comparison / its error"]
+    assert abs(closest - 0.03 / 0.038) < 1e-9
