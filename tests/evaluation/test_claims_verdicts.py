@@ -3,6 +3,8 @@ is run through its own conclusion, and the verdict and the numbers behind it are
 code change that flips a verdict, or moves a finding, fails here. The cells are shared through one cache per
 session, so claims that share cells compute them once."""
 
+import math
+
 import pytest
 
 from evaluation.claims import ALL_CLAIMS, get_claim
@@ -102,6 +104,13 @@ def test_autoguidance_and_its_negative_control(cache):
     _near(n["paper_1d: TV main model alone"], 0.0690, 1e-3)
     _near(n["paper_1d: autog best TV"], 0.0245, 1e-3)
     assert n["paper_1d: control best w"] == 0.0 and n["paper_1d: cfg best w"] == 0.0
+    # entropies less the hats' smoothing (de Bruijn); the plain hat entropies gave -0.008551 and -0.728813
+    _near(n["paper_1d: autog entropy at best w - conditional's"], -0.008532, 1e-5)
+    _near(n["paper_1d: cfg entropy at w=1 - conditional's"], -0.729140, 1e-4)
+    assert n["paper_1d: closest comparison / its error"] > 100  # 187: every comparison decided
+    errors = {x.name: x.error for x in o.result.numbers}
+    assert 0 < errors["paper_1d: autog best TV"] <= 5e-4
+    assert 0 < errors["paper_1d: cfg entropy at w=1 - conditional's"] < 1e-3
 
 
 @pytest.mark.ledger
@@ -246,3 +255,67 @@ def test_autoguidance_2d_grid_keeps_the_chain_within_the_lost_mass_share():
     od = output_density(main, Schedule.parse(SCHEDULE).vp.sampling_sigmas(), axes, estimate_error=False)
     assert od.lost < LOST_SHARE * default_tol(2), od.lost
     assert 201 ** 2 <= MAX_NODES[2]  # the spacing the narrow kernels ask for fits without widening
+
+
+def _gaussian_hat_masses(x, s):
+    """Exact hat masses of N(0, s^2) on the uniform nodes ``x``: the second difference of the density's double
+    antiderivative ``s G(t / s)``, ``G(t) = t Phi(t) + phi(t)``, over the spacing."""
+    import torch
+
+    h = (x[1] - x[0]).item()
+    G = lambda t: t * torch.special.ndtr(t) + torch.exp(-0.5 * t * t) / math.sqrt(2 * math.pi)
+    return s * (G((x + h) / s) - 2 * G(x / s) + G((x - h) / s)) / h
+
+
+def test_autoguidance_entropy_takes_off_the_hats_smoothing():
+    """The entropy autoguidance publishes is that of hat masses less their smoothing (de Bruijn, as the output
+    cells'): on exact hat masses of a Gaussian against its closed-form entropy, the plain hat entropy is h^2 / (12
+    s^2) too high (9.2e-3, 2.3e-3, 5.8e-4 at h = 0.1, 0.05, 0.025: 4x per halving); the corrected one 3.2e-4,
+    2.1e-5, 1.3e-6 (15x). In 2-D (a product law) the same holds axis by axis."""
+    import torch
+
+    from evaluation.claims.autoguidance import _entropy
+
+    s = 0.3
+    exact = 0.5 * math.log(2 * math.pi * math.e * s * s)
+    plain, corrected = [], []
+    for n in (61, 121, 241):
+        x = torch.linspace(-3.0, 3.0, n, dtype=torch.float64)
+        m = _gaussian_hat_masses(x, s)
+        q = m[m > 0]
+        plain.append(abs(-(q * torch.log(q / (x[1] - x[0]))).sum().item() - exact))
+        corrected.append(abs(_entropy(m, (x,)) - exact))
+    assert all(3.5 < a / b < 4.5 for a, b in zip(plain, plain[1:])), plain  # first order in h^2
+    assert all(a / b > 12 for a, b in zip(corrected, corrected[1:])), corrected
+    assert all(c < p / 25 for c, p in zip(corrected, plain)), (corrected, plain)
+    x, y = torch.linspace(-3.0, 3.0, 61, dtype=torch.float64), torch.linspace(-4.0, 4.0, 81, dtype=torch.float64)
+    m2 = _gaussian_hat_masses(x, 0.3)[:, None] * _gaussian_hat_masses(y, 0.5)[None, :]
+    exact2 = exact + 0.5 * math.log(2 * math.pi * math.e * 0.25)
+    q = m2[m2 > 0]
+    plain2 = abs(-(q * torch.log(q / 0.01)).sum().item() - exact2)  # cell 0.1 x 0.1
+    assert abs(_entropy(m2, (x, y)) - exact2) < plain2 / 25, (_entropy(m2, (x, y)) - exact2, plain2)
+
+
+def test_autoguidance_publishes_how_far_its_closest_comparison_is_beyond_the_errors():
+    """conclude publishes every TV and entropy with its error and, per law, the smallest margin of the verdict's four
+    comparisons over the compared numbers' errors (below 1: a comparison the errors do not decide). Hand-made
+    results: autoguidance's best TV 0.05 +- 0.005 against 0.8 x 0.10 +- 0.01 is the closest, 0.03 / 0.013."""
+    from evaluation.claims.autoguidance import AutogLaw, cells, conclude
+
+    def law(tv, tv_err=0.01, ent=1.2):
+        return AutogLaw(tv, 0.0, ent, 1.0, tv_err, 0.0, 0.01, 0.001, 0.0, ())
+
+    table = {("autog", 0.0): law(0.10), ("autog", 0.5): law(0.05, 0.005, 1.01), ("autog", 1.0): law(0.07, 0.005),
+             ("control", 0.5): law(0.2), ("control", 1.0): law(0.3), ("cfg", 0.5): law(0.12), ("cfg", 1.0): law(0.2)}
+    quick = cells(True)
+    assert {(c.guide, c.w) for c in quick} == set(table)
+    o = conclude(True, [table[c.guide, c.w] for c in quick])
+    n = {x.name: x for x in o.result.numbers}
+    assert o.result.verdict == "holds"
+    assert abs(n["paper_1d: closest comparison / its error"].value - 0.03 / 0.013) < 1e-9
+    assert n["paper_1d: autog best TV"].error == 0.005
+    assert abs(n["paper_1d: autog entropy at best w - conditional's"].error - 0.011) < 1e-12
+    table["autog", 0.5] = law(0.05, 0.03, 1.01)  # the same values, an error that no longer decides the first comparison
+    o = conclude(True, [table[c.guide, c.w] for c in quick])
+    closest = {x.name: x.value for x in o.result.numbers}["paper_1d: closest comparison / its error"]
+    assert abs(closest - 0.03 / 0.038) < 1e-9
