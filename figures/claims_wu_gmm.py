@@ -49,19 +49,19 @@ def plot(d: Monotone, out_dir: Path) -> list[Path]:
                    "E[p(y|x)]"),
                   (d.entropy, d.entropy_down, axes[1], "output entropy (should fall with w)", "entropy (nats)"))
         for arr, monotone, ax, title, ylabel in panels:  # monotone: the claim's own decision (within the errors)
-            for s in np.argsort(iso, kind="stable"):  # the paper's conditions drawn over the random mixtures
-                for j, ls in enumerate(("-", "--")):
+            for s in np.argsort(iso, kind="stable"):  # the paper's conditions drawn over the random mixtures and
+                for j, ls in enumerate(("-", "--")):  # the violations over both
                     good = monotone[s, j]
                     if iso[s]:
-                        ax.plot(d.ws, arr[s, j], ls, lw=1.1, marker="o", ms=2.5, color=BLUE if good else RED,
-                                zorder=3 if good else 4)
+                        ax.plot(d.ws, arr[s, j], ls, lw=0.9, marker="o", ms=2, color=BLUE if good else RED,
+                                zorder=2 if good else 3)
                     else:
-                        ax.plot(d.ws, arr[s, j], ls, lw=0.7, color=GREY if good else RED, zorder=1 if good else 2)
+                        ax.plot(d.ws, arr[s, j], ls, lw=0.7, color=GREY if good else RED, zorder=1 if good else 3)
             ax.set_xlabel("w")
             ax.set_ylabel(ylabel)
             ax.set_title(title)
         key = [plt.Line2D([], [], color=GREY, lw=0.7, label=f"random mixtures ({int((~iso).sum())}), monotone"),
-               plt.Line2D([], [], color=BLUE, lw=1.1, marker="o", ms=2.5,
+               plt.Line2D([], [], color=BLUE, lw=0.9, marker="o", ms=2,
                           label=f"paper's conditions ({int(iso.sum())}: one Gaussian per class, one width), monotone"),
                plt.Line2D([], [], color=RED, lw=0.7, label="not monotone (violates the claim)"),
                plt.Line2D([], [], color="0.2", ls="-", lw=0.7, label="DDPM"),
