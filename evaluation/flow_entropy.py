@@ -20,7 +20,9 @@ refused by the accuracy contract at 128), while here the map is sampled where it
 - with an error estimate: the larger of the accepted changes' sum and the change of the whole number when every
   other edge of the final chain is dropped (pairs of neighbouring sub-cells merged: the change of a halving, an
   upper estimate for a method of order >= 1; it sees the overlaps of a folding map, which the local terms do
-  not), plus the start's mass outside the span (weighted by the size of its possible entropy term).
+  not), plus the start's mass outside the span (weighted by the size of its possible entropy term); when it
+  exceeds ``tol``, the whole run is repeated with the shares a quarter, then a sixteenth of ``tol``
+  (``_LOCAL_TOLS``) before it is refused.
 
 The images are known to their rounding only: a sub-cell whose two ends map to the same double has an image below
 about one ulp (the spacing of doubles there), not necessarily a point. At a fold's turning point that happens by
@@ -48,6 +50,7 @@ F64 = torch.float64
 DETERMINISTIC = ("ddim", "euler", "heun")  # samplers whose output is a map of the start (ddim: eta = 0)
 MAX_FLOW_POINTS = 2**22  # the most start points whose images a run may compute (the adaptive chain's budget)
 _MAX_DEPTH = 40  # bisections of one sub-cell
+_LOCAL_TOLS = (1.0, 0.25, 0.0625)  # the bisection's shares, in units of tol, tried in turn (flow_numbers)
 _MAX_RUNS = 4096  # monotone runs (branches of the inverse) of a folding map (a flat tail whose images wiggle by
 # ~1e-13 from the steps' rounding turns ~600 times on the chain: rand1d:43 CFG w = 4 DDIM, u < -4, mass 3e-5)
 _FINEST = 1e-9  # sub-cells narrower than this share of the span are not bisected: the images' rounding (~1e-16 of
@@ -126,8 +129,8 @@ def _atom(ya: torch.Tensor, yb: torch.Tensor, m: torch.Tensor, tol: float) -> No
     if size.sum().item() > tol:
         raise ValueError(f"flow_numbers: the map sends a sub-cell with mass {m[flat].max().item():.3g} to a point "
                          f"{yb[flat][m[flat].argmax()].item():.6g} (an atom in the output law: its differential "
-                         f"entropy is -inf; the flat sub-cells' term sizes sum to {size.sum().item():.3g} > tol {tol:g}, "
-                         f"so not a fold's turning point below the images' rounding)")
+                         f"entropy is -inf; the flat sub-cells' term sizes sum to {size.sum().item():.3g} > tol "
+                         f"{tol:g}, so not a fold's turning point below the images' rounding)")
 
 
 def _expect(fy: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
@@ -195,65 +198,72 @@ def flow_numbers(denoiser, sigmas, span: tuple[float, float] = (-7.0, 7.0), *, s
         length = torch.where(ya == yb, _ulp(ya), (yb - ya).abs())
         return torch.where(m > 0, m * torch.log(length.clamp(min=1e-300) / m.clamp(min=1e-300)), torch.zeros_like(m))
 
-    e = torch.linspace(lo, hi, cells + 1, dtype=F64)
-    y, fy = push(e)
-    points = e.numel()
-    open_ = torch.ones(cells, dtype=torch.bool)
-    accepted = 0.0  # the accepted changes, summed (entropy), and per function
-    accepted_f = torch.zeros(len(functions), dtype=F64)
-    width = hi - lo
-    for _ in range(_MAX_DEPTH):
-        idx = open_.nonzero().flatten()
-        if idx.numel() == 0:
-            break
-        if points + idx.numel() > MAX_FLOW_POINTS:
-            raise ValueError(f"flow_numbers: not within tol {tol:g} after {points} start points (the next bisection "
-                             f"needs {idx.numel()} more, past MAX_FLOW_POINTS = {MAX_FLOW_POINTS})")
-        a, b = e[idx], e[idx + 1]
-        mid = 0.5 * (a + b)
-        ym, fm = push(mid)
-        points += idx.numel()
-        m, ma, mb = cdf(b) - cdf(a), cdf(mid) - cdf(a), cdf(b) - cdf(mid)
-        ya, yb = y[idx], y[idx + 1]
-        _atom(torch.cat([ya, ym]), torch.cat([ym, yb]), torch.cat([ma, mb]), tol)  # the halves
-        change = (term(ma, ya, ym) + term(mb, ym, yb) - term(m, ya, yb)).abs()
-        fa, fb = fy[idx], fy[idx + 1]
-        change_f = (0.5 * (ma[:, None] * (fa + fm) + mb[:, None] * (fm + fb)) - 0.5 * m[:, None] * (fa + fb)).abs()
-        share = 0.5 * tol * (m + (b - a) / width)  # this sub-cell's share of tol
-        again = ((change > share) | (change_f > share[:, None]).any(1)) & (b - a > _FINEST * width)
-        accepted += change[~again].sum().item()
-        accepted_f += change_f[~again].sum(0)
-        # insert the midpoints: sub-cell idx becomes two, both open when it moved by more than its share
-        count = torch.ones(e.numel() - 1, dtype=torch.long)
-        count[idx] = 2
-        pos = torch.cumsum(count, 0) - count  # where each old sub-cell starts in the new chain
-        n_new = e.numel() + idx.numel()
-        e2, y2 = torch.empty(n_new, dtype=F64), torch.empty(n_new, dtype=F64)
-        f2 = torch.empty(n_new, fy.shape[1], dtype=F64)
-        e2[pos], y2[pos], f2[pos] = e[:-1], y[:-1], fy[:-1]
-        e2[-1], y2[-1], f2[-1] = e[-1], y[-1], fy[-1]
-        e2[pos[idx] + 1], y2[pos[idx] + 1], f2[pos[idx] + 1] = mid, ym, fm
-        o2 = torch.zeros(n_new - 1, dtype=torch.bool)
-        o2[pos[idx]], o2[pos[idx] + 1] = again, again
-        e, y, fy, open_ = e2, y2, f2, o2
-    if bool(open_.any()):
-        raise ValueError(f"flow_numbers: not within tol {tol:g} after {_MAX_DEPTH} bisections of a sub-cell "
-                         f"({int(open_.sum())} sub-cells still change by more than their share)")
-    m = cdf(e[1:]) - cdf(e[:-1])
-    _atom(y[:-1], y[1:], m, tol)
-    (H, flat_err), ex = _entropy(y, m), _expect(fy, m)
-    keep = torch.zeros(e.numel(), dtype=torch.bool)  # every other edge and both ends: neighbouring sub-cells merged
-    keep[0::2] = True
-    keep[-1] = True
-    mc = cdf(e[keep][1:]) - cdf(e[keep][:-1])
-    (H2, _), ex2 = _entropy(y[keep], mc), _expect(fy[keep], mc)
-    tail = lost * (1.0 + abs(math.log(lost)) + abs(H)) if lost > 0 else 0.0  # the missing mass's largest term
-    h_err = max(accepted, abs(H - H2)) + flat_err + tail
-    f_err = torch.maximum(accepted_f, (ex - ex2).abs()) + lost * fy.abs().max(0).values  # [F]
-    step = torch.sign(y[1:] - y[:-1])[m > 0]
-    mono = bool((step > 0).all()) or bool((step < 0).all())
-    worst = max([h_err] + f_err.tolist())
-    if not worst <= tol:
-        raise ValueError(f"flow_numbers: the estimate {worst:.3g} exceeds tol {tol:g} (entropy {H:.6g} +- {h_err:.2g}) "
-                         f"with {points} start points")
-    return FlowNumbers(H, h_err, tuple(ex.tolist()), tuple(f_err.tolist()), points, lost, mono)
+    total = 0  # start points over the runs
+    for local in _LOCAL_TOLS:  # the bisection's shares of tol * local: tighter when the
+        # whole number's estimate (a halving sees the overlaps of a fold, which the local terms do not) exceeds tol
+        # (rand1d:103 CFG w = 4 DDIM: 1.25e-5 with shares of tol 1e-5)
+        e = torch.linspace(lo, hi, cells + 1, dtype=F64)
+        y, fy = push(e)
+        points = e.numel()
+        open_ = torch.ones(cells, dtype=torch.bool)
+        accepted = 0.0  # the accepted changes, summed (entropy), and per function
+        accepted_f = torch.zeros(len(functions), dtype=F64)
+        width = hi - lo
+        for _ in range(_MAX_DEPTH):
+            idx = open_.nonzero().flatten()
+            if idx.numel() == 0:
+                break
+            if total + points + idx.numel() > MAX_FLOW_POINTS:
+                raise ValueError(f"flow_numbers: not within tol {tol:g} after {total + points} start points (the next "
+                                 f"bisection needs {idx.numel()} more, past MAX_FLOW_POINTS = {MAX_FLOW_POINTS})")
+            a, b = e[idx], e[idx + 1]
+            mid = 0.5 * (a + b)
+            ym, fm = push(mid)
+            points += idx.numel()
+            m, ma, mb = cdf(b) - cdf(a), cdf(mid) - cdf(a), cdf(b) - cdf(mid)
+            ya, yb = y[idx], y[idx + 1]
+            _atom(torch.cat([ya, ym]), torch.cat([ym, yb]), torch.cat([ma, mb]), tol)  # the halves
+            change = (term(ma, ya, ym) + term(mb, ym, yb) - term(m, ya, yb)).abs()
+            fa, fb = fy[idx], fy[idx + 1]
+            change_f = (0.5 * (ma[:, None] * (fa + fm) + mb[:, None] * (fm + fb))
+                        - 0.5 * m[:, None] * (fa + fb)).abs()
+            share = 0.5 * local * tol * (m + (b - a) / width)  # this sub-cell's share of tol
+            again = ((change > share) | (change_f > share[:, None]).any(1)) & (b - a > _FINEST * width)
+            accepted += change[~again].sum().item()
+            accepted_f += change_f[~again].sum(0)
+            # insert the midpoints: sub-cell idx becomes two, both open when it moved by more than its share
+            count = torch.ones(e.numel() - 1, dtype=torch.long)
+            count[idx] = 2
+            pos = torch.cumsum(count, 0) - count  # where each old sub-cell starts in the new chain
+            n_new = e.numel() + idx.numel()
+            e2, y2 = torch.empty(n_new, dtype=F64), torch.empty(n_new, dtype=F64)
+            f2 = torch.empty(n_new, fy.shape[1], dtype=F64)
+            e2[pos], y2[pos], f2[pos] = e[:-1], y[:-1], fy[:-1]
+            e2[-1], y2[-1], f2[-1] = e[-1], y[-1], fy[-1]
+            e2[pos[idx] + 1], y2[pos[idx] + 1], f2[pos[idx] + 1] = mid, ym, fm
+            o2 = torch.zeros(n_new - 1, dtype=torch.bool)
+            o2[pos[idx]], o2[pos[idx] + 1] = again, again
+            e, y, fy, open_ = e2, y2, f2, o2
+        if bool(open_.any()):
+            raise ValueError(f"flow_numbers: not within tol {tol:g} after {_MAX_DEPTH} bisections of a sub-cell "
+                             f"({int(open_.sum())} sub-cells still change by more than their share)")
+        m = cdf(e[1:]) - cdf(e[:-1])
+        _atom(y[:-1], y[1:], m, tol)
+        (H, flat_err), ex = _entropy(y, m), _expect(fy, m)
+        keep = torch.zeros(e.numel(), dtype=torch.bool)  # every other edge and both ends: neighbours merged
+        keep[0::2] = True
+        keep[-1] = True
+        mc = cdf(e[keep][1:]) - cdf(e[keep][:-1])
+        (H2, _), ex2 = _entropy(y[keep], mc), _expect(fy[keep], mc)
+        tail = lost * (1.0 + abs(math.log(lost)) + abs(H)) if lost > 0 else 0.0  # the missing mass's largest term
+        h_err = max(accepted, abs(H - H2)) + flat_err + tail
+        f_err = torch.maximum(accepted_f, (ex - ex2).abs()) + lost * fy.abs().max(0).values  # [F]
+        step = torch.sign(y[1:] - y[:-1])[m > 0]
+        mono = bool((step > 0).all()) or bool((step < 0).all())
+        worst = max([h_err] + f_err.tolist())
+        total += points
+        if worst <= tol:
+            return FlowNumbers(H, h_err, tuple(ex.tolist()), tuple(f_err.tolist()), total, lost, mono)
+    raise ValueError(f"flow_numbers: the estimate {worst:.3g} exceeds tol {tol:g} (entropy {H:.6g} +- {h_err:.2g}) "
+                     f"with {total} start points over {len(_LOCAL_TOLS)} runs, the last with shares of "
+                     f"{_LOCAL_TOLS[-1]:g} tol")
