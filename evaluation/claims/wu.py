@@ -58,11 +58,6 @@ WS = (0.0, 0.5, 1.0, 2.0, 4.0)
 SAMPLERS = ("ddpm", "ddim")
 SCHEDULE = "lin:20:0.0001"
 FLOW_TOL = 1e-5  # DDIM's numbers from the map: cheap to this tolerance (well under a second per cell)
-PARTITIONS = (1024, 1536, 1000)  # flow_numbers' first sub-cells, tried in turn while it reports an atom (ATOM): at a
-# fold's turning point two sub-cell ends can map to the same double by rounding although the map is not constant
-# between them (rand1d_iso:4 w = 0.5: ends 1.3e-8 apart, equal images, the midpoint's 5.6e-17 away), and flow_numbers
-# refuses that as an atom; another partition moves the ends off the turning point, a real atom fails every one
-ATOM = "the map sends a sub-cell with mass to a point"
 RESOLUTION = 1e-4  # a step in w is a rise / drop when it exceeds its errors and this (the numbers' printed digits;
 # a saturated confidence, 1 - 1e-10, moves by 3e-10 at rand1d:21 DDIM, real within its 5e-12 error but no finding)
 
@@ -101,14 +96,8 @@ def flow_cell(cell: FlowCell) -> FlowResult:
     schedule = Schedule.parse(cell.schedule)
     guided = cell.method.build(law, schedule).guided
     bayes = ClassifierReward(list(law.classes), list(law.priors), law.y, 1.0)  # R_0 = p(y | x)
-    for cells in PARTITIONS:
-        try:
-            r = flow_numbers(guided, schedule.vp.sampling_sigmas(), cell.span, sampler=cell.sampler,
-                             functions=(lambda x: torch.exp(bayes.log_r0(x)),), tol=cell.tol, cells=cells)
-            break
-        except ValueError as err:
-            if ATOM not in str(err) or cells == PARTITIONS[-1]:
-                raise
+    r = flow_numbers(guided, schedule.vp.sampling_sigmas(), cell.span, sampler=cell.sampler,
+                     functions=(lambda x: torch.exp(bayes.log_r0(x)),), tol=cell.tol)
     return FlowResult(r.entropy, r.entropy_error, r.expectations[0], r.expectation_errors[0], r.points, r.monotone)
 
 

@@ -148,10 +148,10 @@ def test_ddpm_entropy_rises_again_past_the_swept_weights(law, cache):
 
 
 def test_a_fold_turning_point_is_not_taken_for_an_atom():
-    """rand1d_iso:4 DDIM w = 0.5: the map folds, and with flow_numbers' default first partition two sub-cell ends
-    around the turning point map to the same double (the midpoint's image differs), which it refuses as an atom (so
-    the claim was not converged). The claim's cell tries another first partition (wu.PARTITIONS) and gets numbers
-    within its tolerance; the entropy lies between those of w = 0 and w = 1 (it falls with w here)."""
+    """rand1d_iso:4 DDIM w = 0.5: the map folds, and two sub-cell ends around the turning point map to the same
+    double (the midpoint's image differs), which flow_numbers refused as an atom (so the claim was not converged).
+    Now the claim's cell gets numbers within its tolerance; the entropy lies between those of w = 0 and w = 1 (it
+    falls with w here)."""
     from evaluation.spec import Method
 
     def cell(w):
