@@ -2,6 +2,7 @@
 import math
 
 import torch
+from hypothesis import strategies as st
 
 from analytic import GaussianMixture
 
@@ -48,3 +49,17 @@ def ddim_gaussian_case(mu: float = 0.7, s0: float = 0.5):
         k = s0**2 / (s0**2 + s**2)
         C *= k + (sn / s) * (1 - k)
     return den, sig, mu - C * mu, abs(C) * math.sqrt(1 + sig[0].item() ** 2)
+
+
+@st.composite
+def mixtures_2d(draw, k_max: int = 2, w_lo: float = 0.2, s: tuple = (0.3, 0.7), rho: float = 0.6) -> GaussianMixture:
+    """A hypothesis strategy: a 2-D mixture of 1..``k_max`` components, weights in ``[w_lo, 1]``, means in
+    ``[-1, 1]^2``, per-axis standard deviations in ``s`` and correlation in ``[-rho, rho]``."""
+    K = draw(st.integers(1, k_max))
+    w = torch.tensor([draw(st.floats(w_lo, 1.0)) for _ in range(K)], dtype=torch.float64)
+    mu = torch.tensor([[draw(st.floats(-1.0, 1.0)) for _ in range(2)] for _ in range(K)], dtype=torch.float64)
+    covs = []
+    for _ in range(K):
+        s1, s2, r = draw(st.floats(*s)), draw(st.floats(*s)), draw(st.floats(-rho, rho))
+        covs.append([[s1 * s1, r * s1 * s2], [r * s1 * s2, s2 * s2]])
+    return GaussianMixture(w, mu, torch.tensor(covs, dtype=torch.float64))

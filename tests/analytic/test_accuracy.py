@@ -20,6 +20,7 @@ from scipy.special import logsumexp
 
 import analytic as A
 from analytic.grid import QuadratureTooLarge, ToleranceNotMet
+from tests.helpers import mixtures_2d
 
 F64 = torch.float64
 
@@ -487,18 +488,9 @@ def test_hypothesis_1d_methods_agree_with_the_independent_quadrature(case):
 
 @st.composite
 def cases_2d(draw):
-    def mixture():
-        K = draw(st.integers(1, 2))
-        w = torch.tensor([draw(st.floats(0.1, 1.0)) for _ in range(K)], dtype=F64)
-        mu = torch.tensor([[draw(st.floats(-1.0, 1.0)) for _ in range(2)] for _ in range(K)], dtype=F64)
-        covs = []
-        for _ in range(K):
-            s1, s2, rho = draw(st.floats(0.2, 0.8)), draw(st.floats(0.2, 0.8)), draw(st.floats(-0.7, 0.7))
-            covs.append([[s1 * s1, rho * s1 * s2], [rho * s1 * s2, s2 * s2]])
-        return A.GaussianMixture(w, mu, torch.tensor(covs, dtype=F64))
-
     x = torch.tensor([[draw(st.floats(-2.0, 2.0)) for _ in range(2)] for _ in range(2)], dtype=F64)
-    return mixture(), mixture(), draw(st.floats(0.0, 3.0)), draw(st.floats(0.1, 0.95)), x
+    m = mixtures_2d(w_lo=0.1, s=(0.2, 0.8), rho=0.7)
+    return draw(m), draw(m), draw(st.floats(0.0, 3.0)), draw(st.floats(0.1, 0.95)), x
 
 
 @settings(max_examples=4, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.too_slow])

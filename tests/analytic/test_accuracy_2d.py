@@ -9,27 +9,18 @@ import torch
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from analytic import CFGReward, GaussianMixture
+from analytic import CFGReward
 from analytic.chain import chain_golden, mixture_eps_fn, nested_golden
 from sampler import VPSchedule
+from tests.helpers import mixtures_2d
 
 F64 = torch.float64
 
 
 @st.composite
 def chains_2d(draw):
-    def mixture():
-        K = draw(st.integers(1, 2))
-        w = torch.tensor([draw(st.floats(0.2, 1.0)) for _ in range(K)], dtype=F64)
-        mu = torch.tensor([[draw(st.floats(-1.0, 1.0)) for _ in range(2)] for _ in range(K)], dtype=F64)
-        covs = []
-        for _ in range(K):
-            s1, s2, rho = draw(st.floats(0.3, 0.8)), draw(st.floats(0.3, 0.8)), draw(st.floats(-0.6, 0.6))
-            covs.append([[s1 * s1, rho * s1 * s2], [rho * s1 * s2, s2 * s2]])
-        return GaussianMixture(w, mu, torch.tensor(covs, dtype=F64))
-
     x = torch.tensor([[draw(st.floats(-1.0, 1.0)) for _ in range(2)] for _ in range(2)], dtype=F64)
-    return mixture(), mixture(), draw(st.floats(0.0, 1.5)), draw(st.floats(0.02, 0.2)), x
+    return draw(mixtures_2d(s=(0.3, 0.8))), draw(mixtures_2d(s=(0.3, 0.8))), draw(st.floats(0.0, 1.5)), draw(st.floats(0.02, 0.2)), x
 
 
 @pytest.mark.slow

@@ -30,6 +30,7 @@ from analytic import CFGReward, GaussianMixture
 from evaluation.density import output_density
 from evaluation.distances import distances, distances_between, tilted_target
 from sampler import CFG, MixtureModel, VPSchedule, bind, sample
+from tests.helpers import mixtures_2d
 
 F64 = torch.float64
 WIDE = 7.0  # the start N(0, I) is taken on [-WIDE, WIDE]^2 (outside it: 5e-12)
@@ -148,18 +149,8 @@ def brute_force_target_2d(cond, reward, axes, fine_h: float = 0.02):
 
 @st.composite
 def laws_2d(draw):
-    def mixture():
-        K = draw(st.integers(1, 2))
-        w = torch.tensor([draw(st.floats(0.2, 1.0)) for _ in range(K)], dtype=F64)
-        mu = torch.tensor([[draw(st.floats(-1.0, 1.0)) for _ in range(2)] for _ in range(K)], dtype=F64)
-        covs = []
-        for _ in range(K):
-            s1, s2, rho = draw(st.floats(0.3, 0.7)), draw(st.floats(0.3, 0.7)), draw(st.floats(-0.6, 0.6))
-            covs.append([[s1 * s1, rho * s1 * s2], [rho * s1 * s2, s2 * s2]])
-        return GaussianMixture(w, mu, torch.tensor(covs, dtype=F64))
-
     sampler, eta = draw(st.sampled_from(SAMPLERS))
-    return mixture(), mixture(), draw(st.floats(0.0, 2.0)), draw(st.integers(2, 5)), sampler, eta
+    return draw(mixtures_2d()), draw(mixtures_2d()), draw(st.floats(0.0, 2.0)), draw(st.integers(2, 5)), sampler, eta
 
 
 def _check(law) -> bool:

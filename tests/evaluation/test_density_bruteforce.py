@@ -21,6 +21,7 @@ from evaluation.density import output_density
 from evaluation.distances import distances, distances_between, tilted_target
 from sampler import CFG, MixtureModel, VPSchedule, bind, sample
 from sampler.samplers import ddim_coefficients
+from tests.helpers import mixtures_2d
 
 F64 = torch.float64
 SEARCH = settings(max_examples=5, derandomize=True, database=None, deadline=None,  # the same cases on every run
@@ -238,16 +239,7 @@ def test_output_density_estimate_bounds_the_converged_error_1d(law):
 
 @st.composite
 def laws_2d(draw):
-    def mixture(K):
-        w = torch.tensor([draw(st.floats(0.2, 1.0)) for _ in range(K)], dtype=F64)
-        mu = torch.tensor([[draw(st.floats(-1.0, 1.0)) for _ in range(2)] for _ in range(K)], dtype=F64)
-        covs = []
-        for _ in range(K):
-            s1, s2, rho = draw(st.floats(0.3, 0.7)), draw(st.floats(0.3, 0.7)), draw(st.floats(-0.6, 0.6))
-            covs.append([[s1 * s1, rho * s1 * s2], [rho * s1 * s2, s2 * s2]])
-        return GaussianMixture(w, mu, torch.tensor(covs, dtype=F64))
-
-    return (mixture(draw(st.integers(1, 2))), mixture(draw(st.integers(1, 2))), draw(st.floats(0.0, 2.0)),
+    return (draw(mixtures_2d()), draw(mixtures_2d()), draw(st.floats(0.0, 2.0)),
             draw(st.integers(3, 8)), draw(st.sampled_from(["ddpm", "ddim"])))
 
 
