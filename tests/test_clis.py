@@ -416,6 +416,15 @@ def test_a_bad_scheduler_address_is_an_argparse_error(tmp_path, capsys, monkeypa
                            "address") and line.endswith("got 'notanaddress'")
 
 
+def _quick_entry(entry: str, out) -> tuple:
+    """The ledger's or the bench's ``main`` and a quick argv writing to ``out`` (the scheduler tests' runs)."""
+    if entry == "claims":
+        from evaluation.claims.__main__ import main
+        return main, ["--quick", "--only", "cfgpp", "--out", str(out), "--no-figures"]
+    from evaluation.bench import main
+    return main, ["--quick", "--out", str(out)]
+
+
 @pytest.mark.parametrize("entry", ["claims", "bench"])
 def test_an_unreachable_scheduler_is_one_argparse_line_naming_it(entry, tmp_path, capsys, monkeypatch):
     """Issue 20: a well-formed ``--scheduler tcp://HOST:PORT`` where nothing listens waited distributed's 30 s and
@@ -430,12 +439,7 @@ def test_an_unreachable_scheduler_is_one_argparse_line_naming_it(entry, tmp_path
     monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
     monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "c"))  # empty: every cell must be computed
     out = tmp_path / "o"
-    if entry == "claims":
-        from evaluation.claims.__main__ import main
-        argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--no-figures"]
-    else:
-        from evaluation.bench import main
-        argv = ["--quick", "--out", str(out)]
+    main, argv = _quick_entry(entry, out)
     with socket.socket() as bound:  # bound, not listening: the connection is refused
         bound.bind(("127.0.0.1", 0))
         address = f"tcp://127.0.0.1:{bound.getsockname()[1]}"
@@ -462,12 +466,7 @@ def test_a_scheduler_without_workers_is_one_argparse_line_naming_it(entry, tmp_p
     monkeypatch.setattr(sweep, "SCHEDULER_TIMEOUT", 1.0)
     monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "c"))  # empty: every cell must be computed
     out = tmp_path / "o"
-    if entry == "claims":
-        from evaluation.claims.__main__ import main
-        argv = ["--quick", "--only", "cfgpp", "--out", str(out), "--no-figures"]
-    else:
-        from evaluation.bench import main
-        argv = ["--quick", "--out", str(out)]
+    main, argv = _quick_entry(entry, out)
     # a library's log handler made in an earlier test (diffusers', on first import) still writes to that test's
     # closed capture stream, which logging reports with a traceback; a real run has one stream
     monkeypatch.setattr(logging, "raiseExceptions", False)
