@@ -43,10 +43,11 @@ GRIDS = {1: (-5.0, 5.0, 601), 2: (-5.0, 5.0, 51)}
 # and 0.2401 +- 0.0016 (their 201^2 masses are 6e-4 from the 401^2 ones: the estimate's grid part, 0.004-0.006, is
 # about 10x the grid's own error). At 0.01, 12 of the 19 cells conclude on 201^2 (27-45 CPU-s each); autoguidance at
 # w >= 1 and the control at w >= 0.5 (0.14 +- 0.013 at autog w = 1) need 401^2 (77 CPU-s more at autog w = 3, 376 at
-# the control's w = 3, and a 90-CPU-s target): some 2000-2500 CPU-s in all. 5e-3 is out of reach: autoguidance at w = 3 is 0.3933 +- 0.0097 on 401^2 (the
-# TV's own hat smoothing, the masses are within 0.0027), the largest 2-D grid. The verdict does not need 5e-3: each
-# of its comparisons is decided beyond the compared numbers' errors; the closest, published as "closest comparison /
-# its error", is autoguidance's best TV under 0.8 of the main model's, at about 1.8 times its error.
+# the control's w = 3, and a 90-CPU-s target): some 2000-2500 CPU-s in all. 5e-3 is out of reach: autoguidance at
+# w = 3 is 0.3933 +- 0.0097 on 401^2, the largest 2-D grid (the TV's own hat smoothing; the masses are within 0.0027).
+# The verdict does not need 5e-3: each of its comparisons is decided beyond the compared numbers' errors; the closest,
+# published as "closest comparison / its error", is autoguidance's best TV under 0.8 of the main model's, at about
+# 1.8 times its error.
 TOL = {2: 1e-2}
 
 
