@@ -78,7 +78,7 @@ def cpu_per_call(f, reps: int) -> float:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--base", default="392b859")
     ap.add_argument("--n", type=int, default=360_000)
     ap.add_argument("--reps", type=int, default=5)

@@ -357,7 +357,9 @@ def test_start_mass_outside_the_grid_is_lost_and_bounded():
         od = output_density(den, sigmas, small, sampler=name)
         exact = 1 - (1 - math.erfc(3.55 / math.sqrt(2))) ** 2
         assert od.start_lost == pytest.approx(exact, rel=0.01)
-        assert od.lost >= od.start_lost and abs(od.mass.sum().item() + od.lost - 1) < 1e-12
+        # lost is a mass balance (the start's part plus what each step's sums say left): rounding may put it 1e-16
+        # below the start's part, as evaluation.accuracy's law check allows
+        assert od.lost >= od.start_lost - 1e-14 and abs(od.mass.sum().item() + od.lost - 1) < 1e-12
         ref = output_density(den, sigmas, wide, sampler=name)
         inner = ref.mass[35:106, 35:106]  # the small grid's hats (the edge hats differ by their outer halves)
         err = (od.mass - inner)[1:-1, 1:-1].abs().sum().item()
