@@ -52,10 +52,11 @@ from sampler.samplers import check_sigmas, ddim_coefficients
 from .density import output_density
 from .distances import total_variation
 
-__all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "MAX_NODES", "FIRST_NODES", "Estimate", "GridLaw", "axes_of", "refine", "widen",
-           "spacing", "narrowest_kernel", "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "region_fraction",
-           "region_mass", "region_var", "to_grid", "common_grid",
-           "tv_between", "density_engine", "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays"]
+__all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "MAX_NODES",
+           "FIRST_NODES", "Estimate", "GridLaw", "axes_of", "refine", "widen", "spacing", "narrowest_kernel",
+           "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "grid_entropy", "grid_entropy_error",
+           "region_fraction", "region_mass", "region_var", "to_grid", "common_grid", "tv_between", "density_engine",
+           "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays"]
 
 F64 = torch.float64
 DEFAULT_TOL = 5e-4  # 1-D cells: a TV-like number within 5e-4 is right to its third decimal (docs.format_number)
@@ -214,6 +215,38 @@ def grid_moments(law: GridLaw) -> dict[str, Estimate]:
     e = law.error
     return {"mean": Estimate(mean, abs(mean - mean2) + (e * (axis - mean).abs()).sum().item() + law.lost),
             "var": Estimate(var, abs(var - var2) + (e * ((axis - mean) ** 2 - var).abs()).sum().item() + law.lost)}
+
+
+def grid_entropy(mass: torch.Tensor, axes) -> float:
+    """Differential entropy of a law given by hat masses on ``axes`` (any d). The hat masses' own entropy ``-sum m
+    log(m / h^d)`` is the entropy of the law smoothed by the hat (a triangle of variance ``h^2 / 6`` per axis), so by
+    de Bruijn's identity it exceeds the law's by ``h^2 / 12`` times its Fisher information ``J`` per axis (to first
+    order); that term is taken off, with ``J`` from the masses (``sum (m_k+1 - m_k)^2 / ((m_k+1 + m_k) / 2) / h^2``;
+    the spacing cancels), leaving an error of higher order: on a single Gaussian the plain entropy's error falls
+    about 4x per halving of the spacing, this one's about 12-16x (tests)."""
+    p = mass.clamp(min=0) / mass.clamp(min=0).sum()
+    m = p.reshape(-1)
+    cell = math.prod((a[1] - a[0]).item() for a in axes)
+    pos = m > 0
+    entropy = -(m[pos] * torch.log(m[pos] / cell)).sum().item()
+    for i in range(len(axes)):
+        lo, hi = p.narrow(i, 0, p.shape[i] - 1), p.narrow(i, 1, p.shape[i] - 1)
+        both = lo + hi
+        on = both > 0
+        entropy -= ((hi - lo)[on] ** 2 / (0.5 * both[on])).sum().item() / 12.0
+    return entropy
+
+
+def grid_entropy_error(law: GridLaw, entropy: float) -> float:
+    """The part of :func:`grid_entropy`'s error that the masses' errors make: their first-order effect on ``-sum p
+    log(p / h^d)``, ``sum e |log(p / h^d) + H| / M`` (a node whose mass is below its error counts its error as its
+    mass), plus the lost mass. The spacing's part is the caller's (the change at twice the spacing)."""
+    m, e = law.mass.clamp(min=0).reshape(-1), law.error.reshape(-1)
+    total = m.sum()
+    p = torch.maximum(m, e) / total
+    pos = e > 0
+    cell = spacing(law.grid) ** law.mass.ndim
+    return (e[pos] * (torch.log(p[pos] / cell) + entropy).abs()).sum().item() / total.item() + law.lost
 
 
 def region_fraction(axis: torch.Tensor, lo: float, hi: float) -> torch.Tensor:

@@ -20,7 +20,7 @@ from analytic import check_integrable
 from analytic.quadrature import grid_points
 
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
-                        grid_tv, narrowest_kernel, region_mass, region_var, spacing)
+                        grid_entropy, grid_entropy_error, grid_tv, narrowest_kernel, region_mass, region_var)
 from ..density import tilted_start, vp_start
 from ..distances import distances, target_key, tilted_target
 from ..field_errors import field_errors, guidance_term
@@ -127,36 +127,12 @@ class OutputLaw(NamedTuple):
 
 
 def _stats(mass: torch.Tensor, axes, classifier) -> tuple[tuple, float, float]:
-    """Mean, differential entropy and mean confidence of a law given by hat masses. The entropy of hat masses is the
-    entropy of the law smoothed by the hat (a triangle of variance ``h^2 / 6`` per axis), so by de Bruijn's identity it
-    exceeds the law's by ``h^2 / 12`` times its Fisher information ``J`` (per axis, to first order); that term is taken
-    off, with ``J`` from the masses (``sum (m_k+1 - m_k)^2 / ((m_k+1 + m_k) / 2) / h^2``), leaving an error of
-    higher order (wu-gmm's DDPM rand1d:12 w = 4: -1.87672, -1.89019, -1.89382, -1.89474 on 1121 ... 8961 nodes,
-    changes falling 4x per halving; corrected -1.89134, -1.89470, -1.89503, -1.89505, about 12x)."""
+    """Mean, differential entropy (:func:`evaluation.accuracy.grid_entropy`, the hats' smoothing taken off) and mean
+    confidence of a law given by hat masses."""
     p = mass.clamp(min=0) / mass.clamp(min=0).sum()
     m = p.reshape(-1)
     X = grid_points(axes)
-    cell = math.prod((a[1] - a[0]).item() for a in axes)
-    pos = m > 0
-    entropy = -(m[pos] * torch.log(m[pos] / cell)).sum().item()
-    for i in range(len(axes)):  # de Bruijn: the hats' smoothing, h^2 / 12 times the Fisher information per axis (with
-        # J from the masses, sum (dm)^2 / (m h^2), the spacing cancels)
-        lo, hi = p.narrow(i, 0, p.shape[i] - 1), p.narrow(i, 1, p.shape[i] - 1)
-        both = lo + hi
-        on = both > 0
-        entropy -= ((hi - lo)[on] ** 2 / (0.5 * both[on])).sum().item() / 12.0
-    return tuple((m @ X).tolist()), entropy, (m @ classifier(X)).item()
-
-
-def _entropy_error(law: GridLaw, entropy: float) -> float:
-    """First-order sensitivity of the grid entropy ``-sum p log(p / h^d)`` to the masses' errors, ``sum e |log(p /
-    h^d) + H| / M`` (a node whose mass is below its error counts its error as its mass), plus the lost mass."""
-    m, e = law.mass.clamp(min=0).reshape(-1), law.error.reshape(-1)
-    total = m.sum()
-    p = torch.maximum(m, e) / total
-    pos = e > 0
-    cell = spacing(law.grid) ** law.mass.ndim
-    return (e[pos] * (torch.log(p[pos] / cell) + entropy).abs()).sum().item() / total.item() + law.lost
+    return tuple((m @ X).tolist()), grid_entropy(mass, axes), (m @ classifier(X)).item()
 
 
 def _nan_law(reason: str, d: int) -> OutputLaw:
@@ -189,7 +165,7 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
             "w1": Estimate(fine.w1, abs(fine.w1 - crs.w1) + 0.5 * (l1 + target.error.sum().item() + target.lost)
                            * (axes[0][-1] - axes[0][0]).item()),
             "mean": Estimate(mean, max(abs(a - b) + s for a, b, s in zip(mean, mean2, span))),
-            "entropy": Estimate(ent, abs(ent - ent2) + _entropy_error(out, ent)),
+            "entropy": Estimate(ent, abs(ent - ent2) + grid_entropy_error(out, ent)),
             "confidence": Estimate(conf, abs(conf - conf2) + l1)}
     if regions:
         if d != 1:

@@ -274,7 +274,7 @@ def test_autoguidance_entropy_takes_off_the_hats_smoothing():
     2.1e-5, 1.3e-6 (15x). In 2-D (a product law) the same holds axis by axis."""
     import torch
 
-    from evaluation.claims.autoguidance import _entropy
+    from evaluation.accuracy import grid_entropy as _entropy
 
     s = 0.3
     exact = 0.5 * math.log(2 * math.pi * math.e * s * s)
