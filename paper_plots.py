@@ -221,7 +221,7 @@ def main(argv=None) -> int:
         bar.close()
     if interrupted is not None:
         what = str(interrupted) if isinstance(interrupted, SweepInterrupted) else \
-            f"interrupted{' after the cells (all cached in ' + str(cache) + ')' if cells_done else ''}; rerun to resume"
+            f"interrupted{' after the cells (cached in ' + str(cache) + ', but for any a warning named)' if cells_done else ''}; rerun to resume"
         drawn = sum("error" not in r for r in results.values())
         print(f"{what} ({drawn} figure(s) drawn so far in {args.out}; its results.json and results.md are unchanged)",
               file=sys.stderr)

@@ -345,7 +345,7 @@ def test_ctrl_c_during_paper_plots_says_what_is_kept(when, tmp_path, capsys, mon
         assert line == (f"interrupted: 1 of 3 cells computed and cached in {cache} (1 in this run); rerun to resume "
                         f"(0 figure(s) drawn so far in {out}; its results.json and results.md are unchanged)")
     else:
-        assert line == (f"interrupted after the cells (all cached in {cache}); rerun to resume (1 figure(s) drawn so "
+        assert line == (f"interrupted after the cells (cached in {cache}, but for any a warning named); rerun to resume (1 figure(s) drawn so "
                         f"far in {out}; its results.json and results.md are unchanged)")
         assert (out / "fa.png").exists() and not (out / "fb.png").exists()
     assert (out / "results.json").read_text() == "earlier" and not (out / "results.md").exists()

@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         print(f"{err} (the ledger in {args.out} is unchanged)", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(f"interrupted after the cells (all cached in {cache}), before the ledger was written: {args.out} is "
+        print(f"interrupted after the cells (cached in {cache}, but for any a warning named), before the ledger was written: {args.out} is "
               "unchanged; rerun to finish", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - start
