@@ -21,7 +21,7 @@ from sampler.schedules import check_count
 
 from .density import mass_outside
 
-__all__ = ["TiltedTarget", "tilted_target", "target_key", "check_tilt_integrable", "Distances", "distances", "distances_between",
+__all__ = ["TiltedTarget", "tilted_target", "target_key", "TargetMemo", "check_tilt_integrable", "Distances", "distances", "distances_between",
            "total_variation", "kl_divergence", "wasserstein1", "EnergyDistance", "energy_distance"]
 
 class TiltedTarget(NamedTuple):
@@ -136,6 +136,31 @@ def target_key(cond, reward) -> tuple | None:
         return None
     mix = lambda m: tuple(t.detach().cpu().numpy().tobytes() for t in (m.log_weights, m.means, m.covs))  # noqa: E731
     return mix(cond), type(reward).__name__, float(reward.w), float(reward.log_const), mix(reward.num), mix(reward.den)
+
+
+class TargetMemo:
+    """One process's targets (or what is computed from one), shared by the cells that ask for equal ones:
+    ``get(key, make)`` is ``make()``, computed once for each ``key`` (a tuple built on :func:`target_key`) and kept
+    while at most ``max_items`` are (the oldest go first); a None key (nothing to share by) is computed afresh and
+    never kept. The same objects as a fresh computation: callers must not modify them."""
+
+    def __init__(self, max_items: int):
+        self.max_items = check_count(max_items, "max_items")
+        self._items: dict = {}
+
+    def get(self, key, make):
+        if key is None:
+            return make()
+        if key not in self._items:
+            out = make()
+            while len(self._items) >= self.max_items:
+                self._items.pop(next(iter(self._items)))
+            self._items[key] = out
+        return self._items[key]
+
+    def clear(self) -> None:
+        """Forget every kept target."""
+        self._items.clear()
 
 
 # --- distances between grid laws ------------------------------------------------------------------

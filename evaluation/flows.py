@@ -112,7 +112,7 @@ from sampler.schedules import check_number, sigma_to_abar
 
 from .accuracy import default_tol
 from .density import mass_outside, output_density, vp_start
-from .distances import distances, target_key, tilted_target, total_variation
+from .distances import TargetMemo, distances, target_key, tilted_target, total_variation
 from .spec import VP_GEOMETRY, Law, Levels, Method
 from .sweep import cell_kind, run_cells
 
@@ -431,25 +431,12 @@ class _TargetRule(NamedTuple):
 # weight: 20 of the flows experiment's cells): pushed_sw1's target rules and law_cell's grid targets. Bounded: the
 # oldest go first (a 2-D target rule holds ~10-35k nodes' projections on 32 directions, 5-20 MB; a grid target is
 # small; the experiment has one of each per law and weight).
-_SHARED: dict = {}
-_SHARED_MAX = 24
+_SHARED = TargetMemo(24)
 
 
 def clear_shared_targets() -> None:
     """Forget this process's shared targets (:func:`pushed_sw1`'s target rules, :func:`law_cell`'s grid targets)."""
     _SHARED.clear()
-
-
-def _shared(key, make):
-    """``make()``, computed once per process for each ``key`` (not kept when ``key`` is None)."""
-    if key is not None and key in _SHARED:
-        return _SHARED[key]
-    out = make()
-    if key is not None:
-        while len(_SHARED) >= _SHARED_MAX:
-            _SHARED.pop(next(iter(_SHARED)))
-        _SHARED[key] = out
-    return out
 
 
 def _target_rule(built, half_width: float, thetas: torch.Tensor) -> _TargetRule:
@@ -469,7 +456,7 @@ def _target_rule(built, half_width: float, thetas: torch.Tensor) -> _TargetRule:
         frame = _box(d, half_width, _OUTSIDE_NODES[d])  # the mass outside the box, by mass_outside's midpoint rule
         return _TargetRule(lo, hi, *rules, mass_outside(target, frame, name="target"))
 
-    return _shared(None if tk is None else ("rule", tk, float(half_width), d, thetas.shape[0]), make)
+    return _SHARED.get(None if tk is None else ("rule", tk, float(half_width), d, thetas.shape[0]), make)
 
 
 def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32, pointwise: bool = False) -> PushedSW1:
@@ -624,7 +611,7 @@ def _grid_target(cond, reward, half_width: float, points: int):
     Callers must not modify them."""
     tk = target_key(cond, reward)
     make = lambda: tilted_target(cond, reward, _axes(cond.dim, half_width, points))  # noqa: E731
-    return _shared(None if tk is None else ("grid", tk, float(half_width), int(points), cond.dim), make)
+    return _SHARED.get(None if tk is None else ("grid", tk, float(half_width), int(points), cond.dim), make)
 
 
 @cell_kind(LawCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))

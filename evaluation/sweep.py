@@ -22,7 +22,9 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   Identical cells in one list are computed once. Every file stores its key, its configuration, the format
   and a sha256 of its encoded result; a file whose key, configuration, format or digest does not match the
   cell asked for, or that cannot be read as a result at all, is a miss: it is recomputed and overwritten,
-  with a :class:`CacheWarning` naming the file (never reused silently).
+  with a :class:`CacheWarning` naming the file (never reused silently). A result that cannot be stored (a folder
+  or another unwritable entry where its file goes) is still returned, with a :class:`CacheWarning` naming the file
+  and the OS error; it is recomputed next time.
 - **executors**: ``workers=1`` runs in this process; ``workers=N`` in ``N`` local worker processes
   (``concurrent.futures.ProcessPoolExecutor``, spawned, torch at one thread each); ``scheduler=ADDRESS``
   on an existing Dask cluster (``distributed.Client(ADDRESS).get_executor()``, the ``[sweeps]`` extra); a scheduler
@@ -236,7 +238,8 @@ def default_cache_dir() -> Path:
 
 class CacheWarning(UserWarning):
     """A cache file that does not hold the result asked for (edited, truncated, another cell's, an older
-    format): it is recomputed and overwritten."""
+    format): it is recomputed and overwritten; or a computed result that cannot be stored (its file cannot be
+    written): the run uses it, the next run recomputes it."""
 
 
 def _digest(encoded_result: Any) -> str:
@@ -278,8 +281,8 @@ class Cache:
                 why = "has a result that does not match its sha256 (edited or corrupt)"
             else:
                 return True, decode(payload["result"])
-        except (FileNotFoundError, NotADirectoryError):
-            return False, None  # not stored
+        except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+            return False, None  # not stored (a folder in the way is named when the result cannot be stored there)
         except OSError as err:
             why = f"cannot be read ({err.strerror or err})"
         except (ValueError, TypeError, KeyError, AttributeError, ImportError, RecursionError) as err:  # undecodable
@@ -292,7 +295,8 @@ class Cache:
         return self.store_encoded(cell, encode(result), key)
 
     def store_encoded(self, cell: Any, encoded: Any, key: str | None = None) -> Path:
-        """Write a result already encoded by :func:`encode` as ``cell``'s."""
+        """Write a result already encoded by :func:`encode` as ``cell``'s (``OSError`` when its file cannot be
+        written: :func:`run_cells` then warns and keeps the result)."""
         key = key or cell_key(cell)
         text = json.dumps({"format": FORMAT, "key": key, "config": encode(cell), "result": encoded,
                            "sha256": _digest(encoded)})
@@ -310,8 +314,8 @@ class Cache:
                           f"that can be written): {err.strerror or err}") from err
 
     def keys(self) -> list[str]:
-        """Keys of every stored result (temporary files excluded)."""
-        return sorted(p.stem for p in self.root.glob("*/*/*.json"))
+        """Keys of every stored result (temporary files, and folders where a result would go, excluded)."""
+        return sorted(p.stem for p in self.root.glob("*/*/*.json") if p.is_file())
 
 
 # --- executors ----------------------------------------------------------------------------------------
@@ -635,7 +639,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             sweep goes on (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a
             ``RuntimeError`` naming the cell.
 
-    Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell is cached).
+    A computed result whose cache file cannot be written (a folder or another unwritable entry in its place; the
+    folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
+    the file and the OS error. Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell that could
+    be stored is cached).
     """
     workers = check_count(workers, "workers")
     check_scheduler(scheduler)
@@ -676,7 +683,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     for k, c in pending.items():
         eta.add(k, _kind_name(c), cost[k])
     eta.show(bar)
-    computed = failed = 0
+    computed = failed = stored = 0  # stored: computed and written to the cache
     interrupted = False
     try:
         if pending:
@@ -694,7 +701,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             cancelled, futures = True, {}
 
             def collect(fut: cf.Future, k: str) -> None:
-                nonlocal computed, failed
+                nonlocal computed, failed, stored
                 try:
                     try:
                         result, seconds = fut.result()
@@ -712,8 +719,14 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                     eta.drop(k)
                     eta.show(bar)
                     return
-                cache.store_encoded(pending[k], encoded, k)  # at once: a run killed later keeps this cell
-                done[k] = result
+                done[k] = result  # whether or not it can be stored: a computed result is never lost
+                try:
+                    cache.store_encoded(pending[k], encoded, k)  # at once: a run killed later keeps this cell
+                    stored += 1
+                except OSError as err:  # one entry in the way (a folder at the file's path, a read-only subfolder)
+                    warnings.warn(f"cannot store the result of cell {pending[k]!r:.200} in {cache.path(pending[k], k)} "
+                                  f"({type(err).__name__}: {err.strerror or err}): this run uses it, but it is not "
+                                  "cached, so the cell will be recomputed next time", CacheWarning, stacklevel=3)
                 computed += 1
                 eta.finish(k, seconds)
                 eta.show(bar)
@@ -744,5 +757,5 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         if own:
             bar.close()
     if interrupted:  # raised here, so the interrupted frames (and the pool) are not kept alive by a traceback
-        raise SweepInterrupted(len(done), distinct, computed, cache.root)
+        raise SweepInterrupted(reused + stored, distinct, stored, cache.root)  # not failed or unstored cells
     return SweepResult(tuple(done[k] for k in keys), len(pending) - failed, reused, time.perf_counter() - start, failed)

@@ -5,6 +5,7 @@ import ast
 import importlib
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -234,6 +235,31 @@ def test_ledger_runs_with_different_only_are_merged(tmp_path, capsys):
     assert list(again) == ["cfgpp", "cfgig"] and again["cfgpp"] == merged["cfgpp"]
     assert again["cfgig"]["verdict"] == first["cfgig"]["verdict"] and md.count("| cfgig |") == 1
     assert "0 computed" in capsys.readouterr().out
+
+
+def test_ledger_cells_that_cannot_be_cached_still_give_the_ledger(tmp_path, capsys):
+    """Issue 20 (nothing silent): a folder where a ledger cell's cache file goes ended the run in a bare
+    IsADirectoryError once the cell was computed, and no ledger was written. Now the ledger has the same entries
+    as a run with a clean cache, and every cell that could not be cached is named in a CacheWarning."""
+    from evaluation.claims.__main__ import main
+    from evaluation.sweep import CacheWarning
+
+    argv = ["--quick", "--only", "cfgpp", "--no-figures", "--workers", "1"]
+    assert main(argv + ["--out", str(tmp_path / "a"), "--cache", str(tmp_path / "ca")]) == 0
+    files = sorted(p.relative_to(tmp_path / "ca") for p in (tmp_path / "ca").rglob("*.json"))
+    for rel in files:  # a folder where every cell's file goes
+        (tmp_path / "cb" / rel).mkdir(parents=True)
+    with pytest.warns(CacheWarning) as caught:
+        assert main(argv + ["--out", str(tmp_path / "b"), "--cache", str(tmp_path / "cb")]) == 0
+    named = {m.group(1) for w in caught if w.category is CacheWarning
+             and (m := re.search(r" in (\S+\.json) \(IsADirectoryError: Is a directory\)", str(w.message)))}
+    assert len(files) > 1 and named == {str(tmp_path / "cb" / rel) for rel in files}
+    assert f"({len(files)} computed, 0 from the cache)" in capsys.readouterr().out
+    clean, _ = _ledger(tmp_path / "a")
+    blocked, _ = _ledger(tmp_path / "b")
+    assert list(blocked) == list(clean) == ["cfgpp"] and clean["cfgpp"]["verdict"]
+    assert {k: v for k, v in blocked["cfgpp"].items() if k != "run"} == \
+        {k: v for k, v in clean["cfgpp"].items() if k != "run"}
 
 
 def test_a_ledger_that_cannot_be_read_is_not_overwritten(tmp_path, capsys, monkeypatch):

@@ -22,7 +22,7 @@ from analytic.quadrature import grid_points
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
                         grid_entropy, grid_entropy_error, grid_tv, narrowest_kernel, region_mass, region_var)
 from ..density import tilted_start, vp_start
-from ..distances import distances, target_key, tilted_target
+from ..distances import TargetMemo, distances, target_key, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
@@ -180,8 +180,7 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
 # One process's tilted targets, shared by its cells: the target depends on the law, the reward, the grid and the
 # tolerance alone, not on the sampler, schedule, start or REG estimator, so the cells of a sweep ask for few distinct
 # ones (a 2-D target on 201^2 nodes costs ~18 CPU-s, up to a third of its cell). Bounded: the oldest go first.
-_TARGETS: dict = {}
-_TARGETS_MAX = 32
+_TARGETS = TargetMemo(32)
 
 
 def shared_target(cond, reward, grid: tuple, tol: float) -> GridLaw:
@@ -190,16 +189,12 @@ def shared_target(cond, reward, grid: tuple, tol: float) -> GridLaw:
     when ``cond`` is a ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward (else computed afresh):
     the same tensors as a fresh computation. Callers must not modify them."""
     tk = target_key(cond, reward)
-    key = None if tk is None else (tk, tuple(grid), float(tol))
-    if key is not None and key in _TARGETS:
-        return _TARGETS[key]
-    t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)
-    out = GridLaw(tuple(grid), t.mass, t.error, t.lost, 0)
-    if key is not None:
-        while len(_TARGETS) >= _TARGETS_MAX:
-            _TARGETS.pop(next(iter(_TARGETS)))
-        _TARGETS[key] = out
-    return out
+
+    def make() -> GridLaw:
+        t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)
+        return GridLaw(tuple(grid), t.mass, t.error, t.lost, 0)
+
+    return _TARGETS.get(None if tk is None else (tk, tuple(grid), float(tol)), make)
 
 
 def clear_targets() -> None:

@@ -3,12 +3,13 @@ CPU-s, and the target depends on the law, the reward, the grid and the tolerance
 import math
 
 import numpy as np
+import pytest
 import torch
 
 from analytic import AutoGReward, CFGReward
 from evaluation.claims import cells as cells_mod
 from evaluation.claims.cells import OutputCell, clear_targets, output_law, shared_target
-from evaluation.distances import tilted_target
+from evaluation.distances import TargetMemo, tilted_target
 from evaluation.accuracy import axes_of
 from evaluation.spec import Law, Method
 
@@ -75,6 +76,36 @@ def test_a_shared_target_is_the_fresh_one_and_rewards_are_told_apart():
     again = shared_target(parts.cond, CFGReward(parts.cond, parts.uncond, 1.0), grid, tol)
     assert again is got[0]  # an equal reward built anew: the same target
     assert shared_target(parts.cond, rewards[0], grid, 1e-4) is not got[0]  # another tolerance
+
+
+def test_the_target_memo_keeps_the_newest_and_never_a_none_key():
+    """TargetMemo (the memo of shared_target and of evaluation.flows): each key computed once while kept, at most
+    max_items kept with the oldest out first (a hit does not make an entry newer), a None key computed every time and
+    never kept; clear() forgets everything; a bad bound is refused naming it."""
+    made = []
+
+    def make(tag):
+        def f():
+            made.append(tag)
+            return [tag]  # a fresh object each time: `is` tells a kept one from a recomputed one
+        return f
+
+    memo = TargetMemo(2)
+    a, b = memo.get("a", make("a")), memo.get("b", make("b"))
+    assert memo.get("a", make("a")) is a and memo.get("b", make("b")) is b and made == ["a", "b"]
+    none = memo.get(None, make("n"))
+    assert memo.get(None, make("n")) is not none and made == ["a", "b", "n", "n"]  # never kept, evicts nothing
+    c = memo.get("c", make("c"))  # the third: "a", the oldest (though read since), goes
+    assert memo.get("b", make("b")) is b and made == ["a", "b", "n", "n", "c"]
+    assert memo.get("a", make("a")) is not a and made[-1] == "a"  # recomputed; now "b" went
+    assert memo.get("c", make("c")) is c and made[-1] == "a"
+    assert memo.get("b", make("b")) is not b and made[-1] == "b"
+    memo.clear()
+    memo.get("c", make("c"))
+    assert made[-1] == "c" and len(made) == 8
+    for bad in (0, -1, 2.5, None, True):
+        with pytest.raises(ValueError, match=rf"max_items must be .*, got {bad!r}"):
+            TargetMemo(bad)
 
 
 def test_shared_targets_are_keyed_by_the_conditional_itself():

@@ -4,6 +4,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -204,6 +205,44 @@ def test_dask_cluster_on_loopback(tmp_path):
     assert run.computed == 5 and _values(run) == _values(local)
     again = run_cells(cells, cache=tmp_path / "d", progress=False)  # written by the parent: reusable locally
     assert again.reused == 5
+
+
+@pytest.mark.parametrize("where", ["in-process", "local workers", "dask"])
+def test_a_result_that_cannot_be_stored_is_still_returned(tmp_path, where):
+    """Issue 20 (nothing silent): a folder where a cell's cache file goes made Cache.store_encoded raise
+    IsADirectoryError inside run_cells, and the run ended with that bare error (keep_going or not), losing the
+    computed results. Now the result is returned, with one CacheWarning naming the file, the OS error and that the
+    cell will be recomputed next time; the folder is left alone, the other cells are cached as usual."""
+    cell, other = Square(3.0), Square(4.0)
+    cache = Cache(tmp_path / "c")
+    path = cache.path(cell)
+    path.mkdir(parents=True)
+    (path / "kept").write_text("mine")
+    expected = [(3.0, 9.0, (0.0, 1.5, 3.0)), (4.0, 16.0, (0.0, 2.0, 4.0))]
+    message = (rf"cannot store the result of cell Square\(x=3.0, .*\) in {path} \(IsADirectoryError: Is a directory\):"
+               r" this run uses it, but it is not cached, so the cell will be recomputed next time")
+
+    def run():
+        with pytest.warns(sweep.CacheWarning) as caught:
+            if where == "dask":
+                distributed = pytest.importorskip("distributed", reason="the optional [sweeps] extra")
+                with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, protocol="tcp",
+                                              host="127.0.0.1", dashboard_address=None) as cluster:
+                    result = run_cells([cell, other], cache=cache, scheduler=cluster.scheduler_address, progress=False)
+            else:
+                result = run_cells([cell, other], cache=cache, workers=2 if where == "local workers" else 1,
+                                   progress=False)
+        warned = [w for w in caught if w.category is sweep.CacheWarning]
+        assert len(warned) == 1 and re.fullmatch(message, str(warned[0].message))
+        assert warned[0].filename == __file__  # attributed to the caller of run_cells
+        return result
+
+    first = run()
+    assert _values(first) == expected and (first.computed, first.reused, first.failed) == (2, 0, 0)
+    assert path.is_dir() and [p.name for p in path.iterdir()] == ["kept"] and (path / "kept").read_text() == "mine"
+    assert cache.keys() == [cell_key(other)] and not list(cache.root.rglob("*.tmp"))
+    again = run()  # not cached: computed again (and named again); the other cell is reused
+    assert _values(again) == expected and (again.computed, again.reused) == (1, 1)
 
 
 @dataclasses.dataclass(frozen=True)

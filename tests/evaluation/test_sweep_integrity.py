@@ -164,6 +164,20 @@ def test_ctrl_c_in_a_cell_says_what_is_kept_and_the_rerun_resumes(tmp_path):
     assert (again.reused, again.computed) == (3, 1)
 
 
+def test_ctrl_c_counts_only_the_cells_it_cached(tmp_path):
+    """Issue 20 (nothing silent): the line said "N of M cells computed and cached" counting every finished cell, also
+    one that failed under keep_going (never cached) or whose result could not be stored (a folder in the way)."""
+    cache = Cache(tmp_path / "cache")
+    cells = [Work(1.0, weight=0.2), Work(2.0, weight=0.4), Work(3.0, weight=0.25, interrupt=True),
+             Work(4.0, weight=0.3)]
+    cache.path(cells[1]).mkdir(parents=True)  # cell 1 cannot be stored
+    with pytest.warns(CacheWarning, match=str(cache.path(cells[1]))), pytest.raises(SweepInterrupted) as e:
+        run_cells(cells, cache=cache, progress=False)  # order: cell 0 (the probe: cheapest), 1, 3, then 2 interrupts
+    assert str(e.value) == (f"interrupted: 2 of 4 cells computed and cached in {cache.root} (2 in this run); "
+                            "rerun to resume")
+    assert cache.keys() == sorted(cell_key(c) for c in (cells[0], cells[3]))
+
+
 _INTERRUPTED_POOL = """
 import sys
 from tests.evaluation.test_sweep_integrity import Work
