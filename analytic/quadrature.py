@@ -138,18 +138,20 @@ def _lattice_weights(a: torch.Tensor, sub: int) -> torch.Tensor:
 
 def deposit_lattice(values: torch.Tensor, axes, sub: int) -> tuple[torch.Tensor, float]:
     """:func:`deposit` of the masses ``values`` [n_1 sub(, n_2 sub)] at the sub-cell lattice of the uniform grid
-    ``axes`` (:func:`sub_axes`; ``values.flatten()`` is in the order of :func:`sub_points`), separably: the hat weights
-    of a lattice point are products of one weight per axis, so the masses are ``W_1 V W_2^T`` with ``W_i`` [n_i, n_i sub]
-    the 1-D weights (each sub-point reaches its own node and one neighbour: a batched product over the nodes). The same
-    ``(mass [n_1(, n_2)], mass outside the grid)`` as ``deposit(sub_points(axes, sub), values.flatten(), axes)`` to
-    rounding, in O(values.numel()) operations and without per-point temporaries."""
+    ``axes`` (:func:`sub_axes`; ``values.flatten()`` is in the order of :func:`sub_points`), separably: the hat
+    weights of a lattice point are products of one weight per axis, so the masses are ``W_1 V W_2^T`` with ``W_i``
+    [n_i, n_i sub] the 1-D weights (each sub-point reaches its own node and one neighbour: a batched product over the
+    nodes). The same ``(mass [n_1(, n_2)], mass outside the grid)`` as
+    ``deposit(sub_points(axes, sub), values.flatten(), axes)`` to rounding, in O(values.numel()) operations and without
+    per-point temporaries."""
     axes = as_axes(axes)
     axes = check_axes(axes, len(axes), uniform=True)
     sub = check_count(sub, "sub")
     shape = tuple(a.numel() * sub for a in axes)
     if not isinstance(values, torch.Tensor) or values.dtype != torch.float64 or tuple(values.shape) != shape:
-        raise ValueError(f"values must be a float64 tensor of the lattice's shape {shape} (n_i sub per axis), got "
-                         f"{type(values).__name__} {getattr(values, 'dtype', '')} {tuple(getattr(values, 'shape', ()))}")
+        got = f"{type(values).__name__} {getattr(values, 'dtype', '')} {tuple(getattr(values, 'shape', ()))}"
+        raise ValueError(f"values must be a float64 tensor of the lattice's shape {shape} (n_i sub per axis), "
+                         f"got {got}")
     out = values
     for i, a in enumerate(axes):
         n = a.numel()

@@ -44,7 +44,8 @@ from evaluation.spec import Law, Method
 dist = importlib.import_module("evaluation.distances")
 def hwm():  # this process's peak resident memory in MB (VmHWM: its own, unlike ru_maxrss, which exec inherits)
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
-law, w, lo, hi, n, tol = sys.argv[1], float(sys.argv[2]), *map(float, sys.argv[3:5]), int(sys.argv[5]), float(sys.argv[6])
+law, w, lo, hi = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+n, tol = int(sys.argv[5]), float(sys.argv[6])
 built = Law.parse(law).build()
 reward, axes = Method("cfg", w).reward(built), axes_of((lo, hi, n), 2)
 before = hwm()
@@ -58,7 +59,7 @@ print(json.dumps({"before": before, "subs": subs, "peak": hwm()}))
 
 def _module(path: Path, name: str):
     """``path`` loaded as the module ``evaluation.<name>`` (its relative imports resolve in this tree's package)."""
-    import evaluation  # noqa: F401  (the parent package first)
+    importlib.import_module("evaluation")  # the parent package first
 
     spec = importlib.util.spec_from_file_location(f"evaluation.{name}", path)
     mod = importlib.util.module_from_spec(spec)
@@ -127,13 +128,16 @@ def main(argv=None) -> None:
             top = a.mass.max().item()
             block = [f"[{i}] {law_name}, CFG w={w:g}, grid {grid[2]}^2 on [{grid[0]}, {grid[1]}], tol {tol:g}; "
                      f"sub-points per cell (old / new) {subs_old} / {subs_new}",
-                     f"    whole call: before {t_old:7.1f} CPU-s  after {t_new:7.1f} CPU-s  ratio {t_old / t_new:5.2f}x",
-                     f"    sub-points: before {s_old:7.1f} CPU-s  after {s_new:7.1f} CPU-s  ratio {s_old / s_new:5.2f}x",
+                     f"    whole call: before {t_old:7.1f} CPU-s  after {t_new:7.1f} CPU-s  "
+                     f"ratio {t_old / t_new:5.2f}x",
+                     f"    sub-points: before {s_old:7.1f} CPU-s  after {s_new:7.1f} CPU-s  "
+                     f"ratio {s_old / s_new:5.2f}x",
                      f"    max |diff|: mass {(a.mass - b.mass).abs().max().item() / top:.2e}, error "
                      f"{(a.error - b.error).abs().max().item() / top:.2e} (of the largest mass {top:.3g}); "
                      f"log_Z {abs(a.log_Z - b.log_Z):.2e}, log_Z_error {abs(a.log_Z_error - b.log_Z_error):.2e}; "
                      f"lost {abs(a.lost - b.lost):.2e} (lost {a.lost:.6g}), outside {abs(a.outside - b.outside):.2e}; "
-                     f"error sums {a.error.sum().item():.4g} / {b.error.sum().item():.4g}; repeats bit-identical: {again}"]
+                     f"error sums {a.error.sum().item():.4g} / {b.error.sum().item():.4g}; "
+                     f"repeats bit-identical: {again}"]
             print("\n".join(block), flush=True)
             lines += block
         if args.memory:
@@ -141,8 +145,8 @@ def main(argv=None) -> None:
             argv_ = (law_name, str(w), str(grid[0]), str(grid[1]), str(grid[2]), str(tol))
             peaks = {rev: run_in(tree, PEAK, *argv_, cache=Path(tmp) / f"cache_{rev}")
                      for rev, tree in ((args.base, base), ("this tree", ROOT))}
-            block = [f"[memory] case 0 in a fresh process, peak resident set (VmHWM) after the imports / the sub-point part "
-                     f"alone (sub 8 and 16) / then the whole call:"] + [
+            block = ["[memory] case 0 in a fresh process, peak resident set (VmHWM) after the imports / the sub-point "
+                     "part alone (sub 8 and 16) / then the whole call:"] + [
                 f"    {rev}: {p['before']:.0f} / {p['subs']:.0f} / {p['peak']:.0f} MB" for rev, p in peaks.items()]
             print("\n".join(block), flush=True)
             lines += block

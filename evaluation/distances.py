@@ -54,7 +54,8 @@ def check_tilt_integrable(cond: GaussianMixture, reward) -> float:
     return margin
 
 
-_BLOCK = 2**16  # sub-points evaluated at once: bounds the mixtures' [K, d, points] temporaries (a few MB; larger is slower)
+_BLOCK = 2**16  # sub-points evaluated at once: bounds the mixtures' [K, d, points] temporaries (a few MB; faster
+# than larger blocks)
 
 
 def _target_on_subpoints(cond, reward, axes, sub: int):

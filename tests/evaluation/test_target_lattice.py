@@ -36,7 +36,8 @@ def _cases():
     cond1, uncond1 = paper_pair()
     ax1 = torch.linspace(-4.0, 4.0, 161, dtype=F64)
     return {"2d-w3": (p.cond, CFGReward(p.cond, p.uncond, 3.0), (ax2, ax2), 1e-3),
-            "2d-w1-rect": (p.cond, CFGReward(p.cond, p.uncond, 1.0), (ax2, torch.linspace(-3.0, 2.0, 29, dtype=F64)), None),
+            "2d-w1-rect": (p.cond, CFGReward(p.cond, p.uncond, 1.0), (ax2, torch.linspace(-3.0, 2.0, 29, dtype=F64)),
+                           None),
             "1d-w2": (cond1, CFGReward(cond1, uncond1, 2.0), (ax1,), 1e-6)}
 
 
