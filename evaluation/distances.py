@@ -15,7 +15,7 @@ import torch
 
 from analytic.integrability import tail_margin
 from analytic.mixture import GaussianMixture
-from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit, sub_points
+from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit_lattice, grid_points, sub_axes
 from analytic.rewards import AutoGReward, CFGReward, ClassifierReward, check_reward
 from sampler.schedules import check_count
 
@@ -54,16 +54,31 @@ def check_tilt_integrable(cond: GaussianMixture, reward) -> float:
     return margin
 
 
+_BLOCK = 2**16  # sub-points evaluated at once: bounds the mixtures' [K, d, points] temporaries (a few MB; faster
+# than larger blocks)
+
+
 def _target_on_subpoints(cond, reward, axes, sub: int):
-    pts = sub_points(axes, sub)
-    log_f = cond.log_prob(pts) + reward.log_r0(pts)
-    if torch.any(torch.isnan(log_f)) or torch.any(log_f == math.inf):
-        raise ValueError("log p(x_0|y) R_0(x_0) is nan or +inf on the grid")
+    """``(hat masses of the sub-points' normalised values, log Z by the midpoint rule, mass beyond the hats)`` with
+    ``sub^d`` points per cell: ``log p(x_0|y) R_0(x_0)`` on the lattice (:func:`analytic.quadrature.sub_axes`),
+    evaluated in blocks of rows of about ``_BLOCK`` points (one lattice-sized tensor at a time), deposited
+    separably (:func:`analytic.quadrature.deposit_lattice`)."""
+    fine = sub_axes(axes, sub)
+    shape = tuple(a.numel() for a in fine)
+    log_f = torch.empty(shape, dtype=torch.float64)  # [n_1 sub(, n_2 sub)]
+    rows = max(1, _BLOCK // math.prod(shape[1:]))
+    for r in range(0, shape[0], rows):
+        pts = grid_points((fine[0][r:r + rows], *fine[1:]))
+        block = cond.log_prob(pts) + reward.log_r0(pts)
+        if torch.any(torch.isnan(block)) or torch.any(block == math.inf):
+            raise ValueError("log p(x_0|y) R_0(x_0) is nan or +inf on the grid")
+        log_f[r:r + rows] = block.reshape(-1, *shape[1:])
     top = log_f.max()
-    f = torch.exp(log_f - top)
+    f = log_f.sub_(top).exp_()  # in place: f = exp(log_f - top)
+    total = f.sum()
     cell = math.prod(axes_spacing(axes)) / sub ** len(axes)
-    log_Z = (top + torch.log(f.sum() * cell)).item()
-    mass, lost = deposit(pts, f / f.sum(), axes)
+    log_Z = (top + torch.log(total * cell)).item()
+    mass, lost = deposit_lattice(f.div_(total), axes, sub)
     return mass, log_Z, lost
 
 

@@ -179,7 +179,7 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
 
 # One process's tilted targets, shared by its cells: the target depends on the law, the reward, the grid and the
 # tolerance alone, not on the sampler, schedule, start or REG estimator, so the cells of a sweep ask for few distinct
-# ones (a 2-D target on 201^2 nodes costs ~18 CPU-s, up to a third of its cell). Bounded: the oldest go first.
+# ones (a 2-D target on 201^2 nodes costs ~4 CPU-s, benchmarks/target_2d.txt). Bounded: the oldest go first.
 _TARGETS = TargetMemo(32)
 
 

@@ -1,0 +1,159 @@
+"""2-D tilted targets with the old and the new sub-point route, side by side in one run:
+``python benchmarks/target_2d.py [--base REV] [--cases 0,1,2] [--repeat R] [--memory | --no-memory] [--out FILE]``.
+
+Each case is one :func:`evaluation.distances.tilted_target` call of the kind the ledger makes (CFG on the exact 2-D
+mixtures, 201^2 nodes on [-3.5, 3.5]^2, ``tol`` 5e-3 = :data:`evaluation.accuracy.TOL_2D`, as
+:func:`evaluation.claims.cells.shared_target` asks), computed in this process by this tree's
+``evaluation/distances.py`` and by the one of revision ``--base`` (default ``644d755``: every sub-point evaluated at
+once and deposited point by point; extracted by :mod:`benchmarks.revisions` and loaded from its path as a module of
+this tree's ``evaluation`` package, so both run on this tree's ``analytic``), one torch thread, ``--repeat`` times
+each (default 2, interleaved: old, new, old, new). Printed and written to ``--out`` (default
+``benchmarks/target_2d.txt``): the smallest CPU seconds (``time.process_time``: the machine is shared) of the whole
+call and of its sub-point part (``_target_on_subpoints``, every refinement) over the repeats, their ratios, the
+sub-point counts reached, and the largest differences of the results: masses and per-node errors relative to the
+largest mass, ``log Z`` and its error bound, ``lost`` and ``outside`` absolutely (masses of the whole law).
+``--memory`` (default on): for each revision, the peak resident memory of a fresh process computing case 0's sub-point
+part (sub 8 and 16), then its whole call (whose outside check, :func:`evaluation.density.mass_outside` on a third of
+the spacing, has its own peak).
+Not a test.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from revisions import ROOT, checkout, load, run_in
+
+sys.path.insert(0, str(ROOT))
+
+CASES = [  # (law, CFG weight, grid, tol)
+    ("classes_2d", 1.0, (-3.5, 3.5, 201), 5e-3),
+    ("classes_2d", 3.0, (-3.5, 3.5, 201), 5e-3),
+    ("correlated_2d", 1.0, (-3.5, 3.5, 201), 5e-3),
+]
+
+PEAK = """
+import importlib, json, sys, torch
+torch.set_num_threads(1)
+from evaluation.accuracy import axes_of
+from evaluation.spec import Law, Method
+dist = importlib.import_module("evaluation.distances")
+def hwm():  # this process's peak resident memory in MB (VmHWM: its own, unlike ru_maxrss, which exec inherits)
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM")) / 1024
+law, w, lo, hi = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+n, tol = int(sys.argv[5]), float(sys.argv[6])
+built = Law.parse(law).build()
+reward, axes = Method("cfg", w).reward(built), axes_of((lo, hi, n), 2)
+before = hwm()
+for sub in (8, 16):
+    dist._target_on_subpoints(built.cond, reward, axes, sub)
+subs = hwm()
+dist.tilted_target(built.cond, reward, axes, tol=tol)
+print(json.dumps({"before": before, "subs": subs, "peak": hwm()}))
+"""
+
+
+def _module(path: Path, name: str):
+    """``path`` loaded as the module ``evaluation.<name>`` (its relative imports resolve in this tree's package)."""
+    importlib.import_module("evaluation")  # the parent package first
+
+    spec = importlib.util.spec_from_file_location(f"evaluation.{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _run(mod, cond, reward, axes, tol):
+    """tilted_target of ``mod``, the CPU seconds of the call and of its sub-point part, and the sub counts used."""
+    inner, spent, subs = mod._target_on_subpoints, [0.0], []
+
+    def timed(c, r, a, sub):
+        t = time.process_time()
+        out = inner(c, r, a, sub)
+        spent[0] += time.process_time() - t
+        subs.append(sub)
+        return out
+
+    mod._target_on_subpoints = timed
+    try:
+        t = time.process_time()
+        tt = mod.tilted_target(cond, reward, axes, tol=tol)
+        return tt, time.process_time() - t, spent[0], tuple(subs)
+    finally:
+        mod._target_on_subpoints = inner
+
+
+def main(argv=None) -> None:
+    import torch
+
+    from evaluation.accuracy import axes_of
+    from evaluation.spec import Law, Method
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
+    ap.add_argument("--base", default="644d755", help="the revision before the change (default 644d755)")
+    ap.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))), help="indices into CASES")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each, interleaved; the smallest CPU time is kept")
+    ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                    help="also the peak memory of case 0 in a fresh process per revision")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "target_2d.txt"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(1)
+    lines = [f"# python benchmarks/target_2d.py --base {args.base} --cases {args.cases} --repeat {args.repeat}"
+             f"{'' if args.memory else ' --no-memory'}   ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+             f"one torch thread)",
+             f"# tilted_target, CFG, tol as the ledger's 2-D cells; CPU s = time.process_time; {load()}"]
+    print("\n".join(lines), flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        base = checkout(args.base, Path(tmp) / "base")
+        old = _module(base / "evaluation" / "distances.py", "distances_base")
+        new = _module(ROOT / "evaluation" / "distances.py", "distances_this")
+        for i in (int(j) for j in args.cases.split(",")):
+            law_name, w, grid, tol = CASES[i]
+            law = Law.parse(law_name).build()
+            reward, axes = Method("cfg", w).reward(law), axes_of(grid, 2)
+            runs = {old: [], new: []}
+            for _ in range(args.repeat):
+                for mod in (old, new):
+                    runs[mod].append(_run(mod, law.cond, reward, axes, tol))
+            a, b = runs[old][0][0], runs[new][0][0]
+            t_old, s_old = (min(r[k] for r in runs[old]) for k in (1, 2))
+            t_new, s_new = (min(r[k] for r in runs[new]) for k in (1, 2))
+            subs_old, subs_new = runs[old][0][3], runs[new][0][3]
+            again = all(torch.equal(r[0].mass, runs[mod][0][0].mass) for mod in (old, new) for r in runs[mod])
+            top = a.mass.max().item()
+            block = [f"[{i}] {law_name}, CFG w={w:g}, grid {grid[2]}^2 on [{grid[0]}, {grid[1]}], tol {tol:g}; "
+                     f"sub-points per cell (old / new) {subs_old} / {subs_new}",
+                     f"    whole call: before {t_old:7.1f} CPU-s  after {t_new:7.1f} CPU-s  "
+                     f"ratio {t_old / t_new:5.2f}x",
+                     f"    sub-points: before {s_old:7.1f} CPU-s  after {s_new:7.1f} CPU-s  "
+                     f"ratio {s_old / s_new:5.2f}x",
+                     f"    max |diff|: mass {(a.mass - b.mass).abs().max().item() / top:.2e}, error "
+                     f"{(a.error - b.error).abs().max().item() / top:.2e} (of the largest mass {top:.3g}); "
+                     f"log_Z {abs(a.log_Z - b.log_Z):.2e}, log_Z_error {abs(a.log_Z_error - b.log_Z_error):.2e}; "
+                     f"lost {abs(a.lost - b.lost):.2e} (lost {a.lost:.6g}), outside {abs(a.outside - b.outside):.2e}; "
+                     f"error sums {a.error.sum().item():.4g} / {b.error.sum().item():.4g}; "
+                     f"repeats bit-identical: {again}"]
+            print("\n".join(block), flush=True)
+            lines += block
+        if args.memory:
+            law_name, w, grid, tol = CASES[0]
+            argv_ = (law_name, str(w), str(grid[0]), str(grid[1]), str(grid[2]), str(tol))
+            peaks = {rev: run_in(tree, PEAK, *argv_, cache=Path(tmp) / f"cache_{rev}")
+                     for rev, tree in ((args.base, base), ("this tree", ROOT))}
+            block = ["[memory] case 0 in a fresh process, peak resident set (VmHWM) after the imports / the sub-point "
+                     "part alone (sub 8 and 16) / then the whole call:"] + [
+                f"    {rev}: {p['before']:.0f} / {p['subs']:.0f} / {p['peak']:.0f} MB" for rev, p in peaks.items()]
+            print("\n".join(block), flush=True)
+            lines += block
+    lines.append(f"# end: {load()}")
+    Path(args.out).write_text("\n".join(lines) + "\n")
+    print(lines[-1])
+
+
+if __name__ == "__main__":
+    main()
