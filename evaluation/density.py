@@ -35,7 +35,12 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   between cells, valid for non-monotone and folding maps, and smooth once (not per step).
 
 The start is not renormalised on the grid: its mass outside the grid's cells (:func:`mass_outside`) is part of
-``lost``, as is the mass that leaves the grid during the steps.
+``lost``, as is the mass that leaves the grid during the steps. The start is read on tensor grids (the nodes, the
+frame of :func:`mass_outside`, the 2-D sub-points of the push-forward; in 1-D also at the push-forward's sub-cell
+edges): a start with ``on_grid`` (:data:`LogProb`; :func:`tilted_start`, whose ``E_T`` is a quadrature per point)
+is evaluated there through it, one call per grid, the same values to rounding (issue 19: at the points, the tilted
+start's frame was most of a 2-D cell's CPU). The nodes' values :func:`mass_outside` reads are the stochastic
+steps' start.
 
 The result is a discrete distribution of *hat masses*: ``mass[k] = int phi_k(u) p(u) du`` with ``phi_k`` the
 piecewise-(bi)linear hat function of node ``k``. :func:`evaluation.distances.tilted_target` discretises the
