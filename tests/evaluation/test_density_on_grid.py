@@ -55,13 +55,13 @@ def test_tilted_start_on_grid_equals_its_values_at_the_points(classes, marginal)
     assert torch.equal(start_1d.on_grid(ax), start_1d(ax[:, None]))  # one 1-D route for both
 
 
-@pytest.mark.parametrize("lo,hi,n", [(-3.5, 3.5, 15), (-0.5, 0.5, 9)])  # the second widens its frame twice
+@pytest.mark.parametrize("lo,hi,n", [(-2.5, 2.5, 9), (-0.5, 0.5, 9)])  # the second widens its frame twice
 def test_mass_outside_on_grid_equals_the_points_route(classes, lo, hi, n):
     p, reward, _ = classes
     start = tilted_start(p.cond, reward, 0.82, marginal=True)
     axes = _axes(lo, hi, n)
     fast, ref = mass_outside(start, axes), mass_outside(_points_only(start), axes)
-    assert ref > 1e-11  # a share that the frame's values decide
+    assert ref > 1e-6  # a share that the frame's values decide
     assert fast == pytest.approx(ref, rel=1e-13, abs=0)
 
 
@@ -72,7 +72,7 @@ def test_output_density_with_the_tilted_start_is_unchanged_by_the_grid_route(cla
     sigmas = VPSchedule.linear(4, 0.02, 0.3).sampling_sigmas()
     a_T = 1 / (1 + sigmas[0].item() ** 2)
     start = tilted_start(p.cond, reward, a_T, marginal=marginal)
-    axes = _axes(-3.5, 3.5, 17)
+    axes = _axes(-3.5, 3.5, 13)
     fast = output_density(cfg, sigmas, axes, sampler=sampler, start=start)
     ref = output_density(cfg, sigmas, axes, sampler=sampler, start=_points_only(start))
     top = ref.mass.max().item()
