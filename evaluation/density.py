@@ -35,7 +35,12 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   between cells, valid for non-monotone and folding maps, and smooth once (not per step).
 
 The start is not renormalised on the grid: its mass outside the grid's cells (:func:`mass_outside`) is part of
-``lost``, as is the mass that leaves the grid during the steps.
+``lost``, as is the mass that leaves the grid during the steps. The start is read on tensor grids (the nodes, the
+frame of :func:`mass_outside`, the 2-D sub-points of the push-forward; in 1-D also at the push-forward's sub-cell
+edges): a start with ``on_grid`` (:data:`LogProb`; :func:`tilted_start`, whose ``E_T`` is a quadrature per point)
+is evaluated there through it, one call per grid, the same values to rounding (issue 19: at the points, the tilted
+start's frame was most of a 2-D cell's CPU). The nodes' values :func:`mass_outside` reads are the stochastic
+steps' start.
 
 The result is a discrete distribution of *hat masses*: ``mass[k] = int phi_k(u) p(u) du`` with ``phi_k`` the
 piecewise-(bi)linear hat function of node ``k``. :func:`evaluation.distances.tilted_target` discretises the
@@ -66,7 +71,9 @@ from sampler.schedules import check_count, check_number
 
 __all__ = ["OutputDensity", "output_density", "MAX_SUB_POINTS", "gaussian_step", "source_step", "mass_outside", "vp_start", "tilted_start", "grid_log_prob_start"]
 
-LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised
+LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised. It may carry a method
+# ``on_grid(axes) -> [prod n]``: the same values on the tensor grid of ``axes`` ('ij' order, flattened), computed
+# faster than at its points (:func:`tilted_start`); the density's starts and :func:`mass_outside` use it on grids
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
 
 
@@ -105,11 +112,19 @@ class OutputDensity(NamedTuple):
 
 # --- starts ----------------------------------------------------------------------------------------
 def vp_start(d: int) -> LogProb:
-    """``log N(u; 0, I)``: the start of :func:`sampler.samplers.vp_prior` in VP coordinates."""
+    """``log N(u; 0, I)``: the start of :func:`sampler.samplers.vp_prior` in VP coordinates (with ``on_grid``)."""
+    const = 0.5 * d * math.log(2 * math.pi)
 
     def log_prob(u: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (u**2).sum(1) - 0.5 * d * math.log(2 * math.pi)
+        return -0.5 * (u**2).sum(1) - const
 
+    def on_grid(axes) -> torch.Tensor:  # the same sum of squares, by broadcasting instead of at the points
+        axes = as_axes(axes)
+        sq = sum(a.to(torch.float64).reshape([-1 if j == i else 1 for j in range(len(axes))]) ** 2
+                 for i, a in enumerate(axes))
+        return -0.5 * sq.reshape(-1) - const
+
+    log_prob.on_grid = on_grid
     return log_prob
 
 
@@ -119,12 +134,23 @@ def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool
 
     ``marginal=True`` tilts the true noised conditional instead, ``p_T(u | y) E_T(u)``: the exact
     marginal of the tilted ideal chain. The two agree when ``p_T(u | y) = N(0, I)`` (``abar_T -> 0``);
-    with the paper's ``abar_T = 0.82`` only the second makes the chain's output ``p(x_0|y) R_0 / Z``."""
-    base = cond.noised(abar_T).log_prob if marginal else vp_start(cond.dim)
+    with the paper's ``abar_T = 0.82`` only the second makes the chain's output ``p(x_0|y) R_0 / Z``.
+
+    The callable has ``on_grid(axes)``: the values on a tensor grid by the separable quadrature of
+    :func:`analytic.grid.tilted_posterior` (axes given as a tuple), the same to rounding and many times faster
+    on the grids of :func:`output_density` and :func:`mass_outside` than at the grid's points."""
+    d = cond.dim
+    base = cond.noised(abar_T).log_prob if marginal else vp_start(d)
 
     def log_prob(u: torch.Tensor) -> torch.Tensor:
         return base(u) + tilted_posterior(cond, reward, u, abar_T).log_E
 
+    def on_grid(axes) -> torch.Tensor:
+        axes = check_axes(axes, d)
+        log_E = tilted_posterior(cond, reward, axes, abar_T).log_E
+        return (base(grid_points(axes)) if marginal else base.on_grid(axes)) + log_E
+
+    log_prob.on_grid = on_grid
     return log_prob
 
 
@@ -144,34 +170,65 @@ def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
     return log_prob
 
 
-def _log_density_at(log_prob: LogProb, pts: torch.Tensor, name: str) -> torch.Tensor:
-    """``log_prob(pts)`` [P] as float64, or ``ValueError`` naming ``name`` when it is not a tensor [P] or is NaN or
-    ``+inf`` somewhere (a log-density is finite, or ``-inf`` where the density is 0)."""
-    v = log_prob(pts)
-    if not isinstance(v, torch.Tensor) or tuple(v.shape) != (pts.shape[0],):
+def _check_log_density(v, n: int, point, name: str, asked: str) -> torch.Tensor:
+    """``v`` as float64 when it is a tensor [n] of log-densities, NaN and ``+inf`` nowhere; else ``ValueError``
+    naming ``name`` (``point(i)``: the i-th point read, for the message; ``asked``: what was asked, likewise)."""
+    if not isinstance(v, torch.Tensor) or tuple(v.shape) != (n,):
         got = f"shape {tuple(v.shape)}" if isinstance(v, torch.Tensor) else f"{type(v).__name__} {v!r:.60}"
-        raise ValueError(f"{name} must return log-densities [N] for points u [N, d], got {got} for points of shape "
-                         f"{tuple(pts.shape)}")
+        raise ValueError(f"{name} must return log-densities [N] for points u [N, d], got {got} for {asked}")
     v = v.detach().to(torch.float64)
     bad = torch.isnan(v) | (v == math.inf)
     if bool(bad.any()):
         i = int(torch.nonzero(bad)[0])
         raise ValueError(f"{name} is not a finite log-density: NaN or +inf at {int(bad.sum())} of {v.numel()} points "
-                         f"(e.g. {v[i].item()} at u = {pts[i].tolist()})")
+                         f"(e.g. {v[i].item()} at u = {point(i).tolist()})")
     return v
 
 
-def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6, name: str = "log_prob") -> float:
+def _log_density_at(log_prob: LogProb, pts: torch.Tensor, name: str) -> torch.Tensor:
+    """``log_prob(pts)`` [P] as float64, or ``ValueError`` naming ``name`` when it is not a tensor [P] or is NaN or
+    ``+inf`` somewhere (a log-density is finite, or ``-inf`` where the density is 0)."""
+    return _check_log_density(log_prob(pts), pts.shape[0], lambda i: pts[i], name,
+                              f"points of shape {tuple(pts.shape)}")
+
+
+def _log_density_on_grid(log_prob: LogProb, axes, name: str, keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``log_prob`` on the tensor grid of ``axes`` ('ij' order, flattened) [prod n], or at the grid's points where
+    ``keep`` [prod n] is True [keep.sum()]: by ``log_prob.on_grid(axes)`` (on the whole grid, then masked) when the
+    law has it (checked on the whole grid), else at the points kept. Checked as :func:`_log_density_at`."""
+    axes = tuple(axes)
+    on_grid = getattr(log_prob, "on_grid", None)
+    if on_grid is None:
+        pts = grid_points(axes)
+        return _log_density_at(log_prob, pts if keep is None else pts[keep], name)
+    n = math.prod(a.numel() for a in axes)
+    v = _check_log_density(on_grid(axes), n, lambda i: grid_points(axes)[i], f"{name}.on_grid",
+                           f"the grid of axes of lengths {[a.numel() for a in axes]}")
+    return v if keep is None else v[keep]
+
+
+_MAX_DOUBLINGS = 6  # widenings of mass_outside's frame
+
+
+def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = _MAX_DOUBLINGS, name: str = "log_prob") -> float:
     """The share of the law ``exp(log_prob)`` (unnormalised) lying outside the grid's cells (the box reaching half a
     spacing past the edge nodes), by the midpoint rule at the grid's spacing on the cells and on a frame as wide
     as the box around them, widened while the law at the frame's edge is not negligible (``1e-16`` of its peak).
     ``ValueError`` when it still is after ``max_doublings`` widenings, when ``log_prob`` (called ``name`` in the
-    message) is NaN or ``+inf`` or of the wrong shape, or when it is ``-inf`` (no mass) everywhere it was read."""
+    message) is NaN or ``+inf`` or of the wrong shape, or when it is ``-inf`` (no mass) everywhere it was read.
+
+    The frame is the tensor grid of the widened axes without the grid itself: a ``log_prob`` with ``on_grid``
+    (:data:`LogProb`) is evaluated on that whole tensor grid in one call and the inner block dropped."""
+    return _mass_outside(log_prob, axes, max_doublings, name)[0]
+
+
+def _mass_outside(log_prob: LogProb, axes, max_doublings: int, name: str) -> tuple[float, torch.Tensor]:
+    """:func:`mass_outside`, and ``log_prob`` at the grid's nodes ('ij' order, flattened, checked) [prod n]."""
     h = axes_spacing(axes)
     d = len(axes)
-    lp_in = _log_density_at(log_prob, grid_points(axes), name)
+    lp_in = _log_density_on_grid(log_prob, axes, name)
     for k in range(max_doublings + 1):
-        ext, wts, outer = [], [], []
+        ext, wts, outer, ends = [], [], [], []
         for a, hi in zip(axes, h):
             lo_edge, hi_edge = a[0].item() - 0.5 * hi, a[-1].item() + 0.5 * hi
             H = hi
@@ -181,23 +238,23 @@ def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = 6, name: str =
             ext.append(torch.cat([left, a, right]))
             wts.append(torch.cat([torch.full((reach,), H), torch.full((a.numel(),), hi), torch.full((reach,), H)]).double())
             outer.append(torch.cat([torch.ones(reach), torch.zeros(a.numel()), torch.ones(reach)]).bool())
-        pts = grid_points(tuple(ext))
+            end = torch.zeros(ext[-1].numel(), dtype=torch.bool)
+            end[[0, -1]] = True  # the frame's outermost nodes on this axis
+            ends.append(end)
         w = wts[0] if d == 1 else (wts[0][:, None] * wts[1][None, :]).reshape(-1)
         out_flag = outer[0] if d == 1 else (outer[0][:, None] | outer[1][None, :]).reshape(-1)
-        pts, w = pts[out_flag], w[out_flag]
-        lp_out = _log_density_at(log_prob, pts, name)
+        far = ends[0] if d == 1 else (ends[0][:, None] | ends[1][None, :]).reshape(-1)
+        w, far = w[out_flag], far[out_flag]
+        lp_out = _log_density_on_grid(log_prob, ext, name, keep=out_flag)
         top = max(lp_in.max().item(), lp_out.max().item())
         if top == -math.inf:  # no mass seen yet: look further out
             continue
         inner = torch.exp(lp_in - top).sum().item() * math.prod(h)
         f_out = torch.exp(lp_out - top)
         outside = (f_out * w).sum().item()
-        far = torch.zeros_like(f_out, dtype=torch.bool)
-        for i, e in enumerate(ext):
-            far |= (pts[:, i] <= e[0]) | (pts[:, i] >= e[-1])
         edge = f_out[far].max().item()
         if edge < 1e-16:
-            return outside / (inner + outside)
+            return outside / (inner + outside), lp_in
     if top == -math.inf:
         raise ValueError(f"{name} is -inf (zero density) on the grid and within {2**max_doublings} grid widths of it: "
                          f"the law has no mass near the grid")
@@ -472,10 +529,10 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
 
     top = None  # the start's log-density scale: one for every call when set
 
-    def density(pts):  # the law's (unnormalised) density at pts [P, d]
+    def density(pts, grid=None):  # the law's (unnormalised) density at pts [P, d] (the tensor grid of ``grid`` if given)
         if p is not None:
             return spline_at(p, axes, pts, outside="zero").clamp(min=0)
-        log_p = log_start(pts).to(torch.float64)
+        log_p = _log_density_at(log_start, pts, "start") if grid is None else _log_density_on_grid(log_start, grid, "start")
         return torch.exp(log_p - (log_p.max() if top is None else top))
 
     def push(pts):  # the deterministic tail, VP -> VP
@@ -494,7 +551,7 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
         fine = _sub_edges(axes[0], subs[-1])  # [N sub_max + 1]
         image = push(fine[:, None])[:, 0]
         if p is None:  # one scale for the start's density at the edges and at the midpoints
-            top = log_start(fine[:, None]).to(torch.float64).max()
+            top = _log_density_on_grid(log_start, (fine,), "start").max()
         for k in subs:
             stride = subs[-1] // k
             known = (fine[1::2], image[1::2]) if stride == 2 else None  # the doubled run's edges: its midpoints
@@ -507,8 +564,9 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
             outs.append(deposit_segments(y[:-1], y[1:], m, axes[0]))
         return outs
     for k in subs:
-        pts = sub_points(axes, k)
-        m = density(pts)
+        grid = tuple(sub_points((a,), k)[:, 0] for a in axes)  # the sub-points' axes: sub_points(axes, k) is their grid
+        pts = grid_points(grid)
+        m = density(pts, grid)
         if m.sum() > 0:  # every mass left the grid: 0, not 0/0 = NaN (issue 20)
             m = m * (total / m.sum())
         outs.append(deposit(push(pts), m, axes))
@@ -588,7 +646,7 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
     eta_eff = 1.0 if sampler == "ddpm" else (eta if sampler == "ddim" else 0.0)
     n_stoch = len(s) - 1 - (1 if s[-1] == 0 else 0) if eta_eff > 0 else 0  # leading stochastic steps
     tail_eta = eta if sampler == "ddim" else 0.0
-    start_lost = mass_outside(start, axes, name="start")
+    start_lost, log_p = _mass_outside(start, axes, _MAX_DOUBLINGS, "start")  # log_p: the start at the nodes [N]
     if not start_lost <= max_outside:
         box = " x ".join(f"[{a[0].item():.4g}, {a[-1].item():.4g}]" for a in axes)
         raise ValueError(f"the start law has {start_lost:.3g} of its mass outside the grid {box} (more than "
@@ -597,7 +655,6 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
     lost, narrow, unresolved = 0.0, 0, 0
     if n_stoch > 0:
         X = grid_points(axes)  # [N, d]
-        log_p = start(X).to(torch.float64)
         p = torch.exp(log_p - log_p.max())
         q, g = p[even], p[fourth]
         p = p * (inside / (p.sum() * math.prod(h)))  # nodal density, h^d sum = the start's mass on the grid
