@@ -65,7 +65,7 @@ from analytic.gauss_sums import split_width
 from analytic.grid import tilted_posterior
 from analytic.mixture import GaussianMixture
 from analytic.quadrature import (as_axes, axes_spacing, check_axes, deposit, deposit_segments, grid_points, spline_at,
-                                 sub_points)
+                                 sub_axes, sub_points)
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 from sampler.schedules import check_count, check_number
 
@@ -564,7 +564,7 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
             outs.append(deposit_segments(y[:-1], y[1:], m, axes[0]))
         return outs
     for k in subs:
-        grid = tuple(sub_points((a,), k)[:, 0] for a in axes)  # the sub-points' axes: sub_points(axes, k) is their grid
+        grid = sub_axes(axes, k)  # sub_points(axes, k) is their tensor grid
         pts = grid_points(grid)
         m = density(pts, grid)
         if m.sum() > 0:  # every mass left the grid: 0, not 0/0 = NaN (issue 20)
