@@ -63,3 +63,35 @@ def mixtures_2d(draw, k_max: int = 2, w_lo: float = 0.2, s: tuple = (0.3, 0.7), 
         s1, s2, r = draw(st.floats(*s)), draw(st.floats(*s)), draw(st.floats(-rho, rho))
         covs.append([[s1 * s1, r * s1 * s2], [r * s1 * s2, s2 * s2]])
     return GaussianMixture(w, mu, torch.tensor(covs, dtype=torch.float64))
+
+
+class FarBump:
+    """``R_0 = 1 + exp(c - |x - (30, 0, ...)|^2 / (2 0.5^2))`` in ``d`` dimensions: a reward whose ``centres()`` does
+    not mention its far feature (a user reward may not know where its features are). Between the bulk and the bump
+    ``p R_0`` is a valley 100 nats deep: no edge of a grid around the bulk sees the bump, only the probes
+    (``analytic.grid._far_mass``)."""
+
+    def __init__(self, c, dim: int = 1):
+        self.c, self.dim = c, dim
+
+    def log_r0(self, x0):
+        sq = (x0[:, 0] - 30) ** 2 + (x0[:, 1:] ** 2).sum(1)
+        return torch.logaddexp(torch.zeros(()), self.c - 0.5 * sq / 0.25)
+
+    def log_rt(self, x_t, abar):
+        raise NotImplementedError
+
+    def present(self, x_t, abar):
+        raise NotImplementedError
+
+    def tail_curvature(self, u):
+        return torch.zeros(u.shape[0], dtype=torch.float64)
+
+    def quadratic(self):
+        return None
+
+    def length_scale(self):
+        return 0.5
+
+    def centres(self):
+        return torch.zeros(1, self.dim, dtype=torch.float64)

@@ -20,7 +20,7 @@ from scipy.special import logsumexp
 
 import analytic as A
 from analytic.grid import QuadratureTooLarge, ToleranceNotMet
-from tests.helpers import mixtures_2d
+from tests.helpers import FarBump, mixtures_2d
 
 F64 = torch.float64
 
@@ -206,38 +206,6 @@ def test_importance_sampling_seeds_every_basin_the_probes_resolve():
     for seed in range(2):
         o = A.optimal_guidance(c, A.CFGReward(c, u, w), pt(x), a, method="is", generator=torch.Generator().manual_seed(seed))
         assert abs(o.golden.item() - golden) <= 5 * o.golden_error.item()
-
-
-class FarBump:
-    """``R_0 = 1 + exp(c - (x - 30)^2 / (2 0.5^2))``: a reward whose ``centres()`` does not mention its far
-    feature (a user reward may not know where its features are). Between the bulk and the bump ``p R_0``
-    is a valley 100 nats deep: no edge of a grid around the bulk sees the bump."""
-
-    dim = 1
-
-    def __init__(self, c):
-        self.c = c
-
-    def log_r0(self, x0):
-        return torch.logaddexp(torch.zeros(()), self.c - 0.5 * ((x0[:, 0] - 30) / 0.5) ** 2)
-
-    def log_rt(self, x_t, abar):
-        raise NotImplementedError
-
-    def present(self, x_t, abar):
-        raise NotImplementedError
-
-    def tail_curvature(self, u):
-        return torch.zeros(u.shape[0], dtype=F64)
-
-    def quadratic(self):
-        return None
-
-    def length_scale(self):
-        return 0.5
-
-    def centres(self):
-        return torch.zeros(1, 1, dtype=F64)
 
 
 def test_a_far_feature_no_centre_mentions_is_found_by_the_probes():

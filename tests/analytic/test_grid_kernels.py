@@ -16,6 +16,7 @@ import torch
 import analytic as A
 from analytic.grid import _line_sums, _log_kernel, _scaled
 from analytic.quadrature import grid_points
+from tests.helpers import FarBump
 
 F64 = torch.float64
 
@@ -91,42 +92,11 @@ def test_tilted_posterior_on_axes_equals_the_points_of_their_grid(name, a, w, sp
         assert redone, "the case must include points whose sums underflow"
 
 
-class FarBump2d:
-    """The 2-D :class:`FarBump` of test_accuracy: ``R_0 = 1 + exp(c - |x - (30, 0)|^2 / (2 0.5^2))``, a feature
-    no centre mentions, past a valley 100 nats deep: only the probes find it (``_far_mass``)."""
-
-    dim = 2
-
-    def __init__(self, c):
-        self.c = c
-
-    def log_r0(self, x0):
-        return torch.logaddexp(torch.zeros(()), self.c - 0.5 * (((x0[:, 0] - 30) ** 2 + x0[:, 1] ** 2) / 0.25))
-
-    def log_rt(self, x_t, abar):
-        raise NotImplementedError
-
-    def present(self, x_t, abar):
-        raise NotImplementedError
-
-    def tail_curvature(self, u):
-        return torch.zeros(u.shape[0], dtype=F64)
-
-    def quadratic(self):
-        return None
-
-    def length_scale(self):
-        return 0.5
-
-    def centres(self):
-        return torch.zeros(1, 2, dtype=F64)
-
-
 def test_tilted_posterior_on_axes_finds_far_mass_as_the_points_do(monkeypatch):
     from analytic import grid as G
 
     c = A.GaussianMixture([1.0], [[0.0, 0.0]], [torch.eye(2, dtype=F64).tolist()])
-    r = FarBump2d(466.0)
+    r = FarBump(466.0, dim=2)
     axes = (torch.linspace(-2, 2, 9, dtype=F64), torch.linspace(-1.5, 1.5, 7, dtype=F64))
     hits = []
     far_mass = G._far_mass
