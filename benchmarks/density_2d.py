@@ -15,13 +15,12 @@ mass. Not a test.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from revisions import ROOT, checkout, load
+from revisions import ROOT, checkout, load, module_from
 
 sys.path.insert(0, str(ROOT))
 
@@ -32,13 +31,6 @@ CASES = [  # (law, schedule, CFG weight, grid): the reg-samples cell's 2-D law o
     ("classes_2d", "lin:100:0.0001", 1.0, (-3.5, 3.5, 101)),
     ("classes_2d", "lin:100:0.0001", 3.0, (-3.5, 3.5, 101)),
 ]
-
-
-def _module(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(mod, guided, sigmas, axes):
@@ -79,8 +71,8 @@ def main(argv=None) -> None:
     print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         base = checkout(args.base, Path(tmp) / "base")
-        old = _module(base / "evaluation" / "density.py", "density_base")
-        new = _module(ROOT / "evaluation" / "density.py", "density_this")
+        old = module_from(base / "evaluation" / "density.py", "density_base")
+        new = module_from(ROOT / "evaluation" / "density.py", "density_this")
         for i in (int(j) for j in args.cases.split(",")):
             law_name, schedule, w, grid = CASES[i]
             law, sched = Law.parse(law_name).build(), Schedule.parse(schedule)

@@ -4,6 +4,8 @@ Python code there in a fresh process (its own ``REG_GUIDANCE_CACHE``) and return
 JSON. Not a test."""
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import json
 import os
 import subprocess
@@ -38,6 +40,18 @@ def run_in(tree: Path, code: str, *args: str, cache: Path | None = None, timeout
     if res.returncode != 0:
         raise RuntimeError(f"the run in {tree} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def module_from(path: Path, name: str):
+    """The file ``path`` (one module of ``evaluation``, e.g. from a :func:`checkout`) loaded as the module
+    ``evaluation.<name>`` beside this tree's: its relative imports resolve in this tree's package, so two versions
+    of one module run side by side in one process."""
+    importlib.import_module("evaluation")  # the parent package first
+    spec = importlib.util.spec_from_file_location(f"evaluation.{name}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod
+    spec.loader.exec_module(mod)
+    return mod
 
 
 def load() -> str:

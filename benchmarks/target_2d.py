@@ -20,13 +20,12 @@ Not a test.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from revisions import ROOT, checkout, load, run_in
+from revisions import ROOT, checkout, load, module_from, run_in
 
 sys.path.insert(0, str(ROOT))
 
@@ -55,17 +54,6 @@ subs = hwm()
 dist.tilted_target(built.cond, reward, axes, tol=tol)
 print(json.dumps({"before": before, "subs": subs, "peak": hwm()}))
 """
-
-
-def _module(path: Path, name: str):
-    """``path`` loaded as the module ``evaluation.<name>`` (its relative imports resolve in this tree's package)."""
-    importlib.import_module("evaluation")  # the parent package first
-
-    spec = importlib.util.spec_from_file_location(f"evaluation.{name}", path)
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 def _run(mod, cond, reward, axes, tol):
@@ -110,8 +98,8 @@ def main(argv=None) -> None:
     print("\n".join(lines), flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         base = checkout(args.base, Path(tmp) / "base")
-        old = _module(base / "evaluation" / "distances.py", "distances_base")
-        new = _module(ROOT / "evaluation" / "distances.py", "distances_this")
+        old = module_from(base / "evaluation" / "distances.py", "distances_base")
+        new = module_from(ROOT / "evaluation" / "distances.py", "distances_this")
         for i in (int(j) for j in args.cases.split(",")):
             law_name, w, grid, tol = CASES[i]
             law = Law.parse(law_name).build()
