@@ -378,7 +378,8 @@ def test_ctrl_c_during_paper_plots_says_what_is_kept(when, tmp_path, capsys, mon
 
 
 _PAPER_PLOTS_INTERRUPTED = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a suite started in the background ignores it)
 import paper_plots
 from tests.evaluation.test_sweep_integrity import Work
 from tests.test_clis import _fake_figure

@@ -179,7 +179,8 @@ def test_ctrl_c_counts_only_the_cells_it_cached(tmp_path):
 
 
 _INTERRUPTED_POOL = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a suite started in the background ignores it)
 from tests.evaluation.test_sweep_integrity import Work
 from evaluation.sweep import SweepInterrupted, run_cells
 try:
