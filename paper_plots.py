@@ -100,6 +100,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=1,
                     help="torch threads per process (default 1: the arrays are small, and extra threads only contend)")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar (one line per figure only)")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="compute again the cells whose failure (a ValueError: a tolerance not met) is cached; "
+                         "without it a cached failure is read back (the same code and configuration fail alike)")
     ap.add_argument("--update-docs", action="store_true",
                     help="after a full run of every figure (no --quick, no --only), copy results.json to "
                          "docs/data/ and regenerate the findings block of docs/findings.md")
@@ -177,7 +180,7 @@ def main(argv=None) -> int:
                 futures.update({n: (fut, n) for n in group})
         if cells:
             try:  # a cell that fails fails the figures that list it, not the sweep (the others' cells go on)
-                run = run_cells(cells, workers=args.workers, bar=bar, keep_going=True,
+                run = run_cells(cells, workers=args.workers, bar=bar, keep_going=True, retry_failed=args.retry_failed,
                                 desc=f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
             except Exception as err:  # noqa: BLE001 - every hooked figure reports it
                 cell_error.update({n: err for n in hooked if n not in cell_error})

@@ -386,8 +386,9 @@ class SweepResult(NamedTuple):
 
 
 class CellFailed(NamedTuple):
-    """The result of a cell that raised, under ``run_cells(..., keep_going=True)``: never cached, so a rerun
-    tries it again. ``cell`` is the cell's repr (shortened), ``error`` the exception's type and message."""
+    """The result of a cell that raised, under ``run_cells(..., keep_going=True)``; cached when the error was a
+    ``ValueError`` (deterministic), else tried again by a rerun. ``cell`` is the cell's repr (shortened), ``error``
+    the exception's type and message."""
 
     cell: str
     error: str
@@ -617,7 +618,7 @@ def _kind_name(cell: Any) -> str:
 
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
-              bar: tqdm | None = None, keep_going: bool = False) -> SweepResult:
+              bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -643,9 +644,17 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
     the file and the OS error. Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell that could
     be stored is cached).
+
+    A cell that raises ``ValueError`` (it cannot meet its tolerance, or refuses its configuration) fails the same way
+    on every run of the same code and configuration: its :class:`CellFailed` is cached like a result, so a rerun, or a
+    figure asking for the same cell after the sweep, reads the failure instead of computing it again (issue 19: the
+    full job's claims figure recomputed 37 failed cells one by one, about an hour). ``retry_failed=True`` computes
+    cached failures again; other exceptions (memory, a lost worker) are never cached.
     """
     workers = check_count(workers, "workers")
     check_scheduler(scheduler)
+    if not isinstance(retry_failed, bool):
+        raise ValueError(f"retry_failed must be True or False, got {retry_failed!r}")
     if bar is not None and not isinstance(bar, tqdm):
         raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
     if not isinstance(keep_going, bool):
@@ -666,11 +675,16 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         if k in done or k in pending:
             continue
         hit, result = cache.load(c, k)
-        if hit:
+        if hit and not (retry_failed and isinstance(result, CellFailed)):
             done[k] = result
         else:
             pending[k] = c
     reused = len(done)
+    failed_before = [k for k, r in done.items() if isinstance(r, CellFailed)]  # cached failures
+    if failed_before and not keep_going:
+        k = failed_before[0]
+        raise RuntimeError(f"{done[k]} (a failure cached in {cache.path(cells[keys.index(k)], k)}; pass "
+                           f"retry_failed=True to compute it again)")
     distinct = reused + len(pending)
     cost = dict(zip(pending, _costs(list(pending.values()))))
     own = bar is None
@@ -700,6 +714,17 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             ex, close, watch = _executor(workers, scheduler)
             cancelled, futures = True, {}
 
+            def keep(k: str, encoded: Any) -> bool:
+                """Store a cell's encoded result (or its cached failure) at once: a run killed later keeps it."""
+                try:
+                    cache.store_encoded(pending[k], encoded, k)
+                    return True
+                except OSError as err:  # one entry in the way (a folder at the file's path, a read-only subfolder)
+                    warnings.warn(f"cannot store the result of cell {pending[k]!r:.200} in {cache.path(pending[k], k)} "
+                                  f"({type(err).__name__}: {err.strerror or err}): this run uses it, but it is not "
+                                  "cached, so the cell will be recomputed next time", CacheWarning, stacklevel=4)
+                    return False
+
             def collect(fut: cf.Future, k: str) -> None:
                 nonlocal computed, failed, stored
                 try:
@@ -712,21 +737,18 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                 except SchedulerUnreachable:
                     raise
                 except Exception as err:
+                    failure = CellFailed(f"{pending[k]!r:.200}", f"{type(err).__name__}: {err}")
+                    if isinstance(err, ValueError):  # deterministic: the same code and configuration fail alike
+                        keep(k, encode(failure))
                     if not keep_going:
                         raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
-                    done[k] = CellFailed(f"{pending[k]!r:.200}", f"{type(err).__name__}: {err}")
+                    done[k] = failure
                     failed += 1
                     eta.drop(k)
                     eta.show(bar)
                     return
                 done[k] = result  # whether or not it can be stored: a computed result is never lost
-                try:
-                    cache.store_encoded(pending[k], encoded, k)  # at once: a run killed later keeps this cell
-                    stored += 1
-                except OSError as err:  # one entry in the way (a folder at the file's path, a read-only subfolder)
-                    warnings.warn(f"cannot store the result of cell {pending[k]!r:.200} in {cache.path(pending[k], k)} "
-                                  f"({type(err).__name__}: {err.strerror or err}): this run uses it, but it is not "
-                                  "cached, so the cell will be recomputed next time", CacheWarning, stacklevel=3)
+                stored += keep(k, encoded)
                 computed += 1
                 eta.finish(k, seconds)
                 eta.show(bar)
@@ -758,4 +780,5 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             bar.close()
     if interrupted:  # raised here, so the interrupted frames (and the pool) are not kept alive by a traceback
         raise SweepInterrupted(reused + stored, distinct, stored, cache.root)  # not failed or unstored cells
-    return SweepResult(tuple(done[k] for k in keys), len(pending) - failed, reused, time.perf_counter() - start, failed)
+    return SweepResult(tuple(done[k] for k in keys), len(pending) - failed, reused, time.perf_counter() - start,
+                       failed + len(failed_before))

@@ -50,6 +50,9 @@ def main(argv=None) -> int:
     ap.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler, tcp://HOST:PORT")
     ap.add_argument("--cache", type=Path, default=None, help=f"cell cache (default {default_cache_dir()})")
     ap.add_argument("--no-figures", action="store_true", help="write claims.md and claims.json only")
+    ap.add_argument("--retry-failed", action="store_true",
+                    help="compute again the cells whose failure (a ValueError: a tolerance not met) is cached; "
+                         "without it a cached failure is read back (the same code and configuration fail alike)")
     ap.add_argument("--update-docs", action="store_true",
                     help="when the ledger in --out is a full run (no --quick entry), copy claims.json to docs/data/ "
                          "and regenerate the ledger table of docs/claims.md")
@@ -77,7 +80,8 @@ def main(argv=None) -> int:
             print(f"{c.id:<16} skipped: {c.unavailable()}", file=sys.stderr)
     start = time.perf_counter()
     try:
-        run = run_ledger(claims, quick=args.quick, cache=cache, workers=args.workers, scheduler=args.scheduler)
+        run = run_ledger(claims, quick=args.quick, cache=cache, workers=args.workers, scheduler=args.scheduler,
+                         retry_failed=args.retry_failed)
         results = [o.result for o in run.outcomes]
         failed = []
         if not args.no_figures:

@@ -114,15 +114,16 @@ def cells_code(cells: Sequence[Any]) -> str:
 
 
 def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | str | None = None, workers: int = 1,
-               scheduler: str | None = None, progress: bool = True) -> LedgerRun:
+               scheduler: str | None = None, progress: bool = True, retry_failed: bool = False) -> LedgerRun:
     """Run the cells of ``claims`` in one sweep and conclude each claim; a claim a cell of which fails (e.g. it
-    cannot meet its tolerance) is :data:`NOT_CONVERGED` (:meth:`Claim.not_converged`), and the others conclude."""
+    cannot meet its tolerance) is :data:`NOT_CONVERGED` (:meth:`Claim.not_converged`), and the others conclude.
+    ``retry_failed``: compute cells whose failure is cached again (:func:`evaluation.sweep.run_cells`)."""
     if not claims:
         raise ValueError("no claims to run")
     per_claim = [list(c.cells(quick)) for c in claims]
     flat = [cell for cells in per_claim for cell in cells]
     run = run_cells(flat, cache=cache, workers=workers, scheduler=scheduler, progress=progress, desc="ledger cells",
-                    keep_going=True)
+                    keep_going=True, retry_failed=retry_failed)
     outcomes, i = [], 0
     for claim, cells in zip(claims, per_claim):
         results = run.results[i:i + len(cells)]

@@ -1,5 +1,6 @@
 """A cell that cannot meet its tolerance does not stop the others (issue 19, the accuracy contract): under
-``run_cells(..., keep_going=True)`` it gives a :class:`CellFailed` (never cached), the ledger writes its claim as
+``run_cells(..., keep_going=True)`` it gives a :class:`CellFailed` (cached: the same code and configuration fail
+alike), the ledger writes its claim as
 ``not converged`` with the cell and the error, and the claims that did converge keep their verdicts."""
 import dataclasses
 from typing import NamedTuple
@@ -34,17 +35,60 @@ def test_a_failing_cell_stops_the_sweep_by_default(tmp_path):
         run_cells([Tolerant(1.0), Tolerant(-1.0)], cache=tmp_path, progress=False)
 
 
-def test_keep_going_records_the_failure_and_never_caches_it(tmp_path):
-    cells = [Tolerant(1.0), Tolerant(-1.0), Tolerant(2.0)]
+CALLS = []  # the x of every Flaky cell computed in this process
+
+
+@dataclasses.dataclass(frozen=True)
+class Flaky:
+    """Raises ``ValueError`` for ``x < 0`` (deterministic) and ``MemoryError`` for ``x == 0`` (not)."""
+
+    x: float
+
+
+@cell_kind(Flaky)
+def flaky(cell: Flaky) -> TolerantResult:
+    CALLS.append(cell.x)
+    if cell.x == 0:
+        raise MemoryError("out of memory")
+    if cell.x < 0:
+        raise ValueError(f"cell x={cell.x}: not converged")
+    return TolerantResult(cell.x + 1)
+
+
+def test_keep_going_records_the_failure_and_caches_a_value_error_only(tmp_path):
+    """Issue 19: the full job's claims figure asked again for 37 cells that had failed in the sweep and, failures
+    being uncached, recomputed them one by one in one process (about an hour). A ValueError (a tolerance that cannot
+    be met, a refused configuration) is deterministic, so it is cached; other errors are tried again."""
+    cells = [Flaky(1.0), Flaky(-1.0), Flaky(0.0), Flaky(2.0)]
+    CALLS.clear()
     run = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)
-    assert run.results[0] == TolerantResult(2.0) and run.results[2] == TolerantResult(3.0)
-    bad = run.results[1]
-    assert isinstance(bad, CellFailed) and "Tolerant(x=-1.0)" in bad.cell and bad.error.startswith("ValueError: cell x=-1.0")
-    assert (run.computed, run.reused, run.failed) == (2, 0, 1)
-    again = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)  # the failure is tried again
-    assert (again.computed, again.reused, again.failed) == (0, 2, 1)
+    assert run.results[0] == TolerantResult(2.0) and run.results[3] == TolerantResult(3.0)
+    bad, oom = run.results[1], run.results[2]
+    assert isinstance(bad, CellFailed) and "Flaky(x=-1.0)" in bad.cell
+    assert bad.error.startswith("ValueError: cell x=-1.0")
+    assert isinstance(oom, CellFailed) and oom.error == "MemoryError: out of memory"
+    assert (run.computed, run.reused, run.failed) == (2, 0, 2)
+    CALLS.clear()
+    again = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)
+    assert CALLS == [0.0]  # only the memory error is tried again; the ValueError is read back
+    assert again.results[1] == bad and isinstance(again.results[2], CellFailed)
+    assert (again.computed, again.reused, again.failed) == (0, 3, 2)
+    CALLS.clear()
+    retried = run_cells(cells, cache=tmp_path, progress=False, keep_going=True, retry_failed=True)
+    assert sorted(CALLS) == [-1.0, 0.0] and retried.results[1] == bad
+    with pytest.raises(RuntimeError, match=r"x=-1.0: not converged \(a failure cached in .*retry_failed=True"):
+        run_cells(cells[:2], cache=tmp_path, progress=False)  # without keep_going a cached failure stops the sweep
     with pytest.raises(ValueError, match="keep_going must be True or False"):
         run_cells(cells, cache=tmp_path, progress=False, keep_going="yes")
+    with pytest.raises(ValueError, match="retry_failed must be True or False"):
+        run_cells(cells, cache=tmp_path, progress=False, keep_going=True, retry_failed="yes")
+
+
+def test_a_cached_failure_is_a_failure_without_keep_going_too(tmp_path):
+    with pytest.raises(RuntimeError, match="x=-2.0: not converged"):
+        run_cells([Tolerant(-2.0)], cache=tmp_path, progress=False)  # computed: fails, and the failure is cached
+    with pytest.raises(RuntimeError, match="x=-2.0: not converged.*cached"):
+        run_cells([Tolerant(-2.0)], cache=tmp_path, progress=False)
 
 
 class _Data(NamedTuple):

@@ -410,15 +410,16 @@ def test_a_scheduler_that_closes_mid_run_is_named_not_blamed_on_a_cell(tmp_path,
 
 def test_keep_going_records_a_result_the_cache_cannot_hold(tmp_path):
     """Issue 20 round 3: under keep_going=True a cell returning an unencodable result aborted the whole sweep
-    (storing was outside keep_going). Now it is that cell's CellFailed (never cached); without keep_going the sweep
-    stops with the RuntimeError naming the cell, as for a cell that raises."""
+    (storing was outside keep_going). Now it is that cell's CellFailed (cached, as every ValueError: the same code
+    fails alike); without keep_going the sweep stops with the RuntimeError naming the cell, as for a cell that raises."""
     cells = [Opaque(1.0), Opaque(2.0, bad=True), Opaque(3.0)]
     run = run_cells(cells, cache=tmp_path, progress=False, keep_going=True)
     assert run.results[0] == 2.0 and run.results[2] == 4.0 and run.failed == 1 and run.computed == 2
     failed = run.results[1]
     assert isinstance(failed, sweep.CellFailed) and failed.cell == "Opaque(x=2.0, bad=True)"
     assert failed.error.startswith("ValueError: cannot encode dict")
-    assert sorted(Cache(tmp_path).keys()) == sorted(cell_key(c) for c in (cells[0], cells[2]))
+    assert sorted(Cache(tmp_path).keys()) == sorted(cell_key(c) for c in cells)
+    assert Cache(tmp_path).load(cells[1]) == (True, failed)  # the failure, read back instead of computed again
     with pytest.raises(RuntimeError, match=r"cell Opaque\(x=2.0, bad=True\) failed: ValueError: cannot encode dict"):
         run_cells(cells, cache=tmp_path / "strict", progress=False)
 
