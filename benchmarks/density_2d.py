@@ -14,13 +14,12 @@ mass. Not a test.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from revisions import ROOT, checkout, load, module_from
+from revisions import ROOT, checkout, comparison_parser, load, module_from, timed_part
 
 sys.path.insert(0, str(ROOT))
 
@@ -35,21 +34,10 @@ CASES = [  # (law, schedule, CFG weight, grid): the reg-samples cell's 2-D law o
 
 def _run(mod, guided, sigmas, axes):
     """output_density of ``mod`` and the CPU seconds of the call and of its scatter."""
-    inner, spent = mod._narrow_scatter, [0.0]
-
-    def timed(*a, **k):
-        t = time.process_time()
-        out = inner(*a, **k)
-        spent[0] += time.process_time() - t
-        return out
-
-    mod._narrow_scatter = timed
-    try:
+    with timed_part(mod, "_narrow_scatter") as (spent, _):
         t = time.process_time()
         od = mod.output_density(guided, sigmas, axes, sampler="ddpm", start=mod.vp_start(len(axes)))
         return od, time.process_time() - t, spent[0]
-    finally:
-        mod._narrow_scatter = inner
 
 
 def main(argv=None) -> None:
@@ -58,12 +46,7 @@ def main(argv=None) -> None:
     from evaluation.accuracy import axes_of
     from evaluation.spec import Law, Method, Schedule
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    ap.add_argument("--base", default="392b859", help="the revision before the change (default 392b859)")
-    ap.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))), help="indices into CASES")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each, interleaved; the smallest CPU time is kept")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "density_2d.txt"))
-    args = ap.parse_args(argv)
+    args = comparison_parser(__doc__, "392b859", len(CASES), "density_2d.txt").parse_args(argv)
     torch.set_num_threads(1)
     lines = [f"# python benchmarks/density_2d.py --base {args.base} --cases {args.cases} --repeat {args.repeat}   "
              f"({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, one torch thread)",

@@ -4,6 +4,8 @@ Python code there in a fresh process (its own ``REG_GUIDANCE_CACHE``) and return
 JSON. Not a test."""
 from __future__ import annotations
 
+import argparse
+import contextlib
 import importlib
 import importlib.util
 import json
@@ -12,6 +14,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,6 +55,37 @@ def module_from(path: Path, name: str):
     sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def comparison_parser(doc: str, base: str, cases: int, out: str) -> argparse.ArgumentParser:
+    """The options every before/after benchmark takes: ``--base`` (default ``base``), ``--cases`` (indices into its
+    ``cases`` cases, default all), ``--repeat`` and ``--out`` (default ``benchmarks/<out>``); partial names refused."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0], allow_abbrev=False)
+    ap.add_argument("--base", default=base, help=f"the revision before the change (default {base})")
+    ap.add_argument("--cases", default=",".join(str(i) for i in range(cases)), help="indices into CASES")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each, interleaved; the smallest CPU time is kept")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / out))
+    return ap
+
+
+@contextlib.contextmanager
+def timed_part(mod, name: str):
+    """Within the block, ``mod.<name>`` adds its CPU seconds (``time.process_time``) to ``spent[0]`` and its
+    positional arguments to ``calls``; yields ``(spent, calls)`` and restores the function after."""
+    inner, spent, calls = getattr(mod, name), [0.0], []
+
+    def timed(*a, **k):
+        t = time.process_time()
+        out = inner(*a, **k)
+        spent[0] += time.process_time() - t
+        calls.append(a)
+        return out
+
+    setattr(mod, name, timed)
+    try:
+        yield spent, calls
+    finally:
+        setattr(mod, name, inner)
 
 
 def load() -> str:

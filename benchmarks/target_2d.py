@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from revisions import ROOT, checkout, load, module_from, run_in
+from revisions import ROOT, checkout, comparison_parser, load, module_from, run_in, timed_part
 
 sys.path.insert(0, str(ROOT))
 
@@ -58,22 +58,10 @@ print(json.dumps({"before": before, "subs": subs, "peak": hwm()}))
 
 def _run(mod, cond, reward, axes, tol):
     """tilted_target of ``mod``, the CPU seconds of the call and of its sub-point part, and the sub counts used."""
-    inner, spent, subs = mod._target_on_subpoints, [0.0], []
-
-    def timed(c, r, a, sub):
-        t = time.process_time()
-        out = inner(c, r, a, sub)
-        spent[0] += time.process_time() - t
-        subs.append(sub)
-        return out
-
-    mod._target_on_subpoints = timed
-    try:
+    with timed_part(mod, "_target_on_subpoints") as (spent, calls):
         t = time.process_time()
         tt = mod.tilted_target(cond, reward, axes, tol=tol)
-        return tt, time.process_time() - t, spent[0], tuple(subs)
-    finally:
-        mod._target_on_subpoints = inner
+        return tt, time.process_time() - t, spent[0], tuple(a[3] for a in calls)  # (cond, reward, axes, sub)
 
 
 def main(argv=None) -> None:
@@ -82,13 +70,9 @@ def main(argv=None) -> None:
     from evaluation.accuracy import axes_of
     from evaluation.spec import Law, Method
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
-    ap.add_argument("--base", default="644d755", help="the revision before the change (default 644d755)")
-    ap.add_argument("--cases", default=",".join(str(i) for i in range(len(CASES))), help="indices into CASES")
-    ap.add_argument("--repeat", type=int, default=2, help="runs of each, interleaved; the smallest CPU time is kept")
+    ap = comparison_parser(__doc__, "644d755", len(CASES), "target_2d.txt")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                     help="also the peak memory of case 0 in a fresh process per revision")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "target_2d.txt"))
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
     lines = [f"# python benchmarks/target_2d.py --base {args.base} --cases {args.cases} --repeat {args.repeat}"
