@@ -68,6 +68,7 @@ class Claim(NamedTuple):
     cells: Callable[[bool], list]
     conclude: Callable[[bool, tuple], Outcome]
     requires: Callable[[], str] | None = None  # returns why the claim cannot run here ("" when it can)
+    partial: bool = False  # the verdict counts over settings: one whose cells failed is left out and named
 
     def not_converged(self, failures: Sequence[CellFailed]) -> Outcome:
         """The outcome of this claim when cells of it could not be computed (the accuracy contract refused them):
@@ -75,6 +76,26 @@ class Claim(NamedTuple):
         why = f"{len(failures)} cell(s) failed; first: {failures[0]}"
         return Outcome(ClaimResult(self.id, self.source, self.title, self.statement, self.provenance, self.experiment,
                                    NOT_CONVERGED, why, (), self.figure), None)
+
+    def outcome(self, quick: bool, results: Sequence[Any]) -> Outcome:
+        """The claim's outcome from its cells' ``results`` (in the order of ``cells(quick)``). A failed cell
+        (:class:`~evaluation.sweep.CellFailed`) makes the claim :data:`NOT_CONVERGED`, unless the claim is
+        ``partial``: its ``conclude`` then gets the failures in place and leaves their settings out, and the
+        result says so: the key number names how many cells failed and the first, and the numbers carry
+        ``cells not converged (settings left out)``. A partial claim none of whose cells converged is not
+        converged."""
+        failures = [r for r in results if isinstance(r, CellFailed)]
+        if not failures:
+            return self.conclude(quick, tuple(results))
+        if not self.partial or len(failures) == len(results):
+            return self.not_converged(failures)
+        out = self.conclude(quick, tuple(results))
+        r = out.result
+        left_out = (f"; {len(failures)} of {len(results)} cells not converged, their settings left out "
+                    f"(first: {failures[0]})")
+        return Outcome(r._replace(key_number=r.key_number + left_out,
+                                  numbers=r.numbers + (Number("cells not converged (settings left out)",
+                                                              float(len(failures))),)), out.data)
 
     def unavailable(self) -> str:
         return self.requires() if self.requires is not None else ""
@@ -116,7 +137,8 @@ def cells_code(cells: Sequence[Any]) -> str:
 def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | str | None = None, workers: int = 1,
                scheduler: str | None = None, progress: bool = True, retry_failed: bool = False) -> LedgerRun:
     """Run the cells of ``claims`` in one sweep and conclude each claim; a claim a cell of which fails (e.g. it
-    cannot meet its tolerance) is :data:`NOT_CONVERGED` (:meth:`Claim.not_converged`), and the others conclude.
+    cannot meet its tolerance) is :data:`NOT_CONVERGED` (:meth:`Claim.outcome`; a ``partial`` claim concludes on the
+    settings that converged and names the rest), and the others conclude.
     ``retry_failed``: compute cells whose failure is cached again (:func:`evaluation.sweep.run_cells`)."""
     if not claims:
         raise ValueError("no claims to run")
@@ -126,9 +148,7 @@ def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | s
                     keep_going=True, retry_failed=retry_failed)
     outcomes, i = [], 0
     for claim, cells in zip(claims, per_claim):
-        results = run.results[i:i + len(cells)]
-        failures = [r for r in results if isinstance(r, CellFailed)]
-        outcomes.append(claim.not_converged(failures) if failures else claim.conclude(quick, results))
+        outcomes.append(claim.outcome(quick, run.results[i:i + len(cells)]))
         i += len(cells)
     return LedgerRun(tuple(outcomes), run.computed + run.reused + run.failed, run.computed, run.reused, run.seconds,
                      tuple(cells_code(cells) for cells in per_claim))

@@ -115,3 +115,31 @@ def test_the_ledger_writes_a_claim_whose_cell_failed_as_not_converged(tmp_path):
     assert f"**{NOT_CONVERGED}**" in table
     paths, failed = draw([bad], tmp_path / "figs")  # nothing to draw, and not a failure
     assert (paths, failed) == ([], [])
+
+
+def _partial_claim(cid: str, xs: list[float]) -> Claim:
+    """A claim that counts over settings (one cell each) and leaves out the settings whose cell failed."""
+
+    def conclude(quick, results):
+        ys = [r.y for r in results if not isinstance(r, CellFailed)]
+        c = _partial_claim(cid, xs)
+        return Outcome(c.result("holds", f"{len(ys)} settings", [("settings", len(ys))]), _Data(tuple(ys)))
+
+    return _claim(cid, xs)._replace(conclude=conclude, partial=True)
+
+
+def test_a_partial_claim_concludes_on_the_settings_that_converged_and_names_the_rest(tmp_path):
+    """Session 10: reg-samples (1356 cells) and schedules (48) counted over many settings, and one failed cell of
+    either wrote the whole claim as not converged. A partial claim concludes on the converged settings, and its
+    result says how many cells were left out and which failed first; a claim that is not partial still refuses."""
+    run = run_ledger([_partial_claim("part", [1.0, -2.0, 3.0, -4.0]), _claim("whole", [1.0, -2.0])],
+                     cache=tmp_path, progress=False)
+    part, whole = run.outcomes
+    assert part.result.verdict == "holds" and part.data == _Data((2.0, 4.0))
+    assert part.result.key_number.startswith("2 settings; 2 of 4 cells not converged, their settings left out")
+    assert "Tolerant(x=-2.0)" in part.result.key_number and "not converged to tol 0.0005" in part.result.key_number
+    assert part.result.numbers[-1].name == "cells not converged (settings left out)"
+    assert part.result.numbers[-1].value == 2.0
+    assert whole.result.verdict == NOT_CONVERGED
+    none = run_ledger([_partial_claim("none", [-1.0, -3.0])], cache=tmp_path, progress=False).outcomes[0]
+    assert none.result.verdict == NOT_CONVERGED and none.data is None  # nothing converged: nothing to conclude on
