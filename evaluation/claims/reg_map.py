@@ -198,6 +198,10 @@ def conclude(quick: bool, results) -> Outcome:
     numbers = [("settings (valid)", len(gs)), ("REG closer in TV", len(wins)), ("REG closer in field error", len(field_wins)),
                ("field closer but TV not", len(both))]
     numbers += [(f"{k}: {what}", v) for k, (w, n) in grp.items() if n for what, v in (("REG closer", w), ("settings", n))]
+    for d, name in (("d_kl_out_target", "KL(out||target)"), ("d_kl_target_out", "KL(target||out)"), ("d_w1", "W1")):
+        finite = [g for g in gs if math.isfinite(getattr(g, d))]
+        numbers += [(f"{name} gap with the TV gap's sign", sum((getattr(g, d) < 0) == (g.d_tv < 0) for g in finite)),
+                    (f"{name} gap: settings where finite", len(finite))]
     for (st, w), g in sorted(head.items()):
         numbers.append((f"paper_1d paper schedule w={w:g} start {st}: TV CFG", g.tv_plain, g.tv_plain_error))
         numbers.append((f"paper_1d paper schedule w={w:g} start {st}: TV REG", g.tv_reg, g.tv_reg_error))
