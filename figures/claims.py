@@ -17,12 +17,14 @@ from pathlib import Path
 from typing import Sequence
 
 from evaluation.claims import CLAIMS, LedgerRun, Outcome, run_ledger
+from evaluation.claims.ledger import NOT_CONVERGED
 
 NAME = "claims"
 QUICK = False  # the quick ledger alone takes about 1.5 CPU-minutes: paper_plots --quick draws it only with --only
 PARTIAL = True  # a claim with a failed cell is reported not converged (run_ledger); the other claims conclude
 CAPTION = ("The claims ledger: published claims about guidance, each checked exactly on Gaussian-mixture diffusion "
-           "(verdict and key number per claim; one figure each, claims_<name>.png).")
+           "(one figure each, claims_<name>.png); the count of each verdict here, every verdict with its key number "
+           "in docs/claims.md (python -m evaluation.claims).")
 
 
 def cells(quick: bool = False) -> list:
@@ -37,7 +39,11 @@ def compute(quick: bool = False) -> LedgerRun:
 
 
 def summary(run: LedgerRun) -> dict:
-    return {o.result.id: {"verdict": o.result.verdict, "key number": o.result.key_number} for o in run.outcomes}
+    """How many claims got each verdict (the verdicts themselves live once, in the ledger's ``claims.md``)."""
+    verdicts = [o.result.verdict for o in run.outcomes]
+    return {"claims": len(verdicts), "holds": verdicts.count("holds"),
+            "holds only when": sum(v.startswith("holds only when") for v in verdicts),
+            "fails": verdicts.count("fails"), NOT_CONVERGED: verdicts.count(NOT_CONVERGED)}
 
 
 def draw(outcomes: Sequence[Outcome], out_dir: Path, *, prefix: str = "") -> tuple[list[Path], list[str]]:
