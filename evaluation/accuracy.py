@@ -428,8 +428,9 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     exact law, ``tol``) or a number's error exceeds ``tol``, refined; or, when the last refinement did not reduce
     the masses' error by a third (an error the spacing does not set) or the node budget is reached, the engines'
     ``effort`` is raised, never beyond what every engine affords on the grid (``efforts(d, grid)``; a grid no engine
-    can run at effort 0 is not refined to). Nothing left: ``ValueError`` naming the cell (``name``) and what did not
-    converge.
+    can run at effort 0 is not refined to), nor for a law without a bound (an infinite error: unresolved stochastic
+    steps, which only a finer grid resolves). Nothing left: ``ValueError`` naming the cell (``name``) and what did
+    not converge.
 
     ``whole_law=False`` (a cell that publishes only its ``numbers``, not the law or a distance of it): the law's
     summed mass error is not judged, only the numbers, and each number's error is the smaller of its own estimate
@@ -527,8 +528,8 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
             g, capped = refine(g), min(effort, top_at(refine(g)))
             effort, previous = capped, (worst if capped == effort else None)
             continue
-        if effort < top:
-            effort, previous = effort + 1, None
+        if effort < top and (math.isfinite(worst) or not whole_law):  # no bound (unresolved stochastic steps):
+            effort, previous = effort + 1, None  # only a finer grid helps, not the sub-points
             continue
         where = (f"within the budget of {budget} nodes (grid {g}) and at the most sub-points the engines take there "
                  f"(effort {effort})")

@@ -375,6 +375,10 @@ def test_the_effort_never_exceeds_what_the_grid_affords_and_nothing_left_is_a_cl
     with pytest.raises(ValueError, match="c: not converged: .* within the budget of 161 nodes \\(grid \\(-1.0, 1.0, 81\\)"):
         converged_laws([engine(lambda g, e: 0.01)], (-1.0, 1.0, 41), 1, name="c", tol=tol, max_nodes=161)
     assert asked == [(41, 0), (81, 0)]
+    asked.clear()  # no bound at the budget (density_engine: stochastic steps unresolved): more sub-points cannot help
+    with pytest.raises(ValueError, match="c: not converged: .* error of inf \\(stochastic steps unresolved"):
+        converged_laws([engine(lambda g, e: math.inf)], g0, 1, name="c", tol=tol, max_nodes=41)
+    assert asked == [(11, 0), (21, 0), (41, 0)]
     with pytest.raises(ValueError, match="c: the engines cannot run the grid \\(-1.0, 1.0, 161\\) at all"):
         converged_laws([engine(lambda g, e: 0.0)], (-1.0, 1.0, 161), 1, name="c", tol=tol, max_nodes=161)
 
