@@ -494,6 +494,7 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         lost = max(law.lost for law in laws)
         if lost > LOST_SHARE * tol and widened < MAX_WIDEN:
             g, widened, previous = widen(g), widened + 1, None
+            effort = min(effort, max(top_at(g), 0))  # a wider grid may afford less (beyond the budget: refused above)
             continue
         if lost > tol:
             raise ValueError(f"{name}: {lost:.3g} of the mass is missing from the grid {g} (tol {tol:g}) after widening "

@@ -347,13 +347,13 @@ def test_the_effort_never_exceeds_what_the_grid_affords_and_nothing_left_is_a_cl
         n = int(grid[2])
         return 2 if n <= 21 else 1 if n <= 41 else 0 if n <= 81 else -1
 
-    def engine(error_of):
+    def engine(error_of, lost_of=lambda g: 0.0):
         def run(grid, d, effort=0):
             asked.append((int(grid[2]), effort))
             if effort > efforts(d, grid):
                 raise ValueError(f"internal refusal: effort {effort} on {grid}")
-            m = torch.full((int(grid[2]),), 1 / int(grid[2]), dtype=F64)
-            return GridLaw(grid, m, torch.full_like(m, error_of(grid, effort) / m.numel()), 0.0, 0)
+            m = torch.full((int(grid[2]),), (1 - lost_of(grid)) / int(grid[2]), dtype=F64)
+            return GridLaw(grid, m, torch.full_like(m, error_of(grid, effort) / m.numel()), lost_of(grid), 0)
         run.efforts = efforts
         return run
 
@@ -375,6 +375,11 @@ def test_the_effort_never_exceeds_what_the_grid_affords_and_nothing_left_is_a_cl
     with pytest.raises(ValueError, match="c: not converged: .* within the budget of 161 nodes \\(grid \\(-1.0, 1.0, 81\\)"):
         converged_laws([engine(lambda g, e: 0.01)], (-1.0, 1.0, 41), 1, name="c", tol=tol, max_nodes=161)
     assert asked == [(41, 0), (81, 0)]
+    asked.clear()  # mass lost on 41 nodes at effort 1: the widened grid (81 nodes) affords effort 0 only
+    (out,), _ = converged_laws([engine(lambda g, e: 1e-4 if g[2] == 81 else 0.02,
+                                       lambda g: 0.5 * tol if g == (-1.0, 1.0, 41) else 0.0)], g0, 1, name="c", tol=tol,
+                               max_nodes=81)
+    assert asked == [(11, 0), (21, 0), (21, 1), (41, 1), (81, 0)] and out.grid == widen((-1.0, 1.0, 41))
     asked.clear()  # no bound at the budget (density_engine: stochastic steps unresolved): more sub-points cannot help
     with pytest.raises(ValueError, match="c: not converged: .* error of inf \\(stochastic steps unresolved"):
         converged_laws([engine(lambda g, e: math.inf)], g0, 1, name="c", tol=tol, max_nodes=41)
