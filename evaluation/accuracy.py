@@ -535,7 +535,8 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         where = (f"within the budget of {budget} nodes (grid {g}) and at the most sub-points the engines take there "
                  f"(effort {effort})")
         if not law_ok:
-            why = " (stochastic steps unresolved on the grid)" if math.isinf(worst) else ""
+            why = " (stochastic steps unresolved on the grid; more sub-points do not resolve them)" \
+                if math.isinf(worst) else ""
             raise ValueError(f"{name}: not converged: the law's masses reach an estimated error of {worst:.3g}{why} "
                              f"(summed over the nodes), not 2 tol = {2 * tol:g}, {where}")
         text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
