@@ -25,8 +25,11 @@ need, and :func:`evaluation.docs.format_number` prints a number with its error).
   nested grids restrict exactly), again the coarser value's error. Short of either, the spacing halves; when a
   halving left more than ``STALL`` of the masses' error (the part the spacing does not set: the sub-points per
   cell of a deterministic push-forward, every DDIM step and DDPM's last) or the node budget is reached, the
-  engines' ``effort`` rises instead (4 times the sub-points, up to ``MAX_SUB``); nothing left: ``ValueError``
-  naming the cell and the number: it never publishes an unconverged number;
+  engines' ``effort`` rises instead (more sub-points, ``SUBS``: 4 times per effort in 1-D, 2 times in 2-D), up to
+  the most the grid affords (``efforts(d, grid)``: a run with its check at twice the sub-points within
+  ``MAX_SUB_POINTS``; a refinement or widening to a grid that affords less lowers the effort to its most), and
+  not for a law without a bound (unresolved stochastic steps); nothing left: ``ValueError`` naming the cell, the
+  estimate, the budget and the effort ("not converged"): it never publishes an unconverged number;
 - a cell that publishes only numbers of its law (region masses, a mean, a confidence; ``whole_law=False``), not
   the law or a distance of it, is judged on those numbers alone: an output concentrated below the spacing (a DDIM
   output at high w) has node masses that hop between neighbours and never converge, while its region masses do.
@@ -49,7 +52,7 @@ import torch
 
 from sampler.samplers import check_sigmas, ddim_coefficients
 
-from .density import output_density
+from .density import MAX_SUB_POINTS, output_density
 from .distances import total_variation
 
 __all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "MAX_NODES",
@@ -71,7 +74,10 @@ MAX_NODES = {1: 2**14 + 1, 2: 401**2}  # node budget (given grid and the density
 # 201^2 estimate is 6-30x their error (its even-node run is far from resolving them) and whose 401^2 estimate is
 # 2.4x: they converge one grid finer, while most such laws converge at 201^2 and must not pay 4x for it
 FIRST_NODES = {1: MAX_NODES[1], 2: 201**2}
-DEFAULT_SUB, MAX_SUB = {1: 8, 2: 3}, {1: 128, 2: 12}  # sub-points per cell and axis of a deterministic push-forward
+# sub-points per cell and axis of a deterministic push-forward, by effort. 2-D in steps of 2: its sub-point error
+# falls fast in the sub-points (est2d: 0.0061, 0.00087, 0.00056 at 3, 6, 12), and the run at 12 with its check at 24
+# does not fit MAX_SUB_POINTS on 401^2 nodes (9.3e7 points), where 6 does (2.3e7): effort 1 stays reachable there
+SUBS = {1: (8, 32, 128), 2: (3, 6, 12)}
 
 Grid = tuple  # (lo, hi, n): every axis the same
 
@@ -357,9 +363,11 @@ def tv_between(a: GridLaw, b: GridLaw) -> Estimate:
 class Engine(Protocol):
     """``engine(grid, d, effort) -> GridLaw``: one law on ``grid`` (every axis, dimension ``d``) with its error
     estimate, computed once on that grid (no refinement of its own: :func:`converged_laws` decides where to spend);
-    ``effort`` in ``0 .. efforts(d)`` buys accuracy the spacing does not (the density's sub-points)."""
+    ``effort`` in ``0 .. efforts(d, grid)`` buys accuracy the spacing does not (the density's sub-points).
+    ``efforts(d, grid)`` is the highest effort the engine can run on ``grid`` (its memory bound), ``-1`` when not
+    even effort 0 fits there; the contract never asks for more."""
 
-    def efforts(self, d: int) -> int: ...
+    def efforts(self, d: int, grid: Grid) -> int: ...
 
     def __call__(self, grid: Grid, d: int, effort: int = 0) -> GridLaw: ...
 
@@ -368,19 +376,25 @@ def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> En
     """The exact output law of ``sample(sampler, denoiser, ...)`` by :func:`evaluation.density.output_density` on
     the grid itself, with the density's own error estimate (the change from the grid's even nodes, an estimate of
     the coarser computation's error and so an upper estimate for this one, plus twice the change from twice the
-    sub-points of the deterministic push-forward). ``effort`` k takes ``4^k`` times the default sub-points per
-    cell and axis (up to ``MAX_SUB``): the sub-points refine with the grid, so their share of the error does not
-    shrink with the spacing. The law's ``error`` plus ``lost`` is the density's ``total_error``; a run with
-    unresolved stochastic steps (kernel means too far apart for the grid: no bound on its error) has an infinite
-    error, so the contract refines the grid."""
+    sub-points of the deterministic push-forward). ``effort`` k takes ``SUBS[d][k]`` sub-points per cell and axis
+    (1-D 8, 32, 128; 2-D 3, 6, 12): the sub-points refine with the grid, so their share of the error does not
+    shrink with the spacing. ``efforts(d, grid)`` is the highest effort whose run, with its check at twice the
+    sub-points (``nodes x (2 sub)^d`` points), fits :data:`evaluation.density.MAX_SUB_POINTS` (2-D: 2 up to 201^2
+    nodes, 1 up to 401^2; 1-D: always 2). The law's ``error`` plus ``lost`` is the density's ``total_error``; a run
+    with unresolved stochastic steps (kernel means too far apart for the grid: no bound on its error) has an
+    infinite error, so the contract refines the grid."""
 
     def run(grid: Grid, d: int, effort: int = 0) -> GridLaw:
         od = output_density(denoiser, sigmas, axes_of(grid, d), sampler=sampler, start=start,
-                            sub=DEFAULT_SUB[d] * 4**effort, max_nodes=max(int(grid[2]) ** d, 9))
+                            sub=SUBS[d][effort], max_nodes=max(int(grid[2]) ** d, 9))
         error = od.error if not od.unresolved_steps else torch.full_like(od.mass, math.inf)  # not bounded: refine
         return GridLaw(grid, od.mass, error, od.lost, od.narrow_steps)
 
-    run.efforts = lambda d: int(round(math.log(MAX_SUB[d] / DEFAULT_SUB[d], 4)))  # 8 -> 32 -> 128; 3 -> 12
+    def efforts(d: int, grid: Grid) -> int:
+        nodes = int(grid[2]) ** d
+        return sum(nodes * (2 * sub) ** d <= MAX_SUB_POINTS for sub in SUBS[d]) - 1  # SUBS rise
+
+    run.efforts = efforts
     return run
 
 
@@ -395,7 +409,7 @@ def refined_engine(propagate: Callable[[tuple[torch.Tensor, ...]], tuple[torch.T
         mf = coarsen(mf)
         return GridLaw(grid, mf, (mf - m).abs() + 1e-15 * mf.max(), lost_f, 0)
 
-    run.efforts = lambda d: 0
+    run.efforts = lambda d, grid: 0
     return run
 
 
@@ -413,7 +427,10 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     no refinement reduces it); then, while a law's summed mass error exceeds ``2 tol`` (its TV distance to the
     exact law, ``tol``) or a number's error exceeds ``tol``, refined; or, when the last refinement did not reduce
     the masses' error by a third (an error the spacing does not set) or the node budget is reached, the engines'
-    ``effort`` is raised. Nothing left: ``ValueError`` naming the cell (``name``) and what did not converge.
+    ``effort`` is raised, never beyond what every engine affords on the grid (``efforts(d, grid)``; a grid no engine
+    can run at effort 0 is not refined to), nor for a law without a bound (an infinite error: unresolved stochastic
+    steps, which only a finer grid resolves). Nothing left: ``ValueError`` naming the cell (``name``) and what did
+    not converge.
 
     ``whole_law=False`` (a cell that publishes only its ``numbers``, not the law or a distance of it): the law's
     summed mass error is not judged, only the numbers, and each number's error is the smaller of its own estimate
@@ -443,9 +460,19 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
                          f"{whole_law!r} (numbers {'given' if numbers is not None else 'None'})")
     budget = int(max_nodes) if max_nodes is not None else MAX_NODES[d]
     first = min(budget, FIRST_NODES[d])
-    top = min(e.efforts(d) if hasattr(e, "efforts") else 0 for e in engines)  # a plain function: no effort knob
+
+    def top_at(g):  # the highest effort every engine can run on g (-1: not even effort 0); a plain function: 0
+        return min(e.efforts(d, g) if hasattr(e, "efforts") else 0 for e in engines)
+
+    def fits(g, limit):  # g within the node limit, and every engine able to run it
+        return int(g[2]) ** d <= limit and top_at(g) >= 0
+
     g = tuple(grid)
-    while spacing(g) > narrowest / MIN_KERNEL_WIDTH and int(refine(g)[2]) ** d <= first:
+    knob = top_at(g)  # > 0: the engines have an effort knob (sequence_errors' sub-points part)
+    if knob < 0:
+        raise ValueError(f"{name}: the engines cannot run the grid {g} at all ({int(g[2]) ** d} nodes: more points "
+                         f"than their memory bound); give a coarser grid")
+    while spacing(g) > narrowest / MIN_KERNEL_WIDTH and fits(refine(g), first):
         g = refine(g)
 
     def run(g, effort):
@@ -462,10 +489,12 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     while True:
         if int(g[2]) ** d > budget:
             raise ValueError(f"{name}: the grid {g} has {int(g[2]) ** d} nodes, more than the budget {budget}")
+        top = top_at(g)
         laws = run(g, effort)
         lost = max(law.lost for law in laws)
         if lost > LOST_SHARE * tol and widened < MAX_WIDEN:
             g, widened, previous = widen(g), widened + 1, None
+            effort = min(effort, max(top_at(g), 0))  # a wider grid may afford less (beyond the budget: refused above)
             continue
         if lost > tol:
             raise ValueError(f"{name}: {lost:.3g} of the mass is missing from the grid {g} (tol {tol:g}) after widening "
@@ -476,12 +505,12 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
         spacing_ok = False  # whole_law=False: every number within tol but for the sub-points' part
         if not whole_law:
             history[(g, effort)] = {k: v.value for k, v in nums.items()}
-            spaced = sequence_errors(history, g, effort, lost, top=top, unbounded=unbounded)
+            spaced = sequence_errors(history, g, effort, lost, top=knob, unbounded=unbounded)
             spacing_ok = spaced is not None and all(min(nums[k].error, v) <= tol for k, v in spaced.items())
             if spacing_ok and any(not v.error <= tol for v in nums.values()) and effort > 0 \
                     and (g, effort - 1) not in history:  # compute the effort below on this grid
                 history[(g, effort - 1)] = {k: v.value for k, v in numbers(run(g, effort - 1)).items()}
-            sharp = sequence_errors(history, g, effort, lost, top=top, sub=True, unbounded=unbounded) or {}
+            sharp = sequence_errors(history, g, effort, lost, top=knob, sub=True, unbounded=unbounded) or {}
             nums = {k: Estimate(v.value, min(v.error, sharp.get(k, math.inf))) for k, v in nums.items()}
         bad = {k: v for k, v in nums.items() if not v.error <= tol}
         if law_ok and not bad:
@@ -491,21 +520,27 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
                 effort, previous = effort + 1, None
                 continue
             text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
-            raise ValueError(f"{name}: not converged to tol {tol:g} at the most sub-points (effort {effort}, grid {g}): "
-                             f"{text}; the change from a quarter of the sub-points is what is left")
+            raise ValueError(f"{name}: not converged to tol {tol:g} at the most sub-points the grid allows (effort "
+                             f"{effort}, grid {g}): {text}; the change from the effort below is what is left")
         stalled = previous is not None and math.isfinite(previous) and worst > 2 * tol and worst > STALL * previous
-        if int(refine(g)[2]) ** d <= budget and not (stalled and effort < top):
-            g, previous = refine(g), worst
+        if fits(refine(g), budget) and not (stalled and effort < top):
+            # the finer grid may not afford this effort (memory): the most it does (the same sub-point spacing for
+            # 2-D's steps of 2), and the stall test starts afresh
+            g, capped = refine(g), min(effort, top_at(refine(g)))
+            effort, previous = capped, (worst if capped == effort else None)
             continue
-        if effort < top:
-            effort, previous = effort + 1, None
+        if effort < top and (math.isfinite(worst) or not whole_law):  # no bound (unresolved stochastic steps):
+            effort, previous = effort + 1, None  # only a finer grid helps, not the sub-points
             continue
+        where = (f"within the budget of {budget} nodes (grid {g}) and at the most sub-points the engines take there "
+                 f"(effort {effort})")
         if not law_ok:
-            why = " (stochastic steps unresolved on the grid)" if math.isinf(worst) else ""
-            raise ValueError(f"{name}: the law's masses reach an estimated error of {worst:.3g}{why} (summed over the "
-                             f"nodes), not 2 tol = {2 * tol:g}, within {budget} nodes (grid {g})")
+            why = " (stochastic steps unresolved on the grid; more sub-points do not resolve them)" \
+                if math.isinf(worst) else ""
+            raise ValueError(f"{name}: not converged: the law's masses reach an estimated error of {worst:.3g}{why} "
+                             f"(summed over the nodes), not 2 tol = {2 * tol:g}, {where}")
         text = ", ".join(f"{k} = {_printed(v.value)} +- {v.error:.2g}" for k, v in bad.items())
-        raise ValueError(f"{name}: not converged to tol {tol:g} within {budget} nodes (grid {g}): {text}")
+        raise ValueError(f"{name}: not converged to tol {tol:g} {where}: {text}")
 
 
 def _printed(value) -> str:
@@ -535,8 +570,8 @@ def sequence_errors(history: dict, grid: Grid, effort: int, lost: float, *, top:
       except the ``unbounded`` numbers (a grid entropy: of a part of the law narrower than the spacing, it falls by
       about its mass times ``log 2`` per halving, without end): their estimate is not justified, ``inf``;
     - with ``sub``, the sub-points' part (the error the spacing does not set, :func:`density_engine`): the change
-      from the effort below on the same grid (a quarter of the sub-points; ``inf`` until it is computed; 0 for
-      engines without an effort knob, ``top = 0``); the two parts are taken to add;
+      from the effort below on the same grid (a quarter of the sub-points in 1-D, half in 2-D; ``inf`` until it is
+      computed; 0 for engines without an effort knob, ``top = 0``); the two parts are taken to add;
     - ``lost``, whole (a share of the mass on the grid moves by at most that much).
 
     The three grids are taken at ``effort``, or at the highest effort below it that has them."""

@@ -289,7 +289,7 @@ def _engine(error_of, lost_of):
         m = torch.full(shape, (1 - lost) / math.prod(shape), dtype=F64)
         return GridLaw(grid, m, torch.full(shape, error_of(grid, effort) / math.prod(shape), dtype=F64), lost, 0)
 
-    run.efforts = lambda d: 2
+    run.efforts = lambda d, grid: 2
     return run, calls
 
 
@@ -311,7 +311,7 @@ def test_an_error_the_spacing_does_not_set_raises_the_effort_after_one_refinemen
     run, calls = _engine(lambda g, e: 1e-3 / 16**e, lambda g: 0.0)
     (out,), _ = converged_laws([run], (-1.0, 1.0, 11), 1, name="c", tol=tol)
     assert [e for _, e in calls] == [0, 0, 1] and out.grid == refine((-1.0, 1.0, 11))
-    with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.001"):
+    with pytest.raises(ValueError, match="c: not converged: the law's masses reach an estimated error of 0.001"):
         run2, _ = _engine(lambda g, e: 1e-3, lambda g: 0.0)
         converged_laws([run2], (-1.0, 1.0, 11), 1, name="c", tol=tol, max_nodes=41)
 
@@ -330,9 +330,89 @@ def test_narrow_kernels_refine_a_2d_grid_to_201_squared_and_only_a_failing_estim
     (out,), _ = converged_laws([run], g0, 2, name="c", tol=tol, narrowest=1e-4)
     assert calls == [((-1.0, 1.0, 201), 0), ((-1.0, 1.0, 401), 0)] and out.grid == (-1.0, 1.0, 401)
     run, calls = _engine(lambda g, e: 0.02 if g[2] <= 201 else tol, lambda g: 0.0)  # a cell's own smaller budget
-    with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.02"):
+    with pytest.raises(ValueError, match="c: not converged: the law's masses reach an estimated error of 0.02"):
         converged_laws([run], g0, 2, name="c", tol=tol, narrowest=1e-4, max_nodes=201**2)
     assert [g[2] for g, _ in calls] == [201, 201, 201]  # efforts 0, 1, 2 on the same grid
+
+
+def test_the_effort_never_exceeds_what_the_grid_affords_and_nothing_left_is_a_clear_refusal():
+    """Issue 20 (session 10): 30 2-D cells reached 401^2 nodes at effort 0, raised the effort to 12 sub-points, whose
+    check run (24) puts 9.3e7 points through the push-forward, and failed with output_density's internal
+    MAX_SUB_POINTS refusal. An engine's ``efforts(d, grid)`` is now the most it can run on that grid: the contract
+    never asks for more, caps the effort when a refinement makes it unaffordable, and with nothing left refuses with
+    its own "not converged" naming the cell, the estimate, the budget and the effort."""
+    tol, asked = 1e-3, []
+
+    def efforts(d, grid):  # a memory bound: effort 2 up to 21 nodes, 1 up to 41, 0 up to 81, none beyond
+        n = int(grid[2])
+        return 2 if n <= 21 else 1 if n <= 41 else 0 if n <= 81 else -1
+
+    def engine(error_of, lost_of=lambda g: 0.0):
+        def run(grid, d, effort=0):
+            asked.append((int(grid[2]), effort))
+            if effort > efforts(d, grid):
+                raise ValueError(f"internal refusal: effort {effort} on {grid}")
+            m = torch.full((int(grid[2]),), (1 - lost_of(grid)) / int(grid[2]), dtype=F64)
+            return GridLaw(grid, m, torch.full_like(m, error_of(grid, effort) / m.numel()), lost_of(grid), 0)
+        run.efforts = efforts
+        return run
+
+    g0 = (-1.0, 1.0, 11)
+    # the failing cells' path: the error falls with the spacing but not enough; at the budget the effort rises once
+    with pytest.raises(ValueError, match=r"c: not converged: the law's masses reach an estimated error of 0.00205 .*"
+                                         r"within the budget of 41 nodes \(grid \(-1.0, 1.0, 41\)\) and at the most "
+                                         r"sub-points the engines take there \(effort 1\)"):
+        converged_laws([engine(lambda g, e: 0.008 * 21 / g[2] / 2**e)], g0, 1, name="c", tol=tol, max_nodes=41)
+    assert asked == [(11, 0), (21, 0), (41, 0), (41, 1)]
+    asked.clear()  # the same, converging at the top effort the largest grid affords
+    (out,), _ = converged_laws([engine(lambda g, e: 0.008 * 21 / g[2] / 4**e)], g0, 1, name="c", tol=tol, max_nodes=41)
+    assert asked == [(11, 0), (21, 0), (41, 0), (41, 1)] and out.grid == (-1.0, 1.0, 41)
+    asked.clear()  # a stall raises the effort on 21 nodes; the top effort stalls on 41; 81 affords only effort 0
+    (out,), _ = converged_laws([engine(lambda g, e: 1e-3 if g[2] == 81 else 0.02 if e == 0 else 0.01 if g[2] == 21
+                                       else 0.009)], g0, 1, name="c", tol=tol, max_nodes=81)
+    assert asked == [(11, 0), (21, 0), (21, 1), (41, 1), (81, 0)] and out.grid == (-1.0, 1.0, 81)
+    asked.clear()  # a grid beyond the engines' bound is never run: refinement stops before it, a first grid is refused
+    with pytest.raises(ValueError, match="c: not converged: .* within the budget of 161 nodes \\(grid \\(-1.0, 1.0, 81\\)"):
+        converged_laws([engine(lambda g, e: 0.01)], (-1.0, 1.0, 41), 1, name="c", tol=tol, max_nodes=161)
+    assert asked == [(41, 0), (81, 0)]
+    asked.clear()  # mass lost on 41 nodes at effort 1: the widened grid (81 nodes) affords effort 0 only
+    (out,), _ = converged_laws([engine(lambda g, e: 1e-4 if g[2] == 81 else 0.02,
+                                       lambda g: 0.5 * tol if g == (-1.0, 1.0, 41) else 0.0)], g0, 1, name="c", tol=tol,
+                               max_nodes=81)
+    assert asked == [(11, 0), (21, 0), (21, 1), (41, 1), (81, 0)] and out.grid == widen((-1.0, 1.0, 41))
+    asked.clear()  # no bound at the budget (density_engine: stochastic steps unresolved): more sub-points cannot help
+    with pytest.raises(ValueError, match="c: not converged: .* error of inf \\(stochastic steps unresolved"):
+        converged_laws([engine(lambda g, e: math.inf)], g0, 1, name="c", tol=tol, max_nodes=41)
+    assert asked == [(11, 0), (21, 0), (41, 0)]
+    with pytest.raises(ValueError, match="c: the engines cannot run the grid \\(-1.0, 1.0, 161\\) at all"):
+        converged_laws([engine(lambda g, e: 0.0)], (-1.0, 1.0, 161), 1, name="c", tol=tol, max_nodes=161)
+
+
+def test_density_engine_efforts_fit_max_sub_points_on_every_grid(monkeypatch):
+    """density_engine's efforts: each run with its check at twice the sub-points fits MAX_SUB_POINTS (2-D: sub 12
+    up to 201^2 nodes, 6 at 401^2, where 12 would put 9.3e7 points through; 1-D: 128 on every grid of the budget).
+    With a small MAX_SUB_POINTS a real 2-D cell meets the bound on its largest grid and ends in the contract's own
+    refusal, never in output_density's."""
+    import evaluation.accuracy as acc
+    import evaluation.density as dens
+
+    law, sched = Law.parse("classes_2d").build(), Schedule.parse("linear:4:0.01:0.4")
+    sig, guided = sched.sigmas(), Method("cfg", 1.0).build(law, sched).guided
+    eng = density_engine(guided, sig, sampler="ddim")
+    assert [eng.efforts(2, (-3.5, 3.5, n)) for n in (51, 101, 201, 401)] == [2, 2, 2, 1]
+    assert eng.efforts(1, (-5.0, 5.0, MAX_NODES[1])) == 2
+    for n in (51, 101, 201, 401):
+        k = eng.efforts(2, (-3.5, 3.5, n))
+        assert n**2 * (2 * acc.SUBS[2][k]) ** 2 <= dens.MAX_SUB_POINTS < n**2 * (2 * acc.SUBS[2][k + 1]) ** 2 \
+            if k + 1 < len(acc.SUBS[2]) else n**2 * (2 * acc.SUBS[2][k]) ** 2 <= dens.MAX_SUB_POINTS
+    # 11^2 nodes afford sub 12 (check 24: 69696 points), 21^2 only sub 6 (63504; 12 would be 254016)
+    monkeypatch.setattr(acc, "MAX_SUB_POINTS", 70_000)
+    monkeypatch.setattr(dens, "MAX_SUB_POINTS", 70_000)
+    assert [eng.efforts(2, (-3.5, 3.5, n)) for n in (11, 21, 41)] == [2, 1, 0]
+    with pytest.raises(ValueError, match=r"ddim: not converged: the law's masses reach an estimated error of .* within "
+                                         r"the budget of 441 nodes .* \(effort 1\)") as err:
+        converged_laws([eng], (-3.5, 3.5, 11), 2, name="ddim", tol=1e-7, max_nodes=21**2)
+    assert "MAX_SUB_POINTS" not in str(err.value)
 
 
 def test_bad_engines_grids_and_regions_are_refused_not_published():
@@ -426,7 +506,7 @@ def _hopping_engine(hop: float = 4e-3):
             err[j] += hop
         return GridLaw(grid, mass, err, 1.0 - mass.sum().item(), 0)
 
-    run.efforts = lambda d: 2
+    run.efforts = lambda d, grid: 2
     return run
 
 
@@ -448,7 +528,7 @@ def test_a_concentrated_law_publishes_region_masses_that_converge_while_its_node
         rs = [region_mass(laws[0], lo, hi) for lo, hi in regions]
         return {"regions": Estimate(tuple(r.value for r in rs), max(r.error for r in rs))}
 
-    with pytest.raises(ValueError, match="c: the law's masses reach an estimated error of 0.016"):
+    with pytest.raises(ValueError, match="c: not converged: the law's masses reach an estimated error of 0.016"):
         converged_laws([_hopping_engine()], (-4.0, 4.0, 41), 1, name="c", tol=tol, numbers=published,
                        max_nodes=1281)
     (out,), nums = converged_laws([_hopping_engine()], (-4.0, 4.0, 41), 1, name="c", tol=tol, numbers=published,
@@ -472,7 +552,7 @@ def test_a_published_number_that_does_not_converge_still_refuses():
         return {"entropy": Estimate(ent, math.inf)}
 
     for unbounded in ((), ("entropy",)):  # its changes (0.8 log 2 per halving) are far from tol either way
-        with pytest.raises(ValueError, match=r"c: not converged to tol 0.001 within 1281 nodes .*entropy = "):
+        with pytest.raises(ValueError, match=r"c: not converged to tol 0.001 within the budget of 1281 nodes .*entropy = "):
             converged_laws([_hopping_engine()], (-4.0, 4.0, 41), 1, name="c", tol=1e-3, numbers=published,
                            max_nodes=1281, whole_law=False, unbounded=unbounded)
     with pytest.raises(ValueError, match="whole_law must be True or False"):
@@ -528,7 +608,7 @@ def test_a_number_short_only_in_its_sub_points_part_raises_the_effort_on_the_sam
         shift[i], shift[j] = -8e-3 / 4**effort, 8e-3 / 4**effort
         return law._replace(mass=law.mass + shift)
 
-    run.efforts = lambda d: 2
+    run.efforts = lambda d, grid: 2
 
     def published(laws):
         return {"right": region_mass(laws[0], 0.0, math.inf)._replace(error=math.inf)}
