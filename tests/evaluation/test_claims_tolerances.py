@@ -88,3 +88,50 @@ def test_cfgpp_collapsed_law_publishes_and_its_tv_to_conditional_ddim_is_bounded
     assert plain.error > 0.1
     assert got.value - got.error > 0.9995 and got.error < 1e-3
     assert math.isclose(got.value + got.error, 1.0)
+
+
+def _gap(d_tv, err, w=1.0, start="n01"):
+    from evaluation.claims.reg_map import Gap
+
+    return Gap("paper_1d", "lin:20:0.0001", "cfg", "paper", w, start, 0.5, 0.5 + d_tv, d_tv, 0.0, 0.0, 0.0,
+               0.3, 0.3 + d_tv, d_tv, err, err)
+
+
+def test_reg_samples_counts_a_setting_only_when_its_tv_gap_is_beyond_the_cells_errors():
+    """The verdict reads a setting by the sign of its TV gap: a gap within the two cells' errors (full map: paper_1d
+    lin:20:0.05 w = 0.5 tilted, 1.7e-4 against 1.9e-4) has no sign, and is left out of every count (groups) instead
+    of being read as REG closer or further."""
+    from evaluation.claims.reg_map import RegMap, groups
+
+    decided = [_gap(-0.01, 1e-4), _gap(0.02, 1e-4, w=2.0), _gap(-0.3, 1e-3, w=3.0)]
+    close = [_gap(-1.5e-4, 1e-4), _gap(1.7e-4, 1e-4, w=0.5)]
+    assert [g.decided for g in decided + close] == [True] * 3 + [False] * 2
+    grp = groups(RegMap(tuple(decided + close), False))
+    assert grp["w <= 3"] == (2, 3)
+    assert groups(RegMap(tuple(close), False))["w <= 3"] == (0, 0)
+
+
+def test_reg_samples_loosens_the_tolerance_of_the_sign_only_settings_alone():
+    """SIGN_TOL applies to both output cells of each SIGN_ONLY setting (CFG, both starts) and to no other cell (the
+    others keep their cache keys and the default tolerance)."""
+    from evaluation.claims import reg_map
+
+    loose = [c for s in reg_map.settings(False) for c in s.outputs() if c.tol is not None]
+    assert {(c.law, c.schedule, c.method.w) for c in loose} == reg_map.SIGN_ONLY
+    assert len(loose) == 2 * 2 * len(reg_map.SIGN_ONLY) and all(c.tol == reg_map.SIGN_TOL for c in loose)
+    assert all(c.method.rule == "cfg" and c.method.weighting == "const" for c in loose)
+
+
+@pytest.mark.slow
+def test_reg_samples_sign_only_settings_publish_and_their_gap_is_beyond_the_tolerance():
+    """The settings the default tolerance refused (the TV's hat smoothing stalls at 7.5e-4 and 9.7e-4 at the 1-D node
+    budget) publish at SIGN_TOL, and each gap is more than 4 SIGN_TOL: beyond any two TVs within SIGN_TOL (about
+    5 CPU-s, 11 s on a loaded machine)."""
+    from evaluation.claims import reg_map
+    from evaluation.sweep import compute_cell
+
+    for law, schedule, w in sorted(reg_map.SIGN_ONLY):
+        s = reg_map.Setting(law, schedule, w, "n01", reg_map.GRID_1D, tol=reg_map.SIGN_TOL)
+        a, b = (compute_cell(c) for c in s.outputs())
+        assert a.tv_error <= reg_map.SIGN_TOL and b.tv_error <= reg_map.SIGN_TOL
+        assert abs(b.tv - a.tv) > 4 * reg_map.SIGN_TOL, (law, schedule, a.tv, b.tv)
