@@ -87,6 +87,11 @@ def test_cfg_is_a_predictor_corrector(cache):
     _near(n["w=1 T=50: TV(PCG, CFG-DDPM)"], 0.1717, 2e-3)
     _near(n["w=1 T=50: TV(CFG-DDIM, CFG-DDPM)"], 0.3532, 2e-3)
     assert n["propagator vs output_density (max TV)"] < 3e-3
+    # the key prints each TV with its error (0.3513 +- 0.0023: "0.351" claimed a third decimal it does not have)
+    from evaluation.docs import format_number
+
+    first = {x.name: x for x in o.result.numbers}["w=1 T=25: TV(PCG, CFG-DDPM)"]
+    assert o.result.key_number.startswith(f"TV(PCG, CFG-DDPM) {format_number(first.value, first.error)} -> ")
 
 
 def test_guidance_interval_middle_band_is_best(cache):
