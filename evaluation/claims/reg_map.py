@@ -12,6 +12,11 @@ the same for both KLs and W1), beside the gap of the p_t-weighted field errors, 
 - REG estimators paper / vjp / diag (2-D) and the families linear / cosine / interval CFG, AutoG, CG.
 
 A negative gap means REG's output is closer.
+
+Accuracy. The verdict reads each setting only through the sign of its TV gap, and counts a setting only when the gap
+is beyond the two cells' TV errors (:attr:`Gap.decided`); the rest are published as a count. The cells run at the
+default tolerance (5e-4: the key prints the paper setting's TVs to 3 decimals), except the settings of
+:data:`SIGN_ONLY`, whose TVs are printed nowhere and whose gap is far beyond :data:`SIGN_TOL` (see there).
 """
 from __future__ import annotations
 
@@ -44,6 +49,13 @@ GRID_1D_QUICK = (-5.0, 5.0, 401)
 GRID_2D = (-3.5, 3.5, 51)
 FIELD_1D = (-1.0, 2.0, 201)
 FIELD_2D = (-1.0, 2.0, 31)
+# Settings whose TV the default tolerance cannot reach within the 1-D node budget, computed to SIGN_TOL: the TV's
+# hat smoothing of a narrow output part stalls there (masses within 1e-9), at 16385 nodes paper_1d cosine:10 w = 3 CFG
+# is 0.9268 +- 0.00075 against REG's 0.6175 (gap -0.31) and paper_1d_script cosine:20 w = 8 REG 0.6631 +- 0.00097
+# against CFG's 0.7303 (gap -0.067). Their gaps only count (both starts), at more than 16 times the 2 SIGN_TOL that
+# can separate the two TVs; conclude counts a setting only when its gap is beyond the cells' errors.
+SIGN_TOL = 2e-3
+SIGN_ONLY = {("paper_1d", "cosine:10", 3.0), ("paper_1d_script", "cosine:20", 8.0)}  # (law, schedule, w), CFG
 
 
 def single(r: float) -> str:
@@ -65,12 +77,14 @@ class Setting(NamedTuple):
     base: Method = Method()
     field_grid: tuple = FIELD_1D
     levels: int = 20
+    tol: float | None = None  # the output cells' (None: the default of the accuracy contract)
 
     def outputs(self) -> tuple[OutputCell, OutputCell]:
         """(plain, REG) output cells."""
         plain = _with(self.base, w=self.w)
-        return (OutputCell(self.law, self.schedule, plain, self.start, grid=self.grid),
-                OutputCell(self.law, self.schedule, _with(plain, reg=self.estimator), self.start, grid=self.grid))
+        return (OutputCell(self.law, self.schedule, plain, self.start, grid=self.grid, tol=self.tol),
+                OutputCell(self.law, self.schedule, _with(plain, reg=self.estimator), self.start, grid=self.grid,
+                           tol=self.tol))
 
     def fields(self) -> tuple[FieldCell, FieldCell]:
         plain = _with(self.base, w=self.w)
@@ -95,6 +109,7 @@ def settings(quick: bool) -> list[Setting]:
     out += [Setting(law, s, w, st, GRID_2D, est, field_grid=FIELD_2D, levels=10) for law in laws_2d for s in SCHED_2D
             for w in ((1.0, 3.0) if s == "paper" else (1.0,)) for est in ESTIMATORS_2D for st in STARTS]
     out += [Setting("paper_1d", s, w, st, g1, base=b) for b in fams for s in fam_s for w in fam_w for st in STARTS]
+    out = [s._replace(tol=SIGN_TOL) if s.base == Method() and (s.law, s.schedule, s.w) in SIGN_ONLY else s for s in out]
     return list(dict.fromkeys(out))
 
 
@@ -125,6 +140,11 @@ class Gap(NamedTuple):
     d_field: float
     tv_plain_error: float = math.nan  # the cells' estimated errors (evaluation.accuracy)
     tv_reg_error: float = math.nan
+
+    @property
+    def decided(self) -> bool:
+        """The sign of the TV gap is beyond the cells' errors (what the verdict counts)."""
+        return abs(self.d_tv) > self.tv_plain_error + self.tv_reg_error
 
 
 class RegMap(NamedTuple):
@@ -162,7 +182,8 @@ SMALL_ABAR = 0.05  # abar_T <= this: the chain starts close to N(0, I)
 
 
 def _rate(sel: list[Gap]) -> tuple[int, int]:
-    """(REG closer in TV, settings)."""
+    """(REG closer in TV, settings), of the settings whose gap is decided (:attr:`Gap.decided`)."""
+    sel = [g for g in sel if g.decided]
     return sum(g.d_tv < 0 for g in sel), len(sel)
 
 
@@ -189,14 +210,16 @@ def groups(m: RegMap) -> dict:
 
 def conclude(quick: bool, results) -> Outcome:
     m = gaps(quick, results)
-    gs = m.gaps
+    gs = [g for g in m.gaps if g.decided]  # the settings the verdict counts
+    open_ = [g for g in m.gaps if not g.decided]
     wins = [g for g in gs if g.d_tv < 0]
     field_wins = [g for g in gs if g.d_field < 0]
     both = [g for g in gs if g.d_field < 0 <= g.d_tv]
     head = {(g.start, g.w): g for g in select(m, law="paper_1d", schedule="paper", family="cfg")}
     grp = groups(m)
-    numbers = [("settings (valid)", len(gs)), ("REG closer in TV", len(wins)), ("REG closer in field error", len(field_wins)),
-               ("field closer but TV not", len(both))]
+    numbers = [("settings (valid, TV gap beyond its error)", len(gs)), ("REG closer in TV", len(wins)),
+               ("REG closer in field error", len(field_wins)), ("field closer but TV not", len(both)),
+               ("settings whose TV gap is within its error (not counted)", len(open_))]
     numbers += [(f"{k}: {what}", v) for k, (w, n) in grp.items() if n for what, v in (("REG closer", w), ("settings", n))]
     for d, name in (("d_kl_out_target", "KL(out||target)"), ("d_kl_target_out", "KL(target||out)"), ("d_w1", "W1")):
         finite = [g for g in gs if math.isfinite(getattr(g, d))]
