@@ -581,7 +581,7 @@ class Eta:
     different kinds are not comparable: a Monte Carlo cell and a grid cell).
 
     The ETA is the estimated work left (waiting tasks, plus what running tasks have left of their estimate) over the
-    throughput (seconds of work finished or under way per wall second since the first task was added: it counts the
+    throughput (seconds of work finished or under way per wall second since the first task began: it counts the
     workers and the machine's load as they are), and never less than the longest single task left (one worker runs
     it alone). :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe
     of every kind (its cheapest task), then of every class (its costliest), then the largest estimate first.
@@ -589,7 +589,7 @@ class Eta:
 
     def __init__(self, clock: Callable[[], float] | None = None):
         self.clock = clock if clock is not None else _wall
-        self.start = self.clock()
+        self.start: float | None = None  # when the first task began (or a task finished unbegun, minus its seconds)
         self.fits: dict[str, list[float]] = {}  # rate class or kind -> sums of its finished tasks (see _fit)
         self.pending: dict[Any, _Task] = {}  # waiting or running
         self.running: dict[Any, float] = {}  # key -> when it started (self.clock)
@@ -630,6 +630,8 @@ class Eta:
         self._started[task.group] = self._started.get(task.group, 0) + 1
         self._unwait(key)
         self.running[key] = self.clock()
+        if self.start is None:
+            self.start = self.running[key]
 
     def drop(self, key: Any) -> None:
         """A task that ended without a result (it failed): done, and not counted in its class's estimates."""
@@ -644,6 +646,8 @@ class Eta:
         self.pending.pop(key)
         self.running.pop(key, None)
         seconds = max(float(seconds), 0.0)
+        if self.start is None:
+            self.start = self.clock() - seconds
         _measure(self.fits, task, seconds)
         self.done_seconds += seconds
         self.done += 1
@@ -716,10 +720,10 @@ class Eta:
             return None
         if left == 0:
             return 0.0
-        elapsed = now - self.start
         busy = self.done_seconds + sum(now - began for began in self.running.values())
-        if busy <= 0 or elapsed <= 0:
+        if self.start is None or busy <= 0 or now <= self.start:
             return None
+        elapsed = now - self.start
         return max(left / (busy / elapsed), longest)
 
     def take(self, among: Container[Any] | None = None) -> Any | None:
@@ -946,6 +950,8 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                             break
                         mine.discard(k)
                         eta.begin(k)
+                        if limit == 1 and isinstance(ex, _InProcess):
+                            eta.show(bar)  # what this process computes now (the bar is not drawn during it)
                         fut = ex.submit(_execute, pending[k])
                         if fut.done():  # the in-process executor has already computed it
                             collect(fut, k)

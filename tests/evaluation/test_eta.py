@@ -238,3 +238,19 @@ def test_a_bad_cost_from_a_model_is_refused(monkeypatch):
     monkeypatch.setitem(costs.MODELS, f"{__name__}:Grid", lambda c: costs.Cost("", float("nan")))
     with pytest.raises(ValueError, match="cost model of Grid gives cost nan"):
         costs.cost_of(Grid(2, 3, 1))
+
+
+def test_the_time_before_the_first_task_begins_is_not_throughput():
+    """A warm ``paper_plots.py --quick`` said "ETA 8090:34" as its first figure began: the throughput counted the
+    seconds spent reading 339 cached cells (no work) since the bar was made. It counts from the first task begun."""
+    clock = Clock()
+    eta = Eta(clock=clock)
+    eta.add("f1", "figure", prior=5.0)
+    eta.add("f2", "figure", prior=5.0)
+    clock.now = 2.0  # the cells read from the cache
+    eta.begin("f1")
+    clock.now = 2.001
+    assert eta.eta() == pytest.approx(10.0 - 0.001)
+    clock.now = 3.0
+    eta.finish("f1", 1.0)
+    assert eta.eta() == pytest.approx(1.0)  # the second figure: as long as the first, one at a time
