@@ -591,6 +591,7 @@ class Eta:
         self.clock = clock if clock is not None else _wall
         self.start: float | None = None  # when the first task began (or a task finished unbegun, minus its seconds)
         self.fits: dict[str, list[float]] = {}  # rate class or kind -> sums of its finished tasks (see _fit)
+        self._fitted: dict[str, tuple[float, float]] = {}  # rate class or kind -> _fit of its sums
         self.pending: dict[Any, _Task] = {}  # waiting or running
         self.running: dict[Any, float] = {}  # key -> when it started (self.clock)
         self._waiting: dict[str, list[tuple[float, int, Any]]] = {}  # class -> (cost, seq, key) not started, sorted
@@ -649,6 +650,8 @@ class Eta:
         if self.start is None:
             self.start = self.clock() - seconds
         _measure(self.fits, task, seconds)
+        for cls in {task.group, task.kind}:
+            self._fitted[cls] = _fit(self.fits[cls])
         self.done_seconds += seconds
         self.done += 1
 
@@ -656,24 +659,21 @@ class Eta:
     def _lines(self, now: float) -> Callable[[_Task], tuple[float, float] | None]:
         """The line ``(a, b)`` of a task's class, else of its kind, fitted to their finished tasks and to the running
         ones that ran longer than that line says (as if they finished now); ``None`` when neither is measured."""
-        def line(task: _Task, fits: dict[str, list[float]]) -> tuple[float, float] | None:
-            sums = fits.get(task.group) or fits.get(task.kind)
-            return _fit(sums) if sums else None
+        def line(task: _Task, extra: dict[str, list[float]]) -> tuple[float, float] | None:
+            for cls in (task.group, task.kind):
+                if cls in extra:
+                    return _fit([u + v for u, v in zip(self.fits.get(cls, (0.0,) * 5), extra[cls])])
+                if cls in self._fitted:
+                    return self._fitted[cls]
+            return None
 
-        fits = {cls: list(sums) for cls, sums in self.fits.items()}
+        extra: dict[str, list[float]] = {}
         for key, began in self.running.items():
             task, ran = self.pending[key], now - began
-            ab = line(task, self.fits)
+            ab = line(task, {})
             if ab is not None and ran > ab[0] + ab[1] * task.cost:
-                _measure(fits, task, ran)
-        memo: dict[str, tuple[float, float] | None] = {}
-
-        def of(task: _Task) -> tuple[float, float] | None:
-            if task.group not in memo:
-                memo[task.group] = line(task, fits)
-            return memo[task.group]
-
-        return of
+                _measure(extra, task, ran)
+        return lambda task: line(task, extra)
 
     def _estimate(self, task: _Task, line: Callable[[_Task], tuple[float, float] | None]) -> float | None:
         ab = line(task)
@@ -683,12 +683,15 @@ class Eta:
         """Estimated seconds of the pending task ``key`` (the whole task, also when it is running), or ``None``."""
         return self._estimate(self.pending[key], self._lines(self.clock()))
 
-    def _left(self, now: float) -> tuple[float | None, float]:
-        """(estimated seconds of work left or None, the longest single task's estimated seconds left)."""
+    def _left(self, now: float) -> tuple[float | None, float, float]:
+        """(estimated seconds of work left or None, the longest single task's estimated seconds left, the work left for
+        the bar: running tasks whole, a task without an estimate as the mean measured task or 1 s), in one pass."""
         line = self._lines(now)
-        total, longest, unknown = 0.0, 0.0, False
+        mean = self.done_seconds / self.done if self.done_seconds > 0 and self.done else 1.0
+        total, longest, bar, unknown = 0.0, 0.0, 0.0, False
         for key, began in self.running.items():
             e = self._estimate(self.pending[key], line)
+            bar += mean if e is None else e
             if e is None:
                 unknown = True
                 continue
@@ -697,25 +700,23 @@ class Eta:
         for cls, queue in self._waiting.items():  # one class, one line: from its count and summed cost
             ab = line(self.pending[queue[0][2]])
             if ab is not None:
-                total += len(queue) * ab[0] + ab[1] * self._wsum[cls]
-                longest = max(longest, ab[0] + ab[1] * queue[-1][0])
+                e = len(queue) * ab[0] + ab[1] * self._wsum[cls]
+                total, longest, bar = total + e, max(longest, ab[0] + ab[1] * queue[-1][0]), bar + e
                 continue
             for _, _, key in queue:  # no measured task of its class or kind: the tasks' own priors
                 e = self.pending[key].prior
+                bar += mean if e is None else e
                 if e is None:
                     unknown = True
-                    break
-                total, longest = total + e, max(longest, e)
-        return (None if unknown else total), longest
+                else:
+                    total, longest = total + e, max(longest, e)
+        return (None if unknown else total), longest, bar
 
     def remaining(self) -> float | None:
         """Estimated seconds of work left (``None`` while some pending task has no estimate)."""
         return self._left(self.clock())[0]
 
-    def eta(self) -> float | None:
-        """Estimated wall seconds to the end, or ``None`` (unknown)."""
-        now = self.clock()
-        left, longest = self._left(now)
+    def _eta(self, now: float, left: float | None, longest: float) -> float | None:
         if left is None:
             return None
         if left == 0:
@@ -723,8 +724,12 @@ class Eta:
         busy = self.done_seconds + sum(now - began for began in self.running.values())
         if self.start is None or busy <= 0 or now <= self.start:
             return None
-        elapsed = now - self.start
-        return max(left / (busy / elapsed), longest)
+        return max(left / (busy / (now - self.start)), longest)
+
+    def eta(self) -> float | None:
+        """Estimated wall seconds to the end, or ``None`` (unknown)."""
+        now = self.clock()
+        return self._eta(now, *self._left(now)[:2])
 
     def take(self, among: Container[Any] | None = None) -> Any | None:
         """The waiting task to start next, of the classes whose waiting tasks are ``among`` these keys (default: all;
@@ -757,24 +762,12 @@ class Eta:
     def fraction(self) -> tuple[float, float]:
         """(work done, work in all) in seconds for the bar: pending tasks without an estimate count as the mean
         measured task (or 1 s), so the bar moves; the ETA alone says when that is not known."""
-        line = self._lines(self.clock())
-        mean = self.done_seconds / self.done if self.done_seconds > 0 and self.done else 1.0
-        left = 0.0
-        for key in self.running:
-            e = self._estimate(self.pending[key], line)
-            left += mean if e is None else e
-        for cls, queue in self._waiting.items():
-            ab = line(self.pending[queue[0][2]])
-            if ab is not None:
-                left += len(queue) * ab[0] + ab[1] * self._wsum[cls]
-            else:
-                left += sum(p if p is not None else mean for p in (self.pending[k].prior for _, _, k in queue))
-        return self.done_seconds, self.done_seconds + left
+        return self.done_seconds, self.done_seconds + self._left(self.clock())[2]
 
-    def postfix(self) -> str:
-        """``cells done/total, ETA m:ss`` (``ETA ?`` when unknown), and what is running: ``on`` its rate classes
-        (the kind's name and its class, at most two)."""
-        eta = self.eta()
+    def postfix(self, eta: float | None = ...) -> str:
+        """``cells done/total, ETA m:ss`` (``ETA ?`` when unknown; ``eta``: seconds already computed, default
+        :meth:`eta`), and what is running: ``on`` its rate classes (the kind's name and its class, at most two)."""
+        eta = self.eta() if eta is ... else eta
         text = "?" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}"
         out = f"cells {self.done}/{self.total}, ETA {text}"
         on = list(dict.fromkeys(_short(self.pending[k].group) for k in self.running))
@@ -784,10 +777,11 @@ class Eta:
 
     def show(self, bar: tqdm) -> None:
         """Draw the state on ``bar`` (its ``n`` and ``total`` in seconds of work, the postfix)."""
-        done, total = self.fraction()
-        bar.total = max(total, 1e-9)
-        bar.n = min(done, bar.total)
-        bar.set_postfix_str(self.postfix(), refresh=False)
+        now = self.clock()
+        left, longest, rest = self._left(now)
+        bar.total = max(self.done_seconds + rest, 1e-9)
+        bar.n = min(self.done_seconds, bar.total)
+        bar.set_postfix_str(self.postfix(self._eta(now, left, longest)), refresh=False)
         bar.refresh()
 
 
