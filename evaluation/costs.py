@@ -83,7 +83,14 @@ def _flows_field_cell(c: Any) -> Cost:  # evaluation.flows.FieldCell
     return Cost(f"d={c.law.dim}", c.levels.steps * len(c.methods) * float(c.nodes) ** c.law.dim)
 
 
+def _field_point(c: Any) -> Cost:  # evaluation.dimension.FieldPoint: mostly a fixed part per draw, not d
+    # benchmarks/census.txt: 192 draws take 1.5 CPU-s at d = 128 ... 512, 1.7 at d = 2048, 3.0 at d = 4096 (its
+    # declared n_points x d says 32x from d = 128 to 4096: a cheap first cell then predicted hours)
+    return Cost("", c.n_points * (1.0 + c.law.dim / 2048.0))
+
+
 MODELS: dict[str, Callable[[Any], Cost]] = {
+    "evaluation.dimension:FieldPoint": _field_point,
     "evaluation.claims.cells:OutputCell": _output_cell,
     "evaluation.claims.cells:FieldCell": _claims_field_cell,
     "evaluation.claims.bradley_nakkiran:PCCell": _pc_cell,

@@ -582,8 +582,9 @@ class Eta:
 
     The ETA is the estimated work left (waiting tasks, plus what running tasks have left of their estimate) over the
     throughput (seconds of work finished or under way per wall second since the first task began: it counts the
-    workers and the machine's load as they are), and never less than the longest single task left (one worker runs
-    it alone). :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe
+    workers and the machine's load as they are; but never more than the tasks running now, at least one: the last
+    cells of a sweep, or figures drawn one at a time after it, are not done by workers that wait), and never less
+    than the longest single task left (one worker runs it alone). :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe
     of every kind (its cheapest task), then of every class (its costliest), then the largest estimate first.
     ``clock``: the wall clock in seconds (default ``time.perf_counter``; injectable, for tests)."""
 
@@ -724,7 +725,7 @@ class Eta:
         busy = self.done_seconds + sum(now - began for began in self.running.values())
         if self.start is None or busy <= 0 or now <= self.start:
             return None
-        return max(left / (busy / (now - self.start)), longest)
+        return max(left / min(busy / (now - self.start), max(len(self.running), 1)), longest)
 
     def eta(self) -> float | None:
         """Estimated wall seconds to the end, or ``None`` (unknown)."""
