@@ -183,7 +183,8 @@ def main(argv=None) -> int:
     eta = eta_of(bar)
     before = _previous_seconds(args.out)
     for name in names:
-        eta.add(("figure", name), "figure", prior=before.get(name) or FIGURE_SECONDS, group=f"figure {name}")
+        eta.add(("figure", name), "figure", prior=before.get(name) or FIGURE_SECONDS, group=f"figure {name}",
+                alone=True)  # drawn in this process, one after the other, after the cells
     close_pool, interrupted, cells_done, finished = None, None, False, False
     try:
         # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile

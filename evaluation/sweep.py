@@ -535,6 +535,7 @@ class _Task(NamedTuple):
     cost: float
     prior: float | None
     seq: int  # order of addition (ties)
+    alone: bool = False  # run one at a time, by no worker (paper_plots' figures)
 
 
 def _wall() -> float:
@@ -582,10 +583,10 @@ class Eta:
 
     The ETA is the estimated work left (waiting tasks, plus what running tasks have left of their estimate) over the
     throughput (seconds of work finished or under way per wall second since the first task began: it counts the
-    workers and the machine's load as they are; but never more than the tasks running now, at least one: the last
-    cells of a sweep, or figures drawn one at a time after it, are not done by workers that wait), and never less
-    than the longest single task left (one worker runs it alone). :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe
-    of every kind (its cheapest task), then of every class (its costliest), then the largest estimate first.
+    workers and the machine's load as they are), plus the work left in tasks added ``alone`` (run one at a time after
+    the others, by no worker), and never less than the longest single task left (one worker runs it alone).
+    :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe of every kind
+    (its cheapest task), then of every class (its costliest), then the largest estimate first.
     ``clock``: the wall clock in seconds (default ``time.perf_counter``; injectable, for tests)."""
 
     def __init__(self, clock: Callable[[], float] | None = None):
@@ -601,9 +602,11 @@ class Eta:
         self._started: dict[str, int] = {}  # class -> tasks started
         self.done_seconds, self.done, self.total = 0.0, 0, 0
 
-    def add(self, key: Any, kind: str, cost: float = 1.0, prior: float | None = None, group: str | None = None) -> None:
-        """A waiting task of ``kind`` in the rate class ``group`` (default: the kind) with relative ``cost``."""
-        task = _Task(kind, group or kind, float(cost), prior, self.total)
+    def add(self, key: Any, kind: str, cost: float = 1.0, prior: float | None = None, group: str | None = None,
+            alone: bool = False) -> None:
+        """A waiting task of ``kind`` in the rate class ``group`` (default: the kind) with relative ``cost``; ``alone``:
+        it runs one at a time after the others, by no worker (its seconds are not shared by the throughput)."""
+        task = _Task(kind, group or kind, float(cost), prior, self.total, bool(alone))
         self.pending[key] = task
         bisect.insort(self._waiting.setdefault(task.group, []), (task.cost, task.seq, key))
         self._wsum[task.group] = self._wsum.get(task.group, 0.0) + task.cost
@@ -684,40 +687,45 @@ class Eta:
         """Estimated seconds of the pending task ``key`` (the whole task, also when it is running), or ``None``."""
         return self._estimate(self.pending[key], self._lines(self.clock()))
 
-    def _left(self, now: float) -> tuple[float | None, float, float]:
+    def _left(self, now: float) -> tuple[float | None, float, float, float]:
         """(estimated seconds of work left or None, the longest single task's estimated seconds left, the work left for
-        the bar: running tasks whole, a task without an estimate as the mean measured task or 1 s), in one pass."""
+        the bar: running tasks whole, a task without an estimate as the mean measured task or 1 s; the part of the
+        first in ``alone`` tasks), in one pass."""
         line = self._lines(now)
         mean = self.done_seconds / self.done if self.done_seconds > 0 and self.done else 1.0
-        total, longest, bar, unknown = 0.0, 0.0, 0.0, False
+        total, longest, bar, alone, unknown = 0.0, 0.0, 0.0, 0.0, False
         for key, began in self.running.items():
-            e = self._estimate(self.pending[key], line)
+            task = self.pending[key]
+            e = self._estimate(task, line)
             bar += mean if e is None else e
             if e is None:
                 unknown = True
                 continue
             e = max(e - (now - began), 0.0)
-            total, longest = total + e, max(longest, e)
+            total, longest, alone = total + e, max(longest, e), alone + (e if task.alone else 0.0)
         for cls, queue in self._waiting.items():  # one class, one line: from its count and summed cost
-            ab = line(self.pending[queue[0][2]])
+            first = self.pending[queue[0][2]]
+            ab = line(first)
             if ab is not None:
                 e = len(queue) * ab[0] + ab[1] * self._wsum[cls]
                 total, longest, bar = total + e, max(longest, ab[0] + ab[1] * queue[-1][0]), bar + e
+                alone += e if first.alone else 0.0
                 continue
             for _, _, key in queue:  # no measured task of its class or kind: the tasks' own priors
-                e = self.pending[key].prior
+                task = self.pending[key]
+                e = task.prior
                 bar += mean if e is None else e
                 if e is None:
                     unknown = True
                 else:
-                    total, longest = total + e, max(longest, e)
-        return (None if unknown else total), longest, bar
+                    total, longest, alone = total + e, max(longest, e), alone + (e if task.alone else 0.0)
+        return (None if unknown else total), longest, bar, alone
 
     def remaining(self) -> float | None:
         """Estimated seconds of work left (``None`` while some pending task has no estimate)."""
         return self._left(self.clock())[0]
 
-    def _eta(self, now: float, left: float | None, longest: float) -> float | None:
+    def _eta(self, now: float, left: float | None, longest: float, alone: float) -> float | None:
         if left is None:
             return None
         if left == 0:
@@ -725,12 +733,13 @@ class Eta:
         busy = self.done_seconds + sum(now - began for began in self.running.values())
         if self.start is None or busy <= 0 or now <= self.start:
             return None
-        return max(left / min(busy / (now - self.start), max(len(self.running), 1)), longest)
+        return max((left - alone) / (busy / (now - self.start)) + alone, longest)
 
     def eta(self) -> float | None:
         """Estimated wall seconds to the end, or ``None`` (unknown)."""
         now = self.clock()
-        return self._eta(now, *self._left(now)[:2])
+        left, longest, _, alone = self._left(now)
+        return self._eta(now, left, longest, alone)
 
     def take(self, among: Container[Any] | None = None) -> Any | None:
         """The waiting task to start next, of the classes whose waiting tasks are ``among`` these keys (default: all;
@@ -779,10 +788,10 @@ class Eta:
     def show(self, bar: tqdm) -> None:
         """Draw the state on ``bar`` (its ``n`` and ``total`` in seconds of work, the postfix)."""
         now = self.clock()
-        left, longest, rest = self._left(now)
+        left, longest, rest, alone = self._left(now)
         bar.total = max(self.done_seconds + rest, 1e-9)
         bar.n = min(self.done_seconds, bar.total)
-        bar.set_postfix_str(self.postfix(self._eta(now, left, longest)), refresh=False)
+        bar.set_postfix_str(self.postfix(self._eta(now, left, longest, alone)), refresh=False)
         bar.refresh()
 
 

@@ -259,18 +259,22 @@ def test_the_time_before_the_first_task_begins_is_not_throughput():
 def test_tasks_run_one_at_a_time_after_a_parallel_sweep_are_not_shared_by_its_workers():
     """``paper_plots.py`` draws its figures one at a time after the cells ran on two workers: the ETA divided their
     seconds by the cells' throughput (about 2) and said about half the time left (0.31-0.48 of it in a --quick run).
-    The throughput is never more than the tasks running now."""
+    Tasks added ``alone`` count whole, during the sweep and after it."""
     clock = Clock()
     eta = Eta(clock=clock)
     for k in ("c1", "c2"):
         eta.add(k, "cell", 1.0)
     for k in ("f1", "f2", "f3"):
-        eta.add(k, "figure", 1.0)
+        eta.add(k, "figure", 1.0, prior=4.0, alone=True)
     eta.begin("c1"), eta.begin("c2")
+    clock.now = 5.0
+    assert eta.estimate("c1") is None and eta.remaining() is None
+    eta.finish("c1", 5.0)
+    assert eta.eta() == pytest.approx(0.0 + 12.0)  # c2 is as long as c1 (done now), then 3 figures of 4 s
     clock.now = 10.0
-    eta.finish("c1", 10.0), eta.finish("c2", 10.0)  # two workers: 2 s of work per second
+    eta.finish("c2", 10.0)  # two workers: 1.5 s of work per second
     eta.begin("f1")
     clock.now = 14.0
     eta.finish("f1", 4.0)
     eta.begin("f2")
-    assert eta.eta() == pytest.approx(8.0)  # two figures of 4 s, one after the other (was 8 / (24 / 14) = 4.7)
+    assert eta.eta() == pytest.approx(8.0)  # two figures of 4 s, one after the other (was 8 / (19 / 14) = 5.9)
