@@ -5,8 +5,8 @@ Writes PNG and PDF figures plus ``results.json`` (machine-readable numbers) and 
 and one table per figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is
 deterministic. One job, on every core by default (``--workers``, default ``os.cpu_count()``), with one progress
 bar (in seconds of work measured per class of cell, with ``cells done/total``, an ETA from the measured seconds and
-what the workers are on, then the figure being drawn: :class:`evaluation.sweep.Eta`): first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
-cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
+what the workers are on, then the figure being drawn: :class:`evaluation.sweep.Eta`): first the cells of every
+figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
 goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module, computes anyway: the claims ledger
 reports such a claim as not converged, recomputing its failed cells, which are never cached); then the figures without the hook compute their arrays in
 worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those

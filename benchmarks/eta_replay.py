@@ -16,10 +16,10 @@ Not a test.
 2. **The replay.** Both ETAs, ``--base``'s ``Eta`` (its order: as in the run) and this tree's (``Eta.take``'s order:
    a probe of every kind, then of every rate class of :mod:`evaluation.costs`, then the costliest estimate first),
    run the same cells with those wall seconds on ``--replay-workers`` simulated workers (default ``--workers``) and a
-   simulated clock. Once a simulated minute the ETA is compared with the true time left. Prints the share of those minutes at which the ETA
-   is within 2x (from 5 % of the run on, and over the whole run; and within 2x or 1 minute), the extreme ratios, the
-   ratio at every 5 % of the run, and the simulated wall time of each order (the costliest-first order ends sooner:
-   no worker is left alone with a long cell at the end).
+   simulated clock. Once a simulated minute the ETA is compared with the true time left. Prints the share of those
+   minutes at which the ETA is within 2x (from 5 % of the run on, and over the whole run; and within 2x or 1 minute),
+   the extreme ratios, the ratio at every 5 % of the run, and the simulated wall time of each order (the
+   costliest-first order ends sooner: no worker is left alone with a long cell at the end).
 
 Caveats: the seconds are wall seconds of that run (the machine's load included), not CPU; a cell's seconds do not
 depend on when it runs in the replay.
@@ -101,7 +101,7 @@ def wall_seconds(order: list, done: dict, workers: int) -> tuple[dict, float, in
     """Each cell's wall seconds by list scheduling (see the module's docstring), the reconstructed end, and how many
     cells' times were imputed."""
     free = [(0.0, w) for w in range(workers)]  # (free at, worker)
-    seconds, chain, after = {}, {w: [] for w in range(workers)}, {}
+    seconds, chain = {}, {w: [] for w in range(workers)}
     for k in order:
         at, w = heapq.heappop(free)
         if k in done:
