@@ -586,7 +586,7 @@ class Eta:
     workers and the machine's load as they are), plus the work left in tasks added ``alone`` (run one at a time after
     the others, by no worker), and never less than the longest single task left (one worker runs it alone).
     :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe of every kind
-    (its cheapest task), then of every class (its costliest), then the largest estimate first.
+    (its cheapest task), then of every class (its costliest, and two tasks at least), then the largest estimate first.
     ``clock``: the wall clock in seconds (default ``time.perf_counter``; injectable, for tests)."""
 
     def __init__(self, clock: Callable[[], float] | None = None):
