@@ -4,9 +4,9 @@
 Writes PNG and PDF figures plus ``results.json`` (machine-readable numbers) and ``results.md`` (one caption
 and one table per figure) to ``--out``. Everything shown is computed exactly (no sampling), so a run is
 deterministic. One job, on every core by default (``--workers``, default ``os.cpu_count()``), with one progress
-bar (in seconds of work measured per kind of cell, with ``cells done/total`` and an ETA from the measured rates:
-:class:`evaluation.sweep.Eta`): first the cells of every figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one
-cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
+bar (in seconds of work measured per class of cell, with ``cells done/total``, an ETA from the measured seconds and
+what the workers are on, then the figure being drawn: :class:`evaluation.sweep.Eta`): first the cells of every
+figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
 goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module, computes anyway: the claims ledger
 reports such a claim as not converged, recomputing its failed cells, which are never cached); then the figures without the hook compute their arrays in
 worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those
@@ -80,8 +80,20 @@ def _groups(names: list[str]) -> list[tuple[str, ...]]:
     return [tuple(sorted(g, key=lambda n: bool(uses[n]))) for g in groups.values()]  # users last, else in order
 
 
+FIGURE_SECONDS = 5.0
+"""A figure's seconds on the bar before the first one is measured, when the last run in --out does not say: reading its
+cells from the cache and drawing took 1-9 s per figure in the session-9 full job and 1-9 s in --quick."""
+
+
+def _names(names) -> str:
+    """Figure names for the bar: all of them when they are few, else how many."""
+    names = list(names)
+    return ", ".join(names) if len(names) <= 3 else f"{len(names)} figures"
+
+
 def _previous_seconds(out: Path) -> dict:
-    """Seconds per figure of the last run written to ``out`` (the order of the costliest first), or {}."""
+    """Seconds per figure of the last run written to ``out`` (the order of the costliest first, and the figures'
+    estimates on the bar), or {}."""
     try:
         figs = json.loads((out / "results.json").read_text())["figures"]
         return {n: float(r.get("seconds", 0.0)) for n, r in figs.items()}
@@ -164,24 +176,28 @@ def main(argv=None) -> int:
             cells += own
     plain = [n for n in names if n not in hooked]
     pooled = plain if args.workers > 1 and (len(plain) > 1 or (plain and cells)) else []
-    # one bar for the whole run, in seconds of work measured per kind of task (evaluation.sweep.Eta): the cells,
-    # then the figures (kind "figure": arrays read from the cache or a worker, and the plot)
+    # one bar for the whole run, in seconds of work measured per class of task (evaluation.sweep.Eta): the cells,
+    # then the figures (kind "figure": arrays read from the cache or a worker, and the plot), counted from the start
+    # at their seconds in the last run written to --out, else FIGURE_SECONDS each, until the first one is measured
     bar = tqdm(total=0, desc="paper_plots", disable=args.no_progress, dynamic_ncols=True, bar_format=BAR_FORMAT)
     eta = eta_of(bar)
+    before = _previous_seconds(args.out)
+    for name in names:
+        eta.add(("figure", name), "figure", prior=before.get(name) or FIGURE_SECONDS, group=f"figure {name}",
+                alone=True)  # drawn in this process, one after the other, after the cells
     close_pool, interrupted, cells_done, finished = None, None, False, False
     try:
         # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
         futures = {}
         if pooled:
-            cost = _previous_seconds(args.out)
             pool, close_pool = local_pool(min(args.workers, len(pooled)))  # Ctrl-C: the workers leave it to us
-            for group in sorted(_groups(pooled), key=lambda g: -sum(cost.get(n, 0.0) for n in g)):
+            for group in sorted(_groups(pooled), key=lambda g: -sum(before.get(n, 0.0) for n in g)):
                 fut = pool.submit(_compute, group, args.quick, args.threads)
                 futures.update({n: (fut, n) for n in group})
         if cells:
             try:  # a cell that fails fails the figures that list it, not the sweep (the others' cells go on)
                 run = run_cells(cells, workers=args.workers, bar=bar, keep_going=True, retry_failed=args.retry_failed,
-                                desc=f"cells of {', '.join(n for n in hooked if n not in cell_error)}")
+                                desc=f"cells of {_names(n for n in hooked if n not in cell_error)}")
             except Exception as err:  # noqa: BLE001 - every hooked figure reports it
                 cell_error.update({n: err for n in hooked if n not in cell_error})
             else:
@@ -193,10 +209,9 @@ def main(argv=None) -> int:
         cells_done = True
         # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
         for name in names:
-            eta.add(("figure", name), "figure")
-        eta.show(bar)
-        for name in names:
-            bar.set_description(f"{name}")
+            bar.set_description_str("figures", refresh=False)
+            eta.begin(("figure", name))
+            eta.show(bar)
             start, cpu_start = time.perf_counter(), time.process_time()
             if name in cell_error:
                 record(name, start, cpu_start, err=cell_error[name])

@@ -34,12 +34,16 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   All three are ``concurrent.futures`` executors driven by the same loop; the parent process writes each
   result as it arrives, so workers need no shared file system.
 
-- **progress**: one tqdm bar in seconds of work, measured where done and estimated where pending (:class:`Eta`):
-  each cell's declared relative ``cost`` (a property of the configuration; cells without one count as the mean
-  declared cost) is turned into seconds by the rate measured on finished cells *of the same kind* (declared costs
-  are comparable within a kind, not across kinds), and the cheapest cell of every kind runs first, so every rate is
-  measured early. The postfix says ``cells done/total`` and the ETA (remaining estimated work over the measured
-  throughput), ``ETA ?`` while a kind has no measured cell. Pass ``bar=`` to draw several sweeps on one bar.
+- **progress and order of work**: one tqdm bar in seconds of work, measured where done and estimated where pending
+  (:class:`Eta`): each cell has a rate class and a relative cost (:func:`evaluation.costs.cost_of`: a model per kind,
+  else the kind and the cell's declared ``cost``), and its seconds are estimated from the cells of its class (else its
+  kind) measured so far, as a fixed part plus a part that grows with the cost (declared costs are comparable within a
+  class, not across kinds). Local workers get one cell each at a time, in the order of :meth:`Eta.take`: the cheapest
+  cell of every kind first, then the costliest of every class, then the largest estimate first, so every estimate is
+  measured early and the run does not end with one worker on a long cell (a Dask cluster gets them all at once, in
+  that order). The order changes no result. The postfix says ``cells done/total``, the ETA (the work left over the
+  measured throughput; ``ETA ?`` while a kind has no measured cell) and what the workers are on (``on`` the running
+  cells' classes). Pass ``bar=`` to draw several sweeps on one bar.
 - **interrupts**: Ctrl-C (``KeyboardInterrupt``) ends :func:`run_cells` with :class:`SweepInterrupted`, whose
   one-line message says how many cells are cached where; entry points print it and exit with status 130.
 
@@ -49,6 +53,7 @@ numbers (float64 round-trips exactly). Dicts are refused: results are typed (hou
 """
 from __future__ import annotations
 
+import bisect
 import concurrent.futures as cf
 import dataclasses
 import functools
@@ -58,7 +63,6 @@ import importlib.util
 import json
 import math
 import multiprocessing
-import numbers
 import os
 import pickle
 import re
@@ -67,13 +71,15 @@ import threading
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterable, NamedTuple, Sequence
+from typing import Any, Callable, Container, Iterable, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from sampler.files import check_writable_dir, write_atomically
 from sampler.schedules import check_count
+
+from .costs import cost_of
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
@@ -505,39 +511,105 @@ def local_pool(workers: int) -> tuple[cf.ProcessPoolExecutor, Callable[[bool], N
     return ex, close
 
 
-def _costs(cells: Sequence[Any]) -> list[float]:
-    """Each cell's relative cost for the progress bar: its ``cost`` where it declares one (finite, > 0),
-    the mean declared cost otherwise (1 when none declares one)."""
-    declared = []
+def _costs(cells: Sequence[Any]) -> list[tuple[str, float]]:
+    """Each cell's rate class and relative cost for the order of work and the progress bar
+    (:func:`evaluation.costs.cost_of`): a cell without a cost counts as the mean declared cost of its class (1 when no
+    cell of the class declares one). The class is the kind's ``module:qualname``, followed by the model's group."""
+    classes, declared = [], []
     for c in cells:
-        v = getattr(c, "cost", None)
+        group, cost = cost_of(c)
+        kind = _kind_name(c)
+        classes.append(f"{kind} {group}" if group else kind)
+        declared.append(cost)
+    known: dict[str, list[float]] = {}
+    for cls, v in zip(classes, declared):
         if v is not None:
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v) or v <= 0:
-                raise ValueError(f"cell {c!r:.200} declares cost {v!r}; a cost is a finite number > 0")
-            v = float(v)
-        declared.append(v)
-    known = [v for v in declared if v is not None]
-    fill = sum(known) / len(known) if known else 1.0
-    return [fill if v is None else v for v in declared]
+            known.setdefault(cls, []).append(v)
+    fill = {cls: sum(vs) / len(vs) for cls, vs in known.items()}
+    return [(cls, fill.get(cls, 1.0) if v is None else v) for cls, v in zip(classes, declared)]
+
+
+class _Task(NamedTuple):
+    kind: str
+    group: str  # the rate class: the kind, or a finer class within it
+    cost: float
+    prior: float | None
+    seq: int  # order of addition (ties)
+    alone: bool = False  # run one at a time, by no worker (paper_plots' figures)
+
+
+def _wall() -> float:
+    """The wall clock of :class:`Eta`: ``time.perf_counter``, looked up when called."""
+    return time.perf_counter()
+
+
+def _fit(sums: Sequence[float]) -> tuple[float, float]:
+    """(a, b) of ``seconds = a + b cost`` by least squares from the sums (n, Σcost, Σseconds, Σcost², Σcost·seconds)
+    of measured tasks, with a, b >= 0: seconds proportional to cost (b = Σseconds / Σcost) when the costs are all
+    equal or the line would start below zero, a constant (the mean) when it would fall."""
+    n, c, s, cc, cs = sums
+    var = cc - c * c / n
+    if var > 1e-12 * cc:
+        b = (cs - c * s / n) / var
+        a = (s - b * c) / n
+        if b < 0:
+            return s / n, 0.0
+        if a >= 0:
+            return a, b
+    return 0.0, s / c
+
+
+def _measure(fits: dict[str, list[float]], task: _Task, seconds: float) -> None:
+    """Add a measured task to the sums of its class and of its kind."""
+    for cls in {task.group, task.kind}:
+        sums = fits.setdefault(cls, [0.0] * 5)
+        for i, v in enumerate((1.0, task.cost, seconds, task.cost * task.cost, task.cost * seconds)):
+            sums[i] += v
 
 
 class Eta:
-    """Progress in seconds of work, for one bar over one or more sweeps (and other tasks: ``paper_plots.py`` adds its
-    figures). Each task has a *kind* and a declared relative cost; a task's estimated seconds are its cost times the
-    seconds per unit cost measured on finished tasks of its kind. A kind with no finished task has no estimate
-    (unless ``prior`` seconds were given for that task): the ETA is then unknown (``None``), not a guess from another
-    kind's rate (declared costs of different kinds are not comparable: a Monte Carlo cell and a grid cell). The ETA is
-    the remaining estimated seconds over the throughput measured so far (finished seconds per wall second since the
-    first task was added), so it counts the workers and the machine's load as they are."""
+    """Progress in seconds of work, the ETA, and the order of work, for one bar over one or more sweeps (and other
+    tasks: ``paper_plots.py`` adds its figures).
 
-    def __init__(self):
-        self.start = time.perf_counter()
-        self.rates: dict[str, list[float]] = {}  # kind -> [seconds, cost] of finished tasks
-        self.pending: dict[Any, tuple[str, float, float | None]] = {}  # key -> (kind, cost, prior seconds)
+    Each task has a *kind*, a *rate class* (``group``: the kind, or a finer class within it, :mod:`evaluation.costs`)
+    and a declared relative cost. Its estimated seconds are ``a + b cost``, the line fitted (least squares, ``a`` and
+    ``b`` not negative: :func:`_fit`) to the measured tasks of its class, else of its kind (``prior`` seconds where
+    neither is measured): a fixed part per task (building a law, a target) and a part that grows with the work, so a
+    class measured on its cheapest and its costliest task estimates the tasks between. A running task that has already
+    run longer than its estimate counts in its class and kind as if it finished now (its seconds so far: a lower
+    bound), so a class costlier than its first tasks said raises its estimates while it runs. A kind with no measured
+    task has no estimate: the ETA is then unknown (``None``), not a guess from another kind's (declared costs of
+    different kinds are not comparable: a Monte Carlo cell and a grid cell).
+
+    The ETA is the estimated work left (waiting tasks, plus what running tasks have left of their estimate) over the
+    throughput (seconds of work finished or under way per wall second since the first task began: it counts the
+    workers and the machine's load as they are), plus the work left in tasks added ``alone`` (run one at a time after
+    the others, by no worker), and never less than the longest single task left (one worker runs it alone).
+    :meth:`take` gives the order of work that makes the estimates good early and the end short: a probe of every kind
+    (its cheapest task), then of every class (its costliest, and two tasks at least), then the largest estimate first.
+    ``clock``: the wall clock in seconds (default ``time.perf_counter``; injectable, for tests)."""
+
+    def __init__(self, clock: Callable[[], float] | None = None):
+        self.clock = clock if clock is not None else _wall
+        self.start: float | None = None  # when the first task began (or a task finished unbegun, minus its seconds)
+        self.fits: dict[str, list[float]] = {}  # rate class or kind -> sums of its finished tasks (see _fit)
+        self._fitted: dict[str, tuple[float, float]] = {}  # rate class or kind -> _fit of its sums
+        self.pending: dict[Any, _Task] = {}  # waiting or running
+        self.running: dict[Any, float] = {}  # key -> when it started (self.clock)
+        self._waiting: dict[str, list[tuple[float, int, Any]]] = {}  # class -> (cost, seq, key) not started, sorted
+        self._wsum: dict[str, float] = {}  # class -> summed cost of its waiting tasks
+        self._probed: set[str] = set()  # classes whose costliest task has started
+        self._started: dict[str, int] = {}  # class -> tasks started
         self.done_seconds, self.done, self.total = 0.0, 0, 0
 
-    def add(self, key: Any, kind: str, cost: float = 1.0, prior: float | None = None) -> None:
-        self.pending[key] = (kind, float(cost), prior)
+    def add(self, key: Any, kind: str, cost: float = 1.0, prior: float | None = None, group: str | None = None,
+            alone: bool = False) -> None:
+        """A waiting task of ``kind`` in the rate class ``group`` (default: the kind) with relative ``cost``; ``alone``:
+        it runs one at a time after the others, by no worker (its seconds are not shared by the throughput)."""
+        task = _Task(kind, group or kind, float(cost), prior, self.total, bool(alone))
+        self.pending[key] = task
+        bisect.insort(self._waiting.setdefault(task.group, []), (task.cost, task.seq, key))
+        self._wsum[task.group] = self._wsum.get(task.group, 0.0) + task.cost
         self.total += 1
 
     def skip(self, n: int = 1) -> None:
@@ -545,62 +617,188 @@ class Eta:
         self.done += n
         self.total += n
 
+    def _unwait(self, key: Any) -> _Task:
+        task = self.pending[key]
+        if key not in self.running:
+            queue = self._waiting[task.group]
+            queue.remove((task.cost, task.seq, key))
+            self._wsum[task.group] -= task.cost
+            if not queue:
+                del self._waiting[task.group], self._wsum[task.group]
+        return task
+
+    def begin(self, key: Any) -> None:
+        """The task started now (a worker took it)."""
+        task = self.pending[key]
+        if key not in self.running and task.cost >= self._waiting[task.group][-1][0]:
+            self._probed.add(task.group)  # its class's costliest task is measured
+        self._started[task.group] = self._started.get(task.group, 0) + 1
+        self._unwait(key)
+        self.running[key] = self.clock()
+        if self.start is None:
+            self.start = self.running[key]
+
     def drop(self, key: Any) -> None:
-        """A task that ended without a result (it failed): done, and not counted in its kind's rate."""
+        """A task that ended without a result (it failed): done, and not counted in its class's estimates."""
+        self._unwait(key)
         self.pending.pop(key)
+        self.running.pop(key, None)
         self.done += 1
 
     def finish(self, key: Any, seconds: float) -> None:
-        kind, cost, _ = self.pending.pop(key)
-        r = self.rates.setdefault(kind, [0.0, 0.0])
-        r[0] += max(float(seconds), 0.0)
-        r[1] += cost
-        self.done_seconds += max(float(seconds), 0.0)
+        """The task ended after ``seconds`` of work (begun or not)."""
+        task = self._unwait(key)
+        self.pending.pop(key)
+        self.running.pop(key, None)
+        seconds = max(float(seconds), 0.0)
+        if self.start is None:
+            self.start = self.clock() - seconds
+        _measure(self.fits, task, seconds)
+        for cls in {task.group, task.kind}:
+            self._fitted[cls] = _fit(self.fits[cls])
+        self.done_seconds += seconds
         self.done += 1
 
+    # --- estimates ---------------------------------------------------------------------------------------------
+    def _lines(self, now: float) -> Callable[[_Task], tuple[float, float] | None]:
+        """The line ``(a, b)`` of a task's class, else of its kind, fitted to their finished tasks and to the running
+        ones that ran longer than that line says (as if they finished now); ``None`` when neither is measured."""
+        def line(task: _Task, extra: dict[str, list[float]]) -> tuple[float, float] | None:
+            for cls in (task.group, task.kind):
+                if cls in extra:
+                    return _fit([u + v for u, v in zip(self.fits.get(cls, (0.0,) * 5), extra[cls])])
+                if cls in self._fitted:
+                    return self._fitted[cls]
+            return None
+
+        extra: dict[str, list[float]] = {}
+        for key, began in self.running.items():
+            task, ran = self.pending[key], now - began
+            ab = line(task, {})
+            if ab is not None and ran > ab[0] + ab[1] * task.cost:
+                _measure(extra, task, ran)
+        return lambda task: line(task, extra)
+
+    def _estimate(self, task: _Task, line: Callable[[_Task], tuple[float, float] | None]) -> float | None:
+        ab = line(task)
+        return task.prior if ab is None else ab[0] + ab[1] * task.cost
+
     def estimate(self, key: Any) -> float | None:
-        kind, cost, prior = self.pending[key]
-        r = self.rates.get(kind)
-        if r and r[1] > 0:
-            return cost * r[0] / r[1]
-        return prior
+        """Estimated seconds of the pending task ``key`` (the whole task, also when it is running), or ``None``."""
+        return self._estimate(self.pending[key], self._lines(self.clock()))
+
+    def _left(self, now: float) -> tuple[float | None, float, float, float]:
+        """(estimated seconds of work left or None, the longest single task's estimated seconds left, the work left for
+        the bar: running tasks whole, a task without an estimate as the mean measured task or 1 s; the part of the
+        first in ``alone`` tasks), in one pass."""
+        line = self._lines(now)
+        mean = self.done_seconds / self.done if self.done_seconds > 0 and self.done else 1.0
+        total, longest, bar, alone, unknown = 0.0, 0.0, 0.0, 0.0, False
+        for key, began in self.running.items():
+            task = self.pending[key]
+            e = self._estimate(task, line)
+            bar += mean if e is None else e
+            if e is None:
+                unknown = True
+                continue
+            e = max(e - (now - began), 0.0)
+            total, longest, alone = total + e, max(longest, e), alone + (e if task.alone else 0.0)
+        for cls, queue in self._waiting.items():  # one class, one line: from its count and summed cost
+            first = self.pending[queue[0][2]]
+            ab = line(first)
+            if ab is not None:
+                e = len(queue) * ab[0] + ab[1] * self._wsum[cls]
+                total, longest, bar = total + e, max(longest, ab[0] + ab[1] * queue[-1][0]), bar + e
+                alone += e if first.alone else 0.0
+                continue
+            for _, _, key in queue:  # no measured task of its class or kind: the tasks' own priors
+                task = self.pending[key]
+                e = task.prior
+                bar += mean if e is None else e
+                if e is None:
+                    unknown = True
+                else:
+                    total, longest, alone = total + e, max(longest, e), alone + (e if task.alone else 0.0)
+        return (None if unknown else total), longest, bar, alone
 
     def remaining(self) -> float | None:
-        """Estimated seconds of work left (``None`` while some pending kind is unmeasured)."""
-        est = [self.estimate(k) for k in self.pending]
-        return None if any(e is None for e in est) else float(sum(est))
+        """Estimated seconds of work left (``None`` while some pending task has no estimate)."""
+        return self._left(self.clock())[0]
 
-    def eta(self) -> float | None:
-        """Estimated wall seconds to the end, or ``None`` (unknown)."""
-        left = self.remaining()
+    def _eta(self, now: float, left: float | None, longest: float, alone: float) -> float | None:
         if left is None:
             return None
         if left == 0:
             return 0.0
-        elapsed = time.perf_counter() - self.start
-        if self.done_seconds <= 0 or elapsed <= 0:
+        busy = self.done_seconds + sum(now - began for began in self.running.values())
+        if self.start is None or busy <= 0 or now <= self.start:
             return None
-        return left / (self.done_seconds / elapsed)
+        return max((left - alone) / (busy / (now - self.start)) + alone, longest)
+
+    def eta(self) -> float | None:
+        """Estimated wall seconds to the end, or ``None`` (unknown)."""
+        now = self.clock()
+        left, longest, _, alone = self._left(now)
+        return self._eta(now, left, longest, alone)
+
+    def take(self, among: Container[Any] | None = None) -> Any | None:
+        """The waiting task to start next, of the classes whose waiting tasks are ``among`` these keys (default: all;
+        ``None`` when none waits): first the cheapest task of each kind with no task started or measured (in order of
+        addition: every kind is measured early, on a short task); then the costliest task of each class whose
+        costliest has not started or that has fewer than two tasks started (every class is measured early, on its
+        longest task and on two at least: its fixed part and its growth from two ends, one slow task is not all it
+        knows, and the long tasks do not come last), the largest estimate first; then any task, the largest estimate
+        first. No estimate counts as the largest; among equals, the first added. Call :meth:`begin` when it
+        starts."""
+        queues = {cls: q for cls, q in self._waiting.items() if among is None or q[0][2] in among}
+        if not queues:
+            return None
+        started = {self.pending[k].kind for k in self.running} | set(self.fits)
+        fresh = [q[0] for q in queues.values() if self.pending[q[0][2]].kind not in started]
+        if fresh:  # a kind not measured at all
+            return min(fresh, key=lambda item: item[1])[2]
+        unprobed = {cls: q for cls, q in queues.items() if cls not in self._probed or self._started.get(cls, 0) < 2}
+        line = self._lines(self.clock())
+        best, best_rank = None, None
+        for queue in (unprobed or queues).values():
+            head = queue[bisect.bisect_left(queue, (queue[-1][0], -1))]  # the costliest, first added among equals
+            task = self.pending[head[2]]
+            e = self._estimate(task, line)
+            rank = (-math.inf if e is None else -e, task.seq)
+            if best_rank is None or rank < best_rank:
+                best, best_rank = head[2], rank
+        return best
 
     def fraction(self) -> tuple[float, float]:
         """(work done, work in all) in seconds for the bar: pending tasks without an estimate count as the mean
         measured task (or 1 s), so the bar moves; the ETA alone says when that is not known."""
-        mean = self.done_seconds / self.done if self.done_seconds > 0 and self.done else 1.0
-        left = sum(e if e is not None else mean for e in (self.estimate(k) for k in self.pending))
-        return self.done_seconds, self.done_seconds + left
+        return self.done_seconds, self.done_seconds + self._left(self.clock())[2]
 
-    def postfix(self) -> str:
-        eta = self.eta()
+    def postfix(self, eta: float | None = ...) -> str:
+        """``cells done/total, ETA m:ss`` (``ETA ?`` when unknown; ``eta``: seconds already computed, default
+        :meth:`eta`), and what is running: ``on`` its rate classes (the kind's name and its class, at most two)."""
+        eta = self.eta() if eta is ... else eta
         text = "?" if eta is None else f"{int(eta) // 60}:{int(eta) % 60:02d}"
-        return f"cells {self.done}/{self.total}, ETA {text}"
+        out = f"cells {self.done}/{self.total}, ETA {text}"
+        on = list(dict.fromkeys(_short(self.pending[k].group) for k in self.running))
+        if on:
+            out += f", on {'; '.join(on[:2])}{' ...' if len(on) > 2 else ''}"
+        return out
 
     def show(self, bar: tqdm) -> None:
         """Draw the state on ``bar`` (its ``n`` and ``total`` in seconds of work, the postfix)."""
-        done, total = self.fraction()
-        bar.total = max(total, 1e-9)
-        bar.n = min(done, bar.total)
-        bar.set_postfix_str(self.postfix(), refresh=False)
+        now = self.clock()
+        left, longest, rest, alone = self._left(now)
+        bar.total = max(self.done_seconds + rest, 1e-9)
+        bar.n = min(self.done_seconds, bar.total)
+        bar.set_postfix_str(self.postfix(self._eta(now, left, longest, alone)), refresh=False)
         bar.refresh()
+
+
+def _short(cls: str) -> str:
+    """A rate class as the bar shows it: the kind's qualified name without its module."""
+    kind, _, group = cls.partition(" ")
+    return " ".join(filter(None, (kind.rpartition(":")[2], group)))
 
 
 def eta_of(bar: tqdm) -> Eta:
@@ -614,7 +812,6 @@ def eta_of(bar: tqdm) -> Eta:
 
 def _kind_name(cell: Any) -> str:
     return _type_name(type(cell))
-
 
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
@@ -686,7 +883,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         raise RuntimeError(f"{done[k]} (a failure cached in {cache.path(cells[keys.index(k)], k)}; pass "
                            f"retry_failed=True to compute it again)")
     distinct = reused + len(pending)
-    cost = dict(zip(pending, _costs(list(pending.values()))))
+    costs = dict(zip(pending, _costs(list(pending.values()))))
     own = bar is None
     if own:
         bar = tqdm(total=0, desc=desc, disable=not progress or not pending, bar_format=BAR_FORMAT)
@@ -695,22 +892,13 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     eta = eta_of(bar)
     eta.skip(reused)
     for k, c in pending.items():
-        eta.add(k, _kind_name(c), cost[k])
+        eta.add(k, _kind_name(c), costs[k][1], group=costs[k][0])
     eta.show(bar)
     computed = failed = stored = 0  # stored: computed and written to the cache
     interrupted = False
     try:
         if pending:
             cache.check_writable()  # before the first cell, not after it
-            # the costliest first, so the last worker is not left with the longest; but first the cheapest cell of
-            # each kind, so that every kind's rate (and the ETA) is measured as early as possible
-            order = sorted(pending, key=lambda k: -cost[k])
-            probes, kinds = [], set()
-            for k in reversed(order):
-                if _kind_name(pending[k]) not in kinds:
-                    kinds.add(_kind_name(pending[k]))
-                    probes.append(k)
-            order = probes + [k for k in order if k not in set(probes)]
             ex, close, watch = _executor(workers, scheduler)
             cancelled, futures = True, {}
 
@@ -754,19 +942,35 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                 eta.show(bar)
 
             try:
-                for k in order:
-                    fut = ex.submit(_execute, pending[k])
-                    if fut.done():  # the in-process executor has already computed it
-                        collect(fut, k)
-                    else:
-                        futures[fut] = k
-                if futures:
-                    watch()  # a cluster without workers would hold them forever
-                waiting = set(futures)
-                while waiting:
+                # the order of work is the Eta's (Eta.take: a probe of every rate class, then the costliest first),
+                # one cell per local worker at a time so that each choice uses the rates measured so far; a Dask
+                # cluster gets every cell at once, in that order (its workers are not counted here)
+                limit = None if scheduler is not None else workers
+                mine, waiting, watched = set(pending), set(), False
+                while True:
+                    while limit is None or len(waiting) < limit:
+                        k = eta.take(mine)
+                        if k is None:
+                            break
+                        mine.discard(k)
+                        eta.begin(k)
+                        if limit == 1 and isinstance(ex, _InProcess):
+                            eta.show(bar)  # what this process computes now (the bar is not drawn during it)
+                        fut = ex.submit(_execute, pending[k])
+                        if fut.done():  # the in-process executor has already computed it
+                            collect(fut, k)
+                        else:
+                            futures[fut] = k
+                            waiting.add(fut)
+                    if not waiting:
+                        break
+                    eta.show(bar)  # what runs now
+                    if not watched:
+                        watch()  # a cluster without workers would hold the cells forever
+                        watched = True
                     finished, waiting = cf.wait(waiting, timeout=SCHEDULER_TIMEOUT, return_when=cf.FIRST_COMPLETED)
                     for fut in finished:
-                        collect(fut, futures[fut])
+                        collect(fut, futures.pop(fut))
                     if not finished:
                         watch()  # a cluster whose workers all left would wait forever
                 cancelled = False

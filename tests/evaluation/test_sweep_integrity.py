@@ -267,8 +267,10 @@ def test_the_eta_comes_from_rates_measured_per_kind_and_is_right_within_2x(tmp_p
     run_cells(cells, cache=tmp_path / "c", bar=bar, desc="work")
     end = bar.marks[-1][0]
     assert bar.marks[-1][3] == "cells 10/10, ETA 0:00"
-    updates = bar.marks[1:]  # one per finished cell
+    updates = [m for m in bar.marks[1:] if ", on " not in m[3]]  # one per finished cell
     assert len(updates) == 10
+    on = [m[3].partition(", on ")[2] for m in bar.marks if ", on " in m[3]]  # before each cell: what it computes
+    assert sorted(on) == ["Sampled"] * 4 + ["Work"] * 6
     # the first two cells are one of each kind (the cheapest of each): after them every kind is measured
     assert updates[0][2] is None and updates[0][3].endswith("ETA ?")
     checked = 0
@@ -293,8 +295,10 @@ def test_one_bar_spans_several_sweeps(tmp_path):
     eta = sweep.eta_of(bar)
     assert bar.desc == "second" and eta.done == eta.total == 5 and not eta.pending
     assert bar.n == pytest.approx(bar.total) and bar.total == pytest.approx(eta.done_seconds)
-    assert [m[3] for m in bar.marks] == ["cells 1/2, ETA ?", "cells 2/2, ETA 0:00", "cells 2/5, ETA 0:00",
-                                         "cells 3/5, ETA 0:00", "cells 4/5, ETA 0:00", "cells 5/5, ETA 0:00"]
+    assert [m[3] for m in bar.marks] == ["cells 1/2, ETA ?", "cells 1/2, ETA ?, on Work", "cells 2/2, ETA 0:00",
+                                         "cells 2/5, ETA 0:00", "cells 2/5, ETA 0:00, on Work", "cells 3/5, ETA 0:00",
+                                         "cells 3/5, ETA 0:00, on Work", "cells 4/5, ETA 0:00",
+                                         "cells 4/5, ETA 0:00, on Work", "cells 5/5, ETA 0:00"]
     bar.close()
 
 
