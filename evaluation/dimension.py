@@ -322,7 +322,7 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
             progress: bool = False, workers: int = 1, cache=None) -> DimensionStudy:
     """The dimension study (module docstring). ``quick``: d = 1, 64, 4096, two noise levels, 32 points, laws at
     d = 1 and 256 with a 30-step sampler from 401 nodes, their moments to 5e-3 (about 30 s of one core); otherwise
-    d = 1, 2, 4, ..., 4096, six levels, 192 points, laws at d = 1, 4, ..., 256 with a 100-step sampler from 1201
+    d = 1, 2, 4, ..., 4096, six levels, 192 points, laws at d = 1, 4, ..., 256 with a 100-step sampler from 1601
     nodes, their moments to :func:`evaluation.accuracy.default_tol` of 1-D (laws beyond: the optimum's law costs
     minutes per separation at mu = 24 and grows with it; CFG's law to d = 4096 is the ledger claim
     ``pavasovic-highdim``). ``dims``, ``abars``, ``n_points``, ``law_dims``, ``law_steps`` (DDPM steps of the
@@ -373,7 +373,7 @@ def _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law
         law_dims_, steps, grid, tol = [1, 256], 30, 401, 5e-3
     else:
         dims_, abars_, n_points_ = [2**k for k in range(13)], [0.9, 0.5, 0.1, 1e-2, 1e-3, 1e-4], 192
-        law_dims_, steps, grid, tol = [1, 4, 16, 64, 256], 100, 1201, None
+        law_dims_, steps, grid, tol = [1, 4, 16, 64, 256], 100, 1601, None
     dims = dims_ if dims is None else _check_ints(dims, "dims", 1)
     law_dims = law_dims_ if law_dims is None else _check_ints(law_dims, "law_dims", 1)
     abars = abars_ if abars is None else [check_abar(a) for a in _nonempty(abars, "abars")]

@@ -139,10 +139,10 @@ def test_laws_match_the_tilted_target_by_scipy_and_the_conditional_moments(study
 
 
 def test_law_errors_cover_the_change_at_a_tighter_tolerance():
-    """The output-law moments of a cell at tol 5e-3 (a coarse grid) lie within their stated errors of the same cell
-    at tol 5e-5 (the accuracy contract refines to a grid 8x finer), for every law method and the target."""
-    coarse, fine = (along_u(AlongU(MU0, DELTA, W, 20, 301, tol=t)) for t in (5e-3, 5e-5))
-    assert np.all(coarse.moments_error <= 5e-3) and np.all(fine.moments_error <= 5e-5)
+    """The output-law moments of a cell at tol 5e-3 (its 301-node grid) lie within their stated errors of the same
+    cell at tol 2e-4 (the accuracy contract refines to a grid 4x finer), for every law method and the target."""
+    coarse, fine = (along_u(AlongU(MU0, DELTA, W, 20, 301, tol=t)) for t in (5e-3, 2e-4))
+    assert np.all(coarse.moments_error <= 5e-3) and np.all(fine.moments_error <= 2e-4)
     gap = np.abs(coarse.moments - fine.moments)
     assert np.all(gap <= coarse.moments_error + fine.moments_error), (gap, coarse.moments_error)
     assert gap[:, 1].max() > 1e-4  # the coarse grid's variances are visibly off: the check has something to catch
