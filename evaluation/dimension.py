@@ -19,22 +19,26 @@ bimodal class gives it the rank-one structure along ``U`` that separates them. T
   tied to the axes) and ``diag J`` differ. The golden of the random orientation is the reflected golden of the
   axes (equivariance is tested in ``tests/analytic/test_reducible.py``).
 
-The field error at noise level ``abar`` is ``E_{x ~ p_t(x | y)} |golden(x) - field(x)|`` (eps units, Euclidean norm
-in ``R^d``): Monte Carlo over ``n_points`` exact draws of the noised conditional, with its standard error;
-fields are the terms added to ``eps_c``. CFG's term is exact; REG's paper, vjp, jvp and fd are
-``sampler.REG`` itself on the exact denoisers (autograd, forward mode and a finite difference in ``R^d``);
-``diag`` comes from the structured Jacobian (``sampler.REG`` refuses it above d = 64: it costs d passes).
-``damped`` is not an estimator but the limit both orientation-bound estimators reach at a random orientation
-as ``d -> inf``: with ``J = lam I + (rank one along U)`` and ``q^T 1 = O(1)``, ``J^T 1`` and ``diag J`` tend to
-``lam 1`` entrywise on ``U``, so ``paper`` and ``diag`` tend to ``(1 - c lam) g = abar s^2 / (abar s^2 + 1 - abar) g``
-(the complement curvature ``lam`` of the conditional, ``s^2`` its complement variance): CFG uniformly damped.
+The field error at noise level ``abar`` is ``E_{x ~ p_t(x | y)} |golden(x) - field(x)|`` (eps units, Euclidean norm in
+``R^d``): Monte Carlo over ``n_points`` exact draws of the noised conditional, with its standard error and the
+golden's own quadrature error (the mean over the points of its error estimate, which bounds how far any mean of
+``|golden - field|`` or ``|golden|`` over those points moves); fields are the terms added to ``eps_c``. CFG's term is
+exact; REG's paper, vjp, jvp and fd are ``sampler.REG`` itself on the exact denoisers (autograd, forward mode and a
+finite difference in ``R^d``); ``diag`` comes from the structured Jacobian (``sampler.REG`` refuses it above d = 64:
+it costs d passes). ``damped`` is not an estimator but the limit both orientation-bound estimators reach at a random
+orientation as ``d -> inf``: with ``J = lam I + (rank one along U)`` and ``q^T 1 = O(1)``, ``J^T 1`` and ``diag J``
+tend to ``lam 1`` entrywise on ``U``, so ``paper`` and ``diag`` tend to
+``(1 - c lam) g = abar s^2 / (abar s^2 + 1 - abar) g`` (the complement curvature ``lam`` of the conditional, ``s^2``
+its complement variance): CFG uniformly damped.
 
 Output laws (equal variances only, where ``u = q^T x`` alone is a Markov state for every method that keeps
 the symmetry): the exact law of the DDPM sampler's ``u`` on a grid (:func:`evaluation.density.output_density`,
 no Monte Carlo) for unguided, CFG, REG (vjp = the one-dimensional REG, also the ``axes`` paper and diag),
 the ``d -> inf`` limit of the ``random``-orientation paper and diag estimators (CFG damped by
 ``rho = abar s^2 / (abar s^2 + 1 - abar)``, see :func:`summary`), and the optimum, against the tilted target
-``p(x|y) R_0 / Z`` and the conditional ``N(mu, 1)``: their mean and variance along ``U``.
+``p(x|y) R_0 / Z`` and the conditional ``N(mu, 1)``: their mean and variance along ``U``, each with its error under
+the accuracy contract of :mod:`evaluation.accuracy` (:func:`evaluation.accuracy.converged_laws`,
+:func:`evaluation.accuracy.grid_moments`: within ``tol``, else the cell raises).
 """
 from __future__ import annotations
 
@@ -51,7 +55,8 @@ from analytic.mixture import check_abar
 from analytic.reducible_golden import optimal_guidance_reducible, reg_corrections_reducible
 from sampler import CFG
 
-from .density import output_density
+from .accuracy import (GridLaw, axes_of, converged_laws, default_tol, density_engine, grid_moments,
+                       narrowest_kernel)
 from .distances import tilted_target
 from .spec import Law, Levels, Method, Schedule, reducible_line
 from .sweep import cell_kind, run_cells
@@ -83,8 +88,11 @@ class DimensionStudy:
     n_points: int
     err: np.ndarray  # [S, V, O, D, L, M]  mean |golden - field| over x ~ p_t(x | y)
     err_se: np.ndarray  # [S, V, O, D, L, M]  its Monte Carlo standard error
+    ratio_se: np.ndarray  # [S, V, O, D, L, M]  Monte Carlo standard error of err / err of CFG (same points)
     golden_size: np.ndarray  # [S, V, D, L]  mean |golden|
-    golden_err: np.ndarray  # [S, V, D, L]  largest quadrature error estimate of the golden (norm, eps units)
+    golden_size_se: np.ndarray  # [S, V, D, L]  its Monte Carlo standard error
+    golden_err: np.ndarray  # [S, V, D, L]  mean over the points of the golden's quadrature error estimate (norm, eps
+    # units): every mean of |golden - field| and of |golden| over the points is within it of the exact golden's
     law_dims: np.ndarray  # [D2]
     law_steps: int  # DDPM steps of the cosine schedule the laws are for
     law_mean: np.ndarray  # [S, D2, 5]  output mean along U (equal variances)
@@ -92,6 +100,11 @@ class DimensionStudy:
     target_mean: np.ndarray  # [S, D2]  tilted target p(x|y) R_0 / Z along U
     target_var: np.ndarray  # [S, D2]
     seconds: float
+    # the accuracy contract's error of each law number above (evaluation.accuracy.grid_moments)
+    law_mean_err: np.ndarray  # [S, D2, 5]
+    law_var_err: np.ndarray  # [S, D2, 5]
+    target_mean_err: np.ndarray  # [S, D2]
+    target_var_err: np.ndarray  # [S, D2]
 
 
 def _mu(separation: str, mu0: float, d: int) -> float:
@@ -147,10 +160,18 @@ def _fields(law: Law, w: float, x: torch.Tensor, a: float) -> dict:
     return out
 
 
-def _errors(golden: torch.Tensor, fields: dict) -> tuple[np.ndarray, np.ndarray]:
+def _errors(golden: torch.Tensor, fields: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per method: the mean of ``|golden - field|`` over the points, its standard error, and the standard error of
+    its ratio to CFG's mean on the same points (the ratio estimator's, ``std(a - r b) / (sqrt(n) mean(b))`` with
+    ``r = mean(a) / mean(b)``: the shared points make the two means move together). [M] each"""
     gaps = torch.stack([(golden - fields[m]).norm(dim=1) for m in METHODS])  # [M, N]
     n = gaps.shape[1]
-    return gaps.mean(1).numpy(), (gaps.std(1) / math.sqrt(n)).numpy()
+    mean = gaps.mean(1)
+    cfg = gaps[METHODS.index("cfg")]
+    r = mean / mean[METHODS.index("cfg")]
+    ratio_se = (gaps - r[:, None] * cfg).std(1) / (math.sqrt(n) * cfg.mean())  # inf / nan where CFG's mean is 0
+    ratio_se = torch.nan_to_num(ratio_se, nan=math.inf)
+    return mean.numpy(), (gaps.std(1) / math.sqrt(n)).numpy(), ratio_se.numpy()
 
 
 @dataclass(frozen=True)
@@ -171,45 +192,56 @@ class FieldPoint:
 
 
 class FieldPointResult(NamedTuple):
-    err: np.ndarray  # [O, M]
-    se: np.ndarray  # [O, M]
-    golden_size: float
-    golden_err: float
+    err: np.ndarray  # [O, M] mean |golden - field| over the points
+    se: np.ndarray  # [O, M] its Monte Carlo standard error
+    ratio_se: np.ndarray  # [O, M] the standard error of err / err of CFG
+    golden_size: float  # mean |golden| over the points
+    golden_size_se: float
+    golden_err: float  # mean over the points of the golden's error estimate: bounds how far each mean above moves
 
 
 @cell_kind(FieldPoint, modules=("evaluation.spec",))
 def field_point(cell: FieldPoint) -> FieldPointResult:
-    """Errors [O, M], standard errors [O, M], mean |golden| and its largest error estimate at one cell."""
+    """Errors [O, M], their standard errors and those of their ratios to CFG's [O, M], mean |golden| with its
+    standard error, and the mean of the golden's error estimate over the points, at one cell. The reflection onto
+    the random line keeps every norm, so the golden's error is the same in both orientations."""
     a, parts = cell.abar, cell.law.build()
     x = parts.cond.noised(a).sample(cell.n_points, torch.Generator().manual_seed(cell.seed))
     opt = optimal_guidance_reducible(parts.cond, Method("cfg", cell.w).reward(parts), x, a, tol=1e-7)
-    err, se = np.zeros((2, len(METHODS))), np.zeros((2, len(METHODS)))
-    err[0], se[0] = _errors(opt.golden, _fields(cell.law, cell.w, x, a))
+    err, se, ratio_se = (np.zeros((2, len(METHODS))) for _ in range(3))
+    err[0], se[0], ratio_se[0] = _errors(opt.golden, _fields(cell.law, cell.w, x, a))
     H = _reflect(reducible_line(cell.law.dim, cell.rotated.args[4]))
-    err[1], se[1] = _errors(H(opt.golden), _fields(cell.rotated, cell.w, H(x), a))
-    golden_err = (math.sqrt(1 - a) * opt.err_grad).norm(dim=1).max().item()
-    return FieldPointResult(err, se, opt.golden.norm(dim=1).mean().item(), golden_err)
+    err[1], se[1], ratio_se[1] = _errors(H(opt.golden), _fields(cell.rotated, cell.w, H(x), a))
+    size = opt.golden.norm(dim=1)
+    golden_err = (math.sqrt(1 - a) * opt.err_grad).norm(dim=1).mean().item()  # golden = -sqrt(1 - a) grad log E
+    return FieldPointResult(err, se, ratio_se, size.mean().item(), size.std().item() / math.sqrt(size.numel()),
+                            golden_err)
 
 
 # --- output laws along U (equal variances: exactly one-dimensional) -----------------------------------
 
 
-def _moments(mass: torch.Tensor, axis: torch.Tensor) -> tuple[float, float]:
-    p = mass.clamp(min=0) / mass.clamp(min=0).sum()
-    mean = (p * axis).sum().item()
-    return mean, (p * (axis - mean) ** 2).sum().item()
-
-
 @dataclass(frozen=True)
 class AlongU:
     """A sweep cell: the output laws along ``U`` (equal variances: exactly one-dimensional) of every law method at
-    separation ``mu``, with a ``steps``-step cosine DDPM sampler on ``points`` nodes, and the tilted target's."""
+    separation ``mu``, with a ``steps``-step cosine DDPM sampler, and the tilted target's; each law under the
+    accuracy contract (:func:`evaluation.accuracy.converged_laws`) from the grid of ``points`` nodes (odd) that holds
+    the N(0, 1) start and the output, its mean and variance within ``tol`` (None:
+    :func:`evaluation.accuracy.default_tol` of 1-D)."""
 
     mu: float
     delta: float
     w: float
     steps: int
     points: int
+    tol: float | None = None
+
+    def __post_init__(self):
+        if isinstance(self.points, bool) or not isinstance(self.points, int) or self.points < 5 or self.points % 2 == 0:
+            raise ValueError(f"points must be an odd integer >= 5 (the accuracy contract's grids), got {self.points!r}")
+        if self.tol is not None and (isinstance(self.tol, bool) or not isinstance(self.tol, (int, float))
+                                     or not (math.isfinite(self.tol) and self.tol > 0)):
+            raise ValueError(f"tol must be a positive number or None, got {self.tol!r}")
 
     @property
     def cost(self) -> float:
@@ -219,18 +251,30 @@ class AlongU:
 class AlongUResult(NamedTuple):
     moments: np.ndarray  # [len(LAW_METHODS), 2] output mean and variance along U
     target: tuple  # (mean, variance) of the tilted target
+    moments_error: np.ndarray  # [len(LAW_METHODS), 2] their errors (evaluation.accuracy.grid_moments)
+    target_error: tuple  # (mean error, variance error)
 
 
-@cell_kind(AlongU, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+def _moments_of(name: str, engine, grid: tuple, tol: float, narrowest: float = math.inf):
+    """Mean and variance along U of the law ``engine`` computes, within ``tol`` (the accuracy contract), as
+    ``((mean, var), (mean error, var error))``."""
+    _, nums = converged_laws([engine], grid, 1, name=name, tol=tol, numbers=lambda laws: grid_moments(laws[0]),
+                             narrowest=narrowest, whole_law=False)
+    return (nums["mean"].value, nums["var"].value), (nums["mean"].error, nums["var"].error)
+
+
+@cell_kind(AlongU, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
 def along_u(cell: AlongU) -> AlongUResult:
-    """Output mean and variance along U of every law method, and the tilted target's (1-D, exact on a grid)."""
+    """Output mean and variance along U of every law method, and the tilted target's, each with its error (1-D,
+    exact on a grid under the accuracy contract)."""
     mu, delta, w = cell.mu, cell.delta, cell.w
+    tol = default_tol(1) if cell.tol is None else cell.tol
     law = Law.mixture(GaussianMixture.from_1d([0.5, 0.5], [mu - delta, mu + delta], [1.0, 1.0]),  # class 0 along U
                       GaussianMixture.from_1d([0.25, 0.25, 0.5], [mu - delta, mu + delta, -mu], [1.0, 1.0, 1.0]))
     schedule = Schedule("cosine", (cell.steps,))
-    lo, hi = min(-6.0, mu - delta - 8), mu + delta + 8  # holds the start N(0, 1) and the output
-    axis = torch.linspace(lo, hi, cell.points, dtype=_F64)
-    out = np.zeros((len(LAW_METHODS), 2))
+    sigmas = schedule.sigmas()
+    grid = (min(-6.0, mu - delta - 8), mu + delta + 8, cell.points)  # holds the start N(0, 1) and the output
+    out, err = np.zeros((len(LAW_METHODS), 2)), np.zeros((len(LAW_METHODS), 2))
     for i, name in enumerate(LAW_METHODS):
         if name == "damped":  # CFG damped by rho = abar s^2 / (abar s^2 + 1 - abar), s = 1: w / (1 + sigma^2)
             b = Method("cfg", w).build(law, Levels(schedule))
@@ -239,12 +283,18 @@ def along_u(cell: AlongU) -> AlongUResult:
             m = Method.parse(name).replace(w=w)
             b = m.build(law, Levels(schedule, "ddpm", "tilted" if m.rule == "optimal" else "n01"))
             den, start = b.guided, b.start()
-        od = output_density(den, schedule.sigmas(), axis, sampler="ddpm", start=start, estimate_error=False)
-        out[i] = _moments(od.mass, axis)
+        out[i], err[i] = _moments_of(f"{cell!r}: {name}", density_engine(den, sigmas, sampler="ddpm", start=start),
+                                     grid, tol, narrowest_kernel(sigmas, "ddpm"))
     parts = law.build()
-    target = tilted_target(parts.cond, Method("cfg", w).reward(parts),
-                           torch.linspace(mu - delta - 8, mu + delta + 8, cell.points, dtype=_F64))
-    return AlongUResult(out, _moments(target.mass, target.axes[0]))
+    reward = Method("cfg", w).reward(parts)
+
+    def target(g, d, effort=0) -> GridLaw:  # the tilted target's hat masses on g, within tol
+        t = tilted_target(parts.cond, reward, axes_of(g, d), tol=tol)
+        return GridLaw(tuple(g), t.mass, t.error, t.lost, 0)
+
+    target.efforts = lambda d: 0
+    t_val, t_err = _moments_of(f"{cell!r}: tilted target", target, grid, tol)
+    return AlongUResult(out, t_val, err, t_err)
 
 
 # --- the entry points -------------------------------------------------------------------------------
@@ -268,15 +318,16 @@ def _check_ints(values, name: str, least: int) -> list[int]:
 
 def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: float = 2.0, delta: float = 1.5,
             seed: int = 0, dims=None, abars=None, n_points: int | None = None, law_dims=None,
-            law_steps: int | None = None, law_grid: int | None = None, progress: bool = False, workers: int = 1,
-            cache=None) -> DimensionStudy:
+            law_steps: int | None = None, law_grid: int | None = None, law_tol: float | None = None,
+            progress: bool = False, workers: int = 1, cache=None) -> DimensionStudy:
     """The dimension study (module docstring). ``quick``: d = 1, 64, 4096, two noise levels, 32 points, laws at
-    d = 1 and 256 with a 30-step sampler on 401 nodes (about 30 s of one core); otherwise d = 1, 2, 4, ..., 4096, six
-    levels, 192 points, laws at d = 1, 4, ..., 256 with a 100-step sampler (laws beyond: the optimum's law costs
+    d = 1 and 256 with a 30-step sampler from 401 nodes, their moments to 5e-3 (about 30 s of one core); otherwise
+    d = 1, 2, 4, ..., 4096, six levels, 192 points, laws at d = 1, 4, ..., 256 with a 100-step sampler from 1601
+    nodes, their moments to :func:`evaluation.accuracy.default_tol` of 1-D (laws beyond: the optimum's law costs
     minutes per separation at mu = 24 and grows with it; CFG's law to d = 4096 is the ledger claim
-    ``pavasovic-highdim``). ``dims``, ``abars``,
-    ``n_points``, ``law_dims``, ``law_steps`` (DDPM steps of the cosine schedule) and ``law_grid`` (nodes of the
-    1-D law grid) override those choices (small configurations for tests).
+    ``pavasovic-highdim``). ``dims``, ``abars``, ``n_points``, ``law_dims``, ``law_steps`` (DDPM steps of the
+    cosine schedule), ``law_grid`` (nodes of the 1-D law grid the accuracy contract starts from: odd, at least 5)
+    and ``law_tol`` (the tolerance of the laws' moments) override those choices (small configurations for tests).
 
     The points of noise level ``abars[j]`` are ``n_points`` draws of class 0 on ``U = span(e_1)``, noised:
     ``ReducibleMixture.noised(abar).sample(n_points, torch.Generator().manual_seed(seed + j))``; the ``random``
@@ -285,7 +336,7 @@ def compute(quick: bool = False, *, w: float = 2.0, mu0: float = 1.5, var1: floa
     ``u`` are drawn first), so with equal variances every rotation-equivariant error is the same number at every
     d for fixed separation."""
     start = time.perf_counter()
-    p = _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law_steps, law_grid)
+    p = _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law_steps, law_grid, law_tol)
     run = run_cells(p.cells, workers=workers, progress=progress, cache=cache, desc="dimension cells")
     return _assemble(p, run.results, time.perf_counter() - start)
 
@@ -313,16 +364,16 @@ def cells(quick: bool = False, **kw) -> list:
 
 
 _DEFAULTS = dict(w=2.0, mu0=1.5, var1=2.0, delta=1.5, seed=0, dims=None, abars=None, n_points=None, law_dims=None,
-                 law_steps=None, law_grid=None)
+                 law_steps=None, law_grid=None, law_tol=None)
 
 
-def _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law_steps, law_grid) -> _Plan:
+def _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law_steps, law_grid, law_tol) -> _Plan:
     if quick:
         dims_, abars_, n_points_ = [1, 64, 4096], [0.5, 0.05], 32
-        law_dims_, steps, grid = [1, 256], 30, 401
+        law_dims_, steps, grid, tol = [1, 256], 30, 401, 5e-3
     else:
         dims_, abars_, n_points_ = [2**k for k in range(13)], [0.9, 0.5, 0.1, 1e-2, 1e-3, 1e-4], 192
-        law_dims_, steps, grid = [1, 4, 16, 64, 256], 100, 1201
+        law_dims_, steps, grid, tol = [1, 4, 16, 64, 256], 100, 1601, None
     dims = dims_ if dims is None else _check_ints(dims, "dims", 1)
     law_dims = law_dims_ if law_dims is None else _check_ints(law_dims, "law_dims", 1)
     abars = abars_ if abars is None else [check_abar(a) for a in _nonempty(abars, "abars")]
@@ -330,7 +381,13 @@ def _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law
         raise ValueError(f"abars must lie in (0, 1): at abar = 1 every field is 0, got {abars}")
     n_points = n_points_ if n_points is None else _check_ints([n_points], "n_points", 2)[0]
     steps = steps if law_steps is None else _check_ints([law_steps], "law_steps", 1)[0]
-    grid = grid if law_grid is None else _check_ints([law_grid], "law_grid", 3)[0]
+    grid = grid if law_grid is None else _check_ints([law_grid], "law_grid", 5)[0]
+    if grid % 2 == 0:
+        raise ValueError(f"law_grid must be odd (the accuracy contract halves the spacing of a grid), got {grid}")
+    if law_tol is not None and (isinstance(law_tol, bool) or not isinstance(law_tol, (int, float))
+                                or not (math.isfinite(law_tol) and law_tol > 0)):
+        raise ValueError(f"law_tol must be a positive number or None, got {law_tol!r}")
+    law_tol = tol if law_tol is None else float(law_tol)
     S, V, D, L = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars)
     where = [(s, v, k, j) for s in range(S) for v in range(V) for k in range(D) for j in range(L)]
     cells = [FieldPoint(_law(SEPARATIONS[s], VARIANCES[v], dims[k], mu0, var1, delta, "axes"),
@@ -338,65 +395,103 @@ def _plan(quick, w, mu0, var1, delta, seed, dims, abars, n_points, law_dims, law
                         float(abars[j]), float(w), n_points, seed + j) for s, v, k, j in where]
     # d enters the exact 1-D law problem only through mu: one cell per mu (identical cells are computed once)
     mus = [(s, k, float(_mu(sep, mu0, d))) for s, sep in enumerate(SEPARATIONS) for k, d in enumerate(law_dims)]
-    cells += [AlongU(mu, float(delta), float(w), steps, grid) for _, _, mu in mus]
+    cells += [AlongU(mu, float(delta), float(w), steps, grid, law_tol) for _, _, mu in mus]
     return _Plan(dims, abars, law_dims, w, mu0, var1, delta, n_points, steps, where, mus, cells)
 
 
 def _assemble(p: _Plan, results, seconds: float) -> DimensionStudy:
     dims, abars, law_dims, w, mu0, var1, delta = p.dims, p.abars, p.law_dims, p.w, p.mu0, p.var1, p.delta
     n_points, steps, where, mus = p.n_points, p.steps, p.where, p.mus
-    S, V, D, L, M = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars), len(METHODS)
-    err, se = np.zeros((S, V, 2, D, L, M)), np.zeros((S, V, 2, D, L, M))
-    gsize, gerr = np.zeros((S, V, D, L)), np.zeros((S, V, D, L))
+    S, V, D, L, M, D2, K = len(SEPARATIONS), len(VARIANCES), len(dims), len(abars), len(METHODS), len(law_dims), \
+        len(LAW_METHODS)
+    err, se, rse = (np.zeros((S, V, 2, D, L, M)) for _ in range(3))
+    gsize, gsize_se, gerr = (np.zeros((S, V, D, L)) for _ in range(3))
     for (s, v, k, j), r in zip(where, results):
-        err[s, v, :, k, j], se[s, v, :, k, j], gsize[s, v, k, j], gerr[s, v, k, j] = r
-    law_mean, law_var = np.zeros((S, len(law_dims), len(LAW_METHODS))), np.zeros((S, len(law_dims), len(LAW_METHODS)))
-    t_mean, t_var = np.zeros((S, len(law_dims))), np.zeros((S, len(law_dims)))
+        err[s, v, :, k, j], se[s, v, :, k, j], rse[s, v, :, k, j] = r.err, r.se, r.ratio_se
+        gsize[s, v, k, j], gsize_se[s, v, k, j], gerr[s, v, k, j] = r.golden_size, r.golden_size_se, r.golden_err
+    law_m, law_v, law_me, law_ve = (np.zeros((S, D2, K)) for _ in range(4))
+    t_m, t_v, t_me, t_ve = (np.zeros((S, D2)) for _ in range(4))
     for (s, k, _), r in zip(mus, results[len(where):]):
-        law_mean[s, k], law_var[s, k] = r.moments[:, 0], r.moments[:, 1]
-        t_mean[s, k], t_var[s, k] = r.target
+        law_m[s, k], law_v[s, k] = r.moments[:, 0], r.moments[:, 1]
+        law_me[s, k], law_ve[s, k] = r.moments_error[:, 0], r.moments_error[:, 1]
+        (t_m[s, k], t_v[s, k]), (t_me[s, k], t_ve[s, k]) = r.target, r.target_error
     return DimensionStudy(np.array(dims, dtype=np.float64), np.array(abars), w, mu0, var1, delta, n_points, err, se,
-                          gsize, gerr, np.array(law_dims, dtype=np.float64), steps, law_mean, law_var, t_mean, t_var,
-                          seconds)
+                          rse, gsize, gsize_se, gerr, np.array(law_dims, dtype=np.float64), steps, law_m, law_v, t_m,
+                          t_v, seconds, law_me, law_ve, t_me, t_ve)
+
+
+def _estimate(value: float, error: float) -> dict:
+    return {"value": float(value), "error": float(error)}
+
+
+def _level_mean(values: np.ndarray, se: np.ndarray, bound: np.ndarray) -> dict:
+    """The mean over noise levels of per-level Monte Carlo means, with its error: the standard error of the mean
+    (the levels' points are independent draws) plus the mean of the per-level bounds (the golden's error)."""
+    return _estimate(values.mean(), np.sqrt((se**2).sum()) / se.size + bound.mean())
 
 
 def summary(result: DimensionStudy, floor: float = 1e-3) -> dict:
-    """The findings as plain numbers. Per separation, variances, orientation and REG estimator (and the ``damped``
-    limit): the fraction of (d, abar) cells where it is closer to the golden than CFG, and where further, beyond two
-    standard errors and above ``floor``; and its error relative to CFG's at the smallest and the largest d, averaged
-    over the levels where CFG's error exceeds ``floor`` (None where there is none: far from the speciation window
-    both vanish).
-    Plus the output-law moments along ``U``."""
-    out: dict = {"dims": result.dims.tolist(), "abars": result.abars.tolist(),
-                 "max_golden_error": float(result.golden_err.max()), "fields": {}, "laws": {}}
+    """The findings as plain numbers, each measured number as ``{"value", "error"}`` (:mod:`evaluation.docs`).
+
+    Per separation, variances and orientation: CFG's mean field error and the golden's mean size at the smallest and
+    the largest d, averaged over the noise levels; error: the Monte Carlo standard error of that average plus the
+    golden's quadrature error (the mean over the points of its estimate, which bounds how far a mean over the points
+    moves). Per REG estimator (and the ``damped`` limit): how many of the ``cells`` (d, abar) cells it is closer to the
+    golden than CFG, and how many further, by more than two standard errors of the difference plus twice the golden's
+    error and above ``floor`` (counts of a decision rule: exact integers); and its error relative to CFG's at the
+    smallest and the largest d, averaged over the levels where CFG's error exceeds ``floor`` (left out where there is
+    none: far from the speciation window both vanish), with the ratio estimator's standard error plus the golden's
+    part (``g (1 + r) / (e_cfg - g)`` per level: both errors moved by ``g`` against each other; infinite where
+    ``e_cfg <= g``).
+    Plus the output-law mean and variance along ``U`` per law dimension, each with its error under the accuracy
+    contract."""
+    S, V, O, D, L, M = result.err.shape
+    out: dict = {"dims": [int(d) for d in result.dims], "abars": result.abars.tolist(), "n_points": result.n_points,
+                 "cells": D * L, "fields": {}, "laws": {}}
     i_cfg = METHODS.index("cfg")
 
-    def ratio(e_m: np.ndarray, e_cfg: np.ndarray) -> float | None:
+    def ratio(e_m, e_cfg, r_se, g) -> dict | None:  # [L] each
         keep = e_cfg > floor
-        return float((e_m[keep] / e_cfg[keep]).mean()) if keep.any() else None
+        if not keep.any():
+            return None
+        r = e_m[keep] / e_cfg[keep]
+        with np.errstate(divide="ignore"):
+            part = np.where(e_cfg[keep] > g[keep], g[keep] * (1 + r) / (e_cfg[keep] - g[keep]), np.inf)
+        return _level_mean(r, r_se[keep], part)
 
     for s, sep in enumerate(SEPARATIONS):
         for v, var in enumerate(VARIANCES):
+            g = result.golden_err[s, v]  # [D, L]
+            size, size_se = result.golden_size[s, v], result.golden_size_se[s, v]
             for o, ori in enumerate(ORIENTATIONS):
-                e, se = result.err[s, v, o], result.err_se[s, v, o]  # [D, L, M]
+                e, se, rse = result.err[s, v, o], result.err_se[s, v, o], result.ratio_se[s, v, o]  # [D, L, M]
                 cfg, cfg_se = e[..., i_cfg], se[..., i_cfg]
-                row = {"cfg_err_first_last_d": [float(cfg[0].mean()), float(cfg[-1].mean())],
-                       "golden_size_first_last_d": [float(result.golden_size[s, v, 0].mean()),
-                                                    float(result.golden_size[s, v, -1].mean())]}
+                row = {"cfg_err_first_d": _level_mean(cfg[0], cfg_se[0], g[0]),
+                       "cfg_err_last_d": _level_mean(cfg[-1], cfg_se[-1], g[-1]),
+                       "golden_size_first_d": _level_mean(size[0], size_se[0], g[0]),
+                       "golden_size_last_d": _level_mean(size[-1], size_se[-1], g[-1])}
                 for i, m in enumerate(METHODS):
                     if m == "cfg":
                         continue
-                    margin = 2 * np.hypot(se[..., i], cfg_se)
+                    margin = 2 * np.hypot(se[..., i], cfg_se) + 2 * g
                     resolved = np.maximum(e[..., i], cfg) > floor  # below it both are rounding-level zeros
-                    row[m] = {"closer": float(np.mean((e[..., i] < cfg - margin) & resolved)),
-                              "further": float(np.mean((e[..., i] > cfg + margin) & resolved)),
-                              "ratio_first_d": ratio(e[0, :, i], cfg[0]), "ratio_last_d": ratio(e[-1, :, i], cfg[-1])}
+                    row[m] = {"closer": int(((e[..., i] < cfg - margin) & resolved).sum()),
+                              "further": int(((e[..., i] > cfg + margin) & resolved).sum())}
+                    for key, k in (("ratio_first_d", 0), ("ratio_last_d", -1)):
+                        r = ratio(e[k, :, i], cfg[k], rse[k, :, i], g[k])
+                        if r is not None:
+                            row[m][key] = r
                 out["fields"][f"{sep}/{var}/{ori}"] = row
     for s, sep in enumerate(SEPARATIONS):
-        out["laws"][sep] = {"dims": result.law_dims.tolist(), "steps": result.law_steps,
-                            "target_mean": result.target_mean[s].tolist(), "target_var": result.target_var[s].tolist(),
-                            **{f"{m}_mean": result.law_mean[s, :, i].tolist() for i, m in enumerate(LAW_METHODS)},
-                            **{f"{m}_var": result.law_var[s, :, i].tolist() for i, m in enumerate(LAW_METHODS)}}
+        laws: dict = {"steps": result.law_steps}
+        for k, d in enumerate(result.law_dims):
+            row = {"target": {"mean": _estimate(result.target_mean[s, k], result.target_mean_err[s, k]),
+                              "var": _estimate(result.target_var[s, k], result.target_var_err[s, k])}}
+            for i, m in enumerate(LAW_METHODS):
+                row[m] = {"mean": _estimate(result.law_mean[s, k, i], result.law_mean_err[s, k, i]),
+                          "var": _estimate(result.law_var[s, k, i], result.law_var_err[s, k, i])}
+            laws[f"d={int(d)}"] = row
+        out["laws"][sep] = laws
     return out
 
 

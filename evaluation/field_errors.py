@@ -4,7 +4,9 @@
 every step of a schedule (ascending ``t = 1..T``), unweighted and weighted by ``p_t(x | y)``, against the
 ideal-chain golden (:func:`analytic.golden_on_grid`) and the sampler-chain golden
 (:func:`analytic.chain_golden`), for any guided denoisers of :mod:`sampler` (so weight schedules and every
-REG estimator are covered). The table itself is :func:`analytic.step_gaps`, shared with the trained
+REG estimator are covered). Against the ideal-chain golden each mean carries its error: the same mean of the
+golden's own error estimate (a mean of ``|golden - method|`` moves by at most the mean of ``|golden error|``).
+The table itself is :func:`analytic.step_gaps`, shared with the trained
 networks (:mod:`toy`).
 """
 from __future__ import annotations
@@ -27,7 +29,9 @@ __all__ = ["FieldErrors", "field_errors", "guidance_term"]
 
 class FieldErrors(NamedTuple):
     """Mean ``|golden - method|`` per step for ``methods``, each ``[len(methods), T]`` with columns
-    ``t = 1..T``. ``chain*`` are nan when the sampler-chain golden was not computed."""
+    ``t = 1..T``. ``chain*`` are nan when the sampler-chain golden was not computed. ``golden_error*``: the
+    (weighted) mean over the grid of the ideal-chain golden's error estimate (norm, eps units), the error of every
+    row of ``ideal`` (``ideal_weighted``) and of ``golden_size`` at that step."""
 
     methods: tuple[str, ...]
     t: torch.Tensor  # [T] steps 1..T
@@ -37,6 +41,8 @@ class FieldErrors(NamedTuple):
     ideal_weighted: torch.Tensor  # weighted by p_t(x | y), ideal-chain golden
     chain: torch.Tensor  # unweighted, sampler-chain golden
     chain_weighted: torch.Tensor  # weighted, sampler-chain golden
+    golden_error: torch.Tensor  # [T] mean of the ideal-chain golden's error estimate over the grid
+    golden_error_weighted: torch.Tensor  # [T] the same, weighted by p_t(x | y)
 
     def aggregate(self) -> dict:
         """Mean over steps: ``{kind: {method: value}}`` (plain floats, for tables and JSON)."""
@@ -68,14 +74,16 @@ def field_errors(cond: GaussianMixture, schedule: VPSchedule, axes, guidances: d
     axes = check_axes(as_axes(axes), cond.dim, uniform=True)
     X = grid_points(axes)
     steps = tuple(range(1, schedule.T + 1))
-    golden, weight, fields = [], [], {name: [] for name in guidances}
+    golden, golden_err, weight, fields = [], [], [], {name: [] for name in guidances}
     for t in tqdm(steps, desc="field errors", disable=not progress):
         a = schedule.abar[t].item()
-        golden.append(golden_on_grid(cond, reward, axes, a).golden.reshape(-1, cond.dim))  # [N, d]
+        g = golden_on_grid(cond, reward, axes, a)
+        golden.append(g.golden.reshape(-1, cond.dim))  # [N, d]
+        golden_err.append(g.golden_error.reshape(-1, cond.dim).norm(dim=1))  # [N]
         weight.append(torch.softmax(cond.noised(a).log_prob(X), 0))  # p_t(x|y) normalised on the grid
         for name, guided in guidances.items():
             fields[name].append(guidance_term(guided, cond.denoise, X, a))
-    golden, weight = torch.stack(golden), torch.stack(weight)
+    golden, weight, golden_err = torch.stack(golden), torch.stack(weight), torch.stack(golden_err)  # [T, N, (d)]
     fields = {k: torch.stack(v) for k, v in fields.items()}
     ideal, ideal_w = step_gaps(golden, fields, steps), step_gaps(golden, fields, steps, weight)
     if sampler_chain:
@@ -85,4 +93,5 @@ def field_errors(cond: GaussianMixture, schedule: VPSchedule, axes, guidances: d
     else:
         ch = ch_w = torch.full_like(ideal.gaps, math.nan)
     t = torch.tensor(steps)
-    return FieldErrors(tuple(guidances), t, schedule.abar[t], ideal_w.golden_size, ideal.gaps, ideal_w.gaps, ch, ch_w)
+    return FieldErrors(tuple(guidances), t, schedule.abar[t], ideal_w.golden_size, ideal.gaps, ideal_w.gaps, ch, ch_w,
+                       golden_err.mean(1), (golden_err * weight).sum(1))  # weight: normalised per step

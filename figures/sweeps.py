@@ -6,12 +6,14 @@ constant weight, with a linear or cosine weight schedule or on an interval, Auto
 without REG (1-D: every estimator is the same): the p_t-weighted field error against the ideal-chain golden (mean
 over steps) and the exact output TV and KL(target || output) against the tilted target of the method's own
 reward at weight w. Every number is a cell of the claims ledger (:class:`evaluation.claims.cells.OutputCell`,
-``FieldCell``: the same cells, cached once), and every output number carries its error (the accuracy contract
-of :mod:`evaluation.accuracy`).
+``FieldCell``: the same cells, cached once), and every number carries its error: the output numbers under the
+accuracy contract of :mod:`evaluation.accuracy`, the field error the golden's own quadrature error (the mean over
+the grid and the levels of its error estimate, which bounds how far the mean of ``|golden - field|`` moves).
 """
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,9 @@ NAME = "sweeps"
 CAPTION = ("Weight sweeps on the paper's 1-D toy (T = 20, DDPM from N(0, 1)): field error (p_t-weighted, against the "
            "ideal golden) and the exact output TV / KL(target||output) against each method's own tilted target, "
            "as proposed (solid) and with REG (dashed). Lower is closer; REG helps a method where its dashed line "
-           "lies below the solid one of the same colour.")
+           "lies below the solid one of the same colour. The field error is the mean over the grid x_t in [-1, 2] "
+           "(p_t(x|y) normalised on it) and the levels; each number's error: the golden's quadrature error for the "
+           "field error, the accuracy contract's for TV and KL.")
 FAMILIES = (Method(),) + FAMILY_VARIANTS  # the ledger's families (evaluation.claims.reg_map), by value
 REG_ESTIMATOR = "paper"  # 1-D: every estimator is the same
 COLORS = dict(zip(FAMILIES, ("#1f77b4", "#2ca02c", "#9467bd", "#17becf", "#ff7f0e", "#8c564b")))
@@ -44,6 +48,7 @@ class Sweeps:
     kl: dict  # (family, reg) -> [W]
     tv_error: dict  # (family, reg) -> [W] the TV's estimated error
     kl_error: dict  # (family, reg) -> [W]
+    field_error: dict  # (family, reg) -> [W] the weighted field error's error (the golden's)
 
 
 def weights(quick: bool) -> tuple[float, ...]:
@@ -74,19 +79,19 @@ def compute(quick: bool = False) -> Sweeps:
     res = dict(zip(cells(quick), run_cells(cells(quick), progress=False).results))
     ws = weights(quick)
     keys = [(f, r) for f in FAMILIES for r in (False, True)]
-    field, tv, kl, tv_e, kl_e = ({k: np.full(len(ws), np.nan) for k in keys} for _ in range(5))
+    field, tv, kl, tv_e, kl_e, field_e = ({k: np.full(len(ws), np.nan) for k in keys} for _ in range(6))
     for (f, r, w), out, fld in _pairs(quick):
         i, o, fe = ws.index(w), res[out], res[fld]
         if not (o.valid and fe.valid):
             raise ValueError(f"sweeps: {_method(f, w, r)} has no tilted target on {LAW} ({o.reason or fe.reason})")
         field[f, r][i], tv[f, r][i], kl[f, r][i] = fe.mean_error_weighted, o.tv, o.kl_target_out
-        tv_e[f, r][i], kl_e[f, r][i] = o.tv_error, o.kl_target_out_error
-    return Sweeps(ws, field, tv, kl, tv_e, kl_e)
+        tv_e[f, r][i], kl_e[f, r][i], field_e[f, r][i] = o.tv_error, o.kl_target_out_error, fe.mean_error_weighted_error
+    return Sweeps(ws, field, tv, kl, tv_e, kl_e, field_e)
 
 
 def summary(s: Sweeps) -> dict:
-    """Per method, the weight with the smallest output TV and the numbers there (each output number with its
-    error)."""
+    """Per method, the weight with the smallest output TV (a setting, no error) and the numbers there, each with its
+    error (an error that is not known, nan, is published as inf)."""
     out = {}
     for f in FAMILIES:
         for r in (False, True):
@@ -95,8 +100,12 @@ def summary(s: Sweeps) -> dict:
                 "best_w_by_tv": s.weights[i],
                 "tv": {"value": float(s.tv[f, r][i]), "error": float(s.tv_error[f, r][i])},
                 "kl_target_out": {"value": float(s.kl[f, r][i]), "error": float(s.kl_error[f, r][i])},
-                "field_error_weighted": float(s.field[f, r][i])}
+                "field_error_weighted": {"value": float(s.field[f, r][i]), "error": _known(s.field_error[f, r][i])}}
     return {"best_per_method": out}
+
+
+def _known(error: float) -> float:
+    return float(error) if np.isfinite(error) else math.inf
 
 
 def plot(s: Sweeps, out_dir: Path) -> list[Path]:

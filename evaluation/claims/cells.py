@@ -292,6 +292,10 @@ class FieldResult(NamedTuple):
     term_size: np.ndarray  # [L] p_t-weighted mean |method's guidance term|
     mean_error: float
     mean_error_weighted: float
+    # their errors: the mean over the levels of the golden's (weighted) mean error estimate on the grid
+    # (evaluation.field_errors.FieldErrors.golden_error*); a mean of |golden - method| moves by at most that much
+    mean_error_error: float = math.nan
+    mean_error_weighted_error: float = math.nan
 
 
 @cell_kind(FieldCell, modules=("evaluation.spec", "evaluation.field_errors", "toy"))
@@ -317,4 +321,5 @@ def field_error(cell: FieldCell) -> FieldResult:
         size.append((weight * guidance_term(guided, law.cond.denoise, X, a).norm(dim=1)).sum().item())
     return FieldResult(True, "", fe.abar.numpy(), fe.ideal[0].numpy(), fe.ideal_weighted[0].numpy(),
                        fe.golden_size.numpy(), np.array(size), fe.ideal[0].mean().item(),
-                       fe.ideal_weighted[0].mean().item())
+                       fe.ideal_weighted[0].mean().item(), fe.golden_error.mean().item(),
+                       fe.golden_error_weighted.mean().item())

@@ -120,6 +120,33 @@ def test_sweeps_and_outputs_are_the_ledgers_cells_and_agree():
     assert o.tv[1.0, "optimal"] < 0.05 < o.tv[1.0, "cfg"]
 
 
+def test_sweeps_summary_publishes_every_measurement_with_its_error():
+    """Per method, TV, KL and the weighted field error are ``{"value", "error"}`` leaves (an unknown error, nan, is
+    published as inf, never dropped) and the weight is a setting; the docs print each at its precision."""
+    from evaluation import docs
+    from tests.test_docs import check_findings
+
+    ws = sweeps.weights(True)
+    keys = [(f, r) for f in sweeps.FAMILIES for r in (False, True)]
+    grid = {k: np.linspace(0.1, 0.4, len(ws)) + 0.01 * i for i, k in enumerate(keys)}
+    err = {k: np.full(len(ws), 1e-7) for k in keys}
+    field_err = dict(err)
+    field_err[keys[0]] = np.full(len(ws), np.nan)
+    s = sweeps.Sweeps(ws, grid, grid, grid, err, err, field_err)
+    out = sweeps.summary(s)["best_per_method"]
+    assert len(out) == len(keys)
+    for label, row in out.items():
+        assert set(row) == {"best_w_by_tv", "tv", "kl_target_out", "field_error_weighted"}
+        assert row["best_w_by_tv"] in ws
+        for k in ("tv", "kl_target_out", "field_error_weighted"):
+            assert set(row[k]) == {"value", "error"}
+    first = next(iter(out.values()))  # the first family without REG: its field errors' errors were nan
+    assert first["field_error_weighted"]["error"] == float("inf")
+    assert all(row["field_error_weighted"]["error"] == 1e-7 for row in list(out.values())[1:])
+    results = {"figures": {"sweeps": {"caption": sweeps.CAPTION, "numbers": sweeps.summary(s)}}}
+    assert check_findings(docs.render_findings(results), results) == 4 * len(keys)
+
+
 def test_dimension_figure_draws_the_study_and_its_summary_is_the_studys(tmp_path):
     """figures.dimension only draws evaluation.dimension (tested against independent routes in
     tests/evaluation/test_dimension.py): on a tiny study the plot is written, the summary is the study's, and the
@@ -127,7 +154,7 @@ def test_dimension_figure_draws_the_study_and_its_summary_is_the_studys(tmp_path
     from evaluation import dimension as study
     from figures import dimension
 
-    r = study.compute(dims=[1, 4], abars=[0.3], n_points=6, law_dims=[1, 4], law_steps=10, law_grid=201)
+    r = study.compute(dims=[1, 4], abars=[0.3], n_points=6, law_dims=[1, 4], law_steps=10, law_grid=201, law_tol=5e-3)
     paths = dimension.plot(r, tmp_path)
     assert [p.name for p in paths] == ["dimension.png", "dimension.pdf"] and all(p.stat().st_size > 0 for p in paths)
     s = dimension.summary(r)
@@ -135,7 +162,8 @@ def test_dimension_figure_draws_the_study_and_its_summary_is_the_studys(tmp_path
     row = s["fields"]["sqrt_d/unequal/random"]
     i = study.METHODS.index("cfg")
     cfg = r.err[1, 1, 1, :, :, i]  # sqrt_d, unequal, random: [D, L]
-    assert row["cfg_err_first_last_d"] == pytest.approx([cfg[0].mean(), cfg[-1].mean()])
+    assert [row["cfg_err_first_d"]["value"], row["cfg_err_last_d"]["value"]] == pytest.approx([cfg[0].mean(),
+                                                                                               cfg[-1].mean()])
     assert FIGURES["dimension"] is dimension
 
 
