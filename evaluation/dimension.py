@@ -292,7 +292,7 @@ def along_u(cell: AlongU) -> AlongUResult:
         t = tilted_target(parts.cond, reward, axes_of(g, d), tol=tol)
         return GridLaw(tuple(g), t.mass, t.error, t.lost, 0)
 
-    target.efforts = lambda d: 0
+    target.efforts = lambda d, grid: 0  # no effort knob (accuracy.Engine)
     t_val, t_err = _moments_of(f"{cell!r}: tilted target", target, grid, tol)
     return AlongUResult(out, t_val, err, t_err)
 
