@@ -53,7 +53,8 @@ def format_number(value: Any, error: Any = None) -> str:
     With a finite positive ``error``: ``"value ± error"``, the error to two significant digits and the value
     to the error's last digit (``0.2863 ± 0.0069``; with one exponent, ``2.50e-07 ± 0.11e-07``, below 1e-6
     or from 1e6); an error that supports more than ``DIGITS + 1`` significant digits leaves the value at ``DIGITS``
-    of them, the error in its own exponent (``0.5161 ± 4.4e-12``). Without: ``DIGITS`` significant digits (``%.4g``);
+    of them, the error in its own exponent (``0.5161 ± 4.4e-12``). An infinite error (no bound):
+    ``"0.9958 ± inf"``. Without: ``DIGITS`` significant digits (``%.4g``);
     integers in full; ``inf`` / ``nan`` (also the strings the ledger writes for them) as such.
     ``ValueError`` for anything that is not a number."""
     if isinstance(value, str) and value.strip().lower() in ("inf", "-inf", "nan", "+inf"):
@@ -66,6 +67,8 @@ def format_number(value: Any, error: Any = None) -> str:
         return str(value)
     if not math.isfinite(value):
         return str(value)
+    if error == math.inf:  # no bound on it (an estimate that does not hold): said, not printed as if converged
+        return f"{value:#.{DIGITS}g} ± inf"
     if error is not None and math.isfinite(error) and error > 0:
         err = float(f"{error:.2g}")
         last = math.floor(math.log10(err)) - 1  # the decade of the error's second digit

@@ -132,6 +132,10 @@ def _agrees(token: str, value: float) -> bool:
 def _check_cell(cell: str, value, error=None) -> None:
     """``cell`` prints ``value`` (and ``error``, when the results carry one) at its printed precision."""
     cell = cell.strip()
+    if error == math.inf and isinstance(value, (int, float)) and math.isfinite(value):  # no bound: said so
+        assert cell.endswith(" ± inf"), f"{cell}: the infinite error is missing"
+        assert _agrees(cell[:-len(" ± inf")], value), (cell, value)
+        return
     if error is not None and isinstance(value, (int, float)) and math.isfinite(error) and error > 0:
         assert " ± " in cell, f"{cell}: the error {error} is missing"
         v, e = cell.split(" ± ")
@@ -293,7 +297,8 @@ def test_the_precision_check_catches_a_wrong_number():
     (2.5e-7, 1.1e-8, "2.50e-07 ± 0.11e-07"), (1.0e-12, 2.3e-8, "0.0e-08 ± 2.3e-08"),
     (3.14159e7, 12345.0, "3.1416e+07 ± 0.0012e+07"), (0.51607184274916, 4.4e-12, "0.5161 ± 4.4e-12"),
     (-3.2e-9, 1.2e-20, "-3.200e-09 ± 1.2e-20"), (0.123456789, 1.2e-7, "0.1235 ± 1.2e-07"),
-    (0.123456789, 1.2e-6, "0.1235 ± 1.2e-06"), (0.123456789, 1.2e-5, "0.123457 ± 0.000012")])
+    (0.123456789, 1.2e-6, "0.1235 ± 1.2e-06"), (0.123456789, 1.2e-5, "0.123457 ± 0.000012"),
+    (0.99583, float("inf"), "0.9958 ± inf"), (float("nan"), float("inf"), "nan")])
 def test_format_number(value, error, printed):
     assert D.format_number(value, error) == printed
 
