@@ -126,7 +126,7 @@ from .spec import VP_GEOMETRY, Law, Levels, Method
 from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
-           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "clear_shared_targets",
+           "levels", "sliced_w1", "sliced_w1_error", "sliced_w1_points", "PushedSW1", "pushed_sw1", "clear_shared_targets",
            "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
            "field_steps", "CapCell", "CapTV", "cap_tv", "output_law", "output_cell", "conditional_nodes", "field_cell",
            "FlowsResult", "cells", "assemble", "compute", "main", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
@@ -387,6 +387,24 @@ def sliced_w1(p: torch.Tensor, q: torch.Tensor, axes, directions: int = 32) -> f
     return _sliced_w1_signed(grid_points(axes), diff, directions)
 
 
+def _projected_w1_error(dp: torch.Tensor, z: torch.Tensor) -> float:
+    """Bound on the change of ``int |F_p - F_q|`` along projections ``z`` [N] from per-node errors ``dp`` [N]."""
+    z, order = torch.sort(z, stable=True)
+    left = dp[order].cumsum(0)
+    return (torch.minimum(left, dp.sum() - left)[:-1] * (z[1:] - z[:-1])).sum().item()
+
+
+def sliced_w1_error(dp: torch.Tensor, X: torch.Tensor, directions: int = 32) -> float:
+    """Bound on the change of :func:`sliced_w1` (same directions) from per-node errors ``dp`` [N] of one law's
+    (normalised) masses at the points ``X`` [N, d]: along each direction, the cumulative of the errors from the
+    nearer end, integrated over the projected spacings; ``inf`` when an error is not finite (no bound)."""
+    if not bool(torch.isfinite(dp).all()):
+        return math.inf
+    if X.shape[1] == 1:
+        return _projected_w1_error(dp, X[:, 0])
+    return sum(_projected_w1_error(dp, X @ theta) for theta in _thetas(X.shape[1], directions)) / directions
+
+
 def sliced_w1_points(x: torch.Tensor, wx: torch.Tensor, y: torch.Tensor, wy: torch.Tensor,
                      directions: int = 32) -> float:
     """Sliced W1 (the directions of :func:`sliced_w1`; the exact W1 in 1-D) between two weighted point sets
@@ -642,8 +660,8 @@ class LawResult(NamedTuple):
 
 def grid_sw1(out: GridLaw, target: GridLaw, directions: int = 32) -> Estimate:
     """:func:`sliced_w1` of two laws on one grid, with its error: the change when both are restricted to twice the
-    spacing (first order in the spacing, so the change estimates what is left), plus each node's mass error times its
-    distance to the law's mean (the W1 of moving it there), plus the lost masses times the grid's diameter."""
+    spacing (first order in the spacing, so the change estimates what is left), plus the change the masses' errors
+    can make (:func:`sliced_w1_error`), plus the lost masses times the grid's diameter."""
     if out.grid != target.grid:
         raise ValueError(f"grid_sw1 needs two laws on one grid, got {out.grid} and {target.grid}")
     axes = out.axes
@@ -651,14 +669,10 @@ def grid_sw1(out: GridLaw, target: GridLaw, directions: int = 32) -> Estimate:
     coarse = sliced_w1(coarsen(out.mass).clamp(min=0), coarsen(target.mass).clamp(min=0), tuple(a[0::2] for a in axes),
                        directions)
     x = grid_points(axes)  # [N, d]
-
-    def spread(law: GridLaw) -> float:  # W1 from moving each node's error to the law's mean: a first-order bound
-        m = law.mass.clamp(min=0).reshape(-1)
-        mean = (m @ x) / m.sum()
-        return (law.error.reshape(-1) * (x - mean).norm(dim=1)).sum().item()
-
+    moved = sum(sliced_w1_error(law.error.reshape(-1) / law.mass.clamp(min=0).sum(), x, directions)
+                for law in (out, target))
     reach = math.sqrt(len(axes)) * (out.grid[1] - out.grid[0])  # lost mass may sit anywhere on the grid
-    return Estimate(value, abs(value - coarse) + spread(out) + spread(target) + (out.lost + target.lost) * reach)
+    return Estimate(value, abs(value - coarse) + moved + (out.lost + target.lost) * reach)
 
 
 def _kls(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
