@@ -796,7 +796,7 @@ def conditional_nodes(preset: str | Law, sigma: float, n: int) -> tuple[torch.Te
 class FieldCell:
     """A sweep cell: the field errors (``D`` units) of ``methods`` (each at its own weight, the target's reward
     that of ``Method("optimal", w)``) at every level of ``levels``, with ``nodes`` Gauss-Hermite nodes per
-    dimension and component (:func:`field_cell`)."""
+    dimension and component (:func:`field_cell`), each with its change from half the nodes as its error estimate."""
 
     law: Law
     levels: Levels
@@ -811,6 +811,7 @@ class FieldCell:
 
 class FieldSteps(NamedTuple):
     errors: np.ndarray  # [M, steps]
+    errors_error: np.ndarray | None = None  # [M, steps] each value's error estimate: its change from half the nodes
 
 
 @cell_kind(FieldCell, modules=("evaluation.spec",))
@@ -819,17 +820,20 @@ def field_steps(cell: FieldCell) -> FieldSteps:
     sigmas = cell.levels.sigmas()
     rules = {i: m.build(cell.law, cell.levels).guided for i, m in enumerate(cell.methods)
              if m.rule not in ("optimal", "apg_momentum")}
-    out = np.full((len(cell.methods), cell.levels.steps), math.nan)
-    for i, m in enumerate(cell.methods):
-        if m.rule == "optimal":
-            out[i] = 0.0
     preset = cell.law.args[0]
-    for j, s in enumerate(sigmas[:-1].tolist()):
-        x, weight = conditional_nodes(preset, s, cell.nodes)
-        gold = m_R(x, s).detach()
-        for i, g in rules.items():
-            out[i, j] = float((weight * (g(x, s).detach() - gold).norm(dim=1)).sum())
-    return FieldSteps(out)
+    runs = []
+    for nodes in (cell.nodes, max(cell.nodes // 2, 1)):  # the change from half the nodes: the coarser rule's error,
+        out = np.full((len(cell.methods), cell.levels.steps), math.nan)  # an upper estimate for the finer one
+        for i, m in enumerate(cell.methods):
+            if m.rule == "optimal":
+                out[i] = 0.0
+        for j, s in enumerate(sigmas[:-1].tolist()):
+            x, weight = conditional_nodes(preset, s, nodes)
+            gold = m_R(x, s).detach()
+            for i, g in rules.items():
+                out[i, j] = float((weight * (g(x, s).detach() - gold).norm(dim=1)).sum())
+        runs.append(out)
+    return FieldSteps(runs[0], np.abs(runs[0] - runs[1]))
 
 
 def _field_cell(preset: str, w: float, schedule: str, steps: int, methods, config: FlowsConfig) -> FieldCell:
@@ -908,6 +912,7 @@ class FlowsResult:
     kl_out_target_error: np.ndarray
     start_tv_error: np.ndarray  # [P, K]
     cap_tv_error: np.ndarray  # [P, W]
+    field_error: np.ndarray  # [P, W, K, S, M] the field's mean over levels moves by at most the mean of their errors
     density_1d: np.ndarray = field(repr=False)  # [W, K, M, n] paper_1d output masses at the fewest steps
     target_1d: np.ndarray = field(repr=False)  # [W, n]
     axis_1d: np.ndarray = field(repr=False)  # [n]
@@ -1005,7 +1010,7 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
     shape = (P, W, K, S, M)
     arr = {k: np.full(shape, math.nan) for k in CellDistances._fields if k != "narrow_steps"}
     narrow = np.zeros(shape, dtype=int)
-    field_steps_ = np.full(shape + (L,), math.nan)
+    field_steps_, field_steps_error = np.full(shape + (L,), math.nan), np.full(shape + (L,), math.nan)
     levels_ = np.full((K, S, L), math.nan)
     for k, sch in enumerate(c.schedules):
         for j, n in enumerate(c.steps):
@@ -1031,6 +1036,7 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
         elif kind == "field":
             a, b, k, j = where
             field_steps_[a, b, k, j, :, :c.steps[j]] = r.errors
+            field_steps_error[a, b, k, j, :, :c.steps[j]] = r.errors_error
         elif kind == "cap":
             cap[tuple(where)], cap_error[tuple(where)] = r.tv, r.tv_error
         elif kind == "fine":
@@ -1055,7 +1061,7 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
     return FlowsResult(c, arr["sw1"], arr["tv"], arr["kl_target_out"], arr["kl_out_target"], arr["lost"], narrow,
                        _mean_over_levels(field_steps_), field_steps_, levels_, start[..., 0], cap, grid_error,
                        *(arr[f"{k}_error"] for k in ("sw1", "tv", "kl_target_out", "kl_out_target")), start[..., 1],
-                       cap_error, density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
+                       cap_error, _mean_over_levels(field_steps_error), density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
 
 
 def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bool = True, *, workers: int = 1,
@@ -1154,7 +1160,8 @@ def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: st
             presets=None, claim: str | None = None, max_lost: float = 1e-3) -> Verdict:
     """Judge ``rule`` against ``baseline`` on every defined cell of ``presets`` (default: the 2-D presets,
     where the flow rules do not degenerate), leaving out cells where either law lost more than ``max_lost`` of
-    its mass off the grid (their distances would be of a renormalised remainder)."""
+    its mass off the grid (their distances would be of a renormalised remainder) and cells where either value has
+    no error bound (an infinite error: a 2-D DDPM grid law, see the module docstring)."""
     c = result.config
     for name in (rule, baseline):
         if name not in c.methods:
@@ -1176,7 +1183,9 @@ def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: st
                 for j, n in enumerate(c.steps):
                     x, y = values[a, b, k, j, mr], values[a, b, k, j, mb]
                     lost = max(result.lost[a, b, k, j, mr], result.lost[a, b, k, j, mb])
-                    if pr in presets and math.isfinite(x) and math.isfinite(y) and y > 0 and lost <= max_lost:
+                    bounded = not (math.isinf(errors[a, b, k, j, mr]) or math.isinf(errors[a, b, k, j, mb]))
+                    if pr in presets and math.isfinite(x) and math.isfinite(y) and y > 0 and lost <= max_lost \
+                            and bounded:
                         cells.append((pr, w, sch, n))
                         rv.append(x)
                         bv.append(y)
@@ -1204,12 +1213,15 @@ def apg_verdict(result: FlowsResult, *, momentum: bool = False, metric: str = "s
 
 def closest_rules(result: FlowsResult, metric: str = "sw1") -> np.ndarray:
     """The rule of :data:`RULES` (the optimum excluded) closest to the target in each cell by ``metric``;
-    ``""`` where no rule is defined. [P, W, K, S] of str"""
+    ``""`` where no rule is defined, or a value has no error bound (an infinite error: 2-D DDPM grid laws).
+    [P, W, K, S] of str"""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
     c = result.config
     idx = [m for m, name in enumerate(c.methods) if name in RULES]
     values = getattr(result, metric)[..., idx]
+    unbounded = np.isinf(getattr(result, f"{metric}_error")[..., idx]).any(-1, keepdims=True)
+    values = np.where(unbounded, math.nan, values)
     out = np.full(values.shape[:-1], "", dtype=object)
     best = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=-1)
     for pos in zip(*np.nonzero(np.isfinite(values).any(-1))):
@@ -1222,7 +1234,10 @@ _FAMILIES = (("flow", ("flow", "flow_shift")), ("vp", ("vp_ddim", "vp_ddpm")))
 
 def summary(result: FlowsResult) -> dict:
     """The key numbers, nested for tables and JSON: which rule is closest where (by sw1 and by TV), the four
-    verdicts by schedule, the mean field error, what the starts and the grid cost, and sw1 and TV per cell."""
+    verdicts by schedule, the mean field error, what the starts and the grid cost, and sw1 and TV per cell. Every
+    measured number is a ``{"value", "error"}`` leaf (:func:`evaluation.docs.format_number` prints it with its error;
+    an error may be ``inf``: no bound), a verdict's median ratio has ``median_relative_error`` beside it; counts are
+    integers."""
     c = result.config
     out = {"closest_rule_sw1": {}, "closest_rule_tv": {}, "verdicts_sw1": {}, "verdicts_tv": {},
            "field_error_D_units": {}, "start_and_grid": {}, "sw1": {}, "tv": {}}
@@ -1242,9 +1257,10 @@ def summary(result: FlowsResult) -> dict:
                 out[f"verdicts_{metric}"][f"{name} / {fam}"] = v.counts(schedule=schs)
     for a, pr in enumerate(c.presets):
         for k, sch in enumerate(c.schedules):
-            fe = result.field[a, :, k]
+            fe, fee = result.field[a, :, k], result.field_error[a, :, k]
             out["field_error_D_units"][f"{pr} / {sch}"] = {
-                m: float(np.nanmean(fe[..., i])) if np.isfinite(fe[..., i]).any() else math.nan
+                m: {"value": float(np.nanmean(fe[..., i])), "error": float(np.nanmean(fee[..., i]))}
+                if np.isfinite(fe[..., i]).any() else {"value": math.nan, "error": math.nan}
                 for i, m in enumerate(c.methods)}
             for j, n in enumerate(c.steps):
                 for b, w in enumerate(c.weights):

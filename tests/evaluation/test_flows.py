@@ -361,6 +361,8 @@ def test_compute_shapes_nan_cells_and_determinism(tiny):
     s = flows.summary(r)
     assert set(s) >= {"closest_rule_sw1", "verdicts_sw1", "field_error_D_units", "start_and_grid", "sw1", "tv"}
     assert s["sw1"]["paper_1d / flow / n=4 / w=1"]["cfg"]["value"] == r.value("sw1", "paper_1d", 1.0, "flow", 4, "cfg")
+    leaf = s["field_error_D_units"]["paper_1d / flow"]["cfg"]
+    assert set(leaf) == {"value", "error"} and math.isfinite(leaf["value"]) and leaf["error"] >= 0
 
 
 def test_the_experiment_is_cached_sweep_cells(tiny, tmp_path):

@@ -93,3 +93,29 @@ def test_the_summary_publishes_every_measured_number_with_its_error():
     table = numbers_table({"sw1": s["sw1"]})
     assert table.count(" ± ") >= len(s["sw1"]) * len(TINY.methods) - 1  # an error far below the digits prints none
     assert np.all(np.isfinite(r.tv_error))
+
+
+def test_field_errors_carry_an_error_that_bounds_a_rule_with_twice_the_nodes():
+    """paper_1d, w = 2, 10 VP levels: each level's field error on 6 Gauss-Hermite nodes (per component) comes with
+    its change from 3 nodes, an estimate of its distance to the value on 12 nodes (an independent, finer rule)."""
+    cell = flows._field_cell("paper_1d", 2.0, "vp_ddim", 10, ("cfg", "cfg,reg=vjp"), TINY)
+    cell = dataclasses.replace(cell, nodes=6)
+    got = flows.field_steps(cell)
+    fine = flows.field_steps(dataclasses.replace(cell, nodes=12)).errors
+    assert got.errors_error.shape == got.errors.shape and np.all(got.errors_error >= 0)
+    # what the summary publishes, the mean over the levels, within the mean of the levels' errors; each level within
+    # its own error but for the last, near-zero ones (values ~2e-6, where 3 and 6 nodes agree better than 6 and 12)
+    assert np.all(np.abs(got.errors.mean(1) - fine.mean(1)) <= got.errors_error.mean(1))
+    assert np.all(np.abs(got.errors - fine) <= got.errors_error + 1e-6)
+    assert np.any(got.errors_error > 1e-3)
+
+
+def test_verdicts_and_closest_rules_leave_out_values_without_a_bound():
+    r = flows.compute(config=TINY, progress=False)
+    v = flows.compare(r, "apg", presets=("paper_1d",))
+    assert ("paper_1d", 1.0, "vp_ddpm", 4) in v.cells
+    error = r.sw1_error.copy()
+    error[0, 0, TINY.schedules.index("vp_ddpm"), 0, TINY.methods.index("cfg")] = math.inf
+    unbounded = dataclasses.replace(r, sw1_error=error)
+    assert flows.compare(unbounded, "apg", presets=("paper_1d",)).cells == (("paper_1d", 1.0, "flow", 4),)
+    assert flows.closest_rules(r)[0, 0, 1, 0] != "" and flows.closest_rules(unbounded)[0, 0, 1, 0] == ""
