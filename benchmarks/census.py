@@ -98,8 +98,8 @@ def drivers(cell) -> str:
         s = Schedule.parse(cell.schedule)
         return f"{kind} d={_dim(cell.law)} L={min(cell.levels, s.steps)} n={cell.grid[2]} {_method(cell.method)}"
     if kind == "flows.LawCell":
-        return (f"{kind} d={cell.law.dim} {cell.levels.sampler} T={cell.levels.steps} n={cell.points} sub={cell.sub} "
-                f"{_method(cell.method)}")
+        return (f"{kind} d={cell.law.dim} {cell.levels.sampler} T={cell.levels.steps} n={cell.grid[2]} "
+                f"checked={','.join(cell.checked) or '-'} {_method(cell.method)}")
     if kind == "flows.FieldCell":
         return f"{kind} d={cell.law.dim} T={cell.levels.steps} nodes={cell.nodes} M={len(cell.methods)}"
     if kind == "flows.CapCell":

@@ -53,13 +53,14 @@ import torch
 from sampler.samplers import check_sigmas, ddim_coefficients
 
 from .density import MAX_SUB_POINTS, output_density
-from .distances import total_variation
+from .distances import TargetMemo, target_key, tilted_target, total_variation
 
 __all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "MAX_NODES",
            "FIRST_NODES", "Estimate", "GridLaw", "axes_of", "refine", "widen", "spacing", "narrowest_kernel",
            "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "grid_entropy", "grid_entropy_error",
            "region_fraction", "region_mass", "region_var", "to_grid", "common_grid", "tv_between", "density_engine",
-           "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays"]
+           "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays", "shared_target",
+           "clear_targets"]
 
 F64 = torch.float64
 DEFAULT_TOL = 5e-4  # 1-D cells: a TV-like number within 5e-4 is right to its third decimal (docs.format_number)
@@ -357,6 +358,32 @@ def common_grid(a: GridLaw, b: GridLaw) -> tuple[GridLaw, GridLaw]:
 def tv_between(a: GridLaw, b: GridLaw) -> Estimate:
     """TV of two laws on nested grids (:func:`common_grid`) with its error (:func:`grid_tv`)."""
     return grid_tv(*common_grid(a, b))
+
+
+# --- the tilted target on a grid, shared by the cells of one process ----------------------------------------
+# The target depends on the law, the reward, the grid and the tolerance alone, not on the sampler, schedule, start or
+# REG estimator, so the cells of a sweep ask for few distinct ones (a 2-D target on 201^2 nodes costs ~4 CPU-s,
+# benchmarks/target_2d.txt). Bounded: the oldest go first.
+_TARGETS = TargetMemo(32)
+
+
+def shared_target(cond, reward, grid: Grid, tol: float) -> GridLaw:
+    """The tilted target of ``reward`` on ``cond`` on ``grid`` (every axis) within ``tol``, as a :class:`GridLaw`,
+    computed once per process for equal values of (cond, reward, grid, tol) when ``cond`` is a ``GaussianMixture``
+    and the reward a CFG, AutoG or classifier reward (else computed afresh): the same tensors as a fresh
+    computation. Callers must not modify them."""
+    tk = target_key(cond, reward)
+
+    def make() -> GridLaw:
+        t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)
+        return GridLaw(tuple(grid), t.mass, t.error, t.lost, 0)
+
+    return _TARGETS.get(None if tk is None else (tk, tuple(grid), float(tol)), make)
+
+
+def clear_targets() -> None:
+    """Forget the shared targets of this process (:func:`shared_target`)."""
+    _TARGETS.clear()
 
 
 # --- engines: a grid -> one law with its error ---------------------------------------------------------

@@ -87,7 +87,7 @@ from sampler.schedules import sigma_to_abar
 
 from .density import output_density
 from .distances import distances_between, tilted_target, wasserstein1
-from .flows import conditional_nodes, sliced_w1
+from .flows import conditional_nodes, sliced_w1, sliced_w1_error
 from .spec import Law, Levels, Method
 from .sweep import SchedulerUnreachable, cell_kind, run_cells
 
@@ -444,21 +444,6 @@ def _normalised(mass: torch.Tensor, err: torch.Tensor) -> tuple[torch.Tensor, to
     return m / total, (e + m / total * e.sum()) / total
 
 
-def _projected_w1_error(dp: torch.Tensor, z: torch.Tensor) -> float:
-    """Bound on the change of ``int |F_p - F_q|`` along projections ``z`` [N] from per-node errors ``dp`` [N]."""
-    z, order = torch.sort(z, stable=True)
-    left = dp[order].cumsum(0)
-    return (torch.minimum(left, dp.sum() - left)[:-1] * (z[1:] - z[:-1])).sum().item()
-
-
-def _sw1_error(dp: torch.Tensor, X: torch.Tensor, directions: int = 32) -> float:
-    """The error of :func:`evaluation.flows.sliced_w1` (same directions) from per-node errors of one law."""
-    if X.shape[1] == 1:
-        return _projected_w1_error(dp, X[:, 0])
-    phi = (torch.arange(directions, dtype=F64) + 0.5) * math.pi / directions
-    return sum(_projected_w1_error(dp, X @ torch.stack([torch.cos(p), torch.sin(p)])) for p in phi) / directions
-
-
 def _mixture_mean(m: GaussianMixture) -> torch.Tensor:
     return (m.weights.to(F64)[:, None] * m.means.to(F64)).sum(0)  # [d]
 
@@ -519,7 +504,7 @@ def _exact(cell: BenchCell, law: Law, rule, stateful: bool) -> BenchResult:
     if d == 1:
         sw1, sw1_err = dist.w1, dist.w1_error
     else:
-        sw1, sw1_err = sliced_w1(od.mass, target.mass, axes), _sw1_error(dp, X) + _sw1_error(dpt, X)
+        sw1, sw1_err = sliced_w1(od.mass, target.mass, axes), sliced_w1_error(dp, X) + sliced_w1_error(dpt, X)
     over, ratio, mode_tv, modes, modes_t = _distortions(p, dp, pt, dpt, X, parts.cond)
     levels_, field, field_err = _field_exact(cell, law, guided, stateful)
     values = (sw1, dist.tv, dist.kl_target_out, dist.kl_out_target, over[0], ratio[0], mode_tv[0], field)
@@ -599,7 +584,7 @@ def _mc(cell: BenchCell, rule, stateful: bool) -> BenchResult:
     full = stats(mc.u)
     blocks = [stats(b) for b in mc.u.chunk(_BLOCKS)]
     err = [_block_stat([b[i] for b in blocks], full[i]) for i in range(4)]
-    err[0] += _sw1_error(dpt, X)  # the target's own quadrature error
+    err[0] += sliced_w1_error(dpt, X)  # the target's own quadrature error
     field_levels, field, field_err = _field_mc(cell, rule, stateful)
     nan = math.nan
     values = (full[0], nan, nan, nan, full[1], full[2], full[3], field)

@@ -48,19 +48,27 @@ target is the sampler's discretisation error alone. What the starts cost is meas
 :attr:`FlowsResult.start_tv` (TV between ``N(0, I)`` and the exact conditional marginal at the first level)
 and :attr:`FlowsResult.cap_tv` (how far CFG's output moves when the cap goes from ``1 - 1e-4`` to ``1 - 1e-6``).
 
-Distances. TV and both KLs of the grid laws (hat masses) depend on the grid's resolution here: few-step
-guided samplers concentrate mass on scales below any affordable 2-D spacing, so TV keeps growing as the grid
-is refined (e.g. 0.67 -> 0.83 -> 0.92 for CFG on correlated_2d, w = 4, 10 flow steps, at spacings 0.22,
-0.125, 0.062). The sliced Wasserstein-1 distance (:func:`sliced_w1`; the exact W1 in 1-D) is weakly continuous,
-but of grid laws it is first order in the spacing and biased low (issue 19: the hat projection moves each law by up
-to a third of a spacing, and where the output is near-singular at the grid's scale that moves W1 by about that:
-correlated_2d, CFG w = 1, flow Euler, 10 steps gives 0.049, 0.079, 0.094 on 41, 81, 161 nodes per axis against
-0.10277). So under the deterministic samplers (flow Euler, DDIM) a cell's sliced W1 is :func:`pushed_sw1`'s: the
-sampler run on every node of a midpoint rule of the start, against a midpoint rule of the target, no output grid,
-with an error estimate (:attr:`CellDistances.sw1_error`, within :func:`evaluation.accuracy.default_tol`). Under
-DDPM (the law propagated on the grid) it is still the grid law's, with no error bound (``sw1_error`` nan).
-The verdicts use the sliced W1; TV and the KLs are reported at the stated spacing. :attr:`FlowsResult.grid_error`
-measures the change of ``sw1`` under a 2x refinement on the ``flow`` cells, which are grid-free now (0).
+Distances, each with its error (:class:`LawCell`, the accuracy contract of :mod:`evaluation.accuracy`; tolerance
+:func:`evaluation.accuracy.default_tol`, 5e-4 in 1-D and 5e-3 in 2-D). Under the deterministic samplers (flow Euler,
+DDIM) the sliced W1 (:func:`sliced_w1`; the exact W1 in 1-D) is :func:`pushed_sw1`'s: the sampler run on every node
+of a midpoint rule of the start, against a midpoint rule of the target, no output grid, within the tolerance (else
+the cell fails). TV, both KLs and, under DDPM, the sliced W1 are of the grid law (hat masses), and depend on the
+grid's resolution: few-step guided samplers concentrate mass on scales below any affordable 2-D spacing, so TV keeps
+growing as the grid is refined (e.g. 0.67 -> 0.83 -> 0.92 for CFG on correlated_2d, w = 4, 10 flow steps, at spacings
+0.22, 0.125, 0.062), and the grid law's sliced W1 is first order in the spacing and biased low (correlated_2d, CFG
+w = 1, flow Euler, 10 steps: 0.049, 0.079, 0.094 on 41, 81, 161 nodes per axis against 0.10277). The numbers named
+in :attr:`FlowsConfig.checked` are brought within the tolerance by
+:func:`evaluation.accuracy.converged_laws` (by default the 1-D DDPM sliced W1: paper_1d, CFG w = 4, 10 steps
+converges on 801 nodes, +- 1.6e-4); the others are published on the configuration's grid with the contract's error
+estimates there, which are far above the tolerance for these outputs: measured, TV of paper_1d CFG w = 4, 10 flow
+steps is 0.96 +- 0.30 on 801 nodes and does not reach 5e-4 within 16385 nodes (0.995 +- 0.008); correlated_2d, CFG
+w = 1, 10 flow steps, 0.21 +- 0.14 on 41^2, and neither it nor the 2-D DDPM cells (correlated_2d w = 1 and 4, 10
+steps) reach 5e-3 within the node budget (they stop at 321^2 nodes, where the sub-points of the last deterministic
+step exceed memory, after 28-43 CPU-s each). Under DDPM on the 2-D grid (spacing 0.3) the stochastic steps are not
+resolved, so those numbers have no bound: their error is ``inf``. A KL whose change cannot be bounded (an output
+with no mass where the target has some) has an infinite error too. The verdicts use the sliced W1.
+:attr:`FlowsResult.grid_error` measures the change of ``sw1`` under a 2x refinement on the ``flow`` cells, which are
+grid-free now (0).
 
 Field errors are in ``D`` (= ``x0``, data) units: at every level ``s`` a sampler visits, the mean over
 ``x ~ p_s(x|y)`` (Gauss-Hermite on each component of the conditional marginal, :func:`conditional_nodes`) of
@@ -110,14 +118,15 @@ from sampler.paths import LINEAR, T_NOISE_CAP, sampling_sigmas, uniform_times
 from sampler.samplers import sample
 from sampler.schedules import check_number, sigma_to_abar
 
-from .accuracy import default_tol
+from .accuracy import (Estimate, GridLaw, coarsen, converged_laws, default_tol, density_engine, grid_tv,
+                       narrowest_kernel, shared_target, to_grid)
 from .density import mass_outside, output_density, vp_start
 from .distances import TargetMemo, distances, target_key, tilted_target, total_variation
 from .spec import VP_GEOMETRY, Law, Levels, Method
 from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",
-           "levels", "sliced_w1", "sliced_w1_points", "PushedSW1", "pushed_sw1", "clear_shared_targets",
+           "levels", "sliced_w1", "sliced_w1_error", "sliced_w1_points", "PushedSW1", "pushed_sw1", "clear_shared_targets",
            "CellDistances", "LawCell", "LawResult", "law_cell", "FieldCell", "FieldSteps",
            "field_steps", "CapCell", "CapTV", "cap_tv", "output_law", "output_cell", "conditional_nodes", "field_cell",
            "FlowsResult", "cells", "assemble", "compute", "main", "Verdict", "describe_cells", "compare", "cfg_zero_star_verdict", "apg_verdict",
@@ -128,6 +137,7 @@ SCHEDULES = ("flow", "flow_shift", "vp_ddim", "vp_ddpm")
 METHODS = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "cfg,reg=paper", "cfg,reg=vjp", "optimal")
 RULES = METHODS[:-1]  # what a user can run without the exact answer
 METRICS = ("sw1", "tv", "kl_target_out", "kl_out_target", "field")
+CHECKED = ("sw1", "tv")  # the numbers a LawCell can be asked to bring within its tolerance
 _VP_T = 1000  # the standard DDPM schedule the VP schedules respace
 
 
@@ -165,11 +175,13 @@ def _check_count(value, what: str, low: int = 1) -> int:
 class FlowsConfig:
     """What :func:`compute` runs: every (preset, weight, schedule, step count, method) cell.
 
-    ``density_range``/``density_points``/``sub``/``field_nodes`` are ``(1-D, 2-D)`` pairs: half-width and nodes
-    per dimension of the output grid ``[-r, r]^d`` (VP state at every level; the data at the end; wide enough for
-    the excursions of over-guided DDPM chains, whose mass would otherwise leave the grid), sub-points per cell and
-    dimension for the deterministic push-forward, and Gauss-Hermite nodes per dimension and mixture component
-    for the field errors. The 2-D optimum costs about 1 s per step on the full grid: it runs only at the step
+    ``density_range``/``density_points``/``sub``/``field_nodes``/``checked`` are ``(1-D, 2-D)`` pairs: half-width and
+    nodes per dimension of the output grid ``[-r, r]^d`` (VP state at every level; the data at the end; wide enough
+    for the excursions of over-guided DDPM chains, whose mass would otherwise leave the grid; each :class:`LawCell`'s
+    starting grid), sub-points per cell and dimension for the deterministic push-forward of :func:`output_law` and
+    the cap check (the cells' own sub-points are the contract's), Gauss-Hermite nodes per dimension and mixture
+    component for the field errors, and the grid numbers each :class:`LawCell` brings within its tolerance
+    (:data:`CHECKED`; default: the 1-D DDPM sliced W1 only, see the module docstring's Distances). The 2-D optimum costs about 1 s per step on the full grid: it runs only at the step
     counts ``optimal_2d_steps`` (nan elsewhere). ``grid_check`` recomputes ``sw1`` on a 2x finer grid for
     every rule at the largest weight, ``flow``, the fewest steps (:attr:`FlowsResult.grid_error`; 0 since those
     cells' ``sw1`` is :func:`pushed_sw1`'s, which uses no output grid). ``fields``:
@@ -189,6 +201,7 @@ class FlowsConfig:
     optimal_2d_steps: tuple[int, ...] = (10,)
     grid_check: bool = True
     fields: bool = True
+    checked: tuple[tuple[str, ...], tuple[str, ...]] = (("sw1",), ())
 
     def __post_init__(self):
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -226,6 +239,12 @@ class FlowsConfig:
             if len(pair) != 2:
                 raise ValueError(f"{name} is a (1-D, 2-D) pair, got {pair}")
             set_(name, tuple(_check_count(v, name, low) for v in pair))
+        pair = tuple(self.checked) if not isinstance(self.checked, str) else ()
+        if len(pair) != 2 or any(isinstance(c, str) or any(k not in CHECKED for k in c) or len(set(c)) != len(c)
+                                 for c in pair):
+            raise ValueError(f"checked is a (1-D, 2-D) pair of tuples of distinct names from {CHECKED}, got "
+                             f"{self.checked!r}")
+        set_("checked", tuple(tuple(c) for c in pair))
         for name in ("grid_check", "fields"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -368,6 +387,24 @@ def sliced_w1(p: torch.Tensor, q: torch.Tensor, axes, directions: int = 32) -> f
     return _sliced_w1_signed(grid_points(axes), diff, directions)
 
 
+def _projected_w1_error(dp: torch.Tensor, z: torch.Tensor) -> float:
+    """Bound on the change of ``int |F_p - F_q|`` along projections ``z`` [N] from per-node errors ``dp`` [N]."""
+    z, order = torch.sort(z, stable=True)
+    left = dp[order].cumsum(0)
+    return (torch.minimum(left, dp.sum() - left)[:-1] * (z[1:] - z[:-1])).sum().item()
+
+
+def sliced_w1_error(dp: torch.Tensor, X: torch.Tensor, directions: int = 32) -> float:
+    """Bound on the change of :func:`sliced_w1` (same directions) from per-node errors ``dp`` [N] of one law's
+    (normalised) masses at the points ``X`` [N, d]: along each direction, the cumulative of the errors from the
+    nearer end, integrated over the projected spacings; ``inf`` when an error is not finite (no bound)."""
+    if not bool(torch.isfinite(dp).all()):
+        return math.inf
+    if X.shape[1] == 1:
+        return _projected_w1_error(dp, X[:, 0])
+    return sum(_projected_w1_error(dp, X @ theta) for theta in _thetas(X.shape[1], directions)) / directions
+
+
 def sliced_w1_points(x: torch.Tensor, wx: torch.Tensor, y: torch.Tensor, wy: torch.Tensor,
                      directions: int = 32) -> float:
     """Sliced W1 (the directions of :func:`sliced_w1`; the exact W1 in 1-D) between two weighted point sets
@@ -427,15 +464,16 @@ class _TargetRule(NamedTuple):
     outside: float
 
 
-# One process's targets, shared by the cells of one law, reward and box (every rule, schedule and step count of a
-# weight: 20 of the flows experiment's cells): pushed_sw1's target rules and law_cell's grid targets. Bounded: the
-# oldest go first (a 2-D target rule holds ~10-35k nodes' projections on 32 directions, 5-20 MB; a grid target is
-# small; the experiment has one of each per law and weight).
+# One process's target rules, shared by the cells of one law, reward and box (every rule, schedule and step count of
+# a weight: 20 of the flows experiment's cells): pushed_sw1's. Bounded: the oldest go first (a 2-D target rule holds
+# ~10-35k nodes' projections on 32 directions, 5-20 MB; the experiment has one per law and weight). The grid targets
+# are evaluation.accuracy.shared_target's.
 _SHARED = TargetMemo(24)
 
 
 def clear_shared_targets() -> None:
-    """Forget this process's shared targets (:func:`pushed_sw1`'s target rules, :func:`law_cell`'s grid targets)."""
+    """Forget this process's shared target rules (:func:`pushed_sw1`'s; the grid targets are
+    :func:`evaluation.accuracy.shared_target`'s, :func:`evaluation.accuracy.clear_targets`)."""
     _SHARED.clear()
 
 
@@ -550,18 +588,23 @@ def pushed_sw1(built, half_width: float, *, tol: float, directions: int = 32, po
 
 
 class CellDistances(NamedTuple):
-    """One output law against the tilted target (TV and KLs at the grid's resolution)."""
+    """One output law against the tilted target, each number with its estimated error (:class:`LawCell`: the sliced
+    W1 under a deterministic sampler and every checked number within the cell's ``tol``; the others with the
+    contract's estimate on their grid, ``inf`` where no bound holds)."""
 
-    sw1: float  # sliced W1 (exact W1 in 1-D), data units: pushed_sw1 for deterministic samplers, else of the grid law
+    sw1: float  # sliced W1 (exact W1 in 1-D), data units
     tv: float
     kl_target_out: float  # KL(target || output): mass the output misses
     kl_out_target: float  # KL(output || target): mass it puts where the target has none
-    lost: float  # mass that left the grid
-    narrow_steps: int  # stochastic steps narrower than half a grid spacing (computed with sub-sources)
-    sw1_error: float = math.nan  # pushed_sw1's error; nan for the grid law's sw1 (first order in the spacing: no bound)
+    lost: float  # output mass missing from the final grid
+    narrow_steps: int  # stochastic steps narrower than MIN_KERNEL_WIDTH spacings of the final grid
+    sw1_error: float = math.nan  # estimated |value - converged value| of each number (nan: the cell is not defined)
+    tv_error: float = math.nan
+    kl_target_out_error: float = math.nan
+    kl_out_target_error: float = math.nan
 
 
-_UNDEFINED = CellDistances(math.nan, math.nan, math.nan, math.nan, math.nan, 0, math.nan)
+_UNDEFINED = CellDistances(math.nan, math.nan, math.nan, math.nan, math.nan, 0)
 
 
 def _axes(d: int, half_width: float, points: int) -> tuple[torch.Tensor, ...]:
@@ -570,64 +613,117 @@ def _axes(d: int, half_width: float, points: int) -> tuple[torch.Tensor, ...]:
 
 @dataclass(frozen=True)
 class LawCell:
-    """A sweep cell: the exact output law of ``method`` on ``law`` under ``levels``, on the grid
-    ``[-half_width, half_width]^d`` with ``points`` nodes per axis and ``sub`` push-forward sub-points, against
-    the tilted target of the method's reward; ``keep_mass`` also returns the output masses. Under a deterministic
-    sampler the sliced W1 is :func:`pushed_sw1`'s, to ``sw1_tol`` (default
-    :func:`evaluation.accuracy.default_tol` of the dimension), not the grid law's."""
+    """A sweep cell: the exact output law of ``method`` on ``law`` under ``levels`` against the tilted target of the
+    method's reward, every number of :class:`CellDistances` with its error (tolerance ``tol``, default
+    :func:`evaluation.accuracy.default_tol` of the dimension):
+
+    - the sliced W1 under a deterministic sampler is :func:`pushed_sw1`'s (no output grid), always within ``tol``,
+      else ``ValueError`` naming the cell;
+    - TV, both KLs and, under DDPM, the sliced W1 are of the output law on a grid. The numbers named in ``checked``
+      (of :data:`CHECKED`: ``tv``; ``sw1``, for DDPM's grid law) are brought within ``tol`` by
+      :func:`evaluation.accuracy.converged_laws`, starting from ``grid`` ``(-r, r, n)`` per axis (refined for narrow
+      kernels and the numbers' errors, widened for lost mass), or the cell raises ``ValueError`` naming itself; the
+      others are published on the grid where the contract stopped, or, when nothing is checked, on ``grid`` itself,
+      with the contract's own error estimates there (:func:`evaluation.accuracy.grid_tv`, :func:`grid_sw1`, the KLs'
+      change from twice the spacing plus the masses' errors: ``inf`` where no bound holds), which may exceed ``tol``.
+
+    ``keep_mass`` also returns the output masses restricted to ``grid`` (for drawing)."""
 
     law: Law
     levels: Levels
     method: Method
-    half_width: float
-    points: int
-    sub: int
+    grid: tuple[float, float, int]
+    checked: tuple[str, ...] = ()
     keep_mass: bool = False
-    sw1_tol: float | None = None
+    tol: float | None = None
+
+    def __post_init__(self):
+        lo, hi, n = self.grid
+        if not (math.isfinite(lo) and lo == -hi and hi > 0 and int(n) == n and n >= 5 and n % 2 == 1):
+            raise ValueError(f"grid must be (-r, r, n) with r > 0 and an odd n >= 5, got {self.grid!r}")
+        if isinstance(self.checked, str) or any(c not in CHECKED for c in self.checked) \
+                or len(set(self.checked)) != len(self.checked):
+            raise ValueError(f"checked must be a tuple of distinct names from {CHECKED}, got {self.checked!r}")
+        if self.tol is not None and not (isinstance(self.tol, float) and math.isfinite(self.tol) and self.tol > 0):
+            raise ValueError(f"tol must be a positive float or None, got {self.tol!r}")
 
     @property
     def cost(self) -> float:  # relative, for ordering work: steps x grid nodes (the optimum costs more)
-        return self.levels.steps * self.points ** self.law.dim * (20.0 if self.method.rule == "optimal" else 1.0)
+        return self.levels.steps * self.grid[2] ** self.law.dim * (20.0 if self.method.rule == "optimal" else 1.0)
 
 
 class LawResult(NamedTuple):
     distances: CellDistances
-    mass: np.ndarray  # output hat masses [n(, n)] when the cell keeps them (else empty)
+    mass: np.ndarray  # output hat masses [n(, n)] on the cell's grid when the cell keeps them (else empty)
+    grid: tuple = ()  # the final grid (lo, hi, n) per axis where the numbers converged
 
 
-def _law(cell: LawCell, estimate_error: bool = False):
-    """(output law, target, built method) of a cell (``output_density`` and ``tilted_target`` results)."""
-    b = cell.method.build(cell.law, cell.levels)
-    axes = _axes(b.law.dim, cell.half_width, cell.points)
-    od = output_density(b.guided, cell.levels.sigmas(), axes, sampler=cell.levels.sampler, start=b.start(),
-                        sub=cell.sub, estimate_error=estimate_error)
-    return od, _grid_target(b.law.cond, b.reward, cell.half_width, cell.points), b
+def grid_sw1(out: GridLaw, target: GridLaw, directions: int = 32) -> Estimate:
+    """:func:`sliced_w1` of two laws on one grid, with its error: the change when both are restricted to twice the
+    spacing (first order in the spacing, so the change estimates what is left), plus the change the masses' errors
+    can make (:func:`sliced_w1_error`), plus the lost masses times the grid's diameter."""
+    if out.grid != target.grid:
+        raise ValueError(f"grid_sw1 needs two laws on one grid, got {out.grid} and {target.grid}")
+    axes = out.axes
+    value = sliced_w1(out.mass.clamp(min=0), target.mass.clamp(min=0), axes, directions)
+    coarse = sliced_w1(coarsen(out.mass).clamp(min=0), coarsen(target.mass).clamp(min=0), tuple(a[0::2] for a in axes),
+                       directions)
+    x = grid_points(axes)  # [N, d]
+    moved = sum(sliced_w1_error(law.error.reshape(-1) / law.mass.clamp(min=0).sum(), x, directions)
+                for law in (out, target))
+    reach = math.sqrt(len(axes)) * (out.grid[1] - out.grid[0])  # lost mass may sit anywhere on the grid
+    return Estimate(value, abs(value - coarse) + moved + (out.lost + target.lost) * reach)
 
 
-def _grid_target(cond, reward, half_width: float, points: int):
-    """:func:`evaluation.distances.tilted_target` of ``reward`` on ``cond`` on the grid ``[-half_width, half_width]^d``
-    with ``points`` nodes per axis, computed once per process for equal values of (law, reward, grid)
-    (:func:`target_key`; :func:`clear_shared_targets` forgets them): the same tensors as a fresh computation.
-    Callers must not modify them."""
-    tk = target_key(cond, reward)
-    make = lambda: tilted_target(cond, reward, _axes(cond.dim, half_width, points))  # noqa: E731
-    return _SHARED.get(None if tk is None else ("grid", tk, float(half_width), int(points), cond.dim), make)
+def _kls(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
+    """Both KLs of two laws on one grid with their errors: the masses' errors (:func:`evaluation.distances.distances`)
+    plus the change when both are restricted to twice the spacing; ``inf`` error where no bound holds."""
+    fine = distances(out.mass, target.mass, out.axes, output_error=out.error, target_error=target.error,
+                     output_lost=max(out.lost, 0.0), target_lost=max(target.lost, 0.0))
+    coarse = distances(coarsen(out.mass), coarsen(target.mass), tuple(a[0::2] for a in out.axes))
+    out_ = {}
+    for k in ("kl_target_out", "kl_out_target"):
+        v, c, e = getattr(fine, k), getattr(coarse, k), getattr(fine, f"{k}_error")
+        err = abs(v - c) + e if math.isfinite(v) and math.isfinite(c) else math.inf
+        out_[k] = Estimate(v, err if err == err else math.inf)  # nan (inf - inf): no bound
+    return out_
 
 
 @cell_kind(LawCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
 def law_cell(cell: LawCell) -> LawResult:
     if not _defined(cell.method, cell.levels):
         return LawResult(_UNDEFINED, np.zeros(0))
-    od, target, b = _law(cell)
-    dist = distances(od.mass, target.mass, od.axes)
-    if cell.levels.sampler == "ddim":
-        tol = default_tol(cell.law.dim) if cell.sw1_tol is None else cell.sw1_tol
-        # every rule but the optimum (whose quadrature adapts to the batch) acts on each state alone
-        sw1, sw1_error = pushed_sw1(b, cell.half_width, tol=tol, pointwise=cell.method.rule != "optimal")[:2]
-    else:  # a stochastic sampler: the grid law's (no bound, see sliced_w1)
-        sw1, sw1_error = sliced_w1(od.mass, target.mass, od.axes), math.nan
-    out = CellDistances(sw1, dist.tv, dist.kl_target_out, dist.kl_out_target, od.lost, od.narrow_steps, sw1_error)
-    return LawResult(out, od.mass.numpy() if cell.keep_mass else np.zeros(0))
+    b = cell.method.build(cell.law, cell.levels)
+    d = b.law.dim
+    tol = default_tol(d) if cell.tol is None else cell.tol
+    sigmas, sampler = cell.levels.sigmas(), cell.levels.sampler
+    deterministic = sampler == "ddim"
+    target_on = lambda g: shared_target(b.law.cond, b.reward, g, tol)  # noqa: E731
+
+    def grid_numbers(law: GridLaw) -> dict[str, Estimate]:
+        tgt = target_on(law.grid)
+        return {"tv": grid_tv(law, tgt), **({} if deterministic else {"sw1": grid_sw1(law, tgt)})}
+
+    engine = density_engine(b.guided, sigmas, sampler=sampler, start=b.start())
+    checked = [k for k in cell.checked if k == "tv" or not deterministic]  # a deterministic sw1 is pushed_sw1's
+    if checked:
+        (out,), nums = converged_laws([engine], tuple(cell.grid), d, name=repr(cell), tol=tol,
+                                      numbers=lambda laws: {k: grid_numbers(laws[0])[k] for k in checked},
+                                      narrowest=narrowest_kernel(sigmas, sampler))
+    else:
+        out, nums = engine(tuple(cell.grid), d), {}
+    n = {**grid_numbers(out), **_kls(out, target_on(out.grid)), **nums}  # the checked ones with the contract's errors
+    if deterministic:  # the push-forward of a start quadrature: no output grid (sliced_w1)
+        pushed = pushed_sw1(b, cell.grid[1], tol=tol, pointwise=cell.method.rule != "optimal")
+        if not pushed.error <= tol:
+            raise ValueError(f"{cell!r}: sliced W1 {pushed.value:.4g} +- {pushed.error:.2g} (pushed_sw1), not within "
+                             f"tol {tol:g}")
+        n["sw1"] = Estimate(pushed.value, pushed.error)
+    dist = CellDistances(n["sw1"].value, n["tv"].value, n["kl_target_out"].value, n["kl_out_target"].value, out.lost,
+                         out.narrow_steps, n["sw1"].error, n["tv"].error, n["kl_target_out"].error,
+                         n["kl_out_target"].error)
+    mass = to_grid(out, tuple(cell.grid)).mass.numpy().copy() if cell.keep_mass else np.zeros(0)
+    return LawResult(dist, mass, tuple(out.grid))
 
 
 def _law_cell(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig, *,
@@ -635,8 +731,9 @@ def _law_cell(preset: str, w: float, schedule: str, steps: int, method: str, con
     m = _method(method, w)
     d = Law.preset(preset).dim
     points = config.density_points[d - 1]
+    r = config.density_range[d - 1]
     return LawCell(Law.preset(preset), levels(schedule, steps, config.shift, _start_of(m)), m,
-                   config.density_range[d - 1], 2 * points - 1 if fine else points, config.sub[d - 1], keep_mass)
+                   (-r, r, 2 * points - 1 if fine else points), config.checked[d - 1], keep_mass)
 
 
 def _check_cell(preset: str, w: float, steps: int, method: str, config: FlowsConfig) -> tuple[float, int]:
@@ -658,7 +755,11 @@ def output_law(preset: str, w: float, schedule: str, steps: int, method: str, co
     if not _defined(cell.method, cell.levels):
         raise ValueError(f"{method!r} carries momentum across steps: its law under {schedule!r} (a stochastic "
                          "sampler) is not a function of the state at each level, so it has no exact grid law")
-    return _law(cell, estimate_error)[0]
+    b = cell.method.build(cell.law, cell.levels)
+    d = cell.law.dim
+    return output_density(b.guided, cell.levels.sigmas(), _axes(d, cell.grid[1], cell.grid[2]),
+                          sampler=cell.levels.sampler, start=b.start(), sub=config.sub[d - 1],
+                          estimate_error=estimate_error)
 
 
 def output_cell(preset: str, w: float, schedule: str, steps: int, method: str, config: FlowsConfig = QUICK
@@ -695,7 +796,7 @@ def conditional_nodes(preset: str | Law, sigma: float, n: int) -> tuple[torch.Te
 class FieldCell:
     """A sweep cell: the field errors (``D`` units) of ``methods`` (each at its own weight, the target's reward
     that of ``Method("optimal", w)``) at every level of ``levels``, with ``nodes`` Gauss-Hermite nodes per
-    dimension and component (:func:`field_cell`)."""
+    dimension and component (:func:`field_cell`), each with its change from half the nodes as its error estimate."""
 
     law: Law
     levels: Levels
@@ -710,6 +811,7 @@ class FieldCell:
 
 class FieldSteps(NamedTuple):
     errors: np.ndarray  # [M, steps]
+    errors_error: np.ndarray | None = None  # [M, steps] each value's error estimate: its change from half the nodes
 
 
 @cell_kind(FieldCell, modules=("evaluation.spec",))
@@ -718,17 +820,20 @@ def field_steps(cell: FieldCell) -> FieldSteps:
     sigmas = cell.levels.sigmas()
     rules = {i: m.build(cell.law, cell.levels).guided for i, m in enumerate(cell.methods)
              if m.rule not in ("optimal", "apg_momentum")}
-    out = np.full((len(cell.methods), cell.levels.steps), math.nan)
-    for i, m in enumerate(cell.methods):
-        if m.rule == "optimal":
-            out[i] = 0.0
     preset = cell.law.args[0]
-    for j, s in enumerate(sigmas[:-1].tolist()):
-        x, weight = conditional_nodes(preset, s, cell.nodes)
-        gold = m_R(x, s).detach()
-        for i, g in rules.items():
-            out[i, j] = float((weight * (g(x, s).detach() - gold).norm(dim=1)).sum())
-    return FieldSteps(out)
+    runs = []
+    for nodes in (cell.nodes, max(cell.nodes // 2, 1)):  # the change from half the nodes: the coarser rule's error,
+        out = np.full((len(cell.methods), cell.levels.steps), math.nan)  # an upper estimate for the finer one
+        for i, m in enumerate(cell.methods):
+            if m.rule == "optimal":
+                out[i] = 0.0
+        for j, s in enumerate(sigmas[:-1].tolist()):
+            x, weight = conditional_nodes(preset, s, nodes)
+            gold = m_R(x, s).detach()
+            for i, g in rules.items():
+                out[i, j] = float((weight * (g(x, s).detach() - gold).norm(dim=1)).sum())
+        runs.append(out)
+    return FieldSteps(runs[0], np.abs(runs[0] - runs[1]))
 
 
 def _field_cell(preset: str, w: float, schedule: str, steps: int, methods, config: FlowsConfig) -> FieldCell:
@@ -764,15 +869,20 @@ class CapCell:
 
 class CapTV(NamedTuple):
     tv: float
+    tv_error: float = math.nan  # evaluation.accuracy.grid_tv's estimate (the two laws' own errors, the hat smoothing)
 
 
-@cell_kind(CapCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+@cell_kind(CapCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
 def cap_tv(cell: CapCell) -> CapTV:
     g = Method("cfg", cell.w).build(cell.law, levels("flow", cell.steps)).guided
     axes = _axes(cell.law.dim, cell.half_width, cell.points)
-    out = [output_density(g, sampling_sigmas(LINEAR, uniform_times(cell.steps), cap=cap), axes, sampler="ddim",
-                          sub=cell.sub).mass for cap in (T_NOISE_CAP, 1 - 1e-6)]
-    return CapTV(total_variation(*out))
+    grid = (-cell.half_width, cell.half_width, cell.points)
+    out = []
+    for cap in (T_NOISE_CAP, 1 - 1e-6):
+        od = output_density(g, sampling_sigmas(LINEAR, uniform_times(cell.steps), cap=cap), axes, sampler="ddim",
+                            sub=cell.sub, estimate_error=True)
+        out.append(GridLaw(grid, od.mass, od.error, od.lost, od.narrow_steps))
+    return CapTV(*grid_tv(*out))
 
 
 # --- the whole experiment ------------------------------------------------------------------------------
@@ -796,6 +906,13 @@ class FlowsResult:
     start_tv: np.ndarray  # [P, K] TV(N(0, I), exact p_T(u|y)) at the first level, on the grid
     cap_tv: np.ndarray  # [P, W] TV between CFG's flow outputs (fewest steps) with caps 1 - 1e-4 and 1 - 1e-6
     grid_error: np.ndarray  # [P, M] |sw1(h/2) / sw1(h) - 1| at (max w, flow, fewest steps); nan if not checked
+    sw1_error: np.ndarray  # [P, W, K, S, M] estimated error of each sw1 (CellDistances), and so on
+    tv_error: np.ndarray
+    kl_target_out_error: np.ndarray
+    kl_out_target_error: np.ndarray
+    start_tv_error: np.ndarray  # [P, K]
+    cap_tv_error: np.ndarray  # [P, W]
+    field_error: np.ndarray  # [P, W, K, S, M] the field's mean over levels moves by at most the mean of their errors
     density_1d: np.ndarray = field(repr=False)  # [W, K, M, n] paper_1d output masses at the fewest steps
     target_1d: np.ndarray = field(repr=False)  # [W, n]
     axis_1d: np.ndarray = field(repr=False)  # [n]
@@ -821,11 +938,19 @@ def _first_2d(config: FlowsConfig):
     return next((p for p in config.presets if Law.preset(p).dim == 2), None)
 
 
-def _start_tv(preset: str, schedule: str, config: FlowsConfig) -> float:
+def _start_tv(preset: str, schedule: str, config: FlowsConfig) -> Estimate:
+    """TV(N(0, I), exact p_T(u|y)) at the first level from the densities on the grid's nodes, with its error: the
+    change from every other node (the rule's error falls at least that fast as the nodes double)."""
     cond = Law.preset(preset).build().cond
-    u = grid_points(config.axes(cond.dim))
+    axes = config.axes(cond.dim)
     a = sigma_to_abar(levels(schedule, 2, config.shift).sigmas()[0].item())
-    return total_variation(torch.softmax(vp_start(cond.dim)(u), 0), torch.softmax(cond.noised(a).log_prob(u), 0))
+
+    def tv(ax):
+        u = grid_points(ax)
+        return total_variation(torch.softmax(vp_start(cond.dim)(u), 0), torch.softmax(cond.noised(a).log_prob(u), 0))
+
+    value = tv(axes)
+    return Estimate(value, abs(value - tv(tuple(x[0::2] for x in axes))))
 
 
 def _mean_over_levels(per_level: np.ndarray) -> np.ndarray:
@@ -885,7 +1010,7 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
     shape = (P, W, K, S, M)
     arr = {k: np.full(shape, math.nan) for k in CellDistances._fields if k != "narrow_steps"}
     narrow = np.zeros(shape, dtype=int)
-    field_steps_ = np.full(shape + (L,), math.nan)
+    field_steps_, field_steps_error = np.full(shape + (L,), math.nan), np.full(shape + (L,), math.nan)
     levels_ = np.full((K, S, L), math.nan)
     for k, sch in enumerate(c.schedules):
         for j, n in enumerate(c.steps):
@@ -895,7 +1020,7 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
     n1, n2 = (ax1.numel() if "paper_1d" in c.presets else 0), (ax2.numel() if fig2 else 0)
     density_1d, target_1d = np.full((W, K, M, n1), math.nan), np.full((W, n1), math.nan)
     density_2d, target_2d = np.full((W, K, M, n2, n2), math.nan), np.full((W, n2, n2), math.nan)
-    grid_error, cap = np.full((P, M), math.nan), np.full((P, W), math.nan)
+    grid_error, cap, cap_error = np.full((P, M), math.nan), np.full((P, W), math.nan), np.full((P, W), math.nan)
     fine: dict = {}
     for ((kind, *where), _), r in zip(plan, results):
         if kind == "law":
@@ -911,8 +1036,9 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
         elif kind == "field":
             a, b, k, j = where
             field_steps_[a, b, k, j, :, :c.steps[j]] = r.errors
+            field_steps_error[a, b, k, j, :, :c.steps[j]] = r.errors_error
         elif kind == "cap":
-            cap[tuple(where)] = r.tv
+            cap[tuple(where)], cap_error[tuple(where)] = r.tv, r.tv_error
         elif kind == "fine":
             fine[tuple(where)] = r.distances.sw1
         else:  # pragma: no cover - the plan names no other kind
@@ -928,12 +1054,14 @@ def assemble(config: FlowsConfig, results: Sequence) -> FlowsResult:
             if preset in c.presets:
                 parts = Law.preset(preset).build()
                 d = parts.dim
-                out[b] = _grid_target(parts.cond, Method("cfg", w).reward(parts), c.density_range[d - 1],
-                                      c.density_points[d - 1]).mass.numpy()
-    start_tv = np.array([[_start_tv(pr, sch, c) for sch in c.schedules] for pr in c.presets])
+                r = c.density_range[d - 1]
+                out[b] = shared_target(parts.cond, Method("cfg", w).reward(parts), (-r, r, c.density_points[d - 1]),
+                                       default_tol(d)).mass.numpy()
+    start = np.array([[tuple(_start_tv(pr, sch, c)) for sch in c.schedules] for pr in c.presets])  # [P, K, 2]
     return FlowsResult(c, arr["sw1"], arr["tv"], arr["kl_target_out"], arr["kl_out_target"], arr["lost"], narrow,
-                       _mean_over_levels(field_steps_), field_steps_, levels_, start_tv, cap, grid_error,
-                       density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
+                       _mean_over_levels(field_steps_), field_steps_, levels_, start[..., 0], cap, grid_error,
+                       *(arr[f"{k}_error"] for k in ("sw1", "tv", "kl_target_out", "kl_out_target")), start[..., 1],
+                       cap_error, _mean_over_levels(field_steps_error), density_1d, target_1d, ax1.numpy(), density_2d, target_2d, ax2.numpy())
 
 
 def compute(quick: bool = False, config: FlowsConfig | None = None, progress: bool = True, *, workers: int = 1,
@@ -963,6 +1091,8 @@ class Verdict(NamedTuple):
     cells: tuple[Cell, ...]
     rule_values: np.ndarray  # [C]
     baseline_values: np.ndarray  # [C]
+    rule_errors: np.ndarray | None = None  # [C] estimated error of each value (nan: none); None: not given
+    baseline_errors: np.ndarray | None = None  # [C]
 
     @property
     def relative(self) -> np.ndarray:
@@ -999,8 +1129,15 @@ class Verdict(NamedTuple):
         pick = [all(c[_CELL_FIELDS.index(k)] in v for k, v in want.items()) for c in self.cells]
         out = [o for o, keep in zip(self.outcome(), pick) if keep]
         rel = self.relative[np.array(pick, dtype=bool)] if self.cells else np.zeros(0)
-        return {"holds": out.count("holds"), "fails": out.count("fails"), "ties": out.count("tie"),
+        out_ = {"holds": out.count("holds"), "fails": out.count("fails"), "ties": out.count("tie"),
                 "median_relative": float(np.median(rel)) if rel.size else math.nan}
+        if self.rule_errors is not None and self.baseline_errors is not None:
+            # a median of ratios moves by at most the largest first-order error of a ratio
+            a, b = self.rule_values, self.baseline_values
+            ratio = np.abs(a / b) * (self.rule_errors / np.abs(a) + self.baseline_errors / np.abs(b))
+            keep = np.array(pick, dtype=bool) if self.cells else np.zeros(0, dtype=bool)
+            out_["median_relative_error"] = float(np.max(ratio[keep])) if keep.any() else math.nan
+        return out_
 
 
 def describe_cells(cells) -> str:
@@ -1023,7 +1160,8 @@ def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: st
             presets=None, claim: str | None = None, max_lost: float = 1e-3) -> Verdict:
     """Judge ``rule`` against ``baseline`` on every defined cell of ``presets`` (default: the 2-D presets,
     where the flow rules do not degenerate), leaving out cells where either law lost more than ``max_lost`` of
-    its mass off the grid (their distances would be of a renormalised remainder)."""
+    its mass off the grid (their distances would be of a renormalised remainder) and cells where either value has
+    no error bound (an infinite error: a 2-D DDPM grid law, see the module docstring)."""
     c = result.config
     for name in (rule, baseline):
         if name not in c.methods:
@@ -1036,20 +1174,26 @@ def compare(result: FlowsResult, rule: str, baseline: str = "cfg", *, metric: st
         presets = tuple(p for p in c.presets if Law.preset(p).dim == 2)
     presets = _check_names(presets, c.presets, "presets")
     values = getattr(result, metric)
+    errors = getattr(result, f"{metric}_error", np.full(values.shape, math.nan))
     mr, mb = c.methods.index(rule), c.methods.index(baseline)
-    cells, rv, bv = [], [], []
+    cells, rv, bv, re, be = [], [], [], [], []
     for a, pr in enumerate(c.presets):
         for b, w in enumerate(c.weights):
             for k, sch in enumerate(c.schedules):
                 for j, n in enumerate(c.steps):
                     x, y = values[a, b, k, j, mr], values[a, b, k, j, mb]
                     lost = max(result.lost[a, b, k, j, mr], result.lost[a, b, k, j, mb])
-                    if pr in presets and math.isfinite(x) and math.isfinite(y) and y > 0 and lost <= max_lost:
+                    bounded = not (math.isinf(errors[a, b, k, j, mr]) or math.isinf(errors[a, b, k, j, mb]))
+                    if pr in presets and math.isfinite(x) and math.isfinite(y) and y > 0 and lost <= max_lost \
+                            and bounded:
                         cells.append((pr, w, sch, n))
                         rv.append(x)
                         bv.append(y)
+                        re.append(errors[a, b, k, j, mr])
+                        be.append(errors[a, b, k, j, mb])
     claim = claim or f"{rule} brings samples closer to the tilted target than {baseline}"
-    return Verdict(claim, rule, baseline, metric, float(rtol), tuple(cells), np.array(rv), np.array(bv))
+    return Verdict(claim, rule, baseline, metric, float(rtol), tuple(cells), np.array(rv), np.array(bv), np.array(re),
+                   np.array(be))
 
 
 def cfg_zero_star_verdict(result: FlowsResult, *, zero_init: bool = False, metric: str = "sw1",
@@ -1069,12 +1213,15 @@ def apg_verdict(result: FlowsResult, *, momentum: bool = False, metric: str = "s
 
 def closest_rules(result: FlowsResult, metric: str = "sw1") -> np.ndarray:
     """The rule of :data:`RULES` (the optimum excluded) closest to the target in each cell by ``metric``;
-    ``""`` where no rule is defined. [P, W, K, S] of str"""
+    ``""`` where no rule is defined, or a value has no error bound (an infinite error: 2-D DDPM grid laws).
+    [P, W, K, S] of str"""
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; choose one of {METRICS}")
     c = result.config
     idx = [m for m, name in enumerate(c.methods) if name in RULES]
     values = getattr(result, metric)[..., idx]
+    unbounded = np.isinf(getattr(result, f"{metric}_error")[..., idx]).any(-1, keepdims=True)
+    values = np.where(unbounded, math.nan, values)
     out = np.full(values.shape[:-1], "", dtype=object)
     best = np.argmin(np.where(np.isfinite(values), values, np.inf), axis=-1)
     for pos in zip(*np.nonzero(np.isfinite(values).any(-1))):
@@ -1087,7 +1234,10 @@ _FAMILIES = (("flow", ("flow", "flow_shift")), ("vp", ("vp_ddim", "vp_ddpm")))
 
 def summary(result: FlowsResult) -> dict:
     """The key numbers, nested for tables and JSON: which rule is closest where (by sw1 and by TV), the four
-    verdicts by schedule, the mean field error, what the starts and the grid cost, and sw1 and TV per cell."""
+    verdicts by schedule, the mean field error, what the starts and the grid cost, and sw1 and TV per cell. Every
+    measured number is a ``{"value", "error"}`` leaf (:func:`evaluation.docs.format_number` prints it with its error;
+    an error may be ``inf``: no bound), a verdict's median ratio has ``median_relative_error`` beside it; counts are
+    integers."""
     c = result.config
     out = {"closest_rule_sw1": {}, "closest_rule_tv": {}, "verdicts_sw1": {}, "verdicts_tv": {},
            "field_error_D_units": {}, "start_and_grid": {}, "sw1": {}, "tv": {}}
@@ -1107,17 +1257,23 @@ def summary(result: FlowsResult) -> dict:
                 out[f"verdicts_{metric}"][f"{name} / {fam}"] = v.counts(schedule=schs)
     for a, pr in enumerate(c.presets):
         for k, sch in enumerate(c.schedules):
-            fe = result.field[a, :, k]
+            fe, fee = result.field[a, :, k], result.field_error[a, :, k]
             out["field_error_D_units"][f"{pr} / {sch}"] = {
-                m: float(np.nanmean(fe[..., i])) if np.isfinite(fe[..., i]).any() else math.nan
+                m: {"value": float(np.nanmean(fe[..., i])), "error": float(np.nanmean(fee[..., i]))}
+                if np.isfinite(fe[..., i]).any() else {"value": math.nan, "error": math.nan}
                 for i, m in enumerate(c.methods)}
             for j, n in enumerate(c.steps):
                 for b, w in enumerate(c.weights):
                     for metric in ("sw1", "tv"):
+                        value, error = getattr(result, metric), getattr(result, f"{metric}_error")
                         out[metric][f"{pr} / {sch} / n={n} / w={w:g}"] = {
-                            m: float(getattr(result, metric)[a, b, k, j, i]) for i, m in enumerate(c.methods)}
-        row = {f"start_tv_{sch}": float(result.start_tv[a, k]) for k, sch in enumerate(c.schedules)}
-        row.update(cap_tv_max=float(np.max(result.cap_tv[a])), lost_max=float(np.nanmax(result.lost[a])),
+                            m: {"value": float(value[a, b, k, j, i]), "error": float(error[a, b, k, j, i])}
+                            for i, m in enumerate(c.methods)}
+        row = {f"start_tv_{sch}": {"value": float(result.start_tv[a, k]), "error": float(result.start_tv_error[a, k])}
+               for k, sch in enumerate(c.schedules)}
+        top = int(np.argmax(result.cap_tv[a]))
+        row.update(cap_tv_max={"value": float(result.cap_tv[a, top]), "error": float(result.cap_tv_error[a, top])},
+                   lost_max=float(np.nanmax(result.lost[a])),
                    narrow_ddpm_steps_max=int(result.narrow_steps[a].max()),
                    grid_error_max=float(np.nanmax(result.grid_error[a])) if np.isfinite(result.grid_error[a]).any()
                    else math.nan)

@@ -24,7 +24,11 @@ NAME = "flows"
 CAPTION = ("Guidance on flows vs VP, exact: output laws, sliced W1 to the tilted target p(x|y) R_0 / Z and field "
            "errors (D units) of CFG, CFG-Zero* (+ zero-init), APG (+ momentum), REG and the optimum under flow Euler "
            "(uniform and SD3-shifted t) and VP DDIM / DDPM at matched step counts. Lower sliced W1 is closer to the "
-           "target; a rule helps where its line lies below CFG's.")
+           "target; a rule helps where its line lies below CFG's. Every number carries its estimated error: the "
+           "deterministic samplers' sliced W1 is converged (no output grid) and so is the 1-D DDPM one; TV, and the "
+           "2-D DDPM sliced W1, are of the output law on the drawn grid, with errors far above the tolerance (these "
+           "near-singular outputs do not converge within the node budget) and infinite under 2-D DDPM (its noise "
+           "steps are narrower than the grid).")
 SHOWN = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "cfg,reg=paper", "cfg,reg=vjp", "optimal")
 COLOR = {"cfg": COLORS["cfg"], "cfg_zero_star": "#2ca02c", "cfg_zero_star_init": "#bcbd22", "apg": "#9467bd",
          "apg_momentum": "#8c564b", "cfg,reg=paper": COLORS["reg_paper"], "cfg,reg=vjp": COLORS["reg_vjp"],

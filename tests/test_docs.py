@@ -298,7 +298,8 @@ def test_the_precision_check_catches_a_wrong_number():
     (3.14159e7, 12345.0, "3.1416e+07 ± 0.0012e+07"), (0.51607184274916, 4.4e-12, "0.5161 ± 4.4e-12"),
     (-3.2e-9, 1.2e-20, "-3.200e-09 ± 1.2e-20"), (0.123456789, 1.2e-7, "0.1235 ± 1.2e-07"),
     (0.123456789, 1.2e-6, "0.1235 ± 1.2e-06"), (0.123456789, 1.2e-5, "0.123457 ± 0.000012"),
-    (0.9742044, float("inf"), "0.9742 ± inf"), (0.9742044, float("nan"), "0.9742")])
+    (0.9742044, float("inf"), "0.9742 ± inf"), (0.9742044, float("nan"), "0.9742"),
+    (float("nan"), float("inf"), "nan")])
 def test_format_number(value, error, printed):
     assert D.format_number(value, error) == printed
 

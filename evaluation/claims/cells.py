@@ -19,10 +19,11 @@ import torch
 from analytic import check_integrable
 from analytic.quadrature import grid_points
 
-from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, coarsen, converged_laws, density_engine, from_arrays,
-                        grid_entropy, grid_entropy_error, grid_tv, narrowest_kernel, region_mass, region_var)
+from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, clear_targets, coarsen, converged_laws, density_engine,
+                        from_arrays, grid_entropy, grid_entropy_error, grid_tv, narrowest_kernel, region_mass, region_var,
+                        shared_target)
 from ..density import tilted_start, vp_start
-from ..distances import TargetMemo, distances, target_key, tilted_target
+from ..distances import distances, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
@@ -175,31 +176,6 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
         var = [region_var(out, lo, hi) for lo, hi in regions]
         nums["region_var"] = Estimate(tuple(v.value for v in var), max(v.error for v in var))
     return nums
-
-
-# One process's tilted targets, shared by its cells: the target depends on the law, the reward, the grid and the
-# tolerance alone, not on the sampler, schedule, start or REG estimator, so the cells of a sweep ask for few distinct
-# ones (a 2-D target on 201^2 nodes costs ~4 CPU-s, benchmarks/target_2d.txt). Bounded: the oldest go first.
-_TARGETS = TargetMemo(32)
-
-
-def shared_target(cond, reward, grid: tuple, tol: float) -> GridLaw:
-    """The tilted target of ``reward`` on ``cond`` on ``grid`` (every axis) within ``tol``, as a
-    :class:`evaluation.accuracy.GridLaw`, computed once per process for equal values of (cond, reward, grid, tol)
-    when ``cond`` is a ``GaussianMixture`` and the reward a CFG, AutoG or classifier reward (else computed afresh):
-    the same tensors as a fresh computation. Callers must not modify them."""
-    tk = target_key(cond, reward)
-
-    def make() -> GridLaw:
-        t = tilted_target(cond, reward, axes_of(grid, cond.dim), tol=tol)
-        return GridLaw(tuple(grid), t.mass, t.error, t.lost, 0)
-
-    return _TARGETS.get(None if tk is None else (tk, tuple(grid), float(tol)), make)
-
-
-def clear_targets() -> None:
-    """Forget the shared targets of this process (:func:`shared_target`)."""
-    _TARGETS.clear()
 
 
 @cell_kind(OutputCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",

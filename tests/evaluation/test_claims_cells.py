@@ -10,6 +10,7 @@ from analytic import AutoGReward, CFGReward
 from evaluation.claims import cells as cells_mod
 from evaluation.claims.cells import OutputCell, clear_targets, output_law, shared_target
 from evaluation.distances import TargetMemo, tilted_target
+from evaluation import accuracy as accuracy_mod
 from evaluation.accuracy import axes_of
 from evaluation.spec import Law, Method
 
@@ -35,7 +36,7 @@ def test_cells_of_one_law_and_reward_compute_their_target_once(monkeypatch):
     grids the plain cell visited come from the plain cell's (nothing computed), and its numbers are those of the cell
     computed alone, to the last bit."""
     computed, asked = [], []
-    real_target, real_shared = cells_mod.tilted_target, cells_mod.shared_target
+    real_target, real_shared = accuracy_mod.tilted_target, cells_mod.shared_target
 
     def counted(cond, reward, axes, **kw):
         if "tol" in kw:
@@ -46,7 +47,7 @@ def test_cells_of_one_law_and_reward_compute_their_target_once(monkeypatch):
         asked.append(grid[2])
         return real_shared(cond, reward, grid, tol)
 
-    monkeypatch.setattr(cells_mod, "tilted_target", counted)
+    monkeypatch.setattr(accuracy_mod, "tilted_target", counted)  # shared_target's (evaluation.accuracy)
     monkeypatch.setattr(cells_mod, "shared_target", recorded)
     clear_targets()
     output_law(PLAIN)
