@@ -74,9 +74,10 @@ def _autog_cell(c: Any) -> Cost:  # evaluation.claims.autoguidance.AutogCell
     return Cost(f"d={_dim(c.law)} {c.guide}", float(Schedule.parse(c.schedule).steps))
 
 
-def _law_cell(c: Any) -> Cost:  # evaluation.flows.LawCell: push-forward of sub-points on a grid
+def _law_cell(c: Any) -> Cost:  # evaluation.flows.LawCell: the contract's laws from a starting grid
     d = c.law.dim
-    return Cost(f"d={d} {c.levels.sampler} {_method(c.method)}", c.levels.steps * float(c.points * c.sub) ** d)
+    checked = ",".join(c.checked) or "-"
+    return Cost(f"d={d} {c.levels.sampler} {_method(c.method)} {checked}", c.levels.steps * float(c.grid[2]) ** d)
 
 
 def _flows_field_cell(c: Any) -> Cost:  # evaluation.flows.FieldCell
