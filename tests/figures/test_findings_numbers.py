@@ -45,7 +45,7 @@ def _fake(kind):
     ws = sweeps.weights(True)
     keys = [(f, r) for f in sweeps.FAMILIES for r in (False, True)]
     arr = lambda lo, hi: {k: rng.uniform(lo, hi, len(ws)) for k in keys}  # noqa: E731
-    return sweeps.Sweeps(ws, arr(0.01, 1), arr(0.01, 1), arr(0.01, 3), arr(1e-6, 1e-4), arr(1e-6, 1e-3))
+    return sweeps.Sweeps(ws, arr(0.01, 1), arr(0.01, 1), arr(0.01, 3), arr(1e-6, 1e-4), arr(1e-6, 1e-3), arr(1e-14, 1e-12))
 
 
 @pytest.mark.parametrize("kind", ["outputs", "sweeps"])
