@@ -69,7 +69,7 @@ def conclusion(r: FlowsResult) -> str:
             continue
         v = r.sw1[rows][..., c.methods.index(m)]
         ok = np.isfinite(v) & np.isfinite(base)
-        parts.append(f"{Method.parse(m).label.split(' (')[0]} {int((v[ok] < base[ok]).sum())}/{int(ok.sum())}")
+        parts.append(f"{Method.parse(m).label} {int((v[ok] < base[ok]).sum())}/{int(ok.sum())}")
     return "Cells (2-D presets) where a rule's sliced W1 is below CFG's: " + ", ".join(parts) + "."
 
 

@@ -596,3 +596,16 @@ def test_entry_point_refuses_bad_arguments_before_computing(capsys, tmp_path):
         with pytest.raises(SystemExit) as e:
             flows.main(argv + ["--out", str(tmp_path)])
         assert e.value.code == 2 and match in capsys.readouterr().err
+
+
+def test_the_figures_conclusion_names_every_rule_by_its_full_label(tiny):
+    """The conclusion cut labels at ' (': REG (paper) and REG (vjp) both printed as 'REG' (session 10's quick run:
+    '..., REG 6/8, REG 6/8')."""
+    from figures import flows as figure
+
+    c = dataclasses.replace(TINY, presets=("paper_1d", "correlated_2d"),
+                            methods=("cfg", "cfg,reg=paper", "cfg,reg=vjp", "optimal"))
+    sw1 = np.ones((2,) + tiny.sw1.shape[1:])
+    sw1[1, ..., 1] = 0.5  # on the 2-D preset REG (paper) is below CFG everywhere, REG (vjp) nowhere
+    text = figure.conclusion(dataclasses.replace(tiny, config=c, sw1=sw1))
+    assert "REG (paper) 2/2" in text and "REG (vjp) 0/2" in text, text
