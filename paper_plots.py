@@ -8,9 +8,11 @@ bar (in seconds of work measured per class of cell, with ``cells done/total``, a
 what the workers are on, then the figure being drawn: :class:`evaluation.sweep.Eta`): first the cells of every
 figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
 goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module, computes anyway: the claims ledger
-reports such a claim as not converged, recomputing its failed cells, which are never cached); then the figures without the hook compute their arrays in
-worker processes, while each figure with the hook reads its arrays from the cache (a warm rerun of those
-recomputes nothing), and every figure is drawn in order.
+reports such a claim as not converged, or concludes a partial claim on its converged settings, reading the failures
+from the cache); then the figures without the hook compute their arrays in worker processes, while each figure with
+the hook reads its arrays from the cache (a warm rerun of those recomputes nothing), and every figure is drawn in
+order, except one whose arrays, code and matplotlib are those of the files it drew last time in ``--out`` (a digest in
+``--out/.drawn.json``; ``--redraw`` draws them all).
 ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
 ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
 file another wrote (it fails instead); the results files are written atomically and always describe the figures
@@ -21,8 +23,11 @@ rerun resumes), the figures drawn so far are in ``--out``, and its results files
 from __future__ import annotations
 
 import argparse
+import functools
+import hashlib
 import json
 import os
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -101,6 +106,40 @@ def _previous_seconds(out: Path) -> dict:
         return {}
 
 
+DRAWN = ".drawn.json"  # in --out: per figure, the digest of what it drew and its files (a warm rerun redraws nothing)
+_SOURCES = ("analytic", "sampler", "evaluation", "figures", "toy")  # code a figure's look may depend on
+
+
+@functools.cache
+def _code_digest() -> bytes:
+    """One digest of every module a figure's drawing can reach (any change there redraws every figure)."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256(matplotlib.__version__.encode())
+    for package in _SOURCES:
+        for path in sorted((root / package).rglob("*.py")):
+            h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes())
+    return h.digest()
+
+
+def _stamp(name: str, arrays, quick: bool) -> str | None:
+    """The digest of what figure ``name`` draws: its arrays (or the module's ``fingerprint(arrays)``: what its plot
+    reads), the code and matplotlib's version; ``None`` when the arrays do not pickle (then it is always drawn)."""
+    fingerprint = getattr(FIGURES[name], "fingerprint", None)
+    try:
+        data = pickle.dumps(fingerprint(arrays) if callable(fingerprint) else arrays, protocol=4)
+    except Exception:  # noqa: BLE001 - not picklable: no stamp, the figure is drawn
+        return None
+    return hashlib.sha256(_code_digest() + f"{name}:{quick}:".encode() + data).hexdigest()
+
+
+def _read_drawn(out: Path) -> dict:
+    try:
+        drawn = json.loads((out / DRAWN).read_text())
+        return drawn if isinstance(drawn, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
@@ -115,6 +154,9 @@ def main(argv=None) -> int:
     ap.add_argument("--retry-failed", action="store_true",
                     help="compute again the cells whose failure (a ValueError: a tolerance not met) is cached; "
                          "without it a cached failure is read back (the same code and configuration fail alike)")
+    ap.add_argument("--redraw", action="store_true",
+                    help="draw every figure; without it a figure whose arrays, code and matplotlib are those of the "
+                         f"files it drew last time in --out (recorded in --out/{DRAWN}) keeps them")
     ap.add_argument("--update-docs", action="store_true",
                     help="after a full run of every figure (no --quick, no --only), copy results.json to "
                          "docs/data/ and regenerate the findings block of docs/findings.md")
@@ -137,13 +179,19 @@ def main(argv=None) -> int:
     for name in sorted(set(FIGURES) - set(names) if not args.only else ()):
         print(f"{name:<14} skipped in --quick (draw it with --only {name})", flush=True)
     results, failed, written = {}, [], {}
+    drawn = {} if args.redraw else _read_drawn(args.out)
     start_all = time.perf_counter()
 
     def record(name: str, start: float, cpu_start: float, arrays=None, err: BaseException | None = None) -> None:
         mod = FIGURES[name]
         if err is None:
             try:
-                paths = mod.plot(arrays, args.out)
+                stamp, last = _stamp(name, arrays, args.quick), drawn.pop(name, None)
+                kept = [args.out / f for f in last["files"]] if isinstance(last, dict) and stamp is not None \
+                    and last.get("stamp") == stamp and isinstance(last.get("files"), list) else None
+                paths = kept if kept and all(p.is_file() for p in kept) else mod.plot(arrays, args.out)
+                if stamp is not None:
+                    drawn[name] = {"stamp": stamp, "files": [p.name for p in paths]}
                 clash = [p.name for p in paths if p.name in written]
                 if clash:  # a figure must never overwrite another's file
                     raise RuntimeError(f"{name} wrote {', '.join(clash)}, already written by "
@@ -152,7 +200,7 @@ def main(argv=None) -> int:
                 conclusion = getattr(mod, "conclusion", None)  # what to conclude, from the figure's own numbers
                 caption = mod.CAPTION + (f" {conclusion(arrays)}" if callable(conclusion) else "")
                 results[name] = {"caption": caption, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
-                done = f"-> {', '.join(p.name for p in paths)}"
+                done = f"-> {', '.join(p.name for p in paths)}" + (" (unchanged: kept)" if paths is kept else "")
             except Exception as e:  # noqa: BLE001 - recorded, reported, and the run fails at the end
                 err = e
         if err is not None:
@@ -244,6 +292,8 @@ def main(argv=None) -> int:
         print(f"{what} ({drawn} figure(s) drawn so far in {args.out}; its results.json and results.md are unchanged)",
               file=sys.stderr)
         return 130
+    write_atomically(args.out / DRAWN, json.dumps({n: drawn[n] for n in drawn if n in results and "error" not in results[n]
+                                                   or n not in names}, indent=1))
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
     write_atomically(args.out / "results.md", markdown(results))
     total = time.perf_counter() - start_all

@@ -38,6 +38,12 @@ def compute(quick: bool = False) -> LedgerRun:
     return run_ledger(list(CLAIMS), quick=quick, progress=False)
 
 
+def fingerprint(run: LedgerRun):
+    """What :func:`plot` draws (``paper_plots.py`` keeps the files when it is unchanged): the outcomes, not the run's
+    seconds or counts."""
+    return run.outcomes
+
+
 def summary(run: LedgerRun) -> dict:
     """How many claims got each verdict (the verdicts themselves live once, in the ledger's ``claims.md``)."""
     verdicts = [o.result.verdict for o in run.outcomes]

@@ -200,3 +200,33 @@ def test_a_failing_cell_fails_only_the_figures_that_list_it(tmp_path, monkeypatc
     assert res["good"]["numbers"] == {"x": "2.0"}
     assert "1 of its cells failed" in res["bad"]["error"] and "x = -1.0 refuses" in res["bad"]["error"]
     assert "error" not in res["copes"] and res["copes"]["numbers"]["x"].startswith("cell Refuses(x=-1.0) failed")
+
+
+def test_a_warm_rerun_keeps_the_files_of_unchanged_figures_and_redraws_changed_ones(tmp_path, monkeypatch):
+    """Issue 19 (a warm rerun within 60 s): drawing the figures was over half of the warm full job. A figure whose
+    arrays, code and matplotlib are those of its last drawing in --out keeps its files; changed arrays, a missing
+    file or --redraw draw it again."""
+    import types
+
+    calls, data = [], {"v": 1.0}
+
+    def plot(arrays, out):
+        calls.append(arrays)
+        path = out / "stub.png"
+        path.write_text(str(arrays))
+        return [path]
+
+    stub = types.SimpleNamespace(NAME="stub", CAPTION="c", compute=lambda quick=False: dict(data), plot=plot,
+                                 summary=lambda a: {"v": a["v"]})
+    monkeypatch.setattr(paper_plots, "FIGURES", {"stub": stub})
+    run = lambda *extra: paper_plots.main(["--out", str(tmp_path), "--workers", "1", "--no-progress", *extra])  # noqa: E731
+    assert run() == 0 and len(calls) == 1
+    assert run() == 0 and len(calls) == 1  # unchanged: kept
+    assert json.loads((tmp_path / "results.json").read_text())["figures"]["stub"]["files"] == ["stub.png"]
+    data["v"] = 2.0
+    assert run() == 0 and len(calls) == 2 and (tmp_path / "stub.png").read_text() == str({"v": 2.0})
+    (tmp_path / "stub.png").unlink()
+    assert run() == 0 and len(calls) == 3  # its file is gone: drawn again
+    assert run("--redraw") == 0 and len(calls) == 4
+    monkeypatch.setattr(paper_plots, "_stamp", lambda name, arrays, quick: None)  # arrays that do not pickle
+    assert run() == 0 and len(calls) == 5
