@@ -10,6 +10,7 @@ tilted target's and the variance relative to it.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 from pathlib import Path
 
@@ -52,6 +53,12 @@ def cells(quick: bool = False) -> list:
 @functools.cache
 def compute(quick: bool = False) -> DimensionStudy:
     return dimension.compute(quick=quick)
+
+
+def fingerprint(r: DimensionStudy) -> DimensionStudy:
+    """What :func:`plot` draws (``paper_plots.py`` keeps the files when it is unchanged): the study without its
+    run time."""
+    return dataclasses.replace(r, seconds=0.0)
 
 
 def summary(r: DimensionStudy) -> dict:

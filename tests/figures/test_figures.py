@@ -165,6 +165,14 @@ def test_dimension_figure_draws_the_study_and_its_summary_is_the_studys(tmp_path
     assert [row["cfg_err_first_d"]["value"], row["cfg_err_last_d"]["value"]] == pytest.approx([cfg[0].mean(),
                                                                                                cfg[-1].mean()])
     assert FIGURES["dimension"] is dimension
+    # what paper_plots.py digests to keep the files: the study less its run time (which differs on every run)
+    import dataclasses
+    import pickle
+
+    again = dataclasses.replace(r, seconds=r.seconds + 1.0)
+    assert pickle.dumps(dimension.fingerprint(again)) == pickle.dumps(dimension.fingerprint(r))
+    assert pickle.dumps(dimension.fingerprint(dataclasses.replace(r, dims=r.dims[:1]))) != \
+        pickle.dumps(dimension.fingerprint(r))
 
 
 @pytest.mark.slow
