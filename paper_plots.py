@@ -190,13 +190,13 @@ def main(argv=None) -> int:
                 kept = [args.out / f for f in last["files"]] if isinstance(last, dict) and stamp is not None \
                     and last.get("stamp") == stamp and isinstance(last.get("files"), list) else None
                 paths = kept if kept and all(p.is_file() for p in kept) else mod.plot(arrays, args.out)
-                if stamp is not None:
-                    drawn[name] = {"stamp": stamp, "files": [p.name for p in paths]}
                 clash = [p.name for p in paths if p.name in written]
                 if clash:  # a figure must never overwrite another's file
                     raise RuntimeError(f"{name} wrote {', '.join(clash)}, already written by "
                                        f"{', '.join(sorted({written[c] for c in clash}))}")
                 written.update({p.name: name for p in paths})
+                if stamp is not None:  # its files are its drawing of these arrays (not another figure's)
+                    drawn[name] = {"stamp": stamp, "files": [p.name for p in paths]}
                 conclusion = getattr(mod, "conclusion", None)  # what to conclude, from the figure's own numbers
                 caption = mod.CAPTION + (f" {conclusion(arrays)}" if callable(conclusion) else "")
                 results[name] = {"caption": caption, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
@@ -292,8 +292,7 @@ def main(argv=None) -> int:
         print(f"{what} ({drawn} figure(s) drawn so far in {args.out}; its results.json and results.md are unchanged)",
               file=sys.stderr)
         return 130
-    write_atomically(args.out / DRAWN, json.dumps({n: drawn[n] for n in drawn if n in results and "error" not in results[n]
-                                                   or n not in names}, indent=1))
+    write_atomically(args.out / DRAWN, json.dumps(drawn, indent=1))  # this run's figures re-entered when drawn
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
     write_atomically(args.out / "results.md", markdown(results))
     total = time.perf_counter() - start_all
