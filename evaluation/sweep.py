@@ -400,7 +400,22 @@ class CellFailed(NamedTuple):
     error: str
 
     def __str__(self) -> str:
-        return f"cell {self.cell} failed: {self.error}"
+        return f"cell {self.cell} failed: {self.reason}"
+
+    @property
+    def reason(self) -> str:
+        """``error`` without the cell's repr that a cell's own message begins with (the accuracy contract names the
+        cell it refuses), so the cell is named once."""
+        kind, sep, message = self.error.partition(": ")
+        if not sep or not message.startswith(self.cell):
+            return self.error
+        depth = 0
+        for i, c in enumerate(message):  # the repr ends where its first parenthesis closes
+            depth += (c == "(") - (c == ")")
+            if depth == 0 and c == ")":
+                rest = message[i + 1:]
+                return f"{kind}: {rest[2:]}" if rest.startswith(": ") else self.error
+        return self.error
 
 
 class SweepInterrupted(KeyboardInterrupt):

@@ -143,3 +143,18 @@ def test_a_partial_claim_concludes_on_the_settings_that_converged_and_names_the_
     assert whole.result.verdict == NOT_CONVERGED
     none = run_ledger([_partial_claim("none", [-1.0, -3.0])], cache=tmp_path, progress=False).outcomes[0]
     assert none.result.verdict == NOT_CONVERGED and none.data is None  # nothing converged: nothing to conclude on
+
+
+def test_a_failure_names_its_cell_once():
+    """A cell's own ValueError begins with the cell's repr (the accuracy contract names the cell it refuses); the
+    ledger's key number printed it twice, 200 characters apart. The repr, cut at 200 characters in ``cell``, is
+    dropped from the reason; a message that does not begin with it is kept whole."""
+    cell = "OutputCell(law='classes_2d', method=Method(rule='cfg', w=1.0), grid=(-3.5, 3.5, 51), tol=None)"
+    own = CellFailed(cell[:40], f"ValueError: {cell}: the law does not reach tol 0.005 on grid (-7.0, 7.0, 401)")
+    assert own.reason == "ValueError: the law does not reach tol 0.005 on grid (-7.0, 7.0, 401)"
+    assert str(own) == f"cell {cell[:40]} failed: {own.reason}"
+    assert str(own).count("classes_2d") == 1
+    other = CellFailed(cell[:40], "MemoryError: out of memory")
+    assert other.reason == other.error and str(other) == f"cell {cell[:40]} failed: MemoryError: out of memory"
+    unclosed = CellFailed("Cell(x=1", "ValueError: Cell(x=1 is broken")
+    assert unclosed.reason == unclosed.error
