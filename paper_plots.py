@@ -41,8 +41,8 @@ from tqdm.auto import tqdm  # noqa: E402
 
 from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
-from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, eta_of, local_pool,  # noqa: E402
-                              run_cells)
+from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, cells_code, eta_of,  # noqa: E402
+                              local_pool, run_cells)
 from figures import FIGURES  # noqa: E402
 
 
@@ -200,6 +200,8 @@ def main(argv=None) -> int:
                 conclusion = getattr(mod, "conclusion", None)  # what to conclude, from the figure's own numbers
                 caption = mod.CAPTION + (f" {conclusion(arrays)}" if callable(conclusion) else "")
                 results[name] = {"caption": caption, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
+                if name in owned:  # which source computed its numbers (as the ledger stamps its entries)
+                    results[name]["code"] = cells_code(owned[name])
                 done = f"-> {', '.join(p.name for p in paths)}" + (" (unchanged: kept)" if paths is kept else "")
             except Exception as e:  # noqa: BLE001 - recorded, reported, and the run fails at the end
                 err = e
@@ -293,7 +295,9 @@ def main(argv=None) -> int:
               file=sys.stderr)
         return 130
     write_atomically(args.out / DRAWN, json.dumps(drawn, indent=1))  # this run's figures re-entered when drawn
-    write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "figures": results}, indent=2))
+    date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "date": date, "figures": results},
+                                                           indent=2))
     write_atomically(args.out / "results.md", markdown(results))
     total = time.perf_counter() - start_all
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -173,6 +173,13 @@ def code_version(config: type) -> str:
     return h.hexdigest()
 
 
+def cells_code(cells: Sequence[Any]) -> str:
+    """12 hex digits naming the code versions of the kinds of ``cells`` (:func:`code_version`): equal stamps mean
+    the numbers were computed by the same source. The run stamp of a ledger entry and of a published figure."""
+    versions = sorted({code_version(type(c)) for c in cells})
+    return hashlib.sha256(" ".join(versions).encode()).hexdigest()[:12]
+
+
 # --- encoding -----------------------------------------------------------------------------------------
 def _type_name(t: type) -> str:
     return f"{t.__module__}:{t.__qualname__}"

@@ -187,9 +187,11 @@ def _leaves(numbers: dict, prefix=()):
 def check_findings(block: str, results: dict) -> int:
     """Every number of ``results`` appears in ``block`` at its printed precision; returns how many."""
     n = 0
-    sections = re.split(r"^#### `([^`]+)`$", block, flags=re.M)
-    by_name = dict(zip(sections[1::2], sections[2::2]))
+    sections = re.split(r"^#### `([^`]+)`(?: \(code ([0-9a-f]{12})\))?$", block, flags=re.M)
+    by_name = dict(zip(sections[1::3], sections[3::3]))
     assert list(by_name) == list(results["figures"]), (list(by_name), list(results["figures"]))
+    codes = dict(zip(sections[1::3], sections[2::3]))
+    assert all(codes[name] == fig.get("code") for name, fig in results["figures"].items()), codes  # its stamp
     for name, fig in results["figures"].items():
         rows = _table(by_name[name])
         leaves = list(_leaves(fig.get("numbers", {})))
@@ -268,6 +270,19 @@ def test_rendered_numbers_equal_the_results_at_printed_precision(tmp_path):
     assert "| REG closer in 291/424 | full |" in found["claims"]
     # the error sets the digits: 0.66312345 +- 0.00123456 prints as 0.6631 ± 0.0012
     assert "| w=1 / cfg / tv | 0.6631 ± 0.0012 |" in found["findings"]
+
+
+def test_findings_say_which_run_and_code_made_each_figure():
+    """paper_plots stamps results.json with the run's end and each figure with its cells' code version (as the ledger
+    stamps its entries), so a reader sees which source the published numbers came from; the stamps are not
+    numbers the precision check reads."""
+    results = {**FIXTURE_RESULTS, "date": "2026-12-07T12:00:00Z",
+               "figures": {**FIXTURE_RESULTS["figures"], "outputs": {**FIXTURE_RESULTS["figures"]["outputs"],
+                                                                     "code": "0123456789ab"}}}
+    block = D.render_findings(results)
+    assert "`python paper_plots.py --quick` (run ended 2026-12-07T12:00:00Z)" in block
+    assert "#### `outputs` (code 0123456789ab)" in block and "#### `sweeps`\n" in block
+    assert check_findings(block, results) == 9
 
 
 def test_the_precision_check_catches_a_wrong_number():

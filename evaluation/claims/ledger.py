@@ -14,13 +14,12 @@ keeps the others.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 from ..docs import format_number
-from ..sweep import Cache, CellFailed, code_version, run_cells
+from ..sweep import Cache, CellFailed, cells_code, run_cells
 
 __all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "RunStamp", "run_ledger", "evaluate", "markdown",
            "to_json", "from_json", "merge", "VERDICTS", "NOT_CONVERGED"]
@@ -125,13 +124,6 @@ class RunStamp(NamedTuple):
     quick: bool  # the --quick (coarser) sweeps
     date: str  # when the run ended, UTC, ISO 8601 to the second ("" when unknown: a ledger written before stamps)
     code: str  # the code version of the claim's cells, 12 hex digits (:func:`cells_code`; "" when unknown)
-
-
-def cells_code(cells: Sequence[Any]) -> str:
-    """12 hex digits naming the code versions of the kinds of ``cells`` (:func:`evaluation.sweep.code_version`):
-    equal stamps mean the entry was computed by the same source."""
-    versions = sorted({code_version(type(c)) for c in cells})
-    return hashlib.sha256(" ".join(versions).encode()).hexdigest()[:12]
 
 
 def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | str | None = None, workers: int = 1,

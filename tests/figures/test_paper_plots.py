@@ -15,7 +15,7 @@ from evaluation import flows as flows_exp  # noqa: E402
 from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.claims import get_claim, run_ledger  # noqa: E402
 from evaluation.claims.ledger import Outcome  # noqa: E402
-from evaluation.sweep import cell_kind  # noqa: E402
+from evaluation.sweep import cell_kind, cells_code  # noqa: E402
 from figures import claims, flows, maps_1d  # noqa: E402
 
 
@@ -200,6 +200,9 @@ def test_a_failing_cell_fails_only_the_figures_that_list_it(tmp_path, monkeypatc
     assert res["good"]["numbers"] == {"x": "2.0"}
     assert "1 of its cells failed" in res["bad"]["error"] and "x = -1.0 refuses" in res["bad"]["error"]
     assert "error" not in res["copes"] and res["copes"]["numbers"]["x"].startswith("cell Refuses(x=-1.0) failed")
+    # each drawn figure is stamped with its cells' code version, as the ledger's entries are
+    assert res["good"]["code"] == cells_code([Refuses(1.0)]) and res["copes"]["code"] == cells_code([Refuses(3.0)])
+    assert "code" not in res["bad"]
 
 
 def test_a_warm_rerun_keeps_the_files_of_unchanged_figures_and_redraws_changed_ones(tmp_path, monkeypatch):
