@@ -1,0 +1,137 @@
+"""What a reader sees in the figures (issue 21, the figure review): legends name methods, starts and schedules the
+way a reader does (``AutoG``, ``N(0,1) start``, ``linear betas to abar_T = ...``), never by their code spellings
+(``autog``, ``n01``, ``lin:T:0.8168``, ``up``); log axes carry plain-number ticks; clipped densities say so; one key
+per figure where several panels share it. Drawn from small synthetic arrays (no cell runs): seconds."""
+import re
+
+import matplotlib
+import numpy as np
+import pytest
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+
+from evaluation.claims.autoguidance import GUIDES, Autoguidance  # noqa: E402
+from evaluation.claims.reg_map import Gap, RegMap  # noqa: E402
+from evaluation.claims.schedules import WEIGHTINGS, WeightSchedules  # noqa: E402
+from evaluation.claims.theorem1 import Theorem1  # noqa: E402
+from figures import (claims_autoguidance, claims_bn_pc, claims_reg_samples,  # noqa: E402
+                     claims_schedules, claims_theorem1, style)
+
+# code spellings that must not reach a legend: rule and start names, guide names, weightings, schedule spellings
+CODE = re.compile(r"\b(autog|cfg_zero_star(_init)?|apg_momentum|reg_vjp|reg_paper|n01|const|up|down)\b"
+                  r"|\b(lin|cosine|linear):[\dT]")
+
+
+def _draw(module, data, monkeypatch, tmp_path):
+    """The figure ``module.plot`` draws from ``data``, kept open (``save`` replaced)."""
+    drawn = {}
+    monkeypatch.setattr(module, "save", lambda fig, out, name: drawn.setdefault("fig", fig) and [])
+    module.plot(data, tmp_path)
+    return drawn["fig"]
+
+
+def _legend_texts(fig) -> list[str]:
+    legends = list(fig.legends) + [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None]
+    return [t.get_text() for lg in legends for t in lg.get_texts()]
+
+
+def _no_code_names(fig) -> list[str]:
+    texts = _legend_texts(fig)
+    assert texts, "the figure has no legend"
+    bad = [t for t in texts if CODE.search(t)]
+    assert not bad, f"code spellings in the legend: {bad}"
+    return texts
+
+
+def test_style_names_schedules_and_starts_as_a_reader_does():
+    assert style.schedule_label("lin:T:0.0001") == "linear betas to abar_T = 0.0001"
+    assert style.schedule_label("lin:20:0.5") == "linear betas to abar_T = 0.5, T = 20"
+    assert style.schedule_label("cosine:T") == "cosine"
+    assert style.schedule_label("paper") == "paper"  # other spellings as they are
+    assert style.schedule_label("linear:20:0.01:0.4") == "linear:20:0.01:0.4"
+    from evaluation.spec import STARTS
+    assert set(style.START_LABELS) == set(STARTS)  # every start of the vocabulary has its name
+
+
+def test_log_axes_get_plain_tick_labels():
+    fig, ax = plt.subplots()
+    ax.plot([25, 50, 100, 400], [0.3, 0.5, 0.9, 1.4])
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    style.ticks_at(ax.xaxis, [25, 50, 100, 400])
+    style.plain_log_ticks(ax.yaxis)
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["25", "50", "100", "400"]
+    assert not ax.xaxis.get_minorticklocs().size
+    ylabels = {t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True)} - {""}
+    assert {"0.3", "0.5", "1"} <= ylabels and not any("times" in t or "^" in t for t in ylabels)
+    plt.close(fig)
+
+
+def test_autoguidance_legend_names_the_guides(tmp_path, monkeypatch):
+    ws = np.array([0.0, 0.5, 1.0])
+    v = np.ones((2, len(GUIDES), len(ws)))
+    d = Autoguidance(("paper_1d", "classes_2d"), ws, v, v, np.ones(2), v, v, np.zeros(2))
+    fig = _draw(claims_autoguidance, d, monkeypatch, tmp_path)
+    texts = _no_code_names(fig)
+    assert texts == [claims_autoguidance.GUIDE_LABELS[g] for g in GUIDES]  # one key for every panel
+    assert not set(texts) & set(GUIDES)  # not the guides' code names ("control" alone)
+    assert not any(ax.get_legend() for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_theorem1_legend_and_ticks(tmp_path, monkeypatch):
+    T = np.array([10, 20, 40])
+    curves = ("lin:T:0.8168 / tilted", "lin:T:0.8168 / n01", "lin:T:0.0001 / tilted", "lin:T:0.0001 / n01")
+    tv = np.array([[0.1, 0.05, 0.025], [0.5, 0.5, 0.5], [0.3, 0.2, 0.1], [0.3, 0.2, 0.1]])
+    fig = _draw(claims_theorem1, Theorem1(T, curves, tv, tv), monkeypatch, tmp_path)
+    texts = _no_code_names(fig)
+    assert texts[1] == "linear betas to abar_T = 0.8168, N(0,1) start"
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["10", "20", "40"]
+    plt.close(fig)
+
+
+def test_schedules_legend_names_the_weightings(tmp_path, monkeypatch):
+    settings = (("paper_1d", "paper", 1.0), ("paper_1d", "lin:20:0.0001", 3.0))
+    v = np.full((2, len(WEIGHTINGS)), 0.5)
+    fig = _draw(claims_schedules, WeightSchedules(settings, v, v, v), monkeypatch, tmp_path)
+    assert _no_code_names(fig) == ["constant weight", "increasing weight", "decreasing weight"]
+    plt.close(fig)
+
+
+def _gap(law, schedule, w, start, d_tv):
+    return Gap(law, schedule, "cfg", "paper", w, start, 0.5, 0.5 + d_tv, d_tv, 0.0, 0.0, 0.0, 0.1, 0.1 + d_tv / 4,
+               d_tv / 4, 1e-4, 1e-4)
+
+
+def test_reg_samples_legends_name_the_starts_and_schedules(tmp_path, monkeypatch):
+    gaps = [_gap("paper_1d", s, w, st, 0.1 * (i - 2)) for i, s in enumerate(("paper", "lin:20:0.0001"))
+            for w in (1.0, 3.0) for st in ("n01", "tilted")]
+    gaps += [_gap("paper_1d", f"lin:{T}:0.8168", w, st, -0.1) for T in (10, 20) for w in (1.0, 3.0)
+             for st in ("n01", "tilted")]
+    gaps += [_gap(f"single:1:{np.sqrt(r) / 2}:0:0.5", "lin:20:0.0001", 1.0, st, r - 0.6) for r in (0.25, 0.5, 1.0)
+             for st in ("n01", "tilted")]
+    fig = _draw(claims_reg_samples, RegMap(tuple(gaps), True), monkeypatch, tmp_path)
+    texts = _no_code_names(fig)
+    assert "linear betas to abar_T = 0.8168, w = 1, N(0,1) start" in texts
+    assert "w = 1, tilted start p_T E_T" in texts
+    plt.close(fig)
+
+
+@pytest.mark.parametrize("module", [claims_bn_pc])
+def test_bn_pc_ticks_are_the_step_counts(module, tmp_path, monkeypatch):
+    from evaluation.claims.bradley_nakkiran import PredictorCorrector
+    fields = PredictorCorrector._fields
+    T = np.array([25, 50, 100])
+    x = np.linspace(-2, 3, 51)
+    values = {"ws": np.array([1.0]), "T": T, "x": x, "laws": np.ones((4, len(x)))}
+    d = PredictorCorrector(**{f: values.get(f, np.full((1, len(T)), 0.3)) for f in fields})
+    fig = _draw(module, d, monkeypatch, tmp_path)
+    fig.canvas.draw()
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["25", "50", "100"]
+    plt.close(fig)
+
