@@ -13,10 +13,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from evaluation.claims.autoguidance import GUIDES, Autoguidance  # noqa: E402
+from evaluation.claims.chidambaram import Guided  # noqa: E402
 from evaluation.claims.reg_map import Gap, RegMap  # noqa: E402
 from evaluation.claims.schedules import WEIGHTINGS, WeightSchedules  # noqa: E402
 from evaluation.claims.theorem1 import Theorem1  # noqa: E402
-from figures import (claims_autoguidance, claims_bn_pc, claims_reg_samples,  # noqa: E402
+from figures import (claims_autoguidance, claims_bn_pc, claims_chidambaram, claims_reg_samples,  # noqa: E402
                      claims_schedules, claims_theorem1, style)
 
 # code spellings that must not reach a legend: rule and start names, guide names, weightings, schedule spellings
@@ -103,6 +104,24 @@ def test_schedules_legend_names_the_weightings(tmp_path, monkeypatch):
     plt.close(fig)
 
 
+def test_chidambaram_one_key_plain_weights_and_a_stated_clip(tmp_path, monkeypatch):
+    x = np.linspace(-1, 4, 501)
+    ws, errors = np.array([0.0, 1.0, 8.0, 32.0]), np.array([0.0, 0.02, 0.1])
+    mass = np.exp(-((x - 1.5) / 0.3) ** 2)
+    spike = np.exp(-((x - 2.2) / 0.005) ** 2)  # a density far above the clip
+    block = np.stack([np.stack([mass] * 3 + [spike])] * len(errors))  # [E, W, n]
+    z = np.zeros((len(errors), len(ws)))
+    d = Guided(x, ws, ws[:3], errors, block, z, z, z, np.zeros((2, 3)), np.zeros((2, 3)), None)
+    fig = _draw(claims_chidambaram, d, monkeypatch, tmp_path)
+    _no_code_names(fig)
+    density_axes = fig.axes[:len(errors)]
+    assert all(ax.get_ylim()[1] == claims_chidambaram.CLIP and "clipped" in ax.get_title() for ax in density_axes)
+    assert sum(ax.get_legend() is not None for ax in density_axes) + len(fig.legends) == 1  # the w key once
+    fig.canvas.draw()
+    assert [t.get_text() for t in fig.axes[len(errors)].get_xticklabels()] == ["0", "1", "8", "32"]
+    plt.close(fig)
+
+
 def _gap(law, schedule, w, start, d_tv):
     return Gap(law, schedule, "cfg", "paper", w, start, 0.5, 0.5 + d_tv, d_tv, 0.0, 0.0, 0.0, 0.1, 0.1 + d_tv / 4,
                d_tv / 4, 1e-4, 1e-4)
@@ -135,3 +154,20 @@ def test_bn_pc_ticks_are_the_step_counts(module, tmp_path, monkeypatch):
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["25", "50", "100"]
     plt.close(fig)
 
+
+def test_flows_names_the_rules_gives_each_a_marker_and_states_its_clip(tmp_path, monkeypatch):
+    from evaluation import flows as flows_exp
+    from figures import flows
+
+    c = flows_exp.FlowsConfig(presets=("paper_1d",), weights=(1.0,), steps=(2,), schedules=("flow",),
+                              methods=("cfg", "cfg_zero_star_init", "apg_momentum"), density_points=(101, 11),
+                              fields=False, grid_check=False, optimal_2d_steps=())
+    fig = _draw(flows, flows_exp.compute(config=c, progress=False), monkeypatch, tmp_path)
+    texts = _no_code_names(fig)
+    assert {"CFG-Zero* + zero-init", "APG + momentum"} <= set(texts)
+    assert len({flows.MARKER[m] for m in c.methods}) == len(c.methods)  # one marker per rule
+    ax = fig.axes[0]  # the 1-D densities: a spike above the axis is said in the title
+    top = ax.get_ylim()[1]
+    clipped = any((np.asarray(line.get_ydata(), float) > top).any() for line in ax.get_lines())
+    assert clipped == ("clipped" in ax.get_title())
+    plt.close(fig)
