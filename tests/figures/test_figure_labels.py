@@ -17,8 +17,8 @@ from evaluation.claims.chidambaram import Guided  # noqa: E402
 from evaluation.claims.reg_map import Gap, RegMap  # noqa: E402
 from evaluation.claims.schedules import WEIGHTINGS, WeightSchedules  # noqa: E402
 from evaluation.claims.theorem1 import Theorem1  # noqa: E402
-from figures import (claims_autoguidance, claims_bn_pc, claims_chidambaram, claims_reg_samples,  # noqa: E402
-                     claims_schedules, claims_theorem1, style)
+from figures import (claims_autoguidance, claims_bn_pc, claims_chidambaram, claims_interval,  # noqa: E402
+                     claims_pavasovic, claims_reg_fields, claims_reg_samples, claims_schedules, claims_theorem1, style)
 
 # code spellings that must not reach a legend: rule and start names, guide names, weightings, schedule spellings
 CODE = re.compile(r"\b(autog|cfg_zero_star(_init)?|apg_momentum|reg_vjp|reg_paper|n01|const|up|down)\b"
@@ -170,4 +170,44 @@ def test_flows_names_the_rules_gives_each_a_marker_and_states_its_clip(tmp_path,
     top = ax.get_ylim()[1]
     clipped = any((np.asarray(line.get_ydata(), float) > top).any() for line in ax.get_lines())
     assert clipped == ("clipped" in ax.get_title())
+    plt.close(fig)
+
+
+def test_pavasovic_panels_have_y_labels(tmp_path, monkeypatch):
+    from evaluation.claims.pavasovic import SEPARATIONS, HighDim
+
+    dims, ws = np.array([1, 4, 16]), np.array([0.0, 1.0, 2.0])
+    shape = (len(SEPARATIONS), len(dims), len(ws))
+    d = HighDim(dims, ws, np.ones(shape[:2]), np.ones(shape), np.ones(shape), np.full(shape, 0.1), 0.0)
+    fig = _draw(claims_pavasovic, d, monkeypatch, tmp_path)
+    assert all(ax.get_ylabel() and ax.get_xlabel() for ax in fig.axes)
+    plt.close(fig)
+
+
+def test_reg_fields_names_the_estimators_with_the_method_vocabulary(tmp_path, monkeypatch):
+    from evaluation.claims.reg_fields import FieldComparison, RegFields
+    from evaluation.spec import Method
+
+    abar = np.array([0.9, 0.5, 0.1])
+    comps = tuple(FieldComparison(law, "paper", "cfg", 1.0, est, abar, abar, abar / 2, abar, 0.5, 0.25)
+                  for law in ("paper_1d", "correlated_2d") for est in (("paper",) if law == "paper_1d" else
+                                                                        ("paper", "vjp", "diag")))
+    fig = _draw(claims_reg_fields, RegFields(comps, 0), monkeypatch, tmp_path)
+    texts = _no_code_names(fig)
+    for est in ("paper", "vjp", "diag"):
+        assert f"{Method('cfg', reg=est).label}, paper schedule" in texts  # "REG (vjp)", as every other figure
+    plt.close(fig)
+
+
+def test_interval_colour_bar_says_what_it_measures(tmp_path, monkeypatch):
+    from evaluation.claims.interval import IntervalMap
+
+    ends = (0.0, 0.1, 1.0, float("inf"))
+    tv = np.full((1, 1, len(ends), len(ends)), np.nan)
+    tv[0, 0][np.triu_indices(len(ends), 1)] = 0.4
+    sig = np.array([[[0.1, 1.0, 10.0]]])
+    values = {"laws": ("paper_1d",), "ws": (5.0,), "ends": ends, "tv_target": tv, "sigma": sig}
+    d = IntervalMap(**{f: values.get(f, np.ones_like(sig)) for f in IntervalMap._fields})
+    fig = _draw(claims_interval, d, monkeypatch, tmp_path)
+    assert any(ax.get_ylabel() == "TV to the tilted target" for ax in fig.axes)  # the colour bar's axis
     plt.close(fig)
