@@ -17,7 +17,7 @@ from evaluation.claims.chidambaram import Guided  # noqa: E402
 from evaluation.claims.reg_map import Gap, RegMap  # noqa: E402
 from evaluation.claims.schedules import WEIGHTINGS, WeightSchedules  # noqa: E402
 from evaluation.claims.theorem1 import Theorem1  # noqa: E402
-from figures import (claims_autoguidance, claims_bn_pc, claims_chidambaram, claims_interval,  # noqa: E402
+from figures import (claims_autoguidance, claims_bn_pc, claims_cfgpp, claims_chidambaram, claims_interval,  # noqa: E402
                      claims_pavasovic, claims_reg_fields, claims_reg_samples, claims_schedules, claims_theorem1, style)
 
 # code spellings that must not reach a legend: rule and start names, guide names, weightings, schedule spellings
@@ -210,4 +210,20 @@ def test_interval_colour_bar_says_what_it_measures(tmp_path, monkeypatch):
     d = IntervalMap(**{f: values.get(f, np.ones_like(sig)) for f in IntervalMap._fields})
     fig = _draw(claims_interval, d, monkeypatch, tmp_path)
     assert any(ax.get_ylabel() == "TV to the tilted target" for ax in fig.axes)  # the colour bar's axis
+    plt.close(fig)
+
+
+def test_cfgpp_ticks_are_steps_and_step_counts_and_the_densities_have_a_y_label(tmp_path, monkeypatch):
+    from evaluation.claims.cfgpp import CFGpp
+
+    T, x = np.array([10, 20, 40]), np.linspace(-3, 4, 71)
+    values = {"T": T, "x": x, "lambdas": (0.0, 1.0), "lerp_scales": np.linspace(2, 1, 20),
+              "tv_cond": np.full((2, 3), 0.5), "cond_mass": np.exp(-x ** 2) / 10, "masses": np.ones((2, len(x))) / 70}
+    d = CFGpp(**{f: values.get(f, 0.0) for f in CFGpp._fields})
+    fig = _draw(claims_cfgpp, d, monkeypatch, tmp_path)
+    fig.canvas.draw()
+    steps = [float(t.get_text().replace("\u2212", "-")) for t in fig.axes[0].get_xticklabels() if t.get_text()]
+    assert steps and all(s.is_integer() for s in steps)
+    assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["10", "20", "40"]
+    assert fig.axes[2].get_ylabel() == "output density"
     plt.close(fig)
