@@ -13,6 +13,11 @@ from evaluation.claims.ledger import evaluate
 
 from .style import save, style
 
+# the guides of evaluation.claims.autoguidance.GUIDES as a reader names them (the main model: covariances x1.5)
+GUIDE_LABELS = {"autog": "AutoG, guide of the same kind (covariances x3)",
+                "control": "AutoG, guide of another kind (means shifted; control)",
+                "cfg": "CFG (unconditional guide)"}
+
 NAME = "claims_autoguidance"
 CAPTION = ("Autoguidance with an exact 'bad model': TV to the true conditional and entropy (dashed: the conditional's) "
            "over w, for a guide of the same kind, a negative control of another kind, and CFG.")
@@ -29,17 +34,17 @@ def summary(d: Autoguidance) -> dict:
 
 def plot(d: Autoguidance, out_dir: Path) -> list[Path]:
     with style():
-        fig, axes = plt.subplots(2, len(d.laws), figsize=(4.2 * len(d.laws), 6), squeeze=False)
+        fig, axes = plt.subplots(2, len(d.laws), figsize=(max(8.0, 4.2 * len(d.laws)), 6), squeeze=False,
+                                 layout="constrained")
         for i, law in enumerate(d.laws):
             for j, g in enumerate(GUIDES):
-                axes[0, i].plot(d.ws, d.tv[i, j], "-o", ms=3, label=g)
-                axes[1, i].plot(d.ws, d.entropy[i, j], "-o", ms=3, label=g)
+                axes[0, i].plot(d.ws, d.tv[i, j], "-o", ms=3, label=GUIDE_LABELS[g])
+                axes[1, i].plot(d.ws, d.entropy[i, j], "-o", ms=3, label=GUIDE_LABELS[g])
             axes[1, i].axhline(d.cond_entropy[i], color="k", ls="--", lw=0.7)
             axes[0, i].set_title(f"{law}: TV to the conditional")
             axes[1, i].set_title("output entropy (dashed: the conditional's)")
             axes[0, i].set_ylabel("TV")
             axes[1, i].set_ylabel("entropy (nats)")
             axes[1, i].set_xlabel("w")
-            axes[0, i].legend(fontsize=6)
-        fig.tight_layout()
+        fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside lower center", ncol=len(GUIDES), fontsize=7)
         return save(fig, out_dir, NAME)

@@ -11,7 +11,7 @@ from evaluation.claims import get_claim
 from evaluation.claims.bradley_nakkiran import PredictorCorrector
 from evaluation.claims.ledger import evaluate
 
-from .style import save, style
+from .style import plain_log_ticks, save, style, ticks_at
 
 NAME = "claims_bn_pc"
 CAPTION = ("Bradley & Nakkiran: the exact law of the DDIM-predictor + Langevin-corrector chain (gamma' = 2 gamma - 1) "
@@ -38,6 +38,8 @@ def plot(d: PredictorCorrector, out_dir: Path) -> list[Path]:
             ax.plot(d.T, d.tv_ddpm_target[i], ":", label=f"TV(CFG-DDPM, gamma-law) w={w:g}")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ticks_at(ax.xaxis, d.T)  # every T drawn, as a plain number (not 3 x 10^1)
+        plain_log_ticks(ax.yaxis)
         ax.set_xlabel("T")
         ax.set_ylabel("total variation")
         ax.set_title("distances between the laws as T grows")
@@ -48,7 +50,7 @@ def plot(d: PredictorCorrector, out_dir: Path) -> list[Path]:
         ax.set_xlim(-1.5, 3)
         ax.set_title(f"output densities, w = {d.ws[0]:g}, T = {d.T[-1]}")
         ax.set_xlabel("$x_0$")
-        ax.set_ylabel("density")
+        ax.set_ylabel("output density")
         ax.legend(fontsize=6)
         fig.tight_layout()
         return save(fig, out_dir, NAME)

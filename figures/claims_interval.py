@@ -49,10 +49,10 @@ def plot(d: IntervalMap, out_dir: Path) -> list[Path]:
         for i in range(len(d.ends)):
             for j in range(len(d.ends)):
                 if np.isfinite(Z[i, j]):
-                    ax.text(j, i, f"{Z[i, j]:.2f}", ha="center", va="center", fontsize=7,
+                    ax.text(j, i, f"{Z[i, j]:.2f}", ha="center", va="center", fontsize=8,
                             color="w" if Z[i, j] < np.nanmean(Z) else "k")  # readable on viridis' light end
         ax.set_title(f"{d.laws[0]}, w = {d.ws[-1]:g}: TV to the tilted target")
-        fig.colorbar(im, ax=ax, fraction=0.04)
+        fig.colorbar(im, ax=ax, fraction=0.04, label="TV to the tilted target")
         ax = axes[1]
         ax.plot(d.sigma[0, -1], d.golden[0, -1], "k-", label="|golden|")
         ax.plot(d.sigma[0, -1], d.cfg_term[0, -1], "-", label="|CFG term|")
@@ -61,6 +61,6 @@ def plot(d: IntervalMap, out_dir: Path) -> list[Path]:
         ax.set_xlabel("noise level sigma")
         ax.set_ylabel("eps units")
         ax.set_title("$p_t$-weighted term sizes per level")
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=7)
         fig.tight_layout()
         return save(fig, out_dir, NAME)

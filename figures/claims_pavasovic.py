@@ -52,7 +52,10 @@ def plot(d: HighDim, out_dir: Path) -> list[Path]:
                 for sep in SEPARATIONS]
         titles = ("mean overshoot along U (vs unguided)", "variance ratio along U (vs unguided)",
                   "TV to the class-conditional")
-        for ax, title in zip(axes, titles):
+        ylabels = ("output mean - unguided mean, along U", "output variance / unguided variance, along U",
+                   "TV (no unit)")
+        for ax, title, ylabel in zip(axes, titles, ylabels):
+            ax.set_ylabel(ylabel)
             ax.set_xscale("log", base=2)
             ax.set_xlabel("d")
             ax.set_title(title)

@@ -12,6 +12,7 @@ import numpy as np
 from evaluation.claims import get_claim
 from evaluation.claims.ledger import evaluate
 from evaluation.claims.reg_fields import RegFields
+from evaluation.spec import Method
 
 from .style import save, style
 
@@ -65,7 +66,7 @@ def plot(d: RegFields, out_dir: Path) -> list[Path]:
                     ax.plot(sig, c.plain, "-", color=color[c.schedule], lw=1, label=f"CFG, {c.schedule} schedule")
                     drawn.add(c.schedule)
                 ax.plot(sig, c.reg, dashes[c.estimator], color=color[c.schedule], lw=1,
-                        label=f"REG {c.estimator}, {c.schedule} schedule")
+                        label=f"{Method('cfg', reg=c.estimator).label}, {c.schedule} schedule")
             ax.set_xscale("log")
             ax.set_xlabel("noise level sigma")
             ax.set_ylabel("$p_t$-weighted |golden - field| (eps units)")

@@ -17,7 +17,7 @@ from evaluation.claims import get_claim
 from evaluation.claims.ledger import evaluate
 from evaluation.claims.reg_map import SCHED_FULL, T_FAMILIES, RegMap, select
 
-from .style import save, style
+from .style import START_LABELS, save, schedule_label, style, ticks_at
 
 NAME = "claims_reg_samples"
 CAPTION = ("REG's samples against CFG's: TV(REG) - TV(CFG) of exact output laws (blue: REG closer) over schedules "
@@ -58,7 +58,8 @@ def _heat(ax, m: RegMap, start: str, law: str = "paper_1d"):
     ax.set_yticks(range(len(scheds)), scheds)
     ax.grid(False)
     ax.set_xlabel("w")
-    ax.set_title(f"{law}, start {'N(0,1)' if start == 'n01' else 'p_T E_T'}: TV(REG)-TV(CFG)")
+    ax.set_ylabel("schedule (lin:T:abar_T: linear betas, T steps)")
+    ax.set_title(f"{law}, {START_LABELS[start]}: TV(REG) - TV(CFG)")
     return im
 
 
@@ -79,34 +80,35 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
                                  and g.family == "cfg" and g.w == w and g.start == st and g.schedule in of_fam)
                     if len(pts) > 1:
                         ax.plot(*zip(*pts), ls=ls, marker=mk, ms=3, color=c,
-                                label=f"{fam.format(T='T')} w={w:g} {st}")
+                                label=f"{schedule_label(fam.format(T='T'))}, w = {w:g}, {START_LABELS[st]}")
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xscale("log")
+        ticks_at(ax.xaxis, [T for line in ax.get_lines() for T in line.get_xdata()])
         ax.set_xlabel("T")
         ax.set_ylabel("TV(REG) - TV(CFG)")
         ax.set_title("paper_1d: number of steps (key: last panel)")
         grid[1, 2].set_axis_off()
-        grid[1, 2].legend(*ax.get_legend_handles_labels(), loc="center", fontsize=8, ncol=2,
-                          title="number of steps: schedule, w, start")
+        grid[1, 2].legend(*ax.get_legend_handles_labels(), loc="center", fontsize=8, ncol=1,
+                          title="number of steps (upper right): schedule, w, start")
         ax = axes[3]
         singles = [g for g in m.gaps if g.law.startswith("single:")]
         for (w, st), c in zip(sorted({(g.w, g.start) for g in singles}), plt.cm.tab10.colors):
             pts = sorted((4 * float(g.law.split(":")[2]) ** 2, g.d_tv) for g in singles
                          if g.w == w and g.start == st and g.schedule == "lin:20:0.0001")
             if pts:
-                ax.plot(*zip(*pts), "-o", ms=3, color=c, label=f"w={w:g} {st}")
+                ax.plot(*zip(*pts), "-o", ms=3, color=c, label=f"w = {w:g}, {START_LABELS[st]}")
                 ax.axvline((1 + w) / (2 + w), color=c, ls="--", lw=0.6)
                 ax.axvline((1 + 2 * w) / (2 + 2 * w), color=c, ls=":", lw=0.6)
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xlabel("r = $s_c^2 / s_u^2$ (dashed, dotted: the derived boundaries)")
         ax.set_ylabel("TV(REG) - TV(CFG)")
         ax.set_title("single Gaussians (lin to abar_T=1e-4)")
-        ax.legend(fontsize=5)
+        ax.legend(fontsize=7)
         ax = axes[4]
         for st, c in (("n01", "#1f77b4"), ("tilted", "#d62728")):
             sel = [g for g in m.gaps if g.start == st]
             ax.scatter([g.d_field for g in sel], [g.d_tv for g in sel], s=6, color=c, alpha=0.6,
-                       label="N(0,1) start" if st == "n01" else "tilted start")
+                       label=START_LABELS[st])
         ax.axhline(0, color="k", lw=0.5)
         ax.axvline(0, color="k", lw=0.5)
         ax.set_xscale("symlog", linthresh=0.05)

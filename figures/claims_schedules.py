@@ -14,6 +14,9 @@ from evaluation.claims.schedules import WEIGHTINGS, WeightSchedules
 
 from .style import save, style
 
+# the weightings of evaluation.claims.schedules.WEIGHTINGS as a reader names them (equal mean weight)
+WEIGHTING_LABELS = {"const": "constant weight", "up": "increasing weight", "down": "decreasing weight"}
+
 NAME = "claims_schedules"
 CAPTION = ("Constant, increasing and decreasing CFG weights with the same mean: TV to the tilted target, mean "
            "classifier confidence and output entropy per setting (exact DDPM output laws).")
@@ -32,14 +35,15 @@ def plot(d: WeightSchedules, out_dir: Path) -> list[Path]:
     with style():
         fig, axes = plt.subplots(3, 1, figsize=(max(7, 0.42 * len(d.settings)), 8), sharex=True, layout="constrained")
         x = np.arange(len(d.settings))
-        panels = (("TV to the tilted target", "TV"), ("mean classifier confidence", "E[p(y|x)]"),
+        panels = (("TV to the tilted target", "TV (no unit)"), ("mean classifier confidence", "E[p(y|x)] (probability)"),
                   ("output entropy", "entropy (nats)"))
         for ax, arr, (title, ylabel) in zip(axes, (d.tv, d.confidence, d.entropy), panels):
             for k, name in enumerate(WEIGHTINGS):
-                ax.bar(x + (k - 1) * 0.27, arr[:, k], 0.27, label=f"{name} weight")
+                ax.bar(x + (k - 1) * 0.27, arr[:, k], 0.27, label=WEIGHTING_LABELS[name])
             ax.set_title(title)
             ax.set_ylabel(ylabel)
-        axes[0].legend(fontsize=7, ncol=len(WEIGHTINGS))
+        fig.legend(*axes[0].get_legend_handles_labels(), loc="outside upper center", fontsize=7,
+                   ncol=len(WEIGHTINGS))  # above the panels: inside, it covered the tallest bars
         # one line per setting, turned upright: three-line labels side by side collided
         axes[-1].set_xticks(x, [f"{law}, {s}, w = {w:g}" for law, s, w in d.settings], rotation=90, fontsize=7)
         return save(fig, out_dir, NAME)

@@ -19,7 +19,9 @@ from .style import LABELS, save, style
 
 NAME = "fields_2d"
 CAPTION = ("2-D guidance fields (eps units, w = 1) on the correlated_2d and classes_2d presets at three noise "
-           "levels: arrows are the fields, the background of each method is its error |golden - method|.")
+           "levels: arrows are the fields, the background of each method is its error |golden - method|. Each row's "
+           "colour scale ends at the 99th percentile of its errors (the arrow on the colour bar): the 1 % of points "
+           "above it, which would otherwise blank the rest of the row, are drawn in the darkest colour.")
 PRESETS = ("correlated_2d", "classes_2d")
 LEVELS = (0.5, 0.82, 0.95)
 METHODS = ("golden", "present", "reg_paper", "reg_vjp")

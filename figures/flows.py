@@ -31,9 +31,12 @@ CAPTION = ("Guidance on flows vs VP, exact: output laws, sliced W1 to the tilted
            "near-singular outputs do not converge within the node budget) and infinite under 2-D DDPM (its noise "
            "steps are narrower than the grid). With --quick: flow Euler and VP DDIM only, 10 steps.")
 SHOWN = ("cfg", "cfg_zero_star", "cfg_zero_star_init", "apg", "apg_momentum", "cfg,reg=paper", "cfg,reg=vjp", "optimal")
-COLOR = {"cfg": COLORS["cfg"], "cfg_zero_star": "#2ca02c", "cfg_zero_star_init": "#bcbd22", "apg": "#9467bd",
+COLOR = {"cfg": COLORS["cfg"], "cfg_zero_star": "#2ca02c", "cfg_zero_star_init": "#17becf", "apg": "#9467bd",
          "apg_momentum": "#8c564b", "cfg,reg=paper": COLORS["reg_paper"], "cfg,reg=vjp": COLORS["reg_vjp"],
          "optimal": COLORS["golden"]}
+# one marker per rule as well as a colour: the bottom panels draw up to 21 lines (7 rules x 3 schedules)
+MARKER = {"cfg": "o", "cfg_zero_star": "s", "cfg_zero_star_init": "D", "apg": "^", "apg_momentum": "v",
+          "cfg,reg=paper": "P", "cfg,reg=vjp": "X", "optimal": "*"}
 LINE = {"flow": "-", "flow_shift": ":", "vp_ddim": "--", "vp_ddpm": "-."}
 SCHEDULE = {"flow": "flow Euler", "flow_shift": "flow Euler, shifted t", "vp_ddim": "VP DDIM", "vp_ddpm": "VP DDPM"}
 
@@ -114,14 +117,14 @@ def _density_panel(ax, r: FlowsResult, k: int, title: str) -> None:
     ax.legend(loc="lower left", fontsize=6, title="grey: target", title_fontsize=6)
 
 
-def _curves(ax, r: FlowsResult, schedules, xy, marker="o") -> None:
+def _curves(ax, r: FlowsResult, schedules, xy, ms: float = 3.5) -> None:
     """One line per rule and schedule: ``xy(m, k) -> (xs, ys)`` for method index ``m`` and schedule index ``k``."""
     c = r.config
     for name in SHOWN[:-1]:
         if name in c.methods:
             for sch in schedules:
                 xs, ys = xy(c.methods.index(name), c.schedules.index(sch))
-                ax.plot(xs, ys, LINE[sch], marker=marker, ms=3, color=COLOR[name], lw=1.0,
+                ax.plot(xs, ys, LINE[sch], marker=MARKER[name], ms=ms, color=COLOR[name], lw=1.0,
                         label=Method.parse(name).label if sch == schedules[0] else None)
 
 
@@ -144,8 +147,11 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
                                 LINE[sch], color=COLOR[name], lw=1.0,
                                 label=f"{Method.parse(name).label}, {SCHEDULE[sch]}")
             ax.set_xlim(-1, 3)
-            ax.set_ylim(0, 1.6 * (r.target_1d[b] / h).max())  # a spike of a concentrated output is clipped
-            ax.set_title(f"paper_1d, w = 1, {min(c.steps)} steps")
+            top = 1.6 * (r.target_1d[b] / h).max()
+            ax.set_ylim(0, top)  # a spike of a concentrated output would flatten every other curve
+            clipped = any((np.asarray(line.get_ydata(), float) > top).any() for line in ax.get_lines())
+            ax.set_title(f"paper_1d, w = 1, {min(c.steps)} steps"
+                         + (f"\n(density clipped at {top:.2g}, 1.6x the target's peak)" if clipped else ""))
             ax.set_xlabel("$x_0$")
             ax.set_ylabel("output density")
             ax.legend(fontsize=6)
@@ -175,13 +181,15 @@ def plot(r: FlowsResult, out_dir: Path) -> list[Path]:
         ax = axes[1, 2]
         if fields and fig2:
             a, b = c.presets.index(fig2), len(c.weights) - 1
-            _curves(ax, r, schedules, lambda m, k: (r.levels[k, j0], r.field_steps[a, b, k, j0, m]), marker=".")
+            _curves(ax, r, schedules, lambda m, k: (r.levels[k, j0], r.field_steps[a, b, k, j0, m]), ms=2.5)
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.set_xlabel("contract level s (the sampler visits the markers)")
             ax.set_ylabel("mean |D - m_R| under p_s(x|y) (data units)")
             ax.set_title(f"field errors, {fig2}, w = {c.weights[-1]:g}, {min(c.steps)} steps")
-            axes[1, 1].legend(handles, labels, fontsize=6, ncol=2)
+            # the key below the figure: inside a panel it covered lines
+            fig.legend(handles, labels, loc="outside lower center", fontsize=7, ncol=len(handles) // 2 + 1,
+                       title="rule (colour and marker), schedule (line)", title_fontsize=7)
         else:  # no field errors (the claims ledger's run): the panel holds the key instead of an empty plot
             ax.set_axis_off()
             ax.legend(handles, labels, loc="center", fontsize=8, title="rule (colour), schedule (line)")

@@ -151,6 +151,8 @@ def plot(o: Outputs, out_dir: Path) -> list[Path]:
             ax.set_aspect("equal")
             ax.set_title(LABEL[m] if m != "optimal" else "optimum (from N(0, 1))", fontsize=7)
             ax.tick_params(labelsize=6)
+            ax.set_xlabel("$x_1$", fontsize=7, labelpad=1)
+            ax.set_ylabel("$x_2$", fontsize=7, labelpad=1)
         fig.suptitle("Output laws against the tilted target (grey); right: correlated_2d, w = 1, DDPM samples over "
                      "the target's contours", fontsize=9)
         return save(fig, out_dir, NAME)

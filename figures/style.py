@@ -6,6 +6,7 @@ from pathlib import Path
 
 import matplotlib as mpl
 import matplotlib.pyplot as plt
+import matplotlib.ticker as mticker
 import seaborn as sns
 
 # One colour per method, shared by every figure.
@@ -26,6 +27,22 @@ LABELS = {
     "reg_vjp": "REG vjp ($J^T g$)",
     "reg_diag": "REG diag",
 }
+# the starts of a chain (evaluation.spec.STARTS) as a reader names them
+START_LABELS = {"n01": "N(0,1) start", "tilted": "tilted start p_T E_T", "tilted_n01": "N(0,1) E_T start"}
+
+
+
+def schedule_label(spelling: str) -> str:
+    """A schedule family of :mod:`evaluation.spec` spelled with its step count free or given (``lin:T:0.0001``,
+    ``lin:20:0.5``, ``cosine:T``) as a reader names it (``linear betas to abar_T = 0.0001``); other spellings
+    (``paper``, ``linear:20:0.01:0.4``) are returned as they are."""
+    kind, *args = spelling.split(":")
+    steps = "" if not args or args[0] == "T" else f", T = {args[0]}"
+    if kind == "lin" and len(args) == 2:
+        return f"linear betas to abar_T = {args[1]}{steps}"
+    if kind == "cosine" and len(args) == 1:
+        return f"cosine{steps}"
+    return spelling
 
 
 @contextmanager
@@ -35,6 +52,24 @@ def style():
           "legend.fontsize": 7, "xtick.labelsize": 7, "ytick.labelsize": 7}
     with sns.axes_style("whitegrid"), sns.plotting_context("paper"), mpl.rc_context(rc):
         yield
+
+
+def plain_log_ticks(axis, minor: tuple[float, ...] = (2, 3, 5)) -> None:
+    """Label a log axis (``ax.xaxis`` / ``ax.yaxis``) that spans about one or two decades with plain numbers
+    (0.3, 0.5, 1, 2; 30, 50, 100, 200) at the decades and at ``minor`` times them, instead of one labelled decade
+    or mixed ``3 x 10^-1`` labels."""
+    plain = mticker.FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    axis.set_minor_locator(mticker.LogLocator(base=10, subs=minor))
+    axis.set_minor_formatter(plain)
+
+
+def ticks_at(axis, values) -> None:
+    """Ticks of ``axis`` exactly at the sampled ``values`` (e.g. the step counts T of a sweep), labelled as plain
+    numbers, and no minor ticks: on a log axis the default labels only the decades."""
+    values = sorted({float(v) for v in values})
+    axis.set_ticks(values, [f"{v:g}" for v in values])
+    axis.set_minor_locator(mticker.NullLocator())
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:

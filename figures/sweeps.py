@@ -25,7 +25,7 @@ from evaluation.claims.reg_map import FAMILY_VARIANTS, FIELD_1D, GRID_1D, GRID_1
 from evaluation.spec import Method
 from evaluation.sweep import run_cells
 
-from .style import save, style
+from .style import plain_log_ticks, save, style
 
 NAME = "sweeps"
 CAPTION = ("Weight sweeps on the paper's 1-D toy (T = 20, DDPM from N(0, 1)): field error (p_t-weighted, against the "
@@ -120,6 +120,7 @@ def plot(s: Sweeps, out_dir: Path) -> list[Path]:
             ax.set_xlabel("w")
             ax.set_ylabel(label)
         axes[2].set_yscale("log")
+        plain_log_ticks(axes[2].yaxis)  # KL spans about one decade: 0.3, 0.5, 1 instead of one labelled tick
         key = [plt.Line2D([], [], color=COLORS[f], label=f.label) for f in FAMILIES]
         key += [plt.Line2D([], [], color="0.3", ls="-", marker="o", ms=3, label="as proposed"),
                 plt.Line2D([], [], color="0.3", ls="--", marker="s", ms=3, mfc="none", label="with REG")]
