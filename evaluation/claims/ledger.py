@@ -84,6 +84,8 @@ class Claim(NamedTuple):
         result says so: the key number names how many cells failed and the first, and the numbers carry
         ``cells not converged (settings left out)``. A partial claim none of whose cells converged is not
         converged."""
+        if not isinstance(self.partial, bool):  # a truthy string made a claim partial without a word
+            raise ValueError(f"claim {self.id}: partial must be True or False, got {self.partial!r}")
         failures = [r for r in results if isinstance(r, CellFailed)]
         if not failures:
             return self.conclude(quick, tuple(results))
