@@ -20,7 +20,7 @@ import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 from ..docs import format_number
-from ..sweep import Cache, CellFailed, code_version, run_cells
+from ..sweep import Cache, CellFailed, cell_key, code_version, run_cells
 
 __all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "RunStamp", "run_ledger", "evaluate", "markdown",
            "to_json", "from_json", "merge", "VERDICTS", "NOT_CONVERGED"]
@@ -152,7 +152,8 @@ def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | s
     for claim, cells in zip(claims, per_claim):
         outcomes.append(claim.outcome(quick, run.results[i:i + len(cells)]))
         i += len(cells)
-    return LedgerRun(tuple(outcomes), run.computed + run.reused + run.failed, run.computed, run.reused, run.seconds,
+    # distinct cells: a cached failure is both reused and failed in the sweep's counts (it was counted twice)
+    return LedgerRun(tuple(outcomes), len(set(map(cell_key, flat))), run.computed, run.reused, run.seconds,
                      tuple(cells_code(cells) for cells in per_claim))
 
 
