@@ -11,8 +11,8 @@ goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module
 reports such a claim as not converged, or concludes a partial claim on its converged settings, reading the failures
 from the cache); then the figures without the hook compute their arrays in worker processes, while each figure with
 the hook reads its arrays from the cache (a warm rerun of those recomputes nothing), and every figure is drawn in
-order, except one whose arrays, code and matplotlib are those of the files it drew last time in ``--out`` (a digest in
-``--out/.drawn.json``; ``--redraw`` draws them all).
+order, except one whose arrays, code and matplotlib are those of the files it drew last time in ``--out``, files unchanged
+since (a digest of each in ``--out/.drawn.json``; ``--redraw`` draws them all).
 ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
 ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
 file another wrote (it fails instead); the results files are written atomically and always describe the figures
@@ -26,6 +26,7 @@ import argparse
 import functools
 import hashlib
 import json
+import math
 import os
 import pickle
 import sys
@@ -101,9 +102,12 @@ def _previous_seconds(out: Path) -> dict:
     estimates on the bar), or {}."""
     try:
         figs = json.loads((out / "results.json").read_text())["figures"]
-        return {n: float(r.get("seconds", 0.0)) for n, r in figs.items()}
+        items = figs.items()
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
+    seconds = {n: r.get("seconds") if isinstance(r, dict) else None for n, r in items}
+    return {n: float(s) for n, s in seconds.items()  # finite seconds >= 0 only (a NaN there crashed the bar)
+            if isinstance(s, (int, float)) and not isinstance(s, bool) and math.isfinite(s) and s >= 0}
 
 
 DRAWN = ".drawn.json"  # in --out: per figure, the digest of what it drew and its files (a warm rerun redraws nothing)
@@ -140,6 +144,39 @@ def _read_drawn(out: Path) -> dict:
         return {}
 
 
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _drawn_entry(stamp: str, paths: list[Path]) -> dict:
+    """What .drawn.json records of a figure's drawing: the stamp of what it drew, its files and each file's sha256."""
+    return {"stamp": stamp, "files": [p.name for p in paths], "sha256": {p.name: _file_digest(p) for p in paths}}
+
+
+def _kept_files(out: Path, last, stamp: str | None) -> list[Path] | None:
+    """The files figure's last drawing left in ``out`` (``last``: its entry in .drawn.json), when that drawing was of
+    what it draws now (``stamp``) and each file is still the one it wrote (its sha256: not redrawn since by another
+    checkout, edited, or another folder's); else None (draw it). An entry naming anything but a file of ``out``
+    itself is None too (a foreign or corrupt .drawn.json once made a figure keep results.md or /etc/hostname)."""
+    if stamp is None or not isinstance(last, dict) or last.get("stamp") != stamp:
+        return None
+    files, digests = last.get("files"), last.get("sha256")
+    if not (isinstance(files, list) and files and isinstance(digests, dict)):
+        return None
+    paths = []
+    for f in files:
+        if not isinstance(f, str) or f in ("", ".", "..", DRAWN) or Path(f).name != f:
+            return None
+        path = out / f
+        try:
+            if not path.is_file() or digests.get(f) != _file_digest(path):
+                return None
+        except OSError:
+            return None
+        paths.append(path)
+    return paths
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
@@ -156,7 +193,7 @@ def main(argv=None) -> int:
                          "without it a cached failure is read back (the same code and configuration fail alike)")
     ap.add_argument("--redraw", action="store_true",
                     help="draw every figure; without it a figure whose arrays, code and matplotlib are those of the "
-                         f"files it drew last time in --out (recorded in --out/{DRAWN}) keeps them")
+                         f"files it drew last time in --out, unchanged since (recorded in --out/{DRAWN}), keeps them")
     ap.add_argument("--update-docs", action="store_true",
                     help="after a full run of every figure (no --quick, no --only), copy results.json to "
                          "docs/data/ and regenerate the findings block of docs/findings.md")
@@ -187,16 +224,15 @@ def main(argv=None) -> int:
         if err is None:
             try:
                 stamp, last = _stamp(name, arrays, args.quick), drawn.pop(name, None)
-                kept = [args.out / f for f in last["files"]] if isinstance(last, dict) and stamp is not None \
-                    and last.get("stamp") == stamp and isinstance(last.get("files"), list) else None
-                paths = kept if kept and all(p.is_file() for p in kept) else mod.plot(arrays, args.out)
+                kept = _kept_files(args.out, last, stamp)
+                paths = kept if kept is not None else mod.plot(arrays, args.out)
                 clash = [p.name for p in paths if p.name in written]
                 if clash:  # a figure must never overwrite another's file
                     raise RuntimeError(f"{name} wrote {', '.join(clash)}, already written by "
                                        f"{', '.join(sorted({written[c] for c in clash}))}")
                 written.update({p.name: name for p in paths})
                 if stamp is not None:  # its files are its drawing of these arrays (not another figure's)
-                    drawn[name] = {"stamp": stamp, "files": [p.name for p in paths]}
+                    drawn[name] = _drawn_entry(stamp, paths)
                 conclusion = getattr(mod, "conclusion", None)  # what to conclude, from the figure's own numbers
                 caption = mod.CAPTION + (f" {conclusion(arrays)}" if callable(conclusion) else "")
                 results[name] = {"caption": caption, "numbers": mod.summary(arrays), "files": [p.name for p in paths]}
@@ -294,11 +330,15 @@ def main(argv=None) -> int:
         print(f"{what} ({drawn} figure(s) drawn so far in {args.out}; its results.json and results.md are unchanged)",
               file=sys.stderr)
         return 130
-    write_atomically(args.out / DRAWN, json.dumps(drawn, indent=1))  # this run's figures re-entered when drawn
     date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_atomically(args.out / "results.json", json.dumps({"quick": args.quick, "date": date, "figures": results},
                                                            indent=2))
     write_atomically(args.out / "results.md", markdown(results))
+    try:  # this run's figures re-entered when drawn; a record that cannot be written only costs a redraw
+        write_atomically(args.out / DRAWN, json.dumps(drawn, indent=1))
+    except OSError as err:
+        print(f"warning: cannot record what was drawn in {args.out / DRAWN} ({err.strerror or err}): the next run "
+              "draws every figure", file=sys.stderr)
     total = time.perf_counter() - start_all
     load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
     print(f"{'total':<14} {total:6.1f} s wall, {args.workers} worker(s), load average {load} on {os.cpu_count()} cores "

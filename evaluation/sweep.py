@@ -63,6 +63,7 @@ import importlib.util
 import json
 import math
 import multiprocessing
+import numbers
 import os
 import pickle
 import re
@@ -210,16 +211,31 @@ def encode(obj: Any) -> Any:
                      "numbers, strings, tuples, numpy arrays, NamedTuples and frozen dataclasses")
 
 
+def _is_record_type(obj: Any) -> bool:
+    """Whether ``obj`` is a type :func:`encode` writes with ``__type__``: a dataclass or a NamedTuple."""
+    return isinstance(obj, type) and (dataclasses.is_dataclass(obj) or (issubclass(obj, tuple)
+                                                                        and hasattr(obj, "_fields")))
+
+
 def _resolve(name: str) -> type:
+    """The dataclass or NamedTuple type ``module:qualname``; ``ValueError`` for anything else, so that a cache file
+    naming another callable (``os:system``, ``builtins:open``) is never called by :func:`decode` (issue 20: such a
+    file with a matching sha256 ran its command and its return value became the cell's result)."""
+    if not isinstance(name, str):
+        raise ValueError(f"an encoded type is 'module:qualname', got {name!r:.80}")
     module, _, qual = name.partition(":")
     obj: Any = importlib.import_module(module)
     for part in qual.split("."):
         obj = getattr(obj, part)
+    if not _is_record_type(obj):
+        raise ValueError(f"{name!r} is not a dataclass or NamedTuple type: an encoded record names only those")
     return obj
 
 
 def decode(data: Any) -> Any:
-    """The inverse of :func:`encode` (lists come back as tuples)."""
+    """The inverse of :func:`encode` (lists come back as tuples). ``ValueError`` for data :func:`encode` never writes:
+    a ``__type__`` that is not a dataclass or NamedTuple type, an array of another dtype than numbers, a
+    :class:`CellFailed` whose fields are not strings."""
     if isinstance(data, list):
         return tuple(decode(v) for v in data)
     if isinstance(data, dict):
@@ -227,9 +243,15 @@ def decode(data: Any) -> Any:
             return float(data["__float__"])
         if "__ndarray__" in data:
             flat = [decode(v) for v in data["__ndarray__"]]
-            return np.array(flat, dtype=np.dtype(data["dtype"])).reshape(data["shape"])
+            dtype = np.dtype(data["dtype"])
+            if dtype.kind not in "fiub":
+                raise ValueError(f"an encoded numpy array holds numbers, got dtype {dtype}")
+            return np.array(flat, dtype=dtype).reshape(data["shape"])
         if "__type__" in data:
-            return _resolve(data["__type__"])(**{k: decode(v) for k, v in data["fields"].items()})
+            obj = _resolve(data["__type__"])(**{k: decode(v) for k, v in data["fields"].items()})
+            if isinstance(obj, CellFailed) and not all(isinstance(v, str) for v in obj):
+                raise ValueError(f"a cached failure holds the cell's repr and the error as strings, got {obj!r:.200}")
+            return obj
         raise ValueError(f"not an encoded object: keys {sorted(data)}")
     return data
 
@@ -627,7 +649,16 @@ class Eta:
     def add(self, key: Any, kind: str, cost: float = 1.0, prior: float | None = None, group: str | None = None,
             alone: bool = False) -> None:
         """A waiting task of ``kind`` in the rate class ``group`` (default: the kind) with relative ``cost``; ``alone``:
-        it runs one at a time after the others, by no worker (its seconds are not shared by the throughput)."""
+        it runs one at a time after the others, by no worker (its seconds are not shared by the throughput);
+        ``prior``: its estimated seconds until its class or kind is measured. ``ValueError`` for a key already
+        waiting or running, a cost that is not a finite number > 0, a prior that is not a finite number >= 0."""
+        if key in self.pending:
+            raise ValueError(f"Eta: task {key!r:.200} was added already")
+        if isinstance(cost, bool) or not isinstance(cost, numbers.Real) or not (math.isfinite(cost) and cost > 0):
+            raise ValueError(f"Eta: the cost of task {key!r:.200} must be a finite number > 0, got {cost!r}")
+        if prior is not None and (isinstance(prior, bool) or not isinstance(prior, numbers.Real)
+                                  or not (math.isfinite(prior) and prior >= 0)):
+            raise ValueError(f"Eta: the prior of task {key!r:.200} must be None or finite seconds >= 0, got {prior!r}")
         task = _Task(kind, group or kind, float(cost), prior, self.total, bool(alone))
         self.pending[key] = task
         bisect.insort(self._waiting.setdefault(task.group, []), (task.cost, task.seq, key))
@@ -639,8 +670,14 @@ class Eta:
         self.done += n
         self.total += n
 
+    def _pending(self, key: Any) -> _Task:
+        try:
+            return self.pending[key]
+        except KeyError:
+            raise ValueError(f"Eta: no task {key!r:.200} is waiting or running (add it first)") from None
+
     def _unwait(self, key: Any) -> _Task:
-        task = self.pending[key]
+        task = self._pending(key)
         if key not in self.running:
             queue = self._waiting[task.group]
             queue.remove((task.cost, task.seq, key))
@@ -651,7 +688,7 @@ class Eta:
 
     def begin(self, key: Any) -> None:
         """The task started now (a worker took it)."""
-        task = self.pending[key]
+        task = self._pending(key)
         if key not in self.running and task.cost >= self._waiting[task.group][-1][0]:
             self._probed.add(task.group)  # its class's costliest task is measured
         self._started[task.group] = self._started.get(task.group, 0) + 1
@@ -668,7 +705,9 @@ class Eta:
         self.done += 1
 
     def finish(self, key: Any, seconds: float) -> None:
-        """The task ended after ``seconds`` of work (begun or not)."""
+        """The task ended after ``seconds`` of work (begun or not; a finite number, negative counts as 0)."""
+        if isinstance(seconds, bool) or not isinstance(seconds, numbers.Real) or not math.isfinite(seconds):
+            raise ValueError(f"Eta: task {key!r:.200} ended after {seconds!r} seconds; give finite seconds")
         task = self._unwait(key)
         self.pending.pop(key)
         self.running.pop(key, None)

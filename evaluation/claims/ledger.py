@@ -19,7 +19,7 @@ import math
 from typing import Any, Callable, NamedTuple, Sequence
 
 from ..docs import format_number
-from ..sweep import Cache, CellFailed, cells_code, run_cells
+from ..sweep import Cache, CellFailed, cell_key, cells_code, run_cells
 
 __all__ = ["Number", "ClaimResult", "Outcome", "Claim", "LedgerRun", "RunStamp", "run_ledger", "evaluate", "markdown",
            "to_json", "from_json", "merge", "VERDICTS", "NOT_CONVERGED"]
@@ -83,6 +83,8 @@ class Claim(NamedTuple):
         result says so: the key number names how many cells failed and the first, and the numbers carry
         ``cells not converged (settings left out)``. A partial claim none of whose cells converged is not
         converged."""
+        if not isinstance(self.partial, bool):  # a truthy string made a claim partial without a word
+            raise ValueError(f"claim {self.id}: partial must be True or False, got {self.partial!r}")
         failures = [r for r in results if isinstance(r, CellFailed)]
         if not failures:
             return self.conclude(quick, tuple(results))
@@ -142,7 +144,8 @@ def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | s
     for claim, cells in zip(claims, per_claim):
         outcomes.append(claim.outcome(quick, run.results[i:i + len(cells)]))
         i += len(cells)
-    return LedgerRun(tuple(outcomes), run.computed + run.reused + run.failed, run.computed, run.reused, run.seconds,
+    # distinct cells: a cached failure is both reused and failed in the sweep's counts (it was counted twice)
+    return LedgerRun(tuple(outcomes), len(set(map(cell_key, flat))), run.computed, run.reused, run.seconds,
                      tuple(cells_code(cells) for cells in per_claim))
 
 
