@@ -196,7 +196,8 @@ def main(argv=None) -> int:
                          f"files it drew last time in --out, unchanged since (recorded in --out/{DRAWN}), keeps them")
     ap.add_argument("--update-docs", action="store_true",
                     help="after a full run of every figure (no --quick, no --only), copy results.json to "
-                         "docs/data/ and regenerate the findings block of docs/findings.md")
+                         "docs/data/, regenerate the findings block of docs/findings.md and copy the figures "
+                         "docs/img shows")
     args = ap.parse_args(argv)
     if args.update_docs and (args.quick or args.only):
         ap.error("--update-docs publishes a full run of every figure: drop --quick and --only")
@@ -347,9 +348,10 @@ def main(argv=None) -> int:
         print(f"error: {len(failed)} figure(s) failed: {', '.join(failed)} (see results.md)", file=sys.stderr)
         return 1
     if args.update_docs:
-        from evaluation.docs import publish
+        from evaluation.docs import publish, publish_images
 
-        print(f"docs: {publish('findings', args.out / 'results.json')}")
+        images = publish_images(args.out)  # refuses (copying none) before anything is published
+        print(f"docs: {publish('findings', args.out / 'results.json')}, {len(images)} images in docs/img")
     return 0
 
 

@@ -320,6 +320,22 @@ def refresh(root: str | os.PathLike = ".") -> list[Path]:
     return written
 
 
+def publish_images(out: str | os.PathLike, root: str | os.PathLike = REPOSITORY) -> list[Path]:
+    """Copy the figures the docs show (every ``docs/img/*.png`` under ``root``) from a full run's ``out`` folder,
+    so the published images are those of the published numbers; returns the images written. ``ValueError`` naming
+    the images ``out`` did not draw (nothing is copied then)."""
+    root, out = Path(root), Path(out)
+    shown = sorted((root / "docs" / "img").glob("*.png"))
+    if not shown:
+        raise ValueError(f"{root / 'docs' / 'img'} holds no figure: docs are published from a clone of the repository")
+    missing = [p.name for p in shown if not (out / p.name).is_file()]
+    if missing:
+        raise ValueError(f"{out} lacks {', '.join(missing)}, which docs/img shows: run every figure into it first")
+    for p in shown:
+        write_atomically(p, (out / p.name).read_bytes())
+    return shown
+
+
 def publish(name: str, results_file: str | os.PathLike, root: str | os.PathLike = REPOSITORY) -> Path:
     """Copy ``results_file`` (a full run's ``results.json`` or ``claims.json``) to the committed copy of section
     ``name`` under ``root`` (``docs/data/``) and re-render its block; returns the doc written. ``ValueError`` when

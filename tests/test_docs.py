@@ -285,6 +285,24 @@ def test_findings_say_which_run_and_code_made_each_figure():
     assert check_findings(block, results) == 9
 
 
+def test_publish_images_copies_the_figures_the_docs_show(tmp_path):
+    """paper_plots --update-docs copies the figures docs/img shows from its --out, so the published images are those
+    of the published numbers (they were copied by hand); a figure the run did not draw refuses, copying none."""
+    img, out = tmp_path / "docs" / "img", tmp_path / "out"
+    img.mkdir(parents=True), out.mkdir()
+    (img / "a.png").write_bytes(b"old a"), (img / "b.png").write_bytes(b"old b")
+    (out / "a.png").write_bytes(b"new a"), (out / "c.png").write_bytes(b"not shown")
+    with pytest.raises(ValueError, match="lacks b.png"):
+        D.publish_images(out, root=tmp_path)
+    assert (img / "a.png").read_bytes() == b"old a"
+    (out / "b.png").write_bytes(b"new b")
+    assert [p.name for p in D.publish_images(out, root=tmp_path)] == ["a.png", "b.png"]
+    assert (img / "a.png").read_bytes() == b"new a" and (img / "b.png").read_bytes() == b"new b"
+    assert not (img / "c.png").exists()
+    with pytest.raises(ValueError, match="holds no figure"):
+        D.publish_images(out, root=tmp_path / "elsewhere")
+
+
 def test_the_precision_check_catches_a_wrong_number():
     """The check of (b) can fail: a number off by more than half its last digit, or an error dropped."""
     block = D.render_findings(FIXTURE_RESULTS).replace("0.6631 ± 0.0012", "0.6634 ± 0.0012")
