@@ -59,6 +59,7 @@ K_SE = 4.0  # Monte Carlo reference error: this many standard errors
 REFINE = 10.0  # the refined route's tolerance is the cell's divided by this
 SKIP_FIELDS = ("mass", "target", "target_mass")  # node masses of a law: not numbers the toolkit prints
 ERROR_OF = {"region_mass": "region_error"}  # fields whose error is not spelled ``<name>_error``
+ONE_D_LAWS = ("dimension:AlongU",)  # kinds without a ``law`` whose ``tol=None`` is default_tol(1) (laws along a line)
 MAX_ELEMENTS = 3  # numbers drawn from an array-valued field
 DEFAULT_OUT = Path(__file__).with_name("recompute_published.txt")
 
@@ -322,14 +323,14 @@ def effective_tol(cell: Any) -> float | None:
     tol = getattr(cell, "tol", None)
     if tol is not None:
         return float(tol)
-    d = dimension(cell)
+    d = 1 if kind_name(cell) in ONE_D_LAWS else dimension(cell)
     return default_tol(d) if d in (1, 2) else None
 
 
 def refined_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int) -> list[Row]:
     """Route (a): the cell at ``tol / REFINE``; when that run is the same computation (every number already within
-    it), once more at a tenth of the cell's largest published error (at most ``REFINE**2`` times tighter than the
-    cell's tolerance), so the route does refine."""
+    it), once more at a tenth of the smallest error of the numbers its contract checks (at most ``REFINE**2`` times
+    tighter than the cell's tolerance), so the route does refine."""
     cell = entry.cell
     kind, what = kind_name(cell), summary(cell)
     tol = effective_tol(cell)
@@ -337,8 +338,9 @@ def refined_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int) ->
         return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-",
                     "skipped: no second route here (no tol in the configuration)") for n in nums]
     tighter = [tol / REFINE]
-    if max(n.error for n in nums) / REFINE < tighter[0]:
-        tighter.append(max(max(n.error for n in nums) / REFINE, tol / REFINE**2))
+    contract = [n.error for n in nums if checked_by_the_cell(cell, n.name)] or [n.error for n in nums]
+    if min(contract) / REFINE < tighter[0]:
+        tighter.append(max(min(contract) / REFINE, tol / REFINE**2))
     for t in tighter:
         route = f"refined tol {t:.2g}"
         result, why = runner.run(dataclasses.replace(cell, tol=float(t)))
@@ -447,7 +449,8 @@ def _w1_to_target(x: torch.Tensor, setup: Setup, lo: float, hi: float, points: i
 def _moments_2d(law: GridLaw) -> dict[str, tuple[float, float]]:
     """Means, covariance (the hats' h^2/6 taken off the variances) and the quadrant masses around the mean's nearest
     node of a 2-D grid law, each with its error: the change when restricted to twice the spacing, the masses' errors
-    and the lost mass (times the squared extent for second moments)."""
+    (first order: ``sum e |g - value|``; summed, for the quadrants) and the lost mass (at the grid's reach, squared
+    for second moments)."""
     ax, ay = law.axes
 
     def numbers(mass, x, y):
@@ -466,10 +469,13 @@ def _moments_2d(law: GridLaw) -> dict[str, tuple[float, float]]:
     cy = ay[(ay - fine["mean[1]"]).abs().argmin()].item()
     reach = max(ax.abs().max().item(), ay.abs().max().item())
     err = law.error.sum().item() + law.lost
+    X, Y = ax[:, None] - fine["mean[0]"], ay[None, :] - fine["mean[1]"]
+    terms = {"mean[0]": X.expand_as(p), "mean[1]": Y.expand_as(p), "cov[0,0]": X**2, "cov[0,1]": X * Y, "cov[1,1]": Y**2}
     out = {}
-    for k in fine:
-        scale = 2 * reach if k.startswith("mean") else 4 * reach**2
-        out[k] = (fine[k], abs(fine[k] - coarse[k]) + err * scale)
+    for k in fine:  # first-order sensitivity to the masses' errors, the lost mass at the grid's reach
+        g = terms[k] + (fine[k] if k.startswith("mean") else 0.0)
+        sens = (law.error * (g - fine[k]).abs()).sum().item()
+        out[k] = (fine[k], abs(fine[k] - coarse[k]) + sens + law.lost * (2 * reach if k.startswith("mean") else 4 * reach**2))
     for name, (xlo, xhi), (ylo, yhi) in (("P(x<,y<)", (-math.inf, cx), (-math.inf, cy)),
                                          ("P(x>,y<)", (cx, math.inf), (-math.inf, cy)),
                                          ("P(x<,y>)", (-math.inf, cx), (cy, math.inf)),
