@@ -29,6 +29,7 @@ reason. The table goes to ``--out`` (default ``benchmarks/recompute_published.tx
 end (also printed); it is deterministic given ``--seed`` and the cache, except where a run's time decides a skip.
 
     python benchmarks/recompute_published.py --cache /tmp/cache_q11 --per-kind 2 --seed 0
+    python benchmarks/recompute_published.py --cache CACHE --kinds OutputCell PCCell --out /tmp/part.txt
 """
 from __future__ import annotations
 
@@ -232,10 +233,13 @@ def converged_numbers(entry: Entry, *, seed: int = 0) -> tuple[list[Number], int
     return kept, len(nums) - len(kept)
 
 
-def draw(entries: list[Entry], per_kind: int, seed: int) -> list[Entry]:
-    """``per_kind`` cells of every (kind, dimension) stratum that publish a converged number, drawn with ``seed``."""
+def draw(entries: list[Entry], per_kind: int, seed: int, kinds: tuple[str, ...] = ()) -> list[Entry]:
+    """``per_kind`` cells of every (kind, dimension) stratum that publish a converged number, drawn with ``seed``;
+    ``kinds``: only kinds whose name (``module:Class`` without ``evaluation.``) contains one of these."""
     strata: dict[tuple, list[Entry]] = defaultdict(list)
     for e in entries:
+        if kinds and not any(k in kind_name(e.cell) for k in kinds):
+            continue
         if converged_numbers(e, seed=seed)[0]:
             strata[(kind_name(e.cell), dimension(e.cell) or 0)].append(e)
     rng = random.Random(seed)
@@ -648,12 +652,16 @@ def golden_rows(entry: Entry, nums: list[Number]) -> tuple[list[Row], list[Numbe
 
 # --- the report ----------------------------------------------------------------------------------------------------
 def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 120.0, memory_gb: float = 3.0,
-              mc_seconds: float = 20.0, isolate: bool = True, progress: bool = True) -> tuple[list[Row], str]:
+              mc_seconds: float = 20.0, isolate: bool = True, progress: bool = True,
+              kinds: tuple[str, ...] = ()) -> tuple[list[Row], str]:
     """The rows of the report and its summary line (module docstring)."""
     if not (isinstance(per_kind, int) and per_kind >= 1):
         raise ValueError(f"per_kind must be a positive integer, got {per_kind!r}")
     entries, left = read_cache(Path(cache))
-    chosen = draw(entries, per_kind, seed)
+    chosen = draw(entries, per_kind, seed, kinds)
+    if not chosen:
+        raise ValueError(f"--kinds {list(kinds)}: no kind of the cache's converged cells matches (kinds there: "
+                         f"{sorted({kind_name(e.cell) for e in entries})})")
     runner = Runner(budget, memory_gb, isolate)
     rows: list[Row] = []
     cells: list[Any] = []  # the cell of each row
@@ -675,9 +683,10 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
     unchecked = Counter(r.agree for r in rows if r.number.endswith("(unchecked)"))
     reasons = Counter(r.agree.removeprefix("skipped: ").split(":")[0].split(" (")[0][:60] for r in rows
                       if r.agree.startswith("skip"))
-    kinds = sorted({kind_name(e.cell) for e in chosen})
-    line = (f"recompute_published (seed {seed}, {per_kind} per kind x dimension): {len(rows)} numbers of {len(chosen)} "
-            f"cells ({len(kinds)} kinds; {len(entries)} current cells in the cache, {sum(left.values())} files left "
+    drawn_kinds = sorted({kind_name(e.cell) for e in chosen})
+    line = (f"recompute_published (seed {seed}, {per_kind} per kind x dimension"
+            f"{', kinds ' + ' '.join(kinds) if kinds else ''}): {len(rows)} numbers of {len(chosen)} "
+            f"cells ({len(drawn_kinds)} kinds; {len(entries)} current cells in the cache, {sum(left.values())} files left "
             f"out: {dict(left) or 'none'}): {counts['yes']} agreed, {counts['NO']} disagreed, {counts['skipped']} "
             f"skipped" + (f" ({'; '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
             + f"; of them not checked by their cell's contract (marked unchecked): {unchecked['yes']} agreed, "
@@ -710,15 +719,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=120.0, help="seconds per recomputed cell (default 120)")
     parser.add_argument("--memory", type=float, default=3.0, help="GB of address space per recomputation (default 3)")
     parser.add_argument("--mc-seconds", type=float, default=20.0, help="seconds of particles per cell (default 20)")
+    parser.add_argument("--kinds", nargs="+", default=(), metavar="NAME",
+                        help="only kinds whose name contains one of these (e.g. OutputCell flows:LawCell)")
     args = parser.parse_args(argv)
     if args.per_kind < 1:
         parser.error(f"--per-kind must be >= 1, got {args.per_kind}")
     torch.set_num_threads(1)
     try:
         rows, line = recompute(args.cache, per_kind=args.per_kind, seed=args.seed, budget=args.budget,
-                               memory_gb=args.memory, mc_seconds=args.mc_seconds)
+                               memory_gb=args.memory, mc_seconds=args.mc_seconds, kinds=tuple(args.kinds))
     except ValueError as err:
-        if str(err).startswith("--cache"):
+        if str(err).startswith(("--cache", "--kinds")):
             parser.error(str(err))
         raise
     args.out.write_text(table(rows, line, args.cache))

@@ -72,6 +72,9 @@ def test_the_sample_is_seeded_and_stratified(cache_dir):
     assert len(entries) == 2 and not left
     assert [e.key for e in rp.draw(entries, 1, 3)] == [e.key for e in rp.draw(entries, 1, 3)]
     assert len(rp.draw(entries, 1, 3)) == 1 and len(rp.draw(entries, 5, 3)) == 2
+    assert len(rp.draw(entries, 5, 3, ("OutputCell",))) == 2 and rp.draw(entries, 5, 3, ("LawCell",)) == []
+    with pytest.raises(ValueError, match="--kinds.*claims.cells:OutputCell"):
+        rp.recompute(cache_dir, kinds=("LawCell",), isolate=False, progress=False)
 
 
 def test_a_missing_or_empty_cache_is_a_clear_error(tmp_path, capsys):
