@@ -268,6 +268,10 @@ def _child(conn, memory_gb: float) -> None:  # pragma: no cover - runs in the wo
             conn.send(("ok", encode(compute_cell(cell))))
         except MemoryError:
             conn.send(("skip", f"over the memory budget ({memory_gb:g} GB)"))
+        except RuntimeError as err:  # torch's allocator: "[enforce fail at alloc_cpu.cpp] ... DefaultCPUAllocator"
+            text = str(err)
+            conn.send(("skip", f"over the memory budget ({memory_gb:g} GB)" if "alloc" in text.lower()
+                       else f"RuntimeError: {text[:160]}"))
         except ValueError as err:
             conn.send(("skip", f"refused: {str(err)[:160]}"))
         except Exception as err:  # noqa: BLE001 - reported, not raised: one cell's failure is a finding
@@ -418,7 +422,7 @@ def _grid_law(entry: Entry, runner: Runner) -> tuple[GridLaw | None, str]:
         if not res.mass.size:
             res, why = runner.run(dataclasses.replace(cell, keep_mass=True))
             if res is None:
-                return None, f"the cell's law (keep_mass): {why}"
+                return None, f"{why} (the cell's law, keep_mass)"
         return res.law_of(), ""
     tol, tv_error = effective_tol(cell), res.distances.tv_error
     if not tv_error <= tol:
@@ -426,7 +430,7 @@ def _grid_law(entry: Entry, runner: Runner) -> tuple[GridLaw | None, str]:
     if not res.mass.size:
         res, why = runner.run(dataclasses.replace(cell, keep_mass=True))
         if res is None:
-            return None, f"the cell's law (keep_mass): {why}"
+            return None, f"{why} (the cell's law, keep_mass)"
     mass = torch.as_tensor(res.mass, dtype=F64)  # restricted to the cell's own grid
     lost = max(1.0 - mass.sum().item(), 0.0) + 2 * res.distances.tv_error
     return GridLaw(tuple(cell.grid), mass, torch.zeros_like(mass), lost, 0), ""
