@@ -1,0 +1,89 @@
+"""benchmarks/recompute_published.py (issue 19, "independent recomputations of a sample of the published numbers
+agree to that precision"): on a tiny cache of real cheap cells it finds agreement by both routes, and a number
+tampered with in a copy of the cache (stored through the cache's own writer, so its digest is valid) is reported as
+a disagreement; a missing or empty cache is a clear error."""
+import importlib.util
+import shutil
+from pathlib import Path
+
+import pytest
+
+from evaluation.claims.cells import OutputCell
+from evaluation.spec import Method
+from evaluation.sweep import Cache, run_cells
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location("recompute_published", ROOT / "benchmarks" / "recompute_published.py")
+rp = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(rp)
+
+# two cheap converged 1-D cells (10 DDPM steps, tol 5e-3: a fraction of a second each, refined in about one)
+CELLS = [OutputCell("paper_1d", "standard:10", Method("cfg", 1.0), grid=(-5.0, 5.0, 101), tol=5e-3),
+         OutputCell("paper_1d", "standard:10", Method("cfg", 2.0), grid=(-5.0, 5.0, 101), tol=5e-3)]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    run_cells(CELLS, cache=root, progress=False)
+    return root
+
+
+def _run(root, **kw):
+    return rp.recompute(root, per_kind=2, seed=0, isolate=False, progress=False, mc_seconds=1.0, **kw)
+
+
+def _by(rows, number, route):
+    return [r for r in rows if r.number == number and r.route.startswith(route)]
+
+
+def test_real_cells_agree_by_the_refined_and_the_monte_carlo_routes(cache_dir):
+    rows, line = _run(cache_dir)
+    assert len({r.cell for r in rows}) == 2  # both cells drawn (one stratum: OutputCell, d = 1)
+    tv = _by(rows, "tv", "refined")
+    assert len(tv) == 2 and all(r.agree == "yes" and r.reference != r.published for r in tv)  # a real refinement
+    mc = [r for r in rows if r.route.startswith("monte-carlo")]
+    assert {"mean (unchecked)", "confidence (unchecked)", "var (grid law)"} <= {r.number for r in mc}
+    assert sum(r.number.startswith("P[") for r in mc) >= 4
+    # every number the cells' contract checks, and every Monte Carlo comparison, agrees (numbers a cell stores with
+    # the engines' own estimate but does not check are marked "unchecked" and may not: they are findings)
+    checked = [r for r in rows if not r.agree.startswith("skipped") and not r.number.endswith("(unchecked)")]
+    assert len(checked) >= 10 and all(r.agree == "yes" for r in checked), [r for r in checked if r.agree == "NO"]
+    assert rp.table(rows, line, cache_dir).rstrip().endswith(line)
+
+
+def test_a_tampered_number_is_reported_as_a_disagreement(cache_dir, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(cache_dir, copy)
+    cache = Cache(copy)
+    hit, result = cache.load(CELLS[0])
+    assert hit
+    cache.store(CELLS[0], result._replace(tv=result.tv + 0.05, mean=(result.mean[0] + 0.05,)))  # a wrong engine
+    rows, line = _run(copy)
+    bad = {(r.number, r.route.split()[0]) for r in rows if r.agree == "NO"}
+    assert ("tv", "refined") in bad and ("mean (unchecked)", "monte-carlo") in bad, bad
+    # the other cell's checked numbers still agree
+    assert all(r.cell == rp.summary(CELLS[0]) for r in rows if r.agree == "NO" and not r.number.endswith("(unchecked)"))
+    assert f" {len([r for r in rows if r.agree == 'NO'])} disagreed" in line
+
+
+def test_the_sample_is_seeded_and_stratified(cache_dir):
+    entries, left = rp.read_cache(cache_dir)
+    assert len(entries) == 2 and not left
+    assert [e.key for e in rp.draw(entries, 1, 3)] == [e.key for e in rp.draw(entries, 1, 3)]
+    assert len(rp.draw(entries, 1, 3)) == 1 and len(rp.draw(entries, 5, 3)) == 2
+    assert len(rp.draw(entries, 5, 3, ("OutputCell",))) == 2 and rp.draw(entries, 5, 3, ("LawCell",)) == []
+    with pytest.raises(ValueError, match="--kinds.*claims.cells:OutputCell"):
+        rp.recompute(cache_dir, kinds=("LawCell",), isolate=False, progress=False)
+
+
+def test_a_missing_or_empty_cache_is_a_clear_error(tmp_path, capsys):
+    for folder in (tmp_path / "none", tmp_path):
+        with pytest.raises(SystemExit) as e:
+            rp.main(["--cache", str(folder), "--out", str(tmp_path / "out.txt")])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "--cache" in err and str(folder) in err and ("not a folder" in err or "no cell results" in err)
+    with pytest.raises(SystemExit):
+        rp.main(["--cache", str(tmp_path), "--per-kind", "0"])
+    assert not (tmp_path / "out.txt").exists()
