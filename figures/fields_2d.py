@@ -99,7 +99,8 @@ def plot(f: Fields2D, out_dir: Path) -> list[Path]:
     paths = []
     X, Y = np.meshgrid(f.axis, f.axis, indexing="ij")
     step = max(1, len(f.axis) // 16)
-    titles = {"golden": "golden field on $p_t(x|y)$ (grey)"} | {m: method_label(METHOD[m], formula=True) for m in METHOD}
+    titles = {"golden": "golden field on $p_t(x|y)$ (grey)"}
+    titles |= {m: method_label(METHOD[m], formula=True) for m in METHOD}
     for name in PRESETS:
         with style():
             fig, axes = plt.subplots(len(LEVELS), len(METHODS), figsize=(11, 8.4), sharex=True, sharey=True,

@@ -37,9 +37,10 @@ START_LABELS = {"n01": "N(0,1) start", "tilted": "tilted start p_T E_T", "tilted
 
 
 def method_label(method: MethodValue | str, formula: bool = False) -> str:
-    """The name of ``method`` (a :class:`evaluation.spec.Method`, a :class:`sampler.method.Method`, or a spelling, ``cfg,reg=vjp``) in every figure:
-    its ``Method.label`` (``CFG``, ``REG (vjp)``), the vocabulary of the tables and the report; with ``formula``, a
-    REG estimator's formula of :data:`REG_FORMULAS` after it (``REG (paper), $J^T 1$``)."""
+    """The name of ``method`` (an :class:`evaluation.spec.Method` or :class:`sampler.method.Method`, or a spelling
+    such as ``cfg,reg=vjp``) in every figure: its ``Method.label`` (``CFG``, ``REG (vjp)``), the vocabulary of the
+    tables and the report; with ``formula``, a REG estimator's formula of :data:`REG_FORMULAS` after it
+    (``REG (paper), $J^T 1$``). ValueError for anything else."""
     m = Method.parse(method) if isinstance(method, str) else method
     if not isinstance(m, MethodValue):
         raise ValueError(f"method must be a Method or its spelling, got {method!r}")

@@ -93,7 +93,8 @@ def plot(c: Trained1D, out_dir: Path) -> list[Path]:
             top.plot(e.x, e.cfg[i], color=PAPER_COLORS["cfg"], label=cfg)
             top.plot(e.x, e.reg[i], color=PAPER_COLORS["reg"], label=reg)
             top.set_title(f"exact mixture, t = {t}")
-            bottom.plot(c.x, c.grid_golden[i], color=PAPER_COLORS["chain"], ls="--", label="golden (trained chain, grid)")
+            bottom.plot(c.x, c.grid_golden[i], color=PAPER_COLORS["chain"], ls="--",
+                        label="golden (trained chain, grid)")
             bottom.plot(c.mc_x, c.mc_golden[j], "o", ms=2.5, color="k", label="golden (Monte Carlo, 100 rollouts)")
             bottom.plot(c.x, c.cfg[i], color=PAPER_COLORS["cfg"], label=f"{cfg}, trained")
             bottom.plot(c.x, c.reg[i], color=PAPER_COLORS["reg"], label=f"{reg}, trained")
