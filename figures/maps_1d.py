@@ -77,5 +77,6 @@ def plot(m: Maps1D, out_dir: Path) -> list[Path]:
         for ax in axes[:, 0]:
             ax.set_ylabel("step t")
         fig.colorbar(im, ax=axes, shrink=0.8, label="absolute gap (eps units)")
-        fig.suptitle("Paper 1-D toy: where CFG and REG miss the golden guidance term", fontsize=10)
+        cfg, reg = (method_label(curves_1d.METHOD[k]) for k in ("cfg", "reg"))
+        fig.suptitle(f"Paper 1-D toy: where {cfg} and {reg} miss the golden guidance term", fontsize=10)
         return save(fig, out_dir, NAME)
