@@ -246,7 +246,7 @@ def _draw_all(module, data, monkeypatch, tmp_path) -> list:
 def _texts(fig) -> list[str]:
     """What names the lines and panels of ``fig``: legend entries, panel titles, the figure's title."""
     texts = _legend_texts(fig) + [ax.get_title() for ax in fig.axes]
-    return texts + ([fig._suptitle.get_text()] if fig._suptitle is not None else [])
+    return texts + [fig.get_suptitle()]
 
 
 def _method_names_are_labels(figs) -> list[str]:
@@ -365,7 +365,8 @@ def _luminance(colour) -> float:
 
 
 def _drawn_colours(line) -> list:
-    """The colours a line is drawn in: its own and its path effects' outlines."""
+    """The colours a line is drawn in: its own and its path effects' outlines (matplotlib keeps an outline's colour
+    only in the effect's ``_gc``)."""
     return [line.get_color()] + [pe._gc["foreground"] for pe in line.get_path_effects() if "foreground" in pe._gc]
 
 
