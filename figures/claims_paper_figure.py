@@ -12,7 +12,8 @@ from evaluation.claims import get_claim
 from evaluation.claims.ledger import evaluate
 from evaluation.claims.paper_figure import PaperFigure
 
-from .style import COLORS, save, style
+from . import curves_1d
+from .style import COLORS, PAPER_COLORS, method_label, save, style
 
 NAME = "claims_paper_figure"
 CAPTION = ("The paper's 1-D figure from its own networks: exact golden of their chain vs the paper's Monte Carlo "
@@ -30,20 +31,21 @@ def summary(f: PaperFigure) -> dict:
 
 
 def plot(f: PaperFigure, out_dir: Path) -> list[Path]:
+    cfg, reg = (method_label(curves_1d.METHOD[m]) for m in ("cfg", "reg"))  # in 1-D every estimator is the paper's
     with style():
         n = 3 if f.paper_png else 2
         fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.6))
         ax, k = axes[0], 9  # t = 10
         ax.plot(f.x, f.exact[k], color=COLORS["golden"], label="golden, exact (grid)")
         ax.plot(f.x, f.mc[k], color="#1f77b4", lw=0.8, label="golden, Monte Carlo (paper)")
-        ax.plot(f.x, f.cfg[k], color="#2ca02c", label="CFG")
-        ax.plot(f.x, f.reg[k], color=COLORS["reg_paper"], label="REG")
+        ax.plot(f.x, f.cfg[k], color=PAPER_COLORS["cfg"], label=cfg)
+        ax.plot(f.x, f.reg[k], color=PAPER_COLORS["reg"], label=reg)
         ax.set_xlabel("x")
         ax.set_title("released networks, t = 10 (eps units)")
         ax.legend(fontsize=6)
         ax = axes[1]
-        ax.plot(f.t, f.cfg_gap, "-o", ms=3, color="#2ca02c", label="|golden - CFG|")
-        ax.plot(f.t, f.reg_gap, "-o", ms=3, color=COLORS["reg_paper"], label="|golden - REG|")
+        ax.plot(f.t, f.cfg_gap, "-o", ms=3, color=PAPER_COLORS["cfg"], label=f"|golden - {cfg}|")
+        ax.plot(f.t, f.reg_gap, "-o", ms=3, color=PAPER_COLORS["reg"], label=f"|golden - {reg}|")
         ax.plot(f.t, f.mc_error, "-s", ms=3, color="#1f77b4", label="|MC golden - exact golden|")
         ax.set_xlabel("t")
         ax.set_title("per step, mean over the grid")

@@ -14,7 +14,7 @@ from evaluation.claims.ledger import evaluate
 from evaluation.claims.reg_fields import RegFields
 from evaluation.spec import Method
 
-from .style import save, style
+from .style import method_label, save, style
 
 NAME = "claims_reg_fields"
 CAPTION = ("REG's field error against the plain guidance's (p_t-weighted mean |golden - field|, ideal chain) for every "
@@ -63,10 +63,11 @@ def plot(d: RegFields, out_dir: Path) -> list[Path]:
             for c in sel:
                 sig = np.sqrt((1 - c.abar) / c.abar)
                 if c.schedule not in drawn:  # the plain guidance once per schedule (it was repeated per estimator)
-                    ax.plot(sig, c.plain, "-", color=color[c.schedule], lw=1, label=f"CFG, {c.schedule} schedule")
+                    ax.plot(sig, c.plain, "-", color=color[c.schedule], lw=1,
+                            label=f"{method_label(Method(c.family))}, {c.schedule} schedule")
                     drawn.add(c.schedule)
                 ax.plot(sig, c.reg, dashes[c.estimator], color=color[c.schedule], lw=1,
-                        label=f"{Method('cfg', reg=c.estimator).label}, {c.schedule} schedule")
+                        label=f"{method_label(Method(c.family, reg=c.estimator))}, {c.schedule} schedule")
             ax.set_xscale("log")
             ax.set_xlabel("noise level sigma")
             ax.set_ylabel("$p_t$-weighted |golden - field| (eps units)")

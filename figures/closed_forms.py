@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib.patches as mpatches
+import matplotlib.patheffects as mpe
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -24,7 +25,8 @@ from .style import save, style
 
 NAME = "closed_forms"
 CAPTION = ("Single Gaussians in closed form: log10(REG gap / CFG gap) over noise level and variance ratio "
-           "r = s_c^2/s_u^2 (blue: REG closer to the optimum; grey hatched: E_t infinite; dotted: r = 1, where CFG is exact); dashed lines are the "
+           "r = s_c^2/s_u^2 (blue: REG closer to the optimum; grey hatched: E_t infinite; white-dotted black line: "
+           "r = 1, where CFG is exact); dashed lines are the "
            "derived boundaries r = (1+w)/(2+w) and r = (1+2w)/(2+2w). The fractions are exact counts over the grid "
            "(error: the share of points whose sign float64 cannot decide).")
 WEIGHTS = (0.5, 1.0, 3.0)
@@ -72,6 +74,11 @@ def summary(c: ClosedForms) -> dict:
     return out
 
 
+# r = 1 lies on the band where CFG is exact and the ratio saturates dark red: a black dotted line vanished in it,
+# white dots outlined in black show on the dark band and on the pale colours alike (the key draws the same line)
+R_ONE = {"color": "w", "ls": ":", "lw": 1.4, "path_effects": [mpe.withStroke(linewidth=2.6, foreground="k")]}
+
+
 def plot(c: ClosedForms, out_dir: Path) -> list[Path]:
     with style():
         fig, axes = plt.subplots(1, len(WEIGHTS), figsize=(11, 3.6), sharey=True)
@@ -83,7 +90,7 @@ def plot(c: ClosedForms, out_dir: Path) -> list[Path]:
                             hatches=["///"])
             for r in ((1 + w) / (2 + w), (1 + 2 * w) / (2 + 2 * w)):
                 ax.axhline(r, color="k", ls="--", lw=0.8)
-            ax.axhline(1.0, color="k", ls=":", lw=0.8)
+            ax.axhline(1.0, **R_ONE)
             ax.set_yscale("log")
             ax.set_yticks([0.1, 0.2, 0.5, 1, 2, 3], ["0.1", "0.2", "0.5", "1", "2", "3"])
             ax.set_xlabel("abar")
@@ -93,6 +100,6 @@ def plot(c: ClosedForms, out_dir: Path) -> list[Path]:
         fig.colorbar(im, ax=axes.tolist(), label="log10(REG gap / CFG gap)\n(blue: REG closer, red: CFG closer)")
         key = [mpatches.Patch(facecolor="0.75", hatch="///", label="$E_t$ infinite (no optimum)"),
                plt.Line2D([], [], color="k", ls="--", lw=0.8, label="r = (1+w)/(2+w) and r = (1+2w)/(2+2w)"),
-               plt.Line2D([], [], color="k", ls=":", lw=0.8, label="r = 1: CFG exact")]
+               plt.Line2D([], [], **R_ONE, label="r = 1: CFG exact")]
         fig.legend(handles=key, loc="lower center", bbox_to_anchor=(0.45, -0.12), ncol=3, fontsize=7)
         return save(fig, out_dir, NAME)

@@ -16,18 +16,18 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from evaluation.findings import CurvesCell
+from evaluation.spec import Method
 from evaluation.sweep import run_cells
 
-from .style import LABELS, save, style
+from .style import LABELS, PAPER_COLORS, method_label, save, style
 
 NAME = "curves_1d"
 CAPTION = ("Per-step guidance in eps units on the paper's 1-D toy (T = 20, w = 1): exact ideal-chain and "
            "sampler-chain goldens (blue) against CFG (green) and REG (red; 1-D: every REG estimator is the same), in "
            "the colours of the paper's Figure 1; grey: the conditional density p_t(x|y) on its own axis (right). "
            "Pointwise either can be closer (t = 20, x near 0.5: CFG); averaged under p_t(x|y):")
-# the paper's Figure 1 colours (paper_figure_compare_t10.png: blue golden, red REG, green CFG), so the two figures
-# can be compared side by side without remapping
-PAPER_COLORS = {"golden": "#1f77b4", "chain": "#6baed6", "cfg": "#2ca02c", "reg": "#d62728"}
+# the method each array of a CurvesCell is, at w = 1 (in 1-D every REG estimator gives the paper's)
+METHOD = {"cfg": Method("cfg"), "reg": Method("cfg", reg="paper")}
 
 
 POINTS = {False: 1000, True: 301}  # points on [-1, 2] (full, quick)
@@ -85,7 +85,7 @@ def conclusion(c: Curves1D) -> str:
     the largest error of the two means."""
     s = summary(c)["mean_abs_gap_ideal_weighted"]
     near, far = sorted(("cfg", "reg"), key=lambda m: s[m]["value"])
-    name = {"cfg": "CFG", "reg": "REG"}
+    name = {m: method_label(METHOD[m]) for m in METHOD}
     err = max(s[m]["error"] for m in s)
     return (f"{name[near]} is closer to the ideal golden than {name[far]} where the conditional has its mass: mean "
             f"|gap| under p_t(x|y) {s[near]['value']:.3f} against {s[far]['value']:.3f} eps units, averaged over the "
@@ -100,8 +100,8 @@ def plot(c: Curves1D, out_dir: Path) -> list[Path]:
             i = t - 1
             ax.plot(c.x, c.golden[i], color=PAPER_COLORS["golden"], lw=1.8, label=LABELS["golden"])
             ax.plot(c.x, c.chain[i], color=PAPER_COLORS["chain"], lw=1.2, ls="--", label=LABELS["chain"])
-            ax.plot(c.x, c.cfg[i], color=PAPER_COLORS["cfg"], lw=1.1, label=LABELS["cfg"])
-            ax.plot(c.x, c.reg[i], color=PAPER_COLORS["reg"], lw=1.1, label="REG")
+            ax.plot(c.x, c.cfg[i], color=PAPER_COLORS["cfg"], lw=1.1, label=method_label(METHOD["cfg"]))
+            ax.plot(c.x, c.reg[i], color=PAPER_COLORS["reg"], lw=1.1, label=method_label(METHOD["reg"]))
             ax.set_title(f"t = {t}  (abar = {c.abar[i]:.3f})")
             twin = ax.twinx()
             h = c.x[1] - c.x[0]

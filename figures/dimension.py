@@ -20,9 +20,8 @@ import numpy as np
 
 from evaluation import dimension
 from evaluation.dimension import LAW_METHODS, METHODS, ORIENTATIONS, SEPARATIONS, VARIANCES, DimensionStudy
-from evaluation.spec import Method
 
-from .style import COLORS, LABELS, save, style
+from .style import COLORS, method_label, save, style
 
 NAME = "dimension"
 CAPTION = ("Guidance in d = 1 to 4096, exact: mean field error |golden - field| under p_t(x|y) of CFG and REG's "
@@ -40,9 +39,14 @@ CAPTION = ("Guidance in d = 1 to 4096, exact: mean field error |golden - field| 
 SHOWN = ("cfg", "cfg,reg=paper", "cfg,reg=vjp", "cfg,reg=diag", "damped")
 COLOR = {"cfg": COLORS["cfg"], "cfg,reg=paper": COLORS["reg_paper"], "cfg,reg=vjp": COLORS["reg_vjp"],
          "cfg,reg=diag": COLORS["reg_diag"], "damped": "#8c564b", "unguided": "#aaaaaa", "optimal": COLORS["golden"]}
-LABEL = {"cfg": LABELS["cfg"], "cfg,reg=paper": LABELS["reg_paper"], "cfg,reg=vjp": "REG (vjp) (= jvp, fd)",
-         "cfg,reg=diag": LABELS["reg_diag"], "damped": "damped CFG (d -> inf limit)", "unguided": "unguided",
-         "optimal": "optimum"}
+# names that are not Method.label's: the d -> inf limit (no Method), and the estimators that coincide with vjp
+OTHER_LABEL = {"damped": "damped CFG (d -> inf limit)"}
+SAME_AS = {"cfg,reg=vjp": " (= jvp, fd)"}
+
+
+def _label(m: str) -> str:
+    """The legend entry of the study's method ``m``: its Method.label (with the formula of a REG estimator)."""
+    return OTHER_LABEL[m] if m in OTHER_LABEL else method_label(m, formula=True) + SAME_AS.get(m, "")
 
 
 def cells(quick: bool = False) -> list:
@@ -72,11 +76,12 @@ def _field_panel(ax, r: DimensionStudy, s: int, v: int) -> None:
     o_rand, o_axes = ORIENTATIONS.index("random"), ORIENTATIONS.index("axes")
     for m in SHOWN:
         i = METHODS.index(m)
-        ax.plot(r.dims, err[o_rand, :, i], "-", marker="o", ms=3, color=COLOR[m], label=LABEL[m])
+        ax.plot(r.dims, err[o_rand, :, i], "-", marker="o", ms=3, color=COLOR[m], label=_label(m))
         lo, hi = err[o_rand, :, i] - 2 * se[o_rand, :, i], err[o_rand, :, i] + 2 * se[o_rand, :, i]
         ax.fill_between(r.dims, np.maximum(lo, err[o_rand, :, i] / 10), hi, color=COLOR[m], alpha=0.18, lw=0)
     i = METHODS.index("cfg,reg=paper")
-    ax.plot(r.dims, err[o_axes, :, i], ":", marker=".", color=COLOR["cfg,reg=paper"], label="REG (paper), U on the axes")
+    ax.plot(r.dims, err[o_axes, :, i], ":", marker=".", color=COLOR["cfg,reg=paper"],
+            label=f"{_label('cfg,reg=paper')}, U on the axes")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("d")
@@ -87,9 +92,8 @@ def _field_panel(ax, r: DimensionStudy, s: int, v: int) -> None:
 def _law_panels(ax_mean, ax_var, r: DimensionStudy, s: int) -> None:
     """The output law along U: mean overshoot and variance ratio, in two panels (twin axes were hard to read)."""
     for i, m in enumerate(LAW_METHODS):
-        label = LABEL["damped"] if m == "damped" else Method.parse(m).label
         ax_mean.plot(r.law_dims, r.law_mean[s, :, i] - r.target_mean[s], "-", marker="o", ms=3, color=COLOR[m],
-                     label=label)
+                     label=_label(m))
         ax_var.plot(r.law_dims, r.law_var[s, :, i] / r.target_var[s], "-", marker="o", ms=3, color=COLOR[m])
     ax_mean.axhline(0.0, color="0.6", lw=0.6)
     ax_var.axhline(1.0, color="0.6", lw=0.6)

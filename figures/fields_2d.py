@@ -1,4 +1,4 @@
-"""Figure: 2-D guidance vector fields (golden, CFG, REG paper, REG vjp) at several noise levels, with the
+"""Figure: 2-D guidance vector fields (golden, CFG, REG (paper), REG (vjp)) at several noise levels, with the
 error of each method against the golden as the background. One cached cell of :mod:`evaluation.sweep` per preset
 and level (:class:`evaluation.findings.FieldMapCell`, the cells protocol of :mod:`figures`); every published mean
 error carries its error: the golden's quadrature error estimate carried through the mean (the methods' fields are
@@ -13,9 +13,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from evaluation.findings import FieldMapCell
+from evaluation.spec import Method
 from evaluation.sweep import run_cells
 
-from .style import LABELS, save, style
+from .style import method_label, save, style
 
 NAME = "fields_2d"
 CAPTION = ("2-D guidance fields (eps units, w = 1) on the correlated_2d and classes_2d presets at three noise "
@@ -26,6 +27,9 @@ PRESETS = ("correlated_2d", "classes_2d")
 LEVELS = (0.5, 0.82, 0.95)
 METHODS = ("golden", "present", "reg_paper", "reg_vjp")
 W = 1.0
+# the method each field of a FieldMapCell is (at w = W)
+METHOD = {"present": Method("cfg", w=W), "reg_paper": Method("cfg", w=W, reg="paper"),
+          "reg_vjp": Method("cfg", w=W, reg="vjp")}
 POINTS = {False: 49, True: 25}  # grid points per axis of [-1, 2]^2 (full, quick)
 
 
@@ -84,21 +88,19 @@ def conclusion(f: Fields2D) -> str:
         else:
             tied += 1
     counts = {m: sum(b == m for b in best.values()) for m in METHODS[1:]}
-    ranked = ", ".join(f"{TITLES[m]} in {counts[m]}" for m in METHODS[1:] if counts[m])
+    ranked = ", ".join(f"{method_label(METHOD[m])} in {counts[m]}" for m in METHODS[1:] if counts[m])
     return (f"Closest to the golden field (p_t(x|y)-weighted mean error) in the {len(s)} preset x level cases: "
             f"{ranked}" + (f"; {tied} too close to call within their errors" if tied else "") + ".")
 
 
-TITLES = {"golden": "golden (ideal chain)", "present": "CFG", "reg_paper": "REG paper (J^T 1)",
-          "reg_vjp": "REG vjp (J^T g)"}
 
 
 def plot(f: Fields2D, out_dir: Path) -> list[Path]:
     paths = []
     X, Y = np.meshgrid(f.axis, f.axis, indexing="ij")
     step = max(1, len(f.axis) // 16)
-    titles = {"golden": "golden field on $p_t(x|y)$ (grey)", "present": "CFG", "reg_paper": LABELS["reg_paper"],
-              "reg_vjp": LABELS["reg_vjp"]}
+    titles = {"golden": "golden field on $p_t(x|y)$ (grey)"}
+    titles |= {m: method_label(METHOD[m], formula=True) for m in METHOD}
     for name in PRESETS:
         with style():
             fig, axes = plt.subplots(len(LEVELS), len(METHODS), figsize=(11, 8.4), sharex=True, sharey=True,

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from . import curves_1d, trained_1d
-from .style import save, style
+from .style import method_label, save, style
 
 NAME = "maps_1d"
 CAPTION = ("|golden - CFG| and |golden - REG| over (x_t, t) on the paper's 1-D toy, one colour scale; rows: exact "
@@ -66,10 +66,10 @@ def plot(m: Maps1D, out_dir: Path) -> list[Path]:
     with style():
         fig, axes = plt.subplots(len(rows), 2, figsize=(8, 7), sharex=True, sharey=True)
         for (name, x, g, _, c, r), row in zip(rows, axes):
-            for ax, (label, field) in zip(row, (("CFG", c), ("REG", r))):
+            for ax, (m, field) in zip(row, (("cfg", c), ("reg", r))):
                 im = ax.imshow(np.abs(g - field), aspect="auto", origin="lower", cmap="OrRd", vmin=0, vmax=vmax,
                                extent=[x[0], x[-1], t[0] - 0.5, t[-1] + 0.5])
-                ax.set_title(f"{name}: |golden - {label}|")
+                ax.set_title(f"{name}: |golden - {method_label(curves_1d.METHOD[m])}|")
                 ax.grid(False)  # the theme's grid would be drawn over the map
                 ax.yaxis.get_major_locator().set_params(integer=True)
         for ax in axes[-1]:
@@ -77,5 +77,6 @@ def plot(m: Maps1D, out_dir: Path) -> list[Path]:
         for ax in axes[:, 0]:
             ax.set_ylabel("step t")
         fig.colorbar(im, ax=axes, shrink=0.8, label="absolute gap (eps units)")
-        fig.suptitle("Paper 1-D toy: where CFG and REG miss the golden guidance term", fontsize=10)
+        cfg, reg = (method_label(curves_1d.METHOD[k]) for k in ("cfg", "reg"))
+        fig.suptitle(f"Paper 1-D toy: where {cfg} and {reg} miss the golden guidance term", fontsize=10)
         return save(fig, out_dir, NAME)

@@ -24,7 +24,7 @@ from evaluation.spec import Law, Method, Schedule
 from evaluation.sweep import run_cells
 from sampler import sample, vp_prior
 
-from .style import COLORS, save, style
+from .style import COLORS, START_LABELS, method_label, save, style
 
 NAME = "outputs"
 CAPTION = ("Output laws against the tilted target p(x|y) R_0 / Z: exact DDPM output densities on the paper's "
@@ -37,8 +37,6 @@ METHODS_2D = ("cfg", "reg_paper", "reg_vjp", "optimal")
 METHOD_2D = {"cfg": Method("cfg"), "reg_paper": Method("cfg", reg="paper"), "reg_vjp": Method("cfg", reg="vjp"),
              "optimal": Method("optimal")}  # w = 1
 WEIGHTS = (1.0, 3.0)
-LABEL = {"unguided": "unguided", "cfg": "CFG", "reg": "REG paper ($J^T 1$)", "reg_paper": "REG paper ($J^T 1$)",
-         "reg_vjp": "REG vjp ($J^T g$)", "optimal": "optimum, tilted start"}
 COLOR = {"unguided": "#8c564b", "cfg": COLORS["cfg"], "reg": COLORS["reg_paper"], "reg_paper": COLORS["reg_paper"],
          "reg_vjp": COLORS["reg_vjp"], "optimal": COLORS["golden"]}
 
@@ -64,6 +62,11 @@ class Outputs:
 def _method(m: str, w: float) -> Method:
     return {"unguided": Method("unguided", w=w), "cfg": Method("cfg", w=w), "reg": Method("cfg", w=w, reg="paper"),
             "optimal": Method("optimal", w=w)}[m]
+
+
+def _label(m: str) -> str:
+    """The legend entry of the 1-D method ``m``: its Method.label, and its start where it is not N(0, 1)."""
+    return method_label(_method(m, 1.0), formula=True) + (f", {START_LABELS[STARTS[m]]}" if m in STARTS else "")
 
 
 def _cells_1d(quick: bool) -> dict:
@@ -118,8 +121,8 @@ def conclusion(o: Outputs) -> str:
     parts = []
     for w in WEIGHTS:
         ranked = sorted(("unguided", "cfg", "reg"), key=lambda m: o.tv[w, m])
-        parts.append(f"w = {w:g}: " + " < ".join(f"{LABEL[m].split(' (')[0]} ({format_number(o.tv[w, m], o.tv_error[w, m])})"
-                                                for m in ranked))
+        parts.append(f"w = {w:g}: " + " < ".join(
+            f"{method_label(_method(m, w))} ({format_number(o.tv[w, m], o.tv_error[w, m])})" for m in ranked))
     return "TV to the target, from N(0, 1): " + "; ".join(parts) + "."
 
 
@@ -134,7 +137,7 @@ def plot(o: Outputs, out_dir: Path) -> list[Path]:
             for m in METHODS_1D:
                 x = o.x[w, m]
                 ax.plot(x, o.density[w, m] / (x[1] - x[0]), color=COLOR[m], lw=1.2, ls="--" if m == "optimal" else "-",
-                        label=f"{LABEL[m]} (TV {o.tv[w, m]:.3f})")
+                        label=f"{_label(m)} (TV {o.tv[w, m]:.3f})")
             ax.set_xlim(-1, 2.5)
             ax.set_title(f"paper 1-D, w = {w:g}, DDPM T = 20")
             ax.set_xlabel("$x_0$")
@@ -149,7 +152,8 @@ def plot(o: Outputs, out_dir: Path) -> list[Path]:
             ax.set_xlim(-0.3, 2.3)
             ax.set_ylim(-0.3, 2.0)
             ax.set_aspect("equal")
-            ax.set_title(LABEL[m] if m != "optimal" else "optimum (from N(0, 1))", fontsize=7)
+            ax.set_title(method_label(METHOD_2D[m], formula=True) + (" (from N(0, 1))" if m == "optimal" else ""),
+                         fontsize=7)
             ax.tick_params(labelsize=6)
             ax.set_xlabel("$x_1$", fontsize=7, labelpad=1)
             ax.set_ylabel("$x_2$", fontsize=7, labelpad=1)

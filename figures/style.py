@@ -9,6 +9,9 @@ import matplotlib.pyplot as plt
 import matplotlib.ticker as mticker
 import seaborn as sns
 
+from evaluation.spec import Method
+from sampler.method import Method as MethodValue
+
 # One colour per method, shared by every figure.
 COLORS = {
     "golden": "#222222",
@@ -19,16 +22,31 @@ COLORS = {
     "reg_diag": "#9467bd",
     "trained": "#2ca02c",
 }
+# the paper's Figure 1 colours (paper_figure_compare_t10.png: blue golden, green CFG, red REG), for every figure of
+# guidance curves on the paper's 1-D toy, so that they and the paper's figure read side by side without remapping
+PAPER_COLORS = {"golden": "#1f77b4", "chain": "#6baed6", "cfg": "#2ca02c", "reg": "#d62728"}
+# the references the methods are measured against (not methods: a method is named by method_label)
 LABELS = {
     "golden": "golden (ideal chain)",
     "chain": "golden (sampler chain)",
-    "cfg": "CFG",
-    "reg_paper": "REG paper ($J^T 1$)",
-    "reg_vjp": "REG vjp ($J^T g$)",
-    "reg_diag": "REG diag",
 }
+# the formula of a REG estimator's Jacobian term, shown after its name where a figure compares estimators
+REG_FORMULAS = {"paper": "$J^T 1$", "vjp": "$J^T g$"}
 # the starts of a chain (evaluation.spec.STARTS) as a reader names them
 START_LABELS = {"n01": "N(0,1) start", "tilted": "tilted start p_T E_T", "tilted_n01": "N(0,1) E_T start"}
+
+
+def method_label(method: MethodValue | str, formula: bool = False) -> str:
+    """The name of ``method`` (an :class:`evaluation.spec.Method` or :class:`sampler.method.Method`, or a spelling
+    such as ``cfg,reg=vjp``) in every figure: its ``Method.label`` (``CFG``, ``REG (vjp)``), the vocabulary of the
+    tables and the report; with ``formula``, a REG estimator's formula of :data:`REG_FORMULAS` after it
+    (``REG (paper), $J^T 1$``). ValueError for anything else."""
+    m = Method.parse(method) if isinstance(method, str) else method
+    if not isinstance(m, MethodValue):
+        raise ValueError(f"method must be a Method or its spelling, got {method!r}")
+    if formula and m.reg in REG_FORMULAS:
+        return f"{m.label}, {REG_FORMULAS[m.reg]}"
+    return m.label
 
 
 

@@ -19,12 +19,13 @@ from evaluation.findings import TrainedCell
 from evaluation.sweep import run_cells
 
 from . import curves_1d
-from .style import COLORS, LABELS, save, style
+from .style import LABELS, PAPER_COLORS, method_label, save, style
 
 NAME = "trained_1d"
 CAPTION = ("The paper's 1-D experiment with the shipped trained networks (T = 20, w = 1): top, exact mixture; "
            "bottom, trained networks with their exact grid golden and the paper's 100-rollout Monte Carlo golden "
-           "(dots), CFG and REG. The networks' terms and the seeded Monte Carlo run are measurements of those networks "
+           "(dots), CFG and REG, in the colours of curves_1d (the paper's Figure 1: golden blue, CFG green, REG red). "
+           "The networks' terms and the seeded Monte Carlo run are measurements of those networks "
            "and that run (no error of their own); each number's error is the exact goldens' quadrature estimate.")
 STEPS = (20, 12, 4)
 POINTS = {False: 1000, True: 301}  # points on [-1, 2] (full, quick)
@@ -81,20 +82,22 @@ def summary(c: Trained1D) -> dict:
 
 def plot(c: Trained1D, out_dir: Path) -> list[Path]:
     e = c.exact
+    cfg, reg = (method_label(curves_1d.METHOD[m]) for m in ("cfg", "reg"))
     with style():
         fig, axes = plt.subplots(2, len(STEPS), figsize=(10, 5.6), sharex=True, layout="constrained")
         for j, t in enumerate(STEPS):
             i = t - 1
             top, bottom = axes[0, j], axes[1, j]
-            top.plot(e.x, e.golden[i], color=COLORS["golden"], lw=1.5, label=LABELS["golden"])
-            top.plot(e.x, e.chain[i], color=COLORS["chain"], ls="--", label=LABELS["chain"])
-            top.plot(e.x, e.cfg[i], color=COLORS["cfg"], label="CFG")
-            top.plot(e.x, e.reg[i], color=COLORS["reg_paper"], label="REG")
+            top.plot(e.x, e.golden[i], color=PAPER_COLORS["golden"], lw=1.5, label=LABELS["golden"])
+            top.plot(e.x, e.chain[i], color=PAPER_COLORS["chain"], ls="--", label=LABELS["chain"])
+            top.plot(e.x, e.cfg[i], color=PAPER_COLORS["cfg"], label=cfg)
+            top.plot(e.x, e.reg[i], color=PAPER_COLORS["reg"], label=reg)
             top.set_title(f"exact mixture, t = {t}")
-            bottom.plot(c.x, c.grid_golden[i], color=COLORS["chain"], ls="--", label="golden (trained chain, grid)")
+            bottom.plot(c.x, c.grid_golden[i], color=PAPER_COLORS["chain"], ls="--",
+                        label="golden (trained chain, grid)")
             bottom.plot(c.mc_x, c.mc_golden[j], "o", ms=2.5, color="k", label="golden (Monte Carlo, 100 rollouts)")
-            bottom.plot(c.x, c.cfg[i], color=COLORS["cfg"], label="CFG (trained)")
-            bottom.plot(c.x, c.reg[i], color=COLORS["reg_paper"], label="REG (trained)")
+            bottom.plot(c.x, c.cfg[i], color=PAPER_COLORS["cfg"], label=f"{cfg}, trained")
+            bottom.plot(c.x, c.reg[i], color=PAPER_COLORS["reg"], label=f"{reg}, trained")
             bottom.set_title(f"trained networks, t = {t}")
             bottom.set_xlabel("$x_t$")
         for row in axes:  # each row's key beside it: inside a panel it covered the curves

@@ -46,7 +46,7 @@ import matplotlib.pyplot as plt
 import torch
 
 import analytic as A
-from figures.style import COLORS, LABELS, style
+from figures.style import COLORS, LABELS, method_label, style
 from sampler import abar_to_sigma
 from teaching import check
 
@@ -289,7 +289,7 @@ with style():
     for ax, a in zip(axs, levels):
         f = fields[a]
         ax.plot(x_t[:, 0], f.golden[:, 0], color=COLORS["golden"], label=LABELS["golden"])
-        ax.plot(x_t[:, 0], f.present[:, 0], color=COLORS["cfg"], label=LABELS["cfg"])
+        ax.plot(x_t[:, 0], f.present[:, 0], color=COLORS["cfg"], label=method_label("cfg"))
         ax.set_title(f"abar = {a}")
         ax.set_xlabel("x_t")
     axs[0].set_ylabel("guidance term (eps units)")

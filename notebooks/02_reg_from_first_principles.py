@@ -44,7 +44,7 @@ import torch
 import analytic as A
 from analytic import symbolic as S
 from evaluation import guidance_term
-from figures.style import COLORS, LABELS, style
+from figures.style import COLORS, method_label, style
 from sampler import CFG, REG, MixtureModel, bind
 from teaching import check
 
@@ -264,7 +264,7 @@ with style():
         err = (f.golden - getattr(f, attr)).norm(dim=-1).reshape(N_GRID, N_GRID)
         im = ax.pcolormesh(axis, axis, err.T, vmin=0, vmax=2.0, shading="auto", cmap="magma")
         ax.contour(axis, axis, dens.T, levels=4, colors="w", linewidths=0.6)
-        ax.set_title(f"|golden - {LABELS[m]}|", fontsize=8)
+        ax.set_title(f"|golden - {method_label(m.replace('reg_', 'cfg,reg='))}|", fontsize=8)  # reg_X: cfg,reg=X
         ax.set_aspect("equal")
     fig.colorbar(im, ax=axs, shrink=0.8)
     plt.show()

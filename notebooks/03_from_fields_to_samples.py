@@ -45,7 +45,7 @@ import analytic as A
 from evaluation import distances, kl_divergence, output_density, tilted_start, tilted_target, vp_start, wasserstein1
 from evaluation.claims import evaluate, get_claim
 from evaluation.spec import lin_reaching
-from figures.style import COLORS, LABELS, style
+from figures.style import COLORS, method_label, style
 from sampler import CFG, REG, MixtureModel, TiltedMean, Unguided, VPSchedule, bind, ddim, ddpm, vp_prior
 from teaching import check
 
@@ -146,7 +146,7 @@ with style():
     ax.fill_between(x, target.mass / h, color="0.85", label="tilted target")
     # one colour per curve: unguided grey and dashed, the optimum black (COLORS has no "unguided")
     colors = {**COLORS, "unguided": "0.55", "optimal": COLORS["golden"]}
-    labels = {**LABELS, "unguided": "unguided", "optimal": "exact optimum"}
+    labels = {m: method_label(m.replace("reg_", "cfg,reg=")) for m in outputs}  # reg_X: the method cfg,reg=X
     for m, o in outputs.items():
         ax.plot(x, o.mass / h, color=colors[m], ls="--" if m == "unguided" else "-", label=labels[m])
     ax.set_xlim(-1, 3)

@@ -45,7 +45,7 @@ import torch
 
 import analytic as A
 import toy
-from figures.style import COLORS, LABELS, style
+from figures.style import COLORS, style
 from images import DigitsEvaluator, load_classifier, load_digits_split, load_model
 from images.sweep import reference_images
 from images.train import WEAK_CHECKPOINT

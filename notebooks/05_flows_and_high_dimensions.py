@@ -45,7 +45,7 @@ from analytic.reducible import ReducibleMixture, ReducibleRatioReward
 from analytic.reducible_golden import guidance_fields_reducible
 from evaluation import distances, tilted_target
 from evaluation import flows as F
-from figures.style import COLORS, LABELS, style
+from figures.style import COLORS, method_label, style
 from sampler import LINEAR, MixtureModel, VelocityModel, euler, sampling_sigmas, uniform_times
 from teaching import check
 
@@ -153,7 +153,7 @@ with style():
     for ax, sch in zip(axs, ("flow", "vp_ddim")):
         ax.fill_between(axis, target.mass / h, color="0.85", label="tilted target")
         for m, key in (("cfg", "cfg"), ("cfg,reg=vjp", "reg_vjp"), ("optimal", "golden")):
-            ax.plot(axis, laws[sch, n0, m].mass / h, color=COLORS[key], label=LABELS.get(key, m))
+            ax.plot(axis, laws[sch, n0, m].mass / h, color=COLORS[key], label=method_label(m))
         ax.set_xlim(-1, 3)
         ax.set_title(f"{sch}, {n0} steps")
     axs[0].legend()
@@ -253,7 +253,8 @@ with style():
     for ax, orientation in zip(axs, ("axes", "random")):
         for m in fields_by:
             mean = [v[0] for v in errors[orientation, m]]
-            ax.semilogx(DIMS, mean, "o-", color=COLORS[names[m]], label=LABELS[names[m]])
+            ax.semilogx(DIMS, mean, "o-", color=COLORS[names[m]],
+                        label=method_label(names[m].replace("reg_", "cfg,reg=")))
         ax.set_title(f"U along {'the first axis' if orientation == 'axes' else 'a random direction'}")
         ax.set_xlabel("d")
     axs[0].set_ylabel("E |golden - field| (eps units)")

@@ -227,3 +227,178 @@ def test_cfgpp_ticks_are_steps_and_step_counts_and_the_densities_have_a_y_label(
     assert [t.get_text() for t in fig.axes[1].get_xticklabels()] == ["10", "20", "40"]
     assert fig.axes[2].get_ylabel() == "output density"
     plt.close(fig)
+
+
+# --- one name per method (issue 21, "one spelling per concept"): every figure names a method by its Method.label ---
+# a REG named in a legend or a title is a Method.label, "REG (estimator)"; "REG paper ($J^T 1$)", "REG vjp" and a bare
+# "REG" were a second vocabulary (style.LABELS) beside it
+NOT_A_LABEL = re.compile(r"\bREG\b(?! \((paper|vjp|diag|jvp|fd)\))|\boptimal\b")
+
+
+def _draw_all(module, data, monkeypatch, tmp_path) -> list:
+    """Every figure ``module.plot`` draws from ``data``, kept open."""
+    drawn = []
+    monkeypatch.setattr(module, "save", lambda fig, out, name: drawn.append(fig) or [])
+    module.plot(data, tmp_path)
+    return drawn
+
+
+def _texts(fig) -> list[str]:
+    """What names the lines and panels of ``fig``: legend entries, panel titles, the figure's title."""
+    texts = _legend_texts(fig) + [ax.get_title() for ax in fig.axes]
+    return texts + [fig.get_suptitle()]
+
+
+def _method_names_are_labels(figs) -> list[str]:
+    texts = [t for fig in figs for t in _texts(fig) if t]
+    bad = [t for t in texts if NOT_A_LABEL.search(t) or CODE.search(t)]
+    assert not bad, f"a method named other than by its Method.label: {bad}"
+    return texts
+
+
+def test_method_label_is_the_method_vocabulary():
+    from evaluation.spec import Method
+    from sampler.method import RULES
+    from sampler.reg import ESTIMATORS
+
+    for rule in RULES:
+        m = Method(rule)
+        assert style.method_label(m) == style.method_label(str(m)) == m.label
+    for est in ESTIMATORS:
+        m = Method("cfg", reg=est)
+        assert style.method_label(m) == m.label == f"REG ({est})"
+        assert style.method_label(m, formula=True).startswith(m.label)  # the formula is a suffix, never a new name
+    assert style.method_label("cfg,reg=paper", formula=True) == "REG (paper), $J^T 1$"
+    assert style.method_label("cfg", formula=True) == "CFG"
+    # no second table of method names: style.LABELS names only the goldens the methods are measured against
+    assert not [v for v in style.LABELS.values() if re.search(r"\b(CFG|REG|AutoG|CG)\b", v)]
+    with pytest.raises(ValueError, match="method"):
+        style.method_label(3)
+    with pytest.raises(ValueError, match="nope"):
+        style.method_label("cfg,reg=nope")
+
+
+def _curves(T=20, n=31):
+    from figures import curves_1d
+    x = np.linspace(-1, 2, n)
+    rows = [np.tile(np.sin(x + k), (T, 1)) for k in range(4)]
+    w = np.tile(np.exp(-x ** 2), (T, 1))
+    return curves_1d.Curves1D(x, np.arange(1, T + 1), np.linspace(0.8, 0.999, T), *rows, w / w.sum(1, keepdims=True),
+                              np.zeros((T, n)), np.zeros((T, n)))
+
+
+def _trained():
+    from figures import trained_1d
+    c = _curves()
+    z = np.zeros_like(c.golden)
+    return trained_1d.Trained1D(c.x, c.golden, c.x[::5], c.golden[:len(trained_1d.STEPS), ::5], c.cfg, c.reg, c,
+                                z)
+
+
+def _line_colours(fig) -> dict:
+    from matplotlib.colors import to_hex
+    return {ln.get_label(): to_hex(ln.get_color()) for ax in fig.axes for ln in ax.get_lines()}
+
+
+def test_1d_figures_name_methods_by_label_and_share_the_paper_colours(tmp_path, monkeypatch):
+    """curves_1d, trained_1d and maps_1d name CFG and REG by Method.label; trained_1d draws CFG, REG and the goldens
+    in curves_1d's colours (the paper's Figure 1: CFG green, REG red, golden blue), one choice in figures.style."""
+    from evaluation.spec import Method
+    from figures import curves_1d, maps_1d, trained_1d
+
+    curves = _draw_all(curves_1d, _curves(), monkeypatch, tmp_path)
+    trained = _draw_all(trained_1d, _trained(), monkeypatch, tmp_path)
+    maps = _draw_all(maps_1d, maps_1d.Maps1D(_curves(), _trained()), monkeypatch, tmp_path)
+    texts = _method_names_are_labels(curves + trained + maps)
+    reg = Method("cfg", reg="paper").label
+    assert {"CFG", reg} <= set(_legend_texts(curves[0])) and {"CFG", reg} <= set(_legend_texts(trained[0]))
+    assert any(f"|golden - {reg}|" in t for t in texts)
+    a, b = _line_colours(curves[0]), _line_colours(trained[0])
+    for label in ("CFG", reg, style.LABELS["golden"], style.LABELS["chain"]):
+        assert a[label] == b[label], f"{label}: curves_1d {a[label]}, trained_1d {b[label]}"
+    assert (a["CFG"], a[reg], a[style.LABELS["golden"]]) == tuple(
+        style.PAPER_COLORS[k] for k in ("cfg", "reg", "golden"))
+    plt.close("all")
+
+
+def test_outputs_fields_and_dimension_name_methods_by_label(tmp_path, monkeypatch):
+    """outputs, fields_2d and dimension: one name per method (dimension named REG (paper) 'REG paper ($J^T 1$)' in
+    its field panels and 'REG (paper)' in its law panels)."""
+    from evaluation import dimension as dim
+    from figures import dimension, fields_2d, outputs
+
+    x = np.linspace(-2, 3, 41)
+    keys = [(w, m) for w in outputs.WEIGHTS for m in outputs.METHODS_1D]
+    one = {k: np.exp(-x ** 2) / 10 for k in keys}
+    num = {k: 0.5 for k in keys}
+    axis2 = np.linspace(-1.5, 2.5, 9)
+    o = outputs.Outputs({k: x for k in keys}, one, one, num, num, num, num, axis2,
+                        np.exp(-np.add.outer(axis2 ** 2, axis2 ** 2)), {m: np.ones((5, 2)) for m in outputs.METHODS_2D})
+    figs = _draw_all(outputs, o, monkeypatch, tmp_path)
+
+    ax1 = np.linspace(-1, 2, 6)
+    g = np.ones((6, 6, 2))
+    f = fields_2d.Fields2D(ax1, {(p, a, m): g * k for p in fields_2d.PRESETS for a in fields_2d.LEVELS
+                                 for k, m in enumerate(fields_2d.METHODS)},
+                           {(p, a): np.ones((6, 6)) for p in fields_2d.PRESETS for a in fields_2d.LEVELS},
+                           {(p, a): g * 0 for p in fields_2d.PRESETS for a in fields_2d.LEVELS})
+    figs += _draw_all(fields_2d, f, monkeypatch, tmp_path)
+
+    S, V, O, D, L, M, D2 = len(dim.SEPARATIONS), len(dim.VARIANCES), len(dim.ORIENTATIONS), 3, 2, len(dim.METHODS), 2
+    e = np.full((S, V, O, D, L, M), 0.1)
+    law = np.ones((S, D2, len(dim.LAW_METHODS)))
+    r = dim.DimensionStudy(np.array([1, 4, 16]), np.array([0.5, 0.05]), 2.0, 1.5, 1.0, 1.5, 8, e, e / 10, e / 10,
+                           np.ones((S, V, D, L)), np.ones((S, V, D, L)), np.ones((S, V, D, L)), np.array([1, 8]), 30,
+                           law, law, np.ones((S, D2)), np.ones((S, D2)), 0.0, law * 0, law * 0, np.zeros((S, D2)),
+                           np.zeros((S, D2)))
+    figs += _draw_all(dimension, r, monkeypatch, tmp_path)
+    texts = _method_names_are_labels(figs)
+    for name in ("REG (paper), $J^T 1$", "REG (vjp), $J^T g$"):
+        assert any(t.startswith(name) for t in texts), name
+    plt.close("all")
+
+
+def _luminance(colour) -> float:
+    from matplotlib.colors import to_rgb
+    lin = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in to_rgb(colour)]
+    return 0.2126 * lin[0] + 0.7152 * lin[1] + 0.0722 * lin[2]
+
+
+def _drawn_colours(line) -> list:
+    """The colours a line is drawn in: its own and its path effects' outlines (matplotlib keeps an outline's colour
+    only in the effect's ``_gc``)."""
+    return [line.get_color()] + [pe._gc["foreground"] for pe in line.get_path_effects() if "foreground" in pe._gc]
+
+
+def test_closed_forms_r1_line_shows_on_its_saturated_band_and_is_keyed_alike(tmp_path, monkeypatch):
+    """The r = 1 row is where CFG is exact and the ratio saturates the colour scale: the line marking it must have a
+    colour far in luminance from that band (a black dotted line vanished in the dark red), and the key the same."""
+    from figures import closed_forms
+
+    abar, ratio = np.linspace(0.01, 0.99, 8), np.geomspace(0.1, 3, 9)
+    band = np.where(np.isclose(ratio, 1.0, rtol=0.2)[:, None], 2.0, -0.5) * np.ones((9, 8))
+    c = closed_forms.ClosedForms(abar, ratio, {w: band for w in closed_forms.WEIGHTS},
+                                 {w: np.zeros((9, 8), bool) for w in closed_forms.WEIGHTS},
+                                 {w: np.zeros((9, 8), bool) for w in closed_forms.WEIGHTS})
+    fig = _draw(closed_forms, c, monkeypatch, tmp_path)
+    mesh = fig.axes[0].collections[0]
+    band_colour = mesh.cmap(mesh.norm(2.0))
+    for ax in fig.axes[:len(closed_forms.WEIGHTS)]:
+        (line,) = [ln for ln in ax.get_lines() if list(ln.get_ydata()) == [1, 1]]
+        assert max(abs(_luminance(col) - _luminance(band_colour)) for col in _drawn_colours(line)) > 0.5
+    (key,) = [h for lg in fig.legends for h in lg.legend_handles if h.get_label() == "r = 1: CFG exact"]
+    assert key.get_linestyle() == line.get_linestyle() and _drawn_colours(key) == _drawn_colours(line)
+    plt.close(fig)
+
+
+def test_paper_figure_names_methods_by_label(tmp_path, monkeypatch):
+    from evaluation.claims.paper_figure import PaperFigure
+    from figures import claims_paper_figure
+
+    t, x = np.arange(1, 21), np.linspace(-1, 2, 11)
+    rows = np.ones((20, 11))
+    d = PaperFigure(t, x, rows, rows, rows, rows, rows, *(np.ones(20),) * 5, "")
+    figs = _draw_all(claims_paper_figure, d, monkeypatch, tmp_path)
+    texts = _method_names_are_labels(figs)
+    assert "REG (paper)" in texts and "|golden - REG (paper)|" in texts
+    plt.close("all")
