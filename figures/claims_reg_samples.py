@@ -71,7 +71,7 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
         _heat(axes[0], m, "n01")
         im = _heat(axes[1], m, "tilted")
         fig.colorbar(im, ax=axes[1], fraction=0.05, label="TV(REG) - TV(CFG): blue, REG closer")
-        ax = axes[2]
+        ax, drawn_T = axes[2], []
         for fam, ls in zip(T_FAMILIES, ("-", "--", ":")):
             of_fam = {fam.format(T=T): T for T in (10, 20, 40, 50, 100, 200, 1000)}
             for w, c in ((1.0, "#1f77b4"), (3.0, "#d62728")):
@@ -79,11 +79,12 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
                     pts = sorted((of_fam[g.schedule], g.d_tv) for g in m.gaps if g.law == "paper_1d"
                                  and g.family == "cfg" and g.w == w and g.start == st and g.schedule in of_fam)
                     if len(pts) > 1:
+                        drawn_T += [T for T, _ in pts]
                         ax.plot(*zip(*pts), ls=ls, marker=mk, ms=3, color=c,
                                 label=f"{schedule_label(fam.format(T='T'))}, w = {w:g}, {START_LABELS[st]}")
         ax.axhline(0, color="k", lw=0.5)
         ax.set_xscale("log")
-        ticks_at(ax.xaxis, [T for line in ax.get_lines() for T in line.get_xdata()])
+        ticks_at(ax.xaxis, drawn_T)  # the step counts drawn (not the zero line's axes-fraction x data)
         ax.set_xlabel("T")
         ax.set_ylabel("TV(REG) - TV(CFG)")
         ax.set_title("paper_1d: number of steps (key: last panel)")

@@ -86,6 +86,8 @@ def ticks_at(axis, values) -> None:
     """Ticks of ``axis`` exactly at the sampled ``values`` (e.g. the step counts T of a sweep), labelled as plain
     numbers, and no minor ticks: on a log axis the default labels only the decades."""
     values = sorted({float(v) for v in values})
+    if axis.get_scale() == "log" and values and values[0] <= 0:  # a tick at 0 turns a log axis into one squashed end
+        raise ValueError(f"ticks at {values[0]:g} on a log axis: give the sampled values only (all > 0)")
     axis.set_ticks(values, [f"{v:g}" for v in values])
     axis.set_minor_locator(mticker.NullLocator())
 

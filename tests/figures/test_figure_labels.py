@@ -138,6 +138,19 @@ def test_reg_samples_legends_name_the_starts_and_schedules(tmp_path, monkeypatch
     texts = _no_code_names(fig)
     assert "linear betas to abar_T = 0.8168, w = 1, N(0,1) start" in texts
     assert "w = 1, tilted start p_T E_T" in texts
+    steps = next(ax for ax in fig.axes if ax.get_xlabel() == "T")  # ticks at the step counts, on a log axis
+    assert steps.get_xscale() == "log" and [t.get_text() for t in steps.get_xticklabels()] == ["10", "20"]
+    plt.close(fig)
+
+
+def test_ticks_at_refuses_a_tick_a_log_axis_cannot_show():
+    """The full run's reg-samples panel took its ticks from every line, the zero line's x data (0, 1) included:
+    ticks at 0 and 1 squashed its step counts into the right edge."""
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    with pytest.raises(ValueError, match="ticks at 0 on a log axis"):
+        style.ticks_at(ax.xaxis, [0, 1, 10, 20])
+    style.ticks_at(ax.xaxis, [10, 20])
     plt.close(fig)
 
 
