@@ -93,11 +93,16 @@ def plot(m: RegMap, out_dir: Path) -> list[Path]:
                           title="number of steps (upper right): schedule, w, start")
         ax = axes[3]
         singles = [g for g in m.gaps if g.law.startswith("single:")]
-        for (w, st), c in zip(sorted({(g.w, g.start) for g in singles}), plt.cm.tab10.colors):
-            pts = sorted((4 * float(g.law.split(":")[2]) ** 2, g.d_tv) for g in singles
-                         if g.w == w and g.start == st and g.schedule == "lin:20:0.0001")
-            if pts:
-                ax.plot(*zip(*pts), "-o", ms=3, color=c, label=f"w = {w:g}, {START_LABELS[st]}")
+        for w, c in zip(sorted({g.w for g in singles}), plt.cm.tab10.colors):  # colour: w; line: the start
+            drawn = False  # the two starts nearly agree on this schedule: solid under dashed, both visible
+            for st, ls, mk, mfc in (("n01", "-", "o", c), ("tilted", "--", "s", "none")):
+                pts = sorted((4 * float(g.law.split(":")[2]) ** 2, g.d_tv) for g in singles
+                             if g.w == w and g.start == st and g.schedule == "lin:20:0.0001")
+                if pts:
+                    ax.plot(*zip(*pts), ls=ls, marker=mk, ms=4, mfc=mfc, color=c,
+                            label=f"w = {w:g}, {START_LABELS[st]}")
+                    drawn = True
+            if drawn:
                 ax.axvline((1 + w) / (2 + w), color=c, ls="--", lw=0.6)
                 ax.axvline((1 + 2 * w) / (2 + 2 * w), color=c, ls=":", lw=0.6)
         ax.axhline(0, color="k", lw=0.5)

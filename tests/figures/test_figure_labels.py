@@ -140,6 +140,12 @@ def test_reg_samples_legends_name_the_starts_and_schedules(tmp_path, monkeypatch
     assert "w = 1, tilted start p_T E_T" in texts
     steps = next(ax for ax in fig.axes if ax.get_xlabel() == "T")  # ticks at the step counts, on a log axis
     assert steps.get_xscale() == "log" and [t.get_text() for t in steps.get_xticklabels()] == ["10", "20"]
+    # single Gaussians: the two starts of one w nearly coincide there, so they share w's colour and differ in line
+    # style (each start had its own colour and the second line hid the first: legend entries with no line to see)
+    singles = next(ax for ax in fig.axes if ax.get_title().startswith("single Gaussians"))
+    lines = {ln.get_label(): ln for ln in singles.get_lines() if ln.get_label().startswith("w = ")}
+    n01, tilted = lines["w = 1, N(0,1) start"], lines["w = 1, tilted start p_T E_T"]
+    assert n01.get_color() == tilted.get_color() and n01.get_linestyle() != tilted.get_linestyle()
     plt.close(fig)
 
 
