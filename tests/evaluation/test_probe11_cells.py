@@ -70,3 +70,116 @@ def test_a_coordinatewise_flag_that_is_not_a_bool_is_refused(tmp_path, flag):
 def test_a_bool_coordinatewise_flag_passes(tmp_path, flag):
     path = _rule_file(tmp_path, f"def f(a, b, x, s, w):\n    return a\n\nf.coordinatewise = {flag!r}\n")
     assert rule_source(f"{path}:f")[0].endswith("rule.py:f")
+
+
+# --- two-law distances on GridLaws (evaluation.accuracy.common_grid, under cfgpp.bounded_tv and tv_between) ------
+from evaluation.accuracy import GridLaw, common_grid, converged_laws, density_engine, tv_between  # noqa: E402
+from evaluation.claims.cfgpp import bounded_tv  # noqa: E402
+
+F64 = torch.float64
+G = (-1.0, 1.0, 11)
+
+
+def _law(mass, error=None, lost=0.0, grid=G):
+    mass = torch.as_tensor(mass, dtype=F64)
+    return GridLaw(grid, mass, torch.zeros_like(mass) if error is None else torch.as_tensor(error, dtype=F64), lost, 0)
+
+
+UNIFORM = torch.full((11,), 1 / 11, dtype=F64)
+PEAK = torch.zeros(11, dtype=F64)
+PEAK[5] = 1.0
+
+
+@pytest.mark.parametrize("first, match", [
+    (_law(UNIFORM, -torch.ones(11)), "first law: errors that are NaN or negative"),        # gave TV 1.16 +- (-5.25)
+    (_law(UNIFORM, torch.full((11,), math.nan)), "first law: errors that are NaN or negative"),  # gave nan +- nan
+    (_law(UNIFORM, lost=math.nan), "first law: lost mass must be finite"),                # gave nan +- nan
+    (_law(UNIFORM * 0.5, lost=-0.5), "first law: lost mass must be >= 0"),                # shifted the value
+    (_law(10 * UNIFORM), "first law: masses and lost mass add to 10, not 1"),              # accepted
+    (UNIFORM, "first law must be a GridLaw.*got Tensor"),                                 # AttributeError: 'mass'
+    (_law(UNIFORM, lost="0"), "first law: lost mass must be a number"),
+    (_law(UNIFORM, grid=(-1.0, 1.0)), "first law: grid must be \\(lo, hi, n\\)"),
+    (_law(UNIFORM, grid=(-1.0, 1.0, 9)), "first law: masses \\(11,\\) and errors \\(11,\\) do not match"),
+])
+def test_a_two_law_distance_refuses_a_law_it_cannot_trust(first, match):
+    for f in (bounded_tv, tv_between, common_grid):
+        with pytest.raises(ValueError, match=match):
+            f(first, _law(PEAK))
+    with pytest.raises(ValueError, match=match.replace("first", "second")):
+        bounded_tv(_law(PEAK), first)
+
+
+def test_a_two_law_distance_still_takes_laws_that_lose_mass_or_carry_no_bound():
+    """Valid edges: mass lost from the grid (balanced by ``lost``), masses off by their own error, an infinite error
+    (an engine's "no bound"), a rounding-negative lost mass."""
+    assert bounded_tv(_law(UNIFORM), _law(PEAK)) == pytest.approx((0.9545454545454546, 0.045454545454545414))
+    assert math.isfinite(bounded_tv(_law(0.9 * UNIFORM, lost=0.1), _law(PEAK)).value)
+    assert math.isfinite(bounded_tv(_law(1.05 * UNIFORM, torch.full((11,), 0.01)), _law(PEAK)).value)
+    assert tv_between(_law(UNIFORM, torch.full((11,), math.inf)), _law(PEAK)).error == math.inf
+    assert math.isfinite(tv_between(_law(UNIFORM, lost=-1e-16), _law(PEAK)).value)
+
+
+# --- the density engine's arguments and converged_laws' engines ------------------------------------------------
+@pytest.fixture(scope="module")
+def engine():
+    from evaluation.spec import Schedule
+
+    law, sched = Law.parse("paper_1d").build(), Schedule.parse("lin:10:0.0001")
+    return density_engine(Method("cfg", 1.0).build(law, sched).guided, sched.sigmas(), sampler="ddim")
+
+
+@pytest.mark.parametrize("args, match", [
+    ((3, (-5.0, 5.0, 11)), "d must be 1 or 2, got 3"),            # KeyError: 3
+    ((0, (-5.0, 5.0, 11)), "d must be 1 or 2, got 0"),
+    ((True, (-5.0, 5.0, 11)), "d must be 1 or 2, got True"),
+    ((1, (-5.0, 5.0, "a")), "grid must be \\(lo, hi, n\\)"),       # int() conversion error
+    ((1, (-5.0, 5.0, math.nan)), "grid must be \\(lo, hi, n\\)"),
+    ((1, (-5.0, 5.0)), "grid must be \\(lo, hi, n\\)"),             # IndexError
+    ((1, (-5.0, 5.0, -3)), "grid must be \\(lo, hi, n\\)"),         # returned 2
+    ((1, (5.0, -5.0, 11)), "grid must be \\(lo, hi, n\\)"),
+])
+def test_density_engine_efforts_refuses_bad_arguments(engine, args, match):
+    with pytest.raises(ValueError, match="density_engine.efforts: " + match):
+        engine.efforts(*args)
+
+
+@pytest.mark.parametrize("d, effort, match", [
+    (1, 5, "effort must be at most 2 in 1-D"),        # IndexError
+    (1, -1, "effort must be a non-negative integer"),  # silently ran the top effort (SUBS[1][-1])
+    (1, 1.5, "effort must be a non-negative integer"),
+    (1, None, "effort must be a single number"),
+    (3, 0, "d must be 1 or 2, got 3"),                 # KeyError: 3
+])
+def test_density_engine_run_refuses_bad_arguments(engine, d, effort, match):
+    with pytest.raises(ValueError, match="density_engine: " + match):
+        engine((-5.0, 5.0, 11), d, effort=effort)
+
+
+def test_density_engine_still_runs_its_efforts(engine):
+    assert engine.efforts(1, (-5.0, 5.0, 101)) == 2 and engine.efforts(2, (-5.0, 5.0, 10**6)) == -1
+    law = engine((-5.0, 5.0, 101), 1, effort=2)
+    assert law.mass.sum().item() + law.lost == pytest.approx(1.0, abs=1e-12)
+
+
+def _flat(grid, d, effort=0):
+    n = int(grid[2])
+    m = torch.full((n,), 1.0 / n, dtype=F64)
+    return GridLaw(grid, m, torch.zeros_like(m), 0.0, 0)
+
+
+@pytest.mark.parametrize("value", [None, "x", math.nan, 2.5, True, -5])
+def test_converged_laws_refuses_an_engine_whose_efforts_is_not_an_integer(value):
+    """None / "x" gave a bare TypeError; nan and 2.5 were taken (the cell converged on a nonsense knob)."""
+    def e(grid, d, effort=0):
+        return _flat(grid, d, effort)
+
+    e.efforts = lambda d, g: value
+    with pytest.raises(ValueError, match=r"c: engine 0's efforts\(d, grid\) must return an integer >= -1"):
+        converged_laws([e], (-1.0, 1.0, 11), 1, name="c")
+
+
+def test_converged_laws_refuses_a_dimension_it_has_no_budget_for():
+    with pytest.raises(ValueError, match="c: d must be 1 or 2, got 3"):
+        converged_laws([_flat], (-1.0, 1.0, 11), 3, name="c", tol=1e-3, max_nodes=10**4)
+    with pytest.raises(ValueError, match="c: max_nodes must be a positive integer"):
+        converged_laws([_flat], (-1.0, 1.0, 11), 1, name="c", max_nodes=-5)
