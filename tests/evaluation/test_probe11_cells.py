@@ -183,3 +183,23 @@ def test_converged_laws_refuses_a_dimension_it_has_no_budget_for():
         converged_laws([_flat], (-1.0, 1.0, 11), 3, name="c", tol=1e-3, max_nodes=10**4)
     with pytest.raises(ValueError, match="c: max_nodes must be a positive integer"):
         converged_laws([_flat], (-1.0, 1.0, 11), 1, name="c", max_nodes=-5)
+
+
+# --- LawCell's checked names ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("checked", [None, ["tv"], "tv", {"tv"}])
+def test_lawcell_wants_a_tuple_of_checked_names(checked):
+    """``None`` gave a bare TypeError ('NoneType' object is not iterable); a list passed and the cell was unhashable
+    later (a sweep keys its cells)."""
+    from evaluation.flows import LawCell
+
+    with pytest.raises(ValueError, match="checked must be a tuple of distinct names"):
+        LawCell(Law.parse("paper_1d"), Levels.parse("standard:10"), Method.parse("cfg"), (-5.0, 5.0, 11), checked=checked)
+
+
+def test_lawcell_takes_a_tuple_of_checked_names():
+    from evaluation.flows import LawCell
+
+    for checked in ((), ("tv",)):
+        cell = LawCell(Law.parse("paper_1d"), Levels.parse("standard:10"), Method.parse("cfg"), (-5.0, 5.0, 11),
+                       checked=checked)
+        assert hash(cell) == hash(cell) and cell.checked == checked
