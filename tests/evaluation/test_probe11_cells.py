@@ -203,3 +203,74 @@ def test_lawcell_takes_a_tuple_of_checked_names():
         cell = LawCell(Law.parse("paper_1d"), Levels.parse("standard:10"), Method.parse("cfg"), (-5.0, 5.0, 11),
                        checked=checked)
         assert hash(cell) == hash(cell) and cell.checked == checked
+
+
+# --- output_density with a tol no grid reaches ------------------------------------------------------------------
+class _Counted:
+    """A denoiser that counts its calls and stops a run past ``cap`` calls (the refinement did not stop)."""
+
+    def __init__(self, denoiser, cap=None):
+        self.denoiser, self.cap, self.calls = denoiser, cap, 0
+
+    def __call__(self, x, sigma):
+        self.calls += 1
+        if self.cap is not None and self.calls > self.cap:
+            raise RuntimeError(f"refined past the first grid ({self.calls} calls)")
+        return self.denoiser(x, sigma)
+
+
+@pytest.fixture(scope="module")
+def ddim_cfg():
+    from evaluation.spec import Schedule
+
+    sched = Schedule.parse("lin:10:0.0001")
+    return Method("cfg", 1.0).build(Law.parse("paper_1d").build(), sched).guided, sched.sigmas()
+
+
+def _first_grid_calls(den, sigmas, axis):
+    from evaluation.density import output_density
+
+    c = _Counted(den)
+    output_density(c, sigmas, axis, sampler="ddim")
+    return c.calls
+
+
+@pytest.mark.parametrize("max_nodes", [4_000_000, 10**12])
+def test_output_density_refuses_a_tol_below_the_rounding_floor_after_one_grid(ddim_cfg, max_nodes):
+    """tol=1e-300 refined for more than 280 s (to 2e6 nodes) before the budget stopped it; every estimate holds
+    1e-15 of the largest mass per node, so no grid meets it."""
+    from evaluation.density import output_density
+
+    den, sigmas = ddim_cfg
+    axis = torch.linspace(-5, 5, 101, dtype=F64)
+    c = _Counted(den, cap=_first_grid_calls(den, sigmas, axis))
+    for on_budget in ("raise", "warn"):
+        c.calls = 0
+        with pytest.raises(ValueError, match=r"tol=1e-300 is below what float64 hat masses resolve"):
+            output_density(c, sigmas, axis, sampler="ddim", tol=1e-300, max_nodes=max_nodes, on_budget=on_budget)
+
+
+def test_output_density_refuses_a_tol_the_budget_cannot_reach_after_one_grid(ddim_cfg):
+    """101 nodes and max_nodes=1000 leave 3 halvings of the spacing: 1e-13 is out of their reach even at 256 times
+    less error per halving, so the first grid refuses it (it computed 4 grids, then said the same)."""
+    from evaluation.density import output_density
+
+    den, sigmas = ddim_cfg
+    axis = torch.linspace(-5, 5, 101, dtype=F64)
+    c = _Counted(den, cap=_first_grid_calls(den, sigmas, axis))
+    with pytest.raises(ValueError, match=r"estimated error of .* allows 3 more halvings .* would not reach tol=1e-13"):
+        output_density(c, sigmas, axis, sampler="ddim", tol=1e-13, max_nodes=1000)
+    with pytest.warns(RuntimeWarning, match="estimated error"):  # "warn" still gets the budget's result
+        out = output_density(den, sigmas, axis, sampler="ddim", tol=1e-13, max_nodes=1000, on_budget="warn")
+    assert out.error.sum() > 1e-13
+
+
+def test_output_density_still_refines_to_a_reachable_tol(ddim_cfg):
+    from evaluation.density import output_density
+
+    den, sigmas = ddim_cfg
+    axis = torch.linspace(-5, 5, 101, dtype=F64)
+    first = output_density(den, sigmas, axis, sampler="ddim")
+    tol = first.error.sum().item() / 3
+    out = output_density(den, sigmas, axis, sampler="ddim", tol=tol)
+    assert out.error.sum().item() <= tol
