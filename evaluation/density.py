@@ -770,8 +770,8 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             compute on the given grid and report its error (the default); otherwise working grids are refined
             until the estimate is below ``tol``. A ``tol`` no refinement can meet is refused (``ValueError`` naming
             it) after the first grid, not after the budget's: below the estimate's rounding floor (``1e-15`` of the
-            largest mass per node), or, with ``on_budget="raise"``, beyond the grids ``max_nodes`` allows even at
-            256 times less error per halving of the spacing.
+            largest mass per node), or, with ``on_budget="raise"`` and no narrow or unresolved stochastic steps, beyond
+            the grids ``max_nodes`` allows even at 256 times less error per halving of the spacing.
         max_nodes, on_budget: the largest working grid; when ``tol`` is not met within it, ``"raise"``
             (``ValueError`` with the error reached) or ``"warn"`` (``RuntimeWarning``, and the result).
         estimate_error: ``False`` skips the runs behind the estimate (the even-node grid and the doubled
@@ -851,7 +851,8 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         result = OutputDensity(axes, mass, lost, pair.narrow, error, pair.start_lost, pair.unresolved)
         if tol is None or error.sum().item() <= tol:
             break
-        _check_reachable(tol, error, mass, axes, level, max_nodes, sub, on_budget)
+        settled = not (pair.narrow or pair.unresolved)
+        _check_reachable(tol, error, mass, axes, level, max_nodes, sub, on_budget, settled)
         level += 1
     return result
 
@@ -860,18 +861,19 @@ _BEST_RATE = _MAX_RATE**2  # the most an error estimate is taken to shrink per h
 
 
 def _check_reachable(tol: float, error: torch.Tensor, mass: torch.Tensor, axes, level: int, max_nodes: int,
-                     sub: int, on_budget: str) -> None:
+                     sub: int, on_budget: str, settled: bool) -> None:
     """``ValueError`` naming ``tol`` when no refinement can meet it (issue 20: ``tol=1e-300`` refined for minutes
     before the budget stopped it): below the estimate's rounding floor (``_ROUNDING`` of the largest mass at
     every node of the given grid, a term of every grid's estimate), or, with ``on_budget="raise"`` (the budget
-    would raise anyway), out of reach of the grids the budget allows even if the error shrank ``_BEST_RATE``
-    times per halving of the spacing (twice the fastest order the estimate observes)."""
+    would raise anyway) and a ``settled`` grid (no narrow or unresolved stochastic steps, whose error may fall
+    at once when a finer grid resolves them), out of reach of the grids the budget allows even if the error
+    shrank ``_BEST_RATE`` times per halving of the spacing (twice the fastest order the estimate observes)."""
     floor = _ROUNDING * mass.max().item() * mass.numel()
     if tol < 0.5 * floor:
         raise ValueError(f"tol={tol:g} is below what float64 hat masses resolve on this grid: every estimate holds "
                          f"{_ROUNDING:g} of the largest mass per node, {floor:.3g} summed over its {mass.numel()} "
                          f"nodes; ask for tol >= {floor:.2g}")
-    if on_budget != "raise":
+    if on_budget != "raise" or not settled:
         return
     top = level  # the finest working grid within the budget
     while True:
