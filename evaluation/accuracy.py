@@ -60,8 +60,8 @@ __all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH",
            "FIRST_NODES", "Estimate", "GridLaw", "check_grid", "check_grid_law", "axes_of", "refine", "widen",
            "spacing", "narrowest_kernel", "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "grid_entropy",
            "grid_entropy_error", "region_fraction", "region_mass", "region_var", "to_grid", "common_grid",
-           "tv_between", "density_engine", "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays", "shared_target",
-           "clear_targets"]
+           "tv_between", "density_engine", "refined_engine", "converged_laws", "sequence_errors", "as_arrays",
+           "from_arrays", "shared_target", "clear_targets"]
 
 F64 = torch.float64
 DEFAULT_TOL = 5e-4  # 1-D cells: a TV-like number within 5e-4 is right to its third decimal (docs.format_number)

@@ -649,7 +649,8 @@ def bench_cell(cell: BenchCell) -> BenchResult:
 def check_rules(rules: dict[str, str]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """``([(name, source, digest)], skipped messages)``: every rule checked once (errors name the rule)."""
     if not isinstance(rules, Mapping):
-        raise ValueError(f"rules must map rule names to sources ({{name: source}}), got {type(rules).__name__} {rules!r}")
+        raise ValueError(f"rules must map rule names to sources ({{name: source}}), got {type(rules).__name__} "
+                         f"{rules!r}")
     out, skipped = [], []
     for name, source in rules.items():
         try:
