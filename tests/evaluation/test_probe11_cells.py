@@ -44,6 +44,7 @@ def test_a_rule_file_calling_sys_exit_is_a_clear_error(tmp_path):
         rule_source(f"{path}:f")
 
 
+@pytest.mark.slow  # a fresh interpreter importing the bench: ~12 s on the shared machine
 def test_a_rule_file_calling_sys_exit_names_the_file_on_the_cli(tmp_path):
     path = _rule_file(tmp_path, "import sys\nsys.exit(3)\n")
     r = subprocess.run([sys.executable, "-c", f"from evaluation.bench import rule_source; rule_source({str(path)!r} + ':f')"],
