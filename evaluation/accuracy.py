@@ -51,16 +51,17 @@ import numpy as np
 import torch
 
 from sampler.samplers import check_sigmas, ddim_coefficients
+from sampler.schedules import check_count, check_number
 
 from .density import MAX_SUB_POINTS, output_density
 from .distances import TargetMemo, target_key, tilted_target, total_variation
 
 __all__ = ["DEFAULT_TOL", "TOL_2D", "default_tol", "Engine", "MIN_KERNEL_WIDTH", "MAX_WIDEN", "MAX_NODES",
-           "FIRST_NODES", "Estimate", "GridLaw", "axes_of", "refine", "widen", "spacing", "narrowest_kernel",
-           "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "grid_entropy", "grid_entropy_error",
-           "region_fraction", "region_mass", "region_var", "to_grid", "common_grid", "tv_between", "density_engine",
-           "refined_engine", "converged_laws", "sequence_errors", "as_arrays", "from_arrays", "shared_target",
-           "clear_targets"]
+           "FIRST_NODES", "Estimate", "GridLaw", "check_grid", "check_grid_law", "axes_of", "refine", "widen",
+           "spacing", "narrowest_kernel", "coarsen", "grid_tv", "crossing_smoothing", "grid_moments", "grid_entropy",
+           "grid_entropy_error", "region_fraction", "region_mass", "region_var", "to_grid", "common_grid",
+           "tv_between", "density_engine", "refined_engine", "converged_laws", "sequence_errors", "as_arrays",
+           "from_arrays", "shared_target", "clear_targets"]
 
 F64 = torch.float64
 DEFAULT_TOL = 5e-4  # 1-D cells: a TV-like number within 5e-4 is right to its third decimal (docs.format_number)
@@ -110,6 +111,17 @@ class GridLaw(NamedTuple):
 
 
 # --- grids ----------------------------------------------------------------------------------------
+def check_grid(grid, who: str) -> Grid:
+    """``grid`` as ``(lo, hi, n)``, or ``ValueError`` naming ``who`` unless it is three finite numbers with
+    ``lo < hi`` and an integer ``n >= 2`` (booleans refused)."""
+    if not (isinstance(grid, (tuple, list)) and len(grid) == 3
+            and all(isinstance(v, (int, float, np.number)) and not isinstance(v, (bool, np.bool_)) and math.isfinite(v)
+                    for v in grid)
+            and grid[1] > grid[0] and int(grid[2]) == grid[2] >= 2):
+        raise ValueError(f"{who}: grid must be (lo, hi, n) with finite lo < hi and an integer n >= 2, got {grid!r}")
+    return tuple(grid)
+
+
 def axes_of(grid: Grid, d: int) -> tuple[torch.Tensor, ...]:
     lo, hi, n = grid
     return tuple(torch.linspace(lo, hi, int(n), dtype=F64) for _ in range(d))
@@ -320,10 +332,7 @@ def to_grid(law: GridLaw, grid: Grid) -> GridLaw:
     """``law`` on ``grid`` (nested with the law's own: the same or a multiple-of-two coarser spacing, aligned nodes):
     restricted exactly to the spacing, cropped to the extent (the mass cropped away joins ``lost``) or padded with
     zeros. ``ValueError`` for grids that are not nested."""
-    if not (isinstance(grid, (tuple, list)) and len(grid) == 3
-            and all(isinstance(v, (int, float, np.number)) and math.isfinite(v) for v in grid)
-            and grid[1] > grid[0] and int(grid[2]) == grid[2] >= 2):
-        raise ValueError(f"to_grid: grid must be (lo, hi, n) with finite lo < hi and an integer n >= 2, got {grid!r}")
+    check_grid(grid, "to_grid")
     h, d = spacing(grid), law.mass.ndim
     while spacing(law.grid) < h * (1 - 1e-9):
         lo, hi, n = law.grid
@@ -346,7 +355,10 @@ def to_grid(law: GridLaw, grid: Grid) -> GridLaw:
 
 def common_grid(a: GridLaw, b: GridLaw) -> tuple[GridLaw, GridLaw]:
     """Two laws brought to one grid (:func:`to_grid`): the coarser spacing over the union of the extents.
-    ``ValueError`` unless the grids are nested (one cell's grid refined or widened from the other's)."""
+    ``ValueError`` unless both are laws fit to compute with (:func:`check_grid_law`) and the grids are nested (one
+    cell's grid refined or widened from the other's)."""
+    check_grid_law(a, "the first law")
+    check_grid_law(b, "the second law")
     if a.mass.ndim != b.mass.ndim:
         raise ValueError(f"laws of dimensions {a.mass.ndim} and {b.mass.ndim}")
     h = max(spacing(a.grid), spacing(b.grid))
@@ -399,6 +411,21 @@ class Engine(Protocol):
     def __call__(self, grid: Grid, d: int, effort: int = 0) -> GridLaw: ...
 
 
+def _check_d(d, who: str) -> int:
+    if isinstance(d, bool) or d not in MAX_NODES:
+        raise ValueError(f"{who}: d must be 1 or 2, got {d!r}")
+    return d
+
+
+def _check_engine_args(who: str, d, grid, effort=0) -> None:
+    """``d`` 1 or 2, ``grid`` a grid (:func:`check_grid`), ``effort`` an integer in ``0 .. len(SUBS[d]) - 1``."""
+    _check_d(d, who)
+    check_grid(grid, who)
+    if check_count(effort, f"{who}: effort", least=0) >= len(SUBS[d]):
+        raise ValueError(f"{who}: effort must be at most {len(SUBS[d]) - 1} in {d}-D (SUBS[{d}] = {SUBS[d]}), "
+                         f"got {effort!r}")
+
+
 def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> Engine:
     """The exact output law of ``sample(sampler, denoiser, ...)`` by :func:`evaluation.density.output_density` on
     the grid itself, with the density's own error estimate (the change from the grid's even nodes, an estimate of
@@ -409,15 +436,18 @@ def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> En
     sub-points (``nodes x (2 sub)^d`` points), fits :data:`evaluation.density.MAX_SUB_POINTS` (2-D: 2 up to 201^2
     nodes, 1 up to 401^2; 1-D: always 2). The law's ``error`` plus ``lost`` is the density's ``total_error``; a run
     with unresolved stochastic steps (kernel means too far apart for the grid: no bound on its error) has an
-    infinite error, so the contract refines the grid."""
+    infinite error, so the contract refines the grid. ``ValueError`` for ``d`` other than 1 or 2, a grid that is
+    not ``(lo, hi, n)`` (:func:`check_grid`), an ``effort`` outside ``0 .. len(SUBS[d]) - 1``."""
 
     def run(grid: Grid, d: int, effort: int = 0) -> GridLaw:
+        _check_engine_args("density_engine", d, grid, effort)
         od = output_density(denoiser, sigmas, axes_of(grid, d), sampler=sampler, start=start,
                             sub=SUBS[d][effort], max_nodes=max(int(grid[2]) ** d, 9))
         error = od.error if not od.unresolved_steps else torch.full_like(od.mass, math.inf)  # not bounded: refine
         return GridLaw(grid, od.mass, error, od.lost, od.narrow_steps)
 
     def efforts(d: int, grid: Grid) -> int:
+        _check_engine_args("density_engine.efforts", d, grid)
         nodes = int(grid[2]) ** d
         return sum(nodes * (2 * sub) ** d <= MAX_SUB_POINTS for sub in SUBS[d]) - 1  # SUBS rise
 
@@ -466,6 +496,7 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     change as above (the masses' error still says where the error lies), and once only the sub-points' part is
     left (or unknown: at effort 0 there is no effort below to compare with), the effort rises on the same grid, and
     at the top effort the cell refuses (refining would not reduce that part)."""
+    _check_d(d, name)
     tol = default_tol(d) if tol is None else tol
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0):
         raise ValueError(f"{name}: tol must be a positive number, got {tol!r}")
@@ -485,11 +516,20 @@ def converged_laws(engines: Sequence[Engine], grid: Grid, d: int, *, name: str, 
     if not isinstance(whole_law, bool) or (not whole_law and numbers is None):
         raise ValueError(f"{name}: whole_law must be True or False, and True without numbers to judge; got "
                          f"{whole_law!r} (numbers {'given' if numbers is not None else 'None'})")
-    budget = int(max_nodes) if max_nodes is not None else MAX_NODES[d]
+    budget = check_count(max_nodes, f"{name}: max_nodes") if max_nodes is not None else MAX_NODES[d]
     first = min(budget, FIRST_NODES[d])
 
-    def top_at(g):  # the highest effort every engine can run on g (-1: not even effort 0); a plain function: 0
-        return min(e.efforts(d, g) if hasattr(e, "efforts") else 0 for e in engines)
+    def efforts(i, e, g):  # engine i's highest effort on g; a plain function: 0
+        if not hasattr(e, "efforts"):
+            return 0
+        k = e.efforts(d, g)
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < -1:
+            raise ValueError(f"{name}: engine {i}'s efforts(d, grid) must return an integer >= -1 (-1: the grid does "
+                             f"not fit), got {k!r} on grid {g}")
+        return int(k)
+
+    def top_at(g):  # the highest effort every engine can run on g (-1: not even effort 0)
+        return min(efforts(i, e, g) for i, e in enumerate(engines))
 
     def fits(g, limit):  # g within the node limit, and every engine able to run it
         return int(g[2]) ** d <= limit and top_at(g) >= 0
@@ -621,20 +661,46 @@ def sequence_errors(history: dict, grid: Grid, effort: int, lost: float, *, top:
     return out
 
 
+def check_grid_law(law, who: str, *, d: int | None = None, balance: bool = True) -> GridLaw:
+    """``law`` if it is a :class:`GridLaw` fit to compute with, else ``ValueError`` naming ``who``: a grid
+    (:func:`check_grid`); masses and errors tensors of ``n`` nodes per axis (``d`` axes when given); finite masses;
+    errors >= 0 (NaN refused; inf is an engine's "no bound", judged as such); ``lost`` a finite number >= 0 (-1e-12:
+    a mass balance's rounding); with ``balance``, masses and ``lost`` adding to 1 within the masses' summed error
+    and 1e-6 (``lost`` is ``1 - mass.sum()`` for every law of :mod:`evaluation.density` and
+    :mod:`evaluation.distances`)."""
+    if not isinstance(law, GridLaw):
+        raise ValueError(f"{who} must be a GridLaw (hat masses on a grid with their errors and lost mass), got "
+                         f"{type(law).__name__}")
+    grid = check_grid(law.grid, who)
+    mass, error = law.mass, law.error
+    if not (isinstance(mass, torch.Tensor) and isinstance(error, torch.Tensor)):
+        raise ValueError(f"{who}: mass and error must be tensors, got {type(mass).__name__} and {type(error).__name__}")
+    ndim = mass.ndim if d is None else d
+    shape = (int(grid[2]),) * ndim
+    if ndim < 1 or tuple(mass.shape) != shape or tuple(error.shape) != shape:
+        raise ValueError(f"{who}: masses {tuple(mass.shape)} and errors {tuple(error.shape)} do not match the grid's "
+                         f"{shape}")
+    if not bool(torch.isfinite(mass).all()):
+        raise ValueError(f"{who}: non-finite masses")
+    if not bool((error >= 0).all()):  # NaN fails too
+        raise ValueError(f"{who}: errors that are NaN or negative (min {error.min().item()!r})")
+    lost = check_number(law.lost, f"{who}: lost mass")
+    if lost < -1e-12:
+        raise ValueError(f"{who}: lost mass must be >= 0, got {lost!r}")
+    if balance:
+        total, err = mass.sum().item() + lost, error.sum().item()
+        if not abs(total - 1.0) <= 1e-6 + err:
+            raise ValueError(f"{who}: masses and lost mass add to {total:.6g}, not 1 (within the masses' summed error "
+                             f"{err:.3g}): not a probability law")
+    return law
+
+
 def _check_law(law: GridLaw, grid: Grid, d: int, who: str) -> None:
-    """An engine's law must be on the grid it was asked for, with finite masses and errors >= 0 (inf: no bound)."""
-    shape = (int(grid[2]),) * d
+    """An engine's law must be on the grid it was asked for, with finite masses and errors >= 0 (inf: no bound);
+    its mass balance is the engine's (a law missing mass shows in its error)."""
     if not isinstance(law, GridLaw) or tuple(law.grid) != tuple(grid):
         raise ValueError(f"{who} returned a law on grid {getattr(law, 'grid', law)!r}, not the grid {grid!r} it was given")
-    if tuple(law.mass.shape) != shape or tuple(law.error.shape) != shape:
-        raise ValueError(f"{who} returned masses {tuple(law.mass.shape)} and errors {tuple(law.error.shape)} for the "
-                         f"grid's {shape}")
-    if not bool(torch.isfinite(law.mass).all()):
-        raise ValueError(f"{who} returned non-finite masses")
-    if not bool((law.error >= 0).all()):  # NaN fails too; inf is an engine's "no bound" and is judged as such
-        raise ValueError(f"{who} returned errors that are NaN or negative")
-    if not (math.isfinite(law.lost) and law.lost >= -1e-12):  # a mass balance: rounding may leave -1e-16
-        raise ValueError(f"{who} returned lost mass {law.lost!r}")
+    check_grid_law(law, f"{who}'s law", d=d, balance=False)
 
 
 def as_arrays(law: GridLaw) -> tuple[np.ndarray, np.ndarray]:

@@ -71,6 +71,7 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -230,7 +231,7 @@ class RuleGuidance:
         return self(x, sigma) - d_cond
 
     def _call(self, a, b, x, s):
-        out = self.rule(a, b, x, s, self.w)
+        out = self.rule(a, b, x.clone(), s, self.w)  # a copy: a rule writing into x must not move the sampler's state
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             raise ValueError(f"rule {getattr(self.rule, '__name__', self.rule)!r} must return a tensor of the input's "
                              f"shape {tuple(x.shape)}, got {type(out).__name__} "
@@ -272,7 +273,7 @@ def _file_rule(path: Path, name: str, digest: str | None = None):
     module = importlib.util.module_from_spec(spec)
     try:
         spec.loader.exec_module(module)
-    except Exception as err:  # noqa: BLE001 - any failure of the user's file, reported with its cause
+    except (Exception, SystemExit) as err:  # noqa: BLE001 - any failure of the user's file (a sys.exit too)
         raise ValueError(f"rule file {str(path)!r} failed to import: {type(err).__name__}: {err}") from err
     if not hasattr(module, name):
         names = sorted(k for k, v in vars(module).items() if callable(v) and not k.startswith("_")
@@ -353,6 +354,7 @@ def _probe(rule, source: str) -> None:
     k = getattr(rule, "min_dim", 1)
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
         raise ValueError(f"rule {source!r}: rule.min_dim must be an integer >= 1, got {k!r}")
+    _coordinatewise(rule, source)
     x = torch.zeros(2, k, dtype=F64)
     g = RuleGuidance(rule, lambda x, s: 0.5 * x, lambda x, s: 0.25 * x, 1.0, Levels.parse("flow:4").schedule.path)
     try:
@@ -398,10 +400,19 @@ class BenchResult(NamedTuple):
     lost: float
 
 
+def _coordinatewise(rule, source: str) -> bool:
+    """The rule's ``coordinatewise`` flag (default False); ``ValueError`` unless it is a bool (``"yes"`` is not a
+    promise)."""
+    c = getattr(rule, "coordinatewise", False)
+    if not isinstance(c, bool):
+        raise ValueError(f"rule {source!r}: rule.coordinatewise must be True or False, got {c!r}")
+    return c
+
+
 def _carried(source: str, rule) -> bool:
     """Whether the reducible family's line carries the rule (module docstring)."""
     if rule is not None:
-        return bool(getattr(rule, "coordinatewise", False))
+        return _coordinatewise(rule, source)
     m = Method.parse(source)
     return m.rule in ("unguided", "cfg", "optimal") and m.reg in ("", "vjp", "jvp", "fd")
 
@@ -637,6 +648,9 @@ def bench_cell(cell: BenchCell) -> BenchResult:
 # --- the run -----------------------------------------------------------------------------------------------
 def check_rules(rules: dict[str, str]) -> tuple[list[tuple[str, str, str]], list[str]]:
     """``([(name, source, digest)], skipped messages)``: every rule checked once (errors name the rule)."""
+    if not isinstance(rules, Mapping):
+        raise ValueError(f"rules must map rule names to sources ({{name: source}}), got {type(rules).__name__} "
+                         f"{rules!r}")
     out, skipped = [], []
     for name, source in rules.items():
         try:

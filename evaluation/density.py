@@ -768,7 +768,10 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         tol: largest summed error of the masses (``error.sum()``, which with ``lost`` bounds twice the TV error;
             a finer grid does not reduce ``lost``: widen the axes for it). ``None``:
             compute on the given grid and report its error (the default); otherwise working grids are refined
-            until the estimate is below ``tol``.
+            until the estimate is below ``tol``. A ``tol`` no refinement can meet is refused (``ValueError`` naming
+            it) after the first grid, not after the budget's: below the estimate's rounding floor (``1e-15`` of the
+            largest mass per node), or, with ``on_budget="raise"`` and no narrow or unresolved stochastic steps, beyond
+            the grids ``max_nodes`` allows even at 256 times less error per halving of the spacing.
         max_nodes, on_budget: the largest working grid; when ``tol`` is not met within it, ``"raise"``
             (``ValueError`` with the error reached) or ``"warn"`` (``RuntimeWarning``, and the result).
         estimate_error: ``False`` skips the runs behind the estimate (the even-node grid and the doubled
@@ -848,5 +851,41 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         result = OutputDensity(axes, mass, lost, pair.narrow, error, pair.start_lost, pair.unresolved)
         if tol is None or error.sum().item() <= tol:
             break
+        settled = not (pair.narrow or pair.unresolved)
+        _check_reachable(tol, error, mass, axes, level, max_nodes, sub, on_budget, settled)
         level += 1
     return result
+
+
+_BEST_RATE = _MAX_RATE**2  # the most an error estimate is taken to shrink per halving of the spacing (order 8)
+
+
+def _check_reachable(tol: float, error: torch.Tensor, mass: torch.Tensor, axes, level: int, max_nodes: int,
+                     sub: int, on_budget: str, settled: bool) -> None:
+    """``ValueError`` naming ``tol`` when no refinement can meet it (issue 20: ``tol=1e-300`` refined for minutes
+    before the budget stopped it): below the estimate's rounding floor (``_ROUNDING`` of the largest mass at
+    every node of the given grid, a term of every grid's estimate), or, with ``on_budget="raise"`` (the budget
+    would raise anyway) and a ``settled`` grid (no narrow or unresolved stochastic steps, whose error may fall
+    at once when a finer grid resolves them), out of reach of the grids the budget allows even if the error
+    shrank ``_BEST_RATE`` times per halving of the spacing (twice the fastest order the estimate observes)."""
+    floor = _ROUNDING * mass.max().item() * mass.numel()
+    if tol < 0.5 * floor:
+        raise ValueError(f"tol={tol:g} is below what float64 hat masses resolve on this grid: every estimate holds "
+                         f"{_ROUNDING:g} of the largest mass per node, {floor:.3g} summed over its {mass.numel()} "
+                         f"nodes; ask for tol >= {floor:.2g}")
+    if on_budget != "raise" or not settled:
+        return
+    top = level  # the finest working grid within the budget
+    while True:
+        size = math.prod((a.numel() - 1) * 2 ** (top + 1) + 1 for a in axes)
+        if size > max_nodes or size * (2 * sub) ** len(axes) > MAX_SUB_POINTS:
+            break
+        top += 1
+    now = error.sum().item()
+    if now * _BEST_RATE ** -(top - level) > tol:
+        nodes = lambda k: math.prod((a.numel() - 1) * 2**k + 1 for a in axes)  # noqa: E731  (working grid k)
+        raise ValueError(f"output_density reached an estimated error of {now:.3g} (tol {tol:g}) on {nodes(level)} "
+                         f"working nodes; the budget (max_nodes={max_nodes}, MAX_SUB_POINTS with sub={sub}) allows "
+                         f"{top - level} more halvings of the spacing ({nodes(top)} nodes), and even {_BEST_RATE:g} "
+                         f"times less error per halving would not reach tol={tol:g}: raise max_nodes or tol, or pass "
+                         f"on_budget='warn' to get the result")

@@ -641,8 +641,8 @@ class LawCell:
         lo, hi, n = self.grid
         if not (math.isfinite(lo) and lo == -hi and hi > 0 and int(n) == n and n >= 5 and n % 2 == 1):
             raise ValueError(f"grid must be (-r, r, n) with r > 0 and an odd n >= 5, got {self.grid!r}")
-        if isinstance(self.checked, str) or any(c not in CHECKED for c in self.checked) \
-                or len(set(self.checked)) != len(self.checked):
+        if not isinstance(self.checked, tuple) or any(c not in CHECKED for c in self.checked) \
+                or len(set(self.checked)) != len(self.checked):  # a list would leave the cell unhashable
             raise ValueError(f"checked must be a tuple of distinct names from {CHECKED}, got {self.checked!r}")
         if self.tol is not None and not (isinstance(self.tol, float) and math.isfinite(self.tol) and self.tol > 0):
             raise ValueError(f"tol must be a positive float or None, got {self.tol!r}")

@@ -62,6 +62,7 @@ def test_to_grid_restricts_crops_and_pads_exactly():
 def test_tv_between_cells_on_nested_grids_is_the_tv_on_a_common_grid():
     a_pts, a_w = _points(4000, 1, seed=1)
     b_pts, b_w = _points(4000, 1, seed=2)
+    a_w, b_w = a_w / a_w.sum(), b_w / b_w.sum()  # probability laws (common_grid refuses masses adding to 2000)
     a = _law((-5.0, 5.0, 81), a_pts, a_w)
     b = _law((-10.0, 10.0, 321), 1.3 * b_pts, b_w)  # refined and widened
     ca, cb = common_grid(a, b)
