@@ -49,7 +49,6 @@ def method_label(method: MethodValue | str, formula: bool = False) -> str:
     return m.label
 
 
-
 def schedule_label(spelling: str) -> str:
     """A schedule family of :mod:`evaluation.spec` spelled with its step count free or given (``lin:T:0.0001``,
     ``lin:20:0.5``, ``cosine:T``) as a reader names it (``linear betas to abar_T = 0.0001``); other spellings

@@ -1,10 +1,12 @@
 """Shared test fixtures as plain functions (importable from any test package)."""
+import dataclasses
 import math
 
 import torch
 from hypothesis import strategies as st
 
 from analytic import GaussianMixture
+from evaluation.sweep import cell_kind
 
 
 def random_mixture(d: int, K: int, seed: int, scale: float = 0.3, spread: float = 1.0) -> GaussianMixture:
@@ -95,3 +97,18 @@ class FarBump:
 
     def centres(self):
         return torch.zeros(1, self.dim, dtype=torch.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Refuses:
+    """A stand-in cell: ``x + 1``, or a ValueError for ``x < 0`` (a cell that cannot meet its tolerance: cached as
+    its failure)."""
+
+    x: float
+
+
+@cell_kind(Refuses)
+def _refuses(cell: Refuses) -> float:
+    if cell.x < 0:
+        raise ValueError(f"cell x = {cell.x} refuses")
+    return cell.x + 1

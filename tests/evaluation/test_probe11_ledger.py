@@ -1,26 +1,11 @@
 """Session-11 adversarial round (issue 20, /work/notes/probe11.md): a claim's ``partial`` is a bool, and the ledger's
 cell count counts a cached failure once."""
-import dataclasses
-
 import pytest
 
 from evaluation.claims import CLAIMS
 from evaluation.claims.ledger import Outcome, run_ledger
-from evaluation.sweep import CellFailed, cell_kind
-
-
-@dataclasses.dataclass(frozen=True)
-class Refusing:
-    """``x + 1``; a ValueError (cached, like a tolerance not met) for negative ``x``."""
-
-    x: float
-
-
-@cell_kind(Refusing)
-def _refusing(cell: Refusing) -> float:
-    if cell.x < 0:
-        raise ValueError(f"x = {cell.x}: not converged")
-    return cell.x + 1
+from evaluation.sweep import CellFailed
+from tests.helpers import Refuses
 
 
 @pytest.mark.parametrize("partial", ["yes", 1, None])
@@ -37,7 +22,7 @@ def test_a_claim_whose_partial_is_not_a_bool_is_refused_naming_it(partial):
 def test_the_ledger_counts_a_cached_failure_once(tmp_path):
     """Before: a rerun reading a cached failure counted it as reused and as failed: 'Last run: ...; 3 cells (0
     computed, 2 from the cache)' for 2 cells (claims.md's note; seen on theorem1 --quick: 5 cells for 4)."""
-    claim = CLAIMS[0]._replace(id="bad", cells=lambda quick: [Refusing(3.0), Refusing(-4.0)], partial=False)
+    claim = CLAIMS[0]._replace(id="bad", cells=lambda quick: [Refuses(3.0), Refuses(-4.0)], partial=False)
     first = run_ledger([claim], cache=tmp_path, progress=False)
     again = run_ledger([claim], cache=tmp_path, progress=False)
     assert (first.cells, first.computed, first.reused) == (2, 1, 0)

@@ -1,7 +1,6 @@
 """paper_plots.py as one job (issue 19, item 4): every table of results.md has its values, no two figures write a
 file of the same name (the ledger's flows figure once overwrote flows.png), the figures' cells run in one sweep
 before their compute reads them, and the command line's --workers is checked."""
-import dataclasses
 import json
 import re
 
@@ -15,8 +14,9 @@ from evaluation import flows as flows_exp  # noqa: E402
 from evaluation.docs import numbers_table  # noqa: E402
 from evaluation.claims import get_claim, run_ledger  # noqa: E402
 from evaluation.claims.ledger import Outcome  # noqa: E402
-from evaluation.sweep import cell_kind, cells_code  # noqa: E402
+from evaluation.sweep import cells_code  # noqa: E402
 from figures import claims, flows, maps_1d  # noqa: E402
+from tests.helpers import Refuses  # noqa: E402
 
 
 def _rows_without_values(md: str) -> list[str]:
@@ -153,20 +153,6 @@ def test_the_findings_figures_declare_their_cells():
 
     for name in ("curves_1d", "maps_1d", "trained_1d", "fields_2d", "closed_forms"):
         assert callable(getattr(FIGURES[name], "cells", None)) and FIGURES[name].cells(True), name
-
-
-@dataclasses.dataclass(frozen=True)
-class Refuses:
-    """A stand-in cell: ``x + 1``, or a ValueError for ``x < 0`` (a cell that cannot meet its tolerance)."""
-
-    x: float
-
-
-@cell_kind(Refuses)
-def _refuses(cell: Refuses) -> float:
-    if cell.x < 0:
-        raise ValueError(f"cell x = {cell.x} refuses")
-    return cell.x + 1
 
 
 def _figure(name: str, cells: list, partial: bool = False):
