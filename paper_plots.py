@@ -11,8 +11,8 @@ goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module
 reports such a claim as not converged, or concludes a partial claim on its converged settings, reading the failures
 from the cache); then the figures without the hook compute their arrays in worker processes, while each figure with
 the hook reads its arrays from the cache (a warm rerun of those recomputes nothing), and every figure is drawn in
-order, except one whose arrays, code and matplotlib are those of the files it drew last time in ``--out``, files unchanged
-since (a digest of each in ``--out/.drawn.json``; ``--redraw`` draws them all).
+order, except one whose arrays, code and matplotlib are those of the files it drew last time in ``--out``, files
+unchanged since (a digest of each in ``--out/.drawn.json``; ``--redraw`` draws them all).
 ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
 ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
 file another wrote (it fails instead); the results files are written atomically and always describe the figures

@@ -50,7 +50,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from evaluation.accuracy import (GridLaw, coarsen, default_tol, from_arrays, grid_moments, region_fraction,
+from evaluation.accuracy import (GridLaw, coarsen, default_tol, grid_moments, region_fraction,
                                  region_mass)
 from evaluation.sweep import Cache, CacheWarning, CellFailed, cell_key, compute_cell, decode, encode
 from sampler import sample, vp_prior
@@ -325,7 +325,8 @@ class Runner:
 # --- route (a): refined -------------------------------------------------------------------------------------------
 def effective_tol(cell: Any) -> float | None:
     """The cell's tolerance (``None`` when its configuration has no ``tol``, or names none and has no 1-D/2-D law)."""
-    names = {f.name for f in dataclasses.fields(cell)} if dataclasses.is_dataclass(cell) else set(getattr(cell, "_fields", ()))
+    names = ({f.name for f in dataclasses.fields(cell)} if dataclasses.is_dataclass(cell)
+             else set(getattr(cell, "_fields", ())))
     if "tol" not in names:
         return None
     tol = getattr(cell, "tol", None)
@@ -478,12 +479,14 @@ def _moments_2d(law: GridLaw) -> dict[str, tuple[float, float]]:
     reach = max(ax.abs().max().item(), ay.abs().max().item())
     err = law.error.sum().item() + law.lost
     X, Y = ax[:, None] - fine["mean[0]"], ay[None, :] - fine["mean[1]"]
-    terms = {"mean[0]": X.expand_as(p), "mean[1]": Y.expand_as(p), "cov[0,0]": X**2, "cov[0,1]": X * Y, "cov[1,1]": Y**2}
+    # each number's integrand less the number (a mean's is X itself): its first-order sensitivity to the masses
+    centred = {"mean[0]": X.expand_as(p), "mean[1]": Y.expand_as(p), "cov[0,0]": X**2 - fine["cov[0,0]"],
+               "cov[0,1]": X * Y - fine["cov[0,1]"], "cov[1,1]": Y**2 - fine["cov[1,1]"]}
     out = {}
     for k in fine:  # first-order sensitivity to the masses' errors, the lost mass at the grid's reach
-        g = terms[k] + (fine[k] if k.startswith("mean") else 0.0)
-        sens = (law.error * (g - fine[k]).abs()).sum().item()
-        out[k] = (fine[k], abs(fine[k] - coarse[k]) + sens + law.lost * (2 * reach if k.startswith("mean") else 4 * reach**2))
+        sens = (law.error * centred[k].abs()).sum().item()
+        lost = law.lost * (2 * reach if k.startswith("mean") else 4 * reach**2)
+        out[k] = (fine[k], abs(fine[k] - coarse[k]) + sens + lost)
     for name, (xlo, xhi), (ylo, yhi) in (("P(x<,y<)", (-math.inf, cx), (-math.inf, cy)),
                                          ("P(x>,y<)", (cx, math.inf), (-math.inf, cy)),
                                          ("P(x<,y>)", (-math.inf, cx), (cy, math.inf)),
@@ -587,7 +590,8 @@ def monte_carlo_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int
         rows.append(Row(kind, what, f"{name} (grid law)", v, e, r, K_SE * se, route, _agree(v, e, r, K_SE * se)))
     for name in direct:
         (r, se), n = mc[name], pub[name]
-        rows.append(Row(kind, what, name, n.value, n.error, r, K_SE * se, route, _agree(n.value, n.error, r, K_SE * se)))
+        rows.append(Row(kind, what, name, n.value, n.error, r, K_SE * se, route,
+                        _agree(n.value, n.error, r, K_SE * se)))
     for name in w1:
         n = pub[name]
         r, re = _w1_to_target(x, setup, cell.grid[0], cell.grid[1])
@@ -690,11 +694,13 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
     drawn_kinds = sorted({kind_name(e.cell) for e in chosen})
     line = (f"recompute_published (seed {seed}, {per_kind} per kind x dimension"
             f"{', kinds ' + ' '.join(kinds) if kinds else ''}): {len(rows)} numbers of {len(chosen)} "
-            f"cells ({len(drawn_kinds)} kinds; {len(entries)} current cells in the cache, {sum(left.values())} files left "
-            f"out: {dict(left) or 'none'}): {counts['yes']} agreed, {counts['NO']} disagreed, {counts['skipped']} "
+            f"cells ({len(drawn_kinds)} kinds; {len(entries)} current cells in the cache, "
+            f"{sum(left.values())} files left out: {dict(left) or 'none'}): {counts['yes']} agreed, "
+            f"{counts['NO']} disagreed, {counts['skipped']} "
             f"skipped" + (f" ({'; '.join(f'{k}: {v}' for k, v in reasons.most_common())})" if reasons else "")
             + f"; of them not checked by their cell's contract (marked unchecked): {unchecked['yes']} agreed, "
-            f"{unchecked['NO']} disagreed; {above} stored numbers of these cells beyond their cell's tol, not recomputed")
+            f"{unchecked['NO']} disagreed; {above} stored numbers of these cells beyond their cell's tol, "
+            "not recomputed")
     return rows, line
 
 
