@@ -42,3 +42,80 @@ def test_a_ledger_passes_the_cells_it_built_so_a_claim_builds_them_once():
     claim.outcome(True, (1.0, 2.0, 3.0))
     assert calls == [True]
 
+
+def _ledger_main(monkeypatch, argv, figures=False):
+    """``python -m evaluation.claims`` in-process on theorem1 with two stand-in cells (computed in milliseconds);
+    a Ctrl-C that escapes ``main`` fails the test (pytest would end the session on it)."""
+    import signal
+
+    from evaluation.claims import __main__ as cli
+
+    base = get_claim("theorem1")
+    toy = base._replace(cells=lambda quick: [Refuses(1.0), Refuses(2.0)],
+                        conclude=lambda q, r: Outcome(base.result("holds", "k", [("n", r[0])]), None))
+    monkeypatch.setattr(cli, "get_claim", lambda i: toy)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    try:
+        return cli.main(["--only", "theorem1", "--workers", "1", *argv] + ([] if figures else ["--no-figures"]))
+    except KeyboardInterrupt as err:
+        pytest.fail(f"Ctrl-C escaped the ledger's main: {type(err).__name__}: {err}")
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _last_line(capsys):
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return err.replace("\r", "\n").strip().splitlines()[-1]
+
+
+def test_a_real_sigint_between_the_two_ledger_files_writes_both_then_says_so(tmp_path, capsys, monkeypatch):
+    """Before: SIGINT after claims.md was written escaped as a KeyboardInterrupt traceback and left claims.json
+    (the file a later ``--only`` run merges into) older than claims.md. Now both are written, then one line."""
+    import json
+    import os
+    import signal
+
+    from evaluation.claims import __main__ as cli
+
+    real = cli.write_atomically
+
+    def write_then_sigint(path, text):
+        real(path, text)
+        if path.name == "claims.md":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(cli, "write_atomically", write_then_sigint)
+    out = tmp_path / "out"
+    assert _ledger_main(monkeypatch, ["--quick", "--out", str(out), "--cache", str(tmp_path / "c")]) == 130
+    assert _last_line(capsys) == f"interrupted after the ledger was written to {out} (claims.md, claims.json)"
+    assert [c["id"] for c in json.loads((out / "claims.json").read_text())["claims"]] == ["theorem1"]
+    assert "theorem1" in (out / "claims.md").read_text()
+
+
+def test_ctrl_c_before_the_cells_after_the_ledger_or_while_drawing_says_what_is_kept(tmp_path, capsys, monkeypatch):
+    """Before: Ctrl-C before the sweep (e.g. while a --scheduler is tried for 5 s) or while --update-docs publishes
+    ended in a traceback; one while drawing said the --out folder was unchanged though figures in it were replaced."""
+    import evaluation.docs
+    import figures.claims
+    from evaluation.claims import __main__ as cli
+
+    def interrupt(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out, cache = tmp_path / "out", tmp_path / "c"
+    with monkeypatch.context() as m:
+        m.setattr(cli, "check_sweep_arguments", interrupt)
+        assert _ledger_main(monkeypatch, ["--quick", "--out", str(out), "--cache", str(cache)]) == 130
+        assert _last_line(capsys) == f"interrupted before any cell ran: {out} is unchanged"
+    with monkeypatch.context() as m:
+        m.setattr(evaluation.docs, "publish", interrupt)  # never the real one: it would write docs/
+        assert _ledger_main(monkeypatch, ["--update-docs", "--out", str(out), "--cache", str(cache)]) == 130
+        assert _last_line(capsys) == (f"interrupted after the ledger was written to {out} (claims.md, claims.json); "
+                                      "docs/ not updated: rerun with --update-docs")
+    with monkeypatch.context() as m:
+        m.setattr(figures.claims, "draw", interrupt)
+        assert _ledger_main(monkeypatch, ["--quick", "--out", str(out), "--cache", str(cache)], figures=True) == 130
+        assert _last_line(capsys) == (f"interrupted while drawing the figures (cells cached in {cache}): claims.md and "
+                                      f"claims.json in {out} are unchanged, the figures drawn so far replace theirs; "
+                                      "rerun to finish")
