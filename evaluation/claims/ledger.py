@@ -87,6 +87,8 @@ class Claim(NamedTuple):
         converged."""
         if not isinstance(self.partial, bool):  # a truthy string made a claim partial without a word
             raise ValueError(f"claim {self.id}: partial must be True or False, got {self.partial!r}")
+        if cells is not None and not isinstance(cells, (list, tuple)):
+            raise ValueError(f"claim {self.id}: cells must be the list of its cells(quick), got {type(cells).__name__}")
         cells = list(self.cells(quick) if cells is None else cells)
         if len(results) != len(cells):  # a conclude looks its cells up: a short tuple gave its bare KeyError
             missing = ", ".join(map(str, cells[len(results):len(results) + 3])) + (

@@ -41,6 +41,9 @@ def test_a_ledger_passes_the_cells_it_built_so_a_claim_builds_them_once():
     assert calls == []
     claim.outcome(True, (1.0, 2.0, 3.0))
     assert calls == [True]
+    for bad in (5, None.__class__, "abc"):
+        with pytest.raises(ValueError, match="claim toy: cells must be the list of its cells"):
+            claim.outcome(True, (1.0, 2.0, 3.0), cells=bad)
 
 
 def _ledger_main(monkeypatch, argv, figures=False):
