@@ -51,8 +51,10 @@ def main(argv=None) -> int:
 
 @contextlib.contextmanager
 def _interrupt_deferred():
-    """Ctrl-C waits until the block ends (the two ledger files are written together), then interrupts."""
-    if threading.current_thread() is not threading.main_thread():  # no signal handler outside the main thread
+    """Ctrl-C waits until the block ends (the two ledger files are written together), then interrupts. Only where
+    Ctrl-C interrupts (Python's default handler, in the main thread): an ignored or custom SIGINT is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
         yield
         return
     caught = []

@@ -46,7 +46,7 @@ def test_a_ledger_passes_the_cells_it_built_so_a_claim_builds_them_once():
             claim.outcome(True, (1.0, 2.0, 3.0), cells=bad)
 
 
-def _ledger_main(monkeypatch, argv, figures=False):
+def _ledger_main(monkeypatch, argv, figures=False, handler=None):
     """``python -m evaluation.claims`` in-process on theorem1 with two stand-in cells (computed in milliseconds);
     a Ctrl-C that escapes ``main`` fails the test (pytest would end the session on it)."""
     import signal
@@ -57,7 +57,7 @@ def _ledger_main(monkeypatch, argv, figures=False):
     toy = base._replace(cells=lambda quick: [Refuses(1.0), Refuses(2.0)],
                         conclude=lambda q, r: Outcome(base.result("holds", "k", [("n", r[0])]), None))
     monkeypatch.setattr(cli, "get_claim", lambda i: toy)
-    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal
+    previous = signal.signal(signal.SIGINT, handler or signal.default_int_handler)  # as in a terminal
     try:
         return cli.main(["--only", "theorem1", "--workers", "1", *argv] + ([] if figures else ["--no-figures"]))
     except KeyboardInterrupt as err:
@@ -94,6 +94,11 @@ def test_a_real_sigint_between_the_two_ledger_files_writes_both_then_says_so(tmp
     assert _last_line(capsys) == f"interrupted after the ledger was written to {out} (claims.md, claims.json)"
     assert [c["id"] for c in json.loads((out / "claims.json").read_text())["claims"]] == ["theorem1"]
     assert "theorem1" in (out / "claims.md").read_text()
+    # a run that ignores SIGINT (started with nohup or in the background) is not interrupted by the deferral
+    out2 = tmp_path / "out2"
+    assert _ledger_main(monkeypatch, ["--quick", "--out", str(out2), "--cache", str(tmp_path / "c")],
+                        handler=signal.SIG_IGN) == 0
+    assert (out2 / "claims.json").exists()
 
 
 def test_ctrl_c_before_the_cells_after_the_ledger_or_while_drawing_says_what_is_kept(tmp_path, capsys, monkeypatch):
