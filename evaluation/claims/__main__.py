@@ -6,7 +6,8 @@ Writes ``claims.md`` (one table: claim, source, verdict, key number, figure, run
 in the ledger files already in ``--out`` and keeps the others; each entry says which run made it (full or
 ``--quick`` sweeps, when, the code version of its cells). Cells are cached (``--cache``, default
 ``$REG_GUIDANCE_CACHE`` or ``~/.cache/reg-guidance/sweeps``), so a rerun or an interrupted run (Ctrl-C: exit
-status 130, one line saying what is kept) only computes what is missing. ``--workers N`` runs cells in N
+status 130, one line saying what is kept; ``claims.md`` and ``claims.json`` are written together or not at all) only
+computes what is missing. ``--workers N`` runs cells in N
 local processes; ``--scheduler tcp://HOST:PORT`` on a running Dask cluster (the ``[sweeps]`` extra; one that does not
 answer, or has no running worker, within ``evaluation.sweep.SCHEDULER_TIMEOUT``, 5 s, is an argparse error naming the
 address). A claim a
@@ -20,8 +21,11 @@ never import ``figures``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -37,6 +41,33 @@ DESCRIPTION = ("The claims ledger: runs each claim's cells (cached, resumable) a
 
 
 def main(argv=None) -> int:
+    where = ["before any cell ran: no ledger file was written"]  # what Ctrl-C keeps, said in one line; _run updates it
+    try:
+        return _run(argv, where)
+    except KeyboardInterrupt:  # the sweep's own interrupt (SweepInterrupted) is answered in _run
+        print(f"interrupted {where[0]}", file=sys.stderr)
+        return 130
+
+
+@contextlib.contextmanager
+def _interrupt_deferred():
+    """Ctrl-C waits until the block ends (the two ledger files are written together), then interrupts. Only where
+    Ctrl-C interrupts (Python's default handler, in the main thread): an ignored or custom SIGINT is left alone."""
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    caught = []
+    previous = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _run(argv, where: list) -> int:
     ap = argparse.ArgumentParser(prog="python -m evaluation.claims", description=DESCRIPTION,
                                  allow_abbrev=False)
     ap.add_argument("--quick", action="store_true", help="small sweeps (under two minutes on two cores)")
@@ -65,6 +96,7 @@ def main(argv=None) -> int:
         check_writable_dir(args.out)
     except OSError as err:
         ap.error(f"cannot write to --out {args.out}: {err}")
+    where[0] = f"before any cell ran: {args.out} is unchanged"
     cache = check_sweep_arguments(ap, args.cache, args.scheduler)
     ledger_json = args.out / "claims.json"
     kept = ([], [])
@@ -79,6 +111,8 @@ def main(argv=None) -> int:
         if c.unavailable() and (not args.only or c.id in args.only):
             print(f"{c.id:<16} skipped: {c.unavailable()}", file=sys.stderr)
     start = time.perf_counter()
+    where[0] = (f"before the ledger was written (the cells finished are cached in {cache}, but for any a warning "
+                f"named): {args.out} is unchanged; rerun to finish")
     try:
         run = run_ledger(claims, quick=args.quick, cache=cache, workers=args.workers, scheduler=args.scheduler,
                          retry_failed=args.retry_failed)
@@ -90,15 +124,13 @@ def main(argv=None) -> int:
             matplotlib.use("Agg")
             from figures.claims import draw
 
+            where[0] = (f"while drawing the figures (cells cached in {cache}): claims.md and claims.json in {args.out} "
+                        "are unchanged, the figures drawn so far replace theirs; rerun to finish")
             failed = draw(run.outcomes, args.out)[1]
     except SchedulerUnreachable as err:  # connected to only when a cell is missing from the cache
         ap.error(f"--scheduler: {err}")
     except SweepInterrupted as err:
         print(f"{err} (the ledger in {args.out} is unchanged)", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print(f"interrupted after the cells (cached in {cache}, but for any a warning named), before the ledger was written: {args.out} is "
-              "unchanged; rerun to finish", file=sys.stderr)
         return 130
     seconds = time.perf_counter() - start
     date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
@@ -110,9 +142,12 @@ def main(argv=None) -> int:
             f"{run.reused} from the cache), {args.workers if args.scheduler is None else 'Dask'} worker(s)"
             + (f"; kept from earlier runs: {', '.join(kept_ids)}." if kept_ids else "."))
     quick = all(s.quick for s in all_runs)
-    write_atomically(args.out / "claims.md", markdown(all_results, quick=quick, seconds=seconds, note=note,
-                                                      runs=all_runs) + "\n")
-    write_atomically(ledger_json, to_json(all_results, quick=quick, seconds=seconds, runs=all_runs) + "\n")
+    with _interrupt_deferred():  # both files or neither: an interrupt between them left claims.md ahead of the json
+        write_atomically(args.out / "claims.md", markdown(all_results, quick=quick, seconds=seconds, note=note,
+                                                          runs=all_runs) + "\n")
+        write_atomically(ledger_json, to_json(all_results, quick=quick, seconds=seconds, runs=all_runs) + "\n")
+        where[0] = f"after the ledger was written to {args.out} (claims.md, claims.json)" + (
+            "; docs/ not updated: rerun with --update-docs" if args.update_docs else "")
     for r in results:
         print(f"{r.id:<16} {r.verdict[:60]:<60} {r.key_number[:90]}")
     print(f"{note} {seconds:.1f} s -> {args.out}/claims.md, claims.json")

@@ -76,8 +76,10 @@ class Claim(NamedTuple):
         return Outcome(ClaimResult(self.id, self.source, self.title, self.statement, self.provenance, self.experiment,
                                    NOT_CONVERGED, why, (), self.figure), None)
 
-    def outcome(self, quick: bool, results: Sequence[Any]) -> Outcome:
-        """The claim's outcome from its cells' ``results`` (in the order of ``cells(quick)``). A failed cell
+    def outcome(self, quick: bool, results: Sequence[Any], cells: Sequence | None = None) -> Outcome:
+        """The claim's outcome from its cells' ``results`` (in the order of ``cells(quick)``, one per cell; else a
+        ValueError naming the missing cells; ``cells``: ``cells(quick)`` when the caller has built them, as
+        :func:`run_ledger` has, else they are built here). A failed cell
         (:class:`~evaluation.sweep.CellFailed`) makes the claim :data:`NOT_CONVERGED`, unless the claim is
         ``partial``: its ``conclude`` then gets the failures in place and leaves their settings out, and the
         result says so: the key number names how many cells failed and the first, and the numbers carry
@@ -85,6 +87,14 @@ class Claim(NamedTuple):
         converged."""
         if not isinstance(self.partial, bool):  # a truthy string made a claim partial without a word
             raise ValueError(f"claim {self.id}: partial must be True or False, got {self.partial!r}")
+        if cells is not None and not isinstance(cells, (list, tuple)):
+            raise ValueError(f"claim {self.id}: cells must be the list of its cells(quick), got {type(cells).__name__}")
+        cells = list(self.cells(quick) if cells is None else cells)
+        if len(results) != len(cells):  # a conclude looks its cells up: a short tuple gave its bare KeyError
+            missing = ", ".join(map(str, cells[len(results):len(results) + 3])) + (
+                ", ..." if len(cells) > len(results) + 3 else "")
+            raise ValueError(f"claim {self.id}: {len(results)} results for its {len(cells)} cells (quick={quick}); "
+                             + (f"missing: {missing}" if missing else "one result per cell, in the order of cells()"))
         failures = [r for r in results if isinstance(r, CellFailed)]
         if not failures:
             return self.conclude(quick, tuple(results))
@@ -142,7 +152,7 @@ def run_ledger(claims: Sequence[Claim], *, quick: bool = False, cache: Cache | s
                     keep_going=True, retry_failed=retry_failed)
     outcomes, i = [], 0
     for claim, cells in zip(claims, per_claim):
-        outcomes.append(claim.outcome(quick, run.results[i:i + len(cells)]))
+        outcomes.append(claim.outcome(quick, run.results[i:i + len(cells)], cells))
         i += len(cells)
     # distinct cells: a cached failure is both reused and failed in the sweep's counts (it was counted twice)
     return LedgerRun(tuple(outcomes), len(set(map(cell_key, flat))), run.computed, run.reused, run.seconds,

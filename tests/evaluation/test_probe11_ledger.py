@@ -13,7 +13,8 @@ def test_a_claim_whose_partial_is_not_a_bool_is_refused_naming_it(partial):
     """Before: ``partial="yes"`` (truthy) made a claim conclude with a failed cell's settings left out, without a
     word; ``None`` refused quietly as not partial."""
     base = CLAIMS[0]
-    claim = base._replace(partial=partial, conclude=lambda q, r: Outcome(base.result("holds", "k", [("n", 1.0)]), None))
+    claim = base._replace(partial=partial, conclude=lambda q, r: Outcome(base.result("holds", "k", [("n", 1.0)]), None),
+                          cells=lambda quick: [Refuses(1.0), Refuses(-1.0)])  # one result per cell
     with pytest.raises(ValueError, match=f"claim {base.id}: partial must be True or False, got {partial!r}"):
         claim.outcome(True, (1.0, CellFailed("c", "ValueError: x")))
     assert claim._replace(partial=True).outcome(True, (1.0, CellFailed("c", "ValueError: x"))).result.verdict == "holds"
