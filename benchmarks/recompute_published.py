@@ -22,10 +22,23 @@ Routes:
   plus the cell's published mean (and, for ``OutputCell``, its classifier confidence). The reference error is
   ``K_SE = 4`` standard errors; the particle count is chosen from a pilot run so the standard error is below the
   published error where that fits in ``--mc-seconds``.
-- closed forms: none of the sampled kinds has one in this script (see docs/benchmarks.md).
+- **golden** (findings ``CurvesCell``, ``FieldMapCell``): the ideal-chain golden by Gauss-Hermite (else importance
+  sampling) instead of the cell's dense trapezoid quadrature.
+- **gauss-legendre** (the field claims ``CharCell``, ``RenyiCell``, ``LinearCell``): each per-level
+  ``p_t(x|c)``-weighted mean over the cell's box (the grid's extent; ``LinearCell``: its +-6 sd box) by composite
+  Gauss-Legendre, the panels doubled until the last two doublings agree (their larger change is the error), instead
+  of the cell's sum over its grid nodes; at the nodes the golden by Gauss-Hermite, REG's Jacobian by central
+  differences (Richardson) instead of autograd, the characteristic fixed point by damped Newton instead of the
+  rule's secant iteration; CFG's term and the moment-matched fields are the same closed forms the cells use.
+  ``LinearCell``'s tail mass from normal tails (``scipy.special.ndtr``); ``RenyiCell``'s identity check against 0
+  (the identity is exact, THEORY.md 4). ``CharCell``'s ``unconverged`` (the mass where its own solver failed) has
+  no second route and is skipped with that reason.
+- **grid nodes, golden by Gauss-Hermite** (claims ``FieldCell``'s ``mean_error`` and ``mean_error_weighted``, means
+  over the cell's own grid nodes by definition): the golden at those nodes by Gauss-Hermite; the method's term is
+  the cell's own closed form (not independent of its formula, only of its golden).
 
-Everything else (kinds without ``tol`` whose numbers have no second route here) is reported as skipped with that
-reason. The table goes to ``--out`` (default ``benchmarks/recompute_published.txt``) with a one-line summary at its
+Everything else (kinds without ``tol`` whose numbers have no second route here: flows ``FieldCell`` and ``CapCell``,
+``InverseCell``, ``RescaleCell``, ``CurvesCell``'s ``chain``) is reported as skipped with that reason. The table goes to ``--out`` (default ``benchmarks/recompute_published.txt``) with a one-line summary at its
 end (also printed); it is deterministic given ``--seed`` and the cache, except where a run's time decides a skip.
 
     python benchmarks/recompute_published.py --cache /tmp/cache_q11 --per-kind 2 --seed 0
@@ -957,6 +970,88 @@ def field_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[
     return rows, rest
 
 
+# --- route (e): claims FieldCell's mean field errors, the golden by Gauss-Hermite -----------------------------------
+def claims_field_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
+    """The claims ``FieldCell``'s ``mean_error`` and ``mean_error_weighted`` (means over its levels of the plain and
+    ``p_t``-weighted grid means of ``|golden - method's term|``) on the cell's own grid nodes (the grid is part of
+    their definition), the ideal-chain golden by Gauss-Hermite (:func:`_golden_at`) instead of the cell's dense
+    trapezoid quadrature; the method's term is the same closed form the cell uses
+    (:func:`evaluation.field_errors.guidance_term` of ``Method.build``: not independent of the cell's formula, only
+    of its golden). Returns the rows and the numbers this route does not cover."""
+    from analytic.quadrature import grid_points
+    from evaluation.accuracy import axes_of
+    from evaluation.claims.cells import FieldCell
+    from evaluation.field_errors import guidance_term
+    from evaluation.spec import Law, Schedule
+
+    cell = entry.cell
+    if not isinstance(cell, FieldCell):
+        return [], nums
+    kind, what = kind_name(cell), summary(cell)
+    mine = [n for n in nums if n.name in ("mean_error", "mean_error_weighted")]
+    if not mine:
+        return [], nums
+    rest = [n for n in nums if n not in mine]
+    law = Law.parse(cell.law).build()
+    sub = Schedule.parse(cell.schedule).vp.respace(min(cell.levels, Schedule.parse(cell.schedule).vp.T))
+    reward = cell.method.reward(law)
+    guided = cell.method.build(law, Schedule.parse(cell.schedule)).guided
+    X = grid_points(axes_of(cell.grid, law.cond.dim))
+    tol = min(max(min(n.error for n in mine) / 10, 1e-10), 1e-6)
+    plain, weighted, how = [], [], ""
+    try:
+        for t in range(1, sub.T + 1):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("over the budget")
+            a = sub.abar[t].item()
+            golden, gerr, how = _golden_at(law.cond, reward, X, a, tol)
+            gap = (golden - guidance_term(guided, law.cond.denoise, X, a)).norm(dim=1)
+            p = torch.softmax(law.cond.noised(a).log_prob(X), 0)
+            ge = gerr.norm(dim=1)
+            plain.append((gap.mean().item(), ge.mean().item()))
+            weighted.append(((p * gap).sum().item(), (p * ge).sum().item()))
+    except (RuntimeError, TimeoutError) as err:
+        return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "grid nodes, golden by gauss-hermite",
+                    f"skipped: {str(err)[:120]}") for n in mine], rest
+    rows = []
+    for n in mine:
+        vals = weighted if n.name.endswith("weighted") else plain
+        r = sum(v for v, _ in vals) / len(vals)
+        re = sum(e for _, e in vals) / len(vals) + ROUNDING * abs(r)
+        rows.append(Row(kind, what, n.name, n.value, n.error, r, re, f"cell's grid nodes, golden {how}",
+                        _agree(n.value, n.error, r, re)))
+    return rows, rest
+
+
+# --- route (f): Monte Carlo cells on independent draws ---------------------------------------------------------------
+def reseeded_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) -> tuple[list[Row], list[Number]]:
+    """Kinds without a ``tol`` whose configuration has a ``seed`` (Monte Carlo cells, e.g. ``InverseCell``): the same
+    cell at ``seed + 1`` (independent draws; the same estimator, so not independent of the cell's formula, only of
+    its sample), computed apart like route (a); its stored errors are standard errors, so the reference error is
+    ``K_SE`` times them. Returns the rows and the numbers this route does not cover."""
+    cell = entry.cell
+    names = {f.name for f in dataclasses.fields(cell)} if dataclasses.is_dataclass(cell) else set()
+    if not nums or "tol" in names or "seed" not in names:
+        return [], nums
+    kind, what = kind_name(cell), summary(cell)
+    route = f"reseeded (seed {cell.seed + 1}), {K_SE:g} x its error"
+    result, why = runner.run(dataclasses.replace(cell, seed=cell.seed + 1))
+    if result is None:
+        return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {why}")
+                for n in nums], []
+    ref = {n.name: n for n in published_numbers(result, seed=seed)}  # the same elements as ``nums``
+    rows = []
+    for n in nums:
+        r = ref.get(n.name)
+        if r is None:
+            rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route,
+                            "skipped: not published by the reseeded run"))
+        else:
+            rows.append(Row(kind, what, n.name, n.value, n.error, r.value, K_SE * r.error, route,
+                            _agree(n.value, n.error, r.value, K_SE * r.error)))
+    return rows, []
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 120.0, memory_gb: float = 3.0,
               mc_seconds: float = 20.0, isolate: bool = True, progress: bool = True,
@@ -979,6 +1074,10 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
             above += left_out
             golden, nums = golden_rows(entry, nums)
             field, nums = field_rows(entry, nums, time.perf_counter() + budget)
+            more, nums = claims_field_rows(entry, nums, time.perf_counter() + budget)
+            field += more
+            more, nums = reseeded_rows(entry, nums, runner, seed)
+            field += more
             new = golden + field + (refined_rows(entry, nums, runner, seed) if nums else [])
             new += monte_carlo_rows(entry, nums, runner, seed + 1000 * i, mc_seconds)
             rows += new

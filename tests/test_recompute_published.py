@@ -145,3 +145,32 @@ def test_characteristic_gaps_by_newton_and_panels_agree_and_a_wrong_one_does_not
     _field_check(rows, ("char_gap", "cfg_gap", "reg_gap", "cfg_size"), ("char_gap",))
     assert all(r.agree.startswith("skipped: the mass where the cell's own") for r in rows
                if r.number.startswith("unconverged"))
+
+
+def test_claims_field_errors_by_gauss_hermite_agree_and_a_wrong_one_does_not():
+    from evaluation.claims.cells import FieldCell
+    from evaluation.sweep import compute_cell
+
+    cell = FieldCell("paper_1d", "lin:20:0.0001", Method("cfg", 1.0, reg="paper"), (-1.0, 2.0, 61), 3)
+    result = compute_cell(cell)
+    for bad, want in ((0.0, "yes"), (1e-6, "NO")):
+        entry = rp.Entry("k", cell, result._replace(mean_error_weighted=result.mean_error_weighted + bad))
+        rows, rest = rp.claims_field_rows(entry, rp.converged_numbers(entry)[0], deadline=float("inf"))
+        got = {r.number: r.agree for r in rows}
+        assert got == {"mean_error": "yes", "mean_error_weighted": want}, rows
+
+
+def test_a_monte_carlo_cell_reseeded_agrees_and_a_wrong_number_does_not():
+    from evaluation.inverse import InverseCell
+    from evaluation.sweep import compute_cell
+
+    cell = InverseCell("paper_1d", ((1.0,),), (0.5,), 0.2, levels=2, n=64)
+    result = compute_cell(cell)
+    runner = rp.Runner(60.0, 0.0, isolate=False)
+    for shift, want in ((0.0, "yes"), (1.0, "NO")):
+        entry = rp.Entry("k", cell, result._replace(log_gap=result.log_gap + shift))
+        rows, rest = rp.reseeded_rows(entry, rp.converged_numbers(entry)[0], runner)
+        assert not rest and {r.number.split("[")[0] for r in rows} >= {"log_gap", "field"}
+        assert all(r.route.startswith("reseeded (seed 1)") for r in rows)
+        # (the field errors' RMS at sigma 0.01 is heavy-tailed: at n = 64 its standard error is itself rough)
+        assert {r.agree for r in rows if r.number.startswith("log_gap")} == {want}, rows
