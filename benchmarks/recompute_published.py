@@ -37,8 +37,14 @@ Routes:
   over the cell's own grid nodes by definition): the golden at those nodes by Gauss-Hermite; the method's term is
   the cell's own closed form (not independent of its formula, only of its golden).
 
-Everything else (kinds without ``tol`` whose numbers have no second route here: flows ``FieldCell`` and ``CapCell``,
-``InverseCell``, ``RescaleCell``, ``CurvesCell``'s ``chain``) is reported as skipped with that reason. The table goes to ``--out`` (default ``benchmarks/recompute_published.txt``) with a one-line summary at its
+- **reseeded** (kinds without ``tol`` whose configuration has a ``seed``: Monte Carlo cells, ``InverseCell``): the
+  same cell at ``seed + 1``, independent draws of the same estimator, reference error ``K_SE`` times its stored
+  standard errors.
+- **refined resolution** (flows ``FieldCell``: twice the Gauss-Hermite ``nodes``; flows ``CapCell``: the state grid
+  at half the spacing): the same formula at a finer resolution, not independent of it (as route (a)).
+
+Everything else is reported as skipped with its reason (``RescaleCell``: Monte Carlo draws seeded by ``d``, no seed
+to draw independent ones; ``CurvesCell``'s ``chain``: the DDPM chain's golden has no other route here). The table goes to ``--out`` (default ``benchmarks/recompute_published.txt``) with a one-line summary at its
 end (also printed); it is deterministic given ``--seed`` and the cache, except where a run's time decides a skip.
 
     python benchmarks/recompute_published.py --cache /tmp/cache_q11 --per-kind 2 --seed 0
@@ -357,8 +363,9 @@ def refined_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int) ->
     kind, what = kind_name(cell), summary(cell)
     tol = effective_tol(cell)
     if tol is None:
+        why = NO_ROUTE.get(kind, "no tol in the configuration")
         return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-",
-                    "skipped: no second route here (no tol in the configuration)") for n in nums]
+                    f"skipped: no second route here ({why})") for n in nums]
     tighter = [tol / REFINE]
     contract = [n.error for n in nums if checked_by_the_cell(cell, n.name)] or [n.error for n in nums]
     if min(contract) / REFINE < tighter[0]:
@@ -1052,6 +1059,42 @@ def reseeded_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 
     return rows, []
 
 
+# --- route (g): cells without a tol at a finer resolution of their own ------------------------------------------------
+FINER = {"flows:FieldCell": ("nodes", lambda n: 2 * n),  # Gauss-Hermite nodes per dimension and component
+         "flows:CapCell": ("points", lambda n: 2 * n - 1)}  # the state grid at half the spacing, the same extent
+NO_ROUTE = {  # kinds without a tol, a seed or a resolution here: why they have no second route
+    "claims.flawed_schedules:RescaleCell": "a Monte Carlo mean over draws seeded by d (no seed in the configuration to "
+                                           "draw independent ones)",
+    "findings:CurvesCell": "the DDPM chain's golden (analytic.chain_golden's backward recursion): no other route here",
+}
+
+
+def finer_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) -> tuple[list[Row], list[Number]]:
+    """Kinds of :data:`FINER`: the same cell at twice its resolution (computed apart like route (a); the same formula
+    at a finer resolution, not independent of it), its stored errors as the reference's. Returns the rows and the
+    numbers this route does not cover."""
+    cell = entry.cell
+    kind, what = kind_name(cell), summary(cell)
+    if kind not in FINER or not nums:
+        return [], nums
+    field, finer = FINER[kind]
+    value = finer(getattr(cell, field))
+    route = f"refined {field}={value} (the same formula)"
+    result, why = runner.run(dataclasses.replace(cell, **{field: value}))
+    if result is None:
+        return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {why}")
+                for n in nums], []
+    ref = {n.name: n for n in published_numbers(result, seed=seed)}
+    rows = []
+    for n in nums:
+        r = ref.get(n.name)
+        rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route,
+                        "skipped: not published by the refined run") if r is None else
+                    Row(kind, what, n.name, n.value, n.error, r.value, r.error, route,
+                        _agree(n.value, n.error, r.value, r.error)))
+    return rows, []
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 120.0, memory_gb: float = 3.0,
               mc_seconds: float = 20.0, isolate: bool = True, progress: bool = True,
@@ -1077,6 +1120,8 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
             more, nums = claims_field_rows(entry, nums, time.perf_counter() + budget)
             field += more
             more, nums = reseeded_rows(entry, nums, runner, seed)
+            field += more
+            more, nums = finer_rows(entry, nums, runner, seed)
             field += more
             new = golden + field + (refined_rows(entry, nums, runner, seed) if nums else [])
             new += monte_carlo_rows(entry, nums, runner, seed + 1000 * i, mc_seconds)

@@ -174,3 +174,18 @@ def test_a_monte_carlo_cell_reseeded_agrees_and_a_wrong_number_does_not():
         assert all(r.route.startswith("reseeded (seed 1)") for r in rows)
         # (the field errors' RMS at sigma 0.01 is heavy-tailed: at n = 64 its standard error is itself rough)
         assert {r.agree for r in rows if r.number.startswith("log_gap")} == {want}, rows
+
+
+def test_a_cell_without_tol_at_a_finer_resolution_agrees_and_a_wrong_number_does_not():
+    from evaluation.flows import CapCell
+    from evaluation.spec import Law
+    from evaluation.sweep import compute_cell
+
+    cell = CapCell(Law.parse("paper_1d"), 1.0, 10, 7.0, 201, 4)
+    result = compute_cell(cell)
+    runner = rp.Runner(60.0, 0.0, isolate=False)
+    for shift, want in ((0.0, "yes"), (1e-3, "NO")):
+        entry = rp.Entry("k", cell, result._replace(tv=result.tv + shift))
+        rows, rest = rp.finer_rows(entry, rp.converged_numbers(entry)[0], runner)
+        assert not rest and [(r.number, r.route, r.agree) for r in rows] == [
+            ("tv", "refined points=401 (the same formula)", want)], rows
