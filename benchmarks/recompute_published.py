@@ -22,11 +22,32 @@ Routes:
   plus the cell's published mean (and, for ``OutputCell``, its classifier confidence). The reference error is
   ``K_SE = 4`` standard errors; the particle count is chosen from a pilot run so the standard error is below the
   published error where that fits in ``--mc-seconds``.
-- closed forms: none of the sampled kinds has one in this script (see docs/benchmarks.md).
+- **golden** (findings ``CurvesCell``, ``FieldMapCell``): the ideal-chain golden by Gauss-Hermite (else importance
+  sampling) instead of the cell's dense trapezoid quadrature.
+- **gauss-legendre** (the field claims ``CharCell``, ``RenyiCell``, ``LinearCell``): each per-level
+  ``p_t(x|c)``-weighted mean over the cell's box (the grid's extent; ``LinearCell``: its +-6 sd box) by composite
+  Gauss-Legendre, the panels doubled until the last two doublings agree (their larger change is the error), instead
+  of the cell's sum over its grid nodes; at the nodes the golden by Gauss-Hermite, REG's Jacobian by central
+  differences (Richardson) instead of autograd, the characteristic fixed point by damped Newton instead of the
+  rule's secant iteration; CFG's term and the moment-matched fields are the same closed forms the cells use.
+  ``LinearCell``'s tail mass from normal tails (``scipy.special.ndtr``); ``RenyiCell``'s identity check against 0
+  (the identity is exact, THEORY.md 4). ``CharCell``'s ``unconverged`` (the mass where its own solver failed) has
+  no second route and is skipped with that reason.
+- **grid nodes, golden by Gauss-Hermite** (claims ``FieldCell``'s ``mean_error`` and ``mean_error_weighted``, means
+  over the cell's own grid nodes by definition): the golden at those nodes by Gauss-Hermite; the method's term is
+  the cell's own closed form (not independent of its formula, only of its golden).
 
-Everything else (kinds without ``tol`` whose numbers have no second route here) is reported as skipped with that
-reason. The table goes to ``--out`` (default ``benchmarks/recompute_published.txt``) with a one-line summary at its
-end (also printed); it is deterministic given ``--seed`` and the cache, except where a run's time decides a skip.
+- **reseeded** (kinds without ``tol`` whose configuration has a ``seed``: Monte Carlo cells, ``InverseCell``): the
+  same cell at ``seed + 1``, independent draws of the same estimator, reference error ``K_SE`` times its stored
+  standard errors.
+- **refined resolution** (flows ``FieldCell``: twice the Gauss-Hermite ``nodes``; flows ``CapCell``: the state grid
+  at half the spacing): the same formula at a finer resolution, not independent of it (as route (a)).
+
+Everything else is reported as skipped with its reason (``RescaleCell``: Monte Carlo draws seeded by ``d``, no seed
+to draw independent ones; ``CurvesCell``'s ``chain``: the DDPM chain's golden has no other route here; ``CharCell``'s
+``unconverged``: a property of its own solver). The table goes to ``--out`` (default
+``benchmarks/recompute_published.txt``) with a one-line summary at its end (also printed); it is deterministic
+given ``--seed`` and the cache, except where a run's time decides a skip.
 
     python benchmarks/recompute_published.py --cache /tmp/cache_q11 --per-kind 2 --seed 0
     python benchmarks/recompute_published.py --cache CACHE --kinds OutputCell PCCell --out /tmp/part.txt
@@ -344,8 +365,9 @@ def refined_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int) ->
     kind, what = kind_name(cell), summary(cell)
     tol = effective_tol(cell)
     if tol is None:
+        why = NO_ROUTE.get(kind, "no tol in the configuration")
         return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-",
-                    "skipped: no second route here (no tol in the configuration)") for n in nums]
+                    f"skipped: no second route here ({why})") for n in nums]
     tighter = [tol / REFINE]
     contract = [n.error for n in nums if checked_by_the_cell(cell, n.name)] or [n.error for n in nums]
     if min(contract) / REFINE < tighter[0]:
@@ -658,6 +680,426 @@ def golden_rows(entry: Entry, nums: list[Number]) -> tuple[list[Row], list[Numbe
     return rows, rest
 
 
+# --- route (d): the field claims' p_t-weighted means by another quadrature ------------------------------------------
+FIELD_KINDS = ("claims.characteristic:CharCell", "claims.cfgig:RenyiCell", "claims.linear_cfg:LinearCell")
+GL_ORDER = {1: 8, 2: 4}  # Gauss-Legendre nodes per panel and axis
+# the panel doubling stops here: closed-form integrands (LinearCell), and those with a Gauss-Hermite golden (which
+# costs ~5 ms a point in 2-D)
+MAX_NODES = {"closed": {1: 16384, 2: 65536}, "golden": {1: 8192, 2: 1024}}
+ROUNDING = 64 * np.finfo(float).eps  # relative rounding of the route's sums, added to its error
+NEWTON_TOL = 1e-13  # RMS residual of the characteristic fixed point by Newton (the cell's secant: 1e-10)
+
+
+def _panel_rule(box: list[tuple[float, float]], panels: int, order: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Composite Gauss-Legendre nodes [N, d] and weights [N] on the box ``[(lo, hi)] * d``, ``panels`` per axis."""
+    z, wz = np.polynomial.legendre.leggauss(order)
+    axes, weights = [], []
+    for lo, hi in box:
+        edges = np.linspace(lo, hi, panels + 1)
+        half = (edges[1:] - edges[:-1])[:, None] / 2
+        axes.append(torch.as_tensor(((edges[:-1] + edges[1:])[:, None] / 2 + half * z).ravel(), dtype=F64))
+        weights.append(torch.as_tensor((half * wz).ravel(), dtype=F64))
+    if len(box) == 1:
+        return axes[0][:, None], weights[0]
+    X = torch.cartesian_prod(*axes)
+    return X, torch.cartesian_prod(*weights).prod(1)
+
+
+class Integrand(NamedTuple):
+    """One published mean at one level: ``sum W p f / sum W p`` with ``p = exp(log_p)`` (``-inf``: left out)."""
+
+    log_p: torch.Tensor  # [N]
+    f: torch.Tensor  # [N]
+    f_error: torch.Tensor  # [N] the error of f at each node (its own route's estimate)
+
+
+def _panel_means(integrands, box, d: int, target: float, deadline: float, max_nodes: int):
+    """Each integrand's weighted mean (:class:`Integrand`; ``integrands(X) -> {name: Integrand}``) on the box by
+    composite Gauss-Legendre, the panels doubled until the last two doublings each change every mean by at most
+    ``target`` (or until ``max_nodes`` or the ``deadline``; ``TimeoutError`` past it before three rules); each mean
+    with its error: the larger of its last two changes (|f| has kinks, where the rule's convergence is not monotone)
+    plus the p-weighted mean of ``f_error``. Returns ``({name: (value, error)}, nodes)``."""
+    order, panels, history = GL_ORDER[d], 4 if d == 1 else 2, []
+    while True:
+        if time.perf_counter() > deadline:  # before three rules: no error estimate
+            raise TimeoutError(f"over the budget ({len(history)} rules of 3 done)")
+        X, W = _panel_rule(box, panels, order)
+        now = {}
+        for name, it in integrands(X).items():
+            lw = it.log_p + W.log()
+            p = torch.softmax(lw, 0) if bool(torch.isfinite(lw).any()) else torch.full_like(W, math.nan)
+            now[name] = ((p * it.f).sum().item(), (p * it.f_error).sum().item())
+        history.append(now)
+        if len(history) >= 3:
+            change = {k: max(abs(now[k][0] - history[-2][k][0]), abs(history[-2][k][0] - history[-3][k][0]))
+                      for k in now}
+            if max(change.values()) <= target or 2**d * X.shape[0] > max_nodes or time.perf_counter() > deadline:
+                return {k: (v, change[k] + e) for k, (v, e) in now.items()}, X.shape[0]
+        panels *= 2
+
+
+def _golden_at(cond, reward, X: torch.Tensor, a: float, tol: float) -> tuple[torch.Tensor, torch.Tensor, str]:
+    """The ideal-chain golden at points ``X`` by Gauss-Hermite (:func:`analytic.optimal_guidance`, ``method="gh"``),
+    ``tol``, else 100 ``tol``; ``RuntimeError`` past them."""
+    from analytic import optimal_guidance
+
+    for t in (tol, 100 * tol):  # each failed attempt costs a whole doubling of its nodes
+        try:
+            o = optimal_guidance(cond, reward, X, a, method="gh", tol=t)
+        except RuntimeError:  # ToleranceNotMet
+            continue
+        return o.golden, o.golden_error, f"gauss-hermite tol {t:.0e}"
+    raise RuntimeError(f"Gauss-Hermite golden does not meet {100 * tol:.0e} at abar = {a:.4g}")
+
+
+def _fd_jacobian(fn, X: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``J[n, i, j] = d fn_i / d x_j`` [N, d, d] by central differences (Richardson from steps ``h`` and ``h / 2``),
+    with the change from the ``h / 2`` differences as its error."""
+    d = X.shape[1]
+
+    def central(step):
+        cols = []
+        for j in range(d):
+            e = torch.zeros(d, dtype=F64)
+            e[j] = step
+            cols.append((fn(X + e) - fn(X - e)) / (2 * step))
+        return torch.stack(cols, 2)
+
+    j1, j2 = central(h), central(h / 2)
+    j4 = (4 * j2 - j1) / 3
+    return j4, (j4 - j2).abs()
+
+
+def _newton_characteristic(parts, w: float, X: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Characteristic guidance's term in eps units (as :func:`evaluation.claims.characteristic.characteristic_term`)
+    at VP points ``X``, its fixed point ``D_u(x + (1 + w) Delta) = D_c(x + w Delta)`` solved by damped Newton
+    (Jacobians by autograd, from ``Delta = 0``, to RMS :data:`NEWTON_TOL`), not the rule's secant iteration. Returns
+    (term [N, d], converged [N])."""
+    s = math.sqrt((1 - a) / a)
+    x = X / math.sqrt(a)
+    dc, du = parts.cond.denoise, parts.uncond.denoise
+
+    def g(delta):
+        return du(x + (1 + w) * delta, s) - dc(x + w * delta, s)
+
+    def jac(delta):
+        return torch.func.jacrev(lambda z: g(z).sum(0))(delta).permute(1, 0, 2)  # rows independent: [N, d, d]
+
+    delta = torch.zeros_like(x)
+    r = g(delta)
+    for _ in range(100):
+        res = r.pow(2).mean(1).sqrt()
+        if bool((res <= NEWTON_TOL).all()):
+            break
+        step = torch.linalg.solve(jac(delta), -r[:, :, None])[:, :, 0]
+        lam = torch.ones(x.shape[0], dtype=F64)
+        for _ in range(30):  # halve each point's step until its residual falls
+            trial = delta + lam[:, None] * step
+            rt = g(trial)
+            worse = rt.pow(2).mean(1).sqrt() > res
+            if not bool(worse.any()):
+                break
+            lam = torch.where(worse, lam / 2, lam)
+        active = res > NEWTON_TOL
+        delta = torch.where(active[:, None], trial, delta)
+        r = g(delta)
+    ok = r.pow(2).mean(1).sqrt() <= NEWTON_TOL
+    term = (dc(x, s) - dc(x + w * delta, s)) / s
+    return torch.where(ok[:, None], term, math.nan), ok
+
+
+def _level_of(name: str) -> tuple[str, int | None]:
+    """``"rel[446]"`` -> ``("rel", 446)``; a scalar's index is ``None``."""
+    if "[" not in name:
+        return name, None
+    base, idx = name[:-1].split("[")
+    return base, int(idx)
+
+
+def _field_setup(cell: Any):
+    """(law parts, reward, the levels' abar [T] in the cell's order) of a CharCell or RenyiCell (its
+    :func:`evaluation.claims.cfgig.field_levels`: the schedule respaced to ``levels``)."""
+    from evaluation.spec import Law, Method, Schedule
+
+    parts = Law.parse(cell.law).build()
+    full = Schedule.parse(cell.schedule).vp
+    sched = full.respace(min(cell.levels, full.T))
+    return parts, Method("cfg", cell.w).reward(parts), [sched.abar[t].item() for t in range(1, sched.T + 1)]
+
+
+def _field_integrands(kind: str, cell: Any, parts, reward, a: float, tol: float, note: list):
+    """``integrands(X)`` of :func:`_panel_means` for the numbers of a CharCell or RenyiCell at level ``a``."""
+    c = math.sqrt(1 - a)
+
+    def integrands(X):
+        golden, gerr, how = _golden_at(parts.cond, reward, X, a, tol)
+        note[:] = [how]
+        ge = gerr.norm(dim=1)
+        present = reward.present(X, a).detach()
+        J, jerr = _fd_jacobian(lambda z: parts.cond.eps(z, a), X, 1e-3 * c)
+        reg = present * (1 - c * J.sum(1))
+        reg_err = present.abs() * c * jerr.sum(1)
+        log_p = parts.cond.noised(a).log_prob(X)
+        zero = torch.zeros_like(ge)
+        out = {"cfg_size": Integrand(log_p, present.norm(dim=1), zero)}
+        miss = golden - present
+        if kind.endswith("RenyiCell"):
+            dot = (miss * present).sum(1)
+            unsure = (dot.abs() <= ge * present.norm(dim=1)).to(F64)
+            out.update(missing=Integrand(log_p, miss.norm(dim=1), ge),
+                       reg_gap=Integrand(log_p, (golden - reg).norm(dim=1), ge + reg_err.norm(dim=1)),
+                       opposes=Integrand(log_p, (dot < 0).to(F64), unsure))
+        else:
+            term, ok = _newton_characteristic(parts, cell.w, X, a)
+            log_pk = torch.where(ok, log_p, -math.inf)
+            out.update(golden=Integrand(log_p, golden.norm(dim=1), ge),
+                       char_gap=Integrand(log_pk, torch.where(ok[:, None], term - golden, 0.0).norm(dim=1),
+                                          ge + (1 + cell.w) * NEWTON_TOL / math.sqrt((1 - a) / a)),
+                       cfg_gap=Integrand(log_pk, miss.norm(dim=1), ge),
+                       reg_gap=Integrand(log_pk, (reg - golden).norm(dim=1), ge + reg_err.norm(dim=1)))
+        return out
+    return integrands
+
+
+def _linear_box(cell: Any, parts, a: float) -> list[tuple[float, float]]:
+    from evaluation.claims.linear_cfg import moment_matched
+
+    lc = moment_matched(parts.cond)
+    mean = math.sqrt(a) * lc.means[0]
+    sd = torch.sqrt(a * torch.diagonal(lc.covs[0]) + 1 - a)
+    return [((mean[i] - 6 * sd[i]).item(), (mean[i] + 6 * sd[i]).item()) for i in range(parts.dim)]
+
+
+def _box_tail(mix, box: list[tuple[float, float]], a: float) -> float:
+    """``1 - P(box)`` of the VP-noised mixture at level ``a``, from normal tails (``scipy.special.ndtr``); in 2-D the
+    second axis given the first, the first integrated by Gauss-Legendre (256 panels of 8 nodes)."""
+    from scipy.special import ndtr
+
+    law = mix.noised(a)
+    out = 0.0
+    for pi, m, S in zip(law.weights.tolist(), law.means.tolist(), law.covs.tolist()):
+        (lo1, hi1) = box[0]
+        s1 = math.sqrt(S[0][0])
+        outside1 = ndtr((lo1 - m[0]) / s1) + ndtr(-(hi1 - m[0]) / s1)
+        if len(box) == 1:
+            out += pi * outside1
+            continue
+        x, wx = _panel_rule([box[0]], 256, 8)
+        x = x[:, 0].numpy()
+        dens = np.exp(-0.5 * ((x - m[0]) / s1) ** 2) / (s1 * math.sqrt(2 * math.pi))
+        mc = m[1] + S[0][1] / S[0][0] * (x - m[0])
+        sc = math.sqrt(S[1][1] - S[0][1] ** 2 / S[0][0])
+        lo2, hi2 = box[1]
+        out += pi * (outside1 + float(np.sum(wx.numpy() * dens * (ndtr((lo2 - mc) / sc) + ndtr(-(hi2 - mc) / sc)))))
+    return out
+
+
+def field_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
+    """Route (d) (module docstring): the per-level p_t-weighted means of the field claims (``CharCell``,
+    ``RenyiCell``, ``LinearCell``) by composite Gauss-Legendre on the cell's box, the golden by Gauss-Hermite, REG's
+    Jacobian by central differences and the characteristic fixed point by Newton; ``LinearCell``'s tail mass from
+    normal tails; ``RenyiCell``'s identity check against 0 (the identity is exact). Returns the rows and the numbers
+    this route does not cover."""
+    from evaluation.claims.cfgig import contract_sigma
+    from evaluation.spec import Law, Schedule
+
+    cell, res = entry.cell, entry.result
+    kind, what = kind_name(cell), summary(cell)
+    if kind not in FIELD_KINDS:
+        return [], nums
+    rows, rest, by_level = [], [], defaultdict(list)
+    for n in nums:
+        base, i = _level_of(n.name)
+        if base == "unconverged":
+            rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-",
+                            "skipped: the mass where the cell's own fixed-point iteration failed (a property of "
+                            "that solver, no second route)"))
+        elif base == "identity_error":
+            rows.append(Row(kind, what, n.name, n.value, n.error, 0.0, 0.0, "closed form: the identity is exact",
+                            _agree(n.value, n.error, 0.0, 0.0)))
+        elif base == "tail_mass":
+            parts = Law.parse(cell.law).build()
+            sched = Schedule.parse(cell.schedule).vp
+            tails = [_box_tail(parts.cond, _linear_box(cell, parts, a), a)
+                     for a in (sched.abar[t].item() for t in range(1, sched.T + 1))]
+            rows.append(Row(kind, what, n.name, n.value, n.error, max(tails), 1e-15,
+                            "normal tails (max over levels)", _agree(n.value, n.error, max(tails), 1e-15)))
+        elif i is None:
+            rest.append(n)
+        else:
+            by_level[i].append((base, n))
+    if kind.endswith("LinearCell"):
+        parts = Law.parse(cell.law).build()
+        from evaluation.claims.linear_cfg import moment_matched
+
+        lc, lu = moment_matched(parts.cond), moment_matched(parts.uncond)
+        sched = Schedule.parse(cell.schedule).vp
+        abar = [sched.abar[t].item() for t in range(1, sched.T + 1)]
+    else:
+        parts, reward, abar = _field_setup(cell)
+    for i in sorted(by_level):
+        a = abar[i]
+        todo = by_level[i]
+        if abs(contract_sigma(a) - float(res.sigma[i])) > 1e-9 * float(res.sigma[i]):
+            rows += [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-",
+                         f"skipped: level {i} is not sigma {float(res.sigma[i]):.4g} here") for _, n in todo]
+            continue
+        if time.perf_counter() > deadline:
+            rows += [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "gauss-legendre panels",
+                         "skipped: over the budget") for _, n in todo]
+            continue
+        target = max(min(n.error for _, n in todo) / 4, 1e-13)
+        note = [""]
+        if kind.endswith("LinearCell"):
+            box = _linear_box(cell, parts, a)
+
+            def integrands(X, a=a):
+                log_p = parts.cond.noised(a).log_prob(X)
+                g = parts.cond.eps(X, a) - parts.uncond.eps(X, a)
+                g_lin = lc.eps(X, a) - lu.eps(X, a)
+                zero = torch.zeros(X.shape[0], dtype=F64)
+                return {"size": Integrand(log_p, g.norm(dim=1), zero),
+                        "gap": Integrand(log_p, (g - g_lin).norm(dim=1), zero)}
+        else:
+            box = [(cell.grid[0], cell.grid[1])] * parts.dim
+            floor = 1e-10 if parts.dim == 1 else 1e-8  # 2-D Gauss-Hermite: ~10 ms a point at 1e-10
+            integrands = _field_integrands(kind, cell, parts, reward, a, min(max(target / 10, floor), 1e-6), note)
+        try:
+            means, nodes = _panel_means(integrands, box, parts.dim, target, deadline,
+                                         MAX_NODES["closed" if kind.endswith("LinearCell") else "golden"][parts.dim])
+        except (RuntimeError, TimeoutError) as err:
+            rows += [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "gauss-legendre panels",
+                         f"skipped: {str(err)[:120]}") for _, n in todo]
+            continue
+        if "gap" in means:  # LinearCell's relative difference: gap / size, its error to first order
+            (gv, ge), (sv, se) = means["gap"], means["size"]
+            means["rel"] = (gv / sv, gv / sv * (ge / max(gv, 1e-300) + se / sv))
+        route = f"gauss-legendre {nodes} nodes" + (f", golden {note[0]}" if note[0] else "")
+        for base, n in todo:
+            r, re = means[base]
+            re += ROUNDING * max(abs(r), abs(n.value))  # a normalised sum's rounding (e.g. a fraction 1 - 1e-16)
+            rows.append(Row(kind, what, n.name, n.value, n.error, r, re, route, _agree(n.value, n.error, r, re)))
+    return rows, rest
+
+
+# --- route (e): claims FieldCell's mean field errors, the golden by Gauss-Hermite -----------------------------------
+def claims_field_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
+    """The claims ``FieldCell``'s ``mean_error`` and ``mean_error_weighted`` (means over its levels of the plain and
+    ``p_t``-weighted grid means of ``|golden - method's term|``) on the cell's own grid nodes (the grid is part of
+    their definition), the ideal-chain golden by Gauss-Hermite (:func:`_golden_at`) instead of the cell's dense
+    trapezoid quadrature; the method's term is the same closed form the cell uses
+    (:func:`evaluation.field_errors.guidance_term` of ``Method.build``: not independent of the cell's formula, only
+    of its golden). Returns the rows and the numbers this route does not cover."""
+    from analytic.quadrature import grid_points
+    from evaluation.accuracy import axes_of
+    from evaluation.claims.cells import FieldCell
+    from evaluation.field_errors import guidance_term
+    from evaluation.spec import Law, Schedule
+
+    cell = entry.cell
+    if not isinstance(cell, FieldCell):
+        return [], nums
+    kind, what = kind_name(cell), summary(cell)
+    mine = [n for n in nums if n.name in ("mean_error", "mean_error_weighted")]
+    if not mine:
+        return [], nums
+    rest = [n for n in nums if n not in mine]
+    law = Law.parse(cell.law).build()
+    sub = Schedule.parse(cell.schedule).vp.respace(min(cell.levels, Schedule.parse(cell.schedule).vp.T))
+    reward = cell.method.reward(law)
+    guided = cell.method.build(law, Schedule.parse(cell.schedule)).guided
+    X = grid_points(axes_of(cell.grid, law.cond.dim))
+    tol = min(max(min(n.error for n in mine) / 10, 1e-10), 1e-6)
+    plain, weighted, how = [], [], ""
+    try:
+        for t in range(1, sub.T + 1):
+            if time.perf_counter() > deadline:
+                raise TimeoutError("over the budget")
+            a = sub.abar[t].item()
+            golden, gerr, how = _golden_at(law.cond, reward, X, a, tol)
+            gap = (golden - guidance_term(guided, law.cond.denoise, X, a)).norm(dim=1)
+            p = torch.softmax(law.cond.noised(a).log_prob(X), 0)
+            ge = gerr.norm(dim=1)
+            plain.append((gap.mean().item(), ge.mean().item()))
+            weighted.append(((p * gap).sum().item(), (p * ge).sum().item()))
+    except (RuntimeError, TimeoutError) as err:
+        return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "grid nodes, golden by gauss-hermite",
+                    f"skipped: {str(err)[:120]}") for n in mine], rest
+    rows = []
+    for n in mine:
+        vals = weighted if n.name.endswith("weighted") else plain
+        r = sum(v for v, _ in vals) / len(vals)
+        re = sum(e for _, e in vals) / len(vals) + ROUNDING * abs(r)
+        rows.append(Row(kind, what, n.name, n.value, n.error, r, re, f"cell's grid nodes, golden {how}",
+                        _agree(n.value, n.error, r, re)))
+    return rows, rest
+
+
+# --- route (f): Monte Carlo cells on independent draws ---------------------------------------------------------------
+def reseeded_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) -> tuple[list[Row], list[Number]]:
+    """Kinds without a ``tol`` whose configuration has a ``seed`` (Monte Carlo cells, e.g. ``InverseCell``): the same
+    cell at ``seed + 1`` (independent draws; the same estimator, so not independent of the cell's formula, only of
+    its sample), computed apart like route (a); its stored errors are standard errors, so the reference error is
+    ``K_SE`` times them. Returns the rows and the numbers this route does not cover."""
+    cell = entry.cell
+    names = {f.name for f in dataclasses.fields(cell)} if dataclasses.is_dataclass(cell) else set()
+    if not nums or "tol" in names or "seed" not in names:
+        return [], nums
+    kind, what = kind_name(cell), summary(cell)
+    route = f"reseeded (seed {cell.seed + 1}), {K_SE:g} x its error"
+    result, why = runner.run(dataclasses.replace(cell, seed=cell.seed + 1))
+    if result is None:
+        return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {why}")
+                for n in nums], []
+    ref = {n.name: n for n in published_numbers(result, seed=seed)}  # the same elements as ``nums``
+    rows = []
+    for n in nums:
+        r = ref.get(n.name)
+        if r is None:
+            rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route,
+                            "skipped: not published by the reseeded run"))
+        else:
+            rows.append(Row(kind, what, n.name, n.value, n.error, r.value, K_SE * r.error, route,
+                            _agree(n.value, n.error, r.value, K_SE * r.error)))
+    return rows, []
+
+
+# --- route (g): cells without a tol at a finer resolution of their own ------------------------------------------------
+FINER = {"flows:FieldCell": ("nodes", lambda n: 2 * n),  # Gauss-Hermite nodes per dimension and component
+         "flows:CapCell": ("points", lambda n: 2 * n - 1)}  # the state grid at half the spacing, the same extent
+NO_ROUTE = {  # kinds without a tol, a seed or a resolution here: why they have no second route
+    "claims.flawed_schedules:RescaleCell": "a Monte Carlo mean over draws seeded by d (no seed in the configuration to "
+                                           "draw independent ones)",
+    "findings:CurvesCell": "the DDPM chain's golden (analytic.chain_golden's backward recursion): no other route here",
+}
+
+
+def finer_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) -> tuple[list[Row], list[Number]]:
+    """Kinds of :data:`FINER`: the same cell at twice its resolution (computed apart like route (a); the same formula
+    at a finer resolution, not independent of it), its stored errors as the reference's. Returns the rows and the
+    numbers this route does not cover."""
+    cell = entry.cell
+    kind, what = kind_name(cell), summary(cell)
+    if kind not in FINER or not nums:
+        return [], nums
+    field, finer = FINER[kind]
+    value = finer(getattr(cell, field))
+    route = f"refined {field}={value} (the same formula)"
+    result, why = runner.run(dataclasses.replace(cell, **{field: value}))
+    if result is None:
+        return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {why}")
+                for n in nums], []
+    ref = {n.name: n for n in published_numbers(result, seed=seed)}
+    rows = []
+    for n in nums:
+        r = ref.get(n.name)
+        rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route,
+                        "skipped: not published by the refined run") if r is None else
+                    Row(kind, what, n.name, n.value, n.error, r.value, r.error, route,
+                        _agree(n.value, n.error, r.value, r.error)))
+    return rows, []
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 120.0, memory_gb: float = 3.0,
               mc_seconds: float = 20.0, isolate: bool = True, progress: bool = True,
@@ -679,7 +1121,14 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
             nums, left_out = converged_numbers(entry, seed=seed)
             above += left_out
             golden, nums = golden_rows(entry, nums)
-            new = golden + (refined_rows(entry, nums, runner, seed) if nums else [])
+            field, nums = field_rows(entry, nums, time.perf_counter() + budget)
+            more, nums = claims_field_rows(entry, nums, time.perf_counter() + budget)
+            field += more
+            more, nums = reseeded_rows(entry, nums, runner, seed)
+            field += more
+            more, nums = finer_rows(entry, nums, runner, seed)
+            field += more
+            new = golden + field + (refined_rows(entry, nums, runner, seed) if nums else [])
             new += monte_carlo_rows(entry, nums, runner, seed + 1000 * i, mc_seconds)
             rows += new
             cells += [entry.cell] * len(new)

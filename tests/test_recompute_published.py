@@ -87,3 +87,105 @@ def test_a_missing_or_empty_cache_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(SystemExit):
         rp.main(["--cache", str(tmp_path), "--per-kind", "0"])
     assert not (tmp_path / "out.txt").exists()
+
+
+# --- route (d): the field claims' weighted means by Gauss-Legendre panels ------------------------------------------
+def _field_rows(cell, tamper):
+    """The route's rows for a small real cell whose ``tamper`` fields were made wrong (2 % and 1e-3 off)."""
+    from evaluation.sweep import compute_cell
+
+    result = compute_cell(cell)
+    result = result._replace(**{k: getattr(result, k) * 1.02 + 1e-3 for k in tamper})
+    entry = rp.Entry("k", cell, result)
+    nums, _ = rp.converged_numbers(entry)
+    return rp.field_rows(entry, nums, deadline=float("inf"))
+
+
+def _field_check(rows, names, tampered):
+    for name in names:
+        got = [r for r in rows if r.number.startswith(name + "[")]
+        assert got, (name, rows)
+        want = "NO" if name in tampered else "yes"
+        assert all(r.agree == want and r.route.startswith("gauss-legendre") for r in got), got
+
+
+def test_linear_cfg_means_by_panels_agree_and_a_wrong_one_does_not():
+    from evaluation.claims.linear_cfg import LinearCell
+
+    rows, rest = _field_rows(LinearCell("paper_1d", "standard:6", 201), tamper=("size",))
+    assert not rest and {r.number.split("[")[0] for r in rows} == {"rel", "size", "tail_mass"}
+    _field_check(rows, ("rel", "size"), ("size",))
+
+
+def test_box_tail_is_the_normal_tail():
+    from scipy.special import ndtr
+
+    from analytic import GaussianMixture
+
+    one = GaussianMixture([1.0], [[0.5]], [[[0.25]]])
+    assert rp._box_tail(one, [(-1.0, 2.0)], 1.0) == pytest.approx(ndtr(-3.0) * 2, rel=1e-12)
+    two = GaussianMixture([1.0], [[0.0, 0.0]], [[[1.0, 0.0], [0.0, 4.0]]])
+    inside = (1 - 2 * ndtr(-2.0)) * (1 - 2 * ndtr(-1.0))
+    assert rp._box_tail(two, [(-2.0, 2.0), (-2.0, 2.0)], 1.0) == pytest.approx(1 - inside, rel=1e-10)
+
+
+def test_renyi_means_by_panels_agree_and_a_wrong_one_does_not():
+    from evaluation.claims.cfgig import RenyiCell
+
+    rows, rest = _field_rows(RenyiCell("paper_1d", "lin:20:0.007", 1.0, (-1.0, 2.0, 61), 3), tamper=("missing",))
+    _field_check(rows, ("missing", "reg_gap", "cfg_size", "opposes"), ("missing",))
+    assert [r.route for r in rows if r.number == "identity_error"] == ["closed form: the identity is exact"]
+
+
+@pytest.mark.slow
+def test_characteristic_gaps_by_newton_and_panels_agree_and_a_wrong_one_does_not():
+    from evaluation.claims.characteristic import CharCell
+
+    rows, rest = _field_rows(CharCell("paper_1d", 1.0, "lin:20:0.007", 3, (-1.0, 2.0, 61)), tamper=("char_gap",))
+    _field_check(rows, ("char_gap", "cfg_gap", "reg_gap", "cfg_size"), ("char_gap",))
+    assert all(r.agree.startswith("skipped: the mass where the cell's own") for r in rows
+               if r.number.startswith("unconverged"))
+
+
+def test_claims_field_errors_by_gauss_hermite_agree_and_a_wrong_one_does_not():
+    from evaluation.claims.cells import FieldCell
+    from evaluation.sweep import compute_cell
+
+    cell = FieldCell("paper_1d", "lin:20:0.0001", Method("cfg", 1.0, reg="paper"), (-1.0, 2.0, 61), 3)
+    result = compute_cell(cell)
+    for bad, want in ((0.0, "yes"), (1e-6, "NO")):
+        entry = rp.Entry("k", cell, result._replace(mean_error_weighted=result.mean_error_weighted + bad))
+        rows, rest = rp.claims_field_rows(entry, rp.converged_numbers(entry)[0], deadline=float("inf"))
+        got = {r.number: r.agree for r in rows}
+        assert got == {"mean_error": "yes", "mean_error_weighted": want}, rows
+
+
+def test_a_monte_carlo_cell_reseeded_agrees_and_a_wrong_number_does_not():
+    from evaluation.inverse import InverseCell
+    from evaluation.sweep import compute_cell
+
+    cell = InverseCell("paper_1d", ((1.0,),), (0.5,), 0.2, levels=2, n=64)
+    result = compute_cell(cell)
+    runner = rp.Runner(60.0, 0.0, isolate=False)
+    for shift, want in ((0.0, "yes"), (1.0, "NO")):
+        entry = rp.Entry("k", cell, result._replace(log_gap=result.log_gap + shift))
+        rows, rest = rp.reseeded_rows(entry, rp.converged_numbers(entry)[0], runner)
+        assert not rest and {r.number.split("[")[0] for r in rows} >= {"log_gap", "field"}
+        assert all(r.route.startswith("reseeded (seed 1)") for r in rows)
+        # (the field errors' RMS at sigma 0.01 is heavy-tailed: at n = 64 its standard error is itself rough)
+        assert {r.agree for r in rows if r.number.startswith("log_gap")} == {want}, rows
+
+
+def test_a_cell_without_tol_at_a_finer_resolution_agrees_and_a_wrong_number_does_not():
+    from evaluation.flows import CapCell
+    from evaluation.spec import Law
+    from evaluation.sweep import compute_cell
+
+    cell = CapCell(Law.parse("paper_1d"), 1.0, 10, 7.0, 201, 4)
+    result = compute_cell(cell)
+    runner = rp.Runner(60.0, 0.0, isolate=False)
+    for shift, want in ((0.0, "yes"), (1e-3, "NO")):
+        entry = rp.Entry("k", cell, result._replace(tv=result.tv + shift))
+        rows, rest = rp.finer_rows(entry, rp.converged_numbers(entry)[0], runner)
+        assert not rest and [(r.number, r.route, r.agree) for r in rows] == [
+            ("tv", "refined points=401 (the same formula)", want)], rows
