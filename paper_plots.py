@@ -37,18 +37,22 @@ import threading
 import time
 from pathlib import Path
 
-import matplotlib
-import torch
+if __name__ != "__mp_main__":
+    # A worker process of evaluation.sweep.local_pool (spawned) runs this file again, as "__mp_main__", before its first
+    # task; its tasks (cells, _compute) import what they use, so a worker skips the figures, matplotlib and the rest
+    # here (issue 19: about 1.3 CPU-s per worker, on the critical path of --quick, where this process waits for them).
+    import matplotlib
+    import torch
 
-matplotlib.use("Agg")  # entry point: files only, no display
+    matplotlib.use("Agg")  # entry point: files only, no display
 
-from tqdm.auto import tqdm  # noqa: E402
+    from tqdm.auto import tqdm  # noqa: E402
 
-from evaluation.docs import numbers_table  # noqa: E402
-from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
-from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, cells_code, eta_of,  # noqa: E402
-                              local_pool, run_cells)
-from figures import FIGURES  # noqa: E402
+    from evaluation.docs import numbers_table  # noqa: E402
+    from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
+    from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, cells_code, eta_of,  # noqa: E402
+                                  local_pool, run_cells)
+    from figures import FIGURES  # noqa: E402
 
 
 def markdown(results: dict) -> str:
@@ -62,6 +66,10 @@ def markdown(results: dict) -> str:
 def _compute(names: tuple[str, ...], quick: bool, threads: int) -> dict:
     """Figures' arrays, the seconds each took and its CPU seconds, one after the other in one worker process (figures
     without a ``cells`` hook; a figure that ``USES`` others shares their cached arrays in this process)."""
+    import torch
+
+    from figures import FIGURES  # in a worker: this file's own imports are skipped there
+
     torch.set_num_threads(threads)
     out = {}
     for name in names:

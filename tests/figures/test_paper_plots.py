@@ -223,6 +223,23 @@ def test_a_figure_is_drawn_while_the_cells_of_the_others_compute(tmp_path, monke
     assert list(res) == ["late", "early"] and res["early"]["numbers"] == {"x": "2.0"}
 
 
+def test_a_spawned_worker_does_not_import_the_figures_again():
+    """Issue 19 (--quick within 60 s): each spawned worker ran paper_plots.py again as ``__mp_main__`` (what
+    multiprocessing's spawn does with the main script) and so imported matplotlib, seaborn and every figure module
+    before its first cell (about 1.3 CPU-s each, while the main process waits). A worker now skips them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import runpy, sys; ns = runpy.run_path(sys.argv[1], run_name='__mp_main__'); "
+            "print(sorted(m for m in ('matplotlib', 'seaborn', 'figures', 'torch') if m in sys.modules), "
+            "callable(ns['_compute']))")
+    root = Path(paper_plots.__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-c", code, str(root / "paper_plots.py")], cwd=root, capture_output=True,
+                         text=True, check=True).stdout.split("\n")[-2]
+    assert out == "[] True"
+
+
 def test_a_warm_rerun_keeps_the_files_of_unchanged_figures_and_redraws_changed_ones(tmp_path, monkeypatch):
     """Issue 19 (a warm rerun within 60 s): drawing the figures was over half of the warm full job. A figure whose
     arrays, code and matplotlib are those of its last drawing in --out keeps its files; changed arrays, a missing
