@@ -9,10 +9,12 @@ what the workers are on, then the figure being drawn: :class:`evaluation.sweep.E
 figure that declares them (the ``cells(quick)`` hook, :mod:`figures`) run in one cached sweep of :func:`evaluation.sweep.run_cells` (a cell that fails fails the figures that list it, and the sweep
 goes on; a figure that copes with failed cells, ``PARTIAL = True`` in its module, computes anyway: the claims ledger
 reports such a claim as not converged, or concludes a partial claim on its converged settings, reading the failures
-from the cache); then the figures without the hook compute their arrays in worker processes, while each figure with
-the hook reads its arrays from the cache (a warm rerun of those recomputes nothing), and every figure is drawn in
-order, except one whose arrays, code and matplotlib are those of the files it drew last time in ``--out``, files
-unchanged since (a digest of each in ``--out/.drawn.json``; ``--redraw`` draws them all).
+from the cache), while the figures without the hook compute their arrays in worker processes; each figure with the
+hook reads its arrays from the cache (a warm rerun of those recomputes nothing) and is drawn as soon as its own cells
+are done, by a thread of this process while the workers compute the other cells (``--workers`` > 1; the figures left
+when the sweep ends are drawn after it, in order), except one whose arrays, code and matplotlib are those of the files
+it drew last time in ``--out``, files unchanged since (a digest of each in ``--out/.drawn.json``; ``--redraw`` draws
+them all). ``results.json`` lists the figures in order.
 ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
 ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
 file another wrote (it fails instead); the results files are written atomically and always describe the figures
@@ -29,22 +31,28 @@ import json
 import math
 import os
 import pickle
+import queue
 import sys
+import threading
 import time
 from pathlib import Path
 
-import matplotlib
-import torch
+if __name__ != "__mp_main__":
+    # A worker process of evaluation.sweep.local_pool (spawned) runs this file again, as "__mp_main__", before its first
+    # task; its tasks (cells, _compute) import what they use, so a worker skips the figures, matplotlib and the rest
+    # here (issue 19: about 1.3 CPU-s per worker, on the critical path of --quick, where this process waits for them).
+    import matplotlib
+    import torch
 
-matplotlib.use("Agg")  # entry point: files only, no display
+    matplotlib.use("Agg")  # entry point: files only, no display
 
-from tqdm.auto import tqdm  # noqa: E402
+    from tqdm.auto import tqdm  # noqa: E402
 
-from evaluation.docs import numbers_table  # noqa: E402
-from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
-from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, cells_code, eta_of,  # noqa: E402
-                              local_pool, run_cells)
-from figures import FIGURES  # noqa: E402
+    from evaluation.docs import numbers_table  # noqa: E402
+    from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
+    from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, cells_code, eta_of,  # noqa: E402
+                                  local_pool, run_cells)
+    from figures import FIGURES  # noqa: E402
 
 
 def markdown(results: dict) -> str:
@@ -58,11 +66,15 @@ def markdown(results: dict) -> str:
 def _compute(names: tuple[str, ...], quick: bool, threads: int) -> dict:
     """Figures' arrays, the seconds each took and its CPU seconds, one after the other in one worker process (figures
     without a ``cells`` hook; a figure that ``USES`` others shares their cached arrays in this process)."""
+    import torch
+
+    from figures import FIGURES  # in a worker: this file's own imports are skipped there
+
     torch.set_num_threads(threads)
     out = {}
     for name in names:
-        start, cpu = time.perf_counter(), time.process_time()
-        out[name] = (FIGURES[name].compute(quick=quick), time.perf_counter() - start, time.process_time() - cpu)
+        start, cpu = time.perf_counter(), time.thread_time()
+        out[name] = (FIGURES[name].compute(quick=quick), time.perf_counter() - start, time.thread_time() - cpu)
     return out
 
 
@@ -247,7 +259,7 @@ def main(argv=None) -> int:
             failed.append(name)
             done = f"FAILED: {type(err).__name__}: {err}"
         results[name]["seconds"] = round(time.perf_counter() - start, 2)
-        results[name]["cpu_seconds"] = round(time.process_time() - cpu_start, 2)  # this figure's process (not its cells)
+        results[name]["cpu_seconds"] = round(time.thread_time() - cpu_start, 2)  # this figure's thread (not its cells)
         tqdm.write(f"{name:<14} {results[name]['seconds']:6.1f} s ({results[name]['cpu_seconds']:6.1f} s CPU)  {done}")
 
     # 1. every figure's cells (the figures that declare them, figures/__init__.py) in one cached sweep
@@ -273,6 +285,64 @@ def main(argv=None) -> int:
         eta.add(("figure", name), "figure", prior=before.get(name) or FIGURE_SECONDS, group=f"figure {name}",
                 alone=True)  # drawn in this process, one after the other, after the cells
     close_pool, interrupted, cells_done, finished = None, None, False, False
+    # a figure is drawn as soon as its cells are done: during the sweep by one drawing thread of this process (the
+    # workers are other processes; with --workers 1 everything waits for the sweep), after it in this thread
+    users: dict[str, list[str]] = {}  # cell key -> the figures that list it
+    waiting = {name: set() for name in owned}  # figure -> keys of its cells not done yet
+    for name, own in owned.items():
+        for k in dict.fromkeys(map(cell_key, own)):  # a cell listed twice is waited for once
+            waiting[name].add(k)
+            users.setdefault(k, []).append(name)
+    failed_cells: dict[str, CellFailed] = {}
+    ready: queue.SimpleQueue = queue.SimpleQueue()  # figures whose arrays can be made now (None: stop)
+    timed: queue.SimpleQueue = queue.SimpleQueue()  # (figure, seconds) drawn by the thread, for the bar
+    stop = threading.Event()
+
+    def draw(name: str) -> float:
+        """Figure ``name``'s arrays (from the cache, or its worker) and its files, recorded; its seconds."""
+        start, cpu_start = time.perf_counter(), time.thread_time()
+        bad = [failed_cells[k] for k in dict.fromkeys(map(cell_key, owned.get(name, ()))) if k in failed_cells]
+        if bad and not getattr(FIGURES[name], "PARTIAL", False) and name not in cell_error:
+            cell_error[name] = RuntimeError(f"{len(bad)} of its cells failed; first: {bad[0]}")
+        if name in cell_error:
+            record(name, start, cpu_start, err=cell_error[name])
+        else:
+            try:
+                if name in futures:
+                    fut, key = futures[name]
+                    arrays, seconds, cpu = fut.result()[key]
+                    start = time.perf_counter() - seconds  # its own time, not the wait for a worker
+                    cpu_start = time.thread_time() - cpu
+                else:
+                    arrays = FIGURES[name].compute(quick=args.quick)
+            except Exception as err:  # noqa: BLE001
+                record(name, start, cpu_start, err=err)
+            else:
+                record(name, start, cpu_start, arrays)
+        return time.perf_counter() - start
+
+    def drawer() -> None:
+        while not stop.is_set() and (name := ready.get()) is not None and not stop.is_set():
+            if name not in results:
+                timed.put((name, draw(name)))
+
+    def count_drawn() -> None:
+        while not timed.empty():
+            name, seconds = timed.get()
+            eta.finish(("figure", name), seconds)
+
+    def on_result(cell, result) -> None:  # in this thread, as each cell's result is known
+        k = cell_key(cell)
+        if isinstance(result, CellFailed):
+            failed_cells[k] = result
+        for name in users.get(k, ()):
+            if k in waiting[name]:
+                waiting[name].discard(k)
+                if not waiting[name]:
+                    ready.put(name)
+        count_drawn()
+
+    thread = threading.Thread(target=drawer, name="paper_plots drawer", daemon=True)
     try:
         # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
         futures = {}
@@ -281,49 +351,50 @@ def main(argv=None) -> int:
             for group in sorted(_groups(pooled), key=lambda g: -sum(before.get(n, 0.0) for n in g)):
                 fut = pool.submit(_compute, group, args.quick, args.threads)
                 futures.update({n: (fut, n) for n in group})
+                for n in group:  # drawn once its worker is done
+                    fut.add_done_callback(lambda _, n=n: ready.put(n))
+        for name in names:  # no cells to wait for: a figure whose cells cannot be listed, or that has none
+            if name in cell_error or (name in owned and not waiting[name]):
+                ready.put(name)
         if cells:
+            if args.workers > 1:
+                thread.start()
             try:  # a cell that fails fails the figures that list it, not the sweep (the others' cells go on)
-                run = run_cells(cells, workers=args.workers, bar=bar, keep_going=True, retry_failed=args.retry_failed,
-                                desc=f"cells of {_names(n for n in hooked if n not in cell_error)}")
-            except Exception as err:  # noqa: BLE001 - every hooked figure reports it
-                cell_error.update({n: err for n in hooked if n not in cell_error})
-            else:
-                failed_cells = {cell_key(c): r for c, r in zip(cells, run.results) if isinstance(r, CellFailed)}
-                for name, own in owned.items():
-                    bad = list({k: failed_cells[k] for k in map(cell_key, own) if k in failed_cells}.values())
-                    if bad and not getattr(FIGURES[name], "PARTIAL", False):
-                        cell_error[name] = RuntimeError(f"{len(bad)} of its cells failed; first: {bad[0]}")
+                run_cells(cells, workers=args.workers, bar=bar, keep_going=True, retry_failed=args.retry_failed,
+                          desc=f"cells of {_names(n for n in hooked if n not in cell_error)}", on_result=on_result)
+            except Exception as err:  # noqa: BLE001 - every hooked figure not drawn yet reports it
+                stop.set()
+                ready.put(None)
+                if thread.is_alive():
+                    thread.join()
+                cell_error.update({n: err for n in hooked if n not in cell_error and n not in results})
         cells_done = True
-        # 3. each figure's arrays (warm from the cells' cache, or from its worker) and its plot, in order
+        stop.set()
+        ready.put(None)
+        if thread.is_alive():
+            thread.join()  # it ends after the figure it draws
+        count_drawn()
+        # 3. each figure not drawn yet: its arrays (warm from the cells' cache, or from its worker) and its plot
         for name in names:
+            if name in results:
+                continue
             bar.set_description_str("figures", refresh=False)
             eta.begin(("figure", name))
             eta.show(bar)
-            start, cpu_start = time.perf_counter(), time.process_time()
-            if name in cell_error:
-                record(name, start, cpu_start, err=cell_error[name])
-            else:
-                try:
-                    if name in futures:
-                        fut, key = futures[name]
-                        arrays, seconds, cpu = fut.result()[key]
-                        start = time.perf_counter() - seconds  # its own time, not the wait for a worker
-                        cpu_start = time.process_time() - cpu
-                    else:
-                        arrays = FIGURES[name].compute(quick=args.quick)
-                except Exception as err:  # noqa: BLE001
-                    record(name, start, cpu_start, err=err)
-                else:
-                    record(name, start, cpu_start, arrays)
-            eta.finish(("figure", name), time.perf_counter() - start)
+            eta.finish(("figure", name), draw(name))
             eta.show(bar)
         finished = True
     except KeyboardInterrupt as err:  # Ctrl-C (SweepInterrupted during the cells): one line, below
         interrupted = err
     finally:
+        stop.set()
+        ready.put(None)
+        if thread.is_alive():
+            thread.join()  # the figure it draws is finished, not cut off
         if close_pool is not None:
             close_pool(not finished)  # interrupted or failed: end the workers at once
         bar.close()
+    results = {name: results[name] for name in names if name in results}  # in the order of the figures
     if interrupted is not None:
         what = str(interrupted) if isinstance(interrupted, SweepInterrupted) else \
             f"interrupted{' after the cells (cached in ' + str(cache) + ', but for any a warning named)' if cells_done else ''}; rerun to resume"

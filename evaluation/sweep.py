@@ -876,7 +876,8 @@ def _kind_name(cell: Any) -> str:
 
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
-              bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False) -> SweepResult:
+              bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False,
+              on_result: Callable[[Any, Any], None] | None = None) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -897,6 +898,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             cannot hold (:func:`encode`'s ``ValueError``), gives a :class:`CellFailed` result (not cached) and the
             sweep goes on (``SweepResult.failed`` counts them); otherwise (the default) the sweep stops with a
             ``RuntimeError`` naming the cell.
+        on_result: called as ``on_result(cell, result)`` in this thread once for every distinct cell as soon as its
+            result is known (read from the cache, at the start; computed; or a :class:`CellFailed` under
+            ``keep_going``), so the caller can use the results of some cells while others compute
+            (``paper_plots.py`` draws a figure once its cells are done). What it raises ends the sweep.
 
     A computed result whose cache file cannot be written (a folder or another unwritable entry in its place; the
     folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
@@ -917,6 +922,8 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
     if not isinstance(keep_going, bool):
         raise ValueError(f"keep_going must be True or False, got {keep_going!r}")
+    if on_result is not None and not callable(on_result):
+        raise ValueError(f"on_result must be None or a callable(cell, result), got {on_result!r:.200}")
     if type(cells) in _KINDS:
         raise ValueError(f"cells must be an iterable of cells, got one cell {cells!r:.200}: pass [cell]")
     try:
@@ -955,6 +962,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     for k, c in pending.items():
         eta.add(k, _kind_name(c), costs[k][1], group=costs[k][0])
     eta.show(bar)
+    if on_result is not None:
+        cell_of = dict(zip(keys, cells))  # equal keys, equal configurations
+        for k, r in done.items():  # read from the cache
+            on_result(cell_of[k], r)
     computed = failed = stored = 0  # stored: computed and written to the cache
     interrupted = False
     try:
@@ -995,12 +1006,16 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                     failed += 1
                     eta.drop(k)
                     eta.show(bar)
+                    if on_result is not None:
+                        on_result(pending[k], failure)
                     return
                 done[k] = result  # whether or not it can be stored: a computed result is never lost
                 stored += keep(k, encoded)
                 computed += 1
                 eta.finish(k, seconds)
                 eta.show(bar)
+                if on_result is not None:
+                    on_result(pending[k], result)
 
             try:
                 # the order of work is the Eta's (Eta.take: a probe of every rate class, then the costliest first),

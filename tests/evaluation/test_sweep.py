@@ -497,3 +497,21 @@ def test_a_cache_file_too_deeply_nested_to_parse_is_a_miss(tmp_path):
         run = run_cells([cell], cache=tmp_path, progress=False)
     assert (run.computed, run.reused) == (1, 0) and _values(run) == [(2.0, 4.0, (0.0, 1.0, 2.0))]
     assert Cache(tmp_path).load(cell)[0]
+
+
+def test_on_result_gives_every_distinct_cell_once_as_soon_as_its_result_is_known(tmp_path):
+    """Issue 19 (--quick within 60 s): paper_plots draws a figure while the others' cells compute, so run_cells tells
+    its caller each result as it is known: a cached one at the start, a computed one when it arrives, a failure under
+    keep_going (a :class:`CellFailed`)."""
+    from tests.helpers import Refuses
+
+    run_cells([Refuses(1.0)], cache=tmp_path, progress=False)  # cached before the sweep
+    seen = []
+    cells = [Refuses(2.0), Refuses(1.0), Refuses(-1.0), Refuses(2.0)]
+    run = run_cells(cells, cache=tmp_path, progress=False, keep_going=True,
+                    on_result=lambda cell, result: seen.append((cell, result)))
+    assert seen[0] == (Refuses(1.0), 2.0)  # the cached one first, before any cell is computed
+    assert sorted(seen[1:], key=lambda s: s[0].x) == [(Refuses(-1.0), run.results[2]), (Refuses(2.0), 3.0)]
+    assert isinstance(run.results[2], sweep.CellFailed)
+    with pytest.raises(ValueError, match="on_result"):
+        run_cells(cells, cache=tmp_path, progress=False, on_result="print")

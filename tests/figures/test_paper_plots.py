@@ -191,6 +191,55 @@ def test_a_failing_cell_fails_only_the_figures_that_list_it(tmp_path, monkeypatc
     assert "code" not in res["bad"]
 
 
+def test_a_figure_is_drawn_while_the_cells_of_the_others_compute(tmp_path, monkeypatch):
+    """Issue 19 (--quick within 60 s on 2 cores): every figure was drawn after the last cell, one after the other
+    (about 20 CPU-s of drawing in --quick with one core idle). Now a figure is drawn as soon as its own cells are
+    done, while the workers compute the others' cells; results.json still lists the figures in order."""
+    import threading
+
+    from evaluation import sweep
+
+    monkeypatch.setenv("REG_GUIDANCE_CACHE", str(tmp_path / "cache"))
+    drawn, plots = threading.Event(), []
+    early, late = _figure("early", [Refuses(1.0), Refuses(1.0)]), _figure("late", [Refuses(2.0), Refuses(1.0)])
+    late_drawn = threading.Event()
+    early.plot = lambda arrays, out: plots.append(arrays) or drawn.set() or []
+    late.plot = lambda arrays, out: late_drawn.set() or []
+    waited = []
+
+    def one_cell_at_a_time(cells, **kw):  # the sweep, in this process: "late"'s cell waits for "early" to be drawn
+        def on_result(cell, result):
+            kw["on_result"](cell, result)
+            waited.append((drawn if cell == Refuses(1.0) else late_drawn).wait(60))
+
+        return sweep.run_cells(sorted(cells, key=lambda c: c.x), **{**kw, "workers": 1, "on_result": on_result})
+
+    monkeypatch.setattr(paper_plots, "run_cells", one_cell_at_a_time)
+    monkeypatch.setattr(paper_plots, "FIGURES", {"late": late, "early": early})
+    assert paper_plots.main(["--out", str(tmp_path / "out"), "--workers", "2", "--no-progress"]) == 0
+    assert waited == [True, True]  # "early" was drawn before the sweep went on to "late"'s cell
+    assert len(plots) == 1  # once, though it lists its cell twice (the quick job's dimension figure does)
+    res = json.loads((tmp_path / "out" / "results.json").read_text())["figures"]
+    assert list(res) == ["late", "early"] and res["early"]["numbers"] == {"x": "2.0"}
+
+
+def test_a_spawned_worker_does_not_import_the_figures_again():
+    """Issue 19 (--quick within 60 s): each spawned worker ran paper_plots.py again as ``__mp_main__`` (what
+    multiprocessing's spawn does with the main script) and so imported matplotlib, seaborn and every figure module
+    before its first cell (about 1.3 CPU-s each, while the main process waits). A worker now skips them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = ("import runpy, sys; ns = runpy.run_path(sys.argv[1], run_name='__mp_main__'); "
+            "print(sorted(m for m in ('matplotlib', 'seaborn', 'figures', 'torch') if m in sys.modules), "
+            "callable(ns['_compute']))")
+    root = Path(paper_plots.__file__).resolve().parent
+    out = subprocess.run([sys.executable, "-c", code, str(root / "paper_plots.py")], cwd=root, capture_output=True,
+                         text=True, check=True).stdout.split("\n")[-2]
+    assert out == "[] True"
+
+
 def test_a_warm_rerun_keeps_the_files_of_unchanged_figures_and_redraws_changed_ones(tmp_path, monkeypatch):
     """Issue 19 (a warm rerun within 60 s): drawing the figures was over half of the warm full job. A figure whose
     arrays, code and matplotlib are those of its last drawing in --out keeps its files; changed arrays, a missing
