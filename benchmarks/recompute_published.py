@@ -384,15 +384,21 @@ def refined_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int) ->
     else:
         return [Row(kind, what, n.name, n.value, n.error, n.value, n.error, route,
                     "skipped: refined run unchanged (the same computation)") for n in nums]
+    return _against(kind, what, nums, ref, route, "refined")
+
+
+def _against(kind: str, what: str, nums, ref: dict, route: str, run: str, scale: float = 1.0) -> list:
+    """One row per published number against the same-named number of another run (``ref``: name -> number), whose
+    error is taken ``scale`` times; a number that run does not publish is skipped, saying so."""
     rows = []
     for n in nums:
         r = ref.get(n.name)
         if r is None:
             rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route,
-                            "skipped: not published by the refined run"))
+                            f"skipped: not published by the {run} run"))
         else:
-            rows.append(Row(kind, what, n.name, n.value, n.error, r.value, r.error, route,
-                            _agree(n.value, n.error, r.value, r.error)))
+            rows.append(Row(kind, what, n.name, n.value, n.error, r.value, scale * r.error, route,
+                            _agree(n.value, n.error, r.value, scale * r.error)))
     return rows
 
 
@@ -1052,16 +1058,7 @@ def reseeded_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 
         return [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {why}")
                 for n in nums], []
     ref = {n.name: n for n in published_numbers(result, seed=seed)}  # the same elements as ``nums``
-    rows = []
-    for n in nums:
-        r = ref.get(n.name)
-        if r is None:
-            rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route,
-                            "skipped: not published by the reseeded run"))
-        else:
-            rows.append(Row(kind, what, n.name, n.value, n.error, r.value, K_SE * r.error, route,
-                            _agree(n.value, n.error, r.value, K_SE * r.error)))
-    return rows, []
+    return _against(kind, what, nums, ref, route, "reseeded", K_SE), []
 
 
 # --- route (g): cells without a tol at a finer resolution of their own ------------------------------------------------
