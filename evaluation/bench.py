@@ -627,8 +627,9 @@ def _field_mc(cell: BenchCell, rule, stateful: bool) -> tuple[tuple, float, floa
     return tuple(per), float(np.mean(per)), math.sqrt(sum(var)) / len(per)
 
 
-@cell_kind(BenchCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.flows",
-                                "images.guiders"))  # images.guiders: the diffusers provider drives it
+# the providers' modules are imported by name (PROVIDERS), so their source is declared: the diffusers provider drives
+# images.guiders
+@cell_kind(BenchCell, modules=("evaluation.bench_providers", "images.guiders"))
 def bench_cell(cell: BenchCell) -> BenchResult:
     """One rule on one setting at one weight: its route (module docstring) and every metric with its error."""
     rule = None if _is_method(cell.source) else load_rule(cell.source, cell.digest)

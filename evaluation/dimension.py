@@ -200,7 +200,7 @@ class FieldPointResult(NamedTuple):
     golden_err: float  # mean over the points of the golden's error estimate: bounds how far each mean above moves
 
 
-@cell_kind(FieldPoint, modules=("evaluation.spec",))
+@cell_kind(FieldPoint)
 def field_point(cell: FieldPoint) -> FieldPointResult:
     """Errors [O, M], their standard errors and those of their ratios to CFG's [O, M], mean |golden| with its
     standard error, and the mean of the golden's error estimate over the points, at one cell. The reflection onto
@@ -263,7 +263,7 @@ def _moments_of(name: str, engine, grid: tuple, tol: float, narrowest: float = m
     return (nums["mean"].value, nums["var"].value), (nums["mean"].error, nums["var"].error)
 
 
-@cell_kind(AlongU, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
+@cell_kind(AlongU)
 def along_u(cell: AlongU) -> AlongUResult:
     """Output mean and variance along U of every law method, and the tilted target's, each with its error (1-D,
     exact on a grid under the accuracy contract)."""

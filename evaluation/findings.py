@@ -93,7 +93,7 @@ class Curves(NamedTuple):
     weight: np.ndarray  # p_t(x | y) normalised on the points
 
 
-@cell_kind(CurvesCell, modules=("evaluation.demo", "evaluation.spec"))
+@cell_kind(CurvesCell)
 def curves(cell: CurvesCell) -> Curves:
     c = demo.compute(cell.law, cell.w, cell.points)
     return Curves(*(getattr(c, k).numpy() for k in Curves._fields))
@@ -145,7 +145,7 @@ class TrainedCurves(NamedTuple):
     reg: np.ndarray  # [T, n] the networks' REG term
 
 
-@cell_kind(TrainedCell, modules=("toy", "evaluation.spec"))
+@cell_kind(TrainedCell)
 def trained_curves(cell: TrainedCell) -> TrainedCurves:
     from toy import grid_golden, load_pretrained, mc_golden, net_eps_fn, trained_fields
 
@@ -198,7 +198,7 @@ class FieldMap(NamedTuple):
     density: np.ndarray  # p_t(x | y) at the grid points (closed form)
 
 
-@cell_kind(FieldMapCell, modules=("evaluation.spec",))
+@cell_kind(FieldMapCell)
 def field_map(cell: FieldMapCell) -> FieldMap:
     parts = Law.parse(cell.law).build()
     n = cell.points

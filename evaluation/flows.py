@@ -689,7 +689,7 @@ def _kls(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
     return out_
 
 
-@cell_kind(LawCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
+@cell_kind(LawCell)
 def law_cell(cell: LawCell) -> LawResult:
     if not _defined(cell.method, cell.levels):
         return LawResult(_UNDEFINED, np.zeros(0))
@@ -814,7 +814,7 @@ class FieldSteps(NamedTuple):
     errors_error: np.ndarray | None = None  # [M, steps] each value's error estimate: its change from half the nodes
 
 
-@cell_kind(FieldCell, modules=("evaluation.spec",))
+@cell_kind(FieldCell)
 def field_steps(cell: FieldCell) -> FieldSteps:
     m_R = Method("optimal", cell.w).build(cell.law, cell.levels).guided  # the golden: the tilted posterior mean
     sigmas = cell.levels.sigmas()
@@ -872,7 +872,7 @@ class CapTV(NamedTuple):
     tv_error: float = math.nan  # evaluation.accuracy.grid_tv's estimate (the two laws' own errors, the hat smoothing)
 
 
-@cell_kind(CapCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy"))
+@cell_kind(CapCell)
 def cap_tv(cell: CapCell) -> CapTV:
     g = Method("cfg", cell.w).build(cell.law, levels("flow", cell.steps)).guided
     axes = _axes(cell.law.dim, cell.half_width, cell.points)

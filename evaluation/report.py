@@ -95,7 +95,7 @@ class DensityResult(NamedTuple):
     lost: float
 
 
-@cell_kind(DensityCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances"))
+@cell_kind(DensityCell)
 def density_cell(cell: DensityCell) -> DensityResult:
     b = cell.method.build(cell.law, cell.levels)
     axes = _axes(*cell.grid, b.law.dim)
@@ -126,7 +126,7 @@ class FieldTable(NamedTuple):
     golden_size: float
 
 
-@cell_kind(FieldTableCell, modules=("evaluation.spec", "evaluation.field_errors", "evaluation.cases"))
+@cell_kind(FieldTableCell)
 def field_table(cell: FieldTableCell) -> FieldTable:
     case, law = cell.case, Law.parse(cell.case.preset)
     schedule = Schedule.parse(case.schedule)

@@ -14,8 +14,11 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
 
 - **cache**: every result is stored on disk under ``key = sha256(kind, configuration, code version)``,
   where the code version hashes the source of the packages every exact result depends on (``analytic``,
-  ``sampler``) plus the kind's own module and the ``modules`` it names (a package with every file in it, so
-  ``toy``'s shipped checkpoints are part of the version of a cell that runs the trained networks). A changed configuration or a
+  ``sampler``), the kind's own module, the ``modules`` it names, and every project module these import, found by
+  reading their source (imports inside functions too, so a helper imported from another module cannot change a
+  result behind the cache's back); a package counts with every file in it, so ``toy``'s shipped checkpoints are part
+  of the version of a cell that runs the trained networks. Only the modules of :data:`NOT_RESULT_SOURCES` (the engine
+  and the ledger's bookkeeping, which compute no number a cell returns) are left out. A changed configuration or a
   changed source recomputes exactly the cells it touches; nothing else is recomputed. Files are written
   to a temporary name in the same folder and renamed (atomic on POSIX), so a run that is killed leaves
   either a whole result or none: rerunning it resumes where it stopped, with no duplicate or missing cell.
@@ -89,6 +92,15 @@ __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", 
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
+# Project modules a cell's module may import whose source is not part of its code version (code_version), because no
+# number a cell returns is computed there; every other project module it imports, directly or not, is.
+NOT_RESULT_SOURCES = {
+    "evaluation.sweep": "the engine: keys, cache, workers, progress",
+    "evaluation.costs": "the engine's cost models, which order the work and change no result",
+    "evaluation.io": "the entry points' output files and argument checks",
+    "evaluation.docs": "the formatting of published numbers in text",
+    "evaluation.claims.ledger": "the claims' verdicts and the ledger's files, applied to results after they return",
+}
 CACHE_ENV = "REG_GUIDANCE_CACHE"
 # the bar counts seconds of work (measured or estimated, class Eta): the fraction, elapsed, and the postfix with
 # "cells done/total" and the ETA from measured rates (tqdm's own {remaining} would trust unmeasured estimates)
@@ -98,7 +110,7 @@ BAR_FORMAT = "{desc}: {percentage:3.0f}%|{bar}| [{elapsed}{postfix}]"
 class CellKind(NamedTuple):
     config: type
     compute: Callable[[Any], Any]
-    modules: tuple[str, ...]  # further modules (or packages) whose source is part of the code version
+    modules: tuple[str, ...]  # further modules (or packages) it uses without importing them (cell_kind)
 
 
 _KINDS: dict[type, CellKind] = {}
@@ -113,8 +125,9 @@ def _is_config_type(t: type) -> bool:
 def cell_kind(config: type, *, modules: Sequence[str] = ()):
     """Register the decorated function as the pure computation of cells of type ``config`` (a frozen
     dataclass or NamedTuple). Register it in the module that defines ``config``, so that unpickling a
-    cell in a worker registers its kind too. ``modules``: further modules whose source the result
-    depends on (the kind's own module, ``analytic`` and ``sampler`` are always included)."""
+    cell in a worker registers its kind too. The code version counts every project module the kind's module
+    imports (:func:`result_sources`); ``modules`` names further ones it reaches without an import statement (a
+    module imported by name)."""
     if not isinstance(config, type) or not _is_config_type(config):
         raise ValueError(f"a cell configuration must be a frozen dataclass or NamedTuple type, got {config!r}")
 
@@ -160,13 +173,77 @@ def _module_digest(name: str) -> str:
     return h.hexdigest()
 
 
-def code_version(config: type) -> str:
-    """sha256 of the source the results of cells of type ``config`` depend on (the base packages, the
-    kind's module and its declared ``modules``). Cached per process: the source is read once."""
+# an import statement at the start of a line: ``from .x import (a, b)`` (over lines) or ``import a.b as c, d``
+_IMPORT = re.compile(r"^[ \t]*(?:from[ \t]+(\.*)([\w.]*)[ \t]+import[ \t]+(\([^)]*\)|[^\n#;]*)|import[ \t]+([^\n#;]*))", re.M)
+
+
+def _in_root(root: Path, name: str) -> bool:
+    """Whether module ``name`` is a source file (or package) under ``root``: a module of the project, found on the
+    file system alone, so every process finds the same modules whatever it has imported."""
+    base = root.joinpath(*name.split("."))
+    return base.with_suffix(".py").is_file() or (base / "__init__.py").is_file()
+
+
+@functools.cache
+def _imports(name: str, root: Path) -> frozenset[str]:
+    """The modules under ``root`` that the source of module ``name`` imports (every file of a package), imports
+    inside functions included (read from the text, so an import line in a docstring counts too: that only adds a
+    module): ``from pkg import a`` names ``pkg.a`` when that is a module, else ``pkg``."""
+    found = set()
+    origin = Path(importlib.util.find_spec(name).origin)
+    for path in _sources(name):
+        if path.suffix != ".py":
+            continue
+        parts = path.relative_to(origin.parent).with_suffix("").parts if origin.name == "__init__.py" else ()
+        module = ".".join((name, *(parts[:-1] if parts[-1:] == ("__init__",) else parts)))
+        package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+        for dots, base, names, plain in _IMPORT.findall(path.read_text()):
+            words = [w.split()[0] for w in (plain or names.strip("()")).split(",") if w.split()]
+            if plain:
+                targets = words
+            else:
+                if dots:
+                    parent = package.rsplit(".", len(dots) - 1)[0] if len(dots) > 1 else package
+                    base = f"{parent}.{base}" if base else parent
+                targets = [f"{base}.{w}" if _in_root(root, f"{base}.{w}") else base for w in words]
+            found.update(t for t in targets if _in_root(root, t))
+    return frozenset(found)
+
+
+def result_sources(config: type) -> tuple[str, ...]:
+    """The modules whose source is part of the code version of cells of type ``config``: the base packages, the
+    kind's module and declared ``modules``, and every module of the project (the folder that holds the kind's
+    package) these import, transitively (a package stands for all its files), except :data:`NOT_RESULT_SOURCES`."""
     kind = _KINDS.get(config)
     if kind is None:
         raise ValueError(f"{config!r} is not a registered cell kind")
-    names = sorted(set(BASE_PACKAGES) | {kind.compute.__module__, config.__module__} | set(kind.modules))
+    module = kind.compute.__module__
+    origin = Path(importlib.util.find_spec(module).origin)
+    root = origin.parents[module.count(".") + (origin.name == "__init__.py")]
+    return _closure(tuple(sorted(set(BASE_PACKAGES) | {module, config.__module__} | set(kind.modules))), root)
+
+
+@functools.cache
+def _closure(roots: tuple[str, ...], root: Path) -> tuple[str, ...]:
+    names, todo = set(roots), list(roots)
+
+    def covered(m: str) -> bool:  # a module of a package already counted is counted with it
+        return any(m == n or m.startswith(n + ".") for n in names)
+
+    while todo:
+        for dep in _imports(todo.pop(), root):
+            if dep not in NOT_RESULT_SOURCES and not covered(dep):
+                names.add(dep)
+                todo.append(dep)
+    # a module added before its package is counted with the package: the same files, whatever the order of the search
+    return tuple(sorted(n for n in names if not any(n.startswith(m + ".") for m in names)))
+
+
+def code_version(config: type) -> str:
+    """sha256 of the source the results of cells of type ``config`` depend on (:func:`result_sources`: the base
+    packages, the kind's module, its declared ``modules`` and what they import). Cached per process: the source is
+    read once."""
+    names = result_sources(config)
     h = hashlib.sha256(f"format {FORMAT}".encode())
     for name in names:
         h.update(name.encode())

@@ -92,8 +92,7 @@ def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
             "cond_entropy": Estimate(h0, abs(h0 - h02) + grid_entropy_error(target, h0))}
 
 
-@cell_kind(AutogCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances",
-                               "evaluation.accuracy", "evaluation.claims.cells"))
+@cell_kind(AutogCell)
 def autog_law(cell: AutogCell) -> AutogLaw:
     law = Law.parse(cell.law).build()
     d = law.cond.dim

@@ -124,8 +124,7 @@ class PCLaw(NamedTuple):
         return from_arrays(self.grid, self.target, self.target_error, 0.0)
 
 
-@cell_kind(PCCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
-                            "evaluation.claims.cells"))
+@cell_kind(PCCell)
 def pc_law(cell: PCCell) -> PCLaw:
     law = Law.parse(cell.law).build()
     sched = Schedule.parse(cell.schedule).vp

@@ -178,8 +178,7 @@ def _numbers(out: GridLaw, target: GridLaw, classifier, regions) -> dict[str, Es
     return nums
 
 
-@cell_kind(OutputCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
-                                "toy"))
+@cell_kind(OutputCell)
 def output_law(cell: OutputCell) -> OutputLaw:
     law = Law.parse(cell.law).build()
     d = law.cond.dim
@@ -274,7 +273,7 @@ class FieldResult(NamedTuple):
     mean_error_weighted_error: float = math.nan
 
 
-@cell_kind(FieldCell, modules=("evaluation.spec", "evaluation.field_errors", "toy"))
+@cell_kind(FieldCell)
 def field_error(cell: FieldCell) -> FieldResult:
     law = Law.parse(cell.law).build()
     sched = Schedule.parse(cell.schedule).vp

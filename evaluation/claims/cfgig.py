@@ -130,7 +130,7 @@ def _identity_error(law, reward, a: float, nodes: int = 16001, h: float = 1e-4) 
     return (fd - other).abs().max().item()
 
 
-@cell_kind(RenyiCell, modules=("evaluation.spec",))
+@cell_kind(RenyiCell)
 def renyi_term(cell: RenyiCell) -> RenyiTerm:
     law = Law.parse(cell.law).build()
     axes = axes_of(cell.grid, law.cond.dim)

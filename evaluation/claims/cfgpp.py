@@ -83,7 +83,7 @@ class StepCheck(NamedTuple):
     lerp_scales: np.ndarray  # [T] the equivalent s_i
 
 
-@cell_kind(StepCell, modules=("evaluation.spec",))
+@cell_kind(StepCell)
 def step_check(cell: StepCell) -> StepCheck:
     law = Law.parse(cell.law).build()
     sig = Schedule.parse(cell.schedule).sigmas()

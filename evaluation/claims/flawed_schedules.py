@@ -86,7 +86,7 @@ class RescaleGap(NamedTuple):
     factor_dev: np.ndarray  # [L] E|std(eps_c) / std(eps_cfg) - 1|
 
 
-@cell_kind(RescaleCell, modules=("evaluation.spec",))
+@cell_kind(RescaleCell)
 def rescale_gap(cell: RescaleCell) -> RescaleGap:
     parts = Law.parse(f"reducible:{cell.d}:{MU}:{DELTA}:1:{SEED}").build()
     cond, uncond = parts.cond, parts.uncond

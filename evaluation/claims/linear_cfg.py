@@ -63,7 +63,7 @@ class LinearGap(NamedTuple):
     tail_mass_error: float = math.nan
 
 
-@cell_kind(LinearCell, modules=("evaluation.spec",))
+@cell_kind(LinearCell)
 def linear_gap(cell: LinearCell) -> LinearGap:
     law = Law.parse(cell.law).build()
     lc, lu = moment_matched(law.cond), moment_matched(law.uncond)

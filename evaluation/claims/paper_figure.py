@@ -120,7 +120,7 @@ class PaperFigure(NamedTuple):
     paper_png: str  # the paper's figure beside the networks, if shipped there ("" otherwise)
 
 
-@cell_kind(PaperFigureCell, modules=("toy", "evaluation.field_errors", "evaluation.spec"))
+@cell_kind(PaperFigureCell)
 def paper_figure(cell: PaperFigureCell) -> PaperFigure:
     p = Law.parse("paper_1d").build()  # the released networks' data (unconditional means -2, 0)
     sched = Schedule.parse("paper").vp

@@ -108,8 +108,7 @@ def _numbers(out: GridLaw, target: GridLaw) -> dict[str, Estimate]:
     return {**grid_moments(out), "tv": grid_tv(out, target)}
 
 
-@cell_kind(HighDimCell, modules=("evaluation.spec", "evaluation.density", "evaluation.distances", "evaluation.accuracy",
-                                 "evaluation.claims.cells"))
+@cell_kind(HighDimCell)
 def high_dim_law(cell: HighDimCell) -> HighDimLaw:
     mu = cell.mu
     cond, uncond = _classes_1d(mu)

@@ -145,7 +145,7 @@ def _reduction_error(cell: KClassCell) -> float:
     return worst
 
 
-@cell_kind(KClassCell, modules=("evaluation.spec", "evaluation.density", "evaluation.accuracy"))
+@cell_kind(KClassCell)
 def k_class_law(cell: KClassCell) -> KClassLaw:
     cond, uncond = _laws_1d(cell)
     sigmas = Schedule.parse(cell.levels).sigmas()

@@ -90,7 +90,7 @@ class FlowResult(NamedTuple):
     monotone: bool  # the sampler's map is monotone (no fold)
 
 
-@cell_kind(FlowCell, modules=("evaluation.spec", "evaluation.flow_entropy"))
+@cell_kind(FlowCell)
 def flow_cell(cell: FlowCell) -> FlowResult:
     law = Law.parse(cell.law).build()
     schedule = Schedule.parse(cell.schedule)

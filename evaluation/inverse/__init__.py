@@ -88,7 +88,7 @@ def _rms(v: torch.Tensor) -> tuple[float, float]:
     return rms, (sq.std() / math.sqrt(sq.numel())).item() / (2 * max(rms, 1e-300))
 
 
-@cell_kind(InverseCell, modules=("evaluation.spec",))
+@cell_kind(InverseCell)
 def inverse_bias(cell: InverseCell) -> InverseBias:
     prior = Law.parse(cell.law).build().cond
     A = torch.tensor(cell.A, dtype=F64)

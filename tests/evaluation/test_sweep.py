@@ -153,6 +153,79 @@ def test_code_version_follows_a_packages_data_files(tmp_path, monkeypatch):
     sweep._module_digest.cache_clear()
 
 
+
+def _clear_code_caches():
+    for f in (sweep._module_digest, sweep._imports, sweep._closure):
+        f.cache_clear()
+
+
+def test_code_version_follows_the_modules_a_kind_imports(tmp_path, monkeypatch):
+    """A kind's result can come from a helper in another module (CharCell's and LinearCell's quadrature is
+    ``weighted_mean`` of claims.cfgig, which neither declared): editing that module, or one imported inside a function,
+    must change the kind's code version, or a result computed by the old helper is read back as current."""
+    pkg = tmp_path / "sweep_probe_deps"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "helper.py").write_text("VALUE = 1\n")
+    (pkg / "lazy.py").write_text("FACTOR = 1\n")
+    (pkg / "books.py").write_text("NOTE = 1\n")
+    (pkg / "other.py").write_text("UNUSED = 1\n")
+    (pkg / "kind.py").write_text(textwrap.dedent("""
+        import dataclasses
+        from evaluation.sweep import cell_kind
+        from .helper import VALUE
+        from . import books
+
+        @dataclasses.dataclass(frozen=True)
+        class DepProbe:
+            a: int = 1
+
+        @cell_kind(DepProbe)
+        def probe(cell):
+            from .lazy import (
+                FACTOR,
+            )
+            return cell.a * VALUE * FACTOR
+    """))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from sweep_probe_deps.kind import DepProbe
+
+    _clear_code_caches()
+    assert {"sweep_probe_deps.helper", "sweep_probe_deps.lazy", "sweep_probe_deps.books"} <= \
+        set(sweep.result_sources(DepProbe))
+    k1 = cell_key(DepProbe())
+    for name, text in (("helper", "VALUE = 2\n"), ("lazy", "FACTOR = 2\n")):
+        old = (pkg / f"{name}.py").read_text()
+        (pkg / f"{name}.py").write_text(text)
+        _clear_code_caches()
+        assert cell_key(DepProbe()) != k1, name
+        (pkg / f"{name}.py").write_text(old)
+    (pkg / "other.py").write_text("UNUSED = 2\n")  # not imported: not part of the version
+    _clear_code_caches()
+    assert cell_key(DepProbe()) == k1
+    # a module of NOT_RESULT_SOURCES (bookkeeping that computes no result) is left out
+    monkeypatch.setitem(sweep.NOT_RESULT_SOURCES, "sweep_probe_deps.books", "the probe's bookkeeping")
+    _clear_code_caches()
+    k2 = cell_key(DepProbe())
+    (pkg / "books.py").write_text("NOTE = 2\n")
+    _clear_code_caches()
+    assert cell_key(DepProbe()) == k2
+    _clear_code_caches()
+
+
+def test_the_ledgers_kinds_count_the_helpers_they_import():
+    """On the project itself: the characteristic claim's cells depend on claims.cfgig's quadrature and on accuracy's
+    estimates (undeclared before), not on the ledger's bookkeeping; every module left out exists."""
+    import importlib.util
+
+    from evaluation.claims.characteristic import CharCell
+
+    sources = set(sweep.result_sources(CharCell))
+    assert {"evaluation.claims.cfgig", "evaluation.accuracy", "evaluation.claims.characteristic", "analytic",
+            "sampler"} <= sources
+    assert not sources & set(sweep.NOT_RESULT_SOURCES)
+    assert all(importlib.util.find_spec(name) for name in sweep.NOT_RESULT_SOURCES)
+
 _KILLED_RUN = """
 import sys
 from tests.evaluation.test_sweep import Square
