@@ -1229,6 +1229,11 @@ def rescale_means(cell: Any, a: float, panels: int, setup=None) -> tuple[float, 
     return float(gap), float(term)
 
 
+def _ratio_error(g: float, t: float, g_error: float, t_error: float) -> float:
+    """The error of ``g / t`` to first order (``t > 0``)."""
+    return (g_error + abs(g) / t * t_error) / t
+
+
 def rescale_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
     """Route (h) (module docstring): a RescaleCell's ``rel`` per level against its exact value, the ratio of the two
     expectations by :func:`rescale_means`, the panels doubled until two doublings agree (their larger change, on
@@ -1261,22 +1266,26 @@ def rescale_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[lis
         history, panels = [], 4
         try:
             while True:
-                if time.perf_counter() > deadline:
+                if time.perf_counter() > deadline:  # past it with an error estimate: keep the last rule
+                    if len(history) >= 3:
+                        break
                     raise TimeoutError(f"over the budget ({len(history)} rules of 3 done)")
                 history.append(rescale_means(cell, a, panels, setup))
                 if len(history) >= 3:
                     ch = [max(abs(history[-1][j] - history[-2][j]), abs(history[-2][j] - history[-3][j]))
                           for j in (0, 1)]
-                    rel_ch = max(ch[0] / history[-1][0], ch[1] / history[-1][1])
-                    if rel_ch * history[-1][0] / history[-1][1] <= target or panels >= 64:
+                    # the change of the ratio to first order (as rows below); the last rule allowed: 32 panels,
+                    # ~6e7 nodes (u x z x sqrt(R)), tens of seconds
+                    if _ratio_error(*history[-1], *ch) <= target or panels >= 32:
                         break
                 panels *= 2
         except TimeoutError as err:
             rows.append(Row(kind, what, n.name, v, n.error, math.nan, math.nan, "reduced quadrature",
                             f"skipped: {err}"))
             continue
-        (g, t), r = history[-1], history[-1][0] / history[-1][1]
-        re = r * (ch[0] / g + ch[1] / t) + ROUNDING * r
+        (g, t), panels = history[-1], 4 * 2 ** (len(history) - 1)
+        r = g / t
+        re = _ratio_error(g, t, *ch) + ROUNDING * r
         rows.append(Row(kind, what, n.name, v, n.error, r, re,
                         f"exact, reduced coordinates, gauss-legendre {panels} panels (published: {K_SE:g} x its SE)",
                         _agree(v, e, r, re)))
