@@ -1360,7 +1360,8 @@ def _closed_form_curves(cell: Any, result: Any, t: int, x: torch.Tensor) -> dict
     densities' ``log_prob`` (``-sqrt(1 - abar) d/dx (w log p_c/p_u)``; REG's ``g (1 - c d eps_c/dx)`` with
     ``d eps_c/dx = -c d^2 log p_c / dx^2``, twice autograd) instead of the mixtures' closed-form eps and its
     Jacobian; the weight from scipy's normal densities of the noised components written out (``sqrt(abar) m_k``,
-    ``abar v_k + 1 - abar``). Bound: ``ROUNDING`` (x 16 for second derivatives) times the sizes of the terms summed."""
+    ``abar v_k + 1 - abar``). Bound: ``ROUNDING`` (x 16 for second derivatives) times the sizes of the terms summed;
+    the weight's ``ROUNDING (1 + |log weight|)`` relative (the rounding of its exponent)."""
     from scipy.special import logsumexp
     from scipy.stats import norm
 
@@ -1385,8 +1386,10 @@ def _closed_form_curves(cell: Any, result: Any, t: int, x: torch.Tensor) -> dict
     logs = [math.log(float(pi)) + norm.logpdf(xs, math.sqrt(a) * float(m), math.sqrt(a * float(v) + 1 - a))
             for pi, m, v in zip(cond.weights, cond.means[:, 0], cond.covs[:, 0, 0])]
     lp = logsumexp(np.stack(logs), axis=0)
-    weight = np.exp(lp - logsumexp(lp))
-    return {"cfg": (g, ROUNDING * g_size), "reg": (reg, ROUNDING * reg_size), "weight": (weight, ROUNDING * weight)}
+    log_weight = lp - logsumexp(lp)
+    weight = np.exp(log_weight)  # relative rounding: that of its exponent, absolute ~ eps |log weight|
+    return {"cfg": (g, ROUNDING * g_size), "reg": (reg, ROUNDING * reg_size),
+            "weight": (weight, ROUNDING * weight * (1 + np.abs(log_weight)))}
 
 
 def curves_rows(entry: Entry, nums: list[Number], deadline: float, seed: int = 0,
