@@ -15,14 +15,19 @@
 These lived in ``analytic`` before issue 10 (``analytic.density``, ``analytic.metrics``, ``analytic.report``,
 ``analytic.demo``); ``analytic`` is now the exact mathematics alone and imports nothing from here.
 """
-from .density import OutputDensity, grid_log_prob_start, output_density, tilted_start, vp_start
-from .distances import (Distances, EnergyDistance, TiltedTarget, distances, energy_distance, kl_divergence,
-                        tilted_target, total_variation, wasserstein1)
-from .field_errors import FieldErrors, field_errors, guidance_term
+import importlib
 
-__all__ = [
-    "OutputDensity", "output_density", "tilted_start", "vp_start", "grid_log_prob_start",
-    "TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence", "wasserstein1",
-    "EnergyDistance", "energy_distance",
-    "FieldErrors", "field_errors", "guidance_term",
-]
+# Loaded on first use (PEP 562), so ``python -m evaluation.<entry point>`` reaches its own code (which answers Ctrl-C
+# with one line) before torch is imported.
+_FROM = {**dict.fromkeys(("OutputDensity", "output_density", "tilted_start", "vp_start", "grid_log_prob_start"),
+                         ".density"),
+         **dict.fromkeys(("TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence",
+                          "wasserstein1", "EnergyDistance", "energy_distance"), ".distances"),
+         **dict.fromkeys(("FieldErrors", "field_errors", "guidance_term"), ".field_errors")}
+__all__ = list(_FROM)
+
+
+def __getattr__(name: str):
+    if name not in _FROM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_FROM[name], __name__), name)

@@ -3,26 +3,17 @@ diffusion, with a verdict, its numbers, a figure and a pinned test. ``python -m 
 
 :data:`CLAIMS` lists every claim in ledger order; :func:`get_claim` finds one by id.
 """
-from . import (apg, autoguidance, bradley_nakkiran, cfg_zero_star, cfgig, cfgpp, characteristic, chidambaram, interval,
-               linear_cfg, paper_figure, pavasovic, reg_fields, reg_map, schedules, theorem1, three_stages, wu)
-from . import flawed_schedules, split_component, ventura
-from .ledger import Claim, ClaimResult, LedgerRun, Number, Outcome, evaluate, markdown, run_ledger, to_json
+import importlib
 
-ALL_CLAIMS = (reg_map.CLAIM, reg_fields.CLAIM, theorem1.CLAIM, paper_figure.CLAIM, bradley_nakkiran.CLAIM,
-              interval.CLAIM, autoguidance.CLAIM, chidambaram.CLAIM, wu.CLAIM, cfgpp.CLAIM, cfgig.CLAIM, schedules.CLAIM,
-              cfg_zero_star.CLAIM, apg.CLAIM, pavasovic.CLAIM)
-ALL_CLAIMS += (characteristic.CLAIM, linear_cfg.CLAIM, three_stages.CLAIM)  # round 4 (issue 23, claims 13-18)
-ALL_CLAIMS += (split_component.CLAIM, ventura.CLAIM, flawed_schedules.CLAIM)  # round 5 (issue 23, claims 13, 15, 17)
-CLAIMS = tuple(c for c in ALL_CLAIMS if not c.unavailable())  # the paper figure needs the released networks
+# Loaded on first use (PEP 562): ``python -m evaluation.claims`` imports this package before its ``__main__`` can
+# answer Ctrl-C, so the package imports nothing (torch and the claims take seconds to load).
+_FROM = {**dict.fromkeys(("CLAIMS", "ALL_CLAIMS", "get_claim"), ".registry"),
+         **dict.fromkeys(("Claim", "ClaimResult", "Number", "Outcome", "LedgerRun", "run_ledger", "evaluate", "markdown",
+                          "to_json"), ".ledger")}
+__all__ = list(_FROM)
 
 
-def get_claim(claim_id: str) -> Claim:
-    """The claim called ``claim_id`` (``ValueError`` listing the ids otherwise)."""
-    for c in CLAIMS:
-        if c.id == claim_id:
-            return c
-    raise ValueError(f"unknown claim {claim_id!r}; choose one of {[c.id for c in CLAIMS]}")
-
-
-__all__ = ["CLAIMS", "ALL_CLAIMS", "get_claim", "Claim", "ClaimResult", "Number", "Outcome", "LedgerRun", "run_ledger", "evaluate",
-           "markdown", "to_json"]
+def __getattr__(name: str):
+    if name not in _FROM:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_FROM[name], __name__), name)

@@ -29,12 +29,18 @@ import threading
 import time
 from pathlib import Path
 
-import torch
+try:  # seconds of imports (torch, every claim): Ctrl-C here is one line too, as everywhere in the run
+    import torch
 
-from ..io import check_sweep_arguments, check_writable_dir, write_atomically
-from ..sweep import SchedulerUnreachable, SweepInterrupted, default_cache_dir
-from . import ALL_CLAIMS, CLAIMS, get_claim
-from .ledger import NOT_CONVERGED, RunStamp, from_json, markdown, merge, run_ledger, to_json
+    from ..io import check_sweep_arguments, check_writable_dir, write_atomically
+    from ..sweep import SchedulerUnreachable, SweepInterrupted, default_cache_dir
+    from .ledger import NOT_CONVERGED, RunStamp, from_json, markdown, merge, run_ledger, to_json
+    from .registry import ALL_CLAIMS, CLAIMS, get_claim
+except KeyboardInterrupt:
+    if __name__ != "__main__":
+        raise
+    print("interrupted while loading the ledger's modules: nothing computed or written", file=sys.stderr)
+    raise SystemExit(130) from None
 
 DESCRIPTION = ("The claims ledger: runs each claim's cells (cached, resumable) and writes claims.md, claims.json and "
                "one figure per claim to --out; a run with --only updates those claims in the ledger already there.")
