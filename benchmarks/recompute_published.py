@@ -42,10 +42,22 @@ Routes:
   standard errors.
 - **refined resolution** (flows ``FieldCell``: twice the Gauss-Hermite ``nodes``; flows ``CapCell``: the state grid
   at half the spacing): the same formula at a finer resolution, not independent of it (as route (a)).
+- **reduced quadrature** (claims ``RescaleCell``, whose ``rel`` is a Monte Carlo ratio of means over ``n`` draws
+  seeded by ``d``): the exact ratio of the two expectations in the reducible family's reduced coordinates (the 1-D
+  law along ``U``, one complement coordinate along the ones vector, the chi-square rest) by product Gauss-Legendre
+  split at the integrands' kinks, the panels doubled until two doublings agree; the published number agrees within
+  ``K_SE`` of its standard errors. At ``d = 2`` the expectation is infinite (:func:`rescale_rows`), so every
+  published ``rel`` there disagrees.
+- **spline recursion** (findings ``CurvesCell``'s ``chain``, the sampler-chain golden): ``log E_t`` as a quintic
+  spline on a uniform grid, each step's kernel integral by Gauss-Hermite, the gradient from the spline's derivative
+  (:func:`spline_chain`, at two resolutions: their difference is the error), instead of
+  :func:`analytic.chain_golden`'s trapezoid sums and tilted-mean gradient; and the curves it stores without an
+  error (``cfg``, ``reg``, ``weight``: closed forms, published error 0), :data:`MAX_ELEMENTS` drawn elements of
+  each, by autograd of the noised densities' ``log_prob`` (REG's Jacobian by a second derivative) and by scipy's
+  normal densities, within a rounding bound.
 
-Everything else is reported as skipped with its reason (``RescaleCell``: Monte Carlo draws seeded by ``d``, no seed
-to draw independent ones; ``CurvesCell``'s ``chain``: the DDPM chain's golden has no other route here; ``CharCell``'s
-``unconverged``: a property of its own solver). The table goes to ``--out`` (default
+Everything else is reported as skipped with its reason (``CharCell``'s ``unconverged``: a property of its own
+solver). The table goes to ``--out`` (default
 ``benchmarks/recompute_published.txt``) with a one-line summary at its end (also printed); it is deterministic
 given ``--seed`` and the cache, except where a run's time decides a skip.
 
@@ -1064,11 +1076,7 @@ def reseeded_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 
 # --- route (g): cells without a tol at a finer resolution of their own ------------------------------------------------
 FINER = {"flows:FieldCell": ("nodes", lambda n: 2 * n),  # Gauss-Hermite nodes per dimension and component
          "flows:CapCell": ("points", lambda n: 2 * n - 1)}  # the state grid at half the spacing, the same extent
-NO_ROUTE = {  # kinds without a tol, a seed or a resolution here: why they have no second route
-    "claims.flawed_schedules:RescaleCell": "a Monte Carlo mean over draws seeded by d (no seed in the configuration to "
-                                           "draw independent ones)",
-    "findings:CurvesCell": "the DDPM chain's golden (analytic.chain_golden's backward recursion): no other route here",
-}
+NO_ROUTE: dict[str, str] = {}  # kinds without a tol, a seed, a resolution or a route of their own: why (none now)
 
 
 def finer_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) -> tuple[list[Row], list[Number]]:
@@ -1096,6 +1104,337 @@ def finer_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) 
                         _agree(n.value, n.error, r.value, r.error)))
     return rows, []
 
+
+
+# --- route (h): RescaleCell's ratio exactly, in the reducible family's reduced coordinates ---------------------------
+def _rescale_setup(cell: Any):
+    """(the 1-D conditional and unconditional along ``U`` [GaussianMixture], ``sum(q)``, ``|1 - sum(q) q|``, the
+    common complement variance) of a RescaleCell's law, or the reason the reduction below does not hold."""
+    from analytic import GaussianMixture
+    from evaluation.claims.flawed_schedules import DELTA, MU, SEED
+    from evaluation.spec import Law
+
+    parts = Law.parse(f"reducible:{cell.d}:{MU}:{DELTA}:1:{SEED}").build()
+    cond, uncond = parts.cond, parts.uncond
+    s2 = torch.cat([cond.comp_vars, uncond.comp_vars])
+    if cond.sub_dim != 1 or bool((s2 - s2[0]).abs().max() > 0):
+        return "the reduction needs one line U and one complement variance for every component"
+    q = cond.basis[:, 0]
+    s_q = q.sum().item()
+    s_1 = math.sqrt(max(cell.d - s_q**2, 0.0))  # |1 - (1.q) q|: the ones vector's part in the complement
+    line = [GaussianMixture(m.weights, m.means_u, m.covs_u) for m in (cond, uncond)]
+    return line[0], line[1], s_q, s_1, s2[0].item()
+
+
+def _gl_pieces(edges, panels: int, per_unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Composite Gauss-Legendre (8 nodes a panel) on each piece between consecutive ``edges``: ``panels`` panels
+    each, or (``per_unit``) ``panels / 4`` panels per unit length (at least one)."""
+    z, wz = np.polynomial.legendre.leggauss(8)
+    xs, ws = [], []
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        e = np.linspace(lo, hi, (max(1, math.ceil(panels * (hi - lo) / 4)) if per_unit else panels) + 1)
+        half = (e[1:] - e[:-1])[:, None] / 2
+        xs.append(((e[:-1] + e[1:])[:, None] / 2 + half * z).ravel())
+        ws.append((half * wz).ravel())
+    return np.concatenate(xs), np.concatenate(ws)
+
+
+def _roots(f, lo: float, hi: float, n: int = 4001) -> list[float]:
+    """The sign changes of ``f`` (numpy, vectorised) on [lo, hi], by bisection to double precision."""
+    x = np.linspace(lo, hi, n)
+    v = f(x)
+    out = []
+    for i in np.nonzero(np.sign(v[:-1]) * np.sign(v[1:]) < 0)[0]:
+        a, b, fa = x[i], x[i + 1], v[i]
+        for _ in range(80):
+            m = 0.5 * (a + b)
+            fm = f(np.array([m]))[0]
+            if np.sign(fm) == np.sign(fa):
+                a, fa = m, fm
+            else:
+                b = m
+        out.append(0.5 * (a + b))
+    return out
+
+
+def rescale_means(cell: Any, a: float, panels: int, setup=None) -> tuple[float, float]:
+    """The exact ``E|(eps_rescale - eps_cfg) . q|`` and ``E|(eps_cfg - eps_c) . q|`` of a RescaleCell at level ``a``
+    (``x_t ~ p_t(x|c)``), by product Gauss-Legendre in reduced coordinates (``panels`` panels of 8 nodes on each
+    smooth piece); ``d >= 3``.
+
+    Reduction (the family of :mod:`analytic.reducible` with one complement variance ``s^2``, so ``tau^2 = a s^2 + 1 -
+    a`` for every component): ``x_t = u q + tau (z e_1 + v')`` with ``e_1`` the unit vector along the ones vector's
+    complement part, ``u ~ p_t`` of the 1-D law along ``U``, ``z ~ N(0, 1)`` and ``R = |v'|^2 ~ chi^2(d - 2)``
+    independent. Every eps is ``E(u) q + c (z e_1 + v')`` with ``c = sqrt(1 - a) / tau`` and ``E`` the 1-D eps along
+    ``U`` (``E_g = E_c + w (E_c - E_u)``), so over one sample's ``d`` coordinates
+    ``d std^2 = B + c^2 R`` with ``B = E^2 + c^2 z^2 - (E sum(q) + c z s_1)^2 / d`` (``s_1 = |1 - sum(q) q|``), the
+    factor is ``f = sqrt((B_c + c^2 R) / (B_g + c^2 R))`` and the two projections are ``phi |f - 1| |E_g|`` and
+    ``|E_g - E_c|``. ``sign(f - 1) = sign(B_c - B_g)`` does not depend on ``R`` and changes sign in ``z`` at one
+    point, ``z* = (E_c + E_g) s_1 / (2 c sum(q))``: the ``z`` rule is split there, the ``u`` rule at the roots of
+    ``E_g`` and ``E_g - E_c``; ``sqrt(R)`` (a chi law, smooth density) on its mean +- 10. ``u`` (whose eps
+    changes on the scale of the components' overlap) takes ``panels / 4`` panels per unit length, ``z`` and
+    ``sqrt(R)`` ``panels / 2`` on each piece (their integrands are smooth on the scale of their boxes)."""
+    cond, uncond, s_q, s_1, s2 = setup or _rescale_setup(cell)
+    d, w, phi = cell.d, cell.w, cell.phi
+    k = d - 2
+    tau2 = a * s2 + 1 - a
+    c = math.sqrt(1 - a) / math.sqrt(tau2)
+    law = cond.noised(a)
+    sd = law.covs[:, 0, 0].sqrt()
+    box = ((law.means[:, 0] - 12 * sd).min().item(), (law.means[:, 0] + 12 * sd).max().item())
+
+    def E(u):
+        U = torch.as_tensor(np.asarray(u, dtype=float))[:, None]
+        with torch.no_grad():
+            ec, eu = cond.eps(U, a)[:, 0], uncond.eps(U, a)[:, 0]
+        return ec.numpy(), (ec + w * (ec - eu)).numpy()
+
+    cuts = sorted({*_roots(lambda u: E(u)[1], *box), *_roots(lambda u: E(u)[1] - E(u)[0], *box)})
+    u, wu = _gl_pieces([box[0], *cuts, box[1]], panels, per_unit=True)
+    wu = wu * np.exp(law.log_prob(torch.as_tensor(u)[:, None]).numpy())
+    wu = wu / wu.sum()
+    e_c, e_g = E(u)
+    term = (wu * np.abs(e_g - e_c)).sum()
+    if k > 0:
+        r0 = math.sqrt(k)
+        s, ws = _gl_pieces([max(r0 - 10.0, 0.0), r0 + 10.0], max(panels // 2, 1))
+        lw = (k - 1) * np.log(np.where(s > 0, s, 1.0)) - s**2 / 2
+        ws = ws * np.exp(lw - lw.max()) * (s > 0)
+        R = (s**2)[None, None, :]
+        ws = ws / ws.sum()
+    else:
+        R, ws = np.zeros((1, 1, 1)), np.ones(1)
+    zg, wg = np.polynomial.legendre.leggauss(8)
+    frac = np.linspace(0.0, 1.0, max(panels // 2, 1) + 1)
+    gap, chunk = 0.0, max(1, 2_000_000 // (16 * frac.size * R.size))  # chunks of u nodes: [u, z, R] arrays of ~16 MB
+    for i in range(0, u.size, chunk):
+        ec, eg = e_c[i:i + chunk, None], e_g[i:i + chunk, None]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cut = (ec + eg) * s_1 / (2 * c * s_q)
+        cut = np.where(np.abs(cut) < 10.0, cut, 0.0)  # outside the z box: split anywhere (at 0)
+        z, wz = [], []
+        for lo, hi in ((-10.0, cut), (cut, 10.0)):  # two pieces per u node, ``panels / 2`` panels each
+            e = lo + (hi - lo) * frac  # [n, panels + 1]
+            half = (e[:, 1:] - e[:, :-1])[:, :, None] / 2
+            z.append(((e[:, :-1] + e[:, 1:])[:, :, None] / 2 + half * zg).reshape(e.shape[0], -1))
+            wz.append((half * wg).reshape(e.shape[0], -1))
+        z, wz = np.concatenate(z, 1), np.concatenate(wz, 1)  # [n, Z]
+        wz = wz * np.exp(-z**2 / 2)
+        wz = wz / wz.sum(1, keepdims=True)
+        B = lambda e: np.maximum(e**2 + c**2 * z**2 - (e * s_q + c * z * s_1) ** 2 / d, 0.0)  # noqa: E731
+        bc, bg = B(ec)[:, :, None], B(eg)[:, :, None]
+        f = np.sqrt((bc + c**2 * R) / (bg + c**2 * R))
+        inner = (wz * (np.abs(f - 1) * ws).sum(2)).sum(1)  # E_{z,R} |f - 1| at each u
+        gap += (wu[i:i + chunk] * phi * np.abs(eg[:, 0]) * inner).sum()
+    return float(gap), float(term)
+
+
+def _ratio_error(g: float, t: float, g_error: float, t_error: float) -> float:
+    """The error of ``g / t`` to first order (``t > 0``)."""
+    return (g_error + abs(g) / t * t_error) / t
+
+
+def rescale_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
+    """Route (h) (module docstring): a RescaleCell's ``rel`` per level against its exact value, the ratio of the two
+    expectations by :func:`rescale_means`, the panels doubled until two doublings agree (their larger change, on
+    each expectation, is the error). The published number is a Monte Carlo ratio of means (first-order bias
+    ``O(1/n)``, well inside its standard error), so it agrees within ``K_SE`` of its standard errors. At ``d = 2``
+    the expectation of the first is infinite (``std(eps_g)`` over two coordinates vanishes on the line ``B_g = 0``
+    of every ``u``, where ``|f - 1|`` grows like one over the distance: not integrable), so a finite published
+    ``rel`` there disagrees. Returns the rows and the numbers this route does not cover."""
+    cell = entry.cell
+    kind, what = kind_name(cell), summary(cell)
+    if kind != "claims.flawed_schedules:RescaleCell" or not nums:
+        return [], nums
+    rows, rest, setup = [], [], _rescale_setup(cell)
+    for n in nums:
+        base, i = _level_of(n.name)
+        if base != "rel" or i is None:
+            rest.append(n)
+            continue
+        v, e = n.value, K_SE * n.error
+        if isinstance(setup, str):
+            rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-", f"skipped: {setup}"))
+            continue
+        if cell.d == 2:
+            rows.append(Row(kind, what, n.name, v, n.error, math.inf, 0.0,
+                            "exact: E|gap| is infinite at d = 2 (std(eps_g) = 0 on a line, |f - 1| ~ 1/distance)",
+                            _agree(v, e, math.inf, 0.0)))
+            continue
+        a = float(cell.levels[i])
+        target = n.error / 100
+        history, panels = [], 4
+        try:
+            while True:
+                if time.perf_counter() > deadline:  # past it with an error estimate: keep the last rule
+                    if len(history) >= 3:
+                        break
+                    raise TimeoutError(f"over the budget ({len(history)} rules of 3 done)")
+                history.append(rescale_means(cell, a, panels, setup))
+                if len(history) >= 3:
+                    ch = [max(abs(history[-1][j] - history[-2][j]), abs(history[-2][j] - history[-3][j]))
+                          for j in (0, 1)]
+                    # the change of the ratio to first order (as rows below); the last rule allowed: 32 panels,
+                    # ~6e7 nodes (u x z x sqrt(R)), tens of seconds
+                    if _ratio_error(*history[-1], *ch) <= target or panels >= 32:
+                        break
+                panels *= 2
+        except TimeoutError as err:
+            rows.append(Row(kind, what, n.name, v, n.error, math.nan, math.nan, "reduced quadrature",
+                            f"skipped: {err}"))
+            continue
+        (g, t), panels = history[-1], 4 * 2 ** (len(history) - 1)
+        r = g / t
+        re = _ratio_error(g, t, *ch) + ROUNDING * r
+        rows.append(Row(kind, what, n.name, v, n.error, r, re,
+                        f"exact, reduced coordinates, gauss-legendre {panels} panels (published: {K_SE:g} x its SE)",
+                        _agree(v, e, r, re)))
+    return rows, rest
+
+
+# --- route (i): CurvesCell's sampler-chain golden by another recursion, and its closed-form curves by autograd ------
+CHAIN_RUNS = ((4e-3, 30), (2e-3, 40))  # (spacing, Gauss-Hermite nodes) of the two spline recursions
+
+
+def spline_chain(cond, log_r0, sched, x: np.ndarray, h: float, nodes: int, deadline: float = math.inf) -> np.ndarray:
+    """The sampler-chain golden ``-sqrt(1 - abar_t) d/dx log E_t`` [T, P] of a 1-D mixture's DDPM chain (THEORY.md 4)
+    at points ``x`` [P], by the recursion ``E_t(x) = int N(y; mu_t(x), s_t^2) E_{t-1}(y) dy`` with ``log E_{t-1}`` a
+    quintic interpolating spline on a uniform grid of spacing ``h`` (covering the kernels' reach from the points:
+    the mean map's image plus the widest node) and each integral by ``nodes``-point Gauss-Hermite; the derivative
+    from the spline's (``E_1 = R_0(mu_1)``: autograd). Not :func:`analytic.chain_golden`'s method (trapezoid sums of
+    ``E_{t-1}``'s exponentials on its own grids, the gradient from the narrow sum's tilted mean)."""
+    from scipy.interpolate import make_interp_spline
+
+    T = sched.T
+    z, wz = np.polynomial.hermite_e.hermegauss(nodes)  # probabilists' nodes: N(0, 1) expectations
+    logw = np.log(wz / wz.sum())
+    s = sched.posterior_variance.sqrt().tolist()
+    ab, be, al = sched.abar.tolist(), sched.betas.tolist(), sched.alphas.tolist()
+
+    def mu(y, t, grad=False):  # the DDPM mean of step t, (y - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t)
+        Y = torch.as_tensor(np.asarray(y, dtype=float))[:, None].clone().requires_grad_(grad)
+        m = (Y - be[t] / math.sqrt(1 - ab[t]) * cond.eps(Y, ab[t])) / math.sqrt(al[t])
+        if not grad:
+            return m[:, 0].detach().numpy()
+        (dm,) = torch.autograd.grad(m.sum(), Y)
+        return m[:, 0].detach().numpy(), dm[:, 0].numpy()
+
+    lo, hi, reach = {T: x.min()}, {T: x.max()}, np.abs(z).max()
+    for t in range(T, 1, -1):
+        m = mu(np.arange(lo[t] - 2 * h, hi[t] + 2 * h, h), t)
+        lo[t - 1] = min(x.min(), m.min() - s[t] * reach) - 4 * h
+        hi[t - 1] = max(x.max(), m.max() + s[t] * reach) + 4 * h
+    spline = {}
+    for t in range(1, T):
+        if time.perf_counter() > deadline:
+            raise TimeoutError(f"over the budget (step {t} of {T})")
+        grid = np.linspace(lo[t], hi[t], int(math.ceil((hi[t] - lo[t]) / h)) + 1)
+        if t == 1:
+            with torch.no_grad():
+                log_e = log_r0(torch.as_tensor(mu(grid, 1))[:, None]).numpy().ravel()
+        else:
+            y = mu(grid, t)[:, None] + s[t] * z
+            v = spline[t - 1](y.ravel()).reshape(y.shape) + logw
+            top = v.max(1, keepdims=True)
+            log_e = (top + np.log(np.exp(v - top).sum(1, keepdims=True)))[:, 0]
+        spline[t] = make_interp_spline(grid, log_e, k=5)
+    out = np.zeros((T, x.size))
+    for t in range(1, T + 1):
+        m, dm = mu(x, t, grad=True)
+        if t == 1:
+            M = torch.as_tensor(m)[:, None].requires_grad_(True)
+            (g,) = torch.autograd.grad(log_r0(M).sum(), M)
+            grad = g[:, 0].numpy() * dm
+        else:
+            y = m[:, None] + s[t] * z
+            v = spline[t - 1](y.ravel()).reshape(y.shape) + logw
+            p = np.exp(v - v.max(1, keepdims=True))
+            grad = (p * spline[t - 1](y.ravel(), nu=1).reshape(y.shape)).sum(1) / p.sum(1) * dm
+        out[t - 1] = -math.sqrt(1 - ab[t]) * grad
+    return out
+
+
+def _closed_form_curves(cell: Any, result: Any, t: int, x: torch.Tensor) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """CFG's term, REG's and the normalised ``p_t(x|y)`` of a CurvesCell at step ``t`` on its points ``x`` [n], each
+    with a rounding bound, by another route than the cell's closed forms: the terms by autograd of the noised
+    densities' ``log_prob`` (``-sqrt(1 - abar) d/dx (w log p_c/p_u)``; REG's ``g (1 - c d eps_c/dx)`` with
+    ``d eps_c/dx = -c d^2 log p_c / dx^2``, twice autograd) instead of the mixtures' closed-form eps and its
+    Jacobian; the weight from scipy's normal densities of the noised components written out (``sqrt(abar) m_k``,
+    ``abar v_k + 1 - abar``). Bound: ``ROUNDING`` (x 16 for second derivatives) times the sizes of the terms summed;
+    the weight's ``ROUNDING (1 + |log weight|)`` relative (the rounding of its exponent)."""
+    from scipy.special import logsumexp
+    from scipy.stats import norm
+
+    from evaluation.spec import Law
+
+    parts = Law.parse(cell.law).build()
+    a = float(result.abar[t - 1])
+    c = math.sqrt(1 - a)
+    X = x[:, None].clone().requires_grad_(True)
+    lc, lu = parts.cond.noised(a).log_prob(X), parts.uncond.noised(a).log_prob(X)
+    (sc,) = torch.autograd.grad(lc.sum(), X, create_graph=True)
+    (su,) = torch.autograd.grad(lu.sum(), X, retain_graph=True)
+    (hc,) = torch.autograd.grad(sc.sum(), X)
+    sc, su, hc = sc[:, 0].detach().numpy(), su[:, 0].detach().numpy(), hc[:, 0].numpy()
+    g = -c * cell.w * (sc - su)
+    g_size = c * abs(cell.w) * (np.abs(sc) + np.abs(su))
+    jac = -c * hc  # d eps_c / dx
+    reg = g * (1 - c * jac)
+    reg_size = g_size * (1 + c * np.abs(jac)) + 16 * np.abs(g) * c * np.abs(jac)
+    cond = parts.cond
+    xs = x.numpy()
+    logs = [math.log(float(pi)) + norm.logpdf(xs, math.sqrt(a) * float(m), math.sqrt(a * float(v) + 1 - a))
+            for pi, m, v in zip(cond.weights, cond.means[:, 0], cond.covs[:, 0, 0])]
+    lp = logsumexp(np.stack(logs), axis=0)
+    log_weight = lp - logsumexp(lp)
+    weight = np.exp(log_weight)  # relative rounding: that of its exponent, absolute ~ eps |log weight|
+    return {"cfg": (g, ROUNDING * g_size), "reg": (reg, ROUNDING * reg_size),
+            "weight": (weight, ROUNDING * weight * (1 + np.abs(log_weight)))}
+
+
+def curves_rows(entry: Entry, nums: list[Number], deadline: float, seed: int = 0,
+                runs=CHAIN_RUNS) -> tuple[list[Row], list[Number]]:
+    """Route (i) (module docstring): a CurvesCell's ``chain`` numbers by :func:`spline_chain` at the two resolutions
+    of ``runs`` (the finer is the reference, their difference its error), and :data:`MAX_ELEMENTS` drawn elements of
+    each closed-form curve it stores without an error (``cfg``, ``reg``, ``weight``: published error 0) by
+    :func:`_closed_form_curves`. Returns the rows and the numbers this route does not cover."""
+    from evaluation.spec import Law, Method, Schedule
+
+    cell, res = entry.cell, entry.result
+    kind, what = kind_name(cell), summary(cell)
+    if kind != "findings:CurvesCell":
+        return [], nums
+    rows, rest, chain = [], [], []
+    for n in nums:
+        (chain if n.name.startswith("chain[") else rest).append(n)
+    if chain:
+        parts = Law.parse(cell.law).build()
+        reward = Method("cfg", cell.w).reward(parts)
+        x = np.asarray(res.x, dtype=float)
+        route = f"spline recursion h={runs[-1][0]:g}, gauss-hermite {runs[-1][1]} (vs h={runs[0][0]:g})"
+        try:
+            coarse, fine = (spline_chain(parts.cond, reward.log_r0, Schedule.parse("paper").vp, x, h, k, deadline)
+                            for h, k in runs)
+        except TimeoutError as err:
+            rows += [Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {err}")
+                     for n in chain]
+            chain = []
+        for n in chain:
+            t, i = (int(v) for v in n.name[len("chain["):-1].split(","))
+            r = fine[t, i]
+            re = abs(fine[t, i] - coarse[t, i]) + ROUNDING * max(abs(r), abs(n.value))
+            rows.append(Row(kind, what, n.name, n.value, n.error, r, re, route, _agree(n.value, n.error, r, re)))
+    x = torch.as_tensor(res.x, dtype=F64)
+    T, P = np.shape(res.cfg)
+    rng = random.Random(f"{seed}:{entry.key}:curves")
+    for name in ("cfg", "reg", "weight"):
+        for t, i in sorted(rng.sample([(t, i) for t in range(T) for i in range(P)], min(MAX_ELEMENTS, T * P))):
+            ref, err = _closed_form_curves(cell, res, t + 1, x)[name]
+            v = float(np.asarray(getattr(res, name))[t, i])
+            rows.append(Row(kind, what, f"{name}[{t}, {i}] (no stored error)", v, 0.0, float(ref[i]), float(err[i]),
+                            "autograd of log p_t" if name != "weight" else "scipy normal densities",
+                            _agree(v, 0.0, float(ref[i]), float(err[i]))))
+    return rows, rest
 
 # --- the report ----------------------------------------------------------------------------------------------------
 def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 120.0, memory_gb: float = 3.0,
@@ -1125,6 +1464,10 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
             field += more
             more, nums = finer_rows(entry, nums, runner, seed)
             field += more
+            more, nums = rescale_rows(entry, nums, time.perf_counter() + budget)
+            field += more
+            more, nums = curves_rows(entry, nums, time.perf_counter() + budget, seed)
+            field += more
             new = golden + field + (refined_rows(entry, nums, runner, seed) if nums else [])
             new += monte_carlo_rows(entry, nums, runner, seed + 1000 * i, mc_seconds)
             rows += new
@@ -1151,7 +1494,7 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
 
 
 def _fmt(v: float) -> str:
-    return "-" if not math.isfinite(v) else f"{v:.6g}"
+    return ("inf" if v > 0 else "-inf") if math.isinf(v) else "-" if not math.isfinite(v) else f"{v:.6g}"
 
 
 def table(rows: list[Row], line: str, cache: Path) -> str:

@@ -189,3 +189,61 @@ def test_a_cell_without_tol_at_a_finer_resolution_agrees_and_a_wrong_number_does
         rows, rest = rp.finer_rows(entry, rp.converged_numbers(entry)[0], runner)
         assert not rest and [(r.number, r.route, r.agree) for r in rows] == [
             ("tv", "refined points=401 (the same formula)", want)], rows
+
+
+# --- route (h): RescaleCell's ratio exactly, in reduced coordinates --------------------------------------------------
+def test_rescale_ratio_in_reduced_coordinates_agrees_and_a_wrong_one_does_not():
+    from evaluation.claims.flawed_schedules import RescaleCell
+    from evaluation.sweep import compute_cell
+
+    cell = RescaleCell(4, n=64, levels=(0.5,))
+    result = compute_cell(cell)
+    for shift, want in ((0.0, "yes"), (5 * rp.K_SE * float(result.rel_error[0]), "NO")):
+        entry = rp.Entry("k", cell, result._replace(rel=result.rel + shift))
+        rows, rest = rp.rescale_rows(entry, rp.converged_numbers(entry)[0], deadline=float("inf"))
+        assert not rest and [(r.number, r.agree) for r in rows] == [("rel[0]", want)], rows
+        assert rows[0].route.startswith("exact, reduced coordinates") and rows[0].reference_error < 1e-3
+    # the exact ratio against the cell's own Monte Carlo at 1000 times the draws (standard error ~1e-3, not 0.07)
+    big = compute_cell(RescaleCell(4, n=65536, levels=(0.5,)))
+    assert abs(rows[0].reference - big.rel[0]) <= rp.K_SE * big.rel_error[0] + rows[0].reference_error, (rows, big)
+
+
+def test_rescale_ratio_is_infinite_at_d_2():
+    """std(eps_g) over two coordinates vanishes on a line of every u, where |f - 1| ~ 1/distance: E|gap| = inf, so
+    the cell's finite Monte Carlo ratio (which grows with n instead of converging) is a disagreement."""
+    from evaluation.claims.flawed_schedules import RescaleCell
+    from evaluation.sweep import compute_cell
+
+    cell = RescaleCell(2, n=64, levels=(0.5,))
+    entry = rp.Entry("k", cell, compute_cell(cell))
+    rows, rest = rp.rescale_rows(entry, rp.converged_numbers(entry)[0], deadline=float("inf"))
+    assert [(r.number, r.reference, r.agree) for r in rows] == [("rel[0]", float("inf"), "NO")], rows
+    assert "inf" in rp.table(rows, "", Path("c")).splitlines()[-3]
+
+
+# --- route (i): CurvesCell's chain golden by a spline recursion, its closed-form curves by autograd ----------------
+@pytest.fixture(scope="module")
+def curves_cell():
+    from evaluation.findings import CurvesCell
+    from evaluation.sweep import compute_cell
+
+    cell = CurvesCell("paper_1d", 1.0, 3)  # the paper's 20 steps at 3 points
+    return cell, compute_cell(cell)
+
+
+def test_curves_chain_by_spline_recursion_and_closed_forms_by_autograd_agree_and_wrong_ones_do_not(curves_cell):
+    cell, result = curves_cell
+    runs = ((8e-3, 20), (4e-3, 30))  # coarser than the script's: its error ~1e-8, still below the chain's 4e-8
+    for bad, want in ((0.0, "yes"), (1.0, "NO")):  # 1e-6 on the chain (its error 4e-8), 1e-11 on the closed forms
+        entry = rp.Entry("k", cell, result._replace(chain=result.chain + 1e-6 * bad, cfg=result.cfg + 1e-11 * bad,
+                                                     reg=result.reg - 1e-11 * bad,
+                                                     weight=result.weight * (1 + 1e-10 * bad)))
+        nums = [n for n in rp.converged_numbers(entry)[0] if n.name.startswith("chain[")]
+        rows, rest = rp.curves_rows(entry, nums, deadline=float("inf"), runs=runs)
+        assert not rest
+        got = {(r.number.split("[")[0], r.route.split()[0], r.agree) for r in rows}
+        assert got == {("chain", "spline", want), ("cfg", "autograd", want), ("reg", "autograd", want),
+                       ("weight", "scipy", want)}, rows
+        assert len(rows) == 4 * rp.MAX_ELEMENTS
+    chain = [r for r in rows if r.number.startswith("chain")]
+    assert all(r.reference_error < 3e-8 for r in chain), chain  # a real second value, not a vacuous bound
