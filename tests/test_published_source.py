@@ -1,0 +1,35 @@
+"""The published numbers come from this tree's source (issue 19, "Done when"): ``docs/data/results.json`` stamps
+each figure, and ``docs/data/claims.json`` each claim, with the code version of their cells
+(:func:`evaluation.sweep.cells_code`: the source of every module the cells' results depend on). A change to that
+source that lands without the main job re-run and published (``python paper_plots.py --update-docs``, then
+``python -m evaluation.claims --update-docs``) leaves numbers in the README and the docs that this source may no
+longer compute; this test names them."""
+import json
+from pathlib import Path
+
+from evaluation.sweep import cells_code
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_every_published_figure_is_stamped_with_this_source():
+    import paper_plots
+
+    results = json.loads((ROOT / "docs/data/results.json").read_text())
+    assert not results["quick"]
+    stale = {name: (fig.get("code"), cells_code(paper_plots.FIGURES[name].cells(False)))
+             for name, fig in results["figures"].items() if callable(getattr(paper_plots.FIGURES[name], "cells", None))}
+    stale = {name: codes for name, codes in stale.items() if codes[0] != codes[1]}
+    assert not stale, f"published with other source (published stamp, this tree's): {stale}; rerun the main job"
+
+
+def test_every_published_claim_is_stamped_with_this_source():
+    from evaluation.claims import ALL_CLAIMS
+
+    ledger = json.loads((ROOT / "docs/data/claims.json").read_text())
+    claims = {c.id: c for c in ALL_CLAIMS}
+    stale = {e["id"]: (e["run"]["code"], cells_code(claims[e["id"]].cells(False))) for e in ledger["claims"]
+             if not e["run"]["quick"]}
+    stale = {i: codes for i, codes in stale.items() if codes[0] != codes[1]}
+    assert not stale, f"published with other source (published stamp, this tree's): {stale}; rerun the ledger"
+    assert not [e["id"] for e in ledger["claims"] if e["run"]["quick"]], "a --quick entry is published"
