@@ -802,10 +802,12 @@ class Eta:
         left, longest, _, alone = self._left(now)
         return self._eta(now, left, longest, alone)
 
-    def take(self, among: Container[Any] | None = None) -> Any | None:
+    def take(self, among: Container[Any] | None = None, first: Sequence[Any] = ()) -> Any | None:
         """The waiting task to start next, of the classes whose waiting tasks are ``among`` these keys (default: all;
         ``None`` when none waits): first the cheapest task of each kind with no task started or measured (in order of
-        addition: every kind is measured early, on a short task); then the costliest task of each class whose
+        addition: every kind is measured early, on a short task); then the tasks of ``first`` still waiting, in that
+        order (``run_cells``' ``first``: the cells of the figures drawn while the rest compute); then the costliest
+        task of each class whose
         costliest has not started or that has fewer than two tasks started (every class is measured early, on its
         longest task and on two at least: its fixed part and its growth from two ends, one slow task is not all it
         knows, and the long tasks do not come last), the largest estimate first; then any task, the largest estimate
@@ -818,6 +820,9 @@ class Eta:
         fresh = [q[0] for q in queues.values() if self.pending[q[0][2]].kind not in started]
         if fresh:  # a kind not measured at all
             return min(fresh, key=lambda item: item[1])[2]
+        for key in first:
+            if key in self.pending and key not in self.running and (among is None or key in among):
+                return key
         unprobed = {cls: q for cls, q in queues.items() if cls not in self._probed or self._started.get(cls, 0) < 2}
         line = self._lines(self.clock())
         best, best_rank = None, None
@@ -877,7 +882,7 @@ def _kind_name(cell: Any) -> str:
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
               bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False,
-              on_result: Callable[[Any, Any], None] | None = None) -> SweepResult:
+              on_result: Callable[[Any, Any], None] | None = None, first: Iterable[Any] = ()) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -902,6 +907,9 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             result is known (read from the cache, at the start; computed; or a :class:`CellFailed` under
             ``keep_going``), so the caller can use the results of some cells while others compute
             (``paper_plots.py`` draws a figure once its cells are done). What it raises ends the sweep.
+        first: cells (of ``cells``) to start before the others, in this order, once every kind has been measured on
+            one cell (:meth:`Eta.take`): ``paper_plots.py`` lists the cells of its figures with the fewest cells, so
+            that they are drawn while the rest compute. The other cells follow in the order of :meth:`Eta.take`.
 
     A computed result whose cache file cannot be written (a folder or another unwritable entry in its place; the
     folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
@@ -934,6 +942,13 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     cache = cache if isinstance(cache, Cache) else Cache(cache if cache is not None else default_cache_dir())
     start = time.perf_counter()
     keys = [cell_key(c) for c in cells]  # validates every cell first
+    try:
+        first = list(dict.fromkeys(cell_key(c) for c in first))
+    except TypeError:
+        raise ValueError(f"first must be an iterable of cells, got {type(first).__name__}") from None
+    unknown = set(first) - set(keys)
+    if unknown:
+        raise ValueError(f"first names {len(unknown)} cell(s) not in cells, e.g. key {sorted(unknown)[0]}")
     done: dict[str, Any] = {}
     pending: dict[str, Any] = {}
     for c, k in zip(cells, keys):
@@ -1025,7 +1040,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                 mine, waiting, watched = set(pending), set(), False
                 while True:
                     while limit is None or len(waiting) < limit:
-                        k = eta.take(mine)
+                        k = eta.take(mine, first)
                         if k is None:
                             break
                         mine.discard(k)

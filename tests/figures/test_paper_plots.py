@@ -268,3 +268,11 @@ def test_a_warm_rerun_keeps_the_files_of_unchanged_figures_and_redraws_changed_o
     assert run("--redraw") == 0 and len(calls) == 4
     monkeypatch.setattr(paper_plots, "_stamp", lambda name, arrays, quick: None)  # arrays that do not pickle
     assert run() == 0 and len(calls) == 5
+
+
+def test_first_cells_are_the_smaller_figures_fewest_cells_first():
+    """Issue 19: the cells of every figure but the largest, the figures with the fewest distinct cells first (drawn
+    while the rest compute)."""
+    big, mid, small = [Refuses(float(x)) for x in range(4)], [Refuses(10.0), Refuses(11.0), Refuses(10.0)], [Refuses(20.0)]
+    assert paper_plots.first_cells({"big": big, "mid": mid, "small": small}) == small + mid
+    assert paper_plots.first_cells({"only": big}) == [] and paper_plots.first_cells({}) == []
