@@ -360,14 +360,16 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _pool_worker_init() -> None:
+def pool_worker_init() -> None:
     """A local worker: one torch thread, and Ctrl-C left to the parent (which cancels the sweep and ends the
     workers), so the terminal shows one line, not a traceback per worker. tqdm gets a thread lock: its default
     process lock is a named semaphore that a worker ended by the parent would leave behind (a "leaked
-    semaphore" warning at exit)."""
+    semaphore" warning at exit). The initializer of :func:`local_pool`'s workers, and of a pool an entry point starts
+    itself before importing this module (``paper_plots.py``: :func:`pool_closer`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tqdm.set_lock(threading.RLock())
     _worker_init()
+
 
 
 def _sendable(err: Exception) -> Exception:
@@ -514,12 +516,14 @@ def _running_worker(client: Any, scheduler: str, when: str) -> None:
         raise SchedulerUnreachable(scheduler, f"{when}: {type(err).__name__}: {str(err)[:200]}") from None
 
 
-def _executor(workers: int, scheduler: str | None):
+def _executor(workers: int, scheduler: str | None, pool: cf.Executor | None = None):
     """(executor, closer, watch) for the requested back end; ``closer(cancel)`` cancels what has not started and,
-    for local workers, ends them at once; ``watch()`` is called once the cells are submitted (so that an adaptive
-    Dask cluster has seen them and can start workers) and again whenever no cell has finished for
-    :data:`SCHEDULER_TIMEOUT` seconds, and raises when the back end cannot run them (a Dask cluster with no running
-    worker or no scheduler; local executors always can)."""
+    for local workers, ends them at once (the caller's ``pool``: it is left open, its owner closes it); ``watch()`` is
+    called once the cells are submitted (so that an adaptive Dask cluster has seen them and can start workers) and
+    again whenever no cell has finished for :data:`SCHEDULER_TIMEOUT` seconds, and raises when the back end cannot run
+    them (a Dask cluster with no running worker or no scheduler; local executors always can)."""
+    if pool is not None:
+        return pool, lambda cancel: None, lambda: None
     if scheduler is not None:
         try:
             from distributed import Client
@@ -544,15 +548,20 @@ def local_pool(workers: int) -> tuple[cf.ProcessPoolExecutor, Callable[[bool], N
     work, or with ``cancel`` drops what has not started and ends the running work at once. The pool of
     :func:`run_cells`, and of an entry point's own computations (``paper_plots.py``'s figures)."""
     ex = cf.ProcessPoolExecutor(max_workers=check_count(workers, "workers"),
-                                mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_init)
+                                mp_context=multiprocessing.get_context("spawn"), initializer=pool_worker_init)
+    return ex, pool_closer(ex)
 
+
+def pool_closer(ex: cf.ProcessPoolExecutor) -> Callable[[bool], None]:
+    """``close(cancel)`` of a local process pool (:func:`local_pool`'s): it waits for the submitted work, or with
+    ``cancel`` drops what has not started and ends the running work at once."""
     def close(cancel: bool) -> None:
         if cancel:  # the running work would otherwise finish first (no public way to stop it before 3.14)
             for proc in list((getattr(ex, "_processes", None) or {}).values()):
                 proc.terminate()
         ex.shutdown(wait=True, cancel_futures=cancel)
 
-    return ex, close
+    return close
 
 
 def _costs(cells: Sequence[Any]) -> list[tuple[str, float]]:
@@ -882,7 +891,8 @@ def _kind_name(cell: Any) -> str:
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
               bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False,
-              on_result: Callable[[Any, Any], None] | None = None, first: Iterable[Any] = ()) -> SweepResult:
+              on_result: Callable[[Any, Any], None] | None = None, first: Iterable[Any] = (),
+              pool: cf.Executor | None = None) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -907,6 +917,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             result is known (read from the cache, at the start; computed; or a :class:`CellFailed` under
             ``keep_going``), so the caller can use the results of some cells while others compute
             (``paper_plots.py`` draws a figure once its cells are done). What it raises ends the sweep.
+        pool: an open executor to run the cells on (``paper_plots.py``'s :func:`local_pool`-like pool, started
+            before its imports so that the workers start meanwhile), instead of a new pool of ``workers`` processes;
+            ``workers`` cells are given to it at a time (so ``workers`` is its size). It is left open: its owner closes
+            it (on Ctrl-C or a failure, only the cells given to it and not started are cancelled here).
         first: cells (of ``cells``) to start before the others, in this order, once every kind has been measured on
             one cell (:meth:`Eta.take`): ``paper_plots.py`` lists the cells of its figures with the fewest cells, so
             that they are drawn while the rest compute. The other cells follow in the order of :meth:`Eta.take`.
@@ -930,6 +944,9 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
     if not isinstance(keep_going, bool):
         raise ValueError(f"keep_going must be True or False, got {keep_going!r}")
+    if pool is not None and (scheduler is not None or not isinstance(pool, cf.Executor)):
+        raise ValueError(f"pool must be an open concurrent.futures executor and scheduler None, got {pool!r:.200} "
+                         f"with scheduler {scheduler!r}")
     if on_result is not None and not callable(on_result):
         raise ValueError(f"on_result must be None or a callable(cell, result), got {on_result!r:.200}")
     if type(cells) in _KINDS:
@@ -986,7 +1003,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     try:
         if pending:
             cache.check_writable()  # before the first cell, not after it
-            ex, close, watch = _executor(workers, scheduler)
+            ex, close, watch = _executor(workers, scheduler, pool)
             cancelled, futures = True, {}
 
             def keep(k: str, encoded: Any) -> bool:
@@ -1066,6 +1083,9 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                         watch()  # a cluster whose workers all left would wait forever
                 cancelled = False
             finally:
+                if cancelled and pool is not None:  # the owner's pool: only this sweep's cells not started
+                    for fut in futures:
+                        fut.cancel()
                 close(cancelled)
                 del ex, close, watch, futures  # the pool and its queues go now, not when the interpreter exits
     except KeyboardInterrupt:
