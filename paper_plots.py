@@ -42,7 +42,6 @@ import time
 from pathlib import Path
 
 
-
 def _start_worker() -> None:
     """The initializer of :func:`start_workers`' processes: :func:`evaluation.sweep.pool_worker_init`, imported in
     the worker."""
