@@ -51,8 +51,12 @@ def _start_worker() -> None:
 
 
 def _warm_up() -> None:
-    """A worker's first task: the imports its cells need (torch, scipy, the evaluation package and its cell kinds)."""
-    import evaluation  # noqa: F401
+    """A worker's first task: the imports its cells need (torch, scipy, the exact engines; ``evaluation`` itself
+    loads its exports on first use, so they are named)."""
+    import importlib
+
+    for name in ("evaluation.density", "evaluation.distances", "evaluation.field_errors", "evaluation.spec"):
+        importlib.import_module(name)
 
 
 def start_workers(argv: list[str]) -> cf.ProcessPoolExecutor | None:
