@@ -14,7 +14,9 @@ hook reads its arrays from the cache (a warm rerun of those recomputes nothing) 
 are done, by a thread of this process while the workers compute the other cells (``--workers`` > 1; the figures left
 when the sweep ends are drawn after it, in order), except one whose arrays, code and matplotlib are those of the files
 it drew last time in ``--out``, files unchanged since (a digest of each in ``--out/.drawn.json``; ``--redraw`` draws
-them all). ``results.json`` lists the figures in order.
+them all). ``results.json`` lists the figures in order. The workers start before this file imports torch, matplotlib
+and the figures (:func:`start_workers`), and the cells of every figure but the largest go first, the figures with the
+fewest cells first (:func:`first_cells`), so that they are drawn while the others' cells compute (issue 19).
 ``--quick`` leaves out the figure sets too slow for a fast look (``QUICK = False`` in the module: the claims
 ledger); ``--quick --only NAME`` draws them. The output folder is checked before any work; no figure may write a
 file another wrote (it fails instead); the results files are written atomically and always describe the figures
@@ -25,10 +27,12 @@ rerun resumes), the figures drawn so far are in ``--out``, and its results files
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import functools
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import pickle
 import queue
@@ -36,6 +40,49 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+
+def _start_worker() -> None:
+    """The initializer of :func:`start_workers`' processes: :func:`evaluation.sweep.pool_worker_init`, imported in
+    the worker."""
+    from evaluation.sweep import pool_worker_init
+
+    pool_worker_init()
+
+
+def _warm_up() -> None:
+    """A worker's first task: the imports its cells need (torch, scipy, the exact engines; ``evaluation`` itself
+    loads its exports on first use, so they are named)."""
+    import importlib
+
+    for name in ("evaluation.density", "evaluation.distances", "evaluation.field_errors", "evaluation.spec"):
+        importlib.import_module(name)
+
+
+def start_workers(argv: list[str]) -> cf.ProcessPoolExecutor | None:
+    """The local pool of the run (``--workers`` processes, spawned like :func:`evaluation.sweep.local_pool`'s), started
+    before this file imports torch, matplotlib and the figures, with one warm-up task per worker so that every worker
+    starts now and pays its own imports meanwhile (issue 19: on --quick, 2 x 3.9 CPU-s that followed this process's
+    4.2 s of imports on the critical path); ``None`` for one worker, ``--help`` or an unreadable ``--workers`` (the
+    command line is read fully, and refused, by :func:`main`). Only the stdlib is imported here."""
+    if "-h" in argv or "--help" in argv:
+        return None
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("--workers")
+    try:
+        workers = int(ap.parse_known_args(argv)[0].workers or os.cpu_count() or 1)
+    except ValueError:
+        return None
+    if workers < 2:
+        return None
+    pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"),
+                                  initializer=_start_worker)
+    for _ in range(workers):  # one process is spawned per task submitted while none is idle
+        pool.submit(_warm_up)
+    return pool
+
+
+EARLY_POOL = start_workers(sys.argv[1:]) if __name__ == "__main__" else None
 
 if __name__ != "__mp_main__":
     # A worker process of evaluation.sweep.local_pool (spawned) runs this file again, as "__mp_main__", before its first
@@ -51,7 +98,7 @@ if __name__ != "__mp_main__":
     from evaluation.docs import numbers_table  # noqa: E402
     from evaluation.io import check_sweep_arguments, check_writable_dir, write_atomically  # noqa: E402
     from evaluation.sweep import (BAR_FORMAT, CellFailed, SweepInterrupted, cell_key, cells_code, eta_of,  # noqa: E402
-                                  local_pool, run_cells)
+                                  local_pool, pool_closer, run_cells)
     from figures import FIGURES  # noqa: E402
 
 
@@ -96,6 +143,16 @@ def _groups(names: list[str]) -> list[tuple[str, ...]]:
     for n in names:
         groups.setdefault(find(n), []).append(n)
     return [tuple(sorted(g, key=lambda n: bool(uses[n]))) for g in groups.values()]  # users last, else in order
+
+
+def first_cells(owned: dict[str, list]) -> list:
+    """The cells ``run_cells`` starts first (its ``first``): those of every figure but the one with the most cells, the
+    figures with the fewest cells first, so that each is drawn by the drawing thread while the others' cells compute
+    and the largest figure's cells end the sweep (issue 19: in Eta.take's order alone, the six cheap cells of
+    fields_2d ran last and its drawing, the longest, came after the sweep, about 2 s of one idle core on --quick)."""
+    size = {n: len(set(map(cell_key, cells))) for n, cells in owned.items()}
+    order = sorted(owned, key=lambda n: size[n])  # stable: among equals, the figures' order
+    return [c for n in order[:-1] for c in owned[n]]
 
 
 FIGURE_SECONDS = 5.0
@@ -189,7 +246,9 @@ def _kept_files(out: Path, last, stamp: str | None) -> list[Path] | None:
     return paths
 
 
-def main(argv=None) -> int:
+def main(argv=None, pool: cf.ProcessPoolExecutor | None = None) -> int:
+    """The command (``argv``: its arguments, default ``sys.argv[1:]``); ``pool``: the workers :func:`start_workers`
+    started for it (``--workers`` of them), used for the cells and the figures' computations and closed here."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], allow_abbrev=False)
     ap.add_argument("--out", type=Path, default=Path("out/figures"), help="output folder (default: out/figures)")
     ap.add_argument("--only", choices=sorted(FIGURES), action="append", help="only this figure (repeatable)")
@@ -284,7 +343,9 @@ def main(argv=None) -> int:
     for name in names:
         eta.add(("figure", name), "figure", prior=before.get(name) or FIGURE_SECONDS, group=f"figure {name}",
                 alone=True)  # drawn in this process, one after the other, after the cells
-    close_pool, interrupted, cells_done, finished = None, None, False, False
+    close_pool = pool_closer(pool) if pool is not None else None
+    interrupted, cells_done, finished = None, False, False
+    early = pool
     # a figure is drawn as soon as its cells are done: during the sweep by one drawing thread of this process (the
     # workers are other processes; with --workers 1 everything waits for the sweep), after it in this thread
     users: dict[str, list[str]] = {}  # cell key -> the figures that list it
@@ -347,7 +408,8 @@ def main(argv=None) -> int:
         # 2. figures without cells: their own computations, in worker processes (costliest first), meanwhile
         futures = {}
         if pooled:
-            pool, close_pool = local_pool(min(args.workers, len(pooled)))  # Ctrl-C: the workers leave it to us
+            if pool is None:
+                pool, close_pool = local_pool(min(args.workers, len(pooled)))  # Ctrl-C: the workers leave it to us
             for group in sorted(_groups(pooled), key=lambda g: -sum(before.get(n, 0.0) for n in g)):
                 fut = pool.submit(_compute, group, args.quick, args.threads)
                 futures.update({n: (fut, n) for n in group})
@@ -361,7 +423,9 @@ def main(argv=None) -> int:
                 thread.start()
             try:  # a cell that fails fails the figures that list it, not the sweep (the others' cells go on)
                 run_cells(cells, workers=args.workers, bar=bar, keep_going=True, retry_failed=args.retry_failed,
-                          desc=f"cells of {_names(n for n in hooked if n not in cell_error)}", on_result=on_result)
+                          desc=f"cells of {_names(n for n in hooked if n not in cell_error)}", on_result=on_result,
+                          first=first_cells(owned) if args.workers > 1 else (),  # drawn while the rest compute
+                          pool=early if args.workers > 1 else None)
             except Exception as err:  # noqa: BLE001 - every hooked figure not drawn yet reports it
                 stop.set()
                 ready.put(None)
@@ -369,6 +433,9 @@ def main(argv=None) -> int:
                     thread.join()
                 cell_error.update({n: err for n in hooked if n not in cell_error and n not in results})
         cells_done = True
+        if early is not None and not pooled:  # no work left for the workers (a warm rerun's are still importing)
+            close_pool(True)
+            close_pool = None
         stop.set()
         ready.put(None)
         if thread.is_alive():
@@ -427,4 +494,9 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main(pool=EARLY_POOL)
+    finally:  # closed by main, but for a command line it refused before its sweep: end the workers at once
+        if EARLY_POOL is not None:
+            pool_closer(EARLY_POOL)(True)
+    sys.exit(status)

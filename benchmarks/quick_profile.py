@@ -17,7 +17,9 @@ It prints the CPU seconds by phase, by cell kind (with each kind's largest cell)
 ``--workers`` workers on ``--cores`` idle cores would take (:func:`simulate`): this process alone for its imports and
 the cells' list, then the measured cells replayed in ``Eta.take``'s order on the workers, each first paying its
 start-up, with the figures drawn after the last cell (as before session 12) or each as soon as its cells are done (a
-drawing thread: ``paper_plots.py`` now), the runnable processes sharing the cores. ``--save FILE`` keeps the measured
+drawing thread, session 12); then also with the cells of the smaller figures first (``paper_plots.first_cells``) and
+with the workers started alongside this process's imports (``paper_plots.start_workers``: ``paper_plots.py`` now,
+session 13), the runnable processes sharing the cores. ``--save FILE`` keeps the measured
 seconds, ``--load FILE`` replays them without measuring. The replay assumes a cell takes the same CPU in a worker as
 here: a worker also pays its own first use of what this process shares across cells (e.g. a module imported by the
 first cell of a kind, a cached target), so the estimates are lower bounds of that kind.
@@ -53,7 +55,7 @@ def worker_startup(cells: list) -> float:
     """CPU seconds of a fresh spawned interpreter that runs the pool worker's initializer and unpickles one cell of
     every kind (the imports a worker pays before its first cell), measured as a child process."""
     payload = pickle.dumps(cells, protocol=4)
-    code = ("import pickle, sys; from evaluation.sweep import _pool_worker_init; _pool_worker_init(); "
+    code = ("import pickle, sys; from evaluation.sweep import pool_worker_init; pool_worker_init(); "
             "pickle.loads(sys.stdin.buffer.read())")
     before = _children_cpu()
     subprocess.run([sys.executable, "-c", code], input=payload, cwd=ROOT, check=True,
@@ -62,34 +64,49 @@ def worker_startup(cells: list) -> float:
 
 
 def simulate(cells: dict, seconds: dict, needs: dict, drawing: dict, *, workers: int, cores: int, startup: float,
-             head: float, concurrent: bool) -> float:
+             head: float, concurrent: bool, first: list = (), early: bool = False) -> float:
     """Wall seconds of the run on ``cores`` idle cores: ``head`` seconds of this process alone (its imports, the cells'
     list), then ``workers`` workers that each pay ``startup`` and take cells in :meth:`Eta.take`'s order (the measured
-    ``seconds``), while this process draws each figure (``drawing``: its CPU seconds, compute and plot; ``needs``: the
-    keys of its cells) once its cells are done (``concurrent``, a drawing thread) or, else, after the last cell, in
-    order. The runnable processes share the cores equally (each at most one core)."""
+    ``seconds``; ``first``: the keys of ``run_cells``' ``first``), while this process draws each figure (``drawing``:
+    its CPU seconds, compute and plot; ``needs``: the keys of its cells) once its cells are done (``concurrent``, a
+    drawing thread) or, else, after the last cell, in order. ``early``: the workers start with this process, during
+    its ``head`` (``paper_plots.start_workers``), and wait for it if they are ready first. The runnable processes share
+    the cores equally (each at most one core)."""
     from evaluation.sweep import Eta, _costs, _kind_name
 
-    now = [head]
+    now = [0.0 if early else head]
+    head_left = head if early else 0.0  # CPU seconds of this process's head still to run alongside the workers
     eta = Eta(clock=lambda: now[0])
     keys = list(cells)
     for k, (cls, cost) in zip(keys, _costs([cells[k] for k in keys])):
         eta.add(k, _kind_name(cells[k]), cost, group=cls)
     mine = set(keys)
     busy = {w: ("startup", startup) for w in range(workers)}  # worker -> (key or "startup", CPU seconds left)
+    ready: list[int] = []  # workers started before this process has listed the cells
     left_cells = {n: set(ks) for n, ks in needs.items()}
     queue = [n for n in drawing if not left_cells.get(n)] if concurrent else []
     drawer: list = []  # [figure, CPU seconds left] while it draws
     sweep_over = False
+
+    def take(w: int) -> None:
+        k = eta.take(mine, first)
+        if k is None:
+            busy.pop(w, None)
+            return
+        mine.discard(k)
+        eta.begin(k)
+        busy[w] = (k, seconds[k])
+
     while True:
-        if not drawer and queue and (concurrent or sweep_over):
+        if not drawer and queue and not head_left and (concurrent or sweep_over):
             n = queue.pop(0)
             drawer = [n, drawing[n]]
-        active = len(busy) + bool(drawer)
+        active = len(busy) + bool(drawer) + bool(head_left)
         if not active:
             break
         rate = min(1.0, cores / active)
-        step = min([left for _, left in busy.values()] + ([drawer[1]] if drawer else [])) / rate
+        step = min([left for _, left in busy.values()] + ([drawer[1]] if drawer else [])
+                   + ([head_left] if head_left else [])) / rate
         now[0] += step
         for w in list(busy):
             what, left = busy[w]
@@ -98,6 +115,12 @@ def simulate(cells: dict, seconds: dict, needs: dict, drawing: dict, *, workers:
             drawer[1] -= step * rate
             if drawer[1] <= 1e-12:
                 drawer = []
+        if head_left:
+            head_left = max(head_left - step * rate, 0.0) if head_left - step * rate > 1e-12 else 0.0
+            if not head_left:  # the cells are listed: the workers that wait take theirs
+                for w in ready:
+                    take(w)
+                ready.clear()
         for w in sorted(busy):
             what, left = busy[w]
             if left > 1e-12:
@@ -109,14 +132,12 @@ def simulate(cells: dict, seconds: dict, needs: dict, drawing: dict, *, workers:
                         ks.discard(what)
                         if not ks and concurrent:
                             queue.append(n)
-            k = eta.take(mine)
-            if k is None:
+            elif head_left:
                 del busy[w]
+                ready.append(w)
                 continue
-            mine.discard(k)
-            eta.begin(k)
-            busy[w] = (k, seconds[k])
-        if not busy and not sweep_over:
+            take(w)
+        if not busy and not ready and not head_left and not sweep_over:
             sweep_over = True
             if not concurrent:
                 queue = list(drawing)
@@ -237,6 +258,9 @@ def main(argv=None) -> None:
     needs = {n: {cell_key(c) for c in asked[n]} for n in names}
     drawing = {n: sum(fig_cpu[n]) for n in names}
     common = dict(workers=args.workers, cores=args.cores, startup=startup, head=head)
+    first = list(dict.fromkeys(map(cell_key, paper_plots.first_cells(asked))))
+    ordered = simulate(distinct, seconds, needs, drawing, concurrent=True, first=first, **common)
+    now = simulate(distinct, seconds, needs, drawing, concurrent=True, first=first, early=True, **common)
     after = simulate(distinct, seconds, needs, drawing, concurrent=True, **common)
     before = simulate(distinct, seconds, needs, drawing, concurrent=False, **common)
     cpu = head + args.workers * startup + sum(seconds.values()) + sum(drawing.values())
@@ -245,6 +269,8 @@ def main(argv=None) -> None:
           f"in Eta.take's order, the figures drawn {sum(drawing.values()):.1f} s):\n"
           f"  figures drawn after the sweep, in order  {before:6.1f} s wall\n"
           f"  each figure drawn once its cells are done {after:6.1f} s wall\n"
+          f"  ... the smaller figures' cells first      {ordered:6.1f} s wall (paper_plots.first_cells)\n"
+          f"  ... the workers started before the imports {now:5.1f} s wall (paper_plots.start_workers: now)\n"
           f"  bounds: all CPU / cores {cpu / args.cores:.1f} s; the longest cell {max(seconds.values()):.1f} s")
     if args.save:
         Path(args.save).write_text(json.dumps({"phases": phases, "startup": startup, "seconds": seconds,

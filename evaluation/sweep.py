@@ -437,14 +437,16 @@ def _worker_init() -> None:
     torch.set_num_threads(1)
 
 
-def _pool_worker_init() -> None:
+def pool_worker_init() -> None:
     """A local worker: one torch thread, and Ctrl-C left to the parent (which cancels the sweep and ends the
     workers), so the terminal shows one line, not a traceback per worker. tqdm gets a thread lock: its default
     process lock is a named semaphore that a worker ended by the parent would leave behind (a "leaked
-    semaphore" warning at exit)."""
+    semaphore" warning at exit). The initializer of :func:`local_pool`'s workers, and of a pool an entry point starts
+    itself before importing this module (``paper_plots.py``: :func:`pool_closer`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     tqdm.set_lock(threading.RLock())
     _worker_init()
+
 
 
 def _sendable(err: Exception) -> Exception:
@@ -591,12 +593,14 @@ def _running_worker(client: Any, scheduler: str, when: str) -> None:
         raise SchedulerUnreachable(scheduler, f"{when}: {type(err).__name__}: {str(err)[:200]}") from None
 
 
-def _executor(workers: int, scheduler: str | None):
+def _executor(workers: int, scheduler: str | None, pool: cf.Executor | None = None):
     """(executor, closer, watch) for the requested back end; ``closer(cancel)`` cancels what has not started and,
-    for local workers, ends them at once; ``watch()`` is called once the cells are submitted (so that an adaptive
-    Dask cluster has seen them and can start workers) and again whenever no cell has finished for
-    :data:`SCHEDULER_TIMEOUT` seconds, and raises when the back end cannot run them (a Dask cluster with no running
-    worker or no scheduler; local executors always can)."""
+    for local workers, ends them at once (the caller's ``pool``: it is left open, its owner closes it); ``watch()`` is
+    called once the cells are submitted (so that an adaptive Dask cluster has seen them and can start workers) and
+    again whenever no cell has finished for :data:`SCHEDULER_TIMEOUT` seconds, and raises when the back end cannot run
+    them (a Dask cluster with no running worker or no scheduler; local executors always can)."""
+    if pool is not None:
+        return pool, lambda cancel: None, lambda: None
     if scheduler is not None:
         try:
             from distributed import Client
@@ -621,15 +625,20 @@ def local_pool(workers: int) -> tuple[cf.ProcessPoolExecutor, Callable[[bool], N
     work, or with ``cancel`` drops what has not started and ends the running work at once. The pool of
     :func:`run_cells`, and of an entry point's own computations (``paper_plots.py``'s figures)."""
     ex = cf.ProcessPoolExecutor(max_workers=check_count(workers, "workers"),
-                                mp_context=multiprocessing.get_context("spawn"), initializer=_pool_worker_init)
+                                mp_context=multiprocessing.get_context("spawn"), initializer=pool_worker_init)
+    return ex, pool_closer(ex)
 
+
+def pool_closer(ex: cf.ProcessPoolExecutor) -> Callable[[bool], None]:
+    """``close(cancel)`` of a local process pool (:func:`local_pool`'s): it waits for the submitted work, or with
+    ``cancel`` drops what has not started and ends the running work at once."""
     def close(cancel: bool) -> None:
         if cancel:  # the running work would otherwise finish first (no public way to stop it before 3.14)
             for proc in list((getattr(ex, "_processes", None) or {}).values()):
                 proc.terminate()
         ex.shutdown(wait=True, cancel_futures=cancel)
 
-    return ex, close
+    return close
 
 
 def _costs(cells: Sequence[Any]) -> list[tuple[str, float]]:
@@ -879,10 +888,12 @@ class Eta:
         left, longest, _, alone = self._left(now)
         return self._eta(now, left, longest, alone)
 
-    def take(self, among: Container[Any] | None = None) -> Any | None:
+    def take(self, among: Container[Any] | None = None, first: Sequence[Any] = ()) -> Any | None:
         """The waiting task to start next, of the classes whose waiting tasks are ``among`` these keys (default: all;
         ``None`` when none waits): first the cheapest task of each kind with no task started or measured (in order of
-        addition: every kind is measured early, on a short task); then the costliest task of each class whose
+        addition: every kind is measured early, on a short task); then the tasks of ``first`` still waiting, in that
+        order (``run_cells``' ``first``: the cells of the figures drawn while the rest compute); then the costliest
+        task of each class whose
         costliest has not started or that has fewer than two tasks started (every class is measured early, on its
         longest task and on two at least: its fixed part and its growth from two ends, one slow task is not all it
         knows, and the long tasks do not come last), the largest estimate first; then any task, the largest estimate
@@ -895,6 +906,9 @@ class Eta:
         fresh = [q[0] for q in queues.values() if self.pending[q[0][2]].kind not in started]
         if fresh:  # a kind not measured at all
             return min(fresh, key=lambda item: item[1])[2]
+        for key in first:
+            if key in self.pending and key not in self.running and (among is None or key in among):
+                return key
         unprobed = {cls: q for cls, q in queues.items() if cls not in self._probed or self._started.get(cls, 0) < 2}
         line = self._lines(self.clock())
         best, best_rank = None, None
@@ -954,7 +968,8 @@ def _kind_name(cell: Any) -> str:
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
               bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False,
-              on_result: Callable[[Any, Any], None] | None = None) -> SweepResult:
+              on_result: Callable[[Any, Any], None] | None = None, first: Iterable[Any] = (),
+              pool: cf.Executor | None = None) -> SweepResult:
     """Results of ``cells`` (in order), from the cache where stored, computed otherwise.
 
     Args:
@@ -979,6 +994,13 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
             result is known (read from the cache, at the start; computed; or a :class:`CellFailed` under
             ``keep_going``), so the caller can use the results of some cells while others compute
             (``paper_plots.py`` draws a figure once its cells are done). What it raises ends the sweep.
+        pool: an open executor to run the cells on (``paper_plots.py``'s :func:`local_pool`-like pool, started
+            before its imports so that the workers start meanwhile), instead of a new pool of ``workers`` processes;
+            ``workers`` cells are given to it at a time (so ``workers`` is its size). It is left open: its owner closes
+            it (on Ctrl-C or a failure, only the cells given to it and not started are cancelled here).
+        first: cells (of ``cells``) to start before the others, in this order, once every kind has been measured on
+            one cell (:meth:`Eta.take`): ``paper_plots.py`` lists the cells of its figures with the fewest cells, so
+            that they are drawn while the rest compute. The other cells follow in the order of :meth:`Eta.take`.
 
     A computed result whose cache file cannot be written (a folder or another unwritable entry in its place; the
     folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
@@ -999,6 +1021,9 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         raise ValueError(f"bar must be a tqdm progress bar, got {type(bar).__name__}")
     if not isinstance(keep_going, bool):
         raise ValueError(f"keep_going must be True or False, got {keep_going!r}")
+    if pool is not None and (scheduler is not None or not isinstance(pool, cf.Executor)):
+        raise ValueError(f"pool must be an open concurrent.futures executor and scheduler None, got {pool!r:.200} "
+                         f"with scheduler {scheduler!r}")
     if on_result is not None and not callable(on_result):
         raise ValueError(f"on_result must be None or a callable(cell, result), got {on_result!r:.200}")
     if type(cells) in _KINDS:
@@ -1011,6 +1036,13 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     cache = cache if isinstance(cache, Cache) else Cache(cache if cache is not None else default_cache_dir())
     start = time.perf_counter()
     keys = [cell_key(c) for c in cells]  # validates every cell first
+    try:
+        first = list(dict.fromkeys(cell_key(c) for c in first))
+    except TypeError:
+        raise ValueError(f"first must be an iterable of cells, got {type(first).__name__}") from None
+    unknown = set(first) - set(keys)
+    if unknown:
+        raise ValueError(f"first names {len(unknown)} cell(s) not in cells, e.g. key {sorted(unknown)[0]}")
     done: dict[str, Any] = {}
     pending: dict[str, Any] = {}
     for c, k in zip(cells, keys):
@@ -1048,7 +1080,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     try:
         if pending:
             cache.check_writable()  # before the first cell, not after it
-            ex, close, watch = _executor(workers, scheduler)
+            ex, close, watch = _executor(workers, scheduler, pool)
             cancelled, futures = True, {}
 
             def keep(k: str, encoded: Any) -> bool:
@@ -1102,7 +1134,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                 mine, waiting, watched = set(pending), set(), False
                 while True:
                     while limit is None or len(waiting) < limit:
-                        k = eta.take(mine)
+                        k = eta.take(mine, first)
                         if k is None:
                             break
                         mine.discard(k)
@@ -1128,6 +1160,9 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                         watch()  # a cluster whose workers all left would wait forever
                 cancelled = False
             finally:
+                if cancelled and pool is not None:  # the owner's pool: only this sweep's cells not started
+                    for fut in futures:
+                        fut.cancel()
                 close(cancelled)
                 del ex, close, watch, futures  # the pool and its queues go now, not when the interpreter exits
     except KeyboardInterrupt:

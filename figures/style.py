@@ -92,11 +92,24 @@ def ticks_at(axis, values) -> None:
 
 
 def save(fig, out_dir: Path, name: str) -> list[Path]:
-    """Write ``name``.png and ``name``.pdf and close the figure."""
+    """Write ``name``.png and ``name``.pdf, cropped to the figure's tight bounding box, and close the figure.
+
+    The figure is laid out (its layout engine, e.g. constrained) and measured once, at the PNG's dpi, and both files
+    are drawn from that layout: ``savefig(bbox_inches="tight")`` lays the figure out and measures it again for each
+    file, a full draw without rendering each time (about 40 % of the CPU of drawing the ``--quick`` figures, issue
+    19). The PNG is the one ``savefig(bbox_inches="tight")`` draws, pixel for pixel; the PDF has the PNG's layout
+    (before, its own, from the PDF backend's text metrics: positions that differed by a fraction of a point)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    dpi = mpl.rcParams["savefig.dpi"]
+    if dpi != "figure":
+        fig.set_dpi(dpi)  # measured at the PNG's dpi, as savefig measures it for the PNG
+    fig.draw_without_rendering()  # the layout engine runs here, once
+    bbox = fig.get_tightbbox().padded(mpl.rcParams["savefig.pad_inches"])
+    with mpl.rc_context({"figure.autolayout": False, "figure.constrained_layout.use": False}):
+        fig.set_layout_engine(None)  # laid out: savefig draws it as it is (no layout, no draw to measure it)
     for p in paths:
-        fig.savefig(p, bbox_inches="tight")
+        fig.savefig(p, bbox_inches=bbox)
     plt.close(fig)
     return paths

@@ -278,3 +278,22 @@ def test_tasks_run_one_at_a_time_after_a_parallel_sweep_are_not_shared_by_its_wo
     eta.finish("f1", 4.0)
     eta.begin("f2")
     assert eta.eta() == pytest.approx(8.0)  # two figures of 4 s, one after the other (was 8 / (19 / 14) = 5.9)
+
+
+def test_take_starts_the_first_tasks_in_their_order_once_every_kind_is_probed():
+    """Issue 19: run_cells' ``first`` (paper_plots' cells of the smaller figures, drawn while the rest compute) come
+    after one probe of every kind and before the costliest-first order; a key not waiting is passed over."""
+    def order(first):
+        eta = Eta(clock=Clock())
+        for k, cost in [("a1", 1.0), ("a2", 5.0), ("a3", 3.0)]:
+            eta.add(k, "A", cost)
+        eta.add("b1", "B", 1.0)
+        done = []
+        while (k := eta.take(None, first)) is not None:
+            eta.begin(k)
+            eta.finish(k, 1.0)
+            done.append(k)
+        return done
+
+    assert order(()) == ["a1", "b1", "a2", "a3"]  # probes, then the costliest first
+    assert order(["a3", "unknown", "a1"]) == ["a1", "b1", "a3", "a2"]

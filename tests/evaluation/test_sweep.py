@@ -588,3 +588,29 @@ def test_on_result_gives_every_distinct_cell_once_as_soon_as_its_result_is_known
     assert isinstance(run.results[2], sweep.CellFailed)
     with pytest.raises(ValueError, match="on_result"):
         run_cells(cells, cache=tmp_path, progress=False, on_result="print")
+
+
+def test_first_cells_start_before_the_others_and_must_be_among_the_cells(tmp_path):
+    """Issue 19: ``run_cells(first=...)`` starts those cells first (after one probe of every kind), in that order."""
+    log = tmp_path / "order.txt"
+    cells = [Square(float(x), log=str(log)) for x in (1, 2, 3)]
+    run = run_cells(cells, cache=tmp_path / "c", progress=False, first=[cells[2], cells[1], cells[2]])
+    assert [r.y for r in run.results] == [1.0, 4.0, 9.0]
+    assert log.read_text().split() == ["1.0", "3.0", "2.0"]  # the kind's probe, then first in its order
+    with pytest.raises(ValueError, match="first names 1 cell"):
+        run_cells(cells, cache=tmp_path / "c", progress=False, first=[Square(4.0)])
+
+
+def test_run_cells_runs_on_the_callers_pool_and_leaves_it_open(tmp_path):
+    """Issue 19: paper_plots starts its workers before its imports and hands the pool to run_cells (``pool=``)."""
+    import concurrent.futures as cf
+
+    cells = [Square(float(x)) for x in (1, 2, 3)]
+    with cf.ThreadPoolExecutor(2) as pool:
+        run = run_cells(cells, cache=tmp_path, progress=False, workers=2, pool=pool)
+        assert [r.y for r in run.results] == [1.0, 4.0, 9.0] and run.computed == 3
+        assert pool.submit(abs, -2).result() == 2  # still open: its owner closes it
+        with pytest.raises(ValueError, match="pool must be"):
+            run_cells(cells, cache=tmp_path, progress=False, pool=pool, scheduler="tcp://127.0.0.1:8786")
+    with pytest.raises(ValueError, match="pool must be"):
+        run_cells(cells, cache=tmp_path, progress=False, pool="processes")

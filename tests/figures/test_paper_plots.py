@@ -268,3 +268,34 @@ def test_a_warm_rerun_keeps_the_files_of_unchanged_figures_and_redraws_changed_o
     assert run("--redraw") == 0 and len(calls) == 4
     monkeypatch.setattr(paper_plots, "_stamp", lambda name, arrays, quick: None)  # arrays that do not pickle
     assert run() == 0 and len(calls) == 5
+
+
+def test_first_cells_are_the_smaller_figures_fewest_cells_first():
+    """Issue 19: the cells of every figure but the largest, the figures with the fewest distinct cells first (drawn
+    while the rest compute)."""
+    big, small = [Refuses(float(x)) for x in range(4)], [Refuses(20.0)]
+    mid = [Refuses(10.0), Refuses(11.0), Refuses(10.0)]
+    assert paper_plots.first_cells({"big": big, "mid": mid, "small": small}) == small + mid
+    assert paper_plots.first_cells({"only": big}) == [] and paper_plots.first_cells({}) == []
+
+
+def test_start_workers_starts_every_worker_before_the_imports(monkeypatch):
+    """Issue 19: paper_plots' pool is started before its imports, with one warm-up task per worker (a process is
+    spawned per task submitted while none is idle); none for one worker, --help or a --workers main will refuse."""
+    made = []
+
+    class Pool:
+        def __init__(self, max_workers, mp_context, initializer):
+            made.append((max_workers, mp_context.get_start_method(), initializer))
+            self.tasks = []
+
+        def submit(self, fn):
+            self.tasks.append(fn)
+
+    monkeypatch.setattr(paper_plots.cf, "ProcessPoolExecutor", Pool)
+    pool = paper_plots.start_workers(["--quick", "--workers", "3"])
+    assert made == [(3, "spawn", paper_plots._start_worker)] and pool.tasks == [paper_plots._warm_up] * 3
+    for argv in (["--workers", "1"], ["--workers", "x"], ["--workers", "2", "--help"], ["-h"]):
+        assert paper_plots.start_workers(argv) is None
+    monkeypatch.setattr(paper_plots.os, "cpu_count", lambda: 2)
+    assert paper_plots.start_workers(["--quick"]).tasks == [paper_plots._warm_up] * 2  # default: every core
