@@ -96,25 +96,33 @@ def weighted_mean(log_p: torch.Tensor, f: torch.Tensor, coarse: torch.Tensor, ex
 
     ``signed`` [N] (1-D grids, nodes in order): a field with ``f = |signed|``. Where it changes sign ``f`` has a kink
     that the sum over-counts (:func:`_kink_overcount`, ``O(h^2)`` at each kink with a coefficient that depends on
-    where the kink falls between the nodes, so the change to the coarse nodes need not bound it, and it may cancel
-    the edges' first-order change). Then the change is taken of the sums less their kinks' over-counts (the smooth
-    part), and the error is twice that change plus twice the fine sum's kink over-count (the over-count is exact
-    for a linear crossing; the 2 covers the field's curvature within the crossing interval)."""
+    where the kink falls between the nodes, so the change to the coarse nodes need not bound it), and the edges'
+    first- and second-order errors (``h`` and ``h^2`` terms, where ``p`` does not vanish there) may cancel in the
+    change. Then the error is taken apart: the sum's difference to the trapezoid rule's (the edge nodes halved: the
+    first-order part, known), plus twice the trapezoid's change to the coarse nodes with the kinks' over-counts
+    taken out of both (its smooth, second-order part), plus twice its kink over-count (exact for a linear
+    crossing; the 2 covers the field's curvature within the crossing interval)."""
     if not bool(torch.isfinite(log_p).any()):  # no weight on the grid (e.g. no converged point): no mean
         return Estimate(math.nan, math.nan)
     p = torch.softmax(log_p, 0)
     v = (p * f).sum().item()
     if not bool(torch.isfinite(log_p[coarse]).any()):  # the weight lies off the coarse nodes: no estimate
         return Estimate(v, math.inf)
-    p2 = torch.softmax(log_p[coarse], 0)
-    v2 = (p2 * f[coarse]).sum().item()
+    v2 = (torch.softmax(log_p[coarse], 0) * f[coarse]).sum().item()
     if signed is None:
         return Estimate(v, 2 * abs(v - v2) + extra)
     if signed.shape != f.shape or not torch.allclose(signed.abs(), f, rtol=1e-12, atol=1e-150):
         raise ValueError(f"weighted_mean: signed must be a field with f = |signed| (shapes {tuple(signed.shape)}, "
                          f"{tuple(f.shape)})")
-    k, k2 = _kink_overcount(p, signed), _kink_overcount(p2, signed[coarse])
-    return Estimate(v, 2 * abs((v - k) - (v2 - k2)) + 2 * k + extra)
+
+    def trapezoid(lp, g):  # (mean, kink over-count) by the trapezoid rule on consecutive nodes
+        half = torch.zeros_like(lp)
+        half[0] = half[-1] = -math.log(2)
+        w = torch.softmax(lp + half, 0)
+        return (w * g.abs()).sum().item(), _kink_overcount(w, g)
+
+    (t, k), (t2, k2) = trapezoid(log_p, signed), trapezoid(log_p[coarse], signed[coarse])
+    return Estimate(v, abs(v - t) + 2 * abs((t - k) - (t2 - k2)) + 2 * k + extra)
 
 
 def signed_1d(field: torch.Tensor) -> torch.Tensor | None:
