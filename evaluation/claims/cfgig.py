@@ -194,7 +194,7 @@ def _identity_error(law, reward, a: float) -> tuple[float, float]:
     return diff.abs().max().item(), ((diff - diff2).abs() + torch.maximum(bound, bound2)).max().item()
 
 
-@cell_kind(RenyiCell, modules=("evaluation.spec",))
+@cell_kind(RenyiCell, modules=("evaluation.spec", "evaluation.claims.cells"))
 def renyi_term(cell: RenyiCell) -> RenyiTerm:
     law = Law.parse(cell.law).build()
     axes = axes_of(cell.grid, law.cond.dim)

@@ -93,7 +93,7 @@ def characteristic_term(law, w: float, x_t: torch.Tensor, a: float) -> tuple[tor
     return term, ok
 
 
-@cell_kind(CharCell, modules=("evaluation.spec",))
+@cell_kind(CharCell, modules=("evaluation.spec", "evaluation.claims.cfgig", "evaluation.claims.cells"))
 def characteristic_gap(cell: CharCell) -> CharGap:
     law = Law.parse(cell.law).build()
     axes = axes_of(cell.grid, law.cond.dim)

@@ -91,7 +91,7 @@ def box_tail(log_p: torch.Tensor, axes, coarse: torch.Tensor) -> tuple[float, fl
     return t, abs(t - t2) + (n + 8) * eps * max(inside, inside2)
 
 
-@cell_kind(LinearCell, modules=("evaluation.spec",))
+@cell_kind(LinearCell, modules=("evaluation.spec", "evaluation.claims.cfgig"))
 def linear_gap(cell: LinearCell) -> LinearGap:
     law = Law.parse(cell.law).build()
     lc, lu = moment_matched(law.cond), moment_matched(law.uncond)
