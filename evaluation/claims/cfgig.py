@@ -32,7 +32,7 @@ from .ledger import Claim, Outcome
 from .reg_map import single
 
 __all__ = ["CLAIM", "RenyiCell", "RenyiTerm", "cells", "conclude", "FieldLevel", "field_levels", "contract_sigma",
-           "coarse_nodes", "weighted_mean"]
+           "coarse_nodes", "weighted_mean", "signed_1d"]
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class RenyiTerm(NamedTuple):
     reg_gap_error: np.ndarray = np.zeros(0)  # [L]
     cfg_size_error: np.ndarray = np.zeros(0)  # [L]
     opposes_error: np.ndarray = np.zeros(0)  # [L]
-    identity_error_error: float = math.nan  # the check's change with twice the step and half the quadrature nodes
+    identity_error_error: float = math.nan  # the check's numerical error (:func:`_identity_error`)
 
 
 # --- the per-level set-up of the field claims (cfgig, characteristic, linear-cfg) -----------------------------
@@ -72,20 +72,64 @@ def coarse_nodes(axes) -> torch.Tensor:
     return torch.cartesian_prod(*keep).all(1) if len(keep) > 1 else keep[0]
 
 
-def weighted_mean(log_p: torch.Tensor, f: torch.Tensor, coarse: torch.Tensor, extra: float = 0.0) -> Estimate:
+def _kink_overcount(w: torch.Tensor, g: torch.Tensor) -> float:
+    """The sum ``sum_i w_i |g_i|`` over consecutive 1-D nodes less the integral of ``w |g|`` with ``|g|``'s kinks
+    resolved: between nodes where ``g`` [N] changes sign, ``g`` linear crosses zero and the sum's two half-weights
+    ``w (|a| + |b|) / 2`` exceed the integral ``w (a^2 + b^2) / (2 (|a| + |b|))`` by ``w |a| |b| / (|a| + |b|)``
+    (``h^2 theta (1 - theta) |g'| w`` for a crossing at ``theta`` of the interval: the trapezoid's error at a kink,
+    always an over-count). ``w`` [N]: the nodes' normalised weights."""
+    a, b = g[:-1], g[1:]
+    cross = a * b < 0
+    w_mid = (w[:-1] + w[1:]) / 2
+    over = torch.where(cross, a.abs() * b.abs() / torch.where(cross, a.abs() + b.abs(), 1.0), 0.0)
+    return (torch.where(cross, w_mid * over, 0.0)).sum().item()
+
+
+def weighted_mean(log_p: torch.Tensor, f: torch.Tensor, coarse: torch.Tensor, extra: float = 0.0,
+                  signed: torch.Tensor | None = None) -> Estimate:
     """``sum_i p_i f_i`` with ``p = softmax(log_p)`` over the grid's nodes (a quadrature of the ``p``-weighted mean
     of ``f`` over the grid's extent), with its error: twice the change when only the ``coarse`` nodes (twice the
     spacing, :func:`coarse_nodes`) are used (the sum weighs the edge nodes whole, so its error is first order where
     ``p`` does not vanish at the edges and second order inside, and the two may cancel in the change: the factor 2
     covers the mix) plus ``extra`` (the error of ``f`` itself, in the same units). ``log_p``, ``f``: [N]. No finite
-    weight: ``nan`` (no mean); none on the coarse nodes: an infinite error (no estimate)."""
+    weight: ``nan`` (no mean); none on the coarse nodes: an infinite error (no estimate).
+
+    ``signed`` [N] (1-D grids, nodes in order): a field with ``f = |signed|``. Where it changes sign ``f`` has a kink
+    that the sum over-counts (:func:`_kink_overcount`, ``O(h^2)`` at each kink with a coefficient that depends on
+    where the kink falls between the nodes, so the change to the coarse nodes need not bound it), and the edges'
+    first- and second-order errors (``h`` and ``h^2`` terms, where ``p`` does not vanish there) may cancel in the
+    change. Then the error is taken apart: the sum's difference to the trapezoid rule's (the edge nodes halved: the
+    first-order part, known), plus twice the trapezoid's change to the coarse nodes with the kinks' over-counts
+    taken out of both (its smooth, second-order part), plus twice its kink over-count (exact for a linear
+    crossing; the 2 covers the field's curvature within the crossing interval)."""
     if not bool(torch.isfinite(log_p).any()):  # no weight on the grid (e.g. no converged point): no mean
         return Estimate(math.nan, math.nan)
-    v = (torch.softmax(log_p, 0) * f).sum().item()
+    p = torch.softmax(log_p, 0)
+    v = (p * f).sum().item()
     if not bool(torch.isfinite(log_p[coarse]).any()):  # the weight lies off the coarse nodes: no estimate
         return Estimate(v, math.inf)
     v2 = (torch.softmax(log_p[coarse], 0) * f[coarse]).sum().item()
-    return Estimate(v, 2 * abs(v - v2) + extra)
+    if signed is None:
+        return Estimate(v, 2 * abs(v - v2) + extra)
+    if signed.shape != f.shape or not torch.allclose(signed.abs(), f, rtol=1e-12, atol=1e-150):
+        raise ValueError(f"weighted_mean: signed must be a field with f = |signed| (shapes {tuple(signed.shape)}, "
+                         f"{tuple(f.shape)})")
+
+    def trapezoid(lp, g):  # (mean, kink over-count) by the trapezoid rule on consecutive nodes
+        half = torch.zeros_like(lp)
+        half[0] = half[-1] = -math.log(2)
+        w = torch.softmax(lp + half, 0)
+        return (w * g.abs()).sum().item(), _kink_overcount(w, g)
+
+    (t, k), (t2, k2) = trapezoid(log_p, signed), trapezoid(log_p[coarse], signed[coarse])
+    return Estimate(v, abs(v - t) + 2 * abs((t - k) - (t2 - k2)) + 2 * k + extra)
+
+
+def signed_1d(field: torch.Tensor) -> torch.Tensor | None:
+    """[N] the single component of a field [N, 1] on a 1-D grid (its norm is ``|component|``: kinks where it
+    changes sign, :func:`weighted_mean`'s ``signed``); ``None`` for [N, d > 1] fields, whose norm vanishes only at
+    isolated points in 2-D (cones, not kinks across a line: the trapezoid's error there is ``O(h^3)``)."""
+    return field[:, 0] if field.shape[1] == 1 else None
 
 
 class FieldLevel(NamedTuple):
@@ -111,23 +155,43 @@ def field_levels(law, schedule: str, levels: int, w: float, axes) -> Iterator[Fi
                          law.cond.noised(a).log_prob(X))
 
 
-def _identity_error(law, reward, a: float, nodes: int = 16001, h: float = 1e-4) -> float:
+def _identity_check(law, reward, a: float, nodes: int = 16001, h: float = 1e-4) -> tuple[torch.Tensor, torch.Tensor]:
     """grad log of the tilted marginal by direct quadrature (``nodes`` on [-8, 8]) and central differences (step
-    ``h``), against score_c + grad log E_t."""
+    ``h``), minus score_c + grad log E_t, at 41 points of [-0.5, 1.5]; with a bound on the check's own numerical
+    error at each point besides the differences' truncation (which :func:`_identity_error` takes from a second
+    step): the golden's error estimate, and the rounding of the differences, ``(delta(x + h) + delta(x - h)) /
+    (2 h)`` with ``delta = 4 eps (sum_i s_i (|k_i| + |log f_i|) + |log tilt| + log nodes)`` the rounding of each
+    log-sum-exp (``s``: its softmax weights; the terms ``k_i + log f_i`` are each rounded to a few ulps of their
+    size). Returns (difference [41], its error bound [41])."""
+    from analytic import golden_at_points
+
+    eps = float(torch.finfo(torch.float64).eps)
     x0 = torch.linspace(-8, 8, nodes, dtype=torch.float64)[:, None]
     log_f = law.cond.log_prob(x0) + reward.log_r0(x0)
     x = torch.linspace(-0.5, 1.5, 41, dtype=torch.float64)
 
     def log_tilt(y):
         k = -((y[:, None] - math.sqrt(a) * x0[None, :, 0]) ** 2) / (2 * (1 - a))
-        return torch.logsumexp(k + log_f[None], 1)
+        t = k + log_f[None]
+        v = torch.logsumexp(t, 1)
+        size = (torch.softmax(t, 1) * (k.abs() + log_f.abs()[None])).sum(1)
+        return v, 4 * eps * (size + v.abs() + math.log(nodes))
 
-    fd = (log_tilt(x + h) - log_tilt(x - h)) / (2 * h)
-    from analytic import golden_at_points
-
+    (up, d_up), (down, d_down) = log_tilt(x + h), log_tilt(x - h)
+    fd = (up - down) / (2 * h)
     pts = golden_at_points(law.cond, reward, x[:, None], a)
     other = law.cond.score(x[:, None], a)[:, 0] + pts.grad_log_E[:, 0]
-    return (fd - other).abs().max().item()
+    return fd - other, (d_up + d_down) / (2 * h) + pts.err_grad[:, 0].abs()
+
+
+def _identity_error(law, reward, a: float) -> tuple[float, float]:
+    """The identity check (:func:`_identity_check`): the max over its points of ``|difference|``, and that max's
+    error: the max over the points of the difference's change with twice the step and half the quadrature nodes
+    (the central differences' truncation, ``O(h^2)``, and the quadrature's) plus the rounding and golden bound. The
+    identity is exact (THEORY.md 4), so the value is the check's numerical error and should lie within it."""
+    diff, bound = _identity_check(law, reward, a)
+    diff2, bound2 = _identity_check(law, reward, a, nodes=8001, h=2e-4)
+    return diff.abs().max().item(), ((diff - diff2).abs() + torch.maximum(bound, bound2)).max().item()
 
 
 @cell_kind(RenyiCell)
@@ -144,16 +208,16 @@ def renyi_term(cell: RenyiCell) -> RenyiTerm:
         # points where the golden's error could flip the sign of (golden - CFG) . CFG
         unsure = ((miss * f.present).sum(1).abs() <= ge * f.present.norm(dim=1)).to(torch.float64)
         unsure = (torch.softmax(lv.log_p, 0) * unsure).sum().item()
-        nums = (weighted_mean(lv.log_p, miss.norm(dim=1), coarse, golden_err),
-                weighted_mean(lv.log_p, (f.golden - f.reg_paper).norm(dim=1), coarse, golden_err),
-                weighted_mean(lv.log_p, f.present.norm(dim=1), coarse),
+        reg = f.golden - f.reg_paper
+        nums = (weighted_mean(lv.log_p, miss.norm(dim=1), coarse, golden_err, signed_1d(miss)),
+                weighted_mean(lv.log_p, reg.norm(dim=1), coarse, golden_err, signed_1d(reg)),
+                weighted_mean(lv.log_p, f.present.norm(dim=1), coarse, signed=signed_1d(f.present)),
                 weighted_mean(lv.log_p, ((miss * f.present).sum(1) < 0).to(torch.float64), coarse, unsure))
         rows.append((lv.sigma,) + tuple(e.value for e in nums) + tuple(e.error for e in nums))
     r = np.array(rows)
     if law.cond.dim == 1:
         reward = Method("cfg", cell.w).reward(law)
-        ident = _identity_error(law, reward, 0.5)
-        ident_err = abs(ident - _identity_error(law, reward, 0.5, nodes=8001, h=2e-4))
+        ident, ident_err = _identity_error(law, reward, 0.5)
     else:
         ident, ident_err = math.nan, math.nan
     return RenyiTerm(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], ident, r[:, 5], r[:, 6], r[:, 7], r[:, 8], ident_err)

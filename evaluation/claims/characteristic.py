@@ -30,7 +30,7 @@ from ..accuracy import Estimate
 from ..spec import Law
 from ..sweep import cell_kind
 from .cells import axes_of
-from .cfgig import coarse_nodes, field_levels, weighted_mean
+from .cfgig import coarse_nodes, field_levels, signed_1d, weighted_mean
 from .ledger import Claim, Outcome
 from .reg_map import single
 
@@ -57,9 +57,10 @@ class CharGap(NamedTuple):
     cfg_gap: np.ndarray  # [L] the same for CFG's term
     reg_gap: np.ndarray  # [L] the same for REG (paper estimator)
     unconverged: np.ndarray  # [L] p_t-mass of grid points where the fixed point was not reached
-    golden_error: float  # max error estimate of the golden over all levels
-    # estimated errors of the [L] numbers above (:func:`evaluation.claims.cfgig.weighted_mean`: the grid's spacing,
-    # the golden's error and, for the characteristic term, the fixed point's tolerance)
+    # estimated errors of the [L] numbers above (:func:`evaluation.claims.cfgig.weighted_mean`: the grid's spacing
+    # and |.|'s kinks, the golden's error where the mean is taken (p_t-weighted over the same points) and, for the
+    # characteristic term, the fixed point's tolerance)
+    golden_error: np.ndarray = np.zeros(0)  # [L]
     cfg_size_error: np.ndarray = np.zeros(0)
     char_gap_error: np.ndarray = np.zeros(0)
     cfg_gap_error: np.ndarray = np.zeros(0)
@@ -98,28 +99,30 @@ def characteristic_gap(cell: CharCell) -> CharGap:
     axes = axes_of(cell.grid, law.cond.dim)
     X = grid_points(axes)
     coarse = coarse_nodes(axes)
-    rows, err = [], 0.0
+    rows = []
     for lv in field_levels(law, cell.schedule, cell.levels, cell.w, axes):
         f = lv.fields
-        err = max(err, f.golden_error.abs().max().item())
         term, ok = characteristic_term(law, cell.w, X, lv.abar)
         log_pk = torch.where(ok, lv.log_p, -math.inf)  # p_t over the converged points
-        ge = f.golden_error.norm(dim=1)
-        golden_err = (torch.softmax(log_pk, 0) * ge).sum().item()
+        ge = f.golden_error.norm(dim=1)  # [N] the golden's estimated error at each point
+        # the golden's error where each mean is taken: p_t-weighted over all points, over the converged ones
+        golden_err = (torch.softmax(lv.log_p, 0) * ge).sum().item()
+        golden_err_ok = (torch.softmax(log_pk, 0) * ge).sum().item() if bool(ok.any()) else math.nan
         # the fixed point to RMS TOL in data units moves the term (eps units) by about (1 + w) TOL / sigma
-        point_err = golden_err + (1 + cell.w) * TOL / lv.sigma
+        point_err = golden_err_ok + (1 + cell.w) * TOL / lv.sigma
 
         def gap(field, extra):
-            return weighted_mean(log_pk, torch.where(ok[:, None], field - f.golden, 0.0).norm(dim=1), coarse, extra)
+            diff = torch.where(ok[:, None], field - f.golden, 0.0)
+            return weighted_mean(log_pk, diff.norm(dim=1), coarse, extra, signed_1d(diff))
 
-        nums = (weighted_mean(lv.log_p, f.golden.norm(dim=1), coarse, golden_err),
-                weighted_mean(lv.log_p, f.present.norm(dim=1), coarse), gap(term, point_err),
-                gap(f.present, golden_err), gap(f.reg_paper, golden_err),
+        nums = (weighted_mean(lv.log_p, f.golden.norm(dim=1), coarse, golden_err, signed_1d(f.golden)),
+                weighted_mean(lv.log_p, f.present.norm(dim=1), coarse, signed=signed_1d(f.present)),
+                gap(term, point_err), gap(f.present, golden_err_ok), gap(f.reg_paper, golden_err_ok),
                 weighted_mean(lv.log_p, (~ok).to(torch.float64), coarse))
-        rows.append((lv.sigma,) + tuple(e.value for e in nums) + tuple(e.error for e in nums[1:]))
+        rows.append((lv.sigma,) + tuple(e.value for e in nums) + tuple(e.error for e in nums))
     r = np.array(rows)
-    return CharGap(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5], r[:, 6], err, r[:, 7], r[:, 8], r[:, 9],
-                   r[:, 10], r[:, 11])
+    return CharGap(r[:, 0], r[:, 1], r[:, 2], r[:, 3], r[:, 4], r[:, 5], r[:, 6], r[:, 7], r[:, 8], r[:, 9], r[:, 10],
+                   r[:, 11], r[:, 12])
 
 
 def _settings(quick: bool) -> tuple:
