@@ -41,16 +41,16 @@ def test_reduced_coordinates_match_guidance_rescale_at_draws(d):
 
 
 def test_exact_rel_against_monte_carlo_through_guidance_rescale():
-    """The cell's exact rel at d = 4 (converged: error within rtol) against guidance rescale on 2^14 draws in R^4
-    (standard error ~1 %): within 4 standard errors; the published Monte Carlo's 0.08 would not be exact."""
+    """The cell's exact rel at d = 4 (converged: error within rtol) against guidance rescale on 2^13 draws in R^4
+    (standard error ~1.4 %): within 4 standard errors."""
     cell = RescaleCell(4, levels=(0.5,), rtol=1e-3)
     r = rescale_gap(cell)
     assert r.note == "" and np.all(np.isfinite(r.rel))
     assert 0 < r.rel_error[0] <= cell.rtol * r.rel[0]
-    mc = monte_carlo_gap(cell, 2**14)
+    mc = monte_carlo_gap(cell, 2**13)
     assert abs(r.rel[0] - mc.rel[0]) <= 4 * mc.rel_error[0] + r.rel_error[0], (r, mc)
     assert abs(r.factor_dev[0] - mc.factor_dev[0]) <= 4 * mc.factor_dev_error[0] + r.factor_dev_error[0], (r, mc)
-    assert mc.rel_error[0] < 0.01  # the check is a real one: 1 % of rel ~ 0.34
+    assert mc.rel_error[0] < 0.01  # the check is a real one: ~1.4 % of rel ~ 0.34
 
 
 def test_d2_is_infinite_and_the_draws_show_a_tail_of_index_one():
