@@ -64,7 +64,7 @@ def reduced_law() -> str:
     return "mixture:" + str([cond, uncond]).replace(" ", "")
 
 
-RTOL = 1e-4  # RescaleCell's default relative tolerance on rel (and factor_dev)
+RTOL = 1e-4  # RescaleCell's default relative tolerance on rel (factor_dev, not published, gets its error only)
 MAX_PANELS = 32  # the finest product rule a RescaleCell level tries (~8e7 nodes)
 _ROUNDING = 1e-13  # relative rounding of the quadrature sums (float64, ~1e7 terms)
 _BOX = 10.0  # the u box (noised components' means +- _BOX sd), the z and sqrt(R) boxes (+- _BOX): tails < 1e-21
@@ -108,13 +108,13 @@ class RescaleGap(NamedTuple):
     note: str  # why a value is infinite ("" when none is), or the Monte Carlo's draws
 
 
-DIVERGES_AT_D2 = ("infinite at d = 2: over two coordinates std(eps_cfg) = |B_g| / sqrt(2) with B_g linear in x, "
-                  "zero on a line through every point's neighbourhood, where std(eps_c) is not; the factor "
-                  "std(eps_c) / std(eps_cfg) grows like one over the distance to that line, whose mean is infinite "
-                  "in two dimensions")
+DIVERGES_AT_D2 = ("infinite at d = 2: over two coordinates std(eps_cfg) = |eps_cfg[0] - eps_cfg[1]| / 2 vanishes on "
+                  "a curve of x_t (in reduced coordinates, linearly in z at every u), where std(eps_c) does not; the "
+                  "factor std(eps_c) / std(eps_cfg) grows like one over the distance to that curve, and one over the "
+                  "distance has an infinite mean in two dimensions")
 
 
-INFINITE_SHORT = ("std(eps_cfg) over two coordinates vanishes on a line, where std(eps_c) / std(eps_cfg) grows like "
+INFINITE_SHORT = ("std(eps_cfg) over two coordinates vanishes on a curve, where std(eps_c) / std(eps_cfg) grows like "
                   "one over the distance")
 
 
@@ -165,7 +165,7 @@ def _sign_changes(f, lo: float, hi: float, n: int = 4001) -> list[float]:
 _GL = np.polynomial.legendre.leggauss(8)
 
 
-def _gl(edges: np.ndarray, panels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _gl(edges: np.ndarray, panels: int) -> tuple[np.ndarray, np.ndarray]:
     """Composite 8-node Gauss-Legendre between consecutive ``edges`` [..., P + 1] of rows, ``panels`` equal panels on
     each piece: nodes and weights [..., P * panels * 8]."""
     z, wz = _GL
