@@ -1197,9 +1197,9 @@ def rescale_rows(entry: Entry, nums: list[Number], deadline: float, seed: int = 
                 tail = f"{route}: Hill tail index {alpha:.3g} +- {a_se:.2g} (top {TAIL_K})"
                 if alpha - K_SE * a_se <= 1:  # an infinite mean: only an infinite number agrees
                     rows.append(Row(kind, what, n.name, n.value, n.error, math.inf, 0.0,
-                                    tail + " <= 1: infinite mean", "yes" if n.value == math.inf else "NO"))
+                                    tail + f" within {K_SE:g} SE of <= 1: infinite mean", "yes" if n.value == math.inf else "NO"))
                     continue
-                route = tail + " > 1: finite mean"  # an infinite published number is then a NO (_agree)
+                route = tail + f" above 1 by {K_SE:g} SE: finite mean"  # an infinite published number is then a NO (_agree)
             rows.append(Row(kind, what, n.name, n.value, n.error, r, K_SE * se, route,
                             _agree(n.value, n.error, r, K_SE * se)))
     return rows, rest

@@ -237,7 +237,7 @@ def test_rescale_ratio_is_infinite_at_d_2_by_the_tail_index():
     four = RescaleCell(4, levels=(0.5,))
     entry = rp.Entry("k", four, result._replace(rel=np.array([inf]), factor_dev=np.array([0.2])))
     rows, _ = rp.rescale_rows(entry, rp.converged_numbers(entry)[0], deadline=float("inf"), draws=2**14)
-    assert rows[0].number == "rel[0]" and rows[0].agree == "NO" and "> 1: finite mean" in rows[0].route, rows
+    assert rows[0].number == "rel[0]" and rows[0].agree == "NO" and "above 1 by 4 SE: finite mean" in rows[0].route, rows
     assert 0 < rows[0].reference < 1  # the Monte Carlo ratio, a finite mean
 
 
