@@ -42,12 +42,15 @@ Routes:
   standard errors.
 - **refined resolution** (flows ``FieldCell``: twice the Gauss-Hermite ``nodes``; flows ``CapCell``: the state grid
   at half the spacing): the same formula at a finer resolution, not independent of it (as route (a)).
-- **reduced quadrature** (claims ``RescaleCell``, whose ``rel`` is a Monte Carlo ratio of means over ``n`` draws
-  seeded by ``d``): the exact ratio of the two expectations in the reducible family's reduced coordinates (the 1-D
-  law along ``U``, one complement coordinate along the ones vector, the chi-square rest) by product Gauss-Legendre
-  split at the integrands' kinks, the panels doubled until two doublings agree; the published number agrees within
-  ``K_SE`` of its standard errors. At ``d = 2`` the expectation is infinite (:func:`rescale_rows`), so every
-  published ``rel`` there disagrees.
+- **monte-carlo, guidance rescale in R^d** (claims ``RescaleCell``, whose ``rel`` and ``factor_dev`` are exact
+  expectations by reduced-coordinate quadrature, ``inf`` at ``d = 2``): per level up to ``RESCALE_DRAWS`` = 65536
+  draws through :func:`evaluation.claims.flawed_schedules.monte_carlo_draws` (``sampler.CFG`` and
+  ``GuidanceRescale`` on the ``d``-dimensional mixtures; seeded from ``--seed``, in chunks, fewer when ``--budget``
+  ends first); ``rel`` the ratio of the sample means, ``factor_dev`` the sample mean, each agreeing within ``K_SE``
+  standard errors plus its published error. At ``d = 2`` and for any infinite published number, the divergence
+  test: Hill's tail index of the averaged draws on their top ``TAIL_K`` = 256 within ``K_SE`` standard errors of
+  <= 1 (an infinite mean) gives the reference ``inf``, which only an infinite published number agrees with (an
+  index above refutes an infinite number).
 - **spline recursion** (findings ``CurvesCell``'s ``chain``, the sampler-chain golden): ``log E_t`` as a quintic
   spline on a uniform grid, each step's kernel integral by Gauss-Hermite, the gradient from the spline's derivative
   (:func:`spline_chain`, at two resolutions: their difference is the error), instead of
@@ -215,7 +218,8 @@ def _elements(value: Any, error: Any) -> list[tuple[str, float, float]]:
 def published_numbers(result: Any, *, seed: int = 0, prefix: str = "") -> list[Number]:
     """The numbers a cell's result stores with a finite error: each field ``x`` with a field ``x_error`` (nested
     results too; ``region_mass`` with ``region_error``), node masses left out; of an array at most
-    :data:`MAX_ELEMENTS` elements, drawn with ``seed``. A result with ``valid`` False has none."""
+    :data:`MAX_ELEMENTS` elements, drawn with ``seed``. A result with ``valid`` False has none. An infinite value is
+    kept (a claims ``RescaleCell``'s ``rel`` at ``d = 2``; :func:`_agree` never agrees with one), a NaN left out."""
     fields = _fields(result)
     if fields.get("valid", True) is False:
         return []
@@ -231,7 +235,7 @@ def published_numbers(result: Any, *, seed: int = 0, prefix: str = "") -> list[N
             items = _elements(value, fields[err_name])
         except (TypeError, ValueError):
             continue
-        items = [(i, v, e) for i, v, e in items if math.isfinite(v) and math.isfinite(e)]
+        items = [(i, v, e) for i, v, e in items if not math.isnan(v) and math.isfinite(e)]  # inf kept (route (h))
         if len(items) > MAX_ELEMENTS:
             pick = sorted(random.Random(f"{seed}:{prefix}{name}").sample(range(len(items)), MAX_ELEMENTS))
             items = [items[j] for j in pick]
@@ -415,6 +419,10 @@ def _against(kind: str, what: str, nums, ref: dict, route: str, run: str, scale:
 
 
 def _agree(v: float, e: float, r: float, re: float) -> str:
+    """``|v - r| <= e + re``; a NaN, or an infinite number or error on either side, is "NO" (an infinite published
+    number is agreed only by a divergence test, route (h); ``inf - inf`` is NaN and ``inf <= inf`` is no agreement)."""
+    if not all(math.isfinite(x) for x in (v, e, r, re)):
+        return "NO"
     return "yes" if abs(v - r) <= e + re else "NO"
 
 
@@ -1106,189 +1114,94 @@ def finer_rows(entry: Entry, nums: list[Number], runner: Runner, seed: int = 0) 
 
 
 
-# --- route (h): RescaleCell's ratio exactly, in the reducible family's reduced coordinates ---------------------------
-def _rescale_setup(cell: Any):
-    """(the 1-D conditional and unconditional along ``U`` [GaussianMixture], ``sum(q)``, ``|1 - sum(q) q|``, the
-    common complement variance) of a RescaleCell's law, or the reason the reduction below does not hold."""
-    from analytic import GaussianMixture
-    from evaluation.claims.flawed_schedules import DELTA, MU, SEED
-    from evaluation.spec import Law
-
-    parts = Law.parse(f"reducible:{cell.d}:{MU}:{DELTA}:1:{SEED}").build()
-    cond, uncond = parts.cond, parts.uncond
-    s2 = torch.cat([cond.comp_vars, uncond.comp_vars])
-    if cond.sub_dim != 1 or bool((s2 - s2[0]).abs().max() > 0):
-        return "the reduction needs one line U and one complement variance for every component"
-    q = cond.basis[:, 0]
-    s_q = q.sum().item()
-    s_1 = math.sqrt(max(cell.d - s_q**2, 0.0))  # |1 - (1.q) q|: the ones vector's part in the complement
-    line = [GaussianMixture(m.weights, m.means_u, m.covs_u) for m in (cond, uncond)]
-    return line[0], line[1], s_q, s_1, s2[0].item()
+# --- route (h): RescaleCell's exact ratio against Monte Carlo through guidance rescale in R^d -----------------------
+RESCALE_DRAWS = 65536  # Monte Carlo draws per level (fewer when the budget ends first)
+RESCALE_MIN_DRAWS = 1024  # fewer by the budget's end: skipped
+TAIL_K = 256  # Hill's estimator on the top TAIL_K draws (of RESCALE_DRAWS at d = 2 and for an infinite number)
 
 
-def _gl_pieces(edges, panels: int, per_unit: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Composite Gauss-Legendre (8 nodes a panel) on each piece between consecutive ``edges``: ``panels`` panels
-    each, or (``per_unit``) ``panels / 4`` panels per unit length (at least one)."""
-    z, wz = np.polynomial.legendre.leggauss(8)
-    xs, ws = [], []
-    for lo, hi in zip(edges[:-1], edges[1:]):
-        e = np.linspace(lo, hi, (max(1, math.ceil(panels * (hi - lo) / 4)) if per_unit else panels) + 1)
-        half = (e[1:] - e[:-1])[:, None] / 2
-        xs.append(((e[:-1] + e[1:])[:, None] / 2 + half * z).ravel())
-        ws.append((half * wz).ravel())
-    return np.concatenate(xs), np.concatenate(ws)
+def hill_tail_index(x: np.ndarray, k: int = TAIL_K) -> tuple[float, float]:
+    """Hill's estimate of the tail index of positive draws ``x`` (``P(X > t) ~ t^-alpha``) from the top ``k``, and its
+    asymptotic standard error ``alpha / sqrt(k)``. A mean is infinite when ``alpha <= 1``."""
+    top = np.sort(np.asarray(x, dtype=float))[::-1][:k + 1]
+    if top.size < k + 1 or not top[k] > 0:
+        raise ValueError(f"Hill's estimator needs {k + 1} positive draws, got {int((top > 0).sum())}")
+    alpha = 1.0 / float(np.mean(np.log(top[:k] / top[k])))
+    return alpha, alpha / math.sqrt(k)
 
 
-def _roots(f, lo: float, hi: float, n: int = 4001) -> list[float]:
-    """The sign changes of ``f`` (numpy, vectorised) on [lo, hi], by bisection to double precision."""
-    x = np.linspace(lo, hi, n)
-    v = f(x)
-    out = []
-    for i in np.nonzero(np.sign(v[:-1]) * np.sign(v[1:]) < 0)[0]:
-        a, b, fa = x[i], x[i + 1], v[i]
-        for _ in range(80):
-            m = 0.5 * (a + b)
-            fm = f(np.array([m]))[0]
-            if np.sign(fm) == np.sign(fa):
-                a, fa = m, fm
-            else:
-                b = m
-        out.append(0.5 * (a + b))
-    return out
+def _rescale_draws(cell: Any, a: float, seed: int, n: int, deadline: float) -> dict[str, np.ndarray]:
+    """At up to ``n`` draws of level ``a`` (:func:`evaluation.claims.flawed_schedules.monte_carlo_draws`, in chunks of
+    ~2^21 coordinates seeded ``seed``, ``seed + 1``, ..., as many as are done by ``deadline``): ``gap`` =
+    ``|(eps_rescale - eps_cfg) . q|``, ``term`` = ``|(eps_cfg - eps_c) . q|``, ``dev`` = ``|std(eps_c) / std(eps_cfg)
+    - 1|``."""
+    from evaluation.claims.flawed_schedules import monte_carlo_draws
+
+    chunk = min(n, max(256, 2**21 // cell.d))
+    parts, done = [], 0
+    while done < n and time.perf_counter() < deadline:
+        parts.append(monte_carlo_draws(cell, a, min(chunk, n - done), seed + len(parts)))
+        done += parts[-1][0].size
+    gap, term, factor = (np.concatenate([p[j] for p in parts]) if parts else np.zeros(0) for j in range(3))
+    return {"gap": gap, "term": term, "dev": np.abs(factor - 1)}
 
 
-def rescale_means(cell: Any, a: float, panels: int, setup=None) -> tuple[float, float]:
-    """The exact ``E|(eps_rescale - eps_cfg) . q|`` and ``E|(eps_cfg - eps_c) . q|`` of a RescaleCell at level ``a``
-    (``x_t ~ p_t(x|c)``), by product Gauss-Legendre in reduced coordinates (``panels`` panels of 8 nodes on each
-    smooth piece); ``d >= 3``.
-
-    Reduction (the family of :mod:`analytic.reducible` with one complement variance ``s^2``, so ``tau^2 = a s^2 + 1 -
-    a`` for every component): ``x_t = u q + tau (z e_1 + v')`` with ``e_1`` the unit vector along the ones vector's
-    complement part, ``u ~ p_t`` of the 1-D law along ``U``, ``z ~ N(0, 1)`` and ``R = |v'|^2 ~ chi^2(d - 2)``
-    independent. Every eps is ``E(u) q + c (z e_1 + v')`` with ``c = sqrt(1 - a) / tau`` and ``E`` the 1-D eps along
-    ``U`` (``E_g = E_c + w (E_c - E_u)``), so over one sample's ``d`` coordinates
-    ``d std^2 = B + c^2 R`` with ``B = E^2 + c^2 z^2 - (E sum(q) + c z s_1)^2 / d`` (``s_1 = |1 - sum(q) q|``), the
-    factor is ``f = sqrt((B_c + c^2 R) / (B_g + c^2 R))`` and the two projections are ``phi |f - 1| |E_g|`` and
-    ``|E_g - E_c|``. ``sign(f - 1) = sign(B_c - B_g)`` does not depend on ``R`` and changes sign in ``z`` at one
-    point, ``z* = (E_c + E_g) s_1 / (2 c sum(q))``: the ``z`` rule is split there, the ``u`` rule at the roots of
-    ``E_g`` and ``E_g - E_c``; ``sqrt(R)`` (a chi law, smooth density) on its mean +- 10. ``u`` (whose eps
-    changes on the scale of the components' overlap) takes ``panels / 4`` panels per unit length, ``z`` and
-    ``sqrt(R)`` ``panels / 2`` on each piece (their integrands are smooth on the scale of their boxes)."""
-    cond, uncond, s_q, s_1, s2 = setup or _rescale_setup(cell)
-    d, w, phi = cell.d, cell.w, cell.phi
-    k = d - 2
-    tau2 = a * s2 + 1 - a
-    c = math.sqrt(1 - a) / math.sqrt(tau2)
-    law = cond.noised(a)
-    sd = law.covs[:, 0, 0].sqrt()
-    box = ((law.means[:, 0] - 12 * sd).min().item(), (law.means[:, 0] + 12 * sd).max().item())
-
-    def E(u):
-        U = torch.as_tensor(np.asarray(u, dtype=float))[:, None]
-        with torch.no_grad():
-            ec, eu = cond.eps(U, a)[:, 0], uncond.eps(U, a)[:, 0]
-        return ec.numpy(), (ec + w * (ec - eu)).numpy()
-
-    cuts = sorted({*_roots(lambda u: E(u)[1], *box), *_roots(lambda u: E(u)[1] - E(u)[0], *box)})
-    u, wu = _gl_pieces([box[0], *cuts, box[1]], panels, per_unit=True)
-    wu = wu * np.exp(law.log_prob(torch.as_tensor(u)[:, None]).numpy())
-    wu = wu / wu.sum()
-    e_c, e_g = E(u)
-    term = (wu * np.abs(e_g - e_c)).sum()
-    if k > 0:
-        r0 = math.sqrt(k)
-        s, ws = _gl_pieces([max(r0 - 10.0, 0.0), r0 + 10.0], max(panels // 2, 1))
-        lw = (k - 1) * np.log(np.where(s > 0, s, 1.0)) - s**2 / 2
-        ws = ws * np.exp(lw - lw.max()) * (s > 0)
-        R = (s**2)[None, None, :]
-        ws = ws / ws.sum()
-    else:
-        R, ws = np.zeros((1, 1, 1)), np.ones(1)
-    zg, wg = np.polynomial.legendre.leggauss(8)
-    frac = np.linspace(0.0, 1.0, max(panels // 2, 1) + 1)
-    gap, chunk = 0.0, max(1, 2_000_000 // (16 * frac.size * R.size))  # chunks of u nodes: [u, z, R] arrays of ~16 MB
-    for i in range(0, u.size, chunk):
-        ec, eg = e_c[i:i + chunk, None], e_g[i:i + chunk, None]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            cut = (ec + eg) * s_1 / (2 * c * s_q)
-        cut = np.where(np.abs(cut) < 10.0, cut, 0.0)  # outside the z box: split anywhere (at 0)
-        z, wz = [], []
-        for lo, hi in ((-10.0, cut), (cut, 10.0)):  # two pieces per u node, ``panels / 2`` panels each
-            e = lo + (hi - lo) * frac  # [n, panels + 1]
-            half = (e[:, 1:] - e[:, :-1])[:, :, None] / 2
-            z.append(((e[:, :-1] + e[:, 1:])[:, :, None] / 2 + half * zg).reshape(e.shape[0], -1))
-            wz.append((half * wg).reshape(e.shape[0], -1))
-        z, wz = np.concatenate(z, 1), np.concatenate(wz, 1)  # [n, Z]
-        wz = wz * np.exp(-z**2 / 2)
-        wz = wz / wz.sum(1, keepdims=True)
-        B = lambda e: np.maximum(e**2 + c**2 * z**2 - (e * s_q + c * z * s_1) ** 2 / d, 0.0)  # noqa: E731
-        bc, bg = B(ec)[:, :, None], B(eg)[:, :, None]
-        f = np.sqrt((bc + c**2 * R) / (bg + c**2 * R))
-        inner = (wz * (np.abs(f - 1) * ws).sum(2)).sum(1)  # E_{z,R} |f - 1| at each u
-        gap += (wu[i:i + chunk] * phi * np.abs(eg[:, 0]) * inner).sum()
-    return float(gap), float(term)
+def _ratio_of_means(gap: np.ndarray, term: np.ndarray) -> tuple[float, float]:
+    """``mean(gap) / mean(term)`` and its first-order (delta-method) standard error."""
+    n, mg, mt = gap.size, gap.mean(), term.mean()
+    r = mg / mt
+    cov = np.cov(gap, term)
+    return float(r), float(math.sqrt(max(cov[0, 0] - 2 * r * cov[0, 1] + r**2 * cov[1, 1], 0.0) / n) / mt)
 
 
-def _ratio_error(g: float, t: float, g_error: float, t_error: float) -> float:
-    """The error of ``g / t`` to first order (``t > 0``)."""
-    return (g_error + abs(g) / t * t_error) / t
-
-
-def rescale_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
-    """Route (h) (module docstring): a RescaleCell's ``rel`` per level against its exact value, the ratio of the two
-    expectations by :func:`rescale_means`, the panels doubled until two doublings agree (their larger change, on
-    each expectation, is the error). The published number is a Monte Carlo ratio of means (first-order bias
-    ``O(1/n)``, well inside its standard error), so it agrees within ``K_SE`` of its standard errors. At ``d = 2``
-    the expectation of the first is infinite (``std(eps_g)`` over two coordinates vanishes on the line ``B_g = 0``
-    of every ``u``, where ``|f - 1|`` grows like one over the distance: not integrable), so a finite published
-    ``rel`` there disagrees. Returns the rows and the numbers this route does not cover."""
+def rescale_rows(entry: Entry, nums: list[Number], deadline: float, seed: int = 0,
+                 draws: int = RESCALE_DRAWS) -> tuple[list[Row], list[Number]]:
+    """Route (h) (module docstring): a RescaleCell's exact ``rel`` and ``factor_dev`` per level (reduced-coordinate
+    quadrature) against guidance rescale itself on ``draws`` draws in ``R^d`` per level (:func:`_rescale_draws`; the
+    budget up to ``deadline`` shared among the levels): the ratio of the sample means (``rel``), the sample mean
+    (``factor_dev``) agree within ``K_SE`` of their standard errors plus the published error. At ``d = 2``, and for
+    any infinite published number, the divergence test instead: Hill's tail index of the draws averaged
+    (:func:`hill_tail_index`; ``|(eps_rescale - eps_cfg) . q|``, ``|f - 1|``) within ``K_SE`` standard errors of <= 1
+    means an infinite expectation (the reference is ``inf``): an infinite published number agrees, a finite one does
+    not; an index above that refutes an infinite number (and a finite one is then checked as at ``d >= 3``).
+    Returns the rows and the numbers this route does not cover."""
     cell = entry.cell
     kind, what = kind_name(cell), summary(cell)
     if kind != "claims.flawed_schedules:RescaleCell" or not nums:
         return [], nums
-    rows, rest, setup = [], [], _rescale_setup(cell)
+    levels: dict[int, list[tuple[str, Number]]] = defaultdict(list)
+    rest, rows = [], []
     for n in nums:
         base, i = _level_of(n.name)
-        if base != "rel" or i is None:
+        if base in ("rel", "factor_dev") and i is not None:
+            levels[i].append((base, n))
+        else:
             rest.append(n)
-            continue
-        v, e = n.value, K_SE * n.error
-        if isinstance(setup, str):
-            rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "-", f"skipped: {setup}"))
-            continue
-        if cell.d == 2:
-            rows.append(Row(kind, what, n.name, v, n.error, math.inf, 0.0,
-                            "exact: E|gap| is infinite at d = 2 (std(eps_g) = 0 on a line, |f - 1| ~ 1/distance)",
-                            _agree(v, e, math.inf, 0.0)))
-            continue
-        a = float(cell.levels[i])
-        target = n.error / 100
-        history, panels = [], 4
-        try:
-            while True:
-                if time.perf_counter() > deadline:  # past it with an error estimate: keep the last rule
-                    if len(history) >= 3:
-                        break
-                    raise TimeoutError(f"over the budget ({len(history)} rules of 3 done)")
-                history.append(rescale_means(cell, a, panels, setup))
-                if len(history) >= 3:
-                    ch = [max(abs(history[-1][j] - history[-2][j]), abs(history[-2][j] - history[-3][j]))
-                          for j in (0, 1)]
-                    # the change of the ratio to first order (as rows below); the last rule allowed: 32 panels,
-                    # ~6e7 nodes (u x z x sqrt(R)), tens of seconds
-                    if _ratio_error(*history[-1], *ch) <= target or panels >= 32:
-                        break
-                panels *= 2
-        except TimeoutError as err:
-            rows.append(Row(kind, what, n.name, v, n.error, math.nan, math.nan, "reduced quadrature",
-                            f"skipped: {err}"))
-            continue
-        (g, t), panels = history[-1], 4 * 2 ** (len(history) - 1)
-        r = g / t
-        re = _ratio_error(g, t, *ch) + ROUNDING * r
-        rows.append(Row(kind, what, n.name, v, n.error, r, re,
-                        f"exact, reduced coordinates, gauss-legendre {panels} panels (published: {K_SE:g} x its SE)",
-                        _agree(v, e, r, re)))
+    for j, i in enumerate(sorted(levels)):
+        share = (deadline - time.perf_counter()) / (len(levels) - j)
+        base_seed = random.Random(f"{seed}:{entry.key}:rescale:{i}").getrandbits(40)
+        x = _rescale_draws(cell, float(cell.levels[i]), base_seed, draws, time.perf_counter() + share)
+        size = x["gap"].size
+        for base, n in levels[i]:
+            if size < min(RESCALE_MIN_DRAWS, draws):
+                rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, "monte-carlo",
+                                f"skipped: over the budget ({size} draws of {draws})"))
+                continue
+            route = f"monte-carlo N={size}, guidance rescale in R^{cell.d}"
+            if base == "rel":
+                r, se = _ratio_of_means(x["gap"], x["term"])
+            else:
+                r, se = float(x["dev"].mean()), float(x["dev"].std() / math.sqrt(size))
+            if cell.d == 2 or math.isinf(n.value):
+                alpha, a_se = hill_tail_index(x["gap" if base == "rel" else "dev"])
+                tail = f"{route}: Hill tail index {alpha:.3g} +- {a_se:.2g} (top {TAIL_K})"
+                if alpha - K_SE * a_se <= 1:  # an infinite mean: only an infinite number agrees
+                    rows.append(Row(kind, what, n.name, n.value, n.error, math.inf, 0.0,
+                                    tail + f" within {K_SE:g} SE of <= 1: infinite mean", "yes" if n.value == math.inf else "NO"))
+                    continue
+                route = tail + f" above 1 by {K_SE:g} SE: finite mean"  # an infinite published number is then a NO (_agree)
+            rows.append(Row(kind, what, n.name, n.value, n.error, r, K_SE * se, route,
+                            _agree(n.value, n.error, r, K_SE * se)))
     return rows, rest
 
 
@@ -1464,7 +1377,7 @@ def recompute(cache: Path, *, per_kind: int = 2, seed: int = 0, budget: float = 
             field += more
             more, nums = finer_rows(entry, nums, runner, seed)
             field += more
-            more, nums = rescale_rows(entry, nums, time.perf_counter() + budget)
+            more, nums = rescale_rows(entry, nums, time.perf_counter() + budget, seed)
             field += more
             more, nums = curves_rows(entry, nums, time.perf_counter() + budget, seed)
             field += more

@@ -6,6 +6,7 @@ import functools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from evaluation.claims import get_claim
 from evaluation.claims.flawed_schedules import Flawed
@@ -16,7 +17,8 @@ from .style import save, style
 NAME = "claims_flawed_schedules"
 CAPTION = ("Left: TV between the exact outputs started from N(0, 1) and from the exact law of x_T, per schedule's "
            "terminal abar (unguided and CFG). Right: guidance rescale's change of CFG's term along the class axis "
-           "(relative, per noise level) in the reducible family against d.")
+           "(relative, exact ratio of expectations per noise level) in the reducible family against d; at d = 2 "
+           "the expectation is infinite (not drawn).")
 
 
 @functools.cache
@@ -39,10 +41,16 @@ def plot(d: Flawed, out_dir: Path) -> list[Path]:
         a.set_xlabel("terminal abar_T")
         a.set_ylabel("TV(output from N(0,1), output from exact x_T)")
         a.legend(fontsize=6)
+        fin = np.isfinite(d.rescale_rel).all(1)  # [D] the dims with finite expectations (not d = 2: infinite)
         for k, abar in enumerate(d.abar):
-            b.errorbar(d.dims, d.rescale_rel[:, k], yerr=d.rescale_rel_error[:, k], fmt="-o", ms=3,
+            b.errorbar(d.dims[fin], d.rescale_rel[fin, k], yerr=d.rescale_rel_error[fin, k], fmt="-o", ms=3,
                        label=f"abar={abar:g}")
-        b.plot(d.dims, d.rescale_rel[0, 0] * d.dims[0] / d.dims, "k:", lw=0.8, label="1/d")
+        if fin.any():
+            first = np.argmax(fin)
+            b.plot(d.dims[fin], d.rescale_rel[first, 0] * d.dims[first] / d.dims[fin], "k:", lw=0.8, label="1/d")
+        if not fin.all():
+            b.text(0.02, 0.02, "infinite expectation (not drawn) at d = "
+                   + ", ".join(f"{v:g}" for v in d.dims[~fin]), transform=b.transAxes, fontsize=7)
         b.set_xscale("log")
         b.set_yscale("log")
         b.set_xlabel("dimension d")

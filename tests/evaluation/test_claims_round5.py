@@ -214,13 +214,14 @@ def test_ventura_conclusion_branches(cache):
 
 # --- 17: flawed-schedules ------------------------------------------------------------------------------------
 def test_rescale_cell_against_a_direct_computation():
-    """The cell's relative change along U at one level against guidance rescale written out from the paper's
-    formula (eps_r = eps_g std(eps_c) / std(eps_g), eps = phi eps_r + (1 - phi) eps_g) on the same draws."""
-    from evaluation.claims.flawed_schedules import DELTA, MU, SEED, RescaleCell, rescale_gap
+    """The cell's Monte Carlo route (monte_carlo_gap: the relative change along U at one level, seeded d) against
+    guidance rescale written out from the paper's formula (eps_r = eps_g std(eps_c) / std(eps_g), eps = phi eps_r +
+    (1 - phi) eps_g) on the same draws."""
+    from evaluation.claims.flawed_schedules import DELTA, MU, SEED, RescaleCell, monte_carlo_gap
     from evaluation.spec import Law
 
     d, w, phi, a = 8, 2.0, 0.7, 0.5
-    r = rescale_gap(RescaleCell(d, w, phi, n=64, levels=(a,)))
+    r = monte_carlo_gap(RescaleCell(d, w, phi, levels=(a,)), 64)
     parts = Law.parse(f"reducible:{d}:{MU}:{DELTA}:1:{SEED}").build()
     x_t = parts.cond.noised(a).sample(64, torch.Generator().manual_seed(d))
     e_c, e_u = parts.cond.eps(x_t, a), parts.uncond.eps(x_t, a)
