@@ -16,6 +16,8 @@ These lived in ``analytic`` before issue 10 (``analytic.density``, ``analytic.me
 ``analytic.demo``); ``analytic`` is now the exact mathematics alone and imports nothing from here.
 """
 import importlib
+import sys
+import types
 
 # Loaded on first use (PEP 562), so ``python -m evaluation.<entry point>`` reaches its own code (which answers Ctrl-C
 # with one line) before torch is imported.
@@ -31,3 +33,15 @@ def __getattr__(name: str):
     if name not in _FROM:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     return getattr(importlib.import_module(_FROM[name], __name__), name)
+
+
+class _Exports(types.ModuleType):
+    """Two exports share their module's name (``distances``, ``field_errors``): importing that module binds it on
+    the package, which would hide the function behind it; as with the eager imports before, the export wins."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if not (name in _FROM and isinstance(value, types.ModuleType)):
+            super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Exports

@@ -38,13 +38,14 @@ def _tight():
 @pytest.mark.parametrize("build", [_constrained, _tight])
 def test_save_draws_the_png_of_savefig_tight_once_laid_out(build, tmp_path):
     with style():
-        paths = save(build(), tmp_path / "new", "fig")
+        fig = build()
+        paths = save(fig, tmp_path / "new", "fig")
+        assert not plt.fignum_exists(fig.number)  # save closed it (other tests may leave theirs open)
         reference = build()
         reference.savefig(tmp_path / "ref.png", bbox_inches="tight")
         dpi = matplotlib.rcParams["savefig.dpi"]
         plt.close(reference)
     assert [p.name for p in paths] == ["fig.png", "fig.pdf"] and all(p.stat().st_size > 0 for p in paths)
-    assert not plt.get_fignums()  # closed
     png = np.asarray(Image.open(paths[0]))
     assert np.array_equal(png, np.asarray(Image.open(tmp_path / "ref.png")))  # pixel for pixel
     # the PDF is the same box: its page (points) is the PNG's size (pixels at the savefig dpi) within a pixel
