@@ -36,6 +36,9 @@ def test_the_packages_import_nothing_heavy_until_used():
     code = ("import sys; import evaluation, evaluation.claims; assert 'torch' not in sys.modules, 'torch'\n"
             "from evaluation.claims import CLAIMS, get_claim, run_ledger, reg_map\n"
             "from evaluation import output_density, tilted_target\n"
+            "import evaluation.distances, evaluation.field_errors\n"  # modules named like two exports: the
+            "from evaluation import distances, field_errors\n"  # exports still win, as with eager imports
+            "assert callable(distances) and callable(field_errors) and distances.__module__ == 'evaluation.distances'\n"
             "assert get_claim(CLAIMS[0].id) is CLAIMS[0] and callable(output_density)\n"
             "try:\n    from evaluation.claims import no_such_name\nexcept ImportError:\n    pass\n"
             "else:\n    raise AssertionError('an unknown name resolved')")
