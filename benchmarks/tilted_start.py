@@ -3,7 +3,7 @@
 [--out PATH]``.
 
 1. :func:`evaluation.density.mass_outside` of the tilted start ``p_T(u|y) E_T(u)``
-   (:func:`evaluation.density.tilted_start`, ``marginal=True``; the ledger's ``tilted`` start) of ``--law``
+   (:func:`evaluation.starts.tilted_start`, ``marginal=True``; the ledger's ``tilted`` start) of ``--law``
    (default ``classes_2d``) with the CFG reward at ``w = 1`` and ``abar_T`` of the ``paper`` schedule's first
    level, on ``n x n`` grids of [-3.5, 3.5]^2 (``--sizes``): the start as :func:`tilted_start` returns it (its
    ``on_grid``: the grid and ``mass_outside``'s frame, each one tensor grid through the separable kernels of

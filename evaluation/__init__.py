@@ -1,6 +1,7 @@
 """Runs samplers and compares them against the exact answer (ARCHITECTURE.md, the evaluation floor).
 
-- :mod:`evaluation.density`: exact output laws of any sampler, guidance and REG estimator on 1-D/2-D grids;
+- :mod:`evaluation.density`: exact output laws of any sampler, guidance and REG estimator on 1-D/2-D grids, from the
+  starts of :mod:`evaluation.starts`;
 - :mod:`evaluation.distances`: the tilted target, TV, both KLs, W1, energy distance;
 - :mod:`evaluation.field_errors`: per-step field errors of guided samplers against both goldens;
 - :mod:`evaluation.spec`: the one experiment vocabulary (``Law``, ``Levels``, ``Method``; one text spelling each;
@@ -21,7 +22,8 @@ import types
 
 # Loaded on first use (PEP 562), so ``python -m evaluation.<entry point>`` reaches its own code (which answers Ctrl-C
 # with one line) before torch is imported.
-_FROM = {**dict.fromkeys(("OutputDensity", "output_density", "tilted_start", "vp_start", "grid_log_prob_start"),
+_FROM = {**dict.fromkeys(("tilted_start", "vp_start"), ".starts"),
+         **dict.fromkeys(("OutputDensity", "output_density", "grid_log_prob_start"),
                          ".density"),
          **dict.fromkeys(("TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence",
                           "wasserstein1", "EnergyDistance", "energy_distance"), ".distances"),

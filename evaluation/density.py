@@ -37,7 +37,7 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
 The start is not renormalised on the grid: its mass outside the grid's cells (:func:`mass_outside`) is part of
 ``lost``, as is the mass that leaves the grid during the steps. The start is read on tensor grids (the nodes, the
 frame of :func:`mass_outside`, the 2-D sub-points of the push-forward; in 1-D also at the push-forward's sub-cell
-edges): a start with ``on_grid`` (:data:`LogProb`; :func:`tilted_start`, whose ``E_T`` is a quadrature per point)
+edges): a start with ``on_grid`` (:data:`evaluation.starts.LogProb`; :func:`evaluation.starts.tilted_start`, whose ``E_T`` is a quadrature per point)
 is evaluated there through it, one call per grid, the same values to rounding (issue 19: at the points, the tilted
 start's frame was most of a 2-D cell's CPU). The nodes' values :func:`mass_outside` reads are the stochastic
 steps' start.
@@ -55,25 +55,22 @@ from __future__ import annotations
 import contextlib
 import math
 import warnings
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from analytic.gauss_sums import split_width
-from analytic.grid import tilted_posterior
-from analytic.mixture import GaussianMixture
 from analytic.quadrature import (as_axes, axes_spacing, check_axes, deposit, deposit_segments, grid_points, spline_at,
                                  sub_axes, sub_points)
 from sampler.samplers import SAMPLERS, check_sigmas, ddim_coefficients, sample
 from sampler.schedules import check_count, check_number
 
-__all__ = ["OutputDensity", "output_density", "MAX_SUB_POINTS", "gaussian_step", "source_step", "mass_outside", "vp_start", "tilted_start", "grid_log_prob_start"]
+from .starts import LogProb, vp_start
 
-LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised. It may carry a method
-# ``on_grid(axes) -> [prod n]``: the same values on the tensor grid of ``axes`` ('ij' order, flattened), computed
-# faster than at its points (:func:`tilted_start`); the density's starts and :func:`mass_outside` use it on grids
+__all__ = ["OutputDensity", "output_density", "MAX_SUB_POINTS", "gaussian_step", "source_step", "mass_outside", "grid_log_prob_start"]
+
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
 
 
@@ -111,49 +108,6 @@ class OutputDensity(NamedTuple):
 
 
 # --- starts ----------------------------------------------------------------------------------------
-def vp_start(d: int) -> LogProb:
-    """``log N(u; 0, I)``: the start of :func:`sampler.samplers.vp_prior` in VP coordinates (with ``on_grid``)."""
-    const = 0.5 * d * math.log(2 * math.pi)
-
-    def log_prob(u: torch.Tensor) -> torch.Tensor:
-        return -0.5 * (u**2).sum(1) - const
-
-    def on_grid(axes) -> torch.Tensor:  # the same sum of squares, by broadcasting instead of at the points
-        axes = as_axes(axes)
-        sq = sum(a.to(torch.float64).reshape([-1 if j == i else 1 for j in range(len(axes))]) ** 2
-                 for i, a in enumerate(axes))
-        return -0.5 * sq.reshape(-1) - const
-
-    log_prob.on_grid = on_grid
-    return log_prob
-
-
-def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool = False) -> LogProb:
-    """``log N(u; 0, I) + log E_T(u)`` (unnormalised), THEORY.md section 4: the start the optimal guided
-    chain needs, with ``E_T`` of the ideal chain at the first level ``abar_T`` (``u`` = VP state).
-
-    ``marginal=True`` tilts the true noised conditional instead, ``p_T(u | y) E_T(u)``: the exact
-    marginal of the tilted ideal chain. The two agree when ``p_T(u | y) = N(0, I)`` (``abar_T -> 0``);
-    with the paper's ``abar_T = 0.82`` only the second makes the chain's output ``p(x_0|y) R_0 / Z``.
-
-    The callable has ``on_grid(axes)``: the values on a tensor grid by the separable quadrature of
-    :func:`analytic.grid.tilted_posterior` (axes given as a tuple), the same to rounding and many times faster
-    on the grids of :func:`output_density` and :func:`mass_outside` than at the grid's points."""
-    d = cond.dim
-    base = cond.noised(abar_T).log_prob if marginal else vp_start(d)
-
-    def log_prob(u: torch.Tensor) -> torch.Tensor:
-        return base(u) + tilted_posterior(cond, reward, u, abar_T).log_E
-
-    def on_grid(axes) -> torch.Tensor:
-        axes = check_axes(axes, d)
-        log_E = tilted_posterior(cond, reward, axes, abar_T).log_E
-        return (base(grid_points(axes)) if marginal else base.on_grid(axes)) + log_E
-
-    log_prob.on_grid = on_grid
-    return log_prob
-
-
 def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
     """A start given by log-density values on a uniform grid (cubic-spline interpolated), with no mass beyond
     the grid's cells (``-inf`` there: nothing is known about it, and :func:`mass_outside` counts none)."""
@@ -218,7 +172,7 @@ def mass_outside(log_prob: LogProb, axes, *, max_doublings: int = _MAX_DOUBLINGS
     message) is NaN or ``+inf`` or of the wrong shape, or when it is ``-inf`` (no mass) everywhere it was read.
 
     The frame is the tensor grid of the widened axes without the grid itself: a ``log_prob`` with ``on_grid``
-    (:data:`LogProb`) is evaluated on that whole tensor grid in one call and the inner block dropped."""
+    (:data:`evaluation.starts.LogProb`) is evaluated on that whole tensor grid in one call and the inner block dropped."""
     return _mass_outside(log_prob, axes, max_doublings, name)[0]
 
 
@@ -758,7 +712,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             state ``u``, used at every level; it must hold the start's and the output's mass.
         sampler, eta: as :func:`sampler.samplers.sample`.
         start: log-density of the start state ``u`` (unnormalised; normalised on the grid); default
-            :func:`vp_start` (the ``vp_prior``). :func:`tilted_start` gives ``N(0, I) E_T``.
+            :func:`evaluation.starts.vp_start` (the ``vp_prior``). :func:`evaluation.starts.tilted_start` gives ``N(0, I) E_T``.
         sub: sub-points per cell and dimension for the deterministic push-forward (default 8 in 1-D,
             3 in 2-D). A run puts ``nodes x (2 sub)^d`` points through it (``nodes x sub^d`` without the estimate),
             about 250 bytes each: more than ``MAX_SUB_POINTS`` (2^25, some 8 GB) is refused (``ValueError`` naming

@@ -2,7 +2,7 @@
 
 - :func:`tilted_target`: ``pbar(x_0 | y) = p(x_0 | y) R_0(x_0, y) / Z`` on a grid by quadrature, as hat
   masses (the discretisation :func:`evaluation.density.output_density` uses, so both are compared alike),
-  with ``log Z`` by the trapezoid rule.
+  with ``log Z``, by Gauss-Legendre on the pieces where the hats are linear.
 - :func:`distances`: total variation, KL both ways and (1-D) the exact W1 between two grid laws.
 - :func:`energy_distance`: between two sample sets (any d), with a standard error from disjoint blocks.
 """
@@ -11,11 +11,12 @@ from __future__ import annotations
 import math
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 from analytic.integrability import tail_margin
 from analytic.mixture import GaussianMixture
-from analytic.quadrature import as_axes, axes_spacing, check_axes, deposit_lattice, grid_points, sub_axes
+from analytic.quadrature import as_axes, axes_spacing, check_axes, grid_points
 from analytic.rewards import AutoGReward, CFGReward, ClassifierReward, check_reward
 from sampler.schedules import check_count
 
@@ -27,10 +28,10 @@ __all__ = ["TiltedTarget", "tilted_target", "target_key", "TargetMemo", "check_t
 class TiltedTarget(NamedTuple):
     axes: tuple[torch.Tensor, ...]
     mass: torch.Tensor  # [n_1(, n_2)] hat masses of pbar on the grid, sums to 1 - lost (like OutputDensity.mass)
-    log_Z: float  # log int p(x_0|y) R_0(x_0) dx_0 over the sub-point grid
+    log_Z: float  # log int p(x_0|y) R_0(x_0) dx_0 over the grid's cells (the outside's share: log_Z_error)
     lost: float  # the target's mass missing from the grid, 1 - mass.sum(): its mass outside the grid's cells
     # (``outside``) plus the part of the rest in the edge half-cells beyond the edge nodes' hats; in [0, 1]
-    error: torch.Tensor  # [n_1(, n_2)] estimated |mass - exact hat masses|: the change from twice the sub-points
+    error: torch.Tensor  # [n_1(, n_2)] estimated |mass - exact hat masses|: the change from half the quadrature nodes
     # (only the sum is a bound, see tilted_target)
     log_Z_error: float  # bound on |log_Z - exact log Z|: the quadrature's change, the mass outside and rounding
     outside: float = 0.0  # the target's mass outside the grid's cells (estimated; part of ``lost``)
@@ -54,41 +55,72 @@ def check_tilt_integrable(cond: GaussianMixture, reward) -> float:
     return margin
 
 
-_BLOCK = 2**16  # sub-points evaluated at once: bounds the mixtures' [K, d, points] temporaries (a few MB; faster
-# than larger blocks)
+_OUTSIDE_NODES = 101**2  # most nodes of the grid tilted_target finds the mass outside the cells on
+_BLOCK = 2**16  # quadrature points evaluated at once: bounds the mixtures' [K, d, points] temporaries (a few MB)
 
 
-def _target_on_subpoints(cond, reward, axes, sub: int):
-    """``(hat masses of the sub-points' normalised values, log Z by the midpoint rule, mass beyond the hats)`` with
-    ``sub^d`` points per cell: ``log p(x_0|y) R_0(x_0)`` on the lattice (:func:`analytic.quadrature.sub_axes`),
-    evaluated in blocks of rows of about ``_BLOCK`` points (one lattice-sized tensor at a time), deposited
-    separably (:func:`analytic.quadrature.deposit_lattice`)."""
-    fine = sub_axes(axes, sub)
-    shape = tuple(a.numel() for a in fine)
-    log_f = torch.empty(shape, dtype=torch.float64)  # [n_1 sub(, n_2 sub)]
+def _hat_rule(axis: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gauss-Legendre with ``points`` nodes on every interval between neighbouring nodes of the uniform ``axis`` and on
+    the two half-cells beyond its ends (the cells centred on the nodes, as :func:`evaluation.density.mass_outside`
+    counts them): ``(x [m], q [m], W [n, m])`` with ``q`` the quadrature weights and ``W[k] = q phi_k(x)`` those times
+    the hat of node ``k``, so ``W f`` are the hat masses of ``f`` and ``q f`` its integral over the cells. A hat is
+    linear on each piece, so the rule is exact for polynomials of degree ``2 points - 2`` on every piece, and of
+    order ``2 points`` for a smooth ``f`` (the midpoint sub-cells it replaces were of order 2, issue 19: the target
+    took a third of a 401^2 law's cell)."""
+    n, h = axis.numel(), (axis[1] - axis[0]).item()
+    t, w = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(points))
+    t, w = 0.5 * (t + 1), 0.5 * w  # on [0, 1]
+    # pieces: the left half-cell [x_0 - h/2, x_0], the n - 1 intervals, the right half-cell [x_{n-1}, x_{n-1} + h/2]
+    left = axis[0] - 0.5 * h * (1 - t)  # hat of node 0: 1 - (x_0 - x) / h
+    mid = (axis[:-1, None] + h * t[None]).flatten()
+    right = axis[-1] + 0.5 * h * t
+    x = torch.cat([left, mid, right])
+    q = torch.cat([0.5 * h * w, (h * w).repeat(n - 1), 0.5 * h * w])
+    W = torch.zeros(n, x.numel(), dtype=torch.float64)
+    W[0, :points] = 1 - 0.5 * (1 - t)
+    k = torch.arange(n - 1).repeat_interleave(points)
+    j = torch.arange(points, points * n)
+    W[k, j] = (1 - t).repeat(n - 1)
+    W[k + 1, j] = t.repeat(n - 1)
+    W[n - 1, points * n:] = 1 - 0.5 * t
+    return x, q, W * q
+
+
+def _target_masses(cond, reward, axes, points: int):
+    """``(hat masses of the normalised target, log Z over the grid's cells, share of that beyond the hats)`` by
+    :func:`_hat_rule` on every axis: ``log p(x_0|y) R_0(x_0)`` on the rule's tensor grid, in blocks of rows of about
+    ``_BLOCK`` points, then ``W_1 F W_2^T`` and ``q_1^T F q_2``."""
+    rules = [_hat_rule(a, points) for a in axes]
+    xs = [r[0] for r in rules]
+    shape = tuple(x.numel() for x in xs)
+    log_f = torch.empty(shape, dtype=torch.float64)
     rows = max(1, _BLOCK // math.prod(shape[1:]))
     for r in range(0, shape[0], rows):
-        pts = grid_points((fine[0][r:r + rows], *fine[1:]))
+        pts = grid_points((xs[0][r:r + rows], *xs[1:]))
         block = cond.log_prob(pts) + reward.log_r0(pts)
         if torch.any(torch.isnan(block)) or torch.any(block == math.inf):
             raise ValueError("log p(x_0|y) R_0(x_0) is nan or +inf on the grid")
         log_f[r:r + rows] = block.reshape(-1, *shape[1:])
     top = log_f.max()
     f = log_f.sub_(top).exp_()  # in place: f = exp(log_f - top)
-    total = f.sum()
-    cell = math.prod(axes_spacing(axes)) / sub ** len(axes)
-    log_Z = (top + torch.log(total * cell)).item()
-    mass, lost = deposit_lattice(f.div_(total), axes, sub)
-    return mass, log_Z, lost
+    if len(axes) == 1:
+        total, mass = rules[0][1] @ f, rules[0][2] @ f
+    else:
+        total = rules[0][1] @ f @ rules[1][1]
+        mass = rules[0][2] @ f @ rules[1][2].T
+    mass = mass / total
+    return mass, (top + torch.log(total)).item(), 1.0 - mass.sum().item()
 
 
-def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: float | None = None,
-                  max_sub: int = 256, max_outside: float = 0.1) -> TiltedTarget:
-    """The tilted target as hat masses on a uniform grid (``sub^d`` quadrature points per cell), with twice the
-    change from ``2 sub`` points per cell as error estimate (the quadrature converges as ``sub^-2``, so the
-    change is 3/4 of the error; plus the rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling ``sub`` (up to ``max_sub``;
-    ``ValueError`` beyond); ``None`` keeps ``sub``. ``sub`` itself must be at most ``max_sub`` (``ValueError``).
-    ``ValueError`` when ``Z`` is infinite (:func:`check_tilt_integrable`).
+def tilted_target(cond: GaussianMixture, reward, axes, *, points: int = 3, tol: float | None = None,
+                  max_points: int = 64, max_outside: float = 0.1) -> TiltedTarget:
+    """The tilted target as hat masses on a uniform grid, by Gauss-Legendre on the pieces where the hats are linear
+    (:func:`_hat_rule`, ``points`` nodes per piece and axis) and again with twice the nodes: the masses and ``log Z``
+    are the finer rule's, their error the change between the two (the rule converges as ``points^-2 points`` for
+    a smooth density, so the change bounds the coarser rule's error and far exceeds the finer one's; plus the
+    rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling
+    ``points`` (up to ``max_points``; ``ValueError`` beyond); ``None`` keeps ``points``. ``points`` itself must be at
+    most ``max_points`` (``ValueError``). ``ValueError`` when ``Z`` is infinite (:func:`check_tilt_integrable`).
 
     The masses are shares of the whole target: the quadrature normalises over the grid's cells, and the share
     outside them (``outside``, :func:`evaluation.density.mass_outside`) scales them down, so ``mass.sum() = 1 -
@@ -98,10 +130,10 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     reported ``outside + lost = 1.04``, the edge share counted relative to the inside mass only, and was only
     refused later by :func:`distances`)."""
     axes = check_axes(as_axes(axes), cond.dim, uniform=True)
-    sub, max_sub = check_count(sub, "sub"), check_count(max_sub, "max_sub")
-    if sub > max_sub:
-        raise ValueError(f"sub={sub} is more than max_sub={max_sub} (the largest sub-point count per cell): lower sub "
-                         f"or raise max_sub")
+    points, max_points = check_count(points, "points"), check_count(max_points, "max_points")
+    if 2 * points > max_points:
+        raise ValueError(f"points={points} needs its check at 2 points = {2 * points}, more than max_points="
+                         f"{max_points} (the most Gauss-Legendre nodes per piece): lower points or raise max_points")
     if tol is not None and (isinstance(tol, bool) or not isinstance(tol, (int, float)) or not (math.isfinite(tol) and tol > 0)):
         raise ValueError(f"tol must be a positive number or None, got {tol!r}")
     if isinstance(max_outside, bool) or not isinstance(max_outside, (int, float)) or not 0 <= max_outside < 1:
@@ -112,36 +144,47 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, sub: int = 8, tol: flo
     def log_f(x):  # log p(x_0|y) R_0(x_0), unnormalised
         return cond.log_prob(x) + reward.log_r0(x)
 
-    try:  # the midpoint rule at the grid's spacing and at a third of it on the same box (nested cells)
-        outside_h = mass_outside(log_f, axes)
+    # the mass outside the grid's cells by the midpoint rule on the same box, with the grid's cells or (more than
+    # _OUTSIDE_NODES in all) fewer, wider ones, and at a third of that spacing (nested cells) for its error: a tail
+    # integral needs no finer cells, and a frame at a third of a 401^2 grid's spacing was most of the target's time
+    per_axis = max(3, int(_OUTSIDE_NODES ** (1 / len(axes))))
+    coarse = []
+    for a, hi in zip(axes, axes_spacing(axes)):
+        m = min(a.numel(), per_axis)
+        lo_edge, H = a[0].item() - 0.5 * hi, a.numel() * hi / m
+        coarse.append(a if m == a.numel() else lo_edge + H * (torch.arange(m, dtype=torch.float64) + 0.5))
+    try:
+        outside_h = mass_outside(log_f, coarse)
         fine = tuple(torch.linspace(a[0].item() - hi / 3, a[-1].item() + hi / 3, 3 * a.numel(), dtype=torch.float64)
-                     for a, hi in zip(axes, axes_spacing(axes)))
+                     for a, hi in zip(coarse, axes_spacing(coarse)))
         outside = mass_outside(log_f, fine)
     except ValueError as e:
         raise ValueError(f"the tilted target lies far beyond the grid {box} ({e})") from None
     if outside > max_outside:
         raise ValueError(f"the tilted target has {outside:.3g} of its mass outside the grid {box} (more than "
                          f"max_outside={max_outside:g}): widen or move the axes")
-    cur = _target_on_subpoints(cond, reward, axes, sub)
+    cur = _target_masses(cond, reward, axes, points)
     while True:
-        nxt = _target_on_subpoints(cond, reward, axes, 2 * sub)
-        error = 2 * (nxt[0] - cur[0]).abs() + 1e-15 * cur[0].max()  # x2: the change bounds the error for order >= 1
+        nxt = _target_masses(cond, reward, axes, 2 * points)
+        error = (nxt[0] - cur[0]).abs() + 1e-15 * nxt[0].max()
         if tol is None or error.sum().item() <= tol:
             break
-        if 2 * sub > max_sub:
+        if 4 * points > max_points:
             raise ValueError(f"tilted_target reached an estimated error of {error.sum().item():.3g} (tol {tol:g}) "
-                             f"with sub={sub}; a finer grid is needed (or raise max_sub)")
-        sub, cur = 2 * sub, nxt
-    mass, log_Z, edge = cur  # mass: shares of the mass inside the cells; edge: the share of that beyond the hats
+                             f"with {2 * points} Gauss-Legendre nodes per piece; a finer grid is needed (or raise "
+                             f"max_points)")
+        points, cur = 2 * points, nxt
+    mass, log_Z, edge = nxt  # mass: shares of the mass inside the cells; edge: the share of that beyond the hats
     inside = 1.0 - outside
     # the masses scale with 1 - outside: its error (the change from a third of the spacing, second order, so about
     # 9x the fine value's error) moves their sum, spread like the masses
     error = error * inside + mass * abs(outside - outside_h)
     # log Z misses the mass outside (log Z_exact - log Z = -log(1 - outside)) and carries the rounding of a sum of
-    # positive terms (at most n eps relative, n the number of sub-points)
-    rounding = 1.2e-16 * sub ** len(axes) * mass.numel()
-    log_Z_error = 2 * abs(nxt[1] - log_Z) - math.log1p(-outside) + abs(outside - outside_h) + rounding
+    # positive terms (at most n eps relative, n the number of quadrature points)
+    rounding = 1.2e-16 * (2 * points) ** len(axes) * math.prod(a.numel() + 1 for a in axes)
+    log_Z_error = abs(nxt[1] - cur[1]) - math.log1p(-outside) + abs(outside - outside_h) + rounding
     return TiltedTarget(axes, mass * inside, log_Z, outside + inside * max(edge, 0.0), error, log_Z_error, outside)
+
 
 def target_key(cond, reward) -> tuple | None:
     """The values that determine the tilted target ``p(x|y) R_0(x)`` of ``reward`` on ``cond``: the mixture's

@@ -39,11 +39,11 @@ the state); ``cfg,reg=paper`` and ``cfg,reg=vjp`` (REG on CFG); ``optimal`` (the
 so both papers' claims are judged on the 2-D presets only.
 
 Start. Every rule but the optimum starts from ``N(0, I)`` in the VP coordinates of the first level
-(:func:`evaluation.density.vp_start`). On the linear path the first level is ``T_NOISE_CAP = 1 - 1e-4``
+(:func:`evaluation.starts.vp_start`). On the linear path the first level is ``T_NOISE_CAP = 1 - 1e-4``
 (``s_0 = 9999``), where ``u = x~/sqrt(1 + s^2)`` and the flow's state ``x_t = x~/(1 + s)`` agree to 5e-9
 relative, so this *is* the flow's start ``x_1 = noise``, moved to the cap; on VP it is the usual
 ``x_T ~ N(0, I)`` at ``abar_T = 4e-5`` (``s_0 = 157``). The optimum starts from the exact marginal of the tilted
-chain, ``p_T(u|y) E_T(u)`` (:func:`evaluation.density.tilted_start`, ``marginal=True``), so its distance to the
+chain, ``p_T(u|y) E_T(u)`` (:func:`evaluation.starts.tilted_start`, ``marginal=True``), so its distance to the
 target is the sampler's discretisation error alone. What the starts cost is measured, not assumed:
 :attr:`FlowsResult.start_tv` (TV between ``N(0, I)`` and the exact conditional marginal at the first level)
 and :attr:`FlowsResult.cap_tv` (how far CFG's output moves when the cap goes from ``1 - 1e-4`` to ``1 - 1e-6``).
@@ -120,9 +120,10 @@ from sampler.schedules import check_number, sigma_to_abar
 
 from .accuracy import (Estimate, GridLaw, coarsen, converged_laws, default_tol, density_engine, grid_tv,
                        narrowest_kernel, shared_target, to_grid)
-from .density import mass_outside, output_density, vp_start
-from .distances import TargetMemo, distances, target_key, tilted_target, total_variation
+from .density import mass_outside, output_density
+from .distances import TargetMemo, distances, target_key, total_variation
 from .spec import VP_GEOMETRY, Law, Levels, Method
+from .starts import vp_start
 from .sweep import cell_kind, run_cells
 
 __all__ = ["SCHEDULES", "METHODS", "RULES", "METRICS", "VP_GEOMETRY", "FlowsConfig", "QUICK", "FIGURE", "FULL",

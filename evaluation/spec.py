@@ -55,7 +55,7 @@ from sampler.method import Method as MethodValue
 from sampler.paths import LINEAR, Path, VPPath, sampling_sigmas, shift_times, uniform_times
 from sampler.schedules import VPSchedule, sigma_to_abar
 
-from .density import tilted_start, vp_start
+from .starts import tilted_start, vp_start
 
 __all__ = ["Law", "LawParts", "Schedule", "Levels", "Method", "Built", "GridWeight", "parse", "lin_reaching",
            "cfgpp_weights", "weak_model", "tilted_mean_denoiser", "RULES", "WEIGHTINGS", "SAMPLERS", "STARTS",

@@ -22,7 +22,7 @@ from analytic.quadrature import grid_points
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, clear_targets, coarsen, converged_laws, density_engine,
                         from_arrays, grid_entropy, grid_entropy_error, grid_tv, narrowest_kernel, region_mass, region_var,
                         shared_target)
-from ..density import tilted_start, vp_start
+from ..starts import tilted_start, vp_start
 from ..distances import distances, tilted_target
 from ..field_errors import field_errors, guidance_term
 from ..sweep import cell_kind

@@ -76,7 +76,8 @@ def test_schedules_tv_agrees_with_a_grid_of_half_the_spacing_within_its_error():
     grid of half the contract's final spacing, run independently of the contract."""
     from evaluation.claims.cells import output_law
     from evaluation.claims.schedules import _cell
-    from evaluation.density import output_density, vp_start
+    from evaluation.density import output_density
+    from evaluation.starts import vp_start
     from evaluation.distances import tilted_target, total_variation
 
     cell = _cell("paper_1d", "lin:20:0.0001", 3.0, "up")

@@ -7,7 +7,8 @@ import torch
 from analytic import CFGReward, optimal_denoiser
 from analytic import optimal_guidance, support_axes
 from analytic.quadrature import deposit, spline_at, sub_points
-from evaluation.density import gaussian_step, output_density, tilted_start, vp_start
+from evaluation.density import gaussian_step, output_density
+from evaluation.starts import tilted_start, vp_start
 from sampler import CFG, REG, MixtureModel, Unguided, VPSchedule, bind, sample, vp_prior
 
 from tests.helpers import paper_pair, random_mixture

@@ -1,6 +1,6 @@
 """Starts evaluated on tensor grids (issue 19: ``mass_outside`` of the tilted start was most of a 2-D cell).
 
-A start log-density may carry ``on_grid(axes)``; :func:`evaluation.density.tilted_start` has it (the separable
+A start log-density may carry ``on_grid(axes)``; :func:`evaluation.starts.tilted_start` has it (the separable
 quadrature of ``analytic.grid.tilted_posterior``), and so has ``vp_start``. Every use of a start on a tensor grid
 (the nodes, ``mass_outside``'s frame, the 2-D sub-points of the deterministic push-forward) must give what the
 same start gives at the grid's points: the reference is the same law wrapped in a plain function (no ``on_grid``),
@@ -13,7 +13,8 @@ import torch
 
 from analytic import CFGReward, get_preset
 from analytic.quadrature import grid_points
-from evaluation.density import mass_outside, output_density, tilted_start, vp_start
+from evaluation.density import mass_outside, output_density
+from evaluation.starts import tilted_start, vp_start
 from sampler import CFG, MixtureModel, VPSchedule, bind
 
 F64 = torch.float64

@@ -263,7 +263,7 @@ def test_pushed_sw1_error_bounds_a_finer_start_rule_where_the_map_is_steep():
     """correlated_2d, CFG-Zero* + zero-init, w = 4, SD3-shifted levels, 10 steps: the sampler's map is steep, so
     the start rule converges slowly and not monotonically (41 ... 1281 nodes per axis: 0.3501, 0.3578, 0.3596, 0.3588,
     0.3592, 0.3592). The published value (the ledger's tolerance) lies within its error of 641 nodes."""
-    from evaluation.density import vp_start
+    from evaluation.starts import vp_start
 
     b = Method("cfg_zero_star_init", 4.0).build(Law.preset("correlated_2d"), flows.levels("flow_shift", 10))
     got = flows.pushed_sw1(b, 6.0, tol=5e-3)

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from analytic import CFGReward, optimal_denoiser
-from evaluation.density import output_density, tilted_start
+from evaluation.density import output_density
+from evaluation.starts import tilted_start
 from evaluation.distances import distances, tilted_target
 from sampler import MixtureModel, TiltedMean, VPSchedule, bind
 
