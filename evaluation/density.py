@@ -725,7 +725,8 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             until the estimate is below ``tol``. A ``tol`` no refinement can meet is refused (``ValueError`` naming
             it) after the first grid, not after the budget's: below the estimate's rounding floor (``1e-15`` of the
             largest mass per node), or, with ``on_budget="raise"`` and no narrow or unresolved stochastic steps, beyond
-            the grids ``max_nodes`` allows even at 256 times less error per halving of the spacing.
+            the grids ``max_nodes`` allows even at 256 times less error per halving of the spacing (after two such
+            grids in a row: the square of the shrinking observed between them, at least 4).
         max_nodes, on_budget: the largest working grid; when ``tol`` is not met within it, ``"raise"``
             (``ValueError`` with the error reached) or ``"warn"`` (``RuntimeWarning``, and the result).
         estimate_error: ``False`` skips the runs behind the estimate (the even-node grid and the doubled
@@ -773,6 +774,7 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     shape = tuple(a.numel() for a in axes)
 
     level, error = 0, None  # error: the last grid's estimate (set before the budget can stop a refinement)
+    previous = None  # the summed estimate of the grid before, when it was settled (no narrow or unresolved steps)
     while True:
         work = _refine(axes, level)
         size = math.prod(a.numel() for a in work)
@@ -806,22 +808,31 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         if tol is None or error.sum().item() <= tol:
             break
         settled = not (pair.narrow or pair.unresolved)
-        _check_reachable(tol, error, mass, axes, level, max_nodes, sub, on_budget, settled)
+        rate = _BEST_RATE
+        if settled and previous is not None:  # two settled grids in a row: the observed shrinking, squared
+            rate = min(_BEST_RATE, max(_MIN_RATE, (previous / error.sum().item()) ** 2))
+        _check_reachable(tol, error, mass, axes, level, max_nodes, sub, on_budget, settled, rate)
+        previous = error.sum().item() if settled else None
         level += 1
     return result
 
 
 _BEST_RATE = _MAX_RATE**2  # the most an error estimate is taken to shrink per halving of the spacing (order 8)
+_MIN_RATE = 4.0  # ... and the least, once observed (order 2): what a slower observed rate is raised to
 
 
 def _check_reachable(tol: float, error: torch.Tensor, mass: torch.Tensor, axes, level: int, max_nodes: int,
-                     sub: int, on_budget: str, settled: bool) -> None:
+                     sub: int, on_budget: str, settled: bool, rate: float = _BEST_RATE) -> None:
     """``ValueError`` naming ``tol`` when no refinement can meet it (issue 20: ``tol=1e-300`` refined for minutes
     before the budget stopped it): below the estimate's rounding floor (``_ROUNDING`` of the largest mass at
     every node of the given grid, a term of every grid's estimate), or, with ``on_budget="raise"`` (the budget
     would raise anyway) and a ``settled`` grid (no narrow or unresolved stochastic steps, whose error may fall
     at once when a finer grid resolves them), out of reach of the grids the budget allows even if the error
-    shrank ``_BEST_RATE`` times per halving of the spacing (twice the fastest order the estimate observes)."""
+    shrank ``rate`` times per halving of the spacing. ``rate`` is ``_BEST_RATE`` (twice the fastest order the
+    estimate observes) until two settled grids in a row were seen, then the square of the shrinking observed
+    between them (twice the observed order), at least ``_MIN_RATE`` (issue 20: a first-order law asked for
+    ``tol=1e-11`` refined for minutes to 51201 nodes, its estimate halving per halving, where order 8 was
+    assumed reachable)."""
     floor = _ROUNDING * mass.max().item() * mass.numel()
     if tol < 0.5 * floor:
         raise ValueError(f"tol={tol:g} is below what float64 hat masses resolve on this grid: every estimate holds "
@@ -836,10 +847,10 @@ def _check_reachable(tol: float, error: torch.Tensor, mass: torch.Tensor, axes, 
             break
         top += 1
     now = error.sum().item()
-    if now * _BEST_RATE ** -(top - level) > tol:
+    if now * rate ** -(top - level) > tol:
         nodes = lambda k: math.prod((a.numel() - 1) * 2**k + 1 for a in axes)  # noqa: E731  (working grid k)
         raise ValueError(f"output_density reached an estimated error of {now:.3g} (tol {tol:g}) on {nodes(level)} "
                          f"working nodes; the budget (max_nodes={max_nodes}, MAX_SUB_POINTS with sub={sub}) allows "
-                         f"{top - level} more halvings of the spacing ({nodes(top)} nodes), and even {_BEST_RATE:g} "
+                         f"{top - level} more halvings of the spacing ({nodes(top)} nodes), and even {rate:.3g} "
                          f"times less error per halving would not reach tol={tol:g}: raise max_nodes or tol, or pass "
                          f"on_budget='warn' to get the result")
