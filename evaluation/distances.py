@@ -59,37 +59,46 @@ _OUTSIDE_NODES = 101**2  # most nodes of the grid tilted_target finds the mass o
 _BLOCK = 2**16  # quadrature points evaluated at once: bounds the mixtures' [K, d, points] temporaries (a few MB)
 
 
-def _hat_rule(axis: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _hat_rule(axis: torch.Tensor, points: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gauss-Legendre with ``points`` nodes on every interval between neighbouring nodes of the uniform ``axis`` and on
     the two half-cells beyond its ends (the cells centred on the nodes, as :func:`evaluation.density.mass_outside`
-    counts them): ``(x [m], q [m], W [n, m])`` with ``q`` the quadrature weights and ``W[k] = q phi_k(x)`` those times
-    the hat of node ``k``, so ``W f`` are the hat masses of ``f`` and ``q f`` its integral over the cells. A hat is
+    counts them): ``(x [m], q [m], lower [n + 1, points], upper [n + 1, points])``, the points piece by piece (piece
+    ``j``: the half-cell left of node 0 for ``j = 0``, the interval from node ``j - 1`` to node ``j``, the half-cell
+    right of node ``n - 1`` for ``j = n``), ``q`` the quadrature weights, and ``lower``/``upper`` those times the hat
+    of the piece's left/right node (nodes ``-1`` and ``n`` lie outside the grid): :func:`_hat_masses`. A hat is
     linear on each piece, so the rule is exact for polynomials of degree ``2 points - 2`` on every piece, and of
-    order ``2 points`` for a smooth ``f`` (the midpoint sub-cells it replaces were of order 2, issue 19: the target
-    took a third of a 401^2 law's cell)."""
+    order ``2 points`` for a smooth density (the midpoint sub-cells it replaces were of order 2, issue 19: the
+    target took a third of a 401^2 law's cell)."""
     n, h = axis.numel(), (axis[1] - axis[0]).item()
     t, w = (torch.from_numpy(v) for v in np.polynomial.legendre.leggauss(points))
     t, w = 0.5 * (t + 1), 0.5 * w  # on [0, 1]
-    # pieces: the left half-cell [x_0 - h/2, x_0], the n - 1 intervals, the right half-cell [x_{n-1}, x_{n-1} + h/2]
-    left = axis[0] - 0.5 * h * (1 - t)  # hat of node 0: 1 - (x_0 - x) / h
+    left = axis[0] - 0.5 * h * (1 - t)  # the hat of node 0 there: 1 - (x_0 - x) / h
     mid = (axis[:-1, None] + h * t[None]).flatten()
     right = axis[-1] + 0.5 * h * t
     x = torch.cat([left, mid, right])
-    q = torch.cat([0.5 * h * w, (h * w).repeat(n - 1), 0.5 * h * w])
-    W = torch.zeros(n, x.numel(), dtype=torch.float64)
-    W[0, :points] = 1 - 0.5 * (1 - t)
-    k = torch.arange(n - 1).repeat_interleave(points)
-    j = torch.arange(points, points * n)
-    W[k, j] = (1 - t).repeat(n - 1)
-    W[k + 1, j] = t.repeat(n - 1)
-    W[n - 1, points * n:] = 1 - 0.5 * t
-    return x, q, W * q
+    piece = torch.full((n + 1, 1), h, dtype=torch.float64)
+    piece[[0, -1]] = 0.5 * h
+    q = piece * w  # [n + 1, points]
+    up = t.repeat(n + 1, 1)  # the right node's hat on an interval
+    up[0], up[-1] = 1 - 0.5 * (1 - t), 0.5 * t
+    return x, q.flatten(), q * (1 - up), q * up
+
+
+def _hat_masses(values: torch.Tensor, rule, dim: int) -> torch.Tensor:
+    """The hat masses along ``dim`` of ``values`` given at the points of ``rule`` (:func:`_hat_rule`): each point's
+    weighted value split between the two nodes of its piece, those outside the grid dropped; [n] along ``dim``."""
+    _, _, lower, upper = rule
+    x = values.movedim(dim, 0)
+    f = x.reshape(lower.shape[0], lower.shape[1], -1)  # [n + 1, points, rest]
+    to_left = torch.einsum("jpr,jp->jr", f, lower)  # piece j -> node j - 1
+    to_right = torch.einsum("jpr,jp->jr", f, upper)  # piece j -> node j
+    return (to_left[1:] + to_right[:-1]).reshape(-1, *x.shape[1:]).movedim(0, dim)
 
 
 def _target_masses(cond, reward, axes, points: int):
     """``(hat masses of the normalised target, log Z over the grid's cells, share of that beyond the hats)`` by
     :func:`_hat_rule` on every axis: ``log p(x_0|y) R_0(x_0)`` on the rule's tensor grid, in blocks of rows of about
-    ``_BLOCK`` points, then ``W_1 F W_2^T`` and ``q_1^T F q_2``."""
+    ``_BLOCK`` points, then its integral and hat masses axis by axis."""
     rules = [_hat_rule(a, points) for a in axes]
     xs = [r[0] for r in rules]
     shape = tuple(x.numel() for x in xs)
@@ -102,12 +111,10 @@ def _target_masses(cond, reward, axes, points: int):
             raise ValueError("log p(x_0|y) R_0(x_0) is nan or +inf on the grid")
         log_f[r:r + rows] = block.reshape(-1, *shape[1:])
     top = log_f.max()
-    f = log_f.sub_(top).exp_()  # in place: f = exp(log_f - top)
-    if len(axes) == 1:
-        total, mass = rules[0][1] @ f, rules[0][2] @ f
-    else:
-        total = rules[0][1] @ f @ rules[1][1]
-        mass = rules[0][2] @ f @ rules[1][2].T
+    mass = total = log_f.sub_(top).exp_()  # in place: f = exp(log_f - top)
+    for i, rule in enumerate(rules):
+        total = torch.tensordot(rule[1], total, dims=([0], [0]))  # the integral over axis i (the next one is first)
+        mass = _hat_masses(mass, rule, i)
     mass = mass / total
     return mass, (top + torch.log(total)).item(), 1.0 - mass.sum().item()
 

@@ -30,7 +30,8 @@ def test_hat_rule_is_exact_on_polynomials_of_its_degree(points):
     """Hat masses and the integral over the cells of a polynomial of degree 2 points - 2 (exact for the rule on every
     linear piece of a hat), against numpy's exact polynomial integrals."""
     axis = torch.linspace(-1.0, 2.0, 7, dtype=F64)
-    x, q, W = dist_mod._hat_rule(axis, points)
+    rule = dist_mod._hat_rule(axis, points)
+    x, q = rule[:2]
     h = (axis[1] - axis[0]).item()
     poly = np.polynomial.Polynomial(np.arange(1.0, 2 * points))  # degree 2 points - 2
     f = torch.from_numpy(poly(x.numpy()))
@@ -41,7 +42,7 @@ def test_hat_rule_is_exact_on_polynomials_of_its_degree(points):
         lin = [np.polynomial.Polynomial([1 + a / h, -1 / h]), np.polynomial.Polynomial([1 - a / h, 1 / h])]
         pieces = [(max(lo, a - h), a, lin[1]), (a, min(hi, a + h), lin[0])]  # rising left of the node, falling right
         exact = sum((poly * p).integ()(b) - (poly * p).integ()(c) for c, b, p in pieces)
-        assert (W[k] @ f).item() == pytest.approx(exact, rel=1e-12)
+        assert dist_mod._hat_masses(f, rule, 0)[k].item() == pytest.approx(exact, rel=1e-12)
 
 
 def test_1d_target_against_scipy_quad():
@@ -155,3 +156,12 @@ def test_nan_or_inf_in_a_later_block_is_refused(value):
     with pytest.raises(ValueError, match=r"log p\(x_0\|y\) R_0\(x_0\) is nan or \+inf on the grid"):
         tilted_target(p.cond, _Holed(p.cond, p.uncond, 1.0, at, h, value), (ax, ax))
     tilted_target(p.cond, _Holed(p.cond, p.uncond, 1.0, at, h, -math.inf), (ax, ax))  # -inf: no mass there, allowed
+
+
+def test_the_finest_1d_grid_in_little_memory():
+    """The accuracy contract's largest 1-D grid (2^14 + 1 nodes): the rule splits each point between its piece's two
+    nodes (a dense [n, m] weight matrix there was 13 GB), and the masses sum with the edge share to one."""
+    cond, uncond = paper_pair()
+    axis = torch.linspace(-5.0, 5.0, 2**14 + 1, dtype=F64)
+    tt = tilted_target(cond, CFGReward(cond, uncond, 1.0), axis)
+    assert tt.mass.shape == (2**14 + 1,) and tt.mass.sum().item() + tt.lost == pytest.approx(1.0, abs=1e-14)
