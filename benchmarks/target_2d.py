@@ -1,20 +1,22 @@
-"""2-D tilted targets with the old and the new sub-point route, side by side in one run:
-``python benchmarks/target_2d.py [--base REV] [--cases 0,1,2] [--repeat R] [--memory | --no-memory] [--out FILE]``.
+"""2-D tilted targets of two revisions, side by side in one run:
+``python benchmarks/target_2d.py [--base REV] [--cases 0,1,2,3,4] [--repeat R] [--memory | --no-memory] [--out FILE]``.
 
 Each case is one :func:`evaluation.distances.tilted_target` call of the kind the ledger makes (CFG on the exact 2-D
-mixtures, 201^2 nodes on [-3.5, 3.5]^2, ``tol`` 5e-3 = :data:`evaluation.accuracy.TOL_2D`, as
-:func:`evaluation.claims.cells.shared_target` asks), computed in this process by this tree's
-``evaluation/distances.py`` and by the one of revision ``--base`` (default ``644d755``: every sub-point evaluated at
-once and deposited point by point; extracted by :mod:`benchmarks.revisions` and loaded from its path as a module of
-this tree's ``evaluation`` package, so both run on this tree's ``analytic``), one torch thread, ``--repeat`` times
-each (default 2, interleaved: old, new, old, new). Printed and written to ``--out`` (default
-``benchmarks/target_2d.txt``): the smallest CPU seconds (``time.process_time``: the machine is shared) of the whole
-call and of its sub-point part (``_target_on_subpoints``, every refinement) over the repeats, their ratios, the
-sub-point counts reached, and the largest differences of the results: masses and per-node errors relative to the
-largest mass, ``log Z`` and its error bound, ``lost`` and ``outside`` absolutely (masses of the whole law).
-``--memory`` (default on): for each revision, the peak resident memory of a fresh process computing case 0's sub-point
-part (sub 8 and 16), then its whole call (whose outside check, :func:`evaluation.density.mass_outside` on a third of
-the spacing, has its own peak).
+mixtures, 201^2 and 401^2 nodes on [-3.5, 3.5]^2, ``tol`` 5e-3 = :data:`evaluation.accuracy.TOL_2D`, as
+:func:`evaluation.accuracy.shared_target` asks), computed in this process by this tree's
+``evaluation/distances.py`` and by the one of revision ``--base`` (default ``9fcf8aa``: midpoint sub-cells, 8 and 16
+per cell and axis, deposited to the hats, and the mass outside on a third of the grid's spacing; this tree:
+Gauss-Legendre on the hats' linear pieces, and the mass outside on at most 101^2 cells; an earlier comparison, the
+blockwise lattice deposit against the point deposit of ``644d755``, is in the history of ``target_2d.txt``;
+extracted by :mod:`benchmarks.revisions` and loaded from its path as a module of this tree's ``evaluation`` package,
+so both run on this tree's ``analytic``), one torch thread, ``--repeat`` times each (default 2, interleaved: old,
+new, old, new). Printed and written to ``--out`` (default ``benchmarks/target_2d.txt``): the smallest CPU seconds
+(``time.process_time``: the machine is shared) of the whole call and of its quadrature part (``_target_masses`` or
+``_target_on_subpoints``, every refinement) over the repeats, their ratios, the points per cell and axis reached,
+the largest differences of the results (masses and per-node errors relative to the largest mass, ``log Z`` and its
+error bound, ``lost`` and ``outside`` absolutely), and each revision's summed error against a reference (this tree
+at ``tol`` 1e-9) beside its summed estimate.
+``--memory`` (default on): for each revision, the peak resident memory of a fresh process computing case 0.
 Not a test.
 """
 from __future__ import annotations
@@ -33,7 +35,10 @@ CASES = [  # (law, CFG weight, grid, tol)
     ("classes_2d", 1.0, (-3.5, 3.5, 201), 5e-3),
     ("classes_2d", 3.0, (-3.5, 3.5, 201), 5e-3),
     ("correlated_2d", 1.0, (-3.5, 3.5, 201), 5e-3),
+    ("classes_2d", 3.0, (-3.5, 3.5, 401), 5e-3),
+    ("correlated_2d", 1.0, (-3.5, 3.5, 401), 5e-3),
 ]
+QUADRATURE = ("_target_masses", "_target_on_subpoints")  # this tree's quadrature part, and the midpoint route's
 
 PEAK = """
 import importlib, json, sys, torch
@@ -48,17 +53,15 @@ n, tol = int(sys.argv[5]), float(sys.argv[6])
 built = Law.parse(law).build()
 reward, axes = Method("cfg", w).reward(built), axes_of((lo, hi, n), 2)
 before = hwm()
-for sub in (8, 16):
-    dist._target_on_subpoints(built.cond, reward, axes, sub)
-subs = hwm()
 dist.tilted_target(built.cond, reward, axes, tol=tol)
-print(json.dumps({"before": before, "subs": subs, "peak": hwm()}))
+print(json.dumps({"before": before, "peak": hwm()}))
 """
 
 
 def _run(mod, cond, reward, axes, tol):
-    """tilted_target of ``mod``, the CPU seconds of the call and of its sub-point part, and the sub counts used."""
-    with timed_part(mod, "_target_on_subpoints") as (spent, calls):
+    """tilted_target of ``mod``, the CPU seconds of the call and of its quadrature part, and the points per cell and
+    axis used."""
+    with timed_part(mod, next(q for q in QUADRATURE if hasattr(mod, q))) as (spent, calls):
         t = time.process_time()
         tt = mod.tilted_target(cond, reward, axes, tol=tol)
         return tt, time.process_time() - t, spent[0], tuple(a[3] for a in calls)  # (cond, reward, axes, sub)
@@ -70,7 +73,7 @@ def main(argv=None) -> None:
     from evaluation.accuracy import axes_of
     from evaluation.spec import Law, Method
 
-    ap = comparison_parser(__doc__, "644d755", len(CASES), "target_2d.txt")
+    ap = comparison_parser(__doc__, "9fcf8aa", len(CASES), "target_2d.txt")
     ap.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
                     help="also the peak memory of case 0 in a fresh process per revision")
     args = ap.parse_args(argv)
@@ -98,12 +101,17 @@ def main(argv=None) -> None:
             subs_old, subs_new = runs[old][0][3], runs[new][0][3]
             again = all(torch.equal(r[0].mass, runs[mod][0][0].mass) for mod in (old, new) for r in runs[mod])
             top = a.mass.max().item()
+            ref = new.tilted_target(law.cond, reward, axes, tol=1e-9)
+            off = [(x.mass - ref.mass).abs().sum().item() for x in (a, b)]
             block = [f"[{i}] {law_name}, CFG w={w:g}, grid {grid[2]}^2 on [{grid[0]}, {grid[1]}], tol {tol:g}; "
-                     f"sub-points per cell (old / new) {subs_old} / {subs_new}",
+                     f"points per cell and axis (old / new) {subs_old} / {subs_new}",
                      f"    whole call: before {t_old:7.1f} CPU-s  after {t_new:7.1f} CPU-s  "
                      f"ratio {t_old / t_new:5.2f}x",
-                     f"    sub-points: before {s_old:7.1f} CPU-s  after {s_new:7.1f} CPU-s  "
+                     f"    quadrature: before {s_old:7.1f} CPU-s  after {s_new:7.1f} CPU-s  "
                      f"ratio {s_old / s_new:5.2f}x",
+                     f"    summed |mass - reference| (estimate): before {off[0]:.3g} ({a.error.sum().item():.3g})  "
+                     f"after {off[1]:.3g} ({b.error.sum().item():.3g}); reference's estimate "
+                     f"{ref.error.sum().item():.2g}",
                      f"    max |diff|: mass {(a.mass - b.mass).abs().max().item() / top:.2e}, error "
                      f"{(a.error - b.error).abs().max().item() / top:.2e} (of the largest mass {top:.3g}); "
                      f"log_Z {abs(a.log_Z - b.log_Z):.2e}, log_Z_error {abs(a.log_Z_error - b.log_Z_error):.2e}; "
@@ -117,9 +125,8 @@ def main(argv=None) -> None:
             argv_ = (law_name, str(w), str(grid[0]), str(grid[1]), str(grid[2]), str(tol))
             peaks = {rev: run_in(tree, PEAK, *argv_, cache=Path(tmp) / f"cache_{rev}")
                      for rev, tree in ((args.base, base), ("this tree", ROOT))}
-            block = ["[memory] case 0 in a fresh process, peak resident set (VmHWM) after the imports / the sub-point "
-                     "part alone (sub 8 and 16) / then the whole call:"] + [
-                f"    {rev}: {p['before']:.0f} / {p['subs']:.0f} / {p['peak']:.0f} MB" for rev, p in peaks.items()]
+            block = ["[memory] case 0 in a fresh process, peak resident set (VmHWM) after the imports / after the "
+                     "whole call:"] + [f"    {rev}: {p['before']:.0f} / {p['peak']:.0f} MB" for rev, p in peaks.items()]
             print("\n".join(block), flush=True)
             lines += block
     lines.append(f"# end: {load()}")
