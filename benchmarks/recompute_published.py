@@ -28,8 +28,11 @@ Routes:
   ``p_t(x|c)``-weighted mean over the cell's box (the grid's extent; ``LinearCell``: its +-6 sd box) by composite
   Gauss-Legendre, the panels doubled until the last two doublings agree (their larger change is the error), instead
   of the cell's sum over its grid nodes; at the nodes the golden by Gauss-Hermite, REG's Jacobian by central
-  differences (Richardson) instead of autograd, the characteristic fixed point by damped Newton instead of the
-  rule's secant iteration; CFG's term and the moment-matched fields are the same closed forms the cells use.
+  differences (Richardson) instead of autograd, the characteristic fixed point by damped Newton (converged at
+  its residual's rounding where that is above its tolerance) instead of the rule's secant iteration; CFG's term
+  and the moment-matched fields are the same closed forms the cells use. Where that Newton misses part of the
+  weight (it stalls at low noise on some mixtures), or the cell published an unconverged mass, ``CharCell``'s gaps
+  at that level are skipped with that reason (the two means would be over other points).
   ``LinearCell``'s tail mass from normal tails (``scipy.special.ndtr``); ``RenyiCell``'s identity check against 0
   (the identity is exact, THEORY.md 4). ``CharCell``'s ``unconverged`` (the mass where its own solver failed) has
   no second route and is skipped with that reason.
@@ -958,7 +961,7 @@ def _apart_from_the_cell(route_miss: tuple[float, float] | None, res: Any, i: in
         return ""
     cell_miss = float(res.unconverged[i])
     if route_miss[0] > ROUTE_MISS:
-        return (f"the route's Newton did not reach the fixed point on part of the weight (p-mass {route_miss[0]:.2g}; "
+        return (f"the route's Newton missed part of the weight (p-mass {route_miss[0]:.2g} of its nodes; "
                 f"the cell's unconverged mass {cell_miss:.2g})")
     if cell_miss > 0:
         return f"the cell's mean leaves out its unconverged p_t-mass (published {cell_miss:.2g}; the route's: 0)"

@@ -180,7 +180,7 @@ def test_characteristic_means_are_skipped_where_either_solver_missed_points():
 
     assert rp._apart_from_the_cell(None, Res, 1) == ""  # not a CharCell
     assert rp._apart_from_the_cell((0.0, 0.0), Res, 0) == ""
-    assert rp._apart_from_the_cell((1e-3, 0.0), Res, 0).startswith("the route's Newton did not reach")
+    assert rp._apart_from_the_cell((1e-3, 0.0), Res, 0).startswith("the route's Newton missed part of the weight")
     assert rp._apart_from_the_cell((0.0, 0.0), Res, 1).startswith("the cell's mean leaves out")
 
 
