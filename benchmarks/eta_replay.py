@@ -67,17 +67,30 @@ def job_cells() -> dict:
     return cells
 
 
-def base_order(cells: dict, base) -> list:
-    """The order of work of ``base``'s run_cells (its ``_costs``; the cheapest cell of each kind, then the largest
-    declared cost first)."""
-    cost = dict(zip(cells, base._costs(list(cells.values()))))
+def base_costs(base, cells: dict) -> tuple[dict, dict]:
+    """({key: cost}, {key: kind name}) by ``base``'s sweep module: its :func:`~evaluation.sweep.cell_costs`, or, in
+    revisions before that was public, its private ``_costs`` (a cost per cell; later ``(rate class, cost)``) and
+    ``_kind_name``."""
+    values = list(cells.values())
+    public = getattr(base, "cell_costs", None)
+    if public is not None:
+        got = public(values)
+        return {k: c.cost for k, c in zip(cells, got)}, {k: c.kind for k, c in zip(cells, got)}
+    costs = [c[1] if isinstance(c, tuple) else c for c in base._costs(values)]
+    return dict(zip(cells, costs)), {k: base._kind_name(c) for k, c in cells.items()}
+
+
+def base_order(cells: dict, base) -> tuple[list, dict, dict]:
+    """The order of work of ``base``'s run_cells (its costs, :func:`base_costs`; the cheapest cell of each kind, then
+    the largest declared cost first), with the costs and kinds."""
+    cost, kind = base_costs(base, cells)
     order = sorted(cells, key=lambda k: -cost[k])
     probes, kinds = [], set()
     for k in reversed(order):
-        if base._kind_name(cells[k]) not in kinds:
-            kinds.add(base._kind_name(cells[k]))
+        if kind[k] not in kinds:
+            kinds.add(kind[k])
             probes.append(k)
-    return probes + [k for k in order if k not in set(probes)], cost
+    return probes + [k for k in order if k not in set(probes)], cost, kind
 
 
 def completions(cells: dict, root: Path, gap: float) -> tuple[dict, float]:
@@ -120,11 +133,11 @@ def wall_seconds(order: list, done: dict, workers: int) -> tuple[dict, float, in
     return seconds, max(t for t, _ in free), sum(k not in done for k in order)
 
 
-def replay_base(base, clock: Clock, order: list, cost: dict, cells: dict, seconds: dict, workers: int):
+def replay_base(base, clock: Clock, order: list, cost: dict, kind: dict, seconds: dict, workers: int):
     base.time = types.SimpleNamespace(perf_counter=clock.perf_counter)  # its module's clock: the simulated one
     eta = base.Eta()
     for k in order:
-        eta.add(k, base._kind_name(cells[k]), cost[k])
+        eta.add(k, kind[k], cost[k])
     queue = list(reversed(order))
 
     def next_cell():
@@ -137,8 +150,8 @@ def replay_new(clock: Clock, cells: dict, seconds: dict, workers: int):
     from evaluation import sweep
 
     eta = sweep.Eta(clock=clock)
-    for k, (cls, c) in zip(cells, sweep._costs(list(cells.values()))):
-        eta.add(k, sweep._kind_name(cells[k]), c, group=cls)
+    for k, c in zip(cells, sweep.cell_costs(list(cells.values()))):
+        eta.add(k, c.kind, c.cost, group=c.group)
     return _simulate(eta, clock, eta.take, eta.begin, seconds, workers)
 
 
@@ -205,7 +218,7 @@ def main() -> None:
     n = args.replay_workers or args.workers
     base = module_from(checkout(args.base, Path(tempfile.mkdtemp())) / "evaluation" / "sweep.py", "sweep_base")
     cells = job_cells()
-    order, cost = base_order(cells, base)
+    order, cost, kind = base_order(cells, base)
     done, end = completions(cells, args.cache, args.gap)
     seconds, rebuilt, imputed = wall_seconds(order, done, args.workers)
     code = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
@@ -219,7 +232,7 @@ def main() -> None:
     top = sorted(seconds, key=lambda k: -seconds[k])[:5]
     print("# longest cells (wall s): " + "; ".join(f"{seconds[k]:.0f} {cells[k]!r:.90}" for k in top))
     for line in summary(f"before ({args.base}: kind rates, its order)",
-                        *replay_base(base, Clock(), order, cost, cells, seconds, n)):
+                        *replay_base(base, Clock(), order, cost, kind, seconds, n)):
         print(line)
     for line in summary("after (this tree: rate classes, probes then costliest first)",
                         *replay_new(Clock(), cells, seconds, n)):

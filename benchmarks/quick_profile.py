@@ -72,14 +72,14 @@ def simulate(cells: dict, seconds: dict, needs: dict, drawing: dict, *, workers:
     drawing thread) or, else, after the last cell, in order. ``early``: the workers start with this process, during
     its ``head`` (``paper_plots.start_workers``), and wait for it if they are ready first. The runnable processes share
     the cores equally (each at most one core)."""
-    from evaluation.sweep import Eta, _costs, _kind_name
+    from evaluation.sweep import Eta, cell_costs
 
     now = [0.0 if early else head]
     head_left = head if early else 0.0  # CPU seconds of this process's head still to run alongside the workers
     eta = Eta(clock=lambda: now[0])
     keys = list(cells)
-    for k, (cls, cost) in zip(keys, _costs([cells[k] for k in keys])):
-        eta.add(k, _kind_name(cells[k]), cost, group=cls)
+    for k, c in zip(keys, cell_costs([cells[k] for k in keys])):
+        eta.add(k, c.kind, c.cost, group=c.group)
     mine = set(keys)
     busy = {w: ("startup", startup) for w in range(workers)}  # worker -> (key or "startup", CPU seconds left)
     ready: list[int] = []  # workers started before this process has listed the cells

@@ -28,8 +28,11 @@ Routes:
   ``p_t(x|c)``-weighted mean over the cell's box (the grid's extent; ``LinearCell``: its +-6 sd box) by composite
   Gauss-Legendre, the panels doubled until the last two doublings agree (their larger change is the error), instead
   of the cell's sum over its grid nodes; at the nodes the golden by Gauss-Hermite, REG's Jacobian by central
-  differences (Richardson) instead of autograd, the characteristic fixed point by damped Newton instead of the
-  rule's secant iteration; CFG's term and the moment-matched fields are the same closed forms the cells use.
+  differences (Richardson) instead of autograd, the characteristic fixed point by damped Newton (converged at
+  its residual's rounding where that is above its tolerance) instead of the rule's secant iteration; CFG's term
+  and the moment-matched fields are the same closed forms the cells use. Where that Newton misses part of the
+  weight (it stalls at low noise on some mixtures), or the cell published an unconverged mass, ``CharCell``'s gaps
+  at that level are skipped with that reason (the two means would be over other points).
   ``LinearCell``'s tail mass from normal tails (``scipy.special.ndtr``); ``RenyiCell``'s identity check against 0
   (the identity is exact, THEORY.md 4). ``CharCell``'s ``unconverged`` (the mass where its own solver failed) has
   no second route and is skipped with that reason.
@@ -714,6 +717,8 @@ GL_ORDER = {1: 8, 2: 4}  # Gauss-Legendre nodes per panel and axis
 MAX_NODES = {"closed": {1: 16384, 2: 65536}, "golden": {1: 8192, 2: 1024}}
 ROUNDING = 64 * np.finfo(float).eps  # relative rounding of the route's sums, added to its error
 NEWTON_TOL = 1e-13  # RMS residual of the characteristic fixed point by Newton (the cell's secant: 1e-10)
+ROUNDING_D = 16  # the residual's rounding floor, in eps per unit of |y| (:func:`_residual_rounding`)
+ROUTE_MISS = 1e-15  # p-mass of the route's unconverged nodes that leaves a mean unchanged within ROUNDING
 
 
 def _panel_rule(box: list[tuple[float, float]], panels: int, order: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -796,11 +801,16 @@ def _fd_jacobian(fn, X: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Ten
     return j4, (j4 - j2).abs()
 
 
-def _newton_characteristic(parts, w: float, X: torch.Tensor, a: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _newton_characteristic(parts, w: float, X: torch.Tensor, a: float
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Characteristic guidance's term in eps units (as :func:`evaluation.claims.characteristic.characteristic_term`)
     at VP points ``X``, its fixed point ``D_u(x + (1 + w) Delta) = D_c(x + w Delta)`` solved by damped Newton
-    (Jacobians by autograd, from ``Delta = 0``, to RMS :data:`NEWTON_TOL`), not the rule's secant iteration. Returns
-    (term [N, d], converged [N])."""
+    (Jacobians by autograd, from ``Delta = 0``), not the rule's secant iteration. A point has converged when its RMS
+    residual is at most :data:`NEWTON_TOL` or, where that is below what the residual can resolve, its rounding
+    (:func:`_residual_rounding`: at high noise ``Delta`` reaches ~1e3-1e4 and ``D = y + sigma^2 score(y)`` cancels
+    to ~eps |y|). The term's error at each point is its change under one more Newton step. Returns (term [N, d],
+    term error [N, d], converged [N]); the term and its error are nan where the fixed point was not reached (the
+    caller must say so, :func:`field_rows`)."""
     s = math.sqrt((1 - a) / a)
     x = X / math.sqrt(a)
     dc, du = parts.cond.denoise, parts.uncond.denoise
@@ -811,27 +821,46 @@ def _newton_characteristic(parts, w: float, X: torch.Tensor, a: float) -> tuple[
     def jac(delta):
         return torch.func.jacrev(lambda z: g(z).sum(0))(delta).permute(1, 0, 2)  # rows independent: [N, d, d]
 
+    def rms(v):
+        return v.pow(2).mean(1).sqrt()
+
+    def tol(delta):
+        return _residual_rounding(x, w, delta).clamp(min=NEWTON_TOL)
+
     delta = torch.zeros_like(x)
     r = g(delta)
     for _ in range(100):
-        res = r.pow(2).mean(1).sqrt()
-        if bool((res <= NEWTON_TOL).all()):
+        res = rms(r)
+        active = res > tol(delta)
+        if not bool(active.any()):
             break
         step = torch.linalg.solve(jac(delta), -r[:, :, None])[:, :, 0]
         lam = torch.ones(x.shape[0], dtype=F64)
         for _ in range(30):  # halve each point's step until its residual falls
             trial = delta + lam[:, None] * step
             rt = g(trial)
-            worse = rt.pow(2).mean(1).sqrt() > res
+            worse = rms(rt) > res
             if not bool(worse.any()):
                 break
             lam = torch.where(worse, lam / 2, lam)
-        active = res > NEWTON_TOL
-        delta = torch.where(active[:, None], trial, delta)
+        moved = active & ~worse  # a point whose residual did not fall in 30 halvings keeps its Delta
+        if not bool(moved.any()):
+            break
+        delta = torch.where(moved[:, None], trial, delta)
         r = g(delta)
-    ok = r.pow(2).mean(1).sqrt() <= NEWTON_TOL
+    ok = rms(r) <= tol(delta)
     term = (dc(x, s) - dc(x + w * delta, s)) / s
-    return torch.where(ok[:, None], term, math.nan), ok
+    nxt = delta + torch.linalg.solve(jac(delta), -r[:, :, None])[:, :, 0]
+    error = (term - (dc(x, s) - dc(x + w * nxt, s)) / s).abs()
+    return torch.where(ok[:, None], term, math.nan), torch.where(ok[:, None], error, math.nan), ok
+
+
+def _residual_rounding(x: torch.Tensor, w: float, delta: torch.Tensor) -> torch.Tensor:
+    """[N] the RMS rounding of the fixed point's residual ``D_u(y_u) - D_c(y_c)`` at ``y_u = x + (1 + w) Delta``,
+    ``y_c = x + w Delta``: each ``D(y) = y + sigma^2 score(y)`` (Tweedie) is rounded to about ``eps |y|`` (its two
+    terms cancel), :data:`ROUNDING_D` eps per unit of ``|y_u| + |y_c|``."""
+    y = (x + (1 + w) * delta).abs() + (x + w * delta).abs()
+    return ROUNDING_D * np.finfo(float).eps * y.pow(2).mean(1).sqrt()
 
 
 def _level_of(name: str) -> tuple[str, int | None]:
@@ -876,13 +905,14 @@ def _field_integrands(kind: str, cell: Any, parts, reward, a: float, tol: float,
                        reg_gap=Integrand(log_p, (golden - reg).norm(dim=1), ge + reg_err.norm(dim=1)),
                        opposes=Integrand(log_p, (dot < 0).to(F64), unsure))
         else:
-            term, ok = _newton_characteristic(parts, cell.w, X, a)
+            term, term_err, ok = _newton_characteristic(parts, cell.w, X, a)
             log_pk = torch.where(ok, log_p, -math.inf)
             out.update(golden=Integrand(log_p, golden.norm(dim=1), ge),
                        char_gap=Integrand(log_pk, torch.where(ok[:, None], term - golden, 0.0).norm(dim=1),
-                                          ge + (1 + cell.w) * NEWTON_TOL / math.sqrt((1 - a) / a)),
+                                          ge + torch.where(ok, term_err.norm(dim=1), 0.0)),
                        cfg_gap=Integrand(log_pk, miss.norm(dim=1), ge),
-                       reg_gap=Integrand(log_pk, (reg - golden).norm(dim=1), ge + reg_err.norm(dim=1)))
+                       reg_gap=Integrand(log_pk, (reg - golden).norm(dim=1), ge + reg_err.norm(dim=1)),
+                       route_unconverged=Integrand(log_p, (~ok).to(F64), zero))
         return out
     return integrands
 
@@ -918,6 +948,24 @@ def _box_tail(mix, box: list[tuple[float, float]], a: float) -> float:
         lo2, hi2 = box[1]
         out += pi * (outside1 + float(np.sum(wx.numpy() * dens * (ndtr((lo2 - mc) / sc) + ndtr(-(hi2 - mc) / sc)))))
     return out
+
+
+CONVERGED_MEANS = ("char_gap", "cfg_gap", "reg_gap")  # CharCell's means over the points its fixed point reached
+
+
+def _apart_from_the_cell(route_miss: tuple[float, float] | None, res: Any, i: int) -> str:
+    """Why a CharCell's means over converged points (:data:`CONVERGED_MEANS`) at level ``i`` cannot be compared,
+    else ``""``: the route's Newton missed p-mass above :data:`ROUTE_MISS` of its nodes, or the cell's solver missed
+    some of its grid (its published ``unconverged``); either mean is then over other points than the other's."""
+    if route_miss is None:
+        return ""
+    cell_miss = float(res.unconverged[i])
+    if route_miss[0] > ROUTE_MISS:
+        return (f"the route's Newton missed part of the weight (p-mass {route_miss[0]:.2g} of its nodes; "
+                f"the cell's unconverged mass {cell_miss:.2g})")
+    if cell_miss > 0:
+        return f"the cell's mean leaves out its unconverged p_t-mass (published {cell_miss:.2g}; the route's: 0)"
+    return ""
 
 
 def field_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[Row], list[Number]]:
@@ -1001,7 +1049,11 @@ def field_rows(entry: Entry, nums: list[Number], deadline: float) -> tuple[list[
             (gv, ge), (sv, se) = means["gap"], means["size"]
             means["rel"] = (gv / sv, gv / sv * (ge / max(gv, 1e-300) + se / sv))
         route = f"gauss-legendre {nodes} nodes" + (f", golden {note[0]}" if note[0] else "")
+        apart = _apart_from_the_cell(means.pop("route_unconverged", None), res, i)
         for base, n in todo:
+            if apart and base in CONVERGED_MEANS:
+                rows.append(Row(kind, what, n.name, n.value, n.error, math.nan, math.nan, route, f"skipped: {apart}"))
+                continue
             r, re = means[base]
             re += ROUNDING * max(abs(r), abs(n.value))  # a normalised sum's rounding (e.g. a fraction 1 - 1e-16)
             rows.append(Row(kind, what, n.name, n.value, n.error, r, re, route, _agree(n.value, n.error, r, re)))

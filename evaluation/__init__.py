@@ -16,12 +16,10 @@
 These lived in ``analytic`` before issue 10 (``analytic.density``, ``analytic.metrics``, ``analytic.report``,
 ``analytic.demo``); ``analytic`` is now the exact mathematics alone and imports nothing from here.
 """
-import importlib
-import sys
-import types
+from ._lazy import lazy_exports
 
-# Loaded on first use (PEP 562), so ``python -m evaluation.<entry point>`` reaches its own code (which answers Ctrl-C
-# with one line) before torch is imported.
+# Loaded on first use (PEP 562, :mod:`evaluation._lazy`), so ``python -m evaluation.<entry point>`` reaches its own code
+# (which answers Ctrl-C with one line) before torch is imported.
 _FROM = {**dict.fromkeys(("tilted_start", "vp_start"), ".starts"),
          **dict.fromkeys(("OutputDensity", "output_density", "grid_log_prob_start"),
                          ".density"),
@@ -29,21 +27,4 @@ _FROM = {**dict.fromkeys(("tilted_start", "vp_start"), ".starts"),
                           "wasserstein1", "EnergyDistance", "energy_distance"), ".distances"),
          **dict.fromkeys(("FieldErrors", "field_errors", "guidance_term"), ".field_errors")}
 __all__ = list(_FROM)
-
-
-def __getattr__(name: str):
-    if name not in _FROM:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_FROM[name], __name__), name)
-
-
-class _Exports(types.ModuleType):
-    """Two exports share their module's name (``distances``, ``field_errors``): importing that module binds it on
-    the package, which would hide the function behind it; as with the eager imports before, the export wins."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if not (name in _FROM and isinstance(value, types.ModuleType)):
-            super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Exports
+__getattr__ = lazy_exports(__name__, _FROM)  # the exports named like their modules (distances, field_errors) win

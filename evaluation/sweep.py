@@ -88,7 +88,7 @@ from .costs import cost_of
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
            "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler", "SchedulerUnreachable",
-           "SCHEDULER_TIMEOUT", "local_pool"]
+           "SCHEDULER_TIMEOUT", "local_pool", "CellCost", "cell_costs"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -641,14 +641,23 @@ def pool_closer(ex: cf.ProcessPoolExecutor) -> Callable[[bool], None]:
     return close
 
 
-def _costs(cells: Sequence[Any]) -> list[tuple[str, float]]:
-    """Each cell's rate class and relative cost for the order of work and the progress bar
-    (:func:`evaluation.costs.cost_of`): a cell without a cost counts as the mean declared cost of its class (1 when no
-    cell of the class declares one). The class is the kind's ``module:qualname``, followed by the model's group."""
-    classes, declared = [], []
+class CellCost(NamedTuple):
+    """One cell's place in the order of work and the progress bar (:func:`cell_costs`)."""
+
+    kind: str  # the kind's ``module:qualname``
+    group: str  # the rate class: the kind, followed by the model's group (:func:`evaluation.costs.cost_of`)
+    cost: float  # relative cost
+
+
+def cell_costs(cells: Sequence[Any]) -> list[CellCost]:
+    """Each cell's kind, rate class and relative cost for the order of work and the progress bar
+    (:func:`evaluation.costs.cost_of`; :class:`Eta`'s ``add(key, kind, cost, group=...)``): a cell without a cost
+    counts as the mean declared cost of its class (1 when no cell of the class declares one)."""
+    kinds, classes, declared = [], [], []
     for c in cells:
         group, cost = cost_of(c)
         kind = _kind_name(c)
+        kinds.append(kind)
         classes.append(f"{kind} {group}" if group else kind)
         declared.append(cost)
     known: dict[str, list[float]] = {}
@@ -656,7 +665,8 @@ def _costs(cells: Sequence[Any]) -> list[tuple[str, float]]:
         if v is not None:
             known.setdefault(cls, []).append(v)
     fill = {cls: sum(vs) / len(vs) for cls, vs in known.items()}
-    return [(cls, fill.get(cls, 1.0) if v is None else v) for cls, v in zip(classes, declared)]
+    return [CellCost(kind, cls, fill.get(cls, 1.0) if v is None else v)
+            for kind, cls, v in zip(kinds, classes, declared)]
 
 
 class _Task(NamedTuple):
@@ -1060,7 +1070,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         raise RuntimeError(f"{done[k]} (a failure cached in {cache.path(cells[keys.index(k)], k)}; pass "
                            f"retry_failed=True to compute it again)")
     distinct = reused + len(pending)
-    costs = dict(zip(pending, _costs(list(pending.values()))))
+    costs = dict(zip(pending, cell_costs(list(pending.values()))))
     own = bar is None
     if own:
         bar = tqdm(total=0, desc=desc, disable=not progress or not pending, bar_format=BAR_FORMAT)
@@ -1068,8 +1078,8 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         bar.set_description_str(desc, refresh=False)
     eta = eta_of(bar)
     eta.skip(reused)
-    for k, c in pending.items():
-        eta.add(k, _kind_name(c), costs[k][1], group=costs[k][0])
+    for k in pending:
+        eta.add(k, costs[k].kind, costs[k].cost, group=costs[k].group)
     eta.show(bar)
     if on_result is not None:
         cell_of = dict(zip(keys, cells))  # equal keys, equal configurations

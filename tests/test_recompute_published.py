@@ -147,6 +147,43 @@ def test_characteristic_gaps_by_newton_and_panels_agree_and_a_wrong_one_does_not
                if r.number.startswith("unconverged"))
 
 
+def test_characteristic_newton_converges_at_high_noise_to_the_closed_form():
+    """Single Gaussians: the fixed point is linear, Delta = -g(0) / ((1 + w) k_u - w k_c) with k = v / (v + s^2); at
+    high noise Delta reaches ~4e3 and the residual's rounding (~4e-12) exceeds NEWTON_TOL (the route used to miss
+    there on most of the weight, session 13's two NOs on single:1.5)."""
+    import math
+
+    import torch
+
+    from evaluation.claims.reg_map import single
+    from evaluation.spec import Law
+
+    mu_c, s_c, mu_u, s_u = (float(v) for v in single(1.5).split(":")[1:])
+    parts, w, a = Law.parse(single(1.5)).build(), 1.0, 0.002090774532806172  # CharCell's level 16 of 20
+    X = torch.linspace(-1.0, 2.0, 301, dtype=torch.float64)[:, None]
+    term, error, ok = rp._newton_characteristic(parts, w, X, a)
+    s, x = math.sqrt((1 - a) / a), X / math.sqrt(a)
+    k_c, k_u = s_c**2 / (s_c**2 + s**2), s_u**2 / (s_u**2 + s**2)
+    g0 = mu_u + k_u * (x - mu_u) - mu_c - k_c * (x - mu_c)
+    delta = -g0 / ((1 + w) * k_u - w * k_c)
+    assert bool(ok.all()) and delta.abs().max() > 1e3
+    exact = -k_c * w * delta / s
+    assert torch.allclose(term, exact, rtol=0, atol=1e-10)
+    assert bool((error <= 1e-10).all())
+
+
+def test_characteristic_means_are_skipped_where_either_solver_missed_points():
+    import numpy as np
+
+    class Res:
+        unconverged = np.array([0.0, 2e-3])
+
+    assert rp._apart_from_the_cell(None, Res, 1) == ""  # not a CharCell
+    assert rp._apart_from_the_cell((0.0, 0.0), Res, 0) == ""
+    assert rp._apart_from_the_cell((1e-3, 0.0), Res, 0).startswith("the route's Newton missed part of the weight")
+    assert rp._apart_from_the_cell((0.0, 0.0), Res, 1).startswith("the cell's mean leaves out")
+
+
 def test_claims_field_errors_by_gauss_hermite_agree_and_a_wrong_one_does_not():
     from evaluation.claims.cells import FieldCell
     from evaluation.sweep import compute_cell
