@@ -71,6 +71,7 @@ import os
 import pickle
 import re
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -217,10 +218,22 @@ def result_sources(config: type) -> tuple[str, ...]:
     kind = _KINDS.get(config)
     if kind is None:
         raise ValueError(f"{config!r} is not a registered cell kind")
-    module = kind.compute.__module__
+    module = _importable(kind.compute.__module__)
     origin = Path(importlib.util.find_spec(module).origin)
     root = origin.parents[module.count(".") + (origin.name == "__init__.py")]
-    return _closure(tuple(sorted(set(BASE_PACKAGES) | {module, config.__module__} | set(kind.modules))), root)
+    return _closure(tuple(sorted(set(BASE_PACKAGES) | {module, _importable(config.__module__)} | set(kind.modules))),
+                    root)
+
+
+def _importable(name: str) -> str:
+    """A module's importable name: ``__main__`` run as ``python -m pkg.mod`` is ``pkg.mod`` (its relative imports are
+    read against that package; session 14: ``python -m evaluation.report --write-regression-table`` failed on
+    ``from .spec import``)."""
+    if name == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if spec is not None and spec.name:
+            return spec.name
+    return name
 
 
 @functools.cache

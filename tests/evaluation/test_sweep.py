@@ -614,3 +614,17 @@ def test_run_cells_runs_on_the_callers_pool_and_leaves_it_open(tmp_path):
             run_cells(cells, cache=tmp_path, progress=False, pool=pool, scheduler="tcp://127.0.0.1:8786")
     with pytest.raises(ValueError, match="pool must be"):
         run_cells(cells, cache=tmp_path, progress=False, pool="processes")
+
+
+def test_a_kind_run_as_main_is_read_under_its_importable_name(monkeypatch):
+    """``python -m evaluation.report`` registers its kinds in ``__main__``; their code version reads that module's
+    relative imports against its package (session 14: ``from .spec import`` raised ImportError)."""
+    import types
+
+    from evaluation import sweep
+
+    main = types.ModuleType("__main__")
+    main.__spec__ = types.SimpleNamespace(name="evaluation.report")
+    monkeypatch.setitem(sys.modules, "__main__", main)
+    assert sweep._importable("__main__") == "evaluation.report"
+    assert sweep._importable("evaluation.spec") == "evaluation.spec"
