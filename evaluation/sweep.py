@@ -16,7 +16,8 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   where the code version hashes the source of the packages every exact result depends on (``analytic``,
   ``sampler``), the kind's own module, the ``modules`` it names, and every project module these import, found by
   reading their source (imports inside functions too, so a helper imported from another module cannot change a
-  result behind the cache's back); a package counts with every file in it, so ``toy``'s shipped checkpoints are part
+  result behind the cache's back; a module's comments and docstrings are not part of it, :func:`code_text`); a
+  package counts with every file in it, so ``toy``'s shipped checkpoints are part
   of the version of a cell that runs the trained networks. Only the modules of :data:`NOT_RESULT_SOURCES` (the engine
   and the ledger's bookkeeping, which compute no number a cell returns) are left out. A changed configuration or a
   changed source recomputes exactly the cells it touches; nothing else is recomputed. Files are written
@@ -56,6 +57,7 @@ numbers (float64 round-trips exactly). Dicts are refused: results are typed (hou
 """
 from __future__ import annotations
 
+import ast
 import bisect
 import concurrent.futures as cf
 import dataclasses
@@ -63,6 +65,7 @@ import functools
 import hashlib
 import importlib
 import importlib.util
+import io
 import json
 import math
 import multiprocessing
@@ -74,6 +77,7 @@ import signal
 import sys
 import threading
 import time
+import tokenize
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Container, Iterable, NamedTuple, Sequence
@@ -86,7 +90,8 @@ from sampler.schedules import check_count
 
 from .costs import cost_of
 
-__all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
+__all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "code_text", "cell_key", "Cache", "SweepResult",
+           "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
            "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler", "SchedulerUnreachable",
            "SCHEDULER_TIMEOUT", "local_pool", "CellCost", "cell_costs"]
@@ -165,12 +170,39 @@ def _sources(name: str) -> list[Path]:
     return [origin]
 
 
+def code_text(source: str) -> str:
+    """Python ``source`` as the code version reads it: without comments, docstrings (the first statement of a module,
+    class or function, when it is a string), trailing blanks and blank lines, so that editing prose changes no
+    version (a docstring slip once waited for an hour's republish). What remains is code: any other change, a string
+    an error message prints included, is a new version. No result of a cell may depend on a docstring (the project
+    reads ``__doc__`` only for command-line help). Positions come from :mod:`ast` and :mod:`tokenize`, which agree
+    across Python versions, so the text is the same on every interpreter."""
+    lines = source.splitlines()
+    spans = []  # (first row, its column, last row, its end column), rows from 1, columns in characters
+    for node in ast.walk(ast.parse(source)):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body:
+            first = body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) \
+                    and isinstance(first.value.value, str):
+                end = len(lines[first.end_lineno - 1].encode()[:first.end_col_offset].decode())  # ast counts bytes
+                start = len(lines[first.lineno - 1].encode()[:first.col_offset].decode())
+                spans.append((first.lineno, start, first.end_lineno, end))
+    for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+        if tok.type == tokenize.COMMENT:
+            spans.append((*tok.start, *tok.end))
+    for r0, c0, r1, c1 in sorted(spans, reverse=True):  # from the end, so earlier positions stay valid
+        lines[r0 - 1: r1] = [lines[r0 - 1][:c0] + lines[r1 - 1][c1:]]
+    return "\n".join(line.rstrip() for line in lines if line.strip())
+
+
 @functools.cache
 def _module_digest(name: str) -> str:
+    """sha256 of a module's files: a ``.py`` file by its :func:`code_text`, any other (a shipped checkpoint) whole."""
     h = hashlib.sha256()
     for path in _sources(name):
         h.update(str(path.name).encode())
-        h.update(path.read_bytes())
+        h.update(code_text(path.read_text()).encode() if path.suffix == ".py" else path.read_bytes())
     return h.hexdigest()
 
 

@@ -1,5 +1,6 @@
 """The sweep infrastructure (evaluation.sweep, ARCHITECTURE.md contract 8): keys, atomic cache, resume after a
 kill, recomputation of changed cells only, local worker processes and a Dask cluster on loopback."""
+import ast
 import dataclasses
 import json
 import math
@@ -628,3 +629,73 @@ def test_a_kind_run_as_main_is_read_under_its_importable_name(monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", main)
     assert sweep._importable("__main__") == "evaluation.report"
     assert sweep._importable("evaluation.spec") == "evaluation.spec"
+
+
+def test_code_version_ignores_comments_docstrings_and_blank_lines(tmp_path, monkeypatch):
+    """Prose is not code: editing a docstring, a comment or a blank line keeps every cached result (a docstring slip
+    once waited for an hour's republish), while any change to code, a string that is not a docstring included,
+    is a new version."""
+    mod = tmp_path / "sweep_prose_mod.py"
+    src = textwrap.dedent('''
+        """The module's docstring."""
+        import dataclasses
+        from evaluation.sweep import cell_kind
+
+        @dataclasses.dataclass(frozen=True)
+        class Prose:
+            a: int = 1
+
+        @cell_kind(Prose)
+        def prose(cell):
+            """Its docstring, with a non-ASCII letter: \u03a3."""
+            return cell.a * SCALE, "# a string, not a comment"  # a comment
+
+        SCALE = 1
+    ''')
+    mod.write_text(src)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import sweep_prose_mod
+
+    def key_after(text):
+        mod.write_text(text)
+        sweep._module_digest.cache_clear()
+        return cell_key(sweep_prose_mod.Prose())
+
+    k = key_after(src)
+    for prose in (src.replace("The module's docstring.", "Another docstring,\n over two lines."),
+                  src.replace("a non-ASCII letter: \u03a3", "none"),
+                  src.replace("# a comment", "# another comment"),
+                  src.replace("SCALE = 1", "SCALE = 1  # a new comment\n\n\n")):
+        assert key_after(prose) == k
+    for code in (src.replace("SCALE = 1", "SCALE = 2"),
+                 src.replace("# a string, not a comment", "# another string")):
+        assert key_after(code) != k
+    sweep._module_digest.cache_clear()
+
+
+def _without_docstrings(tree):
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str):
+            node.body = body[1:]
+    return ast.dump(tree)
+
+
+def test_code_text_keeps_every_statement_of_the_project():
+    """An independent route: the text the version hashes parses to the same syntax tree as the source with its
+    docstrings removed (ast drops comments and blank lines itself), for every module of the packages cells depend on
+    (a module whose only statement in some body is a docstring does not parse once stripped: skipped, counted)."""
+    root = Path(sweep.__file__).parents[1]
+    files = sorted(p for pkg in ("analytic", "sampler", "toy", "evaluation") for p in (root / pkg).rglob("*.py"))
+    compared = 0
+    for path in files:
+        src = path.read_text()
+        try:
+            stripped = ast.parse(sweep.code_text(src))
+        except SyntaxError:
+            continue
+        assert ast.dump(stripped) == _without_docstrings(ast.parse(src)), path
+        compared += 1
+    assert compared >= 0.9 * len(files) and compared > 50
