@@ -20,9 +20,8 @@ from ._lazy import lazy_exports
 
 # Loaded on first use (PEP 562, :mod:`evaluation._lazy`), so ``python -m evaluation.<entry point>`` reaches its own code
 # (which answers Ctrl-C with one line) before torch is imported.
-_FROM = {**dict.fromkeys(("tilted_start", "vp_start"), ".starts"),
-         **dict.fromkeys(("OutputDensity", "output_density", "grid_log_prob_start"),
-                         ".density"),
+_FROM = {**dict.fromkeys(("tilted_start", "vp_start", "grid_log_prob_start"), ".starts"),
+         **dict.fromkeys(("OutputDensity", "output_density"), ".density"),
          **dict.fromkeys(("TiltedTarget", "tilted_target", "Distances", "distances", "total_variation", "kl_divergence",
                           "wasserstein1", "EnergyDistance", "energy_distance"), ".distances"),
          **dict.fromkeys(("FieldErrors", "field_errors", "guidance_term"), ".field_errors")}

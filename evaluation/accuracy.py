@@ -76,10 +76,12 @@ MAX_NODES = {1: 2**14 + 1, 2: 401**2}  # node budget (given grid and the density
 # 201^2 estimate is 6-30x their error (its even-node run is far from resolving them) and whose 401^2 estimate is
 # 2.4x: they converge one grid finer, while most such laws converge at 201^2 and must not pay 4x for it
 FIRST_NODES = {1: MAX_NODES[1], 2: 201**2}
-# sub-points per cell and axis of a deterministic push-forward, by effort. 2-D in steps of 2: its sub-point error
-# falls fast in the sub-points (est2d: 0.0061, 0.00087, 0.00056 at 3, 6, 12), and the run at 12 with its check at 24
-# does not fit MAX_SUB_POINTS on 401^2 nodes (9.3e7 points), where 6 does (2.3e7): effort 1 stays reachable there
-SUBS = {1: (8, 32, 128), 2: (3, 6, 12)}
+# sub-points per cell and axis of a deterministic push-forward, by effort (each run is checked at half as many,
+# evaluation.density.check_sub). 2-D in steps of 2: its sub-point error falls fast in the sub-points (est2d: 0.0061,
+# 0.00087, 0.00056 at 3, 6, 12), and a run at 24 does not fit MAX_SUB_POINTS on 401^2 nodes (9.3e7 points), where 12
+# does (2.3e7): effort 1 stays reachable there. (Before session 15 the runs were at 8, 32, 128 and 3, 6, 12, each
+# checked at twice as many sub-points: the same runs, the coarser one's masses returned.)
+SUBS = {1: (16, 64, 256), 2: (6, 12, 24)}
 
 Grid = tuple  # (lo, hi, n): every axis the same
 
@@ -428,13 +430,13 @@ def _check_engine_args(who: str, d, grid, effort=0) -> None:
 
 def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> Engine:
     """The exact output law of ``sample(sampler, denoiser, ...)`` by :func:`evaluation.density.output_density` on
-    the grid itself, with the density's own error estimate (the change from the grid's even nodes, an estimate of
-    the coarser computation's error and so an upper estimate for this one, plus twice the change from twice the
-    sub-points of the deterministic push-forward). ``effort`` k takes ``SUBS[d][k]`` sub-points per cell and axis
-    (1-D 8, 32, 128; 2-D 3, 6, 12): the sub-points refine with the grid, so their share of the error does not
-    shrink with the spacing. ``efforts(d, grid)`` is the highest effort whose run, with its check at twice the
-    sub-points (``nodes x (2 sub)^d`` points), fits :data:`evaluation.density.MAX_SUB_POINTS` (2-D: 2 up to 201^2
-    nodes, 1 up to 401^2; 1-D: always 2). The law's ``error`` plus ``lost`` is the density's ``total_error``; a run
+    the grid itself, with the density's own error estimate (the change from the grid's even nodes at the observed
+    rate of convergence, plus the change from half the sub-points of the deterministic push-forward).
+    ``effort`` k takes ``SUBS[d][k]`` sub-points per cell and axis (1-D 16, 64, 256; 2-D 6, 12, 24): the
+    sub-points refine with the grid, so their share of the error does not shrink with the spacing.
+    ``efforts(d, grid)`` is the highest effort whose run (``nodes x sub^d`` points) fits
+    :data:`evaluation.density.MAX_SUB_POINTS` (2-D: 2 up to 201^2 nodes, 1 up to 401^2; 1-D: always 2). The
+    law's ``error`` plus ``lost`` is the density's ``total_error``; a run
     with unresolved stochastic steps (kernel means too far apart for the grid: no bound on its error) has an
     infinite error, so the contract refines the grid. ``ValueError`` for ``d`` other than 1 or 2, a grid that is
     not ``(lo, hi, n)`` (:func:`check_grid`), an ``effort`` outside ``0 .. len(SUBS[d]) - 1``."""
@@ -449,7 +451,7 @@ def density_engine(denoiser, sigmas, *, sampler: str = "ddpm", start=None) -> En
     def efforts(d: int, grid: Grid) -> int:
         _check_engine_args("density_engine.efforts", d, grid)
         nodes = int(grid[2]) ** d
-        return sum(nodes * (2 * sub) ** d <= MAX_SUB_POINTS for sub in SUBS[d]) - 1  # SUBS rise
+        return sum(nodes * sub**d <= MAX_SUB_POINTS for sub in SUBS[d]) - 1  # SUBS rise
 
     run.efforts = efforts
     return run

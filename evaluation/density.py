@@ -30,7 +30,7 @@ Per step ``i`` (``sigma -> sigma'``, the formulas of :mod:`sampler.samplers`, ``
   the sub-spacing for a smooth one at any output spacing (a point deposit's error is set by the image spacing
   relative to the output grid's, which refining the grid at fixed ``sub`` does not reduce), and first order
   only where ``Phi`` is steeper than the sub-cells resolve (a sub-cell straddling the input that separates two
-  output modes spreads its mass over the gap; the estimate from twice the sub-points sees it). In 2-D
+  output modes spreads its mass over the gap; the estimate from fewer sub-points sees it). In 2-D
   ``sub^2`` sub-points per cell are deposited with linear ("cloud-in-cell") weights. Both are mass transport
   between cells, valid for non-monotone and folding maps, and smooth once (not per step).
 
@@ -69,7 +69,7 @@ from sampler.schedules import check_count, check_number
 
 from .starts import LogProb, vp_start
 
-__all__ = ["OutputDensity", "output_density", "MAX_SUB_POINTS", "gaussian_step", "source_step", "mass_outside", "grid_log_prob_start"]
+__all__ = ["OutputDensity", "output_density", "MAX_SUB_POINTS", "gaussian_step", "source_step", "mass_outside"]
 
 _BAND = 7.5  # kernel truncation in standard deviations (relative mass beyond: < 1e-13)
 
@@ -105,23 +105,6 @@ class OutputDensity(NamedTuple):
     def density(self) -> torch.Tensor:
         """``mass / h^d``: the density smoothed by the hat function. [n_1(, n_2)]"""
         return self.mass / math.prod(self.spacing)
-
-
-# --- starts ----------------------------------------------------------------------------------------
-def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
-    """A start given by log-density values on a uniform grid (cubic-spline interpolated), with no mass beyond
-    the grid's cells (``-inf`` there: nothing is known about it, and :func:`mass_outside` counts none)."""
-    axes = check_axes(axes, values.ndim, uniform=True)
-    h = axes_spacing(axes)
-
-    def log_prob(u: torch.Tensor) -> torch.Tensor:
-        out = spline_at(values, axes, u)
-        beyond = torch.zeros(u.shape[0], dtype=torch.bool)
-        for i, (a, hi) in enumerate(zip(axes, h)):
-            beyond |= (u[:, i] < a[0].item() - 0.5 * hi) | (u[:, i] > a[-1].item() + 0.5 * hi)
-        return out.masked_fill(beyond, -math.inf)
-
-    return log_prob
 
 
 def _check_log_density(v, n: int, point, name: str, asked: str) -> torch.Tensor:
@@ -459,27 +442,34 @@ def _denoiser_context(d: int):
 
 class _Pair(NamedTuple):
     mass: torch.Tensor  # hat masses on the working grid
-    coarse: torch.Tensor | None  # the same computation on the working grid's even nodes (twice the spacing)
+    coarse: torch.Tensor | None  # the check's computation on the working grid's even nodes (twice the spacing)
     coarser: torch.Tensor | None  # ... and on every fourth node (None unless every axis has 4k + 1 >= 9 nodes)
-    sub_change: torch.Tensor | None  # 2 |change of mass| with twice the sub-points per cell, on the working grid
+    check: torch.Tensor | None  # the masses from fewer sub-points per cell (check_sub), on the working grid
+    sub_error: torch.Tensor | None  # |mass - check| / (sub / check_sub - 1): the sub-points' part of the error
     lost: float  # left the grid during the steps
     narrow: int
     start_lost: float  # the start's mass outside the grid
     unresolved: int
 
 
-def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, eta, tail, scale_in, scale_out,
-               with_double: bool):
+def check_sub(sub: int) -> int:
+    """The sub-points per cell of the run that checks one at ``sub`` (>= 2): ``sub`` over its smallest prime factor
+    (``sub / 2`` for an even ``sub``), so that the check's sub-cells nest in the run's (1-D shares the map's values)."""
+    return sub // next(f for f in range(2, sub + 1) if sub % f == 0)
+
+
+def _tail_mass(p, axes, subs: tuple[int, ...], log_start, inside: float, denoiser, sampler, eta, tail, scale_in,
+               scale_out):
     """Hat masses after the deterministic tail from a nodal density ``p`` (or, with ``p=None``, from the start
-    density ``log_start`` itself); with ``with_double`` also the masses from twice the sub-points.
+    density ``log_start`` itself), with ``sub`` sub-points per cell for each ``sub`` of ``subs`` (each dividing the
+    last), in that order.
 
     1-D: the segments between consecutive edges of ``sub`` sub-cells per cell (:func:`_sub_edges`) go to the
     segments between their edges' images, each with its mass spread uniformly (:func:`deposit_segments`); the
-    map runs once, on the edges of the doubled sub-cells, which hold the others. 2-D: ``sub^2`` sub-points per
-    cell, deposited as points (:func:`deposit`)."""
+    map runs once, on the edges of the last (finest) sub-cells, which hold the others. 2-D: ``sub^2`` sub-points
+    per cell, deposited as points (:func:`deposit`)."""
     d = len(axes)
     h = axes_spacing(axes)
-    subs = (sub, 2 * sub) if with_double else (sub,)
 
     top = None  # the start's log-density scale: one for every call when set
 
@@ -508,7 +498,7 @@ def _tail_mass(p, axes, sub: int, log_start, inside: float, denoiser, sampler, e
             top = _log_density_on_grid(log_start, (fine,), "start").max()
         for k in subs:
             stride = subs[-1] // k
-            known = (fine[1::2], image[1::2]) if stride == 2 else None  # the doubled run's edges: its midpoints
+            known = (fine[1::2], image[1::2]) if stride == 2 else None  # the finest run's edges: its midpoints
             edges, y = _bisect_steep(fine[::stride], image[::stride], lambda u: push(u[:, None])[:, 0], h[0], known)
             mids = 0.5 * (edges[:-1] + edges[1:])
             f = density(edges[:, None])
@@ -647,13 +637,17 @@ def _density(denoiser, s: torch.Tensor, axes, sampler: str, eta: float, start: L
     else:
         args = (denoiser, sampler, tail_eta, s, scale[0].item(), scale[-1].item())
         p_fine = p_coarse = p_coarser = None
-    (mass, l), *double = _tail_mass(p_fine, axes, sub, start, inside, *args, with_double=estimate)
     if not estimate:
-        return _Pair(mass, None, None, None, lost + l, narrow, start_lost, unresolved)
-    ((coarse, _),) = _tail_mass(p_coarse, c_axes, sub, start, inside, *args, with_double=False)
-    coarser = _tail_mass(p_coarser, f_axes, sub, start, inside, *args, with_double=False)[0][0] if three else None
-    return _Pair(mass, coarse, coarser, 2 * (double[0][0] - mass).abs(), lost + l, narrow, start_lost,
-                 unresolved)  # x2: change -> error (order >= 1)
+        ((mass, l),) = _tail_mass(p_fine, axes, (sub,), start, inside, *args)
+        return _Pair(mass, None, None, None, None, lost + l, narrow, start_lost, unresolved)
+    few = check_sub(sub)
+    (check, _), (mass, l) = _tail_mass(p_fine, axes, (few, sub), start, inside, *args)
+    ((coarse, _),) = _tail_mass(p_coarse, c_axes, (few,), start, inside, *args)
+    coarser = _tail_mass(p_coarser, f_axes, (few,), start, inside, *args)[0][0] if three else None
+    # the check's error is at least (sub / few) times the run's (order >= 1 in the sub-spacing), so the change
+    # between them is at least (sub / few - 1) times the run's error
+    return _Pair(mass, coarse, coarser, check, (mass - check).abs() / (sub / few - 1), lost + l, narrow, start_lost,
+                 unresolved)
 
 
 MAX_SUB_POINTS = 2**25  # the most points one push-forward run of output_density takes (~250 bytes each: ~8 GB)
@@ -666,18 +660,22 @@ def _convergence_factor(pair: _Pair) -> float:
     (order >= 1), but for the stochastic samplers, whose steps are spectrally accurate and whose nodal law enters
     the push-forward through a cubic spline (order 4), ``rho`` is 10 to 40 on typical grids and so was the
     estimate's excess (issue 20). ``rho`` is observed as the ratio of the change between ``4h`` and ``2h`` to the
-    one between ``2h`` and ``h`` (both as hat masses on the ``4h`` grid), capped at ``_MAX_RATE`` and halved for
-    safety (the rate may fall by half from one halving to the next): the factor is ``1 / max(1, rho / 2 - 1)``,
-    at most 7 times smaller than the change itself, and 1 (the plain change) where the rate is 4 or less, where no
-    third level exists, or where the changes vanish."""
+    one between ``2h`` and ``h`` (both as hat masses on the ``4h`` grid): the factor is ``1 / max(1, rho - 1)``,
+    1 (the plain change) where the rate is 2 or less, where no third level exists, or where the changes vanish.
+    A rate beyond ``_MAX_RATE`` is more than the method's orders give: the coarser grids are not yet in their
+    asymptotic regime (a kernel resolved between ``4h`` and ``2h``), and the rate may fall as much at the next
+    halving (paper_1d on a 0.1 grid: 63 observed, 7.7 actual), so it counts as half the cap: ``1 / 7``.
+    (Before session 15 every rate was halved for safety; on the ledger's 2-D laws the observed rate was 5 to 8
+    where the actual one at the finest level was 20 to 50, so the halving only made the estimate 15 to 40 times
+    the error; docs/accuracy.md has the measurements.)"""
     if pair.coarser is None:
         return 1.0
-    fine = (_restrict(_restrict(pair.mass) - pair.coarse)).abs().sum().item()  # E(2h) - E(h), on the 4h grid
+    fine = (_restrict(_restrict(pair.check) - pair.coarse)).abs().sum().item()  # E(2h) - E(h), on the 4h grid
     coarse = (_restrict(pair.coarse) - pair.coarser).abs().sum().item()  # E(4h) - E(2h)
     if not (fine > 0 and math.isfinite(coarse)):
         return 1.0
-    rho = min(coarse / fine, _MAX_RATE)
-    return 1.0 / max(1.0, 0.5 * rho - 1.0)
+    rho = coarse / fine
+    return 1.0 / max(1.0, rho - 1.0 if rho <= _MAX_RATE else 0.5 * _MAX_RATE - 1.0)
 
 
 # --- the entry point -------------------------------------------------------------------------------
@@ -689,16 +687,20 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     hat masses, with an error estimate per node.
 
     Resolution and error. The law is computed on a working grid (the given one, or ``2^k`` times finer,
-    restricted exactly to the given hats) and, at no extra denoiser cost, on the working grid's even nodes;
-    the error estimate (``error``) is the change between the two (at ``k = 0`` spread over the given nodes),
-    divided by the observed convergence (:func:`_convergence_factor`: with a third computation on every fourth
-    node, ``1 / max(1, rho / 2 - 1)`` for an observed error ratio ``rho`` per halving, capped at 16; 1 where
-    ``rho <= 4``), plus twice the change from twice the sub-points per cell in the deterministic push-forward,
+    restricted exactly to the given hats) with ``sub`` sub-points per cell in the deterministic push-forward, and
+    checked by the same computation with fewer sub-points (:func:`check_sub`: ``sub / 2`` for an even ``sub``),
+    on the working grid and, at no extra denoiser cost, on its even nodes. The error estimate (``error``) is the
+    spacing's part, the change between the check's two grids (at ``k = 0`` spread over the given nodes) divided
+    by the observed convergence (:func:`_convergence_factor`: with a third computation on every fourth node,
+    ``1 / max(1, rho - 1)`` for an observed error ratio ``rho`` per halving, capped at 16; 1 where ``rho <= 2``),
+    plus the sub-points' part, the change from the check to the law divided by ``sub / check_sub(sub) - 1``
+    (at least the law's error when the push-forward converges at first order or faster in its sub-spacing),
     plus ``1e-15`` of the largest mass for rounding (hat masses come from a spline of the nodal law, so masses
     far below the largest are not relatively accurate: a KL that divides by them sees it in its error). The plain
-    change is about the coarser computation's error, an upper estimate for the returned one but 10 to 40 times it
-    for the stochastic samplers, which converge faster than second order (issue 20); the observed rate brings
-    that within a few times, keeping a factor 2 of safety on the rate. Only its sum is a bound:
+    change is about the coarser computation's error, 10 to 40 times the returned one's for the stochastic
+    samplers, which converge faster than second order (issue 20); the observed rate brings that within a few
+    times. On the ledger's 2-D DDPM laws at 201^2 nodes the summed estimate was 9 to 18 times the error
+    (docs/accuracy.md). Only its sum is a bound:
     the per-node values place the error where the two computations differ, and a single node can exceed its
     own value. ``total_error`` adds ``lost`` (the start's mass outside the grid and what left it), which the
     masses do not hold. Stochastic steps with extra denoiser calls at sub-sources (kernel means of neighbouring
@@ -713,9 +715,10 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         sampler, eta: as :func:`sampler.samplers.sample`.
         start: log-density of the start state ``u`` (unnormalised; normalised on the grid); default
             :func:`evaluation.starts.vp_start` (the ``vp_prior``). :func:`evaluation.starts.tilted_start` gives ``N(0, I) E_T``.
-        sub: sub-points per cell and dimension for the deterministic push-forward (default 8 in 1-D,
-            3 in 2-D). A run puts ``nodes x (2 sub)^d`` points through it (``nodes x sub^d`` without the estimate),
-            about 250 bytes each: more than ``MAX_SUB_POINTS`` (2^25, some 8 GB) is refused (``ValueError`` naming
+        sub: sub-points per cell and dimension for the deterministic push-forward (default 16 in 1-D,
+            6 in 2-D; at least 2 with the estimate, whose check runs at :func:`check_sub` of it). A run puts
+            ``nodes x sub^d`` points through it, about 250 bytes each: more than ``MAX_SUB_POINTS`` (2^25, some
+            8 GB) is refused (``ValueError`` naming
             ``sub``; past the first grid, when ``tol`` refines, it ends the refinement like ``max_nodes``).
         min_kernel_width: stochastic kernels narrower than this many grid spacings (a number >= 0) are counted in
             ``narrow_steps`` (they are computed with sub-sources, see the module docstring).
@@ -729,8 +732,8 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
             grids in a row: the square of the shrinking observed between them, at least 4).
         max_nodes, on_budget: the largest working grid; when ``tol`` is not met within it, ``"raise"``
             (``ValueError`` with the error reached) or ``"warn"`` (``RuntimeWarning``, and the result).
-        estimate_error: ``False`` skips the runs behind the estimate (the even-node grid and the doubled
-            sub-points: up to 5x the work in 2-D with an expensive denoiser such as the exact optimum) and
+        estimate_error: ``False`` skips the runs behind the estimate (the check with fewer sub-points and its
+            even-node grids: up to 1.3x the work in 2-D with an expensive denoiser such as the exact optimum) and
             returns ``error=None``; the masses are the same. Only with ``tol=None``.
         max_outside: the largest share of the start law outside the grid's cells (:func:`mass_outside`; it is
             part of ``lost``), a mass in ``[0, 1)``; more is refused (``ValueError`` naming both), as
@@ -769,7 +772,10 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         raise ValueError(f"need at least 3 nodes per axis (the error estimate compares with every other node), "
                          f"got {[a.numel() for a in axes]}")
     d = len(axes)
-    sub = sub if sub is not None else (8 if d == 1 else 3)
+    sub = sub if sub is not None else (16 if d == 1 else 6)
+    if estimate_error and sub < 2:
+        raise ValueError(f"sub must be at least 2 when the error is estimated (its check runs at fewer sub-points per "
+                         f"cell, check_sub(sub)), got {sub}")
     start = start if start is not None else vp_start(d)
     shape = tuple(a.numel() for a in axes)
 
@@ -778,13 +784,13 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     while True:
         work = _refine(axes, level)
         size = math.prod(a.numel() for a in work)
-        points = size * ((2 if estimate_error else 1) * sub) ** d  # the push-forward's largest run
+        points = size * sub**d  # the push-forward's largest run
         if size > max_nodes or points > MAX_SUB_POINTS:
             if level == 0 and size > max_nodes:
                 raise ValueError(f"the grid has {size} nodes, more than max_nodes={max_nodes}")
             if level == 0:
-                per = f"({'2 ' if estimate_error else ''}sub)^{d}"
-                raise ValueError(f"sub={sub} puts {points:.3g} points through the push-forward ({size} nodes x {per}, "
+                raise ValueError(f"sub={sub} puts {points:.3g} points through the push-forward ({size} nodes x "
+                                 f"sub^{d}, "
                                  f"about {points * 250 / 2**30:.3g} GB), more than MAX_SUB_POINTS = 2^25: lower sub or "
                                  f"the node count")
             limit = f"max_nodes={max_nodes}" if size > max_nodes else f"MAX_SUB_POINTS with sub={sub}"
@@ -799,11 +805,11 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         lost = pair.lost + pair.start_lost
         if not estimate_error:
             return OutputDensity(axes, mass, lost, pair.narrow, None, pair.start_lost, pair.unresolved)
-        change = (_restrict(pair.mass) - pair.coarse).abs() * _convergence_factor(pair)
+        change = (_restrict(pair.check) - pair.coarse).abs() * _convergence_factor(pair)
         error = _prolong(change, shape) if level == 0 else _restrict(change, level - 1)
         # + the rounding of a mass: hat masses come from a cubic spline of the nodal law, whose values carry
         # absolute errors of a few ulps of the largest (so tiny tail masses are not relatively accurate)
-        error = error + _restrict(pair.sub_change, level) + _ROUNDING * mass.max()
+        error = error + _restrict(pair.sub_error, level) + _ROUNDING * mass.max()
         result = OutputDensity(axes, mass, lost, pair.narrow, error, pair.start_lost, pair.unresolved)
         if tol is None or error.sum().item() <= tol:
             break
@@ -843,7 +849,7 @@ def _check_reachable(tol: float, error: torch.Tensor, mass: torch.Tensor, axes, 
     top = level  # the finest working grid within the budget
     while True:
         size = math.prod((a.numel() - 1) * 2 ** (top + 1) + 1 for a in axes)
-        if size > max_nodes or size * (2 * sub) ** len(axes) > MAX_SUB_POINTS:
+        if size > max_nodes or size * sub ** len(axes) > MAX_SUB_POINTS:
             break
         top += 1
     now = error.sum().item()

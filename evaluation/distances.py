@@ -123,11 +123,12 @@ def tilted_target(cond: GaussianMixture, reward, axes, *, points: int = 3, tol: 
                   max_points: int = 64, max_outside: float = 0.1) -> TiltedTarget:
     """The tilted target as hat masses on a uniform grid, by Gauss-Legendre on the pieces where the hats are linear
     (:func:`_hat_rule`, ``points`` nodes per piece and axis) and again with twice the nodes: the masses and ``log Z``
-    are the finer rule's, their error the change between the two (the rule converges as ``points^-2 points`` for
-    a smooth density, so the change bounds the coarser rule's error and far exceeds the finer one's; plus the
-    rounding of a mass, ``1e-15`` of the largest). ``tol``: the summed error of the masses to reach by doubling
-    ``points`` (up to ``max_points``; ``ValueError`` beyond); ``None`` keeps ``points``. ``points`` itself must be at
-    most ``max_points`` (``ValueError``). ``ValueError`` when ``Z`` is infinite (:func:`check_tilt_integrable`).
+    are the finer rule's, their error the change between the two (Gauss-Legendre with ``p`` nodes is exact to degree
+    ``2 p - 1``, so for a smooth density the error falls by orders of magnitude as the nodes double: the change
+    bounds the coarser rule's error and far exceeds the finer one's; plus the rounding of a mass, ``1e-15`` of the
+    largest). ``tol``: the summed error of the masses to reach by doubling ``points`` (up to ``max_points``;
+    ``ValueError`` beyond); ``None`` keeps ``points``. The check at ``2 points`` must be within ``max_points``
+    (``ValueError``). ``ValueError`` when ``Z`` is infinite (:func:`check_tilt_integrable`).
 
     The masses are shares of the whole target: the quadrature normalises over the grid's cells, and the share
     outside them (``outside``, :func:`evaluation.density.mass_outside`) scales them down, so ``mass.sum() = 1 -

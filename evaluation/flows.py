@@ -197,7 +197,7 @@ class FlowsConfig:
     shift: float = 3.0
     density_range: tuple[float, float] = (7.0, 6.0)
     density_points: tuple[int, int] = (1401, 61)
-    sub: tuple[int, int] = (8, 2)
+    sub: tuple[int, int] = (16, 4)
     field_nodes: tuple[int, int] = (48, 12)
     optimal_2d_steps: tuple[int, ...] = (10,)
     grid_check: bool = True
@@ -265,13 +265,13 @@ class FlowsConfig:
         return "optimal" in self.methods and (d == 1 or steps in self.optimal_2d_steps)
 
 
-QUICK = FlowsConfig(weights=(1.0, 4.0), steps=(10,), density_points=(501, 41), sub=(4, 2), field_nodes=(16, 6),
+QUICK = FlowsConfig(weights=(1.0, 4.0), steps=(10,), density_points=(501, 41), sub=(8, 4), field_nodes=(16, 6),
                     optimal_2d_steps=(), grid_check=False)
 FULL = FlowsConfig()
 # what ``paper_plots.py`` draws: few and many steps at a moderate and a large weight, on the quick grid, with the
 # optimum's law in 1-D only (in 2-D it costs minutes per cell); FULL, every weight and step count on the fine grid
 # with the 2-D optimum, is the record: ``compute(config=FULL)``, a long run
-FIGURE = FlowsConfig(weights=(1.0, 4.0), steps=(10, 50), density_points=(801, 41), sub=(4, 2), field_nodes=(16, 6),
+FIGURE = FlowsConfig(weights=(1.0, 4.0), steps=(10, 50), density_points=(801, 41), sub=(8, 4), field_nodes=(16, 6),
                      optimal_2d_steps=(), grid_check=False)
 
 

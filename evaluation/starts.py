@@ -1,8 +1,9 @@
 """The start laws of the exact output laws (:func:`evaluation.density.output_density`) as log-densities of the VP
-state ``u``: :func:`vp_start` (the sampler's ``N(0, I)``) and :func:`tilted_start` (``N(0, I) E_T``, or the noised
-conditional tilted by ``E_T``: THEORY.md section 4). Apart from :mod:`evaluation.density` so that what only names a
-start (:mod:`evaluation.spec`) does not depend on the density's engine: a cell's code version counts the modules its
-kind imports (:func:`evaluation.sweep.result_sources`)."""
+state ``u``: :func:`vp_start` (the sampler's ``N(0, I)``), :func:`tilted_start` (``N(0, I) E_T``, or the noised
+conditional tilted by ``E_T``: THEORY.md section 4) and :func:`grid_log_prob_start` (log-density values on a grid).
+Apart from :mod:`evaluation.density` so that what only names a start (:mod:`evaluation.spec`) does not depend on the
+density's engine: a cell's code version counts the modules its kind imports
+(:func:`evaluation.sweep.result_sources`)."""
 from __future__ import annotations
 
 import math
@@ -12,13 +13,13 @@ import torch
 
 from analytic.grid import tilted_posterior
 from analytic.mixture import GaussianMixture
-from analytic.quadrature import as_axes, check_axes, grid_points
+from analytic.quadrature import as_axes, axes_spacing, check_axes, grid_points, spline_at
 
-__all__ = ["LogProb", "vp_start", "tilted_start"]
+__all__ = ["LogProb", "vp_start", "tilted_start", "grid_log_prob_start"]
 
 LogProb = Callable[[torch.Tensor], torch.Tensor]  # u [N, d] -> [N], possibly unnormalised. It may carry a method
 # ``on_grid(axes) -> [prod n]``: the same values on the tensor grid of ``axes`` ('ij' order, flattened), computed
-# faster than at its points (:func:`tilted_start`); the density's starts and :func:`mass_outside` use it on grids
+# faster than at its points (:func:`tilted_start`); the density's starts and its ``mass_outside`` use it on grids
 
 def vp_start(d: int) -> LogProb:
     """``log N(u; 0, I)``: the start of :func:`sampler.samplers.vp_prior` in VP coordinates (with ``on_grid``)."""
@@ -47,7 +48,7 @@ def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool
 
     The callable has ``on_grid(axes)``: the values on a tensor grid by the separable quadrature of
     :func:`analytic.grid.tilted_posterior` (axes given as a tuple), the same to rounding and many times faster
-    on the grids of :func:`output_density` and :func:`mass_outside` than at the grid's points."""
+    on the grids of :func:`output_density` and :func:`evaluation.density.mass_outside` than at the grid's points."""
     d = cond.dim
     base = cond.noised(abar_T).log_prob if marginal else vp_start(d)
 
@@ -60,4 +61,21 @@ def tilted_start(cond: GaussianMixture, reward, abar_T: float, *, marginal: bool
         return (base(grid_points(axes)) if marginal else base.on_grid(axes)) + log_E
 
     log_prob.on_grid = on_grid
+    return log_prob
+
+
+def grid_log_prob_start(values: torch.Tensor, axes) -> LogProb:
+    """A start given by log-density values on a uniform grid (cubic-spline interpolated), with no mass beyond
+    the grid's cells (``-inf`` there: nothing is known about it, and :func:`evaluation.density.mass_outside` counts
+    none)."""
+    axes = check_axes(axes, values.ndim, uniform=True)
+    h = axes_spacing(axes)
+
+    def log_prob(u: torch.Tensor) -> torch.Tensor:
+        out = spline_at(values, axes, u)
+        beyond = torch.zeros(u.shape[0], dtype=torch.bool)
+        for i, (a, hi) in enumerate(zip(axes, h)):
+            beyond |= (u[:, i] < a[0].item() - 0.5 * hi) | (u[:, i] > a[-1].item() + 0.5 * hi)
+        return out.masked_fill(beyond, -math.inf)
+
     return log_prob

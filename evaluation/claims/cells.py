@@ -22,11 +22,11 @@ from analytic.quadrature import grid_points
 from ..accuracy import (Estimate, default_tol, GridLaw, axes_of, clear_targets, coarsen, converged_laws, density_engine,
                         from_arrays, grid_entropy, grid_entropy_error, grid_tv, narrowest_kernel, region_mass, region_var,
                         shared_target)
-from ..starts import tilted_start, vp_start
-from ..distances import distances, tilted_target
+from ..distances import distances
 from ..field_errors import field_errors, guidance_term
-from ..sweep import cell_kind
 from ..spec import STARTS, Law, Method, Schedule
+from ..starts import tilted_start, vp_start
+from ..sweep import cell_kind
 
 __all__ = ["OutputCell", "OutputLaw", "FieldCell", "FieldResult", "STARTS", "CHECKED", "OF_THE_LAW", "axes_of",
            "shared_target", "clear_targets"]
@@ -190,11 +190,17 @@ def output_law(cell: OutputCell) -> OutputLaw:
     except ValueError as err:
         return _nan_law(f"tilted target does not exist: {str(err)[:120]}", d)
     guided = cell.method.build(law, Schedule.parse(cell.schedule), cell.model).guided
-    axes = axes_of(cell.grid, d)
     a_T = sched.abar[-1].item()
+    targets = {}
+
+    def target_on(g) -> GridLaw:
+        if g not in targets:
+            targets[g] = shared_target(law.cond, reward, g, tol)
+        return targets[g]
+
     try:  # the exact routines refuse a target or start they cannot resolve (e.g. centred far off the grid)
-        target = tilted_target(law.cond, reward, axes)
-        m = target.mass / target.mass.sum()
+        m = target_on(cell.grid).mass
+        m = m / m.sum()
         edge = sum((m.narrow(i, 0, 1).sum() + m.narrow(i, m.shape[i] - 1, 1).sum()).item() for i in range(d))
         if edge > 1e-8:
             raise ValueError(f"the tilted target reaches the grid's edge (mass {edge:.2g} on the boundary nodes)")
@@ -209,13 +215,6 @@ def output_law(cell: OutputCell) -> OutputLaw:
     def classifier(x):  # p(y | x) of the exact Bayes classifier
         logs = torch.stack([torch.log(p) + c.log_prob(x) for p, c in zip(priors, classes)])
         return torch.softmax(logs, 0)[law.y]
-
-    targets = {}
-
-    def target_on(g) -> GridLaw:
-        if g not in targets:
-            targets[g] = shared_target(law.cond, reward, g, tol)
-        return targets[g]
 
     def published(laws):
         nums = _numbers(laws[0], target_on(laws[0].grid), classifier, cell.regions)

@@ -46,7 +46,7 @@ def config(quick: bool) -> FlowsConfig:
     if quick:
         return FlowsConfig(presets=("correlated_2d",), weights=(1.0, 4.0), steps=(10,),
                            schedules=("flow", "flow_shift", "vp_ddim"), methods=METHODS, density_points=(701, 41),
-                           sub=(4, 2), field_nodes=(16, 6), optimal_2d_steps=(), grid_check=False, fields=False)
+                           sub=(8, 4), field_nodes=(16, 6), optimal_2d_steps=(), grid_check=False, fields=False)
     return dataclasses.replace(FIGURE, presets=("correlated_2d", "classes_2d"), methods=METHODS, optimal_2d_steps=(),
                                schedules=("flow", "flow_shift", "vp_ddim"), fields=False)
 

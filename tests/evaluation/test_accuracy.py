@@ -404,9 +404,9 @@ def test_density_engine_efforts_fit_max_sub_points_on_every_grid(monkeypatch):
     assert eng.efforts(1, (-5.0, 5.0, MAX_NODES[1])) == 2
     for n in (51, 101, 201, 401):
         k = eng.efforts(2, (-3.5, 3.5, n))
-        assert n**2 * (2 * acc.SUBS[2][k]) ** 2 <= dens.MAX_SUB_POINTS < n**2 * (2 * acc.SUBS[2][k + 1]) ** 2 \
-            if k + 1 < len(acc.SUBS[2]) else n**2 * (2 * acc.SUBS[2][k]) ** 2 <= dens.MAX_SUB_POINTS
-    # 11^2 nodes afford sub 12 (check 24: 69696 points), 21^2 only sub 6 (63504; 12 would be 254016)
+        assert n**2 * acc.SUBS[2][k] ** 2 <= dens.MAX_SUB_POINTS < n**2 * acc.SUBS[2][k + 1] ** 2 \
+            if k + 1 < len(acc.SUBS[2]) else n**2 * acc.SUBS[2][k] ** 2 <= dens.MAX_SUB_POINTS
+    # 11^2 nodes afford sub 24 (69696 points), 21^2 only sub 12 (63504; 24 would be 254016)
     monkeypatch.setattr(acc, "MAX_SUB_POINTS", 70_000)
     monkeypatch.setattr(dens, "MAX_SUB_POINTS", 70_000)
     assert [eng.efforts(2, (-3.5, 3.5, n)) for n in (11, 21, 41)] == [2, 1, 0]

@@ -21,7 +21,7 @@ from sampler.paths import LINEAR, T_NOISE_CAP, VPPath
 F64 = torch.float64
 # a small grid: 2-D spacing 0.3 (the deterministic cells' sliced W1 is pushed_sw1's, grid-free, to its tolerance)
 SMALL = flows.FlowsConfig(presets=("paper_1d", "correlated_2d", "classes_2d"), weights=(1.0, 4.0), steps=(10,),
-                          density_points=(701, 41), sub=(4, 2), field_nodes=(16, 6), optimal_2d_steps=(),
+                          density_points=(701, 41), sub=(8, 4), field_nodes=(16, 6), optimal_2d_steps=(),
                           grid_check=False)
 
 
@@ -97,7 +97,7 @@ def test_exact_law_matches_a_monte_carlo_run_of_the_same_sampler(preset, w, sche
     """Mean and covariance of the exact grid law against 20000 runs of the sampler itself (4 standard errors;
     the covariance also within h^2/4 per deposit and per narrow DDPM step). Covers zero-init, per-trajectory
     momentum under Euler (one push-forward) and the VP geometry under DDPM (grid propagation)."""
-    config = dataclasses.replace(SMALL, density_points=(701, 81), sub=(4, 3))
+    config = dataclasses.replace(SMALL, density_points=(701, 81), sub=(8, 6))
     od = flows.output_law(preset, w, schedule, 10, method, config)
     mean, cov = _moments(od)
     x = _monte_carlo(preset, w, schedule, method)
@@ -336,7 +336,7 @@ def test_golden_routes_agree_where_they_switch():
 
 # --- the experiment's plumbing -------------------------------------------------------------------------
 TINY = flows.FlowsConfig(presets=("paper_1d",), weights=(1.0,), steps=(4,), schedules=("flow", "vp_ddpm"),
-                         methods=("cfg", "apg", "apg_momentum", "optimal"), density_points=(301, 21), sub=(4, 2),
+                         methods=("cfg", "apg", "apg_momentum", "optimal"), density_points=(301, 21), sub=(8, 4),
                          field_nodes=(8, 4), optimal_2d_steps=(), grid_check=False)
 
 
@@ -393,7 +393,7 @@ def test_figure_of_a_2d_result_without_field_errors(tmp_path):
     from figures import flows as figure
 
     cfg = flows.FlowsConfig(presets=("classes_2d",), weights=(1.0,), steps=(4,), schedules=("flow",), methods=("cfg",),
-                            density_points=(301, 15), sub=(4, 1), optimal_2d_steps=(), grid_check=False, fields=False)
+                            density_points=(301, 15), sub=(8, 2), optimal_2d_steps=(), grid_check=False, fields=False)
     r = flows.compute(config=cfg, progress=False)
     assert np.all(np.isnan(r.field_steps)) and np.isfinite(r.sw1).all()
     assert [p.suffix for p in figure.plot(r, tmp_path)] == [".png", ".pdf"]

@@ -72,7 +72,7 @@ def test_flows_config_refuses_a_bad_checked_pair():
 
 
 TINY = flows.FlowsConfig(presets=("paper_1d",), weights=(1.0,), steps=(4,), schedules=("flow", "vp_ddpm"),
-                         methods=("cfg", "apg", "optimal"), density_points=(301, 21), sub=(4, 2), field_nodes=(8, 4),
+                         methods=("cfg", "apg", "optimal"), density_points=(301, 21), sub=(8, 4), field_nodes=(8, 4),
                          optimal_2d_steps=(), grid_check=False, fields=False)
 
 
