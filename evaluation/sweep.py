@@ -59,6 +59,7 @@ from __future__ import annotations
 import bisect
 import concurrent.futures as cf
 import dataclasses
+import datetime
 import functools
 import hashlib
 import importlib
@@ -89,7 +90,7 @@ from .costs import cost_of
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "cell_key", "Cache", "SweepResult", "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
            "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler", "SchedulerUnreachable",
-           "SCHEDULER_TIMEOUT", "local_pool", "CellCost", "cell_costs"]
+           "SCHEDULER_TIMEOUT", "local_pool", "CellCost", "cell_costs", "SECONDS_LOG"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -988,6 +989,43 @@ def eta_of(bar: tqdm) -> Eta:
 def _kind_name(cell: Any) -> str:
     return _type_name(type(cell))
 
+
+def _utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+SECONDS_LOG = "seconds.jsonl"
+"""The cache folder's log of what each computed cell cost (:func:`run_cells`; read by :mod:`evaluation.costs`)."""
+
+
+def _seconds_log(root: Path, workers: int | None) -> Callable[[str, CellCost, float], None]:
+    """``log(key, cost, seconds)``: append one JSON line for a computed cell to ``root/SECONDS_LOG`` (in this process,
+    as results arrive; never by workers): its key, kind, rate class, declared relative cost, the worker's measured
+    seconds, when it arrived and when this sweep began (UTC), the local workers (``None``: a Dask cluster) and the
+    1-minute load average (the machine's load is part of what the seconds mean). A log that cannot be written warns
+    once (:class:`CacheWarning`) and the sweep goes on: it changes no result."""
+    path, run, broken = root / SECONDS_LOG, _utc(), False
+
+    def log(key: str, cost: CellCost, seconds: float) -> None:
+        nonlocal broken
+        if broken:
+            return
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        line = json.dumps({"key": key, "kind": cost.kind, "class": cost.group, "cost": cost.cost,
+                           "seconds": float(seconds), "at": _utc(),
+                           "run": run, "workers": workers, "load": load}, allow_nan=False)
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as err:
+            broken = True
+            warnings.warn(f"cannot append to the log of cell seconds {path} ({type(err).__name__}: "
+                          f"{err.strerror or err}): the results are cached, but this run's seconds are not recorded",
+                          CacheWarning, stacklevel=4)
+
+    return log
+
+
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
               bar: tqdm | None = None, keep_going: bool = False, retry_failed: bool = False,
@@ -1029,6 +1067,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
     the file and the OS error. Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell that could
     be stored is cached).
+
+    Each computed cell appends one JSON line to the cache folder's :data:`SECONDS_LOG` (``seconds.jsonl``): its key,
+    kind, rate class, relative cost and measured seconds (:func:`_seconds_log`), the record the ETA's priors are made
+    from (:mod:`evaluation.costs`); cells read from the cache, and failed cells, add nothing.
 
     A cell that raises ``ValueError`` (it cannot meet its tolerance, or refuses its configuration) fails the same way
     on every run of the same code and configuration: its :class:`CellFailed` is cached like a result, so a rerun, or a
@@ -1104,6 +1146,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         if pending:
             cache.check_writable()  # before the first cell, not after it
             ex, close, watch = _executor(workers, scheduler, pool)
+            log_seconds = _seconds_log(cache.root, workers if scheduler is None else None)
             cancelled, futures = True, {}
 
             def keep(k: str, encoded: Any) -> bool:
@@ -1145,6 +1188,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                 stored += keep(k, encoded)
                 computed += 1
                 eta.finish(k, seconds)
+                log_seconds(k, costs[k], seconds)
                 eta.show(bar)
                 if on_result is not None:
                     on_result(pending[k], result)
