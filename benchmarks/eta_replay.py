@@ -1,5 +1,6 @@
 """The progress bar's ETA on the last full main job, replayed (issue 19, item 4: "an ETA that is right within 2x"):
-``python benchmarks/eta_replay.py [--cache DIR] [--base REV] [--workers N] [--replay-workers M] [--no-models]``.
+``python benchmarks/eta_replay.py [--cache DIR] [--base REV] [--workers N] [--replay-workers M] [--no-models]``
+(``--priors ...``: item 3).
 Not a test.
 
 1. **The job's cells and what each cost.** Lists the cells of ``python paper_plots.py`` (every figure's
@@ -20,6 +21,18 @@ Not a test.
    minutes at which the ETA is within 2x (from 5 % of the run on, and over the whole run; and within 2x or 1 minute),
    the extreme ratios, the ratio at every 5 % of the run, and the simulated wall time of each order (the
    costliest-first order ends sooner: no worker is left alone with a long cell at the end).
+
+3. **With priors** (``--priors [--bar-log FILE] [--write-table FILE]``: the ETA's table of seconds per rate class,
+   :mod:`evaluation.costs`). The cells' wall seconds are re-traced from their files' times by re-running a run of
+   this tree's order (``Eta.take`` with ``paper_plots.py``'s first cells, as the session-14 run): a cell that
+   completes next and is not running must have started at the last completion (forced, exact when the cells running
+   are right), otherwise the Eta's choice starts (skipping a class whose cell would run more than :data:`SANE` times
+   its estimate so far). ``--bar-log``: the run's bar logged once a minute, to check which classes the re-traced run
+   is on and what the real ETA said. A table is fitted to those seconds (``--write-table`` writes it, with a header
+   that says it is re-traced), and the ETA is replayed without it, with it, with every prior x 0.5 and x 2 (a machine
+   2x slower / faster than the table's) with and without the measured speed scale, and with each class's and kind's
+   prior off by a random factor up to 2x and 3x. A real run's log (``<cache>/seconds.jsonl``) replaces the
+   re-tracing: ``python -m evaluation.costs --write-priors CACHE``.
 
 Caveats: the seconds are wall seconds of that run (the machine's load included), not CPU; a cell's seconds do not
 depend on when it runs in the replay.
@@ -322,7 +335,9 @@ def priors_section(args) -> None:
     code = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
     print(f"# python benchmarks/eta_replay.py --priors --cache {args.cache} --workers {args.workers} "
-          f"--replay-workers {n}; this tree at {code} (+ uncommitted changes, if any)")
+          f"--replay-workers {n}{f' --bar-log {args.bar_log}' if args.bar_log else ''}"
+          f"{f' --write-table {args.write_table}' if args.write_table else ''}; this tree at {code} (+ uncommitted "
+          "changes, if any)")
     print(f"# {len(cells)} cells ({len(first)} of them first, as paper_plots.py); {len(done)} stored by the run; "
           f"wall seconds re-traced from the files' times: {forced} starts forced by the completions, {ambiguous} "
           f"guessed (this tree's order); the run ended {end:.0f} s after its first file, the re-traced run at "
@@ -346,7 +361,10 @@ def priors_section(args) -> None:
         print(f"# wrote {args.write_table}")
     total = sum(seconds.values())
     top = sorted(table["classes"].items(), key=lambda kv: -kv[1]["seconds"])[:4]
-    print("# largest classes of the table (share of worker-seconds; fixed s + s per unit cost): " + "; ".join(
+    d2 = sum(v["seconds"] for k, v in table["classes"].items()
+             if k.startswith("evaluation.claims.cells:OutputCell d=2"))
+    print(f"# the 2-D output classes (OutputCell d=2): {100 * d2 / total:.0f} % of the worker-seconds; "
+          "the largest classes of the table (share; fixed s + s per unit cost): " + "; ".join(
         f"{_short(k)} {100 * v['seconds'] / total:.0f} % ({v['cells']} cells; {v['fixed']:.3g} + {v['rate']:.3g} c)"
         for k, v in top))
     variants = [("no priors (as the session-14 run)", None, True),

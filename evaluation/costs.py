@@ -250,8 +250,10 @@ def write_priors(cache: str | Path, out: str | Path = PRIORS, run: str | None = 
         raise ValueError(f"{log} has no run that began at {run!r}; its runs: {', '.join(sorted(counts))}")
     chosen = [r for r in records if r["run"] == run]
     text = about or f"the cells of the run that began at {run} UTC, read from {log}"
-    table = priors_table(chosen, text, f"python -m evaluation.costs --write-priors {cache} --run {run}")
     out = Path(out)
+    command = f"python -m evaluation.costs --write-priors {cache} --run {run}"
+    command += "" if out.resolve() == PRIORS.resolve() else f" --out {out}"
+    table = priors_table(chosen, text, command + (f" --about '{about}'" if about else ""))
     out.write_text(json.dumps(table, indent=1, sort_keys=False) + "\n")
     read_priors(out)  # what is written reads back
     return out
