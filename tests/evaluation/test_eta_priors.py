@@ -181,3 +181,15 @@ def test_a_measured_class_is_estimated_as_without_a_table():
 def test_a_bad_prior_is_refused(priors):
     with pytest.raises(ValueError, match=r"Eta: the prior of class 'm:K a' must be \(fixed seconds"):
         Eta(priors=priors)
+
+
+def test_the_table_is_no_results_source():
+    """The table changes no result, so regenerating it must not change any cell's code version: no kind's sources
+    count the whole ``evaluation`` package (where the table lies) or the engine modules that read it."""
+    from evaluation.claims.cells import OutputCell
+    from evaluation.flows import LawCell
+
+    assert costs.PRIORS.parent.name == "evaluation"
+    for kind in (OutputCell, LawCell, Tick):
+        sources = sweep.result_sources(kind)
+        assert not {"evaluation", "evaluation.costs", "evaluation.sweep"} & set(sources), sources
