@@ -42,12 +42,14 @@ A *cell* is a frozen dataclass (or NamedTuple) configuration whose result is a p
   (:class:`Eta`): each cell has a rate class and a relative cost (:func:`evaluation.costs.cost_of`: a model per kind,
   else the kind and the cell's declared ``cost``), and its seconds are estimated from the cells of its class (else its
   kind) measured so far, as a fixed part plus a part that grows with the cost (declared costs are comparable within a
-  class, not across kinds). Local workers get one cell each at a time, in the order of :meth:`Eta.take`: the cheapest
-  cell of every kind first, then the costliest of every class, then the largest estimate first, so every estimate is
-  measured early and the run does not end with one worker on a long cell (a Dask cluster gets them all at once, in
-  that order). The order changes no result. The postfix says ``cells done/total``, the ETA (the work left over the
-  measured throughput; ``ETA ?`` while a kind has no measured cell) and what the workers are on (``on`` the running
-  cells' classes). Pass ``bar=`` to draw several sweeps on one bar.
+  class, not across kinds); before a class is measured, from its seconds in the last cold run of the main job
+  (:data:`evaluation.costs.PRIORS`, written from the cache's ``seconds.jsonl``, where every computed cell's seconds are
+  recorded) times this machine's speed measured on the other classes. Local workers get one cell each at a time, in the
+  order of :meth:`Eta.take`: the cheapest cell of every kind first, then the costliest of every class, then the largest
+  estimate first, so every estimate is measured early and the run does not end with one worker on a long cell (a Dask
+  cluster gets them all at once, in that order). The order changes no result. The postfix says ``cells done/total``, the
+  ETA (the work left over the measured throughput; ``ETA ?`` while a kind has no measured cell and no prior) and what
+  the workers are on (``on`` the running cells' classes). Pass ``bar=`` to draw several sweeps on one bar.
 - **interrupts**: Ctrl-C (``KeyboardInterrupt``) ends :func:`run_cells` with :class:`SweepInterrupted`, whose
   one-line message says how many cells are cached where; entry points print it and exit with status 130.
 
@@ -61,6 +63,7 @@ import ast
 import bisect
 import concurrent.futures as cf
 import dataclasses
+import datetime
 import functools
 import hashlib
 import importlib
@@ -74,6 +77,7 @@ import os
 import pickle
 import re
 import signal
+import statistics
 import sys
 import threading
 import time
@@ -88,13 +92,13 @@ from tqdm.auto import tqdm
 from sampler.files import check_writable_dir, write_atomically
 from sampler.schedules import check_count
 
-from .costs import cost_of
+from .costs import cost_of, fit_line, read_priors
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "code_text", "cell_key", "Cache", "SweepResult",
            "run_cells",
            "encode", "decode", "default_cache_dir", "write_atomically", "CACHE_ENV", "CacheWarning", "SweepInterrupted",
            "BAR_FORMAT", "Eta", "eta_of", "CellFailed", "check_scheduler", "SchedulerUnreachable",
-           "SCHEDULER_TIMEOUT", "local_pool", "CellCost", "cell_costs"]
+           "SCHEDULER_TIMEOUT", "local_pool", "CellCost", "cell_costs", "SECONDS_LOG"]
 
 FORMAT = 2  # bump when the file layout or encoding changes (2: key, configuration and result digest checked)
 BASE_PACKAGES = ("analytic", "sampler")  # every exact result depends on these
@@ -728,20 +732,7 @@ def _wall() -> float:
     return time.perf_counter()
 
 
-def _fit(sums: Sequence[float]) -> tuple[float, float]:
-    """(a, b) of ``seconds = a + b cost`` by least squares from the sums (n, Σcost, Σseconds, Σcost², Σcost·seconds)
-    of measured tasks, with a, b >= 0: seconds proportional to cost (b = Σseconds / Σcost) when the costs are all
-    equal or the line would start below zero, a constant (the mean) when it would fall."""
-    n, c, s, cc, cs = sums
-    var = cc - c * c / n
-    if var > 1e-12 * cc:
-        b = (cs - c * s / n) / var
-        a = (s - b * c) / n
-        if b < 0:
-            return s / n, 0.0
-        if a >= 0:
-            return a, b
-    return 0.0, s / c
+_fit = fit_line  # the line of a class's measured tasks (evaluation.costs, where the ETA's priors are fitted alike)
 
 
 def _measure(fits: dict[str, list[float]], task: _Task, seconds: float) -> None:
@@ -766,6 +757,15 @@ class Eta:
     task has no estimate: the ETA is then unknown (``None``), not a guess from another kind's (declared costs of
     different kinds are not comparable: a Monte Carlo cell and a grid cell).
 
+    ``priors`` (:func:`evaluation.costs.read_priors`: the shipped table of the last cold run, ``{rate class or kind:
+    (fixed seconds, seconds per unit of cost)}``) estimate a class before it is measured: a task's estimate is the
+    line of its class measured here, else its class's line in the table, else its kind's measured here, else its
+    kind's in the table, else its ``prior``; a table's line is multiplied by this machine's *speed*, the median over
+    the measured classes that the table holds of their measured seconds over the table's for the same tasks (1 before
+    any), so that a machine twice as slow as the table's has its unmeasured classes estimated twice as long. A class
+    measured here is never estimated from the table (issue 19: the 2-D output classes, 70 % of the main job's work,
+    were first measured at minute 8-12 of a 64-minute run, and the ETA said 13 minutes in all until then).
+
     The ETA is the estimated work left (waiting tasks, plus what running tasks have left of their estimate) over the
     throughput (seconds of work finished or under way per wall second since the first task began: it counts the
     workers and the machine's load as they are), plus the work left in tasks added ``alone`` (run one at a time after
@@ -774,8 +774,19 @@ class Eta:
     (its cheapest task), then of every class (its costliest, and two tasks at least), then the largest estimate first.
     ``clock``: the wall clock in seconds (default ``time.perf_counter``; injectable, for tests)."""
 
-    def __init__(self, clock: Callable[[], float] | None = None):
+    def __init__(self, clock: Callable[[], float] | None = None,
+                 priors: dict[str, tuple[float, float]] | None = None):
         self.clock = clock if clock is not None else _wall
+        self.priors: dict[str, tuple[float, float]] = {}  # rate class or kind -> (a, b) of the last cold run
+        for cls, ab in (priors or {}).items():
+            if not (isinstance(ab, tuple) and len(ab) == 2 and all(
+                    not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
+                    for v in ab)):
+                raise ValueError(f"Eta: the prior of class {cls!r:.200} must be (fixed seconds, seconds per unit of "
+                                 f"cost), finite and >= 0, got {ab!r:.200}")
+            self.priors[cls] = (float(ab[0]), float(ab[1]))
+        self.speed = 1.0  # measured seconds over the priors' for the same tasks: the median over classes (_speed)
+        self._groups: set[str] = set()  # rate classes with a finished task
         self.start: float | None = None  # when the first task began (or a task finished unbegun, minus its seconds)
         self.fits: dict[str, list[float]] = {}  # rate class or kind -> sums of its finished tasks (see _fit)
         self._fitted: dict[str, tuple[float, float]] = {}  # rate class or kind -> _fit of its sums
@@ -858,19 +869,38 @@ class Eta:
         _measure(self.fits, task, seconds)
         for cls in {task.group, task.kind}:
             self._fitted[cls] = _fit(self.fits[cls])
+        self._groups.add(task.group)
+        if task.group in self.priors:
+            self.speed = self._speed()
         self.done_seconds += seconds
         self.done += 1
 
     # --- estimates ---------------------------------------------------------------------------------------------
+    def _speed(self) -> float:
+        """The median, over the measured rate classes that :attr:`priors` holds, of their measured seconds over the
+        seconds the priors give their finished tasks (1 when there is none)."""
+        ratios = []
+        for cls in self._groups:
+            if cls in self.priors:
+                n, c, s = self.fits[cls][:3]
+                a, b = self.priors[cls]
+                if n * a + b * c > 0:
+                    ratios.append(s / (n * a + b * c))
+        return statistics.median(ratios) if ratios else 1.0
+
     def _lines(self, now: float) -> Callable[[_Task], tuple[float, float] | None]:
-        """The line ``(a, b)`` of a task's class, else of its kind, fitted to their finished tasks and to the running
-        ones that ran longer than that line says (as if they finished now); ``None`` when neither is measured."""
+        """The line ``(a, b)`` of a task's class, fitted to its finished tasks and to the running ones that ran longer
+        than that line says (as if they finished now), else its line in :attr:`priors` times :attr:`speed`, else the
+        same of its kind; ``None`` when neither is measured or in the priors."""
         def line(task: _Task, extra: dict[str, list[float]]) -> tuple[float, float] | None:
             for cls in (task.group, task.kind):
                 if cls in extra:
                     return _fit([u + v for u, v in zip(self.fits.get(cls, (0.0,) * 5), extra[cls])])
                 if cls in self._fitted:
                     return self._fitted[cls]
+                if cls in self.priors:
+                    a, b = self.priors[cls]
+                    return a * self.speed, b * self.speed
             return None
 
         extra: dict[str, list[float]] = {}
@@ -1009,16 +1039,54 @@ def _short(cls: str) -> str:
 
 
 def eta_of(bar: tqdm) -> Eta:
-    """The :class:`Eta` kept on ``bar`` (a new one on first use), so several sweeps and other tasks share it."""
+    """The :class:`Eta` kept on ``bar`` (a new one on first use, with the shipped priors,
+    :data:`evaluation.costs.PRIORS`), so several sweeps and other tasks share it."""
     eta = getattr(bar, "eta", None)
     if not isinstance(eta, Eta):
-        eta = Eta()
+        eta = Eta(priors=read_priors())
         bar.eta = eta
     return eta
 
 
 def _kind_name(cell: Any) -> str:
     return _type_name(type(cell))
+
+
+def _utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+SECONDS_LOG = "seconds.jsonl"
+"""The cache folder's log of what each computed cell cost (:func:`run_cells`; read by :mod:`evaluation.costs`)."""
+
+
+def _seconds_log(root: Path, workers: int | None) -> Callable[[str, CellCost, float], None]:
+    """``log(key, cost, seconds)``: append one JSON line for a computed cell to ``root/SECONDS_LOG`` (in this process,
+    as results arrive; never by workers): its key, kind, rate class, declared relative cost, the worker's measured
+    seconds, when it arrived and when this sweep began (UTC), the local workers (``None``: a Dask cluster), this
+    machine's CPUs and its 1-minute load average (the machine's load is part of what the seconds mean). A log that
+    cannot be written warns once (:class:`CacheWarning`) and the sweep goes on: it changes no result."""
+    path, run, broken = root / SECONDS_LOG, _utc(), False
+
+    def log(key: str, cost: CellCost, seconds: float) -> None:
+        nonlocal broken
+        if broken:
+            return
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        line = json.dumps({"key": key, "kind": cost.kind, "class": cost.group, "cost": cost.cost,
+                           "seconds": float(seconds), "at": _utc(),
+                           "run": run, "workers": workers, "cpus": os.cpu_count(), "load": load}, allow_nan=False)
+        try:
+            with open(path, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as err:
+            broken = True
+            warnings.warn(f"cannot append to the log of cell seconds {path} ({type(err).__name__}: "
+                          f"{err.strerror or err}): the results are cached, but this run's seconds are not recorded",
+                          CacheWarning, stacklevel=4)
+
+    return log
+
 
 def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, workers: int = 1,
               scheduler: str | None = None, progress: bool = True, desc: str = "cells",
@@ -1061,6 +1129,10 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
     folder as a whole is checked before the first cell) is still returned, with one :class:`CacheWarning` naming
     the file and the OS error. Ctrl-C ends the sweep with :class:`SweepInterrupted` (every finished cell that could
     be stored is cached).
+
+    Each computed cell appends one JSON line to the cache folder's :data:`SECONDS_LOG` (``seconds.jsonl``): its key,
+    kind, rate class, relative cost and measured seconds (:func:`_seconds_log`), the record the ETA's priors are made
+    from (:mod:`evaluation.costs`); cells read from the cache, and failed cells, add nothing.
 
     A cell that raises ``ValueError`` (it cannot meet its tolerance, or refuses its configuration) fails the same way
     on every run of the same code and configuration: its :class:`CellFailed` is cached like a result, so a rerun, or a
@@ -1136,6 +1208,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
         if pending:
             cache.check_writable()  # before the first cell, not after it
             ex, close, watch = _executor(workers, scheduler, pool)
+            log_seconds = _seconds_log(cache.root, workers if scheduler is None else None)
             cancelled, futures = True, {}
 
             def keep(k: str, encoded: Any) -> bool:
@@ -1177,6 +1250,7 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                 stored += keep(k, encoded)
                 computed += 1
                 eta.finish(k, seconds)
+                log_seconds(k, costs[k], seconds)
                 eta.show(bar)
                 if on_result is not None:
                     on_result(pending[k], result)
