@@ -31,8 +31,10 @@ Not a test.
    is on and what the real ETA said. A table is fitted to those seconds (``--write-table`` writes it, with a header
    that says it is re-traced), and the ETA is replayed without it, with it, with every prior x 0.5 and x 2 (a machine
    2x slower / faster than the table's) with and without the measured speed scale, and with each class's and kind's
-   prior off by a random factor up to 2x and 3x. A real run's log (``<cache>/seconds.jsonl``) replaces the
-   re-tracing: ``python -m evaluation.costs --write-priors CACHE``.
+   prior off by a random factor up to 2x and 3x. A real run's log replaces the re-tracing: ``--log
+   CACHE/seconds.jsonl`` replays the seconds it measured (its run with the most cells), and ``--table FILE`` adds a
+   replay with that table (e.g. the shipped one, from another run: out of sample); its table is written by
+   ``python -m evaluation.costs --write-priors CACHE``.
 
 Caveats: the seconds are wall seconds of that run (the machine's load included), not CPU; a cell's seconds do not
 depend on when it runs in the replay.
@@ -330,14 +332,18 @@ def priors_section(args) -> None:
 
     n = args.replay_workers or args.workers
     cells, first = job()
-    done, end = completions(cells, args.cache, args.gap)
-    seconds, rebuilt, forced, ambiguous = traced_seconds(cells, done, args.workers, first)
     code = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                           text=True).stdout.strip()
-    print(f"# python benchmarks/eta_replay.py --priors --cache {args.cache} --workers {args.workers} "
+    where = f"--log {args.log}" if args.log else f"--cache {args.cache}"
+    print(f"# python benchmarks/eta_replay.py --priors {where} --workers {args.workers} "
           f"--replay-workers {n}{f' --bar-log {args.bar_log}' if args.bar_log else ''}"
-          f"{f' --write-table {args.write_table}' if args.write_table else ''}; this tree at {code} (+ uncommitted "
-          "changes, if any)")
+          f"{f' --write-table {args.write_table}' if args.write_table else ''}"
+          f"{f' --table {args.table}' if args.table else ''}; "
+          f"this tree at {code} (+ uncommitted changes, if any)")
+    if args.log is not None:
+        return measured_section(args, cells, first, n)
+    done, end = completions(cells, args.cache, args.gap)
+    seconds, rebuilt, forced, ambiguous = traced_seconds(cells, done, args.workers, first)
     print(f"# {len(cells)} cells ({len(first)} of them first, as paper_plots.py); {len(done)} stored by the run; "
           f"wall seconds re-traced from the files' times: {forced} starts forced by the completions, {ambiguous} "
           f"guessed (this tree's order); the run ended {end:.0f} s after its first file, the re-traced run at "
@@ -367,7 +373,38 @@ def priors_section(args) -> None:
           "the largest classes of the table (share; fixed s + s per unit cost): " + "; ".join(
         f"{_short(k)} {100 * v['seconds'] / total:.0f} % ({v['cells']} cells; {v['fixed']:.3g} + {v['rate']:.3g} c)"
         for k, v in top))
-    variants = [("no priors (as the session-14 run)", None, True),
+    replay_variants(cells, seconds, n, first, priors, args.table, "no priors (as the session-14 run)")
+
+
+def measured_section(args, cells: dict, first: list, n: int) -> None:
+    """``--priors --log FILE``: the same replays on the seconds a run measured (its ``seconds.jsonl``: the run with
+    the most cells), and ``--table``'s table out of sample."""
+    from evaluation import costs
+
+    records = costs.read_log(args.log)
+    runs: dict[str, int] = {}
+    for r in records:
+        runs[r["run"]] = runs.get(r["run"], 0) + 1
+    run = max(sorted(runs), key=lambda k: runs[k])
+    seconds = {r["key"]: r["seconds"] for r in records if r["run"] == run}
+    job_keys = set(cells)
+    cells = {k: c for k, c in cells.items() if k in seconds}
+    first = [k for k in first if k in cells]
+    print(f"# measured seconds from {args.log}, the run that began at {run}: {runs[run]} cells, {len(cells)} of them "
+          f"cells of this tree's job ({len(job_keys) - len(cells)} of the job's cells not in it, "
+          f"{len(set(seconds) - job_keys)} of its cells not in the job: another code version); "
+          f"{sum(seconds[k] for k in cells):.0f} worker-seconds")
+    _, priors = table_of(cells, seconds, f"the run of {args.log} at {run}", "", run)
+    replay_variants(cells, seconds, n, first, priors, args.table, "no priors")
+
+
+def replay_variants(cells: dict, seconds: dict, n: int, first: list, priors: dict, table: Path | None,
+                    none: str) -> None:
+    """The replays of :func:`priors_section`: no priors, ``priors`` (in-sample) as they are, scaled and off per class,
+    and the table in the file ``table`` (out of sample), each with its share of minutes within 2x."""
+    from evaluation import costs
+
+    variants = [(none, None, True),
                 ("priors of this run (in-sample)", priors, True),
                 ("priors x 0.5 (this machine 2x slower than the table's)", scaled(priors, 0.5), True),
                 ("priors x 2 (this machine 2x faster than the table's)", scaled(priors, 2.0), True),
@@ -375,6 +412,8 @@ def priors_section(args) -> None:
                 ("priors x 2, not scaled by the measured speed", scaled(priors, 2.0), False),
                 ("priors off by a factor in [1/2, 2] per class and kind (seed 0)", scaled(priors, 2.0, seed=0), True),
                 ("priors off by a factor in [1/3, 3] per class and kind (seed 1)", scaled(priors, 3.0, seed=1), True)]
+    if table is not None:
+        variants.append((f"the table {table} (out of sample)", costs.read_priors(table), True))
     for name, table_priors, scale in variants:
         marks, wall = replay_new(Clock(), cells, seconds, n, table_priors, first, scale)
         rows = [(t, e) for t, e in marks if wall - t > 1.0]
@@ -446,6 +485,8 @@ def main() -> None:
     ap.add_argument("--no-models", action="store_true",
                     help="also replay this tree's Eta with one rate class per kind (no evaluation.costs models)")
     ap.add_argument("--bar-log", type=Path, help="--priors: the run's bar, logged once a minute (a check)")
+    ap.add_argument("--log", type=Path, help="--priors: replay the seconds a run measured (its seconds.jsonl)")
+    ap.add_argument("--table", type=Path, help="--priors: also replay with this table of priors (out of sample)")
     ap.add_argument("--write-table", type=Path, help="--priors: write the table of the re-traced seconds there")
     ap.add_argument("--load", default="", help="--write-table: what is known of the run's load, for its header")
     ap.add_argument("--priors", action="store_true",

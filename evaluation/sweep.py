@@ -754,8 +754,8 @@ class Eta:
     class measured on its cheapest and its costliest task estimates the tasks between. A running task that has already
     run longer than its estimate counts in its class and kind as if it finished now (its seconds so far: a lower
     bound), so a class costlier than its first tasks said raises its estimates while it runs. A kind with no measured
-    task has no estimate: the ETA is then unknown (``None``), not a guess from another kind's (declared costs of
-    different kinds are not comparable: a Monte Carlo cell and a grid cell).
+    task (and no prior) has no estimate: the ETA is then unknown (``None``), not a guess from another kind's (declared
+    costs of different kinds are not comparable: a Monte Carlo cell and a grid cell).
 
     ``priors`` (:func:`evaluation.costs.read_priors`: the shipped table of the last cold run, ``{rate class or kind:
     (fixed seconds, seconds per unit of cost)}``) estimate a class before it is measured: a task's estimate is the
@@ -763,8 +763,8 @@ class Eta:
     kind's in the table, else its ``prior``; a table's line is multiplied by this machine's *speed*, the median over
     the measured classes that the table holds of their measured seconds over the table's for the same tasks (1 before
     any), so that a machine twice as slow as the table's has its unmeasured classes estimated twice as long. A class
-    measured here is never estimated from the table (issue 19: the 2-D output classes, 70 % of the main job's work,
-    were first measured at minute 8-12 of a 64-minute run, and the ETA said 13 minutes in all until then).
+    measured here is never estimated from the table (issue 19: the 2-D output classes, about two thirds of the main
+    job's work, were first measured at minute 8-12 of a 64-minute run, and the ETA said 13 minutes in all until then).
 
     The ETA is the estimated work left (waiting tasks, plus what running tasks have left of their estimate) over the
     throughput (seconds of work finished or under way per wall second since the first task began: it counts the
