@@ -26,8 +26,7 @@ need, and :func:`evaluation.docs.format_number` prints a number with its error).
   halving left more than ``STALL`` of the masses' error (the part the spacing does not set: the sub-points per
   cell of a deterministic push-forward, every DDIM step and DDPM's last) or the node budget is reached, the
   engines' ``effort`` rises instead (more sub-points, ``SUBS``: 4 times per effort in 1-D, 2 times in 2-D), up to
-  the most the grid affords (``efforts(d, grid)``: a run with its check at twice the sub-points within
-  ``MAX_SUB_POINTS``; a refinement or widening to a grid that affords less lowers the effort to its most), and
+  the most the grid affords (``efforts(d, grid)``: a run within ``MAX_SUB_POINTS``; a refinement or widening to a grid that affords less lowers the effort to its most), and
   not for a law without a bound (unresolved stochastic steps); nothing left: ``ValueError`` naming the cell, the
   estimate, the budget and the effort ("not converged"): it never publishes an unconverged number;
 - a cell that publishes only numbers of its law (region masses, a mean, a confidence; ``whole_law=False``), not

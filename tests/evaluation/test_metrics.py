@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from analytic import CFGReward, GaussianMixture, golden_on_grid
+from evaluation.accuracy import coarsen
 from evaluation.density import output_density
 from evaluation.distances import (distances, distances_between, energy_distance, kl_divergence, tilted_target,
                                   total_variation, wasserstein1)
@@ -143,11 +144,17 @@ def test_distances_between_an_output_law_and_its_target():
     ref = distances_between(output_density(cfg, sigmas, fine), tilted_target(cond, reward, fine))
     for n in (201, 1201):
         coarse = torch.linspace(-6, 6, n, dtype=F64)
-        d = distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, coarse))
+        out, tgt = output_density(cfg, sigmas, coarse), tilted_target(cond, reward, coarse)
+        d = distances_between(out, tgt)
+        half = distances(coarsen(out.mass), coarsen(tgt.mass), (coarse[0::2],))  # the same laws at twice the spacing
         for name in ("tv", "kl_out_target", "kl_target_out", "w1"):
-            # both are estimates of the exact distance: they agree within both errors (the reference's was left
-            # out while the target's midpoint-rule error, since replaced by Gauss-Legendre, padded every estimate)
-            assert abs(getattr(d, name) - getattr(ref, name)) <= getattr(d, name + "_error") + getattr(ref, name + "_error"), (n, name)
+            # both approach the exact distance: they agree within both errors (from the masses' errors) plus the
+            # grid's own part, the distance's change at twice the spacing (the accuracy contract's term; session 15:
+            # with tighter mass errors, KL(out || target) on 1201 nodes was 6.2e-5 from the reference, 5.4e-5 the
+            # masses' part, its change at twice the spacing 2.0e-4)
+            grid_part = abs(getattr(d, name) - getattr(half, name))
+            assert abs(getattr(d, name) - getattr(ref, name)) \
+                <= getattr(d, name + "_error") + getattr(ref, name + "_error") + grid_part, (n, name)
     assert d.tv_error < 0.01 * d.tv and d.w1_error < 0.01 * d.w1  # the estimate is an upper one, not a vacuous one
     with pytest.raises(ValueError, match="same grid"):
         distances_between(output_density(cfg, sigmas, coarse), tilted_target(cond, reward, fine))
