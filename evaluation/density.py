@@ -665,9 +665,9 @@ def _convergence_factor(pair: _Pair) -> float:
     A rate beyond ``_MAX_RATE`` is more than the method's orders give: the coarser grids are not yet in their
     asymptotic regime (a kernel resolved between ``4h`` and ``2h``), and the rate may fall as much at the next
     halving (paper_1d on a 0.1 grid: 63 observed, 7.7 actual), so it counts as half the cap: ``1 / 7``.
-    (Before session 15 every rate was halved for safety; on the ledger's 2-D laws the observed rate was 5 to 8
-    where the actual one at the finest level was 20 to 50, so the halving only made the estimate 15 to 40 times
-    the error; docs/accuracy.md has the measurements.)"""
+    (Before session 15 every rate was halved for safety; on the ledger's 2-D DDPM laws the observed rate is 5 to
+    10, below the actual one at the finest grid, so the halving only made the estimate looser:
+    ``benchmarks/estimate_2d.txt``.)"""
     if pair.coarser is None:
         return 1.0
     fine = (_restrict(_restrict(pair.check) - pair.coarse)).abs().sum().item()  # E(2h) - E(h), on the 4h grid
@@ -692,15 +692,15 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
     on the working grid and, at no extra denoiser cost, on its even nodes. The error estimate (``error``) is the
     spacing's part, the change between the check's two grids (at ``k = 0`` spread over the given nodes) divided
     by the observed convergence (:func:`_convergence_factor`: with a third computation on every fourth node,
-    ``1 / max(1, rho - 1)`` for an observed error ratio ``rho`` per halving, capped at 16; 1 where ``rho <= 2``),
+    ``1 / max(1, rho - 1)`` for an observed error ratio ``rho`` per halving, 1 where ``rho <= 2``, ``1 / 7``
+    where ``rho`` exceeds 16),
     plus the sub-points' part, the change from the check to the law divided by ``sub / check_sub(sub) - 1``
     (at least the law's error when the push-forward converges at first order or faster in its sub-spacing),
     plus ``1e-15`` of the largest mass for rounding (hat masses come from a spline of the nodal law, so masses
     far below the largest are not relatively accurate: a KL that divides by them sees it in its error). The plain
     change is about the coarser computation's error, 10 to 40 times the returned one's for the stochastic
     samplers, which converge faster than second order (issue 20); the observed rate brings that within a few
-    times. On the ledger's 2-D DDPM laws at 201^2 nodes the summed estimate was 9 to 18 times the error
-    (docs/accuracy.md). Only its sum is a bound:
+    times (on the ledger's 2-D DDPM laws: ``benchmarks/estimate_2d.txt``). Only its sum is a bound:
     the per-node values place the error where the two computations differ, and a single node can exceed its
     own value. ``total_error`` adds ``lost`` (the start's mass outside the grid and what left it), which the
     masses do not hold. Stochastic steps with extra denoiser calls at sub-sources (kernel means of neighbouring
@@ -733,7 +733,8 @@ def output_density(denoiser, sigmas, axes, *, sampler: str = "ddpm", eta: float 
         max_nodes, on_budget: the largest working grid; when ``tol`` is not met within it, ``"raise"``
             (``ValueError`` with the error reached) or ``"warn"`` (``RuntimeWarning``, and the result).
         estimate_error: ``False`` skips the runs behind the estimate (the check with fewer sub-points and its
-            even-node grids: up to 1.3x the work in 2-D with an expensive denoiser such as the exact optimum) and
+            even-node grids: about a third more push-forward work in 2-D, and the stochastic steps on the even
+            nodes) and
             returns ``error=None``; the masses are the same. Only with ``tol=None``.
         max_outside: the largest share of the start law outside the grid's cells (:func:`mass_outside`; it is
             part of ``lost``), a mass in ``[0, 1)``; more is refused (``ValueError`` naming both), as

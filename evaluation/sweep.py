@@ -1068,13 +1068,13 @@ def _seconds_log(root: Path, workers: int | None) -> Callable[[str, CellCost, fl
     cannot be written warns once (:class:`CacheWarning`) and the sweep goes on: it changes no result."""
     path, run, broken = root / SECONDS_LOG, _utc(), False
 
-    def log(key: str, cost: CellCost, seconds: float) -> None:
+    def log(key: str, cost: CellCost, seconds: float, failed: bool = False) -> None:
         nonlocal broken
         if broken:
             return
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         line = json.dumps({"key": key, "kind": cost.kind, "class": cost.group, "cost": cost.cost,
-                           "seconds": float(seconds), "at": _utc(),
+                           "seconds": float(seconds), "at": _utc(), "failed": failed,
                            "run": run, "workers": workers, "cpus": os.cpu_count(), "load": load}, allow_nan=False)
         try:
             with open(path, "a", encoding="utf-8") as f:
@@ -1132,7 +1132,9 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
 
     Each computed cell appends one JSON line to the cache folder's :data:`SECONDS_LOG` (``seconds.jsonl``): its key,
     kind, rate class, relative cost and measured seconds (:func:`_seconds_log`), the record the ETA's priors are made
-    from (:mod:`evaluation.costs`); cells read from the cache, and failed cells, add nothing.
+    from (:mod:`evaluation.costs`); so does a cell that fails with ``ValueError`` on a local worker (``failed``: true;
+    its seconds from when a worker took it, measured here: its cost is part of its class's, and the bar counts it
+    so), while cells read from the cache, and other failures, add nothing.
 
     A cell that raises ``ValueError`` (it cannot meet its tolerance, or refuses its configuration) fails the same way
     on every run of the same code and configuration: its :class:`CellFailed` is cached like a result, so a rerun, or a
@@ -1241,7 +1243,14 @@ def run_cells(cells: Iterable[Any], *, cache: Cache | str | Path | None = None, 
                         raise RuntimeError(f"cell {pending[k]!r} failed: {type(err).__name__}: {err}") from err
                     done[k] = failure
                     failed += 1
-                    eta.drop(k)
+                    began = eta.running.get(k) if limit is not None else None  # local: taken when a worker was free
+                    if isinstance(err, ValueError) and began is not None:  # its cost is its class's, like a result's
+                        # (session 15: the 26 failing 2-D laws, a quarter of the cold job, were missing from the log)
+                        elapsed = max(eta.clock() - began, 0.0)
+                        eta.finish(k, elapsed)
+                        log_seconds(k, costs[k], elapsed, failed=True)
+                    else:
+                        eta.drop(k)
                     eta.show(bar)
                     if on_result is not None:
                         on_result(pending[k], failure)

@@ -4,6 +4,7 @@ no test here depends on the machine's speed."""
 import dataclasses
 import json
 import math
+import time
 from typing import NamedTuple
 
 import pytest
@@ -48,6 +49,32 @@ def test_the_log_records_computed_cells_once_and_cached_cells_not(tmp_path):
     assert (again.computed, again.reused) == (1, 2)
     assert [r["key"] for r in _lines(tmp_path)] == [r["key"] for r in lines] + [cell_key(Tick(3))]
     assert Cache(tmp_path).keys() == sorted(cell_key(Tick(x, c)) for x, c in ((1, 2.0), (2, 3.0), (3, 1.0)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Refused:
+    """A test cell that fails its tolerance after ``delay`` seconds (a ValueError: cached as a failure)."""
+
+    delay: float = 0.05
+
+
+@cell_kind(Refused)
+def refused(cell: Refused) -> TickResult:
+    time.sleep(cell.delay)
+    raise ValueError("not converged")
+
+
+def test_a_cell_that_fails_its_tolerance_is_logged_with_its_seconds(tmp_path):
+    """Session 15: the cold job's 26 failing 2-D laws (about a quarter of its wall time) were missing from the log, so
+    the priors made from it left out their cost. A ValueError on a local worker is logged, ``failed`` true, with its
+    seconds from when the worker took it; its cached failure is not logged again on a rerun."""
+    out = run_cells([Tick(5), Refused()], cache=tmp_path, progress=False, keep_going=True)
+    assert (out.computed, out.failed) == (1, 1)
+    lines = _lines(tmp_path)
+    assert [(r["key"], r["failed"]) for r in lines] == [(cell_key(Tick(5)), False), (cell_key(Refused()), True)]
+    assert lines[1]["seconds"] >= 0.05
+    run_cells([Refused()], cache=tmp_path, progress=False, keep_going=True)  # read as a cached failure
+    assert len(_lines(tmp_path)) == 2
 
 
 def test_a_log_that_cannot_be_written_warns_once_and_keeps_the_results(tmp_path):
