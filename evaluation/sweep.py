@@ -732,7 +732,6 @@ def _wall() -> float:
     return time.perf_counter()
 
 
-_fit = fit_line  # the line of a class's measured tasks (evaluation.costs, where the ETA's priors are fitted alike)
 
 
 def _measure(fits: dict[str, list[float]], task: _Task, seconds: float) -> None:
@@ -749,8 +748,8 @@ class Eta:
 
     Each task has a *kind*, a *rate class* (``group``: the kind, or a finer class within it, :mod:`evaluation.costs`)
     and a declared relative cost. Its estimated seconds are ``a + b cost``, the line fitted (least squares, ``a`` and
-    ``b`` not negative: :func:`_fit`) to the measured tasks of its class, else of its kind (``prior`` seconds where
-    neither is measured): a fixed part per task (building a law, a target) and a part that grows with the work, so a
+    ``b`` not negative: :func:`evaluation.costs.fit_line`) to the measured tasks of its class, else of its kind
+    (``prior`` seconds where neither is measured): a fixed part per task (building a law, a target) and a part that grows with the work, so a
     class measured on its cheapest and its costliest task estimates the tasks between. A running task that has already
     run longer than its estimate counts in its class and kind as if it finished now (its seconds so far: a lower
     bound), so a class costlier than its first tasks said raises its estimates while it runs. A kind with no measured
@@ -788,8 +787,8 @@ class Eta:
         self.speed = 1.0  # measured seconds over the priors' for the same tasks: the median over classes (_speed)
         self._groups: set[str] = set()  # rate classes with a finished task
         self.start: float | None = None  # when the first task began (or a task finished unbegun, minus its seconds)
-        self.fits: dict[str, list[float]] = {}  # rate class or kind -> sums of its finished tasks (see _fit)
-        self._fitted: dict[str, tuple[float, float]] = {}  # rate class or kind -> _fit of its sums
+        self.fits: dict[str, list[float]] = {}  # rate class or kind -> sums of its finished tasks (see fit_line)
+        self._fitted: dict[str, tuple[float, float]] = {}  # rate class or kind -> fit_line of its sums
         self.pending: dict[Any, _Task] = {}  # waiting or running
         self.running: dict[Any, float] = {}  # key -> when it started (self.clock)
         self._waiting: dict[str, list[tuple[float, int, Any]]] = {}  # class -> (cost, seq, key) not started, sorted
@@ -868,7 +867,7 @@ class Eta:
             self.start = self.clock() - seconds
         _measure(self.fits, task, seconds)
         for cls in {task.group, task.kind}:
-            self._fitted[cls] = _fit(self.fits[cls])
+            self._fitted[cls] = fit_line(self.fits[cls])
         self._groups.add(task.group)
         if task.group in self.priors:
             self.speed = self._speed()
@@ -895,7 +894,7 @@ class Eta:
         def line(task: _Task, extra: dict[str, list[float]]) -> tuple[float, float] | None:
             for cls in (task.group, task.kind):
                 if cls in extra:
-                    return _fit([u + v for u, v in zip(self.fits.get(cls, (0.0,) * 5), extra[cls])])
+                    return fit_line([u + v for u, v in zip(self.fits.get(cls, (0.0,) * 5), extra[cls])])
                 if cls in self._fitted:
                     return self._fitted[cls]
                 if cls in self.priors:

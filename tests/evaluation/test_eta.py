@@ -210,7 +210,7 @@ def test_the_line_is_the_least_squares_fit(a, b):
     cost = rng.uniform(10, 1000, 12)
     secs = a + b * cost + rng.normal(0, 1e-3, 12)
     sums = [len(cost), cost.sum(), secs.sum(), (cost * cost).sum(), (cost * secs).sum()]
-    got = sweep._fit(sums)
+    got = costs.fit_line(sums)
     want_b, want_a = np.polyfit(cost, secs, 1)
     if want_a >= 0 and want_b >= 0:
         assert got == pytest.approx((want_a, want_b), rel=1e-9, abs=1e-12)
@@ -218,10 +218,10 @@ def test_the_line_is_the_least_squares_fit(a, b):
         assert got == pytest.approx((secs.mean(), 0.0))
     else:
         assert got == pytest.approx((0.0, secs.sum() / cost.sum()))
-    assert sweep._fit([2, 20.0, 7.0, 200.0, 70.0]) == pytest.approx((0.0, 0.35))  # equal costs: a proportion
-    assert sweep._fit([2, 3.0, 1.0, 5.0, 1.0]) == pytest.approx((0.5, 0.0))  # (1, 1 s), (2, 0 s): would fall
-    assert sweep._fit([2, 3.0, 4.0, 5.0, 7.0]) == pytest.approx((0.0, 4 / 3))  # (1, 1 s), (2, 3 s): would start < 0
-    assert sweep._fit([2, 3.0, 5.0, 5.0, 8.0]) == pytest.approx((1.0, 1.0))  # (1, 2 s), (2, 3 s)
+    assert costs.fit_line([2, 20.0, 7.0, 200.0, 70.0]) == pytest.approx((0.0, 0.35))  # equal costs: a proportion
+    assert costs.fit_line([2, 3.0, 1.0, 5.0, 1.0]) == pytest.approx((0.5, 0.0))  # (1, 1 s), (2, 0 s): would fall
+    assert costs.fit_line([2, 3.0, 4.0, 5.0, 7.0]) == pytest.approx((0.0, 4 / 3))  # (1, 1 s), (2, 3 s): would start < 0
+    assert costs.fit_line([2, 3.0, 5.0, 5.0, 8.0]) == pytest.approx((1.0, 1.0))  # (1, 2 s), (2, 3 s)
 
 
 def test_output_cells_of_another_dimension_or_sampler_are_another_class():
