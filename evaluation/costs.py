@@ -33,8 +33,8 @@ from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 from .spec import Law, Schedule
 
-__all__ = ["Cost", "cost_of", "declared_cost", "MODELS", "fit_line", "PRIORS", "read_priors", "read_log",
-           "priors_table", "write_priors"]
+__all__ = ["Cost", "cost_of", "declared_cost", "MODELS", "fit_line", "add_to_sums", "nonnegative", "SECONDS_LOG",
+           "PRIORS", "read_priors", "read_log", "priors_table", "write_priors"]
 
 
 class Cost(NamedTuple):
@@ -121,6 +121,12 @@ def cost_of(cell: Any) -> Cost:
 
 
 # --- the ETA's priors: what each rate class cost in the last cold run ---------------------------------------------
+def add_to_sums(sums: list[float], cost: float, seconds: float) -> None:
+    """Add one measured task to the sums :func:`fit_line` reads (n, Σcost, Σseconds, Σcost², Σcost·seconds)."""
+    for i, v in enumerate((1.0, cost, seconds, cost * cost, cost * seconds)):
+        sums[i] += v
+
+
 def fit_line(sums: Sequence[float]) -> tuple[float, float]:
     """(a, b) of ``seconds = a + b cost`` by least squares from the sums (n, Σcost, Σseconds, Σcost², Σcost·seconds)
     of measured tasks, with a, b >= 0: seconds proportional to cost (b = Σseconds / Σcost) when the costs are all
@@ -145,8 +151,14 @@ before it is measured, scaled by this machine's speed. Read by the engine only (
 result's source)."""
 
 
-def _finite(v: Any, least: float = 0.0) -> bool:
-    return not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= least
+def nonnegative(v: Any) -> bool:
+    """Whether ``v`` is a finite real number >= 0 (not a bool): seconds, or a line's fixed part or rate."""
+    return not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
+
+
+SECONDS_LOG = "seconds.jsonl"
+"""The cache folder's log of what each computed cell cost (written by :func:`evaluation.sweep.run_cells`, read by
+:func:`read_log`)."""
 
 
 def read_priors(path: str | Path = PRIORS) -> dict[str, tuple[float, float]]:
@@ -168,7 +180,7 @@ def read_priors(path: str | Path = PRIORS) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
     for part in ("kinds", "classes"):  # a class named like its kind (a kind with one class) is the class's entry
         for name, entry in table[part].items():
-            if not (isinstance(entry, dict) and _finite(entry.get("fixed")) and _finite(entry.get("rate"))):
+            if not (isinstance(entry, dict) and nonnegative(entry.get("fixed")) and nonnegative(entry.get("rate"))):
                 raise ValueError(f"{where}: {part}[{name!r}] = {entry!r:.200} is not {{'fixed': seconds >= 0, "
                                  "'rate': seconds per unit of cost >= 0, ...}")
             out[name] = (float(entry["fixed"]), float(entry["rate"]))
@@ -189,7 +201,7 @@ def read_log(path: str | Path) -> list[dict]:
         except ValueError as err:
             raise ValueError(f"{path}:{i} is not a JSON record ({err})") from None
         if not (isinstance(r, dict) and all(isinstance(r.get(f), str) for f in ("key", "kind", "class", "run"))
-                and _finite(r.get("cost")) and r["cost"] > 0 and _finite(r.get("seconds"))):
+                and nonnegative(r.get("cost")) and r["cost"] > 0 and nonnegative(r.get("seconds"))):
             raise ValueError(f"{path}:{i} is not a cell's record (key, kind, class, run, cost > 0, seconds >= 0): "
                              f"{text:.200}")
         records.append(r)
@@ -199,9 +211,7 @@ def read_log(path: str | Path) -> list[dict]:
 def _lines(records: Iterable[dict], field: str) -> dict[str, dict]:
     sums: dict[str, list[float]] = {}
     for r in records:
-        acc = sums.setdefault(r[field], [0.0] * 5)
-        for i, v in enumerate((1.0, r["cost"], r["seconds"], r["cost"] ** 2, r["cost"] * r["seconds"])):
-            acc[i] += v
+        add_to_sums(sums.setdefault(r[field], [0.0] * 5), r["cost"], r["seconds"])
     out = {}
     for name in sorted(sums):
         a, b = fit_line(sums[name])
@@ -217,7 +227,7 @@ def priors_table(records: Sequence[dict], about: str, command: str) -> dict:
     ``command`` that regenerates it."""
     if not records:
         raise ValueError("no cell records to make the ETA's table from")
-    loads = sorted(r["load"] for r in records if _finite(r.get("load")))
+    loads = sorted(r["load"] for r in records if nonnegative(r.get("load")))
     runs = sorted({r["run"] for r in records})
     workers = sorted({str(r.get("workers")) for r in records})
     cpus = sorted({str(r.get("cpus")) for r in records})
@@ -237,7 +247,7 @@ def priors_table(records: Sequence[dict], about: str, command: str) -> dict:
 def write_priors(cache: str | Path, out: str | Path = PRIORS, run: str | None = None, about: str = "") -> Path:
     """Write the table of the run ``run`` (its UTC start, as the log says; default: the run with the most cells) in
     ``cache``'s log of cell seconds to ``out`` (default :data:`PRIORS`), and return ``out``."""
-    log = Path(cache) / "seconds.jsonl"
+    log = Path(cache) / SECONDS_LOG
     records = read_log(log)
     counts: dict[str, int] = {}
     for r in records:

@@ -92,7 +92,7 @@ from tqdm.auto import tqdm
 from sampler.files import check_writable_dir, write_atomically
 from sampler.schedules import check_count
 
-from .costs import cost_of, fit_line, read_priors
+from .costs import SECONDS_LOG, add_to_sums, cost_of, fit_line, nonnegative, read_priors
 
 __all__ = ["CellKind", "cell_kind", "compute_cell", "code_version", "code_text", "cell_key", "Cache", "SweepResult",
            "run_cells",
@@ -737,9 +737,7 @@ def _wall() -> float:
 def _measure(fits: dict[str, list[float]], task: _Task, seconds: float) -> None:
     """Add a measured task to the sums of its class and of its kind."""
     for cls in {task.group, task.kind}:
-        sums = fits.setdefault(cls, [0.0] * 5)
-        for i, v in enumerate((1.0, task.cost, seconds, task.cost * task.cost, task.cost * seconds)):
-            sums[i] += v
+        add_to_sums(fits.setdefault(cls, [0.0] * 5), task.cost, seconds)
 
 
 class Eta:
@@ -749,8 +747,8 @@ class Eta:
     Each task has a *kind*, a *rate class* (``group``: the kind, or a finer class within it, :mod:`evaluation.costs`)
     and a declared relative cost. Its estimated seconds are ``a + b cost``, the line fitted (least squares, ``a`` and
     ``b`` not negative: :func:`evaluation.costs.fit_line`) to the measured tasks of its class, else of its kind
-    (``prior`` seconds where neither is measured): a fixed part per task (building a law, a target) and a part that grows with the work, so a
-    class measured on its cheapest and its costliest task estimates the tasks between. A running task that has already
+    (``prior`` seconds where neither is measured): a fixed part per task (building a law, a target) and a part that
+    grows with the work, so a class measured on its cheapest and its costliest task estimates the tasks between. A running task that has already
     run longer than its estimate counts in its class and kind as if it finished now (its seconds so far: a lower
     bound), so a class costlier than its first tasks said raises its estimates while it runs. A kind with no measured
     task (and no prior) has no estimate: the ETA is then unknown (``None``), not a guess from another kind's (declared
@@ -778,9 +776,7 @@ class Eta:
         self.clock = clock if clock is not None else _wall
         self.priors: dict[str, tuple[float, float]] = {}  # rate class or kind -> (a, b) of the last cold run
         for cls, ab in (priors or {}).items():
-            if not (isinstance(ab, tuple) and len(ab) == 2 and all(
-                    not isinstance(v, bool) and isinstance(v, numbers.Real) and math.isfinite(v) and v >= 0
-                    for v in ab)):
+            if not (isinstance(ab, tuple) and len(ab) == 2 and all(nonnegative(v) for v in ab)):
                 raise ValueError(f"Eta: the prior of class {cls!r:.200} must be (fixed seconds, seconds per unit of "
                                  f"cost), finite and >= 0, got {ab!r:.200}")
             self.priors[cls] = (float(ab[0]), float(ab[1]))
@@ -807,8 +803,7 @@ class Eta:
             raise ValueError(f"Eta: task {key!r:.200} was added already")
         if isinstance(cost, bool) or not isinstance(cost, numbers.Real) or not (math.isfinite(cost) and cost > 0):
             raise ValueError(f"Eta: the cost of task {key!r:.200} must be a finite number > 0, got {cost!r}")
-        if prior is not None and (isinstance(prior, bool) or not isinstance(prior, numbers.Real)
-                                  or not (math.isfinite(prior) and prior >= 0)):
+        if prior is not None and not nonnegative(prior):
             raise ValueError(f"Eta: the prior of task {key!r:.200} must be None or finite seconds >= 0, got {prior!r}")
         task = _Task(kind, group or kind, float(cost), prior, self.total, bool(alone))
         self.pending[key] = task
@@ -1053,10 +1048,6 @@ def _kind_name(cell: Any) -> str:
 
 def _utc() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-SECONDS_LOG = "seconds.jsonl"
-"""The cache folder's log of what each computed cell cost (:func:`run_cells`; read by :mod:`evaluation.costs`)."""
 
 
 def _seconds_log(root: Path, workers: int | None) -> Callable[[str, CellCost, float], None]:
