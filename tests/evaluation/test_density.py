@@ -233,6 +233,9 @@ def test_bad_input(paper):
         output_density(cfg, sig, ax, sampler="euler", eta=0.5)
     with pytest.raises(ValueError, match="sub"):
         output_density(cfg, sig, ax, sub=0)
+    with pytest.raises(ValueError, match=r"sub must be at least 2 when the error is estimated .* got 1"):
+        output_density(cfg, sig, ax, sub=1)  # its check would run at the same sub-points
+    assert output_density(cfg, sig, ax, sub=1, estimate_error=False).error is None  # without the estimate: allowed
     with pytest.raises(ValueError, match="decreasing"):
         output_density(cfg, sig.flip(0), ax)
     with pytest.raises(ValueError, match="uniform"):
